@@ -1,0 +1,93 @@
+"""The aggregator's one typed configuration (TOML file + ``VPP_AGG_*`` env overrides).
+
+Example ``aggregator.toml``::
+
+    listen = "0.0.0.0:50051"
+    store_url = "redis://redis:6379/0"   # default: memory:// (one process)
+    metrics_port = 9464
+    insecure = true                      # plaintext, identity from a header (demo only)
+
+    [planning]
+    slot_s = 900
+    horizon_slots = 96
+    lease_s = 3600
+    cycle_s = 300
+
+    [[tariff]]
+    start = "00:00"
+    end = "06:00"
+    import_price_per_kwh = 0.20
+    export_price_per_kwh = 0.07
+
+Env: ``VPP_AGG_STORE_URL=redis://...``, ``VPP_AGG_PLANNING__CYCLE_S=60``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import time
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from aggregator.dispatch.tariff import DEFAULT_TARIFF, TouPeriod, TouTariff
+from vpp_common.config import EnvOverridesFile
+
+
+class PlanningConfig(BaseModel):
+    slot_s: int = Field(900, ge=60, le=3600, description="plan slot length, s")
+    horizon_slots: int = Field(96, ge=1, le=672, description="slots per plan")
+    lease_s: int = Field(3600, ge=60, description="how long a plan is valid, s")
+    cycle_s: float = Field(300.0, gt=0, description="re-plan every this many clock seconds")
+    debounce_s: float = Field(0.05, ge=0, description="collect re-plan requests this long (real s)")
+
+    @model_validator(mode="after")
+    def _lease_within_horizon(self) -> PlanningConfig:
+        if self.lease_s > self.slot_s * self.horizon_slots:
+            raise ValueError(f"lease_s {self.lease_s} exceeds the horizon ({self.slot_s * self.horizon_slots} s)")
+        return self
+
+
+class TariffPeriodConfig(BaseModel):
+    start: time
+    end: time
+    import_price_per_kwh: float
+    export_price_per_kwh: float
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class AggregatorConfig(EnvOverridesFile):
+    model_config = SettingsConfigDict(env_prefix="VPP_AGG_", env_nested_delimiter="__", extra="forbid")
+
+    listen: str = Field("127.0.0.1:50051", description="host:port of the gRPC FleetService")
+    store_url: str = Field("memory://", description="memory:// (embedded) or redis://host:port/db")
+    replica_id: str = Field(default_factory=_default_replica_id)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(9464, ge=0, le=65535, description="None disables /metrics; 0 = any free port")
+    insecure: bool = Field(False, description="plaintext gRPC, house id from the x-vpp-house-id header (demo only)")
+    telemetry_interval_s: float = Field(10.0, gt=0)
+    heartbeat_interval_s: float = Field(30.0, gt=0)
+    telemetry_ttl_s: float = Field(60.0, gt=0, description="latest telemetry expires after this many real s")
+    route_ttl_s: float = Field(90.0, gt=0)
+    max_streams: int = Field(5000, ge=1, description="admission: streams this replica accepts")
+    drain_grace_s: float = Field(5.0, ge=0)
+    planning: PlanningConfig = PlanningConfig()
+    tariff: list[TariffPeriodConfig] = Field(default_factory=list, description="TOU periods (UTC); empty = default")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port, e.g. 0.0.0.0:50051")
+        return v
+
+    def tou_tariff(self) -> TouTariff:
+        if not self.tariff:
+            return DEFAULT_TARIFF
+        return TouTariff(tuple(TouPeriod(p.start, p.end, p.import_price_per_kwh, p.export_price_per_kwh)
+                               for p in self.tariff))

@@ -1,0 +1,123 @@
+"""The planning cycle: snapshot fleet state -> pure plan -> fenced write -> streams.
+
+Runs every ``cycle_s`` clock seconds and, debounced, whenever a house asks for
+a re-plan (connect, new flexibility).  Holds the ``dispatch`` lease so that, with
+several replicas on one store, only the leader writes plans (writes carry its
+fencing token; a stale leader's writes are refused by the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import datetime
+
+from aggregator.config import PlanningConfig
+from aggregator.dispatch.tariff import TouTariff
+from aggregator.dispatch.tou import TouPlanInput, align_down, make_plan
+from aggregator.metrics import AggregatorMetrics
+from aggregator.service.sessions import SessionRegistry
+from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
+from vpp_common.clock import Clock
+from vpp_common.messages import DispatchPlan, GridSignal
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "dispatch"
+
+
+class Planner:
+    def __init__(self, *, store: StateStore, sessions: SessionRegistry, clock: Clock, tariff: TouTariff,
+                 config: PlanningConfig, metrics: AggregatorMetrics, replica_id: str,
+                 lease_ttl_s: float = 15.0) -> None:
+        self._store = store
+        self._sessions = sessions
+        self._clock = clock
+        self._tariff = tariff
+        self._cfg = config
+        self._metrics = metrics
+        self._replica_id = replica_id
+        self._lease_ttl_s = lease_ttl_s
+        self._pending: set[str] = set()
+        self._wake = asyncio.Event()
+        self.plans_written = 0
+        self.last_published: dict[str, tuple[int, float]] = {}  # house -> (version, monotonic s)
+
+    def request(self, house_id: str) -> None:
+        """Ask for a re-plan of ``house_id`` soon (debounced)."""
+        self._pending.add(house_id)
+        self._wake.set()
+
+    def grid_signal(self) -> GridSignal:
+        start = align_down(self._clock.now(), self._cfg.slot_s)
+        return GridSignal(issued_at=self._clock.now(), currency=self._tariff.currency,
+                          prices=self._tariff.price_slots(start, self._cfg.slot_s, self._cfg.horizon_slots))
+
+    async def run(self) -> None:
+        next_cycle = time.monotonic()
+        while True:
+            timeout = max(0.0, next_cycle - time.monotonic())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+                await asyncio.sleep(self._cfg.debounce_s)  # collect a burst of requests into one cycle
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            if time.monotonic() >= next_cycle:
+                houses = None  # everyone
+                next_cycle = time.monotonic() + self._cfg.cycle_s / self._clock.speed
+            else:
+                houses, self._pending = self._pending, set()
+            try:
+                await self.cycle(houses)
+            except StoreError as exc:
+                self._metrics.store_errors.inc()
+                log.warning("planning cycle failed, will retry: %s", exc)
+
+    async def cycle(self, house_ids: set[str] | None = None) -> list[DispatchPlan]:
+        """Plan ``house_ids`` (all known houses if None) if this replica leads."""
+        started = time.perf_counter()
+        token = await self._store.acquire_lease(LEASE_NAME, self._replica_id, self._lease_ttl_s)
+        self._metrics.leader.set(1 if token is not None else 0)
+        if token is None:
+            return []
+        if house_ids is None:
+            house_ids = {h.house_id for h in await self._store.list_houses()}
+        now = self._clock.now()
+        written = []
+        for house_id in sorted(house_ids):
+            plan = await self._plan_house(house_id, now)
+            if plan is None:
+                continue
+            try:
+                await self._store.put_plan(house_id, plan, token)
+            except StaleFencingToken:
+                log.warning("lost the dispatch lease mid-cycle; stopping")
+                self._metrics.leader.set(0)
+                break
+            except PlanVersionConflict:
+                continue
+            written.append(plan)
+            self.plans_written += 1
+            session = self._sessions.get(house_id)
+            if session is not None:
+                session.outbox.put_plan(plan)
+                self.last_published[house_id] = (plan.version, time.monotonic())
+        self._metrics.plan_cycle_duration.observe(time.perf_counter() - started)
+        return written
+
+    async def _plan_house(self, house_id: str, now: datetime) -> DispatchPlan | None:
+        house = await self._store.get_house(house_id)
+        flex = await self._store.get_flexibility(house_id)
+        if house is None or flex is None or not flex.storages:
+            return None  # nothing to dispatch yet
+        storage = flex.storages[0]
+        start = align_down(now, self._cfg.slot_s)
+        imp, _ = self._tariff.prices(start, self._cfg.slot_s, self._cfg.horizon_slots)
+        inp = TouPlanInput(start=start, slot_s=self._cfg.slot_s, import_price_per_kwh=imp, storage=storage,
+                           max_import_w=house.hello.limits.max_import_w)
+        version = await self._store.next_plan_version(house_id)
+        return make_plan(str(uuid.uuid4()), version, now, inp, self._cfg.lease_s,
+                         fallback_max_export_w=house.hello.limits.max_export_w)

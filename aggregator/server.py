@@ -1,0 +1,118 @@
+"""Assembly of one aggregator replica: gRPC server, planner, store, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from aggregator.config import AggregatorConfig
+from aggregator.metrics import AggregatorMetrics
+from aggregator.planner import Planner
+from aggregator.service.fleet_servicer import FleetServicer
+from aggregator.service.identity import InsecureHeaderIdentity
+from aggregator.service.sessions import CloseItem, SessionRegistry
+from aggregator.store import StateStore, open_store
+from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
+from vpp_common.clock import Clock, SystemClock
+from vpp_common.metrics_http import MetricsServer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "vpp.v1.FleetService"
+
+# Keepalive agreed with the agent (see shared notes): the agent pings every 30 s,
+# so the server must permit pings that often, or it cuts streams with "too_many_pings".
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_connection_age_ms", 45 * 60_000),
+    ("grpc.max_connection_age_grace_ms", 60_000),
+]
+
+
+class AggregatorServer:
+    def __init__(self, config: AggregatorConfig, clock: Clock | None = None,
+                 store: StateStore | None = None) -> None:
+        if not config.insecure:
+            from vpp_common.config import ConfigError
+
+            raise ConfigError("mTLS is not available yet: set insecure = true (or --insecure) for a local demo")
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.store = store or open_store(config.store_url)
+        self.metrics = AggregatorMetrics()
+        self.sessions = SessionRegistry()
+        self.planner = Planner(store=self.store, sessions=self.sessions, clock=self.clock,
+                               tariff=config.tou_tariff(), config=config.planning, metrics=self.metrics,
+                               replica_id=config.replica_id)
+        self.servicer = FleetServicer(
+            store=self.store, sessions=self.sessions, identity=InsecureHeaderIdentity(), clock=self.clock,
+            metrics=self.metrics, replica_id=config.replica_id,
+            telemetry_interval_s=config.telemetry_interval_s, heartbeat_interval_s=config.heartbeat_interval_s,
+            telemetry_ttl_s=config.telemetry_ttl_s, route_ttl_s=config.route_ttl_s,
+            max_streams=config.max_streams, request_plan=self.planner.request,
+            grid_signal=self.planner.grid_signal,
+        )
+        self.health = health_aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._planner_task: asyncio.Task[None] | None = None
+        self._metrics_server = (MetricsServer(self.metrics.registry, config.metrics_host, config.metrics_port)
+                                if config.metrics_port is not None else None)
+        self.port: int = 0
+
+    @property
+    def target(self) -> str:
+        host = self.config.listen.rpartition(":")[0]
+        return f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        return self._metrics_server.url if self._metrics_server else None
+
+    async def start(self) -> None:
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        fs_grpc.add_FleetServiceServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        self.port = server.add_insecure_port(self.config.listen)
+        if self.port == 0:
+            from vpp_common.config import ConfigError
+
+            raise ConfigError(f"cannot listen on {self.config.listen} (address in use?)")
+        await server.start()
+        self._server = server
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        if self._metrics_server is not None:
+            self._metrics_server.start()
+        self._planner_task = asyncio.create_task(self.planner.run(), name="planner")
+        log.info("aggregator %s serving on %s", self.config.replica_id, self.target)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain: health NOT_SERVING, Drain to every agent, then stop with a grace period."""
+        grace = self.config.drain_grace_s if grace_s is None else grace_s
+        self.servicer.draining = True
+        await self.health.enter_graceful_shutdown()
+        for session in self.sessions.all():
+            session.outbox.put(CloseItem("aggregator replica shutting down"))
+        if self._planner_task is not None:
+            self._planner_task.cancel()
+            await asyncio.gather(self._planner_task, return_exceptions=True)
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+        await self.store.close()
+
+    async def __aenter__(self) -> AggregatorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

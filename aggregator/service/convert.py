@@ -1,0 +1,219 @@
+"""Protobuf <-> dataclass conversion on the aggregator side of the wire.
+
+The aggregator decodes what agents send (Hello, Telemetry, FlexibilityUpdate,
+PlanStatus) and encodes what it sends (Welcome, DispatchPlan, GridSignal,
+Drain).  Generated types stop here: the rest of the aggregator sees only
+``vpp_common.messages``.  Malformed input raises :class:`InvalidMessage`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from vpp.v1 import fleet_service_pb2 as fs
+from vpp.v1 import flexibility_pb2 as fx
+from vpp.v1 import grid_pb2 as gr
+from vpp.v1 import plan_pb2 as pl
+from vpp.v1 import telemetry_pb2 as tm
+from vpp_common.clock import UTC
+from vpp_common.messages import (
+    ControlType,
+    CurtailmentFlexibility,
+    DispatchPlan,
+    FallbackMode,
+    Flexibility,
+    GridSignal,
+    Hello,
+    Measurement,
+    PlanState,
+    PlanStatus,
+    ResourceInfo,
+    ResourceKind,
+    SiteLimits,
+    SiteTelemetry,
+    StorageFlexibility,
+    Validity,
+)
+
+
+class InvalidMessage(ValueError):
+    """An agent message that violates the contract (answered INVALID_ARGUMENT)."""
+
+
+def _ts(dt: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(dt.astimezone(UTC))
+    return ts
+
+
+def _dt(ts: Timestamp, field: str) -> datetime:
+    if ts.seconds == 0 and ts.nanos == 0:
+        raise InvalidMessage(f"{field} is not set")
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromTimedelta(timedelta(seconds=seconds))
+    return d
+
+
+_RESOURCE_KIND = {
+    fs.RESOURCE_KIND_BATTERY: ResourceKind.BATTERY,
+    fs.RESOURCE_KIND_PV: ResourceKind.PV,
+    fs.RESOURCE_KIND_GRID_METER: ResourceKind.GRID_METER,
+    fs.RESOURCE_KIND_EV_CHARGER: ResourceKind.EV_CHARGER,
+}
+_CONTROL_TYPE = {
+    fs.CONTROL_TYPE_NOT_CONTROLLABLE: ControlType.NOT_CONTROLLABLE,
+    fs.CONTROL_TYPE_FRBC: ControlType.FRBC,
+    fs.CONTROL_TYPE_PEBC: ControlType.PEBC,
+    fs.CONTROL_TYPE_PPBC: ControlType.PPBC,
+    fs.CONTROL_TYPE_OMBC: ControlType.OMBC,
+    fs.CONTROL_TYPE_DDBC: ControlType.DDBC,
+}
+_VALIDITY = {
+    tm.VALIDITY_VALID: Validity.VALID,
+    tm.VALIDITY_STALE: Validity.STALE,
+    tm.VALIDITY_MISSING: Validity.MISSING,
+    tm.VALIDITY_IMPLAUSIBLE: Validity.IMPLAUSIBLE,
+}
+_PLAN_STATE = {
+    fs.PLAN_STATE_ACCEPTED: PlanState.ACCEPTED,
+    fs.PLAN_STATE_REJECTED: PlanState.REJECTED,
+    fs.PLAN_STATE_ACTIVE: PlanState.ACTIVE,
+    fs.PLAN_STATE_EXPIRED: PlanState.EXPIRED,
+}
+_FALLBACK = {
+    FallbackMode.SELF_CONSUMPTION: pl.FALLBACK_MODE_SELF_CONSUMPTION,
+    FallbackMode.IDLE: pl.FALLBACK_MODE_IDLE,
+}
+
+
+def hello_from_proto(msg: fs.Hello) -> Hello:
+    if msg.limits.max_import_w <= 0:
+        raise InvalidMessage("hello.limits.max_import_w must be > 0 W")
+    if msg.limits.max_export_w < 0:
+        raise InvalidMessage("hello.limits.max_export_w must be >= 0 W")
+    resources = []
+    for i, r in enumerate(msg.resources):
+        if not r.resource_id:
+            raise InvalidMessage(f"hello.resources[{i}].resource_id is empty")
+        if r.kind not in _RESOURCE_KIND:
+            raise InvalidMessage(f"hello.resources[{i}].kind is unspecified")
+        if r.control_type not in _CONTROL_TYPE:
+            raise InvalidMessage(f"hello.resources[{i}].control_type is unspecified")
+        resources.append(ResourceInfo(r.resource_id, _RESOURCE_KIND[r.kind], _CONTROL_TYPE[r.control_type],
+                                      r.rated_power_w, r.capacity_wh))
+    return Hello(
+        agent_version=msg.agent_version,
+        limits=SiteLimits(msg.limits.max_import_w, msg.limits.max_export_w),
+        resources=tuple(resources),
+        last_plan_id=msg.last_plan_id,
+        last_plan_version=msg.last_plan_version,
+    )
+
+
+def _measurement(msg: tm.Measurement, has: bool) -> Measurement:
+    validity = _VALIDITY.get(msg.validity, Validity.MISSING) if has else Validity.MISSING
+    if validity is Validity.MISSING:
+        return Measurement.missing()
+    at = msg.measured_at.ToDatetime(tzinfo=UTC) if msg.HasField("measured_at") else None
+    return Measurement(msg.value, validity, at)
+
+
+def telemetry_from_proto(msg: tm.Telemetry) -> SiteTelemetry:
+    def m(name: str) -> Measurement:
+        return _measurement(getattr(msg, name), msg.HasField(name))
+
+    return SiteTelemetry(
+        measured_at=_dt(msg.measured_at, "telemetry.measured_at"),
+        grid_power_w=m("grid_power_w"),
+        pv_power_w=m("pv_power_w"),
+        battery_power_w=m("battery_power_w"),
+        battery_soc_pct=m("battery_soc_pct"),
+        load_power_w=m("load_power_w"),
+    )
+
+
+def flexibility_from_proto(msg: fx.FlexibilityUpdate) -> Flexibility:
+    storages, curtailments = [], []
+    for r in msg.resources:
+        kind = r.WhichOneof("description")
+        if kind == "frbc":
+            d = r.frbc
+            modes = {m.id: m for m in d.operation_modes}
+            charge = max((m.power_max_w for m in modes.values()), default=0.0)
+            discharge = -min((m.power_min_w for m in modes.values()), default=0.0)
+            if d.capacity_wh <= 0:
+                raise InvalidMessage(f"flexibility {r.resource_id}: capacity_wh must be > 0")
+            storages.append(StorageFlexibility(
+                resource_id=r.resource_id, soc_pct=d.soc_pct, soc_min_pct=d.soc_min_pct,
+                soc_max_pct=d.soc_max_pct, reserve_soc_pct=d.reserve_soc_pct, capacity_wh=d.capacity_wh,
+                max_charge_power_w=max(0.0, charge), max_discharge_power_w=max(0.0, discharge),
+                charge_efficiency=d.charge_efficiency or 1.0, discharge_efficiency=d.discharge_efficiency or 1.0,
+            ))
+        elif kind == "pebc":
+            curtailments.append(CurtailmentFlexibility(r.resource_id, r.pebc.present_power_w,
+                                                       r.pebc.lower_limit_min_w))
+        else:
+            raise InvalidMessage(f"flexibility {r.resource_id}: no description")
+    return Flexibility(_dt(msg.valid_from, "flexibility.valid_from"), tuple(storages), tuple(curtailments))
+
+
+def plan_status_from_proto(msg: fs.PlanStatus) -> PlanStatus:
+    if msg.state not in _PLAN_STATE:
+        raise InvalidMessage("plan_status.state is unspecified")
+    return PlanStatus(msg.plan_id, msg.version, _PLAN_STATE[msg.state], _dt(msg.at, "plan_status.at"), msg.reason)
+
+
+def _envelope(env) -> pl.PowerEnvelope:  # type: ignore[no-untyped-def]
+    return pl.PowerEnvelope(min_w=env.min_w, max_w=env.max_w)
+
+
+def plan_to_proto(plan: DispatchPlan) -> pl.DispatchPlan:
+    slots = []
+    for s in plan.slots:
+        slot = pl.PlanSlot(
+            start=_ts(s.start),
+            setpoints=[pl.ResourceSetpoint(resource_id=sp.resource_id, target_power_w=sp.target_power_w,
+                                           envelope=_envelope(sp.envelope)) for sp in s.setpoints],
+            reason=s.reason,
+        )
+        if s.grid_envelope is not None:
+            slot.grid_envelope.CopyFrom(_envelope(s.grid_envelope))
+        slots.append(slot)
+    return pl.DispatchPlan(
+        plan_id=plan.plan_id, version=plan.version, created_at=_ts(plan.created_at),
+        valid_from=_ts(plan.valid_from), valid_until=_ts(plan.valid_until),
+        slot_duration=_duration(plan.slot_duration_s), slots=slots,
+        fallback=pl.Fallback(mode=_FALLBACK[plan.fallback], max_export_w=plan.fallback_max_export_w),
+    )
+
+
+def grid_signal_to_proto(signal: GridSignal) -> gr.GridSignal:
+    msg = gr.GridSignal(
+        issued_at=_ts(signal.issued_at), currency=signal.currency,
+        prices=[gr.PriceSlot(start=_ts(p.start), duration=_duration(p.duration_s),
+                             import_price_per_kwh=p.import_price_per_kwh,
+                             export_price_per_kwh=p.export_price_per_kwh) for p in signal.prices],
+    )
+    if signal.limits is not None:
+        msg.limits.CopyFrom(gr.SiteLimits(max_import_w=signal.limits.max_import_w,
+                                          max_export_w=signal.limits.max_export_w))
+        if signal.limits_valid_until is not None:
+            msg.limits_valid_until.CopyFrom(_ts(signal.limits_valid_until))
+    return msg
+
+
+def welcome(house_id: str, replica_id: str, telemetry_interval_s: float, heartbeat_interval_s: float) -> fs.Welcome:
+    return fs.Welcome(house_id=house_id, replica_id=replica_id,
+                      telemetry_interval=_duration(telemetry_interval_s),
+                      heartbeat_interval=_duration(heartbeat_interval_s))
+
+
+def drain(reason: str, reconnect_after_s: float = 0.0) -> fs.Drain:
+    return fs.Drain(reason=reason, reconnect_after=_duration(reconnect_after_s))

@@ -1,0 +1,183 @@
+"""``FleetService.Connect``: one bidirectional stream per house.
+
+Reading and writing run as two halves: a reader task consumes the agent's
+messages, and the handler itself yields whatever the session's outbox holds.
+Identity comes from the transport (see ``identity``), never from messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from aggregator.metrics import AggregatorMetrics
+from aggregator.service import convert
+from aggregator.service.identity import IdentityError, IdentityResolver
+from aggregator.service.sessions import CloseItem, ControlItem, PlanItem, Session, SessionRegistry
+from aggregator.store import StateStore, StoreError
+from vpp.v1 import fleet_service_pb2 as fs
+from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
+from vpp_common.clock import Clock
+from vpp_common.messages import GridSignal, PlanState
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_S = 10.0
+
+
+class FleetServicer(fs_grpc.FleetServiceServicer):
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        sessions: SessionRegistry,
+        identity: IdentityResolver,
+        clock: Clock,
+        metrics: AggregatorMetrics,
+        replica_id: str,
+        telemetry_interval_s: float,
+        heartbeat_interval_s: float,
+        telemetry_ttl_s: float,
+        route_ttl_s: float,
+        max_streams: int,
+        request_plan: Callable[[str], None],
+        grid_signal: Callable[[], GridSignal | None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._sessions = sessions
+        self._identity = identity
+        self._clock = clock
+        self._metrics = metrics
+        self._replica_id = replica_id
+        self._telemetry_interval_s = telemetry_interval_s
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._telemetry_ttl_s = telemetry_ttl_s
+        self._route_ttl_s = route_ttl_s
+        self._max_streams = max_streams
+        self._request_plan = request_plan
+        self._grid_signal = grid_signal
+        self.draining = False
+
+    async def Connect(  # noqa: N802 (generated name)
+        self, request_iterator: AsyncIterator[fs.ConnectRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[fs.ConnectResponse]:
+        try:
+            house_id = self._identity.house_of(context)
+        except IdentityError as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "replica is draining; reconnect elsewhere")
+        if len(self._sessions) >= self._max_streams and self._sessions.get(house_id) is None:
+            context.set_trailing_metadata((("retry-after-s", "30"),))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "replica full; retry later or elsewhere")
+
+        first = await self._first_message(request_iterator, context)
+        try:
+            hello = convert.hello_from_proto(first.hello)
+        except convert.InvalidMessage as exc:
+            self._metrics.messages.labels("hello", "invalid").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self._metrics.messages.labels("hello", "ok").inc()
+
+        session = self._sessions.open(house_id)
+        self._metrics.connected_agents.set(len(self._sessions))
+        reader = asyncio.create_task(self._read(house_id, session, request_iterator), name=f"read-{house_id}")
+        seq = 0
+        try:
+            try:
+                await self._store.upsert_house(house_id, hello, self._clock.now())
+                await self._store.set_route(house_id, self._replica_id, self._route_ttl_s)
+                current = await self._store.get_plan(house_id)
+            except StoreError as exc:
+                self._metrics.store_errors.inc()
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
+            session.outbox.put(ControlItem(fs.ConnectResponse(welcome=convert.welcome(
+                house_id, self._replica_id, self._telemetry_interval_s, self._heartbeat_interval_s))))
+            signal = self._grid_signal()
+            if signal is not None:
+                session.outbox.put(ControlItem(fs.ConnectResponse(grid_signal=convert.grid_signal_to_proto(signal))))
+            if current is not None:  # the full current plan after every (re)connect, never a delta
+                session.outbox.put_plan(current)
+            self._request_plan(house_id)
+
+            while True:
+                item = await session.outbox.get()
+                seq += 1
+                if isinstance(item, CloseItem):
+                    if item.reason:
+                        yield fs.ConnectResponse(sequence=seq, drain=convert.drain(item.reason))
+                    return
+                if isinstance(item, PlanItem):
+                    session.sent_plan_at[item.plan.version] = time.monotonic()
+                    self._metrics.plans_sent.inc()
+                    yield fs.ConnectResponse(sequence=seq, dispatch_plan=convert.plan_to_proto(item.plan))
+                else:
+                    msg: Any = item.message
+                    msg.sequence = seq
+                    yield msg
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            self._sessions.close(session)
+            self._metrics.connected_agents.set(len(self._sessions))
+            try:
+                await self._store.clear_route(house_id, self._replica_id)
+            except StoreError:
+                self._metrics.store_errors.inc()
+
+    async def _first_message(self, requests: AsyncIterator[fs.ConnectRequest],
+                             context: grpc.aio.ServicerContext) -> fs.ConnectRequest:
+        try:
+            first = await asyncio.wait_for(anext(requests), HELLO_TIMEOUT_S)
+        except (StopAsyncIteration, asyncio.TimeoutError):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "stream must start with Hello")
+        if first.WhichOneof("payload") != "hello":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "first message must be Hello")
+        return first
+
+    async def _read(self, house_id: str, session: Session, requests: AsyncIterator[fs.ConnectRequest]) -> None:
+        try:
+            async for req in requests:
+                kind = req.WhichOneof("payload") or "empty"
+                try:
+                    await self._handle(house_id, session, req, kind)
+                    self._metrics.messages.labels(kind, "ok").inc()
+                except convert.InvalidMessage as exc:
+                    self._metrics.messages.labels(kind, "invalid").inc()
+                    log.warning("house %s sent an invalid %s: %s", house_id, kind, exc)
+                except StoreError as exc:
+                    self._metrics.messages.labels(kind, "store_error").inc()
+                    self._metrics.store_errors.inc()
+                    log.warning("store error handling %s from %s: %s", kind, house_id, exc)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as exc:
+            log.info("stream of %s ended: %s", house_id, exc.code())
+        # the agent closed its side (or the call ended): end ours too
+        session.outbox.put(CloseItem(""))
+
+    async def _handle(self, house_id: str, session: Session, req: fs.ConnectRequest, kind: str) -> None:
+        if kind == "telemetry":
+            t = convert.telemetry_from_proto(req.telemetry)
+            self._metrics.telemetry_age.observe(max(0.0, (self._clock.now() - t.measured_at).total_seconds()))
+            await self._store.put_telemetry(house_id, t, self._telemetry_ttl_s)
+        elif kind == "flexibility_update":
+            await self._store.put_flexibility(house_id, convert.flexibility_from_proto(req.flexibility_update))
+            self._request_plan(house_id)
+        elif kind == "plan_status":
+            status = convert.plan_status_from_proto(req.plan_status)
+            sent = session.sent_plan_at.pop(status.version, None)
+            if sent is not None and status.state is PlanState.ACCEPTED:
+                self._metrics.plan_ack_latency.observe(time.monotonic() - sent)
+            await self._store.put_plan_status(house_id, status)
+        elif kind == "heartbeat":
+            await self._store.set_route(house_id, self._replica_id, self._route_ttl_s)
+        elif kind == "hello":
+            raise convert.InvalidMessage("hello sent twice on one stream")
+        else:
+            raise convert.InvalidMessage("empty message")

@@ -1,0 +1,115 @@
+"""The ``StateStore`` protocol: everything the aggregator keeps about the fleet.
+
+Two implementations run through one contract suite
+(``tests/integration/test_store_contract.py``): ``MemoryStore`` (embedded
+default, one process) and ``RedisStore`` (several replicas).  Keys in Redis are
+namespaced ``vpp:``.  TTLs are in real seconds (Redis expiry is wall time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from vpp_common.messages import DispatchPlan, Flexibility, Hello, PlanStatus, SiteTelemetry
+
+
+class StoreError(Exception):
+    """The store could not be reached or answered unexpectedly (transient)."""
+
+
+class StaleFencingToken(Exception):
+    """A plan write carried a fencing token lower than one already used: the
+    writer is no longer the dispatch leader and must stop writing."""
+
+
+class PlanVersionConflict(Exception):
+    """A plan write did not carry a version newer than the stored plan's."""
+
+
+@dataclass(frozen=True, slots=True)
+class HouseRecord:
+    """What the fleet knows of a house, from its last ``Hello``."""
+
+    house_id: str
+    hello: Hello
+    first_seen: datetime
+    last_hello: datetime
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Async fleet state.  All methods may raise :class:`StoreError`."""
+
+    async def upsert_house(self, house_id: str, hello: Hello, at: datetime) -> HouseRecord:
+        """Record a house's ``Hello``; keeps ``first_seen`` of an existing house."""
+        ...
+
+    async def get_house(self, house_id: str) -> HouseRecord | None: ...
+
+    async def list_houses(self) -> list[HouseRecord]:
+        """All known houses, sorted by ``house_id``."""
+        ...
+
+    async def set_route(self, house_id: str, replica_id: str, ttl_s: float) -> None:
+        """Say that ``replica_id`` holds the stream of ``house_id``, for ``ttl_s``
+        real seconds unless refreshed.  A TTL that is not > 0 raises ValueError
+        (as in every TTL'd method: Redis refuses one)."""
+        ...
+
+    async def get_route(self, house_id: str) -> str | None: ...
+
+    async def clear_route(self, house_id: str, replica_id: str) -> None:
+        """Remove the route only if it still names ``replica_id`` (a newer
+        replica may already hold the house)."""
+        ...
+
+    async def put_telemetry(self, house_id: str, telemetry: SiteTelemetry, ttl_s: float) -> None:
+        """Store the latest telemetry; it disappears after ``ttl_s`` real seconds."""
+        ...
+
+    async def get_telemetry(self, house_id: str) -> SiteTelemetry | None: ...
+
+    async def put_flexibility(self, house_id: str, flexibility: Flexibility) -> None: ...
+
+    async def get_flexibility(self, house_id: str) -> Flexibility | None: ...
+
+    async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> int | None:
+        """Take (or renew, if ``owner`` holds it) the lease ``name``.
+
+        Returns the fencing token (strictly increasing on each new
+        acquisition, unchanged on renewal) or None if another owner holds it.
+        """
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give up the lease if ``owner`` holds it."""
+        ...
+
+    async def next_plan_version(self, house_id: str) -> int:
+        """A new, strictly increasing plan version for the house (starts at 1)."""
+        ...
+
+    async def put_plan(self, house_id: str, plan: DispatchPlan, fencing_token: int) -> None:
+        """Store ``plan`` as the house's current plan.
+
+        Raises :class:`StaleFencingToken` if ``fencing_token`` is lower than the
+        highest token any plan write has used, and
+        :class:`PlanVersionConflict` unless ``plan.version`` is greater than
+        the stored plan's.  Both checks and the write are atomic.
+
+        The "highest token" is one value for the whole fleet (all houses), so
+        every plan writer must take its tokens from the same lease.  The token
+        check comes first; a rejected write changes nothing.  With no stored
+        plan, any version is accepted.
+        """
+        ...
+
+    async def get_plan(self, house_id: str) -> DispatchPlan | None: ...
+
+    async def put_plan_status(self, house_id: str, status: PlanStatus) -> None: ...
+
+    async def get_plan_status(self, house_id: str) -> PlanStatus | None: ...
+
+    async def close(self) -> None: ...

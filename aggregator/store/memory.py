@@ -1,0 +1,215 @@
+"""In-process :class:`~aggregator.store.base.StateStore`: the embedded default.
+
+One aggregator process, no Redis.  Everything lives in dicts; every method
+runs to completion without awaiting, so on one event loop each call is atomic
+(the same guarantee the Redis Lua scripts give).
+
+Expiry is measured with an injectable monotonic clock (``time_fn``) instead of
+wall time so that tests can move time forward without sleeping, and so that a
+wall-clock jump (NTP, DST) cannot expire or resurrect a lease.  Expired entries
+are dropped lazily when read, plus an occasional sweep so that houses that go
+silent for good do not keep their last telemetry forever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from vpp_common.messages import DispatchPlan, Flexibility, Hello, PlanStatus, SiteTelemetry
+
+from .base import HouseRecord, PlanVersionConflict, StaleFencingToken
+
+__all__ = ["MemoryStore"]
+
+_V = TypeVar("_V")
+
+# TTL'd writes between two full sweeps of expired entries: often enough to
+# bound memory for a fleet whose houses come and go, rare enough to be free.
+_SWEEP_EVERY = 1024
+
+
+def check_ttl(ttl_s: float) -> float:
+    """Reject TTLs that are not a positive number.
+
+    Redis refuses a zero or negative expiry; refusing it here too keeps both
+    backends behaving the same (and ``not ttl_s > 0`` also catches NaN).
+    """
+    if not ttl_s > 0:
+        raise ValueError(f"ttl_s must be a positive number of seconds, got {ttl_s!r}")
+    return ttl_s
+
+
+@dataclass(slots=True)
+class _Expiring(Generic[_V]):
+    """A value and the ``time_fn`` instant from which it no longer exists."""
+
+    value: _V
+    expires_at: float
+
+
+@dataclass(slots=True)
+class _Lease:
+    owner: str
+    token: int
+    expires_at: float
+
+
+def _drop_expired(table: dict[str, _Expiring[_V]], now: float) -> None:
+    for key in [k for k, e in table.items() if now >= e.expires_at]:
+        del table[key]
+
+
+class MemoryStore:
+    """Fleet state in this process; see the module docstring."""
+
+    def __init__(self, *, time_fn: Callable[[], float] = time.monotonic) -> None:
+        self._now = time_fn
+        self._houses: dict[str, HouseRecord] = {}
+        self._routes: dict[str, _Expiring[str]] = {}
+        self._telemetry: dict[str, _Expiring[SiteTelemetry]] = {}
+        self._flexibility: dict[str, Flexibility] = {}
+        self._plans: dict[str, DispatchPlan] = {}
+        self._plan_versions: dict[str, int] = {}
+        self._plan_status: dict[str, PlanStatus] = {}
+        self._leases: dict[str, _Lease] = {}
+        # Per lease name: last token handed out.  Kept after release/expiry so
+        # that the next holder always gets a larger token, as with Redis INCR.
+        self._fence_counters: dict[str, int] = {}
+        # Highest fencing token any accepted plan write has carried.
+        self._max_plan_token = 0
+        self._ttl_writes = 0
+
+    # -- expiry helpers ---------------------------------------------------
+
+    def _live(self, table: dict[str, _Expiring[_V]], key: str) -> _V | None:
+        """The value under ``key`` unless it has expired (then it is dropped)."""
+        entry = table.get(key)
+        if entry is None:
+            return None
+        if self._now() >= entry.expires_at:
+            del table[key]
+            return None
+        return entry.value
+
+    def _note_ttl_write(self) -> None:
+        """Count a TTL'd write and sweep everything expired now and then."""
+        self._ttl_writes += 1
+        if self._ttl_writes < _SWEEP_EVERY:
+            return
+        self._ttl_writes = 0
+        now = self._now()
+        _drop_expired(self._routes, now)
+        _drop_expired(self._telemetry, now)
+        for name in [n for n, lease in self._leases.items() if now >= lease.expires_at]:
+            del self._leases[name]
+
+    # -- houses -------------------------------------------------------------
+
+    async def upsert_house(self, house_id: str, hello: Hello, at: datetime) -> HouseRecord:
+        """Record a house's ``Hello``; ``first_seen`` survives reconnects."""
+        previous = self._houses.get(house_id)
+        first_seen = previous.first_seen if previous is not None else at
+        record = HouseRecord(house_id=house_id, hello=hello, first_seen=first_seen, last_hello=at)
+        self._houses[house_id] = record
+        return record
+
+    async def get_house(self, house_id: str) -> HouseRecord | None:
+        return self._houses.get(house_id)
+
+    async def list_houses(self) -> list[HouseRecord]:
+        return [self._houses[k] for k in sorted(self._houses)]
+
+    # -- routes -------------------------------------------------------------
+
+    async def set_route(self, house_id: str, replica_id: str, ttl_s: float) -> None:
+        self._routes[house_id] = _Expiring(replica_id, self._now() + check_ttl(ttl_s))
+        self._note_ttl_write()
+
+    async def get_route(self, house_id: str) -> str | None:
+        return self._live(self._routes, house_id)
+
+    async def clear_route(self, house_id: str, replica_id: str) -> None:
+        """Drop the route only if it still names ``replica_id``."""
+        if self._live(self._routes, house_id) == replica_id:
+            del self._routes[house_id]
+
+    # -- telemetry and flexibility -------------------------------------------
+
+    async def put_telemetry(self, house_id: str, telemetry: SiteTelemetry, ttl_s: float) -> None:
+        self._telemetry[house_id] = _Expiring(telemetry, self._now() + check_ttl(ttl_s))
+        self._note_ttl_write()
+
+    async def get_telemetry(self, house_id: str) -> SiteTelemetry | None:
+        return self._live(self._telemetry, house_id)
+
+    async def put_flexibility(self, house_id: str, flexibility: Flexibility) -> None:
+        self._flexibility[house_id] = flexibility
+
+    async def get_flexibility(self, house_id: str) -> Flexibility | None:
+        return self._flexibility.get(house_id)
+
+    # -- leases ---------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> int | None:
+        """Take or renew ``name``; a new acquisition gets a new, larger token.
+
+        An owner whose lease already expired gets a *new* token when it takes
+        the lease again: someone else may have held it in between.
+        """
+        expires_at = self._now() + check_ttl(ttl_s)
+        current = self._leases.get(name)
+        if current is not None and self._now() >= current.expires_at:
+            del self._leases[name]
+            current = None
+        if current is None:
+            token = self._fence_counters.get(name, 0) + 1
+            self._fence_counters[name] = token
+            self._leases[name] = _Lease(owner=owner, token=token, expires_at=expires_at)
+            self._note_ttl_write()
+            return token
+        if current.owner == owner:
+            current.expires_at = expires_at
+            return current.token
+        return None
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        current = self._leases.get(name)
+        if current is not None and current.owner == owner:
+            del self._leases[name]
+
+    # -- plans ----------------------------------------------------------------
+
+    async def next_plan_version(self, house_id: str) -> int:
+        version = self._plan_versions.get(house_id, 0) + 1
+        self._plan_versions[house_id] = version
+        return version
+
+    async def put_plan(self, house_id: str, plan: DispatchPlan, fencing_token: int) -> None:
+        """Fenced, versioned write; checks in the same order as the Redis script."""
+        if fencing_token < self._max_plan_token:
+            raise StaleFencingToken(
+                f"plan write for {house_id} with fencing token {fencing_token} < {self._max_plan_token}"
+            )
+        stored = self._plans.get(house_id)
+        if stored is not None and plan.version <= stored.version:
+            raise PlanVersionConflict(
+                f"plan version {plan.version} for {house_id} is not newer than stored {stored.version}"
+            )
+        self._max_plan_token = max(self._max_plan_token, fencing_token)
+        self._plans[house_id] = plan
+
+    async def get_plan(self, house_id: str) -> DispatchPlan | None:
+        return self._plans.get(house_id)
+
+    async def put_plan_status(self, house_id: str, status: PlanStatus) -> None:
+        self._plan_status[house_id] = status
+
+    async def get_plan_status(self, house_id: str) -> PlanStatus | None:
+        return self._plan_status.get(house_id)
+
+    async def close(self) -> None:
+        """Nothing to release: the state lives and dies with the process."""

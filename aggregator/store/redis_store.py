@@ -1,0 +1,361 @@
+"""Redis :class:`~aggregator.store.base.StateStore`: shared state for several replicas.
+
+Key layout (``ns`` is the namespace, ``vpp`` by default)::
+
+    {ns}:houses               SET of known house ids (so listing needs no SCAN)
+    {ns}:house:{id}           HASH hello (JSON), first_seen, last_hello (ISO 8601)
+    {ns}:route:{id}           STRING replica id, PX ttl
+    {ns}:telemetry:{id}       STRING SiteTelemetry JSON, PX ttl
+    {ns}:flex:{id}            STRING Flexibility JSON
+    {ns}:plan:{id}            HASH version (int), plan (DispatchPlan JSON)
+    {ns}:planver:{id}         INCR counter behind next_plan_version
+    {ns}:planstatus:{id}      STRING PlanStatus JSON
+    {ns}:lease:{name}         HASH owner, token; PX ttl
+    {ns}:fence:{name}         INCR counter: fencing tokens of lease ``name``
+    {ns}:planfence            highest fencing token any accepted plan write used
+
+Telemetry is one JSON string written with ``SET ... PX`` rather than a hash plus
+``EXPIRE``: the whole message is replaced at once, and a single command leaves
+no window in which the key exists without its TTL.  TTLs are sent in
+milliseconds so that sub-second TTLs (tests, fast heartbeats) keep their value.
+
+Everything that must check-then-write (lease acquire/renew/release, route
+clear, the fenced plan write) is a Lua script, so it is atomic across replicas.
+The plan's version sits beside its JSON in a hash so the script can compare it
+without decoding JSON.
+
+JSON comes from pydantic, straight from the frozen dataclasses.  Each codec is
+a ``RootModel`` subclass built once at import (schema building is slow) with
+``ser_json_inf_nan="constants"``: pydantic's default writes NaN/inf as ``null``,
+which would silently turn an implausible reading of NaN into "no value".  (A
+``TypeAdapter`` cannot carry that setting for dataclass types.)  Naive and aware
+datetimes keep their offset; enums are stored by value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, Generic, TypeVar, cast
+
+import redis.asyncio as aioredis
+from pydantic import ConfigDict, RootModel, ValidationError
+from redis.exceptions import RedisError
+
+from vpp_common.messages import DispatchPlan, Flexibility, Hello, PlanStatus, SiteTelemetry
+
+from .base import HouseRecord, PlanVersionConflict, StaleFencingToken, StoreError
+from .memory import check_ttl
+
+__all__ = ["RedisStore"]
+
+_T = TypeVar("_T")
+
+_JSON_CONFIG = ConfigDict(ser_json_inf_nan="constants")
+
+
+class _HelloJson(RootModel[Hello]):
+    model_config = _JSON_CONFIG
+
+
+class _TelemetryJson(RootModel[SiteTelemetry]):
+    model_config = _JSON_CONFIG
+
+
+class _FlexibilityJson(RootModel[Flexibility]):
+    model_config = _JSON_CONFIG
+
+
+class _PlanJson(RootModel[DispatchPlan]):
+    model_config = _JSON_CONFIG
+
+
+class _PlanStatusJson(RootModel[PlanStatus]):
+    model_config = _JSON_CONFIG
+
+
+class _Codec(Generic[_T]):
+    """JSON for one message type; a stored value that no longer decodes is a
+    :class:`StoreError` (the store answered unexpectedly), not a crash."""
+
+    def __init__(self, model: type[RootModel[_T]], name: str) -> None:
+        self._model = model
+        self._name = name
+
+    def encode(self, value: _T) -> str:
+        # model_construct: the value is already a typed, frozen message; do not
+        # pay for validating it again on the way out.
+        return self._model.model_construct(value).model_dump_json()
+
+    def decode(self, raw: str | bytes) -> _T:
+        try:
+            return self._model.model_validate_json(raw).root
+        except ValidationError as exc:
+            raise StoreError(f"undecodable {self._name} in redis: {exc}") from exc
+
+
+_HELLO = _Codec(_HelloJson, "Hello")
+_TELEMETRY = _Codec(_TelemetryJson, "SiteTelemetry")
+_FLEXIBILITY = _Codec(_FlexibilityJson, "Flexibility")
+_PLAN = _Codec(_PlanJson, "DispatchPlan")
+_PLAN_STATUS = _Codec(_PlanStatusJson, "PlanStatus")
+
+
+def _ttl_ms(ttl_s: float) -> int:
+    """Seconds to Redis milliseconds; at least 1 ms (PX 0 is an error)."""
+    return max(1, round(check_ttl(ttl_s) * 1000))
+
+
+def _parse_datetime(raw: str) -> datetime:
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise StoreError(f"undecodable datetime in redis: {raw!r}") from exc
+
+
+# KEYS[1] lease hash, KEYS[2] fence counter; ARGV[1] owner, ARGV[2] ttl ms.
+# Returns the token, or nil (-> None) if another owner holds the lease.
+_ACQUIRE_LUA = """
+local holder = redis.call('HGET', KEYS[1], 'owner')
+if holder == false then
+  local token = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'token', token)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return token
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('HGET', KEYS[1], 'token'))
+end
+return false
+"""
+
+# KEYS[1] lease hash; ARGV[1] owner.
+_RELEASE_LUA = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS[1] route; ARGV[1] replica.
+_CLEAR_ROUTE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS[1] plan-fence max, KEYS[2] plan hash; ARGV[1] token, ARGV[2] version,
+# ARGV[3] plan JSON.  Returns {0, 0} on success, {1, highest token} if the
+# token is stale, {2, stored version} on a version conflict.  Nothing is
+# written unless both checks pass.
+_PUT_PLAN_LUA = """
+local token = tonumber(ARGV[1])
+local version = tonumber(ARGV[2])
+local highest = tonumber(redis.call('GET', KEYS[1]) or '0')
+if token < highest then
+  return {1, highest}
+end
+local stored = redis.call('HGET', KEYS[2], 'version')
+if stored ~= false and version <= tonumber(stored) then
+  return {2, tonumber(stored)}
+end
+if token > highest then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('HSET', KEYS[2], 'version', ARGV[2], 'plan', ARGV[3])
+return {0, 0}
+"""
+
+_RESULT_STALE = 1
+_RESULT_CONFLICT = 2
+
+
+class RedisStore:
+    """Fleet state in Redis, shared by aggregator replicas.
+
+    ``namespace`` prefixes every key, so several fleets (or tests) can share a
+    server.  Plan writes are fenced by one global "highest token" key, so all
+    plan writers must take their tokens from the same lease name (the
+    dispatch leader's).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str = "vpp",
+        *,
+        socket_timeout_s: float = 5.0,
+        connect_timeout_s: float = 2.0,
+    ) -> None:
+        # Bounded timeouts: a hung Redis must surface as StoreError to the
+        # caller's retry logic instead of blocking a replica forever.
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+        )
+        self._ns = namespace
+        self._acquire = self._redis.register_script(_ACQUIRE_LUA)
+        self._release = self._redis.register_script(_RELEASE_LUA)
+        self._clear_route = self._redis.register_script(_CLEAR_ROUTE_LUA)
+        self._put_plan = self._redis.register_script(_PUT_PLAN_LUA)
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self._ns, *parts))
+
+    @asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        """Turn client failures into :class:`StoreError`, keeping the cause.
+
+        ``RedisError`` covers connection errors, timeouts and error replies;
+        ``OSError`` covers socket failures the client lets through.  Our own
+        exceptions (fencing, version conflicts) pass untouched.
+        """
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis {what} failed: {exc!r}") from exc
+
+    # -- houses -------------------------------------------------------------
+
+    async def upsert_house(self, house_id: str, hello: Hello, at: datetime) -> HouseRecord:
+        """HSETNX keeps ``first_seen``; MULTI makes the read-back see our write."""
+        key = self._key("house", house_id)
+        at_s = at.isoformat()
+        async with self._guard("upsert_house"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(key, "first_seen", at_s)
+                pipe.hset(key, mapping={"hello": _HELLO.encode(hello), "last_hello": at_s})
+                pipe.sadd(self._key("houses"), house_id)
+                pipe.hget(key, "first_seen")
+                results = await pipe.execute()
+        first_seen = _parse_datetime(cast(str, results[-1]))
+        return HouseRecord(house_id=house_id, hello=hello, first_seen=first_seen, last_hello=at)
+
+    def _house_from_hash(self, house_id: str, fields: dict[str, str]) -> HouseRecord | None:
+        if not fields:
+            return None
+        try:
+            hello, first_seen, last_hello = fields["hello"], fields["first_seen"], fields["last_hello"]
+        except KeyError as exc:
+            raise StoreError(f"house {house_id} in redis lacks field {exc}") from exc
+        return HouseRecord(
+            house_id=house_id,
+            hello=_HELLO.decode(hello),
+            first_seen=_parse_datetime(first_seen),
+            last_hello=_parse_datetime(last_hello),
+        )
+
+    async def get_house(self, house_id: str) -> HouseRecord | None:
+        async with self._guard("get_house"):
+            fields = await cast(Any, self._redis.hgetall(self._key("house", house_id)))
+        return self._house_from_hash(house_id, fields)
+
+    async def list_houses(self) -> list[HouseRecord]:
+        async with self._guard("list_houses"):
+            ids = sorted(await cast(Any, self._redis.smembers(self._key("houses"))))
+            if not ids:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for house_id in ids:
+                    pipe.hgetall(self._key("house", house_id))
+                hashes = await pipe.execute()
+        records = (self._house_from_hash(h, f) for h, f in zip(ids, hashes, strict=True))
+        return [r for r in records if r is not None]
+
+    # -- routes -------------------------------------------------------------
+
+    async def set_route(self, house_id: str, replica_id: str, ttl_s: float) -> None:
+        ttl_ms = _ttl_ms(ttl_s)
+        async with self._guard("set_route"):
+            await self._redis.set(self._key("route", house_id), replica_id, px=ttl_ms)
+
+    async def get_route(self, house_id: str) -> str | None:
+        async with self._guard("get_route"):
+            return cast("str | None", await self._redis.get(self._key("route", house_id)))
+
+    async def clear_route(self, house_id: str, replica_id: str) -> None:
+        """Compare-and-delete in Lua: a newer replica's route must survive."""
+        async with self._guard("clear_route"):
+            await self._clear_route(keys=[self._key("route", house_id)], args=[replica_id])
+
+    # -- telemetry and flexibility -------------------------------------------
+
+    async def put_telemetry(self, house_id: str, telemetry: SiteTelemetry, ttl_s: float) -> None:
+        ttl_ms = _ttl_ms(ttl_s)
+        async with self._guard("put_telemetry"):
+            await self._redis.set(self._key("telemetry", house_id), _TELEMETRY.encode(telemetry), px=ttl_ms)
+
+    async def get_telemetry(self, house_id: str) -> SiteTelemetry | None:
+        async with self._guard("get_telemetry"):
+            raw = await self._redis.get(self._key("telemetry", house_id))
+        return None if raw is None else _TELEMETRY.decode(raw)
+
+    async def put_flexibility(self, house_id: str, flexibility: Flexibility) -> None:
+        async with self._guard("put_flexibility"):
+            await self._redis.set(self._key("flex", house_id), _FLEXIBILITY.encode(flexibility))
+
+    async def get_flexibility(self, house_id: str) -> Flexibility | None:
+        async with self._guard("get_flexibility"):
+            raw = await self._redis.get(self._key("flex", house_id))
+        return None if raw is None else _FLEXIBILITY.decode(raw)
+
+    # -- leases ---------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> int | None:
+        """Acquire or renew in one script; the token lives in the lease hash so
+        a renewal returns it unchanged, and the counter never goes back."""
+        ttl_ms = _ttl_ms(ttl_s)
+        async with self._guard("acquire_lease"):
+            token = await self._acquire(
+                keys=[self._key("lease", name), self._key("fence", name)], args=[owner, ttl_ms]
+            )
+        return None if token is None else int(token)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        async with self._guard("release_lease"):
+            await self._release(keys=[self._key("lease", name)], args=[owner])
+
+    # -- plans ----------------------------------------------------------------
+
+    async def next_plan_version(self, house_id: str) -> int:
+        async with self._guard("next_plan_version"):
+            return int(await self._redis.incr(self._key("planver", house_id)))
+
+    async def put_plan(self, house_id: str, plan: DispatchPlan, fencing_token: int) -> None:
+        body = _PLAN.encode(plan)
+        async with self._guard("put_plan"):
+            result = await self._put_plan(
+                keys=[self._key("planfence"), self._key("plan", house_id)],
+                args=[int(fencing_token), int(plan.version), body],
+            )
+        code, value = (int(x) for x in result)
+        if code == _RESULT_STALE:
+            raise StaleFencingToken(f"plan write for {house_id} with fencing token {fencing_token} < {value}")
+        if code == _RESULT_CONFLICT:
+            raise PlanVersionConflict(
+                f"plan version {plan.version} for {house_id} is not newer than stored {value}"
+            )
+
+    async def get_plan(self, house_id: str) -> DispatchPlan | None:
+        async with self._guard("get_plan"):
+            raw = await cast(Any, self._redis.hget(self._key("plan", house_id), "plan"))
+        return None if raw is None else _PLAN.decode(raw)
+
+    async def put_plan_status(self, house_id: str, status: PlanStatus) -> None:
+        async with self._guard("put_plan_status"):
+            await self._redis.set(self._key("planstatus", house_id), _PLAN_STATUS.encode(status))
+
+    async def get_plan_status(self, house_id: str) -> PlanStatus | None:
+        async with self._guard("get_plan_status"):
+            raw = await self._redis.get(self._key("planstatus", house_id))
+        return None if raw is None else _PLAN_STATUS.decode(raw)
+
+    async def close(self) -> None:
+        """Close the connection pool (the client owns it: built by from_url)."""
+        async with self._guard("close"):
+            await self._redis.aclose()

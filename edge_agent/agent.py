@@ -1,0 +1,251 @@
+"""The edge agent: device coordinator, control loop and uplink of one house.
+
+Tasks (all on one event loop, none blocking it):
+
+* poll: the Resource Manager reads the device every ``poll_interval_s`` and
+  publishes an immutable snapshot;
+* control: every ``tick_s``, or at once when a plan arrives, decide the
+  battery setpoint (pure ``energy_manager.decide``) and write it if it moved
+  more than the deadband or the device's revert timer needs a refresh;
+* uplink: the gRPC stream (reconnecting); telemetry every interval,
+  flexibility when it changes, plan statuses as they happen.
+
+The agent is safe with no aggregator at all: without a plan it runs the
+fallback (self-consumption with the export cap), and every setpoint passes
+the safety envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from edge_agent.config import AgentConfig
+from edge_agent.energy_manager.decide import BatteryLimits, Decision, decide
+from edge_agent.energy_manager.plans import PlanBook
+from edge_agent.metrics import AgentMetrics
+from edge_agent.resources.hybrid import HouseSnapshot, HybridInverterRM
+from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
+from edge_agent.uplink.convert import WelcomeInfo
+from vpp_common.clock import Clock, SystemClock
+from vpp_common.messages import DispatchPlan, Hello, PlanState, PlanStatus, SiteLimits
+from vpp_common.metrics_http import MetricsServer
+
+log = logging.getLogger(__name__)
+
+AGENT_VERSION = "0.1.0"
+
+
+@dataclass
+class AgentStats:
+    """Counters for the demo summary and tests (metrics carry the same for Prometheus)."""
+
+    polls: int = 0
+    poll_errors: int = 0
+    writes: int = 0
+    write_errors: int = 0
+    plans_accepted: int = 0
+    plans_rejected: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+    last_decision: Decision | None = None
+    plan_received_at: dict[int, float] = field(default_factory=dict)  # version -> monotonic s
+
+
+class EdgeAgent:
+    def __init__(self, config: AgentConfig, clock: Clock | None = None,
+                 device: HybridInverterRM | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.device = device or HybridInverterRM(config.device, self.clock, reserve_soc_pct=config.battery.reserve_soc_pct,
+                                                 revert_s=config.battery.revert_s)
+        self.metrics = AgentMetrics()
+        self.stats = AgentStats()
+        self.plans = PlanBook()
+        self.limits = SiteLimits(config.site.max_import_w, config.site.max_export_w)
+        self.snapshot: HouseSnapshot | None = None
+        self._wake = asyncio.Event()
+        self._snapshot_ready = asyncio.Event()
+        self._telemetry_interval_s = config.telemetry_interval_s
+        self._stream_down_since: float | None = time.monotonic()
+        self._last_written: tuple[float, datetime] | None = None
+        self._last_flex_sent: object = None
+        self.uplink = UplinkClient(
+            target=config.aggregator, house_id=config.house_id, hello=self._hello, insecure=config.insecure,
+            backoff=Backoff(config.reconnect_initial_s, config.reconnect_max_s),
+            callbacks=UplinkCallbacks(on_plan=self._on_plan, on_welcome=self._on_welcome,
+                                      on_connection=self._on_connection),
+        )
+        self._metrics_server = (MetricsServer(self.metrics.registry, config.metrics_host, config.metrics_port)
+                                if config.metrics_port is not None else None)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def metrics_url(self) -> str | None:
+        return self._metrics_server.url if self._metrics_server else None
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        await self.device.connect()  # configuration errors (not SunSpec, refused) surface here
+        if self._metrics_server is not None:
+            self._metrics_server.start()
+        self._tasks = [
+            asyncio.create_task(self._poll_loop(), name="agent-poll"),
+            asyncio.create_task(self._control_loop(), name="agent-control"),
+            asyncio.create_task(self._telemetry_loop(), name="agent-telemetry"),
+            asyncio.create_task(self.uplink.run(), name="agent-uplink"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        try:
+            await self.device.release()  # hand the battery back to the device's own mode
+        except Exception as exc:  # noqa: BLE001 -- best effort on shutdown; the revert timer covers us
+            log.warning("could not release the battery on stop: %s", exc)
+        await self.device.close()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+
+    async def __aenter__(self) -> EdgeAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait_ready(self, timeout_s: float = 10.0) -> None:
+        await asyncio.wait_for(self._snapshot_ready.wait(), timeout_s)
+
+    # -- uplink callbacks (run on the loop; must not block) ------------------
+    def _hello(self) -> Hello:
+        current = self.plans.current
+        return Hello(agent_version=AGENT_VERSION, limits=self.limits, resources=self.device.resources,
+                     last_plan_id=current.plan_id if current else "",
+                     last_plan_version=current.version if current else 0)
+
+    def _on_welcome(self, welcome: WelcomeInfo) -> None:
+        if welcome.telemetry_interval_s > 0:
+            self._telemetry_interval_s = welcome.telemetry_interval_s
+        self.metrics.uplink_connects.inc()
+        self._last_flex_sent = None  # everything is re-sent on a new session
+        if self.snapshot is not None:
+            self.uplink.send(self.snapshot.telemetry)
+            self._send_flexibility(self.snapshot)
+
+    def _on_connection(self, up: bool) -> None:
+        self.metrics.uplink_connected.set(1 if up else 0)
+        self._stream_down_since = None if up else time.monotonic()
+        self._wake.set()
+
+    def _on_plan(self, plan: DispatchPlan | Exception) -> None:
+        now = self.clock.now()
+        if isinstance(plan, Exception):
+            self.stats.plans_rejected += 1
+            self.metrics.plans.labels("invalid").inc()
+            log.warning("rejected an invalid plan: %s", plan)
+            return
+        self.stats.plan_received_at[plan.version] = time.monotonic()
+        status = self.plans.offer(plan, now)
+        self.uplink.send(status)
+        if status.state is PlanState.ACCEPTED:
+            self.stats.plans_accepted += 1
+            self.metrics.plans.labels("accepted").inc()
+            self._wake.set()  # apply the new slot now, not at the next tick
+        else:
+            self.stats.plans_rejected += 1
+            self.metrics.plans.labels("rejected").inc()
+
+    # -- loops ---------------------------------------------------------------
+    def _send_flexibility(self, snap: HouseSnapshot) -> None:
+        flex = snap.flexibility
+        key = tuple((s.resource_id, round(s.soc_pct)) for s in flex.storages)
+        if key != self._last_flex_sent:  # re-plan only when something material changed
+            self.uplink.send(flex)
+            self._last_flex_sent = key
+
+    async def _poll_loop(self) -> None:
+        while True:
+            snap = await self.device.poll()
+            self.stats.polls += 1
+            ok = snap.telemetry.battery_soc_pct.usable
+            self.metrics.device_reads.labels("ok" if ok else "error").inc()
+            if not ok:
+                self.stats.poll_errors += 1
+            self.snapshot = snap
+            self.metrics.observe(snap.telemetry)
+            if ok:
+                if self.uplink.connected:
+                    self._send_flexibility(snap)
+                self._snapshot_ready.set()
+            await self.clock.sleep(self.config.device.poll_interval_s)
+
+    async def _telemetry_loop(self) -> None:
+        await self._snapshot_ready.wait()
+        while True:
+            if self.uplink.connected and self.snapshot is not None:
+                self.uplink.send(self.snapshot.telemetry)
+            await self.clock.sleep(self._telemetry_interval_s)
+
+    def _stream_ok(self) -> bool:
+        down = self._stream_down_since
+        return down is None or (time.monotonic() - down) * self.clock.speed < self.config.control.grace_s
+
+    async def _control_loop(self) -> None:
+        await self._snapshot_ready.wait()
+        cfg = self.config
+        while True:
+            self._wake.clear()
+            await self.control_once()
+            try:
+                await asyncio.wait_for(self._wake.wait(), cfg.control.tick_s / self.clock.speed)
+            except asyncio.TimeoutError:
+                pass
+
+    async def control_once(self) -> Decision | None:
+        snap = self.snapshot
+        if snap is None:
+            return None
+        now = self.clock.now()
+        expired = self.plans.expiry(now)
+        if expired is not None:
+            self.uplink.send(expired)
+        battery = BatteryLimits(snap.max_charge_w, snap.max_discharge_w, self.config.battery.reserve_soc_pct,
+                                self.config.battery.max_soc_pct)
+        decision = decide(now, snap.telemetry, self.plans.active(now), self._stream_ok(), self.limits, battery,
+                          self.device.battery_id)
+        self.stats.last_decision = decision
+        self.stats.decisions[decision.mode] = self.stats.decisions.get(decision.mode, 0) + 1
+        self.metrics.decisions.labels(decision.mode).inc()
+        for rule in decision.clamped_by:
+            self.metrics.safety_clamps.labels(rule).inc()
+        if self._should_write(decision.battery_w, now):
+            try:
+                await self.device.set_battery_power(decision.battery_w)
+            except Exception as exc:  # noqa: BLE001 -- device errors are transient here: retry next tick
+                self.stats.write_errors += 1
+                self.metrics.device_writes.labels("error").inc()
+                log.warning("battery write failed (will retry): %s", exc)
+            else:
+                self.stats.writes += 1
+                self.metrics.device_writes.labels("ok").inc()
+                self.metrics.setpoint.set(decision.battery_w)
+                self._last_written = (decision.battery_w, now)
+        return decision
+
+    def _should_write(self, value_w: float, now: datetime) -> bool:
+        if self._last_written is None:
+            return True
+        last_w, at = self._last_written
+        refresh_due = (now - at).total_seconds() >= self.config.battery.revert_s / 2
+        return refresh_due or abs(value_w - last_w) >= self.config.control.deadband_w
+
+    def plan_status(self) -> PlanStatus | None:
+        p = self.plans.current
+        if p is None:
+            return None
+        return PlanStatus(p.plan_id, p.version, PlanState.ACTIVE, self.clock.now())

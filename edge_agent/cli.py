@@ -1,0 +1,75 @@
+"""``edge-agent``: runs in each house, next to its inverter, battery and meter.
+
+    edge-agent run --config /etc/vpp/edge-agent.toml
+    edge-agent run --insecure --device-host 192.168.1.50 --aggregator vpp.example.net:50051
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge_agent.config import AgentConfig
+from vpp_common.cli import run_main, run_until_signal, setup_logging
+from vpp_common.config import ConfigError, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="VPP edge agent for one house: reads the hybrid inverter, battery and grid meter over "
+                    "Modbus TCP (SunSpec), keeps the house safe on its own (export cap, import limit, SoC "
+                    "reserve), streams telemetry and flexibility to the aggregator over gRPC and follows its "
+                    "dispatch plans. Exposes the house's Prometheus metrics.",
+        epilog="Configuration: a TOML file (--config) overridden by VPP_AGENT_* environment variables "
+               "(nested with __, e.g. VPP_AGENT_SITE__MAX_EXPORT_W=0), overridden by the flags below.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the agent until SIGINT/SIGTERM",
+                         description="Run the agent until SIGINT/SIGTERM; on stop the battery is handed back "
+                                     "to the device's own mode.")
+    run.add_argument("--config", type=Path, help="TOML config file")
+    run.add_argument("--aggregator", help="host:port of the aggregator")
+    run.add_argument("--house-id", help="house id (insecure mode only; with mTLS it comes from the certificate)")
+    run.add_argument("--device-host", help="Modbus TCP host of the inverter")
+    run.add_argument("--device-port", type=int, help="Modbus TCP port (default 502)")
+    run.add_argument("--metrics-port", type=int, help="port of /metrics (default 9465)")
+    run.add_argument("--insecure", action="store_true", default=None, help="plaintext gRPC: local demos only")
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.drivers.errors import DeviceUnavailable, NotSunSpec
+    from edge_agent.resources.hybrid import DeviceConfigurationError
+
+    device: dict[str, object] = {}
+    config = load_config(AgentConfig, args.config, aggregator=args.aggregator, house_id=args.house_id,
+                         metrics_port=args.metrics_port, insecure=args.insecure)
+    if args.device_host or args.device_port:
+        device = config.device.model_dump()
+        device.update({k: v for k, v in (("host", args.device_host), ("port", args.device_port)) if v})
+        config = load_config(AgentConfig, args.config, aggregator=args.aggregator, house_id=args.house_id,
+                             metrics_port=args.metrics_port, insecure=args.insecure, device=device)
+    agent = EdgeAgent(config)
+    try:
+        await run_until_signal(agent.start, agent.stop)
+    except (NotSunSpec, DeviceConfigurationError) as exc:
+        raise ConfigError(str(exc)) from exc
+    except DeviceUnavailable as exc:
+        raise ConfigError(f"cannot reach the device at {config.device.host}:{config.device.port}: {exc}") from exc
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.command == "run":
+        return run_main(lambda: _run(args))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""One control decision per tick (pure): plan slot or fallback, then the safety envelope.
+
+Powers in W, consumption positive: battery charging > 0, grid import > 0,
+PV production < 0.  ``base_w`` is the house without its battery
+(load + PV = grid - battery): the battery power that makes grid exchange zero
+is ``-base_w``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from vpp_common.messages import DispatchPlan, FallbackMode, SiteLimits, SiteTelemetry
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryLimits:
+    max_charge_w: float  # nameplate, positive magnitude
+    max_discharge_w: float  # nameplate, positive magnitude
+    reserve_soc_pct: float
+    max_soc_pct: float = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    battery_w: float  # setpoint to write, charging > 0
+    mode: str  # "plan" | "fallback" | "safe_idle"
+    reason: str
+    clamped_by: tuple[str, ...] = ()  # safety rules that changed the desired setpoint
+
+
+def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLimits,
+                 battery: BatteryLimits) -> tuple[float, tuple[str, ...]]:
+    """Apply, last and whatever the plan says: nameplate, SoC reserve/max, import
+    limit and export cap.  Returns the setpoint and the rules that bound it.
+
+    Where the export cap cannot be met with the battery alone (battery full or at
+    its limit), the setpoint stays at the battery's limit; PV curtailment is the
+    remaining lever (PEBC), applied by the caller.
+    """
+    rules = []
+    lo, hi = -battery.max_discharge_w, battery.max_charge_w
+    if soc_pct <= battery.reserve_soc_pct:
+        lo = max(lo, 0.0)
+    if soc_pct >= battery.max_soc_pct:
+        hi = min(hi, 0.0)
+    # grid = base + battery must lie in [-max_export, max_import]
+    grid_lo = -limits.max_export_w - base_w
+    grid_hi = limits.max_import_w - base_w
+    value = desired_w
+    if value > grid_hi:
+        value = grid_hi
+        rules.append("import_limit")
+    if value < grid_lo:
+        value = grid_lo
+        rules.append("export_cap")
+    if value > hi:
+        value = hi
+        rules.append("soc_max" if hi == 0.0 and soc_pct >= battery.max_soc_pct else "nameplate")
+    if value < lo:
+        value = lo
+        rules.append("soc_reserve" if lo == 0.0 and soc_pct <= battery.reserve_soc_pct else "nameplate")
+    return value, tuple(rules)
+
+
+def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, stream_ok: bool,
+           limits: SiteLimits, battery: BatteryLimits, resource_id: str = "battery") -> Decision:
+    """The battery setpoint for this tick.
+
+    ``plan`` is the adopted plan (or None); ``stream_ok`` is False once the
+    stream has been down past its grace period, which forces the fallback.
+    Without usable grid, battery and SoC measurements the battery idles.
+    """
+    grid, bat, soc = telemetry.grid_power_w, telemetry.battery_power_w, telemetry.battery_soc_pct
+    if not (grid.usable and bat.usable and soc.usable):
+        return Decision(0.0, "safe_idle", "measurements missing or stale: idle the battery")
+    assert grid.value is not None and bat.value is not None and soc.value is not None
+    base_w = grid.value - bat.value
+    slot = plan.slot_at(now) if plan is not None and stream_ok else None
+    sp = slot.setpoint(resource_id) if slot is not None else None
+    if slot is not None and sp is not None:
+        env = sp.envelope
+        # fixed setpoint, or follow the house balance within the envelope
+        desired = sp.target_power_w if env.min_w == env.max_w else env.clamp(-base_w)
+        mode, reason = "plan", slot.reason or "plan slot"
+    else:
+        fallback = plan.fallback if plan is not None else FallbackMode.SELF_CONSUMPTION
+        if plan is not None and plan.fallback_max_export_w > 0:
+            limits = SiteLimits(limits.max_import_w, min(limits.max_export_w, plan.fallback_max_export_w))
+        desired = -base_w if fallback is FallbackMode.SELF_CONSUMPTION else 0.0
+        why = "no plan" if plan is None else ("stream down" if not stream_ok else "plan expired")
+        mode, reason = "fallback", f"{why}: {fallback.value}"
+    value, rules = safety_clamp(desired, base_w, soc.value, limits, battery)
+    return Decision(value, mode, reason, rules)

@@ -1,0 +1,47 @@
+"""The edge agent's own house metrics: ``vpp_edge_*`` (one agent = one house)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from vpp_common.messages import SiteTelemetry
+
+
+class AgentMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.grid_power = Gauge("vpp_edge_grid_power_watts", "Grid power, W (import > 0).", registry=r)
+        self.pv_power = Gauge("vpp_edge_pv_power_watts", "PV power, W (production < 0).", registry=r)
+        self.battery_power = Gauge("vpp_edge_battery_power_watts", "Battery power, W (charging > 0).", registry=r)
+        self.load_power = Gauge("vpp_edge_load_power_watts", "Household load, W.", registry=r)
+        self.battery_soc = Gauge("vpp_edge_battery_soc_ratio", "Battery state of charge, 0..1.", registry=r)
+        self.measurement_valid = Gauge("vpp_edge_measurement_valid", "1 if the measurement is valid now.",
+                                       ["quantity"], registry=r)
+        self.setpoint = Gauge("vpp_edge_battery_setpoint_watts", "Last battery setpoint written, W (charging > 0).",
+                              registry=r)
+        self.device_reads = Counter("vpp_edge_device_reads_total", "Device polls, by result.", ["result"],
+                                    registry=r)
+        self.device_writes = Counter("vpp_edge_device_writes_total", "Setpoint writes, by result.", ["result"],
+                                     registry=r)
+        self.decisions = Counter("vpp_edge_decisions_total", "Control decisions, by mode.", ["mode"], registry=r)
+        self.safety_clamps = Counter("vpp_edge_safety_clamps_total", "Decisions changed by a safety rule.",
+                                     ["rule"], registry=r)
+        self.plans = Counter("vpp_edge_plans_total", "Plans received, by what the agent did.", ["result"],
+                             registry=r)
+        self.uplink_connected = Gauge("vpp_edge_uplink_connected", "1 while the aggregator stream is up.",
+                                      registry=r)
+        self.uplink_connects = Counter("vpp_edge_uplink_connects_total", "Accepted aggregator streams.",
+                                       registry=r)
+
+    def observe(self, t: SiteTelemetry) -> None:
+        for name, m, gauge, scale in (
+            ("grid_power", t.grid_power_w, self.grid_power, 1.0),
+            ("pv_power", t.pv_power_w, self.pv_power, 1.0),
+            ("battery_power", t.battery_power_w, self.battery_power, 1.0),
+            ("load_power", t.load_power_w, self.load_power, 1.0),
+            ("battery_soc", t.battery_soc_pct, self.battery_soc, 0.01),
+        ):
+            self.measurement_valid.labels(name).set(1 if m.usable else 0)
+            if m.usable and m.value is not None:  # stale is not zero: keep the gauge, flag validity
+                gauge.set(m.value * scale)

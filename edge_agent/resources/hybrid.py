@@ -1,0 +1,217 @@
+"""Resource Manager of a SunSpec hybrid inverter (PV + battery) with a grid meter.
+
+One coordinator owns the device's I/O and publishes immutable snapshots
+(telemetry and S2-shaped flexibility); the control loop only reads them and
+asks for setpoints.  Translation only: no policy lives here.
+
+Points used (SunSpec model ids): 120 nameplate, 124 storage (SoC and the
+battery control window), 203 meter (grid W), 802 battery (W), 160 MPPT
+(PV DC W), 103 inverter (AC W, fallback for PV).
+
+Sign convention of the snapshot: consumption positive (battery charging > 0,
+grid import > 0, PV production < 0).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from edge_agent.config import DeviceConfig
+from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable
+from edge_agent.drivers.sunspec import SunSpecDevice
+from vpp_common.clock import Clock
+from vpp_common.messages import (
+    ControlType,
+    CurtailmentFlexibility,
+    Flexibility,
+    Measurement,
+    ResourceInfo,
+    ResourceKind,
+    SiteTelemetry,
+    StorageFlexibility,
+    Validity,
+)
+
+log = logging.getLogger(__name__)
+
+# Anything outside these is a bad read, not a house: flag it, never use it.
+PLAUSIBLE_POWER_W = 1_000_000.0
+
+
+class DeviceConfigurationError(Exception):
+    """The device lacks what this Resource Manager needs (operator must act)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Nameplate:
+    rated_power_w: float
+    capacity_wh: float
+    max_charge_w: float
+    max_discharge_w: float
+    wchamax_w: float  # model 124 WChaMax: the base of InWRte/OutWRte percentages
+
+
+@dataclass(frozen=True, slots=True)
+class HouseSnapshot:
+    telemetry: SiteTelemetry
+    flexibility: Flexibility
+    max_charge_w: float
+    max_discharge_w: float
+
+
+def _num(values: Any, name: str) -> float | None:
+    v = values.get(name) if values is not None else None
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+class HybridInverterRM:
+    battery_id = "battery"
+    pv_id = "pv"
+    meter_id = "grid_meter"
+
+    def __init__(self, config: DeviceConfig, clock: Clock, reserve_soc_pct: float = 10.0, revert_s: int = 60,
+                 device: SunSpecDevice | None = None) -> None:
+        self._cfg = config
+        self._clock = clock
+        self._reserve = reserve_soc_pct
+        self._revert_s = revert_s
+        self._dev = device or SunSpecDevice(config.host, config.port, config.unit_id, timeout_s=config.timeout_s)
+        self._models: set[int] = set()
+        self.nameplate: Nameplate | None = None
+        self._last: dict[str, Measurement] = {}
+
+    async def connect(self) -> None:
+        """Connect, discover the models and read the nameplate.  Raises
+        DeviceConfigurationError if the device cannot serve as a hybrid."""
+        await self._dev.connect()
+        self._models = {m.model_id for m in await self._dev.discover()}
+        missing = {124, 203} - self._models
+        if missing:
+            raise DeviceConfigurationError(
+                f"device at {self._cfg.host}:{self._cfg.port} lacks SunSpec models {sorted(missing)} "
+                "(124 storage and 203 meter are needed)")
+        n = await self._dev.read_model(120) if 120 in self._models else None
+        s = await self._dev.read_model(124)
+        wchamax = _num(s, "WChaMax")
+        if not wchamax:
+            raise DeviceConfigurationError("model 124 WChaMax is not implemented: cannot scale battery setpoints")
+        self.nameplate = Nameplate(
+            rated_power_w=_num(n, "WRtg") or wchamax,
+            capacity_wh=_num(n, "WHRtg") or 0.0,
+            max_charge_w=_num(n, "MaxChaRte") or wchamax,
+            max_discharge_w=_num(n, "MaxDisChaRte") or wchamax,
+            wchamax_w=wchamax,
+        )
+
+    async def close(self) -> None:
+        await self._dev.close()
+
+    @property
+    def resources(self) -> tuple[ResourceInfo, ...]:
+        n = self.nameplate
+        rated = n.rated_power_w if n else 0.0
+        return (
+            ResourceInfo(self.battery_id, ResourceKind.BATTERY, ControlType.FRBC,
+                         max(n.max_charge_w, n.max_discharge_w) if n else 0.0, n.capacity_wh if n else 0.0),
+            ResourceInfo(self.pv_id, ResourceKind.PV, ControlType.PEBC, rated, 0.0),
+            ResourceInfo(self.meter_id, ResourceKind.GRID_METER, ControlType.NOT_CONTROLLABLE, 0.0, 0.0),
+        )
+
+    # -- reading -------------------------------------------------------------
+    def _measure(self, name: str, value: float | None, now: datetime, lo: float, hi: float) -> Measurement:
+        if value is None:
+            last = self._last.get(name)
+            if last is not None and last.measured_at is not None and \
+                    (now - last.measured_at).total_seconds() <= self._cfg.stale_after_s:
+                return Measurement(last.value, Validity.STALE, last.measured_at)
+            return Measurement.missing()
+        if not lo <= value <= hi:
+            return Measurement(value, Validity.IMPLAUSIBLE, now)
+        m = Measurement(value, Validity.VALID, now)
+        self._last[name] = m
+        return m
+
+    async def _read(self, model_id: int) -> Any:
+        if model_id not in self._models:
+            return None
+        try:
+            return await self._dev.read_model(model_id)
+        except (DeviceUnavailable, DeviceRejected) as exc:
+            log.warning("reading model %s failed: %s", model_id, exc)
+            return None
+
+    async def poll(self) -> HouseSnapshot:
+        """Read the device once.  A failed read yields STALE (recent) or MISSING
+        measurements, never zeros."""
+        assert self.nameplate is not None, "connect() first"
+        now = self._clock.now()
+        meter, storage, battery, mppt, inverter = (
+            await self._read(203), await self._read(124), await self._read(802), await self._read(160),
+            await self._read(103))
+        grid = _num(meter, "W")
+        if grid is not None and not self._cfg.meter_import_positive:
+            grid = -grid
+        soc = _num(storage, "ChaState")
+        bat = _num(battery, "W")
+        if bat is not None:
+            bat = -bat  # SunSpec 802 W: discharge positive; ours: charging positive
+        pv = _pv_from_mppt(mppt)
+        if pv is None and _num(inverter, "W") is not None and bat is not None:
+            pv = -(_num(inverter, "W") or 0.0) - bat  # AC out = PV + discharge
+        g = self._measure("grid", grid, now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
+        p = self._measure("pv", pv, now, -PLAUSIBLE_POWER_W, 0.0 + 1.0)
+        b = self._measure("battery", bat, now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
+        s = self._measure("soc", soc, now, 0.0, 100.0)
+        if g.usable and p.usable and b.usable:
+            assert g.value is not None and p.value is not None and b.value is not None
+            load = Measurement(g.value - p.value - b.value, Validity.VALID, now)
+        else:
+            load = Measurement.missing()
+        telemetry = SiteTelemetry(now, g, p, b, s, load)
+        n = self.nameplate
+        flex = Flexibility(
+            valid_from=now,
+            storages=(StorageFlexibility(
+                resource_id=self.battery_id, soc_pct=s.value if s.usable and s.value is not None else 0.0,
+                soc_min_pct=0.0, soc_max_pct=100.0, reserve_soc_pct=self._reserve,
+                capacity_wh=n.capacity_wh or 1.0, max_charge_power_w=n.max_charge_w,
+                max_discharge_power_w=n.max_discharge_w),) if s.usable else (),
+            curtailments=(CurtailmentFlexibility(self.pv_id, p.value if p.usable and p.value is not None else 0.0,
+                                                 -n.rated_power_w),),
+        )
+        return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w)
+
+    # -- control -------------------------------------------------------------
+    async def set_battery_power(self, power_w: float) -> None:
+        """Hold the battery at ``power_w`` (charging > 0) through model 124's
+        window: StorCtl_Mod=3 with InWRte = P and OutWRte = -P (as % of WChaMax),
+        so the device's charge limit and discharge limit meet at P.  The device
+        reverts to its own mode if this is not refreshed within ``revert_s``."""
+        assert self.nameplate is not None, "connect() first"
+        base = self.nameplate.wchamax_w
+        pct = max(-100.0, min(100.0, power_w / base * 100.0))
+        await self._dev.write_points(124, {
+            "InWRte": pct, "OutWRte": -pct, "InOutWRte_RvrtTms": self._revert_s,
+            "ChaGriSet": 1 if power_w > 0 else 0, "StorCtl_Mod": 3,
+        })
+
+    async def release(self) -> None:
+        """Give the battery back to the device's own (self-consumption) mode."""
+        await self._dev.write_points(124, {"StorCtl_Mod": 0})
+
+
+def _pv_from_mppt(values: Any) -> float | None:
+    """Total PV power from model 160 (DCW per module, production positive) -> production negative."""
+    if values is None:
+        return None
+    modules = values.get("module") or values.get("modules") or []
+    total, seen = 0.0, False
+    for mod in modules:
+        v = mod.get("DCW") if hasattr(mod, "get") else None
+        if isinstance(v, (int, float)):
+            total += float(v)
+            seen = True
+    return -total if seen else None

@@ -1,0 +1,193 @@
+"""Protobuf <-> dataclass conversion on the agent side of the wire.
+
+The agent encodes what it sends (Hello, Telemetry, FlexibilityUpdate,
+PlanStatus, Heartbeat) and decodes what it receives (Welcome, DispatchPlan,
+GridSignal, Drain).  Generated types stop here.  A malformed plan raises
+:class:`InvalidPlan` and is reported back as REJECTED.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from vpp.v1 import fleet_service_pb2 as fs
+from vpp.v1 import flexibility_pb2 as fx
+from vpp.v1 import grid_pb2 as gr
+from vpp.v1 import plan_pb2 as pl
+from vpp.v1 import telemetry_pb2 as tm
+from vpp_common.clock import UTC
+from vpp_common.messages import (
+    ControlType,
+    DispatchPlan,
+    Envelope,
+    FallbackMode,
+    Flexibility,
+    Hello,
+    Measurement,
+    PlanSlot,
+    PlanState,
+    PlanStatus,
+    ResourceKind,
+    Setpoint,
+    SiteTelemetry,
+    Validity,
+)
+
+
+class InvalidPlan(ValueError):
+    """A DispatchPlan that breaks the contract; the agent rejects it."""
+
+
+@dataclass(frozen=True, slots=True)
+class WelcomeInfo:
+    house_id: str
+    replica_id: str
+    telemetry_interval_s: float
+    heartbeat_interval_s: float
+
+
+def _ts(dt: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(dt.astimezone(UTC))
+    return ts
+
+
+_KIND = {
+    ResourceKind.BATTERY: fs.RESOURCE_KIND_BATTERY,
+    ResourceKind.PV: fs.RESOURCE_KIND_PV,
+    ResourceKind.GRID_METER: fs.RESOURCE_KIND_GRID_METER,
+    ResourceKind.EV_CHARGER: fs.RESOURCE_KIND_EV_CHARGER,
+}
+_CONTROL = {
+    ControlType.NOT_CONTROLLABLE: fs.CONTROL_TYPE_NOT_CONTROLLABLE,
+    ControlType.FRBC: fs.CONTROL_TYPE_FRBC,
+    ControlType.PEBC: fs.CONTROL_TYPE_PEBC,
+    ControlType.PPBC: fs.CONTROL_TYPE_PPBC,
+    ControlType.OMBC: fs.CONTROL_TYPE_OMBC,
+    ControlType.DDBC: fs.CONTROL_TYPE_DDBC,
+}
+_VALIDITY = {
+    Validity.VALID: tm.VALIDITY_VALID,
+    Validity.STALE: tm.VALIDITY_STALE,
+    Validity.MISSING: tm.VALIDITY_MISSING,
+    Validity.IMPLAUSIBLE: tm.VALIDITY_IMPLAUSIBLE,
+}
+_STATE = {
+    PlanState.ACCEPTED: fs.PLAN_STATE_ACCEPTED,
+    PlanState.REJECTED: fs.PLAN_STATE_REJECTED,
+    PlanState.ACTIVE: fs.PLAN_STATE_ACTIVE,
+    PlanState.EXPIRED: fs.PLAN_STATE_EXPIRED,
+}
+_FALLBACK = {
+    pl.FALLBACK_MODE_UNSPECIFIED: FallbackMode.SELF_CONSUMPTION,
+    pl.FALLBACK_MODE_SELF_CONSUMPTION: FallbackMode.SELF_CONSUMPTION,
+    pl.FALLBACK_MODE_IDLE: FallbackMode.IDLE,
+}
+
+
+def hello_to_proto(hello: Hello) -> fs.Hello:
+    return fs.Hello(
+        agent_version=hello.agent_version,
+        limits=gr.SiteLimits(max_import_w=hello.limits.max_import_w, max_export_w=hello.limits.max_export_w),
+        resources=[fs.Resource(resource_id=r.resource_id, kind=_KIND[r.kind], control_type=_CONTROL[r.control_type],
+                               rated_power_w=r.rated_power_w, capacity_wh=r.capacity_wh) for r in hello.resources],
+        last_plan_id=hello.last_plan_id,
+        last_plan_version=hello.last_plan_version,
+    )
+
+
+def _measurement(m: Measurement) -> tm.Measurement:
+    msg = tm.Measurement(value=m.value if m.value is not None else 0.0, validity=_VALIDITY[m.validity])
+    if m.measured_at is not None:
+        msg.measured_at.CopyFrom(_ts(m.measured_at))
+    return msg
+
+
+def telemetry_to_proto(t: SiteTelemetry) -> tm.Telemetry:
+    return tm.Telemetry(
+        measured_at=_ts(t.measured_at),
+        grid_power_w=_measurement(t.grid_power_w),
+        pv_power_w=_measurement(t.pv_power_w),
+        battery_power_w=_measurement(t.battery_power_w),
+        battery_soc_pct=_measurement(t.battery_soc_pct),
+        load_power_w=_measurement(t.load_power_w),
+    )
+
+
+def flexibility_to_proto(f: Flexibility) -> fx.FlexibilityUpdate:
+    resources = [
+        fx.ResourceFlexibility(resource_id=s.resource_id, frbc=fx.FrbcStorageDescription(
+            soc_pct=s.soc_pct, soc_min_pct=s.soc_min_pct, soc_max_pct=s.soc_max_pct,
+            reserve_soc_pct=s.reserve_soc_pct, capacity_wh=s.capacity_wh,
+            charge_efficiency=s.charge_efficiency, discharge_efficiency=s.discharge_efficiency,
+            operation_modes=[
+                fx.FrbcOperationMode(id="charge", power_min_w=0.0, power_max_w=s.max_charge_power_w),
+                fx.FrbcOperationMode(id="idle", power_min_w=0.0, power_max_w=0.0),
+                fx.FrbcOperationMode(id="discharge", power_min_w=-s.max_discharge_power_w, power_max_w=0.0),
+            ]))
+        for s in f.storages
+    ]
+    resources += [
+        fx.ResourceFlexibility(resource_id=c.resource_id, pebc=fx.PebcPowerEnvelopeDescription(
+            present_power_w=c.present_power_w, lower_limit_min_w=c.min_lower_limit_w, lower_limit_max_w=0.0,
+            consequence=fx.PEBC_CONSEQUENCE_VANISH))
+        for c in f.curtailments
+    ]
+    return fx.FlexibilityUpdate(valid_from=_ts(f.valid_from), resources=resources)
+
+
+def plan_status_to_proto(s: PlanStatus) -> fs.PlanStatus:
+    return fs.PlanStatus(plan_id=s.plan_id, version=s.version, state=_STATE[s.state], reason=s.reason, at=_ts(s.at))
+
+
+def heartbeat(at: datetime) -> fs.Heartbeat:
+    return fs.Heartbeat(sent_at=_ts(at))
+
+
+def welcome_from_proto(msg: fs.Welcome) -> WelcomeInfo:
+    return WelcomeInfo(msg.house_id, msg.replica_id, msg.telemetry_interval.ToTimedelta().total_seconds(),
+                       msg.heartbeat_interval.ToTimedelta().total_seconds())
+
+
+def _envelope(msg: pl.PowerEnvelope, where: str) -> Envelope:
+    try:
+        return Envelope(msg.min_w, msg.max_w)
+    except ValueError as exc:
+        raise InvalidPlan(f"{where}: {exc}") from exc
+
+
+def plan_from_proto(msg: pl.DispatchPlan) -> DispatchPlan:
+    """Decode and check a plan: ids, ordering, contiguous slots inside the lease."""
+    if not msg.plan_id:
+        raise InvalidPlan("plan_id is empty")
+    if msg.version == 0:
+        raise InvalidPlan("version must be >= 1")
+    slot_s = int(msg.slot_duration.ToTimedelta().total_seconds())
+    if slot_s <= 0:
+        raise InvalidPlan("slot_duration must be > 0")
+    valid_from = msg.valid_from.ToDatetime(tzinfo=UTC)
+    valid_until = msg.valid_until.ToDatetime(tzinfo=UTC)
+    if valid_until <= valid_from:
+        raise InvalidPlan("valid_until must be after valid_from")
+    slots = []
+    expected = valid_from
+    for i, s in enumerate(msg.slots):
+        start = s.start.ToDatetime(tzinfo=UTC)
+        if start != expected:
+            raise InvalidPlan(f"slot {i} starts at {start.isoformat()}, expected {expected.isoformat()}")
+        expected = start + timedelta(seconds=slot_s)
+        setpoints = tuple(Setpoint(sp.resource_id, sp.target_power_w, _envelope(sp.envelope, f"slot {i} {sp.resource_id}"))
+                          for sp in s.setpoints)
+        grid = _envelope(s.grid_envelope, f"slot {i} grid") if s.HasField("grid_envelope") else None
+        slots.append(PlanSlot(start, setpoints, grid, s.reason))
+    if not slots:
+        raise InvalidPlan("plan has no slots")
+    return DispatchPlan(
+        plan_id=msg.plan_id, version=msg.version, created_at=msg.created_at.ToDatetime(tzinfo=UTC),
+        valid_from=valid_from, valid_until=valid_until, slot_duration_s=slot_s, slots=tuple(slots),
+        fallback=_FALLBACK.get(msg.fallback.mode, FallbackMode.SELF_CONSUMPTION),
+        fallback_max_export_w=msg.fallback.max_export_w,
+    )

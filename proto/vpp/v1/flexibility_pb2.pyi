@@ -1,0 +1,80 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PebcConsequence(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PEBC_CONSEQUENCE_UNSPECIFIED: _ClassVar[PebcConsequence]
+    PEBC_CONSEQUENCE_VANISH: _ClassVar[PebcConsequence]
+    PEBC_CONSEQUENCE_DEFER: _ClassVar[PebcConsequence]
+PEBC_CONSEQUENCE_UNSPECIFIED: PebcConsequence
+PEBC_CONSEQUENCE_VANISH: PebcConsequence
+PEBC_CONSEQUENCE_DEFER: PebcConsequence
+
+class FlexibilityUpdate(_message.Message):
+    __slots__ = ("valid_from", "resources")
+    VALID_FROM_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    valid_from: _timestamp_pb2.Timestamp
+    resources: _containers.RepeatedCompositeFieldContainer[ResourceFlexibility]
+    def __init__(self, valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[ResourceFlexibility, _Mapping]]] = ...) -> None: ...
+
+class ResourceFlexibility(_message.Message):
+    __slots__ = ("resource_id", "frbc", "pebc")
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    FRBC_FIELD_NUMBER: _ClassVar[int]
+    PEBC_FIELD_NUMBER: _ClassVar[int]
+    resource_id: str
+    frbc: FrbcStorageDescription
+    pebc: PebcPowerEnvelopeDescription
+    def __init__(self, resource_id: _Optional[str] = ..., frbc: _Optional[_Union[FrbcStorageDescription, _Mapping]] = ..., pebc: _Optional[_Union[PebcPowerEnvelopeDescription, _Mapping]] = ...) -> None: ...
+
+class FrbcStorageDescription(_message.Message):
+    __slots__ = ("soc_pct", "soc_min_pct", "soc_max_pct", "reserve_soc_pct", "capacity_wh", "operation_modes", "charge_efficiency", "discharge_efficiency")
+    SOC_PCT_FIELD_NUMBER: _ClassVar[int]
+    SOC_MIN_PCT_FIELD_NUMBER: _ClassVar[int]
+    SOC_MAX_PCT_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_SOC_PCT_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_WH_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_MODES_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_EFFICIENCY_FIELD_NUMBER: _ClassVar[int]
+    DISCHARGE_EFFICIENCY_FIELD_NUMBER: _ClassVar[int]
+    soc_pct: float
+    soc_min_pct: float
+    soc_max_pct: float
+    reserve_soc_pct: float
+    capacity_wh: float
+    operation_modes: _containers.RepeatedCompositeFieldContainer[FrbcOperationMode]
+    charge_efficiency: float
+    discharge_efficiency: float
+    def __init__(self, soc_pct: _Optional[float] = ..., soc_min_pct: _Optional[float] = ..., soc_max_pct: _Optional[float] = ..., reserve_soc_pct: _Optional[float] = ..., capacity_wh: _Optional[float] = ..., operation_modes: _Optional[_Iterable[_Union[FrbcOperationMode, _Mapping]]] = ..., charge_efficiency: _Optional[float] = ..., discharge_efficiency: _Optional[float] = ...) -> None: ...
+
+class FrbcOperationMode(_message.Message):
+    __slots__ = ("id", "power_min_w", "power_max_w")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    POWER_MIN_W_FIELD_NUMBER: _ClassVar[int]
+    POWER_MAX_W_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    power_min_w: float
+    power_max_w: float
+    def __init__(self, id: _Optional[str] = ..., power_min_w: _Optional[float] = ..., power_max_w: _Optional[float] = ...) -> None: ...
+
+class PebcPowerEnvelopeDescription(_message.Message):
+    __slots__ = ("present_power_w", "lower_limit_min_w", "lower_limit_max_w", "consequence")
+    PRESENT_POWER_W_FIELD_NUMBER: _ClassVar[int]
+    LOWER_LIMIT_MIN_W_FIELD_NUMBER: _ClassVar[int]
+    LOWER_LIMIT_MAX_W_FIELD_NUMBER: _ClassVar[int]
+    CONSEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    present_power_w: float
+    lower_limit_min_w: float
+    lower_limit_max_w: float
+    consequence: PebcConsequence
+    def __init__(self, present_power_w: _Optional[float] = ..., lower_limit_min_w: _Optional[float] = ..., lower_limit_max_w: _Optional[float] = ..., consequence: _Optional[_Union[PebcConsequence, str]] = ...) -> None: ...

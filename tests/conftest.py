@@ -1,0 +1,145 @@
+"""Shared fixtures: leak detection, free ports, a throwaway redis-server.
+
+Every test runs under ``no_leaks``: a test that leaves asyncio tasks, threads,
+child processes or listening ports behind fails.  Waiting is always bounded
+polling or awaiting an event, never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import psutil
+import pytest
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening_ports() -> set[tuple[str, int]]:
+    try:
+        conns = psutil.Process().net_connections(kind="inet")
+    except psutil.Error:
+        return set()
+    return {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
+
+
+# Process-wide threads that libraries start once and keep by design (not leaks):
+# grpc.aio's completion-queue poller.
+_PROCESS_THREADS = ("_poll_wrapper",)
+
+
+def _threads() -> set[int]:
+    return {t.ident for t in threading.enumerate()
+            if t.ident is not None and not any(n in t.name for n in _PROCESS_THREADS)}
+
+
+def _wait_until(pred, timeout_s: float = 3.0) -> bool:
+    """Poll ``pred`` until true or the bound runs out (never an unbounded wait)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if pred():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    threads = _threads()
+    children = _children()
+    ports = _listening_ports()
+    if asyncio.iscoroutinefunction(getattr(request.node, "function", None)):
+        request.getfixturevalue("_no_task_leaks")
+    yield
+    problems = []
+    if not _wait_until(lambda: _threads() <= threads):
+        names = [t.name for t in threading.enumerate() if t.ident not in threads]
+        problems.append(f"threads left running: {names}")
+    if not _wait_until(lambda: _children() <= children):
+        left = [psutil.Process(pid).cmdline() for pid in _children() - children if psutil.pid_exists(pid)]
+        problems.append(f"child processes left running: {left}")
+    if not _wait_until(lambda: _listening_ports() <= ports):
+        problems.append(f"ports left listening: {sorted(_listening_ports() - ports)}")
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+async def _no_task_leaks() -> AsyncIterator[None]:
+    """Set up before (so torn down after) the test's own async fixtures."""
+    before = asyncio.all_tasks()
+    yield
+    current = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    if left:
+        for t in left:
+            t.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        pytest.fail(f"asyncio tasks left running: {[t.get_coro() for t in left]}", pytrace=False)
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A throwaway ``redis-server`` on a free loopback port (not the machine's 6379)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (.ci/run installs it)")
+        pytest.skip("redis-server not installed")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="vpp-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        def up() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    return s.recv(16).startswith(b"+PONG")
+            except OSError:
+                return proc.poll() is not None
+        if not _wait_until(up, 10.0) or proc.poll() is not None:
+            raise RuntimeError(f"redis-server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+        yield RedisServer("127.0.0.1", port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        shutil.rmtree(workdir, ignore_errors=True)

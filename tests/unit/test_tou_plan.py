@@ -1,0 +1,50 @@
+"""The simple time-of-use plan and tariffs (pure)."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+import numpy as np
+import pytest
+
+from aggregator.dispatch.tariff import DEFAULT_TARIFF, TouPeriod, TouTariff
+from aggregator.dispatch.tou import TouPlanInput, align_down, make_plan
+from vpp_common.clock import UTC
+from vpp_common.messages import StorageFlexibility
+
+STORAGE = StorageFlexibility("battery", 50, 0, 100, 10, 10_000, 5_000, 4_000)
+
+
+def test_default_tariff_prices_by_time_of_day() -> None:
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    imp, exp = DEFAULT_TARIFF.prices(day, 3600, 24)
+    assert imp[2] == 0.20 and imp[12] == 0.30 and imp[18] == 0.45 and imp[22] == 0.30
+    assert np.all(exp == 0.07)
+
+
+def test_tariff_must_cover_the_day_exactly_once() -> None:
+    with pytest.raises(ValueError, match="must be once"):
+        TouTariff((TouPeriod(time(0), time(12), 0.1, 0.0),))
+
+
+def test_plan_charges_when_cheap_and_covers_load_at_peak() -> None:
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    imp, _ = DEFAULT_TARIFF.prices(start, 900, 96)
+    plan = make_plan("p", 1, start, TouPlanInput(start, 900, imp, STORAGE, max_import_w=3_000), lease_s=86_400)
+    assert len(plan.slots) == 96 and plan.valid_until == start + timedelta(days=1)
+    night, noon, peak = plan.slots[4].setpoints[0], plan.slots[48].setpoints[0], plan.slots[72].setpoints[0]
+    assert night.target_power_w == 3_000 and night.envelope.min_w == night.envelope.max_w == 3_000  # import limit
+    assert noon.envelope.min_w == 0 and noon.envelope.max_w == 3_000
+    assert peak.envelope.min_w == -4_000 and peak.envelope.max_w == 0
+    assert "peak" in plan.slots[72].reason
+
+
+def test_lease_is_shorter_than_horizon_and_aligned() -> None:
+    now = datetime(2026, 3, 2, 10, 7, 30, tzinfo=UTC)
+    start = align_down(now, 900)
+    assert start == datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    imp, _ = DEFAULT_TARIFF.prices(start, 900, 96)
+    plan = make_plan("p", 1, now, TouPlanInput(start, 900, imp, STORAGE, 10_000), lease_s=3600)
+    assert plan.valid_until - plan.valid_from == timedelta(hours=1)
+    assert plan.slot_at(now) is plan.slots[0]
+    assert plan.slot_at(start + timedelta(hours=1)) is None

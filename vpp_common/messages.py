@@ -1,0 +1,253 @@
+"""Plain, immutable message types shared by agent and aggregator.
+
+These mirror ``vpp.v1`` but carry no protobuf: each side converts at its
+boundary (``edge_agent/uplink``, ``aggregator/service``) and works with these.
+
+Sign convention (everywhere): power is positive when the house or device
+*consumes* at its point of connection.  Battery charging > 0, grid import > 0,
+PV production < 0, household load > 0.  Export caps and limits are given as
+positive magnitudes (``max_export_w = 4600`` allows grid power down to -4600 W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+
+
+class Validity(str, Enum):
+    """How far a measurement can be trusted.  Stale is not zero."""
+
+    VALID = "valid"
+    STALE = "stale"  # last good value, older than its validity window
+    MISSING = "missing"  # never read, not implemented, or read failed
+    IMPLAUSIBLE = "implausible"  # read, but outside physical bounds
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One measured quantity; ``value`` is None unless something was read."""
+
+    value: float | None
+    validity: Validity
+    measured_at: datetime | None = None
+
+    @staticmethod
+    def missing() -> Measurement:
+        return Measurement(None, Validity.MISSING, None)
+
+    @property
+    def usable(self) -> bool:
+        return self.validity is Validity.VALID and self.value is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteTelemetry:
+    """A house at one instant.  Powers in W (consumption positive), SoC in %."""
+
+    measured_at: datetime
+    grid_power_w: Measurement  # import > 0, export < 0
+    pv_power_w: Measurement  # production < 0
+    battery_power_w: Measurement  # charging > 0
+    battery_soc_pct: Measurement  # 0..100
+    load_power_w: Measurement  # household consumption >= 0
+
+
+class ResourceKind(str, Enum):
+    BATTERY = "battery"
+    PV = "pv"
+    GRID_METER = "grid_meter"
+    EV_CHARGER = "ev_charger"
+
+
+class ControlType(str, Enum):
+    """S2 control types (EN 50491-12-2)."""
+
+    NOT_CONTROLLABLE = "not_controllable"
+    FRBC = "frbc"  # fill-rate based: storage
+    PEBC = "pebc"  # power envelope: curtailment
+    PPBC = "ppbc"
+    OMBC = "ombc"
+    DDBC = "ddbc"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    """A device the agent controls or measures, with its nameplate."""
+
+    resource_id: str
+    kind: ResourceKind
+    control_type: ControlType
+    rated_power_w: float = 0.0  # largest |power| the device can take or give
+    capacity_wh: float = 0.0  # storage capacity; 0 for non-storage
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLimits:
+    """Connection limits of a house, as positive magnitudes in W."""
+
+    max_import_w: float
+    max_export_w: float
+
+    def clamp_grid_w(self, grid_power_w: float) -> float:
+        return min(self.max_import_w, max(-self.max_export_w, grid_power_w))
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    agent_version: str
+    limits: SiteLimits
+    resources: tuple[ResourceInfo, ...]
+    last_plan_id: str = ""
+    last_plan_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StorageFlexibility:
+    """S2 FRBC description of a battery: fill level is SoC in %.
+
+    Operation modes are charge [0, max_charge_power_w], idle (0) and
+    discharge [-max_discharge_power_w, 0], in W with charging positive.
+    """
+
+    resource_id: str
+    soc_pct: float
+    soc_min_pct: float
+    soc_max_pct: float
+    reserve_soc_pct: float
+    capacity_wh: float
+    max_charge_power_w: float  # positive magnitude
+    max_discharge_power_w: float  # positive magnitude
+    charge_efficiency: float = 0.95
+    discharge_efficiency: float = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class CurtailmentFlexibility:
+    """S2 PEBC description of a PV inverter: how far production may be limited.
+
+    ``present_power_w`` is the current production (<= 0).  The allowed
+    envelope's lower bound ranges from ``min_lower_limit_w`` (full production,
+    most negative) to 0 (fully curtailed).
+    """
+
+    resource_id: str
+    present_power_w: float
+    min_lower_limit_w: float  # most negative power the inverter can produce, e.g. -6000
+
+
+@dataclass(frozen=True, slots=True)
+class Flexibility:
+    valid_from: datetime
+    storages: tuple[StorageFlexibility, ...] = ()
+    curtailments: tuple[CurtailmentFlexibility, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """Bounds on a power in W (consumption positive); min <= max."""
+
+    min_w: float
+    max_w: float
+
+    def __post_init__(self) -> None:
+        if self.min_w > self.max_w:
+            raise ValueError(f"envelope min {self.min_w} W > max {self.max_w} W")
+
+    def clamp(self, power_w: float) -> float:
+        return min(self.max_w, max(self.min_w, power_w))
+
+
+@dataclass(frozen=True, slots=True)
+class Setpoint:
+    """Target power of one resource in one slot, and the envelope it may move in."""
+
+    resource_id: str
+    target_power_w: float
+    envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSlot:
+    start: datetime
+    setpoints: tuple[Setpoint, ...]
+    grid_envelope: Envelope | None = None  # site grid power bounds, W
+    reason: str = ""  # why, for people: "cheap import", "peak price", ...
+
+    def setpoint(self, resource_id: str) -> Setpoint | None:
+        for sp in self.setpoints:
+            if sp.resource_id == resource_id:
+                return sp
+        return None
+
+
+class FallbackMode(str, Enum):
+    """What an agent does once its plan lease has expired."""
+
+    SELF_CONSUMPTION = "self_consumption"
+    IDLE = "idle"
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchPlan:
+    """A lease: valid from ``valid_from`` until ``valid_until``, then the fallback.
+
+    ``version`` is monotonic per house; an agent adopts a plan only if its
+    version is newer than the one it follows.
+    """
+
+    plan_id: str
+    version: int
+    created_at: datetime
+    valid_from: datetime
+    valid_until: datetime
+    slot_duration_s: int
+    slots: tuple[PlanSlot, ...]
+    fallback: FallbackMode = FallbackMode.SELF_CONSUMPTION
+    fallback_max_export_w: float = 0.0  # export cap during fallback; 0 = site limit
+
+    def is_valid_at(self, when: datetime) -> bool:
+        return self.valid_from <= when < self.valid_until
+
+    def slot_at(self, when: datetime) -> PlanSlot | None:
+        """The slot covering ``when``, or None outside the lease."""
+        if not self.is_valid_at(when):
+            return None
+        for slot in self.slots:
+            if slot.start <= when < slot.start + timedelta(seconds=self.slot_duration_s):
+                return slot
+        return None
+
+
+class PlanState(str, Enum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStatus:
+    plan_id: str
+    version: int
+    state: PlanState
+    at: datetime
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSlot:
+    start: datetime
+    duration_s: int
+    import_price_per_kwh: float  # currency per kWh bought
+    export_price_per_kwh: float  # currency per kWh sold (may be negative)
+
+
+@dataclass(frozen=True, slots=True)
+class GridSignal:
+    issued_at: datetime
+    currency: str = "EUR"
+    prices: tuple[PriceSlot, ...] = field(default_factory=tuple)
+    limits: SiteLimits | None = None  # temporary site limits, if any
+    limits_valid_until: datetime | None = None
