@@ -41,6 +41,8 @@ class PlanningConfig(BaseModel):
     lease_s: int = Field(3600, ge=60, description="how long a plan is valid, s")
     cycle_s: float = Field(300.0, gt=0, description="re-plan every this many clock seconds")
     debounce_s: float = Field(0.05, ge=0, description="collect re-plan requests this long (real s)")
+    grid_charge_target_soc_pct: float = Field(50.0, ge=0, le=100,
+                                              description="TOU rule: charge from the grid up to this SoC")
 
     @model_validator(mode="after")
     def _lease_within_horizon(self) -> PlanningConfig:

@@ -92,7 +92,7 @@ class Planner:
             if plan is None:
                 continue
             try:
-                await self._store.put_plan(house_id, plan, token)
+                await self._write_and_route(house_id, plan, token)
             except StaleFencingToken:
                 log.warning("lost the dispatch lease mid-cycle; stopping")
                 self._metrics.leader.set(0)
@@ -100,13 +100,30 @@ class Planner:
             except PlanVersionConflict:
                 continue
             written.append(plan)
-            self.plans_written += 1
-            session = self._sessions.get(house_id)
-            if session is not None:
-                session.outbox.put_plan(plan)
-                self.last_published[house_id] = (plan.version, time.monotonic())
         self._metrics.plan_cycle_duration.observe(time.perf_counter() - started)
         return written
+
+    async def publish(self, house_id: str, plan: DispatchPlan) -> None:
+        """Write ``plan`` as the house's current plan and send it, as the leader.
+
+        Raises StaleFencingToken / PlanVersionConflict from the store, and
+        RuntimeError if another replica holds the dispatch lease.
+        """
+        token = await self._store.acquire_lease(LEASE_NAME, self._replica_id, self._lease_ttl_s)
+        if token is None:
+            raise RuntimeError("not the dispatch leader")
+        await self._write_and_route(house_id, plan, token)
+
+    async def next_version(self, house_id: str) -> int:
+        return await self._store.next_plan_version(house_id)
+
+    async def _write_and_route(self, house_id: str, plan: DispatchPlan, token: int) -> None:
+        await self._store.put_plan(house_id, plan, token)
+        self.plans_written += 1
+        session = self._sessions.get(house_id)
+        if session is not None:
+            session.outbox.put_plan(plan)
+            self.last_published[house_id] = (plan.version, time.monotonic())
 
     async def _plan_house(self, house_id: str, now: datetime) -> DispatchPlan | None:
         house = await self._store.get_house(house_id)
@@ -117,7 +134,8 @@ class Planner:
         start = align_down(now, self._cfg.slot_s)
         imp, _ = self._tariff.prices(start, self._cfg.slot_s, self._cfg.horizon_slots)
         inp = TouPlanInput(start=start, slot_s=self._cfg.slot_s, import_price_per_kwh=imp, storage=storage,
-                           max_import_w=house.hello.limits.max_import_w)
+                           max_import_w=house.hello.limits.max_import_w,
+                           grid_charge_target_soc_pct=self._cfg.grid_charge_target_soc_pct)
         version = await self._store.next_plan_version(house_id)
         return make_plan(str(uuid.uuid4()), version, now, inp, self._cfg.lease_s,
                          fallback_max_export_w=house.hello.limits.max_export_w)

@@ -46,6 +46,7 @@ class AggregatorServer:
             raise ConfigError("mTLS is not available yet: set insecure = true (or --insecure) for a local demo")
         self.config = config
         self.clock = clock or SystemClock()
+        self._owns_store = store is None  # an injected store outlives this server
         self.store = store or open_store(config.store_url)
         self.metrics = AggregatorMetrics()
         self.sessions = SessionRegistry()
@@ -108,7 +109,8 @@ class AggregatorServer:
             await self._server.stop(grace)
         if self._metrics_server is not None:
             self._metrics_server.stop()
-        await self.store.close()
+        if self._owns_store:
+            await self.store.close()
 
     async def __aenter__(self) -> AggregatorServer:
         await self.start()

@@ -163,8 +163,9 @@ class EdgeAgent:
     # -- loops ---------------------------------------------------------------
     def _send_flexibility(self, snap: HouseSnapshot) -> None:
         flex = snap.flexibility
-        key = tuple((s.resource_id, round(s.soc_pct)) for s in flex.storages)
-        if key != self._last_flex_sent:  # re-plan only when something material changed
+        # SoC in 5 % steps: the aggregator re-plans on every update, so send only material changes
+        key = tuple((s.resource_id, round(s.soc_pct / 5)) for s in flex.storages)
+        if key != self._last_flex_sent:
             self.uplink.send(flex)
             self._last_flex_sent = key
 

@@ -40,6 +40,8 @@ class DeviceConfig(BaseModel):
     unit_id: int = Field(1, ge=0, le=247)
     timeout_s: float = Field(2.0, gt=0)
     meter_import_positive: bool = Field(True, description="SunSpec 203 W sign: True if import reads positive")
+    battery_discharge_positive: bool = Field(
+        True, description="SunSpec 802 W sign (the model does not define it): True if discharging reads positive")
     poll_interval_s: float = Field(5.0, gt=0, description="clock seconds between device polls")
     stale_after_s: float = Field(30.0, gt=0, description="a measurement older than this is stale (clock s)")
 

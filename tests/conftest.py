@@ -72,7 +72,8 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     problems = []
     if not _wait_until(lambda: _threads() <= threads):
-        names = [t.name for t in threading.enumerate() if t.ident not in threads]
+        names = [t.name for t in threading.enumerate() if t.ident not in threads
+                 and not any(n in t.name for n in _PROCESS_THREADS)]
         problems.append(f"threads left running: {names}")
     if not _wait_until(lambda: _children() <= children):
         left = [psutil.Process(pid).cmdline() for pid in _children() - children if psutil.pid_exists(pid)]

@@ -13,8 +13,8 @@ from vpp_common.config import ConfigError
 EXIT_CONFIG = 2  # configuration error: the operator must act
 
 
-def setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * verbose if verbose else logging.INFO
+def setup_logging(verbose: int, default: int = logging.INFO) -> None:
+    level = default - 10 * verbose
     logging.basicConfig(level=max(logging.DEBUG, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from edge_agent.config import DeviceConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable
-from edge_agent.drivers.sunspec import SunSpecDevice
+from edge_agent.drivers.sunspec import ModelValues, SunSpecDevice
 from vpp_common.clock import Clock
 from vpp_common.messages import (
     ControlType,
@@ -62,7 +61,7 @@ class HouseSnapshot:
     max_discharge_w: float
 
 
-def _num(values: Any, name: str) -> float | None:
+def _num(values: ModelValues | None, name: str) -> float | None:
     v = values.get(name) if values is not None else None
     return float(v) if isinstance(v, (int, float)) else None
 
@@ -134,7 +133,7 @@ class HybridInverterRM:
         self._last[name] = m
         return m
 
-    async def _read(self, model_id: int) -> Any:
+    async def _read(self, model_id: int) -> ModelValues | None:
         if model_id not in self._models:
             return None
         try:
@@ -156,8 +155,8 @@ class HybridInverterRM:
             grid = -grid
         soc = _num(storage, "ChaState")
         bat = _num(battery, "W")
-        if bat is not None:
-            bat = -bat  # SunSpec 802 W: discharge positive; ours: charging positive
+        if bat is not None and self._cfg.battery_discharge_positive:
+            bat = -bat  # the device says discharging > 0; ours is charging > 0
         pv = _pv_from_mppt(mppt)
         if pv is None and _num(inverter, "W") is not None and bat is not None:
             pv = -(_num(inverter, "W") or 0.0) - bat  # AC out = PV + discharge
@@ -203,14 +202,13 @@ class HybridInverterRM:
         await self._dev.write_points(124, {"StorCtl_Mod": 0})
 
 
-def _pv_from_mppt(values: Any) -> float | None:
+def _pv_from_mppt(values: ModelValues | None) -> float | None:
     """Total PV power from model 160 (DCW per module, production positive) -> production negative."""
     if values is None:
         return None
-    modules = values.get("module") or values.get("modules") or []
     total, seen = 0.0, False
-    for mod in modules:
-        v = mod.get("DCW") if hasattr(mod, "get") else None
+    for mod in values.groups.get("module", ()):
+        v = mod.get("DCW")
         if isinstance(v, (int, float)):
             total += float(v)
             seen = True

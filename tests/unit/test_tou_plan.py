@@ -12,7 +12,7 @@ from aggregator.dispatch.tou import TouPlanInput, align_down, make_plan
 from vpp_common.clock import UTC
 from vpp_common.messages import StorageFlexibility
 
-STORAGE = StorageFlexibility("battery", 50, 0, 100, 10, 10_000, 5_000, 4_000)
+STORAGE = StorageFlexibility("battery", 20, 0, 100, 10, 10_000, 5_000, 4_000, charge_efficiency=1.0)
 
 
 def test_default_tariff_prices_by_time_of_day() -> None:
@@ -32,8 +32,16 @@ def test_plan_charges_when_cheap_and_covers_load_at_peak() -> None:
     imp, _ = DEFAULT_TARIFF.prices(start, 900, 96)
     plan = make_plan("p", 1, start, TouPlanInput(start, 900, imp, STORAGE, max_import_w=3_000), lease_s=86_400)
     assert len(plan.slots) == 96 and plan.valid_until == start + timedelta(days=1)
-    night, noon, peak = plan.slots[4].setpoints[0], plan.slots[48].setpoints[0], plan.slots[72].setpoints[0]
+    night, noon, peak = plan.slots[23].setpoints[0], plan.slots[48].setpoints[0], plan.slots[72].setpoints[0]
     assert night.target_power_w == 3_000 and night.envelope.min_w == night.envelope.max_w == 3_000  # import limit
+    # from 50 % to the 50 % target nothing is needed; from 20 %: 3 kWh / 0.95 at 3 kW in the latest cheap slots
+    low = make_plan("p", 1, start, TouPlanInput(start, 900, imp, StorageFlexibility(
+        "battery", 20, 0, 100, 10, 10_000, 5_000, 4_000), max_import_w=3_000), lease_s=86_400)
+    charged_wh = sum(s.setpoints[0].target_power_w * 0.25 for s in low.slots if "charge" in s.reason
+                     and s.setpoints[0].target_power_w > 0)
+    assert charged_wh == pytest.approx(3_000 / 0.95)
+    charging = [i for i, s in enumerate(low.slots) if s.setpoints[0].target_power_w > 0]
+    assert charging == list(range(24 - len(charging), 24))  # the latest cheap slots (00:00-06:00 is cheap)
     assert noon.envelope.min_w == 0 and noon.envelope.max_w == 3_000
     assert peak.envelope.min_w == -4_000 and peak.envelope.max_w == 0
     assert "peak" in plan.slots[72].reason

@@ -1,0 +1,681 @@
+"""A SunSpec hybrid inverter (PV + home battery + grid meter) served over Modbus TCP.
+
+The register image (:mod:`simulator.sunspec_image`) is laid out from the
+model definitions pysunspec2 ships; the values come from
+:class:`simulator.physics.HousePhysics`, stepped with the injected clock
+*lazily*: every request first advances the physics to ``clock.now()`` and
+refreshes the measured registers, so no background task runs and a
+:class:`~vpp_common.clock.ManualClock` fully controls time.
+
+Models and the signs they carry (SunSpec's, not DESIGN.md's, because this is
+the device side of the wire):
+
+* 1 common: Mn, Md, Opt, Vr, SN, DA (optionally with L = 65, as some vendors ship it).
+* 103 three-phase inverter: ``W`` AC power *production positive*, ``WH``
+  lifetime AC energy produced, ``DCW``, ``St``.
+* 120 nameplate: DERTyp 82 (PV + storage), WRtg, WHRtg, MaxChaRte, MaxDisChaRte.
+* 124 storage controls: WChaMax, StorCtl_Mod, MinRsvPct, ChaState (SoC %),
+  ChaSt, OutWRte, InWRte, InOutWRte_RvrtTms, ChaGriSet (writable, see below).
+* 160 MPPT with ``mppt_modules`` modules: per-module ``DCW`` production positive.
+* 203 meter: ``W`` import positive by default (``meter_sign`` flips it).
+* 802 battery: ``SoC`` and ``W``.  The definition pysunspec2 ships gives no
+  sign for 802 ``W`` ("Total power flowing to/from the battery bank", int16,
+  a DC measurement); the simulator reports it *discharge positive* (the
+  generator convention of the SunSpec DER models, and how evcc's
+  sunspec-battery-control template reads ``802:W`` unchanged as battery
+  power).  ``battery_802_sign="charge_positive"`` flips it.
+
+Writes are accepted only on the storage control points of model 124 and on
+802 ``SoCRsvMin``/``CtrlHb``; anything else is refused with
+ILLEGAL_ADDRESS, an out-of-range value with ILLEGAL_VALUE, and the refused
+write changes nothing.  The command window follows
+:func:`simulator.physics.window_from_storage_controls` (evcc / Fronius
+reading of model 124); ChaGriSet = 0 limits charging to the PV surplus.
+Revert timer: with ``InOutWRte_RvrtTms`` > 0, StorCtl_Mod falls back to 0
+(self-consumption) when no model-124 write arrives for that many *clock*
+seconds; the physics switches at the exact deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.server.base import ModbusBaseServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from simulator.physics import (
+    BatteryCommand,
+    HousePhysics,
+    PhysicsConfig,
+    PhysicsSnapshot,
+    window_from_storage_controls,
+)
+from simulator.sunspec_image import (
+    DEFAULT_BASE_ADDRESS,
+    ModelSpec,
+    PointLocation,
+    SunSpecImage,
+    decode_raw,
+    scale,
+)
+from vpp_common.clock import Clock
+
+log = logging.getLogger(__name__)
+
+MeterSign = Literal["import_positive", "export_positive"]
+Battery802Sign = Literal["discharge_positive", "charge_positive"]
+
+# Function codes served: read holding (3), read input (4, same block as many
+# devices do), write single (6), write multiple (16).  Others are refused.
+_READ_FCS = frozenset({3, 4})
+_WRITE_FCS = frozenset({6, 16})
+
+_CHA_ST_OFF, _CHA_ST_EMPTY, _CHA_ST_DISCHARGING, _CHA_ST_CHARGING, _CHA_ST_FULL, _CHA_ST_HOLDING = 1, 2, 3, 4, 5, 6
+_ST_SLEEPING, _ST_MPPT, _ST_STANDBY = 2, 4, 8
+_DER_TYPE_PV_STORAGE = 82
+_BATTERY_TYPE_LITHIUM_ION = 4
+_BATTERY_STATE_CONNECTED = 3
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """What the simulated device is: the house physics plus device identity and register choices.
+
+    ``energy_counter_start_wh`` is added to every energy counter because a
+    SunSpec accumulator reading 0 means "not implemented"; a device with some
+    history never shows that.  ``power_sf`` forces the scale factor of all
+    power points (None: the smallest SF >= 0 that fits the configured maxima
+    into int16).
+    """
+
+    physics: PhysicsConfig = field(default_factory=PhysicsConfig)
+    manufacturer: str = "VPP-Sim"
+    model_name: str = "Hybrid"
+    options: str = "sim"
+    version: str = "1.0.0"
+    serial_number: str = "SIM-0001"
+    inverter_rating_w: float = 10_000.0
+    mppt_modules: int = 2
+    meter_sign: MeterSign = "import_positive"
+    battery_802_sign: Battery802Sign = "discharge_positive"
+    model1_length: int | None = None
+    grid_charging_allowed: bool = True
+    energy_counter_start_wh: float = 100_000.0
+    power_sf: int | None = None
+    grid_voltage_v: float = 230.0
+    battery_voltage_v: float = 400.0
+    pv_string_voltage_v: float = 380.0
+
+    def __post_init__(self) -> None:
+        if self.mppt_modules < 1:
+            raise ValueError(f"SimulatorConfig.mppt_modules: need >= 1, got {self.mppt_modules}")
+        if self.meter_sign not in ("import_positive", "export_positive"):
+            raise ValueError(f"SimulatorConfig.meter_sign: unknown {self.meter_sign!r}")
+        if self.battery_802_sign not in ("discharge_positive", "charge_positive"):
+            raise ValueError(f"SimulatorConfig.battery_802_sign: unknown {self.battery_802_sign!r}")
+        if self.inverter_rating_w <= 0:
+            raise ValueError(f"SimulatorConfig.inverter_rating_w: need > 0, got {self.inverter_rating_w}")
+        if self.energy_counter_start_wh < 1:
+            raise ValueError("SimulatorConfig.energy_counter_start_wh: need >= 1 (acc 0 = not implemented)")
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Misbehaviour to inject, replaced as a whole at runtime (``sim.faults = Faults(...)``).
+
+    * ``timeout``: requests get no answer while set (the client times out).
+    * ``exception_code``: every request is answered with this Modbus exception.
+    * ``implausible``: reads show impossible measurements (SoC 250 %, meter
+      and inverter power at the int16 limits).
+    * ``slow_s``: every answer is delayed by this many *real* seconds (a slow
+      network or gateway, not simulated time).
+    """
+
+    timeout: bool = False
+    exception_code: ExcCodes | int | None = None
+    implausible: bool = False
+    slow_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RegisterWrite:
+    """A write the device accepted: raw registers from ``address`` on.
+
+    ``monotonic_s`` is ``time.monotonic()`` when it was accepted (for latency
+    measurements), ``at`` the simulator clock's time.
+    """
+
+    address: int
+    values: tuple[int, ...]
+    monotonic_s: float
+    at: datetime
+
+    def covers(self, address: int) -> bool:
+        """True if this write set the register at ``address``."""
+        return self.address <= address < self.address + len(self.values)
+
+    def value_at(self, address: int) -> int:
+        """The raw value written to ``address`` (KeyError if not covered)."""
+        if not self.covers(address):
+            raise KeyError(address)
+        return self.values[address - self.address]
+
+
+WritePredicate = Callable[[RegisterWrite], bool]
+
+# Writable points and their validation: (min, max) in engineering units or
+# None for "any implemented value".  Everything else is read-only.
+_WRITABLE: dict[tuple[int, str], tuple[float, float] | None] = {
+    (124, "WChaMax"): None,  # checked against the nameplate below
+    (124, "WChaGra"): None,
+    (124, "WDisChaGra"): None,
+    (124, "StorCtl_Mod"): (0, 3),
+    (124, "MinRsvPct"): (0.0, 100.0),
+    (124, "OutWRte"): (-100.0, 100.0),
+    (124, "InWRte"): (-100.0, 100.0),
+    (124, "InOutWRte_WinTms"): None,
+    (124, "InOutWRte_RvrtTms"): None,
+    (124, "InOutWRte_RmpTms"): None,
+    (124, "ChaGriSet"): (0, 1),
+    (802, "SoCRsvMin"): (0.0, 100.0),
+    (802, "CtrlHb"): None,
+}
+
+
+def _fit_sf(max_abs: float, max_raw: int) -> int:
+    """Smallest SF >= 0 with max_abs / 10^SF <= max_raw."""
+    sf = 0
+    while max_abs / 10**sf > max_raw:
+        sf += 1
+    return sf
+
+
+class SunSpecHybridSimulator:
+    """A SunSpec hybrid inverter with battery and meter on one Modbus TCP unit.
+
+    ``port=0`` binds a free port; after :meth:`start` the bound port is in
+    :attr:`port`.  Use ``async with`` or call :meth:`stop` to release the
+    socket and every task.
+    """
+
+    def __init__(self, config: SimulatorConfig | None, clock: Clock, host: str = "127.0.0.1",
+                 port: int = 0, unit_id: int = 1, base_address: int = DEFAULT_BASE_ADDRESS) -> None:
+        self.config = config if config is not None else SimulatorConfig()
+        self.clock = clock
+        self.host = host
+        self.port = port
+        self.unit_id = unit_id
+        self.base_address = base_address
+        self.writes: list[RegisterWrite] = []
+        self.reverts: list[datetime] = []
+        """Clock times at which the revert timer set StorCtl_Mod back to 0."""
+        self._faults = Faults()
+        self._faults_changed = asyncio.Event()
+        self._server: ModbusTcpServer | None = None
+        self._inflight: set[asyncio.Task[object]] = set()
+        self._waiters: list[tuple[WritePredicate, asyncio.Future[RegisterWrite]]] = []
+        self._start_at = clock.now()
+        self._last_control_write_at: datetime | None = None
+        self._physics = HousePhysics(self.config.physics, self._start_at)
+        self._image = SunSpecImage(
+            [
+                ModelSpec(1, length=self.config.model1_length),
+                103, 120, 124,
+                ModelSpec(160, repeat={"module": self.config.mppt_modules}),
+                203, 802,
+            ],
+            base_address=base_address,
+        )
+        self._power_sf = self.config.power_sf if self.config.power_sf is not None else self._auto_power_sf()
+        self._init_static_points()
+        self._physics.set_command(self._command_from_image(), self._start_at)
+        self._refresh_measurements(self._physics.snapshot)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and serve in the background (returns once listening)."""
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        device = SimDevice(
+            id=self.unit_id,
+            simdata=[SimData(self.base_address, values=self._image.registers, datatype=DataType.REGISTERS)],
+            action=self._action,
+        )
+        server = ModbusTcpServer(device, address=(self.host, self.port))
+        await server.serve_forever(background=True)
+        self._server = server
+        listener = server.transport
+        sockets = getattr(listener, "sockets", None)
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("SunSpec hybrid simulator on %s:%d unit %d base %d",
+                 self.host, self.port, self.unit_id, self.base_address)
+
+    async def stop(self) -> None:
+        """Stop serving: close the listener and connections, end in-flight requests."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._signal_faults_changed()  # wake requests held by a timeout fault
+        await server.shutdown()  # type: ignore[no-untyped-call]  # untyped in pymodbus
+        current = asyncio.current_task()
+        pending = [t for t in self._inflight if t is not current and not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._inflight.clear()
+        if ModbusBaseServer.active_server is server:
+            # pymodbus keeps the last server in a class attribute; do not pin ours.
+            ModbusBaseServer.active_server = None
+        await asyncio.sleep(0)  # let the closed transports run their callbacks
+
+    async def __aenter__(self) -> SunSpecHybridSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    # -- inspection and control for tests ------------------------------------
+
+    @property
+    def image(self) -> SunSpecImage:
+        """The live register image (read it; writes belong to Modbus clients)."""
+        return self._image
+
+    @property
+    def physics(self) -> HousePhysics:
+        return self._physics
+
+    def address_of(self, model_id: int, name: str, index: int | None = None) -> int:
+        """Absolute register address of a point (index: 0-based repeating group instance)."""
+        return self._image.point(model_id, name, index).address
+
+    def snapshot(self) -> PhysicsSnapshot:
+        """Advance to ``clock.now()`` (as a request would) and return the physics state."""
+        self._advance(self.clock.now())
+        return self._physics.snapshot
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        if faults.slow_s < 0 or math.isnan(faults.slow_s):
+            raise ValueError(f"Faults.slow_s must be >= 0, got {faults.slow_s}")
+        if faults.exception_code is not None:
+            ExcCodes(int(faults.exception_code))  # ValueError for codes Modbus does not have
+        self._faults = faults
+        self._signal_faults_changed()
+
+    async def wait_for_write(self, predicate: WritePredicate, timeout_s: float,
+                             *, since_index: int | None = None) -> RegisterWrite:
+        """Wait for an accepted write matching ``predicate`` (no polling).
+
+        Only writes accepted after the call count, unless ``since_index`` is
+        given: then ``writes[since_index:]`` are checked first.  Raises
+        TimeoutError after ``timeout_s`` real seconds.
+        """
+        if since_index is not None:
+            for w in self.writes[since_index:]:
+                if predicate(w):
+                    return w
+        fut: asyncio.Future[RegisterWrite] = asyncio.get_running_loop().create_future()
+        entry = (predicate, fut)
+        self._waiters.append(entry)
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._waiters.remove(entry)
+
+    # -- the Modbus side -----------------------------------------------------
+
+    async def _action(self, function_code: int, start_address: int, address: int, count: int,
+                      registers: list[int], set_values: list[int] | list[bool] | None) -> ExcCodes | None:
+        """pymodbus calls this before serving a request; ``registers`` is the served block."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            # pymodbus reads the registers back after a write (same function
+            # code, no values) to build the response: that is not a new request.
+            read_back = function_code in _WRITE_FCS and set_values is None
+            if not read_back:
+                refused = await self._apply_faults()
+                if refused is not None:
+                    return refused
+            if function_code not in _READ_FCS | _WRITE_FCS:
+                return ExcCodes.ILLEGAL_FUNCTION
+            now = self._advance(self.clock.now())
+            if function_code in _WRITE_FCS and set_values is not None:
+                refused = self._accept_write(address, [int(v) for v in set_values], now)
+                if refused is not None:
+                    return refused
+            # Serve the refreshed image: the block starts at the image base.
+            image = self._image.registers
+            offset = self._image.base_address - start_address
+            registers[offset:offset + len(image)] = image
+            return None
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _apply_faults(self) -> ExcCodes | None:
+        faults = self._faults
+        if faults.slow_s > 0:
+            await asyncio.sleep(faults.slow_s)
+        while self._faults.timeout and self._server is not None:
+            # Hold the request unanswered until the fault is cleared or the
+            # simulator stops (stop() cancels this task).
+            await self._faults_changed.wait()
+        code = self._faults.exception_code
+        return ExcCodes(int(code)) if code is not None else None
+
+    def _signal_faults_changed(self) -> None:
+        self._faults_changed.set()
+        self._faults_changed = asyncio.Event()
+
+    def _accept_write(self, address: int, values: list[int], now: datetime) -> ExcCodes | None:
+        """Validate a write against the writable points; apply it all or nothing."""
+        end = address + len(values)
+        touched: list[PointLocation] = []
+        for a in range(address, end):
+            loc = self._image.point_at(a)
+            if loc is None or (loc.model_id, loc.name) not in _WRITABLE or loc.group is not None:
+                return ExcCodes.ILLEGAL_ADDRESS
+            if loc.address < address or loc.address + loc.size > end:
+                return ExcCodes.ILLEGAL_ADDRESS  # a multi-register point written in part
+            if not touched or touched[-1] is not loc:
+                touched.append(loc)
+        for loc in touched:
+            regs = values[loc.address - address: loc.address - address + loc.size]
+            if not self._valid_write(loc, regs):
+                return ExcCodes.ILLEGAL_VALUE
+        self._image.write(address, values)
+        names = {(loc.model_id, loc.name) for loc in touched}
+        # One reserve, two registers: keep 124 MinRsvPct and 802 SoCRsvMin alike.
+        if (802, "SoCRsvMin") in names:
+            self._image.set(124, "MinRsvPct", self._image.get(802, "SoCRsvMin"))
+        elif (124, "MinRsvPct") in names:
+            self._image.set(802, "SoCRsvMin", self._image.get(124, "MinRsvPct"))
+        if any(model_id == 124 for model_id, _ in names):
+            self._last_control_write_at = now
+        self._physics.set_command(self._command_from_image(), now)
+        self._refresh_measurements(self._physics.snapshot)
+        write = RegisterWrite(address, tuple(values), time.monotonic(), now)
+        self.writes.append(write)
+        self._notify(write)
+        return None
+
+    def _valid_write(self, loc: PointLocation, regs: list[int]) -> bool:
+        raw = decode_raw(loc.type, regs)
+        if raw is None or not isinstance(raw, (int, float)):
+            return False  # writing "not implemented" is not a command
+        sf = self._image.scale_factor_of(loc) if loc.sf is not None else 0
+        value = scale(raw, sf) if sf is not None else float(raw)
+        if (loc.model_id, loc.name) == (124, "WChaMax"):
+            return 0 < value <= self.config.physics.battery_max_charge_w
+        bounds = _WRITABLE[(loc.model_id, loc.name)]
+        return bounds is None or bounds[0] <= value <= bounds[1]
+
+    def _notify(self, write: RegisterWrite) -> None:
+        for predicate, fut in list(self._waiters):
+            if fut.done():
+                continue
+            try:
+                matched = predicate(write)
+            except Exception as exc:  # noqa: BLE001 - hand the predicate's bug to its waiter
+                fut.set_exception(exc)
+                continue
+            if matched:
+                fut.set_result(write)
+
+    # -- physics <-> registers -----------------------------------------------
+
+    def _advance(self, now: datetime) -> datetime:
+        """Step the physics to ``now``, firing the revert timer at its exact deadline."""
+        now = max(now, self._physics.snapshot.at)  # a wall clock may step back; physics may not
+        if self._last_control_write_at is not None:
+            revert_s = self._image.get_raw(124, "InOutWRte_RvrtTms")
+            mode = self._image.get_raw(124, "StorCtl_Mod")
+            if isinstance(revert_s, int) and revert_s > 0 and mode:
+                deadline = max(self._last_control_write_at + timedelta(seconds=revert_s),
+                               self._physics.snapshot.at)
+                if deadline <= now:
+                    self._image.set_raw(124, "StorCtl_Mod", 0)
+                    self._physics.set_command(self._command_from_image(), deadline)
+                    self._last_control_write_at = None
+                    self.reverts.append(deadline)
+                    log.info("revert timer (%d s) expired: StorCtl_Mod -> 0", revert_s)
+        self._physics.step(now)
+        self._refresh_measurements(self._physics.snapshot)
+        return now
+
+    def _command_from_image(self) -> BatteryCommand:
+        img = self._image
+        mode = img.get_raw(124, "StorCtl_Mod")
+        in_rate = img.get(124, "InWRte")
+        out_rate = img.get(124, "OutWRte")
+        w_cha_max = img.get(124, "WChaMax")
+        reserve = img.get(124, "MinRsvPct")
+        lower, upper = window_from_storage_controls(
+            storctl_mod=mode if isinstance(mode, int) else 0,
+            in_w_rte_pct=float(in_rate) if isinstance(in_rate, (int, float)) else None,
+            out_w_rte_pct=float(out_rate) if isinstance(out_rate, (int, float)) else None,
+            w_cha_max_w=float(w_cha_max) if isinstance(w_cha_max, (int, float))
+            else self.config.physics.battery_max_charge_w,
+            max_discharge_w=self.config.physics.battery_max_discharge_w,
+        )
+        return BatteryCommand(
+            lower_w=lower,
+            upper_w=upper,
+            grid_charging_allowed=img.get_raw(124, "ChaGriSet") == 1,
+            reserve_pct=float(reserve) if isinstance(reserve, (int, float)) else 0.0,
+        )
+
+    def _auto_power_sf(self) -> int:
+        p = self.config.physics
+        bound = max(
+            p.pv_peak_w + p.battery_max_discharge_w,
+            p.load_max_w + p.battery_max_charge_w,
+            self.config.inverter_rating_w,
+        )
+        return _fit_sf(bound, 0x7FFF)
+
+    def _init_static_points(self) -> None:
+        """Identity, nameplate, scale factors and the initial control settings."""
+        cfg = self.config
+        phy = cfg.physics
+        img = self._image
+        psf = self._power_sf
+        # Model 1
+        img.set_raw(1, "Mn", cfg.manufacturer)
+        img.set_raw(1, "Md", cfg.model_name)
+        img.set_raw(1, "Opt", cfg.options or None)
+        img.set_raw(1, "Vr", cfg.version)
+        img.set_raw(1, "SN", cfg.serial_number)
+        img.set_raw(1, "DA", self.unit_id)
+        # Model 103: scale factors, then fixed measurements.
+        for name, sf in (("A_SF", -2), ("V_SF", -1), ("W_SF", psf), ("Hz_SF", -2), ("WH_SF", 0),
+                         ("DCW_SF", psf), ("Tmp_SF", -1)):
+            img.set_raw(103, name, sf)
+        for name in ("PhVphA", "PhVphB", "PhVphC"):
+            img.set(103, name, cfg.grid_voltage_v)
+        for name in ("PPVphAB", "PPVphBC", "PPVphCA"):
+            img.set(103, name, round(cfg.grid_voltage_v * math.sqrt(3), 1))
+        img.set(103, "Hz", 50.0)
+        img.set(103, "TmpCab", 35.0)
+        img.set_raw(103, "Evt1", 0)
+        img.set_raw(103, "Evt2", 0)
+        # Model 120: nameplate.
+        rating = cfg.inverter_rating_w
+        for name, sf in (("WRtg_SF", _fit_sf(rating, 0xFFFE)), ("VARtg_SF", _fit_sf(rating, 0xFFFE)),
+                         ("VArRtg_SF", _fit_sf(rating, 0x7FFF)), ("ARtg_SF", -1), ("PFRtg_SF", -2),
+                         ("WHRtg_SF", _fit_sf(phy.battery_capacity_wh, 0xFFFE)),
+                         ("MaxChaRte_SF", _fit_sf(phy.battery_max_charge_w, 0xFFFE)),
+                         ("MaxDisChaRte_SF", _fit_sf(phy.battery_max_discharge_w, 0xFFFE))):
+            img.set_raw(120, name, sf)
+        img.set_raw(120, "DERTyp", _DER_TYPE_PV_STORAGE)
+        img.set(120, "WRtg", rating)
+        img.set(120, "VARtg", rating)
+        for name, sign in (("VArRtgQ1", 1), ("VArRtgQ2", 1), ("VArRtgQ3", -1), ("VArRtgQ4", -1)):
+            img.set(120, name, sign * rating / 2)
+        img.set(120, "ARtg", round(rating / 3 / cfg.grid_voltage_v, 1))
+        for name, pf in (("PFRtgQ1", 0.8), ("PFRtgQ2", -0.8), ("PFRtgQ3", 0.8), ("PFRtgQ4", -0.8)):
+            img.set(120, name, pf)
+        img.set(120, "WHRtg", phy.battery_capacity_wh)
+        img.set(120, "MaxChaRte", phy.battery_max_charge_w)
+        img.set(120, "MaxDisChaRte", phy.battery_max_discharge_w)
+        # Model 124: scale factors and initial (self-consumption) controls.
+        for name, sf in (("WChaMax_SF", _fit_sf(phy.battery_max_charge_w, 0xFFFE)), ("WChaDisChaGra_SF", 0),
+                         ("MinRsvPct_SF", -1), ("ChaState_SF", -1), ("InBatV_SF", -1), ("InOutWRte_SF", -2)):
+            img.set_raw(124, name, sf)
+        img.set(124, "WChaMax", phy.battery_max_charge_w)
+        img.set(124, "WChaGra", 100)
+        img.set(124, "WDisChaGra", 100)
+        img.set_raw(124, "StorCtl_Mod", 0)
+        img.set(124, "MinRsvPct", phy.min_soc_pct)
+        img.set(124, "InBatV", cfg.battery_voltage_v)
+        img.set(124, "OutWRte", 100.0)
+        img.set(124, "InWRte", 100.0)
+        img.set_raw(124, "InOutWRte_WinTms", 0)
+        img.set_raw(124, "InOutWRte_RvrtTms", 0)
+        img.set_raw(124, "InOutWRte_RmpTms", 0)
+        img.set_raw(124, "ChaGriSet", 1 if cfg.grid_charging_allowed else 0)
+        # Model 160: MPPT.
+        for name, sf in (("DCA_SF", -2), ("DCV_SF", -1), ("DCW_SF", psf), ("DCWH_SF", 0)):
+            img.set_raw(160, name, sf)
+        img.set_raw(160, "Evt", 0)
+        for i in range(cfg.mppt_modules):
+            img.set_raw(160, "ID", i + 1, i)
+            img.set_raw(160, "IDStr", f"PV{i + 1}", i)
+            img.set_raw(160, "DCEvt", 0, i)
+        # Model 203: meter.
+        for name, sf in (("A_SF", -2), ("V_SF", -1), ("Hz_SF", -2), ("W_SF", psf), ("TotWh_SF", 0)):
+            img.set_raw(203, name, sf)
+        for name in ("PhV", "PhVphA", "PhVphB", "PhVphC"):
+            img.set(203, name, cfg.grid_voltage_v)
+        for name in ("PPV", "PhVphAB", "PhVphBC", "PhVphCA"):
+            img.set(203, name, round(cfg.grid_voltage_v * math.sqrt(3), 1))
+        img.set(203, "Hz", 50.0)
+        img.set_raw(203, "Evt", 0)
+        # Model 802: battery.
+        for name, sf in (("AHRtg_SF", 0), ("WHRtg_SF", _fit_sf(phy.battery_capacity_wh, 0xFFFE)),
+                         ("WChaDisChaMax_SF", _fit_sf(max(phy.battery_max_charge_w,
+                                                          phy.battery_max_discharge_w), 0xFFFE)),
+                         ("SoC_SF", -1), ("V_SF", -1), ("CellV_SF", -3), ("A_SF", -2), ("AMax_SF", -1),
+                         ("W_SF", psf)):
+            img.set_raw(802, name, sf)
+        img.set(802, "AHRtg", round(phy.battery_capacity_wh / cfg.battery_voltage_v))
+        img.set(802, "WHRtg", phy.battery_capacity_wh)
+        img.set(802, "WChaRteMax", phy.battery_max_charge_w)
+        img.set(802, "WDisChaRteMax", phy.battery_max_discharge_w)
+        img.set(802, "SoCMax", phy.max_soc_pct)
+        img.set(802, "SoCMin", phy.min_soc_pct)
+        img.set(802, "SoCRsvMin", phy.min_soc_pct)
+        img.set_raw(802, "LocRemCtl", 0)  # REMOTE: accepts external control
+        img.set_raw(802, "CtrlHb", 0)
+        img.set_raw(802, "AlmRst", 0)
+        img.set_raw(802, "Typ", _BATTERY_TYPE_LITHIUM_ION)
+        img.set_raw(802, "State", _BATTERY_STATE_CONNECTED)
+        for name in ("Evt1", "Evt2", "EvtVnd1", "EvtVnd2"):
+            img.set_raw(802, name, 0)
+        img.set(802, "V", cfg.battery_voltage_v)
+        img.set_raw(802, "SetOp", 1)  # CONNECT
+        img.set_raw(802, "SetInvState", 3)  # INVERTER_STARTED
+
+    def _charge_status(self, s: PhysicsSnapshot) -> int:
+        phy = self.config.physics
+        if s.battery_power_w > 0:
+            return _CHA_ST_CHARGING
+        if s.battery_power_w < 0:
+            return _CHA_ST_DISCHARGING
+        if s.soc_pct >= phy.max_soc_pct:
+            return _CHA_ST_FULL
+        if s.soc_pct <= self._physics.soc_floor_pct:
+            return _CHA_ST_EMPTY
+        return _CHA_ST_HOLDING
+
+    def _refresh_measurements(self, s: PhysicsSnapshot) -> None:
+        """Write the snapshot into the measured points (device signs, see module doc)."""
+        cfg = self.config
+        img = self._image
+        start = cfg.energy_counter_start_wh
+        seconds = max(0, int((s.at - self._start_at).total_seconds()))
+        # 103 inverter: production positive.
+        ac_w = s.inverter_ac_power_w
+        phase_a = abs(ac_w) / 3.0 / cfg.grid_voltage_v
+        img.set(103, "W", ac_w)
+        img.set(103, "DCW", ac_w)  # lossless inverter: DC in = AC out
+        for name in ("AphA", "AphB", "AphC"):
+            img.set(103, name, phase_a)
+        img.set(103, "A", 3 * phase_a)
+        img.set(103, "WH", (start + s.inverter_produced_wh) % 2**32)
+        img.set_raw(103, "St", _ST_MPPT if s.pv_power_w < 0 else
+                    _ST_STANDBY if s.battery_power_w != 0 else _ST_SLEEPING)
+        # 124 storage.
+        cha_st = self._charge_status(s)
+        img.set(124, "ChaState", s.soc_pct)
+        img.set_raw(124, "ChaSt", cha_st)
+        # 160 MPPT: production positive, split evenly over the modules.
+        n = cfg.mppt_modules
+        module_w = -s.pv_power_w / n
+        for i in range(n):
+            img.set(160, "DCW", module_w, i)
+            img.set(160, "DCV", cfg.pv_string_voltage_v if module_w > 0 else 0.0, i)
+            img.set(160, "DCA", module_w / cfg.pv_string_voltage_v, i)
+            img.set(160, "DCWH", ((start + s.pv_energy_wh) / n) % 2**32, i)
+            img.set_raw(160, "Tms", seconds % 2**32, i)
+            img.set_raw(160, "DCSt", _ST_MPPT if module_w > 0 else _ST_SLEEPING, i)
+        # 203 meter.
+        meter_w = s.grid_power_w if cfg.meter_sign == "import_positive" else -s.grid_power_w
+        img.set(203, "W", meter_w)
+        for name in ("WphA", "WphB", "WphC"):
+            img.set(203, name, meter_w / 3.0)
+        phase_a = meter_w / 3.0 / cfg.grid_voltage_v
+        for name in ("AphA", "AphB", "AphC"):
+            img.set(203, name, phase_a)
+        img.set(203, "A", 3 * phase_a)
+        img.set(203, "TotWhImp", (start + s.grid_imported_wh) % 2**32)
+        img.set(203, "TotWhExp", (start + s.grid_exported_wh) % 2**32)
+        # 802 battery.
+        batt_w = -s.battery_power_w if cfg.battery_802_sign == "discharge_positive" else s.battery_power_w
+        img.set(802, "SoC", s.soc_pct)
+        img.set(802, "W", batt_w)
+        img.set(802, "A", batt_w / cfg.battery_voltage_v)
+        img.set_raw(802, "ChaSt", cha_st)
+        img.set_raw(802, "Hb", seconds % 0x10000 if seconds % 0x10000 != 0xFFFF else 0)
+        if self._faults.implausible:
+            # Values no real device could report; the measured points are
+            # rewritten from the physics on the next refresh.
+            img.set_raw(124, "ChaState", 2500)
+            img.set_raw(802, "SoC", 2500)
+            img.set_raw(203, "W", 0x7FFF)
+            img.set_raw(103, "W", -0x7FFF)
+
+
+__all__ = [
+    "Battery802Sign",
+    "Faults",
+    "MeterSign",
+    "RegisterWrite",
+    "SimulatorConfig",
+    "SunSpecHybridSimulator",
+    "WritePredicate",
+]
