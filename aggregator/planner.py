@@ -20,7 +20,7 @@ from aggregator.dispatch.tou import TouPlanInput, align_down, make_plan
 from aggregator.metrics import AggregatorMetrics
 from aggregator.service.sessions import SessionRegistry
 from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
-from vpp_common.clock import Clock
+from vpp_common.clock import Clock, wait_event
 from vpp_common.messages import DispatchPlan, GridSignal
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,8 @@ class Planner:
         next_cycle = time.monotonic()
         while True:
             timeout = max(0.0, next_cycle - time.monotonic())
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            if await wait_event(self._wake, timeout):
                 await asyncio.sleep(self._cfg.debounce_s)  # collect a burst of requests into one cycle
-            except asyncio.TimeoutError:
-                pass
             self._wake.clear()
             if time.monotonic() >= next_cycle:
                 houses = None  # everyone

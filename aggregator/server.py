@@ -17,7 +17,7 @@ from aggregator.service.identity import InsecureHeaderIdentity
 from aggregator.service.sessions import CloseItem, SessionRegistry
 from aggregator.store import StateStore, open_store
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
-from vpp_common.clock import Clock, SystemClock
+from vpp_common.clock import Clock, SystemClock, cancel_and_wait
 from vpp_common.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,7 @@ class AggregatorServer:
         for session in self.sessions.all():
             session.outbox.put(CloseItem("aggregator replica shutting down"))
         if self._planner_task is not None:
-            self._planner_task.cancel()
-            await asyncio.gather(self._planner_task, return_exceptions=True)
+            await cancel_and_wait([self._planner_task])
         if self._server is not None:
             await self._server.stop(grace)
         if self._metrics_server is not None:

@@ -30,7 +30,7 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.resources.hybrid import HouseSnapshot, HybridInverterRM
 from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import WelcomeInfo
-from vpp_common.clock import Clock, SystemClock
+from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
 from vpp_common.messages import DispatchPlan, Hello, PlanState, PlanStatus, SiteLimits
 from vpp_common.metrics_http import MetricsServer
 
@@ -99,9 +99,7 @@ class EdgeAgent:
         ]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         try:
             await self.device.release()  # hand the battery back to the device's own mode
@@ -119,7 +117,8 @@ class EdgeAgent:
         await self.stop()
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
-        await asyncio.wait_for(self._snapshot_ready.wait(), timeout_s)
+        if not await wait_event(self._snapshot_ready, timeout_s):
+            raise TimeoutError(f"no device reading within {timeout_s} s")
 
     # -- uplink callbacks (run on the loop; must not block) ------------------
     def _hello(self) -> Hello:
@@ -186,10 +185,16 @@ class EdgeAgent:
             await self.clock.sleep(self.config.device.poll_interval_s)
 
     async def _telemetry_loop(self) -> None:
+        """Telemetry every interval; a Heartbeat instead while the device gives nothing new."""
         await self._snapshot_ready.wait()
+        sent: object = None
         while True:
             if self.uplink.connected and self.snapshot is not None:
-                self.uplink.send(self.snapshot.telemetry)
+                if self.snapshot.telemetry is not sent:
+                    self.uplink.send(self.snapshot.telemetry)
+                    sent = self.snapshot.telemetry
+                else:
+                    self.uplink.send_heartbeat(self.clock.now())
             await self.clock.sleep(self._telemetry_interval_s)
 
     def _stream_ok(self) -> bool:
@@ -202,10 +207,7 @@ class EdgeAgent:
         while True:
             self._wake.clear()
             await self.control_once()
-            try:
-                await asyncio.wait_for(self._wake.wait(), cfg.control.tick_s / self.clock.speed)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._wake, cfg.control.tick_s / self.clock.speed)
 
     async def control_once(self) -> Decision | None:
         snap = self.snapshot

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from vpp_common.messages import SiteTelemetry
+
+
+# *_created series double the exposition for no use on dashboards
+disable_created_metrics()
 
 
 class AgentMetrics:

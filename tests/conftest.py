@@ -37,8 +37,13 @@ def _listening_ports() -> set[tuple[str, int]]:
     return {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
 
 
+# Processes that session-scoped fixtures own (they outlive single tests by design).
+_SESSION_PIDS: set[int] = set()
+
+
 def _children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
+    return {p.pid for p in psutil.Process().children(recursive=True)
+            if p.pid not in _SESSION_PIDS and p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
 
 
 # Process-wide threads that libraries start once and keep by design (not leaks):
@@ -126,6 +131,7 @@ def redis_server() -> Iterator[RedisServer]:
          "--dir", workdir],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
+    _SESSION_PIDS.add(proc.pid)
     try:
         def up() -> bool:
             try:

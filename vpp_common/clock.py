@@ -8,6 +8,7 @@ timezone-aware UTC.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
@@ -111,6 +112,41 @@ class ManualClock:
             if self._changed is None:
                 self._changed = asyncio.Event()
             await self._changed.wait()
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for ``event`` up to ``timeout_s`` real seconds; True if it was set.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that
+    arrives just as the event is set, leaving a task that never stops.
+    """
+    try:
+        async with asyncio.timeout(max(0.0, timeout_s)):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -> None:
+    """Cancel ``tasks`` and wait until they are done, cancelling again if needed.
+
+    On Python 3.11 ``asyncio.wait_for`` (used inside libraries such as pymodbus)
+    can swallow a cancellation that races with its inner result, so one
+    ``cancel()`` is not always enough.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise RuntimeError(f"tasks did not stop within {timeout_s} s: {[t.get_name() for t in pending]}")
+        _, pending = await asyncio.wait(pending, timeout=min(0.1, left))
+    for t in tasks:  # surface real failures (not cancellation) of the stopped tasks
+        if not t.cancelled() and t.exception() is not None:
+            logging.getLogger(__name__).warning("task %s had failed: %r", t.get_name(), t.exception())
 
 
 def _has_loop() -> bool:

@@ -43,6 +43,15 @@ class Measurement:
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceTelemetry:
+    """One device's measurements: power in W (consumption > 0), SoC in % for storage."""
+
+    resource_id: str
+    power_w: Measurement
+    soc_pct: Measurement = field(default_factory=Measurement.missing)
+
+
+@dataclass(frozen=True, slots=True)
 class SiteTelemetry:
     """A house at one instant.  Powers in W (consumption positive), SoC in %."""
 
@@ -52,6 +61,7 @@ class SiteTelemetry:
     battery_power_w: Measurement  # charging > 0
     battery_soc_pct: Measurement  # 0..100
     load_power_w: Measurement  # household consumption >= 0
+    resources: tuple[ResourceTelemetry, ...] = ()  # per device, where the agent has them
 
 
 class ResourceKind(str, Enum):

@@ -32,6 +32,7 @@ from vpp_common.messages import (
     PlanStatus,
     ResourceInfo,
     ResourceKind,
+    ResourceTelemetry,
     SiteLimits,
     SiteTelemetry,
     StorageFlexibility,
@@ -136,6 +137,9 @@ def telemetry_from_proto(msg: tm.Telemetry) -> SiteTelemetry:
         battery_power_w=m("battery_power_w"),
         battery_soc_pct=m("battery_soc_pct"),
         load_power_w=m("load_power_w"),
+        resources=tuple(ResourceTelemetry(r.resource_id, _measurement(r.power_w, r.HasField("power_w")),
+                                          _measurement(r.soc_pct, r.HasField("soc_pct")))
+                        for r in msg.resources),
     )
 
 

@@ -22,7 +22,7 @@ from aggregator.service.sessions import CloseItem, ControlItem, PlanItem, Sessio
 from aggregator.store import StateStore, StoreError
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
-from vpp_common.clock import Clock
+from vpp_common.clock import Clock, cancel_and_wait
 from vpp_common.messages import GridSignal, PlanState
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
                     msg.sequence = seq
                     yield msg
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            await cancel_and_wait([reader])
             self._sessions.close(session)
             self._metrics.connected_agents.set(len(self._sessions))
             try:
@@ -133,8 +132,9 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
     async def _first_message(self, requests: AsyncIterator[fs.ConnectRequest],
                              context: grpc.aio.ServicerContext) -> fs.ConnectRequest:
         try:
-            first = await asyncio.wait_for(anext(requests), HELLO_TIMEOUT_S)
-        except (StopAsyncIteration, asyncio.TimeoutError):
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                first = await anext(requests)
+        except (StopAsyncIteration, TimeoutError):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "stream must start with Hello")
         if first.WhichOneof("payload") != "hello":
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "first message must be Hello")
@@ -166,6 +166,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
             t = convert.telemetry_from_proto(req.telemetry)
             self._metrics.telemetry_age.observe(max(0.0, (self._clock.now() - t.measured_at).total_seconds()))
             await self._store.put_telemetry(house_id, t, self._telemetry_ttl_s)
+            await self._store.set_route(house_id, self._replica_id, self._route_ttl_s)
         elif kind == "flexibility_update":
             await self._store.put_flexibility(house_id, convert.flexibility_from_proto(req.flexibility_update))
             self._request_plan(house_id)

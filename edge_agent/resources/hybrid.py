@@ -29,6 +29,7 @@ from vpp_common.messages import (
     Measurement,
     ResourceInfo,
     ResourceKind,
+    ResourceTelemetry,
     SiteTelemetry,
     StorageFlexibility,
     Validity,
@@ -169,7 +170,11 @@ class HybridInverterRM:
             load = Measurement(g.value - p.value - b.value, Validity.VALID, now)
         else:
             load = Measurement.missing()
-        telemetry = SiteTelemetry(now, g, p, b, s, load)
+        telemetry = SiteTelemetry(now, g, p, b, s, load, (
+            ResourceTelemetry(self.battery_id, b, s),
+            ResourceTelemetry(self.pv_id, p),
+            ResourceTelemetry(self.meter_id, g),
+        ))
         n = self.nameplate
         flex = Flexibility(
             valid_from=now,

@@ -114,6 +114,8 @@ def telemetry_to_proto(t: SiteTelemetry) -> tm.Telemetry:
         battery_power_w=_measurement(t.battery_power_w),
         battery_soc_pct=_measurement(t.battery_soc_pct),
         load_power_w=_measurement(t.load_power_w),
+        resources=[tm.ResourceMeasurement(resource_id=r.resource_id, power_w=_measurement(r.power_w),
+                                          soc_pct=_measurement(r.soc_pct)) for r in t.resources],
     )
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from aggregator.config import AggregatorConfig
 from aggregator.server import AggregatorServer
-from aggregator.store import MemoryStore
+from aggregator.store import MemoryStore, RedisStore, StateStore
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, ControlConfig, DeviceConfig
 from simulator.hybrid_device import RegisterWrite, SimulatorConfig, SunSpecHybridSimulator
@@ -51,7 +51,7 @@ class House:
     agg: AggregatorServer
     agent: EdgeAgent
     clock: ManualClock
-    store: MemoryStore
+    store: StateStore
 
 
 def agent_config(agg_target: str, sim_port: int) -> AgentConfig:
@@ -65,10 +65,15 @@ def agg_config(listen: str = "127.0.0.1:0") -> AggregatorConfig:
     return AggregatorConfig(listen=listen, insecure=True, metrics_port=0, replica_id="e2e", drain_grace_s=0.5)
 
 
-@pytest.fixture
-async def house() -> AsyncIterator[House]:
+@pytest.fixture(params=["memory", "redis"])
+async def house(request: pytest.FixtureRequest) -> AsyncIterator[House]:
     clock = ManualClock(T0)
-    store = MemoryStore()
+    store: StateStore
+    if request.param == "redis":
+        redis_url = request.getfixturevalue("redis_server").url
+        store = RedisStore(redis_url, namespace=f"e2e-{uuid.uuid4().hex[:8]}")
+    else:
+        store = MemoryStore()
     sim = SunSpecHybridSimulator(SimulatorConfig(physics=PhysicsConfig(initial_soc_pct=40)), clock)
     await sim.start()
     agg = AggregatorServer(agg_config(), clock=clock, store=store)

@@ -24,6 +24,7 @@ from vpp_common.messages import (
     PlanStatus,
     ResourceInfo,
     ResourceKind,
+    ResourceTelemetry,
     Setpoint,
     SiteLimits,
     SiteTelemetry,
@@ -44,7 +45,9 @@ def test_hello_roundtrip() -> None:
 def test_telemetry_roundtrip_keeps_validity_and_missing() -> None:
     t = SiteTelemetry(T0, Measurement(-1200.5, Validity.VALID, T0), Measurement(-3000, Validity.STALE, T0),
                       Measurement.missing(), Measurement(55.5, Validity.IMPLAUSIBLE, T0),
-                      Measurement(900, Validity.VALID, T0))
+                      Measurement(900, Validity.VALID, T0),
+                      (ResourceTelemetry("battery", Measurement.missing(), Measurement(55.5, Validity.VALID, T0)),
+                       ResourceTelemetry("pv", Measurement(-3000, Validity.STALE, T0))))
     assert agg.telemetry_from_proto(edge.telemetry_to_proto(t)) == t
 
 
