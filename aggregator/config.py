@@ -27,10 +27,12 @@ from __future__ import annotations
 import os
 import socket
 from datetime import time
+from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from aggregator.certs import check_trust_domain
 from aggregator.dispatch.tariff import DEFAULT_TARIFF, TouPeriod, TouTariff
 from vpp_common.config import EnvOverridesFile
 
@@ -58,6 +60,28 @@ class TariffPeriodConfig(BaseModel):
     export_price_per_kwh: float
 
 
+class TlsServerConfig(BaseModel):
+    """mTLS: the aggregator's certificate and the fleet CA that signs house certificates
+    (``aggregator certs`` makes all three)."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path
+    trust_domain: str = Field(description="houses are spiffe://<trust_domain>/house/<id>")
+
+    @field_validator("cert_file", "key_file", "client_ca_file")
+    @classmethod
+    def _readable(cls, v: Path) -> Path:
+        if not v.is_file():
+            raise ValueError(f"file {v} does not exist")
+        return v
+
+    @field_validator("trust_domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        return check_trust_domain(v)
+
+
 def _default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -71,6 +95,7 @@ class AggregatorConfig(EnvOverridesFile):
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(9464, ge=0, le=65535, description="None disables /metrics; 0 = any free port")
     insecure: bool = Field(False, description="plaintext gRPC, house id from the x-vpp-house-id header (demo only)")
+    tls: TlsServerConfig | None = Field(None, description="mTLS settings; required unless insecure")
     telemetry_interval_s: float = Field(10.0, gt=0)
     heartbeat_interval_s: float = Field(30.0, gt=0)
     telemetry_ttl_s: float = Field(60.0, gt=0, description="latest telemetry expires after this many real s")
@@ -87,6 +112,13 @@ class AggregatorConfig(EnvOverridesFile):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be host:port, e.g. 0.0.0.0:50051")
         return v
+
+    @model_validator(mode="after")
+    def _secure_or_explicitly_insecure(self) -> AggregatorConfig:
+        if not self.insecure and self.tls is None:
+            raise ValueError("configure [tls] (cert_file, key_file, client_ca_file, trust_domain) "
+                             "or set insecure = true / pass --insecure for a local demo")
+        return self
 
     def tou_tariff(self) -> TouTariff:
         if not self.tariff:

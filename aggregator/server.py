@@ -13,7 +13,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.metrics import AggregatorMetrics
 from aggregator.planner import Planner
 from aggregator.service.fleet_servicer import FleetServicer
-from aggregator.service.identity import InsecureHeaderIdentity
+from aggregator.service.identity import InsecureHeaderIdentity, MtlsIdentity
 from aggregator.service.sessions import CloseItem, SessionRegistry
 from aggregator.store import StateStore, open_store
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
@@ -40,10 +40,6 @@ SERVER_OPTIONS = [
 class AggregatorServer:
     def __init__(self, config: AggregatorConfig, clock: Clock | None = None,
                  store: StateStore | None = None) -> None:
-        if not config.insecure:
-            from vpp_common.config import ConfigError
-
-            raise ConfigError("mTLS is not available yet: set insecure = true (or --insecure) for a local demo")
         self.config = config
         self.clock = clock or SystemClock()
         self._owns_store = store is None  # an injected store outlives this server
@@ -54,8 +50,9 @@ class AggregatorServer:
                                tariff=config.tou_tariff(), config=config.planning, metrics=self.metrics,
                                replica_id=config.replica_id)
         self.servicer = FleetServicer(
-            store=self.store, sessions=self.sessions, identity=InsecureHeaderIdentity(), clock=self.clock,
+            store=self.store, sessions=self.sessions, clock=self.clock,
             metrics=self.metrics, replica_id=config.replica_id,
+            identity=MtlsIdentity(config.tls.trust_domain) if config.tls else InsecureHeaderIdentity(),
             telemetry_interval_s=config.telemetry_interval_s, heartbeat_interval_s=config.heartbeat_interval_s,
             telemetry_ttl_s=config.telemetry_ttl_s, route_ttl_s=config.route_ttl_s,
             max_streams=config.max_streams, request_plan=self.planner.request,
@@ -81,7 +78,14 @@ class AggregatorServer:
         server = grpc.aio.server(options=SERVER_OPTIONS)
         fs_grpc.add_FleetServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        self.port = server.add_insecure_port(self.config.listen)
+        tls = self.config.tls
+        if tls is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+                root_certificates=tls.client_ca_file.read_bytes(), require_client_auth=True)
+            self.port = server.add_secure_port(self.config.listen, credentials)
+        else:
+            self.port = server.add_insecure_port(self.config.listen)
         if self.port == 0:
             from vpp_common.config import ConfigError
 

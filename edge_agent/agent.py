@@ -28,7 +28,7 @@ from edge_agent.energy_manager.decide import BatteryLimits, Decision, decide
 from edge_agent.energy_manager.plans import PlanBook
 from edge_agent.metrics import AgentMetrics
 from edge_agent.resources.hybrid import HouseSnapshot, HybridInverterRM
-from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
+from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import WelcomeInfo
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
 from vpp_common.messages import DispatchPlan, Hello, PlanState, PlanStatus, SiteLimits
@@ -73,7 +73,9 @@ class EdgeAgent:
         self._last_written: tuple[float, datetime] | None = None
         self._last_flex_sent: object = None
         self.uplink = UplinkClient(
-            target=config.aggregator, house_id=config.house_id, hello=self._hello, insecure=config.insecure,
+            target=config.aggregator, house_id=config.house_id or "", hello=self._hello,
+            tls=TlsFiles(config.tls.ca_file, config.tls.cert_file, config.tls.key_file, config.tls.server_name,
+                         config.tls.check_interval_s) if config.tls else None,
             backoff=Backoff(config.reconnect_initial_s, config.reconnect_max_s),
             callbacks=UplinkCallbacks(on_plan=self._on_plan, on_welcome=self._on_welcome,
                                       on_connection=self._on_connection),
@@ -125,7 +127,8 @@ class EdgeAgent:
         current = self.plans.current
         return Hello(agent_version=AGENT_VERSION, limits=self.limits, resources=self.device.resources,
                      last_plan_id=current.plan_id if current else "",
-                     last_plan_version=current.version if current else 0)
+                     last_plan_version=current.version if current else 0,
+                     claimed_house_id=self.config.house_id or "")
 
     def _on_welcome(self, welcome: WelcomeInfo) -> None:
         if welcome.telemetry_interval_s > 0:

@@ -2,9 +2,12 @@
 
 Example ``edge-agent.toml``::
 
-    house_id = "house-0001"          # demo/insecure only; with mTLS it comes from the certificate
     aggregator = "vpp.example.net:50051"
-    insecure = true
+
+    [tls]                            # mTLS: the house identity is the certificate's
+    ca_file = "/etc/vpp/ca.pem"
+    cert_file = "/etc/vpp/house.pem"
+    key_file = "/etc/vpp/house.key"
 
     [device]
     host = "192.168.1.50"
@@ -28,7 +31,9 @@ Env: ``VPP_AGENT_DEVICE__HOST=10.0.0.5``, ``VPP_AGENT_SITE__MAX_EXPORT_W=0``.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from vpp_common.config import EnvOverridesFile
@@ -63,12 +68,34 @@ class ControlConfig(BaseModel):
     grace_s: float = Field(300.0, ge=0, description="stream down this long: fall back (clock s)")
 
 
+class TlsClientConfig(BaseModel):
+    """mTLS to the aggregator: the fleet CA, and this house's certificate and key
+    (``aggregator certs house`` makes them).  The house identity is the
+    certificate's; a renewed certificate file is picked up without a restart."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    server_name: str | None = Field(None, description="name to verify instead of the aggregator host")
+    check_interval_s: float = Field(30.0, gt=0, description="how often to look for a renewed certificate (real s)")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable(cls, v: Path) -> Path:
+        if not v.is_file():
+            raise ValueError(f"file {v} does not exist")
+        return v
+
+
 class AgentConfig(EnvOverridesFile):
     model_config = SettingsConfigDict(env_prefix="VPP_AGENT_", env_nested_delimiter="__", extra="forbid")
 
-    house_id: str = Field("house-1", description="identity in insecure mode only")
+    house_id: str | None = Field(
+        None, description="insecure mode: the identity sent in a header (required); with mTLS: optional, "
+                          "checked against the certificate (a mismatch is refused)")
     aggregator: str = Field("127.0.0.1:50051", description="host:port of the aggregator")
     insecure: bool = Field(False, description="plaintext gRPC (demo only)")
+    tls: TlsClientConfig | None = Field(None, description="mTLS settings; required unless insecure")
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(9465, ge=0, le=65535, description="None disables /metrics; 0 = any free port")
     telemetry_interval_s: float = Field(10.0, gt=0, description="until the aggregator's Welcome says otherwise")
@@ -78,6 +105,15 @@ class AgentConfig(EnvOverridesFile):
     site: SiteConfig = SiteConfig()
     battery: BatteryConfig = BatteryConfig()
     control: ControlConfig = ControlConfig()
+
+    @model_validator(mode="after")
+    def _secure_or_explicitly_insecure(self) -> AgentConfig:
+        if not self.insecure and self.tls is None:
+            raise ValueError("configure [tls] (ca_file, cert_file, key_file) or set insecure = true "
+                             "/ pass --insecure for a local demo")
+        if self.tls is None and not self.house_id:
+            raise ValueError("house_id is required in insecure mode (with mTLS it comes from the certificate)")
+        return self
 
     @field_validator("aggregator")
     @classmethod

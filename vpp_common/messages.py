@@ -111,6 +111,7 @@ class Hello:
     resources: tuple[ResourceInfo, ...]
     last_plan_id: str = ""
     last_plan_version: int = 0
+    claimed_house_id: str = ""  # what the agent believes; never trusted (identity is the certificate)
 
 
 @dataclass(frozen=True, slots=True)

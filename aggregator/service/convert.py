@@ -115,6 +115,7 @@ def hello_from_proto(msg: fs.Hello) -> Hello:
         resources=tuple(resources),
         last_plan_id=msg.last_plan_id,
         last_plan_version=msg.last_plan_version,
+        claimed_house_id=msg.claimed_house_id,
     )
 
 

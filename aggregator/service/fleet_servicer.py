@@ -82,6 +82,10 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         except convert.InvalidMessage as exc:
             self._metrics.messages.labels("hello", "invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if hello.claimed_house_id and hello.claimed_house_id != house_id:
+            self._metrics.messages.labels("hello", "denied").inc()
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"this stream is house {house_id!r}; it cannot speak for {hello.claimed_house_id!r}")
         self._metrics.messages.labels("hello", "ok").inc()
 
         session = self._sessions.open(house_id)

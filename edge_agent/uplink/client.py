@@ -14,12 +14,14 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
 from edge_agent.uplink import convert
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
+from vpp_common.clock import cancel_and_wait
 from vpp_common.messages import DispatchPlan, Flexibility, Hello, PlanStatus, SiteTelemetry
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,25 @@ class Backoff:
         return rng.uniform(d / 2, d)
 
 
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """mTLS material, read anew for every channel so that a renewed certificate is used."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    server_name: str | None = None
+    check_interval_s: float = 30.0
+
+    def fingerprint(self) -> tuple[float, float, float]:
+        """Changes when any of the files is replaced (mtime in ns)."""
+        return tuple(float(p.stat().st_mtime_ns) for p in (self.ca_file, self.cert_file, self.key_file))  # type: ignore[return-value]
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(self.ca_file.read_bytes(), self.key_file.read_bytes(),
+                                            self.cert_file.read_bytes())
+
+
 @dataclass
 class UplinkCallbacks:
     on_plan: Callable[[DispatchPlan | Exception], None]
@@ -59,10 +80,9 @@ OutMessage = SiteTelemetry | Flexibility | PlanStatus
 
 class UplinkClient:
     def __init__(self, *, target: str, house_id: str, hello: Callable[[], Hello], callbacks: UplinkCallbacks,
-                 backoff: Backoff = Backoff(), insecure: bool = True, rng: random.Random | None = None,
+                 backoff: Backoff = Backoff(), tls: TlsFiles | None = None, rng: random.Random | None = None,
                  outbox_size: int = 256) -> None:
-        if not insecure:
-            raise ValueError("mTLS is not available yet: use insecure = true for a local demo")
+        self._tls = tls
         self._target = target
         self._house_id = house_id
         self._hello = hello
@@ -75,7 +95,9 @@ class UplinkClient:
         self._seq = 0
         self.connected = False
         self.connects = 0
+        self.channels = 0  # channels built; grows when a renewed certificate is picked up
         self.welcome: convert.WelcomeInfo | None = None
+        self._cert_changed = False
 
     def send(self, message: OutMessage) -> None:
         """Queue a message; sent on the current stream or after the next connect."""
@@ -94,25 +116,57 @@ class UplinkClient:
         self._outbox.append(fs.ConnectRequest(heartbeat=convert.heartbeat(at)))
         self._outbox_ready.set()
 
+    def _channel(self) -> grpc.aio.Channel:
+        self.channels += 1
+        if self._tls is None:
+            return grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS)
+        options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
+        if self._tls.server_name:
+            options.append(("grpc.ssl_target_name_override", self._tls.server_name))
+        return grpc.aio.secure_channel(self._target, self._tls.credentials(), options=options)
+
     async def run(self) -> None:
         attempt = 0
-        async with grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS) as channel:
-            stub = fs_grpc.FleetServiceStub(channel)
-            while True:
-                reconnect_after = await self._one_stream(stub)
-                if self.welcome is not None:
-                    attempt = 0  # the last stream was accepted: start the backoff again
-                    self.welcome = None
-                delay = max(reconnect_after, self._backoff.delay(attempt, self._rng))
-                attempt += 1
-                log.info("stream to %s down; reconnecting in %.2f s", self._target, delay)
-                await asyncio.sleep(delay)
+        while True:  # one channel per certificate: a renewed certificate gets a new channel
+            self._cert_changed = False
+            async with self._channel() as channel:
+                stub = fs_grpc.FleetServiceStub(channel)
+                while not self._cert_changed:
+                    reconnect_after = await self._one_stream(stub)
+                    if self.welcome is not None:
+                        attempt = 0  # the last stream was accepted: start the backoff again
+                        self.welcome = None
+                    if self._cert_changed:
+                        log.info("client certificate renewed: reconnecting with a new channel")
+                        break
+                    delay = max(reconnect_after, self._backoff.delay(attempt, self._rng))
+                    attempt += 1
+                    log.info("stream to %s down; reconnecting in %.2f s", self._target, delay)
+                    await asyncio.sleep(delay)
 
-    async def _requests(self) -> AsyncIterator[fs.ConnectRequest]:
+    async def _watch_certificate(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+        """End the stream when the certificate files change, so the next channel uses them."""
+        assert self._tls is not None
+        seen = self._tls.fingerprint()
+        while True:
+            await asyncio.sleep(self._tls.check_interval_s)
+            try:
+                now = self._tls.fingerprint()
+            except OSError as exc:  # mid-replacement: look again next time
+                log.warning("cannot read certificate files: %s", exc)
+                continue
+            if now != seen:
+                self._cert_changed = True
+                call.cancel()
+                return
+
+    async def _requests(self, ended: asyncio.Event) -> AsyncIterator[fs.ConnectRequest]:
+        """The stream's requests; returns once ``ended`` is set, because grpc keeps
+        pulling from a finished call's iterator in a task of its own otherwise."""
         self._seq = 1
         yield fs.ConnectRequest(sequence=1, hello=convert.hello_to_proto(self._hello()))
-        while True:
-            while self._outbox:
+        while not ended.is_set():
+            while self._outbox and not ended.is_set():
                 req = self._outbox.popleft()
                 self._seq += 1
                 req.sequence = self._seq
@@ -122,7 +176,11 @@ class UplinkClient:
 
     async def _one_stream(self, stub: fs_grpc.FleetServiceStub) -> float:
         """Run one stream until it ends; return the server's reconnect hint in s."""
-        call = stub.Connect(self._requests(), metadata=((HOUSE_ID_HEADER, self._house_id),))
+        # the header names the house only for --insecure demos; with mTLS the certificate does
+        metadata = ((HOUSE_ID_HEADER, self._house_id),) if self._tls is None else ()
+        ended = asyncio.Event()
+        call = stub.Connect(self._requests(ended), metadata=metadata)
+        watcher = asyncio.create_task(self._watch_certificate(call)) if self._tls is not None else None
         reconnect_after = 0.0
         try:
             async for resp in call:
@@ -145,11 +203,16 @@ class UplinkClient:
                     break
                 # grid_signal: prices are used by local policies (a later step); ignored here
         except asyncio.CancelledError:
-            raise
+            if not self._cert_changed or watcher is None or not watcher.done():
+                raise  # our own task is being cancelled, not just the call
         except grpc.aio.AioRpcError as exc:
             log.info("stream ended: %s %s", exc.code().name, exc.details())
         finally:
+            ended.set()
+            self._outbox_ready.set()  # wake the request iterator so that it returns
             call.cancel()
+            if watcher is not None:
+                await cancel_and_wait([watcher])
             if self.connected:
                 self.connected = False
                 self._cb.on_connection(False)

@@ -96,6 +96,7 @@ def hello_to_proto(hello: Hello) -> fs.Hello:
                                rated_power_w=r.rated_power_w, capacity_wh=r.capacity_wh) for r in hello.resources],
         last_plan_id=hello.last_plan_id,
         last_plan_version=hello.last_plan_version,
+        claimed_house_id=hello.claimed_house_id,
     )
 
 

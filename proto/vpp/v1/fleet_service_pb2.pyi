@@ -89,18 +89,20 @@ class ConnectResponse(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., dispatch_plan: _Optional[_Union[_plan_pb2.DispatchPlan, _Mapping]] = ..., grid_signal: _Optional[_Union[_grid_pb2.GridSignal, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_version", "limits", "resources", "last_plan_id", "last_plan_version")
+    __slots__ = ("agent_version", "limits", "resources", "last_plan_id", "last_plan_version", "claimed_house_id")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     LAST_PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_HOUSE_ID_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     limits: _grid_pb2.SiteLimits
     resources: _containers.RepeatedCompositeFieldContainer[Resource]
     last_plan_id: str
     last_plan_version: int
-    def __init__(self, agent_version: _Optional[str] = ..., limits: _Optional[_Union[_grid_pb2.SiteLimits, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., last_plan_id: _Optional[str] = ..., last_plan_version: _Optional[int] = ...) -> None: ...
+    claimed_house_id: str
+    def __init__(self, agent_version: _Optional[str] = ..., limits: _Optional[_Union[_grid_pb2.SiteLimits, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., last_plan_id: _Optional[str] = ..., last_plan_version: _Optional[int] = ..., claimed_house_id: _Optional[str] = ...) -> None: ...
 
 class Resource(_message.Message):
     __slots__ = ("resource_id", "kind", "control_type", "rated_power_w", "capacity_wh")

@@ -1,0 +1,51 @@
+"""One typed config per process: TOML + env overrides; bad input names the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import AggregatorConfig
+from edge_agent.config import AgentConfig
+from vpp_common.config import ConfigError, load_config
+
+
+def test_aggregator_config_from_toml_with_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "agg.toml"
+    f.write_text('insecure = true\nstore_url = "memory://"\n[planning]\ncycle_s = 120\n'
+                 '[[tariff]]\nstart = "00:00"\nend = "00:00"\nimport_price_per_kwh = 0.3\nexport_price_per_kwh = 0.1\n')
+    monkeypatch.setenv("VPP_AGG_PLANNING__CYCLE_S", "60")
+    cfg = load_config(AggregatorConfig, f)
+    assert cfg.planning.cycle_s == 60  # env wins over the file
+    assert cfg.tou_tariff().periods[0].import_price_per_kwh == 0.3
+
+
+def test_bad_values_name_the_field(tmp_path: Path) -> None:
+    f = tmp_path / "agent.toml"
+    f.write_text('insecure = true\nhouse_id = "h1"\n[site]\nmax_import_w = -5\n[device]\nport = 70000\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(AgentConfig, f)
+    text = str(err.value)
+    assert "site.max_import_w" in text and "device.port" in text and str(f) in text
+
+
+def test_secure_by_default() -> None:
+    with pytest.raises(ConfigError, match="tls"):
+        load_config(AggregatorConfig, None)
+    with pytest.raises(ConfigError, match="tls"):
+        load_config(AgentConfig, None, house_id="h1")
+    with pytest.raises(ConfigError, match="house_id is required"):
+        load_config(AgentConfig, None, insecure=True)
+
+
+def test_unknown_keys_and_bad_toml_are_refused(tmp_path: Path) -> None:
+    f = tmp_path / "agg.toml"
+    f.write_text("insecure = true\nlisten_port = 5\n")
+    with pytest.raises(ConfigError, match="listen_port"):
+        load_config(AggregatorConfig, f)
+    f.write_text("insecure = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(AggregatorConfig, f)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(AggregatorConfig, tmp_path / "missing.toml")
