@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from aggregator.admin_cli import add_admin_commands, run_admin
 from aggregator.certs import Issued, create_ca, house_uri, issue_house, issue_server
 from aggregator.config import AggregatorConfig
 from vpp_common.cli import EXIT_CONFIG, run_main, run_until_signal, setup_logging
@@ -37,9 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML config file")
     serve.add_argument("--listen", help="host:port for gRPC (default 127.0.0.1:50051)")
     serve.add_argument("--store-url", help="memory:// (default) or redis://host:port/db")
+    serve.add_argument("--admin-listen", help="host:port of the admin port (default 127.0.0.1:50052)")
     serve.add_argument("--metrics-port", type=int, help="port of /metrics (default 9464)")
     serve.add_argument("--insecure", action="store_true", default=None,
                        help="plaintext gRPC, house id from a header: local demos only")
+    add_admin_commands(sub)
     certs = sub.add_parser(
         "certs", help="create the fleet CA and issue aggregator and house certificates (mTLS)",
         description="Certificates for mTLS. A house's identity is the URI SAN "
@@ -110,6 +113,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from aggregator.server import AggregatorServer
 
     config = load_config(AggregatorConfig, args.config, listen=args.listen, store_url=args.store_url,
+                         admin_listen=args.admin_listen,
                          metrics_port=args.metrics_port, insecure=args.insecure)
     server = AggregatorServer(config)
     await run_until_signal(server.start, server.stop)
@@ -121,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     if args.command == "serve":
         return run_main(lambda: _serve(args))
+    if args.command in ("houses", "plan"):
+        return run_admin(args)
     if args.command == "certs":
         try:
             return _certs(args)

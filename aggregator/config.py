@@ -90,6 +90,8 @@ class AggregatorConfig(EnvOverridesFile):
     model_config = SettingsConfigDict(env_prefix="VPP_AGG_", env_nested_delimiter="__", extra="forbid")
 
     listen: str = Field("127.0.0.1:50051", description="host:port of the gRPC FleetService")
+    admin_listen: str | None = Field("127.0.0.1:50052", description="host:port of the admin port (AdminService, "
+                                     "health, reflection, channelz); keep it private. None disables it")
     store_url: str = Field("memory://", description="memory:// (embedded) or redis://host:port/db")
     replica_id: str = Field(default_factory=_default_replica_id)
     metrics_host: str = "127.0.0.1"
@@ -105,9 +107,11 @@ class AggregatorConfig(EnvOverridesFile):
     planning: PlanningConfig = PlanningConfig()
     tariff: list[TariffPeriodConfig] = Field(default_factory=list, description="TOU periods (UTC); empty = default")
 
-    @field_validator("listen")
+    @field_validator("listen", "admin_listen")
     @classmethod
-    def _host_port(cls, v: str) -> str:
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be host:port, e.g. 0.0.0.0:50051")

@@ -7,7 +7,9 @@ import logging
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_channelz.v1 import channelz
 from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
 
 from aggregator.config import AggregatorConfig
 from aggregator.metrics import AggregatorMetrics
@@ -16,7 +18,11 @@ from aggregator.service.fleet_servicer import FleetServicer
 from aggregator.service.identity import InsecureHeaderIdentity, MtlsIdentity
 from aggregator.service.sessions import CloseItem, SessionRegistry
 from aggregator.store import StateStore, open_store
+from aggregator.service.admin_servicer import AdminServicer
+from vpp.v1 import admin_service_pb2 as adm_pb2
+from vpp.v1 import admin_service_pb2_grpc as adm_grpc
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
+from vpp_common.config import ConfigError
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait
 from vpp_common.metrics_http import MetricsServer
 
@@ -60,6 +66,8 @@ class AggregatorServer:
         )
         self.health = health_aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
+        self._admin: grpc.aio.Server | None = None
+        self.admin_port: int = 0
         self._planner_task: asyncio.Task[None] | None = None
         self._metrics_server = (MetricsServer(self.metrics.registry, config.metrics_host, config.metrics_port)
                                 if config.metrics_port is not None else None)
@@ -87,17 +95,41 @@ class AggregatorServer:
         else:
             self.port = server.add_insecure_port(self.config.listen)
         if self.port == 0:
-            from vpp_common.config import ConfigError
-
             raise ConfigError(f"cannot listen on {self.config.listen} (address in use?)")
         await server.start()
         self._server = server
+        if self.config.admin_listen is not None:
+            await self._start_admin(self.config.admin_listen)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         if self._metrics_server is not None:
             self._metrics_server.start()
         self._planner_task = asyncio.create_task(self.planner.run(), name="planner")
         log.info("aggregator %s serving on %s", self.config.replica_id, self.target)
+
+    async def _start_admin(self, listen: str) -> None:
+        """Operators' port: AdminService, health, reflection and channelz.  Every port
+        of a gRPC server exposes every service, so this is a second server."""
+        admin = grpc.aio.server()
+        adm_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.store), admin)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, admin)
+        channelz.add_channelz_servicer(admin)
+        reflection.enable_server_reflection((
+            adm_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME, "grpc.channelz.v1.Channelz"), admin)
+        self.admin_port = admin.add_insecure_port(listen)
+        if self.admin_port == 0:
+            raise ConfigError(f"cannot listen on admin address {listen} (address in use?)")
+        await admin.start()
+        self._admin = admin
+
+    @property
+    def admin_target(self) -> str | None:
+        if self._admin is None or self.config.admin_listen is None:
+            return None
+        host = self.config.admin_listen.rpartition(":")[0]
+        return f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{self.admin_port}"
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain: health NOT_SERVING, Drain to every agent, then stop with a grace period."""
@@ -110,6 +142,8 @@ class AggregatorServer:
             await cancel_and_wait([self._planner_task])
         if self._server is not None:
             await self._server.stop(grace)
+        if self._admin is not None:
+            await self._admin.stop(0)
         if self._metrics_server is not None:
             self._metrics_server.stop()
         if self._owns_store:

@@ -69,7 +69,7 @@ async def run_demo(hours: float = 24.0, speed: float = 2160.0, start: datetime |
           f"(PV {physics.pv_kwp:g} kWp, battery {physics.battery_capacity_wh / 1000:g} kWh)", file=out)
     async with SunSpecHybridSimulator(SimulatorConfig(physics=physics), clock) as sim:
         agg_cfg = AggregatorConfig(
-            listen="127.0.0.1:0", insecure=True, metrics_port=0, replica_id="demo",
+            admin_listen="127.0.0.1:0", listen="127.0.0.1:0", insecure=True, metrics_port=0, replica_id="demo",
             telemetry_interval_s=300, heartbeat_interval_s=600,
             planning=PlanningConfig(slot_s=900, horizon_slots=96, lease_s=3600, cycle_s=900),
         )

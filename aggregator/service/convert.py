@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from aggregator.store.base import HouseRecord
+from vpp.v1 import admin_service_pb2 as adm
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import flexibility_pb2 as fx
 from vpp.v1 import grid_pb2 as gr
@@ -222,3 +224,43 @@ def welcome(house_id: str, replica_id: str, telemetry_interval_s: float, heartbe
 
 def drain(reason: str, reconnect_after_s: float = 0.0) -> fs.Drain:
     return fs.Drain(reason=reason, reconnect_after=_duration(reconnect_after_s))
+
+
+# -- operator (admin) views ---------------------------------------------------
+_KIND_TO_PROTO = {v: k for k, v in _RESOURCE_KIND.items()}
+_CONTROL_TO_PROTO = {v: k for k, v in _CONTROL_TYPE.items()}
+_VALIDITY_TO_PROTO = {v: k for k, v in _VALIDITY.items()}
+_STATE_TO_PROTO = {v: k for k, v in _PLAN_STATE.items()}
+
+
+def measurement_to_proto(m: Measurement) -> tm.Measurement:
+    msg = tm.Measurement(value=m.value if m.value is not None else 0.0, validity=_VALIDITY_TO_PROTO[m.validity])
+    if m.measured_at is not None:
+        msg.measured_at.CopyFrom(_ts(m.measured_at))
+    return msg
+
+
+def resource_to_proto(r: ResourceInfo) -> fs.Resource:
+    return fs.Resource(resource_id=r.resource_id, kind=_KIND_TO_PROTO[r.kind],
+                       control_type=_CONTROL_TO_PROTO[r.control_type], rated_power_w=r.rated_power_w,
+                       capacity_wh=r.capacity_wh)
+
+
+def plan_status_to_proto(s: PlanStatus) -> fs.PlanStatus:
+    return fs.PlanStatus(plan_id=s.plan_id, version=s.version, state=_STATE_TO_PROTO[s.state], reason=s.reason,
+                         at=_ts(s.at))
+
+
+def house_summary(record: HouseRecord, route: str | None, plan: DispatchPlan | None, status: PlanStatus | None,
+                  telemetry: SiteTelemetry | None) -> adm.HouseSummary:
+    limits = record.hello.limits
+    msg = adm.HouseSummary(
+        house_id=record.house_id, replica_id=route or "", agent_version=record.hello.agent_version,
+        limits=gr.SiteLimits(max_import_w=limits.max_import_w, max_export_w=limits.max_export_w),
+        first_seen=_ts(record.first_seen), last_hello=_ts(record.last_hello),
+        plan_version=plan.version if plan else 0,
+        plan_state=_STATE_TO_PROTO[status.state] if status else fs.PLAN_STATE_UNSPECIFIED,
+        battery_soc_pct=measurement_to_proto(telemetry.battery_soc_pct if telemetry else Measurement.missing()),
+        grid_power_w=measurement_to_proto(telemetry.grid_power_w if telemetry else Measurement.missing()),
+    )
+    return msg

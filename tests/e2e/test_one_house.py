@@ -62,7 +62,7 @@ def agent_config(agg_target: str, sim_port: int) -> AgentConfig:
 
 
 def agg_config(listen: str = "127.0.0.1:0") -> AggregatorConfig:
-    return AggregatorConfig(listen=listen, insecure=True, metrics_port=0, replica_id="e2e", drain_grace_s=0.5)
+    return AggregatorConfig(admin_listen=None, listen=listen, insecure=True, metrics_port=0, replica_id="e2e", drain_grace_s=0.5)
 
 
 @pytest.fixture(params=["memory", "redis"])

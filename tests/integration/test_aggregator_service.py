@@ -35,7 +35,7 @@ FLEX = Flexibility(T0, (StorageFlexibility("battery", 50, 0, 100, 10, 10_000, 5_
 
 @pytest.fixture
 async def server() -> AsyncIterator[AggregatorServer]:
-    cfg = AggregatorConfig(listen="127.0.0.1:0", insecure=True, metrics_port=None, replica_id="r1")
+    cfg = AggregatorConfig(admin_listen=None, listen="127.0.0.1:0", insecure=True, metrics_port=None, replica_id="r1")
     srv = AggregatorServer(cfg, clock=ManualClock(T0))
     await srv.start()
     try:
@@ -134,7 +134,7 @@ async def test_first_message_must_be_hello(server: AggregatorServer) -> None:
 
 
 async def test_drain_on_stop_is_sent_to_agents() -> None:
-    cfg = AggregatorConfig(listen="127.0.0.1:0", insecure=True, metrics_port=None)
+    cfg = AggregatorConfig(admin_listen=None, listen="127.0.0.1:0", insecure=True, metrics_port=None)
     srv = AggregatorServer(cfg, clock=ManualClock(T0))
     await srv.start()
     agent = RawAgent(srv.target, "house-10")

@@ -54,7 +54,7 @@ async def server(pki: Pki) -> AsyncIterator[AggregatorServer]:
     tls = TlsServerConfig(cert_file=write(pki.dir / "srv.pem", pki.server.cert_pem),
                           key_file=write(pki.dir / "srv.key", pki.server.key_pem),
                           client_ca_file=write(pki.dir / "ca.pem", pki.ca.cert_pem), trust_domain=TD)
-    srv = AggregatorServer(AggregatorConfig(listen="127.0.0.1:0", tls=tls, metrics_port=None, replica_id="r1"))
+    srv = AggregatorServer(AggregatorConfig(admin_listen=None, listen="127.0.0.1:0", tls=tls, metrics_port=None, replica_id="r1"))
     await srv.start()
     try:
         yield srv

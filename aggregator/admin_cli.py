@@ -1,0 +1,142 @@
+"""Operator commands that talk to a running aggregator's admin port.
+
+Tables for people, ``--json`` for scripts.  Protobuf stays at this edge: the
+JSON is the admin API's canonical JSON mapping (``json_format``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from vpp.v1 import admin_service_pb2 as adm
+from vpp.v1 import admin_service_pb2_grpc as adm_grpc
+from vpp.v1 import fleet_service_pb2 as fs
+from vpp.v1 import telemetry_pb2 as tm
+
+EXIT_UNAVAILABLE = 3
+EXIT_NOT_FOUND = 4
+
+
+def add_admin_commands(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--admin", default="127.0.0.1:50052", help="admin address of an aggregator "
+                        "(default 127.0.0.1:50052)")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    houses = sub.add_parser("houses", help="list or show the houses the fleet knows",
+                            description="Houses as the fleet store knows them (any replica answers for all).")
+    hsub = houses.add_subparsers(dest="houses_command", required=True)
+    hsub.add_parser("list", parents=[common], help="all houses, one line each")
+    show = hsub.add_parser("show", parents=[common], help="one house in detail")
+    show.add_argument("house_id")
+    plan = sub.add_parser("plan", help="show a house's current plan")
+    psub = plan.add_subparsers(dest="plan_command", required=True)
+    pshow = psub.add_parser("show", parents=[common], help="the current plan, slot by slot, and its status")
+    pshow.add_argument("house_id")
+
+
+def _value(m: tm.Measurement, fmt: str) -> str:
+    if m.validity != tm.VALIDITY_VALID:
+        return tm.Validity.Name(m.validity).removeprefix("VALIDITY_").lower() if m.validity else "-"
+    return format(m.value, fmt)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def _dump(msg: Message) -> str:
+    return json.dumps(json_format.MessageToDict(msg, preserving_proto_field_name=True), indent=2)
+
+
+def _when(ts: Any) -> str:
+    return ts.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if ts.seconds else "-"
+
+
+def run_admin(args: argparse.Namespace) -> int:
+    try:
+        with grpc.insecure_channel(args.admin) as channel:
+            stub = adm_grpc.AdminServiceStub(channel)
+            return _dispatch(stub, args)
+    except grpc.RpcError as exc:
+        code = exc.code()  # type: ignore[attr-defined]
+        print(f"error: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        if code is grpc.StatusCode.NOT_FOUND:
+            return EXIT_NOT_FOUND
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            print(f"(is an aggregator's admin port at {args.admin}?)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _dispatch(stub: adm_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    timeout = 10
+    if args.command == "houses" and args.houses_command == "list":
+        resp = stub.ListHouses(adm.ListHousesRequest(), timeout=timeout)
+        if args.json:
+            print(_dump(resp))
+            return 0
+        rows = [[h.house_id, h.replica_id or "(offline)", _value(h.battery_soc_pct, ".0f"),
+                 _value(h.grid_power_w, ".0f"), str(h.plan_version or "-"),
+                 fs.PlanState.Name(h.plan_state).removeprefix("PLAN_STATE_").lower() if h.plan_state else "-",
+                 _when(h.last_hello)] for h in resp.houses]
+        print(_table(rows, ["HOUSE", "REPLICA", "SOC %", "GRID W", "PLAN", "STATUS", "LAST HELLO (UTC)"]))
+        print(f"{len(resp.houses)} houses, {sum(1 for h in resp.houses if h.replica_id)} connected")
+        return 0
+    if args.command == "houses":
+        resp_h = stub.GetHouse(adm.GetHouseRequest(house_id=args.house_id), timeout=timeout)
+        if args.json:
+            print(_dump(resp_h))
+            return 0
+        h = resp_h.house
+        print(f"house {h.house_id}  ({'on ' + h.replica_id if h.replica_id else 'offline'}, agent {h.agent_version})")
+        print(f"  limits: import <= {h.limits.max_import_w:.0f} W, export <= {h.limits.max_export_w:.0f} W")
+        print(f"  telemetry at {_when(resp_h.measured_at)}: SoC {_value(h.battery_soc_pct, '.1f')} %, "
+              f"grid {_value(h.grid_power_w, '.0f')} W, battery {_value(resp_h.battery_power_w, '.0f')} W, "
+              f"PV {_value(resp_h.pv_power_w, '.0f')} W, load {_value(resp_h.load_power_w, '.0f')} W")
+        print(f"  plan: version {h.plan_version or '-'}, "
+              f"{fs.PlanState.Name(h.plan_state).removeprefix('PLAN_STATE_').lower() if h.plan_state else 'no status'}")
+        for r in resp_h.resources:
+            print(f"  resource {r.resource_id}: {fs.ResourceKind.Name(r.kind).removeprefix('RESOURCE_KIND_').lower()}"
+                  f", {fs.ControlType.Name(r.control_type).removeprefix('CONTROL_TYPE_')}, "
+                  f"{r.rated_power_w:.0f} W, {r.capacity_wh:.0f} Wh")
+        return 0
+    resp_p = stub.GetPlan(adm.GetPlanRequest(house_id=args.house_id), timeout=timeout)
+    if args.json:
+        print(_dump(resp_p))
+        return 0
+    if not resp_p.HasField("plan"):
+        print(f"house {args.house_id} has no plan yet")
+        return 0
+    p = resp_p.plan
+    st = resp_p.status
+    print(f"plan {p.plan_id} version {p.version}: valid {_when(p.valid_from)} .. {_when(p.valid_until)} UTC, "
+          f"fallback {_fallback(p)}")
+    if resp_p.HasField("status"):
+        print(f"agent: {fs.PlanState.Name(st.state).removeprefix('PLAN_STATE_').lower()} version {st.version}"
+              f"{' (' + st.reason + ')' if st.reason else ''} at {_when(st.at)}")
+    until = p.valid_until.ToDatetime()
+    rows = []
+    for s in p.slots:
+        if s.start.ToDatetime() >= until:
+            break
+        for sp in s.setpoints:
+            rows.append([s.start.ToDatetime().strftime("%H:%M"), sp.resource_id, f"{sp.target_power_w:.0f}",
+                         f"[{sp.envelope.min_w:.0f}, {sp.envelope.max_w:.0f}]", s.reason])
+    print(_table(rows, ["SLOT", "RESOURCE", "TARGET W", "ENVELOPE W", "WHY"]))
+    return 0
+
+
+def _fallback(p: Any) -> str:
+    names = {1: "self-consumption", 2: "idle"}
+    cap = f", export <= {p.fallback.max_export_w:.0f} W" if p.fallback.max_export_w else ""
+    return names.get(p.fallback.mode, "self-consumption") + cap
+

@@ -1,0 +1,68 @@
+"""``AdminService``: the operators' read-only view of the fleet (admin port only)."""
+
+from __future__ import annotations
+
+import grpc
+
+from aggregator.service import convert
+from aggregator.store import StateStore, StoreError
+from vpp.v1 import admin_service_pb2 as adm
+from vpp.v1 import admin_service_pb2_grpc as adm_grpc
+
+
+class AdminServicer(adm_grpc.AdminServiceServicer):
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    async def _summary(self, house_id: str) -> adm.HouseSummary | None:
+        record = await self._store.get_house(house_id)
+        if record is None:
+            return None
+        return convert.house_summary(record, await self._store.get_route(house_id),
+                                     await self._store.get_plan(house_id),
+                                     await self._store.get_plan_status(house_id),
+                                     await self._store.get_telemetry(house_id))
+
+    async def ListHouses(self, request: adm.ListHousesRequest,  # noqa: N802 (generated name)
+                         context: grpc.aio.ServicerContext) -> adm.ListHousesResponse:
+        try:
+            houses = [await self._summary(r.house_id) for r in await self._store.list_houses()]
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
+        return adm.ListHousesResponse(houses=[h for h in houses if h is not None])
+
+    async def GetHouse(self, request: adm.GetHouseRequest,  # noqa: N802
+                       context: grpc.aio.ServicerContext) -> adm.GetHouseResponse:
+        try:
+            summary = await self._summary(request.house_id)
+            record = await self._store.get_house(request.house_id)
+            telemetry = await self._store.get_telemetry(request.house_id)
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
+        if summary is None or record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no house {request.house_id!r}")
+        assert record is not None  # abort() raised otherwise
+        resp = adm.GetHouseResponse(house=summary,
+                                    resources=[convert.resource_to_proto(r) for r in record.hello.resources])
+        if telemetry is not None:
+            resp.battery_power_w.CopyFrom(convert.measurement_to_proto(telemetry.battery_power_w))
+            resp.pv_power_w.CopyFrom(convert.measurement_to_proto(telemetry.pv_power_w))
+            resp.load_power_w.CopyFrom(convert.measurement_to_proto(telemetry.load_power_w))
+            resp.measured_at.FromDatetime(telemetry.measured_at)
+        return resp
+
+    async def GetPlan(self, request: adm.GetPlanRequest,  # noqa: N802
+                      context: grpc.aio.ServicerContext) -> adm.GetPlanResponse:
+        try:
+            if await self._store.get_house(request.house_id) is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no house {request.house_id!r}")
+            plan = await self._store.get_plan(request.house_id)
+            status = await self._store.get_plan_status(request.house_id)
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
+        resp = adm.GetPlanResponse()
+        if plan is not None:
+            resp.plan.CopyFrom(convert.plan_to_proto(plan))
+        if status is not None:
+            resp.status.CopyFrom(convert.plan_status_to_proto(status))
+        return resp

@@ -1,0 +1,108 @@
+"""The admin port: AdminService, health, reflection and channelz; and the operator CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import grpc
+import pytest
+from grpc_channelz.v1 import channelz_pb2, channelz_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from aggregator.cli import main as aggregator_main
+from aggregator.config import AggregatorConfig
+from aggregator.server import AggregatorServer
+from vpp.v1 import admin_service_pb2 as adm
+from vpp.v1 import admin_service_pb2_grpc as adm_grpc
+from vpp_common.clock import UTC, ManualClock
+from vpp_common.messages import (
+    ControlType,
+    Flexibility,
+    Hello,
+    Measurement,
+    ResourceInfo,
+    ResourceKind,
+    SiteLimits,
+    SiteTelemetry,
+    StorageFlexibility,
+    Validity,
+)
+
+T0 = datetime(2026, 6, 1, 18, 0, tzinfo=UTC)
+HELLO = Hello("9.9", SiteLimits(11_000, 4_600), (ResourceInfo("battery", ResourceKind.BATTERY, ControlType.FRBC,
+                                                               5_000, 10_000),))
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[AggregatorServer]:
+    cfg = AggregatorConfig(listen="127.0.0.1:0", admin_listen="127.0.0.1:0", insecure=True, metrics_port=None,
+                           replica_id="r1")
+    srv = AggregatorServer(cfg, clock=ManualClock(T0))
+    await srv.start()
+    store = srv.store
+    await store.upsert_house("h1", HELLO, T0)
+    await store.set_route("h1", "r1", 60)
+    v = Measurement(42.0, Validity.VALID, T0)
+    await store.put_telemetry("h1", SiteTelemetry(T0, Measurement(300, Validity.VALID, T0), Measurement.missing(),
+                                                  Measurement(-500, Validity.VALID, T0), v,
+                                                  Measurement(800, Validity.VALID, T0)), 60)
+    await store.put_flexibility("h1", Flexibility(T0, (StorageFlexibility("battery", 42, 0, 100, 10, 10_000, 5_000,
+                                                                          5_000),)))
+    await srv.planner.cycle({"h1"})
+    try:
+        yield srv
+    finally:
+        await srv.stop(grace_s=0.2)
+
+
+async def test_admin_service_health_reflection_and_channelz(server: AggregatorServer) -> None:
+    assert server.admin_target is not None
+    async with grpc.aio.insecure_channel(server.admin_target) as ch:
+        houses = await adm_grpc.AdminServiceStub(ch).ListHouses(adm.ListHousesRequest())
+        assert [h.house_id for h in houses.houses] == ["h1"]
+        h = houses.houses[0]
+        assert h.replica_id == "r1" and h.plan_version >= 1 and h.battery_soc_pct.value == 42
+        plan = await adm_grpc.AdminServiceStub(ch).GetPlan(adm.GetPlanRequest(house_id="h1"))
+        assert plan.plan.version >= 1 and len(plan.plan.slots) == 96
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await adm_grpc.AdminServiceStub(ch).GetHouse(adm.GetHouseRequest(house_id="nope"))
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND
+        health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = [s.name async for r in call for s in r.list_services_response.service]
+        assert "vpp.v1.AdminService" in names and "grpc.channelz.v1.Channelz" in names
+        servers = await channelz_pb2_grpc.ChannelzStub(ch).GetServers(channelz_pb2.GetServersRequest())
+        assert len(servers.server) >= 1
+    # the agents' port does not expose the admin service
+    async with grpc.aio.insecure_channel(server.target) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await adm_grpc.AdminServiceStub(ch).ListHouses(adm.ListHousesRequest())
+        assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_operator_cli_tables_and_json(server: AggregatorServer, capsys: pytest.CaptureFixture[str]) -> None:
+    admin = server.admin_target
+    assert admin is not None
+
+    def run(*argv: str) -> int:
+        return aggregator_main(list(argv))
+
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=1)  # the CLI is blocking; the server runs on this loop
+    assert await loop.run_in_executor(pool, run, "houses", "list", "--admin", admin) == 0
+    out = capsys.readouterr().out
+    assert "h1" in out and "1 houses, 1 connected" in out
+    assert await loop.run_in_executor(pool, run, "houses", "show", "h1", "--admin", admin, "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["house"]["agent_version"] == "9.9" and shown["resources"][0]["resource_id"] == "battery"
+    assert await loop.run_in_executor(pool, run, "plan", "show", "h1", "--admin", admin) == 0
+    assert "peak price" in capsys.readouterr().out  # 18:00 is in the peak window
+    assert await loop.run_in_executor(pool, run, "plan", "show", "nope", "--admin", admin) == 4
+    pool.shutdown()
