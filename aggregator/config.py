@@ -103,6 +103,7 @@ class AggregatorConfig(EnvOverridesFile):
     telemetry_ttl_s: float = Field(60.0, gt=0, description="latest telemetry expires after this many real s")
     route_ttl_s: float = Field(90.0, gt=0)
     max_streams: int = Field(5000, ge=1, description="admission: streams this replica accepts")
+    leader_lease_s: float = Field(15.0, gt=0, description="dispatch lease TTL (real s); renewed every third")
     drain_grace_s: float = Field(5.0, ge=0)
     planning: PlanningConfig = PlanningConfig()
     tariff: list[TariffPeriodConfig] = Field(default_factory=list, description="TOU periods (UTC); empty = default")

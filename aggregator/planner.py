@@ -1,9 +1,15 @@
 """The planning cycle: snapshot fleet state -> pure plan -> fenced write -> streams.
 
-Runs every ``cycle_s`` clock seconds and, debounced, whenever a house asks for
-a re-plan (connect, new flexibility).  Holds the ``dispatch`` lease so that, with
-several replicas on one store, only the leader writes plans (writes carry its
-fencing token; a stale leader's writes are refused by the store).
+Only the dispatch leader plans (see ``leader``).  It plans every ``cycle_s``
+clock seconds and, debounced, whenever a house asks for a re-plan (connect,
+new flexibility).  A house may be connected to any replica, so:
+
+* re-plan requests a follower receives go to the shared ``replan`` queue,
+  which the leader consumes;
+* a plan for a house held by another replica goes to that replica's
+  ``dispatch:<replica>`` queue; every replica consumes its own and hands the
+  house's *current* plan from the store to the stream (latest wins, so a
+  late or repeated delivery can never move an agent backwards).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from datetime import datetime
 from aggregator.config import PlanningConfig
 from aggregator.dispatch.tariff import TouTariff
 from aggregator.dispatch.tou import TouPlanInput, align_down, make_plan
+from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
 from aggregator.service.sessions import SessionRegistry
 from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
@@ -25,13 +32,17 @@ from vpp_common.messages import DispatchPlan, GridSignal
 
 log = logging.getLogger(__name__)
 
-LEASE_NAME = "dispatch"
+REPLAN_QUEUE = "replan"
+
+
+def dispatch_queue(replica_id: str) -> str:
+    return f"dispatch:{replica_id}"
 
 
 class Planner:
     def __init__(self, *, store: StateStore, sessions: SessionRegistry, clock: Clock, tariff: TouTariff,
                  config: PlanningConfig, metrics: AggregatorMetrics, replica_id: str,
-                 lease_ttl_s: float = 15.0) -> None:
+                 elector: LeaderElector) -> None:
         self._store = store
         self._sessions = sessions
         self._clock = clock
@@ -39,7 +50,7 @@ class Planner:
         self._cfg = config
         self._metrics = metrics
         self._replica_id = replica_id
-        self._lease_ttl_s = lease_ttl_s
+        self._elector = elector
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
         self.plans_written = 0
@@ -56,6 +67,13 @@ class Planner:
                           prices=self._tariff.price_slots(start, self._cfg.slot_s, self._cfg.horizon_slots))
 
     async def run(self) -> None:
+        """The planning loop plus the two queue consumers."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._plan_loop(), name="plan-loop")
+            group.create_task(self._consume_replans(), name="replan-consumer")
+            group.create_task(self._consume_dispatch(), name="dispatch-consumer")
+
+    async def _plan_loop(self) -> None:
         next_cycle = time.monotonic()
         while True:
             timeout = max(0.0, next_cycle - time.monotonic())
@@ -68,7 +86,11 @@ class Planner:
             else:
                 houses, self._pending = self._pending, set()
             try:
-                await self.cycle(houses)
+                if not self._elector.is_leader and houses:
+                    for house_id in houses:  # the leader plans; tell it
+                        await self._store.queue_push(REPLAN_QUEUE, house_id)
+                else:
+                    await self.cycle(houses)
             except StoreError as exc:
                 self._metrics.store_errors.inc()
                 log.warning("planning cycle failed, will retry: %s", exc)
@@ -76,8 +98,7 @@ class Planner:
     async def cycle(self, house_ids: set[str] | None = None) -> list[DispatchPlan]:
         """Plan ``house_ids`` (all known houses if None) if this replica leads."""
         started = time.perf_counter()
-        token = await self._store.acquire_lease(LEASE_NAME, self._replica_id, self._lease_ttl_s)
-        self._metrics.leader.set(1 if token is not None else 0)
+        token = self._elector.token
         if token is None:
             return []
         if house_ids is None:
@@ -92,7 +113,7 @@ class Planner:
                 await self._write_and_route(house_id, plan, token)
             except StaleFencingToken:
                 log.warning("lost the dispatch lease mid-cycle; stopping")
-                self._metrics.leader.set(0)
+                await self._elector.try_acquire()
                 break
             except PlanVersionConflict:
                 continue
@@ -106,7 +127,7 @@ class Planner:
         Raises StaleFencingToken / PlanVersionConflict from the store, and
         RuntimeError if another replica holds the dispatch lease.
         """
-        token = await self._store.acquire_lease(LEASE_NAME, self._replica_id, self._lease_ttl_s)
+        token = self._elector.token
         if token is None:
             raise RuntimeError("not the dispatch leader")
         await self._write_and_route(house_id, plan, token)
@@ -121,6 +142,47 @@ class Planner:
         if session is not None:
             session.outbox.put_plan(plan)
             self.last_published[house_id] = (plan.version, time.monotonic())
+            return
+        route = await self._store.get_route(house_id)
+        if route is not None and route != self._replica_id:
+            await self._store.queue_push(dispatch_queue(route), house_id)
+
+    async def _consume_replans(self) -> None:
+        """Leader only: re-plan requests that reached other replicas."""
+        while True:
+            if not self._elector.is_leader:
+                self._elector.changed.clear()
+                await wait_event(self._elector.changed, 1.0)
+                continue
+            try:
+                items = await self._store.queue_pull(REPLAN_QUEUE, self._replica_id, block_s=1.0)
+                if items:
+                    for _, house_id in items:
+                        self.request(house_id)
+                    await self._store.queue_ack(REPLAN_QUEUE, [i for i, _ in items])
+            except StoreError as exc:
+                self._metrics.store_errors.inc()
+                log.warning("replan queue unavailable: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _consume_dispatch(self) -> None:
+        """Every replica: plans the leader made for houses whose streams are here."""
+        queue = dispatch_queue(self._replica_id)
+        while True:
+            try:
+                items = await self._store.queue_pull(queue, self._replica_id, block_s=1.0)
+                for _, house_id in items:
+                    session = self._sessions.get(house_id)
+                    plan = await self._store.get_plan(house_id) if session is not None else None
+                    if session is not None and plan is not None:
+                        session.outbox.put_plan(plan)  # the current plan: never older than what was queued
+                        self.last_published[house_id] = (plan.version, time.monotonic())
+                if items:
+                    await self._store.queue_ack(queue, [i for i, _ in items])
+            except StoreError as exc:
+                self._metrics.store_errors.inc()
+                log.warning("dispatch queue unavailable: %s", exc)
+                await asyncio.sleep(1.0)
 
     async def _plan_house(self, house_id: str, now: datetime) -> DispatchPlan | None:
         house = await self._store.get_house(house_id)

@@ -12,6 +12,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from aggregator.config import AggregatorConfig
+from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
 from aggregator.planner import Planner
 from aggregator.service.fleet_servicer import FleetServicer
@@ -52,9 +53,10 @@ class AggregatorServer:
         self.store = store or open_store(config.store_url)
         self.metrics = AggregatorMetrics()
         self.sessions = SessionRegistry()
+        self.elector = LeaderElector(self.store, config.replica_id, config.leader_lease_s, self.metrics)
         self.planner = Planner(store=self.store, sessions=self.sessions, clock=self.clock,
                                tariff=config.tou_tariff(), config=config.planning, metrics=self.metrics,
-                               replica_id=config.replica_id)
+                               replica_id=config.replica_id, elector=self.elector)
         self.servicer = FleetServicer(
             store=self.store, sessions=self.sessions, clock=self.clock,
             metrics=self.metrics, replica_id=config.replica_id,
@@ -68,7 +70,7 @@ class AggregatorServer:
         self._server: grpc.aio.Server | None = None
         self._admin: grpc.aio.Server | None = None
         self.admin_port: int = 0
-        self._planner_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._metrics_server = (MetricsServer(self.metrics.registry, config.metrics_host, config.metrics_port)
                                 if config.metrics_port is not None else None)
         self.port: int = 0
@@ -104,7 +106,9 @@ class AggregatorServer:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         if self._metrics_server is not None:
             self._metrics_server.start()
-        self._planner_task = asyncio.create_task(self.planner.run(), name="planner")
+        await self.elector.try_acquire()  # a single replica leads from its first cycle on
+        self._tasks = [asyncio.create_task(self.elector.run(), name="leader"),
+                       asyncio.create_task(self.planner.run(), name="planner")]
         log.info("aggregator %s serving on %s", self.config.replica_id, self.target)
 
     async def _start_admin(self, listen: str) -> None:
@@ -138,8 +142,9 @@ class AggregatorServer:
         await self.health.enter_graceful_shutdown()
         for session in self.sessions.all():
             session.outbox.put(CloseItem("aggregator replica shutting down"))
-        if self._planner_task is not None:
-            await cancel_and_wait([self._planner_task])
+        await cancel_and_wait(self._tasks)
+        self._tasks = []
+        await self.elector.resign()  # let another replica lead at once instead of after the TTL
         if self._server is not None:
             await self._server.stop(grace)
         if self._admin is not None:

@@ -112,4 +112,20 @@ class StateStore(Protocol):
 
     async def get_plan_status(self, house_id: str) -> PlanStatus | None: ...
 
+    async def queue_push(self, queue: str, item: str) -> None:
+        """Append ``item`` to the work queue ``queue`` (shared by all replicas)."""
+        ...
+
+    async def queue_pull(self, queue: str, consumer: str, max_items: int = 100, block_s: float = 1.0,
+                         reclaim_idle_s: float = 30.0) -> list[tuple[str, str]]:
+        """Up to ``max_items`` ``(id, item)`` for ``consumer``: first items another
+        consumer took but did not ack within ``reclaim_idle_s`` real seconds (it
+        died), then new ones; waits up to ``block_s`` real seconds when there are
+        none.  Delivery is at least once: ack with :meth:`queue_ack`."""
+        ...
+
+    async def queue_ack(self, queue: str, ids: list[str]) -> None:
+        """Mark items done; they are never delivered again."""
+        ...
+
     async def close(self) -> None: ...

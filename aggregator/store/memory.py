@@ -13,9 +13,11 @@ silent for good do not keep their last telemetry forever.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -63,6 +65,14 @@ def _drop_expired(table: dict[str, _Expiring[_V]], now: float) -> None:
         del table[key]
 
 
+@dataclass
+class _Queue:
+    seq: int = 0
+    new: deque[tuple[str, str]] = field(default_factory=deque)
+    pending: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # id -> (item, consumer, taken at)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class MemoryStore:
     """Fleet state in this process; see the module docstring."""
 
@@ -82,6 +92,7 @@ class MemoryStore:
         # Highest fencing token any accepted plan write has carried.
         self._max_plan_token = 0
         self._ttl_writes = 0
+        self._queues: dict[str, _Queue] = {}
 
     # -- expiry helpers ---------------------------------------------------
 
@@ -210,6 +221,47 @@ class MemoryStore:
 
     async def get_plan_status(self, house_id: str) -> PlanStatus | None:
         return self._plan_status.get(house_id)
+
+    # -- work queues --------------------------------------------------------
+
+    def _queue(self, queue: str) -> _Queue:
+        q = self._queues.get(queue)
+        if q is None:
+            q = self._queues[queue] = _Queue()
+        return q
+
+    async def queue_push(self, queue: str, item: str) -> None:
+        q = self._queue(queue)
+        q.seq += 1
+        q.new.append((f"{q.seq}-0", item))
+        q.ready.set()
+
+    async def queue_pull(self, queue: str, consumer: str, max_items: int = 100, block_s: float = 1.0,
+                         reclaim_idle_s: float = 30.0) -> list[tuple[str, str]]:
+        q = self._queue(queue)
+        now = self._now()
+        out: list[tuple[str, str]] = []
+        for item_id, (item, _owner, taken_at) in list(q.pending.items()):
+            if len(out) < max_items and now - taken_at >= reclaim_idle_s:
+                q.pending[item_id] = (item, consumer, now)
+                out.append((item_id, item))
+        if not out and not q.new and block_s > 0:
+            q.ready.clear()
+            try:
+                async with asyncio.timeout(block_s):
+                    await q.ready.wait()
+            except TimeoutError:
+                return []
+        while q.new and len(out) < max_items:
+            item_id, item = q.new.popleft()
+            q.pending[item_id] = (item, consumer, self._now())
+            out.append((item_id, item))
+        return out
+
+    async def queue_ack(self, queue: str, ids: list[str]) -> None:
+        q = self._queue(queue)
+        for item_id in ids:
+            q.pending.pop(item_id, None)
 
     async def close(self) -> None:
         """Nothing to release: the state lives and dies with the process."""

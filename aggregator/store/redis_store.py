@@ -41,7 +41,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import redis.asyncio as aioredis
 from pydantic import ConfigDict, RootModel, ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from vpp_common.messages import DispatchPlan, Flexibility, Hello, PlanStatus, SiteTelemetry
 
@@ -203,6 +203,7 @@ class RedisStore:
         self._release = self._redis.register_script(_RELEASE_LUA)
         self._clear_route = self._redis.register_script(_CLEAR_ROUTE_LUA)
         self._put_plan = self._redis.register_script(_PUT_PLAN_LUA)
+        self._groups: set[str] = set()
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._ns, *parts))
@@ -354,6 +355,49 @@ class RedisStore:
         async with self._guard("get_plan_status"):
             raw = await self._redis.get(self._key("planstatus", house_id))
         return None if raw is None else _PLAN_STATUS.decode(raw)
+
+    # -- work queues (Redis Streams with one consumer group) ---------------
+
+    _GROUP = "workers"
+
+    async def _ensure_group(self, key: str) -> None:
+        if key in self._groups:
+            return
+        try:
+            await self._redis.xgroup_create(key, self._GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups.add(key)
+
+    async def queue_push(self, queue: str, item: str) -> None:
+        key = self._key("q", queue)
+        async with self._guard("queue push"):
+            await self._ensure_group(key)
+            # trimmed so that a queue nobody reads cannot grow without bound
+            await self._redis.xadd(key, {"item": item}, maxlen=100_000, approximate=True)
+
+    async def queue_pull(self, queue: str, consumer: str, max_items: int = 100, block_s: float = 1.0,
+                         reclaim_idle_s: float = 30.0) -> list[tuple[str, str]]:
+        key = self._key("q", queue)
+        async with self._guard("queue pull"):
+            await self._ensure_group(key)
+            # entries a dead consumer took and never acked come first (XAUTOCLAIM)
+            claimed = await self._redis.xautoclaim(key, self._GROUP, consumer, int(reclaim_idle_s * 1000),
+                                                   start_id="0-0", count=max_items)
+            out = [(i, f["item"]) for i, f in claimed[1] if f]
+            if out:
+                return out
+            block_ms = int(block_s * 1000) if block_s > 0 else None
+            resp: Any = await self._redis.xreadgroup(self._GROUP, consumer, {key: ">"}, count=max_items,
+                                                     block=block_ms)
+        return [(i, f["item"]) for _stream, entries in (resp or []) for i, f in entries]
+
+    async def queue_ack(self, queue: str, ids: list[str]) -> None:
+        if not ids:
+            return
+        async with self._guard("queue ack"):
+            await self._redis.xack(self._key("q", queue), self._GROUP, *ids)
 
     async def close(self) -> None:
         """Close the connection pool (the client owns it: built by from_url)."""

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis.asyncio as aioredis
-from conftest import RedisServer, free_port
+from tests.conftest import RedisServer, free_port
 
 from aggregator.store import (
     HouseRecord,
@@ -596,3 +596,43 @@ async def test_redis_unreachable_raises_store_error() -> None:
             await store.acquire_lease("dispatch", "a", 1.0)
     finally:
         await store.close()
+
+
+# -- work queues ---------------------------------------------------------------
+
+
+async def test_queue_delivers_each_item_once_across_consumers(store: StateStore) -> None:
+    for i in range(5):
+        await store.queue_push("dispatch:r1", f"house-{i}")
+    a = await store.queue_pull("dispatch:r1", "a", max_items=3, block_s=0.1)
+    b = await store.queue_pull("dispatch:r1", "b", max_items=10, block_s=0.1)
+    assert [item for _, item in a] == ["house-0", "house-1", "house-2"]
+    assert [item for _, item in b] == ["house-3", "house-4"]
+    await store.queue_ack("dispatch:r1", [i for i, _ in a + b])
+    assert await store.queue_pull("dispatch:r1", "a", block_s=0.05) == []
+
+
+async def test_queue_pull_waits_for_a_push(store: StateStore) -> None:
+    await store.queue_pull("replan", "a", block_s=0.01)  # creates the queue
+    waiter = asyncio.create_task(store.queue_pull("replan", "a", block_s=3.0))
+    await asyncio.sleep(0.05)  # let the pull block (a push before it would also be fine)
+    await store.queue_push("replan", "house-9")
+    got = await waiter
+    assert [item for _, item in got] == ["house-9"]
+
+
+async def test_unacked_items_of_a_dead_consumer_are_reclaimed(backend: Backend) -> None:
+    store = backend.store
+    await store.queue_push("dispatch:r2", "house-1")
+    taken = await store.queue_pull("dispatch:r2", "dead", block_s=0.1)
+    assert [item for _, item in taken] == ["house-1"]
+    assert await store.queue_pull("dispatch:r2", "alive", block_s=0.05, reclaim_idle_s=60) == []
+    if backend.clock is not None:
+        backend.clock.advance(0.2)
+    else:
+        await asyncio.sleep(0.25)  # Redis measures idle time itself (real seconds)
+    again = await store.queue_pull("dispatch:r2", "alive", block_s=0.05, reclaim_idle_s=0.2)
+    assert [item for _, item in again] == ["house-1"]
+    await store.queue_ack("dispatch:r2", [i for i, _ in again])
+    backend.clock and backend.clock.advance(1.0)
+    assert await store.queue_pull("dispatch:r2", "alive", block_s=0.05, reclaim_idle_s=0.2) == []
