@@ -9,6 +9,7 @@ and jitter (reset after a Welcome).  Generated types stay in this package.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections import deque
@@ -29,7 +30,13 @@ log = logging.getLogger(__name__)
 HOUSE_ID_HEADER = "x-vpp-house-id"
 
 # Must agree with the server's min ping interval (20 s) or streams die with too_many_pings.
-CHANNEL_OPTIONS = [
+CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+    # A target may name every replica (a headless service, or "ipv4:a:p,b:p"): each agent
+    # picks one at random, so houses spread over replicas and move on when one dies.
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"pick_first": {"shuffleAddressList": True}}]})),
+    # own subchannels: with the process-wide pool, pick_first takes whichever replica another
+    # channel of this process already reached (many agents in one process: simulators, tests)
+    ("grpc.use_local_subchannel_pool", 1),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
