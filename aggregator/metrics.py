@@ -35,5 +35,10 @@ class AggregatorMetrics:
                                     "Fleet power that could be added (more charging), W.", registry=r)
         self.flexibility_down = Gauge("vpp_aggregator_fleet_flexibility_down_watts",
                                       "Fleet power that could be shed (more discharging), W.", registry=r)
+        self.store_up = Gauge("vpp_aggregator_store_up", "1 while the state store answers; 0 = degraded.",
+                              registry=r)
+        self.solve_duration = Histogram(
+            "vpp_aggregator_solve_duration_seconds", "Wall time of the dispatch computation in one cycle.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120), registry=r)
         self.leader = Gauge("vpp_aggregator_dispatch_leader", "1 if this replica holds the dispatch lease.",
                             registry=r)

@@ -54,6 +54,7 @@ class Planner:
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
         self.plans_written = 0
+        self._flex_up = self._flex_down = 0.0
         self.last_published: dict[str, tuple[int, float]] = {}  # house -> (version, monotonic s)
 
     def request(self, house_id: str) -> None:
@@ -101,10 +102,12 @@ class Planner:
         token = self._elector.token
         if token is None:
             return []
+        full = house_ids is None
         if house_ids is None:
             house_ids = {h.house_id for h in await self._store.list_houses()}
         now = self._clock.now()
         written = []
+        self._flex_up = self._flex_down = 0.0
         for house_id in sorted(house_ids):
             plan = await self._plan_house(house_id, now)
             if plan is None:
@@ -118,6 +121,9 @@ class Planner:
             except PlanVersionConflict:
                 continue
             written.append(plan)
+        if full:  # fleet totals only make sense over the whole fleet
+            self._metrics.flexibility_up.set(self._flex_up)
+            self._metrics.flexibility_down.set(self._flex_down)
         self._metrics.plan_cycle_duration.observe(time.perf_counter() - started)
         return written
 
@@ -190,11 +196,17 @@ class Planner:
         if house is None or flex is None or not flex.storages:
             return None  # nothing to dispatch yet
         storage = flex.storages[0]
+        self._flex_up += storage.max_charge_power_w if storage.soc_pct < storage.soc_max_pct else 0.0
+        self._flex_down += storage.max_discharge_power_w if storage.soc_pct > storage.reserve_soc_pct else 0.0
         start = align_down(now, self._cfg.slot_s)
         imp, _ = self._tariff.prices(start, self._cfg.slot_s, self._cfg.horizon_slots)
         inp = TouPlanInput(start=start, slot_s=self._cfg.slot_s, import_price_per_kwh=imp, storage=storage,
                            max_import_w=house.hello.limits.max_import_w,
                            grid_charge_target_soc_pct=self._cfg.grid_charge_target_soc_pct)
         version = await self._store.next_plan_version(house_id)
-        return make_plan(str(uuid.uuid4()), version, now, inp, self._cfg.lease_s,
-                         fallback_max_export_w=house.hello.limits.max_export_w)
+        started = time.perf_counter()
+        try:
+            return make_plan(str(uuid.uuid4()), version, now, inp, self._cfg.lease_s,
+                             fallback_max_export_w=house.hello.limits.max_export_w)
+        finally:
+            self._metrics.solve_duration.observe(time.perf_counter() - started)

@@ -18,7 +18,7 @@ from aggregator.planner import Planner
 from aggregator.service.fleet_servicer import FleetServicer
 from aggregator.service.identity import InsecureHeaderIdentity, MtlsIdentity
 from aggregator.service.sessions import CloseItem, SessionRegistry
-from aggregator.store import StateStore, open_store
+from aggregator.store import StateStore, StoreError, open_store
 from aggregator.service.admin_servicer import AdminServicer
 from vpp.v1 import admin_service_pb2 as adm_pb2
 from vpp.v1 import admin_service_pb2_grpc as adm_grpc
@@ -30,6 +30,10 @@ from vpp_common.metrics_http import MetricsServer
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "vpp.v1.FleetService"
+# Health of the state store under its own name: streams stay up (SERVING) while the
+# store is away, but operators and probes can see the replica is degraded.
+STORE_HEALTH_NAME = "vpp.v1.FleetService/store"
+STORE_PROBE_S = 2.0
 
 # Keepalive agreed with the agent (see shared notes): the agent pings every 30 s,
 # so the server must permit pings that often, or it cuts streams with "too_many_pings".
@@ -107,9 +111,30 @@ class AggregatorServer:
         if self._metrics_server is not None:
             self._metrics_server.start()
         await self.elector.try_acquire()  # a single replica leads from its first cycle on
-        self._tasks = [asyncio.create_task(self.elector.run(), name="leader"),
+        self._tasks = [asyncio.create_task(self._watch_store(), name="store-health"),
+                       asyncio.create_task(self.elector.run(), name="leader"),
                        asyncio.create_task(self.planner.run(), name="planner")]
         log.info("aggregator %s serving on %s", self.config.replica_id, self.target)
+
+    async def _watch_store(self) -> None:
+        """Probe the store; publish up/down as a metric and a health status."""
+        up: bool | None = None
+        while True:
+            try:
+                await self.store.ping()
+                now_up = True
+            except StoreError as exc:
+                now_up = False
+                if up is not False:
+                    log.warning("state store unavailable (degraded; streams stay up): %s", exc)
+            if now_up != up:
+                up = now_up
+                self.metrics.store_up.set(1 if up else 0)
+                await self.health.set(STORE_HEALTH_NAME, health_pb2.HealthCheckResponse.SERVING if up
+                                      else health_pb2.HealthCheckResponse.NOT_SERVING)
+                if up:
+                    log.info("state store answers again")
+            await asyncio.sleep(STORE_PROBE_S)
 
     async def _start_admin(self, listen: str) -> None:
         """Operators' port: AdminService, health, reflection and channelz.  Every port

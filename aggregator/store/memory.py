@@ -263,5 +263,8 @@ class MemoryStore:
         for item_id in ids:
             q.pending.pop(item_id, None)
 
+    async def ping(self) -> None:
+        return None  # always here: it lives in this process
+
     async def close(self) -> None:
         """Nothing to release: the state lives and dies with the process."""

@@ -399,6 +399,10 @@ class RedisStore:
         async with self._guard("queue ack"):
             await self._redis.xack(self._key("q", queue), self._GROUP, *ids)
 
+    async def ping(self) -> None:
+        async with self._guard("ping"):
+            await self._redis.ping()
+
     async def close(self) -> None:
         """Close the connection pool (the client owns it: built by from_url)."""
         async with self._guard("close"):
