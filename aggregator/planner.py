@@ -20,6 +20,8 @@ import time
 import uuid
 from datetime import datetime
 
+import numpy as np
+
 from aggregator.config import PlanningConfig
 from aggregator.dispatch.tariff import TouTariff
 from aggregator.dispatch.tou import TouPlanInput, align_down, make_plan
@@ -55,12 +57,21 @@ class Planner:
         self._wake = asyncio.Event()
         self.plans_written = 0
         self._flex_up = self._flex_down = 0.0
+        self._price_cache: tuple[datetime, np.ndarray] | None = None
         self.last_published: dict[str, tuple[int, float]] = {}  # house -> (version, monotonic s)
 
     def request(self, house_id: str) -> None:
         """Ask for a re-plan of ``house_id`` soon (debounced)."""
         self._pending.add(house_id)
         self._wake.set()
+
+    def _prices(self, start: datetime) -> np.ndarray:
+        """Import prices of the horizon from ``start``: the same for every house in a cycle."""
+        if self._price_cache is None or self._price_cache[0] != start:
+            imp, _ = self._tariff.prices(start, self._cfg.slot_s, self._cfg.horizon_slots)
+            imp.setflags(write=False)
+            self._price_cache = (start, imp)
+        return self._price_cache[1]
 
     def grid_signal(self) -> GridSignal:
         start = align_down(self._clock.now(), self._cfg.slot_s)
@@ -109,6 +120,7 @@ class Planner:
         written = []
         self._flex_up = self._flex_down = 0.0
         for house_id in sorted(house_ids):
+            await asyncio.sleep(0)  # a cycle over thousands of houses must not starve the streams
             plan = await self._plan_house(house_id, now)
             if plan is None:
                 continue
@@ -199,14 +211,15 @@ class Planner:
         self._flex_up += storage.max_charge_power_w if storage.soc_pct < storage.soc_max_pct else 0.0
         self._flex_down += storage.max_discharge_power_w if storage.soc_pct > storage.reserve_soc_pct else 0.0
         start = align_down(now, self._cfg.slot_s)
-        imp, _ = self._tariff.prices(start, self._cfg.slot_s, self._cfg.horizon_slots)
+        imp = self._prices(start)
         inp = TouPlanInput(start=start, slot_s=self._cfg.slot_s, import_price_per_kwh=imp, storage=storage,
                            max_import_w=house.hello.limits.max_import_w,
                            grid_charge_target_soc_pct=self._cfg.grid_charge_target_soc_pct)
         version = await self._store.next_plan_version(house_id)
         started = time.perf_counter()
         try:
-            return make_plan(str(uuid.uuid4()), version, now, inp, self._cfg.lease_s,
+            # created_at is when this house's plan is made (plan delivery latency counts from here)
+            return make_plan(str(uuid.uuid4()), version, self._clock.now(), inp, self._cfg.lease_s,
                              fallback_max_export_w=house.hello.limits.max_export_w)
         finally:
             self._metrics.solve_duration.observe(time.perf_counter() - started)

@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""How many agent streams one aggregator replica holds.
+
+    python benchmarks/streams.py [--levels 500,1000,2000,5000] [--procs 4] [--json FILE]
+
+For each level N: start one aggregator (in-memory store, plaintext on
+loopback) in its own process, then N agents spread over ``--procs`` client
+processes (one gRPC connection per agent, the real ``UplinkClient``), each
+sending telemetry every 5 s.  After every agent has a plan, the aggregator
+re-plans the whole fleet every ``--cycle`` seconds for ``--measure`` seconds;
+each agent records how long each plan took from its creation (``created_at``)
+to arrival.  Printed per level: agents connected, plan-delivery latency p50 /
+p99 / max, the aggregator's RSS growth per connection and its CPU share.  The
+answer is the largest N whose p99 stays under 500 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- client process -------------------------------------------------------------
+async def client_main(target: str, first: int, count: int, measure_s: float, ready_file: str) -> None:
+    from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
+    from vpp_common.clock import UTC
+    from vpp_common.messages import (ControlType, DispatchPlan, Flexibility, Hello, Measurement, ResourceInfo,
+                                     ResourceKind, SiteLimits, SiteTelemetry, StorageFlexibility, Validity)
+
+    hello = Hello("bench", SiteLimits(11_000, 4_600),
+                  (ResourceInfo("battery", ResourceKind.BATTERY, ControlType.FRBC, 5_000, 10_000),))
+    latencies: list[float] = []
+    got_plan: set[int] = set()
+    measuring = False
+    clients: list[UplinkClient] = []
+
+    def make(i: int) -> UplinkClient:
+        def on_plan(plan: DispatchPlan | Exception) -> None:
+            if isinstance(plan, Exception):
+                return
+            got_plan.add(i)
+            if measuring:
+                latencies.append((datetime.now(UTC) - plan.created_at).total_seconds())
+
+        def on_welcome(_w: object) -> None:
+            c.send(Flexibility(datetime.now(UTC), (StorageFlexibility("battery", 50, 0, 100, 10, 10_000,
+                                                                      5_000, 5_000),)))
+
+        c = UplinkClient(target=target, house_id=f"house-{i:06d}", hello=lambda: hello, backoff=Backoff(0.5, 5),
+                         callbacks=UplinkCallbacks(on_plan=on_plan, on_welcome=on_welcome))
+        return c
+
+    clients = [make(first + i) for i in range(count)]
+    tasks = [asyncio.create_task(c.run()) for c in clients]
+
+    async def telemetry() -> None:
+        while True:
+            now = datetime.now(UTC)
+            v = Measurement(100.0, Validity.VALID, now)
+            t = SiteTelemetry(now, v, v, v, Measurement(50.0, Validity.VALID, now), v)
+            for c in clients:
+                if c.connected:
+                    c.send(t)
+            await asyncio.sleep(5.0)
+
+    tel = asyncio.create_task(telemetry())
+    deadline = time.monotonic() + 120
+    while len(got_plan) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    Path(ready_file).write_text(json.dumps({"connected": sum(c.connected for c in clients),
+                                            "with_plan": len(got_plan)}))
+    measuring = True
+    await asyncio.sleep(measure_s)
+    measuring = False
+    print(json.dumps({"latencies": latencies, "connected": sum(c.connected for c in clients)}), flush=True)
+    tel.cancel()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(tel, *tasks, return_exceptions=True)
+
+
+# -- orchestration ----------------------------------------------------------------
+def run_level(n: int, procs: int, cycle_s: float, measure_s: float) -> dict[str, object]:
+    import psutil
+
+    port = free_port()
+    env = dict(os.environ, VPP_AGG_PLANNING__CYCLE_S=str(cycle_s), VPP_AGG_MAX_STREAMS=str(max(n * 2, 10)),
+               VPP_AGG_REPLICA_ID="bench", PYTHONPATH=str(ROOT))
+    agg = subprocess.Popen([sys.executable, "-m", "aggregator.cli", "serve", "--insecure", "--listen",
+                            f"127.0.0.1:{port}", "--admin-listen", "127.0.0.1:0", "--metrics-port", "0"],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        agg_ps = psutil.Process(agg.pid)
+        time.sleep(2.0)
+        rss0 = agg_ps.memory_info().rss
+        cpu0 = sum(agg_ps.cpu_times()[:2])
+        per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+        ready_files = [f"/tmp/vpp-bench-ready-{os.getpid()}-{i}" for i in range(procs)]
+        for f in ready_files:
+            Path(f).unlink(missing_ok=True)
+        clients = []
+        first = 0
+        for i, count in enumerate(per):
+            clients.append(subprocess.Popen(
+                [sys.executable, __file__, "--client", f"127.0.0.1:{port}", str(first), str(count), str(measure_s),
+                 ready_files[i]], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+            first += count
+        t0 = time.monotonic()
+        while not all(Path(f).exists() for f in ready_files):
+            if time.monotonic() - t0 > 150:
+                break
+            time.sleep(0.2)
+        ramp_s = time.monotonic() - t0
+        rss1 = agg_ps.memory_info().rss
+        wall0 = time.monotonic()
+        cpu1 = sum(agg_ps.cpu_times()[:2])
+        latencies: list[float] = []
+        connected = 0
+        for c in clients:
+            out, _ = c.communicate(timeout=measure_s + 120)
+            line = out.strip().splitlines()[-1] if out.strip() else "{}"
+            data = json.loads(line)
+            latencies += data.get("latencies", [])
+            connected += data.get("connected", 0)
+        cpu2 = sum(agg_ps.cpu_times()[:2])
+        wall = time.monotonic() - wall0
+        latencies.sort()
+
+        def pct(p: float) -> float | None:
+            return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 1) if latencies else None
+
+        for f in ready_files:
+            Path(f).unlink(missing_ok=True)
+        return {"agents": n, "connected": connected, "ramp_s": round(ramp_s, 1), "plans_measured": len(latencies),
+                "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0) if latencies else None,
+                "rss_per_connection_kb": round((rss1 - rss0) / max(1, n) / 1024, 1),
+                "aggregator_rss_mb": round(rss1 / 2**20, 1),
+                "aggregator_cpu_pct_during_measure": round(100 * (cpu2 - cpu1) / max(wall, 1e-9), 1),
+                "idle_cpu_s_before": round(cpu1 - cpu0, 1)}
+    finally:
+        agg.terminate()
+        try:
+            agg.wait(15)
+        except subprocess.TimeoutExpired:
+            agg.kill()
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        target, first, count, measure_s, ready = sys.argv[2:7]
+        asyncio.run(client_main(target, int(first), int(count), float(measure_s), ready))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", default="500,1000,2000,5000", help="agent counts to try, comma-separated")
+    parser.add_argument("--procs", type=int, default=4, help="client processes (default 4)")
+    parser.add_argument("--cycle", type=float, default=10.0, help="re-plan period in s (default 10)")
+    parser.add_argument("--measure", type=float, default=25.0, help="measuring window per level in s (default 25)")
+    parser.add_argument("--json", type=Path, help="write the results here as a JSON list")
+    args = parser.parse_args()
+    results = []
+    print(f"{'agents':>7} {'connected':>9} {'ramp s':>7} {'plans':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+          f"{'KB/conn':>8} {'RSS MB':>7} {'CPU %':>6}", flush=True)
+    for n in (int(x) for x in args.levels.split(",")):
+        r = run_level(n, args.procs, args.cycle, args.measure)
+        results.append(r)
+        print(f"{r['agents']:>7} {r['connected']:>9} {r['ramp_s']:>7} {r['plans_measured']:>6} {r['p50_ms']!s:>7} "
+              f"{r['p99_ms']!s:>7} {r['max_ms']!s:>7} {r['rss_per_connection_kb']:>8} {r['aggregator_rss_mb']:>7} "
+              f"{r['aggregator_cpu_pct_during_measure']:>6}", flush=True)
+    held = [r["agents"] for r in results
+            if r["connected"] == r["agents"] and r["p99_ms"] is not None and float(r["p99_ms"]) < 500]  # type: ignore[arg-type]
+    print(f"largest N held with p99 plan delivery < 500 ms: {max(held) if held else 'none'} "
+          f"(of levels tried: {args.levels}; 2-core machine, clients share it)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
