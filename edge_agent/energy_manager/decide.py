@@ -28,6 +28,21 @@ class Decision:
     mode: str  # "plan" | "fallback" | "safe_idle"
     reason: str
     clamped_by: tuple[str, ...] = ()  # safety rules that changed the desired setpoint
+    pv_limit_w: float | None = None  # PV production cap (magnitude, W) for the export cap; None = no cap
+
+
+def pv_limit_for_export_cap(base_w: float, pv_w: float, battery_w: float, max_export_w: float) -> float | None:
+    """The PV production cap (W, magnitude) that keeps export within ``max_export_w``
+    once the battery is at ``battery_w``; None when no curtailment is needed.
+
+    Called with the battery already at its charging limit, so PV is curtailed only
+    when the battery cannot absorb the surplus (S2 PEBC: the envelope's lower limit).
+    """
+    grid_w = base_w + battery_w
+    excess_w = -max_export_w - grid_w  # > 0: exporting this much too much
+    if excess_w <= 0:
+        return None
+    return max(0.0, -pv_w - excess_w)
 
 
 def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLimits,
@@ -92,4 +107,9 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
         why = "no plan" if plan is None else ("stream down" if not stream_ok else "plan expired")
         mode, reason = "fallback", f"{why}: {fallback.value}"
     value, rules = safety_clamp(desired, base_w, soc.value, limits, battery)
-    return Decision(value, mode, reason, rules)
+    pv = telemetry.pv_power_w
+    # the safety clamp already pushed the battery as far toward charging as it may go:
+    # whatever export is still over the cap can only be curtailed
+    pv_limit = (pv_limit_for_export_cap(base_w, pv.value, value, limits.max_export_w)
+                if pv.usable and pv.value is not None else None)
+    return Decision(value, mode, reason, rules, pv_limit)

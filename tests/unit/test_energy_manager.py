@@ -107,3 +107,25 @@ def test_planbook_adopts_only_newer_versions_and_reports_expiry() -> None:
     idle = DispatchPlan("x", 3, T0, T0, T0 + timedelta(seconds=900), 900,
                         (PlanSlot(T0, (), None),), FallbackMode.IDLE)
     assert book.offer(idle, T0 + timedelta(seconds=1000)).state is PlanState.REJECTED  # already expired
+
+
+def test_pv_is_curtailed_only_when_the_battery_cannot_absorb_the_surplus() -> None:
+    # 7 kW PV, 1 kW load: 6 kW surplus, export cap 4 kW
+    t = telemetry(grid=-6000, battery=0, soc=50, pv=-7000)
+    d = decide(T0, t, plan(1, 0, Envelope(0, 0)), True, LIMITS, BATTERY)  # the plan says idle...
+    assert d.battery_w == 2000 and d.pv_limit_w is None  # ...the export cap makes the battery take 2 kW
+    full = decide(T0, telemetry(grid=-6000, battery=0, soc=100, pv=-7000), None, True, LIMITS, BATTERY)
+    assert full.battery_w == 0 and full.pv_limit_w == 5000  # full battery: PV limited to load + cap
+    big = decide(T0, telemetry(grid=-12000, battery=0, soc=50, pv=-13000), None, True, LIMITS, BATTERY)
+    assert big.battery_w == 5000 and big.pv_limit_w == 10000  # battery at its limit, the rest curtailed
+
+
+@settings(max_examples=300, deadline=None)
+@given(pv=st.floats(-15_000, 0), load=st.floats(0, 15_000), soc=st.floats(0, 100))
+def test_export_cap_holds_with_curtailment(pv: float, load: float, soc: float) -> None:
+    t = telemetry(grid=load + pv, battery=0, soc=soc, pv=pv)
+    d = decide(T0, t, None, True, LIMITS, BATTERY)
+    curtailed_pv = pv if d.pv_limit_w is None else max(pv, -d.pv_limit_w)
+    assert load + curtailed_pv + d.battery_w >= -LIMITS.max_export_w - 1e-6
+    if d.pv_limit_w is not None:  # never curtail while the battery could take more
+        assert d.battery_w == BATTERY.max_charge_w or soc >= BATTERY.max_soc_pct
