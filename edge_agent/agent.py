@@ -37,6 +37,7 @@ from vpp_common.metrics_http import MetricsServer
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
+EXPORT_TOLERANCE_W = 50.0  # meter noise and one control period of lag are not violations
 
 
 @dataclass
@@ -225,6 +226,10 @@ class EdgeAgent:
         decision = decide(now, snap.telemetry, self.plans.active(now), self._stream_ok(), self.limits, battery,
                           self.device.battery_id)
         self.stats.last_decision = decision
+        grid = snap.telemetry.grid_power_w
+        if grid.usable and grid.value is not None and grid.value < -self.limits.max_export_w - EXPORT_TOLERANCE_W:
+            self.metrics.export_cap_violations.inc()
+        self.metrics.pv_limit.set(decision.pv_limit_w if decision.pv_limit_w is not None else -1)
         self.stats.decisions[decision.mode] = self.stats.decisions.get(decision.mode, 0) + 1
         self.metrics.decisions.labels(decision.mode).inc()
         for rule in decision.clamped_by:

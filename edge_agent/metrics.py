@@ -33,6 +33,11 @@ class AgentMetrics:
                                      ["rule"], registry=r)
         self.plans = Counter("vpp_edge_plans_total", "Plans received, by what the agent did.", ["result"],
                              registry=r)
+        self.export_cap_violations = Counter(
+            "vpp_edge_export_cap_violations_total",
+            "Control ticks at which measured export exceeded the house's export cap.", registry=r)
+        self.pv_limit = Gauge("vpp_edge_pv_limit_watts",
+                              "PV production cap asked for by the export cap, W (-1 = none).", registry=r)
         self.uplink_connected = Gauge("vpp_edge_uplink_connected", "1 while the aggregator stream is up.",
                                       registry=r)
         self.uplink_connects = Counter("vpp_edge_uplink_connects_total", "Accepted aggregator streams.",
