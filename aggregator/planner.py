@@ -58,6 +58,7 @@ class Planner:
         self.plans_written = 0
         self._flex_up = self._flex_down = 0.0
         self._price_cache: tuple[datetime, np.ndarray] | None = None
+        self._signal_cache: GridSignal | None = None
         self.last_published: dict[str, tuple[int, float]] = {}  # house -> (version, monotonic s)
 
     def request(self, house_id: str) -> None:
@@ -74,9 +75,14 @@ class Planner:
         return self._price_cache[1]
 
     def grid_signal(self) -> GridSignal:
+        """Prices of the horizon from the current slot: one object per slot start, shared by
+        every connecting house (a reconnect storm must not rebuild it thousands of times)."""
         start = align_down(self._clock.now(), self._cfg.slot_s)
-        return GridSignal(issued_at=self._clock.now(), currency=self._tariff.currency,
-                          prices=self._tariff.price_slots(start, self._cfg.slot_s, self._cfg.horizon_slots))
+        if self._signal_cache is None or self._signal_cache.prices[0].start != start:
+            self._signal_cache = GridSignal(
+                issued_at=self._clock.now(), currency=self._tariff.currency,
+                prices=self._tariff.price_slots(start, self._cfg.slot_s, self._cfg.horizon_slots))
+        return self._signal_cache
 
     async def run(self) -> None:
         """The planning loop plus the two queue consumers."""

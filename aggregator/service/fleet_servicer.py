@@ -62,6 +62,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         self._request_plan = request_plan
         self._grid_signal = grid_signal
         self.draining = False
+        self._signal_pb: tuple[GridSignal, fs.ConnectResponse] | None = None
 
     async def Connect(  # noqa: N802 (generated name)
         self, request_iterator: AsyncIterator[fs.ConnectRequest], context: grpc.aio.ServicerContext
@@ -104,7 +105,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
                 house_id, self._replica_id, self._telemetry_interval_s, self._heartbeat_interval_s))))
             signal = self._grid_signal()
             if signal is not None:
-                session.outbox.put(ControlItem(fs.ConnectResponse(grid_signal=convert.grid_signal_to_proto(signal))))
+                session.outbox.put(ControlItem(self._encoded_signal(signal)))
             if current is not None:  # the full current plan after every (re)connect, never a delta
                 session.outbox.put_plan(current)
             self._request_plan(house_id)
@@ -132,6 +133,14 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
                 await self._store.clear_route(house_id, self._replica_id)
             except StoreError:
                 self._metrics.store_errors.inc()
+
+    def _encoded_signal(self, signal: GridSignal) -> fs.ConnectResponse:
+        """The encoded GridSignal, built once per signal object (see Planner.grid_signal)."""
+        if self._signal_pb is None or self._signal_pb[0] is not signal:
+            self._signal_pb = (signal, fs.ConnectResponse(grid_signal=convert.grid_signal_to_proto(signal)))
+        msg = fs.ConnectResponse()
+        msg.CopyFrom(self._signal_pb[1])  # each stream stamps its own sequence number
+        return msg
 
     async def _first_message(self, requests: AsyncIterator[fs.ConnectRequest],
                              context: grpc.aio.ServicerContext) -> fs.ConnectRequest:
