@@ -31,7 +31,7 @@ from edge_agent.resources.hybrid import HouseSnapshot, HybridInverterRM
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import WelcomeInfo
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
-from vpp_common.messages import DispatchPlan, Hello, PlanState, PlanStatus, SiteLimits
+from vpp_common.messages import DispatchPlan, GridSignal, Hello, PlanState, PlanStatus, SiteLimits
 from vpp_common.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class EdgeAgent:
         self.plans = PlanBook()
         self.limits = SiteLimits(config.site.max_import_w, config.site.max_export_w)
         self.snapshot: HouseSnapshot | None = None
+        self.grid_signal: GridSignal | None = None
         self._wake = asyncio.Event()
         self._snapshot_ready = asyncio.Event()
         self._telemetry_interval_s = config.telemetry_interval_s
@@ -79,7 +80,7 @@ class EdgeAgent:
                          config.tls.check_interval_s) if config.tls else None,
             backoff=Backoff(config.reconnect_initial_s, config.reconnect_max_s),
             callbacks=UplinkCallbacks(on_plan=self._on_plan, on_welcome=self._on_welcome,
-                                      on_connection=self._on_connection),
+                                      on_connection=self._on_connection, on_grid_signal=self._on_grid_signal),
         )
         self._metrics_server = (MetricsServer(self.metrics.registry, config.metrics_host, config.metrics_port)
                                 if config.metrics_port is not None else None)
@@ -145,6 +146,18 @@ class EdgeAgent:
         self._stream_down_since = None if up else time.monotonic()
         self._wake.set()
 
+    def _on_grid_signal(self, signal: GridSignal) -> None:
+        self.grid_signal = signal
+        self._wake.set()
+
+    def effective_limits(self, now: datetime) -> SiteLimits:
+        """Configured limits, tightened (never loosened) by the aggregator's temporary ones."""
+        s = self.grid_signal
+        if s is None or s.limits is None or (s.limits_valid_until is not None and now >= s.limits_valid_until):
+            return self.limits
+        return SiteLimits(min(self.limits.max_import_w, s.limits.max_import_w),
+                          min(self.limits.max_export_w, s.limits.max_export_w))
+
     def _on_plan(self, plan: DispatchPlan | Exception) -> None:
         now = self.clock.now()
         if isinstance(plan, Exception):
@@ -153,6 +166,13 @@ class EdgeAgent:
             log.warning("rejected an invalid plan: %s", plan)
             return
         self.stats.plan_received_at[plan.version] = time.monotonic()
+        if self.config.control.mode != "vpp":
+            status = PlanStatus(plan.plan_id, plan.version, PlanState.REJECTED, now,
+                                f"agent runs in {self.config.control.mode} mode")
+            self.uplink.send(status)
+            self.stats.plans_rejected += 1
+            self.metrics.plans.labels("rejected").inc()
+            return
         status = self.plans.offer(plan, now)
         self.uplink.send(status)
         if status.state is PlanState.ACCEPTED:
@@ -222,12 +242,16 @@ class EdgeAgent:
         if expired is not None:
             self.uplink.send(expired)
         battery = BatteryLimits(snap.max_charge_w, snap.max_discharge_w, self.config.battery.reserve_soc_pct,
-                                self.config.battery.max_soc_pct)
-        decision = decide(now, snap.telemetry, self.plans.active(now), self._stream_ok(), self.limits, battery,
-                          self.device.battery_id)
+                                self.config.battery.max_soc_pct, self.config.control.max_ramp_w_per_s)
+        previous = self._last_written
+        decision = decide(now, snap.telemetry, self.plans.active(now), self._stream_ok(), self.effective_limits(now),
+                          battery, self.device.battery_id,
+                          previous_w=previous[0] if previous else None,
+                          dt_s=(now - previous[1]).total_seconds() if previous else 0.0)
         self.stats.last_decision = decision
         grid = snap.telemetry.grid_power_w
-        if grid.usable and grid.value is not None and grid.value < -self.limits.max_export_w - EXPORT_TOLERANCE_W:
+        cap_w = self.effective_limits(now).max_export_w
+        if grid.usable and grid.value is not None and grid.value < -cap_w - EXPORT_TOLERANCE_W:
             self.metrics.export_cap_violations.inc()
         self.metrics.pv_limit.set(decision.pv_limit_w if decision.pv_limit_w is not None else -1)
         self.stats.decisions[decision.mode] = self.stats.decisions.get(decision.mode, 0) + 1

@@ -32,6 +32,7 @@ Env: ``VPP_AGENT_DEVICE__HOST=10.0.0.5``, ``VPP_AGENT_SITE__MAX_EXPORT_W=0``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -63,7 +64,11 @@ class BatteryConfig(BaseModel):
 
 
 class ControlConfig(BaseModel):
+    mode: Literal["vpp", "self_consumption"] = Field(
+        "vpp", description="vpp: follow the aggregator's plans (self-consumption when there are none); "
+                           "self_consumption: ignore plans and keep grid exchange near zero")
     tick_s: float = Field(5.0, gt=0, description="clock seconds between decisions")
+    max_ramp_w_per_s: float = Field(0.0, ge=0, description="largest setpoint change per second; 0 = none")
     deadband_w: float = Field(50.0, ge=0, description="changes smaller than this are not written")
     grace_s: float = Field(300.0, ge=0, description="stream down this long: fall back (clock s)")
 

@@ -20,6 +20,7 @@ class BatteryLimits:
     max_discharge_w: float  # nameplate, positive magnitude
     reserve_soc_pct: float
     max_soc_pct: float = 100.0
+    max_ramp_w_per_s: float = 0.0  # largest setpoint change per second; 0 = no ramp limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +80,24 @@ def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLi
     return value, tuple(rules)
 
 
+def ramp(desired_w: float, previous_w: float | None, dt_s: float, max_ramp_w_per_s: float) -> float:
+    """Move from ``previous_w`` toward ``desired_w`` by at most the ramp limit."""
+    if previous_w is None or max_ramp_w_per_s <= 0:
+        return desired_w
+    step = max_ramp_w_per_s * max(0.0, dt_s)
+    return min(previous_w + step, max(previous_w - step, desired_w))
+
+
 def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, stream_ok: bool,
-           limits: SiteLimits, battery: BatteryLimits, resource_id: str = "battery") -> Decision:
+           limits: SiteLimits, battery: BatteryLimits, resource_id: str = "battery",
+           previous_w: float | None = None, dt_s: float = 0.0) -> Decision:
     """The battery setpoint for this tick.
 
     ``plan`` is the adopted plan (or None); ``stream_ok`` is False once the
     stream has been down past its grace period, which forces the fallback.
     Without usable grid, battery and SoC measurements the battery idles.
+    ``previous_w`` and ``dt_s`` (since that setpoint) feed the ramp limit, which
+    yields to the grid limits: safety is applied last.
     """
     grid, bat, soc = telemetry.grid_power_w, telemetry.battery_power_w, telemetry.battery_soc_pct
     if not (grid.usable and bat.usable and soc.usable):
@@ -106,7 +118,10 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
         desired = -base_w if fallback is FallbackMode.SELF_CONSUMPTION else 0.0
         why = "no plan" if plan is None else ("stream down" if not stream_ok else "plan expired")
         mode, reason = "fallback", f"{why}: {fallback.value}"
-    value, rules = safety_clamp(desired, base_w, soc.value, limits, battery)
+    ramped = ramp(desired, previous_w, dt_s, battery.max_ramp_w_per_s)
+    value, rules = safety_clamp(ramped, base_w, soc.value, limits, battery)
+    if ramped != desired:
+        rules = ("ramp", *rules)
     pv = telemetry.pv_power_w
     # the safety clamp already pushed the battery as far toward charging as it may go:
     # whatever export is still over the cap can only be curtailed

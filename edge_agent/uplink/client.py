@@ -23,7 +23,7 @@ from edge_agent.uplink import convert
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
 from vpp_common.clock import cancel_and_wait
-from vpp_common.messages import DispatchPlan, Flexibility, Hello, PlanStatus, SiteTelemetry
+from vpp_common.messages import DispatchPlan, Flexibility, GridSignal, Hello, PlanStatus, SiteTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class UplinkCallbacks:
     on_plan: Callable[[DispatchPlan | Exception], None]
     on_welcome: Callable[[convert.WelcomeInfo], None] = lambda w: None
     on_connection: Callable[[bool], None] = lambda up: None
+    on_grid_signal: Callable[[GridSignal], None] = lambda signal: None
 
 
 OutMessage = SiteTelemetry | Flexibility | PlanStatus
@@ -208,7 +209,8 @@ class UplinkClient:
                     reconnect_after = resp.drain.reconnect_after.ToTimedelta().total_seconds()
                     log.info("aggregator asks to reconnect: %s", resp.drain.reason)
                     break
-                # grid_signal: prices are used by local policies (a later step); ignored here
+                elif kind == "grid_signal":
+                    self._cb.on_grid_signal(convert.grid_signal_from_proto(resp.grid_signal))
         except asyncio.CancelledError:
             if not self._cert_changed or watcher is None or not watcher.done():
                 raise  # our own task is being cancelled, not just the call

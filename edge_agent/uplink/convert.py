@@ -25,13 +25,16 @@ from vpp_common.messages import (
     Envelope,
     FallbackMode,
     Flexibility,
+    GridSignal,
     Hello,
     Measurement,
     PlanSlot,
     PlanState,
     PlanStatus,
+    PriceSlot,
     ResourceKind,
     Setpoint,
+    SiteLimits,
     SiteTelemetry,
     Validity,
 )
@@ -193,4 +196,18 @@ def plan_from_proto(msg: pl.DispatchPlan) -> DispatchPlan:
         valid_from=valid_from, valid_until=valid_until, slot_duration_s=slot_s, slots=tuple(slots),
         fallback=_FALLBACK.get(msg.fallback.mode, FallbackMode.SELF_CONSUMPTION),
         fallback_max_export_w=msg.fallback.max_export_w,
+    )
+
+
+def grid_signal_from_proto(msg: gr.GridSignal) -> GridSignal:
+    limits = None
+    if msg.HasField("limits"):
+        limits = SiteLimits(msg.limits.max_import_w, msg.limits.max_export_w)
+    return GridSignal(
+        issued_at=msg.issued_at.ToDatetime(tzinfo=UTC), currency=msg.currency,
+        prices=tuple(PriceSlot(p.start.ToDatetime(tzinfo=UTC), int(p.duration.ToTimedelta().total_seconds()),
+                               p.import_price_per_kwh, p.export_price_per_kwh) for p in msg.prices),
+        limits=limits,
+        limits_valid_until=msg.limits_valid_until.ToDatetime(tzinfo=UTC) if msg.HasField("limits_valid_until")
+        else None,
     )

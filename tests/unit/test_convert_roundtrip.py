@@ -17,11 +17,13 @@ from vpp_common.messages import (
     Envelope,
     FallbackMode,
     Flexibility,
+    GridSignal,
     Hello,
     Measurement,
     PlanSlot,
     PlanState,
     PlanStatus,
+    PriceSlot,
     ResourceInfo,
     ResourceKind,
     ResourceTelemetry,
@@ -96,3 +98,10 @@ def test_invalid_hello_is_named() -> None:
     msg.limits.max_import_w = 0
     with pytest.raises(agg.InvalidMessage, match="max_import_w"):
         agg.hello_from_proto(msg)
+
+
+def test_grid_signal_roundtrip() -> None:
+    signal = GridSignal(T0, "EUR", (PriceSlot(T0, 900, 0.31, -0.02), PriceSlot(T0 + timedelta(seconds=900), 900, 0.2,
+                                                                                 0.07)),
+                        SiteLimits(8_000, 0), T0 + timedelta(hours=2))
+    assert edge.grid_signal_from_proto(agg.grid_signal_to_proto(signal)) == signal

@@ -129,3 +129,14 @@ def test_export_cap_holds_with_curtailment(pv: float, load: float, soc: float) -
     assert load + curtailed_pv + d.battery_w >= -LIMITS.max_export_w - 1e-6
     if d.pv_limit_w is not None:  # never curtail while the battery could take more
         assert d.battery_w == BATTERY.max_charge_w or soc >= BATTERY.max_soc_pct
+
+
+def test_ramp_limit_yields_to_the_export_cap() -> None:
+    ramped = BatteryLimits(5_000, 5_000, 10, max_ramp_w_per_s=100)
+    d = decide(T0, telemetry(grid=500, battery=0, soc=50), plan(1, 3000, Envelope(3000, 3000)), True, LIMITS, ramped,
+               previous_w=0.0, dt_s=5.0)
+    assert d.battery_w == 500 and "ramp" in d.clamped_by  # 100 W/s for 5 s
+    # 9 kW surplus, cap 4 kW: the battery must take 5 kW now, ramp or not
+    d = decide(T0, telemetry(grid=-9000, battery=0, soc=50, pv=-9500), None, True, LIMITS, ramped,
+               previous_w=0.0, dt_s=5.0)
+    assert d.battery_w == 5000
