@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -18,6 +19,7 @@ from google.protobuf.message import Message
 from vpp.v1 import admin_service_pb2 as adm
 from vpp.v1 import admin_service_pb2_grpc as adm_grpc
 from vpp.v1 import fleet_service_pb2 as fs
+from vpp.v1 import grid_pb2 as gr
 from vpp.v1 import telemetry_pb2 as tm
 
 EXIT_UNAVAILABLE = 3
@@ -35,10 +37,32 @@ def add_admin_commands(sub: Any) -> None:
     hsub.add_parser("list", parents=[common], help="all houses, one line each")
     show = hsub.add_parser("show", parents=[common], help="one house in detail")
     show.add_argument("house_id")
+    limits = sub.add_parser("limits", help="set a house's temporary limits")
+    lsub = limits.add_subparsers(dest="limits_command", required=True)
+    lset = lsub.add_parser("set", parents=[common], help="tighten a house's limits for a while",
+                           description="Temporary limits reach the house at once (its agent never loosens its "
+                                       "own configured limits) and the house is re-planned.")
+    lset.add_argument("house_id")
+    lset.add_argument("--max-import-w", type=float, required=True, help="import limit in W (> 0)")
+    lset.add_argument("--max-export-w", type=float, required=True, help="export limit in W (>= 0; 0 = none)")
+    lset.add_argument("--for", dest="duration", type=_duration, required=True,
+                      help="how long, e.g. 90m, 2h, 1d, 3600s (at most 7d)")
+    lset.add_argument("--reason", default="", help="why, for people")
     plan = sub.add_parser("plan", help="show a house's current plan")
     psub = plan.add_subparsers(dest="plan_command", required=True)
     pshow = psub.add_parser("show", parents=[common], help="the current plan, slot by slot, and its status")
     pshow.add_argument("house_id")
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value, unit = (float(text[:-1]), units[text[-1]]) if text[-1:] in units else (float(text), 1)
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90m, 2h, 1d)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be > 0, got {text!r}")
+    return value * unit
 
 
 def _value(m: tm.Measurement, fmt: str) -> str:
@@ -72,6 +96,8 @@ def run_admin(args: argparse.Namespace) -> int:
         print(f"error: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
         if code is grpc.StatusCode.NOT_FOUND:
             return EXIT_NOT_FOUND
+        if code is grpc.StatusCode.INVALID_ARGUMENT:
+            return 2
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             print(f"(is an aggregator's admin port at {args.admin}?)", file=sys.stderr)
         return EXIT_UNAVAILABLE
@@ -108,6 +134,18 @@ def _dispatch(stub: adm_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
             print(f"  resource {r.resource_id}: {fs.ResourceKind.Name(r.kind).removeprefix('RESOURCE_KIND_').lower()}"
                   f", {fs.ControlType.Name(r.control_type).removeprefix('CONTROL_TYPE_')}, "
                   f"{r.rated_power_w:.0f} W, {r.capacity_wh:.0f} Wh")
+        return 0
+    if args.command == "limits":
+        req = adm.SetSiteLimitsRequest(house_id=args.house_id, reason=args.reason,
+                                       limits=gr.SiteLimits(max_import_w=args.max_import_w,
+                                                            max_export_w=args.max_export_w))
+        req.duration.FromTimedelta(timedelta(seconds=args.duration))
+        resp_l = stub.SetSiteLimits(req, timeout=timeout)
+        if args.json:
+            print(_dump(resp_l))
+        else:
+            print(f"house {args.house_id}: import <= {args.max_import_w:.0f} W, export <= {args.max_export_w:.0f} W "
+                  f"until {_when(resp_l.valid_until)} UTC")
         return 0
     resp_p = stub.GetPlan(adm.GetPlanRequest(house_id=args.house_id), timeout=timeout)
     if args.json:

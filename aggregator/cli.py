@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     if args.command == "serve":
         return run_main(lambda: _serve(args))
-    if args.command in ("houses", "plan"):
+    if args.command in ("houses", "plan", "limits"):
         return run_admin(args)
     if args.command == "certs":
         try:

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 import numpy as np
@@ -27,10 +28,10 @@ from aggregator.dispatch.tariff import TouTariff
 from aggregator.dispatch.tou import TouPlanInput, align_down, make_plan
 from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
-from aggregator.service.sessions import SessionRegistry
+from aggregator.service.sessions import ControlItem, Session, SessionRegistry
 from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
 from vpp_common.clock import Clock, wait_event
-from vpp_common.messages import DispatchPlan, GridSignal
+from vpp_common.messages import DispatchPlan, GridSignal, SiteLimits
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class Planner:
         self._metrics = metrics
         self._replica_id = replica_id
         self._elector = elector
+        # the service's encoder, set by the server: the planner knows no protobuf
+        self.encode_signal: Callable[[GridSignal], object] = lambda signal: signal
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
         self.plans_written = 0
@@ -83,6 +86,32 @@ class Planner:
                 issued_at=self._clock.now(), currency=self._tariff.currency,
                 prices=self._tariff.price_slots(start, self._cfg.slot_s, self._cfg.horizon_slots))
         return self._signal_cache
+
+    async def house_signal(self, house_id: str) -> GridSignal:
+        """The fleet's prices plus this house's temporary limits, if any."""
+        base = self.grid_signal()
+        override = await self._store.get_limit_override(house_id)
+        if override is None:
+            return base
+        return GridSignal(issued_at=base.issued_at, currency=base.currency, prices=base.prices,
+                          limits=override.limits, limits_valid_until=override.valid_until)
+
+    async def deliver(self, house_id: str) -> None:
+        """Send the house its current plan and signal, wherever its stream is."""
+        session = self._sessions.get(house_id)
+        if session is not None:
+            await self._send_current(house_id, session)
+            return
+        route = await self._store.get_route(house_id)
+        if route is not None and route != self._replica_id:
+            await self._store.queue_push(dispatch_queue(route), house_id)
+
+    async def _send_current(self, house_id: str, session: Session) -> None:
+        plan = await self._store.get_plan(house_id)
+        session.outbox.put(ControlItem(self.encode_signal(await self.house_signal(house_id))))
+        if plan is not None:
+            session.outbox.put_plan(plan)
+            self.last_published[house_id] = (plan.version, time.monotonic())
 
     async def run(self) -> None:
         """The planning loop plus the two queue consumers."""
@@ -197,10 +226,8 @@ class Planner:
                 items = await self._store.queue_pull(queue, self._replica_id, block_s=1.0)
                 for _, house_id in items:
                     session = self._sessions.get(house_id)
-                    plan = await self._store.get_plan(house_id) if session is not None else None
-                    if session is not None and plan is not None:
-                        session.outbox.put_plan(plan)  # the current plan: never older than what was queued
-                        self.last_published[house_id] = (plan.version, time.monotonic())
+                    if session is not None:  # the current plan: never older than what was queued
+                        await self._send_current(house_id, session)
                 if items:
                     await self._store.queue_ack(queue, [i for i, _ in items])
             except StoreError as exc:
@@ -218,14 +245,19 @@ class Planner:
         self._flex_down += storage.max_discharge_power_w if storage.soc_pct > storage.reserve_soc_pct else 0.0
         start = align_down(now, self._cfg.slot_s)
         imp = self._prices(start)
+        limits = house.hello.limits
+        override = await self._store.get_limit_override(house_id)
+        if override is not None:  # temporary limits only ever tighten
+            limits = SiteLimits(min(limits.max_import_w, override.limits.max_import_w),
+                                min(limits.max_export_w, override.limits.max_export_w))
         inp = TouPlanInput(start=start, slot_s=self._cfg.slot_s, import_price_per_kwh=imp, storage=storage,
-                           max_import_w=house.hello.limits.max_import_w,
+                           max_import_w=limits.max_import_w,
                            grid_charge_target_soc_pct=self._cfg.grid_charge_target_soc_pct)
         version = await self._store.next_plan_version(house_id)
         started = time.perf_counter()
         try:
             # created_at is when this house's plan is made (plan delivery latency counts from here)
             return make_plan(str(uuid.uuid4()), version, self._clock.now(), inp, self._cfg.lease_s,
-                             fallback_max_export_w=house.hello.limits.max_export_w)
+                             fallback_max_export_w=limits.max_export_w)
         finally:
             self._metrics.solve_duration.observe(time.perf_counter() - started)

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from aggregator.config import AggregatorConfig
 from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
-from aggregator.planner import Planner
+from aggregator.planner import REPLAN_QUEUE, Planner
 from aggregator.service.fleet_servicer import FleetServicer
 from aggregator.service.identity import InsecureHeaderIdentity, MtlsIdentity
 from aggregator.service.sessions import CloseItem, SessionRegistry
@@ -68,8 +68,9 @@ class AggregatorServer:
             telemetry_interval_s=config.telemetry_interval_s, heartbeat_interval_s=config.heartbeat_interval_s,
             telemetry_ttl_s=config.telemetry_ttl_s, route_ttl_s=config.route_ttl_s,
             max_streams=config.max_streams, request_plan=self.planner.request,
-            grid_signal=self.planner.grid_signal,
+            grid_signal=self.planner.house_signal,
         )
+        self.planner.encode_signal = self.servicer.encode_signal  # the planner sends signals, encoded here
         self.health = health_aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._admin: grpc.aio.Server | None = None
@@ -136,11 +137,19 @@ class AggregatorServer:
                     log.info("state store answers again")
             await asyncio.sleep(STORE_PROBE_S)
 
+    async def _limits_changed(self, house_id: str) -> None:
+        """New temporary limits: the house hears of them now, and gets re-planned."""
+        await self.planner.deliver(house_id)
+        if self.elector.is_leader:
+            self.planner.request(house_id)
+        else:
+            await self.store.queue_push(REPLAN_QUEUE, house_id)
+
     async def _start_admin(self, listen: str) -> None:
         """Operators' port: AdminService, health, reflection and channelz.  Every port
         of a gRPC server exposes every service, so this is a second server."""
         admin = grpc.aio.server()
-        adm_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.store), admin)
+        adm_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.store, self.clock, self._limits_changed), admin)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, admin)
         channelz.add_channelz_servicer(admin)
         reflection.enable_server_reflection((

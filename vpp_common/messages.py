@@ -262,3 +262,12 @@ class GridSignal:
     prices: tuple[PriceSlot, ...] = field(default_factory=tuple)
     limits: SiteLimits | None = None  # temporary site limits, if any
     limits_valid_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOverride:
+    """Temporary site limits an operator (or a grid operator's event) sets for a house."""
+
+    limits: SiteLimits
+    valid_until: datetime
+    reason: str = ""

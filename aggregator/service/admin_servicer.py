@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
 import grpc
 
 from aggregator.service import convert
 from aggregator.store import StateStore, StoreError
 from vpp.v1 import admin_service_pb2 as adm
 from vpp.v1 import admin_service_pb2_grpc as adm_grpc
+from vpp_common.clock import Clock
+from vpp_common.messages import LimitOverride, SiteLimits
+
+
+MAX_OVERRIDE_S = 7 * 86_400
 
 
 class AdminServicer(adm_grpc.AdminServiceServicer):
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, clock: Clock, on_limits_changed: Callable[[str], Awaitable[None]]) -> None:
         self._store = store
+        self._clock = clock
+        self._on_limits_changed = on_limits_changed
 
     async def _summary(self, house_id: str) -> adm.HouseSummary | None:
         record = await self._store.get_house(house_id)
@@ -65,4 +75,30 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
             resp.plan.CopyFrom(convert.plan_to_proto(plan))
         if status is not None:
             resp.status.CopyFrom(convert.plan_status_to_proto(status))
+        return resp
+
+    async def SetSiteLimits(self, request: adm.SetSiteLimitsRequest,  # noqa: N802
+                            context: grpc.aio.ServicerContext) -> adm.SetSiteLimitsResponse:
+        duration_s = request.duration.ToTimedelta().total_seconds()
+        problems = []
+        if not request.HasField("limits"):
+            problems.append("limits are required")
+        elif request.limits.max_import_w <= 0 or request.limits.max_export_w < 0:
+            problems.append("limits: max_import_w must be > 0 W and max_export_w >= 0 W")
+        if not 0 < duration_s <= MAX_OVERRIDE_S:
+            problems.append(f"duration must be more than 0 and at most {MAX_OVERRIDE_S} s")
+        if problems:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
+        try:
+            if await self._store.get_house(request.house_id) is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no house {request.house_id!r}")
+            valid_until = self._clock.now() + timedelta(seconds=duration_s)
+            override = LimitOverride(SiteLimits(request.limits.max_import_w, request.limits.max_export_w),
+                                     valid_until, request.reason)
+            await self._store.put_limit_override(request.house_id, override, duration_s / self._clock.speed)
+            await self._on_limits_changed(request.house_id)
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
+        resp = adm.SetSiteLimitsResponse()
+        resp.valid_until.FromDatetime(valid_until)
         return resp

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -46,7 +46,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         route_ttl_s: float,
         max_streams: int,
         request_plan: Callable[[str], None],
-        grid_signal: Callable[[], GridSignal | None] = lambda: None,
+        grid_signal: Callable[[str], Awaitable[GridSignal | None]] | None = None,
     ) -> None:
         self._store = store
         self._sessions = sessions
@@ -98,14 +98,14 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
                 await self._store.upsert_house(house_id, hello, self._clock.now())
                 await self._store.set_route(house_id, self._replica_id, self._route_ttl_s)
                 current = await self._store.get_plan(house_id)
+                signal = await self._grid_signal(house_id) if self._grid_signal is not None else None
             except StoreError as exc:
                 self._metrics.store_errors.inc()
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
             session.outbox.put(ControlItem(fs.ConnectResponse(welcome=convert.welcome(
                 house_id, self._replica_id, self._telemetry_interval_s, self._heartbeat_interval_s))))
-            signal = self._grid_signal()
             if signal is not None:
-                session.outbox.put(ControlItem(self._encoded_signal(signal)))
+                session.outbox.put(ControlItem(self.encode_signal(signal)))
             if current is not None:  # the full current plan after every (re)connect, never a delta
                 session.outbox.put_plan(current)
             self._request_plan(house_id)
@@ -134,7 +134,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
             except StoreError:
                 self._metrics.store_errors.inc()
 
-    def _encoded_signal(self, signal: GridSignal) -> fs.ConnectResponse:
+    def encode_signal(self, signal: GridSignal) -> fs.ConnectResponse:
         """The encoded GridSignal, built once per signal object (see Planner.grid_signal)."""
         if self._signal_pb is None or self._signal_pb[0] is not signal:
             self._signal_pb = (signal, fs.ConnectResponse(grid_signal=convert.grid_signal_to_proto(signal)))

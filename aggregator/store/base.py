@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from vpp_common.messages import DispatchPlan, Flexibility, Hello, PlanStatus, SiteTelemetry
+from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
 
 class StoreError(Exception):
@@ -111,6 +111,12 @@ class StateStore(Protocol):
     async def put_plan_status(self, house_id: str, status: PlanStatus) -> None: ...
 
     async def get_plan_status(self, house_id: str) -> PlanStatus | None: ...
+
+    async def put_limit_override(self, house_id: str, override: LimitOverride, ttl_s: float) -> None:
+        """Temporary limits for a house; gone after ``ttl_s`` real seconds."""
+        ...
+
+    async def get_limit_override(self, house_id: str) -> LimitOverride | None: ...
 
     async def queue_push(self, queue: str, item: str) -> None:
         """Append ``item`` to the work queue ``queue`` (shared by all replicas)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from vpp_common.messages import DispatchPlan, Flexibility, Hello, PlanStatus, SiteTelemetry
+from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
 from .base import HouseRecord, PlanVersionConflict, StaleFencingToken
 
@@ -93,6 +93,7 @@ class MemoryStore:
         self._max_plan_token = 0
         self._ttl_writes = 0
         self._queues: dict[str, _Queue] = {}
+        self._overrides: dict[str, _Expiring[LimitOverride]] = {}
 
     # -- expiry helpers ---------------------------------------------------
 
@@ -221,6 +222,14 @@ class MemoryStore:
 
     async def get_plan_status(self, house_id: str) -> PlanStatus | None:
         return self._plan_status.get(house_id)
+
+    # -- limit overrides ----------------------------------------------------
+
+    async def put_limit_override(self, house_id: str, override: LimitOverride, ttl_s: float) -> None:
+        self._overrides[house_id] = _Expiring(override, self._now() + check_ttl(ttl_s))
+
+    async def get_limit_override(self, house_id: str) -> LimitOverride | None:
+        return self._live(self._overrides, house_id)
 
     # -- work queues --------------------------------------------------------
 

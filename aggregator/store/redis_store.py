@@ -43,7 +43,7 @@ import redis.asyncio as aioredis
 from pydantic import ConfigDict, RootModel, ValidationError
 from redis.exceptions import RedisError, ResponseError
 
-from vpp_common.messages import DispatchPlan, Flexibility, Hello, PlanStatus, SiteTelemetry
+from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
 from .base import HouseRecord, PlanVersionConflict, StaleFencingToken, StoreError
 from .memory import check_ttl
@@ -75,6 +75,10 @@ class _PlanStatusJson(RootModel[PlanStatus]):
     model_config = _JSON_CONFIG
 
 
+class _LimitOverrideJson(RootModel[LimitOverride]):
+    model_config = _JSON_CONFIG
+
+
 class _Codec(Generic[_T]):
     """JSON for one message type; a stored value that no longer decodes is a
     :class:`StoreError` (the store answered unexpectedly), not a crash."""
@@ -100,6 +104,7 @@ _TELEMETRY = _Codec(_TelemetryJson, "SiteTelemetry")
 _FLEXIBILITY = _Codec(_FlexibilityJson, "Flexibility")
 _PLAN = _Codec(_PlanJson, "DispatchPlan")
 _PLAN_STATUS = _Codec(_PlanStatusJson, "PlanStatus")
+_LIMIT_OVERRIDE = _Codec(_LimitOverrideJson, "LimitOverride")
 
 
 def _ttl_ms(ttl_s: float) -> int:
@@ -355,6 +360,17 @@ class RedisStore:
         async with self._guard("get_plan_status"):
             raw = await self._redis.get(self._key("planstatus", house_id))
         return None if raw is None else _PLAN_STATUS.decode(raw)
+
+    # -- limit overrides ------------------------------------------------------
+
+    async def put_limit_override(self, house_id: str, override: LimitOverride, ttl_s: float) -> None:
+        async with self._guard("put_limit_override"):
+            await self._redis.set(self._key("limits", house_id), _LIMIT_OVERRIDE.encode(override), px=_ttl_ms(ttl_s))
+
+    async def get_limit_override(self, house_id: str) -> LimitOverride | None:
+        async with self._guard("get_limit_override"):
+            raw = await self._redis.get(self._key("limits", house_id))
+        return None if raw is None else _LIMIT_OVERRIDE.decode(raw)
 
     # -- work queues (Redis Streams with one consumer group) ---------------
 

@@ -106,3 +106,44 @@ async def test_operator_cli_tables_and_json(server: AggregatorServer, capsys: py
     assert "peak price" in capsys.readouterr().out  # 18:00 is in the peak window
     assert await loop.run_in_executor(pool, run, "plan", "show", "nope", "--admin", admin) == 4
     pool.shutdown()
+
+
+async def test_limits_set_reaches_the_house_and_replans(capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_agent.uplink import convert as edge
+    from vpp.v1 import fleet_service_pb2 as fs
+
+    from .test_aggregator_service import RawAgent
+
+    cfg = AggregatorConfig(listen="127.0.0.1:0", admin_listen="127.0.0.1:0", insecure=True, metrics_port=None)
+    srv = AggregatorServer(cfg, clock=ManualClock(datetime(2026, 6, 1, 2, 0, tzinfo=UTC)))  # cheap: charging
+    await srv.start()
+    agent = RawAgent(srv.target, "h-lim")
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        agent.send(fs.ConnectRequest(sequence=1, hello=edge.hello_to_proto(HELLO)))
+        agent.send(fs.ConnectRequest(sequence=2, flexibility_update=edge.flexibility_to_proto(Flexibility(
+            T0, (StorageFlexibility("battery", 20, 0, 100, 10, 10_000, 5_000, 5_000),)))))
+        first = edge.plan_from_proto((await agent.expect("dispatch_plan")).dispatch_plan)
+        assert max(s.setpoints[0].target_power_w for s in first.slots) == 5_000
+        admin = srv.admin_target
+        assert admin is not None
+        loop = asyncio.get_running_loop()
+        rc = await loop.run_in_executor(pool, aggregator_main, ["limits", "set", "h-lim", "--max-import-w", "3000",
+                                                                 "--max-export-w", "0", "--for", "2h",
+                                                                 "--admin", admin])
+        assert rc == 0 and "import <= 3000 W" in capsys.readouterr().out
+        signal = edge.grid_signal_from_proto((await agent.expect("grid_signal")).grid_signal)
+        assert signal.limits is not None and signal.limits.max_import_w == 3000 and signal.limits.max_export_w == 0
+        while True:  # the re-plan charges within the new import limit
+            plan = edge.plan_from_proto((await agent.expect("dispatch_plan")).dispatch_plan)
+            if max(s.setpoints[0].target_power_w for s in plan.slots) <= 3_000:
+                break
+        assert plan.version > first.version and plan.fallback_max_export_w == 0
+        bad = await loop.run_in_executor(pool, aggregator_main, ["limits", "set", "h-lim", "--max-import-w", "0",
+                                                                  "--max-export-w", "0", "--for", "1h",
+                                                                  "--admin", admin])
+        assert bad == 2
+    finally:
+        pool.shutdown()
+        await agent.close()
+        await srv.stop(grace_s=0.2)

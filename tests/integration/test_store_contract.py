@@ -37,6 +37,7 @@ from vpp_common.messages import (
     FallbackMode,
     Flexibility,
     Hello,
+    LimitOverride,
     Measurement,
     PlanSlot,
     PlanState,
@@ -636,3 +637,20 @@ async def test_unacked_items_of_a_dead_consumer_are_reclaimed(backend: Backend) 
     await store.queue_ack("dispatch:r2", [i for i, _ in again])
     backend.clock and backend.clock.advance(1.0)
     assert await store.queue_pull("dispatch:r2", "alive", block_s=0.05, reclaim_idle_s=0.2) == []
+
+
+async def test_limit_override_roundtrip_and_expiry(backend: Backend) -> None:
+    store = backend.store
+    at = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+    override = LimitOverride(SiteLimits(8_000.0, 0.0), at, "feeder maintenance")
+    await store.put_limit_override("h1", override, ttl_s=0.2)
+    assert await store.get_limit_override("h1") == override
+    assert await store.get_limit_override("h2") is None
+    if backend.clock is not None:
+        backend.clock.advance(0.3)
+        assert await store.get_limit_override("h1") is None
+    else:
+        deadline = time.monotonic() + 3
+        while await store.get_limit_override("h1") is not None:
+            assert time.monotonic() < deadline, "override did not expire"
+            await asyncio.sleep(0.05)

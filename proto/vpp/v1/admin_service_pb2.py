@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from vpp.v1 import fleet_service_pb2 as vpp_dot_v1_dot_fleet__service__pb2
 from vpp.v1 import grid_pb2 as vpp_dot_v1_dot_grid__pb2
@@ -29,27 +30,31 @@ from vpp.v1 import plan_pb2 as vpp_dot_v1_dot_plan__pb2
 from vpp.v1 import telemetry_pb2 as vpp_dot_v1_dot_telemetry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avpp/v1/admin_service.proto\x12\x06vpp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1avpp/v1/fleet_service.proto\x1a\x11vpp/v1/grid.proto\x1a\x11vpp/v1/plan.proto\x1a\x16vpp/v1/telemetry.proto\"\x13\n\x11ListHousesRequest\":\n\x12ListHousesResponse\x12$\n\x06houses\x18\x01 \x03(\x0b\x32\x14.vpp.v1.HouseSummary\"\xe5\x02\n\x0cHouseSummary\x12\x10\n\x08house_id\x18\x01 \x01(\t\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\"\n\x06limits\x18\x04 \x01(\x0b\x32\x12.vpp.v1.SiteLimits\x12.\n\nfirst_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nlast_hello\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cplan_version\x18\x07 \x01(\x04\x12%\n\nplan_state\x18\x08 \x01(\x0e\x32\x11.vpp.v1.PlanState\x12,\n\x0f\x62\x61ttery_soc_pct\x18\t \x01(\x0b\x32\x13.vpp.v1.Measurement\x12)\n\x0cgrid_power_w\x18\n \x01(\x0b\x32\x13.vpp.v1.Measurement\"#\n\x0fGetHouseRequest\x12\x10\n\x08house_id\x18\x01 \x01(\t\"\x8f\x02\n\x10GetHouseResponse\x12#\n\x05house\x18\x01 \x01(\x0b\x32\x14.vpp.v1.HouseSummary\x12#\n\tresources\x18\x02 \x03(\x0b\x32\x10.vpp.v1.Resource\x12,\n\x0f\x62\x61ttery_power_w\x18\x03 \x01(\x0b\x32\x13.vpp.v1.Measurement\x12\'\n\npv_power_w\x18\x04 \x01(\x0b\x32\x13.vpp.v1.Measurement\x12)\n\x0cload_power_w\x18\x05 \x01(\x0b\x32\x13.vpp.v1.Measurement\x12/\n\x0bmeasured_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\"\n\x0eGetPlanRequest\x12\x10\n\x08house_id\x18\x01 \x01(\t\"Y\n\x0fGetPlanResponse\x12\"\n\x04plan\x18\x01 \x01(\x0b\x32\x14.vpp.v1.DispatchPlan\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.vpp.v1.PlanStatus2\xce\x01\n\x0c\x41\x64minService\x12\x43\n\nListHouses\x12\x19.vpp.v1.ListHousesRequest\x1a\x1a.vpp.v1.ListHousesResponse\x12=\n\x08GetHouse\x12\x17.vpp.v1.GetHouseRequest\x1a\x18.vpp.v1.GetHouseResponse\x12:\n\x07GetPlan\x12\x16.vpp.v1.GetPlanRequest\x1a\x17.vpp.v1.GetPlanResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avpp/v1/admin_service.proto\x12\x06vpp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1avpp/v1/fleet_service.proto\x1a\x11vpp/v1/grid.proto\x1a\x11vpp/v1/plan.proto\x1a\x16vpp/v1/telemetry.proto\"\x89\x01\n\x14SetSiteLimitsRequest\x12\x10\n\x08house_id\x18\x01 \x01(\t\x12\"\n\x06limits\x18\x02 \x01(\x0b\x32\x12.vpp.v1.SiteLimits\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x04 \x01(\t\"H\n\x15SetSiteLimitsResponse\x12/\n\x0bvalid_until\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x13\n\x11ListHousesRequest\":\n\x12ListHousesResponse\x12$\n\x06houses\x18\x01 \x03(\x0b\x32\x14.vpp.v1.HouseSummary\"\xe5\x02\n\x0cHouseSummary\x12\x10\n\x08house_id\x18\x01 \x01(\t\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\"\n\x06limits\x18\x04 \x01(\x0b\x32\x12.vpp.v1.SiteLimits\x12.\n\nfirst_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nlast_hello\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cplan_version\x18\x07 \x01(\x04\x12%\n\nplan_state\x18\x08 \x01(\x0e\x32\x11.vpp.v1.PlanState\x12,\n\x0f\x62\x61ttery_soc_pct\x18\t \x01(\x0b\x32\x13.vpp.v1.Measurement\x12)\n\x0cgrid_power_w\x18\n \x01(\x0b\x32\x13.vpp.v1.Measurement\"#\n\x0fGetHouseRequest\x12\x10\n\x08house_id\x18\x01 \x01(\t\"\x8f\x02\n\x10GetHouseResponse\x12#\n\x05house\x18\x01 \x01(\x0b\x32\x14.vpp.v1.HouseSummary\x12#\n\tresources\x18\x02 \x03(\x0b\x32\x10.vpp.v1.Resource\x12,\n\x0f\x62\x61ttery_power_w\x18\x03 \x01(\x0b\x32\x13.vpp.v1.Measurement\x12\'\n\npv_power_w\x18\x04 \x01(\x0b\x32\x13.vpp.v1.Measurement\x12)\n\x0cload_power_w\x18\x05 \x01(\x0b\x32\x13.vpp.v1.Measurement\x12/\n\x0bmeasured_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\"\n\x0eGetPlanRequest\x12\x10\n\x08house_id\x18\x01 \x01(\t\"Y\n\x0fGetPlanResponse\x12\"\n\x04plan\x18\x01 \x01(\x0b\x32\x14.vpp.v1.DispatchPlan\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.vpp.v1.PlanStatus2\x9c\x02\n\x0c\x41\x64minService\x12\x43\n\nListHouses\x12\x19.vpp.v1.ListHousesRequest\x1a\x1a.vpp.v1.ListHousesResponse\x12=\n\x08GetHouse\x12\x17.vpp.v1.GetHouseRequest\x1a\x18.vpp.v1.GetHouseResponse\x12:\n\x07GetPlan\x12\x16.vpp.v1.GetPlanRequest\x1a\x17.vpp.v1.GetPlanResponse\x12L\n\rSetSiteLimits\x12\x1c.vpp.v1.SetSiteLimitsRequest\x1a\x1d.vpp.v1.SetSiteLimitsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vpp.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTHOUSESREQUEST']._serialized_start=161
-  _globals['_LISTHOUSESREQUEST']._serialized_end=180
-  _globals['_LISTHOUSESRESPONSE']._serialized_start=182
-  _globals['_LISTHOUSESRESPONSE']._serialized_end=240
-  _globals['_HOUSESUMMARY']._serialized_start=243
-  _globals['_HOUSESUMMARY']._serialized_end=600
-  _globals['_GETHOUSEREQUEST']._serialized_start=602
-  _globals['_GETHOUSEREQUEST']._serialized_end=637
-  _globals['_GETHOUSERESPONSE']._serialized_start=640
-  _globals['_GETHOUSERESPONSE']._serialized_end=911
-  _globals['_GETPLANREQUEST']._serialized_start=913
-  _globals['_GETPLANREQUEST']._serialized_end=947
-  _globals['_GETPLANRESPONSE']._serialized_start=949
-  _globals['_GETPLANRESPONSE']._serialized_end=1038
-  _globals['_ADMINSERVICE']._serialized_start=1041
-  _globals['_ADMINSERVICE']._serialized_end=1247
+  _globals['_SETSITELIMITSREQUEST']._serialized_start=194
+  _globals['_SETSITELIMITSREQUEST']._serialized_end=331
+  _globals['_SETSITELIMITSRESPONSE']._serialized_start=333
+  _globals['_SETSITELIMITSRESPONSE']._serialized_end=405
+  _globals['_LISTHOUSESREQUEST']._serialized_start=407
+  _globals['_LISTHOUSESREQUEST']._serialized_end=426
+  _globals['_LISTHOUSESRESPONSE']._serialized_start=428
+  _globals['_LISTHOUSESRESPONSE']._serialized_end=486
+  _globals['_HOUSESUMMARY']._serialized_start=489
+  _globals['_HOUSESUMMARY']._serialized_end=846
+  _globals['_GETHOUSEREQUEST']._serialized_start=848
+  _globals['_GETHOUSEREQUEST']._serialized_end=883
+  _globals['_GETHOUSERESPONSE']._serialized_start=886
+  _globals['_GETHOUSERESPONSE']._serialized_end=1157
+  _globals['_GETPLANREQUEST']._serialized_start=1159
+  _globals['_GETPLANREQUEST']._serialized_end=1193
+  _globals['_GETPLANRESPONSE']._serialized_start=1195
+  _globals['_GETPLANRESPONSE']._serialized_end=1284
+  _globals['_ADMINSERVICE']._serialized_start=1287
+  _globals['_ADMINSERVICE']._serialized_end=1571
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from vpp.v1 import fleet_service_pb2 as _fleet_service_pb2
 from vpp.v1 import grid_pb2 as _grid_pb2
@@ -12,6 +13,24 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class SetSiteLimitsRequest(_message.Message):
+    __slots__ = ("house_id", "limits", "duration", "reason")
+    HOUSE_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    house_id: str
+    limits: _grid_pb2.SiteLimits
+    duration: _duration_pb2.Duration
+    reason: str
+    def __init__(self, house_id: _Optional[str] = ..., limits: _Optional[_Union[_grid_pb2.SiteLimits, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SetSiteLimitsResponse(_message.Message):
+    __slots__ = ("valid_until",)
+    VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    valid_until: _timestamp_pb2.Timestamp
+    def __init__(self, valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListHousesRequest(_message.Message):
     __slots__ = ()

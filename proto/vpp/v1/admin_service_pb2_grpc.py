@@ -51,6 +51,11 @@ class AdminServiceStub:
                 request_serializer=vpp_dot_v1_dot_admin__service__pb2.GetPlanRequest.SerializeToString,
                 response_deserializer=vpp_dot_v1_dot_admin__service__pb2.GetPlanResponse.FromString,
                 _registered_method=True)
+        self.SetSiteLimits = channel.unary_unary(
+                '/vpp.v1.AdminService/SetSiteLimits',
+                request_serializer=vpp_dot_v1_dot_admin__service__pb2.SetSiteLimitsRequest.SerializeToString,
+                response_deserializer=vpp_dot_v1_dot_admin__service__pb2.SetSiteLimitsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -79,6 +84,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetSiteLimits(self, request, context):
+        """SetSiteLimits tightens a house's limits for a while: the house gets them as a
+        GridSignal (its agent never loosens its own configured limits) and is re-planned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +109,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetPlan,
                     request_deserializer=vpp_dot_v1_dot_admin__service__pb2.GetPlanRequest.FromString,
                     response_serializer=vpp_dot_v1_dot_admin__service__pb2.GetPlanResponse.SerializeToString,
+            ),
+            'SetSiteLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSiteLimits,
+                    request_deserializer=vpp_dot_v1_dot_admin__service__pb2.SetSiteLimitsRequest.FromString,
+                    response_serializer=vpp_dot_v1_dot_admin__service__pb2.SetSiteLimitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +199,33 @@ class AdminService:
             '/vpp.v1.AdminService/GetPlan',
             vpp_dot_v1_dot_admin__service__pb2.GetPlanRequest.SerializeToString,
             vpp_dot_v1_dot_admin__service__pb2.GetPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSiteLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vpp.v1.AdminService/SetSiteLimits',
+            vpp_dot_v1_dot_admin__service__pb2.SetSiteLimitsRequest.SerializeToString,
+            vpp_dot_v1_dot_admin__service__pb2.SetSiteLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,
