@@ -25,13 +25,14 @@ import numpy as np
 
 from aggregator.config import PlanningConfig
 from aggregator.dispatch.tariff import TouTariff
-from aggregator.dispatch.tou import TouPlanInput, align_down, make_plan
+from aggregator.dispatch.tou import TouPlanInput, make_plan
 from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
 from aggregator.service.sessions import ControlItem, Session, SessionRegistry
 from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
 from vpp_common.clock import Clock, wait_event
 from vpp_common.messages import DispatchPlan, GridSignal, SiteLimits
+from vpp_common.timeslots import align_down
 
 log = logging.getLogger(__name__)
 

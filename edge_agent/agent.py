@@ -20,23 +20,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from edge_agent.config import AgentConfig
 from edge_agent.energy_manager.decide import BatteryLimits, Decision, decide
+from edge_agent.energy_manager.forecast import ForecastErrors, HistoryForecaster, Site
 from edge_agent.energy_manager.plans import PlanBook
 from edge_agent.metrics import AgentMetrics
 from edge_agent.resources.hybrid import HouseSnapshot, HybridInverterRM
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import WelcomeInfo
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
-from vpp_common.messages import DispatchPlan, GridSignal, Hello, PlanState, PlanStatus, SiteLimits
+from vpp_common.timeslots import align_down
+from vpp_common.messages import DispatchPlan, GridSignal, Hello, PlanState, PlanStatus, PowerForecast, SiteLimits
 from vpp_common.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
+FORECAST_SLOT_S = 900
+FORECAST_HORIZON_SLOTS = 96  # 24 h
 EXPORT_TOLERANCE_W = 50.0  # meter noise and one control period of lag are not violations
 
 
@@ -85,6 +89,9 @@ class EdgeAgent:
         self._metrics_server = (MetricsServer(self.metrics.registry, config.metrics_host, config.metrics_port)
                                 if config.metrics_port is not None else None)
         self._tasks: list[asyncio.Task[None]] = []
+        self.forecaster: HistoryForecaster | None = None  # made once the nameplate is known
+        self.forecast_errors = ForecastErrors()
+        self._forecast: tuple[datetime, PowerForecast, PowerForecast] | None = None
 
     @property
     def metrics_url(self) -> str | None:
@@ -93,6 +100,12 @@ class EdgeAgent:
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         await self.device.connect()  # configuration errors (not SunSpec, refused) surface here
+        site = self.config.site
+        location = None
+        if site.latitude is not None and site.longitude is not None:
+            peak = site.pv_peak_w or (self.device.nameplate.rated_power_w if self.device.nameplate else 0.0)
+            location = Site(site.latitude, site.longitude, peak)
+        self.forecaster = HistoryForecaster(FORECAST_SLOT_S, days=7, site=location)
         if self._metrics_server is not None:
             self._metrics_server.start()
         self._tasks = [
@@ -184,11 +197,29 @@ class EdgeAgent:
             self.metrics.plans.labels("rejected").inc()
 
     # -- loops ---------------------------------------------------------------
+    def _forecasts(self, now: datetime) -> tuple[PowerForecast, PowerForecast] | None:
+        """Load and PV forecasts, made once per forecast slot."""
+        if self.forecaster is None:
+            return None
+        slot = align_down(now, FORECAST_SLOT_S)
+        if self._forecast is None or self._forecast[0] != slot:
+            fc = self.forecaster.forecast(now, FORECAST_HORIZON_SLOTS)
+            self.forecast_errors.record(fc)
+            self._forecast = (slot,
+                              PowerForecast(fc.start, fc.slot_s, tuple(round(float(v), 1) for v in fc.load_w)),
+                              PowerForecast(fc.start, fc.slot_s, tuple(round(-float(v), 1) for v in fc.pv_w)))
+        return self._forecast[1], self._forecast[2]
+
     def _send_flexibility(self, snap: HouseSnapshot) -> None:
         flex = snap.flexibility
-        # SoC in 5 % steps: the aggregator re-plans on every update, so send only material changes
-        key = tuple((s.resource_id, round(s.soc_pct / 5)) for s in flex.storages)
+        forecasts = self._forecasts(snap.telemetry.measured_at)
+        # SoC in 5 % steps and a new forecast per slot: the aggregator re-plans on every
+        # update, so send only material changes
+        key = (tuple((s.resource_id, round(s.soc_pct / 5)) for s in flex.storages),
+               self._forecast[0] if self._forecast else None)
         if key != self._last_flex_sent:
+            if forecasts is not None:
+                flex = replace(flex, load_forecast=forecasts[0], pv_forecast=forecasts[1])
             self.uplink.send(flex)
             self._last_flex_sent = key
 
@@ -202,11 +233,26 @@ class EdgeAgent:
                 self.stats.poll_errors += 1
             self.snapshot = snap
             self.metrics.observe(snap.telemetry)
+            self._learn(snap)
             if ok:
                 if self.uplink.connected:
                     self._send_flexibility(snap)
                 self._snapshot_ready.set()
             await self.clock.sleep(self.config.device.poll_interval_s)
+
+    def _learn(self, snap: HouseSnapshot) -> None:
+        """Feed the forecaster with valid readings; score past forecasts."""
+        t = snap.telemetry
+        if self.forecaster is None or not (t.load_power_w.usable and t.pv_power_w.usable):
+            return
+        assert t.load_power_w.value is not None and t.pv_power_w.value is not None
+        self.forecaster.add(t.measured_at, t.load_power_w.value, -t.pv_power_w.value)
+        self.forecast_errors.settle(self.forecaster, t.measured_at)
+        mae_load, mae_pv = self.forecast_errors.mae_w
+        if mae_load is not None:
+            self.metrics.forecast_error.labels("load").set(mae_load)
+        if mae_pv is not None:
+            self.metrics.forecast_error.labels("pv").set(mae_pv)
 
     async def _telemetry_loop(self) -> None:
         """Telemetry every interval; a Heartbeat instead while the device gives nothing new."""

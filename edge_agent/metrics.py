@@ -38,6 +38,9 @@ class AgentMetrics:
             "Control ticks at which measured export exceeded the house's export cap.", registry=r)
         self.pv_limit = Gauge("vpp_edge_pv_limit_watts",
                               "PV production cap asked for by the export cap, W (-1 = none).", registry=r)
+        self.forecast_error = Gauge("vpp_edge_forecast_mae_watts",
+                                    "Mean absolute error of the next-hour forecasts over the last day, W.",
+                                    ["quantity"], registry=r)
         self.uplink_connected = Gauge("vpp_edge_uplink_connected", "1 while the aggregator stream is up.",
                                       registry=r)
         self.uplink_connects = Counter("vpp_edge_uplink_connects_total", "Accepted aggregator streams.",

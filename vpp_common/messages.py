@@ -149,10 +149,21 @@ class CurtailmentFlexibility:
 
 
 @dataclass(frozen=True, slots=True)
+class PowerForecast:
+    """Expected mean power per slot from ``start``, W, in the sign convention of its use."""
+
+    start: datetime
+    slot_s: int
+    values_w: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Flexibility:
     valid_from: datetime
     storages: tuple[StorageFlexibility, ...] = ()
     curtailments: tuple[CurtailmentFlexibility, ...] = ()
+    load_forecast: PowerForecast | None = None  # household load, W >= 0
+    pv_forecast: PowerForecast | None = None  # PV, W <= 0 (production negative)
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,11 +88,6 @@ def plan_slots(inp: TouPlanInput) -> tuple[PlanSlot, ...]:
     return tuple(slots)
 
 
-def align_down(when: datetime, slot_s: int) -> datetime:
-    epoch = when.timestamp()
-    return datetime.fromtimestamp(epoch - epoch % slot_s, tz=when.tzinfo)
-
-
 def make_plan(plan_id: str, version: int, now: datetime, inp: TouPlanInput, lease_s: int,
               fallback_max_export_w: float = 0.0) -> DispatchPlan:
     """Wrap the slots in a lease starting at the first slot."""

@@ -32,6 +32,7 @@ from vpp_common.messages import (
     Measurement,
     PlanState,
     PlanStatus,
+    PowerForecast,
     ResourceInfo,
     ResourceKind,
     ResourceTelemetry,
@@ -168,7 +169,17 @@ def flexibility_from_proto(msg: fx.FlexibilityUpdate) -> Flexibility:
                                                        r.pebc.lower_limit_min_w))
         else:
             raise InvalidMessage(f"flexibility {r.resource_id}: no description")
-    return Flexibility(_dt(msg.valid_from, "flexibility.valid_from"), tuple(storages), tuple(curtailments))
+    def forecast(name: str) -> PowerForecast | None:
+        if not msg.HasField(name):
+            return None
+        fc = getattr(msg, name)
+        slot_s = int(fc.slot_duration.ToTimedelta().total_seconds())
+        if slot_s <= 0:
+            raise InvalidMessage(f"flexibility.{name}.slot_duration must be > 0")
+        return PowerForecast(_dt(fc.start, f"flexibility.{name}.start"), slot_s, tuple(fc.values_w))
+
+    return Flexibility(_dt(msg.valid_from, "flexibility.valid_from"), tuple(storages), tuple(curtailments),
+                       forecast("load_forecast"), forecast("pv_forecast"))
 
 
 def plan_status_from_proto(msg: fs.PlanStatus) -> PlanStatus:

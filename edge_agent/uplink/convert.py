@@ -142,7 +142,14 @@ def flexibility_to_proto(f: Flexibility) -> fx.FlexibilityUpdate:
             consequence=fx.PEBC_CONSEQUENCE_VANISH))
         for c in f.curtailments
     ]
-    return fx.FlexibilityUpdate(valid_from=_ts(f.valid_from), resources=resources)
+    msg = fx.FlexibilityUpdate(valid_from=_ts(f.valid_from), resources=resources)
+    for name, fc in (("load_forecast", f.load_forecast), ("pv_forecast", f.pv_forecast)):
+        if fc is not None:
+            target = getattr(msg, name)
+            target.start.CopyFrom(_ts(fc.start))
+            target.slot_duration.FromTimedelta(timedelta(seconds=fc.slot_s))
+            target.values_w.extend(fc.values_w)
+    return msg
 
 
 def plan_status_to_proto(s: PlanStatus) -> fs.PlanStatus:

@@ -23,6 +23,7 @@ from vpp_common.messages import (
     PlanSlot,
     PlanState,
     PlanStatus,
+    PowerForecast,
     PriceSlot,
     ResourceInfo,
     ResourceKind,
@@ -55,7 +56,8 @@ def test_telemetry_roundtrip_keeps_validity_and_missing() -> None:
 
 def test_flexibility_roundtrip() -> None:
     f = Flexibility(T0, (StorageFlexibility("battery", 42, 0, 100, 10, 10_000, 5_000, 4_000, 0.96, 0.94),),
-                    (CurtailmentFlexibility("pv", -2500, -8000),))
+                    (CurtailmentFlexibility("pv", -2500, -8000),),
+                    PowerForecast(T0, 900, (300.0, 310.5)), PowerForecast(T0, 900, (-0.0, -1200.0)))
     assert agg.flexibility_from_proto(edge.flexibility_to_proto(f)) == f
 
 

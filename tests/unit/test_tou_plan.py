@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from aggregator.dispatch.tariff import DEFAULT_TARIFF, TouPeriod, TouTariff
-from aggregator.dispatch.tou import TouPlanInput, align_down, make_plan
+from aggregator.dispatch.tou import TouPlanInput, make_plan
+from vpp_common.timeslots import align_down
 from vpp_common.clock import UTC
 from vpp_common.messages import StorageFlexibility
 

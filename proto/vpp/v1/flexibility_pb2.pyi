@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -20,12 +21,26 @@ PEBC_CONSEQUENCE_VANISH: PebcConsequence
 PEBC_CONSEQUENCE_DEFER: PebcConsequence
 
 class FlexibilityUpdate(_message.Message):
-    __slots__ = ("valid_from", "resources")
+    __slots__ = ("valid_from", "resources", "load_forecast", "pv_forecast")
     VALID_FROM_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FORECAST_FIELD_NUMBER: _ClassVar[int]
+    PV_FORECAST_FIELD_NUMBER: _ClassVar[int]
     valid_from: _timestamp_pb2.Timestamp
     resources: _containers.RepeatedCompositeFieldContainer[ResourceFlexibility]
-    def __init__(self, valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[ResourceFlexibility, _Mapping]]] = ...) -> None: ...
+    load_forecast: PowerForecast
+    pv_forecast: PowerForecast
+    def __init__(self, valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[ResourceFlexibility, _Mapping]]] = ..., load_forecast: _Optional[_Union[PowerForecast, _Mapping]] = ..., pv_forecast: _Optional[_Union[PowerForecast, _Mapping]] = ...) -> None: ...
+
+class PowerForecast(_message.Message):
+    __slots__ = ("start", "slot_duration", "values_w")
+    START_FIELD_NUMBER: _ClassVar[int]
+    SLOT_DURATION_FIELD_NUMBER: _ClassVar[int]
+    VALUES_W_FIELD_NUMBER: _ClassVar[int]
+    start: _timestamp_pb2.Timestamp
+    slot_duration: _duration_pb2.Duration
+    values_w: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slot_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., values_w: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ResourceFlexibility(_message.Message):
     __slots__ = ("resource_id", "frbc", "pebc")

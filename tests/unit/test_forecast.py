@@ -1,0 +1,72 @@
+"""Edge forecasts from the house's own history."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from edge_agent.energy_manager.forecast import ForecastErrors, HistoryForecaster, Site
+from vpp_common.clock import UTC
+
+DAY0 = datetime(2026, 6, 18, tzinfo=UTC)
+
+
+def load_profile(t: datetime) -> float:
+    h = t.hour + t.minute / 60
+    return 300 + 1000 * np.exp(-((h - 19) ** 2) / 2)
+
+
+def feed(f: HistoryForecaster, days: int, pv=lambda t: 0.0) -> datetime:  # type: ignore[no-untyped-def]
+    t = DAY0
+    while t < DAY0 + timedelta(days=days):
+        f.add(t, load_profile(t), pv(t))
+        t += timedelta(minutes=5)
+    return t
+
+
+def test_similar_day_learns_the_daily_shape() -> None:
+    f = HistoryForecaster(slot_s=900, days=3)
+    now = feed(f, 3)
+    fc = f.forecast(now, 96)
+    evening = int(19 * 4)
+    assert fc.load_w[evening] == pytest.approx(load_profile(now + timedelta(hours=19)), rel=0.05)
+    assert fc.load_w[3 * 4] == pytest.approx(300, rel=0.1)  # 03:00, far from the last value's influence
+    assert (fc.pv_w == 0).all()
+
+
+def test_pv_scaled_clear_sky_with_a_site() -> None:
+    site = Site(52.5, 13.4, pv_peak_w=6800)
+    f = HistoryForecaster(slot_s=900, days=2, site=site)
+    cs_scale = 5.0  # the panels make 5 W per W/m2 of clear-sky GHI on these days
+    starts = [DAY0 + timedelta(minutes=5 * i) for i in range(2 * 288)]
+    ghi = f.clear_sky_w_m2(starts)
+    for t, g in zip(starts, ghi, strict=True):
+        f.add(t, 300.0, cs_scale * g)
+    now = DAY0 + timedelta(days=2)
+    fc = f.forecast(now, 96)
+    noon = 12 * 4
+    expected = cs_scale * f.clear_sky_w_m2([fc.start + timedelta(minutes=15 * noon)])[0]
+    assert fc.pv_w[noon] == pytest.approx(expected, rel=0.05)
+    assert fc.pv_w[0] == 0  # midnight
+
+
+def test_errors_are_scored_once_slots_have_happened() -> None:
+    f = HistoryForecaster(slot_s=900, days=2)
+    now = feed(f, 2)
+    errors = ForecastErrors()
+    errors.record(f.forecast(now, 96))
+    t = now
+    while t < now + timedelta(hours=1, minutes=1):
+        f.add(t, load_profile(t) + 100, 0.0)  # reality is 100 W above the usual day
+        t += timedelta(minutes=5)
+    errors.settle(f, t)
+    mae_load, mae_pv = errors.mae_w
+    assert mae_load is not None and 0 < mae_load < 400 and mae_pv == 0
+    assert not errors.issued
+
+
+def test_bad_slot_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="slot_s"):
+        HistoryForecaster(slot_s=7)
