@@ -28,6 +28,7 @@ import os
 import socket
 from datetime import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -45,12 +46,26 @@ class PlanningConfig(BaseModel):
     debounce_s: float = Field(0.05, ge=0, description="collect re-plan requests this long (real s)")
     grid_charge_target_soc_pct: float = Field(50.0, ge=0, le=100,
                                               description="TOU rule: charge from the grid up to this SoC")
+    optimiser: Literal["lp", "tou"] = Field(
+        "lp", description="lp: the fleet LP (OR-Tools, feeder limits, forecasts); tou: the simple price rule")
+    solver_workers: int = Field(1, ge=1, le=64, description="processes that run the LP (never the event loop)")
+    solve_time_limit_s: float = Field(60.0, gt=0, description="per cycle; then the previous plans stay")
 
     @model_validator(mode="after")
     def _lease_within_horizon(self) -> PlanningConfig:
         if self.lease_s > self.slot_s * self.horizon_slots:
             raise ValueError(f"lease_s {self.lease_s} exceeds the horizon ({self.slot_s * self.horizon_slots} s)")
         return self
+
+
+class FeederConfig(BaseModel):
+    """A shared grid asset: net import/export limits over its houses (W, positive; none = unlimited)."""
+
+    id: str
+    houses: list[str]
+    import_limit_w: float | None = Field(None, gt=0)
+    export_limit_w: float | None = Field(None, ge=0)
+    transformer: str = "default"
 
 
 class TariffPeriodConfig(BaseModel):
@@ -107,6 +122,7 @@ class AggregatorConfig(EnvOverridesFile):
     drain_grace_s: float = Field(5.0, ge=0)
     planning: PlanningConfig = PlanningConfig()
     tariff: list[TariffPeriodConfig] = Field(default_factory=list, description="TOU periods (UTC); empty = default")
+    feeders: list[FeederConfig] = Field(default_factory=list, description="feeders and their limits")
 
     @field_validator("listen", "admin_listen")
     @classmethod

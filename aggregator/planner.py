@@ -17,13 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import multiprocessing
 import uuid
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import numpy as np
 
-from aggregator.config import PlanningConfig
+from aggregator.config import FeederConfig, PlanningConfig
+from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
+from aggregator.dispatch.optimise import DispatchResult, optimise
+from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.tariff import TouTariff
 from aggregator.dispatch.tou import TouPlanInput, make_plan
 from aggregator.leader import LeaderElector
@@ -31,10 +37,15 @@ from aggregator.metrics import AggregatorMetrics
 from aggregator.service.sessions import ControlItem, Session, SessionRegistry
 from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
 from vpp_common.clock import Clock, wait_event
-from vpp_common.messages import DispatchPlan, GridSignal, SiteLimits
+from vpp_common.messages import DispatchPlan, GridSignal, ResourceKind, SiteLimits
 from vpp_common.timeslots import align_down
 
 log = logging.getLogger(__name__)
+
+
+def optimise_job(problem: FleetProblem, previous: dict[str, DispatchPlan], now: datetime) -> DispatchResult:
+    """Runs in a solver process (a module-level function, so it pickles)."""
+    return optimise(problem, DispatchOptions(), previous, now=now)
 
 REPLAN_QUEUE = "replan"
 
@@ -46,7 +57,7 @@ def dispatch_queue(replica_id: str) -> str:
 class Planner:
     def __init__(self, *, store: StateStore, sessions: SessionRegistry, clock: Clock, tariff: TouTariff,
                  config: PlanningConfig, metrics: AggregatorMetrics, replica_id: str,
-                 elector: LeaderElector) -> None:
+                 elector: LeaderElector, feeders: Sequence[FeederConfig] = ()) -> None:
         self._store = store
         self._sessions = sessions
         self._clock = clock
@@ -55,6 +66,11 @@ class Planner:
         self._metrics = metrics
         self._replica_id = replica_id
         self._elector = elector
+        self._pool: ProcessPoolExecutor | None = None
+        self._feeders = {f.id: FeederLimits(f.import_limit_w or float("inf"),
+                                            f.export_limit_w if f.export_limit_w is not None else float("inf"),
+                                            f.transformer) for f in feeders}
+        self._feeder_of = {h: f.id for f in feeders for h in f.houses}
         # the service's encoder, set by the server: the planner knows no protobuf
         self.encode_signal: Callable[[GridSignal], object] = lambda signal: signal
         self._pending: set[str] = set()
@@ -150,6 +166,8 @@ class Planner:
         if token is None:
             return []
         full = house_ids is None
+        if self._cfg.optimiser == "lp":
+            return await self._cycle_lp(token, started)  # feeders couple houses: always the whole fleet
         if house_ids is None:
             house_ids = {h.house_id for h in await self._store.list_houses()}
         now = self._clock.now()
@@ -235,6 +253,84 @@ class Planner:
                 self._metrics.store_errors.inc()
                 log.warning("dispatch queue unavailable: %s", exc)
                 await asyncio.sleep(1.0)
+
+    async def _house_input(self, house_id: str) -> HouseInput | None:
+        house = await self._store.get_house(house_id)
+        flex = await self._store.get_flexibility(house_id)
+        if house is None or flex is None or not flex.storages:
+            return None
+        limits = house.hello.limits
+        override = await self._store.get_limit_override(house_id)
+        if override is not None:  # temporary limits only ever tighten
+            limits = SiteLimits(min(limits.max_import_w, override.limits.max_import_w),
+                                min(limits.max_export_w, override.limits.max_export_w))
+        pv_rated = sum(r.rated_power_w for r in house.hello.resources if r.kind is ResourceKind.PV)
+        return HouseInput(house_id, limits, flex.storages[0], flex.load_forecast, flex.pv_forecast, pv_rated,
+                          self._feeder_of.get(house_id))
+
+    async def _cycle_lp(self, token: int, started: float) -> list[DispatchPlan]:
+        """The fleet LP off the event loop (process pool), then fenced writes and routing."""
+        now = self._clock.now()
+        start = align_down(now, self._cfg.slot_s)
+        inputs = []
+        for record in await self._store.list_houses():
+            await asyncio.sleep(0)
+            inp = await self._house_input(record.house_id)
+            if inp is not None:
+                inputs.append(inp)
+        if not inputs:
+            return []
+        imp, exp = self._tariff.prices(start, self._cfg.slot_s, self._cfg.horizon_slots)
+        problem = prepare_problem(inputs, start=start, slot_s=self._cfg.slot_s, horizon_slots=self._cfg.horizon_slots,
+                                  import_price_per_kwh=imp, export_price_per_kwh=exp, feeders=self._feeders)
+        previous = {i.house_id: p for i in inputs if (p := await self._store.get_plan(i.house_id)) is not None}
+        solve_started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._cfg.solve_time_limit_s):
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._solver_pool(), optimise_job, problem, previous, now)
+        except TimeoutError:
+            log.warning("fleet solve exceeded %.0f s; the current plans stay", self._cfg.solve_time_limit_s)
+            return []
+        finally:
+            self._metrics.solve_duration.observe(time.perf_counter() - solve_started)
+        self._flex_up = float(sum(i.storage.max_charge_power_w for i in inputs))
+        self._flex_down = float(sum(i.storage.max_discharge_power_w for i in inputs))
+        self._metrics.flexibility_up.set(self._flex_up)
+        self._metrics.flexibility_down.set(self._flex_down)
+        if result.relaxations:
+            log.warning("limits relaxed in this cycle: %s", result.relaxations[:5])
+        written = []
+        limits = {i.house_id: i.limits for i in inputs}
+        for house_id, plan in sorted(result.plans.items()):
+            await asyncio.sleep(0)
+            version = await self._store.next_plan_version(house_id)
+            valid_until = min(plan.valid_until, plan.valid_from + timedelta(seconds=self._cfg.lease_s))
+            plan = replace(plan, plan_id=str(uuid.uuid4()), version=version, created_at=self._clock.now(),
+                           valid_until=valid_until, fallback_max_export_w=limits[house_id].max_export_w)
+            try:
+                await self._write_and_route(house_id, plan, token)
+            except StaleFencingToken:
+                log.warning("lost the dispatch lease mid-cycle; stopping")
+                await self._elector.try_acquire()
+                break
+            except PlanVersionConflict:
+                continue
+            written.append(plan)
+        self._metrics.plan_cycle_duration.observe(time.perf_counter() - started)
+        return written
+
+    def _solver_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: forking a process that holds gRPC channels and threads is unsafe
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self._cfg.solver_workers,
+                                             mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     async def _plan_house(self, house_id: str, now: datetime) -> DispatchPlan | None:
         house = await self._store.get_house(house_id)

@@ -60,7 +60,7 @@ class AggregatorServer:
         self.elector = LeaderElector(self.store, config.replica_id, config.leader_lease_s, self.metrics)
         self.planner = Planner(store=self.store, sessions=self.sessions, clock=self.clock,
                                tariff=config.tou_tariff(), config=config.planning, metrics=self.metrics,
-                               replica_id=config.replica_id, elector=self.elector)
+                               replica_id=config.replica_id, elector=self.elector, feeders=config.feeders)
         self.servicer = FleetServicer(
             store=self.store, sessions=self.sessions, clock=self.clock,
             metrics=self.metrics, replica_id=config.replica_id,
@@ -178,6 +178,7 @@ class AggregatorServer:
             session.outbox.put(CloseItem("aggregator replica shutting down"))
         await cancel_and_wait(self._tasks)
         self._tasks = []
+        self.planner.close()  # joins the solver processes (brief; we are stopping anyway)
         await self.elector.resign()  # let another replica lead at once instead of after the TTL
         if self._server is not None:
             await self._server.stop(grace)

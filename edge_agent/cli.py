@@ -2,6 +2,10 @@
 
     edge-agent run --config /etc/vpp/edge-agent.toml
     edge-agent run --insecure --device-host 192.168.1.50 --aggregator vpp.example.net:50051
+    edge-agent scan --host 192.168.1.50 [--port 502] [--unit 1] [--model sungrow_sh] [--json]
+
+Exit codes of ``scan``: 0 found, 2 configuration (unknown model, not SunSpec,
+device refused the request), 3 device unreachable or not answering.
 """
 
 from __future__ import annotations
@@ -37,7 +41,49 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device-port", type=int, help="Modbus TCP port (default 502)")
     run.add_argument("--metrics-port", type=int, help="port of /metrics (default 9465)")
     run.add_argument("--insecure", action="store_true", default=None, help="plaintext gRPC: local demos only")
+    scan = sub.add_parser(
+        "scan", help="discover a device and print its models and points",
+        description="Installer tool: find the SunSpec models of a Modbus TCP device (or read a vendor "
+                    "catalogue entry with --model) and print every point with its value and unit.",
+        epilog="Exit codes: 0 found, 2 configuration (unknown model, not SunSpec, refused), 3 unreachable.")
+    scan.add_argument("--host", required=True, help="Modbus TCP host")
+    scan.add_argument("--port", type=int, default=502, help="Modbus TCP port (default 502)")
+    scan.add_argument("--unit", type=int, default=None,
+                      help="Modbus unit id (default: 1 for SunSpec, the catalogue entry's otherwise)")
+    scan.add_argument("--model", help="catalogue entry id (e.g. victron_gx, sungrow_sh, huawei_sun2000_luna2000) "
+                                      "instead of SunSpec discovery")
+    scan.add_argument("--timeout", type=float, default=2.0, help="seconds per request (default 2)")
+    scan.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+EXIT_UNREACHABLE = 3
+
+
+async def _scan(args: argparse.Namespace) -> int:
+    from edge_agent.drivers.catalogue import CatalogueError, catalogue_ids
+    from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, NotSunSpec
+    from edge_agent.drivers.scan import scan_catalogue, scan_sunspec
+
+    where = f"{args.host}:{args.port}"
+    try:
+        if args.model:
+            result = await scan_catalogue(args.model, args.host, args.port, args.unit, timeout_s=args.timeout)
+        else:
+            result = await scan_sunspec(args.host, args.port, 1 if args.unit is None else args.unit,
+                                        timeout_s=args.timeout)
+    except CatalogueError as exc:
+        raise ConfigError(str(exc)) from exc
+    except NotSunSpec as exc:
+        raise ConfigError(f"{exc}; not a SunSpec device? try --model with one of: "
+                          f"{', '.join(catalogue_ids())}") from exc
+    except DeviceRejected as exc:
+        raise ConfigError(f"{where} refused the request: {exc} (wrong --unit or --model?)") from exc
+    except DeviceUnavailable as exc:
+        print(f"error: cannot reach {where}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(result.to_json() if args.json else result.to_table())
+    return 0
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -68,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     if args.command == "run":
         return run_main(lambda: _run(args))
+    if args.command == "scan":
+        return run_main(lambda: _scan(args))
     return 2
 
 

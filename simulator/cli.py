@@ -3,6 +3,7 @@
     vpp-sim demo                     # one house end to end, a simulated day in ~40 s
     vpp-sim demo --hours 6 --json summary.json
     vpp-sim device --port 1502       # a SunSpec hybrid inverter on Modbus TCP until Ctrl-C
+    vpp-sim vendor-device --model sungrow_sh --port 1503   # a catalogue entry's device
 """
 
 from __future__ import annotations
@@ -53,14 +54,46 @@ def build_parser() -> argparse.ArgumentParser:
                       help="simulated start time, ISO 8601 (default 2026-06-21T00:00Z)")
     demo.add_argument("--json", type=Path, help="also write the summary to this JSON file")
     dev = sub.add_parser("device", help="serve one simulated SunSpec hybrid inverter on Modbus TCP",
-                         description="Serve a SunSpec hybrid inverter (models 1, 103, 120, 124, 160, 203, 802) "
+                         description="Serve a SunSpec hybrid inverter (models 1, 103, 120, 123, 124, 160, 203, 802) "
                                      "with battery physics until SIGINT/SIGTERM.")
     dev.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     dev.add_argument("--port", type=int, default=1502, help="Modbus TCP port (default 1502)")
     dev.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
     dev.add_argument("--speed", type=_positive, default=1.0, help="clock speed (default 1: real time)")
     dev.add_argument("--soc", type=float, default=50.0, help="initial state of charge in %% (default 50)")
+    ven = sub.add_parser("vendor-device", help="serve one simulated vendor device (catalogue entry) on Modbus TCP",
+                         description="Serve the device of a vendor catalogue entry (edge_agent/catalogue/*.toml: "
+                                     "victron_gx, sungrow_sh, huawei_sun2000_luna2000) with battery physics and "
+                                     "the vendor's control semantics until SIGINT/SIGTERM. Unit ids come from "
+                                     "the entry.")
+    ven.add_argument("--model", required=True, help="catalogue entry id")
+    ven.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ven.add_argument("--port", type=int, default=1503, help="Modbus TCP port (default 1503)")
+    ven.add_argument("--speed", type=_positive, default=1.0, help="clock speed (default 1: real time)")
+    ven.add_argument("--soc", type=float, default=50.0, help="initial state of charge in %% (default 50)")
     return parser
+
+
+async def _vendor_device(args: argparse.Namespace) -> int:
+    from edge_agent.drivers.catalogue import CatalogueError
+    from simulator.catalogue_device import CatalogueSimulator
+    from simulator.physics import PhysicsConfig
+    from vpp_common.config import ConfigError
+
+    clock = SystemClock() if args.speed == 1.0 else AcceleratedClock(datetime.now(UTC), args.speed)
+    try:
+        sim = CatalogueSimulator(args.model, clock, PhysicsConfig(initial_soc_pct=args.soc), host=args.host,
+                                 port=args.port)
+    except (CatalogueError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+
+    async def start() -> None:
+        await sim.start()
+        units = sorted({sim.entry.unit_of(n) for n in sim.entry.points})
+        print(f"{args.model} simulator on modbus://{args.host}:{sim.port} units {units}", flush=True)
+
+    await run_until_signal(start, sim.stop)
+    return 0
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -102,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(lambda: _demo(args))
     if args.command == "device":
         return run_main(lambda: _device(args))
+    if args.command == "vendor-device":
+        return run_main(lambda: _vendor_device(args))
     return 2
 
 

@@ -14,6 +14,10 @@ the device side of the wire):
 * 103 three-phase inverter: ``W`` AC power *production positive*, ``WH``
   lifetime AC energy produced, ``DCW``, ``St``.
 * 120 nameplate: DERTyp 82 (PV + storage), WRtg, WHRtg, MaxChaRte, MaxDisChaRte.
+* 123 immediate controls: PV curtailment, ``WMaxLim_Ena`` = 1 caps PV
+  production at ``WMaxLimPct`` % of WRtg; with ``WMaxLimPct_RvrtTms`` > 0
+  the enable falls back to 0 when no model-123 write arrives for that many
+  clock seconds.  WMaxLimPct, its revert time and enable are writable.
 * 124 storage controls: WChaMax, StorCtl_Mod, MinRsvPct, ChaState (SoC %),
   ChaSt, OutWRte, InWRte, InOutWRte_RvrtTms, ChaGriSet (writable, see below).
 * 160 MPPT with ``mppt_modules`` modules: per-module ``DCW`` production positive.
@@ -84,6 +88,7 @@ _ST_SLEEPING, _ST_MPPT, _ST_STANDBY = 2, 4, 8
 _DER_TYPE_PV_STORAGE = 82
 _BATTERY_TYPE_LITHIUM_ION = 4
 _BATTERY_STATE_CONNECTED = 3
+_MODELS_AFTER_COMMON = (103, 120, 123, 124, 160, 203, 802)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,9 @@ class SimulatorConfig:
     meter_sign: MeterSign = "import_positive"
     battery_802_sign: Battery802Sign = "discharge_positive"
     model1_length: int | None = None
+    model_order: tuple[int, ...] | None = None
+    """Order of the models after model 1 (a permutation of 103, 120, 123, 124, 160, 203, 802): real
+    devices differ, and a client must walk the chain rather than assume offsets.  None = that order."""
     grid_charging_allowed: bool = True
     energy_counter_start_wh: float = 100_000.0
     power_sf: int | None = None
@@ -122,6 +130,9 @@ class SimulatorConfig:
             raise ValueError(f"SimulatorConfig.meter_sign: unknown {self.meter_sign!r}")
         if self.battery_802_sign not in ("discharge_positive", "charge_positive"):
             raise ValueError(f"SimulatorConfig.battery_802_sign: unknown {self.battery_802_sign!r}")
+        if self.model_order is not None and sorted(self.model_order) != sorted(_MODELS_AFTER_COMMON):
+            raise ValueError(f"SimulatorConfig.model_order: need a permutation of {_MODELS_AFTER_COMMON}, "
+                             f"got {self.model_order}")
         if self.inverter_rating_w <= 0:
             raise ValueError(f"SimulatorConfig.inverter_rating_w: need > 0, got {self.inverter_rating_w}")
         if self.energy_counter_start_wh < 1:
@@ -186,6 +197,9 @@ _WRITABLE: dict[tuple[int, str], tuple[float, float] | None] = {
     (124, "InOutWRte_RvrtTms"): None,
     (124, "InOutWRte_RmpTms"): None,
     (124, "ChaGriSet"): (0, 1),
+    (123, "WMaxLimPct"): (0.0, 100.0),
+    (123, "WMaxLimPct_RvrtTms"): None,
+    (123, "WMaxLim_Ena"): (0, 1),
     (802, "SoCRsvMin"): (0.0, 100.0),
     (802, "CtrlHb"): None,
 }
@@ -225,14 +239,15 @@ class SunSpecHybridSimulator:
         self._waiters: list[tuple[WritePredicate, asyncio.Future[RegisterWrite]]] = []
         self._start_at = clock.now()
         self._last_control_write_at: datetime | None = None
+        self._last_curtail_write_at: datetime | None = None
+        self.curtail_reverts: list[datetime] = []
+        """Clock times at which the model 123 revert timer set WMaxLim_Ena back to 0."""
         self._physics = HousePhysics(self.config.physics, self._start_at)
+        specs: dict[int, int | ModelSpec] = {m: m for m in _MODELS_AFTER_COMMON}
+        specs[160] = ModelSpec(160, repeat={"module": self.config.mppt_modules})
         self._image = SunSpecImage(
-            [
-                ModelSpec(1, length=self.config.model1_length),
-                103, 120, 124,
-                ModelSpec(160, repeat={"module": self.config.mppt_modules}),
-                203, 802,
-            ],
+            [ModelSpec(1, length=self.config.model1_length),
+             *(specs[m] for m in (self.config.model_order or _MODELS_AFTER_COMMON))],
             base_address=base_address,
         )
         self._power_sf = self.config.power_sf if self.config.power_sf is not None else self._auto_power_sf()
@@ -416,6 +431,9 @@ class SunSpecHybridSimulator:
             self._image.set(802, "SoCRsvMin", self._image.get(124, "MinRsvPct"))
         if any(model_id == 124 for model_id, _ in names):
             self._last_control_write_at = now
+        if any(model_id == 123 for model_id, _ in names):
+            self._last_curtail_write_at = now
+            self._physics.set_pv_limit(self._pv_limit_from_image(), now)
         self._physics.set_command(self._command_from_image(), now)
         self._refresh_measurements(self._physics.snapshot)
         write = RegisterWrite(address, tuple(values), time.monotonic(), now)
@@ -463,9 +481,28 @@ class SunSpecHybridSimulator:
                     self._last_control_write_at = None
                     self.reverts.append(deadline)
                     log.info("revert timer (%d s) expired: StorCtl_Mod -> 0", revert_s)
+        if self._last_curtail_write_at is not None:
+            revert_s = self._image.get_raw(123, "WMaxLimPct_RvrtTms")
+            if isinstance(revert_s, int) and revert_s > 0 and self._image.get_raw(123, "WMaxLim_Ena") == 1:
+                deadline = max(self._last_curtail_write_at + timedelta(seconds=revert_s), self._physics.snapshot.at)
+                if deadline <= now:
+                    self._image.set_raw(123, "WMaxLim_Ena", 0)
+                    self._physics.set_pv_limit(None, deadline)
+                    self._last_curtail_write_at = None
+                    self.curtail_reverts.append(deadline)
+                    log.info("revert timer (%d s) expired: WMaxLim_Ena -> 0", revert_s)
         self._physics.step(now)
         self._refresh_measurements(self._physics.snapshot)
         return now
+
+    def _pv_limit_from_image(self) -> float | None:
+        """Model 123: with WMaxLim_Ena = 1, PV is capped at WMaxLimPct % of WRtg (W); else no limit."""
+        if self._image.get_raw(123, "WMaxLim_Ena") != 1:
+            return None
+        pct = self._image.get(123, "WMaxLimPct")
+        if not isinstance(pct, (int, float)):
+            return None
+        return float(pct) / 100.0 * self.config.inverter_rating_w
 
     def _command_from_image(self) -> BatteryCommand:
         img = self._image
@@ -523,6 +560,11 @@ class SunSpecHybridSimulator:
         img.set(103, "TmpCab", 35.0)
         img.set_raw(103, "Evt1", 0)
         img.set_raw(103, "Evt2", 0)
+        # Model 123: PV curtailment (WMaxLimPct in 0.1 %), not enabled.
+        img.set_raw(123, "WMaxLimPct_SF", -1)
+        img.set(123, "WMaxLimPct", 100.0)
+        img.set_raw(123, "WMaxLimPct_RvrtTms", 0)
+        img.set_raw(123, "WMaxLim_Ena", 0)
         # Model 120: nameplate.
         rating = cfg.inverter_rating_w
         for name, sf in (("WRtg_SF", _fit_sf(rating, 0xFFFE)), ("VARtg_SF", _fit_sf(rating, 0xFFFE)),

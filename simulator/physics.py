@@ -241,6 +241,7 @@ class HousePhysics:
         self._pv_w = 0.0
         self._load_w = 0.0
         self._battery_w = 0.0
+        self._pv_limit_w: float | None = None
         self._snapshot = self._evaluate()
 
     @property
@@ -281,6 +282,20 @@ class HousePhysics:
         """Step to ``now`` under the old command, then apply ``command`` from ``now`` on."""
         self.step(now)
         self._command = command
+        self._snapshot = self._evaluate()
+        return self._snapshot
+
+    @property
+    def pv_limit_w(self) -> float | None:
+        """Curtailment: PV production is capped at this magnitude, W (None = no limit)."""
+        return self._pv_limit_w
+
+    def set_pv_limit(self, limit_w: float | None, now: datetime) -> PhysicsSnapshot:
+        """Step to ``now`` with the old limit, then cap PV production at ``limit_w`` W (>= 0; None = none)."""
+        if limit_w is not None and (math.isnan(limit_w) or limit_w < 0):
+            raise ValueError(f"pv limit must be >= 0 W or None, got {limit_w}")
+        self.step(now)
+        self._pv_limit_w = limit_w
         self._snapshot = self._evaluate()
         return self._snapshot
 
@@ -344,7 +359,10 @@ class HousePhysics:
 
     def _evaluate(self) -> PhysicsSnapshot:
         cfg = self._config
-        self._pv_w = -pv_production_w(cfg, self._t) + 0.0
+        production = pv_production_w(cfg, self._t)
+        if self._pv_limit_w is not None:
+            production = min(production, self._pv_limit_w)  # the inverter curtails its MPP trackers
+        self._pv_w = -production + 0.0
         self._load_w = household_load_w(cfg, self._t)
         self._battery_w = self._battery_target(self._pv_w, self._load_w)
         lower = max(self._command.lower_w, -cfg.battery_max_discharge_w)

@@ -41,9 +41,18 @@ def _listening_ports() -> set[tuple[str, int]]:
 _SESSION_PIDS: set[int] = set()
 
 
+def _process_helper(p: psutil.Process) -> bool:
+    """multiprocessing's resource tracker: started once per interpreter, by design."""
+    try:
+        return "multiprocessing.resource_tracker" in " ".join(p.cmdline())
+    except psutil.Error:
+        return False
+
+
 def _children() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)
-            if p.pid not in _SESSION_PIDS and p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
+            if p.pid not in _SESSION_PIDS and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            and not _process_helper(p)}
 
 
 # Process-wide threads that libraries start once and keep by design (not leaks):

@@ -42,6 +42,7 @@ from edge_agent.drivers.errors import (
     ModelNotFound,
     NotSunSpec,
 )
+from edge_agent.drivers.write_guard import WriteGuard
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,8 @@ class SunSpecDevice:
     """
 
     def __init__(self, host: str, port: int = 502, unit_id: int = 1, timeout_s: float = 2.0,
-                 *, base_addresses: Sequence[int] = SUNS_BASE_ADDRESSES) -> None:
+                 *, base_addresses: Sequence[int] = SUNS_BASE_ADDRESSES,
+                 write_guard: WriteGuard | None = None) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.host = host
@@ -248,6 +250,8 @@ class SunSpecDevice:
         self.unit_id = unit_id
         self.timeout_s = timeout_s
         self.base_addresses = tuple(base_addresses)
+        self.write_guard = write_guard
+        """Optional per-register write limiter (edge_agent.drivers.write_guard); None = write everything."""
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
         self._models: tuple[ModelLocation, ...] | None = None
@@ -454,6 +458,8 @@ class SunSpecDevice:
                 regs = _encode_write(model_id, name, value, pdef, current)
                 if offset + len(regs) > loc.length + 2:
                     raise ValueError(f"model {model_id} {name}: not within this device's model (L={loc.length})")
+                if self.write_guard is not None and not self.write_guard.allow((self.unit_id, loc.address + offset), regs):
+                    continue  # unchanged, too soon or over budget: the next call carries the newest value
                 encoded.append((offset, regs, order))
             runs: list[tuple[int, list[int], int]] = []
             for offset, regs, order in sorted(encoded):
@@ -465,6 +471,10 @@ class SunSpecDevice:
                     runs.append((offset, list(regs), order))
             for offset, regs, _ in sorted(runs, key=lambda r: r[2]):
                 await self._write(loc.address + offset, regs)
+                if self.write_guard is not None:
+                    for off, pregs, _order in encoded:
+                        if offset <= off < offset + len(regs):
+                            self.write_guard.record((self.unit_id, loc.address + off), pregs)
 
 
 __all__ = [

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from edge_agent.config import DeviceConfig
-from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable
+from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.drivers.sunspec import ModelValues, SunSpecDevice
+from edge_agent.resources.s2 import BatteryNameplate
 from vpp_common.clock import Clock
 from vpp_common.messages import (
     ControlType,
@@ -120,6 +121,13 @@ class HybridInverterRM:
             ResourceInfo(self.meter_id, ResourceKind.GRID_METER, ControlType.NOT_CONTROLLABLE, 0.0, 0.0),
         )
 
+    def battery_nameplate(self) -> BatteryNameplate:
+        """The battery as S2 FRBC needs it (see edge_agent.resources.s2.battery_frbc_system_description)."""
+        assert self.nameplate is not None, "connect() first"
+        n = self.nameplate
+        return BatteryNameplate(n.max_charge_w, n.max_discharge_w, n.capacity_wh or 1.0,
+                                reserve_soc_pct=self._reserve)
+
     # -- reading -------------------------------------------------------------
     def _measure(self, name: str, value: float | None, now: datetime, lo: float, hi: float) -> Measurement:
         if value is None:
@@ -205,6 +213,27 @@ class HybridInverterRM:
     async def release(self) -> None:
         """Give the battery back to the device's own (self-consumption) mode."""
         await self._dev.write_points(124, {"StorCtl_Mod": 0})
+
+    async def set_pv_limit(self, limit_w: float | None) -> None:
+        """Cap PV production at ``limit_w`` W (a magnitude >= 0; None = no limit) via model 123.
+
+        Writes WMaxLimPct = limit / WRtg x 100 (clamped to 0..100 %) with
+        WMaxLimPct_RvrtTms = ``revert_s`` and WMaxLim_Ena = 1, so the device
+        lifts the limit by itself if the agent stops refreshing it; None
+        writes WMaxLim_Ena = 0.  Raises ModelNotFound (not supported, do not
+        retry) if the device has no model 123, ValueError for a negative limit.
+        """
+        assert self.nameplate is not None, "connect() first"
+        if 123 not in self._models:
+            raise ModelNotFound("no SunSpec model 123: PV curtailment not supported", device=self._dev.name)
+        if limit_w is None:
+            await self._dev.write_points(123, {"WMaxLim_Ena": 0})
+            return
+        if not limit_w >= 0:
+            raise ValueError(f"limit_w must be >= 0 W or None, got {limit_w}")
+        pct = max(0.0, min(100.0, limit_w / self.nameplate.rated_power_w * 100.0))
+        await self._dev.write_points(123, {"WMaxLimPct": pct, "WMaxLimPct_RvrtTms": self._revert_s,
+                                           "WMaxLim_Ena": 1})
 
 
 def _pv_from_mppt(values: ModelValues | None) -> float | None:

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(30)
 
 NOON = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
 NIGHT = datetime(2024, 6, 1, 2, 0, tzinfo=timezone.utc)
-HYBRID_MODELS = [1, 103, 120, 124, 160, 203, 802]
+HYBRID_MODELS = [1, 103, 120, 123, 124, 160, 203, 802]
 
 
 def unused_port() -> int:

@@ -268,3 +268,19 @@ def test_command_validation() -> None:
         BatteryCommand(lower_w=math.nan)
     with pytest.raises(ValueError):
         BatteryCommand(reserve_pct=120.0)
+
+
+def test_pv_limit_caps_production_and_keeps_balance() -> None:
+    from datetime import datetime, timezone
+
+    from simulator.physics import HousePhysics, PhysicsConfig
+
+    noon = datetime(2024, 6, 1, 13, 0, tzinfo=timezone.utc)
+    phys = HousePhysics(PhysicsConfig(pv_kwp=8.0), noon)
+    assert phys.snapshot.pv_power_w < -5_000.0
+    s = phys.set_pv_limit(1_000.0, noon)
+    assert s.pv_power_w == -1_000.0
+    assert s.grid_power_w == pytest.approx(s.load_power_w + s.battery_power_w + s.pv_power_w)
+    assert phys.set_pv_limit(None, noon).pv_power_w < -5_000.0
+    with pytest.raises(ValueError):
+        phys.set_pv_limit(-5.0, noon)

@@ -1,0 +1,204 @@
+"""Fleet solution -> per-house DispatchPlan with targets, envelopes and reasons for people.
+
+Sign convention: battery power = charge - discharge (charging > 0); grid power =
+import - export (import > 0).  Envelopes are in W in the same convention.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from aggregator.dispatch.problem import FleetProblem
+from aggregator.dispatch.solve import BlockSolution
+from vpp_common.messages import DispatchPlan, Envelope, FallbackMode, PlanSlot, Setpoint
+
+TOL_W = 1.0  # a limit "binds" when the exchange is within this of it
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """A limit that could not be met: where, when, and by how much (W above the limit)."""
+
+    kind: str  # "feeder_import", "feeder_export", "transformer_import", "transformer_export", "house_import", "house_export"
+    where: str  # feeder, transformer or house id
+    slot_start: datetime
+    excess_w: float
+
+
+def relaxations(p: FleetProblem, blocks: list[BlockSolution], tol_w: float = TOL_W) -> list[Relaxation]:
+    """Every (limit, slot) whose penalised slack is above ``tol_w``."""
+    out: list[Relaxation] = []
+
+    def emit(kind: str, ids: tuple[str, ...], arr: np.ndarray) -> None:
+        for i, t in zip(*np.nonzero(arr > tol_w), strict=True):
+            out.append(Relaxation(kind, ids[i], p.start + timedelta(seconds=int(t) * p.slot_s), float(arr[i, t])))
+
+    hid = lambda b: tuple(p.house_ids[i] for i in b.houses)  # noqa: E731
+    for b in blocks:
+        emit("feeder_import", b.feeder_ids, b.feeder_over_import_w)
+        emit("feeder_export", b.feeder_ids, b.feeder_over_export_w)
+        emit("transformer_import", b.transformer_ids, b.transformer_over_import_w)
+        emit("transformer_export", b.transformer_ids, b.transformer_over_export_w)
+        emit("house_import", hid(b), b.over_import_w)
+        emit("house_export", hid(b), b.over_export_w)
+    return out
+
+
+def _reasons(p: FleetProblem, b: BlockSolution, sub: FleetProblem) -> list[list[str]]:
+    """Per house, per slot: the limit or price that drove the plan, in words."""
+    n, t = len(b.houses), p.t
+    grid = b.import_w - b.export_w + b.over_import_w - b.over_export_w
+    net_f = np.zeros((len(sub.feeder_ids), t))
+    np.add.at(net_f, sub.feeder_of, grid)
+    exp_bind = net_f <= -sub.feeder_export_limit_w + TOL_W + b.feeder_over_export_w
+    imp_bind = net_f >= sub.feeder_import_limit_w - TOL_W - b.feeder_over_import_w
+    pi, pe = p.import_price_per_kwh, p.export_price_per_kwh
+    lo, hi = np.quantile(pi, 0.25), np.quantile(pi, 0.75)
+    # Python lists: scalar indexing of numpy arrays is ~10x slower in this loop
+    exp_b = (exp_bind & np.isfinite(sub.feeder_export_limit_w)).tolist()
+    imp_b = (imp_bind & np.isfinite(sub.feeder_import_limit_w)).tolist()
+    exp_lim, imp_lim = sub.feeder_export_limit_w.tolist(), sub.feeder_import_limit_w.tolist()
+    bat = (b.charge_w - b.discharge_w).tolist()
+    cur, imp = b.curtail_w.tolist(), b.import_w.tolist()
+    over = ((b.over_export_w > TOL_W) | (b.over_import_w > TOL_W)).tolist()
+    level = b.fairness_level.tolist()
+    rated = np.maximum(sub.pv_rated_w, 1.0).tolist()
+    pil, pel = pi.tolist(), pe.tolist()
+    feeder_of = sub.feeder_of.tolist()
+    out: list[list[str]] = []
+    for k in range(n):
+        f = feeder_of[k]
+        fid = sub.feeder_ids[f]
+        row = []
+        for s in range(t):
+            parts = []
+            c_ks = cur[k][s]
+            if exp_b[f][s]:
+                parts.append(f"feeder {fid} export limit {exp_lim[f][s] / 1000:.1f} kW binds")
+                if c_ks > TOL_W:
+                    parts.append(
+                        f"PV curtailed {c_ks / 1000:.2f} kW ({c_ks / rated[k]:.0%} of PV size; no house on the"
+                        f" feeder above {level[f][s]:.0%})"
+                    )
+            if imp_b[f][s]:
+                parts.append(f"feeder {fid} import limit {imp_lim[f][s] / 1000:.1f} kW binds")
+            if over[k][s]:
+                parts.append("house cap relaxed (could not be met)")
+            if pil[s] < 0:
+                parts.append(f"negative import price ({pil[s]:.2f}/kWh)")
+            if pel[s] < 0:
+                parts.append(f"negative export price ({pel[s]:.2f}/kWh)")
+            if c_ks > TOL_W and not exp_b[f][s] and pel[s] >= 0:
+                parts.append("PV curtailed: house export cap")
+            bks = bat[k][s]
+            if bks > TOL_W:
+                parts.append("charge: " + ("cheap import" if pil[s] <= lo and imp[k][s] > TOL_W else "store PV surplus"))
+            elif bks < -TOL_W:
+                parts.append("discharge: " + ("peak price" if pil[s] >= hi else "cover load instead of import"))
+            row.append("; ".join(parts) or "self-consumption")
+        out.append(row)
+    return out
+
+
+def build_plans(
+    p: FleetProblem,
+    blocks: list[BlockSolution],
+    *,
+    created_at: datetime,
+    version: int,
+    valid_for: timedelta | None = None,
+) -> dict[str, DispatchPlan]:
+    """One DispatchPlan per house of the solved blocks.
+
+    Battery target = charge - discharge; envelope: fixed [target, target] where a
+    shared limit or relaxation drove the slot (the fleet needs exactly that),
+    otherwise the side of zero the plan is on (the agent may follow its house
+    balance within it).  Grid envelope: the house caps, tightened to the planned
+    exchange where the feeder limit binds.
+    """
+    valid_for = valid_for or timedelta(seconds=p.slot_s * p.t)
+    plans: dict[str, DispatchPlan] = {}
+    for b in blocks:
+        sub = p.subset(b.houses)
+        reasons = _reasons(p, b, sub)
+        bat = np.clip(b.charge_w - b.discharge_w, -p.max_discharge_w[b.houses, None], p.max_charge_w[b.houses, None]).tolist()
+        grid = (b.import_w - b.export_w + b.over_import_w - b.over_export_w).tolist()
+        cap_exp, cap_imp = p.max_export_w[b.houses].tolist(), p.max_import_w[b.houses].tolist()
+        starts = [p.start + timedelta(seconds=s * p.slot_s) for s in range(p.t)]
+        for k, h in enumerate(b.houses.tolist()):
+            slots = []
+            for s in range(p.t):
+                tgt = bat[k][s]
+                why = reasons[k][s]
+                g = grid[k][s]
+                g_lo = g if "export limit" in why else -cap_exp[k][s]  # feeder needs: export no more than planned
+                g_hi = g if "import limit" in why else cap_imp[k][s]
+                g_env = Envelope(min(g_lo, g), max(g_hi, g))
+                if "binds" in why or "relaxed" in why:
+                    env = Envelope(tgt, tgt)  # the fleet needs exactly this
+                else:
+                    env = Envelope(0.0, tgt) if tgt >= 0 else Envelope(tgt, 0.0)
+                slots.append(
+                    PlanSlot(
+                        start=starts[s],
+                        setpoints=(Setpoint(p.battery_ids[h], tgt, env),),
+                        grid_envelope=g_env,
+                        reason=why,
+                    )
+                )
+            plans[p.house_ids[h]] = DispatchPlan(
+                plan_id=str(uuid.uuid4()),
+                version=version,
+                created_at=created_at,
+                valid_from=p.start,
+                valid_until=p.start + valid_for,
+                slot_duration_s=p.slot_s,
+                slots=tuple(slots),
+                fallback=FallbackMode.SELF_CONSUMPTION,
+            )
+    return plans
+
+
+def shift_plan(plan: DispatchPlan, now: datetime, version: int) -> DispatchPlan | None:
+    """The previous plan with its past slots dropped, or None when nothing of it is left."""
+    slots = tuple(s for s in plan.slots if s.start + timedelta(seconds=plan.slot_duration_s) > now)
+    if not slots or plan.valid_until <= now:
+        return None
+    return DispatchPlan(
+        plan_id=str(uuid.uuid4()),
+        version=version,
+        created_at=now,
+        valid_from=max(plan.valid_from, slots[0].start),
+        valid_until=plan.valid_until,
+        slot_duration_s=plan.slot_duration_s,
+        slots=slots,
+        fallback=plan.fallback,
+        fallback_max_export_w=plan.fallback_max_export_w,
+    )
+
+
+def self_consumption_plan(p: FleetProblem, h: int, *, created_at: datetime, version: int, why: str) -> DispatchPlan:
+    """Last resort when a block has no solution and no previous plan: battery free within its ratings."""
+    env = Envelope(-float(p.max_discharge_w[h]), float(p.max_charge_w[h]))
+    slots = tuple(
+        PlanSlot(
+            start=p.start + timedelta(seconds=s * p.slot_s),
+            setpoints=(Setpoint(p.battery_ids[h], 0.0, env),),
+            grid_envelope=Envelope(-float(p.max_export_w[h, s]), float(p.max_import_w[h, s])),
+            reason=f"self-consumption fallback: {why}",
+        )
+        for s in range(p.t)
+    )
+    return DispatchPlan(
+        plan_id=str(uuid.uuid4()),
+        version=version,
+        created_at=created_at,
+        valid_from=p.start,
+        valid_until=p.start + timedelta(seconds=p.slot_s * p.t),
+        slot_duration_s=p.slot_s,
+        slots=slots,
+    )

@@ -1,0 +1,152 @@
+"""Fleet dispatch problem as numpy arrays (pure: no I/O, no solver).
+
+Sign convention (DESIGN.md): power is positive when consumed at the point of
+connection.  Load >= 0, PV production <= 0 (``pv_power_w``), battery charging
+> 0, grid import > 0.  Caps and limits are positive magnitudes in W; ``inf``
+means "no limit".  Arrays are per house x slot (N, T) unless stated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DispatchOptions:
+    """Solver knobs.  Costs in currency per kWh unless stated."""
+
+    throughput_cost_per_kwh: float = 0.005  # battery wear on charge + discharge; also discourages c&d together
+    curtail_cost_per_kwh: float = 1e-4  # tiny: curtail only when it pays or a limit needs it
+    penalty_per_kwh: float = 10.0  # price of exceeding a limit (relaxation); >> any energy price
+    fairness_weight: float = 1e-3  # currency per slot per unit of the feeder's largest curtailment share
+    time_limit_s: float = 30.0  # per block LP
+    workers: int = 1  # 1 = in-process; >1 = ProcessPoolExecutor
+    fix_modes_max_passes: int = 5  # re-solves that forbid simultaneous charge/discharge
+    simultaneous_tol_w: float = 1.0  # min(charge, discharge) above this counts as simultaneous
+
+
+@dataclass(frozen=True)
+class FleetProblem:
+    """One dispatch problem: N houses, T slots, feeder tree houses -> feeders -> transformers."""
+
+    house_ids: tuple[str, ...]
+    battery_ids: tuple[str, ...]  # resource id of each house's battery (setpoints use it)
+    start: datetime  # first slot start, UTC
+    slot_s: int
+    load_w: np.ndarray  # (N, T) household load forecast, W >= 0
+    pv_power_w: np.ndarray  # (N, T) PV forecast, W <= 0 (production negative)
+    pv_rated_w: np.ndarray  # (N,) PV size, positive magnitude (fairness share base)
+    capacity_wh: np.ndarray  # (N,)
+    soc_pct: np.ndarray  # (N,) now
+    soc_min_pct: np.ndarray  # (N,)
+    soc_max_pct: np.ndarray  # (N,)
+    reserve_soc_pct: np.ndarray  # (N,) floor over the horizon (>= soc_min)
+    max_charge_w: np.ndarray  # (N,) positive magnitude
+    max_discharge_w: np.ndarray  # (N,) positive magnitude
+    charge_efficiency: np.ndarray  # (N,)
+    discharge_efficiency: np.ndarray  # (N,)
+    max_import_w: np.ndarray  # (N, T) per-house import cap
+    max_export_w: np.ndarray  # (N, T) per-house export cap
+    feeder_of: np.ndarray  # (N,) int index into feeder_ids
+    feeder_ids: tuple[str, ...]
+    transformer_of: np.ndarray  # (F,) int index into transformer_ids
+    transformer_ids: tuple[str, ...]
+    feeder_import_limit_w: np.ndarray  # (F, T) net import limit, inf = none
+    feeder_export_limit_w: np.ndarray  # (F, T) net export limit (magnitude)
+    transformer_import_limit_w: np.ndarray  # (X, T)
+    transformer_export_limit_w: np.ndarray  # (X, T)
+    import_price_per_kwh: np.ndarray  # (T,) may be negative
+    export_price_per_kwh: np.ndarray  # (T,) paid for export; may be negative
+    terminal_value_per_kwh: float = 0.10  # value of energy left in the battery at the horizon end
+    ev_max_w: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) or empty = no EVs
+    ev_need_wh: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) energy by deadline
+    ev_deadline_slot: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # (N,) exclusive
+
+    @property
+    def n(self) -> int:
+        return len(self.house_ids)
+
+    @property
+    def t(self) -> int:
+        return int(self.load_w.shape[1])
+
+    @property
+    def slot_h(self) -> float:
+        return self.slot_s / 3600.0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field that has the wrong shape or sign."""
+        n, t = self.n, self.t
+        for name in ("load_w", "pv_power_w", "max_import_w", "max_export_w"):
+            if getattr(self, name).shape != (n, t):
+                raise ValueError(f"{name} must have shape ({n}, {t})")
+        if np.any(self.pv_power_w > 1e-9):
+            raise ValueError("pv_power_w must be <= 0 (production negative)")
+        if np.any(self.load_w < -1e-9):
+            raise ValueError("load_w must be >= 0")
+        f = len(self.feeder_ids)
+        if self.feeder_import_limit_w.shape != (f, t) or self.feeder_export_limit_w.shape != (f, t):
+            raise ValueError(f"feeder limits must have shape ({f}, {t})")
+
+    def subset(self, houses: np.ndarray) -> FleetProblem:
+        """The sub-problem of ``houses`` (sorted indices) with only the feeders/transformers they use."""
+        houses = np.asarray(houses, dtype=int)
+        feeders = np.unique(self.feeder_of[houses])
+        f_map = np.full(len(self.feeder_ids), -1)
+        f_map[feeders] = np.arange(len(feeders))
+        xs = np.unique(self.transformer_of[feeders])
+        x_map = np.full(len(self.transformer_ids), -1)
+        x_map[xs] = np.arange(len(xs))
+        has_ev = self.ev_max_w.size > 0
+        return replace(
+            self,
+            house_ids=tuple(self.house_ids[i] for i in houses),
+            battery_ids=tuple(self.battery_ids[i] for i in houses),
+            load_w=self.load_w[houses],
+            pv_power_w=self.pv_power_w[houses],
+            pv_rated_w=self.pv_rated_w[houses],
+            capacity_wh=self.capacity_wh[houses],
+            soc_pct=self.soc_pct[houses],
+            soc_min_pct=self.soc_min_pct[houses],
+            soc_max_pct=self.soc_max_pct[houses],
+            reserve_soc_pct=self.reserve_soc_pct[houses],
+            max_charge_w=self.max_charge_w[houses],
+            max_discharge_w=self.max_discharge_w[houses],
+            charge_efficiency=self.charge_efficiency[houses],
+            discharge_efficiency=self.discharge_efficiency[houses],
+            max_import_w=self.max_import_w[houses],
+            max_export_w=self.max_export_w[houses],
+            feeder_of=f_map[self.feeder_of[houses]],
+            feeder_ids=tuple(self.feeder_ids[i] for i in feeders),
+            transformer_of=x_map[self.transformer_of[feeders]],
+            transformer_ids=tuple(self.transformer_ids[i] for i in xs),
+            feeder_import_limit_w=self.feeder_import_limit_w[feeders],
+            feeder_export_limit_w=self.feeder_export_limit_w[feeders],
+            transformer_import_limit_w=self.transformer_import_limit_w[xs],
+            transformer_export_limit_w=self.transformer_export_limit_w[xs],
+            ev_max_w=self.ev_max_w[houses] if has_ev else self.ev_max_w,
+            ev_need_wh=self.ev_need_wh[houses] if has_ev else self.ev_need_wh,
+            ev_deadline_slot=self.ev_deadline_slot[houses] if has_ev else self.ev_deadline_slot,
+        )
+
+    def blocks(self) -> list[np.ndarray]:
+        """Independent house groups: one per transformer with a finite limit, else one per feeder.
+
+        Without rows that span blocks the LP is block-diagonal, so solving blocks
+        separately gives exactly the monolithic optimum.
+        """
+        x_limited = np.isfinite(self.transformer_import_limit_w).any(axis=1) | np.isfinite(
+            self.transformer_export_limit_w
+        ).any(axis=1)
+        # block key: transformer index if limited, else (num_transformers + feeder index)
+        key = np.where(
+            x_limited[self.transformer_of[self.feeder_of]],
+            self.transformer_of[self.feeder_of],
+            len(self.transformer_ids) + self.feeder_of,
+        )
+        order = np.argsort(key, kind="stable")
+        _, first = np.unique(key[order], return_index=True)
+        return [np.sort(b) for b in np.split(order, first[1:])]

@@ -1,0 +1,38 @@
+#!/usr/bin/with-contenv bashio
+# Map the add-on options (/data/options.json) to the agent's VPP_AGENT_* environment
+# and run it in the foreground (the Supervisor sends SIGTERM on stop).
+set -euo pipefail
+
+export VPP_AGENT_AGGREGATOR="$(bashio::config 'aggregator')"
+export VPP_AGENT_DEVICE__HOST="$(bashio::config 'device_host')"
+export VPP_AGENT_DEVICE__PORT="$(bashio::config 'device_port')"
+export VPP_AGENT_DEVICE__UNIT_ID="$(bashio::config 'device_unit_id')"
+export VPP_AGENT_DEVICE__METER_IMPORT_POSITIVE="$(bashio::config 'meter_import_positive')"
+export VPP_AGENT_SITE__MAX_IMPORT_W="$(bashio::config 'max_import_w')"
+export VPP_AGENT_SITE__MAX_EXPORT_W="$(bashio::config 'max_export_w')"
+export VPP_AGENT_BATTERY__RESERVE_SOC_PCT="$(bashio::config 'reserve_soc_pct')"
+export VPP_AGENT_CONTROL__MODE="$(bashio::config 'mode')"
+export VPP_AGENT_METRICS_HOST=0.0.0.0
+export VPP_AGENT_METRICS_PORT=9465
+
+if bashio::config.has_value 'house_id'; then
+    export VPP_AGENT_HOUSE_ID="$(bashio::config 'house_id')"
+fi
+
+if bashio::config.true 'insecure'; then
+    bashio::log.warning "insecure: plaintext gRPC, house id from a header (demos only)"
+    export VPP_AGENT_INSECURE=true
+else
+    for f in tls_ca_file tls_cert_file tls_key_file; do
+        if ! bashio::fs.file_exists "$(bashio::config "$f")"; then
+            bashio::exit.nok "$f: $(bashio::config "$f") not found; copy the files from 'aggregator certs house' to /ssl/vpp/"
+        fi
+    done
+    export VPP_AGENT_TLS__CA_FILE="$(bashio::config 'tls_ca_file')"
+    export VPP_AGENT_TLS__CERT_FILE="$(bashio::config 'tls_cert_file')"
+    export VPP_AGENT_TLS__KEY_FILE="$(bashio::config 'tls_key_file')"
+fi
+
+bashio::log.info "edge agent for ${VPP_AGENT_DEVICE__HOST}:${VPP_AGENT_DEVICE__PORT} -> ${VPP_AGENT_AGGREGATOR}"
+cd /data
+exec /opt/vpp/bin/edge-agent run

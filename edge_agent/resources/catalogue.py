@@ -1,0 +1,157 @@
+"""Resource Manager for a vendor-catalogue hybrid (battery + PV + meter), same API as HybridInverterRM.
+
+It reads every point of the catalogue entry in one pass (contiguous blocks),
+maps the points' roles to the house's measurements (DESIGN.md signs: power
+positive when consuming) and commands the battery through the entry's
+control sequences.  A failed read turns measurements STALE (within
+``stale_after_s``) and then MISSING, an out-of-range value IMPLAUSIBLE:
+never 0 W.  Writes go through an optional :class:`WriteGuard`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from edge_agent.drivers.catalogue import CatalogueDevice, CatalogueEntry
+from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
+from edge_agent.drivers.write_guard import WriteGuard
+from edge_agent.resources.hybrid import PLAUSIBLE_POWER_W, DeviceConfigurationError, HouseSnapshot, Nameplate
+from edge_agent.resources.s2 import BatteryNameplate
+from vpp_common.clock import Clock
+from vpp_common.messages import (
+    ControlType,
+    CurtailmentFlexibility,
+    Flexibility,
+    Measurement,
+    ResourceInfo,
+    ResourceKind,
+    ResourceTelemetry,
+    SiteTelemetry,
+    StorageFlexibility,
+    Validity,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CatalogueHybridRM:
+    """Battery (FRBC), PV (PEBC) and meter (measurement only) of one catalogue device.
+
+    ``capacity_wh`` and ``rated_power_w`` come from configuration (vendor
+    maps rarely publish them); charge/discharge limits from the entry's
+    ``max_charge_w``/``max_discharge_w`` points when it has them, else from
+    ``max_charge_w``/``max_discharge_w`` here.
+    """
+
+    battery_id = "battery"
+    pv_id = "pv"
+    meter_id = "grid_meter"
+
+    def __init__(self, entry: CatalogueEntry, host: str, port: int, clock: Clock, *, unit_id: int | None = None,
+                 timeout_s: float = 2.0, capacity_wh: float = 10_000.0, rated_power_w: float = 10_000.0,
+                 max_charge_w: float = 5_000.0, max_discharge_w: float = 5_000.0, reserve_soc_pct: float = 10.0,
+                 stale_after_s: float = 30.0, write_guard: WriteGuard | None = None) -> None:
+        if entry.control is None:
+            raise DeviceConfigurationError(f"catalogue entry {entry.device.id} has no battery control section")
+        self.entry = entry
+        self._dev = CatalogueDevice(entry, host, port, unit_id, timeout_s=timeout_s, write_guard=write_guard)
+        self._clock = clock
+        self._defaults = (capacity_wh, rated_power_w, max_charge_w, max_discharge_w)
+        self._reserve = reserve_soc_pct
+        self._stale_after_s = stale_after_s
+        self._last: dict[str, Measurement] = {}
+        self.nameplate: Nameplate | None = None
+
+    async def connect(self) -> None:
+        """Connect and read once for the nameplate.  DeviceUnavailable if unreachable."""
+        await self._dev.connect()
+        m = self._dev.measurements(await self._dev.read_all())
+        capacity, rated, charge, discharge = self._defaults
+        charge = m.get("max_charge_w") or charge
+        discharge = m.get("max_discharge_w") or discharge
+        self.nameplate = Nameplate(rated_power_w=rated, capacity_wh=capacity, max_charge_w=charge,
+                                   max_discharge_w=discharge, wchamax_w=charge)
+
+    async def close(self) -> None:
+        await self._dev.close()
+
+    @property
+    def resources(self) -> tuple[ResourceInfo, ...]:
+        n = self.nameplate
+        return (
+            ResourceInfo(self.battery_id, ResourceKind.BATTERY, ControlType.FRBC,
+                         max(n.max_charge_w, n.max_discharge_w) if n else 0.0, n.capacity_wh if n else 0.0),
+            ResourceInfo(self.pv_id, ResourceKind.PV, ControlType.PEBC, n.rated_power_w if n else 0.0, 0.0),
+            ResourceInfo(self.meter_id, ResourceKind.GRID_METER, ControlType.NOT_CONTROLLABLE, 0.0, 0.0),
+        )
+
+    def battery_nameplate(self) -> BatteryNameplate:
+        """For the S2 FRBC description (edge_agent.resources.s2)."""
+        assert self.nameplate is not None, "connect() first"
+        n = self.nameplate
+        return BatteryNameplate(n.max_charge_w, n.max_discharge_w, n.capacity_wh, reserve_soc_pct=self._reserve)
+
+    def _measure(self, name: str, value: float | None, now: datetime, lo: float, hi: float) -> Measurement:
+        if value is None:
+            last = self._last.get(name)
+            if last is not None and last.measured_at is not None and \
+                    (now - last.measured_at).total_seconds() <= self._stale_after_s:
+                return Measurement(last.value, Validity.STALE, last.measured_at)
+            return Measurement.missing()
+        if not lo <= value <= hi:
+            return Measurement(value, Validity.IMPLAUSIBLE, now)
+        m = Measurement(value, Validity.VALID, now)
+        self._last[name] = m
+        return m
+
+    async def poll(self) -> HouseSnapshot:
+        """Read the device once; failures give STALE/MISSING measurements, never zeros."""
+        assert self.nameplate is not None, "connect() first"
+        now = self._clock.now()
+        try:
+            m: dict[str, float] = self._dev.measurements(await self._dev.read_all())
+        except (DeviceUnavailable, DeviceRejected) as exc:
+            log.warning("%s: read failed: %s", self._dev.name, exc)
+            m = {}
+        g = self._measure("grid", m.get("grid_power_w"), now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
+        p = self._measure("pv", m.get("pv_power_w"), now, -PLAUSIBLE_POWER_W, 1.0)
+        b = self._measure("battery", m.get("battery_power_w"), now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
+        s = self._measure("soc", m.get("soc_pct"), now, 0.0, 100.0)
+        if g.usable and p.usable and b.usable:
+            assert g.value is not None and p.value is not None and b.value is not None
+            load = Measurement(g.value - p.value - b.value, Validity.VALID, now)
+        else:
+            load = Measurement.missing()
+        telemetry = SiteTelemetry(now, g, p, b, s, load, (
+            ResourceTelemetry(self.battery_id, b, s), ResourceTelemetry(self.pv_id, p),
+            ResourceTelemetry(self.meter_id, g)))
+        n = self.nameplate
+        flex = Flexibility(
+            valid_from=now,
+            storages=(StorageFlexibility(
+                resource_id=self.battery_id, soc_pct=s.value if s.value is not None else 0.0,
+                soc_min_pct=0.0, soc_max_pct=100.0, reserve_soc_pct=self._reserve,
+                capacity_wh=n.capacity_wh, max_charge_power_w=n.max_charge_w,
+                max_discharge_power_w=n.max_discharge_w),) if s.usable else (),
+            curtailments=(CurtailmentFlexibility(self.pv_id, p.value if p.usable and p.value is not None else 0.0,
+                                                 -n.rated_power_w),),
+        )
+        return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w)
+
+    async def set_battery_power(self, power_w: float) -> None:
+        """Hold the battery at ``power_w`` W (charging > 0), clamped to the nameplate limits."""
+        assert self.nameplate is not None, "connect() first"
+        n = self.nameplate
+        await self._dev.command_battery(max(-n.max_discharge_w, min(n.max_charge_w, power_w)))
+
+    async def release(self) -> None:
+        """Give the battery back to the device's own mode."""
+        await self._dev.release()
+
+    async def set_pv_limit(self, limit_w: float | None) -> None:
+        """Not supported yet for catalogue devices (no curtailment section in the entries)."""
+        raise ModelNotFound("PV curtailment is not in this catalogue entry", device=self._dev.name)
+
+
+__all__ = ["CatalogueHybridRM"]
