@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from edge_agent.config import AgentConfig
+from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.energy_manager.decide import BatteryLimits, Decision, decide
 from edge_agent.energy_manager.forecast import ForecastErrors, HistoryForecaster, Site
 from edge_agent.energy_manager.plans import PlanBook
@@ -77,6 +78,8 @@ class EdgeAgent:
         self._telemetry_interval_s = config.telemetry_interval_s
         self._stream_down_since: float | None = time.monotonic()
         self._last_written: tuple[float, datetime] | None = None
+        self._pv_limit: tuple[float, datetime] | None = None  # (W, when written)
+        self._pv_limit_supported = True
         self._last_flex_sent: object = None
         self.uplink = UplinkClient(
             target=config.aggregator, house_id=config.house_id or "", hello=self._hello,
@@ -293,7 +296,8 @@ class EdgeAgent:
         decision = decide(now, snap.telemetry, self.plans.active(now), self._stream_ok(), self.effective_limits(now),
                           battery, self.device.battery_id,
                           previous_w=previous[0] if previous else None,
-                          dt_s=(now - previous[1]).total_seconds() if previous else 0.0)
+                          dt_s=(now - previous[1]).total_seconds() if previous else 0.0,
+                          active_pv_limit_w=self._pv_limit[0] if self._pv_limit else None)
         self.stats.last_decision = decision
         grid = snap.telemetry.grid_power_w
         cap_w = self.effective_limits(now).max_export_w
@@ -316,7 +320,32 @@ class EdgeAgent:
                 self.metrics.device_writes.labels("ok").inc()
                 self.metrics.setpoint.set(decision.battery_w)
                 self._last_written = (decision.battery_w, now)
+        await self._apply_pv_limit(decision.pv_limit_w, now)
         return decision
+
+    async def _apply_pv_limit(self, limit_w: float | None, now: datetime) -> None:
+        """Curtail PV (S2 PEBC) for the export cap; refreshed before the device reverts it."""
+        if not self._pv_limit_supported:
+            return
+        current = self._pv_limit
+        if limit_w is None and current is None:
+            return
+        if limit_w is not None and current is not None:
+            changed = abs(limit_w - current[0]) >= self.config.control.deadband_w
+            if not changed and (now - current[1]).total_seconds() < self.config.battery.revert_s / 2:
+                return
+        try:
+            await self.device.set_pv_limit(limit_w)
+        except ModelNotFound as exc:  # not supported: never retried
+            self._pv_limit_supported = False
+            log.warning("PV curtailment not available (%s): export cap holds only as far as the battery can", exc)
+            return
+        except (DeviceUnavailable, DeviceRejected) as exc:
+            self.metrics.device_writes.labels("error").inc()
+            log.warning("PV limit write failed (will retry): %s", exc)
+            return
+        self.metrics.device_writes.labels("ok").inc()
+        self._pv_limit = None if limit_w is None else (limit_w, now)
 
     def _should_write(self, value_w: float, now: datetime) -> bool:
         if self._last_written is None:

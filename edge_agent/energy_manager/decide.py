@@ -32,7 +32,11 @@ class Decision:
     pv_limit_w: float | None = None  # PV production cap (magnitude, W) for the export cap; None = no cap
 
 
-def pv_limit_for_export_cap(base_w: float, pv_w: float, battery_w: float, max_export_w: float) -> float | None:
+RELEASE_HEADROOM_W = 1000.0  # a PV limit is lifted once export is this far below the cap
+
+
+def pv_limit_for_export_cap(base_w: float, pv_w: float, battery_w: float, max_export_w: float,
+                            active_limit_w: float | None = None) -> float | None:
     """The PV production cap (W, magnitude) that keeps export within ``max_export_w``
     once the battery is at ``battery_w``; None when no curtailment is needed.
 
@@ -40,7 +44,13 @@ def pv_limit_for_export_cap(base_w: float, pv_w: float, battery_w: float, max_ex
     when the battery cannot absorb the surplus (S2 PEBC: the envelope's lower limit).
     """
     grid_w = base_w + battery_w
-    excess_w = -max_export_w - grid_w  # > 0: exporting this much too much
+    excess_w = -max_export_w - grid_w  # > 0: exporting this much too much; < 0: headroom
+    if active_limit_w is not None:
+        # measured PV is already curtailed: follow the cap from there (a limit that rises with
+        # the headroom), and lift it only with a clear margin, or the limit would flap
+        if -excess_w >= RELEASE_HEADROOM_W:
+            return None
+        return max(0.0, -pv_w - excess_w)
     if excess_w <= 0:
         return None
     return max(0.0, -pv_w - excess_w)
@@ -90,7 +100,7 @@ def ramp(desired_w: float, previous_w: float | None, dt_s: float, max_ramp_w_per
 
 def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, stream_ok: bool,
            limits: SiteLimits, battery: BatteryLimits, resource_id: str = "battery",
-           previous_w: float | None = None, dt_s: float = 0.0) -> Decision:
+           previous_w: float | None = None, dt_s: float = 0.0, active_pv_limit_w: float | None = None) -> Decision:
     """The battery setpoint for this tick.
 
     ``plan`` is the adopted plan (or None); ``stream_ok`` is False once the
@@ -125,6 +135,6 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
     pv = telemetry.pv_power_w
     # the safety clamp already pushed the battery as far toward charging as it may go:
     # whatever export is still over the cap can only be curtailed
-    pv_limit = (pv_limit_for_export_cap(base_w, pv.value, value, limits.max_export_w)
+    pv_limit = (pv_limit_for_export_cap(base_w, pv.value, value, limits.max_export_w, active_pv_limit_w)
                 if pv.usable and pv.value is not None else None)
     return Decision(value, mode, reason, rules, pv_limit)
