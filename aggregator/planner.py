@@ -37,7 +37,7 @@ from aggregator.metrics import AggregatorMetrics
 from aggregator.service.sessions import ControlItem, Session, SessionRegistry
 from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
 from vpp_common.clock import Clock, wait_event
-from vpp_common.messages import DispatchPlan, GridSignal, ResourceKind, SiteLimits
+from vpp_common.messages import DispatchPlan, GridSignal, ResourceKind, SiteLimits, StorageFlexibility
 from vpp_common.timeslots import align_down
 
 log = logging.getLogger(__name__)
@@ -294,8 +294,9 @@ class Planner:
             return []
         finally:
             self._metrics.solve_duration.observe(time.perf_counter() - solve_started)
-        self._flex_up = float(sum(i.storage.max_charge_power_w for i in inputs))
-        self._flex_down = float(sum(i.storage.max_discharge_power_w for i in inputs))
+        self._flex_up = self._flex_down = 0.0
+        for i in inputs:
+            self._count_flexibility(i.storage)
         self._metrics.flexibility_up.set(self._flex_up)
         self._metrics.flexibility_down.set(self._flex_down)
         if result.relaxations:
@@ -332,23 +333,20 @@ class Planner:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    async def _plan_house(self, house_id: str, now: datetime) -> DispatchPlan | None:
-        house = await self._store.get_house(house_id)
-        flex = await self._store.get_flexibility(house_id)
-        if house is None or flex is None or not flex.storages:
-            return None  # nothing to dispatch yet
-        storage = flex.storages[0]
+    def _count_flexibility(self, storage: StorageFlexibility) -> None:
+        """Fleet power that could still be added (charging) or shed (discharging), W."""
         self._flex_up += storage.max_charge_power_w if storage.soc_pct < storage.soc_max_pct else 0.0
         self._flex_down += storage.max_discharge_power_w if storage.soc_pct > storage.reserve_soc_pct else 0.0
+
+    async def _plan_house(self, house_id: str, now: datetime) -> DispatchPlan | None:
+        house = await self._house_input(house_id)
+        if house is None:
+            return None  # nothing to dispatch yet
+        storage, limits = house.storage, house.limits
+        self._count_flexibility(storage)
         start = align_down(now, self._cfg.slot_s)
-        imp = self._prices(start)
-        limits = house.hello.limits
-        override = await self._store.get_limit_override(house_id)
-        if override is not None:  # temporary limits only ever tighten
-            limits = SiteLimits(min(limits.max_import_w, override.limits.max_import_w),
-                                min(limits.max_export_w, override.limits.max_export_w))
-        inp = TouPlanInput(start=start, slot_s=self._cfg.slot_s, import_price_per_kwh=imp, storage=storage,
-                           max_import_w=limits.max_import_w,
+        inp = TouPlanInput(start=start, slot_s=self._cfg.slot_s, import_price_per_kwh=self._prices(start),
+                           storage=storage, max_import_w=limits.max_import_w,
                            grid_charge_target_soc_pct=self._cfg.grid_charge_target_soc_pct)
         version = await self._store.next_plan_version(house_id)
         started = time.perf_counter()

@@ -269,8 +269,6 @@ class CatalogueSimulator:
 
     @faults.setter
     def faults(self, faults: Faults) -> None:
-        if faults.slow_s < 0 or math.isnan(faults.slow_s):
-            raise ValueError(f"Faults.slow_s must be >= 0, got {faults.slow_s}")
         self._faults = faults
         self._signal_faults_changed()
 

@@ -156,6 +156,13 @@ class Faults:
     implausible: bool = False
     slow_s: float = 0.0
 
+    def __post_init__(self) -> None:
+        # checked here, once, for every simulator that takes Faults
+        if self.slow_s < 0 or math.isnan(self.slow_s):
+            raise ValueError(f"Faults.slow_s must be >= 0, got {self.slow_s}")
+        if self.exception_code is not None:
+            ExcCodes(int(self.exception_code))  # ValueError for codes Modbus does not have
+
 
 @dataclass(frozen=True)
 class RegisterWrite:
@@ -332,10 +339,6 @@ class SunSpecHybridSimulator:
 
     @faults.setter
     def faults(self, faults: Faults) -> None:
-        if faults.slow_s < 0 or math.isnan(faults.slow_s):
-            raise ValueError(f"Faults.slow_s must be >= 0, got {faults.slow_s}")
-        if faults.exception_code is not None:
-            ExcCodes(int(faults.exception_code))  # ValueError for codes Modbus does not have
         self._faults = faults
         self._signal_faults_changed()
 
