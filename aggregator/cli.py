@@ -7,6 +7,8 @@
     aggregator serve --insecure                       # demo: plaintext, embedded in-memory store
     aggregator serve --config aggregator.toml         # see aggregator/config.py for the format
     VPP_AGG_STORE_URL=redis://localhost:6379/0 aggregator serve --insecure
+    aggregator serve --config agg.toml --clock-start 2026-06-21T08:00:00+00:00 --clock-speed 300 \
+        --clock-anchor 1790000000.0                   # simulation: an accelerated clock shared with the agents
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aggregator.admin_cli import add_admin_commands, run_admin
 from aggregator.certs import Issued, create_ca, house_uri, issue_house, issue_server
 from aggregator.config import AggregatorConfig
 from vpp_common.cli import EXIT_CONFIG, run_main, run_until_signal, setup_logging
+from vpp_common.clock import add_clock_arguments, clock_from_arguments
 from vpp_common.config import ConfigError, load_config
 
 
@@ -42,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, help="port of /metrics (default 9464)")
     serve.add_argument("--insecure", action="store_true", default=None,
                        help="plaintext gRPC, house id from a header: local demos only")
+    add_clock_arguments(serve)
     add_admin_commands(sub)
     certs = sub.add_parser(
         "certs", help="create the fleet CA and issue aggregator and house certificates (mTLS)",
@@ -115,7 +119,11 @@ async def _serve(args: argparse.Namespace) -> int:
     config = load_config(AggregatorConfig, args.config, listen=args.listen, store_url=args.store_url,
                          admin_listen=args.admin_listen,
                          metrics_port=args.metrics_port, insecure=args.insecure)
-    server = AggregatorServer(config)
+    try:
+        clock = clock_from_arguments(args.clock_start, args.clock_speed, args.clock_anchor, args.clock_hold)
+    except ValueError as exc:
+        raise ConfigError(f"clock: {exc}") from None
+    server = AggregatorServer(config, clock=clock)
     await run_until_signal(server.start, server.stop)
     return 0
 

@@ -12,6 +12,7 @@ Example ``aggregator.toml``::
     horizon_slots = 96
     lease_s = 3600
     cycle_s = 300
+    # prices_file = "prices.csv"         # a price series instead of the [[tariff]] below
 
     [[tariff]]
     start = "00:00"
@@ -50,12 +51,42 @@ class PlanningConfig(BaseModel):
         "lp", description="lp: the fleet LP (OR-Tools, feeder limits, forecasts); tou: the simple price rule")
     solver_workers: int = Field(1, ge=1, le=64, description="processes that run the LP (never the event loop)")
     solve_time_limit_s: float = Field(60.0, gt=0, description="per cycle; then the previous plans stay")
+    prices_file: Path | None = Field(
+        None, description="CSV timestamp,import_price_per_kwh,export_price_per_kwh (ISO 8601 with offset, "
+                          "each price holds until the next row): used instead of the TOU tariff when set; "
+                          "slots past the last known price hold its value")
+    prices_publish_hour_utc: int | None = Field(
+        None, ge=0, le=23, description="with prices_file: a day's prices become known at this UTC hour of the "
+                                       "day before (day-ahead auction); None = the whole file is known")
+    horizon_within_known_prices: bool = Field(
+        False, description="with prices_file: end each plan's horizon at the last known price "
+                           "(instead of holding that price to horizon_slots)")
+    terminal_value_per_kwh: float | Literal["mean_price"] = Field(
+        0.10, description="LP: value of energy left in the batteries at the horizon end; "
+                          '"mean_price" = the horizon\'s mean of (import + export price) / 2')
+    cycle_align: bool = Field(False, description="run cycles at clock times that are multiples of cycle_s "
+                                                 "(+ cycle_offset_s), e.g. on the hour, instead of cycle_s apart")
+    cycle_offset_s: float = Field(0.0, ge=0, description="with cycle_align: this many clock s after the multiple "
+                                                         "(lets the houses report the new slot first)")
+    replan_on_update: bool = Field(True, description="re-plan (debounced) when a house connects or sends new "
+                                                     "flexibility; False = only on the cycle")
+    feeder_control_s: float = Field(
+        30.0, ge=0, description="share each limited feeder among its houses live, from their latest telemetry, every "
+                                "this many clock seconds (a feeder envelope replacing the plan's; 0 = off)")
+    warm_solver: bool = Field(False, description="lp: start the solver process at startup, not at the first solve")
 
     @model_validator(mode="after")
     def _lease_within_horizon(self) -> PlanningConfig:
         if self.lease_s > self.slot_s * self.horizon_slots:
             raise ValueError(f"lease_s {self.lease_s} exceeds the horizon ({self.slot_s * self.horizon_slots} s)")
         return self
+
+    @field_validator("prices_file")
+    @classmethod
+    def _prices_readable(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"file {v} does not exist")
+        return v
 
 
 class FeederConfig(BaseModel):

@@ -15,7 +15,9 @@ new flexibility).  A house may be connected to any replica, so:
 from __future__ import annotations
 
 import asyncio
+import csv
 import logging
+import math
 import time
 import multiprocessing
 import uuid
@@ -23,6 +25,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -31,13 +35,15 @@ from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_pr
 from aggregator.dispatch.optimise import DispatchResult, optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.tariff import TouTariff
+from aggregator.feeder_control import Feeder, FeederController
 from aggregator.dispatch.tou import TouPlanInput, make_plan
 from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
 from aggregator.service.sessions import ControlItem, Session, SessionRegistry
 from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
-from vpp_common.clock import Clock, wait_event
-from vpp_common.messages import DispatchPlan, GridSignal, ResourceKind, SiteLimits, StorageFlexibility
+from vpp_common.clock import UTC, Clock, wait_event
+from vpp_common.config import ConfigError
+from vpp_common.messages import DispatchPlan, GridSignal, PriceSlot, ResourceKind, SiteLimits, StorageFlexibility
 from vpp_common.timeslots import align_down
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,91 @@ log = logging.getLogger(__name__)
 def optimise_job(problem: FleetProblem, previous: dict[str, DispatchPlan], now: datetime) -> DispatchResult:
     """Runs in a solver process (a module-level function, so it pickles)."""
     return optimise(problem, DispatchOptions(), previous, now=now)
+
+
+def warm_up_job() -> bool:
+    """Runs in a solver process at startup: the imports (OR-Tools) happen now, not in the first cycle."""
+    from aggregator.dispatch import solve  # noqa: F401
+
+    return True
+
+
+class PriceSource(Protocol):
+    currency: str
+
+    def prices(self, start: datetime, slot_s: int, n_slots: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def price_slots(self, start: datetime, slot_s: int, n_slots: int) -> tuple[PriceSlot, ...]: ...
+
+
+class PriceSeries:
+    """Import and export prices from a CSV file (``planning.prices_file``).
+
+    Columns ``timestamp,import_price_per_kwh,export_price_per_kwh``; a row's prices hold
+    from its timestamp (ISO 8601 with offset) until the next row; the file's last
+    interval is as long as the one before it (or ``slot_s`` for one row).  Slots
+    before the first row take its prices; slots after the last *known* price (the
+    file's end, or what is published by ``known_until``) hold that price.
+    """
+
+    def __init__(self, times: list[datetime], import_prices: list[float], export_prices: list[float], *,
+                 slot_s: int, publish_hour_utc: int | None = None, currency: str = "EUR") -> None:
+        if not times:
+            raise ValueError("a price series needs at least one row")
+        if any(b <= a for a, b in zip(times, times[1:])):
+            raise ValueError("price timestamps must increase strictly")
+        self.currency = currency
+        self._t = np.array([t.timestamp() for t in times])
+        self._imp = np.asarray(import_prices, dtype=float)
+        self._exp = np.asarray(export_prices, dtype=float)
+        if not (np.isfinite(self._imp).all() and np.isfinite(self._exp).all()):
+            raise ValueError("prices must be finite numbers")
+        last_step = float(self._t[-1] - self._t[-2]) if len(times) > 1 else float(slot_s)
+        self.end = times[-1] + timedelta(seconds=last_step)
+        self._publish_hour = publish_hour_utc
+
+    @classmethod
+    def load(cls, path: Path, *, slot_s: int, publish_hour_utc: int | None = None) -> PriceSeries:
+        times: list[datetime] = []
+        imp: list[float] = []
+        exp: list[float] = []
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            need = {"timestamp", "import_price_per_kwh", "export_price_per_kwh"}
+            if reader.fieldnames is None or not need <= set(reader.fieldnames):
+                raise ValueError(f"{path}: need columns {', '.join(sorted(need))}")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    t = datetime.fromisoformat(row["timestamp"].strip().replace("Z", "+00:00"))
+                    if t.tzinfo is None:
+                        raise ValueError("timestamp without an offset")
+                    times.append(t)
+                    imp.append(float(row["import_price_per_kwh"]))
+                    exp.append(float(row["export_price_per_kwh"]))
+                except (ValueError, AttributeError) as exc:
+                    raise ValueError(f"{path} line {line}: {exc}") from None
+        return cls(times, imp, exp, slot_s=slot_s, publish_hour_utc=publish_hour_utc)
+
+    def known_until(self, now: datetime) -> datetime:
+        """End of the prices known at ``now``: the file's end, or the day-ahead publication's."""
+        if self._publish_hour is None:
+            return self.end
+        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        published = day + timedelta(days=2 if now.astimezone(UTC).hour >= self._publish_hour else 1)
+        return min(self.end, published)
+
+    def prices(self, start: datetime, slot_s: int, n_slots: int,
+               known_until: datetime | None = None) -> tuple[np.ndarray, np.ndarray]:
+        at = start.timestamp() + slot_s * np.arange(n_slots)
+        if known_until is not None:  # unknown prices: the last known one holds
+            at = np.minimum(at, max(known_until.timestamp() - slot_s, self._t[0]))
+        idx = np.clip(np.searchsorted(self._t, at, side="right") - 1, 0, len(self._t) - 1)
+        return self._imp[idx].copy(), self._exp[idx].copy()
+
+    def price_slots(self, start: datetime, slot_s: int, n_slots: int) -> tuple[PriceSlot, ...]:
+        imp, exp = self.prices(start, slot_s, n_slots)
+        return tuple(PriceSlot(start + timedelta(seconds=i * slot_s), slot_s, float(imp[i]), float(exp[i]))
+                     for i in range(n_slots))
 
 REPLAN_QUEUE = "replan"
 
@@ -61,7 +152,15 @@ class Planner:
         self._store = store
         self._sessions = sessions
         self._clock = clock
-        self._tariff = tariff
+        self._tariff: PriceSource = tariff
+        self._series: PriceSeries | None = None
+        if config.prices_file is not None:  # a price series replaces the TOU tariff
+            try:
+                self._series = PriceSeries.load(config.prices_file, slot_s=config.slot_s,
+                                                publish_hour_utc=config.prices_publish_hour_utc)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"planning.prices_file: {exc}") from None
+            self._tariff = self._series
         self._cfg = config
         self._metrics = metrics
         self._replica_id = replica_id
@@ -71,6 +170,11 @@ class Planner:
                                             f.export_limit_w if f.export_limit_w is not None else float("inf"),
                                             f.transformer) for f in feeders}
         self._feeder_of = {h: f.id for f in feeders for h in f.houses}
+        self.feeder_control = FeederController(
+            store, [Feeder(f.id, tuple(f.houses), f.import_limit_w or float("inf"),
+                           f.export_limit_w if f.export_limit_w is not None else float("inf")) for f in feeders],
+            interval_s=config.feeder_control_s or 30.0, stale_after_s=max(3 * (config.feeder_control_s or 30.0), 600.0),
+            deliver=self.send_signal)
         # the service's encoder, set by the server: the planner knows no protobuf
         self.encode_signal: Callable[[GridSignal], object] = lambda signal: signal
         self._pending: set[str] = set()
@@ -78,18 +182,33 @@ class Planner:
         self.plans_written = 0
         self._flex_up = self._flex_down = 0.0
         self._price_cache: tuple[datetime, np.ndarray] | None = None
+        self._cycle_target: float | None = None  # clock epoch s of the next aligned cycle
         self._signal_cache: GridSignal | None = None
         self.last_published: dict[str, tuple[int, float]] = {}  # house -> (version, monotonic s)
 
     def request(self, house_id: str) -> None:
-        """Ask for a re-plan of ``house_id`` soon (debounced)."""
+        """Ask for a re-plan of ``house_id`` soon (debounced); ignored with ``replan_on_update`` off."""
+        if not self._cfg.replan_on_update:
+            return
         self._pending.add(house_id)
         self._wake.set()
+
+    def _horizon_prices(self, start: datetime, now: datetime) -> tuple[np.ndarray, np.ndarray]:
+        """Import and export prices of the horizon from ``start`` as known at ``now`` (a price
+        series may end the horizon early: ``horizon_within_known_prices``)."""
+        cfg = self._cfg
+        if self._series is None:
+            return self._tariff.prices(start, cfg.slot_s, cfg.horizon_slots)
+        known = self._series.known_until(now)
+        n = cfg.horizon_slots
+        if cfg.horizon_within_known_prices:
+            n = min(n, max(0, math.floor((known - start).total_seconds() / cfg.slot_s)))
+        return self._series.prices(start, cfg.slot_s, n, known_until=known)
 
     def _prices(self, start: datetime) -> np.ndarray:
         """Import prices of the horizon from ``start``: the same for every house in a cycle."""
         if self._price_cache is None or self._price_cache[0] != start:
-            imp, _ = self._tariff.prices(start, self._cfg.slot_s, self._cfg.horizon_slots)
+            imp, _ = self._horizon_prices(start, self._clock.now())
             imp.setflags(write=False)
             self._price_cache = (start, imp)
         return self._price_cache[1]
@@ -108,10 +227,20 @@ class Planner:
         """The fleet's prices plus this house's temporary limits, if any."""
         base = self.grid_signal()
         override = await self._store.get_limit_override(house_id)
-        if override is None:
+        env = self.feeder_control.envelope(house_id, self._clock.now()) if self._cfg.feeder_control_s > 0 else None
+        if override is None and env is None:
             return base
+        if env is None:
+            assert override is not None
+            return GridSignal(issued_at=base.issued_at, currency=base.currency, prices=base.prices,
+                              limits=override.limits, limits_valid_until=override.valid_until)
+        limits, until = env.limits, env.valid_until
+        if override is not None:  # both only ever tighten
+            limits = SiteLimits(min(limits.max_import_w, override.limits.max_import_w),
+                                min(limits.max_export_w, override.limits.max_export_w))
+            until = min(until, override.valid_until)
         return GridSignal(issued_at=base.issued_at, currency=base.currency, prices=base.prices,
-                          limits=override.limits, limits_valid_until=override.valid_until)
+                          limits=limits, limits_valid_until=until, limits_are_feeder_envelope=True)
 
     async def deliver(self, house_id: str) -> None:
         """Send the house its current plan and signal, wherever its stream is."""
@@ -122,6 +251,14 @@ class Planner:
         route = await self._store.get_route(house_id)
         if route is not None and route != self._replica_id:
             await self._store.queue_push(dispatch_queue(route), house_id)
+
+    async def send_signal(self, house_id: str) -> None:
+        """Send the house its current grid signal (prices, temporary limits, feeder envelope) if its
+        stream is on this replica.  Feeder envelopes live on the leader only: houses streaming to
+        another replica keep to their plan's grid envelopes (a known limit of multi-replica runs)."""
+        session = self._sessions.get(house_id)
+        if session is not None:
+            session.outbox.put(ControlItem(self.encode_signal(await self.house_signal(house_id))))
 
     async def _send_current(self, house_id: str, session: Session) -> None:
         plan = await self._store.get_plan(house_id)
@@ -136,17 +273,60 @@ class Planner:
             group.create_task(self._plan_loop(), name="plan-loop")
             group.create_task(self._consume_replans(), name="replan-consumer")
             group.create_task(self._consume_dispatch(), name="dispatch-consumer")
+            if self._cfg.feeder_control_s > 0 and self.feeder_control.active:
+                group.create_task(self._feeder_loop(), name="feeder-control")
+
+    async def _feeder_loop(self) -> None:
+        """Live feeder envelopes while this replica leads (see aggregator.feeder_control)."""
+        period = self._cfg.feeder_control_s / self._clock.speed
+        while True:
+            await asyncio.sleep(period)
+            if not self._elector.is_leader:
+                continue
+            try:
+                await self.feeder_control.step(self._clock.now())
+            except StoreError as exc:
+                self._metrics.store_errors.inc()
+                log.warning("feeder envelopes skipped: %s", exc)
+
+    def _next_cycle(self) -> float:
+        """Monotonic time of the next full cycle: ``cycle_s`` clock seconds from now, or, with
+        ``cycle_align``, the next clock time that is a multiple of ``cycle_s`` (+ offset)."""
+        cfg = self._cfg
+        if not cfg.cycle_align:
+            return time.monotonic() + cfg.cycle_s / self._clock.speed
+        epoch = self._clock.now().timestamp()
+        self._cycle_target = (math.floor((epoch - cfg.cycle_offset_s) / cfg.cycle_s) + 1) * cfg.cycle_s \
+            + cfg.cycle_offset_s
+        return time.monotonic() + (self._cycle_target - epoch) / self._clock.speed
+
+    def _cycle_not_yet(self) -> float | None:
+        """With ``cycle_align``: if the clock has not reached the cycle's time yet (a clock that
+        stands still before its start), the new monotonic deadline; else None."""
+        left = None if self._cycle_target is None else self._cycle_target - self._clock.now().timestamp()
+        return None if left is None or left <= 0 else time.monotonic() + left / self._clock.speed
+
+    async def _warm_solver(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._solver_pool(), warm_up_job)
+        except Exception as exc:  # noqa: BLE001 -- the first cycle starts it anyway
+            log.warning("could not warm up the solver process: %s", exc)
 
     async def _plan_loop(self) -> None:
-        next_cycle = time.monotonic()
+        if self._cfg.optimiser == "lp" and self._cfg.warm_solver:
+            await self._warm_solver()
+        next_cycle = self._next_cycle() if self._cfg.cycle_align else time.monotonic()
         while True:
             timeout = max(0.0, next_cycle - time.monotonic())
             if await wait_event(self._wake, timeout):
                 await asyncio.sleep(self._cfg.debounce_s)  # collect a burst of requests into one cycle
             self._wake.clear()
+            if time.monotonic() >= next_cycle and (later := self._cycle_not_yet()) is not None:
+                next_cycle = later
+                continue
             if time.monotonic() >= next_cycle:
                 houses = None  # everyone
-                next_cycle = time.monotonic() + self._cfg.cycle_s / self._clock.speed
+                next_cycle = self._next_cycle()
             else:
                 houses, self._pending = self._pending, set()
             try:
@@ -280,9 +460,16 @@ class Planner:
                 inputs.append(inp)
         if not inputs:
             return []
-        imp, exp = self._tariff.prices(start, self._cfg.slot_s, self._cfg.horizon_slots)
-        problem = prepare_problem(inputs, start=start, slot_s=self._cfg.slot_s, horizon_slots=self._cfg.horizon_slots,
+        imp, exp = self._horizon_prices(start, now)
+        if len(imp) == 0:
+            log.info("no known prices from %s on: nothing to plan", start.isoformat())
+            return []
+        problem = prepare_problem(inputs, start=start, slot_s=self._cfg.slot_s, horizon_slots=len(imp),
                                   import_price_per_kwh=imp, export_price_per_kwh=exp, feeders=self._feeders)
+        terminal = self._cfg.terminal_value_per_kwh
+        if terminal == "mean_price":  # stored energy worth the horizon's mean of buying and selling it
+            terminal = float(np.mean((imp + exp) / 2))
+        problem = replace(problem, terminal_value_per_kwh=terminal)
         previous = {i.house_id: p for i in inputs if (p := await self._store.get_plan(i.house_id)) is not None}
         solve_started = time.perf_counter()
         try:
@@ -345,7 +532,10 @@ class Planner:
         storage, limits = house.storage, house.limits
         self._count_flexibility(storage)
         start = align_down(now, self._cfg.slot_s)
-        inp = TouPlanInput(start=start, slot_s=self._cfg.slot_s, import_price_per_kwh=self._prices(start),
+        prices = self._prices(start)
+        if len(prices) == 0:
+            return None  # no known prices from here on (price series, horizon within them)
+        inp = TouPlanInput(start=start, slot_s=self._cfg.slot_s, import_price_per_kwh=prices,
                            storage=storage, max_import_w=limits.max_import_w,
                            grid_charge_target_soc_pct=self._cfg.grid_charge_target_soc_pct)
         version = await self._store.next_plan_version(house_id)

@@ -166,10 +166,18 @@ class EdgeAgent:
         self.grid_signal = signal
         self._wake.set()
 
+    def _signal_limits_active(self, now: datetime) -> bool:
+        s = self.grid_signal
+        return not (s is None or s.limits is None or (s.limits_valid_until is not None and now >= s.limits_valid_until))
+
+    def feeder_envelope_active(self, now: datetime) -> bool:
+        """The aggregator's live feeder share holds: it replaces the plan's grid envelopes."""
+        return self._signal_limits_active(now) and bool(self.grid_signal and self.grid_signal.limits_are_feeder_envelope)
+
     def effective_limits(self, now: datetime) -> SiteLimits:
         """Configured limits, tightened (never loosened) by the aggregator's temporary ones."""
         s = self.grid_signal
-        if s is None or s.limits is None or (s.limits_valid_until is not None and now >= s.limits_valid_until):
+        if s is None or s.limits is None or not self._signal_limits_active(now):
             return self.limits
         return SiteLimits(min(self.limits.max_import_w, s.limits.max_import_w),
                           min(self.limits.max_export_w, s.limits.max_export_w))
@@ -297,7 +305,8 @@ class EdgeAgent:
                           battery, self.device.battery_id,
                           previous_w=previous[0] if previous else None,
                           dt_s=(now - previous[1]).total_seconds() if previous else 0.0,
-                          active_pv_limit_w=self._pv_limit[0] if self._pv_limit else None)
+                          active_pv_limit_w=self._pv_limit[0] if self._pv_limit else None,
+                          plan_grid_envelope=not self.feeder_envelope_active(now))
         self.stats.last_decision = decision
         grid = snap.telemetry.grid_power_w
         cap_w = self.effective_limits(now).max_export_w

@@ -2,6 +2,7 @@
 
     edge-agent run --config /etc/vpp/edge-agent.toml
     edge-agent run --insecure --device-host 192.168.1.50 --aggregator vpp.example.net:50051
+    edge-agent run --config house.toml --no-metrics --clock-start 2026-06-21T08:00:00+00:00 --clock-speed 300
     edge-agent scan --host 192.168.1.50 [--port 502] [--unit 1] [--model sungrow_sh] [--json]
 
 Exit codes of ``scan``: 0 found, 2 configuration (unknown model, not SunSpec,
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from edge_agent.config import AgentConfig
 from vpp_common.cli import run_main, run_until_signal, setup_logging
+from vpp_common.clock import add_clock_arguments, clock_from_arguments
 from vpp_common.config import ConfigError, load_config
 
 
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device-port", type=int, help="Modbus TCP port (default 502)")
     run.add_argument("--metrics-port", type=int, help="port of /metrics (default 9465)")
     run.add_argument("--insecure", action="store_true", default=None, help="plaintext gRPC: local demos only")
+    run.add_argument("--no-metrics", action="store_true", help="do not serve /metrics (many agents on one host)")
+    add_clock_arguments(run)
     scan = sub.add_parser(
         "scan", help="discover a device and print its models and points",
         description="Installer tool: find the SunSpec models of a Modbus TCP device (or read a vendor "
@@ -99,7 +103,13 @@ async def _run(args: argparse.Namespace) -> int:
         device.update({k: v for k, v in (("host", args.device_host), ("port", args.device_port)) if v})
         config = load_config(AgentConfig, args.config, aggregator=args.aggregator, house_id=args.house_id,
                              metrics_port=args.metrics_port, insecure=args.insecure, device=device)
-    agent = EdgeAgent(config)
+    if args.no_metrics:
+        config = config.model_copy(update={"metrics_port": None})
+    try:
+        clock = clock_from_arguments(args.clock_start, args.clock_speed, args.clock_anchor, args.clock_hold)
+    except ValueError as exc:
+        raise ConfigError(f"clock: {exc}") from None
+    agent = EdgeAgent(config, clock=clock)
     try:
         await run_until_signal(agent.start, agent.stop)
     except (NotSunSpec, DeviceConfigurationError) as exc:

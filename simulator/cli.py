@@ -1,5 +1,9 @@
-"""``vpp-sim``: the physical world for demos and tests.
+"""``vpp-sim``: the fleet evaluation, and the physical world for demos and tests.
 
+    vpp-sim run                      # the default scenario: every strategy, KPI table (fast mode)
+    vpp-sim run --scenario DIR --days 30 --json report.json --plots plots/
+    vpp-sim run --mode live --houses 20 --days 0.5   # real processes on loopback
+    vpp-sim scenario export DIR      # the default scenario as a folder to edit
     vpp-sim demo                     # one house end to end, a simulated day in ~40 s
     vpp-sim demo --hours 6 --json summary.json
     vpp-sim device --port 1502       # a SunSpec hybrid inverter on Modbus TCP until Ctrl-C
@@ -10,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from dataclasses import replace
 import json
 import logging
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from vpp_common.cli import run_main, run_until_signal, setup_logging
+from vpp_common.cli import EXIT_CONFIG, run_main, run_until_signal, setup_logging
 from vpp_common.clock import UTC, AcceleratedClock, SystemClock
+
+_STRATEGIES = ("no_battery", "battery_idle", "self_consumption", "tou", "fleet", "perfect_foresight")
 
 
 def _utc_datetime(text: str) -> datetime:
@@ -43,6 +50,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run", help="evaluate strategies on a fleet scenario: KPI table, JSON, plots",
+        description="Run a fleet scenario (default: the embedded one, built from real data; see "
+                    "simulator/fleet/data/README.md) under each strategy and report, per strategy, energy cost, "
+                    "self-consumption, self-sufficiency, feeder peaks against limits, energy over limits, export-"
+                    "cap violations and battery cycles. Fast mode drives the edge decision and the aggregator's "
+                    "optimiser in-process on a simulated clock; live mode runs the fleet strategy as real "
+                    "processes (aggregator, one edge agent per house, Modbus device simulators) on loopback.",
+        epilog="Scenario folders are described in docs/scenario-format.md; `vpp-sim scenario export DIR` writes "
+               "the default one as an example.")
+    run.add_argument("--scenario", type=Path, help="scenario folder (default: the embedded default scenario)")
+    run.add_argument("--days", type=_positive, help="days to evaluate, after the warm-up (default: 7 for the "
+                     "embedded scenario, all the folder's data otherwise; live mode: 10 h from 08:00)")
+    run.add_argument("--warmup-days", type=float, default=None,
+                     help="days simulated first and not counted, so forecasters have history (default 2 for the "
+                          "embedded scenario, 0 for a folder)")
+    run.add_argument("--houses", type=int, help="only the first N houses (live mode default: 20)")
+    run.add_argument("--strategies", default=",".join(_STRATEGIES),
+                     help=f"comma-separated subset of {','.join(_STRATEGIES)} (default: all)")
+    run.add_argument("--mode", choices=("fast", "live"), default="fast",
+                     help="fast: in-process, simulated clock (default); live: real processes on loopback, "
+                          "fleet strategy only, compared with fast mode")
+    run.add_argument("--speed", type=_positive, default=300.0,
+                     help="live mode: simulated seconds per real second (default 300)")
+    run.add_argument("--replan-min", type=int, default=60, help="fleet and tou re-plan period in minutes (default 60)")
+    run.add_argument("--workers", type=int, default=None, help="solver processes (default: min(2, cores))")
+    run.add_argument("--json", type=Path, help="write the figures to this JSON file (top-level keys by strategy)")
+    run.add_argument("--plots", type=Path, help="write PNG plots to this folder")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    scen = sub.add_parser("scenario", help="write the embedded default scenario as a folder",
+                          description="Write the embedded default scenario in the documented folder format "
+                                      "(scenario.toml, houses.csv, series/<id>.csv, prices.csv, feeders.csv) "
+                                      "to use as a template for your own fleet.")
+    scen_sub = scen.add_subparsers(dest="scenario_command", required=True)
+    exp = scen_sub.add_parser("export", help="write the default scenario to DIR")
+    exp.add_argument("dir", type=Path, help="folder to write (created)")
+    exp.add_argument("--days", type=_positive, default=9.0, help="days to write (default 9)")
+    exp.add_argument("--houses", type=int, help="only the first N houses")
+    exp.add_argument("--force", action="store_true", help="write into a folder that is not empty")
     demo = sub.add_parser("demo", help="one house end to end over loopback; prints a summary",
                           description="Run a simulated SunSpec hybrid inverter, an edge agent and an aggregator "
                                       "(in-memory store) over real loopback sockets on an accelerated clock, "
@@ -127,8 +173,109 @@ async def _device(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scenario(args: argparse.Namespace, days: float | None):
+    """The scenario asked for, cut to warm-up + ``days``; returns (scenario, warm-up slots)."""
+    from simulator.fleet.scenario import load_scenario
+
+    if args.scenario is None:
+        from simulator.fleet.default_scenario import DEFAULT_DAYS, default_scenario
+
+        sc = default_scenario()
+        warm = 2.0 if args.warmup_days is None else args.warmup_days
+        days = days if days is not None else DEFAULT_DAYS
+    else:
+        sc = load_scenario(args.scenario)
+        warm = 0.0 if args.warmup_days is None else args.warmup_days
+    if warm < 0:
+        raise ValueError("--warmup-days must be >= 0")
+    warm_slots = int(round(warm * 86400 / sc.slot_s))
+    if days is not None:
+        want = warm_slots + int(round(days * 86400 / sc.slot_s))
+        if want > sc.t:
+            raise ValueError(f"the scenario has {sc.t * sc.slot_s / 86400:g} days; asked for {warm:g} warm-up + "
+                             f"{days:g} days")
+        sc = sc.head(want)
+    if warm_slots >= sc.t:
+        raise ValueError("the warm-up takes the whole scenario: lower --warmup-days")
+    if args.houses is not None:
+        if args.houses < 1:
+            raise ValueError("--houses must be >= 1")
+        sc = sc.select([h.house_id for h in sc.houses[: args.houses]])
+    return sc, warm_slots
+
+
+def _run(args: argparse.Namespace) -> int:
+    from simulator.fleet.report import print_report, write_json, write_plots
+    from simulator.fleet.runner import run_fast
+    from simulator.fleet.scenario import ScenarioError
+    from simulator.fleet.strategies import StrategyOptions
+
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    bad = [s for s in strategies if s not in _STRATEGIES]
+    if bad or not strategies:
+        print(f"error: unknown strategy {bad[0] if bad else '(none)'!r}; choose from {', '.join(_STRATEGIES)}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    if args.replan_min < 15:
+        print("error: --replan-min must be >= 15", file=sys.stderr)
+        return EXIT_CONFIG
+    live_default = args.mode == "live" and args.days is None
+    if args.mode == "live" and args.houses is None:
+        args.houses = 20
+    try:
+        # live mode by default: 10 h from 08:00 (after the warm-up days) of 20 houses
+        sc, warm = _scenario(args, (8 + 10) / 24 if live_default else args.days)
+        if live_default:
+            sc, warm = sc.window(warm + int(8 * 3600 // sc.slot_s), sc.t), 0
+    except (ScenarioError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    options = StrategyOptions(replan_s=args.replan_min * 60)
+    if args.mode == "live":
+        from simulator.fleet.compare import run_live_comparison
+
+        return run_live_comparison(sc, warm, speed=args.speed, options=replace(options, plan_from_slot=0),
+                                   json_path=args.json, show_progress=not args.no_progress)
+    print(f"vpp-sim: {sc.n} houses, {sc.t * sc.slot_s / 86400:g} days ({warm * sc.slot_s / 86400:g} warm-up), "
+          f"strategies: {', '.join(strategies)}", file=sys.stderr)
+    result = run_fast(sc, strategies, warmup_slots=warm, options=options, workers=args.workers,
+                      show_progress=not args.no_progress)
+    print_report(result, sys.stdout)
+    if args.json:
+        write_json(result, args.json)
+        print(f"\nfigures written to {args.json}")
+    if args.plots:
+        for p in write_plots(result, args.plots):
+            print(f"plot written to {p}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from simulator.fleet.default_scenario import default_scenario
+    from simulator.fleet.scenario import write_scenario
+
+    if args.dir.exists() and any(args.dir.iterdir()) and not args.force:
+        print(f"error: {args.dir} is not empty (use --force to write into it)", file=sys.stderr)
+        return EXIT_CONFIG
+    sc = default_scenario().head(int(round(args.days * 86400 / 900)))
+    if args.houses is not None:
+        sc = sc.select([h.house_id for h in sc.houses[: max(1, args.houses)]])
+    write_scenario(sc, args.dir)
+    print(f"scenario {sc.name!r} ({sc.n} houses, {sc.t * sc.slot_s / 86400:g} days) written to {args.dir}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        setup_logging(args.verbose, logging.WARNING)
+        try:
+            return _run(args)
+        except KeyboardInterrupt:
+            return 130
+    if args.command == "scenario":
+        setup_logging(args.verbose, logging.WARNING)
+        return _export(args)
     # the demo prints its own progress table: only warnings interleave with it by default
     setup_logging(args.verbose, logging.WARNING if args.command == "demo" else logging.INFO)
     if args.command == "demo":

@@ -71,7 +71,7 @@ from simulator.sunspec_image import (
     decode_raw,
     scale,
 )
-from vpp_common.clock import Clock
+from vpp_common.clock import Clock, utc
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,10 @@ class SunSpecHybridSimulator:
     """
 
     def __init__(self, config: SimulatorConfig | None, clock: Clock, host: str = "127.0.0.1",
-                 port: int = 0, unit_id: int = 1, base_address: int = DEFAULT_BASE_ADDRESS) -> None:
+                 port: int = 0, unit_id: int = 1, base_address: int = DEFAULT_BASE_ADDRESS,
+                 start: datetime | None = None) -> None:
+        """``start``: when the physics begins (default: ``clock.now()``); requests before it
+        see the state at ``start`` and no time passes for the house until then."""
         self.config = config if config is not None else SimulatorConfig()
         self.clock = clock
         self.host = host
@@ -244,7 +247,7 @@ class SunSpecHybridSimulator:
         self._server: ModbusTcpServer | None = None
         self._inflight: set[asyncio.Task[object]] = set()
         self._waiters: list[tuple[WritePredicate, asyncio.Future[RegisterWrite]]] = []
-        self._start_at = clock.now()
+        self._start_at = utc(start) if start is not None else clock.now()
         self._last_control_write_at: datetime | None = None
         self._last_curtail_write_at: datetime | None = None
         self.curtail_reverts: list[datetime] = []

@@ -22,14 +22,70 @@ discharge efficiency and stops exactly at its limits.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from vpp_common.clock import utc
 
 Profile = Callable[[datetime], float]
 """A profile returns a power magnitude in W (>= 0) for an aware UTC time."""
+
+
+@dataclass(frozen=True)
+class SlotSeries:
+    """A power magnitude (W >= 0) per slot of ``slot_s`` seconds from ``start``, held over each slot.
+
+    Before ``start`` the first value holds, after the last slot the last value.
+    The slot boundaries are the series' *breakpoints*: :class:`HousePhysics`
+    integrates piecewise across them, so energy per slot is exact whenever the
+    physics is stepped.
+    """
+
+    start: datetime
+    slot_s: float
+    values_w: tuple[float, ...]
+
+    def __init__(self, start: datetime, slot_s: float, values_w: Sequence[float]) -> None:
+        values = tuple(float(v) for v in values_w)
+        if not values:
+            raise ValueError("SlotSeries needs at least one value")
+        if slot_s <= 0:
+            raise ValueError(f"SlotSeries.slot_s must be > 0, got {slot_s}")
+        if any(not math.isfinite(v) or v < 0 for v in values):
+            raise ValueError("SlotSeries values must be finite and >= 0")
+        object.__setattr__(self, "start", utc(start))
+        object.__setattr__(self, "slot_s", float(slot_s))
+        object.__setattr__(self, "values_w", values)
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(seconds=self.slot_s * len(self.values_w))
+
+    def index(self, now: datetime) -> int:
+        """Slot index of ``now`` (may lie outside 0..len-1)."""
+        return math.floor((utc(now) - self.start).total_seconds() / self.slot_s)
+
+    def at(self, now: datetime) -> float:
+        i = min(max(self.index(now), 0), len(self.values_w) - 1)
+        return self.values_w[i]
+
+    def next_breakpoint(self, after: datetime) -> datetime | None:
+        """The first slot boundary (start .. end, inclusive) strictly after ``after``; None past the end."""
+        k = max(0, self.index(after) + 1)
+        if k > len(self.values_w):
+            return None
+        t = self.start + timedelta(seconds=self.slot_s * k)
+        if t <= after:  # ``after`` lies exactly on a boundary (floating point): the next one
+            k += 1
+            if k > len(self.values_w):
+                return None
+            t = self.start + timedelta(seconds=self.slot_s * k)
+        return t
+
+    @property
+    def max_w(self) -> float:
+        return max(self.values_w)
 
 
 @dataclass(frozen=True)
@@ -42,6 +98,9 @@ class PhysicsConfig:
     The household load is ``load_base_w`` plus Gaussian morning and evening
     peaks.  ``pv_profile``/``load_profile`` replace these shapes (they return
     magnitudes >= 0: production W for PV, consumption W for load).
+    ``pv_series``/``load_series`` (per-slot values, held over each slot) take
+    precedence over both; PV from a series is the production *before*
+    curtailment (``pv_kwp`` and the performance ratio do not scale it).
     """
 
     pv_kwp: float = 8.0
@@ -63,6 +122,8 @@ class PhysicsConfig:
     load_evening_peak_utc_h: float = 19.0
     pv_profile: Profile | None = None
     load_profile: Profile | None = None
+    pv_series: SlotSeries | None = None
+    load_series: SlotSeries | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, why: str) -> None:
@@ -86,13 +147,23 @@ class PhysicsConfig:
 
     @property
     def pv_peak_w(self) -> float:
-        """Highest PV production of the built-in profile, W (magnitude)."""
+        """Highest PV production of the built-in profile (or of the series), W (magnitude)."""
+        if self.pv_series is not None:
+            return self.pv_series.max_w
         return self.pv_kwp * 1000.0 * self.pv_performance_ratio
 
     @property
     def load_max_w(self) -> float:
-        """Upper bound of the built-in load profile, W."""
+        """Upper bound of the built-in load profile (or of the series), W."""
+        if self.load_series is not None:
+            return self.load_series.max_w
         return self.load_base_w + self.load_morning_peak_w + self.load_evening_peak_w
+
+    def next_breakpoint(self, after: datetime) -> datetime | None:
+        """The next instant after ``after`` at which a series steps (None: no more steps)."""
+        points = [b for s in (self.pv_series, self.load_series) if s is not None
+                  and (b := s.next_breakpoint(after)) is not None]
+        return min(points) if points else None
 
 
 def _hour_of_day(now: datetime) -> float:
@@ -102,6 +173,8 @@ def _hour_of_day(now: datetime) -> float:
 
 def pv_production_w(config: PhysicsConfig, now: datetime) -> float:
     """PV production at ``now`` as a magnitude in W (>= 0)."""
+    if config.pv_series is not None:
+        return config.pv_series.at(now)
     if config.pv_profile is not None:
         return max(0.0, float(config.pv_profile(now)))
     h = _hour_of_day(now)
@@ -113,6 +186,8 @@ def pv_production_w(config: PhysicsConfig, now: datetime) -> float:
 
 def household_load_w(config: PhysicsConfig, now: datetime) -> float:
     """Household consumption at ``now`` in W (>= 0)."""
+    if config.load_series is not None:
+        return config.load_series.at(now)
     if config.load_profile is not None:
         return max(0.0, float(config.load_profile(now)))
     h = _hour_of_day(now)
@@ -228,8 +303,17 @@ class _Counters:
     inverter_produced_wh: float = 0.0
 
 
+BreakpointObserver = Callable[["PhysicsSnapshot"], None]
+
+
 class HousePhysics:
-    """One house, advanced by :meth:`step` with monotonically increasing times."""
+    """One house, advanced by :meth:`step` with monotonically increasing times.
+
+    With series inputs the integration is split at the series' breakpoints
+    (slot boundaries), where the powers are re-evaluated; ``observer``, if
+    set, is called with the snapshot at each breakpoint reached (counters and
+    SoC exactly at the boundary), e.g. to record per-slot energies.
+    """
 
     def __init__(self, config: PhysicsConfig, start: datetime,
                  command: BatteryCommand = SELF_CONSUMPTION) -> None:
@@ -242,6 +326,7 @@ class HousePhysics:
         self._load_w = 0.0
         self._battery_w = 0.0
         self._pv_limit_w: float | None = None
+        self.observer: BreakpointObserver | None = None
         self._snapshot = self._evaluate()
 
     @property
@@ -272,6 +357,14 @@ class HousePhysics:
         dt_s = (now - self._t).total_seconds()
         if dt_s < 0:
             raise ValueError(f"time went backwards: {now.isoformat()} < {self._t.isoformat()}")
+        # the inputs step at breakpoints: integrate piece by piece, re-evaluating at each
+        while (bp := self._config.next_breakpoint(self._t)) is not None and bp <= now:
+            self._integrate((bp - self._t).total_seconds())
+            self._t = bp
+            self._snapshot = self._evaluate()
+            if self.observer is not None:
+                self.observer(self._snapshot)
+        dt_s = (now - self._t).total_seconds()
         if dt_s > 0:
             self._integrate(dt_s)
         self._t = now
@@ -391,9 +484,11 @@ class HousePhysics:
 __all__ = [
     "SELF_CONSUMPTION",
     "BatteryCommand",
+    "BreakpointObserver",
     "HousePhysics",
     "PhysicsConfig",
     "PhysicsSnapshot",
+    "SlotSeries",
     "household_load_w",
     "pv_production_w",
     "window_from_storage_controls",

@@ -59,14 +59,20 @@ class AcceleratedClock:
     Two processes given the same ``start``, ``speed`` and ``anchor_unix_s``
     (the wall instant that maps to ``start``) agree on the time, so an
     aggregator and its agents can run a simulated day together.
+
+    ``hold_before_anchor``: before the anchor the clock stands still at
+    ``start`` (processes can start up and connect "at" the start), and
+    :meth:`sleep` waits until the clock has really advanced by the duration.
     """
 
-    def __init__(self, start: datetime, speed: float, anchor_unix_s: float | None = None) -> None:
+    def __init__(self, start: datetime, speed: float, anchor_unix_s: float | None = None,
+                 hold_before_anchor: bool = False) -> None:
         if speed <= 0:
             raise ValueError(f"clock speed must be > 0, got {speed}")
         self._start = utc(start)
         self._speed = float(speed)
         self._anchor = time.time() if anchor_unix_s is None else anchor_unix_s
+        self._hold = hold_before_anchor
 
     @property
     def speed(self) -> float:
@@ -76,11 +82,21 @@ class AcceleratedClock:
     def anchor_unix_s(self) -> float:
         return self._anchor
 
+    @property
+    def hold_before_anchor(self) -> bool:
+        return self._hold
+
     def now(self) -> datetime:
         elapsed_real = time.time() - self._anchor
+        if self._hold:
+            elapsed_real = max(0.0, elapsed_real)
         return self._start + timedelta(seconds=elapsed_real * self._speed)
 
     async def sleep(self, duration_s: float) -> None:
+        if self._hold:  # until the clock reads now + duration (the anchor may lie ahead)
+            wake = max(time.time(), self._anchor) + max(0.0, duration_s) / self._speed
+            await asyncio.sleep(max(0.0, wake - time.time()))
+            return
         await asyncio.sleep(max(0.0, duration_s) / self._speed)
 
 
@@ -155,3 +171,30 @@ def _has_loop() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def add_clock_arguments(parser: object) -> None:
+    """``--clock-start/--clock-speed/--clock-anchor``: run on an :class:`AcceleratedClock`
+    (a simulation: processes given the same three values agree on the time)."""
+    add = parser.add_argument  # type: ignore[attr-defined]
+    add("--clock-start", help="accelerated clock: simulated start time, ISO 8601 with offset "
+                              "(e.g. 2026-06-21T08:00:00+00:00); default: the system clock")
+    add("--clock-speed", type=float, default=None, help="accelerated clock: simulated seconds per real second")
+    add("--clock-anchor", type=float, default=None,
+        help="accelerated clock: the Unix time (real) that maps to --clock-start; default: now")
+    add("--clock-hold", action="store_true",
+        help="accelerated clock: stand at --clock-start until the anchor (start up before the simulation)")
+
+
+def clock_from_arguments(start: str | None, speed: float | None, anchor: float | None,
+                         hold: bool = False) -> Clock:
+    """The clock the flags of :func:`add_clock_arguments` describe (the system clock without them).
+
+    Raises ValueError for a start without an offset, a speed without a start, or a speed <= 0.
+    """
+    if start is None:
+        if speed is not None or anchor is not None or hold:
+            raise ValueError("--clock-speed/--clock-anchor/--clock-hold need --clock-start")
+        return SystemClock()
+    at = datetime.fromisoformat(start)
+    return AcceleratedClock(utc(at), 1.0 if speed is None else speed, anchor, hold_before_anchor=hold)

@@ -273,6 +273,7 @@ class GridSignal:
     prices: tuple[PriceSlot, ...] = field(default_factory=tuple)
     limits: SiteLimits | None = None  # temporary site limits, if any
     limits_valid_until: datetime | None = None
+    limits_are_feeder_envelope: bool = False  # live feeder share: replaces the plan slots' grid envelopes
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,7 +130,9 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     # over-cap import/export also trades at the price, plus the penalty
     cost[v("oi").ravel()] = cost[v("imp").ravel()] + o.penalty_per_kwh * kwh
     cost[v("oe").ravel()] = cost[v("exp").ravel()] + o.penalty_per_kwh * kwh
-    cost[v("e")[:, -1]] = -p.terminal_value_per_kwh / 1000.0
+    if o.holding_cost_per_kwh_h > 0:  # stored energy costs a little per hour: charge late, discharge early
+        cost[v("e").ravel()] += o.holding_cost_per_kwh_h * p.slot_h / 1000.0
+    cost[v("e")[:, -1]] += -p.terminal_value_per_kwh / 1000.0
     cost[ng * nt : fz] = o.penalty_per_kwh * kwh
     cost[fz : fz + nf * t] = o.fairness_weight
 

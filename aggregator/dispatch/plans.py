@@ -104,6 +104,40 @@ def _reasons(p: FleetProblem, b: BlockSolution, sub: FleetProblem) -> list[list[
     return out
 
 
+def _export_binds_later(sub: FleetProblem, b: BlockSolution) -> np.ndarray:
+    """(F, T): True where the feeder's export limit binds in a later slot of the plan."""
+    grid = b.import_w - b.export_w + b.over_import_w - b.over_export_w
+    net = np.zeros((len(sub.feeder_ids), grid.shape[1]))
+    np.add.at(net, sub.feeder_of, grid)
+    binds = (net <= -sub.feeder_export_limit_w + TOL_W + b.feeder_over_export_w) & np.isfinite(sub.feeder_export_limit_w)
+    later = np.zeros_like(binds)
+    later[:, :-1] = np.flip(np.logical_or.accumulate(np.flip(binds[:, 1:], axis=1), axis=1), axis=1)
+    return later
+
+
+def _feeder_budgets(sub: FleetProblem, grid_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per house and slot, the grid exchange bounds (W) that keep every feeder within its limits
+    whatever the forecasts got wrong: the planned exchange plus a share of the feeder's
+    headroom (export headroom by PV size, import headroom by import cap).  The bounds of a
+    feeder's houses add up to its limit, so houses that keep to them keep the feeder in.
+    ``-inf``/``inf`` where the feeder has no limit.
+    """
+    f = len(sub.feeder_ids)
+    net = np.zeros((f, grid_w.shape[1]))
+    np.add.at(net, sub.feeder_of, grid_w)
+    head_e = np.maximum(net + sub.feeder_export_limit_w, 0.0)  # how much more the feeder may export
+    head_i = np.maximum(sub.feeder_import_limit_w - net, 0.0)
+
+    def shares(weight: np.ndarray) -> np.ndarray:
+        total = np.zeros(f)
+        np.add.at(total, sub.feeder_of, weight)
+        return weight / total[sub.feeder_of]
+
+    w_e = shares(np.maximum(sub.pv_rated_w, 1.0))[:, None]
+    w_i = shares(np.maximum(np.nan_to_num(sub.max_import_w.mean(axis=1), posinf=1e5), 1.0))[:, None]
+    return grid_w - w_e * head_e[sub.feeder_of], grid_w + w_i * head_i[sub.feeder_of]
+
+
 def build_plans(
     p: FleetProblem,
     blocks: list[BlockSolution],
@@ -114,11 +148,9 @@ def build_plans(
 ) -> dict[str, DispatchPlan]:
     """One DispatchPlan per house of the solved blocks.
 
-    Battery target = charge - discharge; envelope: fixed [target, target] where a
-    shared limit or relaxation drove the slot (the fleet needs exactly that),
-    otherwise the side of zero the plan is on (the agent may follow its house
-    balance within it).  Grid envelope: the house caps, tightened to the planned
-    exchange where the feeder limit binds.
+    Battery target = charge - discharge; envelope: see the comment in the loop (the
+    agent follows its real house balance within it).  Grid envelope: the house caps,
+    tightened to the house's share of its feeder's limits (``_feeder_budgets``).
     """
     valid_for = valid_for or timedelta(seconds=p.slot_s * p.t)
     plans: dict[str, DispatchPlan] = {}
@@ -128,20 +160,38 @@ def build_plans(
         bat = np.clip(b.charge_w - b.discharge_w, -p.max_discharge_w[b.houses, None], p.max_charge_w[b.houses, None]).tolist()
         grid = (b.import_w - b.export_w + b.over_import_w - b.over_export_w).tolist()
         cap_exp, cap_imp = p.max_export_w[b.houses].tolist(), p.max_import_w[b.houses].tolist()
+        max_ch, max_dis = p.max_charge_w[b.houses].tolist(), p.max_discharge_w[b.houses].tolist()
+        g_lo_all, g_hi_all = _feeder_budgets(sub, b.import_w - b.export_w + b.over_import_w - b.over_export_w)
+        g_lo_all, g_hi_all = g_lo_all.tolist(), g_hi_all.tolist()
         starts = [p.start + timedelta(seconds=s * p.slot_s) for s in range(p.t)]
+        room_later = _export_binds_later(sub, b)[sub.feeder_of].tolist()
         for k, h in enumerate(b.houses.tolist()):
             slots = []
             for s in range(p.t):
                 tgt = bat[k][s]
                 why = reasons[k][s]
                 g = grid[k][s]
-                g_lo = g if "export limit" in why else -cap_exp[k][s]  # feeder needs: export no more than planned
-                g_hi = g if "import limit" in why else cap_imp[k][s]
+                g_lo = max(g_lo_all[k][s], -cap_exp[k][s])  # the house's share of the feeder's export budget
+                g_hi = min(g_hi_all[k][s], cap_imp[k][s])
                 g_env = Envelope(min(g_lo, g), max(g_hi, g))
-                if "binds" in why or "relaxed" in why:
+                # The agent follows its real house balance within the envelope, so forecast errors
+                # land where they do least harm: fixed where a shared limit binds or the battery sells
+                # to the grid; wide open where the plan is plain self-consumption; otherwise the plan's
+                # intent is a bound (keep at least this much charge / charge at least this much from
+                # the grid: [tgt, P_ch]; leave room, export the rest: [-P_dis, tgt]).
+                p_ch, p_dis = max_ch[k], max_dis[k]
+                if "binds" in why or "relaxed" in why or (tgt < -TOL_W and g < -TOL_W):
                     env = Envelope(tgt, tgt)  # the fleet needs exactly this
+                elif abs(g) <= TOL_W and tgt >= 0 and room_later[k][s]:
+                    # the feeder's export limit binds later today: the room planned for it is kept,
+                    # more PV than forecast now is exported while the feeder can take it
+                    env = Envelope(-p_dis, tgt)
+                elif abs(g) <= TOL_W:
+                    env = Envelope(-p_dis, p_ch)
+                elif g > 0:
+                    env = Envelope(min(tgt, p_ch), p_ch)
                 else:
-                    env = Envelope(0.0, tgt) if tgt >= 0 else Envelope(tgt, 0.0)
+                    env = Envelope(-p_dis, max(tgt, -p_dis))
                 slots.append(
                     PlanSlot(
                         start=starts[s],

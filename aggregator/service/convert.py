@@ -224,6 +224,7 @@ def grid_signal_to_proto(signal: GridSignal) -> gr.GridSignal:
                                           max_export_w=signal.limits.max_export_w))
         if signal.limits_valid_until is not None:
             msg.limits_valid_until.CopyFrom(_ts(signal.limits_valid_until))
+        msg.limits_are_feeder_envelope = signal.limits_are_feeder_envelope
     return msg
 
 

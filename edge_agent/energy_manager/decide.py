@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from vpp_common.messages import DispatchPlan, FallbackMode, SiteLimits, SiteTelemetry
+from vpp_common.messages import DispatchPlan, FallbackMode, PlanSlot, SiteLimits, SiteTelemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,16 +98,32 @@ def ramp(desired_w: float, previous_w: float | None, dt_s: float, max_ramp_w_per
     return min(previous_w + step, max(previous_w - step, desired_w))
 
 
+def slot_limits(limits: SiteLimits, slot: PlanSlot | None) -> SiteLimits:
+    """The site limits tightened by the plan slot's grid envelope.
+
+    Where a shared feeder limit binds, the fleet plan bounds the house's exchange
+    (e.g. "export no more than planned"): when the real PV beats the forecast, the
+    surplus must be stored or curtailed here, not pushed onto the feeder.
+    """
+    env = slot.grid_envelope if slot is not None else None
+    if env is None:
+        return limits
+    return SiteLimits(min(limits.max_import_w, max(0.0, env.max_w)), min(limits.max_export_w, max(0.0, -env.min_w)))
+
+
 def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, stream_ok: bool,
            limits: SiteLimits, battery: BatteryLimits, resource_id: str = "battery",
-           previous_w: float | None = None, dt_s: float = 0.0, active_pv_limit_w: float | None = None) -> Decision:
+           previous_w: float | None = None, dt_s: float = 0.0, active_pv_limit_w: float | None = None,
+           plan_grid_envelope: bool = True) -> Decision:
     """The battery setpoint for this tick.
 
     ``plan`` is the adopted plan (or None); ``stream_ok`` is False once the
     stream has been down past its grace period, which forces the fallback.
     Without usable grid, battery and SoC measurements the battery idles.
     ``previous_w`` and ``dt_s`` (since that setpoint) feed the ramp limit, which
-    yields to the grid limits: safety is applied last.
+    yields to the grid limits: safety is applied last.  ``plan_grid_envelope`` False:
+    ``limits`` already hold a live feeder envelope from the aggregator, which replaces
+    the plan slot's (made on forecasts).
     """
     grid, bat, soc = telemetry.grid_power_w, telemetry.battery_power_w, telemetry.battery_soc_pct
     if not (grid.usable and bat.usable and soc.usable):
@@ -116,6 +132,8 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
     base_w = grid.value - bat.value
     slot = plan.slot_at(now) if plan is not None and stream_ok else None
     sp = slot.setpoint(resource_id) if slot is not None else None
+    if plan_grid_envelope:
+        limits = slot_limits(limits, slot)
     if slot is not None and sp is not None:
         env = sp.envelope
         # fixed setpoint, or follow the house balance within the envelope

@@ -4,9 +4,11 @@
   hours) and *similar day* (the mean of the same slot on the last ``days``
   days).  With no history yet: the last value, flat.
 * PV: a clear-sky profile for the site (pvlib, Ineichen with the shipped Linke
-  turbidity) scaled by what the panels really produced against clear sky on
-  recent days (captures orientation, shading and typical cloud); before any
-  history the scale is ``pv_peak_w / 1000 W/m2``.  Without a location the PV
+  turbidity) times the panels' clear-day response per time of day (produced W
+  per clear-sky W/m2 on the clearest recent day: captures orientation and
+  shading) times a clearness: the last hour's, fading over the first hours into
+  the recent days' mean.  Before any history the response is
+  ``pv_peak_w / 1000 W/m2`` and the clearness 1.  Without a location the PV
   forecast is similar-day, like the load.
 
 Powers in W, as magnitudes (load >= 0, production >= 0) so that the two read
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -25,6 +28,9 @@ import numpy as np
 from vpp_common.timeslots import align_down
 
 SLOTS_PER_DAY_MAX = 1440
+# How long the sky of the last hour persists (e-folding, h): a clear morning mostly
+# stays clear through the afternoon, a load level does not (2 h for load)
+PV_PERSISTENCE_H = 6.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +56,10 @@ class _Slot:
 
 
 class HistoryForecaster:
-    def __init__(self, slot_s: int = 900, days: int = 7, site: Site | None = None) -> None:
+    def __init__(self, slot_s: int = 900, days: int = 7, site: Site | None = None,
+                 clear_sky: Callable[[list[datetime]], np.ndarray] | None = None) -> None:
+        """``clear_sky``: GHI (W/m2) at the middle of each slot start given; default pvlib at ``site``
+        (the fleet simulator passes a precomputed table of the same values: pvlib per call is slow)."""
         if not 60 <= slot_s <= 3600 or 86400 % slot_s:
             raise ValueError(f"slot_s must divide a day and lie in 60..3600, got {slot_s}")
         self.slot_s = slot_s
@@ -59,6 +68,8 @@ class HistoryForecaster:
         self._slots: dict[datetime, _Slot] = {}
         self._order: deque[datetime] = deque()
         self._last: tuple[float, float] | None = None
+        self._clear_sky = clear_sky
+        self.pv_clearness_quantile: float | None = None  # None: mean clearness of recent days
 
     @property
     def slots_per_day(self) -> int:
@@ -97,6 +108,8 @@ class HistoryForecaster:
     def clear_sky_w_m2(self, starts: list[datetime]) -> np.ndarray:
         """Clear-sky GHI at the middle of each slot (W/m2); needs a site."""
         assert self.site is not None
+        if self._clear_sky is not None:
+            return self._clear_sky(starts)
         import pandas as pd
         from pvlib.location import Location
 
@@ -104,19 +117,42 @@ class HistoryForecaster:
         ghi = Location(self.site.latitude, self.site.longitude).get_clearsky(mid, model="ineichen")["ghi"]
         return np.nan_to_num(ghi.to_numpy(dtype=float), nan=0.0)
 
-    def _pv_scale(self, now: datetime) -> float:
-        """Produced W per clear-sky W/m2 over recent days (falls back to the nameplate)."""
+    def _pv_model(self, now: datetime) -> tuple[np.ndarray, float, float | None]:
+        """What the history says about this PV system: per slot of the day, produced W per
+        clear-sky W/m2 on its clearest recent day (orientation, shading: the clear-day
+        response), the mean clearness of recent days, and the clearness of the last hour
+        (None at night or without data).  Clearness = produced / clear-day response."""
         assert self.site is not None
         default = self.site.pv_peak_w / 1000.0
+        per_day = self.slots_per_day
+        k_clear = np.full(per_day, default)
         keys = [k for k in self._order if k < align_down(now, self.slot_s)]
-        if len(keys) < self.slots_per_day // 4:
-            return default
+        if len(keys) < per_day // 4:
+            return k_clear, 1.0, None
         cs = self.clear_sky_w_m2(keys)
         produced = np.array([self.mean(k)[1] for k in keys])  # type: ignore[index]
-        mask = cs > 100.0  # daylight only: dawn ratios are noise
-        if mask.sum() < 4:
-            return default
-        return float(min(2 * default, produced[mask].sum() / cs[mask].sum()))
+        tod = np.array([(k.hour * 3600 + k.minute * 60 + k.second) // self.slot_s for k in keys])
+        day = cs > 50.0  # dawn and dusk ratios are noise
+        ratio = np.where(day, produced / np.maximum(cs, 1.0), np.nan)
+        seen = np.full(per_day, np.nan)
+        for j, r in zip(tod[day].tolist(), ratio[day].tolist(), strict=True):
+            if not r <= seen[j]:  # max, NaN-aware
+                seen[j] = r
+        k_clear = np.clip(np.where(np.isnan(seen), default, seen), 0.0, 2 * default)
+        expected = cs * k_clear[tod]
+        if expected[day].sum() < 1.0:
+            return k_clear, 1.0, None
+        if self.pv_clearness_quantile is None:
+            mean_clearness = float(produced[day].sum() / expected[day].sum())
+        else:  # a high quantile of the days' clearness: plan for the sunny days
+            dates = np.array([k.date().toordinal() for k in keys])
+            per_day = [produced[day & (dates == d)].sum() / max(expected[day & (dates == d)].sum(), 1.0)
+                       for d in np.unique(dates[day])]
+            mean_clearness = float(np.quantile(per_day, self.pv_clearness_quantile))
+        recent = np.array([k >= align_down(now, self.slot_s) - timedelta(hours=1) for k in keys]) & day
+        now_clearness = (float(produced[recent].sum() / expected[recent].sum())
+                         if recent.sum() >= 2 and expected[recent].sum() > 1.0 else None)
+        return k_clear, mean_clearness, now_clearness
 
     def forecast(self, now: datetime, horizon_slots: int = 96) -> Forecast:
         start = align_down(now, self.slot_s)
@@ -126,9 +162,24 @@ class HistoryForecaster:
         # persistence matters for the next hours only, then the day's shape takes over
         hours = np.arange(horizon_slots) * self.slot_s / 3600.0
         w_persist = np.exp(-hours / 2.0)
-        load = np.where(np.isnan(sim_load), last_load, w_persist * last_load + (1 - w_persist) * sim_load)
+        # persist the last slot's *departure* from its similar-day value, not its level: a level
+        # carried from the evening peak into the night (or from the morning peak into the day)
+        # would overstate the load for hours
+        prev_key = start - timedelta(seconds=self.slot_s)
+        prev_sim, _ = self._similar_day([prev_key])
+        anomaly = last_load - float(prev_sim[0]) if not np.isnan(prev_sim[0]) else None
+        if anomaly is None:
+            load = np.where(np.isnan(sim_load), last_load, w_persist * last_load + (1 - w_persist) * sim_load)
+        else:
+            load = np.where(np.isnan(sim_load), last_load, sim_load + w_persist * anomaly)
         if self.site is not None:
-            pv = self.clear_sky_w_m2(starts) * self._pv_scale(now)
+            # clear-day response of these panels x clearness: the last hour's sky persists
+            # for a few hours, then recent days' mean clearness takes over
+            k_clear, mean_c, now_c = self._pv_model(now)
+            w_sky = np.exp(-hours / PV_PERSISTENCE_H)
+            clearness = mean_c if now_c is None else w_sky * now_c + (1 - w_sky) * mean_c
+            tod = np.array([(t.hour * 3600 + t.minute * 60 + t.second) // self.slot_s for t in starts])
+            pv = self.clear_sky_w_m2(starts) * k_clear[tod] * np.minimum(clearness, 1.5)
         else:
             pv = np.where(np.isnan(sim_pv), 0.0, sim_pv)
         return Forecast(start, self.slot_s, np.maximum(load, 0.0), np.maximum(pv, 0.0))

@@ -217,4 +217,5 @@ def grid_signal_from_proto(msg: gr.GridSignal) -> GridSignal:
         limits=limits,
         limits_valid_until=msg.limits_valid_until.ToDatetime(tzinfo=UTC) if msg.HasField("limits_valid_until")
         else None,
+        limits_are_feeder_envelope=msg.limits_are_feeder_envelope and limits is not None,
     )

@@ -193,3 +193,38 @@ def test_process_pool_gives_the_same_cost() -> None:
     finally:
         pool.shutdown(wait=True)
     assert pooled.objective == pytest.approx(local.objective, rel=1e-9)
+
+
+def test_grid_envelopes_share_each_feeder_limit() -> None:
+    """Houses that keep to their plan's grid envelope keep their feeder within its limits,
+    whatever the forecast got wrong: the bounds of a feeder's houses add up to its limit."""
+    p = _small(n=8, t=24)
+    p = replace(p, feeder_export_limit_w=np.full_like(p.feeder_export_limit_w, 9000.0),
+                feeder_import_limit_w=np.full_like(p.feeder_import_limit_w, 30000.0))
+    res = optimise(p)
+    for f in range(len(p.feeder_ids)):
+        houses = [p.house_ids[i] for i in np.flatnonzero(p.feeder_of == f)]
+        for s in range(p.t):
+            envs = [res.plans[h].slots[s].grid_envelope for h in houses]
+            lo = sum(max(e.min_w, -p.max_export_w[0, s]) for e in envs)
+            assert lo >= -9000.0 - 1.0
+            assert sum(e.max_w for e in envs) <= 30000.0 + 1.0
+
+
+def test_decide_keeps_to_the_slots_grid_envelope() -> None:
+    from datetime import UTC, datetime
+
+    from edge_agent.energy_manager.decide import BatteryLimits, decide
+    from vpp_common.messages import (
+        DispatchPlan, Envelope, Measurement, PlanSlot, Setpoint, SiteLimits, SiteTelemetry, Validity,
+    )
+
+    now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
+    # PV beats the forecast: 6 kW surplus; the plan allows 2 kW of export, the battery takes up to 3 kW
+    tele = SiteTelemetry(now, m(-6000.0), m(-6500.0), m(0.0), m(50.0), m(500.0))
+    slot = PlanSlot(now, (Setpoint("battery", 1000.0, Envelope(1000.0, 1000.0)),), Envelope(-2000.0, 17000.0))
+    plan = DispatchPlan("p", 1, now, now, now + timedelta(hours=1), 3600, (slot,))
+    d = decide(now, tele, plan, True, SiteLimits(17000.0, 6000.0), BatteryLimits(3000.0, 3000.0, 10.0))
+    assert d.battery_w == 3000.0 and "export_cap" in d.clamped_by and "nameplate" in d.clamped_by
+    assert d.pv_limit_w == pytest.approx(5500.0)  # 6.5 kW PV - 1 kW of surplus over the budget

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11vpp/v1/grid.proto\x12\x06vpp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\nSiteLimits\x12\x14\n\x0cmax_import_w\x18\x01 \x01(\x01\x12\x14\n\x0cmax_export_w\x18\x02 \x01(\x01\"\xcc\x01\n\nGridSignal\x12-\n\tissued_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12!\n\x06prices\x18\x03 \x03(\x0b\x32\x11.vpp.v1.PriceSlot\x12\"\n\x06limits\x18\x04 \x01(\x0b\x32\x12.vpp.v1.SiteLimits\x12\x36\n\x12limits_valid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9f\x01\n\tPriceSlot\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14import_price_per_kwh\x18\x03 \x01(\x01\x12\x1c\n\x14\x65xport_price_per_kwh\x18\x04 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11vpp/v1/grid.proto\x12\x06vpp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\nSiteLimits\x12\x14\n\x0cmax_import_w\x18\x01 \x01(\x01\x12\x14\n\x0cmax_export_w\x18\x02 \x01(\x01\"\xf0\x01\n\nGridSignal\x12-\n\tissued_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12!\n\x06prices\x18\x03 \x03(\x0b\x32\x11.vpp.v1.PriceSlot\x12\"\n\x06limits\x18\x04 \x01(\x0b\x32\x12.vpp.v1.SiteLimits\x12\x36\n\x12limits_valid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x1alimits_are_feeder_envelope\x18\x06 \x01(\x08\"\x9f\x01\n\tPriceSlot\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14import_price_per_kwh\x18\x03 \x01(\x01\x12\x1c\n\x14\x65xport_price_per_kwh\x18\x04 \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SITELIMITS']._serialized_start=94
   _globals['_SITELIMITS']._serialized_end=150
   _globals['_GRIDSIGNAL']._serialized_start=153
-  _globals['_GRIDSIGNAL']._serialized_end=357
-  _globals['_PRICESLOT']._serialized_start=360
-  _globals['_PRICESLOT']._serialized_end=519
+  _globals['_GRIDSIGNAL']._serialized_end=393
+  _globals['_PRICESLOT']._serialized_start=396
+  _globals['_PRICESLOT']._serialized_end=555
 # @@protoc_insertion_point(module_scope)

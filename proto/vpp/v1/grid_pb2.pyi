@@ -19,18 +19,20 @@ class SiteLimits(_message.Message):
     def __init__(self, max_import_w: _Optional[float] = ..., max_export_w: _Optional[float] = ...) -> None: ...
 
 class GridSignal(_message.Message):
-    __slots__ = ("issued_at", "currency", "prices", "limits", "limits_valid_until")
+    __slots__ = ("issued_at", "currency", "prices", "limits", "limits_valid_until", "limits_are_feeder_envelope")
     ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     PRICES_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_ARE_FEEDER_ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     issued_at: _timestamp_pb2.Timestamp
     currency: str
     prices: _containers.RepeatedCompositeFieldContainer[PriceSlot]
     limits: SiteLimits
     limits_valid_until: _timestamp_pb2.Timestamp
-    def __init__(self, issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., currency: _Optional[str] = ..., prices: _Optional[_Iterable[_Union[PriceSlot, _Mapping]]] = ..., limits: _Optional[_Union[SiteLimits, _Mapping]] = ..., limits_valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    limits_are_feeder_envelope: bool
+    def __init__(self, issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., currency: _Optional[str] = ..., prices: _Optional[_Iterable[_Union[PriceSlot, _Mapping]]] = ..., limits: _Optional[_Union[SiteLimits, _Mapping]] = ..., limits_valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits_are_feeder_envelope: _Optional[bool] = ...) -> None: ...
 
 class PriceSlot(_message.Message):
     __slots__ = ("start", "duration", "import_price_per_kwh", "export_price_per_kwh")

@@ -1,0 +1,123 @@
+"""Live feeder envelopes: the leader shares each limited feeder among its houses between plans.
+
+Every ``interval_s`` of clock time the leader reads each house's latest telemetry and
+flexibility, computes per-house grid limits with ``aggregator.dispatch.realtime``
+(batteries with room absorb first, then curtailment by PV size), and sends every house
+on a limited feeder its share as a short-lived temporary limit flagged as a feeder
+envelope (``GridSignal.limits_are_feeder_envelope``).  The agent keeps to it with its
+safety clamp and PV curtailment; it replaces the plan slots' grid envelopes, which were
+computed from forecasts.  An envelope expires after ``5 x interval_s``: an agent that
+stops hearing from the aggregator falls back to its plan's envelopes.
+
+A house without telemetry yet, or with stale telemetry, counts as exporting its whole
+export cap (the worst case), so the others' shares stay safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from aggregator.dispatch.realtime import HousesNow, feeder_envelopes
+from aggregator.store.base import StateStore
+from vpp_common.messages import ResourceKind, SiteLimits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FeederEnvelope:
+    limits: SiteLimits
+    valid_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Feeder:
+    feeder_id: str
+    houses: tuple[str, ...]
+    import_limit_w: float  # inf = none
+    export_limit_w: float
+
+
+async def compute_envelopes(store: StateStore, feeders: Sequence[Feeder], now: datetime, interval_s: float,
+                            stale_after_s: float, slot_h: float = 1 / 60) -> dict[str, FeederEnvelope]:
+    """One round: envelopes for every house on a limited feeder (pure apart from store reads).
+
+    ``slot_h``: how far ahead a battery's room is counted (its energy room over this time
+    bounds the power it can absorb): about the control interval.
+    """
+    out: dict[str, FeederEnvelope] = {}
+    until = now + timedelta(seconds=5 * interval_s)
+    for f in feeders:
+        if not (np.isfinite(f.import_limit_w) or np.isfinite(f.export_limit_w)):
+            continue
+        base, ch, dis, rated, imp_cap, exp_cap = [], [], [], [], [], []
+        for h in f.houses:
+            rec = await store.get_house(h)
+            tele = await store.get_telemetry(h)
+            flex = await store.get_flexibility(h)
+            cap_imp = rec.hello.limits.max_import_w if rec else float("inf")
+            cap_exp = rec.hello.limits.max_export_w if rec else float("inf")
+            fresh = (tele is not None and tele.grid_power_w.usable and tele.battery_power_w.usable
+                     and (now - tele.measured_at).total_seconds() <= stale_after_s)
+            st = flex.storages[0] if flex is not None and flex.storages else None
+            rated.append(sum(r.rated_power_w for r in rec.hello.resources if r.kind is ResourceKind.PV) if rec else 0.0)
+            imp_cap.append(cap_imp)
+            exp_cap.append(cap_exp)
+            if not fresh or tele is None:
+                # unknown: assume it exports its whole cap (worst case) and can absorb nothing
+                base.append(-min(cap_exp, 1e6))
+                ch.append(0.0)
+                dis.append(0.0)
+                continue
+            assert tele.grid_power_w.value is not None and tele.battery_power_w.value is not None
+            base.append(tele.grid_power_w.value - tele.battery_power_w.value)
+            soc = tele.battery_soc_pct.value if tele.battery_soc_pct.usable else None
+            if st is None or soc is None or st.capacity_wh <= 0:
+                ch.append(0.0)
+                dis.append(0.0)
+                continue
+            room_w = max(0.0, (st.soc_max_pct - soc) / 100 * st.capacity_wh / (st.charge_efficiency * slot_h))
+            have_w = (max(0.0, (soc - st.soc_min_pct) / 100 * st.capacity_wh * st.discharge_efficiency / slot_h)
+                      if soc > st.reserve_soc_pct else 0.0)
+            ch.append(min(st.max_charge_power_w, room_w))
+            dis.append(min(st.max_discharge_power_w, have_w))
+        e, i = feeder_envelopes(HousesNow(np.array(base), np.array(ch), np.array(dis), np.array(rated),
+                                          np.array(imp_cap)), f.export_limit_w, f.import_limit_w)
+        for k, h in enumerate(f.houses):
+            out[h] = FeederEnvelope(SiteLimits(float(min(i[k], imp_cap[k])), float(min(e[k], exp_cap[k]))), until)
+    return out
+
+
+class FeederController:
+    """Runs ``compute_envelopes`` every ``interval_s`` while this replica leads; ``deliver`` sends
+    a house its current signal (the planner's), which picks the envelope up from ``current``."""
+
+    def __init__(self, store: StateStore, feeders: Sequence[Feeder], *, interval_s: float, stale_after_s: float,
+                 deliver: Callable[[str], Awaitable[None]]) -> None:
+        self._store = store
+        self._feeders = tuple(feeders)
+        self.interval_s = interval_s
+        self._stale_after_s = stale_after_s
+        self._deliver = deliver
+        self.current: Mapping[str, FeederEnvelope] = {}
+        self.rounds = 0
+
+    @property
+    def active(self) -> bool:
+        return any(np.isfinite(f.import_limit_w) or np.isfinite(f.export_limit_w) for f in self._feeders)
+
+    def envelope(self, house_id: str, now: datetime) -> FeederEnvelope | None:
+        env = self.current.get(house_id)
+        return env if env is not None and now < env.valid_until else None
+
+    async def step(self, now: datetime) -> None:
+        self.current = await compute_envelopes(self._store, self._feeders, now, self.interval_s,
+                                               self._stale_after_s, slot_h=max(self.interval_s, 60.0) / 3600)
+        self.rounds += 1
+        for house in self.current:
+            await self._deliver(house)

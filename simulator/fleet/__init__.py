@@ -1,0 +1,1 @@
+"""Fleet simulation and evaluation: scenarios, strategies, fast and live modes, reports."""

@@ -1,0 +1,352 @@
+"""Scenario folders: read (with errors that name the file, line and field) and write.
+
+A scenario is a folder (see ``docs/scenario-format.md``)::
+
+    scenario.toml        name, location, slot length, optional start/days
+    houses.csv           id, pv_kwp, battery_kwh, battery_kw, export_cap_w, import_limit_w, feeder
+    series/<id>.csv      timestamp, load_w, pv_production_w (or pv_production_w_per_kwp)
+    prices.csv           timestamp, import_price_per_kwh, export_price_per_kwh
+    feeders.csv          feeder, import_limit_w, export_limit_w [, timestamp]
+
+Every time series is a *step* series: a row's values hold from its timestamp
+until the next row (the last row for one more typical step).  Values are
+averaged over each simulation slot, so hourly prices, 15-minute load and
+1-minute measurements can be mixed.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from simulator.fleet.model import DEFAULT_EFFICIENCY, DEFAULT_INITIAL_SOC_PCT, House, Scenario
+
+
+class ScenarioError(ValueError):
+    """Bad scenario input; the message names the file, the line and the field."""
+
+    def __init__(self, file: str | Path, message: str, line: int | None = None, fld: str | None = None) -> None:
+        where = str(file)
+        if line is not None:
+            where += f", line {line}"
+        if fld is not None:
+            where += f", field {fld!r}"
+        super().__init__(f"{where}: {message}")
+        self.file, self.line, self.field = str(file), line, fld
+
+
+def _limit(v: object) -> float:
+    """Empty, 'inf' or 'none' mean no limit."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return math.inf
+    if isinstance(v, str) and v.strip().lower() in ("", "inf", "none", "-"):
+        return math.inf
+    return float(v)  # type: ignore[arg-type]
+
+
+class _HouseRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    pv_kwp: float = Field(ge=0, le=1000)
+    battery_kwh: float = Field(ge=0, le=10000)
+    battery_kw: float = Field(ge=0, le=10000)
+    export_cap_w: float = Field(gt=0)
+    import_limit_w: float = Field(gt=0)
+    feeder: str = Field(min_length=1)
+    initial_soc_pct: float = Field(DEFAULT_INITIAL_SOC_PCT, ge=0, le=100)
+    efficiency: float = Field(DEFAULT_EFFICIENCY, gt=0.5, le=1.0)
+    series: str | None = None  # file of this house's series; default series/<id>.csv
+
+    _lim = field_validator("export_cap_w", "import_limit_w", mode="before")(lambda v: _limit(v))
+
+
+class _Meta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    slot_s: int = Field(900, ge=60, le=3600)
+    currency: str = "EUR"
+    start: datetime | None = None  # default: the latest first timestamp of all files
+    days: float | None = Field(None, gt=0)  # default: as far as every file reaches
+    sources: dict[str, str] = {}
+
+    @field_validator("slot_s")
+    @classmethod
+    def _divides_day(cls, v: int) -> int:
+        if 86400 % v:
+            raise ValueError("must divide a day (e.g. 900 for 15 minutes)")
+        return v
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("needs a UTC offset, e.g. 2025-06-01T00:00:00Z")
+        return v.astimezone(UTC) if v is not None else None
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One step series: times (ns since epoch) and columns of values; ``end`` = where the last value stops."""
+
+    file: str
+    t_ns: np.ndarray
+    cols: dict[str, np.ndarray]
+    end_ns: int
+
+    def slot_means(self, col: str, start: datetime, slot_s: int, n: int) -> np.ndarray:
+        """Mean of the step function over each slot (exact: the integral is piecewise linear)."""
+        t = np.append(self.t_ns, self.end_ns).astype(np.float64)
+        v = self.cols[col]
+        cum = np.concatenate([[0.0], np.cumsum(v * np.diff(t))])
+        s0 = pd.Timestamp(start).value
+        edges = s0 + np.arange(n + 1, dtype=np.float64) * slot_s * 1e9
+        f = np.interp(edges, t, cum)
+        return np.diff(f) / (slot_s * 1e9)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ScenarioError(path, "file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, comment="#")
+    except Exception as exc:  # noqa: BLE001 - pandas raises many kinds; the message is what matters
+        raise ScenarioError(path, f"cannot read as CSV: {exc}") from exc
+    df.columns = [c.strip() for c in df.columns]
+    if df.empty:
+        raise ScenarioError(path, "no rows")
+    return df
+
+
+def _need(df: pd.DataFrame, path: Path, cols: tuple[str, ...]) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ScenarioError(path, f"missing column(s) {', '.join(missing)}; has {', '.join(df.columns)}")
+
+
+def _floats(df: pd.DataFrame, path: Path, col: str, *, allow_inf: bool = False, min_value: float | None = None,
+            offset_line: int = 2) -> np.ndarray:
+    raw = df[col].astype(str).str.strip()
+    if allow_inf:
+        raw = raw.mask(raw.str.lower().isin(["", "inf", "none", "-"]), "inf")
+    vals = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(vals) | (~np.isfinite(vals) if not allow_inf else np.isneginf(vals))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ScenarioError(path, f"not a number: {df[col].iloc[i]!r}", i + offset_line, col)
+    if min_value is not None and (vals < min_value).any():
+        i = int(np.argmax(vals < min_value))
+        raise ScenarioError(path, f"must be >= {min_value:g}, got {vals[i]:g}", i + offset_line, col)
+    return vals
+
+
+def _times(df: pd.DataFrame, path: Path, col: str = "timestamp") -> np.ndarray:
+    ts = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
+    if ts.isna().any():
+        i = int(np.argmax(ts.isna().to_numpy()))
+        raise ScenarioError(path, f"not an ISO 8601 time with offset: {df[col].iloc[i]!r}", i + 2, col)
+    naive = ~df[col].astype(str).str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
+    if naive.any():
+        i = int(np.argmax(naive.to_numpy()))
+        raise ScenarioError(path, f"needs a UTC offset (e.g. 2025-06-01T00:00:00Z): {df[col].iloc[i]!r}", i + 2, col)
+    ns = ts.dt.as_unit("ns").astype("int64").to_numpy()  # pandas 3 may parse to us
+    d = np.diff(ns)
+    if (d <= 0).any():
+        i = int(np.argmax(d <= 0))
+        raise ScenarioError(path, "timestamps must increase", i + 3, col)
+    return ns
+
+
+def _series(path: Path, cols: tuple[str, ...], **kw: object) -> _Series:
+    df = _read_csv(path)
+    _need(df, path, ("timestamp", *cols))
+    t = _times(df, path)
+    step = int(np.median(np.diff(t))) if len(t) > 1 else 3600 * 10**9
+    return _Series(str(path), t, {c: _floats(df, path, c, **kw) for c in cols}, int(t[-1]) + step)  # type: ignore[arg-type]
+
+
+def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
+    """Read and check a scenario folder; ``days`` overrides scenario.toml's."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ScenarioError(root, "not a folder (a scenario is a folder: see docs/scenario-format.md)")
+    meta_path = root / "scenario.toml"
+    if not meta_path.is_file():
+        raise ScenarioError(meta_path, "file not found")
+    try:
+        raw = tomllib.loads(meta_path.read_text())
+        meta = _Meta.model_validate(raw.get("scenario", raw))
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(meta_path, f"not valid TOML: {exc}") from exc
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ScenarioError(meta_path, err["msg"], None, ".".join(str(p) for p in err["loc"])) from exc
+
+    houses_path = root / "houses.csv"
+    hdf = _read_csv(houses_path)
+    _need(hdf, houses_path, ("id", "pv_kwp", "battery_kwh", "battery_kw", "export_cap_w", "import_limit_w", "feeder"))
+    rows: list[_HouseRow] = []
+    for i, rec in enumerate(hdf.to_dict("records")):
+        rec = {k: v for k, v in rec.items() if not (v == "" and k in ("initial_soc_pct", "efficiency", "series"))}
+        try:
+            rows.append(_HouseRow.model_validate(rec))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ScenarioError(houses_path, err["msg"], i + 2, ".".join(str(p) for p in err["loc"])) from exc
+    seen: set[str] = set()
+    for i, r in enumerate(rows):
+        if r.id in seen:
+            raise ScenarioError(houses_path, f"duplicate house id {r.id!r}", i + 2, "id")
+        seen.add(r.id)
+
+    prices_path = root / "prices.csv"
+    prices = _series(prices_path, ("import_price_per_kwh", "export_price_per_kwh"))
+    series: list[tuple[_HouseRow, _Series, str]] = []
+    for r in rows:
+        p = root / (r.series or f"series/{r.id}.csv")
+        df_cols = _read_csv(p).columns
+        pv_col = "pv_production_w" if "pv_production_w" in df_cols else "pv_production_w_per_kwp"
+        if pv_col not in df_cols:
+            raise ScenarioError(p, "needs a column pv_production_w or pv_production_w_per_kwp")
+        series.append((r, _series(p, ("load_w", pv_col), min_value=0.0), pv_col))
+
+    feeders_path = root / "feeders.csv"
+    fdf = _read_csv(feeders_path)
+    _need(fdf, feeders_path, ("feeder", "import_limit_w", "export_limit_w"))
+    f_imp = _floats(fdf, feeders_path, "import_limit_w", allow_inf=True)
+    f_exp = _floats(fdf, feeders_path, "export_limit_w", allow_inf=True)
+    for col, arr in (("import_limit_w", f_imp), ("export_limit_w", f_exp)):
+        if (arr <= 0).any():
+            i = int(np.argmax(arr <= 0))
+            raise ScenarioError(feeders_path, f"must be > 0 (empty = no limit), got {arr[i]:g}", i + 2, col)
+    timed = "timestamp" in fdf.columns
+    feeder_names = fdf["feeder"].astype(str).str.strip()
+    feeder_ids = tuple(dict.fromkeys(feeder_names))
+    for r_i, r in enumerate(rows):
+        if r.feeder not in feeder_ids:
+            raise ScenarioError(houses_path, f"feeder {r.feeder!r} is not in feeders.csv", r_i + 2, "feeder")
+
+    # the common window: from the latest first timestamp to the earliest end
+    all_series = [prices] + [s for _, s, _ in series]
+    start_ns = max(int(s.t_ns[0]) for s in all_series)
+    end_ns = min(s.end_ns for s in all_series)
+    slot_ns = meta.slot_s * 10**9
+    start_ns = -(-start_ns // slot_ns) * slot_ns  # first whole slot
+    if meta.start is not None:
+        want = pd.Timestamp(meta.start).value
+        late = [s.file for s in all_series if s.t_ns[0] > want]
+        if late:
+            raise ScenarioError(late[0], f"starts after the scenario start {meta.start.isoformat()}")
+        start_ns = want
+    n_slots = (end_ns - start_ns) // slot_ns
+    want_days = days if days is not None else meta.days
+    if want_days is not None:
+        want_slots = int(round(want_days * 86400 / meta.slot_s))
+        if want_slots > n_slots:
+            short = min(all_series, key=lambda s: s.end_ns)
+            raise ScenarioError(short.file, f"ends {pd.Timestamp(short.end_ns, tz=UTC).isoformat()}: "
+                                f"only {n_slots * meta.slot_s / 86400:.2f} of the {want_days:g} days asked for")
+        n_slots = want_slots
+    if n_slots <= 0:
+        raise ScenarioError(root, "the files share no common time window")
+    start = pd.Timestamp(start_ns, tz=UTC).to_pydatetime()
+
+    load = np.empty((len(rows), n_slots))
+    pv = np.empty((len(rows), n_slots))
+    for i, (r, s, pv_col) in enumerate(series):
+        load[i] = s.slot_means("load_w", start, meta.slot_s, n_slots)
+        pv[i] = s.slot_means(pv_col, start, meta.slot_s, n_slots) * (r.pv_kwp if pv_col.endswith("per_kwp") else 1.0)
+
+    f_ids_idx = {f: i for i, f in enumerate(feeder_ids)}
+    imp_lim = np.full((len(feeder_ids), n_slots), np.inf)
+    exp_lim = np.full((len(feeder_ids), n_slots), np.inf)
+    if timed:
+        t_f = pd.to_datetime(fdf["timestamp"], utc=True, errors="coerce", format="ISO8601")
+        if t_f.isna().any():
+            i = int(np.argmax(t_f.isna().to_numpy()))
+            raise ScenarioError(feeders_path, f"not an ISO 8601 time with offset: {fdf['timestamp'].iloc[i]!r}",
+                                i + 2, "timestamp")
+        slot_of = ((t_f.dt.as_unit("ns").astype("int64").to_numpy() - start_ns) // slot_ns).clip(0, n_slots)
+        for i in np.argsort(slot_of, kind="stable"):  # each row holds from its time on
+            f = f_ids_idx[feeder_names.iloc[i]]
+            imp_lim[f, slot_of[i]:] = f_imp[i]
+            exp_lim[f, slot_of[i]:] = f_exp[i]
+    else:
+        for i, name in enumerate(feeder_names):
+            if (feeder_names == name).sum() > 1:
+                raise ScenarioError(feeders_path, f"feeder {name!r} listed twice (add a timestamp column for "
+                                    "limits that change over time)", i + 2, "feeder")
+            imp_lim[f_ids_idx[name]] = f_imp[i]
+            exp_lim[f_ids_idx[name]] = f_exp[i]
+
+    houses = tuple(House(r.id, r.pv_kwp, r.battery_kwh, r.battery_kw, r.export_cap_w, r.import_limit_w, r.feeder,
+                         r.initial_soc_pct, r.efficiency) for r in rows)
+    sc = Scenario(
+        name=meta.name, start=start, slot_s=meta.slot_s, houses=houses, load_w=load, pv_w=pv,
+        import_price_per_kwh=prices.slot_means("import_price_per_kwh", start, meta.slot_s, n_slots),
+        export_price_per_kwh=prices.slot_means("export_price_per_kwh", start, meta.slot_s, n_slots),
+        feeder_ids=feeder_ids, feeder_import_limit_w=imp_lim, feeder_export_limit_w=exp_lim,
+        latitude=meta.latitude, longitude=meta.longitude, currency=meta.currency,
+        description=meta.description, sources=dict(meta.sources),
+    )
+    try:
+        sc.validate()
+    except ValueError as exc:
+        raise ScenarioError(root, str(exc)) from exc
+    return sc
+
+
+def _fmt_limit(v: float) -> str:
+    return "" if math.isinf(v) else f"{v:.0f}"
+
+
+def write_scenario(sc: Scenario, folder: str | Path) -> Path:
+    """Write ``sc`` as a scenario folder (the format ``load_scenario`` reads)."""
+    root = Path(folder)
+    (root / "series").mkdir(parents=True, exist_ok=True)
+    src = "\n".join(f"{k} = {v!r}" for k, v in sc.sources.items())
+    (root / "scenario.toml").write_text(
+        "# vpp-sim scenario: see docs/scenario-format.md\n[scenario]\n"
+        f"name = {sc.name!r}\ndescription = {sc.description!r}\nlatitude = {sc.latitude}\n"
+        f"longitude = {sc.longitude}\nslot_s = {sc.slot_s}\ncurrency = {sc.currency!r}\n"
+        f"start = {sc.start.strftime('%Y-%m-%dT%H:%M:%SZ')}\n\n[scenario.sources]\n{src}\n"
+    )
+    with (root / "houses.csv").open("w") as f:
+        f.write("id,pv_kwp,battery_kwh,battery_kw,export_cap_w,import_limit_w,feeder,initial_soc_pct,efficiency\n")
+        for h in sc.houses:
+            f.write(f"{h.house_id},{h.pv_kwp:g},{h.battery_kwh:g},{h.battery_kw:g},{_fmt_limit(h.export_cap_w)},"
+                    f"{_fmt_limit(h.import_limit_w)},{h.feeder},{h.initial_soc_pct:g},{h.efficiency:g}\n")
+    stamps = [(sc.start + timedelta(seconds=i * sc.slot_s)).strftime("%Y-%m-%dT%H:%M:%SZ") for i in range(sc.t)]
+    for i, h in enumerate(sc.houses):
+        body = "\n".join(f"{t},{lo:.1f},{pv:.1f}" for t, lo, pv in zip(stamps, sc.load_w[i], sc.pv_w[i], strict=True))
+        (root / "series" / f"{h.house_id}.csv").write_text("timestamp,load_w,pv_production_w\n" + body + "\n")
+    body = "\n".join(f"{t},{a:.5f},{b:.5f}" for t, a, b in
+                     zip(stamps, sc.import_price_per_kwh, sc.export_price_per_kwh, strict=True))
+    (root / "prices.csv").write_text("timestamp,import_price_per_kwh,export_price_per_kwh\n" + body + "\n")
+    const = all((np.unique(a).size == 1) for a in (*sc.feeder_import_limit_w, *sc.feeder_export_limit_w))
+    with (root / "feeders.csv").open("w") as f:
+        if const:
+            f.write("feeder,import_limit_w,export_limit_w\n")
+            for k, fid in enumerate(sc.feeder_ids):
+                f.write(f"{fid},{_fmt_limit(sc.feeder_import_limit_w[k, 0])},{_fmt_limit(sc.feeder_export_limit_w[k, 0])}\n")
+        else:
+            f.write("timestamp,feeder,import_limit_w,export_limit_w\n")
+            for k, fid in enumerate(sc.feeder_ids):
+                prev: tuple[float, float] | None = None
+                for s in range(sc.t):
+                    cur = (float(sc.feeder_import_limit_w[k, s]), float(sc.feeder_export_limit_w[k, s]))
+                    if cur != prev:
+                        f.write(f"{stamps[s]},{fid},{_fmt_limit(cur[0])},{_fmt_limit(cur[1])}\n")
+                        prev = cur
+    return root

@@ -1,0 +1,244 @@
+"""The strategies compared on one scenario, as plan sources for the edge's ``decide``.
+
+Every strategy runs through the same edge decision (``edge_agent.energy_manager.decide``:
+plan slot or fallback, then the safety clamp and PV curtailment for the export
+cap); they differ only in the plan each house follows and in the battery:
+
+* ``no_battery``: houses without their battery;
+* ``battery_idle``: the battery is there and never used (the baseline for savings);
+* ``self_consumption``: no plan, so the edge's fallback: charge from PV surplus,
+  discharge to cover load (what a hybrid inverter does out of the box);
+* ``tou``: each house plans for itself with the time-of-use rule
+  (``aggregator.dispatch.tou``) on the prices known so far, no fleet limits;
+* ``fleet``: the aggregator's fleet LP (``aggregator.dispatch.optimise``) on each
+  house's own forecasts (``HistoryForecaster``: similar-day load, clear-sky PV
+  scaled by what the panels did), re-planned every ``replan_s``, feeder limits in;
+* ``perfect_foresight``: the same LP once over the period with the real future:
+  the lower bound on cost.
+
+Prices are known the way day-ahead prices are: the next day's after the auction
+(12:00 CET, approximated as 11:00 UTC), so a horizon runs to the end of today or
+of tomorrow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
+from aggregator.dispatch.optimise import optimise
+from aggregator.dispatch.problem import DispatchOptions, FleetProblem
+from aggregator.dispatch.tou import TouPlanInput, make_plan
+from edge_agent.energy_manager.forecast import HistoryForecaster, Site
+from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
+from vpp_common.messages import DispatchPlan, PowerForecast, SiteLimits, StorageFlexibility
+
+STRATEGIES = ("no_battery", "battery_idle", "self_consumption", "tou", "fleet", "perfect_foresight")
+BATTERY_ID = "battery"
+PERFORMANCE_RATIO = 0.85  # PV W at 1000 W/m2 per Wp: the forecaster's prior before it has history
+AUCTION_HOUR_UTC = 11  # day-ahead results are public from about 12:00 CET
+
+
+@dataclass(frozen=True)
+class StrategyOptions:
+    replan_s: int = 3600  # fleet and tou re-plan period
+    dispatch: DispatchOptions = field(default_factory=lambda: DispatchOptions(time_limit_s=60.0))
+    forecast_days: int = 7  # history the forecaster keeps
+    perfect_foresight_window_days: int = 14  # longer periods are solved in windows of this many days
+    tou_grid_charge_target_soc_pct: float = 50.0
+    realtime_feeder_control: bool = True  # fleet: live feeder envelopes between plans (aggregator.dispatch.realtime)
+    plan_from_slot: int = 0  # warm-up: before it, battery strategies run self-consumption (forecasters learn)
+
+
+def known_prices_until(sc: Scenario, now: datetime) -> int:
+    """Exclusive slot index up to which prices are known at ``now`` (day-ahead publication)."""
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    end = day + timedelta(days=2 if now.hour >= AUCTION_HOUR_UTC else 1)
+    return min(sc.t, int((end - sc.start).total_seconds() // sc.slot_s))
+
+
+def storage(sc: Scenario, i: int, soc_pct: float) -> StorageFlexibility:
+    h = sc.houses[i]
+    return StorageFlexibility(
+        resource_id=BATTERY_ID, soc_pct=soc_pct, soc_min_pct=DEFAULT_SOC_MIN_PCT, soc_max_pct=100.0,
+        reserve_soc_pct=DEFAULT_RESERVE_SOC_PCT, capacity_wh=h.battery_kwh * 1000 if h.has_battery else 0.0,
+        max_charge_power_w=h.battery_kw * 1000 if h.has_battery else 0.0,
+        max_discharge_power_w=h.battery_kw * 1000 if h.has_battery else 0.0,
+        charge_efficiency=h.efficiency, discharge_efficiency=h.efficiency,
+    )
+
+
+def fleet_problem(sc: Scenario, s0: int, s1: int, soc: np.ndarray, load_w: np.ndarray, pv_w: np.ndarray,
+                  terminal_value_per_kwh: float) -> FleetProblem:
+    """The aggregator's problem for slots [s0, s1): built the way the aggregator builds it
+    (``prepare_problem`` from per-house flexibility and forecasts), with the scenario's feeders."""
+    start = sc.slot_start(s0)
+    houses = [
+        HouseInput(
+            house_id=h.house_id, limits=SiteLimits(h.import_limit_w, h.export_cap_w), storage=storage(sc, i, soc[i]),
+            load_forecast=PowerForecast(start, sc.slot_s, tuple(load_w[i].tolist())),
+            pv_forecast=PowerForecast(start, sc.slot_s, tuple((-pv_w[i]).tolist())),
+            pv_rated_w=h.pv_kwp * 1000, feeder_id=h.feeder,
+        )
+        for i, h in enumerate(sc.houses)
+    ]
+    feeders = {f: FeederLimits(transformer_id=f"tx:{f}") for f in sc.feeder_ids}
+    p = prepare_problem(houses, start=start, slot_s=sc.slot_s, horizon_slots=s1 - s0,
+                        import_price_per_kwh=sc.import_price_per_kwh[s0:s1],
+                        export_price_per_kwh=sc.export_price_per_kwh[s0:s1], feeders=feeders)
+    order = [sc.feeder_ids.index(f) for f in p.feeder_ids]  # prepare_problem orders feeders by first house
+    return replace(p, feeder_import_limit_w=sc.feeder_import_limit_w[order, s0:s1],
+                   feeder_export_limit_w=sc.feeder_export_limit_w[order, s0:s1],
+                   terminal_value_per_kwh=terminal_value_per_kwh)
+
+
+class PlanSource:
+    """What each house follows.  ``update`` is called at the start of every slot."""
+
+    name = "none"
+    uses_battery = True
+    realtime_feeders = False  # the aggregator shares feeder limits live between plans
+
+    def __init__(self, sc: Scenario, options: StrategyOptions) -> None:
+        self.sc, self.options = sc, options
+        self.plans: list[DispatchPlan | None] = [None] * sc.n
+        self.solves = 0
+        self.solve_s = 0.0
+        self.fallbacks = 0
+
+    def update(self, s: int, soc: np.ndarray) -> None:
+        pass
+
+    def observe(self, s: int, load_w: np.ndarray, pv_w: np.ndarray) -> None:
+        """What the meters measured in slot ``s`` (magnitudes, W)."""
+
+
+class NoBattery(PlanSource):
+    name = "no_battery"
+    uses_battery = False
+
+
+class BatteryIdle(PlanSource):
+    name = "battery_idle"
+    uses_battery = False
+
+
+class SelfConsumption(PlanSource):
+    name = "self_consumption"
+
+
+class LocalTou(PlanSource):
+    name = "tou"
+
+    def update(self, s: int, soc: np.ndarray) -> None:
+        sc = self.sc
+        if s < self.options.plan_from_slot or s % max(1, self.options.replan_s // sc.slot_s):
+            return
+        now = sc.slot_start(s)
+        end = known_prices_until(sc, now)
+        for i, h in enumerate(sc.houses):
+            if not h.has_battery:
+                continue
+            inp = TouPlanInput(start=now, slot_s=sc.slot_s, import_price_per_kwh=sc.import_price_per_kwh[s:end],
+                               storage=storage(sc, i, float(soc[i])), max_import_w=h.import_limit_w,
+                               grid_charge_target_soc_pct=self.options.tou_grid_charge_target_soc_pct)
+            self.plans[i] = make_plan(f"tou-{h.house_id}", s + 1, now, inp, lease_s=(end - s) * sc.slot_s)
+        self.solves += 1
+
+
+class _Lp(PlanSource):
+    pool: ProcessPoolExecutor | None = None
+
+    def _dispatch_options(self) -> DispatchOptions:
+        return self.options.dispatch
+
+    def _terminal_value(self, s0: int, s1: int) -> float:
+        """Value of energy left at the horizon's end: the mean of import and export price (a rolling
+        horizon must not empty the battery at its end only because the plan stops there)."""
+        sc = self.sc
+        return float(np.mean(sc.import_price_per_kwh[s0:s1] + sc.export_price_per_kwh[s0:s1]) / 2)
+
+    def _solve(self, s0: int, s1: int, soc: np.ndarray, load: np.ndarray, pv: np.ndarray) -> None:
+        import time
+
+        sc = self.sc
+        tv = self._terminal_value(s0, s1)
+        p = fleet_problem(sc, s0, s1, soc, load, pv, terminal_value_per_kwh=tv)
+        t0 = time.perf_counter()
+        prev = {h.house_id: pl for h, pl in zip(sc.houses, self.plans, strict=True) if pl is not None}
+        res = optimise(p, self._dispatch_options(), prev, version=s0 + 1, now=sc.slot_start(s0), pool=self.pool)
+        self.solve_s += time.perf_counter() - t0
+        self.solves += 1
+        self.fallbacks += len(res.fallback_houses)
+        for i, h in enumerate(sc.houses):
+            self.plans[i] = res.plans.get(h.house_id)
+
+
+class Fleet(_Lp):
+    name = "fleet"
+    realtime_feeders = True
+
+    def __init__(self, sc: Scenario, options: StrategyOptions, clear_sky: Callable[[list[datetime]], np.ndarray]) -> None:
+        super().__init__(sc, options)
+        self.forecasters = [
+            HistoryForecaster(sc.slot_s, days=options.forecast_days,
+                              site=Site(sc.latitude, sc.longitude, h.pv_kwp * 1000 * PERFORMANCE_RATIO),
+                              clear_sky=clear_sky)
+            for h in sc.houses
+        ]
+
+    def observe(self, s: int, load_w: np.ndarray, pv_w: np.ndarray) -> None:
+        at = self.sc.slot_start(s)
+        for f, lo, pv in zip(self.forecasters, load_w.tolist(), pv_w.tolist(), strict=True):
+            f.add(at, lo, pv)
+
+    def update(self, s: int, soc: np.ndarray) -> None:
+        sc = self.sc
+        if s < self.options.plan_from_slot or s % max(1, self.options.replan_s // sc.slot_s):
+            return
+        now = sc.slot_start(s)
+        end = known_prices_until(sc, now)
+        fc = [f.forecast(now, end - s) for f in self.forecasters]
+        self._solve(s, end, soc, np.array([f.load_w for f in fc]), np.array([f.pv_w for f in fc]))
+
+
+class PerfectForesight(_Lp):
+    name = "perfect_foresight"
+
+    def _dispatch_options(self) -> DispatchOptions:
+        # the holding cost hedges forecast errors; with the real future known it only distorts
+        return replace(self.options.dispatch, holding_cost_per_kwh_h=0.0)
+
+    def _terminal_value(self, s0: int, s1: int) -> float:
+        # what the report credits for stored energy (kpis: mean export price), so that the
+        # bound is a bound for the figure compared
+        if s1 >= self.sc.t:
+            return float(np.mean(self.sc.export_price_per_kwh))
+        return super()._terminal_value(s0, s1)
+
+    def update(self, s: int, soc: np.ndarray) -> None:
+        sc = self.sc
+        window = self.options.perfect_foresight_window_days * 86400 // sc.slot_s
+        p0 = self.options.plan_from_slot
+        if s < p0 or (s - p0) % window:
+            return
+        # one LP over the window with the real future; a longer run is cut into windows of
+        # whole days (the seam costs a little optimality: said in the report)
+        end = min(sc.t, s + window + (86400 // sc.slot_s if s + window < sc.t else 0))
+        self._solve(s, end, soc, sc.load_w[:, s:end], sc.pv_w[:, s:end])
+
+
+def make_source(name: str, sc: Scenario, options: StrategyOptions,
+                clear_sky: Callable[[list[datetime]], np.ndarray]) -> PlanSource:
+    classes: dict[str, type[PlanSource]] = {c.name: c for c in (NoBattery, BatteryIdle, SelfConsumption, LocalTou,
+                                                                PerfectForesight)}
+    if name == "fleet":
+        return Fleet(sc, options, clear_sky)
+    if name not in classes:
+        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    return classes[name](sc, options)

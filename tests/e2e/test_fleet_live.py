@@ -1,0 +1,105 @@
+"""Live mode (real processes on loopback) against the fast mode on one small scenario.
+
+20 houses on 2 feeders, 10 h from 08:00 UTC on a June day, PV large enough that
+feeder A's export limit (25 kW) binds from late morning on.  Cost and energy over
+the feeder limits must agree within 5 %, with absolute floors of 0.5 EUR and
+2.0 kWh.  The fast mode decides once per slot on the slot's exact values and
+curtails in the same instant a battery fills up, so it keeps the feeder at its
+limit (0 kWh over).  Live, the aggregator shares each feeder every 30 s from
+telemetry (feeder envelopes) and the agents poll every 5 s and decide every 10 s
+(simulated), so when PV or load steps at a slot boundary (the series hold each
+slot's value), or a battery fills up mid-slot, the surplus reaches the feeder
+until the next poll + decision.  Measured at 300x: 1.05-1.24 kWh over (of ~240
+kWh exported through feeder A, 0.5 %) with feeder envelopes; 0.43-0.87 kWh with
+the plans' grid envelopes alone; once 5.2 kWh while envelopes could expire under
+load (now valid for 5 rounds); hence the 2.0 kWh floor.  The figure grows with CPU
+contention: the check needs a machine that is not saturated.  The live run takes
+about 2.5 minutes (10 h at 300x plus a 22 s warm-up), under the 4 minutes allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from simulator.fleet.engine import simulate
+from simulator.fleet.kpis import kpis
+from simulator.fleet.live import LiveStats, run_live
+from simulator.fleet.model import House, Scenario
+
+SPEED = 300.0
+TOL_REL = 0.05
+FLOOR_EUR = 0.5
+FLOOR_KWH = 2.0  # control lag: see the module doc
+
+
+def small_scenario(n: int = 20, hours: float = 10.0, start: datetime | None = None, seed: int = 7) -> Scenario:
+    """Synthetic but plausible: clear-sky-like PV with passing clouds, household load with
+    noise and an evening rise, day-ahead-like prices (cheap midday, dear evening)."""
+    rng = np.random.default_rng(seed)
+    start = start or datetime(2026, 6, 21, 8, 0, tzinfo=timezone.utc)
+    slot_s = 900
+    t = int(hours * 3600 // slot_s)
+    hod = np.array([(start + timedelta(seconds=slot_s * (s + 0.5))).hour
+                    + (start + timedelta(seconds=slot_s * (s + 0.5))).minute / 60 for s in range(t)])
+    sun = np.clip(np.sin(np.pi * (hod - 4.5) / (20.5 - 4.5)), 0, None) ** 1.6  # NL midsummer, UTC
+    cover = np.zeros(t)  # cloud cover drifts (AR(1) per slot), it does not jump at random every slot
+    for s in range(1, t):
+        cover[s] = 0.8 * cover[s - 1] + rng.normal(0.0, 0.12)
+    clouds = 1 - 0.4 * np.clip(cover + 0.15, 0, 1)
+    houses = []
+    load = np.zeros((n, t))
+    pv = np.zeros((n, t))
+    for i in range(n):
+        feeder = "A" if i < n // 2 else "B"
+        kwp = float(rng.choice([6.0, 8.0, 10.0])) if feeder == "A" else float(rng.choice([4.0, 5.0, 6.0]))
+        kwh = float(rng.choice([5.0, 10.0, 13.5]))
+        houses.append(House(f"h{i:02d}", kwp, kwh, min(5.0, kwh / 2), 4600.0 if i % 3 else 3000.0, 17000.0, feeder,
+                            initial_soc_pct=float(rng.uniform(20, 60))))
+        pv[i] = kwp * 1000 * 0.82 * sun * clouds * rng.uniform(0.9, 1.0)
+        base = rng.uniform(250, 450)
+        evening = 1200 * np.exp(-0.5 * ((hod - 18.5) / 1.2) ** 2)
+        load[i] = np.clip(base + evening * rng.uniform(0.6, 1.2) + rng.gamma(1.5, 150, t), 50, None)
+    imp = 0.28 + 0.10 * np.exp(-0.5 * ((hod - 18.5) / 1.5) ** 2) - 0.10 * np.exp(-0.5 * ((hod - 13) / 2.0) ** 2)
+    exp = 0.07 + 0.05 * np.exp(-0.5 * ((hod - 18.5) / 1.5) ** 2) - 0.06 * np.exp(-0.5 * ((hod - 13) / 2.0) ** 2)
+    sc = Scenario(
+        name="live-small", start=start, slot_s=slot_s, houses=tuple(houses), load_w=load, pv_w=pv,
+        import_price_per_kwh=np.round(imp, 4), export_price_per_kwh=np.round(exp, 4), feeder_ids=("A", "B"),
+        feeder_import_limit_w=np.full((2, t), np.inf),
+        feeder_export_limit_w=np.vstack([np.full(t, 25_000.0), np.full(t, np.inf)]),
+        latitude=52.1, longitude=5.1, description="synthetic, for the live-mode test")
+    sc.validate()
+    return sc
+
+
+def close(a: float, b: float, floor: float) -> bool:
+    return abs(a - b) <= max(TOL_REL * max(abs(a), abs(b)), floor)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_live_matches_fast_mode() -> None:
+    sc = small_scenario()
+    fast = kpis(sc, *(getattr(simulate(sc, "fleet"), k) for k in ("grid_w", "battery_w", "soc_pct", "pv_used_w")))
+    out = io.StringIO()
+    stats = LiveStats()
+    t0 = time.monotonic()
+    trace = asyncio.run(run_live(sc, speed=SPEED, out=out, stats=stats))
+    wall = time.monotonic() - t0
+    live = kpis(sc, trace.grid_w, trace.battery_w, trace.soc_pct, trace.pv_used_w)
+    print(out.getvalue())
+    for k in ("cost", "energy_over_limits_kwh", "self_consumption_ratio", "peak_feeder_load_w", "pv_curtailed_kwh",
+              "grid_import_kwh", "grid_export_kwh", "export_cap_violations"):
+        print(f"{k:<26} fast {fast[k]!s:>10}  live {live[k]!s:>10}")
+    assert wall < 240, f"live run took {wall:.0f} s"
+    assert stats.connected == sc.n
+    assert np.isfinite(trace.grid_w).all() and not math.isnan(live["cost"])
+    assert close(fast["cost"], live["cost"], FLOOR_EUR), (fast["cost"], live["cost"])
+    assert close(fast["energy_over_limits_kwh"], live["energy_over_limits_kwh"], FLOOR_KWH), \
+        (fast["energy_over_limits_kwh"], live["energy_over_limits_kwh"])

@@ -1,0 +1,54 @@
+"""The files live mode writes for its processes load as the processes load them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from aggregator.config import AggregatorConfig
+from aggregator.planner import PriceSeries
+from edge_agent.config import AgentConfig
+from simulator.fleet.live import LiveOptions, write_inputs
+from tests.e2e.test_fleet_live import small_scenario
+from vpp_common.config import load_config
+
+
+def test_written_configs_load_and_carry_the_scenario(tmp_path: Path) -> None:
+    sc = small_scenario(n=4, hours=2, start=datetime(2026, 6, 21, 8, 15, tzinfo=timezone.utc))
+    warnings: list[str] = []
+    write_inputs(sc, tmp_path, LiveOptions(), 50051, 9464, warnings.append)
+    assert not warnings
+    agg = load_config(AggregatorConfig, tmp_path / "aggregator.toml")
+    assert agg.insecure and agg.store_url == "memory://"
+    p = agg.planning
+    assert p.optimiser == "lp" and p.slot_s == 900 and p.cycle_s == 3600 and p.cycle_align
+    assert p.cycle_offset_s == 15 * 60 + 60  # the scenario's own hours (08:15, 09:15, ...) + 60 s
+    assert not p.replan_on_update and p.terminal_value_per_kwh == "mean_price" and p.horizon_within_known_prices
+    assert {f.id: (f.import_limit_w, f.export_limit_w) for f in agg.feeders} == {"A": (None, 25_000.0),
+                                                                                 "B": (None, None)}
+    assert sorted(h for f in agg.feeders for h in f.houses) == [h.house_id for h in sc.houses]
+    imp, exp = PriceSeries.load(p.prices_file, slot_s=900).prices(sc.start, 900, sc.t)
+    np.testing.assert_allclose(imp, sc.import_price_per_kwh)
+    np.testing.assert_allclose(exp, sc.export_price_per_kwh)
+    for h in sc.houses:
+        a = load_config(AgentConfig, tmp_path / f"agent-{h.house_id}.toml")
+        assert a.house_id == h.house_id and a.aggregator == "127.0.0.1:50051"
+        assert (a.site.max_import_w, a.site.max_export_w) == (h.import_limit_w, h.export_cap_w)
+        assert (a.site.latitude, a.site.longitude) == (sc.latitude, sc.longitude)
+        assert a.battery.reserve_soc_pct == 10.0
+        assert (a.control.tick_s, a.device.poll_interval_s) == (10.0, 5.0)
+
+
+def test_time_varying_feeder_limit_is_reported(tmp_path: Path) -> None:
+    sc = small_scenario(n=4, hours=2)
+    lim = sc.feeder_export_limit_w.copy()
+    lim[0, 3:] = 20_000.0
+    from dataclasses import replace
+
+    warnings: list[str] = []
+    write_inputs(replace(sc, feeder_export_limit_w=lim), tmp_path, LiveOptions(), 50051, 9464, warnings.append)
+    assert len(warnings) == 1 and "minimum 20000" in warnings[0]
+    agg = load_config(AggregatorConfig, tmp_path / "aggregator.toml")
+    assert agg.feeders[0].export_limit_w == 20_000.0
