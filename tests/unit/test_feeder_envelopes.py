@@ -1,0 +1,77 @@
+"""Live feeder envelopes: shares that add up to the limit, batteries first, curtailment by PV size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aggregator.dispatch.realtime import SHARE_OF_LIMIT, HousesNow, feeder_envelopes
+
+
+def _h(base, ch, dis=None, rated=None):
+    n = len(base)
+    return HousesNow(np.array(base, float), np.array(ch, float), np.zeros(n) if dis is None else np.array(dis, float),
+                     np.array(rated if rated is not None else [5000.0] * n, float), np.full(n, 17250.0))
+
+
+def test_fits_shares_the_headroom_by_pv_size() -> None:
+    # unavoidable exports (batteries charging flat out): 1000, 0, 0 W; limit 10 kW
+    exp, imp = feeder_envelopes(_h([-4000, -2000, 500], [3000, 3000, 0], rated=[4000, 4000, 2000]), 10_000, np.inf)
+    assert exp.sum() == pytest.approx(10_000 * SHARE_OF_LIMIT)
+    assert exp[0] >= 1000 and exp[1] > 0
+    assert exp[0] - 1000 == pytest.approx(2 * (exp[2] - 0), rel=1e-6)
+    assert np.isinf(imp).all()
+
+
+def test_over_the_limit_curtails_the_same_share_of_pv_size() -> None:
+    # no battery room: 6, 3, 3 kW unavoidable, limit 6 kW
+    exp, _ = feeder_envelopes(_h([-6000, -3000, -3000], [0, 0, 0], rated=[8000, 4000, 4000]), 6000, np.inf)
+    assert exp.sum() == pytest.approx(6000 * SHARE_OF_LIMIT, rel=1e-6)
+    cut = np.array([6000, 3000, 3000]) - exp
+    assert cut / np.array([8000, 4000, 4000]) == pytest.approx(np.full(3, cut[0] / 8000), rel=1e-6)
+
+
+def test_batteries_absorb_before_anyone_curtails() -> None:
+    # house 0 has room for 4 kW: its unavoidable export is 1 kW; the feeder fits without curtailment
+    exp, _ = feeder_envelopes(_h([-5000, -4000], [4000, 0]), 5200, np.inf)
+    assert exp[1] >= 4000 and exp[0] >= 1000
+
+
+def test_import_side_holds_each_house_to_its_unavoidable_import_when_short() -> None:
+    _, imp = feeder_envelopes(_h([3000, 4000], [0, 0], dis=[2000, 0]), np.inf, 3000)
+    assert imp.tolist() == [1000.0, 4000.0]  # even all batteries flat out cannot meet 3 kW: reported, not hidden
+    _, imp = feeder_envelopes(_h([3000, 1000], [0, 0], dis=[2000, 0]), np.inf, 10_000)
+    assert imp.sum() == pytest.approx(10_000 * SHARE_OF_LIMIT)
+
+
+async def test_compute_envelopes_from_the_store_treats_silent_houses_as_worst_case() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from aggregator.feeder_control import Feeder, compute_envelopes
+    from aggregator.store.memory import MemoryStore
+    from vpp_common.messages import (
+        ControlType, Flexibility, Hello, Measurement, ResourceInfo, ResourceKind, SiteLimits, SiteTelemetry,
+        StorageFlexibility, Validity,
+    )
+
+    now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    store = MemoryStore()
+    for h in ("a", "b", "c"):
+        hello = Hello("test", SiteLimits(17250.0, 6000.0),
+                      (ResourceInfo("pv", ResourceKind.PV, ControlType.PEBC, 6000.0),))
+        await store.upsert_house(h, hello, now)
+    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
+    # a: exports 5 kW with a full battery; b: exports 3 kW, battery empty with 3 kW room; c: silent
+    await store.put_telemetry("a", SiteTelemetry(now, m(-5000.0), m(-5500.0), m(0.0), m(100.0), m(500.0)), 3600)
+    await store.put_telemetry("b", SiteTelemetry(now, m(-3000.0), m(-3500.0), m(0.0), m(20.0), m(500.0)), 3600)
+    st = StorageFlexibility("battery", 20.0, 5.0, 100.0, 10.0, 10_000.0, 3000.0, 3000.0)
+    await store.put_flexibility("b", Flexibility(now, (st,)))
+    await store.put_flexibility("a", Flexibility(now, (StorageFlexibility("battery", 100.0, 5.0, 100.0, 10.0,
+                                                                          10_000.0, 3000.0, 3000.0),)))
+    env = await compute_envelopes(store, [Feeder("f", ("a", "b", "c"), float("inf"), 12_000.0)], now, 30.0, 600.0)
+    # unavoidable: a 5000, b 0 (its battery takes the 3 kW), c 6000 (unknown: its whole cap) -> 11 kW
+    total = sum(e.limits.max_export_w for e in env.values())
+    assert 11_000 <= total <= 12_000 * SHARE_OF_LIMIT + 1e-6  # a share above a house's own cap is not handed out
+    assert env["c"].limits.max_export_w <= 6000.0 and env["a"].limits.max_export_w >= 5000.0
+    assert env["b"].limits.max_export_w < 3000.0  # b must charge rather than export
+    assert all(e.valid_until == now + timedelta(seconds=150) for e in env.values())
