@@ -114,6 +114,10 @@ class PlanSource:
     def update(self, s: int, soc: np.ndarray) -> None:
         pass
 
+    def replan_due(self, s: int) -> bool:
+        """After the warm-up, every ``replan_s``."""
+        return s >= self.options.plan_from_slot and s % max(1, self.options.replan_s // self.sc.slot_s) == 0
+
     def observe(self, s: int, load_w: np.ndarray, pv_w: np.ndarray) -> None:
         """What the meters measured in slot ``s`` (magnitudes, W)."""
 
@@ -137,7 +141,7 @@ class LocalTou(PlanSource):
 
     def update(self, s: int, soc: np.ndarray) -> None:
         sc = self.sc
-        if s < self.options.plan_from_slot or s % max(1, self.options.replan_s // sc.slot_s):
+        if not self.replan_due(s):
             return
         now = sc.slot_start(s)
         end = known_prices_until(sc, now)
@@ -199,7 +203,7 @@ class Fleet(_Lp):
 
     def update(self, s: int, soc: np.ndarray) -> None:
         sc = self.sc
-        if s < self.options.plan_from_slot or s % max(1, self.options.replan_s // sc.slot_s):
+        if not self.replan_due(s):
             return
         now = sc.slot_start(s)
         end = known_prices_until(sc, now)
