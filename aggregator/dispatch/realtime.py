@@ -53,7 +53,12 @@ def _water_fill(need: np.ndarray, weight: np.ndarray, total: float) -> np.ndarra
 
 # Share of a limit handed out: houses take up a new envelope a few seconds apart, and a
 # house whose share shrinks may still export its old one until its next decision; the
-# rest absorbs those transients (measured in live runs: a few kWh per binding day without it).
+# rest absorbs those transients.  Measured (tests/e2e/test_fleet_live.py, 20 houses, 10 h,
+# 300x): energy over the limit live 2.2-5.2 kWh at 1.0, 1.24 at 0.98, 1.05 at 0.95; the
+# default scenario's fleet strategy (fast mode) gets 65 %, 62 % and 57 % of the perfect-
+# foresight saving at those shares.  Handing a capped house's unused share to the others
+# (so that the whole share is used) raised the fast figure to 65.5 % but the live excess
+# to 8.9 kWh: the headroom a capped house leaves is, in effect, more margin.
 SHARE_OF_LIMIT = 0.98
 
 
