@@ -114,9 +114,13 @@ class PlanSource:
     def update(self, s: int, soc: np.ndarray) -> None:
         pass
 
-    def replan_due(self, s: int) -> bool:
-        """After the warm-up, every ``replan_s``."""
-        return s >= self.options.plan_from_slot and s % max(1, self.options.replan_s // self.sc.slot_s) == 0
+    def horizon_if_due(self, s: int) -> tuple[datetime, int] | None:
+        """(now, end slot of the known prices) when a re-plan is due at slot ``s`` (after the
+        warm-up, every ``replan_s``), else None."""
+        if s < self.options.plan_from_slot or s % max(1, self.options.replan_s // self.sc.slot_s):
+            return None
+        now = self.sc.slot_start(s)
+        return now, known_prices_until(self.sc, now)
 
     def observe(self, s: int, load_w: np.ndarray, pv_w: np.ndarray) -> None:
         """What the meters measured in slot ``s`` (magnitudes, W)."""
@@ -141,10 +145,9 @@ class LocalTou(PlanSource):
 
     def update(self, s: int, soc: np.ndarray) -> None:
         sc = self.sc
-        if not self.replan_due(s):
+        if (due := self.horizon_if_due(s)) is None:
             return
-        now = sc.slot_start(s)
-        end = known_prices_until(sc, now)
+        now, end = due
         for i, h in enumerate(sc.houses):
             if not h.has_battery:
                 continue
@@ -203,10 +206,9 @@ class Fleet(_Lp):
 
     def update(self, s: int, soc: np.ndarray) -> None:
         sc = self.sc
-        if not self.replan_due(s):
+        if (due := self.horizon_if_due(s)) is None:
             return
-        now = sc.slot_start(s)
-        end = known_prices_until(sc, now)
+        now, end = due
         fc = [f.forecast(now, end - s) for f in self.forecasters]
         self._solve(s, end, soc, np.array([f.load_w for f in fc]), np.array([f.pv_w for f in fc]))
 
