@@ -107,3 +107,13 @@ def test_grid_signal_roundtrip() -> None:
                                                                                  0.07)),
                         SiteLimits(8_000, 0), T0 + timedelta(hours=2))
     assert edge.grid_signal_from_proto(agg.grid_signal_to_proto(signal)) == signal
+
+
+def test_feeder_envelope_flag_roundtrips_and_needs_limits() -> None:
+    from dataclasses import replace
+
+    signal = GridSignal(T0, "EUR", (), SiteLimits(17_000, 2_500), T0 + timedelta(seconds=150),
+                        limits_are_feeder_envelope=True)
+    assert edge.grid_signal_from_proto(agg.grid_signal_to_proto(signal)) == signal
+    bare = replace(signal, limits=None, limits_valid_until=None)
+    assert edge.grid_signal_from_proto(agg.grid_signal_to_proto(bare)).limits_are_feeder_envelope is False
