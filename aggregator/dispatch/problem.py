@@ -13,6 +13,8 @@ from datetime import datetime
 
 import numpy as np
 
+from vpp_common.timeslots import SlotGrid
+
 
 @dataclass(frozen=True)
 class DispatchOptions:
@@ -34,7 +36,7 @@ class DispatchOptions:
 
 
 @dataclass(frozen=True)
-class FleetProblem:
+class FleetProblem(SlotGrid):
     """One dispatch problem: N houses, T slots, feeder tree houses -> feeders -> transformers."""
 
     house_ids: tuple[str, ...]
@@ -73,14 +75,6 @@ class FleetProblem:
     @property
     def n(self) -> int:
         return len(self.house_ids)
-
-    @property
-    def t(self) -> int:
-        return int(self.load_w.shape[1])
-
-    @property
-    def slot_h(self) -> float:
-        return self.slot_s / 3600.0
 
     def validate(self) -> None:
         """Raise ValueError naming the field that has the wrong shape or sign."""

@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from vpp_common.timeslots import SlotGrid
+
 DEFAULT_EFFICIENCY = 0.95  # one way (charge and discharge each), typical LFP hybrid at part load
 DEFAULT_SOC_MIN_PCT = 5.0
 DEFAULT_RESERVE_SOC_PCT = 10.0
@@ -39,7 +41,7 @@ class House:
 
 
 @dataclass(frozen=True)
-class Scenario:
+class Scenario(SlotGrid):
     name: str
     start: datetime  # first slot start, UTC
     slot_s: int
@@ -58,18 +60,6 @@ class Scenario:
     sources: dict[str, str] = field(default_factory=dict)  # what -> where it came from (for the report)
 
     @property
-    def n(self) -> int:
-        return len(self.houses)
-
-    @property
-    def t(self) -> int:
-        return int(self.load_w.shape[1])
-
-    @property
-    def slot_h(self) -> float:
-        return self.slot_s / 3600.0
-
-    @property
     def end(self) -> datetime:
         return self.start + timedelta(seconds=self.slot_s * self.t)
 
@@ -80,6 +70,10 @@ class Scenario:
         """(N,) index of each house's feeder in ``feeder_ids``."""
         pos = {f: i for i, f in enumerate(self.feeder_ids)}
         return np.array([pos[h.feeder] for h in self.houses], dtype=int)
+
+    @property
+    def n(self) -> int:
+        return len(self.houses)
 
     def validate(self) -> None:
         """Raise ValueError naming the field with a wrong shape, sign or reference."""

@@ -168,8 +168,8 @@ def _times(df: pd.DataFrame, path: Path, col: str = "timestamp") -> np.ndarray:
     return ns
 
 
-def _series(path: Path, cols: tuple[str, ...], **kw: object) -> _Series:
-    df = _read_csv(path)
+def _series(path: Path, cols: tuple[str, ...], df: pd.DataFrame | None = None, **kw: object) -> _Series:
+    df = _read_csv(path) if df is None else df
     _need(df, path, ("timestamp", *cols))
     t = _times(df, path)
     step = int(np.median(np.diff(t))) if len(t) > 1 else 3600 * 10**9
@@ -215,11 +215,11 @@ def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
     series: list[tuple[_HouseRow, _Series, str]] = []
     for r in rows:
         p = root / (r.series or f"series/{r.id}.csv")
-        df_cols = _read_csv(p).columns
-        pv_col = "pv_production_w" if "pv_production_w" in df_cols else "pv_production_w_per_kwp"
-        if pv_col not in df_cols:
+        df = _read_csv(p)  # once: a year of 15-min rows per house
+        pv_col = "pv_production_w" if "pv_production_w" in df.columns else "pv_production_w_per_kwp"
+        if pv_col not in df.columns:
             raise ScenarioError(p, "needs a column pv_production_w or pv_production_w_per_kwp")
-        series.append((r, _series(p, ("load_w", pv_col), min_value=0.0), pv_col))
+        series.append((r, _series(p, ("load_w", pv_col), df, min_value=0.0), pv_col))
 
     feeders_path = root / "feeders.csv"
     fdf = _read_csv(feeders_path)
