@@ -11,6 +11,9 @@ stops hearing from the aggregator falls back to its plan's envelopes.
 
 A house without telemetry yet, or with stale telemetry, counts as exporting its whole
 export cap (the worst case), so the others' shares stay safe.
+
+Each round also measures every feeder's load (the sum of its houses' fresh grid power)
+for the operator's metrics, whether envelopes are sent or not.
 """
 
 from __future__ import annotations
@@ -36,6 +39,22 @@ class FeederEnvelope:
 
 
 @dataclass(frozen=True, slots=True)
+class FeederLoad:
+    """A feeder as measured in one round (from its houses' latest fresh telemetry)."""
+
+    power_w: float  # net grid power of the houses with fresh telemetry, W (import > 0, export < 0)
+    fresh_houses: int  # houses whose telemetry counted
+    houses: int  # houses on the feeder
+    import_limit_w: float  # inf = none
+    export_limit_w: float  # inf = none
+
+    @property
+    def over_limit_w(self) -> float:
+        """How far the measured load is beyond a limit, W (0 within limits)."""
+        return max(0.0, self.power_w - self.import_limit_w, -self.power_w - self.export_limit_w)
+
+
+@dataclass(frozen=True, slots=True)
 class Feeder:
     feeder_id: str
     houses: tuple[str, ...]
@@ -50,12 +69,21 @@ async def compute_envelopes(store: StateStore, feeders: Sequence[Feeder], now: d
     ``slot_h``: how far ahead a battery's room is counted (its energy room over this time
     bounds the power it can absorb): about the control interval.
     """
+    envelopes, _ = await feeder_round(store, feeders, now, interval_s, stale_after_s, slot_h)
+    return envelopes
+
+
+async def feeder_round(store: StateStore, feeders: Sequence[Feeder], now: datetime, interval_s: float,
+                       stale_after_s: float, slot_h: float = 1 / 60
+                       ) -> tuple[dict[str, FeederEnvelope], dict[str, FeederLoad]]:
+    """``compute_envelopes`` plus each feeder's measured load (every feeder, limited or not)."""
     out: dict[str, FeederEnvelope] = {}
+    loads: dict[str, FeederLoad] = {}
     until = now + timedelta(seconds=5 * interval_s)
     for f in feeders:
-        if not (np.isfinite(f.import_limit_w) or np.isfinite(f.export_limit_w)):
-            continue
+        limited = bool(np.isfinite(f.import_limit_w) or np.isfinite(f.export_limit_w))
         base, ch, dis, rated, imp_cap, exp_cap = [], [], [], [], [], []
+        measured_w, fresh_n = 0.0, 0
         for h in f.houses:
             rec = await store.get_house(h)
             tele = await store.get_telemetry(h)
@@ -75,6 +103,8 @@ async def compute_envelopes(store: StateStore, feeders: Sequence[Feeder], now: d
                 dis.append(0.0)
                 continue
             assert tele.grid_power_w.value is not None and tele.battery_power_w.value is not None
+            measured_w += tele.grid_power_w.value
+            fresh_n += 1
             base.append(tele.grid_power_w.value - tele.battery_power_w.value)
             soc = tele.battery_soc_pct.value if tele.battery_soc_pct.usable else None
             if st is None or soc is None or st.capacity_wh <= 0:
@@ -86,11 +116,14 @@ async def compute_envelopes(store: StateStore, feeders: Sequence[Feeder], now: d
                       if soc > st.reserve_soc_pct else 0.0)
             ch.append(min(st.max_charge_power_w, room_w))
             dis.append(min(st.max_discharge_power_w, have_w))
+        loads[f.feeder_id] = FeederLoad(measured_w, fresh_n, len(f.houses), f.import_limit_w, f.export_limit_w)
+        if not limited:
+            continue
         e, i = feeder_envelopes(HousesNow(np.array(base), np.array(ch), np.array(dis), np.array(rated),
                                           np.array(imp_cap)), f.export_limit_w, f.import_limit_w)
         for k, h in enumerate(f.houses):
             out[h] = FeederEnvelope(SiteLimits(float(min(i[k], imp_cap[k])), float(min(e[k], exp_cap[k]))), until)
-    return out
+    return out, loads
 
 
 class FeederController:
@@ -98,26 +131,31 @@ class FeederController:
     a house its current signal (the planner's), which picks the envelope up from ``current``."""
 
     def __init__(self, store: StateStore, feeders: Sequence[Feeder], *, interval_s: float, stale_after_s: float,
-                 deliver: Callable[[str], Awaitable[None]]) -> None:
+                 deliver: Callable[[str], Awaitable[None]], send_envelopes: bool = True) -> None:
         self._store = store
         self._feeders = tuple(feeders)
         self.interval_s = interval_s
         self._stale_after_s = stale_after_s
         self._deliver = deliver
+        self._send_envelopes = send_envelopes
         self.current: Mapping[str, FeederEnvelope] = {}
+        self.loads: Mapping[str, FeederLoad] = {}
         self.rounds = 0
-
-    @property
-    def active(self) -> bool:
-        return any(np.isfinite(f.import_limit_w) or np.isfinite(f.export_limit_w) for f in self._feeders)
 
     def envelope(self, house_id: str, now: datetime) -> FeederEnvelope | None:
         env = self.current.get(house_id)
         return env if env is not None and now < env.valid_until else None
 
+    @property
+    def feeders(self) -> tuple[Feeder, ...]:
+        return self._feeders
+
     async def step(self, now: datetime) -> None:
-        self.current = await compute_envelopes(self._store, self._feeders, now, self.interval_s,
-                                               self._stale_after_s, slot_h=max(self.interval_s, 60.0) / 3600)
+        envelopes, self.loads = await feeder_round(self._store, self._feeders, now, self.interval_s,
+                                                   self._stale_after_s, slot_h=max(self.interval_s, 60.0) / 3600)
         self.rounds += 1
+        if not self._send_envelopes:
+            return
+        self.current = envelopes
         for house in self.current:
             await self._deliver(house)

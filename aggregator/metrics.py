@@ -3,7 +3,14 @@ as histograms, counts by type/result)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, Histogram
+
+if TYPE_CHECKING:
+    from aggregator.feeder_control import FeederLoad
 
 
 # *_created series double the exposition for no use on dashboards
@@ -42,3 +49,34 @@ class AggregatorMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120), registry=r)
         self.leader = Gauge("vpp_aggregator_dispatch_leader", "1 if this replica holds the dispatch lease.",
                             registry=r)
+        # Feeder series come from the dispatch leader only (followers clear theirs); ``feeder``
+        # is one of the configured feeders, so the label stays bounded (never a house).
+        self.feeder_power = Gauge(
+            "vpp_aggregator_feeder_power_watts",
+            "Measured net grid power of a feeder's houses with fresh telemetry, W (import > 0, export < 0).",
+            ["feeder"], registry=r)
+        self.feeder_limit = Gauge(
+            "vpp_aggregator_feeder_limit_watts",
+            "A feeder's net limit by direction (import or export), W, positive; absent when unlimited.",
+            ["feeder", "direction"], registry=r)
+        self.feeder_over_limit = Gauge(
+            "vpp_aggregator_feeder_over_limit_watts",
+            "How far a feeder's measured load is beyond its import or export limit, W (0 = within).",
+            ["feeder"], registry=r)
+        self.feeder_fresh_ratio = Gauge(
+            "vpp_aggregator_feeder_telemetry_fresh_ratio",
+            "Share of a feeder's houses whose telemetry counted in the last measurement, 0..1.",
+            ["feeder"], registry=r)
+
+    def set_feeder_loads(self, loads: Mapping[str, "FeederLoad"]) -> None:
+        """Publish one measurement round (the leader's); ``{}`` clears the feeder series."""
+        for g in (self.feeder_power, self.feeder_limit, self.feeder_over_limit, self.feeder_fresh_ratio):
+            g.clear()
+        for fid, ld in loads.items():
+            self.feeder_power.labels(fid).set(ld.power_w)
+            self.feeder_over_limit.labels(fid).set(ld.over_limit_w)
+            self.feeder_fresh_ratio.labels(fid).set(ld.fresh_houses / ld.houses if ld.houses else 0.0)
+            if math.isfinite(ld.import_limit_w):
+                self.feeder_limit.labels(fid, "import").set(ld.import_limit_w)
+            if math.isfinite(ld.export_limit_w):
+                self.feeder_limit.labels(fid, "export").set(ld.export_limit_w)

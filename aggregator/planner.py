@@ -35,7 +35,7 @@ from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_pr
 from aggregator.dispatch.optimise import DispatchResult, optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.tariff import TouTariff
-from aggregator.feeder_control import Feeder, FeederController
+from aggregator.feeder_control import Feeder, FeederController, FeederEnvelope
 from aggregator.dispatch.tou import TouPlanInput, make_plan
 from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
@@ -43,7 +43,9 @@ from aggregator.service.sessions import ControlItem, Session, SessionRegistry
 from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
 from vpp_common.clock import UTC, Clock, wait_event
 from vpp_common.config import ConfigError
-from vpp_common.messages import DispatchPlan, GridSignal, PriceSlot, ResourceKind, SiteLimits, StorageFlexibility
+from vpp_common.messages import (
+    DispatchPlan, GridSignal, LimitOverride, PriceSlot, ResourceKind, SiteLimits, StorageFlexibility,
+)
 from vpp_common.timeslots import align_down
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,11 @@ def dispatch_queue(replica_id: str) -> str:
     return f"dispatch:{replica_id}"
 
 
+# A dispatch-queue item with this prefix asks the replica to send the house its grid signal
+# only (a new feeder envelope), not its plan.  ":" never occurs in a house id.
+SIGNAL_ITEM = "signal:"
+
+
 class Planner:
     def __init__(self, *, store: StateStore, sessions: SessionRegistry, clock: Clock, tariff: TouTariff,
                  config: PlanningConfig, metrics: AggregatorMetrics, replica_id: str,
@@ -174,7 +181,9 @@ class Planner:
             store, [Feeder(f.id, tuple(f.houses), f.import_limit_w or float("inf"),
                            f.export_limit_w if f.export_limit_w is not None else float("inf")) for f in feeders],
             interval_s=config.feeder_control_s or 30.0, stale_after_s=max(3 * (config.feeder_control_s or 30.0), 600.0),
-            deliver=self.send_signal)
+            deliver=self._deliver_envelope, send_envelopes=config.feeder_control_s > 0)
+        self._limited_feeder_houses = frozenset(
+            h for f in feeders if f.import_limit_w is not None or f.export_limit_w is not None for h in f.houses)
         # the service's encoder, set by the server: the planner knows no protobuf
         self.encode_signal: Callable[[GridSignal], object] = lambda signal: signal
         self._pending: set[str] = set()
@@ -227,7 +236,7 @@ class Planner:
         """The fleet's prices plus this house's temporary limits, if any."""
         base = self.grid_signal()
         override = await self._store.get_limit_override(house_id)
-        env = self.feeder_control.envelope(house_id, self._clock.now()) if self._cfg.feeder_control_s > 0 else None
+        env = await self._feeder_envelope(house_id)
         if override is None and env is None:
             return base
         if env is None:
@@ -242,6 +251,37 @@ class Planner:
         return GridSignal(issued_at=base.issued_at, currency=base.currency, prices=base.prices,
                           limits=limits, limits_valid_until=until, limits_are_feeder_envelope=True)
 
+    async def _feeder_envelope(self, house_id: str) -> FeederEnvelope | None:
+        """The house's live feeder envelope: the leader's own, or (on a follower) the one the
+        leader left in the store for this replica to send."""
+        if self._cfg.feeder_control_s <= 0 or house_id not in self._limited_feeder_houses:
+            return None
+        now = self._clock.now()
+        env = self.feeder_control.envelope(house_id, now)
+        if env is not None or self._elector.is_leader:
+            return env
+        stored = await self._store.get_feeder_envelope(house_id)
+        if stored is None or stored.valid_until <= now:
+            return None
+        return FeederEnvelope(stored.limits, stored.valid_until)
+
+    async def _deliver_envelope(self, house_id: str) -> None:
+        """The leader's new envelope for a house: sent here if its stream is here, else left in
+        the store and announced on its replica's dispatch queue (that replica sends it)."""
+        if self._sessions.get(house_id) is not None:
+            await self.send_signal(house_id)
+            return
+        env = self.feeder_control.current.get(house_id)
+        route = await self._store.get_route(house_id)
+        if env is None or route is None or route == self._replica_id:
+            return
+        ttl_s = (env.valid_until - self._clock.now()).total_seconds() / self._clock.speed
+        if ttl_s <= 0:
+            return
+        await self._store.put_feeder_envelope(house_id, LimitOverride(env.limits, env.valid_until, "feeder envelope"),
+                                              ttl_s)
+        await self._store.queue_push(dispatch_queue(route), SIGNAL_ITEM + house_id)
+
     async def deliver(self, house_id: str) -> None:
         """Send the house its current plan and signal, wherever its stream is."""
         session = self._sessions.get(house_id)
@@ -254,8 +294,8 @@ class Planner:
 
     async def send_signal(self, house_id: str) -> None:
         """Send the house its current grid signal (prices, temporary limits, feeder envelope) if its
-        stream is on this replica.  Feeder envelopes live on the leader only: houses streaming to
-        another replica keep to their plan's grid envelopes (a known limit of multi-replica runs)."""
+        stream is on this replica (the leader routes envelopes for other replicas' houses
+        through the store: ``_deliver_envelope``)."""
         session = self._sessions.get(house_id)
         if session is not None:
             session.outbox.put(ControlItem(self.encode_signal(await self.house_signal(house_id))))
@@ -273,21 +313,25 @@ class Planner:
             group.create_task(self._plan_loop(), name="plan-loop")
             group.create_task(self._consume_replans(), name="replan-consumer")
             group.create_task(self._consume_dispatch(), name="dispatch-consumer")
-            if self._cfg.feeder_control_s > 0 and self.feeder_control.active:
+            if self.feeder_control.feeders:
                 group.create_task(self._feeder_loop(), name="feeder-control")
 
     async def _feeder_loop(self) -> None:
-        """Live feeder envelopes while this replica leads (see aggregator.feeder_control)."""
-        period = self._cfg.feeder_control_s / self._clock.speed
+        """While this replica leads: measure every feeder's load (metrics) and, with
+        ``feeder_control_s`` > 0, send live feeder envelopes (see aggregator.feeder_control)."""
+        period = self.feeder_control.interval_s / self._clock.speed
         while True:
             await asyncio.sleep(period)
             if not self._elector.is_leader:
+                self._metrics.set_feeder_loads({})  # only the leader's view is published
                 continue
             try:
                 await self.feeder_control.step(self._clock.now())
             except StoreError as exc:
                 self._metrics.store_errors.inc()
-                log.warning("feeder envelopes skipped: %s", exc)
+                log.warning("feeder round skipped: %s", exc)
+                continue
+            self._metrics.set_feeder_loads(self.feeder_control.loads)
 
     def _next_cycle(self) -> float:
         """Monotonic time of the next full cycle: ``cycle_s`` clock seconds from now, or, with
@@ -423,10 +467,13 @@ class Planner:
         while True:
             try:
                 items = await self._store.queue_pull(queue, self._replica_id, block_s=1.0)
-                for _, house_id in items:
-                    session = self._sessions.get(house_id)
+                for _, item in items:
+                    if item.startswith(SIGNAL_ITEM):  # a feeder envelope the leader left in the store
+                        await self.send_signal(item.removeprefix(SIGNAL_ITEM))
+                        continue
+                    session = self._sessions.get(item)
                     if session is not None:  # the current plan: never older than what was queued
-                        await self._send_current(house_id, session)
+                        await self._send_current(item, session)
                 if items:
                     await self._store.queue_ack(queue, [i for i, _ in items])
             except StoreError as exc:

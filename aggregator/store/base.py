@@ -118,6 +118,13 @@ class StateStore(Protocol):
 
     async def get_limit_override(self, house_id: str) -> LimitOverride | None: ...
 
+    async def put_feeder_envelope(self, house_id: str, envelope: LimitOverride, ttl_s: float) -> None:
+        """The leader's live feeder envelope for a house streaming to another replica (that
+        replica sends it); gone after ``ttl_s`` real seconds."""
+        ...
+
+    async def get_feeder_envelope(self, house_id: str) -> LimitOverride | None: ...
+
     async def queue_push(self, queue: str, item: str) -> None:
         """Append ``item`` to the work queue ``queue`` (shared by all replicas)."""
         ...

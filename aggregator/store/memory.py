@@ -94,6 +94,7 @@ class MemoryStore:
         self._ttl_writes = 0
         self._queues: dict[str, _Queue] = {}
         self._overrides: dict[str, _Expiring[LimitOverride]] = {}
+        self._envelopes: dict[str, _Expiring[LimitOverride]] = {}
 
     # -- expiry helpers ---------------------------------------------------
 
@@ -230,6 +231,12 @@ class MemoryStore:
 
     async def get_limit_override(self, house_id: str) -> LimitOverride | None:
         return self._live(self._overrides, house_id)
+
+    async def put_feeder_envelope(self, house_id: str, envelope: LimitOverride, ttl_s: float) -> None:
+        self._envelopes[house_id] = _Expiring(envelope, self._now() + check_ttl(ttl_s))
+
+    async def get_feeder_envelope(self, house_id: str) -> LimitOverride | None:
+        return self._live(self._envelopes, house_id)
 
     # -- work queues --------------------------------------------------------
 

@@ -372,6 +372,16 @@ class RedisStore:
             raw = await self._redis.get(self._key("limits", house_id))
         return None if raw is None else _LIMIT_OVERRIDE.decode(raw)
 
+    async def put_feeder_envelope(self, house_id: str, envelope: LimitOverride, ttl_s: float) -> None:
+        async with self._guard("put_feeder_envelope"):
+            await self._redis.set(self._key("envelope", house_id), _LIMIT_OVERRIDE.encode(envelope),
+                                  px=_ttl_ms(ttl_s))
+
+    async def get_feeder_envelope(self, house_id: str) -> LimitOverride | None:
+        async with self._guard("get_feeder_envelope"):
+            raw = await self._redis.get(self._key("envelope", house_id))
+        return None if raw is None else _LIMIT_OVERRIDE.decode(raw)
+
     # -- work queues (Redis Streams with one consumer group) ---------------
 
     _GROUP = "workers"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aggregator.config import AggregatorConfig
+from aggregator.config import AggregatorConfig, FeederConfig, PlanningConfig
 from aggregator.server import AggregatorServer
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, ControlConfig, DeviceConfig
@@ -99,8 +99,10 @@ def _hostport(url: str | None) -> str:
 
 async def test_prometheus_scrapes_fleet_and_fires_alert_when_agents_stop(tmp_path: Path) -> None:
     binary = _prometheus()
+    feeder = FeederConfig(id="f1", houses=[f"house-{i}" for i in range(3)], export_limit_w=50_000.0)
     agg = AggregatorServer(AggregatorConfig(listen="127.0.0.1:0", admin_listen=None, insecure=True, metrics_port=0,
-                                            replica_id="prom-e2e", drain_grace_s=0.2))
+                                            replica_id="prom-e2e", drain_grace_s=0.2, feeders=[feeder],
+                                            planning=PlanningConfig(feeder_control_s=1.0)))
     sims: list[SunSpecHybridSimulator] = []
     agents: list[EdgeAgent] = []
     prom: subprocess.Popen[bytes] | None = None
@@ -146,6 +148,13 @@ async def test_prometheus_scrapes_fleet_and_fires_alert_when_agents_stop(tmp_pat
                     "recording rule vpp:fleet_connected_agents:sum = 3")
         await _poll(pool, lambda: _scalar(base, 'sum(vpp_edge_uplink_connected{job="vpp-edge-agent"})') == 3, 10,
                     "3 agents report an uplink")
+        # the leader's feeder measurement, through a recording rule too (no house label anywhere)
+        await _poll(pool, lambda: _scalar(base, 'vpp_aggregator_feeder_telemetry_fresh_ratio{feeder="f1"}') == 1, 15,
+                    "feeder f1 measured from all 3 houses")
+        assert _scalar(base, 'vpp_aggregator_feeder_limit_watts{feeder="f1",direction="export"}') == 50_000
+        await _poll(pool, lambda: _scalar(base, 'vpp:feeder_export_utilisation:ratio{feeder="f1"}') is not None, 10,
+                    "recording rule vpp:feeder_export_utilisation:ratio")
+        assert not _query(base, '{__name__=~"vpp_aggregator_.*", house_id!=""}')
         assert await asyncio.get_running_loop().run_in_executor(pool, _alert_states, base, ALERT) == []
 
         # stop the houses: the fraction drops to 0 and the alert fires

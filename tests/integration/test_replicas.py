@@ -86,3 +86,46 @@ async def test_a_new_leader_takes_over_and_versions_never_go_backwards(replicas:
         assert b.planner.plans_written >= 1
     finally:
         await agent.close()
+
+
+async def test_feeder_envelopes_reach_houses_streaming_to_a_follower(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """The leader shares a limited feeder; a house on the other replica gets its envelope
+    through the store and its replica's dispatch queue (not only the leader's own houses)."""
+    from aggregator.config import FeederConfig, PlanningConfig
+
+    ns = f"rep-{uuid.uuid4().hex[:8]}"
+    clock = ManualClock(T0)
+    feeder = FeederConfig(id="f1", houses=["house-a", "house-b"], export_limit_w=6_000.0)
+    servers = []
+    for name in ("a", "b"):
+        cfg = AggregatorConfig(listen="127.0.0.1:0", admin_listen=None, insecure=True, metrics_port=None,
+                               replica_id=name, leader_lease_s=1.0, feeders=[feeder],
+                               planning=PlanningConfig(feeder_control_s=0.2))
+        servers.append(AggregatorServer(cfg, clock=clock, store=RedisStore(redis_server.url, namespace=ns)))
+    for s in servers:
+        await s.start()
+    a, b = servers
+    agents = [RawAgent(a.target, "house-a"), RawAgent(b.target, "house-b")]
+    try:
+        assert a.elector.is_leader and not b.elector.is_leader
+        for agent in agents:
+            agent.send(fs.ConnectRequest(sequence=1, hello=edge.hello_to_proto(HELLO)))
+            await agent.expect("welcome")
+
+        async def envelope(agent: RawAgent) -> fs.ConnectResponse:
+            while True:
+                resp = await agent.expect("grid_signal", timeout_s=10)
+                if resp.grid_signal.limits_are_feeder_envelope:
+                    return resp
+
+        got = [await envelope(agent) for agent in agents]
+        total = sum(r.grid_signal.limits.max_export_w for r in got)
+        # both silent: each counts as exporting its whole 4.6 kW cap, so the 6 kW are split
+        assert 0 < total <= 6_000.0
+        assert b.planner.feeder_control.rounds == 0  # the follower computed nothing itself
+    finally:
+        for agent in agents:
+            await agent.close()
+        for s in servers:
+            await s.stop(grace_s=0.2)
+            await s.store.close()

@@ -654,3 +654,21 @@ async def test_limit_override_roundtrip_and_expiry(backend: Backend) -> None:
         while await store.get_limit_override("h1") is not None:
             assert time.monotonic() < deadline, "override did not expire"
             await asyncio.sleep(0.05)
+
+
+async def test_feeder_envelope_roundtrip_expiry_and_apart_from_overrides(backend: Backend) -> None:
+    store = backend.store
+    at = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+    env = LimitOverride(SiteLimits(17_000.0, 2_500.0), at, "feeder envelope")
+    await store.put_feeder_envelope("h1", env, ttl_s=0.2)
+    assert await store.get_feeder_envelope("h1") == env
+    assert await store.get_limit_override("h1") is None  # an envelope is not an operator's override
+    assert await store.get_feeder_envelope("h2") is None
+    if backend.clock is not None:
+        backend.clock.advance(0.3)
+        assert await store.get_feeder_envelope("h1") is None
+    else:
+        deadline = time.monotonic() + 3
+        while await store.get_feeder_envelope("h1") is not None:
+            assert time.monotonic() < deadline, "envelope did not expire"
+            await asyncio.sleep(0.05)

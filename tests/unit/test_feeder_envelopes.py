@@ -75,3 +75,39 @@ async def test_compute_envelopes_from_the_store_treats_silent_houses_as_worst_ca
     assert env["c"].limits.max_export_w <= 6000.0 and env["a"].limits.max_export_w >= 5000.0
     assert env["b"].limits.max_export_w < 3000.0  # b must charge rather than export
     assert all(e.valid_until == now + timedelta(seconds=150) for e in env.values())
+
+
+async def test_feeder_round_measures_load_and_the_leader_publishes_it_without_house_labels() -> None:
+    from datetime import UTC, datetime
+
+    from prometheus_client import generate_latest
+
+    from aggregator.feeder_control import Feeder, feeder_round
+    from aggregator.metrics import AggregatorMetrics
+    from aggregator.store.memory import MemoryStore
+    from vpp_common.messages import Measurement, SiteTelemetry, Validity
+
+    now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    store = MemoryStore()
+    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
+    await store.put_telemetry("a", SiteTelemetry(now, m(-5000.0), m(-5500.0), m(0.0), m(100.0), m(500.0)), 3600)
+    await store.put_telemetry("b", SiteTelemetry(now, m(-3000.0), m(-3500.0), m(0.0), m(20.0), m(500.0)), 3600)
+    await store.put_telemetry("d", SiteTelemetry(now, m(1200.0), m(0.0), m(0.0), m(20.0), m(1200.0)), 3600)
+    feeders = [Feeder("f1", ("a", "b", "c"), float("inf"), 7000.0), Feeder("f2", ("d",), float("inf"), float("inf"))]
+    env, loads = await feeder_round(store, feeders, now, 30.0, 600.0)
+    assert set(env) == {"a", "b", "c"}  # the unlimited feeder gets no envelopes, only a measurement
+    assert loads["f1"].power_w == -8000.0 and loads["f1"].fresh_houses == 2 and loads["f1"].houses == 3
+    assert loads["f1"].over_limit_w == 1000.0
+    assert loads["f2"].power_w == 1200.0 and loads["f2"].over_limit_w == 0.0
+
+    metrics = AggregatorMetrics()
+    metrics.set_feeder_loads(loads)
+    text = generate_latest(metrics.registry).decode()
+    assert 'vpp_aggregator_feeder_power_watts{feeder="f1"} -8000.0' in text
+    assert 'vpp_aggregator_feeder_over_limit_watts{feeder="f1"} 1000.0' in text
+    assert 'vpp_aggregator_feeder_limit_watts{direction="export",feeder="f1"} 7000.0' in text
+    assert 'feeder="f2",direction' not in text and 'direction="import"' not in text  # no limit, no series
+    assert 'vpp_aggregator_feeder_telemetry_fresh_ratio{feeder="f1"} 0.6666' in text
+    assert "house=" not in text and "house_id" not in text
+    metrics.set_feeder_loads({})  # a follower clears what it published as leader
+    assert "vpp_aggregator_feeder_power_watts{" not in generate_latest(metrics.registry).decode()
