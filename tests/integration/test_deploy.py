@@ -299,6 +299,7 @@ def test_compose_services_and_their_environment_are_valid_configs(monkeypatch: p
                 assert svc["command"][:2] == ["aggregator", "serve"]
                 cfg: Any = AggregatorConfig(insecure=True)
                 assert cfg.store_url == "redis://redis:6379/0" and cfg.replica_id == name
+                assert [f.houses for f in cfg.feeders] == [[f"house-{i}" for i in (1, 2, 3)]]
                 probe = svc["healthcheck"]["test"]
                 assert f"'127.0.0.1:{cfg.admin_listen.rpartition(':')[2]}'" in probe[-1]
                 assert "service='vpp.v1.FleetService'" in probe[-1]
