@@ -82,7 +82,7 @@ async def feeder_round(store: StateStore, feeders: Sequence[Feeder], now: dateti
     until = now + timedelta(seconds=5 * interval_s)
     for f in feeders:
         limited = bool(np.isfinite(f.import_limit_w) or np.isfinite(f.export_limit_w))
-        base, ch, dis, rated, imp_cap, exp_cap = [], [], [], [], [], []
+        base, ch, dis, rated, imp_cap, exp_cap, wanted = [], [], [], [], [], [], []
         measured_w, fresh_n = 0.0, 0
         for h in f.houses:
             rec = await store.get_house(h)
@@ -99,12 +99,14 @@ async def feeder_round(store: StateStore, feeders: Sequence[Feeder], now: dateti
             if not fresh or tele is None:
                 # unknown: assume it exports its whole cap (worst case) and can absorb nothing
                 base.append(-min(cap_exp, 1e6))
+                wanted.append(-min(cap_exp, 1e6))
                 ch.append(0.0)
                 dis.append(0.0)
                 continue
             assert tele.grid_power_w.value is not None and tele.battery_power_w.value is not None
             measured_w += tele.grid_power_w.value
             fresh_n += 1
+            wanted.append(tele.grid_power_w.value)  # what it does now, within its last envelope
             base.append(tele.grid_power_w.value - tele.battery_power_w.value)
             soc = tele.battery_soc_pct.value if tele.battery_soc_pct.usable else None
             if st is None or soc is None or st.capacity_wh <= 0:
@@ -120,7 +122,8 @@ async def feeder_round(store: StateStore, feeders: Sequence[Feeder], now: dateti
         if not limited:
             continue
         e, i = feeder_envelopes(HousesNow(np.array(base), np.array(ch), np.array(dis), np.array(rated),
-                                          np.array(imp_cap)), f.export_limit_w, f.import_limit_w)
+                                          np.array(imp_cap)), f.export_limit_w, f.import_limit_w,
+                                grid_wanted_w=np.array(wanted))
         for k, h in enumerate(f.houses):
             out[h] = FeederEnvelope(SiteLimits(float(min(i[k], imp_cap[k])), float(min(e[k], exp_cap[k]))), until)
     return out, loads

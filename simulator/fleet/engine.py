@@ -80,10 +80,11 @@ def clear_sky_table(sc: Scenario, extra_days: int = 2) -> Callable[[list[datetim
 
 
 def feeder_limits_now(sc: Scenario, s: int, soc: np.ndarray, cap: list[float], blim: list[BatteryLimits],
-                      eff: list[float]) -> list[SiteLimits]:
+                      eff: list[float], grid_wanted_w: np.ndarray | None = None) -> list[SiteLimits]:
     """Each house's site limits tightened by the aggregator's live feeder envelope for slot ``s``
     (``aggregator.dispatch.realtime``), from what the meters show at the slot's start: the
-    aggregator's control loop runs every few seconds, far faster than a slot."""
+    aggregator's control loop runs every few seconds, far faster than a slot.
+    ``grid_wanted_w``: (n,) each house's exchange if it followed its plan within its own limits."""
     base = sc.load_w[:, s] - sc.pv_w[:, s]
     cap_a, eff_a = np.asarray(cap), np.asarray(eff)
     p_ch = np.array([b.max_charge_w for b in blim])
@@ -101,7 +102,8 @@ def feeder_limits_now(sc: Scenario, s: int, soc: np.ndarray, cap: list[float], b
     for f in range(len(sc.feeder_ids)):
         on = fidx == f
         e, i = feeder_envelopes(HousesNow(base[on], ch[on], dis[on], rated[on], max_imp[on]),
-                                float(sc.feeder_export_limit_w[f, s]), float(sc.feeder_import_limit_w[f, s]))
+                                float(sc.feeder_export_limit_w[f, s]), float(sc.feeder_import_limit_w[f, s]),
+                                grid_wanted_w=None if grid_wanted_w is None else grid_wanted_w[on])
         max_exp[on] = np.minimum(max_exp[on], e)
         max_imp[on] = np.minimum(max_imp[on], i)
     out = [SiteLimits(float(a), float(b)) for a, b in zip(max_imp, max_exp, strict=True)]
@@ -142,7 +144,19 @@ def simulate(sc: Scenario, strategy: str, options: StrategyOptions | None = None
     for s in range(t):
         now = sc.slot_start(s)
         src.update(s, soc)
-        slot_lim = feeder_limits_now(sc, s, soc, cap, blim, eff) if live else limits
+        slot_lim = limits
+        if live:
+            # what each house would do following its plan within its own limits: the live
+            # aggregator measures it; the envelopes only ever cut into it where the feeder needs
+            wanted = np.zeros(n)
+            for i in range(n):
+                base = float(load_all[i, s] - pv_all[i, s])
+                tele = SiteTelemetry(now, _m(base, now), _m(-float(pv_all[i, s]), now), _m(0.0, now),
+                                     _m(float(soc[i]), now), _m(float(load_all[i, s]), now))
+                d = decide(now, tele, src.plans[i], True, limits[i], blim[i], BATTERY_ID, plan_grid_envelope=False)
+                b, _ = battery_step(float(soc[i]), cap[i], d.battery_w, eff[i], slot_h)
+                wanted[i] = base + b
+            slot_lim = feeder_limits_now(sc, s, soc, cap, blim, eff, wanted)
         for i in range(n):
             load, pv = float(load_all[i, s]), float(pv_all[i, s])
             base = load - pv

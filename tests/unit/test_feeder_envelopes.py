@@ -37,6 +37,33 @@ def test_batteries_absorb_before_anyone_curtails() -> None:
     assert exp[1] >= 4000 and exp[0] >= 1000
 
 
+def test_nobody_is_made_to_charge_while_the_feeder_has_room() -> None:
+    # both want to export 4 kW (batteries idle by their plans); 10 kW fit: each keeps its 4 kW
+    # plus a share of the rest, although house 0's PV share alone (1/5) would be below 4 kW
+    h = _h([-4000, -4000], [3000, 3000], rated=[2000, 8000])
+    exp, _ = feeder_envelopes(h, 10_000, np.inf, grid_wanted_w=np.array([-4000.0, -4000.0]))
+    assert exp.sum() == pytest.approx(10_000 * SHARE_OF_LIMIT)
+    assert (exp >= 4000).all()
+    old, _ = feeder_envelopes(h, 10_000, np.inf)  # without the wanted exchange: held to PV shares
+    assert old[0] < 4000
+
+
+def test_batteries_give_way_in_proportion_to_their_room_when_wants_do_not_fit() -> None:
+    # wants 5 + 5 kW against a 7 kW limit; rooms 3 kW and 1 kW -> unavoidable 2 and 4 kW
+    h = _h([-5000, -5000], [3000, 1000])
+    exp, _ = feeder_envelopes(h, 7000, np.inf, share=1.0, grid_wanted_w=np.array([-5000.0, -5000.0]))
+    assert exp.sum() == pytest.approx(7000)
+    cut = 5000 - exp
+    assert cut[0] == pytest.approx(3 * cut[1])  # 3 kW of the cut by the larger battery
+    assert (exp >= np.array([2000, 4000]) - 1e-6).all()
+
+
+def test_import_wants_that_fit_are_kept() -> None:
+    h = _h([3000, 1000], [0, 0], dis=[2000, 0])
+    _, imp = feeder_envelopes(h, np.inf, 5000, share=1.0, grid_wanted_w=np.array([3000.0, 1000.0]))
+    assert imp.sum() == pytest.approx(5000) and (imp >= [3000, 1000]).all()
+
+
 def test_import_side_holds_each_house_to_its_unavoidable_import_when_short() -> None:
     _, imp = feeder_envelopes(_h([3000, 4000], [0, 0], dis=[2000, 0]), np.inf, 3000)
     assert imp.tolist() == [1000.0, 4000.0]  # even all batteries flat out cannot meet 3 kW: reported, not hidden
