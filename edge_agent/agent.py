@@ -27,14 +27,17 @@ from edge_agent.config import AgentConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.energy_manager.decide import BatteryLimits, Decision, decide
 from edge_agent.energy_manager.forecast import ForecastErrors, HistoryForecaster, Site
+from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from edge_agent.energy_manager.plans import PlanBook
 from edge_agent.metrics import AgentMetrics
-from edge_agent.resources.hybrid import HouseSnapshot, HybridInverterRM
+from edge_agent.resources.factory import HouseResourceManager, resource_manager
+from edge_agent.resources.hybrid import HouseSnapshot
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import WelcomeInfo
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
 from vpp_common.timeslots import align_down
 from vpp_common.messages import DispatchPlan, GridSignal, Hello, PlanState, PlanStatus, PowerForecast, SiteLimits
+from vpp_common.messages import SiteTelemetry  # device data freshness (fresh_for_control)
 from vpp_common.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,14 @@ FORECAST_HORIZON_SLOTS = 96  # 24 h
 EXPORT_TOLERANCE_W = 50.0  # meter noise and one control period of lag are not violations
 
 
+def fresh_for_control(t: SiteTelemetry) -> bool:
+    """True if a setpoint may be based on ``t``: grid, battery and SoC valid (not stale, missing or
+    implausible).  The Resource Managers mark a failed read stale at once, and a poll is bounded by
+    the request timeouts, so validity is the test (an age limit would misfire on accelerated clocks
+    whose poll period exceeds stale_after_s, e.g. the demo)."""
+    return t.grid_power_w.usable and t.battery_power_w.usable and t.battery_soc_pct.usable
+
+
 @dataclass
 class AgentStats:
     """Counters for the demo summary and tests (metrics carry the same for Prometheus)."""
@@ -53,6 +64,7 @@ class AgentStats:
     poll_errors: int = 0
     writes: int = 0
     write_errors: int = 0
+    writes_held_stale: int = 0  # control ticks that wrote nothing because the device data was not fresh
     plans_accepted: int = 0
     plans_rejected: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
@@ -62,14 +74,17 @@ class AgentStats:
 
 class EdgeAgent:
     def __init__(self, config: AgentConfig, clock: Clock | None = None,
-                 device: HybridInverterRM | None = None) -> None:
+                 device: HouseResourceManager | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.device = device or HybridInverterRM(config.device, self.clock, reserve_soc_pct=config.battery.reserve_soc_pct,
-                                                 revert_s=config.battery.revert_s)
+        # SunSpec or a catalogue entry (config.device.catalogue), writes through the write guard
+        self.device = device or resource_manager(config, self.clock)
         self.metrics = AgentMetrics()
         self.stats = AgentStats()
         self.plans = PlanBook()
+        # tou mode: the agent's own plan on its tariff and forecasts, followed like an aggregator's
+        self.local_tou = (LocalTouPlanner(config.tariff.price_source(), FORECAST_SLOT_S, FORECAST_HORIZON_SLOTS)
+                          if config.control.mode == "tou" and config.tariff is not None else None)
         self.limits = SiteLimits(config.site.max_import_w, config.site.max_export_w)
         self.snapshot: HouseSnapshot | None = None
         self.grid_signal: GridSignal | None = None
@@ -298,10 +313,20 @@ class EdgeAgent:
         expired = self.plans.expiry(now)
         if expired is not None:
             self.uplink.send(expired)
+        store = snap.flexibility.storages[0] if snap.flexibility.storages else None
         battery = BatteryLimits(snap.max_charge_w, snap.max_discharge_w, self.config.battery.reserve_soc_pct,
-                                self.config.battery.max_soc_pct, self.config.control.max_ramp_w_per_s)
+                                self.config.battery.max_soc_pct, self.config.control.max_ramp_w_per_s,
+                                # taper the discharge so that one tick cannot cross the reserve (an RM
+                                # without a capacity rating reports 1 Wh: no taper then)
+                                capacity_wh=store.capacity_wh if store and store.capacity_wh >= 100 else 0.0,
+                                control_period_s=self.config.control.tick_s,
+                                discharge_efficiency=store.discharge_efficiency if store else 0.95)
         previous = self._last_written
-        decision = decide(now, snap.telemetry, self.plans.active(now), self._stream_ok(), self.effective_limits(now),
+        # the adopted plan even once expired: decide then applies *its* fallback (mode, export cap)
+        plan, stream_ok = self.plans.current, self._stream_ok()
+        if self.local_tou is not None:
+            plan, stream_ok = self._local_plan(now, snap), True  # needs no stream
+        decision = decide(now, snap.telemetry, plan, stream_ok, self.effective_limits(now),
                           battery, self.device.battery_id,
                           previous_w=previous[0] if previous else None,
                           dt_s=(now - previous[1]).total_seconds() if previous else 0.0,
@@ -317,20 +342,38 @@ class EdgeAgent:
         self.metrics.decisions.labels(decision.mode).inc()
         for rule in decision.clamped_by:
             self.metrics.safety_clamps.labels(rule).inc()
+        if not fresh_for_control(snap.telemetry):
+            # Never write (nor refresh) on stale data: the device's own revert timers hand the
+            # battery and any PV limit back to its own mode if this lasts.
+            self.stats.writes_held_stale += 1
+            self.metrics.device_writes.labels("held_stale").inc()
+            return decision
         if self._should_write(decision.battery_w, now):
             try:
-                await self.device.set_battery_power(decision.battery_w)
+                applied = await self.device.set_battery_power(decision.battery_w)
             except Exception as exc:  # noqa: BLE001 -- device errors are transient here: retry next tick
                 self.stats.write_errors += 1
                 self.metrics.device_writes.labels("error").inc()
                 log.warning("battery write failed (will retry): %s", exc)
             else:
-                self.stats.writes += 1
-                self.metrics.device_writes.labels("ok").inc()
-                self.metrics.setpoint.set(decision.battery_w)
-                self._last_written = (decision.battery_w, now)
+                if applied is False:  # the write guard deferred it (flash wear): not on the device yet, retry
+                    self.metrics.device_writes.labels("deferred").inc()
+                else:
+                    self.stats.writes += 1
+                    self.metrics.device_writes.labels("ok").inc()
+                    self.metrics.setpoint.set(decision.battery_w)
+                    self._last_written = (decision.battery_w, now)
         await self._apply_pv_limit(decision.pv_limit_w, now)
         return decision
+
+    def _local_plan(self, now: datetime, snap: HouseSnapshot) -> DispatchPlan | None:
+        """tou mode: the local plan (re-made each slot); without a battery reading the last one,
+        which expires on its short lease (then the fallback)."""
+        assert self.local_tou is not None
+        storages = snap.flexibility.storages
+        if not storages or not snap.telemetry.battery_soc_pct.usable:
+            return self.local_tou.current
+        return self.local_tou.plan(now, storages[0], self.effective_limits(now), self.forecaster)
 
     async def _apply_pv_limit(self, limit_w: float | None, now: datetime) -> None:
         """Curtail PV (S2 PEBC) for the export cap; refreshed before the device reverts it."""

@@ -14,6 +14,7 @@ Example ``edge-agent.toml``::
     port = 502
     unit_id = 1
     meter_import_positive = true     # SunSpec meter sign differs by vendor
+    # catalogue = "victron_gx"       # a vendor map instead of SunSpec (edge_agent/catalogue/*.toml)
 
     [site]
     max_import_w = 11000             # fuse / connection limit
@@ -25,31 +26,65 @@ Example ``edge-agent.toml``::
     [control]
     tick_s = 5
     deadband_w = 50
+    # mode = "tou"                   # plan locally on the tariff below (default "vpp")
+
+    # [[tariff.periods]]             # fixed TOU periods (UTC), or tariff.prices_file = "prices.csv"
+    # start = "17:00"
+    # end = "21:00"
+    # import_price_per_kwh = 0.45
+    # export_price_per_kwh = 0.07
+    # weekdays = ["mon", "tue", "wed", "thu", "fri"]    # optional
+    # months = [11, 12, 1, 2]                           # optional: a season
 
 Env: ``VPP_AGENT_DEVICE__HOST=10.0.0.5``, ``VPP_AGENT_SITE__MAX_EXPORT_W=0``.
 """
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from vpp_common.config import EnvOverridesFile
+from vpp_common.tariff import PriceSeries, PriceSource, TouPeriod, TouTariff
 
 
 class DeviceConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(502, ge=1, le=65535)
-    unit_id: int = Field(1, ge=0, le=247)
+    unit_id: int | None = Field(None, ge=0, le=247,
+                                description="Modbus unit id; default 1 for SunSpec, the catalogue entry's own otherwise")
+    catalogue: str | None = Field(
+        None, description="vendor catalogue entry id (e.g. victron_gx, sungrow_sh, huawei_sun2000_luna2000; see "
+                          "edge-agent scan --model) instead of SunSpec discovery")
     timeout_s: float = Field(2.0, gt=0)
     meter_import_positive: bool = Field(True, description="SunSpec 203 W sign: True if import reads positive")
     battery_discharge_positive: bool = Field(
         True, description="SunSpec 802 W sign (the model does not define it): True if discharging reads positive")
     poll_interval_s: float = Field(5.0, gt=0, description="clock seconds between device polls")
     stale_after_s: float = Field(30.0, gt=0, description="a measurement older than this is stale (clock s)")
+    # Flash wear (edge_agent/drivers/write_guard.py): every write passes a per-register guard.  The defaults
+    # are a backstop (720/h = one write per default 5 s tick): set 30 s / 120 for registers kept in flash.
+    write_min_interval_s: float = Field(0.0, ge=0, description="least clock s between two different values "
+                                                              "written to one register")
+    write_max_per_hour: int = Field(720, ge=1, description="writes per register in any rolling clock hour")
+    # Vendor maps rarely publish the nameplate: catalogue devices take it from here (SunSpec reads model 120).
+    capacity_wh: float | None = Field(None, gt=0, description="catalogue device: usable battery capacity, Wh")
+    rated_power_w: float | None = Field(None, gt=0, description="catalogue device: inverter rating, W")
+    max_charge_w: float | None = Field(None, gt=0, description="catalogue device: if the map has no such point")
+    max_discharge_w: float | None = Field(None, gt=0, description="catalogue device: if the map has no such point")
+
+    @field_validator("catalogue")
+    @classmethod
+    def _known_catalogue_entry(cls, v: str | None) -> str | None:
+        from edge_agent.drivers.catalogue import catalogue_ids  # the catalogue is data shipped with the agent
+
+        if v is not None and v not in catalogue_ids():
+            raise ValueError(f"unknown catalogue entry {v!r}; known: {', '.join(catalogue_ids())}")
+        return v
 
 
 class SiteConfig(BaseModel):
@@ -67,13 +102,64 @@ class BatteryConfig(BaseModel):
 
 
 class ControlConfig(BaseModel):
-    mode: Literal["vpp", "self_consumption"] = Field(
+    mode: Literal["vpp", "self_consumption", "tou"] = Field(
         "vpp", description="vpp: follow the aggregator's plans (self-consumption when there are none); "
-                           "self_consumption: ignore plans and keep grid exchange near zero")
+                           "self_consumption: ignore plans and keep grid exchange near zero; "
+                           "tou: ignore plans, plan locally on the [tariff] with the house's own forecasts")
     tick_s: float = Field(5.0, gt=0, description="clock seconds between decisions")
     max_ramp_w_per_s: float = Field(0.0, ge=0, description="largest setpoint change per second; 0 = none")
     deadband_w: float = Field(50.0, ge=0, description="changes smaller than this are not written")
     grace_s: float = Field(300.0, ge=0, description="stream down this long: fall back (clock s)")
+
+
+class TariffPeriodConfig(BaseModel):
+    """One period of a fixed time-of-use tariff (UTC); a period ending at or before its start runs
+    past midnight and belongs to the day it starts on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: time
+    end: time = Field(description="exclusive; 00:00 = midnight")
+    import_price_per_kwh: float
+    export_price_per_kwh: float = 0.0
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = Field(
+        None, description="only on these days; default every day")
+    months: list[Annotated[int, Field(ge=1, le=12)]] | None = Field(
+        None, description="only in these months (a season, e.g. [11, 12, 1, 2]); default all year")
+
+
+class TariffConfig(BaseModel):
+    """Prices for the ``tou`` mode: fixed periods, or a price series file (e.g. day-ahead)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    periods: list[TariffPeriodConfig] = Field(default_factory=list, description="fixed TOU periods")
+    prices_file: Path | None = Field(
+        None, description="CSV timestamp,import_price_per_kwh,export_price_per_kwh (ISO 8601 with offset, each "
+                          "price holds until the next row) instead of periods")
+    prices_publish_hour_utc: int | None = Field(
+        None, ge=0, le=23, description="with prices_file: a day's prices are known from this UTC hour of the day "
+                                       "before (day-ahead); None = the whole file is known")
+    currency: str = "EUR"
+
+    @model_validator(mode="after")
+    def _one_source_that_prices_every_slot(self) -> TariffConfig:
+        if bool(self.periods) == (self.prices_file is not None):
+            raise ValueError("give either periods (fixed TOU) or prices_file (a price series), not both or neither")
+        self.price_source()  # periods cover each day exactly once; the file exists and parses
+        return self
+
+    def price_source(self) -> PriceSource:
+        if self.prices_file is not None:
+            if not self.prices_file.is_file():
+                raise ValueError(f"prices_file {self.prices_file} does not exist")
+            return PriceSeries.load(self.prices_file, slot_s=900, publish_hour_utc=self.prices_publish_hour_utc)
+        days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        return TouTariff(tuple(
+            TouPeriod(p.start, p.end, p.import_price_per_kwh, p.export_price_per_kwh,
+                      frozenset(days.index(d) for d in p.weekdays) if p.weekdays is not None else None,
+                      frozenset(p.months) if p.months is not None else None)
+            for p in self.periods), currency=self.currency)
 
 
 class TlsClientConfig(BaseModel):
@@ -113,6 +199,13 @@ class AgentConfig(EnvOverridesFile):
     site: SiteConfig = SiteConfig()
     battery: BatteryConfig = BatteryConfig()
     control: ControlConfig = ControlConfig()
+    tariff: TariffConfig | None = Field(None, description="prices for control.mode = \"tou\"")
+
+    @model_validator(mode="after")
+    def _tou_needs_a_tariff(self) -> AgentConfig:
+        if self.control.mode == "tou" and self.tariff is None:
+            raise ValueError("tariff: control.mode = \"tou\" needs a [tariff] with periods or prices_file")
+        return self
 
     @model_validator(mode="after")
     def _secure_or_explicitly_insecure(self) -> AgentConfig:

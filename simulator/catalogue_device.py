@@ -34,11 +34,10 @@ from datetime import datetime, timedelta
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
-from pymodbus.server.base import ModbusBaseServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edge_agent.drivers.catalogue import CatalogueEntry, PointDef, decode_raw, load_entry
-from simulator.hybrid_device import Faults
+from simulator.hybrid_device import DroppableServer, Faults, apply_disconnect
 from simulator.physics import SELF_CONSUMPTION, BatteryCommand, HousePhysics, PhysicsConfig, PhysicsSnapshot
 from vpp_common.clock import Clock
 
@@ -157,7 +156,7 @@ class CatalogueSimulator:
         self.reverts: list[datetime] = []
         self._faults = Faults()
         self._faults_changed = asyncio.Event()
-        self._server: ModbusTcpServer | None = None
+        self._server: DroppableServer | None = None
         self._inflight: set[asyncio.Task[object]] = set()
         self._physics = HousePhysics(physics or PhysicsConfig(), clock.now())
         self._spaces: dict[tuple[int, str], _Space] = {}
@@ -222,12 +221,12 @@ class CatalogueSimulator:
                 start, size = (sp.start, len(sp.registers)) if sp else (0, 1)
                 blocks.append([SimData(start, values=[0] * size, datatype=DataType.REGISTERS)])
             devices.append(SimDevice(id=unit, simdata=(bits(), bits(), blocks[0], blocks[1]), action=self._action_for(unit)))
-        server = ModbusTcpServer(devices, address=(self.host, self.port))
-        await server.serve_forever(background=True)
+        server = DroppableServer(lambda address: ModbusTcpServer(devices, address=address), self.host, self.port)
+        await server.start()
         self._server = server
-        sockets = getattr(server.transport, "sockets", None)
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        self.port = server.port
+        if self._faults.disconnect:
+            server.drop()
         log.info("%s simulator on %s:%d", self.entry.device.id, self.host, self.port)
 
     async def stop(self) -> None:
@@ -235,7 +234,7 @@ class CatalogueSimulator:
         if server is None:
             return
         self._signal_faults_changed()
-        await server.shutdown()  # type: ignore[no-untyped-call]
+        await server.stop()
         current = asyncio.current_task()
         pending = [t for t in self._inflight if t is not current and not t.done()]
         for task in pending:
@@ -243,8 +242,6 @@ class CatalogueSimulator:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         self._inflight.clear()
-        if ModbusBaseServer.active_server is server:
-            ModbusBaseServer.active_server = None
         await asyncio.sleep(0)
 
     async def __aenter__(self) -> CatalogueSimulator:
@@ -270,7 +267,13 @@ class CatalogueSimulator:
     @faults.setter
     def faults(self, faults: Faults) -> None:
         self._faults = faults
+        apply_disconnect(self._server, faults)
         self._signal_faults_changed()
+
+    async def wait_listening(self) -> None:
+        """After clearing a ``disconnect`` fault: return once the port accepts connections again."""
+        if self._server is not None:
+            await self._server.wait_listening()
 
     def _signal_faults_changed(self) -> None:
         self._faults_changed.set()

@@ -7,6 +7,7 @@
     vpp-sim demo                     # one house end to end, a simulated day in ~40 s
     vpp-sim demo --hours 6 --json summary.json
     vpp-sim device --port 1502       # a SunSpec hybrid inverter on Modbus TCP until Ctrl-C
+    vpp-sim device --port 1502 --der # the same as a SunSpec DER device (701/702/713/704)
     vpp-sim vendor-device --model sungrow_sh --port 1503   # a catalogue entry's device
 """
 
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
     dev.add_argument("--speed", type=_positive, default=1.0, help="clock speed (default 1: real time)")
     dev.add_argument("--soc", type=float, default=50.0, help="initial state of charge in %% (default 50)")
+    dev.add_argument("--der", action="store_true",
+                     help="a SunSpec DER device instead: models 1, 701, 702, 713, 704, 203, 160, 802 (battery "
+                          "through 704 WSet, PV curtailment through 704)")
     ven = sub.add_parser("vendor-device", help="serve one simulated vendor device (catalogue entry) on Modbus TCP",
                          description="Serve the device of a vendor catalogue entry (edge_agent/catalogue/*.toml: "
                                      "victron_gx, sungrow_sh, huawei_sun2000_luna2000) with battery physics and "
@@ -153,7 +157,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _device(args: argparse.Namespace) -> int:
-    from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
+    from simulator.hybrid_device import DER_MODELS, SimulatorConfig, SunSpecHybridSimulator
     from simulator.physics import PhysicsConfig
 
     clock = SystemClock() if args.speed == 1.0 else AcceleratedClock(datetime.now(UTC), args.speed)
@@ -163,7 +167,8 @@ async def _device(args: argparse.Namespace) -> int:
         from vpp_common.config import ConfigError
 
         raise ConfigError(str(exc)) from exc
-    sim = SunSpecHybridSimulator(SimulatorConfig(physics=physics), clock, host=args.host, port=args.port, unit_id=args.unit)
+    sim = SunSpecHybridSimulator(SimulatorConfig(physics=physics, model_order=DER_MODELS if args.der else None), clock,
+                                 host=args.host, port=args.port, unit_id=args.unit)
 
     async def start() -> None:
         await sim.start()

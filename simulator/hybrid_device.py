@@ -28,8 +28,21 @@ the device side of the wire):
   generator convention of the SunSpec DER models, and how evcc's
   sunspec-battery-control template reads ``802:W`` unchanged as battery
   power).  ``battery_802_sign="charge_positive"`` flips it.
+* DER models (``model_order=DER_MODELS`` or any mix, see SimulatorConfig):
+  701 AC measurements (``W`` injection positive, as 103), 702 capacity
+  (``WMaxRtg`` = the inverter rating, charge/discharge ratings), 713 storage
+  capacity (``SoC``, ``WHAvail``), 704 DER controls.  704 ``WSet`` (W,
+  injection positive, ``WSetMod`` = 1; or ``WSetPct`` of WMaxRtg with
+  ``WSetMod`` = 0) with ``WSetEna`` = 1 holds the *battery* at -WSet
+  (simplification: the setpoint is applied to the storage part of the
+  hybrid, as a storage-only DER would) and wins over model 124; 704
+  ``WMaxLimPctEna`` = 1 caps PV at ``WMaxLimPct`` % of WMaxRtg (with 123 as
+  well: the lower cap).  ``WSetRvrtTms`` / ``WMaxLimPctRvrtTms`` > 0 disable
+  the control when no write to its points arrives for that many clock
+  seconds.
 
-Writes are accepted only on the storage control points of model 124 and on
+Writes are accepted only on the storage control points of model 124, the
+curtailment points of 123, the WSet and WMaxLimPct points of 704 and on
 802 ``SoCRsvMin``/``CtrlHb``; anything else is refused with
 ILLEGAL_ADDRESS, an out-of-range value with ILLEGAL_VALUE, and the refused
 write changes nothing.  The command window follows
@@ -47,7 +60,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -57,6 +70,7 @@ from pymodbus.server.base import ModbusBaseServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulator.physics import (
+    SELF_CONSUMPTION,
     BatteryCommand,
     HousePhysics,
     PhysicsConfig,
@@ -89,6 +103,12 @@ _DER_TYPE_PV_STORAGE = 82
 _BATTERY_TYPE_LITHIUM_ION = 4
 _BATTERY_STATE_CONNECTED = 3
 _MODELS_AFTER_COMMON = (103, 120, 123, 124, 160, 203, 802)
+DER_MODELS = (701, 702, 713, 704, 203, 160, 802)
+"""A SunSpec DER (IEEE 1547) image: 701 AC measurements, 702 capacity, 713 storage capacity, 704 DER
+controls instead of 103/120/123/124.  The battery is then commanded through 704 WSet, PV curtailed
+through 704 WMaxLimPct."""
+SUPPORTED_MODELS = frozenset(_MODELS_AFTER_COMMON + DER_MODELS)
+_WSET_MOD_W_MAX_PCT, _WSET_MOD_WATTS = 0, 1
 
 
 @dataclass(frozen=True)
@@ -114,8 +134,10 @@ class SimulatorConfig:
     battery_802_sign: Battery802Sign = "discharge_positive"
     model1_length: int | None = None
     model_order: tuple[int, ...] | None = None
-    """Order of the models after model 1 (a permutation of 103, 120, 123, 124, 160, 203, 802): real
-    devices differ, and a client must walk the chain rather than assume offsets.  None = that order."""
+    """The models after model 1, in this order (real devices differ, and a client must walk the chain
+    rather than assume offsets): any of 103, 120, 123, 124, 160, 203, 802, 701, 702, 704, 713, each at
+    most once, with the meter 203, battery control (124 or 704) and a SoC (124, 713 or 802).  None =
+    103, 120, 123, 124, 160, 203, 802; :data:`DER_MODELS` = the DER (700-series) device."""
     grid_charging_allowed: bool = True
     energy_counter_start_wh: float = 100_000.0
     power_sf: int | None = None
@@ -130,9 +152,12 @@ class SimulatorConfig:
             raise ValueError(f"SimulatorConfig.meter_sign: unknown {self.meter_sign!r}")
         if self.battery_802_sign not in ("discharge_positive", "charge_positive"):
             raise ValueError(f"SimulatorConfig.battery_802_sign: unknown {self.battery_802_sign!r}")
-        if self.model_order is not None and sorted(self.model_order) != sorted(_MODELS_AFTER_COMMON):
-            raise ValueError(f"SimulatorConfig.model_order: need a permutation of {_MODELS_AFTER_COMMON}, "
-                             f"got {self.model_order}")
+        if self.model_order is not None:
+            order = set(self.model_order)
+            if len(order) != len(self.model_order) or not order <= SUPPORTED_MODELS or 203 not in order \
+                    or not order & {124, 704} or not order & {124, 713, 802}:
+                raise ValueError(f"SimulatorConfig.model_order: need distinct models of {sorted(SUPPORTED_MODELS)} "
+                                 f"with 203, 124 or 704, and 124, 713 or 802; got {self.model_order}")
         if self.inverter_rating_w <= 0:
             raise ValueError(f"SimulatorConfig.inverter_rating_w: need > 0, got {self.inverter_rating_w}")
         if self.energy_counter_start_wh < 1:
@@ -149,12 +174,16 @@ class Faults:
       and inverter power at the int16 limits).
     * ``slow_s``: every answer is delayed by this many *real* seconds (a slow
       network or gateway, not simulated time).
+    * ``disconnect``: the device drops every open TCP connection and refuses
+      new ones while set (a rebooting gateway, a pulled cable); when cleared
+      it listens again on the same port, so a client must reconnect.
     """
 
     timeout: bool = False
     exception_code: ExcCodes | int | None = None
     implausible: bool = False
     slow_s: float = 0.0
+    disconnect: bool = False
 
     def __post_init__(self) -> None:
         # checked here, once, for every simulator that takes Faults
@@ -162,6 +191,86 @@ class Faults:
             raise ValueError(f"Faults.slow_s must be >= 0, got {self.slow_s}")
         if self.exception_code is not None:
             ExcCodes(int(self.exception_code))  # ValueError for codes Modbus does not have
+
+
+class DroppableServer:
+    """A pymodbus TCP server that a ``disconnect`` fault takes down and brings back on the same port.
+
+    :meth:`drop` closes the listener and every open connection at once (the
+    clients see the connection drop, new connects are refused);
+    :meth:`restore` listens again in a background task that :meth:`stop`
+    awaits, so nothing outlives the simulator.  ``make`` builds a fresh
+    server for an address: a closed pymodbus server cannot listen again.
+    """
+
+    def __init__(self, make: Callable[[tuple[str, int]], ModbusTcpServer], host: str, port: int) -> None:
+        self._make = make
+        self.host = host
+        self.port = port
+        self.down = False
+        self._server: ModbusTcpServer | None = None
+        self._relisten: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._server = await self._listen()
+
+    async def _listen(self) -> ModbusTcpServer:
+        server = self._make((self.host, self.port))
+        await server.serve_forever(background=True)
+        sockets = getattr(server.transport, "sockets", None)
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])  # port 0 -> the bound one, kept for restore()
+        return server
+
+    def drop(self) -> None:
+        """Close the listener and all connections now (idempotent)."""
+        if self.down:
+            return
+        self.down = True
+        server, self._server = self._server, None
+        if server is not None:
+            _close_server(server)
+
+    def restore(self) -> None:
+        """Listen again on the same port (in the background; idempotent)."""
+        if not self.down:
+            return
+        self.down = False
+
+        async def relisten() -> None:
+            self._server = await self._listen()
+
+        self._relisten = asyncio.get_running_loop().create_task(relisten(), name=f"sim-relisten-{self.port}")
+
+    async def wait_listening(self) -> None:
+        """Return once a :meth:`restore` has bound the port again (at once if it never went down)."""
+        if self._relisten is not None:
+            await asyncio.shield(self._relisten)
+
+    async def stop(self) -> None:
+        task, self._relisten = self._relisten, None
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)  # short: one bind; then close what it opened
+        server, self._server = self._server, None
+        if server is not None:
+            await server.shutdown()  # type: ignore[no-untyped-call]  # untyped in pymodbus
+            _close_server(server)
+
+
+def apply_disconnect(server: DroppableServer | None, faults: Faults) -> None:
+    """Take the server down or bring it back as ``faults.disconnect`` says (nothing before start)."""
+    if server is not None:
+        if faults.disconnect:
+            server.drop()
+        else:
+            server.restore()
+
+
+def _close_server(server: ModbusTcpServer) -> None:
+    server.close()  # listener and every open connection (no-op if already closed)
+    if ModbusBaseServer.active_server is server:
+        # pymodbus keeps the last server in a class attribute; do not pin ours.
+        ModbusBaseServer.active_server = None
 
 
 @dataclass(frozen=True)
@@ -209,7 +318,17 @@ _WRITABLE: dict[tuple[int, str], tuple[float, float] | None] = {
     (123, "WMaxLim_Ena"): (0, 1),
     (802, "SoCRsvMin"): (0.0, 100.0),
     (802, "CtrlHb"): None,
+    (704, "WMaxLimPctEna"): (0, 1),
+    (704, "WMaxLimPct"): (0.0, 100.0),
+    (704, "WMaxLimPctRvrtTms"): None,
+    (704, "WSetEna"): (0, 1),
+    (704, "WSetMod"): (0, 1),
+    (704, "WSet"): None,  # checked against the battery limits below
+    (704, "WSetPct"): (-100.0, 100.0),
+    (704, "WSetRvrtTms"): None,
 }
+_WSET_POINTS = frozenset({"WSetEna", "WSetMod", "WSet", "WSetPct", "WSetRvrtTms"})
+_WMAXLIM_704_POINTS = frozenset({"WMaxLimPctEna", "WMaxLimPct", "WMaxLimPctRvrtTms"})
 
 
 def _fit_sf(max_abs: float, max_raw: int) -> int:
@@ -244,7 +363,7 @@ class SunSpecHybridSimulator:
         """Clock times at which the revert timer set StorCtl_Mod back to 0."""
         self._faults = Faults()
         self._faults_changed = asyncio.Event()
-        self._server: ModbusTcpServer | None = None
+        self._server: DroppableServer | None = None
         self._inflight: set[asyncio.Task[object]] = set()
         self._waiters: list[tuple[WritePredicate, asyncio.Future[RegisterWrite]]] = []
         self._start_at = utc(start) if start is not None else clock.now()
@@ -252,8 +371,11 @@ class SunSpecHybridSimulator:
         self._last_curtail_write_at: datetime | None = None
         self.curtail_reverts: list[datetime] = []
         """Clock times at which the model 123 revert timer set WMaxLim_Ena back to 0."""
+        self._last_wset_write_at: datetime | None = None
+        self._last_der_curtail_write_at: datetime | None = None
         self._physics = HousePhysics(self.config.physics, self._start_at)
-        specs: dict[int, int | ModelSpec] = {m: m for m in _MODELS_AFTER_COMMON}
+        self._models = frozenset(self.config.model_order or _MODELS_AFTER_COMMON)
+        specs: dict[int, int | ModelSpec] = {m: m for m in SUPPORTED_MODELS}
         specs[160] = ModelSpec(160, repeat={"module": self.config.mppt_modules})
         self._image = SunSpecImage(
             [ModelSpec(1, length=self.config.model1_length),
@@ -262,6 +384,7 @@ class SunSpecHybridSimulator:
         )
         self._power_sf = self.config.power_sf if self.config.power_sf is not None else self._auto_power_sf()
         self._init_static_points()
+        self._init_der_points()
         self._physics.set_command(self._command_from_image(), self._start_at)
         self._refresh_measurements(self._physics.snapshot)
 
@@ -276,13 +399,12 @@ class SunSpecHybridSimulator:
             simdata=[SimData(self.base_address, values=self._image.registers, datatype=DataType.REGISTERS)],
             action=self._action,
         )
-        server = ModbusTcpServer(device, address=(self.host, self.port))
-        await server.serve_forever(background=True)
+        server = DroppableServer(lambda address: ModbusTcpServer(device, address=address), self.host, self.port)
+        await server.start()
         self._server = server
-        listener = server.transport
-        sockets = getattr(listener, "sockets", None)
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        self.port = server.port
+        if self._faults.disconnect:
+            server.drop()
         log.info("SunSpec hybrid simulator on %s:%d unit %d base %d",
                  self.host, self.port, self.unit_id, self.base_address)
 
@@ -292,7 +414,7 @@ class SunSpecHybridSimulator:
         if server is None:
             return
         self._signal_faults_changed()  # wake requests held by a timeout fault
-        await server.shutdown()  # type: ignore[no-untyped-call]  # untyped in pymodbus
+        await server.stop()
         current = asyncio.current_task()
         pending = [t for t in self._inflight if t is not current and not t.done()]
         for task in pending:
@@ -300,9 +422,6 @@ class SunSpecHybridSimulator:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         self._inflight.clear()
-        if ModbusBaseServer.active_server is server:
-            # pymodbus keeps the last server in a class attribute; do not pin ours.
-            ModbusBaseServer.active_server = None
         await asyncio.sleep(0)  # let the closed transports run their callbacks
 
     async def __aenter__(self) -> SunSpecHybridSimulator:
@@ -343,7 +462,13 @@ class SunSpecHybridSimulator:
     @faults.setter
     def faults(self, faults: Faults) -> None:
         self._faults = faults
+        apply_disconnect(self._server, faults)
         self._signal_faults_changed()
+
+    async def wait_listening(self) -> None:
+        """After clearing a ``disconnect`` fault: return once the port accepts connections again."""
+        if self._server is not None:
+            await self._server.wait_listening()
 
     async def wait_for_write(self, predicate: WritePredicate, timeout_s: float,
                              *, since_index: int | None = None) -> RegisterWrite:
@@ -431,14 +556,19 @@ class SunSpecHybridSimulator:
         self._image.write(address, values)
         names = {(loc.model_id, loc.name) for loc in touched}
         # One reserve, two registers: keep 124 MinRsvPct and 802 SoCRsvMin alike.
-        if (802, "SoCRsvMin") in names:
+        if (802, "SoCRsvMin") in names and self._has(124):
             self._image.set(124, "MinRsvPct", self._image.get(802, "SoCRsvMin"))
-        elif (124, "MinRsvPct") in names:
+        elif (124, "MinRsvPct") in names and self._has(802):
             self._image.set(802, "SoCRsvMin", self._image.get(124, "MinRsvPct"))
         if any(model_id == 124 for model_id, _ in names):
             self._last_control_write_at = now
+        if any(model_id == 704 and name in _WSET_POINTS for model_id, name in names):
+            self._last_wset_write_at = now
         if any(model_id == 123 for model_id, _ in names):
             self._last_curtail_write_at = now
+        if any(model_id == 704 and name in _WMAXLIM_704_POINTS for model_id, name in names):
+            self._last_der_curtail_write_at = now
+        if any(model_id == 123 or (model_id == 704 and name in _WMAXLIM_704_POINTS) for model_id, name in names):
             self._physics.set_pv_limit(self._pv_limit_from_image(), now)
         self._physics.set_command(self._command_from_image(), now)
         self._refresh_measurements(self._physics.snapshot)
@@ -455,6 +585,9 @@ class SunSpecHybridSimulator:
         value = scale(raw, sf) if sf is not None else float(raw)
         if (loc.model_id, loc.name) == (124, "WChaMax"):
             return 0 < value <= self.config.physics.battery_max_charge_w
+        if (loc.model_id, loc.name) == (704, "WSet"):  # injection (discharge) positive
+            phy = self.config.physics
+            return -phy.battery_max_charge_w <= value <= phy.battery_max_discharge_w
         bounds = _WRITABLE[(loc.model_id, loc.name)]
         return bounds is None or bounds[0] <= value <= bounds[1]
 
@@ -473,8 +606,9 @@ class SunSpecHybridSimulator:
     # -- physics <-> registers -----------------------------------------------
 
     def _advance(self, now: datetime) -> datetime:
-        """Step the physics to ``now``, firing the revert timer at its exact deadline."""
+        """Step the physics to ``now``, firing the revert timers at their exact deadlines."""
         now = max(now, self._physics.snapshot.at)  # a wall clock may step back; physics may not
+        self._revert_704(now)
         if self._last_control_write_at is not None:
             revert_s = self._image.get_raw(124, "InOutWRte_RvrtTms")
             mode = self._image.get_raw(124, "StorCtl_Mod")
@@ -501,16 +635,62 @@ class SunSpecHybridSimulator:
         self._refresh_measurements(self._physics.snapshot)
         return now
 
+    def _revert_704(self, now: datetime) -> None:
+        """Model 704 revert timers: WSetEna / WMaxLimPctEna fall back to 0 (disabled) when no write to
+        their points arrives within WSetRvrtTms / WMaxLimPctRvrtTms clock seconds (0 = never).
+        (The *EnaRvrt/*Rvrt "value after revert" points are not modelled: the device reverts to its
+        own control.)"""
+        if not self._has(704):
+            return
+        for attr, timer, enable in (("_last_wset_write_at", "WSetRvrtTms", "WSetEna"),
+                                    ("_last_der_curtail_write_at", "WMaxLimPctRvrtTms", "WMaxLimPctEna")):
+            since = getattr(self, attr)
+            revert_s = self._image.get_raw(704, timer)
+            if since is None or not isinstance(revert_s, int) or revert_s <= 0 \
+                    or self._image.get_raw(704, enable) != 1:
+                continue
+            deadline = max(since + timedelta(seconds=revert_s), self._physics.snapshot.at)
+            if deadline <= now:
+                self._image.set_raw(704, enable, 0)
+                setattr(self, attr, None)
+                if enable == "WSetEna":
+                    self._physics.set_command(self._command_from_image(), deadline)
+                    self.reverts.append(deadline)
+                else:
+                    self._physics.set_pv_limit(self._pv_limit_from_image(), deadline)
+                    self.curtail_reverts.append(deadline)
+                log.info("revert timer (%d s) expired: 704 %s -> 0", revert_s, enable)
+
+    def _has(self, model_id: int) -> bool:
+        return model_id in self._models
+
     def _pv_limit_from_image(self) -> float | None:
-        """Model 123: with WMaxLim_Ena = 1, PV is capped at WMaxLimPct % of WRtg (W); else no limit."""
-        if self._image.get_raw(123, "WMaxLim_Ena") != 1:
-            return None
-        pct = self._image.get(123, "WMaxLimPct")
-        if not isinstance(pct, (int, float)):
-            return None
-        return float(pct) / 100.0 * self.config.inverter_rating_w
+        """PV cap in W, or None: model 123 with WMaxLim_Ena = 1 caps PV at WMaxLimPct % of WRtg, model
+        704 with WMaxLimPctEna = 1 at WMaxLimPct % of WMaxRtg (the inverter rating); both: the lower."""
+        limits = []
+        for model_id, enable in ((123, "WMaxLim_Ena"), (704, "WMaxLimPctEna")):
+            if self._has(model_id) and self._image.get_raw(model_id, enable) == 1:
+                pct = self._image.get(model_id, "WMaxLimPct")
+                if isinstance(pct, (int, float)):
+                    limits.append(float(pct) / 100.0 * self.config.inverter_rating_w)
+        return min(limits) if limits else None
 
     def _command_from_image(self) -> BatteryCommand:
+        """Model 704 WSet when enabled (it wins), else model 124's window, else self-consumption."""
+        img = self._image
+        reserve_raw = img.get(802, "SoCRsvMin") if self._has(802) else None
+        reserve = float(reserve_raw) if isinstance(reserve_raw, (int, float)) else self.config.physics.min_soc_pct
+        if self._has(704) and img.get_raw(704, "WSetEna") == 1:
+            if img.get_raw(704, "WSetMod") == _WSET_MOD_WATTS:
+                inject = img.get(704, "WSet")
+            else:
+                pct = img.get(704, "WSetPct")
+                inject = float(pct) / 100.0 * self.config.inverter_rating_w if isinstance(pct, (int, float)) else None
+            if isinstance(inject, (int, float)):
+                p = -float(inject)  # 704: injection (discharge) positive; the physics: charging positive
+                return BatteryCommand(lower_w=p, upper_w=p, grid_charging_allowed=True, reserve_pct=reserve)
+        if not self._has(124):
+            return replace(SELF_CONSUMPTION, reserve_pct=reserve)
         img = self._image
         mode = img.get_raw(124, "StorCtl_Mod")
         in_rate = img.get(124, "InWRte")
@@ -554,99 +734,162 @@ class SunSpecHybridSimulator:
         img.set_raw(1, "Vr", cfg.version)
         img.set_raw(1, "SN", cfg.serial_number)
         img.set_raw(1, "DA", self.unit_id)
-        # Model 103: scale factors, then fixed measurements.
-        for name, sf in (("A_SF", -2), ("V_SF", -1), ("W_SF", psf), ("Hz_SF", -2), ("WH_SF", 0),
-                         ("DCW_SF", psf), ("Tmp_SF", -1)):
-            img.set_raw(103, name, sf)
-        for name in ("PhVphA", "PhVphB", "PhVphC"):
-            img.set(103, name, cfg.grid_voltage_v)
-        for name in ("PPVphAB", "PPVphBC", "PPVphCA"):
-            img.set(103, name, round(cfg.grid_voltage_v * math.sqrt(3), 1))
-        img.set(103, "Hz", 50.0)
-        img.set(103, "TmpCab", 35.0)
-        img.set_raw(103, "Evt1", 0)
-        img.set_raw(103, "Evt2", 0)
-        # Model 123: PV curtailment (WMaxLimPct in 0.1 %), not enabled.
-        img.set_raw(123, "WMaxLimPct_SF", -1)
-        img.set(123, "WMaxLimPct", 100.0)
-        img.set_raw(123, "WMaxLimPct_RvrtTms", 0)
-        img.set_raw(123, "WMaxLim_Ena", 0)
-        # Model 120: nameplate.
-        rating = cfg.inverter_rating_w
-        for name, sf in (("WRtg_SF", _fit_sf(rating, 0xFFFE)), ("VARtg_SF", _fit_sf(rating, 0xFFFE)),
-                         ("VArRtg_SF", _fit_sf(rating, 0x7FFF)), ("ARtg_SF", -1), ("PFRtg_SF", -2),
-                         ("WHRtg_SF", _fit_sf(phy.battery_capacity_wh, 0xFFFE)),
-                         ("MaxChaRte_SF", _fit_sf(phy.battery_max_charge_w, 0xFFFE)),
-                         ("MaxDisChaRte_SF", _fit_sf(phy.battery_max_discharge_w, 0xFFFE))):
-            img.set_raw(120, name, sf)
-        img.set_raw(120, "DERTyp", _DER_TYPE_PV_STORAGE)
-        img.set(120, "WRtg", rating)
-        img.set(120, "VARtg", rating)
-        for name, sign in (("VArRtgQ1", 1), ("VArRtgQ2", 1), ("VArRtgQ3", -1), ("VArRtgQ4", -1)):
-            img.set(120, name, sign * rating / 2)
-        img.set(120, "ARtg", round(rating / 3 / cfg.grid_voltage_v, 1))
-        for name, pf in (("PFRtgQ1", 0.8), ("PFRtgQ2", -0.8), ("PFRtgQ3", 0.8), ("PFRtgQ4", -0.8)):
-            img.set(120, name, pf)
-        img.set(120, "WHRtg", phy.battery_capacity_wh)
-        img.set(120, "MaxChaRte", phy.battery_max_charge_w)
-        img.set(120, "MaxDisChaRte", phy.battery_max_discharge_w)
-        # Model 124: scale factors and initial (self-consumption) controls.
-        for name, sf in (("WChaMax_SF", _fit_sf(phy.battery_max_charge_w, 0xFFFE)), ("WChaDisChaGra_SF", 0),
-                         ("MinRsvPct_SF", -1), ("ChaState_SF", -1), ("InBatV_SF", -1), ("InOutWRte_SF", -2)):
-            img.set_raw(124, name, sf)
-        img.set(124, "WChaMax", phy.battery_max_charge_w)
-        img.set(124, "WChaGra", 100)
-        img.set(124, "WDisChaGra", 100)
-        img.set_raw(124, "StorCtl_Mod", 0)
-        img.set(124, "MinRsvPct", phy.min_soc_pct)
-        img.set(124, "InBatV", cfg.battery_voltage_v)
-        img.set(124, "OutWRte", 100.0)
-        img.set(124, "InWRte", 100.0)
-        img.set_raw(124, "InOutWRte_WinTms", 0)
-        img.set_raw(124, "InOutWRte_RvrtTms", 0)
-        img.set_raw(124, "InOutWRte_RmpTms", 0)
-        img.set_raw(124, "ChaGriSet", 1 if cfg.grid_charging_allowed else 0)
-        # Model 160: MPPT.
-        for name, sf in (("DCA_SF", -2), ("DCV_SF", -1), ("DCW_SF", psf), ("DCWH_SF", 0)):
-            img.set_raw(160, name, sf)
-        img.set_raw(160, "Evt", 0)
-        for i in range(cfg.mppt_modules):
-            img.set_raw(160, "ID", i + 1, i)
-            img.set_raw(160, "IDStr", f"PV{i + 1}", i)
-            img.set_raw(160, "DCEvt", 0, i)
-        # Model 203: meter.
-        for name, sf in (("A_SF", -2), ("V_SF", -1), ("Hz_SF", -2), ("W_SF", psf), ("TotWh_SF", 0)):
-            img.set_raw(203, name, sf)
-        for name in ("PhV", "PhVphA", "PhVphB", "PhVphC"):
-            img.set(203, name, cfg.grid_voltage_v)
-        for name in ("PPV", "PhVphAB", "PhVphBC", "PhVphCA"):
-            img.set(203, name, round(cfg.grid_voltage_v * math.sqrt(3), 1))
-        img.set(203, "Hz", 50.0)
-        img.set_raw(203, "Evt", 0)
-        # Model 802: battery.
-        for name, sf in (("AHRtg_SF", 0), ("WHRtg_SF", _fit_sf(phy.battery_capacity_wh, 0xFFFE)),
-                         ("WChaDisChaMax_SF", _fit_sf(max(phy.battery_max_charge_w,
-                                                          phy.battery_max_discharge_w), 0xFFFE)),
-                         ("SoC_SF", -1), ("V_SF", -1), ("CellV_SF", -3), ("A_SF", -2), ("AMax_SF", -1),
-                         ("W_SF", psf)):
-            img.set_raw(802, name, sf)
-        img.set(802, "AHRtg", round(phy.battery_capacity_wh / cfg.battery_voltage_v))
-        img.set(802, "WHRtg", phy.battery_capacity_wh)
-        img.set(802, "WChaRteMax", phy.battery_max_charge_w)
-        img.set(802, "WDisChaRteMax", phy.battery_max_discharge_w)
-        img.set(802, "SoCMax", phy.max_soc_pct)
-        img.set(802, "SoCMin", phy.min_soc_pct)
-        img.set(802, "SoCRsvMin", phy.min_soc_pct)
-        img.set_raw(802, "LocRemCtl", 0)  # REMOTE: accepts external control
-        img.set_raw(802, "CtrlHb", 0)
-        img.set_raw(802, "AlmRst", 0)
-        img.set_raw(802, "Typ", _BATTERY_TYPE_LITHIUM_ION)
-        img.set_raw(802, "State", _BATTERY_STATE_CONNECTED)
-        for name in ("Evt1", "Evt2", "EvtVnd1", "EvtVnd2"):
-            img.set_raw(802, name, 0)
-        img.set(802, "V", cfg.battery_voltage_v)
-        img.set_raw(802, "SetOp", 1)  # CONNECT
-        img.set_raw(802, "SetInvState", 3)  # INVERTER_STARTED
+        if self._has(103):
+            # Model 103: scale factors, then fixed measurements.
+            for name, sf in (("A_SF", -2), ("V_SF", -1), ("W_SF", psf), ("Hz_SF", -2), ("WH_SF", 0),
+                             ("DCW_SF", psf), ("Tmp_SF", -1)):
+                img.set_raw(103, name, sf)
+            for name in ("PhVphA", "PhVphB", "PhVphC"):
+                img.set(103, name, cfg.grid_voltage_v)
+            for name in ("PPVphAB", "PPVphBC", "PPVphCA"):
+                img.set(103, name, round(cfg.grid_voltage_v * math.sqrt(3), 1))
+            img.set(103, "Hz", 50.0)
+            img.set(103, "TmpCab", 35.0)
+            img.set_raw(103, "Evt1", 0)
+            img.set_raw(103, "Evt2", 0)
+        if self._has(123):
+            # Model 123: PV curtailment (WMaxLimPct in 0.1 %), not enabled.
+            img.set_raw(123, "WMaxLimPct_SF", -1)
+            img.set(123, "WMaxLimPct", 100.0)
+            img.set_raw(123, "WMaxLimPct_RvrtTms", 0)
+            img.set_raw(123, "WMaxLim_Ena", 0)
+        if self._has(120):
+            # Model 120: nameplate.
+            rating = cfg.inverter_rating_w
+            for name, sf in (("WRtg_SF", _fit_sf(rating, 0xFFFE)), ("VARtg_SF", _fit_sf(rating, 0xFFFE)),
+                             ("VArRtg_SF", _fit_sf(rating, 0x7FFF)), ("ARtg_SF", -1), ("PFRtg_SF", -2),
+                             ("WHRtg_SF", _fit_sf(phy.battery_capacity_wh, 0xFFFE)),
+                             ("MaxChaRte_SF", _fit_sf(phy.battery_max_charge_w, 0xFFFE)),
+                             ("MaxDisChaRte_SF", _fit_sf(phy.battery_max_discharge_w, 0xFFFE))):
+                img.set_raw(120, name, sf)
+            img.set_raw(120, "DERTyp", _DER_TYPE_PV_STORAGE)
+            img.set(120, "WRtg", rating)
+            img.set(120, "VARtg", rating)
+            for name, sign in (("VArRtgQ1", 1), ("VArRtgQ2", 1), ("VArRtgQ3", -1), ("VArRtgQ4", -1)):
+                img.set(120, name, sign * rating / 2)
+            img.set(120, "ARtg", round(rating / 3 / cfg.grid_voltage_v, 1))
+            for name, pf in (("PFRtgQ1", 0.8), ("PFRtgQ2", -0.8), ("PFRtgQ3", 0.8), ("PFRtgQ4", -0.8)):
+                img.set(120, name, pf)
+            img.set(120, "WHRtg", phy.battery_capacity_wh)
+            img.set(120, "MaxChaRte", phy.battery_max_charge_w)
+            img.set(120, "MaxDisChaRte", phy.battery_max_discharge_w)
+        if self._has(124):
+            # Model 124: scale factors and initial (self-consumption) controls.
+            for name, sf in (("WChaMax_SF", _fit_sf(phy.battery_max_charge_w, 0xFFFE)), ("WChaDisChaGra_SF", 0),
+                             ("MinRsvPct_SF", -1), ("ChaState_SF", -1), ("InBatV_SF", -1), ("InOutWRte_SF", -2)):
+                img.set_raw(124, name, sf)
+            img.set(124, "WChaMax", phy.battery_max_charge_w)
+            img.set(124, "WChaGra", 100)
+            img.set(124, "WDisChaGra", 100)
+            img.set_raw(124, "StorCtl_Mod", 0)
+            img.set(124, "MinRsvPct", phy.min_soc_pct)
+            img.set(124, "InBatV", cfg.battery_voltage_v)
+            img.set(124, "OutWRte", 100.0)
+            img.set(124, "InWRte", 100.0)
+            img.set_raw(124, "InOutWRte_WinTms", 0)
+            img.set_raw(124, "InOutWRte_RvrtTms", 0)
+            img.set_raw(124, "InOutWRte_RmpTms", 0)
+            img.set_raw(124, "ChaGriSet", 1 if cfg.grid_charging_allowed else 0)
+        if self._has(160):
+            # Model 160: MPPT.
+            for name, sf in (("DCA_SF", -2), ("DCV_SF", -1), ("DCW_SF", psf), ("DCWH_SF", 0)):
+                img.set_raw(160, name, sf)
+            img.set_raw(160, "Evt", 0)
+            for i in range(cfg.mppt_modules):
+                img.set_raw(160, "ID", i + 1, i)
+                img.set_raw(160, "IDStr", f"PV{i + 1}", i)
+                img.set_raw(160, "DCEvt", 0, i)
+        if self._has(203):
+            # Model 203: meter.
+            for name, sf in (("A_SF", -2), ("V_SF", -1), ("Hz_SF", -2), ("W_SF", psf), ("TotWh_SF", 0)):
+                img.set_raw(203, name, sf)
+            for name in ("PhV", "PhVphA", "PhVphB", "PhVphC"):
+                img.set(203, name, cfg.grid_voltage_v)
+            for name in ("PPV", "PhVphAB", "PhVphBC", "PhVphCA"):
+                img.set(203, name, round(cfg.grid_voltage_v * math.sqrt(3), 1))
+            img.set(203, "Hz", 50.0)
+            img.set_raw(203, "Evt", 0)
+        if self._has(802):
+            # Model 802: battery.
+            for name, sf in (("AHRtg_SF", 0), ("WHRtg_SF", _fit_sf(phy.battery_capacity_wh, 0xFFFE)),
+                             ("WChaDisChaMax_SF", _fit_sf(max(phy.battery_max_charge_w,
+                                                              phy.battery_max_discharge_w), 0xFFFE)),
+                             ("SoC_SF", -1), ("V_SF", -1), ("CellV_SF", -3), ("A_SF", -2), ("AMax_SF", -1),
+                             ("W_SF", psf)):
+                img.set_raw(802, name, sf)
+            img.set(802, "AHRtg", round(phy.battery_capacity_wh / cfg.battery_voltage_v))
+            img.set(802, "WHRtg", phy.battery_capacity_wh)
+            img.set(802, "WChaRteMax", phy.battery_max_charge_w)
+            img.set(802, "WDisChaRteMax", phy.battery_max_discharge_w)
+            img.set(802, "SoCMax", phy.max_soc_pct)
+            img.set(802, "SoCMin", phy.min_soc_pct)
+            img.set(802, "SoCRsvMin", phy.min_soc_pct)
+            img.set_raw(802, "LocRemCtl", 0)  # REMOTE: accepts external control
+            img.set_raw(802, "CtrlHb", 0)
+            img.set_raw(802, "AlmRst", 0)
+            img.set_raw(802, "Typ", _BATTERY_TYPE_LITHIUM_ION)
+            img.set_raw(802, "State", _BATTERY_STATE_CONNECTED)
+            for name in ("Evt1", "Evt2", "EvtVnd1", "EvtVnd2"):
+                img.set_raw(802, name, 0)
+            img.set(802, "V", cfg.battery_voltage_v)
+            img.set_raw(802, "SetOp", 1)  # CONNECT
+            img.set_raw(802, "SetInvState", 3)  # INVERTER_STARTED
+
+    def _init_der_points(self) -> None:
+        """Models 701, 702, 704 and 713 (those in the image): scale factors, ratings, controls disabled."""
+        cfg = self.config
+        phy = cfg.physics
+        img = self._image
+        psf = self._power_sf
+        if self._has(701):
+            for name, sf in (("A_SF", -2), ("V_SF", -1), ("Hz_SF", -2), ("W_SF", psf), ("PF_SF", -2),
+                             ("VA_SF", psf), ("Var_SF", psf), ("TotWh_SF", 0), ("TotVarh_SF", 0), ("Tmp_SF", -1)):
+                img.set_raw(701, name, sf)
+            img.set_raw(701, "ACType", 3)  # 3-phase
+            img.set_raw(701, "InvSt", 0)
+            img.set_raw(701, "ConnSt", 1)  # connected
+            img.set_raw(701, "Alrm", 0)
+            img.set(701, "LLV", round(cfg.grid_voltage_v * math.sqrt(3), 1))
+            img.set(701, "LNV", cfg.grid_voltage_v)
+            img.set(701, "Hz", 50.0)
+            img.set(701, "TmpCab", 35.0)
+            img.set(701, "TotWhAbs", cfg.energy_counter_start_wh)
+            for phase in ("L1", "L2", "L3"):
+                img.set(701, f"V{phase}", cfg.grid_voltage_v)
+        if self._has(702):
+            rating = cfg.inverter_rating_w
+            biggest = max(rating, phy.battery_max_charge_w, phy.battery_max_discharge_w)
+            for name, sf in (("W_SF", _fit_sf(biggest, 0xFFFE)), ("VA_SF", _fit_sf(rating, 0xFFFE)),
+                             ("V_SF", -1), ("A_SF", -1), ("PF_SF", -2)):
+                img.set_raw(702, name, sf)
+            for name, value in (("WMaxRtg", rating), ("WMax", rating), ("VAMaxRtg", rating), ("VAMax", rating),
+                                ("WChaRteMaxRtg", phy.battery_max_charge_w),
+                                ("WChaRteMax", phy.battery_max_charge_w),
+                                ("WDisChaRteMaxRtg", phy.battery_max_discharge_w),
+                                ("WDisChaRteMax", phy.battery_max_discharge_w),
+                                ("VNomRtg", cfg.grid_voltage_v), ("VNom", cfg.grid_voltage_v),
+                                ("AMaxRtg", round(rating / 3 / cfg.grid_voltage_v, 1))):
+                img.set(702, name, value)
+        if self._has(713):
+            img.set_raw(713, "WH_SF", _fit_sf(phy.battery_capacity_wh, 0xFFFE))
+            img.set_raw(713, "Pct_SF", -1)
+            img.set(713, "WHRtg", phy.battery_capacity_wh)
+            img.set(713, "SoH", 100.0)
+            img.set_raw(713, "Sta", 1)
+        if self._has(704):
+            # WSet in W (+ = injection, i.e. discharging); WMaxLimPct in 0.1 %; both disabled.
+            for name, sf in (("WMaxLimPct_SF", -1), ("WSet_SF", 0), ("WSetPct_SF", -1), ("PF_SF", -2),
+                             ("VarSet_SF", 0), ("VarSetPct_SF", -1)):
+                img.set_raw(704, name, sf)
+            for name in ("WMaxLimPctEna", "WSetEna", "WSetEnaRvrt", "WMaxLimPctEnaRvrt", "PFWInjEna",
+                         "PFWAbsEna", "VarSetEna"):
+                img.set_raw(704, name, 0)
+            img.set(704, "WMaxLimPct", 100.0)
+            img.set_raw(704, "WMaxLimPctRvrtTms", 0)
+            img.set_raw(704, "WSetMod", _WSET_MOD_WATTS)
+            img.set(704, "WSet", 0)
+            img.set(704, "WSetPct", 0.0)
+            img.set_raw(704, "WSetRvrtTms", 0)
 
     def _charge_status(self, s: PhysicsSnapshot) -> int:
         phy = self.config.physics
@@ -666,60 +909,83 @@ class SunSpecHybridSimulator:
         img = self._image
         start = cfg.energy_counter_start_wh
         seconds = max(0, int((s.at - self._start_at).total_seconds()))
-        # 103 inverter: production positive.
         ac_w = s.inverter_ac_power_w
-        phase_a = abs(ac_w) / 3.0 / cfg.grid_voltage_v
-        img.set(103, "W", ac_w)
-        img.set(103, "DCW", ac_w)  # lossless inverter: DC in = AC out
-        for name in ("AphA", "AphB", "AphC"):
-            img.set(103, name, phase_a)
-        img.set(103, "A", 3 * phase_a)
-        img.set(103, "WH", (start + s.inverter_produced_wh) % 2**32)
-        img.set_raw(103, "St", _ST_MPPT if s.pv_power_w < 0 else
-                    _ST_STANDBY if s.battery_power_w != 0 else _ST_SLEEPING)
-        # 124 storage.
         cha_st = self._charge_status(s)
-        img.set(124, "ChaState", s.soc_pct)
-        img.set_raw(124, "ChaSt", cha_st)
-        # 160 MPPT: production positive, split evenly over the modules.
-        n = cfg.mppt_modules
-        module_w = -s.pv_power_w / n
-        for i in range(n):
-            img.set(160, "DCW", module_w, i)
-            img.set(160, "DCV", cfg.pv_string_voltage_v if module_w > 0 else 0.0, i)
-            img.set(160, "DCA", module_w / cfg.pv_string_voltage_v, i)
-            img.set(160, "DCWH", ((start + s.pv_energy_wh) / n) % 2**32, i)
-            img.set_raw(160, "Tms", seconds % 2**32, i)
-            img.set_raw(160, "DCSt", _ST_MPPT if module_w > 0 else _ST_SLEEPING, i)
-        # 203 meter.
-        meter_w = s.grid_power_w if cfg.meter_sign == "import_positive" else -s.grid_power_w
-        img.set(203, "W", meter_w)
-        for name in ("WphA", "WphB", "WphC"):
-            img.set(203, name, meter_w / 3.0)
-        phase_a = meter_w / 3.0 / cfg.grid_voltage_v
-        for name in ("AphA", "AphB", "AphC"):
-            img.set(203, name, phase_a)
-        img.set(203, "A", 3 * phase_a)
-        img.set(203, "TotWhImp", (start + s.grid_imported_wh) % 2**32)
-        img.set(203, "TotWhExp", (start + s.grid_exported_wh) % 2**32)
-        # 802 battery.
-        batt_w = -s.battery_power_w if cfg.battery_802_sign == "discharge_positive" else s.battery_power_w
-        img.set(802, "SoC", s.soc_pct)
-        img.set(802, "W", batt_w)
-        img.set(802, "A", batt_w / cfg.battery_voltage_v)
-        img.set_raw(802, "ChaSt", cha_st)
-        img.set_raw(802, "Hb", seconds % 0x10000 if seconds % 0x10000 != 0xFFFF else 0)
+        if self._has(103):
+            # 103 inverter: production positive.
+            phase_a = abs(ac_w) / 3.0 / cfg.grid_voltage_v
+            img.set(103, "W", ac_w)
+            img.set(103, "DCW", ac_w)  # lossless inverter: DC in = AC out
+            for name in ("AphA", "AphB", "AphC"):
+                img.set(103, name, phase_a)
+            img.set(103, "A", 3 * phase_a)
+            img.set(103, "WH", (start + s.inverter_produced_wh) % 2**32)
+            img.set_raw(103, "St", _ST_MPPT if s.pv_power_w < 0 else
+                        _ST_STANDBY if s.battery_power_w != 0 else _ST_SLEEPING)
+        if self._has(124):
+            # 124 storage.
+            img.set(124, "ChaState", s.soc_pct)
+            img.set_raw(124, "ChaSt", cha_st)
+        if self._has(160):
+            # 160 MPPT: production positive, split evenly over the modules.
+            n = cfg.mppt_modules
+            module_w = -s.pv_power_w / n
+            for i in range(n):
+                img.set(160, "DCW", module_w, i)
+                img.set(160, "DCV", cfg.pv_string_voltage_v if module_w > 0 else 0.0, i)
+                img.set(160, "DCA", module_w / cfg.pv_string_voltage_v, i)
+                img.set(160, "DCWH", ((start + s.pv_energy_wh) / n) % 2**32, i)
+                img.set_raw(160, "Tms", seconds % 2**32, i)
+                img.set_raw(160, "DCSt", _ST_MPPT if module_w > 0 else _ST_SLEEPING, i)
+        if self._has(203):
+            # 203 meter.
+            meter_w = s.grid_power_w if cfg.meter_sign == "import_positive" else -s.grid_power_w
+            img.set(203, "W", meter_w)
+            for name in ("WphA", "WphB", "WphC"):
+                img.set(203, name, meter_w / 3.0)
+            phase_a = meter_w / 3.0 / cfg.grid_voltage_v
+            for name in ("AphA", "AphB", "AphC"):
+                img.set(203, name, phase_a)
+            img.set(203, "A", 3 * phase_a)
+            img.set(203, "TotWhImp", (start + s.grid_imported_wh) % 2**32)
+            img.set(203, "TotWhExp", (start + s.grid_exported_wh) % 2**32)
+        if self._has(802):
+            # 802 battery.
+            batt_w = -s.battery_power_w if cfg.battery_802_sign == "discharge_positive" else s.battery_power_w
+            img.set(802, "SoC", s.soc_pct)
+            img.set(802, "W", batt_w)
+            img.set(802, "A", batt_w / cfg.battery_voltage_v)
+            img.set_raw(802, "ChaSt", cha_st)
+            img.set_raw(802, "Hb", seconds % 0x10000 if seconds % 0x10000 != 0xFFFF else 0)
+        if self._has(701):
+            # 701 DER AC measurements: W injection (production) positive, as 103.
+            per_phase = ac_w / 3.0
+            img.set(701, "W", ac_w)
+            img.set(701, "VA", abs(ac_w))
+            img.set(701, "A", abs(ac_w) / cfg.grid_voltage_v)
+            for phase in ("L1", "L2", "L3"):
+                img.set(701, f"W{phase}", per_phase)
+                img.set(701, f"VA{phase}", abs(per_phase))
+                img.set(701, f"A{phase}", abs(per_phase) / cfg.grid_voltage_v)
+            img.set(701, "TotWhInj", start + s.inverter_produced_wh)
+            img.set_raw(701, "St", 1 if ac_w != 0 else 0)  # 1 = ON
+        if self._has(713):
+            # 713 storage capacity: SoC and the energy available above the SoC floor.
+            img.set(713, "SoC", s.soc_pct)
+            img.set(713, "WHAvail", max(0.0, s.soc_pct - self._physics.soc_floor_pct) / 100.0
+                    * cfg.physics.battery_capacity_wh)
         if self._faults.implausible:
             # Values no real device could report; the measured points are
             # rewritten from the physics on the next refresh.
-            img.set_raw(124, "ChaState", 2500)
-            img.set_raw(802, "SoC", 2500)
-            img.set_raw(203, "W", 0x7FFF)
-            img.set_raw(103, "W", -0x7FFF)
+            for model_id, name, raw in ((124, "ChaState", 2500), (802, "SoC", 2500), (713, "SoC", 2500),
+                                        (203, "W", 0x7FFF), (103, "W", -0x7FFF), (701, "W", -0x7FFF)):
+                if self._has(model_id):
+                    img.set_raw(model_id, name, raw)
 
 
 __all__ = [
     "Battery802Sign",
+    "DroppableServer",
     "Faults",
     "MeterSign",
     "RegisterWrite",

@@ -43,7 +43,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edge_agent.drivers.errors import DeviceError, DeviceRejected, DeviceUnavailable
-from edge_agent.drivers.write_guard import WriteGuard
+from edge_agent.drivers.write_guard import Verdict, WriteGuard
 
 RegisterType = Literal["int16", "uint16", "int32", "uint32"]
 WordOrder = Literal["big", "little"]
@@ -384,6 +384,9 @@ class CatalogueDevice:
         Returns False if the write guard held it back (unchanged, too soon or
         over the hourly budget: see :mod:`edge_agent.drivers.write_guard`).
         """
+        return await self._write_point(name, value) == "write"
+
+    async def _write_point(self, name: str, value: float) -> Verdict:
         p = self.entry.points.get(name)
         if p is None or not p.writable:
             raise ValueError(f"{self.entry.device.id}: point {name!r} is not writable")
@@ -396,36 +399,43 @@ class CatalogueDevice:
             raise ValueError(f"{self.entry.device.id}: {value} not allowed for {name!r} ({p.allowed})")
         unit = self._unit(name)
         key = (unit, p.address)
-        if self.write_guard is not None and not self.write_guard.allow(key, regs):
-            return False
+        if self.write_guard is not None:
+            verdict = self.write_guard.decide(key, regs)
+            if verdict != "write":
+                return verdict
         async with self._lock:
             await self._request(f"write {name}", p.address,
                                 lambda c: c.write_registers(p.address, regs, device_id=unit))
         if self.write_guard is not None:
             self.write_guard.record(key, regs)
-        return True
+        return "write"
 
-    async def command_battery(self, power_w: float) -> None:
+    async def command_battery(self, power_w: float) -> bool:
         """Hold the battery at ``power_w`` (W, charge positive; 0 = idle) via the entry's control sequence.
 
-        Raises ValueError if the entry has no control section (not supported).
+        Returns False if the write guard deferred a step (the device does not
+        hold the command yet: call again), True otherwise.  Raises ValueError
+        if the entry has no control section (not supported).
         """
         control = self.entry.control
         if control is None:
             raise ValueError(f"{self.entry.device.id}: no battery control in the catalogue entry")
         steps = control.charge if power_w > 0 else control.discharge if power_w < 0 else control.idle
-        await self._run(steps, power_w)
+        return await self._run(steps, power_w)
 
-    async def release(self) -> None:
-        """Hand the battery back to the device's own mode."""
+    async def release(self) -> bool:
+        """Hand the battery back to the device's own mode (False: the write guard deferred a step)."""
         if self.entry.control is not None:
-            await self._run(self.entry.control.release, 0.0)
+            return await self._run(self.entry.control.release, 0.0)
+        return True
 
-    async def _run(self, steps: Sequence[ControlStep], power_w: float) -> None:
+    async def _run(self, steps: Sequence[ControlStep], power_w: float) -> bool:
+        complete = True
         for step in steps:
             v = step.value
             value = power_w if v == "power_w" else abs(power_w) if v == "abs_power_w" else float(v)
-            await self.write_point(step.point, value)
+            complete = await self._write_point(step.point, value) != "deferred" and complete
+        return complete
 
 
 __all__ = [

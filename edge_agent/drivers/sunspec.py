@@ -429,7 +429,7 @@ class SunSpecDevice:
                         "; ".join(values.decode_errors))
         return values
 
-    async def write_points(self, model_id: int, values: Mapping[str, float | int], index: int = 0) -> None:
+    async def write_points(self, model_id: int, values: Mapping[str, float | int], index: int = 0) -> bool:
         """Write top-level points of a model in engineering units.
 
         The model is read first so that the device's *current* scale factors
@@ -441,14 +441,19 @@ class SunSpecDevice:
         first point appears in ``values`` (so "rates, then mode" can be
         expressed).  A rejected run raises DeviceRejected; runs before it stay
         written.
+
+        Returns False if the write guard deferred any point (too soon or over
+        its hourly budget: the device does not hold that value yet, call
+        again), True otherwise (points it skipped as unchanged count as held).
         """
         if not values:
-            return
+            return True
         defs = _top_level_points(model_id)
         async with self._lock:
             loc = await self._locate(model_id, index)
             current = await self._read_model(model_id, index)
-            encoded: list[tuple[int, list[int], int]] = []  # (offset, registers, order)
+            encoded: list = []  # (offset, registers, order[, verdict])
+            complete = True
             for order, (name, value) in enumerate(values.items()):
                 if name not in defs:
                     raise ValueError(f"model {model_id} has no top-level point {name!r}")
@@ -458,9 +463,19 @@ class SunSpecDevice:
                 regs = _encode_write(model_id, name, value, pdef, current)
                 if offset + len(regs) > loc.length + 2:
                     raise ValueError(f"model {model_id} {name}: not within this device's model (L={loc.length})")
-                if self.write_guard is not None and not self.write_guard.allow((self.unit_id, loc.address + offset), regs):
-                    continue  # unchanged, too soon or over budget: the next call carries the newest value
-                encoded.append((offset, regs, order))
+                verdict = "write"
+                if self.write_guard is not None:
+                    verdict = self.write_guard.decide((self.unit_id, loc.address + offset), regs)
+                    if verdict == "deferred":
+                        complete = False  # the next call carries the newest value
+                        continue
+                encoded.append((offset, regs, order, verdict))
+            # A point the guard finds unchanged is written anyway when another point of the same
+            # call changes: the call is one command (e.g. limit, revert time, enable), and the
+            # device may have changed a point by itself (a revert timer resetting an enable).
+            if all(v == "unchanged" for *_, v in encoded):
+                encoded = []
+            encoded = [(o, r, od) for o, r, od, _v in encoded]
             runs: list[tuple[int, list[int], int]] = []
             for offset, regs, order in sorted(encoded):
                 last = runs[-1] if runs else None
@@ -475,6 +490,7 @@ class SunSpecDevice:
                     for off, pregs, _order in encoded:
                         if offset <= off < offset + len(regs):
                             self.write_guard.record((self.unit_id, loc.address + off), pregs)
+            return complete
 
 
 __all__ = [

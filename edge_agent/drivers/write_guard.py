@@ -24,6 +24,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
+
+Verdict = Literal["write", "unchanged", "deferred"]
 
 DEFAULT_MIN_INTERVAL_S = 30.0
 DEFAULT_MAX_WRITES_PER_HOUR = 120
@@ -58,21 +61,32 @@ class WriteGuard:
         self.suppressed = 0
         """Writes not sent (unchanged, deferred or over the hourly budget), for metrics."""
 
-    def allow(self, key: Hashable, values: Sequence[int]) -> bool:
-        """True if ``values`` may be written to ``key`` now; the caller must then :meth:`record` it."""
+    def decide(self, key: Hashable, values: Sequence[int]) -> Verdict:
+        """What to do with ``values`` for ``key`` now.
+
+        ``"write"``: send it, then :meth:`record` it.  ``"unchanged"``: the
+        device already holds it and no refresh is due (nothing is lost).
+        ``"deferred"``: a change (or a due refresh) that must wait: too soon
+        or over the hourly budget; the device does *not* hold it yet.
+        """
         now = self._now_s()
         reg = self._registers.get(key)
         if reg is None:
-            return True
+            return "write"
         while reg.history and reg.history[0] <= now - 3600.0:
             reg.history.popleft()
         since = now - reg.last_at_s
-        unchanged = tuple(values) == reg.last_values
-        ok = not (unchanged and (self.refresh_s is None or since < self.refresh_s)) \
-            and since >= self.min_interval_s and len(reg.history) < self.max_writes_per_hour
-        if not ok:
+        if tuple(values) == reg.last_values and (self.refresh_s is None or since < self.refresh_s):
             self.suppressed += 1
-        return ok
+            return "unchanged"
+        if since < self.min_interval_s or len(reg.history) >= self.max_writes_per_hour:
+            self.suppressed += 1
+            return "deferred"
+        return "write"
+
+    def allow(self, key: Hashable, values: Sequence[int]) -> bool:
+        """True if ``values`` may be written to ``key`` now; the caller must then :meth:`record` it."""
+        return self.decide(key, values) == "write"
 
     def record(self, key: Hashable, values: Sequence[int]) -> None:
         """Note that ``values`` were written to ``key`` (after the device accepted them)."""
@@ -91,4 +105,4 @@ class WriteGuard:
             self._registers.pop(key, None)
 
 
-__all__ = ["DEFAULT_MAX_WRITES_PER_HOUR", "DEFAULT_MIN_INTERVAL_S", "WriteGuard"]
+__all__ = ["DEFAULT_MAX_WRITES_PER_HOUR", "DEFAULT_MIN_INTERVAL_S", "Verdict", "WriteGuard"]

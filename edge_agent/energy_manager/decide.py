@@ -21,6 +21,11 @@ class BatteryLimits:
     reserve_soc_pct: float
     max_soc_pct: float = 100.0
     max_ramp_w_per_s: float = 0.0  # largest setpoint change per second; 0 = no ramp limit
+    # with both known, discharge tapers so that one control period at the setpoint cannot take
+    # the SoC below the reserve (a setpoint holds until the next tick); 0 = unknown, no taper
+    capacity_wh: float = 0.0
+    control_period_s: float = 0.0
+    discharge_efficiency: float = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,12 @@ class Decision:
 
 
 RELEASE_HEADROOM_W = 1000.0  # a PV limit is lifted once export is this far below the cap
+PV_LIMIT_BINDING_W = 50.0  # PV this close to its limit is held back by it (the real surplus is unknown)
+
+
+def pv_limit_binding(pv_w: float, active_limit_w: float | None) -> bool:
+    """True if the inverter produces at its limit: more PV may be there than is measured."""
+    return active_limit_w is not None and -pv_w >= active_limit_w - PV_LIMIT_BINDING_W
 
 
 def pv_limit_for_export_cap(base_w: float, pv_w: float, battery_w: float, max_export_w: float,
@@ -46,12 +57,15 @@ def pv_limit_for_export_cap(base_w: float, pv_w: float, battery_w: float, max_ex
     grid_w = base_w + battery_w
     excess_w = -max_export_w - grid_w  # > 0: exporting this much too much; < 0: headroom
     if active_limit_w is not None:
-        # measured PV is already curtailed: follow the cap from there (a limit that rises with
-        # the headroom), and lift it only with a clear margin, or the limit would flap
+        # A limit in force follows the cap (it rises by the headroom, so PV held at its limit
+        # gets what the battery and the cap leave), and goes only with a clear margin: lifted
+        # as soon as PV dips below it, it flaps when the sun comes back, and every flap
+        # overshoots the cap for a control period (measured live: 20 kWh over a feeder limit
+        # in 10 h for 20 houses, against 0.5 with the margin).
         if -excess_w >= RELEASE_HEADROOM_W:
             return None
         return max(0.0, -pv_w - excess_w)
-    if excess_w <= 0:
+    if excess_w <= 1e-3:  # the clamp put the grid at the cap: rounding is not an excess
         return None
     return max(0.0, -pv_w - excess_w)
 
@@ -69,6 +83,9 @@ def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLi
     lo, hi = -battery.max_discharge_w, battery.max_charge_w
     if soc_pct <= battery.reserve_soc_pct:
         lo = max(lo, 0.0)
+    elif battery.capacity_wh > 0 and battery.control_period_s > 0:
+        above_wh = (soc_pct - battery.reserve_soc_pct) / 100 * battery.capacity_wh
+        lo = max(lo, -above_wh * battery.discharge_efficiency * 3600 / battery.control_period_s)
     if soc_pct >= battery.max_soc_pct:
         hi = min(hi, 0.0)
     # grid = base + battery must lie in [-max_export, max_import]
@@ -86,7 +103,7 @@ def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLi
         rules.append("soc_max" if hi == 0.0 and soc_pct >= battery.max_soc_pct else "nameplate")
     if value < lo:
         value = lo
-        rules.append("soc_reserve" if lo == 0.0 and soc_pct <= battery.reserve_soc_pct else "nameplate")
+        rules.append("soc_reserve" if lo > -battery.max_discharge_w else "nameplate")
     return value, tuple(rules)
 
 
@@ -144,13 +161,18 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
         if plan is not None and plan.fallback_max_export_w > 0:
             limits = SiteLimits(limits.max_import_w, min(limits.max_export_w, plan.fallback_max_export_w))
         desired = -base_w if fallback is FallbackMode.SELF_CONSUMPTION else 0.0
-        why = "no plan" if plan is None else ("stream down" if not stream_ok else "plan expired")
+        why = ("no plan" if plan is None else "stream down" if not stream_ok
+               else "plan not yet valid" if now < plan.valid_from else "plan expired")
         mode, reason = "fallback", f"{why}: {fallback.value}"
+    pv = telemetry.pv_power_w
+    if pv.usable and pv.value is not None and pv_limit_binding(pv.value, active_pv_limit_w):
+        # PV is held at its limit, so the real surplus is larger than measured: the battery takes
+        # all it may before any PV stays curtailed (the limit below rises by what it takes)
+        desired = max(desired, battery.max_charge_w)
     ramped = ramp(desired, previous_w, dt_s, battery.max_ramp_w_per_s)
     value, rules = safety_clamp(ramped, base_w, soc.value, limits, battery)
     if ramped != desired:
         rules = ("ramp", *rules)
-    pv = telemetry.pv_power_w
     # the safety clamp already pushed the battery as far toward charging as it may go:
     # whatever export is still over the cap can only be curtailed
     pv_limit = (pv_limit_for_export_cap(base_w, pv.value, value, limits.max_export_w, active_pv_limit_w)

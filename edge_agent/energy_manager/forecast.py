@@ -146,9 +146,9 @@ class HistoryForecaster:
             mean_clearness = float(produced[day].sum() / expected[day].sum())
         else:  # a high quantile of the days' clearness: plan for the sunny days
             dates = np.array([k.date().toordinal() for k in keys])
-            per_day = [produced[day & (dates == d)].sum() / max(expected[day & (dates == d)].sum(), 1.0)
-                       for d in np.unique(dates[day])]
-            mean_clearness = float(np.quantile(per_day, self.pv_clearness_quantile))
+            day_clearness = [produced[day & (dates == d)].sum() / max(expected[day & (dates == d)].sum(), 1.0)
+                             for d in np.unique(dates[day])]
+            mean_clearness = float(np.quantile(day_clearness, self.pv_clearness_quantile))
         recent = np.array([k >= align_down(now, self.slot_s) - timedelta(hours=1) for k in keys]) & day
         now_clearness = (float(produced[recent].sum() / expected[recent].sum())
                          if recent.sum() >= 2 and expected[recent].sum() > 1.0 else None)

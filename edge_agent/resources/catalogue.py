@@ -139,11 +139,12 @@ class CatalogueHybridRM:
         )
         return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w)
 
-    async def set_battery_power(self, power_w: float) -> None:
-        """Hold the battery at ``power_w`` W (charging > 0), clamped to the nameplate limits."""
+    async def set_battery_power(self, power_w: float) -> bool:
+        """Hold the battery at ``power_w`` W (charging > 0), clamped to the nameplate limits.
+        False if the write guard deferred a step (call again)."""
         assert self.nameplate is not None, "connect() first"
         n = self.nameplate
-        await self._dev.command_battery(max(-n.max_discharge_w, min(n.max_charge_w, power_w)))
+        return await self._dev.command_battery(max(-n.max_discharge_w, min(n.max_charge_w, power_w)))
 
     async def release(self) -> None:
         """Give the battery back to the device's own mode."""

@@ -6,7 +6,10 @@ asks for setpoints.  Translation only: no policy lives here.
 
 Points used (SunSpec model ids): 120 nameplate, 124 storage (SoC and the
 battery control window), 203 meter (grid W), 802 battery (W), 160 MPPT
-(PV DC W), 103 inverter (AC W, fallback for PV).
+(PV DC W), 103 inverter (AC W, fallback for PV).  A DER (700-series) device
+without 124 works too: 702 nameplate, 713 SoC, 701 AC W, battery commanded
+through 704 WSet (injection positive).  PV curtailment: 704 WMaxLimPct if
+the device has it (as evcc tries it first), else 123.
 
 Sign convention of the snapshot: consumption positive (battery charging > 0,
 grid import > 0, PV production < 0).
@@ -79,7 +82,8 @@ class HybridInverterRM:
         self._clock = clock
         self._reserve = reserve_soc_pct
         self._revert_s = revert_s
-        self._dev = device or SunSpecDevice(config.host, config.port, config.unit_id, timeout_s=config.timeout_s)
+        self._dev = device or SunSpecDevice(config.host, config.port, 1 if config.unit_id is None else config.unit_id,
+                                            timeout_s=config.timeout_s)
         self._models: set[int] = set()
         self.nameplate: Nameplate | None = None
         self._last: dict[str, Measurement] = {}
@@ -89,21 +93,36 @@ class HybridInverterRM:
         DeviceConfigurationError if the device cannot serve as a hybrid."""
         await self._dev.connect()
         self._models = {m.model_id for m in await self._dev.discover()}
-        missing = {124, 203} - self._models
-        if missing:
+        if 203 not in self._models or not self._models & {124, 704}:
             raise DeviceConfigurationError(
-                f"device at {self._cfg.host}:{self._cfg.port} lacks SunSpec models {sorted(missing)} "
-                "(124 storage and 203 meter are needed)")
+                f"device at {self._cfg.host}:{self._cfg.port} offers SunSpec models {sorted(self._models)}: "
+                "203 meter and battery control (124 storage or 704 DER controls) are needed")
+        if 124 not in self._models and not self._models & {713, 802}:
+            raise DeviceConfigurationError("no state of charge: without model 124 the device needs 713 or 802")
         n = await self._dev.read_model(120) if 120 in self._models else None
-        s = await self._dev.read_model(124)
-        wchamax = _num(s, "WChaMax")
-        if not wchamax:
-            raise DeviceConfigurationError("model 124 WChaMax is not implemented: cannot scale battery setpoints")
+        if 124 in self._models:
+            wchamax = _num(await self._dev.read_model(124), "WChaMax")
+            if not wchamax:
+                raise DeviceConfigurationError("model 124 WChaMax is not implemented: cannot scale battery setpoints")
+        if n is not None:
+            rated, capacity = _num(n, "WRtg"), _num(n, "WHRtg")
+            max_charge, max_discharge = _num(n, "MaxChaRte"), _num(n, "MaxDisChaRte")
+        else:  # a DER device: 702 capacity, 713 (or 802) energy rating
+            c = await self._dev.read_model(702) if 702 in self._models else None
+            e = await self._read(713) if 713 in self._models else await self._read(802)
+            rated, capacity = _num(c, "WMaxRtg"), _num(e, "WHRtg")
+            max_charge, max_discharge = _num(c, "WChaRteMaxRtg"), _num(c, "WDisChaRteMaxRtg")
+        if 124 not in self._models:
+            wchamax = max_charge
+            if not (wchamax and max_discharge):
+                raise DeviceConfigurationError("no battery charge/discharge rating (702 WChaRteMaxRtg, "
+                                               "WDisChaRteMaxRtg): cannot bound WSet")
+        assert wchamax
         self.nameplate = Nameplate(
-            rated_power_w=_num(n, "WRtg") or wchamax,
-            capacity_wh=_num(n, "WHRtg") or 0.0,
-            max_charge_w=_num(n, "MaxChaRte") or wchamax,
-            max_discharge_w=_num(n, "MaxDisChaRte") or wchamax,
+            rated_power_w=rated or wchamax,
+            capacity_wh=capacity or 0.0,
+            max_charge_w=max_charge or wchamax,
+            max_discharge_w=max_discharge or wchamax,
             wchamax_w=wchamax,
         )
 
@@ -156,13 +175,15 @@ class HybridInverterRM:
         measurements, never zeros."""
         assert self.nameplate is not None, "connect() first"
         now = self._clock.now()
-        meter, storage, battery, mppt, inverter = (
-            await self._read(203), await self._read(124), await self._read(802), await self._read(160),
-            await self._read(103))
+        meter, storage, battery, mppt = (await self._read(203), await self._read(124), await self._read(802),
+                                         await self._read(160))
+        # fallbacks of a DER (700-series) device, read only when the classic model is absent
+        inverter = await self._read(103) if 103 in self._models else await self._read(701)
+        capacity = await self._read(713) if 124 not in self._models else None
         grid = _num(meter, "W")
         if grid is not None and not self._cfg.meter_import_positive:
             grid = -grid
-        soc = _num(storage, "ChaState")
+        soc = _num(storage, "ChaState") if 124 in self._models else _first(_num(capacity, "SoC"), _num(battery, "SoC"))
         bat = _num(battery, "W")
         if bat is not None and self._cfg.battery_discharge_positive:
             bat = -bat  # the device says discharging > 0; ours is charging > 0
@@ -197,43 +218,73 @@ class HybridInverterRM:
         return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w)
 
     # -- control -------------------------------------------------------------
-    async def set_battery_power(self, power_w: float) -> None:
+    async def set_battery_power(self, power_w: float) -> bool:
         """Hold the battery at ``power_w`` (charging > 0) through model 124's
         window: StorCtl_Mod=3 with InWRte = P and OutWRte = -P (as % of WChaMax),
         so the device's charge limit and discharge limit meet at P.  The device
-        reverts to its own mode if this is not refreshed within ``revert_s``."""
+        reverts to its own mode if this is not refreshed within ``revert_s``.
+        False if the driver's write guard deferred part of it (call again)."""
         assert self.nameplate is not None, "connect() first"
+        if 124 not in self._models:
+            return await self._set_wset(power_w)
         base = self.nameplate.wchamax_w
         pct = max(-100.0, min(100.0, power_w / base * 100.0))
-        await self._dev.write_points(124, {
+        return await self._dev.write_points(124, {
             "InWRte": pct, "OutWRte": -pct, "InOutWRte_RvrtTms": self._revert_s,
             "ChaGriSet": 1 if power_w > 0 else 0, "StorCtl_Mod": 3,
         })
 
+    async def _set_wset(self, power_w: float) -> bool:
+        """Model 704: WSet in W, injection positive (so -power_w), clamped to the nameplate, with its
+        revert timer written first and the enable last (a value is in place before it takes effect)."""
+        assert self.nameplate is not None
+        n = self.nameplate
+        inject_w = -max(-n.max_discharge_w, min(n.max_charge_w, power_w))
+        return await self._dev.write_points(704, {"WSetRvrtTms": self._revert_s, "WSetMod": 1, "WSet": inject_w,
+                                                  "WSetEna": 1})
+
     async def release(self) -> None:
         """Give the battery back to the device's own (self-consumption) mode."""
-        await self._dev.write_points(124, {"StorCtl_Mod": 0})
+        if 124 in self._models:
+            await self._dev.write_points(124, {"StorCtl_Mod": 0})
+        else:
+            await self._dev.write_points(704, {"WSetEna": 0})
 
     async def set_pv_limit(self, limit_w: float | None) -> None:
-        """Cap PV production at ``limit_w`` W (a magnitude >= 0; None = no limit) via model 123.
+        """Cap PV production at ``limit_w`` W (a magnitude >= 0; None = no limit) via model 704, else 123.
 
-        Writes WMaxLimPct = limit / WRtg x 100 (clamped to 0..100 %) with
-        WMaxLimPct_RvrtTms = ``revert_s`` and WMaxLim_Ena = 1, so the device
-        lifts the limit by itself if the agent stops refreshing it; None
-        writes WMaxLim_Ena = 0.  Raises ModelNotFound (not supported, do not
-        retry) if the device has no model 123, ValueError for a negative limit.
+        Writes WMaxLimPct = limit / rating x 100 (clamped to 0..100 %) with
+        its revert time (704 WMaxLimPctRvrtTms, 123 WMaxLimPct_RvrtTms) =
+        ``revert_s`` and the enable (704 WMaxLimPctEna, 123 WMaxLim_Ena) = 1,
+        so the device lifts the limit by itself if the agent stops refreshing
+        it; None writes the enable = 0.  Raises ModelNotFound (not supported,
+        do not retry) if the device has neither model, ValueError for a
+        negative limit.
         """
         assert self.nameplate is not None, "connect() first"
-        if 123 not in self._models:
-            raise ModelNotFound("no SunSpec model 123: PV curtailment not supported", device=self._dev.name)
+        if not self._models & {123, 704}:
+            raise ModelNotFound("no SunSpec model 704 or 123: PV curtailment not supported", device=self._dev.name)
+        der = 704 in self._models  # 704's WMaxLimPct is a % of 702 WMax(Rtg), the rated power read at connect
         if limit_w is None:
-            await self._dev.write_points(123, {"WMaxLim_Ena": 0})
+            if der:
+                await self._dev.write_points(704, {"WMaxLimPctEna": 0})
+            else:
+                await self._dev.write_points(123, {"WMaxLim_Ena": 0})
             return
         if not limit_w >= 0:
             raise ValueError(f"limit_w must be >= 0 W or None, got {limit_w}")
         pct = max(0.0, min(100.0, limit_w / self.nameplate.rated_power_w * 100.0))
-        await self._dev.write_points(123, {"WMaxLimPct": pct, "WMaxLimPct_RvrtTms": self._revert_s,
-                                           "WMaxLim_Ena": 1})
+        if der:
+            await self._dev.write_points(704, {"WMaxLimPct": pct, "WMaxLimPctRvrtTms": self._revert_s,
+                                               "WMaxLimPctEna": 1})
+        else:
+            await self._dev.write_points(123, {"WMaxLimPct": pct, "WMaxLimPct_RvrtTms": self._revert_s,
+                                               "WMaxLim_Ena": 1})
+
+
+def _first(*values: float | None) -> float | None:
+    """The first implemented value (a real 0 counts; None does not)."""
+    return next((v for v in values if v is not None), None)
 
 
 def _pv_from_mppt(values: ModelValues | None) -> float | None:

@@ -19,7 +19,7 @@ from edge_agent.drivers.catalogue import CatalogueDevice, catalogue_ids, load_en
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable
 from edge_agent.resources.hybrid import HybridInverterRM
 from simulator.catalogue_device import CatalogueSimulator
-from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
+from simulator.hybrid_device import DER_MODELS, Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
 from vpp_common.clock import ManualClock
 
@@ -39,11 +39,13 @@ class Harness:
     sim: Any
 
 
-@pytest.fixture(params=[*catalogue_ids(), "sunspec_hybrid"])
+@pytest.fixture(params=[*catalogue_ids(), "sunspec_hybrid", "sunspec_der"])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     clock = ManualClock(NIGHT)
-    if request.param == "sunspec_hybrid":
-        async with SunSpecHybridSimulator(SimulatorConfig(physics=PHYSICS), clock) as sim:
+    if request.param.startswith("sunspec"):
+        # sunspec_der: 701/702/713/704 instead of 103/120/123/124 (battery through 704 WSet)
+        order = DER_MODELS if request.param == "sunspec_der" else None
+        async with SunSpecHybridSimulator(SimulatorConfig(physics=PHYSICS, model_order=order), clock) as sim:
             rm = HybridInverterRM(DeviceConfig(port=sim.port, timeout_s=1.0), clock)
             await rm.connect()
 

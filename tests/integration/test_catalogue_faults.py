@@ -22,6 +22,7 @@ FAULTS = {
     "exception": Faults(exception_code=6),  # device busy
     "slow": Faults(slow_s=0.5),  # slower than the driver's 0.2 s timeout
     "implausible": Faults(implausible=True),
+    "disconnect": Faults(disconnect=True),  # connection dropped, reconnects refused
 }
 
 
@@ -49,6 +50,7 @@ async def test_fault_kind_stale_then_recovers(model: str, kind: str) -> None:
                 assert gone.telemetry.battery_soc_pct.validity is Validity.MISSING
                 assert gone.flexibility.storages == ()  # no flexibility offered on missing data
             sim.faults = Faults()
+            await sim.wait_listening()  # after a disconnect the device listens again on its port
             clock.advance(1)
             back = await rm.poll()
             assert back.telemetry.battery_soc_pct.validity is Validity.VALID

@@ -405,3 +405,27 @@ async def test_implausible_values_are_passed_through(sim: SunSpecHybridSimulator
 async def test_wait_for_write_times_out(sim: SunSpecHybridSimulator) -> None:
     with pytest.raises(TimeoutError):
         await sim.wait_for_write(lambda w: True, timeout_s=0.05)
+
+
+async def test_dropped_connection_then_reconnect(sim: SunSpecHybridSimulator) -> None:
+    dev = SunSpecDevice("127.0.0.1", sim.port, 1, timeout_s=0.2)
+    try:
+        await dev.discover()
+        sim.faults = Faults(disconnect=True)  # open connection dropped, new ones refused
+        with pytest.raises(DeviceUnavailable):
+            await dev.read_model(124)
+        with pytest.raises(DeviceUnavailable):
+            await dev.read_model(124)  # still refused: the reconnect attempt fails cleanly
+        sim.faults = Faults()
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while True:  # the simulator listens again in the background: bounded retry, as the agent's poll does
+            try:
+                values = await dev.read_model(124)
+                break
+            except DeviceUnavailable:
+                assert asyncio.get_running_loop().time() < deadline, "no reconnect within 5 s"
+                await asyncio.sleep(0.02)
+        assert values["ChaState"] is not None
+        assert sim.port == dev.port  # same port as before the fault
+    finally:
+        await dev.close()

@@ -57,3 +57,14 @@ def test_lease_is_shorter_than_horizon_and_aligned() -> None:
     assert plan.valid_until - plan.valid_from == timedelta(hours=1)
     assert plan.slot_at(now) is plan.slots[0]
     assert plan.slot_at(start + timedelta(hours=1)) is None
+
+
+def test_aggregator_names_are_the_shared_ones() -> None:
+    # the edge agent plans with vpp_common; the aggregator's old import paths stay valid
+    import aggregator.dispatch.tariff as agg_tariff
+    import aggregator.dispatch.tou as agg_tou
+    import vpp_common.tariff as common_tariff
+    import vpp_common.tou as common_tou
+
+    assert agg_tou.make_plan is common_tou.make_plan and agg_tou.TouPlanInput is common_tou.TouPlanInput
+    assert agg_tariff.TouTariff is common_tariff.TouTariff and agg_tariff.DEFAULT_TARIFF is common_tariff.DEFAULT_TARIFF

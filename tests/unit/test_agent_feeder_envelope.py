@@ -1,0 +1,88 @@
+"""The agent's control step with a live feeder envelope: it replaces the plan slot's grid
+envelope (made on forecasts), and it expires back to it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.config import AgentConfig, ControlConfig, SiteConfig
+from edge_agent.resources.hybrid import HouseSnapshot
+from vpp_common.clock import UTC, ManualClock
+from vpp_common.messages import (
+    DispatchPlan, Envelope, Flexibility, GridSignal, Measurement, PlanSlot, Setpoint, SiteLimits, SiteTelemetry,
+    StorageFlexibility, Validity,
+)
+
+T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
+
+
+class FakeDevice:
+    """Records what the agent writes; no Modbus."""
+
+    battery_id = "battery"
+
+    def __init__(self) -> None:
+        self.battery: list[float] = []
+        self.pv_limits: list[float | None] = []
+
+    async def set_battery_power(self, power_w: float) -> bool:
+        self.battery.append(power_w)
+        return True
+
+    async def set_pv_limit(self, limit_w: float | None) -> None:
+        self.pv_limits.append(limit_w)
+
+
+def _snapshot(now: datetime) -> HouseSnapshot:
+    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
+    # PV 6 kW, load 1 kW, battery idle at 50 %: 5 kW surplus
+    tele = SiteTelemetry(now, m(-5000.0), m(-6000.0), m(0.0), m(50.0), m(1000.0))
+    st = StorageFlexibility("battery", 50.0, 5.0, 100.0, 10.0, 10_000.0, 5000.0, 5000.0)
+    return HouseSnapshot(tele, Flexibility(now, (st,)), 5000.0, 5000.0)
+
+
+def _plan() -> DispatchPlan:
+    # the plan (on forecasts): battery free to follow the house balance, grid: export at most 1 kW
+    slot = PlanSlot(T0, (Setpoint("battery", 0.0, Envelope(-5000.0, 5000.0)),), Envelope(-1000.0, 17_000.0),
+                    "feeder f export limit binds")
+    return DispatchPlan("p", 1, T0, T0, T0 + timedelta(hours=1), 3600, (slot,))
+
+
+async def test_a_feeder_envelope_replaces_the_plan_slots_grid_envelope_until_it_expires() -> None:
+    clock = ManualClock(T0)
+    cfg = AgentConfig(house_id="h", insecure=True, metrics_port=None,
+                      site=SiteConfig(max_import_w=17_000, max_export_w=10_000), control=ControlConfig(deadband_w=0))
+    device = FakeDevice()
+    agent = EdgeAgent(cfg, clock=clock, device=device)  # type: ignore[arg-type]
+    agent.uplink.send = lambda _msg: None  # type: ignore[method-assign]
+    agent._on_plan(_plan())
+    agent.snapshot = _snapshot(T0)
+
+    # plan alone: the battery follows the house balance within its envelope and takes the whole
+    # 5 kW surplus (export 0, within the slot's grid envelope)
+    d = await agent.control_once()
+    assert d is not None and d.battery_w == 5000.0
+
+    # the aggregator's live share of the feeder: this house may export 3.5 kW now
+    agent._on_grid_signal(GridSignal(T0, limits=SiteLimits(17_000, 3_500), limits_valid_until=T0 + timedelta(minutes=2),
+                                     limits_are_feeder_envelope=True))
+    assert agent.feeder_envelope_active(T0)
+    assert agent.effective_limits(T0) == SiteLimits(17_000, 3_500)
+
+    # a plan slot that exports (battery held at 0): with the plan's grid envelope the house could
+    # export only 1 kW and the battery would have to take 4 kW; the feeder envelope lets it export 3.5
+    held = PlanSlot(T0, (Setpoint("battery", 0.0, Envelope(0.0, 0.0)),), Envelope(-1000.0, 17_000.0),
+                    "feeder f export limit binds")
+    agent._on_plan(DispatchPlan("p", 2, T0, T0, T0 + timedelta(hours=1), 3600, (held,)))
+    d = await agent.control_once()
+    assert d is not None and d.battery_w == 1500.0  # 5 kW surplus - 3.5 kW envelope
+    assert d.pv_limit_w is None and "export_cap" in d.clamped_by
+
+    # once the envelope expires, the plan slot's grid envelope is back: export 1 kW, battery 4 kW
+    clock.advance(150)
+    agent.snapshot = _snapshot(clock.now())
+    assert not agent.feeder_envelope_active(clock.now())
+    d = await agent.control_once()
+    assert d is not None and d.battery_w == 4000.0
+    assert device.battery[-1] == 4000.0
