@@ -15,7 +15,6 @@ new flexibility).  A house may be connected to any replica, so:
 from __future__ import annotations
 
 import asyncio
-import csv
 import logging
 import math
 import time
@@ -25,8 +24,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -34,6 +31,8 @@ from aggregator.config import FeederConfig, PlanningConfig
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
 from aggregator.dispatch.optimise import DispatchResult, optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
+from aggregator.dispatch.highs_block import start_highs_quietly
+from aggregator.dispatch.solver_pool import WarmSolverPool
 from aggregator.dispatch.tariff import TouTariff
 from aggregator.feeder_control import Feeder, FeederController, FeederEnvelope
 from aggregator.dispatch.tou import TouPlanInput, make_plan
@@ -41,19 +40,28 @@ from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
 from aggregator.service.sessions import ControlItem, Session, SessionRegistry
 from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
-from vpp_common.clock import UTC, Clock, wait_event
+from vpp_common.clock import Clock, wait_event
 from vpp_common.config import ConfigError
 from vpp_common.messages import (
-    DispatchPlan, GridSignal, LimitOverride, PriceSlot, ResourceKind, SiteLimits, StorageFlexibility,
+    DispatchPlan, GridSignal, LimitOverride, ResourceKind, SiteLimits, StorageFlexibility,
 )
+from vpp_common.tariff import PriceSeries, PriceSource
 from vpp_common.timeslots import align_down
 
 log = logging.getLogger(__name__)
 
 
+_WARM_BLOCKS: WarmSolverPool | None = None  # per solver process: each block's basis, kept between cycles
+
+
 def optimise_job(problem: FleetProblem, previous: dict[str, DispatchPlan], now: datetime) -> DispatchResult:
-    """Runs in a solver process (a module-level function, so it pickles)."""
-    return optimise(problem, DispatchOptions(), previous, now=now)
+    """Runs in a solver process (a module-level function, so it pickles).  The process lives
+    as long as the planner's pool, so it keeps each block's basis and re-plans start warm."""
+    global _WARM_BLOCKS
+    if _WARM_BLOCKS is None:
+        start_highs_quietly()  # a dedicated process: HiGHS' banner does not go into the service's log
+        _WARM_BLOCKS = WarmSolverPool(workers=0)  # in this process: no processes to shut down
+    return optimise(problem, DispatchOptions(), previous, now=now, pool=_WARM_BLOCKS)
 
 
 def warm_up_job() -> bool:
@@ -62,83 +70,6 @@ def warm_up_job() -> bool:
 
     return True
 
-
-class PriceSource(Protocol):
-    currency: str
-
-    def prices(self, start: datetime, slot_s: int, n_slots: int) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def price_slots(self, start: datetime, slot_s: int, n_slots: int) -> tuple[PriceSlot, ...]: ...
-
-
-class PriceSeries:
-    """Import and export prices from a CSV file (``planning.prices_file``).
-
-    Columns ``timestamp,import_price_per_kwh,export_price_per_kwh``; a row's prices hold
-    from its timestamp (ISO 8601 with offset) until the next row; the file's last
-    interval is as long as the one before it (or ``slot_s`` for one row).  Slots
-    before the first row take its prices; slots after the last *known* price (the
-    file's end, or what is published by ``known_until``) hold that price.
-    """
-
-    def __init__(self, times: list[datetime], import_prices: list[float], export_prices: list[float], *,
-                 slot_s: int, publish_hour_utc: int | None = None, currency: str = "EUR") -> None:
-        if not times:
-            raise ValueError("a price series needs at least one row")
-        if any(b <= a for a, b in zip(times, times[1:])):
-            raise ValueError("price timestamps must increase strictly")
-        self.currency = currency
-        self._t = np.array([t.timestamp() for t in times])
-        self._imp = np.asarray(import_prices, dtype=float)
-        self._exp = np.asarray(export_prices, dtype=float)
-        if not (np.isfinite(self._imp).all() and np.isfinite(self._exp).all()):
-            raise ValueError("prices must be finite numbers")
-        last_step = float(self._t[-1] - self._t[-2]) if len(times) > 1 else float(slot_s)
-        self.end = times[-1] + timedelta(seconds=last_step)
-        self._publish_hour = publish_hour_utc
-
-    @classmethod
-    def load(cls, path: Path, *, slot_s: int, publish_hour_utc: int | None = None) -> PriceSeries:
-        times: list[datetime] = []
-        imp: list[float] = []
-        exp: list[float] = []
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            need = {"timestamp", "import_price_per_kwh", "export_price_per_kwh"}
-            if reader.fieldnames is None or not need <= set(reader.fieldnames):
-                raise ValueError(f"{path}: need columns {', '.join(sorted(need))}")
-            for line, row in enumerate(reader, start=2):
-                try:
-                    t = datetime.fromisoformat(row["timestamp"].strip().replace("Z", "+00:00"))
-                    if t.tzinfo is None:
-                        raise ValueError("timestamp without an offset")
-                    times.append(t)
-                    imp.append(float(row["import_price_per_kwh"]))
-                    exp.append(float(row["export_price_per_kwh"]))
-                except (ValueError, AttributeError) as exc:
-                    raise ValueError(f"{path} line {line}: {exc}") from None
-        return cls(times, imp, exp, slot_s=slot_s, publish_hour_utc=publish_hour_utc)
-
-    def known_until(self, now: datetime) -> datetime:
-        """End of the prices known at ``now``: the file's end, or the day-ahead publication's."""
-        if self._publish_hour is None:
-            return self.end
-        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        published = day + timedelta(days=2 if now.astimezone(UTC).hour >= self._publish_hour else 1)
-        return min(self.end, published)
-
-    def prices(self, start: datetime, slot_s: int, n_slots: int,
-               known_until: datetime | None = None) -> tuple[np.ndarray, np.ndarray]:
-        at = start.timestamp() + slot_s * np.arange(n_slots)
-        if known_until is not None:  # unknown prices: the last known one holds
-            at = np.minimum(at, max(known_until.timestamp() - slot_s, self._t[0]))
-        idx = np.clip(np.searchsorted(self._t, at, side="right") - 1, 0, len(self._t) - 1)
-        return self._imp[idx].copy(), self._exp[idx].copy()
-
-    def price_slots(self, start: datetime, slot_s: int, n_slots: int) -> tuple[PriceSlot, ...]:
-        imp, exp = self.prices(start, slot_s, n_slots)
-        return tuple(PriceSlot(start + timedelta(seconds=i * slot_s), slot_s, float(imp[i]), float(exp[i]))
-                     for i in range(n_slots))
 
 REPLAN_QUEUE = "replan"
 

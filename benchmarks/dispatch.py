@@ -1,115 +1,193 @@
 #!/usr/bin/env python3
-"""How long the fleet dispatch optimiser takes, and how far decomposition is from one LP.
+"""How long the fleet dispatch optimiser takes, from scratch and on a re-plan, and how far
+decomposition is from one LP.
 
     python benchmarks/dispatch.py [--houses 100,1000,10000] [--workers 2] [--json FILE]
-                                  [--mono-max 1000] [--export-limit-w 2500]
+                                  [--mono-max 1000] [--shift-max 1000] [--export-limit-w 2500]
+                                  [--solver highs|glop]
 
 For each fleet size N (x 96 slots of 15 min, feeders of ``--per-feeder`` houses,
-feeder export limit ``--export-limit-w`` per house): prepare the problem (random
-fleet, seeded), then solve it block by block (one GLOP LP per feeder in a pool of
-``--workers`` processes) and turn it into per-house plans.  Then a re-plan after
-a forecast update (load and PV perturbed by a few %), and, up to ``--mono-max``
-houses, one monolithic LP of the same problem for the cost gap.
+feeder export limit ``--export-limit-w`` per house) a fresh ``WarmSolverPool`` of
+``--workers`` processes is started (``pool_start_s``, not part of the figures), then:
 
-Printed per size: prepare_s, build_s and solve_s (summed over blocks, CPU in the
-workers), solve_wall_s, plans_s, total_s (wall, prepare to plans), peak_mb (max RSS
-of this process and its workers), gap_pct (decomposed vs monolithic), and the
-re-plan figures.
+* ``scratch``: prepare the problem (random fleet, seeded) and plan it with
+  ``optimise`` (one LP per feeder in the workers, plans built while they solve);
+* ``replan``: the normal cycle, a forecast update (load and PV perturbed by a few
+  %) of the same fleet, planned with the pool that solved it (warm starts);
+* ``shift`` (N <= ``--shift-max``): the scratch problem one slot later (horizon
+  moved by 15 min, forecasts rolled), again with the same pool.
+
+Printed per run, one JSON object per line: prepare_s (problem and blocks),
+build_s and solve_s (summed over blocks, wall inside the workers), plans_s,
+total_s (wall, prepare to plans), cpu_s (CPU of this process and the workers
+over the run), peak_mb (peak RSS of this process plus each worker's peak RSS: an
+upper bound of the joint peak), warm_blocks (started from their own previous basis),
+seeded_blocks (no basis of their own yet: started from a sibling feeder's basis of the
+same run; the first block per worker and shape starts cold), gap_pct (cost gap of the decomposed
+plan to one monolithic LP of the same problem, N <= ``--mono-max``).
+Peak RSS includes the previous run's plans that are still held (a planner keeps
+them too).  The machine load (1-minute load average) is printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aggregator.dispatch.plans import build_plans  # noqa: E402
-from aggregator.dispatch.problem import DispatchOptions  # noqa: E402
+from aggregator.dispatch.highs_block import start_highs_quietly  # noqa: E402
+from aggregator.dispatch.optimise import DispatchResult, optimise  # noqa: E402
+from aggregator.dispatch.problem import DispatchOptions, FleetProblem  # noqa: E402
 from aggregator.dispatch.solve import solve_fleet  # noqa: E402
+from aggregator.dispatch.solver_pool import WarmSolverPool  # noqa: E402
 from aggregator.dispatch.synthetic import random_fleet  # noqa: E402
 
 
+def _workers() -> list[psutil.Process]:
+    return [c for c in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())]
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and the live solver workers."""
+    total = time.process_time()
+    for w in _workers():
+        try:
+            t = w.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def _peak_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # largest finished child
-    return (own + kids) / 1024.0
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    kids = 0.0
+    for w in _workers():
+        try:
+            for line in Path(f"/proc/{w.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):  # the worker's peak RSS, kB
+                    kids += int(line.split()[1]) / 1024.0
+        except (OSError, psutil.Error):
+            pass
+    return own + kids
 
 
-def run(n: int, args: argparse.Namespace, pool: ProcessPoolExecutor | None) -> dict:
-    opts = DispatchOptions(workers=args.workers)
-    t0 = time.perf_counter()
-    p = random_fleet(n, houses_per_feeder=args.per_feeder, seed=n, feeder_export_limit_w_per_house=args.export_limit_w, ev_share=0.1)
-    p.validate()
-    prepare_s = time.perf_counter() - t0
-    sol = solve_fleet(p, opts, pool=pool)
-    t1 = time.perf_counter()
-    plans = build_plans(p, sol.blocks, created_at=p.start, version=1)
-    plans_s = time.perf_counter() - t1
-    total_s = time.perf_counter() - t0
-    assert len(plans) == n and not sol.failed, sol.failed[:1]
-    # re-plan after a forecast update: new load and PV forecasts, same fleet
+def _forecast_update(p: FleetProblem) -> FleetProblem:
     rng = np.random.default_rng(1)
-    p2 = replace(p, load_w=p.load_w * rng.uniform(0.95, 1.05, p.load_w.shape), pv_power_w=p.pv_power_w * rng.uniform(0.9, 1.0, p.pv_power_w.shape))
-    t2 = time.perf_counter()
-    sol2 = solve_fleet(p2, opts, pool=pool)
-    r_solve = time.perf_counter() - t2
-    build_plans(p2, sol2.blocks, created_at=p2.start, version=2)
-    r_total = time.perf_counter() - t2
-    gap = None
-    mono_s = None
-    if n <= args.mono_max:
-        t3 = time.perf_counter()
-        mono = solve_fleet(p, DispatchOptions(time_limit_s=600), monolithic=True)
-        mono_s = time.perf_counter() - t3
-        if not mono.failed:
-            gap = 100.0 * (sol.lp_objective - mono.lp_objective) / abs(mono.lp_objective)
-    return {
+    return replace(p, load_w=p.load_w * rng.uniform(0.95, 1.05, p.load_w.shape),
+                   pv_power_w=p.pv_power_w * rng.uniform(0.9, 1.0, p.pv_power_w.shape))
+
+
+def _shift_one_slot(p: FleetProblem) -> FleetProblem:
+    """The same fleet 15 min later: every (N, T)/(F, T)/(T,) series rolled by one slot."""
+    roll = lambda a: np.roll(a, -1, axis=-1)  # noqa: E731
+    return replace(
+        p, start=p.start + timedelta(seconds=p.slot_s),
+        load_w=roll(p.load_w), pv_power_w=roll(p.pv_power_w), max_import_w=roll(p.max_import_w),
+        max_export_w=roll(p.max_export_w), feeder_import_limit_w=roll(p.feeder_import_limit_w),
+        feeder_export_limit_w=roll(p.feeder_export_limit_w), import_price_per_kwh=roll(p.import_price_per_kwh),
+        export_price_per_kwh=roll(p.export_price_per_kwh),
+        ev_deadline_slot=np.maximum(p.ev_deadline_slot - 1, 0) if p.ev_deadline_slot.size else p.ev_deadline_slot,
+    )
+
+
+def _gap_pct(p: FleetProblem, res: DispatchResult, args: argparse.Namespace) -> float | None:
+    """Cost of the decomposed plan vs one LP of the whole fleet (both after mode fixing), %."""
+    if p.n > args.mono_max:
+        return None
+    mono = solve_fleet(p, DispatchOptions(time_limit_s=600, solver=args.solver), monolithic=True)
+    if mono.failed:
+        return None
+    return float(f"{100.0 * (res.cost - mono.objective) / abs(mono.objective):.2e}")
+
+
+def _one(kind: str, n: int, make, pool: WarmSolverPool,
+         args: argparse.Namespace) -> tuple[dict, FleetProblem, DispatchResult]:
+    opts = DispatchOptions(workers=args.workers, solver=args.solver)
+    c0, t0 = _cpu_s(), time.perf_counter()
+    p = make()
+    p.validate()
+    made_s = time.perf_counter() - t0
+    res = optimise(p, opts, pool=pool, now=p.start)
+    total_s = time.perf_counter() - t0
+    cpu_s = _cpu_s() - c0
+    assert len(res.plans) == n and res.status == "optimal", res.status
+    tm = res.timings
+    row = {
         "houses": n,
+        "run": kind,
         "slots": p.t,
-        "blocks": len(sol.blocks),
-        "prepare_s": round(prepare_s, 3),
-        "build_s": round(sol.build_s, 3),
-        "solve_s": round(sol.solve_s, 3),
-        "solve_wall_s": round(sol.wall_s, 3),
-        "plans_s": round(plans_s, 3),
+        "blocks": int(tm["blocks"]),
+        "warm_blocks": int(tm["warm_blocks"]),
+        "seeded_blocks": int(tm["seeded_blocks"]),
+        "prepare_s": round(made_s + tm["prepare_s"], 3),
+        "build_s": round(tm["build_s"], 3),
+        "solve_s": round(tm["solve_s"], 3),
+        "plans_s": round(tm["plans_s"], 3),
         "total_s": round(total_s, 3),
-        "replan_solve_wall_s": round(r_solve, 3),
-        "replan_total_s": round(r_total, 3),
+        "cpu_s": round(cpu_s, 2),
         "peak_mb": round(_peak_mb(), 1),
-        "gap_pct": None if gap is None else float(f"{gap:.2e}"),
-        "monolithic_s": None if mono_s is None else round(mono_s, 2),
-        "cost": round(sol.objective, 2),
+        "gap_pct": None,  # filled in after the timed runs (the monolithic LP's memory is not the optimiser's)
+        "cost": round(res.cost, 2),
+        "load_1min": round(os.getloadavg()[0], 2),
     }
+    return row, p, res
+
+
+def run_size(n: int, args: argparse.Namespace) -> list[dict]:
+    t0 = time.perf_counter()
+    with WarmSolverPool(workers=args.workers) as pool:
+        pool.wait_ready()
+        start_s = round(time.perf_counter() - t0, 2)
+
+        def scratch() -> FleetProblem:
+            return random_fleet(n, houses_per_feeder=args.per_feeder, seed=n,
+                                feeder_export_limit_w_per_house=args.export_limit_w, ev_share=0.1)
+
+        rows = []
+        row, p, res = _one("scratch", n, scratch, pool, args)
+        row["pool_start_s"] = start_s
+        rows.append(row)
+        replan, p2, res2 = _one("replan", n, lambda: _forecast_update(p), pool, args)
+        rows.append(replan)
+        if n <= args.shift_max:
+            _one("scratch", n, lambda: p, pool, args)  # back to the base basis (not reported)
+            rows.append(_one("shift", n, lambda: _shift_one_slot(p), pool, args)[0])
+    row["gap_pct"] = _gap_pct(p, res, args)
+    replan["gap_pct"] = _gap_pct(p2, res2, args)
+    return rows
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--houses", default="100,1000,10000")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="solver processes (0: in this process)")
     ap.add_argument("--per-feeder", type=int, default=50)
     ap.add_argument("--export-limit-w", type=float, default=2500.0, help="feeder export limit per house, W")
     ap.add_argument("--mono-max", type=int, default=1000, help="largest fleet to also solve as one LP")
+    ap.add_argument("--shift-max", type=int, default=1000, help="largest fleet to also re-plan one slot later")
+    ap.add_argument("--solver", choices=("highs", "glop"), default="highs")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    start_highs_quietly()  # the monolithic reference LP is solved in this process
+    print(f"# load average before: {os.getloadavg()}, cores: {os.cpu_count()}", flush=True)
     out = []
-    pool = ProcessPoolExecutor(max_workers=args.workers) if args.workers > 1 else None
-    try:
-        for n in (int(x) for x in args.houses.split(",")):
-            row = run(n, args, pool)
+    for n in (int(x) for x in args.houses.split(",")):
+        for row in run_size(n, args):
             out.append(row)
             print(json.dumps(row), flush=True)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
+    print(f"# load average after: {os.getloadavg()}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0

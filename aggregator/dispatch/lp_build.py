@@ -17,7 +17,7 @@ cur - rated * z <= 0.  Objective in currency.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,6 +41,13 @@ class BlockLP:
     t: int
     n_feeders: int
     n_transformers: int
+    # Where the fairness rows are (they come last): the first one's row index, and per row
+    # the (house, slot) it belongs to as house * t + slot.  Which rows exist depends on the
+    # forecasts, so a warm start maps the previous basis onto them (highs_block).
+    fair_row0: int = -1
+    fair_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    start_s: float = 0.0  # first slot start, POSIX seconds (a warm start shifts the basis by whole slots)
+    slot_s: int = 0
 
     def group(self, x: np.ndarray, name: str) -> np.ndarray:
         """Slice group ``name`` of a solution vector as (N, T)."""
@@ -208,6 +215,7 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     np.add.at(f_most, p.feeder_of, most_export)
     lim_f = (f_most > p.feeder_export_limit_w)[p.feeder_of]  # (N, T)
     hh, tt = np.nonzero((pv_mag > 0) & lim_f & (p.pv_rated_w[:, None] > 0))
+    fair_row0 = r0
     if hh.size:
         k = r0 + np.arange(hh.size)
         add(k, v("cur")[hh, tt], 1.0)
@@ -218,4 +226,6 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
 
     rr, cc, vv = _coo(rows, cols, vals)
     mat = sp.csr_matrix((vv, (rr, cc)), shape=(r0, n_var))
-    return BlockLP(lb, ub, cost, np.concatenate(rlb), np.concatenate(rub), mat, n, t, nf, nx)
+    return BlockLP(lb, ub, cost, np.concatenate(rlb), np.concatenate(rub), mat, n, t, nf, nx,
+                   fair_row0=fair_row0, fair_keys=(hh * t + tt).astype(np.int64),
+                   start_s=p.start.timestamp(), slot_s=p.slot_s)

@@ -1,22 +1,34 @@
-"""Solve a fleet problem block by block (GLOP via model_builder), or monolithically.
+"""Solve a fleet problem block by block (HiGHS, or GLOP via model_builder), or monolithically.
 
 Without fleet-wide rows the LP is block-diagonal (blocks = feeders, or
 transformers that carry a limit), so solving the blocks separately is exact and
 the cost grows linearly with the number of houses.
+
+Blocks run in the calling process, in a caller's ``ProcessPoolExecutor`` (cold
+solves), or in a ``solver_pool.WarmSolverPool`` whose long-lived workers keep
+each block's HiGHS basis and start the next cycle's solve from it (see
+``highs_block``).  A block without a basis of its own starts from a sibling
+block's of the same shape (in a pool, or within one in-process call).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ortools.linear_solver.python import model_builder as mb
 from ortools.linear_solver.python import model_builder_helper as mbh
 
+from aggregator.dispatch.highs_block import HighsBlock, HighsFailed
 from aggregator.dispatch.lp_build import BlockLP, build
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
+
+if TYPE_CHECKING:
+    from aggregator.dispatch.solver_pool import WarmSolverPool
 
 
 class InfeasibleError(RuntimeError):
@@ -49,6 +61,17 @@ class BlockSolution:
     mode_fix_passes: int
     build_s: float
     solve_s: float
+    # how the first LP started (solver_pool): "warm" (the block's previous basis), "mapped"
+    # (it, moved to a new horizon or fairness rows), "seeded" (a sibling block's), "cold"
+    start: str = "cold"
+
+    @property
+    def warm(self) -> bool:
+        """Started from this block's own previous basis."""
+        return self.start in ("warm", "mapped")
+
+
+BlockResult = BlockSolution | str  # a solution, or why the block has none
 
 
 def _solve_lp(lp: BlockLP, time_limit_s: float) -> tuple[np.ndarray, float]:
@@ -64,9 +87,17 @@ def _solve_lp(lp: BlockLP, time_limit_s: float) -> tuple[np.ndarray, float]:
 
 
 def solve_block(
-    houses: np.ndarray, sub: FleetProblem, options: DispatchOptions, grid_price_per_kwh: np.ndarray | None = None
+    houses: np.ndarray,
+    sub: FleetProblem,
+    options: DispatchOptions,
+    grid_price_per_kwh: np.ndarray | None = None,
+    model: HighsBlock | None = None,
 ) -> BlockSolution:
     """Solve one block; re-solve with fixed modes until no slot charges and discharges at once.
+
+    ``model``: the block's HiGHS warm-start memory from the previous cycle (its
+    basis is used when the matrix is unchanged); None solves from scratch with
+    ``options.solver``.
 
     Why the re-solve: with a throughput cost, simultaneous charge/discharge is
     never optimal unless burning energy in battery losses earns money (a
@@ -81,24 +112,26 @@ def solve_block(
     lp = build(sub, options, grid_price_per_kwh)
     build_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    x, obj = _solve_lp(lp, options.time_limit_s)
-    first_obj = obj
-    passes = 0
-    nt = lp.n * lp.t
-    while passes < options.fix_modes_max_passes:
-        c, d = lp.group(x, "c"), lp.group(x, "d")
-        both = np.minimum(c, d) > options.simultaneous_tol_w
-        if not both.any():
-            break
-        passes += 1
-        ub = lp.var_ub.copy()
-        flat = np.flatnonzero(both.ravel())
-        c_wins = (c >= d).ravel()[flat]
-        ub[1 * nt + flat[c_wins]] = 0.0  # forbid discharge where charge dominates
-        ub[0 * nt + flat[~c_wins]] = 0.0  # forbid charge where discharge dominates
-        lp = BlockLP(lp.var_lb, ub, lp.cost, lp.row_lb, lp.row_ub, lp.matrix, lp.n, lp.t, lp.n_feeders, lp.n_transformers)
-        x, obj = _solve_lp(lp, options.time_limit_s)
+    highs = model if model is not None else (HighsBlock() if options.solver == "highs" else None)
+    try:
+        x, obj = highs.solve(lp, options.time_limit_s) if highs is not None else _solve_lp(lp, options.time_limit_s)
+        first_obj = obj
+        passes = 0
+        while passes < options.fix_modes_max_passes:
+            ub = _forbid_simultaneous(lp, x, options.simultaneous_tol_w)
+            if ub is None:
+                break
+            passes += 1
+            lp = replace(lp, var_ub=ub)
+            # HiGHS: only the bounds change, so the re-solve starts from the basis just found
+            x, obj = highs.resolve_with_upper(ub, options.time_limit_s) if highs is not None else _solve_lp(lp, options.time_limit_s)
+    except HighsFailed as exc:
+        raise InfeasibleError(str(exc)) from None
+    finally:
+        if highs is not None:
+            highs.release()  # keep the basis only: a live model holds ~35 MB
     solve_s = time.perf_counter() - t1
+    start = highs.last_start if highs is not None else "cold"
     if grid_price_per_kwh is not None:
         # report the true cost: take the coordination price back out
         gsum = (lp.group(x, "imp") - lp.group(x, "exp") + lp.group(x, "oi") - lp.group(x, "oe")).sum(axis=0)
@@ -129,10 +162,26 @@ def solve_block(
         mode_fix_passes=passes,
         build_s=build_s,
         solve_s=solve_s,
+        start=start,
     )
 
 
-def _block_task(args: tuple) -> BlockSolution | str:
+def _forbid_simultaneous(lp: BlockLP, x: np.ndarray, tol_w: float) -> np.ndarray | None:
+    """Upper bounds that forbid the minority direction where a slot charges and discharges, or None."""
+    c, d = lp.group(x, "c"), lp.group(x, "d")
+    both = np.minimum(c, d) > tol_w
+    if not both.any():
+        return None
+    nt = lp.n * lp.t
+    ub = lp.var_ub.copy()
+    flat = np.flatnonzero(both.ravel())
+    c_wins = (c >= d).ravel()[flat]
+    ub[1 * nt + flat[c_wins]] = 0.0  # forbid discharge where charge dominates
+    ub[0 * nt + flat[~c_wins]] = 0.0  # forbid charge where discharge dominates
+    return ub
+
+
+def _block_task(args: tuple) -> BlockResult:
     houses, sub, options, *price = args
     try:
         return solve_block(houses, sub, options, price[0] if price else None)
@@ -156,34 +205,82 @@ class FleetSolution:
         return float(sum(b.objective for b in self.blocks))
 
     @property
+    def warm_blocks(self) -> int:
+        return sum(b.warm for b in self.blocks)
+
+    @property
+    def seeded_blocks(self) -> int:
+        return sum(b.start == "seeded" for b in self.blocks)
+
+    def add(self, houses: np.ndarray, result: BlockResult) -> None:
+        if isinstance(result, str):
+            self.failed.append((houses, result))
+        else:
+            self.blocks.append(result)
+            self.build_s += result.build_s
+            self.solve_s += result.solve_s
+
+    @property
     def lp_objective(self) -> float:
         return float(sum(b.lp_objective for b in self.blocks))
 
 
-def solve_fleet(p: FleetProblem, options: DispatchOptions, *, monolithic: bool = False, pool: ProcessPoolExecutor | None = None) -> FleetSolution:
+def block_tasks(p: FleetProblem, monolithic: bool = False) -> list[tuple[np.ndarray, FleetProblem]]:
+    """(house indices, sub-problem) per block, or one task for the monolithic LP."""
+    groups = [np.arange(p.n)] if monolithic else p.blocks()
+    return [(h, p.subset(h)) for h in groups]
+
+
+def iter_blocks(
+    tasks: list[tuple[np.ndarray, FleetProblem]],
+    options: DispatchOptions,
+    pool: ProcessPoolExecutor | WarmSolverPool | None = None,
+) -> Iterator[tuple[int, BlockResult]]:
+    """(task index, result) per block, as they finish, so the caller can turn solved
+    blocks into plans while the workers solve the rest.  Never raises for a failed block.
+
+    ``pool``: a warm pool or an executor the caller owns (and shuts down); otherwise
+    ``options.workers > 1`` creates an executor for this call and shuts it down.
+    """
+    from aggregator.dispatch.solver_pool import WarmSolverPool  # the pool module imports this one
+
+    if isinstance(pool, WarmSolverPool):
+        yield from pool.solve_blocks(tasks, options)
+        return
+    args = [(h, sub, options) for h, sub in tasks]
+    if pool is not None:
+        yield from enumerate(pool.map(_block_task, args, chunksize=_chunksize(len(args), options.workers)))
+    elif options.workers > 1 and len(args) > 1:
+        with ProcessPoolExecutor(max_workers=options.workers) as ex:
+            yield from enumerate(ex.map(_block_task, args, chunksize=_chunksize(len(args), options.workers)))
+    elif options.solver == "highs":
+        # in this process, one after another: a throwaway warm pool, so that blocks after
+        # the first start from a sibling's basis (~4x fewer iterations), no state kept
+        yield from WarmSolverPool(workers=0).solve_blocks(tasks, options)
+    else:
+        yield from enumerate(_block_task(a) for a in args)
+
+
+def _chunksize(n_tasks: int, workers: int) -> int:
+    return max(1, n_tasks // (8 * max(1, workers)))
+
+
+def solve_fleet(
+    p: FleetProblem,
+    options: DispatchOptions,
+    *,
+    monolithic: bool = False,
+    pool: ProcessPoolExecutor | WarmSolverPool | None = None,
+) -> FleetSolution:
     """Solve every block (or one monolithic LP).  Never raises for infeasibility or time limits.
 
-    ``pool``: an executor the caller owns (and shuts down); otherwise
-    ``options.workers > 1`` creates one for this call and shuts it down.
+    ``pool``: see ``iter_blocks``.
     """
     t0 = time.perf_counter()
-    groups = [np.arange(p.n)] if monolithic else p.blocks()
-    tasks = [(h, p.subset(h), options) for h in groups]
-    prepare_s = time.perf_counter() - t0
-    if pool is not None:
-        results = list(pool.map(_block_task, tasks, chunksize=max(1, len(tasks) // (8 * max(1, options.workers)))))
-    elif options.workers > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=options.workers) as ex:
-            results = list(ex.map(_block_task, tasks, chunksize=max(1, len(tasks) // (8 * options.workers))))
-    else:
-        results = [_block_task(tk) for tk in tasks]
-    sol = FleetSolution(prepare_s=prepare_s)
-    for (h, _, _), r in zip(tasks, results, strict=True):
-        if isinstance(r, str):
-            sol.failed.append((h, r))
-        else:
-            sol.blocks.append(r)
-            sol.build_s += r.build_s
-            sol.solve_s += r.solve_s
+    tasks = block_tasks(p, monolithic)
+    sol = FleetSolution(prepare_s=time.perf_counter() - t0)
+    results: dict[int, BlockResult] = dict(iter_blocks(tasks, options, pool))
+    for i, (h, _) in enumerate(tasks):  # task order, whatever order the blocks finished in
+        sol.add(h, results[i])
     sol.wall_s = time.perf_counter() - t0
     return sol

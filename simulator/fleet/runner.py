@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
+from aggregator.dispatch.solver_pool import WarmSolverPool
 from simulator.fleet.engine import Trace, clear_sky_table, simulate
 from simulator.fleet.kpis import kpis
 from simulator.fleet.model import Scenario
@@ -23,11 +22,12 @@ class RunResult:
     figures: dict[str, dict[str, Any]]
 
 
-def _solver_pool(workers: int) -> ProcessPoolExecutor | None:
+def _solver_pool(workers: int) -> WarmSolverPool | None:
     if workers <= 1:
         return None
-    # spawn: the solver must not inherit locks of this process (as in the aggregator)
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    # spawn processes (no inherited locks, as in the aggregator) that keep each feeder's
+    # basis, so the re-plans of a run start from the previous plan's basis
+    return WarmSolverPool(workers)
 
 
 def add_savings(figures: dict[str, dict[str, Any]]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from aggregator.config import AggregatorConfig
-from aggregator.planner import PriceSeries
+from vpp_common.tariff import PriceSeries
 from edge_agent.config import AgentConfig
 from simulator.fleet.live import LiveOptions, write_inputs
 from tests.e2e.test_fleet_live import small_scenario

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.config import PlanningConfig
-from aggregator.planner import PriceSeries
+from vpp_common.tariff import PriceSeries
 from vpp_common.clock import AcceleratedClock, ManualClock, SystemClock, clock_from_arguments
 
 T0 = datetime(2026, 6, 21, 8, 0, tzinfo=timezone.utc)

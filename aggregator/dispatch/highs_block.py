@@ -1,0 +1,288 @@
+"""One block LP solved by HiGHS, started from the block's previous optimal basis.
+
+A forecast update changes only bounds, costs and right-hand sides, not the
+matrix, so the previous optimal basis is a good (often nearly optimal) start: a
+50-house feeder re-solves in ~0.03 s instead of ~0.25 s from scratch.  Two
+changes of the matrix are common and cheap to follow: the fairness rows (which
+exist only where a feeder's export limit could bind, so they move with the PV
+forecast) and a horizon moved forward by whole slots.  Then the previous basis
+is mapped onto the new rows and columns (``SavedStart.mapped``) and given to HiGHS
+as an "alien" basis, which it repairs before it starts.  Anything else (other
+houses, feeders, slot count or parameters) is solved from scratch.
+
+Between cycles only the basis (one byte per column and row), the matrix in
+HiGHS' form (~1.3 MB) and fingerprints of it are kept, not the HiGHS model: a
+solved 50-house model holds ~35 MB, so keeping 200 of them alive for 10,000
+houses would need ~7 GB.  Passing the kept matrix and new bounds to a new
+model costs ~2 ms per block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass, replace
+
+import highspy
+import numpy as np
+
+from aggregator.dispatch.lp_build import BlockLP
+
+
+class HighsFailed(RuntimeError):
+    """HiGHS stopped without an optimal solution (time limit, numerical trouble)."""
+
+    def __init__(self, message: str, time_limit: bool) -> None:
+        super().__init__(message)
+        self.time_limit = time_limit
+
+
+def start_highs_quietly() -> None:
+    """HiGHS' C++ constructor prints a copyright banner on stdout, once per process.  A
+    solver worker's stdout is its parent's (a CLI printing JSON, a test): call this first
+    in a process of its own, so that the banner goes to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(1)
+    try:
+        sys.stdout.flush()
+        os.dup2(devnull, 1)
+        highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _new_highs() -> highspy.Highs:
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    # one thread: blocks run in parallel in worker processes already; a HiGHS thread
+    # pool per process would only oversubscribe the cores
+    h.setOptionValue("threads", 1)
+    return h
+
+
+def matrix_fingerprints(lp: BlockLP) -> tuple[bytes, bytes]:
+    """Identify the constraint matrix (shape, pattern and coefficients): (all of it, all
+    rows before the fairness rows).  ~1 ms per 50-house block."""
+    m = lp.matrix
+    r = m.shape[0] if lp.fair_row0 < 0 else lp.fair_row0
+    end = int(m.indptr[r])
+    d = hashlib.blake2b(digest_size=16)
+    d.update(np.asarray([r, m.shape[1]], dtype=np.int64).tobytes())
+    for a in (m.indptr[: r + 1], m.indices[:end], m.data[:end]):
+        d.update(np.ascontiguousarray(a).tobytes())
+    core = d.copy().digest()
+    d.update(np.asarray(m.shape, dtype=np.int64).tobytes())
+    for a in (m.indptr[r + 1 :], m.indices[end:], m.data[end:]):
+        d.update(np.ascontiguousarray(a).tobytes())
+    return d.digest(), core
+
+
+_STATUS = [highspy.HighsBasisStatus(i) for i in range(5)]  # kLower, kBasic, kUpper, kZero, kNonbasic
+_BASIC = 1
+
+
+def _shift_slots(status: np.ndarray, t: int, shift: int) -> np.ndarray:
+    """(k*t,) statuses laid out as k rows of t slots, moved ``shift`` slots earlier; the new
+    last slots repeat the old last one."""
+    m = status.reshape(-1, t)
+    out = np.empty_like(m)
+    out[:, : t - shift] = m[:, shift:]
+    out[:, t - shift :] = m[:, -1:]
+    return out.ravel()
+
+
+@dataclass(frozen=True)
+class SavedStart:
+    """What a block keeps between cycles to start the next solve from."""
+
+    fingerprint: bytes  # whole matrix
+    core_fingerprint: bytes  # all rows but the fairness rows
+    matrix: highspy.HighsSparseMatrix  # ~1.3 MB for 50 houses: saves ~7 ms per re-solve
+    basis: highspy.HighsBasis
+    n_rows: int
+    fair_row0: int
+    fair_keys: np.ndarray
+    t: int
+    start_s: float
+    slot_s: int
+
+    def shift_to(self, lp: BlockLP) -> int | None:
+        """Slots the horizon moved forward since this basis, or None if it cannot be reused."""
+        if lp.t != self.t or lp.slot_s != self.slot_s or lp.slot_s <= 0:
+            return None
+        moved = (lp.start_s - self.start_s) / lp.slot_s
+        shift = int(round(moved))
+        return shift if abs(moved - shift) < 1e-9 and 0 <= shift < lp.t else None
+
+    def mapped(self, lp: BlockLP, shift: int) -> highspy.HighsBasis:
+        """This basis moved by ``shift`` slots onto ``lp``'s rows (an "alien" basis: HiGHS
+        repairs the count of basic variables and any singularity before it starts).
+
+        Columns and rows other than fairness rows are laid out per (house, feeder or
+        transformer) x slot, except one EV row per house.  Fairness rows are matched by
+        (house, slot); new ones start with their slack basic (the row inactive).
+        """
+        cols = np.fromiter(map(int, self.basis.col_status), dtype=np.int8, count=lp.var_lb.size)
+        rows = np.fromiter(map(int, self.basis.row_status), dtype=np.int8, count=self.n_rows)
+        t, nt = lp.t, lp.n * lp.t
+        n_ft = (lp.n_feeders + lp.n_transformers) * t
+        n_ev = self.fair_row0 - 2 * nt - n_ft  # 0 or one row per house
+        new_rows = np.full(lp.matrix.shape[0], _BASIC, dtype=np.int8)
+        new_rows[: 2 * nt] = _shift_slots(rows[: 2 * nt], t, shift)  # balance, SoC
+        new_rows[2 * nt : 2 * nt + n_ev] = rows[2 * nt : 2 * nt + n_ev]
+        new_rows[2 * nt + n_ev : lp.fair_row0] = _shift_slots(rows[2 * nt + n_ev : self.fair_row0], t, shift)
+        if lp.fair_keys.size and self.fair_keys.size:
+            want = lp.fair_keys + shift  # the old (house, slot) of each new fairness row
+            pos = np.clip(np.searchsorted(self.fair_keys, want), 0, self.fair_keys.size - 1)
+            hit = (self.fair_keys[pos] == want) & (lp.fair_keys % t + shift < t)
+            old_fair = rows[self.fair_row0 :]
+            new_rows[lp.fair_row0 :][hit] = old_fair[pos[hit]]
+        basis = highspy.HighsBasis()
+        basis.col_status = [_STATUS[i] for i in _shift_slots(cols, t, shift).tolist()]
+        basis.row_status = [_STATUS[i] for i in new_rows.tolist()]
+        basis.alien = True
+        basis.valid = True
+        return basis
+
+
+def _sparse_matrix(lp: BlockLP) -> highspy.HighsSparseMatrix:
+    """The CSR matrix as HiGHS holds it.  Costs ~7 ms for a 50-house block (the index and
+    value arrays are converted element by element), so blocks keep it between cycles."""
+    m = lp.matrix
+    a = highspy.HighsSparseMatrix()
+    a.format_ = highspy.MatrixFormat.kRowwise
+    a.num_col_, a.num_row_ = m.shape[1], m.shape[0]
+    a.start_ = m.indptr
+    a.index_ = m.indices
+    a.value_ = m.data
+    return a
+
+
+def _load(lp: BlockLP, matrix: highspy.HighsSparseMatrix) -> highspy.Highs:
+    h = _new_highs()
+    model = highspy.HighsLp()
+    model.num_col_, model.num_row_ = lp.matrix.shape[1], lp.matrix.shape[0]
+    model.col_cost_ = lp.cost
+    model.col_lower_ = lp.var_lb
+    model.col_upper_ = lp.var_ub
+    model.row_lower_ = lp.row_lb
+    model.row_upper_ = lp.row_ub
+    model.a_matrix_ = matrix  # a copy in C++, ~0.02 ms
+    h.passModel(model)
+    return h
+
+
+ShapeKey = tuple[int, ...]
+
+
+def shape_key(lp: BlockLP) -> ShapeKey:
+    """Blocks with equal keys have the same columns and non-fairness rows, position by position."""
+    return (lp.var_lb.size, lp.fair_row0, lp.n, lp.t, lp.n_feeders, lp.n_transformers)
+
+
+class HighsBlock:
+    """The warm-start memory of one block: its last optimal basis and matrix fingerprints.
+
+    Use: ``solve`` (warm when it can), any number of ``resolve_with_upper``, then
+    ``release`` (keeps the basis, frees the model).
+
+    ``seeds`` (shared by the blocks of one process): the latest optimal basis per block
+    shape.  A block without a basis of its own starts from a sibling's (another feeder
+    of the same size): its houses differ but the shape of the optimum (charge at noon,
+    discharge in the evening peak) does not, so that start cut a 50-house solve from
+    ~0.21 s to ~0.05 s here.
+    """
+
+    def __init__(self, seeds: dict[ShapeKey, SavedStart] | None = None) -> None:
+        self._h: highspy.Highs | None = None  # only between solve and release
+        self._lp: BlockLP | None = None
+        self._fp: tuple[bytes, bytes] | None = None  # of the LP being solved
+        self._matrix: highspy.HighsSparseMatrix | None = None  # of the LP being solved
+        self._start: SavedStart | None = None
+        self._seeds = seeds
+        self.last_start = "cold"  # how the last solve started: "warm", "mapped", "seeded", "cold"
+        self.warm_solves = 0  # same matrix, same horizon: the basis as it was
+        self.mapped_solves = 0  # horizon moved or fairness rows changed: the basis mapped over
+        self.seeded_solves = 0  # a sibling block's basis
+        self.cold_solves = 0
+
+    def solve(self, lp: BlockLP, time_limit_s: float) -> tuple[np.ndarray, float]:
+        """Solve ``lp``, from the previous basis when the matrix (or all of it but the
+        fairness rows) is the same as last time and the horizon moved by whole slots,
+        else from a sibling's basis, else from scratch."""
+        fp = matrix_fingerprints(lp)
+        same = self._start is not None and self._start.fingerprint == fp[0]
+        self._matrix = self._start.matrix if same else _sparse_matrix(lp)  # type: ignore[union-attr]
+        self._h, self._lp, self._fp = _load(lp, self._matrix), lp, fp
+        basis, how = self._warm_basis(lp, fp)
+        self._start = None
+        if basis is not None and self._h.setBasis(basis) != highspy.HighsStatus.kOk:
+            basis, how = None, "cold"  # HiGHS refused it
+        self.last_start = how
+        setattr(self, f"{how}_solves", getattr(self, f"{how}_solves") + 1)
+        try:
+            return self._run(time_limit_s)
+        except HighsFailed as exc:
+            if how == "cold" or exc.time_limit:
+                raise
+            # A repaired alien basis can, rarely, leave HiGHS in numerical trouble: a start
+            # must never cost a plan, so try once more from scratch.
+            self._matrix = _sparse_matrix(lp)
+            self._h, self._lp, self._fp = _load(lp, self._matrix), lp, fp
+            self.last_start = "cold"
+            self.cold_solves += 1
+            return self._run(time_limit_s)
+
+    def _warm_basis(self, lp: BlockLP, fp: tuple[bytes, bytes]) -> tuple[highspy.HighsBasis | None, str]:
+        if lp.fair_row0 < 0:
+            return None, "cold"
+        st = self._start
+        shift = st.shift_to(lp) if st is not None else None
+        if st is not None and shift is not None and fp[1] == st.core_fingerprint:
+            if shift == 0 and fp[0] == st.fingerprint:
+                return st.basis, "warm"  # the forecast update: nothing but bounds and costs changed
+            return st.mapped(lp, shift), "mapped"
+        seed = self._seeds.get(shape_key(lp)) if self._seeds is not None else None
+        if seed is not None:
+            return seed.mapped(lp, 0), "seeded"
+        return None, "cold"
+
+    def resolve_with_upper(self, ub: np.ndarray, time_limit_s: float) -> tuple[np.ndarray, float]:
+        """Re-solve after lowering some variable upper bounds (the mode fixing); HiGHS keeps
+        the basis it just found, so this takes a few iterations."""
+        assert self._h is not None and self._lp is not None
+        idx = np.flatnonzero(self._lp.var_ub != ub).astype(np.int32)
+        if idx.size:
+            self._h.changeColsBounds(idx.size, idx, self._lp.var_lb[idx], ub[idx])
+        self._lp = replace(self._lp, var_ub=ub)
+        return self._run(time_limit_s)
+
+    def release(self) -> None:
+        """Keep the optimal basis for the next cycle and free the model.
+
+        The basis is of the last LP solved, mode-fixing bounds included; it stays a
+        valid basis when those bounds are lifted again, so it is still a good start.
+        """
+        h, lp, fp, a = self._h, self._lp, self._fp, self._matrix
+        if h is not None and lp is not None and fp is not None and a is not None \
+                and h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
+            self._start = SavedStart(fp[0], fp[1], a, h.getBasis(), lp.matrix.shape[0], lp.fair_row0,
+                                     lp.fair_keys, lp.t, lp.start_s, lp.slot_s)
+            if self._seeds is not None:
+                self._seeds[shape_key(lp)] = self._start
+        self._h, self._lp, self._fp, self._matrix = None, None, None, None
+
+    def _run(self, time_limit_s: float) -> tuple[np.ndarray, float]:
+        h = self._h
+        assert h is not None
+        h.setOptionValue("time_limit", float(time_limit_s))
+        h.run()
+        status = h.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal:
+            self._h, self._lp, self._fp, self._matrix = None, None, None, None  # no start for the next cycle
+            raise HighsFailed(f"HiGHS status {h.modelStatusToString(status)}",
+                              time_limit=status == highspy.HighsModelStatus.kTimeLimit)
+        return np.asarray(h.getSolution().col_value), float(h.getInfo().objective_function_value)
