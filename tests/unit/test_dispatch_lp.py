@@ -1,7 +1,7 @@
 """Fleet dispatch LP: decomposition vs monolithic, negative prices, relaxation, fairness, fallbacks.
 
-Solver tolerances: GLOP defaults (primal feasibility 1e-8, dual feasibility
-1e-8, on the scaled problem).  We compare costs with a relative tolerance of
+Solver tolerances: HiGHS defaults (the default ``DispatchOptions.solver``; primal and
+dual feasibility 1e-7), or GLOP's (1e-8, on the scaled problem).  We compare costs with a relative tolerance of
 0.1 % (the acceptance bound; in practice the gap is ~1e-9) and limits with an
 absolute tolerance of 0.01 W.
 """
