@@ -9,10 +9,7 @@ has passed.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -25,7 +22,7 @@ from edge_agent.resources.factory import resource_manager
 from edge_agent.resources.hybrid import HybridInverterRM
 from simulator.catalogue_device import CatalogueSimulator
 from simulator.physics import PhysicsConfig
-from tests.conftest import free_port
+from tests.conftest import free_port, until
 from vpp_common.clock import ManualClock
 from vpp_common.config import ConfigError
 from vpp_common.messages import DispatchPlan, Envelope, PlanSlot, Setpoint
@@ -33,14 +30,6 @@ from vpp_common.messages import DispatchPlan, Envelope, PlanSlot, Setpoint
 pytestmark = pytest.mark.timeout(60)
 
 NIGHT = datetime(2026, 6, 21, 2, 0, tzinfo=timezone.utc)  # no PV: the battery follows the plan unclamped
-
-
-async def until(pred: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def config(port: int, model: str, **device: object) -> AgentConfig:

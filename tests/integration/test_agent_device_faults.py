@@ -12,9 +12,6 @@ port): the agent is safe on its own.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
@@ -26,7 +23,7 @@ from edge_agent.drivers.catalogue import catalogue_ids
 from simulator.catalogue_device import CatalogueSimulator
 from simulator.hybrid_device import DER_MODELS, Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
-from tests.conftest import free_port
+from tests.conftest import free_port, until
 from vpp_common.clock import ManualClock
 from vpp_common.messages import Validity
 
@@ -45,15 +42,6 @@ FAULTS = {
     "disconnect": Faults(disconnect=True),
     "slow": Faults(slow_s=3 * TIMEOUT_S),  # answers, but after the driver gave up
 }
-
-
-async def until(pred: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    """Bounded wait for a condition no event announces (checked every 10 ms)."""
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def agent_config(port: int, catalogue: str | None = None) -> AgentConfig:
