@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 import multiprocessing
 import uuid
@@ -32,7 +33,7 @@ from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_pr
 from aggregator.dispatch.optimise import DispatchResult, optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.highs_block import start_highs_quietly
-from aggregator.dispatch.solver_pool import WarmSolverPool
+from aggregator.dispatch.solver_pool import WarmSolverPool, exit_with_parent
 from aggregator.dispatch.tariff import TouTariff
 from aggregator.feeder_control import Feeder, FeederController, FeederEnvelope
 from aggregator.dispatch.tou import TouPlanInput, make_plan
@@ -490,7 +491,8 @@ class Planner:
         # spawn, not fork: forking a process that holds gRPC channels and threads is unsafe
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self._cfg.solver_workers,
-                                             mp_context=multiprocessing.get_context("spawn"))
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=exit_with_parent, initargs=(os.getpid(),))
         return self._pool
 
     def close(self) -> None:

@@ -18,6 +18,9 @@ bases in the calling process and solves there, one block after another.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -64,8 +67,23 @@ class _BlockModels:
 _PROCESS_MODELS = _BlockModels()  # in a worker process: the blocks routed to it
 
 
-def _worker_init() -> None:
+def exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """In a pool worker: exit once the process that started it is gone.  A parent killed
+    with SIGKILL (an aggregator replica taken down hard) cannot shut its pool down, and
+    its workers would otherwise wait on their call queue for ever (seen as orphans)."""
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(0)  # nothing of this worker's is worth keeping without its parent
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _worker_init(parent_pid: int | None = None) -> None:
     """Start of a worker process: import the solvers now, not in the first cycle."""
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
     start_highs_quietly()
 
 
@@ -102,7 +120,8 @@ class WarmSolverPool:
         return len(self._executors)
 
     def _start(self) -> ProcessPoolExecutor:
-        ex = ProcessPoolExecutor(max_workers=1, mp_context=self._ctx, initializer=_worker_init)
+        ex = ProcessPoolExecutor(max_workers=1, mp_context=self._ctx, initializer=_worker_init,
+                                 initargs=(os.getpid(),))
         self._ready.append(ex.submit(_worker_ready))  # start the process and its imports now, in the background
         return ex
 

@@ -255,3 +255,34 @@ def test_a_shut_down_pool_refuses_work() -> None:
     pool.shutdown()  # idempotent
     with pytest.raises(RuntimeError):
         solve_fleet(_fleet(10), DispatchOptions(), pool=pool)
+
+
+def test_pool_workers_exit_when_their_parent_is_killed() -> None:
+    """A replica killed with SIGKILL cannot shut its solver pool down: the workers go by themselves."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = ("from aggregator.dispatch.solver_pool import WarmSolverPool\n"
+            "import psutil, sys, time\n"
+            "pool = WarmSolverPool(workers=1); pool.wait_ready()\n"
+            "print(*[c.pid for c in psutil.Process().children() if 'resource_tracker' not in ' '.join(c.cmdline())],"
+            " flush=True)\n"
+            "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        workers = [psutil.Process(int(pid)) for pid in parent.stdout.readline().split()]
+        assert workers
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers):
+            assert time.monotonic() < deadline, "a pool worker outlived its killed parent"
+            time.sleep(0.1)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
