@@ -25,7 +25,7 @@ from datetime import datetime
 
 from edge_agent.config import AgentConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
-from edge_agent.energy_manager.decide import BatteryLimits, Decision, decide
+from edge_agent.energy_manager.decide import BatteryLimits, Decision, decide, fresh_for_control
 from edge_agent.energy_manager.forecast import ForecastErrors, HistoryForecaster, Site
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from edge_agent.energy_manager.plans import PlanBook
@@ -37,7 +37,6 @@ from edge_agent.uplink.convert import WelcomeInfo
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
 from vpp_common.timeslots import align_down
 from vpp_common.messages import DispatchPlan, GridSignal, Hello, PlanState, PlanStatus, PowerForecast, SiteLimits
-from vpp_common.messages import SiteTelemetry  # device data freshness (fresh_for_control)
 from vpp_common.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -46,14 +45,6 @@ AGENT_VERSION = "0.1.0"
 FORECAST_SLOT_S = 900
 FORECAST_HORIZON_SLOTS = 96  # 24 h
 EXPORT_TOLERANCE_W = 50.0  # meter noise and one control period of lag are not violations
-
-
-def fresh_for_control(t: SiteTelemetry) -> bool:
-    """True if a setpoint may be based on ``t``: grid, battery and SoC valid (not stale, missing or
-    implausible).  The Resource Managers mark a failed read stale at once, and a poll is bounded by
-    the request timeouts, so validity is the test (an age limit would misfire on accelerated clocks
-    whose poll period exceeds stale_after_s, e.g. the demo)."""
-    return t.grid_power_w.usable and t.battery_power_w.usable and t.battery_soc_pct.usable
 
 
 @dataclass

@@ -46,6 +46,14 @@ def pv_limit_binding(pv_w: float, active_limit_w: float | None) -> bool:
     return active_limit_w is not None and -pv_w >= active_limit_w - PV_LIMIT_BINDING_W
 
 
+def fresh_for_control(t: SiteTelemetry) -> bool:
+    """True if a setpoint may be based on ``t``: grid, battery and SoC valid (not stale, missing or
+    implausible).  The Resource Managers mark a failed read stale at once, and a poll is bounded by
+    the request timeouts, so validity is the test (an age limit would misfire on accelerated clocks
+    whose poll period exceeds stale_after_s, e.g. the demo)."""
+    return t.grid_power_w.usable and t.battery_power_w.usable and t.battery_soc_pct.usable
+
+
 def pv_limit_for_export_cap(base_w: float, pv_w: float, battery_w: float, max_export_w: float,
                             active_limit_w: float | None = None) -> float | None:
     """The PV production cap (W, magnitude) that keeps export within ``max_export_w``
@@ -147,7 +155,7 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
     the plan slot's (made on forecasts).
     """
     grid, bat, soc = telemetry.grid_power_w, telemetry.battery_power_w, telemetry.battery_soc_pct
-    if not (grid.usable and bat.usable and soc.usable):
+    if not fresh_for_control(telemetry):
         return Decision(0.0, "safe_idle", "measurements missing or stale: idle the battery")
     assert grid.value is not None and bat.value is not None and soc.value is not None
     base_w = grid.value - bat.value

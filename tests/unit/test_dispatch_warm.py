@@ -161,6 +161,14 @@ def _shift(p: FleetProblem, slots: int) -> FleetProblem:
                    ev_deadline_slot=np.maximum(p.ev_deadline_slot - slots, 0))
 
 
+def _warm_after(p, q, opts):  # type: ignore[no-untyped-def]
+    """Solve ``p`` then ``q`` on one block model; (q's warm result, the model, q's cold objective)."""
+    model = HighsBlock()
+    solve_block(np.arange(p.n), p, opts, model=model)
+    warm = solve_block(np.arange(q.n), q, opts, model=model)
+    return warm, model, solve_block(np.arange(q.n), q, opts).objective
+
+
 @pytest.mark.parametrize("slots", [1, 3])
 def test_horizon_shift_maps_the_basis_and_matches_cold(slots: int) -> None:
     p = random_fleet(10, t=96, houses_per_feeder=10, seed=12, feeder_export_limit_w_per_house=1200.0, ev_share=0.3)
@@ -168,11 +176,9 @@ def test_horizon_shift_maps_the_basis_and_matches_cold(slots: int) -> None:
     opts = DispatchOptions()
     assert build(p, opts).fair_keys.size > 0  # the fairness rows exist and move with the sun
     assert not np.array_equal(build(p, opts).fair_keys, build(q, opts).fair_keys)
-    model = HighsBlock()
-    solve_block(np.arange(p.n), p, opts, model=model)
-    moved = solve_block(np.arange(q.n), q, opts, model=model)
+    moved, model, cold = _warm_after(p, q, opts)
     assert moved.warm and model.mapped_solves == 1
-    assert moved.objective == pytest.approx(solve_block(np.arange(q.n), q, opts).objective, rel=REL)
+    assert moved.objective == pytest.approx(cold, rel=REL)
 
 
 def test_changed_fairness_rows_map_the_basis_and_match_cold() -> None:
@@ -180,11 +186,9 @@ def test_changed_fairness_rows_map_the_basis_and_match_cold() -> None:
     q = replace(p, pv_power_w=p.pv_power_w * 0.6)  # a cloudier forecast: the limit can bind in fewer slots
     opts = DispatchOptions()
     assert build(p, opts).fair_keys.size != build(q, opts).fair_keys.size
-    model = HighsBlock()
-    solve_block(np.arange(p.n), p, opts, model=model)
-    again = solve_block(np.arange(q.n), q, opts, model=model)
+    again, model, cold = _warm_after(p, q, opts)
     assert again.warm and model.mapped_solves == 1
-    assert again.objective == pytest.approx(solve_block(np.arange(q.n), q, opts).objective, rel=REL)
+    assert again.objective == pytest.approx(cold, rel=REL)
 
 
 def test_horizon_moved_backwards_or_by_part_of_a_slot_is_cold() -> None:
