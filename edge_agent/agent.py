@@ -112,7 +112,7 @@ class EdgeAgent:
         site = self.config.site
         location = None
         if site.latitude is not None and site.longitude is not None:
-            peak = site.pv_peak_w or (self.device.nameplate.rated_power_w if self.device.nameplate else 0.0)
+            peak = site.pv_peak_w or self.device.pv_rating_w or 0.0
             location = Site(site.latitude, site.longitude, peak)
         self.forecaster = HistoryForecaster(FORECAST_SLOT_S, days=7, site=location)
         if self._metrics_server is not None:

@@ -16,6 +16,14 @@ Example ``edge-agent.toml``::
     meter_import_positive = true     # SunSpec meter sign differs by vendor
     # catalogue = "victron_gx"       # a vendor map instead of SunSpec (edge_agent/catalogue/*.toml)
 
+    # [[device.parts]]               # separate devices instead of one hybrid (host/port above unused)
+    # role = "battery"               # battery | pv | meter | ev_charger
+    # host = "192.168.1.50"
+    # [[device.parts]]
+    # role = "meter"
+    # host = "192.168.1.51"
+    # unit_id = 2
+
     [site]
     max_import_w = 11000             # fuse / connection limit
     max_export_w = 4600              # export cap
@@ -52,6 +60,28 @@ from vpp_common.config import EnvOverridesFile
 from vpp_common.tariff import PriceSeries, PriceSource, TouPeriod, TouTariff
 
 
+class DevicePartConfig(BaseModel):
+    """One device of a house whose battery, PV inverter, grid meter and EV charger are separate
+    SunSpec devices (``[[device.parts]]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["battery", "pv", "meter", "ev_charger"] = Field(
+        description="battery: battery inverter (124 or 704 control, SoC); pv: PV inverter (power, 123/704 "
+                    "curtailment); meter: grid meter at the connection point; ev_charger: the wallbox's meter "
+                    "(measurement only)")
+    host: str
+    port: int = Field(502, ge=1, le=65535)
+    unit_id: int = Field(1, ge=0, le=247)
+    meter_import_positive: bool | None = Field(None, description="meter/ev_charger: default device.meter_import_positive")
+    battery_discharge_positive: bool | None = Field(
+        None, description="battery: default device.battery_discharge_positive")
+
+    @property
+    def address(self) -> tuple[str, int, int]:
+        return (self.host, self.port, self.unit_id)
+
+
 class DeviceConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(502, ge=1, le=65535)
@@ -76,6 +106,24 @@ class DeviceConfig(BaseModel):
     rated_power_w: float | None = Field(None, gt=0, description="catalogue device: inverter rating, W")
     max_charge_w: float | None = Field(None, gt=0, description="catalogue device: if the map has no such point")
     max_discharge_w: float | None = Field(None, gt=0, description="catalogue device: if the map has no such point")
+
+    parts: list[DevicePartConfig] = Field(
+        default_factory=list,
+        description="separate devices instead of one hybrid at host:port: one battery and one meter, at most "
+                    "one pv and one ev_charger (several roles may share an address); the settings above "
+                    "(timeouts, polling, write limits, signs) apply to each")
+
+    @model_validator(mode="after")
+    def _parts_one_house(self) -> DeviceConfig:
+        if not self.parts:
+            return self
+        if self.catalogue is not None:
+            raise ValueError("parts: separate SunSpec devices cannot be combined with a catalogue entry")
+        roles: list[str] = [p.role for p in self.parts]
+        for role, lo in (("battery", 1), ("meter", 1), ("pv", 0), ("ev_charger", 0)):
+            if not lo <= roles.count(role) <= 1:
+                raise ValueError(f"parts: need {'exactly' if lo else 'at most'} one {role!r}, got {roles.count(role)}")
+        return self
 
     @field_validator("catalogue")
     @classmethod

@@ -41,6 +41,12 @@ class AgentMetrics:
         self.forecast_error = Gauge("vpp_edge_forecast_mae_watts",
                                     "Mean absolute error of the next-hour forecasts over the last day, W.",
                                     ["quantity"], registry=r)
+        self.resource_power = Gauge("vpp_edge_resource_power_watts",
+                                    "Power of one device of the house (battery, pv, grid_meter, ev_charger), W "
+                                    "(consumption > 0).", ["resource"], registry=r)
+        self.resource_valid = Gauge("vpp_edge_resource_valid",
+                                    "1 if the device's power reading is valid now (0: stale, missing, implausible).",
+                                    ["resource"], registry=r)
         self.uplink_connected = Gauge("vpp_edge_uplink_connected", "1 while the aggregator stream is up.",
                                       registry=r)
         self.uplink_connects = Counter("vpp_edge_uplink_connects_total", "Accepted aggregator streams.",
@@ -57,3 +63,7 @@ class AgentMetrics:
             self.measurement_valid.labels(name).set(1 if m.usable else 0)
             if m.usable and m.value is not None:  # stale is not zero: keep the gauge, flag validity
                 gauge.set(m.value * scale)
+        for res in t.resources:
+            self.resource_valid.labels(res.resource_id).set(1 if res.power_w.usable else 0)
+            if res.power_w.usable and res.power_w.value is not None:
+                self.resource_power.labels(res.resource_id).set(res.power_w.value)

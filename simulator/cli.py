@@ -111,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--der", action="store_true",
                      help="a SunSpec DER device instead: models 1, 701, 702, 713, 704, 203, 160, 802 (battery "
                           "through 704 WSet, PV curtailment through 704)")
+    house = sub.add_parser(
+        "house", help="serve a house of four separate SunSpec devices on Modbus TCP",
+        description="Serve one house as four SunSpec devices on consecutive ports: battery inverter (models 1, "
+                    "120, 124, 802), PV inverter (1, 120, 123, 160), grid meter (1, 203) and EV charger meter "
+                    "(1, 203), with one physics, until SIGINT/SIGTERM. Point an agent's [[device.parts]] at them.")
+    house.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    house.add_argument("--port", type=int, default=1510,
+                       help="first port: battery, then pv, meter, ev_charger on the next ones (default 1510)")
+    house.add_argument("--speed", type=_positive, default=1.0, help="clock speed (default 1: real time)")
+    house.add_argument("--soc", type=float, default=50.0, help="initial state of charge in %% (default 50)")
     ven = sub.add_parser("vendor-device", help="serve one simulated vendor device (catalogue entry) on Modbus TCP",
                          description="Serve the device of a vendor catalogue entry (edge_agent/catalogue/*.toml: "
                                      "victron_gx, sungrow_sh, huawei_sun2000_luna2000) with battery physics and "
@@ -173,6 +183,30 @@ async def _device(args: argparse.Namespace) -> int:
     async def start() -> None:
         await sim.start()
         print(f"SunSpec hybrid simulator on modbus://{args.host}:{sim.port} unit {args.unit}", flush=True)
+
+    await run_until_signal(start, sim.stop)
+    return 0
+
+
+async def _house(args: argparse.Namespace) -> int:
+    from simulator.hybrid_device import SimulatorConfig
+    from simulator.physics import PhysicsConfig
+    from simulator.split_house import ROLES, SplitHouseSimulator
+
+    clock = SystemClock() if args.speed == 1.0 else AcceleratedClock(datetime.now(UTC), args.speed)
+    try:
+        physics = PhysicsConfig(initial_soc_pct=args.soc)
+    except ValueError as exc:
+        from vpp_common.config import ConfigError
+
+        raise ConfigError(str(exc)) from exc
+    sim = SplitHouseSimulator(SimulatorConfig(physics=physics), clock, host=args.host,
+                              ports={r: args.port + i for i, r in enumerate(ROLES)})
+
+    async def start() -> None:
+        await sim.start()
+        for role in ROLES:
+            print(f"{role:>10}: modbus://{args.host}:{sim.port(role)} unit 1", flush=True)
 
     await run_until_signal(start, sim.stop)
     return 0
@@ -287,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(lambda: _demo(args))
     if args.command == "device":
         return run_main(lambda: _device(args))
+    if args.command == "house":
+        return run_main(lambda: _house(args))
     if args.command == "vendor-device":
         return run_main(lambda: _vendor_device(args))
     return 2

@@ -490,6 +490,17 @@ class SunSpecHybridSimulator:
         finally:
             self._waiters.remove(entry)
 
+    # -- serving the house through other images (simulator.split_house) --------
+
+    def advance(self, now: datetime) -> datetime:
+        """Step the house to ``now`` (revert timers included) as a request would; the time stepped to."""
+        return self._advance(now)
+
+    def accept_write(self, address: int, values: list[int], now: datetime) -> ExcCodes | None:
+        """Validate and apply a write to this image's ``address`` as if a client sent it (all or
+        nothing); the Modbus exception for a refused write."""
+        return self._accept_write(address, values, now)
+
     # -- the Modbus side -----------------------------------------------------
 
     async def _action(self, function_code: int, start_address: int, address: int, count: int,
@@ -696,7 +707,7 @@ class SunSpecHybridSimulator:
         in_rate = img.get(124, "InWRte")
         out_rate = img.get(124, "OutWRte")
         w_cha_max = img.get(124, "WChaMax")
-        reserve = img.get(124, "MinRsvPct")
+        rsv = img.get(124, "MinRsvPct")
         lower, upper = window_from_storage_controls(
             storctl_mod=mode if isinstance(mode, int) else 0,
             in_w_rte_pct=float(in_rate) if isinstance(in_rate, (int, float)) else None,
@@ -709,7 +720,7 @@ class SunSpecHybridSimulator:
             lower_w=lower,
             upper_w=upper,
             grid_charging_allowed=img.get_raw(124, "ChaGriSet") == 1,
-            reserve_pct=float(reserve) if isinstance(reserve, (int, float)) else 0.0,
+            reserve_pct=float(rsv) if isinstance(rsv, (int, float)) else 0.0,
         )
 
     def _auto_power_sf(self) -> int:

@@ -86,6 +86,11 @@ class CatalogueHybridRM:
             ResourceInfo(self.meter_id, ResourceKind.GRID_METER, ControlType.NOT_CONTROLLABLE, 0.0, 0.0),
         )
 
+    @property
+    def pv_rating_w(self) -> float | None:
+        """The hybrid's rating (configured): the PV peak the forecast assumes."""
+        return self.nameplate.rated_power_w if self.nameplate else None
+
     def battery_nameplate(self) -> BatteryNameplate:
         """For the S2 FRBC description (edge_agent.resources.s2)."""
         assert self.nameplate is not None, "connect() first"

@@ -1,6 +1,7 @@
 """The house's Resource Manager as the agent's ``[device]`` config describes it.
 
-SunSpec discovery by default, a vendor catalogue entry with
+SunSpec discovery of one hybrid by default, separate SunSpec devices per
+role with ``[[device.parts]]``, a vendor catalogue entry with
 ``device.catalogue = "<id>"``.  Either way every register write passes one
 :class:`~edge_agent.drivers.write_guard.WriteGuard` on the agent's clock, so
 flash-wear limits hold whatever the control loop asks for.
@@ -27,6 +28,11 @@ class HouseResourceManager(Protocol):
 
     battery_id: str
     nameplate: Nameplate | None
+
+    @property
+    def pv_rating_w(self) -> float | None:
+        """The PV inverter's rating, W (None: no PV device or unknown)."""
+        ...
 
     @property
     def resources(self) -> tuple[ResourceInfo, ...]: ...
@@ -69,6 +75,20 @@ def resource_manager(config: AgentConfig, clock: Clock) -> HouseResourceManager:
         raise ConfigError(
             f"device.write_min_interval_s ({dev.write_min_interval_s} s) must be <= battery.revert_s / 2 "
             f"({revert_s / 2} s), or the setpoint refresh is held back and the device reverts")
+    if dev.parts:
+        # one driver (one connection, one write guard) per address: two roles may share a device
+        drivers: dict[tuple[str, int, int], SunSpecDevice] = {}
+        for part in dev.parts:
+            if part.address not in drivers:
+                drivers[part.address] = SunSpecDevice(part.host, part.port, part.unit_id, timeout_s=dev.timeout_s,
+                                                      write_guard=write_guard(dev, revert_s, clock))
+        by_role = {p.role: p for p in dev.parts}
+        return HybridInverterRM(
+            dev, clock, reserve_soc_pct=config.battery.reserve_soc_pct, revert_s=revert_s,
+            parts={p.role: drivers[p.address] for p in dev.parts},
+            meter_import_positive={r: p.meter_import_positive for r, p in by_role.items()
+                                   if p.meter_import_positive is not None and r in ("meter", "ev_charger")},
+            battery_discharge_positive=by_role["battery"].battery_discharge_positive)
     guard = write_guard(dev, revert_s, clock)
     if dev.catalogue is None:
         sunspec = SunSpecDevice(dev.host, dev.port, 1 if dev.unit_id is None else dev.unit_id,

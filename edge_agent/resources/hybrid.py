@@ -1,6 +1,7 @@
-"""Resource Manager of a SunSpec hybrid inverter (PV + battery) with a grid meter.
+"""Resource Manager of a SunSpec house: a hybrid inverter (PV + battery) with a grid meter, or the
+same roles on separate devices (battery inverter, PV inverter, grid meter, EV charger meter).
 
-One coordinator owns the device's I/O and publishes immutable snapshots
+One coordinator owns the devices' I/O and publishes immutable snapshots
 (telemetry and S2-shaped flexibility); the control loop only reads them and
 asks for setpoints.  Translation only: no policy lives here.
 
@@ -11,15 +12,26 @@ without 124 works too: 702 nameplate, 713 SoC, 701 AC W, battery commanded
 through 704 WSet (injection positive).  PV curtailment: 704 WMaxLimPct if
 the device has it (as evcc tries it first), else 123.
 
+Separate devices (``parts``): each role reads its models from its own
+device, the devices are read concurrently, and a device that fails makes
+only its own measurements stale: the meter and battery of a house keep
+working while its PV inverter is offline.  The grid meter may be any of
+the SunSpec meter models (201-204 integer, 211-214 float); an EV charger is
+its meter (measurement only; its power is part of the house load).  A
+house without a PV device has no PV (PV reads 0 W).
+
 Sign convention of the snapshot: consumption positive (battery charging > 0,
 grid import > 0, PV production < 0).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from edge_agent.config import DeviceConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
@@ -43,6 +55,11 @@ log = logging.getLogger(__name__)
 
 # Anything outside these is a bad read, not a house: flag it, never use it.
 PLAUSIBLE_POWER_W = 1_000_000.0
+Role = Literal["battery", "pv", "meter", "ev_charger"]
+# SunSpec meters, in order of preference: W is total real power in all of them
+METER_MODELS = (203, 213, 201, 211, 202, 212, 204, 214)
+# AC power of a (PV) inverter, production positive
+INVERTER_MODELS = (103, 113, 101, 111, 102, 112, 701)
 
 
 class DeviceConfigurationError(Exception):
@@ -72,33 +89,91 @@ def _num(values: ModelValues | None, name: str) -> float | None:
 
 
 class HybridInverterRM:
+    """Battery (FRBC), PV (PEBC), meter and optional EV charger of one house, over SunSpec.
+
+    ``device``: a hybrid inverter that plays every role (default: built from
+    ``config``).  ``parts``: role -> device for a house of separate devices
+    (one device may play several roles); ``meter_import_positive`` and
+    ``battery_discharge_positive`` override the config's signs per role.
+    """
+
     battery_id = "battery"
     pv_id = "pv"
     meter_id = "grid_meter"
+    ev_id = "ev_charger"
 
     def __init__(self, config: DeviceConfig, clock: Clock, reserve_soc_pct: float = 10.0, revert_s: int = 60,
-                 device: SunSpecDevice | None = None) -> None:
+                 device: SunSpecDevice | None = None, *, parts: Mapping[Role, SunSpecDevice] | None = None,
+                 meter_import_positive: Mapping[Role, bool] | None = None,
+                 battery_discharge_positive: bool | None = None) -> None:
         self._cfg = config
         self._clock = clock
         self._reserve = reserve_soc_pct
         self._revert_s = revert_s
-        self._dev = device or SunSpecDevice(config.host, config.port, 1 if config.unit_id is None else config.unit_id,
-                                            timeout_s=config.timeout_s)
-        self._models: set[int] = set()
+        if parts is None:
+            dev = device or SunSpecDevice(config.host, config.port, 1 if config.unit_id is None else config.unit_id,
+                                          timeout_s=config.timeout_s)
+            parts = {"battery": dev, "pv": dev, "meter": dev}
+        if "battery" not in parts or "meter" not in parts:
+            raise ValueError(f"parts need a battery and a meter, got {sorted(parts)}")
+        self._parts: dict[Role, SunSpecDevice] = dict(parts)
+        self._dev = self._parts["battery"]  # the battery's driver (the whole device for a hybrid)
+        self._import_positive = {r: (meter_import_positive or {}).get(r, config.meter_import_positive)
+                                 for r in ("meter", "ev_charger")}
+        self._discharge_positive = (config.battery_discharge_positive if battery_discharge_positive is None
+                                    else battery_discharge_positive)
+        self._found: dict[Role, frozenset[int]] = {}
+        self._models: set[int] = set()  # the battery device's models
+        self._meter_model: dict[Role, int] = {}
+        self.pv_rating_w: float | None = None  # the base of WMaxLimPct
         self.nameplate: Nameplate | None = None
         self._last: dict[str, Measurement] = {}
 
+    @property
+    def split(self) -> bool:
+        """True if the roles are on more than one device."""
+        return len({id(d) for d in self._parts.values()}) > 1
+
+    def _devices(self) -> list[SunSpecDevice]:
+        return list({id(d): d for d in self._parts.values()}.values())
+
+    def _where(self, role: Role) -> str:
+        dev = self._parts[role]
+        return f"the {role.replace('_', ' ')} device {dev.name}" if self.split else f"device {dev.name}"
+
     async def connect(self) -> None:
-        """Connect, discover the models and read the nameplate.  Raises
-        DeviceConfigurationError if the device cannot serve as a hybrid."""
-        await self._dev.connect()
-        self._models = {m.model_id for m in await self._dev.discover()}
-        if 203 not in self._models or not self._models & {124, 704}:
+        """Connect to every device, discover their models and read the nameplate.  Raises
+        DeviceConfigurationError if a device cannot serve its role, DeviceUnavailable if one cannot
+        be reached."""
+        found: dict[int, frozenset[int]] = {}
+        for dev in self._devices():
+            await dev.connect()
+            found[id(dev)] = frozenset(m.model_id for m in await dev.discover())
+        self._found = {role: found[id(dev)] for role, dev in self._parts.items()}
+        self._models = set(self._found["battery"])
+        for role in ("meter", "ev_charger"):
+            if role in self._parts:
+                meter = next((m for m in METER_MODELS if m in self._found[role]), None)
+                if meter is None:
+                    raise DeviceConfigurationError(
+                        f"{self._where(role)} offers SunSpec models {sorted(self._found[role])}: a meter model "
+                        "(203; or 201-204, 211-214) is needed" if self.split else
+                        f"device at {self._cfg.host}:{self._cfg.port} offers SunSpec models "
+                        f"{sorted(self._found[role])}: 203 meter and battery control (124 storage or 704 DER "
+                        "controls) are needed")
+                self._meter_model[role] = meter
+        if not self._models & {124, 704}:
             raise DeviceConfigurationError(
-                f"device at {self._cfg.host}:{self._cfg.port} offers SunSpec models {sorted(self._models)}: "
-                "203 meter and battery control (124 storage or 704 DER controls) are needed")
+                f"{self._where('battery')} offers SunSpec models {sorted(self._models)}: battery control "
+                "(124 storage or 704 DER controls) is needed")
         if 124 not in self._models and not self._models & {713, 802}:
             raise DeviceConfigurationError("no state of charge: without model 124 the device needs 713 or 802")
+        if "pv" in self._parts and self.split and self._parts["pv"] is not self._dev:
+            pv_models = self._found["pv"]
+            if not pv_models & {160, *INVERTER_MODELS}:
+                raise DeviceConfigurationError(
+                    f"{self._where('pv')} offers SunSpec models {sorted(pv_models)}: PV power needs an inverter "
+                    "model (101-103, 111-113, 701) or 160 MPPT")
         n = await self._dev.read_model(120) if 120 in self._models else None
         if 124 in self._models:
             wchamax = _num(await self._dev.read_model(124), "WChaMax")
@@ -125,20 +200,36 @@ class HybridInverterRM:
             max_discharge_w=max_discharge or wchamax,
             wchamax_w=wchamax,
         )
+        self.pv_rating_w = await self._pv_rating() if "pv" in self._parts else None
+
+    async def _pv_rating(self) -> float | None:
+        """The PV inverter's rating (120 WRtg, else 702 WMaxRtg): the base of its WMaxLimPct."""
+        if self._parts["pv"] is self._dev:
+            assert self.nameplate is not None
+            return self.nameplate.rated_power_w
+        dev, models = self._parts["pv"], self._found["pv"]
+        for model_id, name in ((120, "WRtg"), (702, "WMaxRtg")):
+            if model_id in models:
+                v = _num(await dev.read_model(model_id), name)
+                if v:
+                    return v
+        return None
 
     async def close(self) -> None:
-        await self._dev.close()
+        for dev in self._devices():
+            await dev.close()
 
     @property
     def resources(self) -> tuple[ResourceInfo, ...]:
         n = self.nameplate
-        rated = n.rated_power_w if n else 0.0
-        return (
-            ResourceInfo(self.battery_id, ResourceKind.BATTERY, ControlType.FRBC,
-                         max(n.max_charge_w, n.max_discharge_w) if n else 0.0, n.capacity_wh if n else 0.0),
-            ResourceInfo(self.pv_id, ResourceKind.PV, ControlType.PEBC, rated, 0.0),
-            ResourceInfo(self.meter_id, ResourceKind.GRID_METER, ControlType.NOT_CONTROLLABLE, 0.0, 0.0),
-        )
+        out = [ResourceInfo(self.battery_id, ResourceKind.BATTERY, ControlType.FRBC,
+                            max(n.max_charge_w, n.max_discharge_w) if n else 0.0, n.capacity_wh if n else 0.0)]
+        if "pv" in self._parts:
+            out.append(ResourceInfo(self.pv_id, ResourceKind.PV, ControlType.PEBC, self.pv_rating_w or 0.0, 0.0))
+        out.append(ResourceInfo(self.meter_id, ResourceKind.GRID_METER, ControlType.NOT_CONTROLLABLE, 0.0, 0.0))
+        if "ev_charger" in self._parts:
+            out.append(ResourceInfo(self.ev_id, ResourceKind.EV_CHARGER, ControlType.NOT_CONTROLLABLE, 0.0, 0.0))
+        return tuple(out)
 
     def battery_nameplate(self) -> BatteryNameplate:
         """The battery as S2 FRBC needs it (see edge_agent.resources.s2.battery_frbc_system_description)."""
@@ -162,6 +253,7 @@ class HybridInverterRM:
         return m
 
     async def _read(self, model_id: int) -> ModelValues | None:
+        """One model of the battery device (None if absent or the read failed)."""
         if model_id not in self._models:
             return None
         try:
@@ -170,26 +262,69 @@ class HybridInverterRM:
             log.warning("reading model %s failed: %s", model_id, exc)
             return None
 
+    def _wanted(self) -> dict[Role, tuple[int, ...]]:
+        """The models each role reads per poll."""
+        bat = self._found["battery"]
+        battery = tuple(m for m in (124, 802) if m in bat) + ((713,) if 124 not in bat and 713 in bat else ())
+        want: dict[Role, tuple[int, ...]] = {"meter": (self._meter_model["meter"],), "battery": battery}
+        if "pv" in self._parts:
+            pv = self._found["pv"]
+            inverter = next((m for m in INVERTER_MODELS if m in pv), None)
+            # DC power of the MPPTs, else AC power (a hybrid's includes the battery's)
+            want["pv"] = tuple(m for m in (160, inverter) if m is not None and m in pv)
+        if "ev_charger" in self._parts:
+            want["ev_charger"] = (self._meter_model["ev_charger"],)
+        return want
+
+    async def _read_device(self, dev: SunSpecDevice, models: list[int]) -> dict[int, ModelValues]:
+        """Read ``models`` of one device in turn; a device that stops answering is not asked again
+        this poll (its other reads would wait out the same timeout)."""
+        out: dict[int, ModelValues] = {}
+        for model_id in models:
+            try:
+                out[model_id] = await dev.read_model(model_id)
+            except DeviceRejected as exc:
+                log.warning("%s: reading model %s refused: %s", dev.name, model_id, exc)
+            except DeviceUnavailable as exc:
+                log.warning("%s: reading model %s failed: %s", dev.name, model_id, exc)
+                break
+        return out
+
     async def poll(self) -> HouseSnapshot:
-        """Read the device once.  A failed read yields STALE (recent) or MISSING
-        measurements, never zeros."""
+        """Read every device once (concurrently).  A failed read yields STALE (recent) or MISSING
+        measurements of that device only, never zeros."""
         assert self.nameplate is not None, "connect() first"
         now = self._clock.now()
-        meter, storage, battery, mppt = (await self._read(203), await self._read(124), await self._read(802),
-                                         await self._read(160))
-        # fallbacks of a DER (700-series) device, read only when the classic model is absent
-        inverter = await self._read(103) if 103 in self._models else await self._read(701)
-        capacity = await self._read(713) if 124 not in self._models else None
-        grid = _num(meter, "W")
-        if grid is not None and not self._cfg.meter_import_positive:
+        want = self._wanted()
+        per_dev: dict[int, list[int]] = {}
+        for role, models in want.items():
+            lst = per_dev.setdefault(id(self._parts[role]), [])
+            lst.extend(m for m in models if m not in lst)
+        devs = {id(d): d for d in self._devices()}
+        results = await asyncio.gather(*(self._read_device(devs[k], models) for k, models in per_dev.items()))
+        got = dict(zip(per_dev, results, strict=True))
+
+        def values(role: Role, model_id: int) -> ModelValues | None:
+            return got[id(self._parts[role])].get(model_id)
+
+        grid = _num(values("meter", self._meter_model["meter"]), "W")
+        if grid is not None and not self._import_positive["meter"]:
             grid = -grid
-        soc = _num(storage, "ChaState") if 124 in self._models else _first(_num(capacity, "SoC"), _num(battery, "SoC"))
+        storage, battery = values("battery", 124), values("battery", 802)
+        soc = _num(storage, "ChaState") if 124 in self._models else \
+            _first(_num(values("battery", 713), "SoC"), _num(battery, "SoC"))
         bat = _num(battery, "W")
-        if bat is not None and self._cfg.battery_discharge_positive:
+        if bat is not None and self._discharge_positive:
             bat = -bat  # the device says discharging > 0; ours is charging > 0
-        pv = _pv_from_mppt(mppt)
-        if pv is None and _num(inverter, "W") is not None and bat is not None:
-            pv = -(_num(inverter, "W") or 0.0) - bat  # AC out = PV + discharge
+        pv: float | None = 0.0  # no PV device: no PV
+        if "pv" in self._parts:
+            pv = _pv_from_mppt(values("pv", 160))
+            inverter = next((m for m in want["pv"] if m != 160), None)
+            ac = _num(values("pv", inverter), "W") if pv is None and inverter is not None else None
+            if ac is not None and self._parts["pv"] is self._dev:  # hybrid: AC out = PV + discharge
+                pv = -ac - bat if bat is not None else None
+            elif ac is not None:
+                pv = -ac
         g = self._measure("grid", grid, now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
         p = self._measure("pv", pv, now, -PLAUSIBLE_POWER_W, 0.0 + 1.0)
         b = self._measure("battery", bat, now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
@@ -199,11 +334,17 @@ class HybridInverterRM:
             load = Measurement(g.value - p.value - b.value, Validity.VALID, now)
         else:
             load = Measurement.missing()
-        telemetry = SiteTelemetry(now, g, p, b, s, load, (
-            ResourceTelemetry(self.battery_id, b, s),
-            ResourceTelemetry(self.pv_id, p),
-            ResourceTelemetry(self.meter_id, g),
-        ))
+        resources = [ResourceTelemetry(self.battery_id, b, s)]
+        if "pv" in self._parts:
+            resources.append(ResourceTelemetry(self.pv_id, p))
+        resources.append(ResourceTelemetry(self.meter_id, g))
+        if "ev_charger" in self._parts:
+            ev = _num(values("ev_charger", self._meter_model["ev_charger"]), "W")
+            if ev is not None and not self._import_positive["ev_charger"]:
+                ev = -ev
+            resources.append(ResourceTelemetry(self.ev_id, self._measure("ev", ev, now, -PLAUSIBLE_POWER_W,
+                                                                         PLAUSIBLE_POWER_W)))
+        telemetry = SiteTelemetry(now, g, p, b, s, load, tuple(resources))
         n = self.nameplate
         flex = Flexibility(
             valid_from=now,
@@ -213,7 +354,7 @@ class HybridInverterRM:
                 capacity_wh=n.capacity_wh or 1.0, max_charge_power_w=n.max_charge_w,
                 max_discharge_power_w=n.max_discharge_w),) if s.usable else (),
             curtailments=(CurtailmentFlexibility(self.pv_id, p.value if p.usable and p.value is not None else 0.0,
-                                                 -n.rated_power_w),),
+                                                 -(self.pv_rating_w or 0.0)),) if "pv" in self._parts else (),
         )
         return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w)
 
@@ -251,35 +392,42 @@ class HybridInverterRM:
             await self._dev.write_points(704, {"WSetEna": 0})
 
     async def set_pv_limit(self, limit_w: float | None) -> None:
-        """Cap PV production at ``limit_w`` W (a magnitude >= 0; None = no limit) via model 704, else 123.
+        """Cap PV production at ``limit_w`` W (a magnitude >= 0; None = no limit) via model 704, else 123,
+        of the PV device.
 
         Writes WMaxLimPct = limit / rating x 100 (clamped to 0..100 %) with
         its revert time (704 WMaxLimPctRvrtTms, 123 WMaxLimPct_RvrtTms) =
         ``revert_s`` and the enable (704 WMaxLimPctEna, 123 WMaxLim_Ena) = 1,
         so the device lifts the limit by itself if the agent stops refreshing
         it; None writes the enable = 0.  Raises ModelNotFound (not supported,
-        do not retry) if the device has neither model, ValueError for a
-        negative limit.
+        do not retry) if there is no PV device, it has neither model or no
+        rating, ValueError for a negative limit.
         """
         assert self.nameplate is not None, "connect() first"
-        if not self._models & {123, 704}:
-            raise ModelNotFound("no SunSpec model 704 or 123: PV curtailment not supported", device=self._dev.name)
-        der = 704 in self._models  # 704's WMaxLimPct is a % of 702 WMax(Rtg), the rated power read at connect
+        if "pv" not in self._parts:
+            raise ModelNotFound("no PV device configured: PV curtailment not supported", device=self._dev.name)
+        dev, models = self._parts["pv"], self._found["pv"]
+        if not models & {123, 704}:
+            raise ModelNotFound("no SunSpec model 704 or 123: PV curtailment not supported", device=dev.name)
+        if not self.pv_rating_w:
+            raise ModelNotFound("no PV inverter rating (120 WRtg, 702 WMaxRtg): cannot scale WMaxLimPct",
+                                device=dev.name)
+        der = 704 in models  # 704's WMaxLimPct is a % of 702 WMax(Rtg), the rated power read at connect
         if limit_w is None:
             if der:
-                await self._dev.write_points(704, {"WMaxLimPctEna": 0})
+                await dev.write_points(704, {"WMaxLimPctEna": 0})
             else:
-                await self._dev.write_points(123, {"WMaxLim_Ena": 0})
+                await dev.write_points(123, {"WMaxLim_Ena": 0})
             return
         if not limit_w >= 0:
             raise ValueError(f"limit_w must be >= 0 W or None, got {limit_w}")
-        pct = max(0.0, min(100.0, limit_w / self.nameplate.rated_power_w * 100.0))
+        pct = max(0.0, min(100.0, limit_w / self.pv_rating_w * 100.0))
         if der:
-            await self._dev.write_points(704, {"WMaxLimPct": pct, "WMaxLimPctRvrtTms": self._revert_s,
-                                               "WMaxLimPctEna": 1})
+            await dev.write_points(704, {"WMaxLimPct": pct, "WMaxLimPctRvrtTms": self._revert_s,
+                                         "WMaxLimPctEna": 1})
         else:
-            await self._dev.write_points(123, {"WMaxLimPct": pct, "WMaxLimPct_RvrtTms": self._revert_s,
-                                               "WMaxLim_Ena": 1})
+            await dev.write_points(123, {"WMaxLimPct": pct, "WMaxLimPct_RvrtTms": self._revert_s,
+                                         "WMaxLim_Ena": 1})
 
 
 def _first(*values: float | None) -> float | None:
