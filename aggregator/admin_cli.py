@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -48,6 +49,27 @@ def add_admin_commands(sub: Any) -> None:
     lset.add_argument("--for", dest="duration", type=_duration, required=True,
                       help="how long, e.g. 90m, 2h, 1d, 3600s (at most 7d)")
     lset.add_argument("--reason", default="", help="why, for people")
+    events = sub.add_parser("events", help="set, list or clear fleet events (caps on the fleet's export/import)")
+    esub = events.add_subparsers(dest="events_command", required=True)
+    eset = esub.add_parser(
+        "set", parents=[common], help="cap the whole fleet's net export or import in a time window",
+        description="A fleet event caps the fleet's total net export (or import) in every plan slot that overlaps "
+                    "[--start, --end): e.g. --direction export --max-w 2000000 (at most 2 MW of export), or "
+                    "--reduce-by-w 500000 (0.5 MW less than the plan without events).  The fleet is re-planned.")
+    eset.add_argument("--direction", choices=("export", "import"), required=True,
+                      help="export: cap the fleet's net export; import: cap its net import")
+    cap = eset.add_mutually_exclusive_group(required=True)
+    cap.add_argument("--max-w", type=_watts, help="the cap in W (>= 0), per slot")
+    cap.add_argument("--reduce-by-w", type=_watts, help="W (>= 0) below the plan without events, per slot")
+    eset.add_argument("--start", type=_utc_time, required=True, help="window start, ISO 8601 with zone, "
+                      "e.g. 2026-11-27T12:00Z")
+    eset.add_argument("--end", type=_utc_time, required=True, help="window end (exclusive), after --start")
+    eset.add_argument("--id", dest="event_id", default="", help="replace the event with this id "
+                      "(default: a new event)")
+    eset.add_argument("--reason", default="", help="why, for people")
+    esub.add_parser("list", parents=[common], help="the fleet events that have not ended")
+    eclear = esub.add_parser("clear", parents=[common], help="remove a fleet event (the fleet is re-planned)")
+    eclear.add_argument("event_id")
     plan = sub.add_parser("plan", help="show a house's current plan")
     psub = plan.add_subparsers(dest="plan_command", required=True)
     pshow = psub.add_parser("show", parents=[common], help="the current plan, slot by slot, and its status")
@@ -63,6 +85,26 @@ def _duration(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"duration must be > 0, got {text!r}")
     return value * unit
+
+
+def _watts(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a power in W: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of W >= 0, got {text!r}")
+    return value
+
+
+def _utc_time(text: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-27T12:00Z)") from None
+    if dt.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give the time zone: {text!r} (e.g. 2026-11-27T12:00Z)")
+    return dt.astimezone(UTC)
 
 
 def _value(m: tm.Measurement, fmt: str) -> str:
@@ -87,6 +129,10 @@ def _when(ts: Any) -> str:
 
 
 def run_admin(args: argparse.Namespace) -> int:
+    if args.command == "events" and args.events_command == "set" and args.end <= args.start:
+        print(f"error: --end ({args.end.isoformat()}) must be after --start ({args.start.isoformat()})",
+              file=sys.stderr)
+        return 2
     try:
         with grpc.insecure_channel(args.admin) as channel:
             stub = adm_grpc.AdminServiceStub(channel)
@@ -147,6 +193,8 @@ def _dispatch(stub: adm_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
             print(f"house {args.house_id}: import <= {args.max_import_w:.0f} W, export <= {args.max_export_w:.0f} W "
                   f"until {_when(resp_l.valid_until)} UTC")
         return 0
+    if args.command == "events":
+        return _events(stub, args, timeout)
     resp_p = stub.GetPlan(adm.GetPlanRequest(house_id=args.house_id), timeout=timeout)
     if args.json:
         print(_dump(resp_p))
@@ -178,3 +226,47 @@ def _fallback(p: Any) -> str:
     cap = f", export <= {p.fallback.max_export_w:.0f} W" if p.fallback.max_export_w else ""
     return names.get(p.fallback.mode, "self-consumption") + cap
 
+
+
+def _event_limit(e: adm.FleetEvent) -> str:
+    word = "export" if e.direction == adm.FLEET_EVENT_DIRECTION_EXPORT else "import"
+    if e.WhichOneof("limit") == "reduce_by_w":
+        return f"{word} {e.reduce_by_w:.0f} W below plan"
+    return f"{word} <= {e.max_power_w:.0f} W"
+
+
+def _events(stub: adm_grpc.AdminServiceStub, args: argparse.Namespace, timeout: float) -> int:
+    if args.events_command == "set":
+        ev = adm.FleetEvent(event_id=args.event_id, reason=args.reason,
+                            direction=adm.FLEET_EVENT_DIRECTION_EXPORT if args.direction == "export"
+                            else adm.FLEET_EVENT_DIRECTION_IMPORT)
+        ev.start_time.FromDatetime(args.start)
+        ev.end_time.FromDatetime(args.end)
+        if args.max_w is not None:
+            ev.max_power_w = args.max_w
+        else:
+            ev.reduce_by_w = args.reduce_by_w
+        resp = stub.SetFleetEvent(adm.SetFleetEventRequest(event=ev), timeout=timeout)
+        if args.json:
+            print(_dump(resp))
+        else:
+            e = resp.event
+            print(f"fleet event {e.event_id}: {_event_limit(e)} from {_when(e.start_time)} to "
+                  f"{_when(e.end_time)} UTC; the fleet is re-planned")
+        return 0
+    if args.events_command == "list":
+        resp_l = stub.ListFleetEvents(adm.ListFleetEventsRequest(), timeout=timeout)
+        if args.json:
+            print(_dump(resp_l))
+            return 0
+        rows = [[e.event_id, _when(e.start_time), _when(e.end_time), _event_limit(e), e.reason]
+                for e in resp_l.events]
+        print(_table(rows, ["ID", "START (UTC)", "END (UTC)", "LIMIT", "REASON"]))
+        print(f"{len(resp_l.events)} fleet events")
+        return 0
+    stub.ClearFleetEvent(adm.ClearFleetEventRequest(event_id=args.event_id), timeout=timeout)
+    if args.json:
+        print(json.dumps({"cleared": args.event_id}))
+    else:
+        print(f"fleet event {args.event_id} cleared; the fleet is re-planned")
+    return 0

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     if args.command == "serve":
         return run_main(lambda: _serve(args))
-    if args.command in ("houses", "plan", "limits"):
+    if args.command in ("houses", "plan", "limits", "events"):
         return run_admin(args)
     if args.command == "certs":
         try:

@@ -30,7 +30,8 @@ import numpy as np
 
 from aggregator.config import FeederConfig, PlanningConfig
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
-from aggregator.dispatch.optimise import DispatchResult, optimise
+from aggregator.dispatch.events import FleetEvent
+from aggregator.dispatch.optimise import DispatchResult, EventReport, event_prices_for, optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.highs_block import start_highs_quietly
 from aggregator.dispatch.solver_pool import WarmSolverPool, exit_with_parent
@@ -40,7 +41,7 @@ from aggregator.dispatch.tou import TouPlanInput, make_plan
 from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
 from aggregator.service.sessions import ControlItem, Session, SessionRegistry
-from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
+from aggregator.store import FleetEventRecord, PlanVersionConflict, StaleFencingToken, StateStore, StoreError
 from vpp_common.clock import Clock, wait_event
 from vpp_common.config import ConfigError
 from vpp_common.messages import (
@@ -55,14 +56,31 @@ log = logging.getLogger(__name__)
 _WARM_BLOCKS: WarmSolverPool | None = None  # per solver process: each block's basis, kept between cycles
 
 
-def optimise_job(problem: FleetProblem, previous: dict[str, DispatchPlan], now: datetime) -> DispatchResult:
+def optimise_job(problem: FleetProblem, previous: dict[str, DispatchPlan], now: datetime,
+                 events: Sequence[FleetEvent] = (), last_events: Sequence[EventReport] = ()) -> DispatchResult:
     """Runs in a solver process (a module-level function, so it pickles).  The process lives
-    as long as the planner's pool, so it keeps each block's basis and re-plans start warm."""
+    as long as the planner's pool, so it keeps each block's basis and re-plans start warm.
+    ``last_events``: the previous cycle's event reports; their prices start the coordination."""
     global _WARM_BLOCKS
     if _WARM_BLOCKS is None:
         start_highs_quietly()  # a dedicated process: HiGHS' banner does not go into the service's log
         _WARM_BLOCKS = WarmSolverPool(workers=0)  # in this process: no processes to shut down
-    return optimise(problem, DispatchOptions(), previous, now=now, pool=_WARM_BLOCKS)
+    return optimise(problem, DispatchOptions(), previous, now=now, pool=_WARM_BLOCKS, events=events,
+                    event_prices=event_prices_for(problem, last_events) if events and last_events else None)
+
+
+def events_to_slots(records: Sequence[FleetEventRecord], start: datetime, slot_s: int) -> list[FleetEvent]:
+    """Operators' fleet events (times) as events of a horizon starting at ``start`` (slots): every
+    slot that overlaps [record.start, record.end) is capped.  Slots before the horizon are
+    negative; ``optimise`` clips events to the horizon."""
+    out = []
+    for r in records:
+        s = math.floor((r.start - start).total_seconds() / slot_s)
+        e = math.ceil((r.end - start).total_seconds() / slot_s)
+        if e > s:
+            out.append(FleetEvent(s, e, max_w=r.max_w, direction=r.direction, reduce_w=r.reduce_by_w,
+                                  event_id=r.event_id))
+    return out
 
 
 def warm_up_job() -> bool:
@@ -82,6 +100,8 @@ def dispatch_queue(replica_id: str) -> str:
 # A dispatch-queue item with this prefix asks the replica to send the house its grid signal
 # only (a new feeder envelope), not its plan.  ":" never occurs in a house id.
 SIGNAL_ITEM = "signal:"
+# A re-plan-queue item that asks for a re-plan of the whole fleet (fleet events changed).
+FLEET_ITEM = "fleet:"
 
 
 class Planner:
@@ -126,12 +146,20 @@ class Planner:
         self._cycle_target: float | None = None  # clock epoch s of the next aligned cycle
         self._signal_cache: GridSignal | None = None
         self.last_published: dict[str, tuple[int, float]] = {}  # house -> (version, monotonic s)
+        self._fleet_pending = False
+        self.last_event_reports: tuple[EventReport, ...] = ()  # fleet events of the last LP cycle
 
     def request(self, house_id: str) -> None:
         """Ask for a re-plan of ``house_id`` soon (debounced); ignored with ``replan_on_update`` off."""
         if not self._cfg.replan_on_update:
             return
         self._pending.add(house_id)
+        self._wake.set()
+
+    def request_fleet(self) -> None:
+        """Ask for a re-plan of the whole fleet soon (fleet events changed); not subject to
+        ``replan_on_update``: it is an operator's action."""
+        self._fleet_pending = True
         self._wake.set()
 
     def _horizon_prices(self, start: datetime, now: datetime) -> tuple[np.ndarray, np.ndarray]:
@@ -300,17 +328,22 @@ class Planner:
             if time.monotonic() >= next_cycle and (later := self._cycle_not_yet()) is not None:
                 next_cycle = later
                 continue
+            fleet = False
             if time.monotonic() >= next_cycle:
                 houses = None  # everyone
                 next_cycle = self._next_cycle()
+                self._fleet_pending = False
             else:
                 houses, self._pending = self._pending, set()
+                fleet, self._fleet_pending = self._fleet_pending, False
             try:
-                if not self._elector.is_leader and houses:
-                    for house_id in houses:  # the leader plans; tell it
+                if not self._elector.is_leader and (houses or fleet):
+                    for house_id in houses or ():  # the leader plans; tell it
                         await self._store.queue_push(REPLAN_QUEUE, house_id)
+                    if fleet:
+                        await self._store.queue_push(REPLAN_QUEUE, FLEET_ITEM)
                 else:
-                    await self.cycle(houses)
+                    await self.cycle(None if fleet else houses)
             except StoreError as exc:
                 self._metrics.store_errors.inc()
                 log.warning("planning cycle failed, will retry: %s", exc)
@@ -386,7 +419,10 @@ class Planner:
                 items = await self._store.queue_pull(REPLAN_QUEUE, self._replica_id, block_s=1.0)
                 if items:
                     for _, house_id in items:
-                        self.request(house_id)
+                        if house_id == FLEET_ITEM:
+                            self.request_fleet()
+                        else:
+                            self.request(house_id)
                     await self._store.queue_ack(REPLAN_QUEUE, [i for i, _ in items])
             except StoreError as exc:
                 self._metrics.store_errors.inc()
@@ -450,11 +486,12 @@ class Planner:
             terminal = float(np.mean((imp + exp) / 2))
         problem = replace(problem, terminal_value_per_kwh=terminal)
         previous = {i.house_id: p for i in inputs if (p := await self._store.get_plan(i.house_id)) is not None}
+        events = events_to_slots(await self._store.list_fleet_events(), start, self._cfg.slot_s)
         solve_started = time.perf_counter()
         try:
             async with asyncio.timeout(self._cfg.solve_time_limit_s):
                 result = await asyncio.get_running_loop().run_in_executor(
-                    self._solver_pool(), optimise_job, problem, previous, now)
+                    self._solver_pool(), optimise_job, problem, previous, now, events, self.last_event_reports)
         except TimeoutError:
             log.warning("fleet solve exceeded %.0f s; the current plans stay", self._cfg.solve_time_limit_s)
             return []
@@ -467,6 +504,12 @@ class Planner:
         self._metrics.flexibility_down.set(self._flex_down)
         if result.relaxations:
             log.warning("limits relaxed in this cycle: %s", result.relaxations[:5])
+        self.last_event_reports = result.events
+        for rep in result.events:
+            over = max((a - c for a, c in zip(rep.achieved_w, rep.cap_w, strict=True)), default=0.0)
+            log.info("fleet %s event %s: %d slots, cap %.0f..%.0f W, worst excess %.0f W, gap %.3f %% after %d "
+                     "rounds%s", rep.direction, rep.event_id, len(rep.cap_w), min(rep.cap_w), max(rep.cap_w),
+                     max(over, 0.0), 100 * rep.gap_rel, rep.rounds, "" if rep.converged else " (round limit)")
         written = []
         limits = {i.house_id: i.limits for i in inputs}
         for house_id, plan in sorted(result.plans.items()):

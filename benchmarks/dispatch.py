@@ -4,7 +4,7 @@ decomposition is from one LP.
 
     python benchmarks/dispatch.py [--houses 100,1000,10000] [--workers 2] [--json FILE]
                                   [--mono-max 1000] [--shift-max 1000] [--export-limit-w 2500]
-                                  [--solver highs|glop]
+                                  [--solver highs|glop] [--event [--event-reduce-w 300]]
 
 For each fleet size N (x 96 slots of 15 min, feeders of ``--per-feeder`` houses,
 feeder export limit ``--export-limit-w`` per house) a fresh ``WarmSolverPool`` of
@@ -25,6 +25,16 @@ upper bound of the joint peak), warm_blocks (started from their own previous bas
 seeded_blocks (no basis of their own yet: started from a sibling feeder's basis of the
 same run; the first block per worker and shape starts cold), gap_pct (cost gap of the decomposed
 plan to one monolithic LP of the same problem, N <= ``--mono-max``).
+
+``--event``: one more run per size, ``event``: the scratch problem with a binding fleet
+export event ("reduce export by ``--event-reduce-w`` W per house from 11:00 to 14:00",
+measured from the event-free plan), planned with ``optimise(..., events=...)`` and the same
+pool.  Extra figures: event_rounds (pricing rounds), event_gap_pct (certified bound: plan
+cost minus the Lagrangian lower bound), event_mono_gap_pct (plan cost vs one LP with the
+event rows, N <= ``--mono-max``), event_extra_s (wall time beyond the event-free solve),
+event_excess_w (largest fleet export above the cap; <= 1 W expected).  Then ``event_replan``:
+the replan's forecast update with the same event, its coordination started from the
+``event`` run's prices (``optimise(event_prices=...)``, as the planner does cycle to cycle).
 Peak RSS includes the previous run's plans that are still held (a planner keeps
 them too).  The machine load (1-minute load average) is printed before and after.
 """
@@ -46,8 +56,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from aggregator.dispatch.events import FleetEvent, monolithic_with_events  # noqa: E402
 from aggregator.dispatch.highs_block import start_highs_quietly  # noqa: E402
-from aggregator.dispatch.optimise import DispatchResult, optimise  # noqa: E402
+from aggregator.dispatch.optimise import DispatchResult, event_prices_for, optimise  # noqa: E402
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem  # noqa: E402
 from aggregator.dispatch.solve import solve_fleet  # noqa: E402
 from aggregator.dispatch.solver_pool import WarmSolverPool  # noqa: E402
@@ -145,6 +156,47 @@ def _one(kind: str, n: int, make, pool: WarmSolverPool,
     return row, p, res
 
 
+def _event_row(n: int, p: FleetProblem, pool: WarmSolverPool, args: argparse.Namespace, kind: str = "event",
+               last: DispatchResult | None = None) -> tuple[dict, DispatchResult]:
+    """``p`` with a fleet export event (see the module docstring); ``last``: a previous
+    event run whose prices start the coordination (as the planner does cycle to cycle)."""
+    per_h = 3600 // p.slot_s
+    event = FleetEvent(11 * per_h, 14 * per_h, reduce_w=args.event_reduce_w * n, event_id="bench")
+    opts = DispatchOptions(workers=args.workers, solver=args.solver)
+    t0 = time.perf_counter()
+    res = optimise(p, opts, pool=pool, now=p.start, events=[event],
+                   event_prices=event_prices_for(p, last.events) if last is not None else None)
+    total_s = time.perf_counter() - t0
+    assert len(res.plans) == n and res.status == "optimal", res.status
+    rep = res.events[0]
+    tm = res.timings
+    row = {
+        "houses": n,
+        "run": kind,
+        "slots": p.t,
+        "blocks": int(tm["blocks"]),
+        "total_s": round(total_s, 3),
+        "event_baseline_s": round(tm["event_baseline_s"], 3),
+        "event_extra_s": round(total_s - tm["event_baseline_s"], 3),
+        "event_pricing_s": round(tm["event_pricing_s"], 3),
+        "event_master_s": round(tm["event_master_s"], 3),
+        "event_polish_s": round(tm["event_polish_s"], 3),
+        "event_rounds": rep.rounds,
+        "event_converged": rep.converged,
+        "event_binding": rep.binding,
+        "event_gap_pct": float(f"{100 * rep.gap_rel:.2e}"),
+        "event_mono_gap_pct": None,
+        "event_excess_w": round(max(a - c for a, c in zip(rep.achieved_w, rep.cap_w, strict=True)), 3),
+        "event_price_max_per_kwh": round(max(rep.price_per_kwh), 4),
+        "cost": round(res.cost, 2),
+        "load_1min": round(os.getloadavg()[0], 2),
+    }
+    if n <= args.mono_max:
+        mono = monolithic_with_events(p, DispatchOptions(time_limit_s=600, solver=args.solver), [event])
+        row["event_mono_gap_pct"] = float(f"{100.0 * (res.cost - mono) / abs(mono):.2e}")
+    return row, res
+
+
 def run_size(n: int, args: argparse.Namespace) -> list[dict]:
     t0 = time.perf_counter()
     with WarmSolverPool(workers=args.workers) as pool:
@@ -164,6 +216,13 @@ def run_size(n: int, args: argparse.Namespace) -> list[dict]:
         if n <= args.shift_max:
             _one("scratch", n, lambda: p, pool, args)  # back to the base basis (not reported)
             rows.append(_one("shift", n, lambda: _shift_one_slot(p), pool, args)[0])
+        if args.event:
+            _one("scratch", n, lambda: p, pool, args)  # the event-free solve starts from p's basis, as in a cycle
+            ev_row, ev_res = _event_row(n, p, pool, args)
+            rows.append(ev_row)
+            # the next cycle: a forecast update, coordination started from this cycle's event prices
+            _one("replan", n, lambda: p2, pool, args)  # the event-free basis of p2, as in a cycle
+            rows.append(_event_row(n, p2, pool, args, "event_replan", ev_res)[0])
     row["gap_pct"] = _gap_pct(p, res, args)
     replan["gap_pct"] = _gap_pct(p2, res2, args)
     return rows
@@ -178,6 +237,9 @@ def main() -> int:
     ap.add_argument("--mono-max", type=int, default=1000, help="largest fleet to also solve as one LP")
     ap.add_argument("--shift-max", type=int, default=1000, help="largest fleet to also re-plan one slot later")
     ap.add_argument("--solver", choices=("highs", "glop"), default="highs")
+    ap.add_argument("--event", action="store_true", help="also plan with a binding fleet export event")
+    ap.add_argument("--event-reduce-w", type=float, default=300.0,
+                    help="the event reduces fleet export by this many W per house, 11:00-14:00")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     start_highs_quietly()  # the monolithic reference LP is solved in this process

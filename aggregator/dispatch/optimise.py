@@ -9,15 +9,42 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
+
+from aggregator.dispatch.events import EventSolve, FleetEvent, solve_with_events
 from aggregator.dispatch.plans import Relaxation, build_plans, relaxations, self_consumption_plan, shift_plan
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.solve import BlockResult, FleetSolution, block_tasks, iter_blocks
 from aggregator.dispatch.solver_pool import WarmSolverPool
 from vpp_common.messages import DispatchPlan
+
+
+@dataclass(frozen=True)
+class EventReport:
+    """How the plan meets one fleet event.  Powers in W per slot of the event's window (within
+    the horizon), as positive magnitudes of fleet export (export events) or import (import events)."""
+
+    event_id: str
+    direction: str  # "export" or "import"
+    slot_starts: tuple[datetime, ...]  # UTC start of each window slot
+    cap_w: tuple[float, ...]  # the cap the plan had to meet
+    achieved_w: tuple[float, ...]  # the plan's fleet export (import)
+    baseline_w: tuple[float, ...]  # the same without events
+    shortfall_w: tuple[float, ...]  # above the cap where it could not be met (penalised), else 0
+    price_per_kwh: tuple[float, ...]  # event price (coordination dual), currency per kWh, >= 0
+    gap: float  # upper bound of the plan's distance to the optimum with all events (currency)
+    gap_rel: float  # gap / max(1, |cost|)
+    rounds: int  # pricing rounds of the coordinated solve (shared by all events of a solve)
+    converged: bool  # the gap reached its tolerance (else the round limit stopped it)
+
+    @property
+    def binding(self) -> bool:
+        return any(b > c + 1.0 for b, c in zip(self.baseline_w, self.cap_w, strict=True))
 
 
 @dataclass(frozen=True)
@@ -30,6 +57,7 @@ class DispatchResult:
     status: str
     fallback_houses: tuple[str, ...] = ()  # houses on a shifted previous plan or self-consumption
     timings: dict[str, float] = field(default_factory=dict)  # prepare_s, build_s, solve_s, plans_s, total_s
+    events: tuple[EventReport, ...] = ()  # fleet events active in the horizon
 
 
 def optimise(
@@ -40,16 +68,30 @@ def optimise(
     version: int = 1,
     now: datetime | None = None,
     pool: ProcessPoolExecutor | WarmSolverPool | None = None,
+    events: Sequence[FleetEvent] = (),
+    event_prices: Mapping[str, np.ndarray] | None = None,
 ) -> DispatchResult:
     """Plan the fleet.  ``previous``: last cycle's plans, used when a block has no solution.
 
     ``pool``: a ``WarmSolverPool`` (re-solves each block from its previous basis), an
     executor the caller owns (cold solves), or None (see ``DispatchOptions.workers``).
+
+    ``events``: fleet events (slots of this problem's horizon).  With any in the horizon
+    the blocks are coordinated by prices (``events.solve_with_events``): the event-free
+    solve and the pricing rounds run in ``pool`` (without one: in this process, each block
+    warm from its previous round).  Plans of houses whose schedule the
+    events changed say so in their slots' reasons.  ``event_prices``: event id -> (T,) a
+    price guess per slot of this horizon (currency per kWh; e.g. the last cycle's
+    ``EventReport.price_per_kwh``, see ``event_prices_for``): fewer coordination rounds.
     """
     options = options or DispatchOptions()
     now = now or datetime.now(UTC)
     t0 = time.perf_counter()
     problem.validate()
+    active = [c for c in (e.clipped(problem.t) for e in events) if c is not None]
+    if active:
+        return _optimise_with_events(problem, options, previous, active, version=version, now=now, pool=pool, t0=t0,
+                                     event_prices=event_prices)
     tasks = block_tasks(problem)
     sol = FleetSolution(prepare_s=time.perf_counter() - t0)
     results: dict[int, BlockResult] = {}
@@ -106,3 +148,149 @@ def optimise(
             "blocks": float(len(tasks)),
         },
     )
+
+
+def _fallbacks(
+    problem: FleetProblem, sol: FleetSolution, previous: dict[str, DispatchPlan] | None, now: datetime, version: int
+) -> tuple[dict[str, DispatchPlan], list[str]]:
+    built: dict[str, DispatchPlan] = {}
+    fallback: list[str] = []
+    for houses, why in sol.failed:
+        for h in houses:
+            hid = problem.house_ids[h]
+            old = (previous or {}).get(hid)
+            shifted = shift_plan(old, now, version) if old is not None else None
+            built[hid] = shifted or self_consumption_plan(problem, int(h), created_at=now, version=version, why=why)
+            fallback.append(hid)
+    return built, fallback
+
+
+def _event_reasons(problem: FleetProblem, es: EventSolve) -> dict[int, list[str]]:
+    """Per house whose schedule the events changed: per slot, which event and why ("" elsewhere)."""
+    def hhmm(slot: int) -> str:
+        return (problem.start + timedelta(seconds=slot * problem.slot_s)).strftime("%H:%M")
+
+    in_window: list[str] = [""] * problem.t
+    for oc in es.outcomes:
+        e = oc.event
+        name = f"fleet {e.direction} event{' ' + e.event_id if e.event_id else ''}"
+        for i, s in enumerate(range(e.start_slot, e.end_slot)):
+            if oc.achieved_w[i] < oc.cap_w[i] - 1.0:
+                continue  # the cap does not bind in this slot: a change here is "moved", below
+            txt = (
+                f"{name} binds: fleet {e.direction} capped at {oc.cap_w[i] / 1000:.1f} kW"
+                f" (event price {oc.price_per_kwh[i]:.3f}/kWh)"
+            )
+            in_window[s] = f"{in_window[s]}; {txt}" if in_window[s] else txt
+    names = ", ".join(
+        f"{oc.event.direction} event{' ' + oc.event.event_id if oc.event.event_id else ''}"
+        f" {hhmm(oc.event.start_slot)}-{hhmm(oc.event.end_slot)}"
+        for oc in es.outcomes
+    )
+    outside = f"moved to meet fleet {names}"
+    out: dict[int, list[str]] = {}
+    for k, b in enumerate(es.solution.blocks):
+        ch = es.changed.get(k)
+        if ch is None:
+            continue
+        for i in np.flatnonzero(ch.any(axis=1)).tolist():
+            row = ch[i]
+            out[int(b.houses[i])] = [
+                (in_window[s] or outside) if row[s] else "" for s in range(problem.t)
+            ]
+    return out
+
+
+def _optimise_with_events(
+    problem: FleetProblem,
+    options: DispatchOptions,
+    previous: dict[str, DispatchPlan] | None,
+    events: list[FleetEvent],
+    *,
+    version: int,
+    now: datetime,
+    pool: ProcessPoolExecutor | WarmSolverPool | None,
+    t0: float,
+    event_prices: Mapping[str, np.ndarray] | None = None,
+) -> DispatchResult:
+    tasks = block_tasks(problem)
+    base = FleetSolution(prepare_s=time.perf_counter() - t0)
+    results: dict[int, BlockResult] = dict(iter_blocks(tasks, options, pool))
+    for i, (h, _) in enumerate(tasks):
+        base.add(h, results[i])
+    base.wall_s = time.perf_counter() - t0
+    es = solve_with_events(problem, options, events, pool=pool, baseline=base, start_prices=event_prices)
+    sol = es.solution
+    t1 = time.perf_counter()
+    built = build_plans(problem, sol.blocks, created_at=now, version=version, extra_reasons=_event_reasons(problem, es))
+    fb, fallback = _fallbacks(problem, sol, previous, now, version)
+    built.update(fb)
+    plans = {hid: built[hid] for hid in problem.house_ids if hid in built}
+    status = "optimal" if not sol.failed else ("fallback" if not sol.blocks else "partial")
+    rel = relaxations(problem, sol.blocks)
+    reports: list[EventReport] = []
+    for oc in es.outcomes:
+        e = oc.event
+        starts = tuple(problem.start + timedelta(seconds=s * problem.slot_s) for s in range(e.start_slot, e.end_slot))
+        for st, short in zip(starts, oc.shortfall_w.tolist(), strict=True):
+            if short > 1.0:
+                rel.append(Relaxation(f"fleet_{e.direction}_event", e.event_id, st, short))
+        reports.append(
+            EventReport(
+                event_id=e.event_id,
+                direction=e.direction,
+                slot_starts=starts,
+                cap_w=tuple(oc.cap_w.tolist()),
+                achieved_w=tuple(oc.achieved_w.tolist()),
+                baseline_w=tuple(oc.baseline_w.tolist()),
+                shortfall_w=tuple(oc.shortfall_w.tolist()),
+                price_per_kwh=tuple(oc.price_per_kwh.tolist()),
+                gap=es.gap,
+                gap_rel=es.gap_rel,
+                rounds=es.rounds,
+                converged=es.converged,
+            )
+        )
+    t2 = time.perf_counter()
+    return DispatchResult(
+        plans=plans,
+        cost=es.cost if sol.blocks else 0.0,
+        relaxations=rel,
+        status=status,
+        fallback_houses=tuple(fallback),
+        timings={
+            "prepare_s": base.prepare_s,
+            "build_s": sol.build_s,
+            "solve_s": sol.solve_s,
+            "solve_wall_s": t1 - t0,
+            "plans_s": t2 - t1,
+            "total_s": t2 - t0,
+            "warm_blocks": float(base.warm_blocks),
+            "seeded_blocks": float(base.seeded_blocks),
+            "blocks": float(len(tasks)),
+            "event_baseline_s": base.wall_s,  # the event-free solve (also the plan without events)
+            "event_pricing_s": es.timings["pricing_s"],
+            "event_master_s": es.timings["master_s"],
+            "event_polish_s": es.timings["polish_s"],
+            "event_coordination_s": es.timings["total_s"],
+            "event_rounds": float(es.rounds),
+            "event_gap_rel": es.gap_rel,
+        },
+        events=tuple(reports),
+    )
+
+
+def event_prices_for(problem: FleetProblem, reports: Sequence[EventReport]) -> dict[str, np.ndarray]:
+    """Event id -> (T,) the reports' event prices on ``problem``'s slots (NaN where none): the
+    previous cycle's prices as the next cycle's start (``optimise(event_prices=...)``)."""
+    out: dict[str, np.ndarray] = {}
+    for rep in reports:
+        if not rep.event_id:
+            continue
+        arr = np.full(problem.t, np.nan)
+        for st, price in zip(rep.slot_starts, rep.price_per_kwh, strict=True):
+            k = (st - problem.start).total_seconds() / problem.slot_s
+            if float(k).is_integer() and 0 <= k < problem.t:
+                arr[int(k)] = price
+        out[rep.event_id] = arr
+    return out

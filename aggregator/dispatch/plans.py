@@ -7,6 +7,7 @@ import - export (import > 0).  Envelopes are in W in the same convention.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,8 +24,10 @@ TOL_W = 1.0  # a limit "binds" when the exchange is within this of it
 class Relaxation:
     """A limit that could not be met: where, when, and by how much (W above the limit)."""
 
-    kind: str  # "feeder_import", "feeder_export", "transformer_import", "transformer_export", "house_import", "house_export"
-    where: str  # feeder, transformer or house id
+    # "feeder_import", "feeder_export", "transformer_import", "transformer_export", "house_import",
+    # "house_export", "fleet_export_event", "fleet_import_event"
+    kind: str
+    where: str  # feeder, transformer or house id; the event id for fleet events
     slot_start: datetime
     excess_w: float
 
@@ -145,12 +148,17 @@ def build_plans(
     created_at: datetime,
     version: int,
     valid_for: timedelta | None = None,
+    extra_reasons: Mapping[int, Sequence[str]] | None = None,
 ) -> dict[str, DispatchPlan]:
     """One DispatchPlan per house of the solved blocks.
 
     Battery target = charge - discharge; envelope: see the comment in the loop (the
     agent follows its real house balance within it).  Grid envelope: the house caps,
     tightened to the house's share of its feeder's limits (``_feeder_budgets``).
+
+    ``extra_reasons``: house index -> per-slot text ("" for none) added to the slot's
+    reason, e.g. that a fleet event changed the plan.  A text that says "binds" fixes the
+    battery envelope to the target, as a binding feeder limit does.
     """
     valid_for = valid_for or timedelta(seconds=p.slot_s * p.t)
     plans: dict[str, DispatchPlan] = {}
@@ -167,9 +175,12 @@ def build_plans(
         room_later = _export_binds_later(sub, b)[sub.feeder_of].tolist()
         for k, h in enumerate(b.houses.tolist()):
             slots = []
+            extra = extra_reasons.get(h) if extra_reasons else None
             for s in range(p.t):
                 tgt = bat[k][s]
                 why = reasons[k][s]
+                if extra and extra[s]:
+                    why = extra[s] if why == "self-consumption" else f"{why}; {extra[s]}"
                 g = grid[k][s]
                 g_lo = max(g_lo_all[k][s], -cap_exp[k][s])  # the house's share of the feeder's export budget
                 g_hi = min(g_hi_all[k][s], cap_imp[k][s])

@@ -1,13 +1,17 @@
-"""``AdminService``: the operators' read-only view of the fleet (admin port only)."""
+"""``AdminService``: the operators' view of the fleet (admin port only): houses, plans,
+temporary site limits and fleet events."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import grpc
 
+from aggregator.planner import FLEET_ITEM, REPLAN_QUEUE
 from aggregator.service import convert
+from aggregator.service.convert import InvalidMessage
 from aggregator.store import StateStore, StoreError
 from vpp.v1 import admin_service_pb2 as adm
 from vpp.v1 import admin_service_pb2_grpc as adm_grpc
@@ -19,10 +23,12 @@ MAX_OVERRIDE_S = 7 * 86_400
 
 
 class AdminServicer(adm_grpc.AdminServiceServicer):
-    def __init__(self, store: StateStore, clock: Clock, on_limits_changed: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, store: StateStore, clock: Clock, on_limits_changed: Callable[[str], Awaitable[None]],
+                 on_events_changed: Callable[[], Awaitable[None]] | None = None) -> None:
         self._store = store
         self._clock = clock
         self._on_limits_changed = on_limits_changed
+        self._on_events_changed = on_events_changed
 
     async def _summary(self, house_id: str) -> adm.HouseSummary | None:
         record = await self._store.get_house(house_id)
@@ -102,3 +108,58 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
         resp = adm.SetSiteLimitsResponse()
         resp.valid_until.FromDatetime(valid_until)
         return resp
+
+    async def _events_changed(self) -> None:
+        """Re-plan the fleet: by the callback if given, else through the shared re-plan queue,
+        which the dispatch leader consumes whichever replica this is."""
+        if self._on_events_changed is not None:
+            await self._on_events_changed()
+        else:
+            await self._store.queue_push(REPLAN_QUEUE, FLEET_ITEM)
+
+    async def SetFleetEvent(self, request: adm.SetFleetEventRequest,  # noqa: N802
+                            context: grpc.aio.ServicerContext) -> adm.SetFleetEventResponse:
+        now = self._clock.now()
+        event_id = request.event.event_id or uuid.uuid4().hex[:12]
+        try:
+            if not request.HasField("event"):
+                raise InvalidMessage("event is required")
+            event = convert.fleet_event_from_proto(request.event, event_id, now)
+            problems = []
+            if event.end <= now:
+                problems.append("the event has already ended (end_time is not in the future)")
+            if (event.end - event.start).total_seconds() > MAX_OVERRIDE_S:
+                problems.append(f"the window must last at most {MAX_OVERRIDE_S} s")
+            if problems:
+                raise InvalidMessage("; ".join(problems))
+        except InvalidMessage as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            # kept until it ends (clock seconds -> real seconds for the store's TTL)
+            ttl_s = max((event.end - now).total_seconds(), 1.0) / self._clock.speed
+            await self._store.put_fleet_event(event, ttl_s)
+            await self._events_changed()
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
+        return adm.SetFleetEventResponse(event=convert.fleet_event_to_proto(event))
+
+    async def ListFleetEvents(self, request: adm.ListFleetEventsRequest,  # noqa: N802
+                              context: grpc.aio.ServicerContext) -> adm.ListFleetEventsResponse:
+        now = self._clock.now()
+        try:
+            events = await self._store.list_fleet_events()
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
+        return adm.ListFleetEventsResponse(events=[convert.fleet_event_to_proto(e) for e in events if e.end > now])
+
+    async def ClearFleetEvent(self, request: adm.ClearFleetEventRequest,  # noqa: N802
+                              context: grpc.aio.ServicerContext) -> adm.ClearFleetEventResponse:
+        try:
+            found = await self._store.delete_fleet_event(request.event_id)
+            if found:
+                await self._events_changed()
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
+        if not found:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no fleet event {request.event_id!r}")
+        return adm.ClearFleetEventResponse()

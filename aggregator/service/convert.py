@@ -8,12 +8,13 @@ Drain).  Generated types stop here: the rest of the aggregator sees only
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aggregator.store.base import HouseRecord
+from aggregator.store.base import FleetEventRecord, HouseRecord
 from vpp.v1 import admin_service_pb2 as adm
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import flexibility_pb2 as fx
@@ -275,4 +276,53 @@ def house_summary(record: HouseRecord, route: str | None, plan: DispatchPlan | N
         battery_soc_pct=measurement_to_proto(telemetry.battery_soc_pct if telemetry else Measurement.missing()),
         grid_power_w=measurement_to_proto(telemetry.grid_power_w if telemetry else Measurement.missing()),
     )
+    return msg
+
+
+_DIRECTIONS = {adm.FLEET_EVENT_DIRECTION_EXPORT: "export", adm.FLEET_EVENT_DIRECTION_IMPORT: "import"}
+
+
+def fleet_event_from_proto(msg: adm.FleetEvent, event_id: str, created_at: datetime) -> FleetEventRecord:
+    """An operator's event, checked: raises InvalidMessage naming every problem."""
+    problems = []
+    direction = _DIRECTIONS.get(msg.direction)
+    if direction is None:
+        problems.append("direction must be FLEET_EVENT_DIRECTION_EXPORT or FLEET_EVENT_DIRECTION_IMPORT")
+    start = end = None
+    try:
+        start = _dt(msg.start_time, "start_time")
+    except InvalidMessage as exc:
+        problems.append(str(exc))
+    try:
+        end = _dt(msg.end_time, "end_time")
+    except InvalidMessage as exc:
+        problems.append(str(exc))
+    if start is not None and end is not None and end <= start:
+        problems.append("end_time must be after start_time")
+    which = msg.WhichOneof("limit")
+    max_w = msg.max_power_w if which == "max_power_w" else None
+    reduce_w = msg.reduce_by_w if which == "reduce_by_w" else None
+    if which is None:
+        problems.append("one of max_power_w and reduce_by_w is required")
+    elif not (math.isfinite(value := float(max_w if max_w is not None else reduce_w or 0.0)) and value >= 0.0):
+        problems.append(f"{which} must be a finite number of W >= 0")
+    if problems:
+        raise InvalidMessage("; ".join(problems))
+    assert direction is not None and start is not None and end is not None
+    return FleetEventRecord(event_id, direction, start, end, max_w=max_w, reduce_by_w=reduce_w,
+                            reason=msg.reason, created_at=created_at)
+
+
+def fleet_event_to_proto(e: FleetEventRecord) -> adm.FleetEvent:
+    msg = adm.FleetEvent(event_id=e.event_id, reason=e.reason,
+                         direction=adm.FLEET_EVENT_DIRECTION_IMPORT if e.direction == "import"
+                         else adm.FLEET_EVENT_DIRECTION_EXPORT)
+    msg.start_time.CopyFrom(_ts(e.start))
+    msg.end_time.CopyFrom(_ts(e.end))
+    if e.max_w is not None:
+        msg.max_power_w = e.max_w
+    else:
+        msg.reduce_by_w = e.reduce_by_w or 0.0
+    if e.created_at is not None:
+        msg.created_at.CopyFrom(_ts(e.created_at))
     return msg

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import HouseRecord, PlanVersionConflict, StaleFencingToken, StateStore, StoreError
+from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, StateStore, StoreError
 from .memory import MemoryStore
 from .redis_store import RedisStore
 
 __all__ = [
+    "FleetEventRecord",
     "HouseRecord",
     "MemoryStore",
     "PlanVersionConflict",

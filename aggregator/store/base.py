@@ -38,6 +38,22 @@ class HouseRecord:
     last_hello: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class FleetEventRecord:
+    """An operator's fleet event: a cap on the whole fleet's net export or import in every
+    plan slot that overlaps [start, end).  Powers are positive magnitudes in W; exactly one
+    of ``max_w`` (the cap) and ``reduce_by_w`` (below the plan without events) is set."""
+
+    event_id: str
+    direction: str  # "export" (caps net export, grid power < 0) or "import" (caps net import)
+    start: datetime  # UTC, inclusive
+    end: datetime  # UTC, exclusive
+    max_w: float | None = None
+    reduce_by_w: float | None = None
+    reason: str = ""
+    created_at: datetime | None = None
+
+
 @runtime_checkable
 class StateStore(Protocol):
     """Async fleet state.  All methods may raise :class:`StoreError`."""
@@ -124,6 +140,18 @@ class StateStore(Protocol):
         ...
 
     async def get_feeder_envelope(self, house_id: str) -> LimitOverride | None: ...
+
+    async def put_fleet_event(self, event: FleetEventRecord, ttl_s: float) -> None:
+        """Store (or replace, by ``event_id``) a fleet event; gone after ``ttl_s`` real seconds."""
+        ...
+
+    async def list_fleet_events(self) -> list[FleetEventRecord]:
+        """All stored fleet events, sorted by (start, event_id)."""
+        ...
+
+    async def delete_fleet_event(self, event_id: str) -> bool:
+        """Remove a fleet event; False if there was none."""
+        ...
 
     async def queue_push(self, queue: str, item: str) -> None:
         """Append ``item`` to the work queue ``queue`` (shared by all replicas)."""

@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 
 from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
-from .base import HouseRecord, PlanVersionConflict, StaleFencingToken
+from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken
 
 __all__ = ["MemoryStore"]
 
@@ -95,6 +95,7 @@ class MemoryStore:
         self._queues: dict[str, _Queue] = {}
         self._overrides: dict[str, _Expiring[LimitOverride]] = {}
         self._envelopes: dict[str, _Expiring[LimitOverride]] = {}
+        self._fleet_events: dict[str, _Expiring[FleetEventRecord]] = {}
 
     # -- expiry helpers ---------------------------------------------------
 
@@ -237,6 +238,20 @@ class MemoryStore:
 
     async def get_feeder_envelope(self, house_id: str) -> LimitOverride | None:
         return self._live(self._envelopes, house_id)
+
+    # -- fleet events -------------------------------------------------------
+
+    async def put_fleet_event(self, event: FleetEventRecord, ttl_s: float) -> None:
+        self._fleet_events[event.event_id] = _Expiring(event, self._now() + check_ttl(ttl_s))
+
+    async def list_fleet_events(self) -> list[FleetEventRecord]:
+        _drop_expired(self._fleet_events, self._now())
+        return sorted((e.value for e in self._fleet_events.values()), key=lambda e: (e.start, e.event_id))
+
+    async def delete_fleet_event(self, event_id: str) -> bool:
+        found = self._live(self._fleet_events, event_id) is not None
+        self._fleet_events.pop(event_id, None)
+        return found
 
     # -- work queues --------------------------------------------------------
 

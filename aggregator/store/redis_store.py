@@ -13,6 +13,8 @@ Key layout (``ns`` is the namespace, ``vpp`` by default)::
     {ns}:lease:{name}         HASH owner, token; PX ttl
     {ns}:fence:{name}         INCR counter: fencing tokens of lease ``name``
     {ns}:planfence            highest fencing token any accepted plan write used
+    {ns}:fleetevents          SET of fleet event ids (expired ones are dropped when listed)
+    {ns}:fleetevent:{id}      STRING FleetEventRecord JSON, PX ttl
 
 Telemetry is one JSON string written with ``SET ... PX`` rather than a hash plus
 ``EXPIRE``: the whole message is replaced at once, and a single command leaves
@@ -45,7 +47,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
-from .base import HouseRecord, PlanVersionConflict, StaleFencingToken, StoreError
+from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, StoreError
 from .memory import check_ttl
 
 __all__ = ["RedisStore"]
@@ -79,6 +81,10 @@ class _LimitOverrideJson(RootModel[LimitOverride]):
     model_config = _JSON_CONFIG
 
 
+class _FleetEventJson(RootModel[FleetEventRecord]):
+    model_config = _JSON_CONFIG
+
+
 class _Codec(Generic[_T]):
     """JSON for one message type; a stored value that no longer decodes is a
     :class:`StoreError` (the store answered unexpectedly), not a crash."""
@@ -105,6 +111,7 @@ _FLEXIBILITY = _Codec(_FlexibilityJson, "Flexibility")
 _PLAN = _Codec(_PlanJson, "DispatchPlan")
 _PLAN_STATUS = _Codec(_PlanStatusJson, "PlanStatus")
 _LIMIT_OVERRIDE = _Codec(_LimitOverrideJson, "LimitOverride")
+_FLEET_EVENT = _Codec(_FleetEventJson, "FleetEventRecord")
 
 
 def _ttl_ms(ttl_s: float) -> int:
@@ -381,6 +388,34 @@ class RedisStore:
         async with self._guard("get_feeder_envelope"):
             raw = await self._redis.get(self._key("envelope", house_id))
         return None if raw is None else _LIMIT_OVERRIDE.decode(raw)
+
+    # -- fleet events -------------------------------------------------------
+
+    async def put_fleet_event(self, event: FleetEventRecord, ttl_s: float) -> None:
+        ttl_ms = _ttl_ms(ttl_s)
+        async with self._guard("put_fleet_event"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._key("fleetevent", event.event_id), _FLEET_EVENT.encode(event), px=ttl_ms)
+                pipe.sadd(self._key("fleetevents"), event.event_id)
+                await pipe.execute()
+
+    async def list_fleet_events(self) -> list[FleetEventRecord]:
+        async with self._guard("list_fleet_events"):
+            ids = sorted(str(i) for i in await self._redis.smembers(self._key("fleetevents")))
+            raws = await self._redis.mget([self._key("fleetevent", i) for i in ids]) if ids else []
+            gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
+            if gone:  # expired
+                await self._redis.srem(self._key("fleetevents"), *gone)
+        events = [_FLEET_EVENT.decode(raw) for raw in raws if raw is not None]
+        return sorted(events, key=lambda e: (e.start, e.event_id))
+
+    async def delete_fleet_event(self, event_id: str) -> bool:
+        async with self._guard("delete_fleet_event"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._key("fleetevent", event_id))
+                pipe.srem(self._key("fleetevents"), event_id)
+                deleted, _ = await pipe.execute()
+        return bool(deleted)
 
     # -- work queues (Redis Streams with one consumer group) ---------------
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import grpc
 import pytest
@@ -147,3 +147,75 @@ async def test_limits_set_reaches_the_house_and_replans(capsys: pytest.CaptureFi
         pool.shutdown()
         await agent.close()
         await srv.stop(grace_s=0.2)
+
+
+async def test_fleet_events_set_list_replan_and_clear(server: AggregatorServer,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator caps the fleet's import for an hour in which h1 charges from the grid: the
+    event is stored and listed, and the fleet is re-planned to meet it."""
+    admin = server.admin_target
+    assert admin is not None
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=1)
+
+    def run(*argv: str) -> int:
+        return aggregator_main([*argv, "--admin", admin])
+
+    try:
+        before = await server.store.get_plan("h1")
+        assert before is not None
+        # the first hour-aligned slot from which h1 charges from the grid at >= 2 kW for an hour (night tariff)
+        k = next(k for k in range(0, len(before.slots) - 4, 4)
+                 if all(s.setpoints[0].target_power_w >= 2_000 for s in before.slots[k:k + 4]))
+        start, end = before.slots[k].start, before.slots[k].start + timedelta(hours=1)
+        rc = await loop.run_in_executor(pool, run, "events", "set", "--direction", "import", "--max-w", "500",
+                                        "--start", start.isoformat(), "--end", end.isoformat(),
+                                        "--reason", "DSO call")
+        out = capsys.readouterr().out
+        assert rc == 0 and "import <= 500 W" in out, out
+        event_id = out.split()[2].rstrip(":")
+        assert await loop.run_in_executor(pool, run, "events", "list", "--json") == 0
+        listed = json.loads(capsys.readouterr().out)["events"]
+        assert [(e["event_id"], e["direction"], e["max_power_w"], e["reason"]) for e in listed] == [
+            (event_id, "FLEET_EVENT_DIRECTION_IMPORT", 500.0, "DSO call")]
+        assert listed[0]["start_time"] == start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert await loop.run_in_executor(pool, run, "events", "list") == 0
+        assert "1 fleet events" in capsys.readouterr().out
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # the set triggers a re-plan of the fleet that meets the cap
+            plan = await server.store.get_plan("h1")
+            if plan is not None and any(event_id in s.reason for s in plan.slots):
+                break
+            assert asyncio.get_running_loop().time() < deadline, "no re-plan that meets the fleet event"
+            await asyncio.sleep(0.05)
+        assert plan.version > before.version
+        window = plan.slots[k:k + 4]
+        assert all(s.setpoints[0].target_power_w <= 500 + 1.0 for s in window)  # no PV at night: charging <= import
+        assert all(f"fleet import event {event_id} binds" in s.reason for s in window)
+        rep = server.planner.last_event_reports
+        assert [r.event_id for r in rep] == [event_id] and rep[0].binding and rep[0].converged
+        assert all(a <= c + 1.0 for a, c in zip(rep[0].achieved_w, rep[0].cap_w, strict=True))
+        # bad input is refused with a clear message
+        rc = await loop.run_in_executor(pool, run, "events", "set", "--direction", "import", "--max-w", "5",
+                                        "--start", "2026-06-01T20:00Z", "--end", "2026-06-01T19:00Z")
+        assert rc == 2 and "must be after --start" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exc:
+            await loop.run_in_executor(pool, run, "events", "set", "--direction", "export", "--max-w", "-1",
+                                       "--start", "2026-06-01T18:00Z", "--end", "2026-06-01T19:00Z")
+        assert exc.value.code == 2 and "W >= 0" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            await loop.run_in_executor(pool, run, "events", "set", "--direction", "export", "--max-w", "1",
+                                       "--start", "2026-06-01T18:00", "--end", "2026-06-01T19:00Z")
+        assert "time zone" in capsys.readouterr().err
+        rc = await loop.run_in_executor(pool, run, "events", "set", "--direction", "export", "--max-w", "1",
+                                        "--start", "2026-05-01T18:00Z", "--end", "2026-05-01T19:00Z")
+        assert rc == 2 and "already ended" in capsys.readouterr().err  # checked by the server
+        # clear: gone from the list; clearing it again is "not found"
+        assert await loop.run_in_executor(pool, run, "events", "clear", event_id) == 0
+        assert "cleared" in capsys.readouterr().out
+        assert await loop.run_in_executor(pool, run, "events", "clear", event_id) == 4
+        assert "no fleet event" in capsys.readouterr().err
+        assert await loop.run_in_executor(pool, run, "events", "list", "--json") == 0
+        assert json.loads(capsys.readouterr().out).get("events", []) == []
+    finally:
+        pool.shutdown()

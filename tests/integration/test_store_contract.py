@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from tests.conftest import RedisServer, free_port
 
 from aggregator.store import (
+    FleetEventRecord,
     HouseRecord,
     MemoryStore,
     PlanVersionConflict,
@@ -672,3 +673,28 @@ async def test_feeder_envelope_roundtrip_expiry_and_apart_from_overrides(backend
         while await store.get_feeder_envelope("h1") is not None:
             assert time.monotonic() < deadline, "envelope did not expire"
             await asyncio.sleep(0.05)
+
+
+async def test_fleet_events_roundtrip_replace_delete_and_expiry(backend: Backend) -> None:
+    store = backend.store
+    at = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+    a = FleetEventRecord("ev-a", "export", at, at + timedelta(hours=2), max_w=2_000_000.0, reason="DSO call",
+                         created_at=at - timedelta(hours=1))
+    b = FleetEventRecord("ev-b", "import", at - timedelta(hours=1), at, reduce_by_w=1_000.0)
+    assert await store.list_fleet_events() == []
+    await store.put_fleet_event(a, ttl_s=LONG_TTL_S)
+    await store.put_fleet_event(b, ttl_s=0.2)
+    assert await store.list_fleet_events() == [b, a]  # by start
+    a2 = FleetEventRecord("ev-a", "export", at, at + timedelta(hours=3), reduce_by_w=500_000.0)
+    await store.put_fleet_event(a2, ttl_s=LONG_TTL_S)  # same id: replaced
+    if backend.clock is not None:
+        backend.clock.advance(0.3)
+        assert await store.list_fleet_events() == [a2]
+    else:
+        deadline = time.monotonic() + 3
+        while await store.list_fleet_events() != [a2]:
+            assert time.monotonic() < deadline, "fleet event did not expire"
+            await asyncio.sleep(0.05)
+    assert await store.delete_fleet_event("ev-a") is True
+    assert await store.delete_fleet_event("ev-a") is False
+    assert await store.list_fleet_events() == []

@@ -7,12 +7,74 @@ from vpp.v1 import grid_pb2 as _grid_pb2
 from vpp.v1 import plan_pb2 as _plan_pb2
 from vpp.v1 import telemetry_pb2 as _telemetry_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class FleetEventDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FLEET_EVENT_DIRECTION_UNSPECIFIED: _ClassVar[FleetEventDirection]
+    FLEET_EVENT_DIRECTION_EXPORT: _ClassVar[FleetEventDirection]
+    FLEET_EVENT_DIRECTION_IMPORT: _ClassVar[FleetEventDirection]
+FLEET_EVENT_DIRECTION_UNSPECIFIED: FleetEventDirection
+FLEET_EVENT_DIRECTION_EXPORT: FleetEventDirection
+FLEET_EVENT_DIRECTION_IMPORT: FleetEventDirection
+
+class FleetEvent(_message.Message):
+    __slots__ = ("event_id", "direction", "start_time", "end_time", "max_power_w", "reduce_by_w", "reason", "created_at")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_POWER_W_FIELD_NUMBER: _ClassVar[int]
+    REDUCE_BY_W_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    direction: FleetEventDirection
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    max_power_w: float
+    reduce_by_w: float
+    reason: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, event_id: _Optional[str] = ..., direction: _Optional[_Union[FleetEventDirection, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_power_w: _Optional[float] = ..., reduce_by_w: _Optional[float] = ..., reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SetFleetEventRequest(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: FleetEvent
+    def __init__(self, event: _Optional[_Union[FleetEvent, _Mapping]] = ...) -> None: ...
+
+class SetFleetEventResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: FleetEvent
+    def __init__(self, event: _Optional[_Union[FleetEvent, _Mapping]] = ...) -> None: ...
+
+class ListFleetEventsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListFleetEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[FleetEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[FleetEvent, _Mapping]]] = ...) -> None: ...
+
+class ClearFleetEventRequest(_message.Message):
+    __slots__ = ("event_id",)
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    def __init__(self, event_id: _Optional[str] = ...) -> None: ...
+
+class ClearFleetEventResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class SetSiteLimitsRequest(_message.Message):
     __slots__ = ("house_id", "limits", "duration", "reason")

@@ -56,6 +56,21 @@ class AdminServiceStub:
                 request_serializer=vpp_dot_v1_dot_admin__service__pb2.SetSiteLimitsRequest.SerializeToString,
                 response_deserializer=vpp_dot_v1_dot_admin__service__pb2.SetSiteLimitsResponse.FromString,
                 _registered_method=True)
+        self.SetFleetEvent = channel.unary_unary(
+                '/vpp.v1.AdminService/SetFleetEvent',
+                request_serializer=vpp_dot_v1_dot_admin__service__pb2.SetFleetEventRequest.SerializeToString,
+                response_deserializer=vpp_dot_v1_dot_admin__service__pb2.SetFleetEventResponse.FromString,
+                _registered_method=True)
+        self.ListFleetEvents = channel.unary_unary(
+                '/vpp.v1.AdminService/ListFleetEvents',
+                request_serializer=vpp_dot_v1_dot_admin__service__pb2.ListFleetEventsRequest.SerializeToString,
+                response_deserializer=vpp_dot_v1_dot_admin__service__pb2.ListFleetEventsResponse.FromString,
+                _registered_method=True)
+        self.ClearFleetEvent = channel.unary_unary(
+                '/vpp.v1.AdminService/ClearFleetEvent',
+                request_serializer=vpp_dot_v1_dot_admin__service__pb2.ClearFleetEventRequest.SerializeToString,
+                response_deserializer=vpp_dot_v1_dot_admin__service__pb2.ClearFleetEventResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -92,6 +107,28 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetFleetEvent(self, request, context):
+        """SetFleetEvent creates (or, with an existing event_id, replaces) a fleet event: a cap on
+        the whole fleet's net export or import in a time window.  The fleet is re-planned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFleetEvents(self, request, context):
+        """ListFleetEvents returns the fleet events that have not ended yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearFleetEvent(self, request, context):
+        """ClearFleetEvent removes a fleet event.  The fleet is re-planned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +151,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetSiteLimits,
                     request_deserializer=vpp_dot_v1_dot_admin__service__pb2.SetSiteLimitsRequest.FromString,
                     response_serializer=vpp_dot_v1_dot_admin__service__pb2.SetSiteLimitsResponse.SerializeToString,
+            ),
+            'SetFleetEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFleetEvent,
+                    request_deserializer=vpp_dot_v1_dot_admin__service__pb2.SetFleetEventRequest.FromString,
+                    response_serializer=vpp_dot_v1_dot_admin__service__pb2.SetFleetEventResponse.SerializeToString,
+            ),
+            'ListFleetEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFleetEvents,
+                    request_deserializer=vpp_dot_v1_dot_admin__service__pb2.ListFleetEventsRequest.FromString,
+                    response_serializer=vpp_dot_v1_dot_admin__service__pb2.ListFleetEventsResponse.SerializeToString,
+            ),
+            'ClearFleetEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearFleetEvent,
+                    request_deserializer=vpp_dot_v1_dot_admin__service__pb2.ClearFleetEventRequest.FromString,
+                    response_serializer=vpp_dot_v1_dot_admin__service__pb2.ClearFleetEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +278,87 @@ class AdminService:
             '/vpp.v1.AdminService/SetSiteLimits',
             vpp_dot_v1_dot_admin__service__pb2.SetSiteLimitsRequest.SerializeToString,
             vpp_dot_v1_dot_admin__service__pb2.SetSiteLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFleetEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vpp.v1.AdminService/SetFleetEvent',
+            vpp_dot_v1_dot_admin__service__pb2.SetFleetEventRequest.SerializeToString,
+            vpp_dot_v1_dot_admin__service__pb2.SetFleetEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFleetEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vpp.v1.AdminService/ListFleetEvents',
+            vpp_dot_v1_dot_admin__service__pb2.ListFleetEventsRequest.SerializeToString,
+            vpp_dot_v1_dot_admin__service__pb2.ListFleetEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearFleetEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vpp.v1.AdminService/ClearFleetEvent',
+            vpp_dot_v1_dot_admin__service__pb2.ClearFleetEventRequest.SerializeToString,
+            vpp_dot_v1_dot_admin__service__pb2.ClearFleetEventResponse.FromString,
             options,
             channel_credentials,
             insecure,
