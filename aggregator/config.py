@@ -147,6 +147,9 @@ class AggregatorConfig(EnvOverridesFile):
     telemetry_interval_s: float = Field(10.0, gt=0)
     heartbeat_interval_s: float = Field(30.0, gt=0)
     telemetry_ttl_s: float = Field(60.0, gt=0, description="latest telemetry expires after this many real s")
+    telemetry_history_s: float = Field(
+        600.0, gt=0, description="telemetry samples kept per house (s of measured time; ~0.5 kB a sample): "
+                                 "what an outage or reconnect delivers late lands here, none twice")
     route_ttl_s: float = Field(90.0, gt=0)
     max_streams: int = Field(5000, ge=1, description="admission: streams this replica accepts")
     leader_lease_s: float = Field(15.0, gt=0, description="dispatch lease TTL (real s); renewed every third")

@@ -54,7 +54,7 @@ class AggregatorServer:
         self.config = config
         self.clock = clock or SystemClock()
         self._owns_store = store is None  # an injected store outlives this server
-        self.store = store or open_store(config.store_url)
+        self.store = store or open_store(config.store_url, telemetry_history_s=config.telemetry_history_s)
         self.metrics = AggregatorMetrics()
         self.sessions = SessionRegistry()
         self.elector = LeaderElector(self.store, config.replica_id, config.leader_lease_s, self.metrics)

@@ -66,10 +66,24 @@ class StateStore(Protocol):
         ...
 
     async def put_telemetry(self, house_id: str, telemetry: SiteTelemetry, ttl_s: float) -> None:
-        """Store the latest telemetry; it disappears after ``ttl_s`` real seconds."""
+        """Store one telemetry sample; when this returns it is stored (the aggregator acks it then).
+
+        The sample joins the house's history (the last ``telemetry_history_s`` of
+        samples by ``measured_at``, older ones trimmed) and becomes the latest
+        unless a newer one is in; the latest disappears after ``ttl_s`` real
+        seconds.  Storing an identical sample again changes nothing, so an
+        agent may resend a sample whose ack it did not get; a late older
+        sample takes its place in the history.
+        """
         ...
 
-    async def get_telemetry(self, house_id: str) -> SiteTelemetry | None: ...
+    async def get_telemetry(self, house_id: str) -> SiteTelemetry | None:
+        """The newest sample, None if there is none within its TTL."""
+        ...
+
+    async def telemetry_history(self, house_id: str) -> list[SiteTelemetry]:
+        """The kept samples, oldest first."""
+        ...
 
     async def put_flexibility(self, house_id: str, flexibility: Flexibility) -> None: ...
 

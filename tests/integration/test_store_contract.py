@@ -672,3 +672,21 @@ async def test_feeder_envelope_roundtrip_expiry_and_apart_from_overrides(backend
         while await store.get_feeder_envelope("h1") is not None:
             assert time.monotonic() < deadline, "envelope did not expire"
             await asyncio.sleep(0.05)
+
+
+async def test_telemetry_history_keeps_every_sample_once_in_order(store: StateStore) -> None:
+    """Resends after a lost ack do not duplicate; a late older sample joins the history but never
+    replaces the newer latest; samples older than the history window (by measured time) are trimmed."""
+    def sample(s: float) -> SiteTelemetry:
+        return SiteTelemetry(T0 + timedelta(seconds=s), Measurement(100.0 + s, Validity.VALID, T0),
+                             *(Measurement.missing() for _ in range(4)))
+
+    for s in (0, 10, 30):
+        await store.put_telemetry("h1", sample(s), LONG_TTL_S)
+    await store.put_telemetry("h1", sample(10), LONG_TTL_S)  # a resend
+    await store.put_telemetry("h1", sample(20), LONG_TTL_S)  # late, older than the latest
+    assert await store.get_telemetry("h1") == sample(30)
+    assert await store.telemetry_history("h1") == [sample(s) for s in (0, 10, 20, 30)]
+    assert await store.telemetry_history("h2") == []
+    await store.put_telemetry("h1", sample(615), LONG_TTL_S)  # default window 600 s: 0 and 10 fall out
+    assert await store.telemetry_history("h1") == [sample(s) for s in (20, 30, 615)]
