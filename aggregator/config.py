@@ -148,8 +148,9 @@ class AggregatorConfig(EnvOverridesFile):
     heartbeat_interval_s: float = Field(30.0, gt=0)
     telemetry_ttl_s: float = Field(60.0, gt=0, description="latest telemetry expires after this many real s")
     telemetry_history_s: float = Field(
-        600.0, gt=0, description="telemetry samples kept per house (s of measured time; ~0.5 kB a sample): "
-                                 "what an outage or reconnect delivers late lands here, none twice")
+        0.0, ge=0, description="telemetry samples kept per house (s of measured time; ~0.5 kB a sample in "
+                               "Redis): what an outage or reconnect delivers late lands here, none twice; "
+                               "0 = the newest only")
     route_ttl_s: float = Field(90.0, gt=0)
     max_streams: int = Field(5000, ge=1, description="admission: streams this replica accepts")
     max_connection_age_s: float = Field(

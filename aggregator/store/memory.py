@@ -28,9 +28,10 @@ from .base import HouseRecord, PlanVersionConflict, StaleFencingToken
 
 __all__ = ["DEFAULT_TELEMETRY_HISTORY_S", "MemoryStore"]
 
-# Samples kept per house: enough to ride out a store outage or a reconnect and to show
-# that none went missing; ~0.5 kB a sample (10 s telemetry: ~30 kB a house).
-DEFAULT_TELEMETRY_HISTORY_S = 600.0
+# Telemetry history per house, in seconds of measured time: off by default (0: only the
+# newest sample is kept), because it costs ~0.5 kB a sample in Redis and ~2 kB in memory
+# (10 s telemetry, 10 min: 30-120 kB a house).
+DEFAULT_TELEMETRY_HISTORY_S = 0.0
 
 _V = TypeVar("_V")
 
@@ -84,7 +85,9 @@ class MemoryStore:
     def __init__(self, *, time_fn: Callable[[], float] = time.monotonic,
                  telemetry_history_s: float = DEFAULT_TELEMETRY_HISTORY_S) -> None:
         self._now = time_fn
-        self._history_s = check_ttl(telemetry_history_s)
+        if not telemetry_history_s >= 0:
+            raise ValueError(f"telemetry_history_s must be >= 0, got {telemetry_history_s}")
+        self._history_s = telemetry_history_s
         self._history: dict[str, list[SiteTelemetry]] = {}  # by measured_at
         self._houses: dict[str, HouseRecord] = {}
         self._routes: dict[str, _Expiring[str]] = {}

@@ -6,7 +6,8 @@ Key layout (``ns`` is the namespace, ``vpp`` by default)::
     {ns}:house:{id}           HASH hello (JSON), first_seen, last_hello (ISO 8601)
     {ns}:route:{id}           STRING replica id, PX ttl
     {ns}:telemetry:{id}       STRING SiteTelemetry JSON (the newest), PX ttl
-    {ns}:telhist:{id}         ZSET SiteTelemetry JSON by measured_at (ms), the last telemetry_history_s
+    {ns}:telhist:{id}         ZSET SiteTelemetry JSON by measured_at (ms): the last telemetry_history_s
+                              (0, the default: the newest only, to tell a late sample from a new one)
     {ns}:flex:{id}            STRING Flexibility JSON
     {ns}:plan:{id}            HASH version (int), plan (DispatchPlan JSON)
     {ns}:planver:{id}         INCR counter behind next_plan_version
@@ -169,7 +170,7 @@ local newest = ms
 if top[2] and tonumber(top[2]) > ms then newest = tonumber(top[2]) end
 redis.call('ZADD', KEYS[2], ms, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (newest - tonumber(ARGV[4])))
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], math.max(tonumber(ARGV[4]), tonumber(ARGV[3])))
 if newest == ms then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 end
@@ -225,7 +226,9 @@ class RedisStore:
             socket_connect_timeout=connect_timeout_s,
         )
         self._ns = namespace
-        self._history_ms = _ttl_ms(telemetry_history_s)
+        if not telemetry_history_s >= 0:
+            raise ValueError(f"telemetry_history_s must be >= 0, got {telemetry_history_s}")
+        self._history_ms = round(telemetry_history_s * 1000)
         self._put_telemetry = self._redis.register_script(_PUT_TELEMETRY_LUA)
         self._acquire = self._redis.register_script(_ACQUIRE_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)

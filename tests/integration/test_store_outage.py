@@ -81,7 +81,8 @@ def own_redis() -> Iterator[OwnRedis]:
 
 @pytest.fixture
 async def server(own_redis: OwnRedis) -> AsyncIterator[AggregatorServer]:
-    store = RedisStore(f"redis://127.0.0.1:{own_redis.port}/0", socket_timeout_s=0.5, connect_timeout_s=0.3)
+    store = RedisStore(f"redis://127.0.0.1:{own_redis.port}/0", socket_timeout_s=0.5, connect_timeout_s=0.3,
+                       telemetry_history_s=600.0)  # to see every sample, not only the newest
     cfg = AggregatorConfig(listen="127.0.0.1:0", admin_listen="127.0.0.1:0", insecure=True, metrics_port=None,
                            replica_id="r1")
     srv = AggregatorServer(cfg, store=store)
