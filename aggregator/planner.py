@@ -31,6 +31,7 @@ import numpy as np
 from aggregator.config import FeederConfig, PlanningConfig
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
 from aggregator.dispatch.optimise import DispatchResult, optimise
+from aggregator.dispatch.plans import shift_plan
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.highs_block import start_highs_quietly
 from aggregator.dispatch.solver_pool import WarmSolverPool, exit_with_parent
@@ -55,14 +56,18 @@ log = logging.getLogger(__name__)
 _WARM_BLOCKS: WarmSolverPool | None = None  # per solver process: each block's basis, kept between cycles
 
 
-def optimise_job(problem: FleetProblem, previous: dict[str, DispatchPlan], now: datetime) -> DispatchResult:
+def optimise_job(problem: FleetProblem, now: datetime) -> DispatchResult:
     """Runs in a solver process (a module-level function, so it pickles).  The process lives
-    as long as the planner's pool, so it keeps each block's basis and re-plans start warm."""
+    as long as the planner's pool, so it keeps each block's basis and re-plans start warm.
+
+    The previous plans stay here: sending every house's plan to the solver process each
+    cycle costs more than the solve (seconds at thousands of houses); the few houses
+    whose block fails get their previous plan shifted in the service instead."""
     global _WARM_BLOCKS
     if _WARM_BLOCKS is None:
         start_highs_quietly()  # a dedicated process: HiGHS' banner does not go into the service's log
         _WARM_BLOCKS = WarmSolverPool(workers=0)  # in this process: no processes to shut down
-    return optimise(problem, DispatchOptions(), previous, now=now, pool=_WARM_BLOCKS)
+    return optimise(problem, DispatchOptions(), None, now=now, pool=_WARM_BLOCKS)
 
 
 def warm_up_job() -> bool:
@@ -449,12 +454,11 @@ class Planner:
         if terminal == "mean_price":  # stored energy worth the horizon's mean of buying and selling it
             terminal = float(np.mean((imp + exp) / 2))
         problem = replace(problem, terminal_value_per_kwh=terminal)
-        previous = {i.house_id: p for i in inputs if (p := await self._store.get_plan(i.house_id)) is not None}
         solve_started = time.perf_counter()
         try:
             async with asyncio.timeout(self._cfg.solve_time_limit_s):
                 result = await asyncio.get_running_loop().run_in_executor(
-                    self._solver_pool(), optimise_job, problem, previous, now)
+                    self._solver_pool(), optimise_job, problem, now)
         except TimeoutError:
             log.warning("fleet solve exceeded %.0f s; the current plans stay", self._cfg.solve_time_limit_s)
             return []
@@ -467,9 +471,15 @@ class Planner:
         self._metrics.flexibility_down.set(self._flex_down)
         if result.relaxations:
             log.warning("limits relaxed in this cycle: %s", result.relaxations[:5])
+        plans = dict(result.plans)
+        for house_id in result.fallback_houses:  # its block failed: the previous plan, shifted, if any is left
+            old = await self._store.get_plan(house_id)
+            shifted = shift_plan(old, now, old.version) if old is not None else None
+            if shifted is not None:
+                plans[house_id] = shifted
         written = []
         limits = {i.house_id: i.limits for i in inputs}
-        for house_id, plan in sorted(result.plans.items()):
+        for house_id, plan in sorted(plans.items()):
             await asyncio.sleep(0)
             version = await self._store.next_plan_version(house_id)
             valid_until = min(plan.valid_until, plan.valid_from + timedelta(seconds=self._cfg.lease_s))
