@@ -471,16 +471,17 @@ class Planner:
         self._metrics.flexibility_down.set(self._flex_down)
         if result.relaxations:
             log.warning("limits relaxed in this cycle: %s", result.relaxations[:5])
-        plans = dict(result.plans)
+        shifted: dict[str, DispatchPlan] = {}
         for house_id in result.fallback_houses:  # its block failed: the previous plan, shifted, if any is left
             old = await self._store.get_plan(house_id)
-            shifted = shift_plan(old, now, old.version) if old is not None else None
-            if shifted is not None:
-                plans[house_id] = shifted
+            if old is not None and (moved := shift_plan(old, now, old.version)) is not None:
+                shifted[house_id] = moved
         written = []
         limits = {i.house_id: i.limits for i in inputs}
-        for house_id, plan in sorted(plans.items()):
+        for house_id in sorted(result.plans):
             await asyncio.sleep(0)
+            # made here, one house at a time, from the arrays the solver process sent
+            plan = shifted.get(house_id) or result.plans[house_id]
             version = await self._store.next_plan_version(house_id)
             valid_until = min(plan.valid_until, plan.valid_from + timedelta(seconds=self._cfg.lease_s))
             plan = replace(plan, plan_id=str(uuid.uuid4()), version=version, created_at=self._clock.now(),

@@ -108,7 +108,8 @@ def run_level(n: int, procs: int, cycle_s: float, measure_s: float) -> dict[str,
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     agg = subprocess.Popen([sys.executable, "-m", "aggregator.cli", "serve", "--insecure", "--listen",
                             f"127.0.0.1:{port}", "--admin-listen", "127.0.0.1:0", "--metrics-port", "0"],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           env=env, stdout=subprocess.DEVNULL,
+                           stderr=open(f"/tmp/vpp-bench-aggregator-{n}.log", "wb"))  # noqa: SIM115
     try:
         agg_ps = psutil.Process(agg.pid)
         time.sleep(2.0)

@@ -10,10 +10,19 @@ from __future__ import annotations
 import gc
 import time
 from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aggregator.dispatch.plans import Relaxation, build_plans, relaxations, self_consumption_plan, shift_plan
+from aggregator.dispatch.plans import (
+    LazyPlans,
+    PackedPlans,
+    Relaxation,
+    pack_plans,
+    relaxations,
+    self_consumption_plan,
+    shift_plan,
+)
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.solve import BlockResult, FleetSolution, block_tasks, iter_blocks
 from aggregator.dispatch.solver_pool import WarmSolverPool
@@ -24,7 +33,7 @@ from vpp_common.messages import DispatchPlan
 class DispatchResult:
     """Plans for every house; ``status`` is "optimal", "partial" (some fallbacks) or "fallback"."""
 
-    plans: dict[str, DispatchPlan]
+    plans: Mapping[str, DispatchPlan]  # fleet order; made from packed arrays on first lookup (LazyPlans)
     cost: float  # currency over the horizon, solved blocks only; includes penalties, minus terminal value
     relaxations: list[Relaxation]
     status: str
@@ -53,7 +62,7 @@ def optimise(
     tasks = block_tasks(problem)
     sol = FleetSolution(prepare_s=time.perf_counter() - t0)
     results: dict[int, BlockResult] = {}
-    by_block: dict[int, dict[str, DispatchPlan]] = {}
+    by_block: dict[int, PackedPlans] = {}
     plans_s = 0.0
     # Plans of a solved block are built while the workers solve the others: on a warm
     # re-plan building plans takes longer than solving.  The plans are millions of small
@@ -67,7 +76,7 @@ def optimise(
             results[i] = r
             if not isinstance(r, str):
                 tp = time.perf_counter()
-                by_block[i] = build_plans(problem, [r], created_at=now, version=version)
+                by_block[i] = pack_plans(problem, r, created_at=now, version=version)
                 plans_s += time.perf_counter() - tp
     finally:
         if gc_was_on:
@@ -76,7 +85,7 @@ def optimise(
         sol.add(h, results[i])
     t1 = time.perf_counter()
     sol.wall_s = t1 - t0
-    built = {hid: plan for i in sorted(by_block) for hid, plan in by_block[i].items()}
+    built: dict[str, DispatchPlan] = {}  # fallbacks
     fallback: list[str] = []
     for houses, why in sol.failed:
         for h in houses:
@@ -85,7 +94,7 @@ def optimise(
             shifted = shift_plan(old, now, version) if old is not None else None
             built[hid] = shifted or self_consumption_plan(problem, int(h), created_at=now, version=version, why=why)
             fallback.append(hid)
-    plans = {hid: built[hid] for hid in problem.house_ids if hid in built}  # fleet order
+    plans = LazyPlans([by_block[i] for i in sorted(by_block)], built, problem.house_ids)  # fleet order
     status = "optimal" if not sol.failed else ("fallback" if not sol.blocks else "partial")
     t2 = time.perf_counter()
     return DispatchResult(
