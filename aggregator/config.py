@@ -147,8 +147,16 @@ class AggregatorConfig(EnvOverridesFile):
     telemetry_interval_s: float = Field(10.0, gt=0)
     heartbeat_interval_s: float = Field(30.0, gt=0)
     telemetry_ttl_s: float = Field(60.0, gt=0, description="latest telemetry expires after this many real s")
+    telemetry_history_s: float = Field(
+        0.0, ge=0, description="telemetry samples kept per house (s of measured time; ~0.5 kB a sample in "
+                               "Redis): what an outage or reconnect delivers late lands here, none twice; "
+                               "0 = the newest only")
     route_ttl_s: float = Field(90.0, gt=0)
     max_streams: int = Field(5000, ge=1, description="admission: streams this replica accepts")
+    max_connection_age_s: float = Field(
+        2700.0, gt=0, description="real s after which a connection is closed (GOAWAY) so that its agent "
+                                  "reconnects, possibly to another replica: streams rebalance after a scale-out")
+    max_connection_age_grace_s: float = Field(60.0, ge=0, description="real s a stream may run on after that")
     leader_lease_s: float = Field(15.0, gt=0, description="dispatch lease TTL (real s); renewed every third")
     drain_grace_s: float = Field(5.0, ge=0)
     planning: PlanningConfig = PlanningConfig()

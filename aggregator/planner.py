@@ -32,6 +32,7 @@ from aggregator.config import FeederConfig, PlanningConfig
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
 from aggregator.dispatch.events import FleetEvent
 from aggregator.dispatch.optimise import DispatchResult, EventReport, event_prices_for, optimise
+from aggregator.dispatch.plans import shift_plan
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.highs_block import start_highs_quietly
 from aggregator.dispatch.solver_pool import WarmSolverPool, exit_with_parent
@@ -56,16 +57,20 @@ log = logging.getLogger(__name__)
 _WARM_BLOCKS: WarmSolverPool | None = None  # per solver process: each block's basis, kept between cycles
 
 
-def optimise_job(problem: FleetProblem, previous: dict[str, DispatchPlan], now: datetime,
-                 events: Sequence[FleetEvent] = (), last_events: Sequence[EventReport] = ()) -> DispatchResult:
+def optimise_job(problem: FleetProblem, now: datetime, events: Sequence[FleetEvent] = (),
+                 last_events: Sequence[EventReport] = ()) -> DispatchResult:
     """Runs in a solver process (a module-level function, so it pickles).  The process lives
     as long as the planner's pool, so it keeps each block's basis and re-plans start warm.
-    ``last_events``: the previous cycle's event reports; their prices start the coordination."""
+    ``last_events``: the previous cycle's event reports; their prices start the coordination.
+
+    The previous plans stay in the service: sending every house's plan to the solver
+    process each cycle costs more than the solve (seconds at thousands of houses); the few
+    houses whose block fails get their previous plan shifted in the service instead."""
     global _WARM_BLOCKS
     if _WARM_BLOCKS is None:
         start_highs_quietly()  # a dedicated process: HiGHS' banner does not go into the service's log
         _WARM_BLOCKS = WarmSolverPool(workers=0)  # in this process: no processes to shut down
-    return optimise(problem, DispatchOptions(), previous, now=now, pool=_WARM_BLOCKS, events=events,
+    return optimise(problem, DispatchOptions(), None, now=now, pool=_WARM_BLOCKS, events=events,
                     event_prices=event_prices_for(problem, last_events) if events and last_events else None)
 
 
@@ -485,13 +490,12 @@ class Planner:
         if terminal == "mean_price":  # stored energy worth the horizon's mean of buying and selling it
             terminal = float(np.mean((imp + exp) / 2))
         problem = replace(problem, terminal_value_per_kwh=terminal)
-        previous = {i.house_id: p for i in inputs if (p := await self._store.get_plan(i.house_id)) is not None}
         events = events_to_slots(await self._store.list_fleet_events(), start, self._cfg.slot_s)
         solve_started = time.perf_counter()
         try:
             async with asyncio.timeout(self._cfg.solve_time_limit_s):
                 result = await asyncio.get_running_loop().run_in_executor(
-                    self._solver_pool(), optimise_job, problem, previous, now, events, self.last_event_reports)
+                    self._solver_pool(), optimise_job, problem, now, events, self.last_event_reports)
         except TimeoutError:
             log.warning("fleet solve exceeded %.0f s; the current plans stay", self._cfg.solve_time_limit_s)
             return []
@@ -510,10 +514,17 @@ class Planner:
             log.info("fleet %s event %s: %d slots, cap %.0f..%.0f W, worst excess %.0f W, gap %.3f %% after %d "
                      "rounds%s", rep.direction, rep.event_id, len(rep.cap_w), min(rep.cap_w), max(rep.cap_w),
                      max(over, 0.0), 100 * rep.gap_rel, rep.rounds, "" if rep.converged else " (round limit)")
+        shifted: dict[str, DispatchPlan] = {}
+        for house_id in result.fallback_houses:  # its block failed: the previous plan, shifted, if any is left
+            old = await self._store.get_plan(house_id)
+            if old is not None and (moved := shift_plan(old, now, old.version)) is not None:
+                shifted[house_id] = moved
         written = []
         limits = {i.house_id: i.limits for i in inputs}
-        for house_id, plan in sorted(result.plans.items()):
+        for house_id in sorted(result.plans):
             await asyncio.sleep(0)
+            # made here, one house at a time, from the arrays the solver process sent
+            plan = shifted.get(house_id) or result.plans[house_id]
             version = await self._store.next_plan_version(house_id)
             valid_until = min(plan.valid_until, plan.valid_from + timedelta(seconds=self._cfg.lease_s))
             plan = replace(plan, plan_id=str(uuid.uuid4()), version=version, created_at=self._clock.now(),

@@ -43,9 +43,16 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.max_connection_age_ms", 45 * 60_000),
-    ("grpc.max_connection_age_grace_ms", 60_000),
 ]
+
+
+def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
+    """Keepalive as agreed with the agent, and a maximum connection age: a stream older than
+    ``max_connection_age_s`` (+ grace) is closed (GOAWAY), its agent reconnects and its channel
+    picks a replica at random again, so streams spread onto a replica that joined later."""
+    return [*SERVER_OPTIONS,
+            ("grpc.max_connection_age_ms", round(config.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(config.max_connection_age_grace_s * 1000))]
 
 
 class AggregatorServer:
@@ -54,7 +61,7 @@ class AggregatorServer:
         self.config = config
         self.clock = clock or SystemClock()
         self._owns_store = store is None  # an injected store outlives this server
-        self.store = store or open_store(config.store_url)
+        self.store = store or open_store(config.store_url, telemetry_history_s=config.telemetry_history_s)
         self.metrics = AggregatorMetrics()
         self.sessions = SessionRegistry()
         self.elector = LeaderElector(self.store, config.replica_id, config.leader_lease_s, self.metrics)
@@ -90,7 +97,7 @@ class AggregatorServer:
         return self._metrics_server.url if self._metrics_server else None
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=server_options(self.config))
         fs_grpc.add_FleetServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         tls = self.config.tls

@@ -104,10 +104,12 @@ def run_level(n: int, procs: int, cycle_s: float, measure_s: float) -> dict[str,
 
     port = free_port()
     env = dict(os.environ, VPP_AGG_PLANNING__CYCLE_S=str(cycle_s), VPP_AGG_MAX_STREAMS=str(max(n * 2, 10)),
-               VPP_AGG_REPLICA_ID="bench", PYTHONPATH=str(ROOT))
+               VPP_AGG_REPLICA_ID="bench",
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     agg = subprocess.Popen([sys.executable, "-m", "aggregator.cli", "serve", "--insecure", "--listen",
                             f"127.0.0.1:{port}", "--admin-listen", "127.0.0.1:0", "--metrics-port", "0"],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           env=env, stdout=subprocess.DEVNULL,
+                           stderr=open(f"/tmp/vpp-bench-aggregator-{n}.log", "wb"))  # noqa: SIM115
     try:
         agg_ps = psutil.Process(agg.pid)
         time.sleep(2.0)

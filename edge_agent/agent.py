@@ -275,7 +275,12 @@ class EdgeAgent:
         """Telemetry every interval; a Heartbeat instead while the device gives nothing new."""
         await self._snapshot_ready.wait()
         sent: object = None
+        dropped = 0
         while True:
+            self.metrics.telemetry_unacked.set(self.uplink.telemetry_unacked)
+            if self.uplink.telemetry_dropped > dropped:
+                self.metrics.telemetry_dropped.inc(self.uplink.telemetry_dropped - dropped)
+                dropped = self.uplink.telemetry_dropped
             if self.uplink.connected and self.snapshot is not None:
                 if self.snapshot.telemetry is not sent:
                     self.uplink.send(self.snapshot.telemetry)

@@ -17,7 +17,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from aggregator.dispatch.events import EventSolve, FleetEvent, solve_with_events
-from aggregator.dispatch.plans import Relaxation, build_plans, relaxations, self_consumption_plan, shift_plan
+from aggregator.dispatch.plans import (
+    LazyPlans,
+    PackedPlans,
+    Relaxation,
+    pack_plans,
+    relaxations,
+    self_consumption_plan,
+    shift_plan,
+)
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.solve import BlockResult, FleetSolution, block_tasks, iter_blocks
 from aggregator.dispatch.solver_pool import WarmSolverPool
@@ -51,7 +59,7 @@ class EventReport:
 class DispatchResult:
     """Plans for every house; ``status`` is "optimal", "partial" (some fallbacks) or "fallback"."""
 
-    plans: dict[str, DispatchPlan]
+    plans: Mapping[str, DispatchPlan]  # fleet order; made from packed arrays on first lookup (LazyPlans)
     cost: float  # currency over the horizon, solved blocks only; includes penalties, minus terminal value
     relaxations: list[Relaxation]
     status: str
@@ -95,7 +103,7 @@ def optimise(
     tasks = block_tasks(problem)
     sol = FleetSolution(prepare_s=time.perf_counter() - t0)
     results: dict[int, BlockResult] = {}
-    by_block: dict[int, dict[str, DispatchPlan]] = {}
+    by_block: dict[int, PackedPlans] = {}
     plans_s = 0.0
     # Plans of a solved block are built while the workers solve the others: on a warm
     # re-plan building plans takes longer than solving.  The plans are millions of small
@@ -109,7 +117,7 @@ def optimise(
             results[i] = r
             if not isinstance(r, str):
                 tp = time.perf_counter()
-                by_block[i] = build_plans(problem, [r], created_at=now, version=version)
+                by_block[i] = pack_plans(problem, r, created_at=now, version=version)
                 plans_s += time.perf_counter() - tp
     finally:
         if gc_was_on:
@@ -118,16 +126,8 @@ def optimise(
         sol.add(h, results[i])
     t1 = time.perf_counter()
     sol.wall_s = t1 - t0
-    built = {hid: plan for i in sorted(by_block) for hid, plan in by_block[i].items()}
-    fallback: list[str] = []
-    for houses, why in sol.failed:
-        for h in houses:
-            hid = problem.house_ids[h]
-            old = (previous or {}).get(hid)
-            shifted = shift_plan(old, now, version) if old is not None else None
-            built[hid] = shifted or self_consumption_plan(problem, int(h), created_at=now, version=version, why=why)
-            fallback.append(hid)
-    plans = {hid: built[hid] for hid in problem.house_ids if hid in built}  # fleet order
+    built, fallback = _fallbacks(problem, sol, previous, now, version)
+    plans = LazyPlans([by_block[i] for i in sorted(by_block)], built, problem.house_ids)  # fleet order
     status = "optimal" if not sol.failed else ("fallback" if not sol.blocks else "partial")
     t2 = time.perf_counter()
     return DispatchResult(
@@ -222,10 +222,10 @@ def _optimise_with_events(
     es = solve_with_events(problem, options, events, pool=pool, baseline=base, start_prices=event_prices)
     sol = es.solution
     t1 = time.perf_counter()
-    built = build_plans(problem, sol.blocks, created_at=now, version=version, extra_reasons=_event_reasons(problem, es))
+    extra = _event_reasons(problem, es)
+    packs = [pack_plans(problem, b, created_at=now, version=version, extra_reasons=extra) for b in sol.blocks]
     fb, fallback = _fallbacks(problem, sol, previous, now, version)
-    built.update(fb)
-    plans = {hid: built[hid] for hid in problem.house_ids if hid in built}
+    plans = LazyPlans(packs, fb, problem.house_ids)
     status = "optimal" if not sol.failed else ("fallback" if not sol.blocks else "partial")
     rel = relaxations(problem, sol.blocks)
     reports: list[EventReport] = []

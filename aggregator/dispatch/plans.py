@@ -7,7 +7,7 @@ import - export (import > 0).  Envelopes are in W in the same convention.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -141,6 +141,157 @@ def _feeder_budgets(sub: FleetProblem, grid_w: np.ndarray) -> tuple[np.ndarray, 
     return grid_w - w_e * head_e[sub.feeder_of], grid_w + w_i * head_i[sub.feeder_of]
 
 
+@dataclass(frozen=True)
+class PackedPlans:
+    """The plans of one solved block as arrays, (houses, slots) each.
+
+    A solver process sends these rather than DispatchPlan objects: a plan is ~400
+    small objects, and pickling them across the process boundary cost more than the
+    solve at thousands of houses.  :meth:`plan` makes one house's DispatchPlan.
+    """
+
+    house_ids: tuple[str, ...]
+    battery_ids: tuple[str, ...]
+    plan_ids: tuple[str, ...]
+    start: datetime
+    slot_s: int
+    version: int
+    created_at: datetime
+    valid_for: timedelta
+    target_w: np.ndarray  # battery target, charging > 0
+    env_lo_w: np.ndarray  # battery envelope
+    env_hi_w: np.ndarray
+    grid_lo_w: np.ndarray  # grid exchange envelope, import > 0
+    grid_hi_w: np.ndarray
+    reason_codes: np.ndarray  # index into reasons
+    reasons: tuple[str, ...]
+
+    def plan(self, k: int) -> DispatchPlan:
+        t = self.target_w.shape[1]
+        starts = [self.start + timedelta(seconds=s * self.slot_s) for s in range(t)]
+        bid, reasons = self.battery_ids[k], self.reasons
+        rows = zip(starts, self.target_w[k].tolist(), self.env_lo_w[k].tolist(), self.env_hi_w[k].tolist(),
+                   self.grid_lo_w[k].tolist(), self.grid_hi_w[k].tolist(), self.reason_codes[k].tolist(),
+                   strict=True)
+        slots = tuple(PlanSlot(start=st, setpoints=(Setpoint(bid, tgt, Envelope(lo, hi)),),
+                               grid_envelope=Envelope(g_lo, g_hi), reason=reasons[r])
+                      for st, tgt, lo, hi, g_lo, g_hi, r in rows)
+        return DispatchPlan(
+            plan_id=self.plan_ids[k],
+            version=self.version,
+            created_at=self.created_at,
+            valid_from=self.start,
+            valid_until=self.start + self.valid_for,
+            slot_duration_s=self.slot_s,
+            slots=slots,
+            fallback=FallbackMode.SELF_CONSUMPTION,
+        )
+
+
+def pack_plans(
+    p: FleetProblem,
+    b: BlockSolution,
+    *,
+    created_at: datetime,
+    version: int,
+    valid_for: timedelta | None = None,
+    extra_reasons: Mapping[int, Sequence[str]] | None = None,
+) -> PackedPlans:
+    """The plans of one solved block (see :func:`build_plans`), as arrays."""
+    sub = p.subset(b.houses)
+    reasons = _reasons(p, b, sub)
+    n, t = len(b.houses), p.t
+    bat = np.clip(b.charge_w - b.discharge_w, -p.max_discharge_w[b.houses, None], p.max_charge_w[b.houses, None]).tolist()
+    grid = (b.import_w - b.export_w + b.over_import_w - b.over_export_w).tolist()
+    cap_exp, cap_imp = p.max_export_w[b.houses].tolist(), p.max_import_w[b.houses].tolist()
+    max_ch, max_dis = p.max_charge_w[b.houses].tolist(), p.max_discharge_w[b.houses].tolist()
+    g_lo_all, g_hi_all = _feeder_budgets(sub, b.import_w - b.export_w + b.over_import_w - b.over_export_w)
+    g_lo_all, g_hi_all = g_lo_all.tolist(), g_hi_all.tolist()
+    room_later = _export_binds_later(sub, b)[sub.feeder_of].tolist()
+    env_lo, env_hi = np.empty((n, t)), np.empty((n, t))
+    grid_lo, grid_hi = np.empty((n, t)), np.empty((n, t))
+    codes = np.empty((n, t), dtype=np.int32)
+    table: dict[str, int] = {}
+    for k, h in enumerate(b.houses.tolist()):
+        elo, ehi, glo, ghi, ck = [], [], [], [], []
+        extra = extra_reasons.get(h) if extra_reasons else None
+        for s in range(t):
+            tgt = bat[k][s]
+            why = reasons[k][s]
+            if extra and extra[s]:
+                why = extra[s] if why == "self-consumption" else f"{why}; {extra[s]}"
+            g = grid[k][s]
+            g_lo = max(g_lo_all[k][s], -cap_exp[k][s])  # the house's share of the feeder's export budget
+            g_hi = min(g_hi_all[k][s], cap_imp[k][s])
+            glo.append(min(g_lo, g))
+            ghi.append(max(g_hi, g))
+            # The agent follows its real house balance within the envelope, so forecast errors
+            # land where they do least harm: fixed where a shared limit binds or the battery sells
+            # to the grid; wide open where the plan is plain self-consumption; otherwise the plan's
+            # intent is a bound (keep at least this much charge / charge at least this much from
+            # the grid: [tgt, P_ch]; leave room, export the rest: [-P_dis, tgt]).
+            p_ch, p_dis = max_ch[k], max_dis[k]
+            if "binds" in why or "relaxed" in why or (tgt < -TOL_W and g < -TOL_W):
+                lo, hi = tgt, tgt  # the fleet needs exactly this
+            elif abs(g) <= TOL_W and tgt >= 0 and room_later[k][s]:
+                # the feeder's export limit binds later today: the room planned for it is kept,
+                # more PV than forecast now is exported while the feeder can take it
+                lo, hi = -p_dis, tgt
+            elif abs(g) <= TOL_W:
+                lo, hi = -p_dis, p_ch
+            elif g > 0:
+                lo, hi = min(tgt, p_ch), p_ch
+            else:
+                lo, hi = -p_dis, max(tgt, -p_dis)
+            elo.append(lo)
+            ehi.append(hi)
+            ck.append(table.setdefault(why, len(table)))
+        env_lo[k], env_hi[k], grid_lo[k], grid_hi[k], codes[k] = elo, ehi, glo, ghi, ck
+    return PackedPlans(
+        house_ids=tuple(p.house_ids[h] for h in b.houses.tolist()),
+        battery_ids=tuple(p.battery_ids[h] for h in b.houses.tolist()),
+        plan_ids=tuple(str(uuid.uuid4()) for _ in range(n)),
+        start=p.start, slot_s=p.slot_s, version=version, created_at=created_at,
+        valid_for=valid_for or timedelta(seconds=p.slot_s * p.t),
+        target_w=np.asarray(bat, dtype=float).reshape(n, t), env_lo_w=env_lo, env_hi_w=env_hi,
+        grid_lo_w=grid_lo, grid_hi_w=grid_hi, reason_codes=codes, reasons=tuple(table),
+    )
+
+
+class LazyPlans(Mapping[str, DispatchPlan]):
+    """House id -> DispatchPlan, made from :class:`PackedPlans` when first looked up (then kept).
+
+    Pickles as the packed arrays and the ready plans (fallbacks), never the plans made
+    from arrays: cheap to send from a solver process.
+    """
+
+    def __init__(self, packs: Sequence[PackedPlans], ready: Mapping[str, DispatchPlan], order: Sequence[str]) -> None:
+        self._packs = list(packs)
+        self._ready = dict(ready)
+        self._where = {hid: (i, k) for i, pk in enumerate(self._packs) for k, hid in enumerate(pk.house_ids)}
+        self._order = [h for h in order if h in self._where or h in self._ready]
+        self._made: dict[str, DispatchPlan] = {}
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (LazyPlans, (self._packs, self._ready, self._order))
+
+    def __getitem__(self, house_id: str) -> DispatchPlan:
+        plan = self._ready.get(house_id) or self._made.get(house_id)
+        if plan is None:
+            i, k = self._where[house_id]  # KeyError for an unknown house, as a dict
+            plan = self._made[house_id] = self._packs[i].plan(k)
+        return plan
+
+    def __contains__(self, house_id: object) -> bool:
+        return house_id in self._ready or house_id in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
 def build_plans(
     p: FleetProblem,
     blocks: list[BlockSolution],
@@ -152,75 +303,19 @@ def build_plans(
 ) -> dict[str, DispatchPlan]:
     """One DispatchPlan per house of the solved blocks.
 
-    Battery target = charge - discharge; envelope: see the comment in the loop (the
-    agent follows its real house balance within it).  Grid envelope: the house caps,
+    Battery target = charge - discharge; envelope: see the comment in :func:`pack_plans`
+    (the agent follows its real house balance within it).  Grid envelope: the house caps,
     tightened to the house's share of its feeder's limits (``_feeder_budgets``).
 
     ``extra_reasons``: house index -> per-slot text ("" for none) added to the slot's
     reason, e.g. that a fleet event changed the plan.  A text that says "binds" fixes the
     battery envelope to the target, as a binding feeder limit does.
     """
-    valid_for = valid_for or timedelta(seconds=p.slot_s * p.t)
     plans: dict[str, DispatchPlan] = {}
     for b in blocks:
-        sub = p.subset(b.houses)
-        reasons = _reasons(p, b, sub)
-        bat = np.clip(b.charge_w - b.discharge_w, -p.max_discharge_w[b.houses, None], p.max_charge_w[b.houses, None]).tolist()
-        grid = (b.import_w - b.export_w + b.over_import_w - b.over_export_w).tolist()
-        cap_exp, cap_imp = p.max_export_w[b.houses].tolist(), p.max_import_w[b.houses].tolist()
-        max_ch, max_dis = p.max_charge_w[b.houses].tolist(), p.max_discharge_w[b.houses].tolist()
-        g_lo_all, g_hi_all = _feeder_budgets(sub, b.import_w - b.export_w + b.over_import_w - b.over_export_w)
-        g_lo_all, g_hi_all = g_lo_all.tolist(), g_hi_all.tolist()
-        starts = [p.start + timedelta(seconds=s * p.slot_s) for s in range(p.t)]
-        room_later = _export_binds_later(sub, b)[sub.feeder_of].tolist()
-        for k, h in enumerate(b.houses.tolist()):
-            slots = []
-            extra = extra_reasons.get(h) if extra_reasons else None
-            for s in range(p.t):
-                tgt = bat[k][s]
-                why = reasons[k][s]
-                if extra and extra[s]:
-                    why = extra[s] if why == "self-consumption" else f"{why}; {extra[s]}"
-                g = grid[k][s]
-                g_lo = max(g_lo_all[k][s], -cap_exp[k][s])  # the house's share of the feeder's export budget
-                g_hi = min(g_hi_all[k][s], cap_imp[k][s])
-                g_env = Envelope(min(g_lo, g), max(g_hi, g))
-                # The agent follows its real house balance within the envelope, so forecast errors
-                # land where they do least harm: fixed where a shared limit binds or the battery sells
-                # to the grid; wide open where the plan is plain self-consumption; otherwise the plan's
-                # intent is a bound (keep at least this much charge / charge at least this much from
-                # the grid: [tgt, P_ch]; leave room, export the rest: [-P_dis, tgt]).
-                p_ch, p_dis = max_ch[k], max_dis[k]
-                if "binds" in why or "relaxed" in why or (tgt < -TOL_W and g < -TOL_W):
-                    env = Envelope(tgt, tgt)  # the fleet needs exactly this
-                elif abs(g) <= TOL_W and tgt >= 0 and room_later[k][s]:
-                    # the feeder's export limit binds later today: the room planned for it is kept,
-                    # more PV than forecast now is exported while the feeder can take it
-                    env = Envelope(-p_dis, tgt)
-                elif abs(g) <= TOL_W:
-                    env = Envelope(-p_dis, p_ch)
-                elif g > 0:
-                    env = Envelope(min(tgt, p_ch), p_ch)
-                else:
-                    env = Envelope(-p_dis, max(tgt, -p_dis))
-                slots.append(
-                    PlanSlot(
-                        start=starts[s],
-                        setpoints=(Setpoint(p.battery_ids[h], tgt, env),),
-                        grid_envelope=g_env,
-                        reason=why,
-                    )
-                )
-            plans[p.house_ids[h]] = DispatchPlan(
-                plan_id=str(uuid.uuid4()),
-                version=version,
-                created_at=created_at,
-                valid_from=p.start,
-                valid_until=p.start + valid_for,
-                slot_duration_s=p.slot_s,
-                slots=tuple(slots),
-                fallback=FallbackMode.SELF_CONSUMPTION,
-            )
+        pk = pack_plans(p, b, created_at=created_at, version=version, valid_for=valid_for,
+                        extra_reasons=extra_reasons)
+        plans.update((hid, pk.plan(k)) for k, hid in enumerate(pk.house_ids))
     return plans
 
 

@@ -232,7 +232,8 @@ def grid_signal_to_proto(signal: GridSignal) -> gr.GridSignal:
 def welcome(house_id: str, replica_id: str, telemetry_interval_s: float, heartbeat_interval_s: float) -> fs.Welcome:
     return fs.Welcome(house_id=house_id, replica_id=replica_id,
                       telemetry_interval=_duration(telemetry_interval_s),
-                      heartbeat_interval=_duration(heartbeat_interval_s))
+                      heartbeat_interval=_duration(heartbeat_interval_s),
+                      telemetry_acks=True)  # every stored Telemetry is answered with a TelemetryAck
 
 
 def drain(reason: str, reconnect_after_s: float = 0.0) -> fs.Drain:

@@ -179,6 +179,8 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
             t = convert.telemetry_from_proto(req.telemetry)
             self._metrics.telemetry_age.observe(max(0.0, (self._clock.now() - t.measured_at).total_seconds()))
             await self._store.put_telemetry(house_id, t, self._telemetry_ttl_s)
+            # stored: the agent may forget it (a StoreError above sends no ack: the agent sends it again)
+            session.outbox.put(ControlItem(fs.ConnectResponse(telemetry_ack=fs.TelemetryAck(sequence=req.sequence))))
             await self._store.set_route(house_id, self._replica_id, self._route_ttl_s)
         elif kind == "flexibility_update":
             await self._store.put_flexibility(house_id, convert.flexibility_from_proto(req.flexibility_update))

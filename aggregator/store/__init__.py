@@ -9,7 +9,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, StateStore, StoreError
-from .memory import MemoryStore
+from .memory import DEFAULT_TELEMETRY_HISTORY_S, MemoryStore
 from .redis_store import RedisStore
 
 __all__ = [
@@ -27,7 +27,7 @@ __all__ = [
 _REDIS_SCHEMES = ("redis", "rediss")
 
 
-def open_store(url: str | None) -> StateStore:
+def open_store(url: str | None, *, telemetry_history_s: float = DEFAULT_TELEMETRY_HISTORY_S) -> StateStore:
     """The store a URL names.
 
     ``None`` or ``memory://`` -> :class:`MemoryStore` (embedded default);
@@ -37,12 +37,12 @@ def open_store(url: str | None) -> StateStore:
     stores.
     """
     if url is None:
-        return MemoryStore()
+        return MemoryStore(telemetry_history_s=telemetry_history_s)
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
-        return MemoryStore()
+        return MemoryStore(telemetry_history_s=telemetry_history_s)
     if scheme in _REDIS_SCHEMES:
-        return RedisStore(url)
+        return RedisStore(url, telemetry_history_s=telemetry_history_s)
     raise ValueError(
         f"unsupported store URL {url!r}: accepted schemes are memory:// (or no URL), redis:// and rediss://"
     )

@@ -82,10 +82,25 @@ class StateStore(Protocol):
         ...
 
     async def put_telemetry(self, house_id: str, telemetry: SiteTelemetry, ttl_s: float) -> None:
-        """Store the latest telemetry; it disappears after ``ttl_s`` real seconds."""
+        """Store one telemetry sample; when this returns it is stored (the aggregator acks it then).
+
+        The sample becomes the latest unless a newer one is in (by
+        ``measured_at``); the latest disappears after ``ttl_s`` real seconds.
+        With a history (``telemetry_history_s`` > 0) it also joins the
+        house's history, the samples of that many seconds before the newest;
+        a late older sample takes its place there.  Storing an identical
+        sample again changes nothing, so an agent may resend a sample whose
+        ack it did not get.
+        """
         ...
 
-    async def get_telemetry(self, house_id: str) -> SiteTelemetry | None: ...
+    async def get_telemetry(self, house_id: str) -> SiteTelemetry | None:
+        """The newest sample, None if there is none within its TTL."""
+        ...
+
+    async def telemetry_history(self, house_id: str) -> list[SiteTelemetry]:
+        """The kept samples, oldest first (without a history: the newest, if any)."""
+        ...
 
     async def put_flexibility(self, house_id: str, flexibility: Flexibility) -> None: ...
 

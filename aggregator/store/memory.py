@@ -14,18 +14,24 @@ silent for good do not keep their last telemetry forever.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
 from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken
 
-__all__ = ["MemoryStore"]
+__all__ = ["DEFAULT_TELEMETRY_HISTORY_S", "MemoryStore"]
+
+# Telemetry history per house, in seconds of measured time: off by default (0: only the
+# newest sample is kept), because it costs ~0.5 kB a sample in Redis and ~2 kB in memory
+# (10 s telemetry, 10 min: 30-120 kB a house).
+DEFAULT_TELEMETRY_HISTORY_S = 0.0
 
 _V = TypeVar("_V")
 
@@ -76,8 +82,13 @@ class _Queue:
 class MemoryStore:
     """Fleet state in this process; see the module docstring."""
 
-    def __init__(self, *, time_fn: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, time_fn: Callable[[], float] = time.monotonic,
+                 telemetry_history_s: float = DEFAULT_TELEMETRY_HISTORY_S) -> None:
         self._now = time_fn
+        if not telemetry_history_s >= 0:
+            raise ValueError(f"telemetry_history_s must be >= 0, got {telemetry_history_s}")
+        self._history_s = telemetry_history_s
+        self._history: dict[str, list[SiteTelemetry]] = {}  # by measured_at
         self._houses: dict[str, HouseRecord] = {}
         self._routes: dict[str, _Expiring[str]] = {}
         self._telemetry: dict[str, _Expiring[SiteTelemetry]] = {}
@@ -154,11 +165,23 @@ class MemoryStore:
     # -- telemetry and flexibility -------------------------------------------
 
     async def put_telemetry(self, house_id: str, telemetry: SiteTelemetry, ttl_s: float) -> None:
-        self._telemetry[house_id] = _Expiring(telemetry, self._now() + check_ttl(ttl_s))
+        expires = self._now() + check_ttl(ttl_s)
+        history = self._history.setdefault(house_id, [])
+        if telemetry in history:
+            return  # a resend
+        bisect.insort(history, telemetry, key=lambda t: t.measured_at)
+        newest = history[-1].measured_at
+        cut = bisect.bisect_left(history, newest - timedelta(seconds=self._history_s), key=lambda t: t.measured_at)
+        del history[:cut]
+        if history[-1] is telemetry:
+            self._telemetry[house_id] = _Expiring(telemetry, expires)
         self._note_ttl_write()
 
     async def get_telemetry(self, house_id: str) -> SiteTelemetry | None:
         return self._live(self._telemetry, house_id)
+
+    async def telemetry_history(self, house_id: str) -> list[SiteTelemetry]:
+        return list(self._history.get(house_id, ()))
 
     async def put_flexibility(self, house_id: str, flexibility: Flexibility) -> None:
         self._flexibility[house_id] = flexibility

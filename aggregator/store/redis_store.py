@@ -5,7 +5,9 @@ Key layout (``ns`` is the namespace, ``vpp`` by default)::
     {ns}:houses               SET of known house ids (so listing needs no SCAN)
     {ns}:house:{id}           HASH hello (JSON), first_seen, last_hello (ISO 8601)
     {ns}:route:{id}           STRING replica id, PX ttl
-    {ns}:telemetry:{id}       STRING SiteTelemetry JSON, PX ttl
+    {ns}:telemetry:{id}       STRING SiteTelemetry JSON (the newest), PX ttl
+    {ns}:telhist:{id}         ZSET SiteTelemetry JSON by measured_at (ms): the last telemetry_history_s
+                              (0, the default: the newest only, to tell a late sample from a new one)
     {ns}:flex:{id}            STRING Flexibility JSON
     {ns}:plan:{id}            HASH version (int), plan (DispatchPlan JSON)
     {ns}:planver:{id}         INCR counter behind next_plan_version
@@ -20,6 +22,10 @@ Telemetry is one JSON string written with ``SET ... PX`` rather than a hash plus
 ``EXPIRE``: the whole message is replaced at once, and a single command leaves
 no window in which the key exists without its TTL.  TTLs are sent in
 milliseconds so that sub-second TTLs (tests, fast heartbeats) keep their value.
+
+A telemetry sample is added to the history and, if it is the newest, written as
+the latest, in one script: a resend of the same sample is the same member (no
+duplicate), and a late older sample never replaces a newer latest.
 
 Everything that must check-then-write (lease acquire/renew/release, route
 clear, the fenced plan write) is a Lua script, so it is atomic across replicas.
@@ -48,7 +54,7 @@ from redis.exceptions import RedisError, ResponseError
 from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
 from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, StoreError
-from .memory import check_ttl
+from .memory import DEFAULT_TELEMETRY_HISTORY_S, check_ttl
 
 __all__ = ["RedisStore"]
 
@@ -163,6 +169,21 @@ return 0
 # ARGV[3] plan JSON.  Returns {0, 0} on success, {1, highest token} if the
 # token is stale, {2, stored version} on a version conflict.  Nothing is
 # written unless both checks pass.
+# KEYS: latest, history.  ARGV: JSON, measured_at ms, ttl ms, history ms.
+_PUT_TELEMETRY_LUA = """
+local ms = tonumber(ARGV[2])
+local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local newest = ms
+if top[2] and tonumber(top[2]) > ms then newest = tonumber(top[2]) end
+redis.call('ZADD', KEYS[2], ms, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (newest - tonumber(ARGV[4])))
+redis.call('PEXPIRE', KEYS[2], math.max(tonumber(ARGV[4]), tonumber(ARGV[3])))
+if newest == ms then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+end
+return 1
+"""
+
 _PUT_PLAN_LUA = """
 local token = tonumber(ARGV[1])
 local version = tonumber(ARGV[2])
@@ -201,6 +222,7 @@ class RedisStore:
         *,
         socket_timeout_s: float = 5.0,
         connect_timeout_s: float = 2.0,
+        telemetry_history_s: float = DEFAULT_TELEMETRY_HISTORY_S,
     ) -> None:
         # Bounded timeouts: a hung Redis must surface as StoreError to the
         # caller's retry logic instead of blocking a replica forever.
@@ -211,6 +233,10 @@ class RedisStore:
             socket_connect_timeout=connect_timeout_s,
         )
         self._ns = namespace
+        if not telemetry_history_s >= 0:
+            raise ValueError(f"telemetry_history_s must be >= 0, got {telemetry_history_s}")
+        self._history_ms = round(telemetry_history_s * 1000)
+        self._put_telemetry = self._redis.register_script(_PUT_TELEMETRY_LUA)
         self._acquire = self._redis.register_script(_ACQUIRE_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)
         self._clear_route = self._redis.register_script(_CLEAR_ROUTE_LUA)
@@ -300,13 +326,20 @@ class RedisStore:
 
     async def put_telemetry(self, house_id: str, telemetry: SiteTelemetry, ttl_s: float) -> None:
         ttl_ms = _ttl_ms(ttl_s)
+        at_ms = round(telemetry.measured_at.timestamp() * 1000)
         async with self._guard("put_telemetry"):
-            await self._redis.set(self._key("telemetry", house_id), _TELEMETRY.encode(telemetry), px=ttl_ms)
+            await self._put_telemetry(keys=[self._key("telemetry", house_id), self._key("telhist", house_id)],
+                                      args=[_TELEMETRY.encode(telemetry), at_ms, ttl_ms, self._history_ms])
 
     async def get_telemetry(self, house_id: str) -> SiteTelemetry | None:
         async with self._guard("get_telemetry"):
             raw = await self._redis.get(self._key("telemetry", house_id))
         return None if raw is None else _TELEMETRY.decode(raw)
+
+    async def telemetry_history(self, house_id: str) -> list[SiteTelemetry]:
+        async with self._guard("telemetry_history"):
+            raw = await self._redis.zrange(self._key("telhist", house_id), 0, -1)
+        return [_TELEMETRY.decode(cast(str, r)) for r in raw]
 
     async def put_flexibility(self, house_id: str, flexibility: Flexibility) -> None:
         async with self._guard("put_flexibility"):

@@ -4,6 +4,14 @@
 then whatever is queued with :meth:`send`; decoded aggregator messages go to
 the callbacks.  When the stream drops it reconnects with exponential backoff
 and jitter (reset after a Welcome).  Generated types stay in this package.
+
+Telemetry is kept until the aggregator says it is stored (``TelemetryAck``,
+announced in the Welcome): a sample that is not acked within ``ack_timeout_s``
+is sent again on the same stream, and every unacked sample is sent again, in
+order, on the next stream.  So a store outage or a dropped stream loses no
+telemetry as long as the agent runs and the backlog stays within
+``telemetry_buffer`` samples (beyond that the oldest are dropped and counted).
+An aggregator without acks gets every sample once, as before.
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ import asyncio
 import json
 import logging
 import random
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,10 +95,19 @@ class UplinkCallbacks:
 OutMessage = SiteTelemetry | Flexibility | PlanStatus
 
 
+@dataclass
+class _Unacked:
+    """A telemetry message the aggregator has not acknowledged yet."""
+
+    request: fs.ConnectRequest
+    stream: int = 0  # the stream it was last sent on (0: not sent yet)
+    sent_at: float = 0.0  # monotonic s
+
+
 class UplinkClient:
     def __init__(self, *, target: str, house_id: str, hello: Callable[[], Hello], callbacks: UplinkCallbacks,
                  backoff: Backoff = Backoff(), tls: TlsFiles | None = None, rng: random.Random | None = None,
-                 outbox_size: int = 256) -> None:
+                 outbox_size: int = 256, telemetry_buffer: int = 720, ack_timeout_s: float = 15.0) -> None:
         self._tls = tls
         self._target = target
         self._house_id = house_id
@@ -101,6 +119,16 @@ class UplinkClient:
         self._outbox: deque[fs.ConnectRequest] = deque(maxlen=outbox_size)
         self._outbox_ready = asyncio.Event()
         self._seq = 0
+        # telemetry until acked, in order (key: a local counter); seq on this stream -> key
+        self._telemetry: OrderedDict[int, _Unacked] = OrderedDict()
+        self._telemetry_key = 0
+        self._telemetry_buffer = telemetry_buffer
+        self._in_flight: dict[int, int] = {}
+        self._stream = 0
+        self._ack_timeout_s = ack_timeout_s
+        self.telemetry_acked = 0
+        self.telemetry_dropped = 0  # evicted from a full buffer before an ack: lost
+        self.telemetry_resent = 0
         self.connected = False
         self.connects = 0
         self.channels = 0  # channels built; grows when a renewed certificate is picked up
@@ -110,8 +138,15 @@ class UplinkClient:
     def send(self, message: OutMessage) -> None:
         """Queue a message; sent on the current stream or after the next connect."""
         if isinstance(message, SiteTelemetry):
-            req = fs.ConnectRequest(telemetry=convert.telemetry_to_proto(message))
-        elif isinstance(message, Flexibility):
+            self._telemetry_key += 1
+            self._telemetry[self._telemetry_key] = _Unacked(
+                fs.ConnectRequest(telemetry=convert.telemetry_to_proto(message)))
+            while len(self._telemetry) > self._telemetry_buffer:
+                self._telemetry.popitem(last=False)
+                self.telemetry_dropped += 1
+            self._outbox_ready.set()
+            return
+        if isinstance(message, Flexibility):
             req = fs.ConnectRequest(flexibility_update=convert.flexibility_to_proto(message))
         elif isinstance(message, PlanStatus):
             req = fs.ConnectRequest(plan_status=convert.plan_status_to_proto(message))
@@ -119,6 +154,21 @@ class UplinkClient:
             raise TypeError(f"cannot send {type(message).__name__}")
         self._outbox.append(req)
         self._outbox_ready.set()
+
+    @property
+    def telemetry_unacked(self) -> int:
+        """Telemetry samples kept for the aggregator's ack (sent or not)."""
+        return len(self._telemetry)
+
+    def _acked(self, sequence: int) -> None:
+        key = self._in_flight.pop(sequence, None)
+        if key is not None and self._telemetry.pop(key, None) is not None:
+            self.telemetry_acked += 1
+
+    def _due_telemetry(self, now: float) -> list[tuple[int, _Unacked]]:
+        """Telemetry to send now: not yet sent on this stream, or unacked for ``ack_timeout_s``."""
+        return [(k, u) for k, u in self._telemetry.items()
+                if u.stream != self._stream or now - u.sent_at >= self._ack_timeout_s]
 
     def send_heartbeat(self, at) -> None:  # type: ignore[no-untyped-def]
         self._outbox.append(fs.ConnectRequest(heartbeat=convert.heartbeat(at)))
@@ -172,15 +222,39 @@ class UplinkClient:
         """The stream's requests; returns once ``ended`` is set, because grpc keeps
         pulling from a finished call's iterator in a task of its own otherwise."""
         self._seq = 1
+        self._stream += 1
+        self._in_flight.clear()
         yield fs.ConnectRequest(sequence=1, hello=convert.hello_to_proto(self._hello()))
         while not ended.is_set():
+            for key, unacked in self._due_telemetry(time.monotonic()):
+                if ended.is_set():
+                    break
+                if unacked.stream == self._stream:
+                    self.telemetry_resent += 1
+                self._seq += 1
+                req = fs.ConnectRequest()
+                req.CopyFrom(unacked.request)
+                req.sequence = self._seq
+                unacked.stream, unacked.sent_at = self._stream, time.monotonic()
+                welcome = self.welcome
+                if welcome is not None and not welcome.telemetry_acks:
+                    self._telemetry.pop(key, None)  # an aggregator without acks: sent once, as before
+                else:
+                    self._in_flight[self._seq] = key
+                yield req
             while self._outbox and not ended.is_set():
                 req = self._outbox.popleft()
                 self._seq += 1
                 req.sequence = self._seq
                 yield req
             self._outbox_ready.clear()
-            await self._outbox_ready.wait()
+            if self._telemetry:  # wake up to resend what is not acked in time
+                try:
+                    await asyncio.wait_for(self._outbox_ready.wait(), self._ack_timeout_s / 2)
+                except TimeoutError:
+                    pass
+            else:
+                await self._outbox_ready.wait()
 
     async def _one_stream(self, stub: fs_grpc.FleetServiceStub) -> float:
         """Run one stream until it ends; return the server's reconnect hint in s."""
@@ -197,6 +271,10 @@ class UplinkClient:
                     self.welcome = convert.welcome_from_proto(resp.welcome)
                     self.connected = True
                     self.connects += 1
+                    if not self.welcome.telemetry_acks:  # what was sent before the Welcome is done with
+                        for key in self._in_flight.values():
+                            self._telemetry.pop(key, None)
+                        self._in_flight.clear()
                     self._cb.on_connection(True)
                     self._cb.on_welcome(self.welcome)
                 elif kind == "dispatch_plan":
@@ -209,6 +287,8 @@ class UplinkClient:
                     reconnect_after = resp.drain.reconnect_after.ToTimedelta().total_seconds()
                     log.info("aggregator asks to reconnect: %s", resp.drain.reason)
                     break
+                elif kind == "telemetry_ack":
+                    self._acked(resp.telemetry_ack.sequence)
                 elif kind == "grid_signal":
                     self._cb.on_grid_signal(convert.grid_signal_from_proto(resp.grid_signal))
         except asyncio.CancelledError:

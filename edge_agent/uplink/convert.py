@@ -50,6 +50,7 @@ class WelcomeInfo:
     replica_id: str
     telemetry_interval_s: float
     heartbeat_interval_s: float
+    telemetry_acks: bool = False  # the aggregator acks stored telemetry: keep and resend the unacked
 
 
 def _ts(dt: datetime) -> Timestamp:
@@ -162,7 +163,7 @@ def heartbeat(at: datetime) -> fs.Heartbeat:
 
 def welcome_from_proto(msg: fs.Welcome) -> WelcomeInfo:
     return WelcomeInfo(msg.house_id, msg.replica_id, msg.telemetry_interval.ToTimedelta().total_seconds(),
-                       msg.heartbeat_interval.ToTimedelta().total_seconds())
+                       msg.heartbeat_interval.ToTimedelta().total_seconds(), msg.telemetry_acks)
 
 
 def _envelope(msg: pl.PowerEnvelope, where: str) -> Envelope:

@@ -561,7 +561,7 @@ async def test_redis_keys_are_namespaced(redis_server: RedisServer) -> None:
         assert keys == {
             f"{namespace}:{k}"
             for k in [
-                "houses", "house:h1", "route:h1", "telemetry:h1", "flex:h1", "lease:dispatch",
+                "houses", "house:h1", "route:h1", "telemetry:h1", "telhist:h1", "flex:h1", "lease:dispatch",
                 "fence:dispatch", "planver:h1", "plan:h1", "planfence", "planstatus:h1",
             ]
         }
@@ -698,3 +698,45 @@ async def test_fleet_events_roundtrip_replace_delete_and_expiry(backend: Backend
     assert await store.delete_fleet_event("ev-a") is True
     assert await store.delete_fleet_event("ev-a") is False
     assert await store.list_fleet_events() == []
+
+
+@pytest.fixture
+async def history_store(backend_kind: RedisServer | None) -> AsyncIterator[StateStore]:
+    """A store that keeps 600 s of telemetry history."""
+    store: StateStore = (MemoryStore(telemetry_history_s=600.0) if backend_kind is None else
+                         RedisStore(backend_kind.url, namespace=f"test-{uuid.uuid4().hex}", telemetry_history_s=600.0))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_telemetry_history_keeps_every_sample_once_in_order(history_store: StateStore) -> None:
+    """Resends after a lost ack do not duplicate; a late older sample joins the history but never
+    replaces the newer latest; samples older than the history window (by measured time) are trimmed."""
+    store = history_store
+
+    def sample(s: float) -> SiteTelemetry:
+        m = Measurement.missing()
+        return SiteTelemetry(T0 + timedelta(seconds=s), Measurement(100.0 + s, Validity.VALID, T0), m, m, m, m)
+
+    for s in (0, 10, 30):
+        await store.put_telemetry("h1", sample(s), LONG_TTL_S)
+    await store.put_telemetry("h1", sample(10), LONG_TTL_S)  # a resend
+    await store.put_telemetry("h1", sample(20), LONG_TTL_S)  # late, older than the latest
+    assert await store.get_telemetry("h1") == sample(30)
+    assert await store.telemetry_history("h1") == [sample(s) for s in (0, 10, 20, 30)]
+    assert await store.telemetry_history("h2") == []
+    await store.put_telemetry("h1", sample(615), LONG_TTL_S)  # window 600 s: 0 and 10 fall out
+    assert await store.telemetry_history("h1") == [sample(s) for s in (20, 30, 615)]
+
+
+async def test_without_history_a_late_sample_never_replaces_a_newer_one(store: StateStore) -> None:
+    def sample(s: float) -> SiteTelemetry:
+        m = Measurement.missing()
+        return SiteTelemetry(T0 + timedelta(seconds=s), m, m, m, m, m)
+
+    await store.put_telemetry("h1", sample(30), LONG_TTL_S)
+    await store.put_telemetry("h1", sample(20), LONG_TTL_S)  # delivered late (a resend after an outage)
+    assert await store.get_telemetry("h1") == sample(30)
+    assert await store.telemetry_history("h1") == [sample(30)]

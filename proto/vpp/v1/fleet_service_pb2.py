@@ -30,35 +30,37 @@ from vpp.v1 import plan_pb2 as vpp_dot_v1_dot_plan__pb2
 from vpp.v1 import telemetry_pb2 as vpp_dot_v1_dot_telemetry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avpp/v1/fleet_service.proto\x12\x06vpp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18vpp/v1/flexibility.proto\x1a\x11vpp/v1/grid.proto\x1a\x11vpp/v1/plan.proto\x1a\x16vpp/v1/telemetry.proto\"\x81\x02\n\x0e\x43onnectRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x1e\n\x05hello\x18\n \x01(\x0b\x32\r.vpp.v1.HelloH\x00\x12&\n\ttelemetry\x18\x0b \x01(\x0b\x32\x11.vpp.v1.TelemetryH\x00\x12\x37\n\x12\x66lexibility_update\x18\x0c \x01(\x0b\x32\x19.vpp.v1.FlexibilityUpdateH\x00\x12)\n\x0bplan_status\x18\r \x01(\x0b\x32\x12.vpp.v1.PlanStatusH\x00\x12&\n\theartbeat\x18\x0e \x01(\x0b\x32\x11.vpp.v1.HeartbeatH\x00\x42\t\n\x07payload\"\xcc\x01\n\x0f\x43onnectResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\"\n\x07welcome\x18\n \x01(\x0b\x32\x0f.vpp.v1.WelcomeH\x00\x12-\n\rdispatch_plan\x18\x0b \x01(\x0b\x32\x14.vpp.v1.DispatchPlanH\x00\x12)\n\x0bgrid_signal\x18\x0c \x01(\x0b\x32\x12.vpp.v1.GridSignalH\x00\x12\x1e\n\x05\x64rain\x18\r \x01(\x0b\x32\r.vpp.v1.DrainH\x00\x42\t\n\x07payload\"\xb2\x01\n\x05Hello\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\"\n\x06limits\x18\x02 \x01(\x0b\x32\x12.vpp.v1.SiteLimits\x12#\n\tresources\x18\x03 \x03(\x0b\x32\x10.vpp.v1.Resource\x12\x14\n\x0clast_plan_id\x18\x04 \x01(\t\x12\x19\n\x11last_plan_version\x18\x05 \x01(\x04\x12\x18\n\x10\x63laimed_house_id\x18\x06 \x01(\t\"\x9a\x01\n\x08Resource\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.vpp.v1.ResourceKind\x12)\n\x0c\x63ontrol_type\x18\x03 \x01(\x0e\x32\x13.vpp.v1.ControlType\x12\x15\n\rrated_power_w\x18\x04 \x01(\x01\x12\x13\n\x0b\x63\x61pacity_wh\x18\x05 \x01(\x01\"\x88\x01\n\nPlanStatus\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12 \n\x05state\x18\x03 \x01(\x0e\x32\x11.vpp.v1.PlanState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\tHeartbeat\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9d\x01\n\x07Welcome\x12\x10\n\x08house_id\x18\x01 \x01(\t\x12\x35\n\x12telemetry_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nreplica_id\x18\x04 \x01(\t\"K\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x32\n\x0freconnect_after\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration*\x9a\x01\n\x0cResourceKind\x12\x1d\n\x19RESOURCE_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15RESOURCE_KIND_BATTERY\x10\x01\x12\x14\n\x10RESOURCE_KIND_PV\x10\x02\x12\x1c\n\x18RESOURCE_KIND_GRID_METER\x10\x03\x12\x1c\n\x18RESOURCE_KIND_EV_CHARGER\x10\x04*\xc1\x01\n\x0b\x43ontrolType\x12\x1c\n\x18\x43ONTROL_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x43ONTROL_TYPE_NOT_CONTROLLABLE\x10\x01\x12\x15\n\x11\x43ONTROL_TYPE_FRBC\x10\x02\x12\x15\n\x11\x43ONTROL_TYPE_PEBC\x10\x03\x12\x15\n\x11\x43ONTROL_TYPE_PPBC\x10\x04\x12\x15\n\x11\x43ONTROL_TYPE_OMBC\x10\x05\x12\x15\n\x11\x43ONTROL_TYPE_DDBC\x10\x06*\x88\x01\n\tPlanState\x12\x1a\n\x16PLAN_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13PLAN_STATE_ACCEPTED\x10\x01\x12\x17\n\x13PLAN_STATE_REJECTED\x10\x02\x12\x15\n\x11PLAN_STATE_ACTIVE\x10\x03\x12\x16\n\x12PLAN_STATE_EXPIRED\x10\x04\x32N\n\x0c\x46leetService\x12>\n\x07\x43onnect\x12\x16.vpp.v1.ConnectRequest\x1a\x17.vpp.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avpp/v1/fleet_service.proto\x12\x06vpp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18vpp/v1/flexibility.proto\x1a\x11vpp/v1/grid.proto\x1a\x11vpp/v1/plan.proto\x1a\x16vpp/v1/telemetry.proto\"\x81\x02\n\x0e\x43onnectRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x1e\n\x05hello\x18\n \x01(\x0b\x32\r.vpp.v1.HelloH\x00\x12&\n\ttelemetry\x18\x0b \x01(\x0b\x32\x11.vpp.v1.TelemetryH\x00\x12\x37\n\x12\x66lexibility_update\x18\x0c \x01(\x0b\x32\x19.vpp.v1.FlexibilityUpdateH\x00\x12)\n\x0bplan_status\x18\r \x01(\x0b\x32\x12.vpp.v1.PlanStatusH\x00\x12&\n\theartbeat\x18\x0e \x01(\x0b\x32\x11.vpp.v1.HeartbeatH\x00\x42\t\n\x07payload\"\xfb\x01\n\x0f\x43onnectResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\"\n\x07welcome\x18\n \x01(\x0b\x32\x0f.vpp.v1.WelcomeH\x00\x12-\n\rdispatch_plan\x18\x0b \x01(\x0b\x32\x14.vpp.v1.DispatchPlanH\x00\x12)\n\x0bgrid_signal\x18\x0c \x01(\x0b\x32\x12.vpp.v1.GridSignalH\x00\x12\x1e\n\x05\x64rain\x18\r \x01(\x0b\x32\r.vpp.v1.DrainH\x00\x12-\n\rtelemetry_ack\x18\x0e \x01(\x0b\x32\x14.vpp.v1.TelemetryAckH\x00\x42\t\n\x07payload\"\xb2\x01\n\x05Hello\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\"\n\x06limits\x18\x02 \x01(\x0b\x32\x12.vpp.v1.SiteLimits\x12#\n\tresources\x18\x03 \x03(\x0b\x32\x10.vpp.v1.Resource\x12\x14\n\x0clast_plan_id\x18\x04 \x01(\t\x12\x19\n\x11last_plan_version\x18\x05 \x01(\x04\x12\x18\n\x10\x63laimed_house_id\x18\x06 \x01(\t\"\x9a\x01\n\x08Resource\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.vpp.v1.ResourceKind\x12)\n\x0c\x63ontrol_type\x18\x03 \x01(\x0e\x32\x13.vpp.v1.ControlType\x12\x15\n\rrated_power_w\x18\x04 \x01(\x01\x12\x13\n\x0b\x63\x61pacity_wh\x18\x05 \x01(\x01\"\x88\x01\n\nPlanStatus\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12 \n\x05state\x18\x03 \x01(\x0e\x32\x11.vpp.v1.PlanState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\tHeartbeat\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb5\x01\n\x07Welcome\x12\x10\n\x08house_id\x18\x01 \x01(\t\x12\x35\n\x12telemetry_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nreplica_id\x18\x04 \x01(\t\x12\x16\n\x0etelemetry_acks\x18\x05 \x01(\x08\" \n\x0cTelemetryAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"K\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x32\n\x0freconnect_after\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration*\x9a\x01\n\x0cResourceKind\x12\x1d\n\x19RESOURCE_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15RESOURCE_KIND_BATTERY\x10\x01\x12\x14\n\x10RESOURCE_KIND_PV\x10\x02\x12\x1c\n\x18RESOURCE_KIND_GRID_METER\x10\x03\x12\x1c\n\x18RESOURCE_KIND_EV_CHARGER\x10\x04*\xc1\x01\n\x0b\x43ontrolType\x12\x1c\n\x18\x43ONTROL_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x43ONTROL_TYPE_NOT_CONTROLLABLE\x10\x01\x12\x15\n\x11\x43ONTROL_TYPE_FRBC\x10\x02\x12\x15\n\x11\x43ONTROL_TYPE_PEBC\x10\x03\x12\x15\n\x11\x43ONTROL_TYPE_PPBC\x10\x04\x12\x15\n\x11\x43ONTROL_TYPE_OMBC\x10\x05\x12\x15\n\x11\x43ONTROL_TYPE_DDBC\x10\x06*\x88\x01\n\tPlanState\x12\x1a\n\x16PLAN_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13PLAN_STATE_ACCEPTED\x10\x01\x12\x17\n\x13PLAN_STATE_REJECTED\x10\x02\x12\x15\n\x11PLAN_STATE_ACTIVE\x10\x03\x12\x16\n\x12PLAN_STATE_EXPIRED\x10\x04\x32N\n\x0c\x46leetService\x12>\n\x07\x43onnect\x12\x16.vpp.v1.ConnectRequest\x1a\x17.vpp.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vpp.v1.fleet_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESOURCEKIND']._serialized_start=1431
-  _globals['_RESOURCEKIND']._serialized_end=1585
-  _globals['_CONTROLTYPE']._serialized_start=1588
-  _globals['_CONTROLTYPE']._serialized_end=1781
-  _globals['_PLANSTATE']._serialized_start=1784
-  _globals['_PLANSTATE']._serialized_end=1920
+  _globals['_RESOURCEKIND']._serialized_start=1536
+  _globals['_RESOURCEKIND']._serialized_end=1690
+  _globals['_CONTROLTYPE']._serialized_start=1693
+  _globals['_CONTROLTYPE']._serialized_end=1886
+  _globals['_PLANSTATE']._serialized_start=1889
+  _globals['_PLANSTATE']._serialized_end=2025
   _globals['_CONNECTREQUEST']._serialized_start=192
   _globals['_CONNECTREQUEST']._serialized_end=449
   _globals['_CONNECTRESPONSE']._serialized_start=452
-  _globals['_CONNECTRESPONSE']._serialized_end=656
-  _globals['_HELLO']._serialized_start=659
-  _globals['_HELLO']._serialized_end=837
-  _globals['_RESOURCE']._serialized_start=840
-  _globals['_RESOURCE']._serialized_end=994
-  _globals['_PLANSTATUS']._serialized_start=997
-  _globals['_PLANSTATUS']._serialized_end=1133
-  _globals['_HEARTBEAT']._serialized_start=1135
-  _globals['_HEARTBEAT']._serialized_end=1191
-  _globals['_WELCOME']._serialized_start=1194
-  _globals['_WELCOME']._serialized_end=1351
-  _globals['_DRAIN']._serialized_start=1353
-  _globals['_DRAIN']._serialized_end=1428
-  _globals['_FLEETSERVICE']._serialized_start=1922
-  _globals['_FLEETSERVICE']._serialized_end=2000
+  _globals['_CONNECTRESPONSE']._serialized_end=703
+  _globals['_HELLO']._serialized_start=706
+  _globals['_HELLO']._serialized_end=884
+  _globals['_RESOURCE']._serialized_start=887
+  _globals['_RESOURCE']._serialized_end=1041
+  _globals['_PLANSTATUS']._serialized_start=1044
+  _globals['_PLANSTATUS']._serialized_end=1180
+  _globals['_HEARTBEAT']._serialized_start=1182
+  _globals['_HEARTBEAT']._serialized_end=1238
+  _globals['_WELCOME']._serialized_start=1241
+  _globals['_WELCOME']._serialized_end=1422
+  _globals['_TELEMETRYACK']._serialized_start=1424
+  _globals['_TELEMETRYACK']._serialized_end=1456
+  _globals['_DRAIN']._serialized_start=1458
+  _globals['_DRAIN']._serialized_end=1533
+  _globals['_FLEETSERVICE']._serialized_start=2027
+  _globals['_FLEETSERVICE']._serialized_end=2105
 # @@protoc_insertion_point(module_scope)

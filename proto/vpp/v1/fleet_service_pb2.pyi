@@ -75,18 +75,20 @@ class ConnectRequest(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., telemetry: _Optional[_Union[_telemetry_pb2.Telemetry, _Mapping]] = ..., flexibility_update: _Optional[_Union[_flexibility_pb2.FlexibilityUpdate, _Mapping]] = ..., plan_status: _Optional[_Union[PlanStatus, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("sequence", "welcome", "dispatch_plan", "grid_signal", "drain")
+    __slots__ = ("sequence", "welcome", "dispatch_plan", "grid_signal", "drain", "telemetry_ack")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     DISPATCH_PLAN_FIELD_NUMBER: _ClassVar[int]
     GRID_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_ACK_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     welcome: Welcome
     dispatch_plan: _plan_pb2.DispatchPlan
     grid_signal: _grid_pb2.GridSignal
     drain: Drain
-    def __init__(self, sequence: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., dispatch_plan: _Optional[_Union[_plan_pb2.DispatchPlan, _Mapping]] = ..., grid_signal: _Optional[_Union[_grid_pb2.GridSignal, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ...) -> None: ...
+    telemetry_ack: TelemetryAck
+    def __init__(self, sequence: _Optional[int] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., dispatch_plan: _Optional[_Union[_plan_pb2.DispatchPlan, _Mapping]] = ..., grid_signal: _Optional[_Union[_grid_pb2.GridSignal, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., telemetry_ack: _Optional[_Union[TelemetryAck, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("agent_version", "limits", "resources", "last_plan_id", "last_plan_version", "claimed_house_id")
@@ -139,16 +141,24 @@ class Heartbeat(_message.Message):
     def __init__(self, sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("house_id", "telemetry_interval", "heartbeat_interval", "replica_id")
+    __slots__ = ("house_id", "telemetry_interval", "heartbeat_interval", "replica_id", "telemetry_acks")
     HOUSE_ID_FIELD_NUMBER: _ClassVar[int]
     TELEMETRY_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_ACKS_FIELD_NUMBER: _ClassVar[int]
     house_id: str
     telemetry_interval: _duration_pb2.Duration
     heartbeat_interval: _duration_pb2.Duration
     replica_id: str
-    def __init__(self, house_id: _Optional[str] = ..., telemetry_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., replica_id: _Optional[str] = ...) -> None: ...
+    telemetry_acks: bool
+    def __init__(self, house_id: _Optional[str] = ..., telemetry_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., replica_id: _Optional[str] = ..., telemetry_acks: _Optional[bool] = ...) -> None: ...
+
+class TelemetryAck(_message.Message):
+    __slots__ = ("sequence",)
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    def __init__(self, sequence: _Optional[int] = ...) -> None: ...
 
 class Drain(_message.Message):
     __slots__ = ("reason", "reconnect_after")
