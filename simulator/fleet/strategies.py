@@ -8,8 +8,9 @@ cap); they differ only in the plan each house follows and in the battery:
 * ``battery_idle``: the battery is there and never used (the baseline for savings);
 * ``self_consumption``: no plan, so the edge's fallback: charge from PV surplus,
   discharge to cover load (what a hybrid inverter does out of the box);
-* ``tou``: each house plans for itself with the time-of-use rule
-  (``aggregator.dispatch.tou``) on the prices known so far, no fleet limits;
+* ``tou``: each house plans for itself as the edge agent's ``tou`` mode does
+  (``edge_agent.energy_manager.local_tou.LocalTouPlanner``: the time-of-use rule
+  over the prices known so far with the house's own forecasts), no fleet limits;
 * ``fleet``: the aggregator's fleet LP (``aggregator.dispatch.optimise``) on each
   house's own forecasts (``HistoryForecaster``: similar-day load, clear-sky PV
   scaled by what the panels did), re-planned every ``replan_s``, feeder limits in;
@@ -33,10 +34,11 @@ import numpy as np
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
 from aggregator.dispatch.optimise import optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
-from aggregator.dispatch.tou import TouPlanInput, make_plan
 from edge_agent.energy_manager.forecast import HistoryForecaster, Site
+from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
 from vpp_common.messages import DispatchPlan, PowerForecast, SiteLimits, StorageFlexibility
+from vpp_common.tariff import PriceSeries
 
 STRATEGIES = ("no_battery", "battery_idle", "self_consumption", "tou", "fleet", "perfect_foresight")
 BATTERY_ID = "battery"
@@ -50,7 +52,6 @@ class StrategyOptions:
     dispatch: DispatchOptions = field(default_factory=lambda: DispatchOptions(time_limit_s=60.0))
     forecast_days: int = 7  # history the forecaster keeps
     perfect_foresight_window_days: int = 14  # longer periods are solved in windows of this many days
-    tou_grid_charge_target_soc_pct: float = 50.0
     realtime_feeder_control: bool = True  # fleet: live feeder envelopes between plans (aggregator.dispatch.realtime)
     plan_from_slot: int = 0  # warm-up: before it, battery strategies run self-consumption (forecasters learn)
 
@@ -140,21 +141,48 @@ class SelfConsumption(PlanSource):
     name = "self_consumption"
 
 
+def house_forecasters(sc: Scenario, options: StrategyOptions,
+                      clear_sky: Callable[[list[datetime]], np.ndarray]) -> list[HistoryForecaster]:
+    """Each house's own forecaster, as its edge agent has one (similar-day load, clear-sky PV
+    scaled by what the panels did)."""
+    return [HistoryForecaster(sc.slot_s, days=options.forecast_days,
+                              site=Site(sc.latitude, sc.longitude, h.pv_kwp * 1000 * PERFORMANCE_RATIO),
+                              clear_sky=clear_sky)
+            for h in sc.houses]
+
+
 class LocalTou(PlanSource):
+    """The edge agent's ``tou`` mode, house by house: its LocalTouPlanner on the day-ahead prices
+    known at the time and its own forecaster (the same code as ``edge-agent`` with
+    ``control.mode = "tou"``), re-planned every ``replan_s``."""
+
     name = "tou"
+
+    def __init__(self, sc: Scenario, options: StrategyOptions,
+                 clear_sky: Callable[[list[datetime]], np.ndarray]) -> None:
+        super().__init__(sc, options)
+        prices = PriceSeries([sc.slot_start(s) for s in range(sc.t)], sc.import_price_per_kwh.tolist(),
+                             sc.export_price_per_kwh.tolist(), slot_s=sc.slot_s, publish_hour_utc=AUCTION_HOUR_UTC)
+        # the agent re-plans every slot with a lease of two; here every replan_s, so the lease spans it
+        lease = max(2, options.replan_s // sc.slot_s + 1)
+        self.planners = [LocalTouPlanner(prices, sc.slot_s, lease_slots=lease) for _ in sc.houses]
+        self.forecasters = house_forecasters(sc, options, clear_sky)
+
+    def observe(self, s: int, load_w: np.ndarray, pv_w: np.ndarray) -> None:
+        at = self.sc.slot_start(s)
+        for f, lo, pv in zip(self.forecasters, load_w.tolist(), pv_w.tolist(), strict=True):
+            f.add(at, lo, pv)
 
     def update(self, s: int, soc: np.ndarray) -> None:
         sc = self.sc
         if (due := self.horizon_if_due(s)) is None:
             return
-        now, end = due
+        now, _ = due
         for i, h in enumerate(sc.houses):
             if not h.has_battery:
                 continue
-            inp = TouPlanInput(start=now, slot_s=sc.slot_s, import_price_per_kwh=sc.import_price_per_kwh[s:end],
-                               storage=storage(sc, i, float(soc[i])), max_import_w=h.import_limit_w,
-                               grid_charge_target_soc_pct=self.options.tou_grid_charge_target_soc_pct)
-            self.plans[i] = make_plan(f"tou-{h.house_id}", s + 1, now, inp, lease_s=(end - s) * sc.slot_s)
+            limits = SiteLimits(h.import_limit_w, h.export_cap_w if np.isfinite(h.export_cap_w) else 1e9)
+            self.plans[i] = self.planners[i].plan(now, storage(sc, i, float(soc[i])), limits, self.forecasters[i])
         self.solves += 1
 
 
@@ -192,12 +220,7 @@ class Fleet(_Lp):
 
     def __init__(self, sc: Scenario, options: StrategyOptions, clear_sky: Callable[[list[datetime]], np.ndarray]) -> None:
         super().__init__(sc, options)
-        self.forecasters = [
-            HistoryForecaster(sc.slot_s, days=options.forecast_days,
-                              site=Site(sc.latitude, sc.longitude, h.pv_kwp * 1000 * PERFORMANCE_RATIO),
-                              clear_sky=clear_sky)
-            for h in sc.houses
-        ]
+        self.forecasters = house_forecasters(sc, options, clear_sky)
 
     def observe(self, s: int, load_w: np.ndarray, pv_w: np.ndarray) -> None:
         at = self.sc.slot_start(s)
@@ -241,10 +264,12 @@ class PerfectForesight(_Lp):
 
 def make_source(name: str, sc: Scenario, options: StrategyOptions,
                 clear_sky: Callable[[list[datetime]], np.ndarray]) -> PlanSource:
-    classes: dict[str, type[PlanSource]] = {c.name: c for c in (NoBattery, BatteryIdle, SelfConsumption, LocalTou,
+    classes: dict[str, type[PlanSource]] = {c.name: c for c in (NoBattery, BatteryIdle, SelfConsumption,
                                                                 PerfectForesight)}
     if name == "fleet":
         return Fleet(sc, options, clear_sky)
+    if name == "tou":
+        return LocalTou(sc, options, clear_sky)
     if name not in classes:
         raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     return classes[name](sc, options)

@@ -88,3 +88,20 @@ def test_fleet_uses_forecasts_not_the_future(small_run) -> None:
     _, res = small_run
     assert res.traces["fleet"].solves >= 48
     assert res.figures["fleet"]["cost"] > res.figures["perfect_foresight"]["cost"]
+
+
+def test_tou_is_the_agents_own_planner() -> None:
+    """Fast mode's ``tou`` runs the edge agent's ``tou`` code (LocalTouPlanner with the house's own
+    forecaster), not a copy of its rule: one code path for the decision in both modes."""
+    from edge_agent.energy_manager.local_tou import LocalTouPlanner
+    from simulator.fleet.engine import clear_sky_table
+    from simulator.fleet.strategies import StrategyOptions, make_source
+
+    sc = small_scenario(n=2, days=2)
+    src = make_source("tou", sc, StrategyOptions(), clear_sky_table(sc))
+    assert all(isinstance(p, LocalTouPlanner) for p in src.planners)  # type: ignore[attr-defined]
+    src.update(0, np.full(sc.n, 50.0))
+    plans = [p for p in src.plans if p is not None]
+    assert plans and all(p.plan_id.startswith("local-tou-") for p in plans)
+    # the lease spans the re-plan period, so a house does not drop to its fallback in between
+    assert all((p.valid_until - p.valid_from).total_seconds() >= StrategyOptions().replan_s for p in plans)
