@@ -96,6 +96,9 @@ class DeviceConfig(BaseModel):
         True, description="SunSpec 802 W sign (the model does not define it): True if discharging reads positive")
     poll_interval_s: float = Field(5.0, gt=0, description="clock seconds between device polls")
     stale_after_s: float = Field(30.0, gt=0, description="a measurement older than this is stale (clock s)")
+    reconnect_max_s: float = Field(
+        60.0, gt=0, description="a device that stopped answering is tried again after 1, 2, 4 ... poll periods "
+                                "(with jitter), at most this many clock s apart")
     # Flash wear (edge_agent/drivers/write_guard.py): every write passes a per-register guard.  The defaults
     # are a backstop (720/h = one write per default 5 s tick): set 30 s / 120 for registers kept in flash.
     write_min_interval_s: float = Field(0.0, ge=0, description="least clock s between two different values "

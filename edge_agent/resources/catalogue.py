@@ -17,6 +17,7 @@ from edge_agent.drivers.catalogue import CatalogueDevice, CatalogueEntry
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.drivers.write_guard import WriteGuard
 from edge_agent.resources.hybrid import PLAUSIBLE_POWER_W, DeviceConfigurationError, HouseSnapshot, Nameplate
+from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.s2 import BatteryNameplate
 from vpp_common.clock import Clock
 from vpp_common.messages import (
@@ -51,7 +52,8 @@ class CatalogueHybridRM:
     def __init__(self, entry: CatalogueEntry, host: str, port: int, clock: Clock, *, unit_id: int | None = None,
                  timeout_s: float = 2.0, capacity_wh: float = 10_000.0, rated_power_w: float = 10_000.0,
                  max_charge_w: float = 5_000.0, max_discharge_w: float = 5_000.0, reserve_soc_pct: float = 10.0,
-                 stale_after_s: float = 30.0, write_guard: WriteGuard | None = None) -> None:
+                 stale_after_s: float = 30.0, write_guard: WriteGuard | None = None,
+                 retry: DeviceRetry | None = None) -> None:
         if entry.control is None:
             raise DeviceConfigurationError(f"catalogue entry {entry.device.id} has no battery control section")
         self.entry = entry
@@ -60,6 +62,7 @@ class CatalogueHybridRM:
         self._defaults = (capacity_wh, rated_power_w, max_charge_w, max_discharge_w)
         self._reserve = reserve_soc_pct
         self._stale_after_s = stale_after_s
+        self._retry = retry or DeviceRetry(1.0, 60.0)
         self._last: dict[str, Measurement] = {}
         self.nameplate: Nameplate | None = None
 
@@ -114,11 +117,18 @@ class CatalogueHybridRM:
         """Read the device once; failures give STALE/MISSING measurements, never zeros."""
         assert self.nameplate is not None, "connect() first"
         now = self._clock.now()
-        try:
-            m: dict[str, float] = self._dev.measurements(await self._dev.read_all())
-        except (DeviceUnavailable, DeviceRejected) as exc:
-            log.warning("%s: read failed: %s", self._dev.name, exc)
-            m = {}
+        m: dict[str, float] = {}
+        if self._retry.due(now):  # not answering: asked again only after its retry delay
+            try:
+                m = self._dev.measurements(await self._dev.read_all())
+            except DeviceUnavailable as exc:
+                delay = self._retry.failed(now)
+                log.warning("%s: read failed (%d in a row; next attempt in %.1f s): %s", self._dev.name,
+                            self._retry.failures, delay, exc)
+            except DeviceRejected as exc:
+                log.warning("%s: read refused: %s", self._dev.name, exc)
+            else:
+                self._retry.succeeded()
         g = self._measure("grid", m.get("grid_power_w"), now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
         p = self._measure("pv", m.get("pv_power_w"), now, -PLAUSIBLE_POWER_W, 1.0)
         b = self._measure("battery", m.get("battery_power_w"), now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)

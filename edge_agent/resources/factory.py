@@ -17,6 +17,7 @@ from edge_agent.drivers.sunspec import SunSpecDevice
 from edge_agent.drivers.write_guard import WriteGuard
 from edge_agent.resources.catalogue import CatalogueHybridRM
 from edge_agent.resources.hybrid import HouseSnapshot, HybridInverterRM, Nameplate
+from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.s2 import BatteryNameplate
 from vpp_common.clock import Clock
 from vpp_common.config import ConfigError
@@ -106,7 +107,8 @@ def resource_manager(config: AgentConfig, clock: Clock) -> HouseResourceManager:
                 if v is not None}
     return CatalogueHybridRM(entry, dev.host, dev.port, clock, unit_id=dev.unit_id, timeout_s=dev.timeout_s,
                              reserve_soc_pct=config.battery.reserve_soc_pct, stale_after_s=dev.stale_after_s,
-                             write_guard=guard, **defaults)
+                             write_guard=guard, retry=DeviceRetry(min(dev.poll_interval_s, dev.reconnect_max_s),
+                                                                  dev.reconnect_max_s), **defaults)
 
 
 __all__ = ["HouseResourceManager", "resource_manager", "write_guard"]

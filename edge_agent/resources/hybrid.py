@@ -36,6 +36,7 @@ from typing import Literal
 from edge_agent.config import DeviceConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.drivers.sunspec import ModelValues, SunSpecDevice
+from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.s2 import BatteryNameplate
 from vpp_common.clock import Clock
 from vpp_common.messages import (
@@ -122,6 +123,8 @@ class HybridInverterRM:
                                  for r in ("meter", "ev_charger")}
         self._discharge_positive = (config.battery_discharge_positive if battery_discharge_positive is None
                                     else battery_discharge_positive)
+        initial = min(config.poll_interval_s, config.reconnect_max_s)
+        self._retry = {id(d): DeviceRetry(initial, config.reconnect_max_s) for d in self._devices()}
         self._found: dict[Role, frozenset[int]] = {}
         self._models: set[int] = set()  # the battery device's models
         self._meter_model: dict[Role, int] = {}
@@ -277,17 +280,24 @@ class HybridInverterRM:
         return want
 
     async def _read_device(self, dev: SunSpecDevice, models: list[int]) -> dict[int, ModelValues]:
-        """Read ``models`` of one device in turn; a device that stops answering is not asked again
-        this poll (its other reads would wait out the same timeout)."""
+        """Read ``models`` of one device in turn.  A device that stops answering is not asked again
+        this poll (its other reads would wait out the same timeout), nor until its retry delay has
+        passed (``edge_agent.resources.retry``)."""
         out: dict[int, ModelValues] = {}
+        retry, now = self._retry[id(dev)], self._clock.now()
+        if not retry.due(now):
+            return out
         for model_id in models:
             try:
                 out[model_id] = await dev.read_model(model_id)
             except DeviceRejected as exc:
                 log.warning("%s: reading model %s refused: %s", dev.name, model_id, exc)
             except DeviceUnavailable as exc:
-                log.warning("%s: reading model %s failed: %s", dev.name, model_id, exc)
-                break
+                delay = retry.failed(now)
+                log.warning("%s: reading model %s failed (%d in a row; next attempt in %.1f s): %s",
+                            dev.name, model_id, retry.failures, delay, exc)
+                return out
+        retry.succeeded()
         return out
 
     async def poll(self) -> HouseSnapshot:
@@ -407,6 +417,8 @@ class HybridInverterRM:
         if "pv" not in self._parts:
             raise ModelNotFound("no PV device configured: PV curtailment not supported", device=self._dev.name)
         dev, models = self._parts["pv"], self._found["pv"]
+        if not self._retry[id(dev)].due(self._clock.now()):
+            raise DeviceUnavailable("not answering; waiting for its next retry", device=dev.name)
         if not models & {123, 704}:
             raise ModelNotFound("no SunSpec model 704 or 123: PV curtailment not supported", device=dev.name)
         if not self.pv_rating_w:

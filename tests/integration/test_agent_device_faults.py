@@ -34,6 +34,7 @@ POLL_S = 1.0  # clock seconds between polls
 STALE_AFTER_S = 10.0  # clock seconds: a failed read keeps the last value this long (marked stale), then missing
 REVERT_S = 10  # device-side revert timer of the setpoint (the agent refreshes at half)
 TIMEOUT_S = 0.2  # real seconds per Modbus request
+RECONNECT_MAX_S = 4.0  # clock seconds: a dead device is tried again after at most this long
 
 FAULTS = {
     "timeout": Faults(timeout=True),
@@ -49,7 +50,7 @@ def agent_config(port: int, catalogue: str | None = None) -> AgentConfig:
         house_id="house-faults", insecure=True, metrics_port=None,
         aggregator=f"127.0.0.1:{free_port()}", reconnect_initial_s=5.0, reconnect_max_s=5.0,
         device=DeviceConfig(port=port, catalogue=catalogue, timeout_s=TIMEOUT_S, poll_interval_s=POLL_S,
-                            stale_after_s=STALE_AFTER_S),
+                            stale_after_s=STALE_AFTER_S, reconnect_max_s=RECONNECT_MAX_S),
         battery=BatteryConfig(revert_s=REVERT_S),
         control=ControlConfig(tick_s=0.02, deadband_w=20),  # tick in real seconds with a ManualClock
     )
@@ -147,7 +148,7 @@ async def test_agent_rides_out_a_device_fault(device: str, kind: str) -> None:
         sim.faults = Faults()
         await sim.wait_listening()
         assert len(sim.writes) == device_writes, "a write reached the device during the fault"
-        for _ in range(5):  # the first poll after a timeout may still meet the dropped connection
+        for _ in range(2 * int(RECONNECT_MAX_S) + 3):  # the next retry of the device, then its answer
             await poll(agent, clock)
             if agent.snapshot is not None and agent.snapshot.telemetry.battery_soc_pct.usable:
                 break

@@ -8,6 +8,7 @@ import pytest
 
 from edge_agent.drivers.catalogue import catalogue_ids, load_entry
 from edge_agent.resources.catalogue import CatalogueHybridRM
+from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.s2 import battery_frbc_system_description
 from simulator.catalogue_device import CatalogueSimulator
 from simulator.hybrid_device import Faults
@@ -31,7 +32,8 @@ FAULTS = {
 async def test_fault_kind_stale_then_recovers(model: str, kind: str) -> None:
     clock = ManualClock(NOON)
     async with CatalogueSimulator(model, clock) as sim:
-        rm = CatalogueHybridRM(load_entry(model), "127.0.0.1", sim.port, clock, timeout_s=0.2)
+        rm = CatalogueHybridRM(load_entry(model), "127.0.0.1", sim.port, clock, timeout_s=0.2,
+                               retry=DeviceRetry(1.0, 2.0))
         await rm.connect()
         try:
             battery_frbc_system_description(rm.battery_id, rm.battery_nameplate(), NOON)  # valid S2
@@ -51,7 +53,7 @@ async def test_fault_kind_stale_then_recovers(model: str, kind: str) -> None:
                 assert gone.flexibility.storages == ()  # no flexibility offered on missing data
             sim.faults = Faults()
             await sim.wait_listening()  # after a disconnect the device listens again on its port
-            clock.advance(1)
+            clock.advance(2)  # past the retry delay (at most 2 s here)
             back = await rm.poll()
             assert back.telemetry.battery_soc_pct.validity is Validity.VALID
             await rm.set_battery_power(1_000.0)
