@@ -322,9 +322,12 @@ class Planner:
             log.warning("could not warm up the solver process: %s", exc)
 
     async def _plan_loop(self) -> None:
+        # the first cycle's time is fixed before the solver warms up: a cycle that falls due
+        # while it does runs as soon as it is ready, instead of waiting for the next one (a slow
+        # start, e.g. a busy machine, cost the live fleet its first hour of plans)
+        next_cycle = self._next_cycle() if self._cfg.cycle_align else time.monotonic()
         if self._cfg.optimiser == "lp" and self._cfg.warm_solver:
             await self._warm_solver()
-        next_cycle = self._next_cycle() if self._cfg.cycle_align else time.monotonic()
         while True:
             timeout = max(0.0, next_cycle - time.monotonic())
             if await wait_event(self._wake, timeout):

@@ -63,7 +63,7 @@ class LiveOptions:
     lease_s: int = 7200  # a plan outlives one late cycle
     revert_s: int = 900  # device revert timers (agent refreshes at half)
     deadband_w: float = 20.0
-    warmup_real_s: float | None = None  # None: 8 s + 0.7 s per agent process
+    warmup_real_s: float | None = None  # None: 12 s + 0.7 s per agent process (the solver warms up too)
     start_timeout_real_s: float = 120.0
     stop_timeout_real_s: float = 15.0
     report_every_s: float = 3600.0  # progress lines to ``out``
@@ -303,7 +303,7 @@ async def run_live(sc: Scenario, *, speed: float, out: TextIO = sys.stderr,
         agg_port, metrics_port = _free_port(), _free_port()
         write_inputs(sc, d, opts, agg_port, metrics_port, lambda m: say(f"  warning: {m}"))
         n = sc.n
-        warmup = opts.warmup_real_s if opts.warmup_real_s is not None else 8.0 + 0.7 * n
+        warmup = opts.warmup_real_s if opts.warmup_real_s is not None else 12.0 + 0.7 * n
         anchor = time.time() + warmup
         clock = AcceleratedClock(sc.start, speed, anchor, hold_before_anchor=True)
         clock_args = ["--clock-start", sc.start.isoformat(), "--clock-speed", repr(float(speed)),
