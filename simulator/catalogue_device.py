@@ -37,7 +37,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edge_agent.drivers.catalogue import CatalogueEntry, PointDef, decode_raw, load_entry
-from simulator.hybrid_device import DroppableServer, Faults, apply_disconnect
+from simulator.hybrid_device import DroppableServer, FaultInjection
 from simulator.physics import SELF_CONSUMPTION, BatteryCommand, HousePhysics, PhysicsConfig, PhysicsSnapshot
 from vpp_common.clock import Clock
 
@@ -138,7 +138,7 @@ class _Space:
     registers: list[int] = field(default_factory=list)
 
 
-class CatalogueSimulator:
+class CatalogueSimulator(FaultInjection):
     """A vendor device from a catalogue entry, served over Modbus TCP on every unit id the entry uses.
 
     ``port=0`` binds a free port (see :attr:`port` after :meth:`start`).
@@ -154,8 +154,7 @@ class CatalogueSimulator:
         self.port = port
         self.writes: list[AcceptedWrite] = []
         self.reverts: list[datetime] = []
-        self._faults = Faults()
-        self._faults_changed = asyncio.Event()
+        self._init_faults()
         self._server: DroppableServer | None = None
         self._inflight: set[asyncio.Task[object]] = set()
         self._physics = HousePhysics(physics or PhysicsConfig(), clock.now())
@@ -260,24 +259,10 @@ class CatalogueSimulator:
         self._advance(self.clock.now())
         return self._physics.snapshot
 
-    @property
-    def faults(self) -> Faults:
-        return self._faults
-
-    @faults.setter
-    def faults(self, faults: Faults) -> None:
-        self._faults = faults
-        apply_disconnect(self._server, faults)
-        self._signal_faults_changed()
-
     async def wait_listening(self) -> None:
         """After clearing a ``disconnect`` fault: return once the port accepts connections again."""
         if self._server is not None:
             await self._server.wait_listening()
-
-    def _signal_faults_changed(self) -> None:
-        self._faults_changed.set()
-        self._faults_changed = asyncio.Event()
 
     # -- Modbus side -------------------------------------------------------------
 
@@ -290,13 +275,9 @@ class CatalogueSimulator:
             try:
                 read_back = function_code in (6, 16) and set_values is None
                 if not read_back:
-                    faults = self._faults
-                    if faults.slow_s > 0:
-                        await asyncio.sleep(faults.slow_s)
-                    while self._faults.timeout and self._server is not None:
-                        await self._faults_changed.wait()
-                    if self._faults.exception_code is not None:
-                        return ExcCodes(int(self._faults.exception_code))
+                    refused = await self._apply_faults()
+                    if refused is not None:
+                        return refused
                 if function_code not in (3, 4, 6, 16):
                     return ExcCodes.ILLEGAL_FUNCTION
                 fn = "input" if function_code == 4 else "holding"

@@ -257,6 +257,47 @@ class DroppableServer:
             _close_server(server)
 
 
+class FaultInjection:
+    """The injected faults of one served device (mixed into every simulator).
+
+    ``faults`` is replaced as a whole; a ``disconnect`` takes ``_server`` down or
+    brings it back at once.  ``_apply_faults`` runs at the start of each request:
+    it delays it (``slow_s``), holds it unanswered while ``timeout`` is set (until
+    the fault clears or the device stops), or returns the exception to answer with.
+    """
+
+    _server: DroppableServer | None
+
+    def _init_faults(self) -> None:
+        self._faults = Faults()
+        self._faults_changed = asyncio.Event()
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._faults = faults
+        apply_disconnect(self._server, faults)
+        self._signal_faults_changed()
+
+    def _signal_faults_changed(self) -> None:
+        self._faults_changed.set()
+        self._faults_changed = asyncio.Event()
+
+    async def _apply_faults(self) -> ExcCodes | None:
+        faults = self._faults
+        if faults.slow_s > 0:
+            await asyncio.sleep(faults.slow_s)
+        while self._faults.timeout and self._server is not None:
+            # Hold the request unanswered until the fault is cleared or the
+            # simulator stops (stop() signals the change or cancels this task).
+            await self._faults_changed.wait()
+        code = self._faults.exception_code
+        return ExcCodes(int(code)) if code is not None else None
+
+
 def apply_disconnect(server: DroppableServer | None, faults: Faults) -> None:
     """Take the server down or bring it back as ``faults.disconnect`` says (nothing before start)."""
     if server is not None:
@@ -339,7 +380,7 @@ def _fit_sf(max_abs: float, max_raw: int) -> int:
     return sf
 
 
-class SunSpecHybridSimulator:
+class SunSpecHybridSimulator(FaultInjection):
     """A SunSpec hybrid inverter with battery and meter on one Modbus TCP unit.
 
     ``port=0`` binds a free port; after :meth:`start` the bound port is in
@@ -361,8 +402,7 @@ class SunSpecHybridSimulator:
         self.writes: list[RegisterWrite] = []
         self.reverts: list[datetime] = []
         """Clock times at which the revert timer set StorCtl_Mod back to 0."""
-        self._faults = Faults()
-        self._faults_changed = asyncio.Event()
+        self._init_faults()
         self._server: DroppableServer | None = None
         self._inflight: set[asyncio.Task[object]] = set()
         self._waiters: list[tuple[WritePredicate, asyncio.Future[RegisterWrite]]] = []
@@ -455,16 +495,6 @@ class SunSpecHybridSimulator:
         self._advance(self.clock.now())
         return self._physics.snapshot
 
-    @property
-    def faults(self) -> Faults:
-        return self._faults
-
-    @faults.setter
-    def faults(self, faults: Faults) -> None:
-        self._faults = faults
-        apply_disconnect(self._server, faults)
-        self._signal_faults_changed()
-
     async def wait_listening(self) -> None:
         """After clearing a ``disconnect`` fault: return once the port accepts connections again."""
         if self._server is not None:
@@ -532,21 +562,6 @@ class SunSpecHybridSimulator:
         finally:
             if task is not None:
                 self._inflight.discard(task)
-
-    async def _apply_faults(self) -> ExcCodes | None:
-        faults = self._faults
-        if faults.slow_s > 0:
-            await asyncio.sleep(faults.slow_s)
-        while self._faults.timeout and self._server is not None:
-            # Hold the request unanswered until the fault is cleared or the
-            # simulator stops (stop() cancels this task).
-            await self._faults_changed.wait()
-        code = self._faults.exception_code
-        return ExcCodes(int(code)) if code is not None else None
-
-    def _signal_faults_changed(self) -> None:
-        self._faults_changed.set()
-        self._faults_changed = asyncio.Event()
 
     def _accept_write(self, address: int, values: list[int], now: datetime) -> ExcCodes | None:
         """Validate a write against the writable points; apply it all or nothing."""
@@ -997,6 +1012,7 @@ class SunSpecHybridSimulator:
 __all__ = [
     "Battery802Sign",
     "DroppableServer",
+    "FaultInjection",
     "Faults",
     "MeterSign",
     "RegisterWrite",

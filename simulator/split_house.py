@@ -27,7 +27,6 @@ the house balance (meter = load + battery + PV) is unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,8 +36,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from simulator.hybrid_device import _READ_FCS, _WRITE_FCS, DroppableServer, Faults, SimulatorConfig, \
-    SunSpecHybridSimulator, apply_disconnect
+from simulator.hybrid_device import _READ_FCS, _WRITE_FCS, DroppableServer, FaultInjection, SimulatorConfig, \
+    SunSpecHybridSimulator
 from simulator.sunspec_image import DEFAULT_BASE_ADDRESS, ModelSpec, SunSpecImage
 from vpp_common.clock import Clock
 
@@ -72,7 +71,7 @@ class EvSchedule:
         return max(0.0, min(self.power_w, load_w)) if on else 0.0
 
 
-class DeviceView:
+class DeviceView(FaultInjection):
     """One device of the split house: a SunSpec image of some of the house's models, served on its own port."""
 
     def __init__(self, house: SplitHouseSimulator, role: Role, host: str, port: int, unit_id: int) -> None:
@@ -96,8 +95,7 @@ class DeviceView:
             v, h = self.image.model(m), hybrid.image.model(m)
             assert v.length == h.length, (m, v.length, h.length)
             self._maps.append((v.address, h.address, v.length + 2))
-        self._faults = Faults()
-        self._faults_changed = asyncio.Event()
+        self._init_faults()
         self._server: DroppableServer | None = None
         self.requests = 0
         self._refresh()
@@ -123,20 +121,6 @@ class DeviceView:
         if self._server is not None:
             await self._server.wait_listening()
 
-    @property
-    def faults(self) -> Faults:
-        return self._faults
-
-    @faults.setter
-    def faults(self, faults: Faults) -> None:
-        self._faults = faults
-        apply_disconnect(self._server, faults)
-        self._signal_faults_changed()
-
-    def _signal_faults_changed(self) -> None:
-        self._faults_changed.set()
-        self._faults_changed = asyncio.Event()
-
     # -- Modbus ------------------------------------------------------------------
     def _to_hybrid(self, address: int, count: int) -> int | None:
         for v, h, n in self._maps:
@@ -149,13 +133,9 @@ class DeviceView:
         read_back = function_code in _WRITE_FCS and set_values is None
         if not read_back:
             self.requests += 1
-            faults = self._faults
-            if faults.slow_s > 0:
-                await asyncio.sleep(faults.slow_s)
-            while self._faults.timeout and self._server is not None:
-                await self._faults_changed.wait()
-            if self._faults.exception_code is not None:
-                return ExcCodes(int(self._faults.exception_code))
+            refused = await self._apply_faults()
+            if refused is not None:
+                return refused
         if function_code not in _READ_FCS | _WRITE_FCS:
             return ExcCodes.ILLEGAL_FUNCTION
         hybrid = self.house.hybrid

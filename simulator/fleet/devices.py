@@ -139,7 +139,7 @@ async def serve(spec_path: Path, ports_out: Path, trace_out: Path, clock: Clock)
         out["clock_now"] = np.array(clock.now().timestamp())
         out["writes"] = np.array([len(s.writes) for s in sims])
         tmp_npz = trace_out.with_name(trace_out.stem + ".tmp.npz")
-        np.savez(tmp_npz, **out)
+        np.savez(tmp_npz, **out)  # type: ignore[arg-type]  # numpy stub: **kwds typed as bool
         os.replace(tmp_npz, trace_out)
     finally:
         for sim in sims:

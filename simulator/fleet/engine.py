@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from aggregator.dispatch.realtime import HousesNow, feeder_envelopes
+from aggregator.dispatch.solver_pool import WarmSolverPool
 from edge_agent.energy_manager.decide import BatteryLimits, decide, pv_limit_for_export_cap, slot_limits
 from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
 from simulator.fleet.strategies import BATTERY_ID, PlanSource, StrategyOptions, make_source
@@ -116,7 +117,7 @@ def _m(v: float, at: datetime) -> Measurement:
 
 def simulate(sc: Scenario, strategy: str, options: StrategyOptions | None = None, *,
              clear_sky: Callable[[list[datetime]], np.ndarray] | None = None,
-             pool: ProcessPoolExecutor | None = None,
+             pool: ProcessPoolExecutor | WarmSolverPool | None = None,
              progress: Callable[[int], None] | None = None) -> Trace:
     """Run one strategy over the whole scenario; ``progress(slots_done)`` after each slot."""
     import time

@@ -34,6 +34,7 @@ import numpy as np
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
 from aggregator.dispatch.optimise import optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
+from aggregator.dispatch.solver_pool import WarmSolverPool
 from edge_agent.energy_manager.forecast import HistoryForecaster, Site
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
@@ -187,7 +188,7 @@ class LocalTou(PlanSource):
 
 
 class _Lp(PlanSource):
-    pool: ProcessPoolExecutor | None = None
+    pool: ProcessPoolExecutor | WarmSolverPool | None = None
 
     def _dispatch_options(self) -> DispatchOptions:
         return self.options.dispatch
@@ -228,7 +229,6 @@ class Fleet(_Lp):
             f.add(at, lo, pv)
 
     def update(self, s: int, soc: np.ndarray) -> None:
-        sc = self.sc
         if (due := self.horizon_if_due(s)) is None:
             return
         now, end = due
