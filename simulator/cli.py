@@ -14,16 +14,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from dataclasses import replace
 import json
 import logging
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vpp_common.cli import EXIT_CONFIG, run_main, run_until_signal, setup_logging
-from vpp_common.clock import UTC, AcceleratedClock, SystemClock
+from vpp_common.clock import UTC, AcceleratedClock, Clock, SystemClock
+
+if TYPE_CHECKING:
+    from simulator.physics import PhysicsConfig
 
 _STRATEGIES = ("no_battery", "battery_idle", "self_consumption", "tou", "fleet", "perfect_foresight")
 
@@ -166,17 +169,22 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clock_and_physics(args: argparse.Namespace) -> tuple[Clock, PhysicsConfig]:
+    """The served device's clock (``--speed``) and house (``--soc``); ConfigError for a bad value."""
+    from simulator.physics import PhysicsConfig
+    from vpp_common.config import ConfigError
+
+    clock: Clock = SystemClock() if args.speed == 1.0 else AcceleratedClock(datetime.now(UTC), args.speed)
+    try:
+        return clock, PhysicsConfig(initial_soc_pct=args.soc)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 async def _device(args: argparse.Namespace) -> int:
     from simulator.hybrid_device import DER_MODELS, SimulatorConfig, SunSpecHybridSimulator
-    from simulator.physics import PhysicsConfig
 
-    clock = SystemClock() if args.speed == 1.0 else AcceleratedClock(datetime.now(UTC), args.speed)
-    try:
-        physics = PhysicsConfig(initial_soc_pct=args.soc)
-    except ValueError as exc:
-        from vpp_common.config import ConfigError
-
-        raise ConfigError(str(exc)) from exc
+    clock, physics = _clock_and_physics(args)
     sim = SunSpecHybridSimulator(SimulatorConfig(physics=physics, model_order=DER_MODELS if args.der else None), clock,
                                  host=args.host, port=args.port, unit_id=args.unit)
 
@@ -190,16 +198,9 @@ async def _device(args: argparse.Namespace) -> int:
 
 async def _house(args: argparse.Namespace) -> int:
     from simulator.hybrid_device import SimulatorConfig
-    from simulator.physics import PhysicsConfig
     from simulator.split_house import ROLES, SplitHouseSimulator
 
-    clock = SystemClock() if args.speed == 1.0 else AcceleratedClock(datetime.now(UTC), args.speed)
-    try:
-        physics = PhysicsConfig(initial_soc_pct=args.soc)
-    except ValueError as exc:
-        from vpp_common.config import ConfigError
-
-        raise ConfigError(str(exc)) from exc
+    clock, physics = _clock_and_physics(args)
     sim = SplitHouseSimulator(SimulatorConfig(physics=physics), clock, host=args.host,
                               ports={r: args.port + i for i, r in enumerate(ROLES)})
 
