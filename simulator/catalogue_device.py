@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edge_agent.drivers.catalogue import CatalogueEntry, PointDef, decode_raw, load_entry
@@ -220,12 +219,7 @@ class CatalogueSimulator(FaultInjection):
                 start, size = (sp.start, len(sp.registers)) if sp else (0, 1)
                 blocks.append([SimData(start, values=[0] * size, datatype=DataType.REGISTERS)])
             devices.append(SimDevice(id=unit, simdata=(bits(), bits(), blocks[0], blocks[1]), action=self._action_for(unit)))
-        server = DroppableServer(lambda address: ModbusTcpServer(devices, address=address), self.host, self.port)
-        await server.start()
-        self._server = server
-        self.port = server.port
-        if self._faults.disconnect:
-            server.drop()
+        self.port = await self._serve(devices, self.host, self.port)
         log.info("%s simulator on %s:%d", self.entry.device.id, self.host, self.port)
 
     async def stop(self) -> None:

@@ -272,6 +272,16 @@ class FaultInjection:
         self._faults = Faults()
         self._faults_changed = asyncio.Event()
 
+    async def _serve(self, devices: SimDevice | list[SimDevice], host: str, port: int) -> int:
+        """Listen for ``devices`` on ``host:port`` (0: a free port) behind a droppable server, down
+        at once if a ``disconnect`` fault is already set; the bound port."""
+        server = DroppableServer(lambda address: ModbusTcpServer(devices, address=address), host, port)
+        await server.start()
+        self._server = server
+        if self._faults.disconnect:
+            server.drop()
+        return server.port
+
     @property
     def faults(self) -> Faults:
         return self._faults
@@ -439,12 +449,7 @@ class SunSpecHybridSimulator(FaultInjection):
             simdata=[SimData(self.base_address, values=self._image.registers, datatype=DataType.REGISTERS)],
             action=self._action,
         )
-        server = DroppableServer(lambda address: ModbusTcpServer(device, address=address), self.host, self.port)
-        await server.start()
-        self._server = server
-        self.port = server.port
-        if self._faults.disconnect:
-            server.drop()
+        self.port = await self._serve(device, self.host, self.port)
         log.info("SunSpec hybrid simulator on %s:%d unit %d base %d",
                  self.host, self.port, self.unit_id, self.base_address)
 

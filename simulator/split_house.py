@@ -33,7 +33,6 @@ from datetime import datetime
 from typing import Literal
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulator.hybrid_device import _READ_FCS, _WRITE_FCS, DroppableServer, FaultInjection, SimulatorConfig, \
@@ -104,12 +103,7 @@ class DeviceView(FaultInjection):
     async def start(self) -> None:
         device = SimDevice(id=self.unit_id, simdata=[SimData(self.image.base_address, values=self.image.registers,
                                                              datatype=DataType.REGISTERS)], action=self._action)
-        server = DroppableServer(lambda address: ModbusTcpServer(device, address=address), self.host, self.port)
-        await server.start()
-        self._server = server
-        self.port = server.port
-        if self._faults.disconnect:
-            server.drop()
+        self.port = await self._serve(device, self.host, self.port)
 
     async def stop(self) -> None:
         server, self._server = self._server, None

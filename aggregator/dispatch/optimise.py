@@ -136,18 +136,25 @@ def optimise(
         relaxations=relaxations(problem, sol.blocks),
         status=status,
         fallback_houses=tuple(fallback),
-        timings={
-            "prepare_s": sol.prepare_s,
-            "build_s": sol.build_s,
-            "solve_s": sol.solve_s,
-            "solve_wall_s": t1 - t0,  # includes the plans built while blocks were solving
-            "plans_s": plans_s + (t2 - t1),
-            "total_s": t2 - t0,
-            "warm_blocks": float(sol.warm_blocks),
-            "seeded_blocks": float(sol.seeded_blocks),
-            "blocks": float(len(tasks)),
-        },
+        # solve_wall_s includes the plans built while blocks were solving
+        timings=_timings(sol, sol, len(tasks), t0, t1, t2, plans_s + (t2 - t1)),
     )
+
+
+def _timings(base: FleetSolution, sol: FleetSolution, blocks: int, t0: float, t1: float, t2: float,
+             plans_s: float) -> dict[str, float]:
+    """The timings every result reports: ``base`` is the first (event-free) solve, ``sol`` the final one."""
+    return {
+        "prepare_s": base.prepare_s,
+        "build_s": sol.build_s,
+        "solve_s": sol.solve_s,
+        "solve_wall_s": t1 - t0,
+        "plans_s": plans_s,
+        "total_s": t2 - t0,
+        "warm_blocks": float(base.warm_blocks),
+        "seeded_blocks": float(base.seeded_blocks),
+        "blocks": float(blocks),
+    }
 
 
 def _fallbacks(
@@ -259,15 +266,7 @@ def _optimise_with_events(
         status=status,
         fallback_houses=tuple(fallback),
         timings={
-            "prepare_s": base.prepare_s,
-            "build_s": sol.build_s,
-            "solve_s": sol.solve_s,
-            "solve_wall_s": t1 - t0,
-            "plans_s": t2 - t1,
-            "total_s": t2 - t0,
-            "warm_blocks": float(base.warm_blocks),
-            "seeded_blocks": float(base.seeded_blocks),
-            "blocks": float(len(tasks)),
+            **_timings(base, sol, len(tasks), t0, t1, t2, t2 - t1),
             "event_baseline_s": base.wall_s,  # the event-free solve (also the plan without events)
             "event_pricing_s": es.timings["pricing_s"],
             "event_master_s": es.timings["master_s"],
