@@ -6,6 +6,7 @@ optima of the same LP (HiGHS tolerances 1e-7), so they differ only by round-off.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
@@ -201,6 +202,24 @@ def test_horizon_moved_backwards_or_by_part_of_a_slot_is_cold() -> None:
         assert not solve_block(np.arange(q.n), q, opts, model=model).warm
 
 
+def _wait_dead_unreaped(proc: object, timeout_s: float = 10.0) -> None:
+    """Wait until a killed child is a zombie (or already reaped by its pool).  Never
+    ``psutil.Process.wait()``: it reaps the child, and multiprocessing's ``is_alive`` then
+    answers True for ever (waitpid fails with ECHILD), so the executor's shutdown spins."""
+    import psutil
+
+    assert isinstance(proc, psutil.Process)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"worker {proc.pid} did not die")
+
+
 def test_a_dead_worker_costs_one_cycle_of_fallbacks_then_restarts() -> None:
     import psutil
 
@@ -213,7 +232,7 @@ def test_a_dead_worker_costs_one_cycle_of_fallbacks_then_restarts() -> None:
                    if c.pid not in before and "resource_tracker" not in " ".join(c.cmdline())]
         assert len(workers) == 2
         workers[0].kill()  # a worker this test started (e.g. what the OOM killer would do)
-        workers[0].wait(timeout=10)
+        _wait_dead_unreaped(workers[0])
         later = optimise(p, DispatchOptions(), first.plans, pool=pool, version=2, now=p.start)
         again = optimise(p, DispatchOptions(), pool=pool, version=3, now=p.start)
     assert set(later.plans) == set(p.house_ids)  # every house has a plan, from the solver or a fallback
