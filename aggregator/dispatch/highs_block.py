@@ -10,11 +10,10 @@ is mapped onto the new rows and columns (``SavedStart.mapped``) and given to HiG
 as an "alien" basis, which it repairs before it starts.  Anything else (other
 houses, feeders, slot count or parameters) is solved from scratch.
 
-Between cycles only the basis (one byte per column and row), the matrix in
-HiGHS' form (~1.3 MB) and fingerprints of it are kept, not the HiGHS model: a
-solved 50-house model holds ~35 MB, so keeping 200 of them alive for 10,000
-houses would need ~7 GB.  Passing the kept matrix and new bounds to a new
-model costs ~2 ms per block.
+Between cycles only the basis (one byte per column and row) and fingerprints of
+the matrix are kept, not the HiGHS model: a solved 50-house model holds ~35 MB,
+so keeping 200 of them alive for 10,000 houses would need ~7 GB.  Passing the
+LP's arrays to a new model costs ~3.5 ms per 50-house block.
 """
 
 from __future__ import annotations
@@ -82,6 +81,9 @@ def matrix_fingerprints(lp: BlockLP) -> tuple[bytes, bytes]:
 
 _STATUS = [highspy.HighsBasisStatus(i) for i in range(5)]  # kLower, kBasic, kUpper, kZero, kNonbasic
 _BASIC = 1
+_DEVEX = 1
+_ROWWISE = int(highspy.MatrixFormat.kRowwise)
+_MINIMIZE = int(highspy.ObjSense.kMinimize)  # HiGHS option simplex_dual_edge_weight_strategy: 0 Dantzig, 1 devex, 2 steepest edge
 
 
 def _shift_slots(status: np.ndarray, t: int, shift: int) -> np.ndarray:
@@ -100,7 +102,6 @@ class SavedStart:
 
     fingerprint: bytes  # whole matrix
     core_fingerprint: bytes  # all rows but the fairness rows
-    matrix: highspy.HighsSparseMatrix  # ~1.3 MB for 50 houses: saves ~7 ms per re-solve
     basis: highspy.HighsBasis
     n_rows: int
     fair_row0: int
@@ -148,30 +149,19 @@ class SavedStart:
         return basis
 
 
-def _sparse_matrix(lp: BlockLP) -> highspy.HighsSparseMatrix:
-    """The CSR matrix as HiGHS holds it.  Costs ~7 ms for a 50-house block (the index and
-    value arrays are converted element by element), so blocks keep it between cycles."""
-    m = lp.matrix
-    a = highspy.HighsSparseMatrix()
-    a.format_ = highspy.MatrixFormat.kRowwise
-    a.num_col_, a.num_row_ = m.shape[1], m.shape[0]
-    a.start_ = m.indptr
-    a.index_ = m.indices
-    a.value_ = m.data
-    return a
-
-
-def _load(lp: BlockLP, matrix: highspy.HighsSparseMatrix) -> highspy.Highs:
+def _load(lp: BlockLP) -> highspy.Highs:
+    """A new HiGHS model of ``lp``.  Passed as arrays (~3.5 ms for a 50-house block): a
+    ``HighsLp`` whose fields are set from Python converts them element by element (~8 ms)."""
     h = _new_highs()
-    model = highspy.HighsLp()
-    model.num_col_, model.num_row_ = lp.matrix.shape[1], lp.matrix.shape[0]
-    model.col_cost_ = lp.cost
-    model.col_lower_ = lp.var_lb
-    model.col_upper_ = lp.var_ub
-    model.row_lower_ = lp.row_lb
-    model.row_upper_ = lp.row_ub
-    model.a_matrix_ = matrix  # a copy in C++, ~0.02 ms
-    h.passModel(model)
+    m = lp.matrix
+    status = h.passModel(
+        m.shape[1], m.shape[0], m.nnz, _ROWWISE, _MINIMIZE, 0.0,
+        lp.cost, lp.var_lb, lp.var_ub, lp.row_lb, lp.row_ub,
+        m.indptr.astype(np.int32, copy=False), m.indices.astype(np.int32, copy=False), m.data,
+        np.zeros(m.shape[1], dtype=np.int32),  # every column continuous (an empty array is refused)
+    )
+    if status == highspy.HighsStatus.kError:
+        raise HighsFailed("HiGHS refused the model", time_limit=False)
     return h
 
 
@@ -200,7 +190,6 @@ class HighsBlock:
         self._h: highspy.Highs | None = None  # only between solve and release
         self._lp: BlockLP | None = None
         self._fp: tuple[bytes, bytes] | None = None  # of the LP being solved
-        self._matrix: highspy.HighsSparseMatrix | None = None  # of the LP being solved
         self._start: SavedStart | None = None
         self._seeds = seeds
         self.last_start = "cold"  # how the last solve started: "warm", "mapped", "seeded", "cold"
@@ -214,15 +203,19 @@ class HighsBlock:
         fairness rows) is the same as last time and the horizon moved by whole slots,
         else from a sibling's basis, else from scratch."""
         fp = matrix_fingerprints(lp)
-        same = self._start is not None and self._start.fingerprint == fp[0]
-        self._matrix = self._start.matrix if same else _sparse_matrix(lp)  # type: ignore[union-attr]
-        self._h, self._lp, self._fp = _load(lp, self._matrix), lp, fp
+        self._h, self._lp, self._fp = _load(lp), lp, fp
         basis, how = self._warm_basis(lp, fp)
         self._start = None
         if basis is not None and self._h.setBasis(basis) != highspy.HighsStatus.kOk:
             basis, how = None, "cold"  # HiGHS refused it
         self.last_start = how
         setattr(self, f"{how}_solves", getattr(self, f"{how}_solves") + 1)
+        if how == "warm":
+            # From the block's own optimal basis only a few pivots remain, and dual steepest
+            # edge would first spend more on computing its weights than they save: devex
+            # pricing re-solved 20 warm 50-house blocks in 1.08-1.10 s instead of 1.42-1.50 s.
+            # (From a sibling's basis or cold, devex was slower: 4.4-5.0 s vs 3.2 s.)
+            self._h.setOptionValue("simplex_dual_edge_weight_strategy", _DEVEX)
         try:
             return self._run(time_limit_s)
         except HighsFailed as exc:
@@ -230,8 +223,7 @@ class HighsBlock:
                 raise
             # A repaired alien basis can, rarely, leave HiGHS in numerical trouble: a start
             # must never cost a plan, so try once more from scratch.
-            self._matrix = _sparse_matrix(lp)
-            self._h, self._lp, self._fp = _load(lp, self._matrix), lp, fp
+            self._h, self._lp, self._fp = _load(lp), lp, fp
             self.last_start = "cold"
             self.cold_solves += 1
             return self._run(time_limit_s)
@@ -266,14 +258,14 @@ class HighsBlock:
         The basis is of the last LP solved, mode-fixing bounds included; it stays a
         valid basis when those bounds are lifted again, so it is still a good start.
         """
-        h, lp, fp, a = self._h, self._lp, self._fp, self._matrix
-        if h is not None and lp is not None and fp is not None and a is not None \
+        h, lp, fp = self._h, self._lp, self._fp
+        if h is not None and lp is not None and fp is not None \
                 and h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
-            self._start = SavedStart(fp[0], fp[1], a, h.getBasis(), lp.matrix.shape[0], lp.fair_row0,
+            self._start = SavedStart(fp[0], fp[1], h.getBasis(), lp.matrix.shape[0], lp.fair_row0,
                                      lp.fair_keys, lp.t, lp.start_s, lp.slot_s)
             if self._seeds is not None:
                 self._seeds[shape_key(lp)] = self._start
-        self._h, self._lp, self._fp, self._matrix = None, None, None, None
+        self._h, self._lp, self._fp = None, None, None
 
     def _run(self, time_limit_s: float) -> tuple[np.ndarray, float]:
         h = self._h
@@ -282,7 +274,7 @@ class HighsBlock:
         h.run()
         status = h.getModelStatus()
         if status != highspy.HighsModelStatus.kOptimal:
-            self._h, self._lp, self._fp, self._matrix = None, None, None, None  # no start for the next cycle
+            self._h, self._lp, self._fp = None, None, None  # no start for the next cycle
             raise HighsFailed(f"HiGHS status {h.modelStatusToString(status)}",
                               time_limit=status == highspy.HighsModelStatus.kTimeLimit)
         return np.asarray(h.getSolution().col_value), float(h.getInfo().objective_function_value)

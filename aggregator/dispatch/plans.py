@@ -51,60 +51,76 @@ def relaxations(p: FleetProblem, blocks: list[BlockSolution], tol_w: float = TOL
     return out
 
 
-def _reasons(p: FleetProblem, b: BlockSolution, sub: FleetProblem) -> list[list[str]]:
-    """Per house, per slot: the limit or price that drove the plan, in words."""
-    n, t = len(b.houses), p.t
+# The reasons most cells get: fixed words, coded without a Python loop over the cells
+_SIMPLE = ("self-consumption", "charge: cheap import", "charge: store PV surplus", "discharge: peak price",
+           "discharge: cover load instead of import")
+
+
+def _reasons(p: FleetProblem, b: BlockSolution, sub: FleetProblem) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Per house and slot, the limit or price that drove the plan, in words: (codes (N, T)
+    into the table of words, the table, and where a shared limit binds or a cap was relaxed).
+
+    Most cells are plain self-consumption or a charge/discharge for price or PV; they are
+    coded with array operations.  Only cells where a limit binds, a cap is relaxed, a
+    price is negative or PV is curtailed are worded one by one (their words carry numbers).
+    """
+    t = p.t
     grid = b.import_w - b.export_w + b.over_import_w - b.over_export_w
     net_f = np.zeros((len(sub.feeder_ids), t))
     np.add.at(net_f, sub.feeder_of, grid)
-    exp_bind = net_f <= -sub.feeder_export_limit_w + TOL_W + b.feeder_over_export_w
-    imp_bind = net_f >= sub.feeder_import_limit_w - TOL_W - b.feeder_over_import_w
+    exp_bind = (net_f <= -sub.feeder_export_limit_w + TOL_W + b.feeder_over_export_w) & np.isfinite(sub.feeder_export_limit_w)
+    imp_bind = (net_f >= sub.feeder_import_limit_w - TOL_W - b.feeder_over_import_w) & np.isfinite(sub.feeder_import_limit_w)
     pi, pe = p.import_price_per_kwh, p.export_price_per_kwh
     lo, hi = np.quantile(pi, 0.25), np.quantile(pi, 0.75)
-    # Python lists: scalar indexing of numpy arrays is ~10x slower in this loop
-    exp_b = (exp_bind & np.isfinite(sub.feeder_export_limit_w)).tolist()
-    imp_b = (imp_bind & np.isfinite(sub.feeder_import_limit_w)).tolist()
-    exp_lim, imp_lim = sub.feeder_export_limit_w.tolist(), sub.feeder_import_limit_w.tolist()
-    bat = (b.charge_w - b.discharge_w).tolist()
-    cur, imp = b.curtail_w.tolist(), b.import_w.tolist()
-    over = ((b.over_export_w > TOL_W) | (b.over_import_w > TOL_W)).tolist()
-    level = b.fairness_level.tolist()
-    rated = np.maximum(sub.pv_rated_w, 1.0).tolist()
-    pil, pel = pi.tolist(), pe.tolist()
-    feeder_of = sub.feeder_of.tolist()
-    out: list[list[str]] = []
-    for k in range(n):
-        f = feeder_of[k]
-        fid = sub.feeder_ids[f]
-        row = []
-        for s in range(t):
+    bat = b.charge_w - b.discharge_w
+    exp_h, imp_h = exp_bind[sub.feeder_of], imp_bind[sub.feeder_of]
+    over = (b.over_export_w > TOL_W) | (b.over_import_w > TOL_W)
+    curtailed = b.curtail_w > TOL_W
+    # the battery's own words, the last part of every reason
+    codes = np.select(
+        [bat > TOL_W, bat < -TOL_W],
+        [np.where((pi <= lo) & (b.import_w > TOL_W), 1, 2), np.where(pi >= hi, 3, 4)],
+        0,
+    ).astype(np.int32)
+    special = exp_h | imp_h | over | curtailed | (pi < 0) | (pe < 0)
+    table = list(_SIMPLE)
+    index = {w: i for i, w in enumerate(table)}
+    ks, ss = np.nonzero(special)
+    if len(ks):
+        exp_lim, imp_lim = sub.feeder_export_limit_w, sub.feeder_import_limit_w
+        rated = np.maximum(sub.pv_rated_w, 1.0)
+        for k, s, f, c_ks, eb, ib, ov, pil, pel, code in zip(
+            ks.tolist(), ss.tolist(), sub.feeder_of[ks].tolist(), b.curtail_w[ks, ss].tolist(),
+            exp_h[ks, ss].tolist(), imp_h[ks, ss].tolist(), over[ks, ss].tolist(), pi[ss].tolist(),
+            pe[ss].tolist(), codes[ks, ss].tolist(), strict=True,
+        ):
             parts = []
-            c_ks = cur[k][s]
-            if exp_b[f][s]:
-                parts.append(f"feeder {fid} export limit {exp_lim[f][s] / 1000:.1f} kW binds")
+            fid = sub.feeder_ids[f]
+            if eb:
+                parts.append(f"feeder {fid} export limit {exp_lim[f, s] / 1000:.1f} kW binds")
                 if c_ks > TOL_W:
                     parts.append(
                         f"PV curtailed {c_ks / 1000:.2f} kW ({c_ks / rated[k]:.0%} of PV size; no house on the"
-                        f" feeder above {level[f][s]:.0%})"
+                        f" feeder above {b.fairness_level[f, s]:.0%})"
                     )
-            if imp_b[f][s]:
-                parts.append(f"feeder {fid} import limit {imp_lim[f][s] / 1000:.1f} kW binds")
-            if over[k][s]:
+            if ib:
+                parts.append(f"feeder {fid} import limit {imp_lim[f, s] / 1000:.1f} kW binds")
+            if ov:
                 parts.append("house cap relaxed (could not be met)")
-            if pil[s] < 0:
-                parts.append(f"negative import price ({pil[s]:.2f}/kWh)")
-            if pel[s] < 0:
-                parts.append(f"negative export price ({pel[s]:.2f}/kWh)")
-            if c_ks > TOL_W and not exp_b[f][s] and pel[s] >= 0:
+            if pil < 0:
+                parts.append(f"negative import price ({pil:.2f}/kWh)")
+            if pel < 0:
+                parts.append(f"negative export price ({pel:.2f}/kWh)")
+            if c_ks > TOL_W and not eb and pel >= 0:
                 parts.append("PV curtailed: house export cap")
-            bks = bat[k][s]
-            if bks > TOL_W:
-                parts.append("charge: " + ("cheap import" if pil[s] <= lo and imp[k][s] > TOL_W else "store PV surplus"))
-            elif bks < -TOL_W:
-                parts.append("discharge: " + ("peak price" if pil[s] >= hi else "cover load instead of import"))
-            row.append("; ".join(parts) or "self-consumption")
-        out.append(row)
-    return out
+            if code:
+                parts.append(table[code])
+            why = "; ".join(parts) or table[0]
+            if why not in index:
+                index[why] = len(table)
+                table.append(why)
+            codes[k, s] = index[why]
+    return codes, table, exp_h | imp_h | over
 
 
 def _export_binds_later(sub: FleetProblem, b: BlockSolution) -> np.ndarray:
@@ -199,61 +215,49 @@ def pack_plans(
 ) -> PackedPlans:
     """The plans of one solved block (see :func:`build_plans`), as arrays."""
     sub = p.subset(b.houses)
-    reasons = _reasons(p, b, sub)
+    codes, table, fixed = _reasons(p, b, sub)
     n, t = len(b.houses), p.t
-    bat = np.clip(b.charge_w - b.discharge_w, -p.max_discharge_w[b.houses, None], p.max_charge_w[b.houses, None]).tolist()
-    grid = (b.import_w - b.export_w + b.over_import_w - b.over_export_w).tolist()
-    cap_exp, cap_imp = p.max_export_w[b.houses].tolist(), p.max_import_w[b.houses].tolist()
-    max_ch, max_dis = p.max_charge_w[b.houses].tolist(), p.max_discharge_w[b.houses].tolist()
-    g_lo_all, g_hi_all = _feeder_budgets(sub, b.import_w - b.export_w + b.over_import_w - b.over_export_w)
-    g_lo_all, g_hi_all = g_lo_all.tolist(), g_hi_all.tolist()
-    room_later = _export_binds_later(sub, b)[sub.feeder_of].tolist()
-    env_lo, env_hi = np.empty((n, t)), np.empty((n, t))
-    grid_lo, grid_hi = np.empty((n, t)), np.empty((n, t))
-    codes = np.empty((n, t), dtype=np.int32)
-    table: dict[str, int] = {}
-    for k, h in enumerate(b.houses.tolist()):
-        elo, ehi, glo, ghi, ck = [], [], [], [], []
-        extra = extra_reasons.get(h) if extra_reasons else None
-        for s in range(t):
-            tgt = bat[k][s]
-            why = reasons[k][s]
-            if extra and extra[s]:
+    if extra_reasons:  # words of fleet events for the houses whose schedule they changed
+        index = {w: i for i, w in enumerate(table)}
+        for k, h in enumerate(b.houses.tolist()):
+            extra = extra_reasons.get(h) or ()
+            for s in (s for s, words in enumerate(extra) if words):
+                why = table[codes[k, s]]
                 why = extra[s] if why == "self-consumption" else f"{why}; {extra[s]}"
-            g = grid[k][s]
-            g_lo = max(g_lo_all[k][s], -cap_exp[k][s])  # the house's share of the feeder's export budget
-            g_hi = min(g_hi_all[k][s], cap_imp[k][s])
-            glo.append(min(g_lo, g))
-            ghi.append(max(g_hi, g))
-            # The agent follows its real house balance within the envelope, so forecast errors
-            # land where they do least harm: fixed where a shared limit binds or the battery sells
-            # to the grid; wide open where the plan is plain self-consumption; otherwise the plan's
-            # intent is a bound (keep at least this much charge / charge at least this much from
-            # the grid: [tgt, P_ch]; leave room, export the rest: [-P_dis, tgt]).
-            p_ch, p_dis = max_ch[k], max_dis[k]
-            if "binds" in why or "relaxed" in why or (tgt < -TOL_W and g < -TOL_W):
-                lo, hi = tgt, tgt  # the fleet needs exactly this
-            elif abs(g) <= TOL_W and tgt >= 0 and room_later[k][s]:
-                # the feeder's export limit binds later today: the room planned for it is kept,
-                # more PV than forecast now is exported while the feeder can take it
-                lo, hi = -p_dis, tgt
-            elif abs(g) <= TOL_W:
-                lo, hi = -p_dis, p_ch
-            elif g > 0:
-                lo, hi = min(tgt, p_ch), p_ch
-            else:
-                lo, hi = -p_dis, max(tgt, -p_dis)
-            elo.append(lo)
-            ehi.append(hi)
-            ck.append(table.setdefault(why, len(table)))
-        env_lo[k], env_hi[k], grid_lo[k], grid_hi[k], codes[k] = elo, ehi, glo, ghi, ck
+                if why not in index:
+                    index[why] = len(table)
+                    table.append(why)
+                codes[k, s] = index[why]
+                fixed[k, s] |= "binds" in why or "relaxed" in why
+    tgt = np.clip(b.charge_w - b.discharge_w, -p.max_discharge_w[b.houses, None], p.max_charge_w[b.houses, None])
+    grid = b.import_w - b.export_w + b.over_import_w - b.over_export_w
+    g_lo_all, g_hi_all = _feeder_budgets(sub, grid)
+    # the house's share of the feeder's budget, within its own caps, and never excluding the plan itself
+    grid_lo = np.minimum(np.maximum(g_lo_all, -p.max_export_w[b.houses]), grid)
+    grid_hi = np.maximum(np.minimum(g_hi_all, p.max_import_w[b.houses]), grid)
+    room_later = _export_binds_later(sub, b)[sub.feeder_of]
+    p_ch = np.broadcast_to(p.max_charge_w[b.houses, None], (n, t))
+    p_dis = np.broadcast_to(-p.max_discharge_w[b.houses, None], (n, t))  # the lowest battery power
+    # The agent follows its real house balance within the envelope, so forecast errors
+    # land where they do least harm: fixed where a shared limit binds or the battery sells
+    # to the grid; wide open where the plan is plain self-consumption; otherwise the plan's
+    # intent is a bound (keep at least this much charge / charge at least this much from
+    # the grid: [tgt, P_ch]; leave room, export the rest: [-P_dis, tgt]).  With the feeder's
+    # export limit binding later today, the room planned for it is kept and more PV than
+    # forecast now is exported while the feeder can take it.
+    exact = fixed | ((tgt < -TOL_W) & (grid < -TOL_W))
+    balanced = np.abs(grid) <= TOL_W
+    keep_room = balanced & (tgt >= 0) & room_later
+    cases = [exact, keep_room, balanced, grid > 0]
+    env_lo = np.select(cases, [tgt, p_dis, p_dis, np.minimum(tgt, p_ch)], p_dis)
+    env_hi = np.select(cases, [tgt, tgt, p_ch, p_ch], np.maximum(tgt, p_dis))
     return PackedPlans(
         house_ids=tuple(p.house_ids[h] for h in b.houses.tolist()),
         battery_ids=tuple(p.battery_ids[h] for h in b.houses.tolist()),
         plan_ids=tuple(str(uuid.uuid4()) for _ in range(n)),
         start=p.start, slot_s=p.slot_s, version=version, created_at=created_at,
         valid_for=valid_for or timedelta(seconds=p.slot_s * p.t),
-        target_w=np.asarray(bat, dtype=float).reshape(n, t), env_lo_w=env_lo, env_hi_w=env_hi,
+        target_w=tgt, env_lo_w=env_lo, env_hi_w=env_hi,
         grid_lo_w=grid_lo, grid_hi_w=grid_hi, reason_codes=codes, reasons=tuple(table),
     )
 
