@@ -263,10 +263,12 @@ def pack_plans(
 
 
 class LazyPlans(Mapping[str, DispatchPlan]):
-    """House id -> DispatchPlan, made from :class:`PackedPlans` when first looked up (then kept).
+    """House id -> DispatchPlan, made from :class:`PackedPlans` at each lookup (not kept: the
+    service looks each up once, and thousands of plans kept as objects until the cycle ends
+    only make the garbage collector's full passes longer).
 
-    Pickles as the packed arrays and the ready plans (fallbacks), never the plans made
-    from arrays: cheap to send from a solver process.
+    Pickles as the packed arrays and the ready plans (fallbacks): cheap to send from a
+    solver process.
     """
 
     def __init__(self, packs: Sequence[PackedPlans], ready: Mapping[str, DispatchPlan], order: Sequence[str]) -> None:
@@ -274,16 +276,15 @@ class LazyPlans(Mapping[str, DispatchPlan]):
         self._ready = dict(ready)
         self._where = {hid: (i, k) for i, pk in enumerate(self._packs) for k, hid in enumerate(pk.house_ids)}
         self._order = [h for h in order if h in self._where or h in self._ready]
-        self._made: dict[str, DispatchPlan] = {}
 
     def __reduce__(self) -> tuple[object, ...]:
         return (LazyPlans, (self._packs, self._ready, self._order))
 
     def __getitem__(self, house_id: str) -> DispatchPlan:
-        plan = self._ready.get(house_id) or self._made.get(house_id)
+        plan = self._ready.get(house_id)
         if plan is None:
             i, k = self._where[house_id]  # KeyError for an unknown house, as a dict
-            plan = self._made[house_id] = self._packs[i].plan(k)
+            plan = self._packs[i].plan(k)
         return plan
 
     def __contains__(self, house_id: object) -> bool:

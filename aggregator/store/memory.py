@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
 from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken
+from .codec import _PLAN
 
 __all__ = ["DEFAULT_TELEMETRY_HISTORY_S", "MemoryStore"]
 
@@ -93,7 +94,9 @@ class MemoryStore:
         self._routes: dict[str, _Expiring[str]] = {}
         self._telemetry: dict[str, _Expiring[SiteTelemetry]] = {}
         self._flexibility: dict[str, Flexibility] = {}
-        self._plans: dict[str, DispatchPlan] = {}
+        # (version, JSON): a plan as objects is ~600 tracked objects (its slots); 5,000 kept as
+        # objects made every full garbage collection take ~1 s and stalled the streams
+        self._plans: dict[str, tuple[int, str]] = {}
         self._plan_versions: dict[str, int] = {}
         self._plan_status: dict[str, PlanStatus] = {}
         self._leases: dict[str, _Lease] = {}
@@ -232,15 +235,16 @@ class MemoryStore:
                 f"plan write for {house_id} with fencing token {fencing_token} < {self._max_plan_token}"
             )
         stored = self._plans.get(house_id)
-        if stored is not None and plan.version <= stored.version:
+        if stored is not None and plan.version <= stored[0]:
             raise PlanVersionConflict(
-                f"plan version {plan.version} for {house_id} is not newer than stored {stored.version}"
+                f"plan version {plan.version} for {house_id} is not newer than stored {stored[0]}"
             )
         self._max_plan_token = max(self._max_plan_token, fencing_token)
-        self._plans[house_id] = plan
+        self._plans[house_id] = (plan.version, _PLAN.encode(plan))
 
     async def get_plan(self, house_id: str) -> DispatchPlan | None:
-        return self._plans.get(house_id)
+        stored = self._plans.get(house_id)
+        return None if stored is None else _PLAN.decode(stored[1])
 
     async def put_plan_status(self, house_id: str, status: PlanStatus) -> None:
         self._plan_status[house_id] = status

@@ -45,80 +45,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
-from pydantic import ConfigDict, RootModel, ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
 from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, StoreError
+from .codec import _FLEET_EVENT, _FLEXIBILITY, _HELLO, _LIMIT_OVERRIDE, _PLAN, _PLAN_STATUS, _TELEMETRY
 from .memory import DEFAULT_TELEMETRY_HISTORY_S, check_ttl
 
 __all__ = ["RedisStore"]
-
-_T = TypeVar("_T")
-
-_JSON_CONFIG = ConfigDict(ser_json_inf_nan="constants")
-
-
-class _HelloJson(RootModel[Hello]):
-    model_config = _JSON_CONFIG
-
-
-class _TelemetryJson(RootModel[SiteTelemetry]):
-    model_config = _JSON_CONFIG
-
-
-class _FlexibilityJson(RootModel[Flexibility]):
-    model_config = _JSON_CONFIG
-
-
-class _PlanJson(RootModel[DispatchPlan]):
-    model_config = _JSON_CONFIG
-
-
-class _PlanStatusJson(RootModel[PlanStatus]):
-    model_config = _JSON_CONFIG
-
-
-class _LimitOverrideJson(RootModel[LimitOverride]):
-    model_config = _JSON_CONFIG
-
-
-class _FleetEventJson(RootModel[FleetEventRecord]):
-    model_config = _JSON_CONFIG
-
-
-class _Codec(Generic[_T]):
-    """JSON for one message type; a stored value that no longer decodes is a
-    :class:`StoreError` (the store answered unexpectedly), not a crash."""
-
-    def __init__(self, model: type[RootModel[_T]], name: str) -> None:
-        self._model = model
-        self._name = name
-
-    def encode(self, value: _T) -> str:
-        # model_construct: the value is already a typed, frozen message; do not
-        # pay for validating it again on the way out.
-        return self._model.model_construct(value).model_dump_json()
-
-    def decode(self, raw: str | bytes) -> _T:
-        try:
-            return self._model.model_validate_json(raw).root
-        except ValidationError as exc:
-            raise StoreError(f"undecodable {self._name} in redis: {exc}") from exc
-
-
-_HELLO = _Codec(_HelloJson, "Hello")
-_TELEMETRY = _Codec(_TelemetryJson, "SiteTelemetry")
-_FLEXIBILITY = _Codec(_FlexibilityJson, "Flexibility")
-_PLAN = _Codec(_PlanJson, "DispatchPlan")
-_PLAN_STATUS = _Codec(_PlanStatusJson, "PlanStatus")
-_LIMIT_OVERRIDE = _Codec(_LimitOverrideJson, "LimitOverride")
-_FLEET_EVENT = _Codec(_FleetEventJson, "FleetEventRecord")
-
 
 def _ttl_ms(ttl_s: float) -> int:
     """Seconds to Redis milliseconds; at least 1 ms (PX 0 is an error)."""
