@@ -1,7 +1,8 @@
 """JSON codecs of the stored messages, shared by the Redis store (values in Redis) and the
 memory store (plans kept as text, see ``MemoryStore.put_plan``).
 
-Each is a ``RootModel`` subclass built once at import (schema building is slow).
+``ser_json_inf_nan="constants"``: pydantic's default writes NaN/inf as ``null``, which
+would silently turn an implausible reading of NaN into "no value".
 """
 
 from __future__ import annotations
@@ -19,41 +20,15 @@ _T = TypeVar("_T")
 _JSON_CONFIG = ConfigDict(ser_json_inf_nan="constants")
 
 
-class _HelloJson(RootModel[Hello]):
-    model_config = _JSON_CONFIG
-
-
-class _TelemetryJson(RootModel[SiteTelemetry]):
-    model_config = _JSON_CONFIG
-
-
-class _FlexibilityJson(RootModel[Flexibility]):
-    model_config = _JSON_CONFIG
-
-
-class _PlanJson(RootModel[DispatchPlan]):
-    model_config = _JSON_CONFIG
-
-
-class _PlanStatusJson(RootModel[PlanStatus]):
-    model_config = _JSON_CONFIG
-
-
-class _LimitOverrideJson(RootModel[LimitOverride]):
-    model_config = _JSON_CONFIG
-
-
-class _FleetEventJson(RootModel[FleetEventRecord]):
-    model_config = _JSON_CONFIG
-
-
 class _Codec(Generic[_T]):
     """JSON for one message type; a stored value that no longer decodes is a
     :class:`StoreError` (the store answered unexpectedly), not a crash."""
 
-    def __init__(self, model: type[RootModel[_T]], name: str) -> None:
-        self._model = model
-        self._name = name
+    def __init__(self, message: type[_T]) -> None:
+        self._name = message.__name__
+        # a RootModel subclass per type, built once (schema building is slow)
+        self._model: type[RootModel[_T]] = type(f"{self._name}Json", (RootModel[message],),  # type: ignore[valid-type]
+                                                {"model_config": _JSON_CONFIG})
 
     def encode(self, value: _T) -> str:
         # model_construct: the value is already a typed, frozen message; do not
@@ -67,10 +42,10 @@ class _Codec(Generic[_T]):
             raise StoreError(f"undecodable stored {self._name}: {exc}") from exc
 
 
-_HELLO = _Codec(_HelloJson, "Hello")
-_TELEMETRY = _Codec(_TelemetryJson, "SiteTelemetry")
-_FLEXIBILITY = _Codec(_FlexibilityJson, "Flexibility")
-_PLAN = _Codec(_PlanJson, "DispatchPlan")
-_PLAN_STATUS = _Codec(_PlanStatusJson, "PlanStatus")
-_LIMIT_OVERRIDE = _Codec(_LimitOverrideJson, "LimitOverride")
-_FLEET_EVENT = _Codec(_FleetEventJson, "FleetEventRecord")
+HELLO = _Codec(Hello)
+TELEMETRY = _Codec(SiteTelemetry)
+FLEXIBILITY = _Codec(Flexibility)
+PLAN = _Codec(DispatchPlan)
+PLAN_STATUS = _Codec(PlanStatus)
+LIMIT_OVERRIDE = _Codec(LimitOverride)
+FLEET_EVENT = _Codec(FleetEventRecord)

@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
 from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken
-from .codec import _PLAN
+from .codec import PLAN
 
 __all__ = ["DEFAULT_TELEMETRY_HISTORY_S", "MemoryStore"]
 
@@ -240,11 +240,11 @@ class MemoryStore:
                 f"plan version {plan.version} for {house_id} is not newer than stored {stored[0]}"
             )
         self._max_plan_token = max(self._max_plan_token, fencing_token)
-        self._plans[house_id] = (plan.version, _PLAN.encode(plan))
+        self._plans[house_id] = (plan.version, PLAN.encode(plan))
 
     async def get_plan(self, house_id: str) -> DispatchPlan | None:
         stored = self._plans.get(house_id)
-        return None if stored is None else _PLAN.decode(stored[1])
+        return None if stored is None else PLAN.decode(stored[1])
 
     async def put_plan_status(self, house_id: str, status: PlanStatus) -> None:
         self._plan_status[house_id] = status

@@ -53,7 +53,7 @@ from redis.exceptions import RedisError, ResponseError
 from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
 from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, StoreError
-from .codec import _FLEET_EVENT, _FLEXIBILITY, _HELLO, _LIMIT_OVERRIDE, _PLAN, _PLAN_STATUS, _TELEMETRY
+from .codec import FLEET_EVENT, FLEXIBILITY, HELLO, LIMIT_OVERRIDE, PLAN, PLAN_STATUS, TELEMETRY
 from .memory import DEFAULT_TELEMETRY_HISTORY_S, check_ttl
 
 __all__ = ["RedisStore"]
@@ -206,7 +206,7 @@ class RedisStore:
         async with self._guard("upsert_house"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hsetnx(key, "first_seen", at_s)
-                pipe.hset(key, mapping={"hello": _HELLO.encode(hello), "last_hello": at_s})
+                pipe.hset(key, mapping={"hello": HELLO.encode(hello), "last_hello": at_s})
                 pipe.sadd(self._key("houses"), house_id)
                 pipe.hget(key, "first_seen")
                 results = await pipe.execute()
@@ -222,7 +222,7 @@ class RedisStore:
             raise StoreError(f"house {house_id} in redis lacks field {exc}") from exc
         return HouseRecord(
             house_id=house_id,
-            hello=_HELLO.decode(hello),
+            hello=HELLO.decode(hello),
             first_seen=_parse_datetime(first_seen),
             last_hello=_parse_datetime(last_hello),
         )
@@ -267,26 +267,26 @@ class RedisStore:
         at_ms = round(telemetry.measured_at.timestamp() * 1000)
         async with self._guard("put_telemetry"):
             await self._put_telemetry(keys=[self._key("telemetry", house_id), self._key("telhist", house_id)],
-                                      args=[_TELEMETRY.encode(telemetry), at_ms, ttl_ms, self._history_ms])
+                                      args=[TELEMETRY.encode(telemetry), at_ms, ttl_ms, self._history_ms])
 
     async def get_telemetry(self, house_id: str) -> SiteTelemetry | None:
         async with self._guard("get_telemetry"):
             raw = await self._redis.get(self._key("telemetry", house_id))
-        return None if raw is None else _TELEMETRY.decode(raw)
+        return None if raw is None else TELEMETRY.decode(raw)
 
     async def telemetry_history(self, house_id: str) -> list[SiteTelemetry]:
         async with self._guard("telemetry_history"):
             raw = await self._redis.zrange(self._key("telhist", house_id), 0, -1)
-        return [_TELEMETRY.decode(cast(str, r)) for r in raw]
+        return [TELEMETRY.decode(cast(str, r)) for r in raw]
 
     async def put_flexibility(self, house_id: str, flexibility: Flexibility) -> None:
         async with self._guard("put_flexibility"):
-            await self._redis.set(self._key("flex", house_id), _FLEXIBILITY.encode(flexibility))
+            await self._redis.set(self._key("flex", house_id), FLEXIBILITY.encode(flexibility))
 
     async def get_flexibility(self, house_id: str) -> Flexibility | None:
         async with self._guard("get_flexibility"):
             raw = await self._redis.get(self._key("flex", house_id))
-        return None if raw is None else _FLEXIBILITY.decode(raw)
+        return None if raw is None else FLEXIBILITY.decode(raw)
 
     # -- leases ---------------------------------------------------------------
 
@@ -311,7 +311,7 @@ class RedisStore:
             return int(await self._redis.incr(self._key("planver", house_id)))
 
     async def put_plan(self, house_id: str, plan: DispatchPlan, fencing_token: int) -> None:
-        body = _PLAN.encode(plan)
+        body = PLAN.encode(plan)
         async with self._guard("put_plan"):
             result = await self._put_plan(
                 keys=[self._key("planfence"), self._key("plan", house_id)],
@@ -328,37 +328,37 @@ class RedisStore:
     async def get_plan(self, house_id: str) -> DispatchPlan | None:
         async with self._guard("get_plan"):
             raw = await cast(Any, self._redis.hget(self._key("plan", house_id), "plan"))
-        return None if raw is None else _PLAN.decode(raw)
+        return None if raw is None else PLAN.decode(raw)
 
     async def put_plan_status(self, house_id: str, status: PlanStatus) -> None:
         async with self._guard("put_plan_status"):
-            await self._redis.set(self._key("planstatus", house_id), _PLAN_STATUS.encode(status))
+            await self._redis.set(self._key("planstatus", house_id), PLAN_STATUS.encode(status))
 
     async def get_plan_status(self, house_id: str) -> PlanStatus | None:
         async with self._guard("get_plan_status"):
             raw = await self._redis.get(self._key("planstatus", house_id))
-        return None if raw is None else _PLAN_STATUS.decode(raw)
+        return None if raw is None else PLAN_STATUS.decode(raw)
 
     # -- limit overrides ------------------------------------------------------
 
     async def put_limit_override(self, house_id: str, override: LimitOverride, ttl_s: float) -> None:
         async with self._guard("put_limit_override"):
-            await self._redis.set(self._key("limits", house_id), _LIMIT_OVERRIDE.encode(override), px=_ttl_ms(ttl_s))
+            await self._redis.set(self._key("limits", house_id), LIMIT_OVERRIDE.encode(override), px=_ttl_ms(ttl_s))
 
     async def get_limit_override(self, house_id: str) -> LimitOverride | None:
         async with self._guard("get_limit_override"):
             raw = await self._redis.get(self._key("limits", house_id))
-        return None if raw is None else _LIMIT_OVERRIDE.decode(raw)
+        return None if raw is None else LIMIT_OVERRIDE.decode(raw)
 
     async def put_feeder_envelope(self, house_id: str, envelope: LimitOverride, ttl_s: float) -> None:
         async with self._guard("put_feeder_envelope"):
-            await self._redis.set(self._key("envelope", house_id), _LIMIT_OVERRIDE.encode(envelope),
+            await self._redis.set(self._key("envelope", house_id), LIMIT_OVERRIDE.encode(envelope),
                                   px=_ttl_ms(ttl_s))
 
     async def get_feeder_envelope(self, house_id: str) -> LimitOverride | None:
         async with self._guard("get_feeder_envelope"):
             raw = await self._redis.get(self._key("envelope", house_id))
-        return None if raw is None else _LIMIT_OVERRIDE.decode(raw)
+        return None if raw is None else LIMIT_OVERRIDE.decode(raw)
 
     # -- fleet events -------------------------------------------------------
 
@@ -366,7 +366,7 @@ class RedisStore:
         ttl_ms = _ttl_ms(ttl_s)
         async with self._guard("put_fleet_event"):
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._key("fleetevent", event.event_id), _FLEET_EVENT.encode(event), px=ttl_ms)
+                pipe.set(self._key("fleetevent", event.event_id), FLEET_EVENT.encode(event), px=ttl_ms)
                 pipe.sadd(self._key("fleetevents"), event.event_id)
                 await pipe.execute()
 
@@ -377,7 +377,7 @@ class RedisStore:
             gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
             if gone:  # expired
                 await self._redis.srem(self._key("fleetevents"), *gone)
-        events = [_FLEET_EVENT.decode(raw) for raw in raws if raw is not None]
+        events = [FLEET_EVENT.decode(raw) for raw in raws if raw is not None]
         return sorted(events, key=lambda e: (e.start, e.event_id))
 
     async def delete_fleet_event(self, event_id: str) -> bool:
