@@ -54,9 +54,9 @@ class WelcomeInfo:
 
 
 def _ts(dt: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(dt.astimezone(UTC))
-    return ts
+    # from the POSIX time: Timestamp.FromDatetime is several times slower
+    us = round(dt.timestamp() * 1_000_000)
+    return Timestamp(seconds=us // 1_000_000, nanos=us % 1_000_000 * 1000)
 
 
 _KIND = {
@@ -187,16 +187,19 @@ def plan_from_proto(msg: pl.DispatchPlan) -> DispatchPlan:
     if valid_until <= valid_from:
         raise InvalidPlan("valid_until must be after valid_from")
     slots = []
-    expected = valid_from
+    first_s, first_ns = msg.valid_from.seconds, msg.valid_from.nanos
+    step = timedelta(seconds=slot_s)
+    start = valid_from
     for i, s in enumerate(msg.slots):
-        start = s.start.ToDatetime(tzinfo=UTC)
-        if start != expected:
-            raise InvalidPlan(f"slot {i} starts at {start.isoformat()}, expected {expected.isoformat()}")
-        expected = start + timedelta(seconds=slot_s)
+        # compared as integers: Timestamp.ToDatetime per slot was most of this function's time
+        if s.start.seconds != first_s + i * slot_s or s.start.nanos != first_ns:
+            got = s.start.ToDatetime(tzinfo=UTC)
+            raise InvalidPlan(f"slot {i} starts at {got.isoformat()}, expected {start.isoformat()}")
         setpoints = tuple(Setpoint(sp.resource_id, sp.target_power_w, _envelope(sp.envelope, f"slot {i} {sp.resource_id}"))
                           for sp in s.setpoints)
         grid = _envelope(s.grid_envelope, f"slot {i} grid") if s.HasField("grid_envelope") else None
         slots.append(PlanSlot(start, setpoints, grid, s.reason))
+        start += step
     if not slots:
         raise InvalidPlan("plan has no slots")
     return DispatchPlan(
