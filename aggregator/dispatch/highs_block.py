@@ -81,9 +81,9 @@ def matrix_fingerprints(lp: BlockLP) -> tuple[bytes, bytes]:
 
 _STATUS = [highspy.HighsBasisStatus(i) for i in range(5)]  # kLower, kBasic, kUpper, kZero, kNonbasic
 _BASIC = 1
-_DEVEX = 1
+_DEVEX = 1  # HiGHS option simplex_dual_edge_weight_strategy: 0 Dantzig, 1 devex, 2 steepest edge
 _ROWWISE = int(highspy.MatrixFormat.kRowwise)
-_MINIMIZE = int(highspy.ObjSense.kMinimize)  # HiGHS option simplex_dual_edge_weight_strategy: 0 Dantzig, 1 devex, 2 steepest edge
+_MINIMIZE = int(highspy.ObjSense.kMinimize)
 
 
 def _shift_slots(status: np.ndarray, t: int, shift: int) -> np.ndarray:
