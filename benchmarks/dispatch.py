@@ -136,10 +136,7 @@ def _one(kind: str, n: int, make, pool: WarmSolverPool,
     assert len(res.plans) == n and res.status == "optimal", res.status
     tm = res.timings
     row = {
-        "houses": n,
-        "run": kind,
-        "slots": p.t,
-        "blocks": int(tm["blocks"]),
+        **_row_head(n, kind, p, tm),
         "warm_blocks": int(tm["warm_blocks"]),
         "seeded_blocks": int(tm["seeded_blocks"]),
         "prepare_s": round(made_s + tm["prepare_s"], 3),
@@ -154,6 +151,11 @@ def _one(kind: str, n: int, make, pool: WarmSolverPool,
         "load_1min": round(os.getloadavg()[0], 2),
     }
     return row, p, res
+
+
+def _row_head(n: int, kind: str, p: FleetProblem, tm: dict[str, float]) -> dict[str, object]:
+    """The keys every printed row starts with."""
+    return {"houses": n, "run": kind, "slots": p.t, "blocks": int(tm["blocks"])}
 
 
 def _event_row(n: int, p: FleetProblem, pool: WarmSolverPool, args: argparse.Namespace, kind: str = "event",
@@ -171,10 +173,7 @@ def _event_row(n: int, p: FleetProblem, pool: WarmSolverPool, args: argparse.Nam
     rep = res.events[0]
     tm = res.timings
     row = {
-        "houses": n,
-        "run": kind,
-        "slots": p.t,
-        "blocks": int(tm["blocks"]),
+        **_row_head(n, kind, p, tm),
         "total_s": round(total_s, 3),
         "event_baseline_s": round(tm["event_baseline_s"], 3),
         "event_extra_s": round(total_s - tm["event_baseline_s"], 3),
