@@ -153,6 +153,9 @@ class AggregatorConfig(EnvOverridesFile):
                                "0 = the newest only")
     route_ttl_s: float = Field(90.0, gt=0)
     max_streams: int = Field(5000, ge=1, description="admission: streams this replica accepts")
+    max_plan_backlog: int = Field(64, ge=1, description="streams that may hold a plan not yet written; the planner "
+                                                        "waits beyond it, so plans go out at the pace streams take "
+                                                        "them and none waits behind a whole cycle")
     max_connection_age_s: float = Field(
         2700.0, gt=0, description="real s after which a connection is closed (GOAWAY) so that its agent "
                                   "reconnects, possibly to another replica: streams rebalance after a scale-out")

@@ -32,7 +32,7 @@ from aggregator.config import FeederConfig, PlanningConfig
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
 from aggregator.dispatch.events import FleetEvent
 from aggregator.dispatch.optimise import DispatchResult, EventReport, event_prices_for, optimise
-from aggregator.dispatch.plans import shift_plan
+from aggregator.dispatch.plans import LazyPlans, shift_plan
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.highs_block import start_highs_quietly
 from aggregator.dispatch.solver_pool import WarmSolverPool, exit_with_parent
@@ -41,6 +41,7 @@ from aggregator.feeder_control import Feeder, FeederController, FeederEnvelope
 from aggregator.dispatch.tou import TouPlanInput, make_plan
 from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
+from aggregator.service import convert
 from aggregator.service.sessions import ControlItem, Session, SessionRegistry
 from aggregator.store import FleetEventRecord, PlanVersionConflict, StaleFencingToken, StateStore, StoreError
 from vpp_common.clock import Clock, wait_event
@@ -70,8 +71,11 @@ def optimise_job(problem: FleetProblem, now: datetime, events: Sequence[FleetEve
     if _WARM_BLOCKS is None:
         start_highs_quietly()  # a dedicated process: HiGHS' banner does not go into the service's log
         _WARM_BLOCKS = WarmSolverPool(workers=0)  # in this process: no processes to shut down
-    return optimise(problem, DispatchOptions(), None, now=now, pool=_WARM_BLOCKS, events=events,
-                    event_prices=event_prices_for(problem, last_events) if events and last_events else None)
+    result = optimise(problem, DispatchOptions(), None, now=now, pool=_WARM_BLOCKS, events=events,
+                      event_prices=event_prices_for(problem, last_events) if events and last_events else None)
+    if isinstance(result.plans, LazyPlans):  # encoded here, off the service's event loop
+        result = replace(result, plans=result.plans.with_wire(convert.packed_slots_wire))
+    return result
 
 
 def events_to_slots(records: Sequence[FleetEventRecord], start: datetime, slot_s: int) -> list[FleetEvent]:
@@ -372,6 +376,7 @@ class Planner:
         self._flex_up = self._flex_down = 0.0
         for house_id in sorted(house_ids):
             await asyncio.sleep(0)  # a cycle over thousands of houses must not starve the streams
+            await self._sessions.wait_for_room()
             plan = await self._plan_house(house_id, now)
             if plan is None:
                 continue
@@ -527,6 +532,7 @@ class Planner:
         limits = {i.house_id: i.limits for i in inputs}
         for house_id in sorted(result.plans):
             await asyncio.sleep(0)
+            await self._sessions.wait_for_room()  # made when the streams can take it (created_at counts from here)
             # made here, one house at a time, from the arrays the solver process sent
             plan = shifted.get(house_id) or result.plans[house_id]
             version = await self._store.next_plan_version(house_id)

@@ -63,7 +63,7 @@ class AggregatorServer:
         self._owns_store = store is None  # an injected store outlives this server
         self.store = store or open_store(config.store_url, telemetry_history_s=config.telemetry_history_s)
         self.metrics = AggregatorMetrics()
-        self.sessions = SessionRegistry()
+        self.sessions = SessionRegistry(config.max_plan_backlog)
         self.elector = LeaderElector(self.store, config.replica_id, config.leader_lease_s, self.metrics)
         self.planner = Planner(store=self.store, sessions=self.sessions, clock=self.clock,
                                tariff=config.tou_tariff(), config=config.planning, metrics=self.metrics,

@@ -9,18 +9,20 @@ processes (one gRPC connection per agent, the real ``UplinkClient``), each
 sending telemetry every 5 s.  After every agent has a plan, the aggregator
 re-plans the whole fleet every ``--cycle`` seconds for ``--measure`` seconds;
 each agent records how long each plan took from its creation (``created_at``)
-to arrival.  Printed per level: agents connected, plan-delivery latency p50 /
-p99 / max, the aggregator's RSS growth per connection and its CPU share.  The
-answer is the largest N whose p99 stays under 500 ms.
+to arrival.  Printed per level: agents connected, seconds between plans per
+agent (the cycle, if the replica keeps up), agents that got no plan while
+measuring, plan-delivery latency p50 / p99 / max, the aggregator's RSS growth
+per connection and its CPU share.  The answer is the largest N whose p99 stays
+under 500 ms with every agent connected and served.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -50,6 +52,7 @@ async def client_main(target: str, first: int, count: int, measure_s: float, rea
                   (ResourceInfo("battery", ResourceKind.BATTERY, ControlType.FRBC, 5_000, 10_000),))
     latencies: list[float] = []
     got_plan: set[int] = set()
+    measured_by = [0] * count  # plans each agent received while measuring
     measuring = False
     clients: list[UplinkClient] = []
 
@@ -60,6 +63,7 @@ async def client_main(target: str, first: int, count: int, measure_s: float, rea
             got_plan.add(i)
             if measuring:
                 latencies.append((datetime.now(UTC) - plan.created_at).total_seconds())
+                measured_by[i - first] += 1
 
         def on_welcome(_w: object) -> None:
             c.send(Flexibility(datetime.now(UTC), (StorageFlexibility("battery", 50, 0, 100, 10, 10_000,
@@ -73,14 +77,19 @@ async def client_main(target: str, first: int, count: int, measure_s: float, rea
     tasks = [asyncio.create_task(c.run()) for c in clients]
 
     async def telemetry() -> None:
+        # each agent every 5 s at its own phase, as agents started at different times send:
+        # all of them in one burst would measure a fleet that reports in lockstep
+        period = 5.0
+        step = period / max(1, len(clients))
+        next_at = time.monotonic()
         while True:
-            now = datetime.now(UTC)
-            v = Measurement(100.0, Validity.VALID, now)
-            t = SiteTelemetry(now, v, v, v, Measurement(50.0, Validity.VALID, now), v)
             for c in clients:
                 if c.connected:
-                    c.send(t)
-            await asyncio.sleep(5.0)
+                    now = datetime.now(UTC)
+                    v = Measurement(100.0, Validity.VALID, now)
+                    c.send(SiteTelemetry(now, v, v, v, Measurement(50.0, Validity.VALID, now), v))
+                next_at += step
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     tel = asyncio.create_task(telemetry())
     deadline = time.monotonic() + 120
@@ -91,7 +100,8 @@ async def client_main(target: str, first: int, count: int, measure_s: float, rea
     measuring = True
     await asyncio.sleep(measure_s)
     measuring = False
-    print(json.dumps({"latencies": latencies, "connected": sum(c.connected for c in clients)}), flush=True)
+    print(json.dumps({"latencies": latencies, "connected": sum(c.connected for c in clients),
+                      "without_plan": sum(1 for m in measured_by if m == 0)}), flush=True)
     tel.cancel()
     for t in tasks:
         t.cancel()
@@ -136,13 +146,14 @@ def run_level(n: int, procs: int, cycle_s: float, measure_s: float) -> dict[str,
         wall0 = time.monotonic()
         cpu1 = sum(agg_ps.cpu_times()[:2])
         latencies: list[float] = []
-        connected = 0
+        connected = without_plan = 0
         for c in clients:
             out, _ = c.communicate(timeout=measure_s + 120)
             line = out.strip().splitlines()[-1] if out.strip() else "{}"
             data = json.loads(line)
             latencies += data.get("latencies", [])
             connected += data.get("connected", 0)
+            without_plan += data.get("without_plan", n)
         cpu2 = sum(agg_ps.cpu_times()[:2])
         wall = time.monotonic() - wall0
         latencies.sort()
@@ -153,6 +164,8 @@ def run_level(n: int, procs: int, cycle_s: float, measure_s: float) -> dict[str,
         for f in ready_files:
             Path(f).unlink(missing_ok=True)
         return {"agents": n, "connected": connected, "ramp_s": round(ramp_s, 1), "plans_measured": len(latencies),
+                "agents_without_plan": without_plan,
+                "seconds_per_plan_per_agent": round(measure_s * n / len(latencies), 1) if latencies else None,
                 "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0) if latencies else None,
                 "rss_per_connection_kb": round((rss1 - rss0) / max(1, n) / 1024, 1),
                 "aggregator_rss_mb": round(rss1 / 2**20, 1),
@@ -169,6 +182,12 @@ def run_level(n: int, procs: int, cycle_s: float, measure_s: float) -> dict[str,
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         target, first, count, measure_s, ready = sys.argv[2:7]
+        # A real agent is a process with one connection.  A client process here holds over a
+        # thousand, and with the default thresholds its full garbage collections (hundreds of
+        # ms, all its agents stopped) showed up as plan latency: tune it as the aggregator is.
+        from aggregator.cli import SERVE_GC_THRESHOLDS
+
+        gc.set_threshold(*SERVE_GC_THRESHOLDS)
         asyncio.run(client_main(target, int(first), int(count), float(measure_s), ready))
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -179,18 +198,22 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the results here as a JSON list")
     args = parser.parse_args()
     results = []
-    print(f"{'agents':>7} {'connected':>9} {'ramp s':>7} {'plans':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-          f"{'KB/conn':>8} {'RSS MB':>7} {'CPU %':>6}", flush=True)
+    print(f"{'agents':>7} {'connected':>9} {'ramp s':>7} {'plans':>6} {'s/plan':>6} {'no plan':>7} {'p50 ms':>7} "
+          f"{'p99 ms':>7} {'max ms':>7} {'KB/conn':>8} {'RSS MB':>7} {'CPU %':>6}", flush=True)
     for n in (int(x) for x in args.levels.split(",")):
         r = run_level(n, args.procs, args.cycle, args.measure)
         results.append(r)
-        print(f"{r['agents']:>7} {r['connected']:>9} {r['ramp_s']:>7} {r['plans_measured']:>6} {r['p50_ms']!s:>7} "
+        print(f"{r['agents']:>7} {r['connected']:>9} {r['ramp_s']:>7} {r['plans_measured']:>6} "
+              f"{r['seconds_per_plan_per_agent']!s:>6} {r['agents_without_plan']:>7} {r['p50_ms']!s:>7} "
               f"{r['p99_ms']!s:>7} {r['max_ms']!s:>7} {r['rss_per_connection_kb']:>8} {r['aggregator_rss_mb']:>7} "
               f"{r['aggregator_cpu_pct_during_measure']:>6}", flush=True)
-    held = [r["agents"] for r in results
-            if r["connected"] == r["agents"] and r["p99_ms"] is not None and float(r["p99_ms"]) < 500]  # type: ignore[arg-type]
+    # held: every agent connected and received plans while measuring, p99 under 500 ms
+    held = [int(r["agents"]) for r in results  # type: ignore[call-overload]
+            if r["connected"] == r["agents"] and r["agents_without_plan"] == 0
+            and r["p99_ms"] is not None and float(r["p99_ms"]) < 500]  # type: ignore[arg-type]
     print(f"largest N held with p99 plan delivery < 500 ms: {max(held) if held else 'none'} "
-          f"(of levels tried: {args.levels}; 2-core machine, clients share it)")
+          f"(of levels tried: {args.levels}; 2-core machine, clients share it).  s/plan: seconds between "
+          f"plans per agent (the cycle when the replica keeps up); no plan: agents that got none while measuring")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -7,8 +7,8 @@ import - export (import > 0).  Envelopes are in W in the same convention.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -181,6 +181,7 @@ class PackedPlans:
     grid_hi_w: np.ndarray
     reason_codes: np.ndarray  # index into reasons
     reasons: tuple[str, ...]
+    slots_wire: tuple[bytes, ...] | None = None  # per house, the slots encoded by the service (DispatchPlan.wire_slots)
 
     def plan(self, k: int) -> DispatchPlan:
         t = self.target_w.shape[1]
@@ -201,6 +202,7 @@ class PackedPlans:
             slot_duration_s=self.slot_s,
             slots=slots,
             fallback=FallbackMode.SELF_CONSUMPTION,
+            wire_slots=None if self.slots_wire is None else self.slots_wire[k],
         )
 
 
@@ -279,6 +281,10 @@ class LazyPlans(Mapping[str, DispatchPlan]):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (LazyPlans, (self._packs, self._ready, self._order))
+
+    def with_wire(self, encode: Callable[[PackedPlans], tuple[bytes, ...]]) -> LazyPlans:
+        """The same plans with each pack's slots encoded by ``encode`` (see DispatchPlan.wire_slots)."""
+        return LazyPlans([replace(pk, slots_wire=encode(pk)) for pk in self._packs], self._ready, self._order)
 
     def __getitem__(self, house_id: str) -> DispatchPlan:
         plan = self._ready.get(house_id)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from aggregator.dispatch.plans import PackedPlans
 from aggregator.store.base import FleetEventRecord, HouseRecord
 from vpp.v1 import admin_service_pb2 as adm
 from vpp.v1 import fleet_service_pb2 as fs
@@ -193,13 +194,30 @@ def _envelope(env) -> pl.PowerEnvelope:  # type: ignore[no-untyped-def]
     return pl.PowerEnvelope(min_w=env.min_w, max_w=env.max_w)
 
 
+def _wire_matches(msg: pl.DispatchPlan, plan: DispatchPlan) -> bool:
+    """The encoded slots belong to these slots (a plan rebuilt with other slots but the same
+    cache would otherwise send stale ones): same count, same first start."""
+    if len(msg.slots) != len(plan.slots):
+        return False
+    return not plan.slots or msg.slots[0].start == _ts(plan.slots[0].start)
+
+
 def plan_to_proto(plan: DispatchPlan) -> pl.DispatchPlan:
-    out = pl.DispatchPlan(
-        plan_id=plan.plan_id, version=plan.version, created_at=_ts(plan.created_at),
-        valid_from=_ts(plan.valid_from), valid_until=_ts(plan.valid_until),
-        slot_duration=_duration(plan.slot_duration_s),
-        fallback=pl.Fallback(mode=_FALLBACK[plan.fallback], max_export_w=plan.fallback_max_export_w),
-    )
+    if plan.wire_slots is not None:
+        # slots encoded in the solver process (packed_slots_wire): parsing is C, building is Python
+        out = pl.DispatchPlan.FromString(plan.wire_slots)
+        if not _wire_matches(out, plan):
+            out = pl.DispatchPlan()
+    else:
+        out = pl.DispatchPlan()
+    out.plan_id, out.version = plan.plan_id, plan.version
+    out.created_at.CopyFrom(_ts(plan.created_at))
+    out.valid_from.CopyFrom(_ts(plan.valid_from))
+    out.valid_until.CopyFrom(_ts(plan.valid_until))
+    out.slot_duration.CopyFrom(_duration(plan.slot_duration_s))
+    out.fallback.CopyFrom(pl.Fallback(mode=_FALLBACK[plan.fallback], max_export_w=plan.fallback_max_export_w))
+    if out.slots or not plan.slots:
+        return out
     add = out.slots.add  # in place: no message built twice (thousands of plans per cycle on the event loop)
     for s in plan.slots:
         add(
@@ -209,6 +227,28 @@ def plan_to_proto(plan: DispatchPlan) -> pl.DispatchPlan:
             grid_envelope=None if s.grid_envelope is None else _envelope(s.grid_envelope),
         )
     return out
+
+
+def packed_slots_wire(pk: PackedPlans) -> tuple[bytes, ...]:
+    """Each house's slots of a packed block, encoded as ``plan_to_proto`` would encode the
+    plan's slots (the same values and words), straight from the arrays: run in the solver
+    process, so the service only parses them (DispatchPlan.wire_slots)."""
+    t = pk.target_w.shape[1]
+    starts = [_ts(pk.start + timedelta(seconds=s * pk.slot_s)) for s in range(t)]
+    out = []
+    for k in range(len(pk.house_ids)):
+        msg = pl.DispatchPlan()
+        add = msg.slots.add
+        bid, reasons = pk.battery_ids[k], pk.reasons
+        for st, tgt, lo, hi, g_lo, g_hi, r in zip(starts, pk.target_w[k].tolist(), pk.env_lo_w[k].tolist(),
+                                                  pk.env_hi_w[k].tolist(), pk.grid_lo_w[k].tolist(),
+                                                  pk.grid_hi_w[k].tolist(), pk.reason_codes[k].tolist(), strict=True):
+            add(start=st, reason=reasons[r],
+                setpoints=[pl.ResourceSetpoint(resource_id=bid, target_power_w=tgt,
+                                               envelope=pl.PowerEnvelope(min_w=lo, max_w=hi))],
+                grid_envelope=pl.PowerEnvelope(min_w=g_lo, max_w=g_hi))
+        out.append(msg.SerializeToString())
+    return tuple(out)
 
 
 def grid_signal_to_proto(signal: GridSignal) -> gr.GridSignal:

@@ -118,9 +118,11 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
                         yield fs.ConnectResponse(sequence=seq, drain=convert.drain(item.reason))
                     return
                 if isinstance(item, PlanItem):
+                    session.writing_plan(True)
                     session.sent_plan_at[item.plan.version] = time.monotonic()
                     self._metrics.plans_sent.inc()
                     yield fs.ConnectResponse(sequence=seq, dispatch_plan=convert.plan_to_proto(item.plan))
+                    session.writing_plan(False)  # the handler resumes once gRPC has taken the message
                 else:
                     msg: Any = item.message
                     msg.sequence = seq
