@@ -158,30 +158,41 @@ def soc_schedule(inp: TouPlanInput) -> tuple[np.ndarray, np.ndarray]:
     p_dis = st.max_discharge_power_w
     net = load - pv  # house without battery, W (import > 0)
 
-    def step_cost(i: int, from_soc: np.ndarray) -> np.ndarray:
-        """Cost of slot ``i`` for each (from, to) pair, inf where infeasible: shape (len(from), levels)."""
-        d_wh = (levels[None, :] - from_soc[:, None]) / 100 * cap_wh
-        p = np.where(d_wh > 0, d_wh / st.charge_efficiency, d_wh * st.discharge_efficiency) / h
-        grid = net[i] + p
-        if inp.max_export_w is not None:  # PV over the cap is curtailed: lost, not sold
-            grid = np.maximum(grid, -inp.max_export_w)
-        cost = h / 1000 * (imp[i] * np.maximum(grid, 0) + exp[i] * np.minimum(grid, 0))
-        cost = cost + inp.cycle_cost_per_kwh * np.abs(d_wh) / 1000
-        bad = (p > p_ch + 1e-6) | (p < -p_dis - 1e-6)
-        bad |= (p > 1e-6) & (net[i] + p > inp.max_import_w + 1e-6)  # never charge through the fuse
-        # outside [floor, top] a state may be held or left towards the range only; holding is
-        # always feasible, so every state has a way on
-        bad |= (levels[None, :] < floor - 1e-9) & (d_wh < -1e-9)  # below the reserve: never lower
-        bad |= (levels[None, :] > top + 1e-9) & (d_wh > 1e-9)  # above soc_max: never higher
-        return np.where(bad, np.inf, cost)
+    # A step's cost depends on the SoC change d = to - from only (and the slot), so it is
+    # built per slot over the changes the battery's power allows (a band, not all pairs):
+    # a few dozen values instead of levels x levels.  The order of candidates (ascending
+    # target) and every float operation are those of the full (from, to) table.
+    d_all = np.arange(-SOC_STEPS, SOC_STEPS + 1)
+    d_wh_all = (levels[d_all.clip(0)] - levels[(-d_all).clip(0)]) / 100 * cap_wh
+    p_all = np.where(d_wh_all > 0, d_wh_all / st.charge_efficiency, d_wh_all * st.discharge_efficiency) / h
+    ok = (p_all <= p_ch + 1e-6) & (p_all >= -p_dis - 1e-6)
+    d = d_all[ok]  # contiguous: power grows with d (always contains 0: holding)
+    d_wh, p = d_wh_all[ok], p_all[ok]
+    wear = inp.cycle_cost_per_kwh * np.abs(d_wh) / 1000
+    grid = net[:, None] + p[None, :]  # (slots, changes)
+    fuse = (p[None, :] > 1e-6) & (grid > inp.max_import_w + 1e-6)  # never charge through the fuse
+    if inp.max_export_w is not None:  # PV over the cap is curtailed: lost, not sold
+        grid = np.maximum(grid, -inp.max_export_w)
+    step = h / 1000 * (imp[:, None] * np.maximum(grid, 0) + exp[:, None] * np.minimum(grid, 0)) + wear[None, :]
+    step = np.where(fuse, np.inf, step)
+    to = np.arange(levels.size)[:, None] + d[None, :]  # (from, change) -> target level
+    inside = (to >= 0) & (to <= SOC_STEPS)
+    to = to.clip(0, SOC_STEPS)
+    # outside [floor, top] a state may be held or left towards the range only; holding is
+    # always feasible, so every state has a way on
+    blocked = ~inside | ((levels[to] < floor - 1e-9) & (d_wh[None, :] < -1e-9))  # below the reserve: never lower
+    blocked |= (levels[to] > top + 1e-9) & (d_wh[None, :] > 1e-9)  # above soc_max: never higher
+    barrier = np.where(blocked, np.inf, 0.0)
 
     tv = max(0.0, float(imp.min())) if inp.terminal_value_per_kwh is None else inp.terminal_value_per_kwh
     value = -tv * st.discharge_efficiency * np.maximum(levels - floor, 0) / 100 * cap_wh / 1000
     policy = np.zeros((n, levels.size), dtype=int)
+    rows = np.arange(levels.size)
     for i in range(n - 1, -1, -1):
-        total = step_cost(i, levels) + value[None, :]
-        policy[i] = np.argmin(total, axis=1)
-        value = total[np.arange(levels.size), policy[i]]
+        total = (step[i][None, :] + barrier) + value[to]
+        best = np.argmin(total, axis=1)
+        policy[i] = to[rows, best]
+        value = total[rows, best]
     # the present SoC snapped to the grid (half a step: 0.5 % of the capacity)
     j = int(round(float(np.clip(st.soc_pct, 0.0, 100.0)) * SOC_STEPS / 100))
     socs = [float(levels[j])]

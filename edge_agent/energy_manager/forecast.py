@@ -97,9 +97,9 @@ class HistoryForecaster:
         """Mean of the same slot on earlier days; NaN where there is none."""
         load = np.full(len(starts), np.nan)
         pv = np.full(len(starts), np.nan)
+        back = [timedelta(days=d) for d in range(1, self.days + 1)]
         for i, t in enumerate(starts):
-            seen = [m for d in range(1, self.days + 1)
-                    if (m := self.mean(t - timedelta(days=d))) is not None]
+            seen = [m for b in back if (m := self.mean(t - b)) is not None]
             if seen:
                 load[i] = sum(m[0] for m in seen) / len(seen)
                 pv[i] = sum(m[1] for m in seen) / len(seen)
@@ -126,7 +126,8 @@ class HistoryForecaster:
         default = self.site.pv_peak_w / 1000.0
         per_day = self.slots_per_day
         k_clear = np.full(per_day, default)
-        keys = [k for k in self._order if k < align_down(now, self.slot_s)]
+        now_slot = align_down(now, self.slot_s)
+        keys = [k for k in self._order if k < now_slot]
         if len(keys) < per_day // 4:
             return k_clear, 1.0, None
         cs = self.clear_sky_w_m2(keys)
@@ -149,7 +150,8 @@ class HistoryForecaster:
             day_clearness = [produced[day & (dates == d)].sum() / max(expected[day & (dates == d)].sum(), 1.0)
                              for d in np.unique(dates[day])]
             mean_clearness = float(np.quantile(day_clearness, self.pv_clearness_quantile))
-        recent = np.array([k >= align_down(now, self.slot_s) - timedelta(hours=1) for k in keys]) & day
+        hour_ago = now_slot - timedelta(hours=1)
+        recent = np.array([k >= hour_ago for k in keys]) & day
         now_clearness = (float(produced[recent].sum() / expected[recent].sum())
                          if recent.sum() >= 2 and expected[recent].sum() > 1.0 else None)
         return k_clear, mean_clearness, now_clearness
