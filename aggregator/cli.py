@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import argparse
-import gc
+import asyncio
 import sys
 from pathlib import Path
 
@@ -114,19 +114,11 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
-# Garbage collector thresholds for a serving replica.  With thousands of streams the heap
-# holds millions of tracked objects, and every plan made and sent creates a few hundred
-# short-lived ones; with the defaults (700, 10, 10) a 5,000-stream replica ran a full
-# collection every few seconds, 0.25-0.6 s each with the event loop stopped: 22 s of a
-# 3-minute benchmark.  A larger young generation and rarer full passes: 1 full collection
-# in the same run, cycles of 5,000 plans 9-11 s instead of 12-16 s (benchmarks/streams.py).
-SERVE_GC_THRESHOLDS = (50_000, 20, 100)
-
-
 async def _serve(args: argparse.Namespace) -> int:
+    from aggregator.gc_policy import run_gc_policy
     from aggregator.server import AggregatorServer
+    from vpp_common.clock import cancel_and_wait
 
-    gc.set_threshold(*SERVE_GC_THRESHOLDS)
 
     config = load_config(AggregatorConfig, args.config, listen=args.listen, store_url=args.store_url,
                          admin_listen=args.admin_listen,
@@ -136,7 +128,12 @@ async def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"clock: {exc}") from None
     server = AggregatorServer(config, clock=clock)
-    await run_until_signal(server.start, server.stop)
+    # the serving process's garbage collection (aggregator.gc_policy): small and often
+    gc_task = asyncio.create_task(run_gc_policy(), name="gc-policy")
+    try:
+        await run_until_signal(server.start, server.stop)
+    finally:
+        await cancel_and_wait([gc_task])
     return 0
 
 

@@ -360,19 +360,21 @@ class Planner:
                 self._metrics.store_errors.inc()
                 log.warning("planning cycle failed, will retry: %s", exc)
 
-    async def cycle(self, house_ids: set[str] | None = None) -> list[DispatchPlan]:
-        """Plan ``house_ids`` (all known houses if None) if this replica leads."""
+    async def cycle(self, house_ids: set[str] | None = None) -> int:
+        """Plan ``house_ids`` (all known houses if None) if this replica leads; the number of plans
+        written.  (Not the plans: a cycle's thousands of plans kept until it ends were millions
+        of objects for the garbage collector to walk.)"""
         started = time.perf_counter()
         token = self._elector.token
         if token is None:
-            return []
+            return 0
         full = house_ids is None
         if self._cfg.optimiser == "lp":
             return await self._cycle_lp(token, started)  # feeders couple houses: always the whole fleet
         if house_ids is None:
             house_ids = {h.house_id for h in await self._store.list_houses()}
         now = self._clock.now()
-        written = []
+        written = 0
         self._flex_up = self._flex_down = 0.0
         for house_id in sorted(house_ids):
             await asyncio.sleep(0)  # a cycle over thousands of houses must not starve the streams
@@ -388,7 +390,7 @@ class Planner:
                 break
             except PlanVersionConflict:
                 continue
-            written.append(plan)
+            written += 1
         if full:  # fleet totals only make sense over the whole fleet
             self._metrics.flexibility_up.set(self._flex_up)
             self._metrics.flexibility_down.set(self._flex_down)
@@ -476,7 +478,7 @@ class Planner:
         return HouseInput(house_id, limits, flex.storages[0], flex.load_forecast, flex.pv_forecast, pv_rated,
                           self._feeder_of.get(house_id))
 
-    async def _cycle_lp(self, token: int, started: float) -> list[DispatchPlan]:
+    async def _cycle_lp(self, token: int, started: float) -> int:
         """The fleet LP off the event loop (process pool), then fenced writes and routing."""
         now = self._clock.now()
         start = align_down(now, self._cfg.slot_s)
@@ -487,11 +489,11 @@ class Planner:
             if inp is not None:
                 inputs.append(inp)
         if not inputs:
-            return []
+            return 0
         imp, exp = self._horizon_prices(start, now)
         if len(imp) == 0:
             log.info("no known prices from %s on: nothing to plan", start.isoformat())
-            return []
+            return 0
         problem = prepare_problem(inputs, start=start, slot_s=self._cfg.slot_s, horizon_slots=len(imp),
                                   import_price_per_kwh=imp, export_price_per_kwh=exp, feeders=self._feeders)
         terminal = self._cfg.terminal_value_per_kwh
@@ -506,7 +508,7 @@ class Planner:
                     self._solver_pool(), optimise_job, problem, now, events, self.last_event_reports)
         except TimeoutError:
             log.warning("fleet solve exceeded %.0f s; the current plans stay", self._cfg.solve_time_limit_s)
-            return []
+            return 0
         finally:
             solved = time.perf_counter()
             self._metrics.solve_duration.observe(solved - solve_started)
@@ -528,7 +530,7 @@ class Planner:
             old = await self._store.get_plan(house_id)
             if old is not None and (moved := shift_plan(old, now, old.version)) is not None:
                 shifted[house_id] = moved
-        written = []
+        written = 0
         limits = {i.house_id: i.limits for i in inputs}
         for house_id in sorted(result.plans):
             await asyncio.sleep(0)
@@ -547,11 +549,11 @@ class Planner:
                 break
             except PlanVersionConflict:
                 continue
-            written.append(plan)
+            written += 1
         done = time.perf_counter()
         self._metrics.plan_cycle_duration.observe(done - started)
         log.info("planned %d houses in %.1f s: inputs %.1f s, solve %.1f s (%s), writing and sending %.1f s",
-                 len(written), done - started, solve_started - started, solved - solve_started, result.status,
+                 written, done - started, solve_started - started, solved - solve_started, result.status,
                  done - solved)
         return written
 

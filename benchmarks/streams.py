@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import subprocess
@@ -75,6 +74,12 @@ async def client_main(target: str, first: int, count: int, measure_s: float, rea
 
     clients = [make(first + i) for i in range(count)]
     tasks = [asyncio.create_task(c.run()) for c in clients]
+    # A real agent is a process with one connection.  A client process here holds over a
+    # thousand, and with the default GC thresholds its full collections (hundreds of ms, all
+    # its agents stopped) showed up as plan latency: collect as the aggregator does.
+    from aggregator.gc_policy import run_gc_policy
+
+    tasks.append(asyncio.create_task(run_gc_policy()))
 
     async def telemetry() -> None:
         # each agent every 5 s at its own phase, as agents started at different times send:
@@ -182,12 +187,6 @@ def run_level(n: int, procs: int, cycle_s: float, measure_s: float) -> dict[str,
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         target, first, count, measure_s, ready = sys.argv[2:7]
-        # A real agent is a process with one connection.  A client process here holds over a
-        # thousand, and with the default thresholds its full garbage collections (hundreds of
-        # ms, all its agents stopped) showed up as plan latency: tune it as the aggregator is.
-        from aggregator.cli import SERVE_GC_THRESHOLDS
-
-        gc.set_threshold(*SERVE_GC_THRESHOLDS)
         asyncio.run(client_main(target, int(first), int(count), float(measure_s), ready))
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
