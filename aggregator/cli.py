@@ -119,7 +119,6 @@ async def _serve(args: argparse.Namespace) -> int:
     from aggregator.server import AggregatorServer
     from vpp_common.clock import cancel_and_wait
 
-
     config = load_config(AggregatorConfig, args.config, listen=args.listen, store_url=args.store_url,
                          admin_listen=args.admin_listen,
                          metrics_port=args.metrics_port, insecure=args.insecure)
