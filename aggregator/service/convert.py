@@ -23,6 +23,7 @@ from vpp.v1 import grid_pb2 as gr
 from vpp.v1 import plan_pb2 as pl
 from vpp.v1 import telemetry_pb2 as tm
 from vpp_common.clock import UTC
+from vpp_common.wire_time import timestamp as _ts
 from vpp_common.messages import (
     ControlType,
     CurtailmentFlexibility,
@@ -47,12 +48,6 @@ from vpp_common.messages import (
 
 class InvalidMessage(ValueError):
     """An agent message that violates the contract (answered INVALID_ARGUMENT)."""
-
-
-def _ts(dt: datetime) -> Timestamp:
-    # from the POSIX time: Timestamp.FromDatetime was a third of plan_to_proto's time
-    us = round(dt.timestamp() * 1_000_000)
-    return Timestamp(seconds=us // 1_000_000, nanos=us % 1_000_000 * 1000)
 
 
 def _dt(ts: Timestamp, field: str) -> datetime:

@@ -11,14 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import flexibility_pb2 as fx
 from vpp.v1 import grid_pb2 as gr
 from vpp.v1 import plan_pb2 as pl
 from vpp.v1 import telemetry_pb2 as tm
 from vpp_common.clock import UTC
+from vpp_common.wire_time import timestamp as _ts
 from vpp_common.messages import (
     ControlType,
     DispatchPlan,
@@ -51,12 +50,6 @@ class WelcomeInfo:
     telemetry_interval_s: float
     heartbeat_interval_s: float
     telemetry_acks: bool = False  # the aggregator acks stored telemetry: keep and resend the unacked
-
-
-def _ts(dt: datetime) -> Timestamp:
-    # from the POSIX time: Timestamp.FromDatetime is several times slower
-    us = round(dt.timestamp() * 1_000_000)
-    return Timestamp(seconds=us // 1_000_000, nanos=us % 1_000_000 * 1000)
 
 
 _KIND = {

@@ -1,0 +1,15 @@
+"""Datetimes on the wire (google.protobuf.Timestamp), shared by the agent's and the
+aggregator's converters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+
+def timestamp(dt: datetime) -> Timestamp:
+    """``dt`` (timezone-aware) as a Timestamp, to the microsecond.  From the POSIX time:
+    ``Timestamp.FromDatetime`` was a third of encoding a plan (thousands per cycle)."""
+    us = round(dt.timestamp() * 1_000_000)
+    return Timestamp(seconds=us // 1_000_000, nanos=us % 1_000_000 * 1000)
