@@ -25,7 +25,7 @@ from datetime import datetime
 
 from edge_agent.config import AgentConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
-from edge_agent.energy_manager.decide import BatteryLimits, Decision, decide, fresh_for_control
+from edge_agent.energy_manager.decide import BatteryLimits, Decision, decide, fresh_for_control, pv_limit_binding
 from edge_agent.energy_manager.forecast import ForecastErrors, HistoryForecaster, Site
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from edge_agent.energy_manager.plans import PlanBook
@@ -263,7 +263,9 @@ class EdgeAgent:
         if self.forecaster is None or not (t.load_power_w.usable and t.pv_power_w.usable):
             return
         assert t.load_power_w.value is not None and t.pv_power_w.value is not None
-        self.forecaster.add(t.measured_at, t.load_power_w.value, -t.pv_power_w.value)
+        limit = self._pv_limit[0] if self._pv_limit else None
+        self.forecaster.add(t.measured_at, t.load_power_w.value, -t.pv_power_w.value,
+                            pv_limited=pv_limit_binding(t.pv_power_w.value, limit))
         self.forecast_errors.settle(self.forecaster, t.measured_at)
         mae_load, mae_pv = self.forecast_errors.mae_w
         if mae_load is not None:

@@ -4,8 +4,12 @@ Variables (each group is N x T, house-major, index ``g*N*T + h*T + t``), powers 
   charge c >= 0, discharge d >= 0 (magnitudes; battery power = c - d, charging > 0),
   stored energy e (Wh, end of slot), grid import imp >= 0, grid export exp >= 0
   (grid power = imp - exp, import > 0), PV curtailment cur in [0, -pv] (W of
-  production withheld), EV charging ev >= 0, and over-cap import/export
-  oi, oe >= 0 (relaxations of the per-house caps, penalised).
+  production withheld), EV charging ev >= 0, over-cap import/export
+  oi, oe >= 0 (relaxations of the per-house caps, penalised), and the night reserve
+  rsv in [0, (margin - 1) x load] where forecast PV does not cover the load: load the
+  forecast may have missed, served only from the battery (it drains the SoC and is
+  worth the import price it would save, but is no grid flow and never executed), so
+  a plan keeps energy for a night heavier than forecast instead of selling it.
 Per feeder/transformer and slot: slack over the import limit and over the export
 limit (penalised), and per feeder and slot the fairness level z (largest
 curtailment share of PV size among the feeder's houses).
@@ -24,7 +28,7 @@ import scipy.sparse as sp
 
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 
-GROUPS = ("c", "d", "e", "imp", "exp", "cur", "ev", "oi", "oe")
+GROUPS = ("c", "d", "e", "imp", "exp", "cur", "ev", "oi", "oe", "rsv")
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,9 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     # the cap only when the battery starts above its maximum and must discharge.
     ub[v("oi").ravel()] = np.where(p.load_w + ev_ub + pc > p.max_import_w, inf, 0.0).ravel()
     ub[v("oe").ravel()] = np.broadcast_to(np.where(e0 > p.soc_max_pct[:, None] * cap / 100 + 1e-6, inf, 0.0), (n, t)).ravel()
+    # the night reserve (DispatchOptions.night_load_margin): only batteries can hold it
+    night = (p.load_w > pv_mag) & (cap > 0)
+    ub[v("rsv").ravel()] = np.where(night, max(o.night_load_margin - 1.0, 0.0) * p.load_w, 0.0).ravel()
     lb[v("e").ravel()] = e_lo.ravel()
     ub[v("e").ravel()] = e_hi.ravel()
     fz = ng * nt + 2 * (nf + nx) * t  # first fairness variable
@@ -134,6 +141,7 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     cost[v("c").ravel()] = o.throughput_cost_per_kwh * kwh
     cost[v("d").ravel()] = o.throughput_cost_per_kwh * kwh
     cost[v("cur").ravel()] = o.curtail_cost_per_kwh * kwh
+    cost[v("rsv").ravel()] = np.broadcast_to(-p.import_price_per_kwh * kwh, (n, t)).ravel()
     # over-cap import/export also trades at the price, plus the penalty
     cost[v("oi").ravel()] = cost[v("imp").ravel()] + o.penalty_per_kwh * kwh
     cost[v("oe").ravel()] = cost[v("exp").ravel()] + o.penalty_per_kwh * kwh
@@ -169,6 +177,7 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     add(r[:, 1:], v("e")[:, :-1], -1.0)
     add(r, v("c"), np.broadcast_to(-eta_c * dt, (n, t)))
     add(r, v("d"), np.broadcast_to(dt / eta_d, (n, t)))
+    add(r, v("rsv"), np.broadcast_to(dt / eta_d, (n, t)))
     rhs = np.zeros((n, t))
     rhs[:, 0] = e0[:, 0]
     rlb.append(rhs.ravel())

@@ -7,7 +7,10 @@
   turbidity) times the panels' clear-day response per time of day (produced W
   per clear-sky W/m2 on the clearest recent day: captures orientation and
   shading) times a clearness: the last hour's, fading over the first hours into
-  the recent days' mean.  Before any history the response is
+  the recent days' mean.  A slot in which the inverter was held at a production
+  limit (export cap, feeder envelope) shows what was allowed, not what the sun
+  gave: it counts as at least a clear slot (learning its production as the sky
+  would forecast the curtailment back in).  Before any history the response is
   ``pv_peak_w / 1000 W/m2`` and the clearness 1.  Without a location the PV
   forecast is similar-day, like the load.
 
@@ -53,6 +56,7 @@ class _Slot:
     load_sum: float = 0.0
     pv_sum: float = 0.0
     n: int = 0
+    pv_limited: bool = False  # production was held at a limit in this slot: its PV is a lower bound
 
 
 class HistoryForecaster:
@@ -75,8 +79,10 @@ class HistoryForecaster:
     def slots_per_day(self) -> int:
         return 86400 // self.slot_s
 
-    def add(self, at: datetime, load_w: float, pv_w: float) -> None:
-        """One observation (magnitudes, W).  Old slots beyond ``days`` are dropped."""
+    def add(self, at: datetime, load_w: float, pv_w: float, pv_limited: bool = False) -> None:
+        """One observation (magnitudes, W).  Old slots beyond ``days`` are dropped.
+        ``pv_limited``: the inverter produced at a limit set on it (curtailed), so ``pv_w``
+        is less than the sun gave."""
         key = align_down(at, self.slot_s)
         slot = self._slots.get(key)
         if slot is None:
@@ -87,6 +93,7 @@ class HistoryForecaster:
         slot.load_sum += max(0.0, load_w)
         slot.pv_sum += max(0.0, pv_w)
         slot.n += 1
+        slot.pv_limited |= pv_limited
         self._last = (max(0.0, load_w), max(0.0, pv_w))
 
     def mean(self, key: datetime) -> tuple[float, float] | None:
@@ -135,12 +142,21 @@ class HistoryForecaster:
         tod = np.array([(k.hour * 3600 + k.minute * 60 + k.second) // self.slot_s for k in keys])
         day = cs > 50.0  # dawn and dusk ratios are noise
         ratio = np.where(day, produced / np.maximum(cs, 1.0), np.nan)
+        # a curtailed slot's production is a lower bound.  For the clear-day response (a
+        # maximum) it counts only where nothing better is known, and then no lower than the
+        # nameplate prior; as a clearness it would forecast the curtailment back in: PV is held
+        # at a limit when the sun is out, so such a slot counts as at least a clear one
+        limited = np.array([self._slots[k].pv_limited for k in keys], dtype=bool)
         seen = np.full(per_day, np.nan)
-        for j, r in zip(tod[day].tolist(), ratio[day].tolist(), strict=True):
-            if not r <= seen[j]:  # max, NaN-aware
-                seen[j] = r
-        k_clear = np.clip(np.where(np.isnan(seen), default, seen), 0.0, 2 * default)
+        floor = np.full(per_day, np.nan)
+        for j, r, lim in zip(tod[day].tolist(), ratio[day].tolist(), limited[day].tolist(), strict=True):
+            into = floor if lim else seen
+            if not r <= into[j]:  # max, NaN-aware
+                into[j] = r
+        k_clear = np.where(np.isnan(seen), np.fmax(floor, default), np.fmax(seen, floor))
+        k_clear = np.clip(k_clear, 0.0, 2 * default)
         expected = cs * k_clear[tod]
+        produced = np.where(limited, np.maximum(produced, expected), produced)
         if expected[day].sum() < 1.0:
             return k_clear, 1.0, None
         if self.pv_clearness_quantile is None:

@@ -152,6 +152,16 @@ def house_forecasters(sc: Scenario, options: StrategyOptions,
             for h in sc.houses]
 
 
+def observe_all(forecasters: list[HistoryForecaster], sc: Scenario, s: int, load_w: np.ndarray,
+                pv_w: np.ndarray) -> None:
+    """Each house's forecaster learns slot ``s``; where PV was curtailed (less produced than
+    the sun gave), the agent knows its inverter was held at a limit and says so."""
+    at = sc.slot_start(s)
+    limited = (pv_w < sc.pv_w[:, s] - 1.0).tolist()
+    for f, lo, pv, lim in zip(forecasters, load_w.tolist(), pv_w.tolist(), limited, strict=True):
+        f.add(at, lo, pv, pv_limited=lim)
+
+
 class LocalTou(PlanSource):
     """The edge agent's ``tou`` mode, house by house: its LocalTouPlanner on the day-ahead prices
     known at the time and its own forecaster (the same code as ``edge-agent`` with
@@ -170,9 +180,7 @@ class LocalTou(PlanSource):
         self.forecasters = house_forecasters(sc, options, clear_sky)
 
     def observe(self, s: int, load_w: np.ndarray, pv_w: np.ndarray) -> None:
-        at = self.sc.slot_start(s)
-        for f, lo, pv in zip(self.forecasters, load_w.tolist(), pv_w.tolist(), strict=True):
-            f.add(at, lo, pv)
+        observe_all(self.forecasters, self.sc, s, load_w, pv_w)
 
     def update(self, s: int, soc: np.ndarray) -> None:
         sc = self.sc
@@ -224,9 +232,7 @@ class Fleet(_Lp):
         self.forecasters = house_forecasters(sc, options, clear_sky)
 
     def observe(self, s: int, load_w: np.ndarray, pv_w: np.ndarray) -> None:
-        at = self.sc.slot_start(s)
-        for f, lo, pv in zip(self.forecasters, load_w.tolist(), pv_w.tolist(), strict=True):
-            f.add(at, lo, pv)
+        observe_all(self.forecasters, self.sc, s, load_w, pv_w)
 
     def update(self, s: int, soc: np.ndarray) -> None:
         if (due := self.horizon_if_due(s)) is None:
@@ -240,8 +246,9 @@ class PerfectForesight(_Lp):
     name = "perfect_foresight"
 
     def _dispatch_options(self) -> DispatchOptions:
-        # the holding cost hedges forecast errors; with the real future known it only distorts
-        return replace(self.options.dispatch, holding_cost_per_kwh_h=0.0)
+        # the holding cost and the night load margin hedge forecast errors; with the real
+        # future known they only distort
+        return replace(self.options.dispatch, holding_cost_per_kwh_h=0.0, night_load_margin=1.0)
 
     def _terminal_value(self, s0: int, s1: int) -> float:
         # what the report credits for stored energy (kpis: mean export price), so that the

@@ -228,3 +228,31 @@ def test_decide_keeps_to_the_slots_grid_envelope() -> None:
     d = decide(now, tele, plan, True, SiteLimits(17000.0, 6000.0), BatteryLimits(3000.0, 3000.0, 10.0))
     assert d.battery_w == 3000.0 and "export_cap" in d.clamped_by and "nameplate" in d.clamped_by
     assert d.pv_limit_w == pytest.approx(5500.0)  # 6.5 kW PV - 1 kW of surplus over the budget
+
+
+def test_night_reserve_keeps_battery_energy_for_a_heavier_night_than_forecast() -> None:
+    # one house, 10 kWh stored at 18:00, a 500 W night (6 kWh by 06:00, no PV), export paid
+    # well and nothing for energy left at the end: the plan sells what the night does not need
+    n, t = 1, 12
+    p = replace(
+        _small(n, t), load_w=np.full((n, t), 500.0), pv_power_w=np.zeros((n, t)), pv_rated_w=np.zeros(n),
+        capacity_wh=np.full(n, 10_000.0), soc_pct=np.full(n, 100.0), soc_min_pct=np.zeros(n),
+        reserve_soc_pct=np.zeros(n), max_charge_w=np.full(n, 5000.0), max_discharge_w=np.full(n, 5000.0),
+        charge_efficiency=np.ones(n), discharge_efficiency=np.ones(n),
+        import_price_per_kwh=np.full(t, 0.30), export_price_per_kwh=np.full(t, 0.20), terminal_value_per_kwh=0.0,
+    )
+
+    def sold_kwh(margin: float) -> float:
+        opts = DispatchOptions(night_load_margin=margin, throughput_cost_per_kwh=0.0, holding_cost_per_kwh_h=0.0)
+        sol = solve_fleet(p, opts)
+        b = sol.blocks[0]
+        assert (b.import_w <= LIMIT_TOL_W).all()  # the forecast night is covered either way
+        return float(b.export_w.sum() / 1000)
+
+    assert sold_kwh(1.0) == pytest.approx(4.0, abs=1e-6)  # 10 - 6 kWh
+    assert sold_kwh(1.5) == pytest.approx(1.0, abs=1e-6)  # 3 kWh kept for a night 50 % heavier
+    # the reserve is no grid flow: a house without a battery plans exactly as before
+    nb = replace(p, capacity_wh=np.zeros(n), max_charge_w=np.zeros(n), max_discharge_w=np.zeros(n))
+    for margin in (1.0, 1.5):
+        b = solve_fleet(nb, DispatchOptions(night_load_margin=margin)).blocks[0]
+        assert b.import_w == pytest.approx(np.full((n, t), 500.0))

@@ -70,3 +70,23 @@ def test_errors_are_scored_once_slots_have_happened() -> None:
 def test_bad_slot_length_is_refused() -> None:
     with pytest.raises(ValueError, match="slot_s"):
         HistoryForecaster(slot_s=7)
+
+
+def test_curtailed_slots_count_as_at_least_clear() -> None:
+    # two clear days; the inverter is held at 3 kW around noon (export cap).  Learnt as the
+    # sky, the cap would come back as a cloudy forecast; flagged, the forecast is the clear sky
+    site = Site(52.5, 13.4, pv_peak_w=6800)
+    starts = [DAY0 + timedelta(minutes=5 * i) for i in range(2 * 288)]
+    ghi = HistoryForecaster(slot_s=900, days=2, site=site).clear_sky_w_m2(starts)
+    forecasts = {}
+    for flag in (False, True):
+        f = HistoryForecaster(slot_s=900, days=2, site=site)
+        for t, g in zip(starts, ghi, strict=True):
+            f.add(t, 300.0, min(5.0 * g, 3000.0), pv_limited=flag and 5.0 * g > 3000.0)
+        forecasts[flag] = f.forecast(DAY0 + timedelta(days=2), 96)
+    noon = 12 * 4
+    clear = 5.0 * HistoryForecaster(slot_s=900, days=2, site=site).clear_sky_w_m2(
+        [forecasts[True].start + timedelta(minutes=15 * noon)])[0]
+    assert clear > 3500
+    assert forecasts[True].pv_w[noon] >= 3000.0  # at least what the inverter was allowed
+    assert forecasts[True].pv_w.sum() > 1.05 * forecasts[False].pv_w.sum()
