@@ -17,11 +17,13 @@ import argparse
 from dataclasses import replace
 import json
 import logging
+import math
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aggregator.dispatch.problem import DispatchOptions
 from vpp_common.cli import EXIT_CONFIG, run_main, run_until_signal, setup_logging
 from vpp_common.clock import UTC, AcceleratedClock, Clock, SystemClock
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from simulator.physics import PhysicsConfig
 
 _STRATEGIES = ("no_battery", "battery_idle", "self_consumption", "tou", "fleet", "perfect_foresight")
+_DISPATCH = DispatchOptions()  # the aggregator's defaults, shown in --help
 
 
 def _utc_datetime(text: str) -> datetime:
@@ -79,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--speed", type=_positive, default=300.0,
                      help="live mode: simulated seconds per real second (default 300)")
     run.add_argument("--replan-min", type=int, default=60, help="fleet and tou re-plan period in minutes (default 60)")
+    run.add_argument("--night-load-margin", type=float, default=None, metavar="M",
+                     help="fleet strategy: battery energy kept for a night M times the forecast load (default "
+                          f"{_DISPATCH.night_load_margin:g}; 1 = plan on the forecast as it is); fast mode only")
+    run.add_argument("--holding-cost", type=float, default=None, metavar="EUR_PER_KWH_H",
+                     help="fleet strategy: cost per kWh held per hour, which makes plans fill batteries late and "
+                          f"keep room for PV above forecast (default {_DISPATCH.holding_cost_per_kwh_h:g}); "
+                          "fast mode only")
     run.add_argument("--workers", type=int, default=None, help="solver processes (default: min(2, cores))")
     run.add_argument("--json", type=Path, help="write the figures to this JSON file (top-level keys by strategy)")
     run.add_argument("--plots", type=Path, help="write PNG plots to this folder")
@@ -271,6 +281,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     options = StrategyOptions(replan_s=args.replan_min * 60)
+    tuned = {k: v for k, v in (("night_load_margin", args.night_load_margin),
+                               ("holding_cost_per_kwh_h", args.holding_cost)) if v is not None}
+    if tuned:
+        if args.mode == "live":
+            print("error: --night-load-margin and --holding-cost are fast-mode options (live mode runs the "
+                  "aggregator with its defaults)", file=sys.stderr)
+            return EXIT_CONFIG
+        margin, hold = tuned.get("night_load_margin", 1.0), tuned.get("holding_cost_per_kwh_h", 0.0)
+        if not (math.isfinite(margin) and margin >= 1.0 and math.isfinite(hold) and hold >= 0.0):
+            print("error: --night-load-margin must be >= 1 and --holding-cost >= 0", file=sys.stderr)
+            return EXIT_CONFIG
+        options = replace(options, dispatch=replace(options.dispatch, **tuned))
     if args.mode == "live":
         from simulator.fleet.compare import run_live_comparison
 

@@ -54,8 +54,26 @@ def test_exported_scenario_runs_and_bad_input_is_named(tmp_path: Path, capsys: p
         (["--days", "500"], "asked for 2 warm-up + 500 days"),
         (["--houses", "0"], "--houses must be >= 1"),
         (["--scenario", "/nonexistent"], "not a folder"),
+        (["--night-load-margin", "0.5"], "--night-load-margin must be >= 1"),
+        (["--holding-cost", "nan"], "--holding-cost >= 0"),
+        (["--mode", "live", "--holding-cost", "0.003"], "fast-mode options"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--no-progress", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_fleet_dispatch_options_reach_the_fleet_strategy(tmp_path: Path) -> None:
+    # no night reserve against a large one: with it the batteries end the run holding more
+    figures = {}
+    for margin in ("1.0", "3.0"):
+        out = tmp_path / f"m{margin}.json"
+        assert main(["run", "--houses", "6", "--days", "1", "--warmup-days", "1", "--no-progress", "--workers", "1",
+                     "--strategies", "fleet,perfect_foresight", "--night-load-margin", margin,
+                     "--json", str(out)]) == 0
+        figures[margin] = json.loads(out.read_text())
+    kept = {m: f["fleet"]["stored_energy_change_kwh"] for m, f in figures.items()}
+    assert kept["3.0"] > kept["1.0"] + 1.0, kept
+    # perfect foresight knows the night: no margin there, whatever the flag
+    assert figures["1.0"]["perfect_foresight"]["cost"] == figures["3.0"]["perfect_foresight"]["cost"]
