@@ -74,9 +74,13 @@ async def compute_envelopes(store: StateStore, feeders: Sequence[Feeder], now: d
 
 
 async def feeder_round(store: StateStore, feeders: Sequence[Feeder], now: datetime, interval_s: float,
-                       stale_after_s: float, slot_h: float = 1 / 60
+                       stale_after_s: float, slot_h: float = 1 / 60,
+                       previous: Mapping[str, FeederEnvelope] | None = None,
                        ) -> tuple[dict[str, FeederEnvelope], dict[str, FeederLoad]]:
-    """``compute_envelopes`` plus each feeder's measured load (every feeder, limited or not)."""
+    """``compute_envelopes`` plus each feeder's measured load (every feeder, limited or not).
+    ``previous``: the envelopes in force; a house held to one cannot want to export more than it
+    allows (a reading above it is a transient: a step of the sun or a limit not yet in force),
+    so its wanted export is taken no higher than its envelope."""
     out: dict[str, FeederEnvelope] = {}
     loads: dict[str, FeederLoad] = {}
     until = now + timedelta(seconds=5 * interval_s)
@@ -106,7 +110,11 @@ async def feeder_round(store: StateStore, feeders: Sequence[Feeder], now: dateti
             assert tele.grid_power_w.value is not None and tele.battery_power_w.value is not None
             measured_w += tele.grid_power_w.value
             fresh_n += 1
-            wanted.append(tele.grid_power_w.value)  # what it does now, within its last envelope
+            held = previous.get(h) if previous is not None else None
+            want = tele.grid_power_w.value  # what it does now, within its last envelope
+            if held is not None and now < held.valid_until:
+                want = max(want, -held.limits.max_export_w)
+            wanted.append(want)
             base.append(tele.grid_power_w.value - tele.battery_power_w.value)
             soc = tele.battery_soc_pct.value if tele.battery_soc_pct.usable else None
             if st is None or soc is None or st.capacity_wh <= 0:
@@ -122,7 +130,8 @@ async def feeder_round(store: StateStore, feeders: Sequence[Feeder], now: dateti
         if not limited:
             continue
         e, i = feeder_envelopes(HousesNow(np.array(base), np.array(ch), np.array(dis), np.array(rated),
-                                          np.array(imp_cap)), f.export_limit_w, f.import_limit_w,
+                                          np.array(imp_cap), np.array(exp_cap, dtype=float)),
+                                f.export_limit_w, f.import_limit_w,
                                 grid_wanted_w=np.array(wanted))
         for k, h in enumerate(f.houses):
             out[h] = FeederEnvelope(SiteLimits(float(min(i[k], imp_cap[k])), float(min(e[k], exp_cap[k]))), until)
@@ -155,7 +164,8 @@ class FeederController:
 
     async def step(self, now: datetime) -> None:
         envelopes, self.loads = await feeder_round(self._store, self._feeders, now, self.interval_s,
-                                                   self._stale_after_s, slot_h=max(self.interval_s, 60.0) / 3600)
+                                                   self._stale_after_s, slot_h=max(self.interval_s, 60.0) / 3600,
+                                                   previous=self.current)
         self.rounds += 1
         if not self._send_envelopes:
             return

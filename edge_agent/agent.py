@@ -86,6 +86,13 @@ class EdgeAgent:
         self._last_written: tuple[float, datetime] | None = None
         self._pv_limit: tuple[float, datetime] | None = None  # (W, when written)
         self._pv_limit_supported = True
+        # A PV limit is changed only on a poll that began after it was last written: one that began
+        # before may not show the write's effect, or show half of it (meter and inverter are read at
+        # different instants), and a limit set from readings that do not add up overshoots and is
+        # corrected the other way (measured live: limits swinging 0 <-> 3 kW within seconds)
+        self._polls_started = 0
+        self._snapshot_poll = 0  # the poll that made ``snapshot`` (0: not from the poll loop)
+        self._pv_written_after_poll = 0  # polls started when the PV limit was last written
         self._last_flex_sent: object = None
         self.uplink = UplinkClient(
             target=config.aggregator, house_id=config.house_id or "", hello=self._hello,
@@ -242,7 +249,10 @@ class EdgeAgent:
 
     async def _poll_loop(self) -> None:
         while True:
+            self._polls_started += 1
+            started = self._polls_started
             snap = await self.device.poll()
+            self._snapshot_poll = started
             self.stats.polls += 1
             ok = snap.telemetry.battery_soc_pct.usable
             self.metrics.device_reads.labels("ok" if ok else "error").inc()
@@ -361,7 +371,8 @@ class EdgeAgent:
                     self.metrics.device_writes.labels("ok").inc()
                     self.metrics.setpoint.set(decision.battery_w)
                     self._last_written = (decision.battery_w, now)
-        await self._apply_pv_limit(decision.pv_limit_w, now)
+        if not 0 < self._snapshot_poll <= self._pv_written_after_poll:
+            await self._apply_pv_limit(decision.pv_limit_w, now)
         return decision
 
     def _local_plan(self, now: datetime, snap: HouseSnapshot) -> DispatchPlan | None:
@@ -396,6 +407,7 @@ class EdgeAgent:
             return
         self.metrics.device_writes.labels("ok").inc()
         self._pv_limit = None if limit_w is None else (limit_w, now)
+        self._pv_written_after_poll = self._polls_started
 
     def _should_write(self, value_w: float, now: datetime) -> bool:
         if self._last_written is None:

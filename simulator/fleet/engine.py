@@ -102,7 +102,7 @@ def feeder_limits_now(sc: Scenario, s: int, soc: np.ndarray, cap: list[float], b
     rated = np.array([h.pv_kwp * 1000 for h in sc.houses])
     for f in range(len(sc.feeder_ids)):
         on = fidx == f
-        e, i = feeder_envelopes(HousesNow(base[on], ch[on], dis[on], rated[on], max_imp[on]),
+        e, i = feeder_envelopes(HousesNow(base[on], ch[on], dis[on], rated[on], max_imp[on], max_exp[on]),
                                 float(sc.feeder_export_limit_w[f, s]), float(sc.feeder_import_limit_w[f, s]),
                                 grid_wanted_w=None if grid_wanted_w is None else grid_wanted_w[on])
         max_exp[on] = np.minimum(max_exp[on], e)

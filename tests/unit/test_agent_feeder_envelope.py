@@ -86,3 +86,54 @@ async def test_a_feeder_envelope_replaces_the_plan_slots_grid_envelope_until_it_
     d = await agent.control_once()
     assert d is not None and d.battery_w == 4000.0
     assert device.battery[-1] == 4000.0
+
+
+async def test_a_pv_limit_changes_only_on_a_poll_that_began_after_it_was_written() -> None:
+    """A poll that began before a PV-limit write may not show it (or show half: meter and
+    inverter read at different instants); a limit set from it overshoots the other way."""
+    import asyncio
+
+    clock = ManualClock(T0)
+    cfg = AgentConfig(house_id="h", insecure=True, metrics_port=None,
+                      site=SiteConfig(max_import_w=17_000, max_export_w=3_000), control=ControlConfig(deadband_w=0))
+
+    def full(now: datetime, grid_w: float, pv_w: float) -> HouseSnapshot:
+        m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
+        tele = SiteTelemetry(now, m(grid_w), m(pv_w), m(0.0), m(100.0), m(1000.0))
+        st = StorageFlexibility("battery", 100.0, 5.0, 100.0, 10.0, 10_000.0, 5000.0, 5000.0)
+        return HouseSnapshot(tele, Flexibility(now, (st,)), 0.0, 5000.0)  # full: cannot charge
+
+    class PolledDevice(FakeDevice):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reading = full(T0, -5000.0, -6000.0)  # 5 kW export against a 3 kW cap
+
+        async def poll(self) -> HouseSnapshot:
+            return self.reading
+
+    device = PolledDevice()
+    agent = EdgeAgent(cfg, clock=clock, device=device)  # type: ignore[arg-type]
+    agent.uplink.send = lambda _msg: None  # type: ignore[method-assign]
+    agent._learn = lambda _snap: None  # type: ignore[method-assign]
+    poller = asyncio.create_task(agent._poll_loop())
+    try:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert agent.snapshot is not None
+        d = await agent.control_once()
+        assert d is not None and device.pv_limits == [4000.0]  # curtail to 1 kW load + 3 kW cap
+        # the same poll again (it began before the write): a new limit would rest on old readings
+        device.reading = full(T0, -2000.0, -3000.0)
+        agent.snapshot = device.reading
+        d = await agent.control_once()
+        assert d is not None and device.pv_limits == [4000.0]
+        # the next poll began after the write: the limit follows it
+        clock.advance(cfg.device.poll_interval_s)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await agent.control_once()
+        assert len(device.pv_limits) == 2
+    finally:
+        poller.cancel()
+        with __import__("contextlib").suppress(asyncio.CancelledError):
+            await poller

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -56,6 +58,32 @@ def test_batteries_give_way_in_proportion_to_their_room_when_wants_do_not_fit() 
     cut = 5000 - exp
     assert cut[0] == pytest.approx(3 * cut[1])  # 3 kW of the cut by the larger battery
     assert (exp >= np.array([2000, 4000]) - 1e-6).all()
+
+
+def test_headroom_goes_to_houses_below_their_own_cap() -> None:
+    # house 0 wants 2 kW and may export 3 kW by its own cap; house 1 wants 2 kW and has no
+    # cap.  10 kW fit: by PV size house 0 would get 5 kW, above its cap: the part it cannot
+    # use goes to house 1, so the houses can together use the whole limit
+    h = HousesNow(np.array([-2000.0, -2000.0]), np.zeros(2), np.zeros(2), np.array([5000.0, 5000.0]),
+                  np.full(2, 17250.0), export_cap_w=np.array([3000.0, np.inf]))
+    exp, _ = feeder_envelopes(h, 10_000, np.inf, share=1.0, grid_wanted_w=np.array([-2000.0, -2000.0]))
+    assert exp[0] == pytest.approx(3000) and exp.sum() == pytest.approx(10_000)
+    # without caps the PV-size shares stand (5 + 5 kW), house 0's 2 kW above its cap lost
+    old, _ = feeder_envelopes(replace(h, export_cap_w=None), 10_000, np.inf, share=1.0,
+                              grid_wanted_w=np.array([-2000.0, -2000.0]))
+    assert old.tolist() == pytest.approx([5000, 5000])
+    # everyone at its cap still below the limit: bounds are the caps
+    capped = replace(h, export_cap_w=np.array([3000.0, 4000.0]))
+    exp, _ = feeder_envelopes(capped, 10_000, np.inf, share=1.0, grid_wanted_w=np.array([-2000.0, -2000.0]))
+    assert exp.tolist() == pytest.approx([3000, 4000])
+
+
+def test_a_house_over_its_own_cap_is_not_counted_as_unavoidable_feeder_load() -> None:
+    # PV surplus 8 kW, no battery, own cap 4 kW: it curtails to 4 kW whatever the feeder
+    h = HousesNow(np.array([-8000.0, -3000.0]), np.zeros(2), np.zeros(2), np.array([10_000.0, 5000.0]),
+                  np.full(2, 17250.0), export_cap_w=np.array([4000.0, np.inf]))
+    exp, _ = feeder_envelopes(h, 7000, np.inf, share=1.0)
+    assert exp.tolist() == pytest.approx([4000, 3000])  # 4 + 3 kW fit: nobody curtails for the feeder
 
 
 def test_import_wants_that_fit_are_kept() -> None:
@@ -138,3 +166,31 @@ async def test_feeder_round_measures_load_and_the_leader_publishes_it_without_ho
     assert "house=" not in text and "house_id" not in text
     metrics.set_feeder_loads({})  # a follower clears what it published as leader
     assert "vpp_aggregator_feeder_power_watts{" not in generate_latest(metrics.registry).decode()
+
+
+async def test_a_house_held_to_an_envelope_wants_no_more_than_it() -> None:
+    # a reads 5 kW of export although its envelope in force allows 2.5 kW (a step of the sun, a
+    # PV limit not yet in force): taken at its word it would squeeze b, whose battery is full
+    from datetime import UTC, datetime, timedelta
+
+    from aggregator.feeder_control import Feeder, FeederEnvelope, feeder_round
+    from aggregator.store.memory import MemoryStore
+    from vpp_common.messages import Flexibility, Measurement, SiteLimits, SiteTelemetry, StorageFlexibility, Validity
+
+    now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    store = MemoryStore()
+    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
+    await store.put_telemetry("a", SiteTelemetry(now, m(-5000.0), m(-5500.0), m(0.0), m(20.0), m(500.0)), 3600)
+    await store.put_telemetry("b", SiteTelemetry(now, m(-3000.0), m(-3500.0), m(0.0), m(100.0), m(500.0)), 3600)
+    for h, soc in (("a", 20.0), ("b", 100.0)):
+        await store.put_flexibility(h, Flexibility(now, (StorageFlexibility("battery", soc, 5.0, 100.0, 10.0,
+                                                                            10_000.0, 3000.0, 3000.0),)))
+    feeders = [Feeder("f", ("a", "b"), float("inf"), 6000.0)]
+    held = {"a": FeederEnvelope(SiteLimits(17_250.0, 2500.0), now + timedelta(seconds=60))}
+    env, _ = await feeder_round(store, feeders, now, 30.0, 600.0, previous=held)
+    free, _ = await feeder_round(store, feeders, now, 30.0, 600.0)
+    # held: a wants 2.5 kW, b its unavoidable 3 kW; 5.5 kW fit, the rest is shared
+    assert env["b"].limits.max_export_w >= 3000.0
+    assert env["a"].limits.max_export_w < 3000.0
+    # taken at its word, a's 5 kW would not fit: its battery gives way, but from 5 kW down
+    assert free["a"].limits.max_export_w > env["a"].limits.max_export_w
