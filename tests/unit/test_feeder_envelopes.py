@@ -10,6 +10,15 @@ import pytest
 from aggregator.dispatch.realtime import SHARE_OF_LIMIT, HousesNow, feeder_envelopes
 
 
+async def _measured(store, now, **houses):  # type: ignore[no-untyped-def]
+    """Telemetry per house: ``name=(grid_w, pv_w, soc_pct)`` (battery idle, load = grid - PV)."""
+    from vpp_common.messages import Measurement, SiteTelemetry, Validity
+
+    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
+    for h, (grid, pv, soc) in houses.items():
+        await store.put_telemetry(h, SiteTelemetry(now, m(grid), m(pv), m(0.0), m(soc), m(grid - pv)), 3600)
+
+
 def _h(base, ch, dis=None, rated=None):
     n = len(base)
     return HousesNow(np.array(base, float), np.array(ch, float), np.zeros(n) if dis is None else np.array(dis, float),
@@ -105,8 +114,7 @@ async def test_compute_envelopes_from_the_store_treats_silent_houses_as_worst_ca
     from aggregator.feeder_control import Feeder, compute_envelopes
     from aggregator.store.memory import MemoryStore
     from vpp_common.messages import (
-        ControlType, Flexibility, Hello, Measurement, ResourceInfo, ResourceKind, SiteLimits, SiteTelemetry,
-        StorageFlexibility, Validity,
+        ControlType, Flexibility, Hello, ResourceInfo, ResourceKind, SiteLimits, StorageFlexibility,
     )
 
     now = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -115,10 +123,8 @@ async def test_compute_envelopes_from_the_store_treats_silent_houses_as_worst_ca
         hello = Hello("test", SiteLimits(17250.0, 6000.0),
                       (ResourceInfo("pv", ResourceKind.PV, ControlType.PEBC, 6000.0),))
         await store.upsert_house(h, hello, now)
-    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
     # a: exports 5 kW with a full battery; b: exports 3 kW, battery empty with 3 kW room; c: silent
-    await store.put_telemetry("a", SiteTelemetry(now, m(-5000.0), m(-5500.0), m(0.0), m(100.0), m(500.0)), 3600)
-    await store.put_telemetry("b", SiteTelemetry(now, m(-3000.0), m(-3500.0), m(0.0), m(20.0), m(500.0)), 3600)
+    await _measured(store, now, a=(-5000.0, -5500.0, 100.0), b=(-3000.0, -3500.0, 20.0))
     st = StorageFlexibility("battery", 20.0, 5.0, 100.0, 10.0, 10_000.0, 3000.0, 3000.0)
     await store.put_flexibility("b", Flexibility(now, (st,)))
     await store.put_flexibility("a", Flexibility(now, (StorageFlexibility("battery", 100.0, 5.0, 100.0, 10.0,
@@ -140,14 +146,10 @@ async def test_feeder_round_measures_load_and_the_leader_publishes_it_without_ho
     from aggregator.feeder_control import Feeder, feeder_round
     from aggregator.metrics import AggregatorMetrics
     from aggregator.store.memory import MemoryStore
-    from vpp_common.messages import Measurement, SiteTelemetry, Validity
 
     now = datetime(2026, 6, 1, 12, tzinfo=UTC)
     store = MemoryStore()
-    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
-    await store.put_telemetry("a", SiteTelemetry(now, m(-5000.0), m(-5500.0), m(0.0), m(100.0), m(500.0)), 3600)
-    await store.put_telemetry("b", SiteTelemetry(now, m(-3000.0), m(-3500.0), m(0.0), m(20.0), m(500.0)), 3600)
-    await store.put_telemetry("d", SiteTelemetry(now, m(1200.0), m(0.0), m(0.0), m(20.0), m(1200.0)), 3600)
+    await _measured(store, now, a=(-5000.0, -5500.0, 100.0), b=(-3000.0, -3500.0, 20.0), d=(1200.0, 0.0, 20.0))
     feeders = [Feeder("f1", ("a", "b", "c"), float("inf"), 7000.0), Feeder("f2", ("d",), float("inf"), float("inf"))]
     env, loads = await feeder_round(store, feeders, now, 30.0, 600.0)
     assert set(env) == {"a", "b", "c"}  # the unlimited feeder gets no envelopes, only a measurement
@@ -175,13 +177,11 @@ async def test_a_house_held_to_an_envelope_wants_no_more_than_it() -> None:
 
     from aggregator.feeder_control import Feeder, FeederEnvelope, feeder_round
     from aggregator.store.memory import MemoryStore
-    from vpp_common.messages import Flexibility, Measurement, SiteLimits, SiteTelemetry, StorageFlexibility, Validity
+    from vpp_common.messages import Flexibility, SiteLimits, StorageFlexibility
 
     now = datetime(2026, 6, 1, 12, tzinfo=UTC)
     store = MemoryStore()
-    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
-    await store.put_telemetry("a", SiteTelemetry(now, m(-5000.0), m(-5500.0), m(0.0), m(20.0), m(500.0)), 3600)
-    await store.put_telemetry("b", SiteTelemetry(now, m(-3000.0), m(-3500.0), m(0.0), m(100.0), m(500.0)), 3600)
+    await _measured(store, now, a=(-5000.0, -5500.0, 20.0), b=(-3000.0, -3500.0, 100.0))
     for h, soc in (("a", 20.0), ("b", 100.0)):
         await store.put_flexibility(h, Flexibility(now, (StorageFlexibility("battery", soc, 5.0, 100.0, 10.0,
                                                                             10_000.0, 3000.0, 3000.0),)))
