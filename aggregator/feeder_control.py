@@ -9,6 +9,10 @@ safety clamp and PV curtailment; it replaces the plan slots' grid envelopes, whi
 computed from forecasts.  An envelope expires after ``5 x interval_s``: an agent that
 stops hearing from the aggregator falls back to its plan's envelopes.
 
+Envelopes change make-before-break (``realtime.make_before_break``): houses take a new
+one up a few seconds apart, so a raise goes out only as far as the cuts still to be taken
+up leave room; the rest follows a round later.
+
 A house without telemetry yet, or with stale telemetry, counts as exporting its whole
 export cap (the worst case), so the others' shares stay safe.
 
@@ -25,7 +29,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from aggregator.dispatch.realtime import HousesNow, feeder_envelopes
+from aggregator.dispatch.realtime import SHARE_OF_LIMIT, HousesNow, feeder_envelopes, make_before_break
 from aggregator.store.base import StateStore
 from vpp_common.messages import ResourceKind, SiteLimits
 
@@ -133,8 +137,16 @@ async def feeder_round(store: StateStore, feeders: Sequence[Feeder], now: dateti
                                           np.array(imp_cap), np.array(exp_cap, dtype=float)),
                                 f.export_limit_w, f.import_limit_w,
                                 grid_wanted_w=np.array(wanted))
+        e, i = np.minimum(e, exp_cap), np.minimum(i, imp_cap)
+        if previous is not None:
+            # a house may run at its envelope in force until it takes the new one up
+            in_force = [x if (x := previous.get(h)) is not None and now < x.valid_until else None for h in f.houses]
+            held_e = np.array([x.limits.max_export_w if x is not None else np.nan for x in in_force])
+            held_i = np.array([x.limits.max_import_w if x is not None else np.nan for x in in_force])
+            e = make_before_break(e, held_e, f.export_limit_w * SHARE_OF_LIMIT)
+            i = make_before_break(i, held_i, f.import_limit_w * SHARE_OF_LIMIT)
         for k, h in enumerate(f.houses):
-            out[h] = FeederEnvelope(SiteLimits(float(min(i[k], imp_cap[k])), float(min(e[k], exp_cap[k]))), until)
+            out[h] = FeederEnvelope(SiteLimits(float(i[k]), float(e[k])), until)
     return out, loads
 
 

@@ -45,6 +45,9 @@ AGENT_VERSION = "0.1.0"
 FORECAST_SLOT_S = 900
 FORECAST_HORIZON_SLOTS = 96  # 24 h
 EXPORT_TOLERANCE_W = 50.0  # meter noise and one control period of lag are not violations
+# A write that keeps a house within a site limit goes out even when smaller than the deadband
+# (1 W: below it, meter noise)
+TIGHTEN_MIN_W = 1.0
 
 
 @dataclass
@@ -356,7 +359,7 @@ class EdgeAgent:
             self.stats.writes_held_stale += 1
             self.metrics.device_writes.labels("held_stale").inc()
             return decision
-        if self._should_write(decision.battery_w, now):
+        if self._should_write(decision.battery_w, now, decision.clamped_by):
             try:
                 applied = await self.device.set_battery_power(decision.battery_w)
             except Exception as exc:  # noqa: BLE001 -- device errors are transient here: retry next tick
@@ -392,7 +395,10 @@ class EdgeAgent:
         if limit_w is None and current is None:
             return
         if limit_w is not None and current is not None:
-            changed = abs(limit_w - current[0]) >= self.config.control.deadband_w
+            # a lower limit is always written: the deadband saves writes, it must not let the
+            # house run above its export cap (on a shared feeder, a few W per house add up)
+            changed = (limit_w < current[0] - TIGHTEN_MIN_W
+                       or abs(limit_w - current[0]) >= self.config.control.deadband_w)
             if not changed and (now - current[1]).total_seconds() < self.config.battery.revert_s / 2:
                 return
         try:
@@ -409,12 +415,17 @@ class EdgeAgent:
         self._pv_limit = None if limit_w is None else (limit_w, now)
         self._pv_written_after_poll = self._polls_started
 
-    def _should_write(self, value_w: float, now: datetime) -> bool:
+    def _should_write(self, value_w: float, now: datetime, clamped_by: tuple[str, ...] = ()) -> bool:
+        """Whether to write a setpoint: a change beyond the deadband, a refresh before the device
+        reverts, or any move that a site limit asked for (more charge for the export cap, more
+        discharge for the import limit): the deadband must not hold a house above its limits."""
         if self._last_written is None:
             return True
         last_w, at = self._last_written
         refresh_due = (now - at).total_seconds() >= self.config.battery.revert_s / 2
-        return refresh_due or abs(value_w - last_w) >= self.config.control.deadband_w
+        tightens = (("export_cap" in clamped_by and value_w > last_w + TIGHTEN_MIN_W)
+                    or ("import_limit" in clamped_by and value_w < last_w - TIGHTEN_MIN_W))
+        return refresh_due or tightens or abs(value_w - last_w) >= self.config.control.deadband_w
 
     def plan_status(self) -> PlanStatus | None:
         p = self.plans.current

@@ -100,6 +100,12 @@ def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLi
         lo = max(lo, -above_wh * battery.discharge_efficiency * 3600 / battery.control_period_s)
     if soc_pct >= battery.max_soc_pct:
         hi = min(hi, 0.0)
+    elif battery.capacity_wh > 0 and battery.control_period_s > 0:
+        # charge tapers the same way: a battery that fills mid-period stops charging at once,
+        # and its surplus reaches the grid until the next tick (past an export cap or a feeder
+        # envelope); tapered, the PV limit below covers it
+        room_wh = (battery.max_soc_pct - soc_pct) / 100 * battery.capacity_wh
+        hi = min(hi, room_wh * 3600 / battery.control_period_s)
     # grid = base + battery must lie in [-max_export, max_import]
     grid_lo = -limits.max_export_w - base_w
     grid_hi = limits.max_import_w - base_w
@@ -112,7 +118,7 @@ def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLi
         rules.append("export_cap")
     if value > hi:
         value = hi
-        rules.append("soc_max" if hi == 0.0 and soc_pct >= battery.max_soc_pct else "nameplate")
+        rules.append("soc_max" if hi < battery.max_charge_w else "nameplate")
     if value < lo:
         value = lo
         rules.append("soc_reserve" if lo > -battery.max_discharge_w else "nameplate")

@@ -137,3 +137,20 @@ async def test_a_pv_limit_changes_only_on_a_poll_that_began_after_it_was_written
         poller.cancel()
         with __import__("contextlib").suppress(asyncio.CancelledError):
             await poller
+
+
+async def test_the_deadband_never_holds_a_house_above_its_limits() -> None:
+    """The deadband saves device writes; a write that keeps the house within a site limit goes out
+    however small (on a shared feeder, ten houses a few W over their envelopes are 200 W over)."""
+    cfg = AgentConfig(house_id="h", insecure=True, metrics_port=None, control=ControlConfig(deadband_w=200))
+    device = FakeDevice()
+    agent = EdgeAgent(cfg, clock=ManualClock(T0), device=device)  # type: ignore[arg-type]
+    await agent._apply_pv_limit(4000.0, T0)
+    await agent._apply_pv_limit(3990.0, T0)  # 10 W lower: written
+    await agent._apply_pv_limit(4100.0, T0)  # 110 W higher: a loosening within the deadband waits
+    assert device.pv_limits == [4000.0, 3990.0]
+    agent._last_written = (1000.0, T0)
+    assert not agent._should_write(1050.0, T0)  # within the deadband
+    assert agent._should_write(1050.0, T0, ("export_cap",))  # more charge for the export cap
+    assert not agent._should_write(950.0, T0, ("export_cap",))
+    assert agent._should_write(950.0, T0, ("import_limit",))  # more discharge for the import limit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -140,3 +141,18 @@ def test_ramp_limit_yields_to_the_export_cap() -> None:
     d = decide(T0, telemetry(grid=-9000, battery=0, soc=50, pv=-9500), None, True, LIMITS, ramped,
                previous_w=0.0, dt_s=5.0)
     assert d.battery_w == 5000
+
+
+def test_charge_tapers_so_that_a_battery_does_not_fill_up_mid_period() -> None:
+    """A battery that fills mid-period stops charging at once and its surplus reaches the grid until
+    the next tick: near full it charges no more than fills it in one period, and PV takes the rest."""
+    b = BatteryLimits(5_000, 5_000, reserve_soc_pct=10, capacity_wh=10_000, control_period_s=10)
+    # 0.05 % of 10 kWh = 5 Wh of room: 1.8 kW for 10 s
+    value, rules = safety_clamp(5_000, -6_000, 99.95, SiteLimits(17_000, 10_000), b)
+    assert value == pytest.approx(1_800) and rules == ("soc_max",)
+    # with a 4 kW export cap, PV is curtailed for what the tapered battery cannot take
+    d = decide(T0, telemetry(grid=-6_000, battery=0, soc=99.95, pv=-7_000), None, True, LIMITS, b)
+    assert d.battery_w == pytest.approx(1_800)
+    assert d.pv_limit_w is not None and -6_000 + d.battery_w + (7_000 - d.pv_limit_w) >= -LIMITS.max_export_w - 1e-6
+    # far from full the nameplate holds as before
+    assert safety_clamp(5_000, -6_000, 50.0, SiteLimits(17_000, 10_000), b)[0] == 5_000

@@ -212,9 +212,10 @@ def test_safety_properties_hold_over_random_sequences(sc: Scenario) -> None:
             assert d.battery_w <= -b.max_discharge_w + TOL_W or "soc_reserve" in d.clamped_by \
                 or soc_before <= b.reserve_soc_pct, (grid, d)
         # curtailment only while the battery cannot absorb the surplus: it charges at its limit,
-        # is full, or may not take more (the ramp limit; or the import limit on what is measured:
-        # PV held at its limit hides how much more is there, and the next tick sees it)
+        # is full or fills within this period (the charge taper), or may not take more (the ramp
+        # limit; or the import limit on what is measured: PV held at its limit hides how much
+        # more is there, and the next tick sees it)
         if pv_limit is not None and pv_limit < pv_avail:
             assert d.battery_w >= b.max_charge_w - TOL_W or soc_before >= b.max_soc_pct \
-                or {"ramp", "import_limit"} & set(d.clamped_by), (d, soc_before)
+                or {"ramp", "import_limit", "soc_max"} & set(d.clamped_by), (d, soc_before)
         assert base == load + pv_now  # (the same balance the grid check used)

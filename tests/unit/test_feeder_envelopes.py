@@ -194,3 +194,44 @@ async def test_a_house_held_to_an_envelope_wants_no_more_than_it() -> None:
     assert env["a"].limits.max_export_w < 3000.0
     # taken at its word, a's 5 kW would not fit: its battery gives way, but from 5 kW down
     assert free["a"].limits.max_export_w > env["a"].limits.max_export_w
+
+
+def test_make_before_break_raises_no_bound_before_the_cuts_are_in_force() -> None:
+    from aggregator.dispatch.realtime import make_before_break
+
+    held = np.array([4000.0, 4000.0, 2000.0])  # in force, 10 kW: the whole limit
+    new = np.array([2000.0, 5000.0, 3000.0])  # a gives 2 kW to b and c
+    sent = make_before_break(new, held, 10_000.0)
+    # a may still run at 4 kW until it takes its cut up: b and c wait
+    assert sent.tolist() == [2000.0, 4000.0, 2000.0]
+    # a round later a's cut is in force: the raises go out
+    assert make_before_break(new, sent, 10_000.0).tolist() == new.tolist()
+    # with room under the limit, raises share it by the same fraction of their step
+    part = make_before_break(new, np.array([4000.0, 4000.0, 1000.0]), 10_000.0)
+    assert part[0] == 2000.0 and part[1] - 4000.0 == pytest.approx(0.5 * (part[2] - 1000.0))
+    assert max(4000.0, part[0]) + part[1] + part[2] == pytest.approx(10_000.0)
+    # nothing known to be in force, or no limit: as computed
+    assert make_before_break(new, np.array([np.nan, 4000.0, 2000.0]), 10_000.0).tolist() == new.tolist()
+    assert make_before_break(new, held, np.inf).tolist() == new.tolist()
+
+
+async def test_feeder_round_sends_cuts_before_raises() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from aggregator.feeder_control import Feeder, FeederEnvelope, feeder_round
+    from aggregator.store.memory import MemoryStore
+    from vpp_common.messages import SiteLimits
+
+    now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    store = MemoryStore()
+    # no batteries: a exports 1 kW, b would export 5 kW; limit 4 kW
+    await _measured(store, now, a=(-1000.0, -1500.0, 50.0), b=(-3000.0, -5500.0, 50.0))
+    feeders = [Feeder("f", ("a", "b"), float("inf"), 4000.0)]
+    until = now + timedelta(seconds=60)
+    held = {"a": FeederEnvelope(SiteLimits(17_250.0, 2000.0), until), "b": FeederEnvelope(SiteLimits(17_250.0, 2000.0), until)}
+    free, _ = await feeder_round(store, feeders, now, 30.0, 600.0)
+    env, _ = await feeder_round(store, feeders, now, 30.0, 600.0, previous=held)
+    assert free["a"].limits.max_export_w < 2000.0 < free["b"].limits.max_export_w
+    # a's cut goes out now, b's raise waits for it
+    assert env["a"].limits.max_export_w == pytest.approx(free["a"].limits.max_export_w)
+    assert env["b"].limits.max_export_w == pytest.approx(2000.0)
