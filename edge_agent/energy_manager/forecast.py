@@ -1,8 +1,8 @@
 """PV and load forecasts for the next 24 h from the house's own history (no I/O).
 
-* Load: a blend of *persistence* (the last slot's mean, fading over the first
-  hours) and *similar day* (the mean of the same slot on the last ``days``
-  days).  With no history yet: the last value, flat.
+* Load: a blend of *recent level* (the mean of the last hour's slots, fading
+  over the first hours) and *similar day* (the mean of the same slot on the last
+  ``days`` days).  With no history yet: the last value, flat.
 * PV: a clear-sky profile for the site (pvlib, Ineichen with the shipped Linke
   turbidity) times the panels' clear-day response per time of day (produced W
   per clear-sky W/m2 on the clearest recent day: captures orientation and
@@ -31,8 +31,16 @@ import numpy as np
 from vpp_common.timeslots import align_down
 
 SLOTS_PER_DAY_MAX = 1440
+# Load: the last hour's mean level, blended into the similar-day mean with this weight now,
+# fading with this e-folding time (h).  A household's 15-min load is spiky: one slot says
+# little (its anomaly against the similar day, persisted, forecast the next 2 h with a mean
+# absolute error of 203 W on vpp-sim's default fleet, mean load 370 W), an hour's level
+# more (183 W; weights 0.6-1.0 and 2-6 h all give 181-184 W).  In the fleet strategy's share
+# of the perfect-foresight saving: +1.1 to +2.0 points on each of five weeks tried.
+LOAD_RECENT_WEIGHT = 0.6
+LOAD_RECENT_H = 3.0
 # How long the sky of the last hour persists (e-folding, h): a clear morning mostly
-# stays clear through the afternoon, a load level does not (2 h for load)
+# stays clear through the afternoon, a load level does not (load: 3 h, from 60 %)
 PV_PERSISTENCE_H = 6.0
 
 
@@ -176,20 +184,14 @@ class HistoryForecaster:
         start = align_down(now, self.slot_s)
         starts = [start + timedelta(seconds=i * self.slot_s) for i in range(horizon_slots)]
         sim_load, sim_pv = self._similar_day(starts)
-        last_load, last_pv = self._last if self._last is not None else (0.0, 0.0)
-        # persistence matters for the next hours only, then the day's shape takes over
+        last_load = self._last[0] if self._last is not None else 0.0
+        # the last hour's level matters for the next hours only, then the day's shape takes over
         hours = np.arange(horizon_slots) * self.slot_s / 3600.0
-        w_persist = np.exp(-hours / 2.0)
-        # persist the last slot's *departure* from its similar-day value, not its level: a level
-        # carried from the evening peak into the night (or from the morning peak into the day)
-        # would overstate the load for hours
-        prev_key = start - timedelta(seconds=self.slot_s)
-        prev_sim, _ = self._similar_day([prev_key])
-        anomaly = last_load - float(prev_sim[0]) if not np.isnan(prev_sim[0]) else None
-        if anomaly is None:
-            load = np.where(np.isnan(sim_load), last_load, w_persist * last_load + (1 - w_persist) * sim_load)
-        else:
-            load = np.where(np.isnan(sim_load), last_load, sim_load + w_persist * anomaly)
+        w_recent = LOAD_RECENT_WEIGHT * np.exp(-hours / LOAD_RECENT_H)
+        back = range(1, max(1, 3600 // self.slot_s) + 1)
+        recent = [m[0] for k in back if (m := self.mean(start - timedelta(seconds=k * self.slot_s))) is not None]
+        level = float(np.mean(recent)) if recent else last_load
+        load = np.where(np.isnan(sim_load), level, w_recent * level + (1 - w_recent) * sim_load)
         if self.site is not None:
             # clear-day response of these panels x clearness: the last hour's sky persists
             # for a few hours, then recent days' mean clearness takes over

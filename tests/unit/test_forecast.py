@@ -90,3 +90,20 @@ def test_curtailed_slots_count_as_at_least_clear() -> None:
     assert clear > 3500
     assert forecasts[True].pv_w[noon] >= 3000.0  # at least what the inverter was allowed
     assert forecasts[True].pv_w.sum() > 1.05 * forecasts[False].pv_w.sum()
+
+
+def test_the_last_hours_level_leads_the_next_hours_and_fades_into_the_similar_day() -> None:
+    """One spiky slot says little about the next hours (a kettle, an oven); the last hour's mean
+    level says more.  It fades into the similar-day mean over a few hours."""
+    f = HistoryForecaster(slot_s=900, days=3)
+    t = feed(f, 3 - 1 / 24)  # up to 23:00 of the third day
+    # its last hour ran at 700 W in the mean, its last slot at 1900 W
+    for w in (300.0, 300.0, 300.0, 1900.0):
+        f.add(t, w, 0.0)
+        t += timedelta(minutes=15)
+    now = t  # midnight: the similar day says ~300 W for the small hours
+    fc = f.forecast(now, 96)
+    # next slot: 0.6 x the hour's 700 W + 0.4 x ~300 W, not the spike's 1900 W
+    assert fc.load_w[0] == pytest.approx(0.6 * 700 + 0.4 * 300, rel=0.05)
+    assert fc.load_w[4] < fc.load_w[0]  # fading ...
+    assert fc.load_w[12 * 4] == pytest.approx(300, rel=0.05)  # ... into the similar day by noon-ish
