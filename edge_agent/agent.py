@@ -4,9 +4,10 @@ Tasks (all on one event loop, none blocking it):
 
 * poll: the Resource Manager reads the device every ``poll_interval_s`` and
   publishes an immutable snapshot;
-* control: every ``tick_s``, or at once when a plan arrives, decide the
-  battery setpoint (pure ``energy_manager.decide``) and write it if it moved
-  more than the deadband or the device's revert timer needs a refresh;
+* control: every ``tick_s``, or at once when a plan arrives or a poll reads
+  the grid past a limit in force, decide the battery setpoint (pure
+  ``energy_manager.decide``) and write it if it moved more than the deadband,
+  a site limit needs it, or the device's revert timer needs a refresh;
 * uplink: the gRPC stream (reconnecting); telemetry every interval,
   flexibility when it changes, plan statuses as they happen.
 
@@ -48,6 +49,9 @@ EXPORT_TOLERANCE_W = 50.0  # meter noise and one control period of lag are not v
 # A write that keeps a house within a site limit goes out even when smaller than the deadband
 # (1 W: below it, meter noise)
 TIGHTEN_MIN_W = 1.0
+# A poll that reads the grid this far past a limit in force wakes the control loop at once
+# (else the house stays over until the next tick: up to tick_s after each step of the sun)
+LIMIT_WAKE_W = 5.0
 
 
 @dataclass
@@ -268,7 +272,18 @@ class EdgeAgent:
                 if self.uplink.connected:
                     self._send_flexibility(snap)
                 self._snapshot_ready.set()
+                if self._outside_limits(snap):
+                    self._wake.set()  # decide on this poll, not at the next tick
             await self.clock.sleep(self.config.device.poll_interval_s)
+
+    def _outside_limits(self, snap: HouseSnapshot) -> bool:
+        """The grid reading is past the export cap or import limit in force (beyond meter noise):
+        a step of the sun or the load since the last decision, or a new feeder envelope."""
+        grid = snap.telemetry.grid_power_w
+        if not grid.usable or grid.value is None:
+            return False
+        lim = self.effective_limits(self.clock.now())
+        return grid.value < -lim.max_export_w - LIMIT_WAKE_W or grid.value > lim.max_import_w + LIMIT_WAKE_W
 
     def _learn(self, snap: HouseSnapshot) -> None:
         """Feed the forecaster with valid readings; score past forecasts."""

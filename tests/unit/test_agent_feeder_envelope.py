@@ -154,3 +154,42 @@ async def test_the_deadband_never_holds_a_house_above_its_limits() -> None:
     assert agent._should_write(1050.0, T0, ("export_cap",))  # more charge for the export cap
     assert not agent._should_write(950.0, T0, ("export_cap",))
     assert agent._should_write(950.0, T0, ("import_limit",))  # more discharge for the import limit
+
+
+async def test_a_poll_past_a_limit_wakes_the_control_loop_at_once() -> None:
+    """A step of the sun would otherwise keep the house over its cap until the next tick."""
+    import asyncio
+    import contextlib
+
+    clock = ManualClock(T0)
+    cfg = AgentConfig(house_id="h", insecure=True, metrics_port=None,
+                      site=SiteConfig(max_import_w=17_000, max_export_w=3_000))
+
+    class PolledDevice(FakeDevice):
+        reading = _snapshot(T0)  # 5 kW export against a 3 kW cap
+
+        async def poll(self) -> HouseSnapshot:
+            return self.reading
+
+    device = PolledDevice()
+    agent = EdgeAgent(cfg, clock=clock, device=device)  # type: ignore[arg-type]
+    agent.uplink.send = lambda _msg: None  # type: ignore[method-assign]
+    agent._learn = lambda _snap: None  # type: ignore[method-assign]
+    poller = asyncio.create_task(agent._poll_loop())
+    try:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert agent._wake.is_set()
+        # within the cap: the control loop keeps its tick
+        agent._wake.clear()
+        m = lambda v: Measurement(v, Validity.VALID, T0)  # noqa: E731
+        device.reading = HouseSnapshot(SiteTelemetry(T0, m(-2000.0), m(-3000.0), m(0.0), m(50.0), m(1000.0)),
+                                       device.reading.flexibility, 5000.0, 5000.0)
+        clock.advance(cfg.device.poll_interval_s)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert agent.snapshot is device.reading and not agent._wake.is_set()
+    finally:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
