@@ -3,6 +3,8 @@ envelope (made on forecasts), and it expires back to it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import datetime, timedelta
 
 from edge_agent.agent import EdgeAgent
@@ -49,6 +51,40 @@ def _plan() -> DispatchPlan:
     return DispatchPlan("p", 1, T0, T0, T0 + timedelta(hours=1), 3600, (slot,))
 
 
+
+class PolledDevice(FakeDevice):
+    """A device whose polls return ``reading`` (set it to change what the next poll sees)."""
+
+    def __init__(self, reading: HouseSnapshot) -> None:
+        super().__init__()
+        self.reading = reading
+
+    async def poll(self) -> HouseSnapshot:
+        return self.reading
+
+
+@contextlib.asynccontextmanager
+async def polling(cfg: AgentConfig, clock: ManualClock, reading: HouseSnapshot):  # type: ignore[no-untyped-def]
+    """An agent on a PolledDevice with its poll loop running (no uplink, no learning); the
+    first poll has been taken when the block starts."""
+    device = PolledDevice(reading)
+    agent = EdgeAgent(cfg, clock=clock, device=device)  # type: ignore[arg-type]
+    agent.uplink.send = lambda _msg: None  # type: ignore[method-assign]
+    agent._learn = lambda _snap: None  # type: ignore[method-assign]
+    poller = asyncio.create_task(agent._poll_loop())
+    try:
+        await _let_run()
+        yield agent, device
+    finally:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+
+
+async def _let_run() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
 async def test_a_feeder_envelope_replaces_the_plan_slots_grid_envelope_until_it_expires() -> None:
     clock = ManualClock(T0)
     cfg = AgentConfig(house_id="h", insecure=True, metrics_port=None,
@@ -91,7 +127,6 @@ async def test_a_feeder_envelope_replaces_the_plan_slots_grid_envelope_until_it_
 async def test_a_pv_limit_changes_only_on_a_poll_that_began_after_it_was_written() -> None:
     """A poll that began before a PV-limit write may not show it (or show half: meter and
     inverter read at different instants); a limit set from it overshoots the other way."""
-    import asyncio
 
     clock = ManualClock(T0)
     cfg = AgentConfig(house_id="h", insecure=True, metrics_port=None,
@@ -103,22 +138,7 @@ async def test_a_pv_limit_changes_only_on_a_poll_that_began_after_it_was_written
         st = StorageFlexibility("battery", 100.0, 5.0, 100.0, 10.0, 10_000.0, 5000.0, 5000.0)
         return HouseSnapshot(tele, Flexibility(now, (st,)), 0.0, 5000.0)  # full: cannot charge
 
-    class PolledDevice(FakeDevice):
-        def __init__(self) -> None:
-            super().__init__()
-            self.reading = full(T0, -5000.0, -6000.0)  # 5 kW export against a 3 kW cap
-
-        async def poll(self) -> HouseSnapshot:
-            return self.reading
-
-    device = PolledDevice()
-    agent = EdgeAgent(cfg, clock=clock, device=device)  # type: ignore[arg-type]
-    agent.uplink.send = lambda _msg: None  # type: ignore[method-assign]
-    agent._learn = lambda _snap: None  # type: ignore[method-assign]
-    poller = asyncio.create_task(agent._poll_loop())
-    try:
-        for _ in range(3):
-            await asyncio.sleep(0)
+    async with polling(cfg, clock, full(T0, -5000.0, -6000.0)) as (agent, device):  # 5 kW export, 3 kW cap
         assert agent.snapshot is not None
         d = await agent.control_once()
         assert d is not None and device.pv_limits == [4000.0]  # curtail to 1 kW load + 3 kW cap
@@ -129,14 +149,9 @@ async def test_a_pv_limit_changes_only_on_a_poll_that_began_after_it_was_written
         assert d is not None and device.pv_limits == [4000.0]
         # the next poll began after the write: the limit follows it
         clock.advance(cfg.device.poll_interval_s)
-        for _ in range(3):
-            await asyncio.sleep(0)
+        await _let_run()
         await agent.control_once()
         assert len(device.pv_limits) == 2
-    finally:
-        poller.cancel()
-        with __import__("contextlib").suppress(asyncio.CancelledError):
-            await poller
 
 
 async def test_the_deadband_never_holds_a_house_above_its_limits() -> None:
@@ -158,27 +173,12 @@ async def test_the_deadband_never_holds_a_house_above_its_limits() -> None:
 
 async def test_a_poll_past_a_limit_wakes_the_control_loop_at_once() -> None:
     """A step of the sun would otherwise keep the house over its cap until the next tick."""
-    import asyncio
-    import contextlib
 
     clock = ManualClock(T0)
     cfg = AgentConfig(house_id="h", insecure=True, metrics_port=None,
                       site=SiteConfig(max_import_w=17_000, max_export_w=3_000))
 
-    class PolledDevice(FakeDevice):
-        reading = _snapshot(T0)  # 5 kW export against a 3 kW cap
-
-        async def poll(self) -> HouseSnapshot:
-            return self.reading
-
-    device = PolledDevice()
-    agent = EdgeAgent(cfg, clock=clock, device=device)  # type: ignore[arg-type]
-    agent.uplink.send = lambda _msg: None  # type: ignore[method-assign]
-    agent._learn = lambda _snap: None  # type: ignore[method-assign]
-    poller = asyncio.create_task(agent._poll_loop())
-    try:
-        for _ in range(3):
-            await asyncio.sleep(0)
+    async with polling(cfg, clock, _snapshot(T0)) as (agent, device):  # 5 kW export against a 3 kW cap
         assert agent._wake.is_set()
         # within the cap: the control loop keeps its tick
         agent._wake.clear()
@@ -186,10 +186,5 @@ async def test_a_poll_past_a_limit_wakes_the_control_loop_at_once() -> None:
         device.reading = HouseSnapshot(SiteTelemetry(T0, m(-2000.0), m(-3000.0), m(0.0), m(50.0), m(1000.0)),
                                        device.reading.flexibility, 5000.0, 5000.0)
         clock.advance(cfg.device.poll_interval_s)
-        for _ in range(3):
-            await asyncio.sleep(0)
+        await _let_run()
         assert agent.snapshot is device.reading and not agent._wake.is_set()
-    finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
