@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from aggregator.certs import check_trust_domain
+from aggregator.dispatch.futures import DEFAULT_FUTURES, Future
 from aggregator.dispatch.tariff import DEFAULT_TARIFF, TouPeriod, TouTariff
 from vpp_common.config import EnvOverridesFile
 
@@ -74,6 +75,12 @@ class PlanningConfig(BaseModel):
         30.0, ge=0, description="share each limited feeder among its houses live, from their latest telemetry, every "
                                 "this many clock seconds (a feeder envelope replacing the plan's; 0 = off)")
     warm_solver: bool = Field(False, description="lp: start the solver process at startup, not at the first solve")
+    futures: list[Future] = Field(
+        default_factory=lambda: list(DEFAULT_FUTURES),
+        description="lp: the futures each plan weighs, relative to the houses' forecasts: load_factor (x load) and "
+                    "pv_toward_clear_sky (-1..1: >0 that share of the way to the clear-sky PV, <0 that much less "
+                    "PV).  One battery schedule until the next cycle, each future free after it; the plans "
+                    "follow the first.  [] = plan on the forecasts alone (with a night reserve)")
 
     @model_validator(mode="after")
     def _lease_within_horizon(self) -> PlanningConfig:

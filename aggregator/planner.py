@@ -476,7 +476,7 @@ class Planner:
                                 min(limits.max_export_w, override.limits.max_export_w))
         pv_rated = sum(r.rated_power_w for r in house.hello.resources if r.kind is ResourceKind.PV)
         return HouseInput(house_id, limits, flex.storages[0], flex.load_forecast, flex.pv_forecast, pv_rated,
-                          self._feeder_of.get(house_id))
+                          self._feeder_of.get(house_id), flex.pv_clear_sky_forecast)
 
     async def _cycle_lp(self, token: int, started: float) -> int:
         """The fleet LP off the event loop (process pool), then fenced writes and routing."""
@@ -494,8 +494,11 @@ class Planner:
         if len(imp) == 0:
             log.info("no known prices from %s on: nothing to plan", start.isoformat())
             return 0
+        # the futures depart from the forecasts after the slots this cycle's plans are followed for
+        tied = max(1, math.ceil(self._cfg.cycle_s / self._cfg.slot_s))
         problem = prepare_problem(inputs, start=start, slot_s=self._cfg.slot_s, horizon_slots=len(imp),
-                                  import_price_per_kwh=imp, export_price_per_kwh=exp, feeders=self._feeders)
+                                  import_price_per_kwh=imp, export_price_per_kwh=exp, feeders=self._feeders,
+                                  futures=tuple(self._cfg.futures), tied_slots=tied)
         terminal = self._cfg.terminal_value_per_kwh
         if terminal == "mean_price":  # stored energy worth the horizon's mean of buying and selling it
             terminal = float(np.mean((imp + exp) / 2))

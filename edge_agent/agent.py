@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+import numpy as np
+
 from edge_agent.config import AgentConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.energy_manager.decide import BatteryLimits, Decision, decide, fresh_for_control, pv_limit_binding
@@ -114,7 +116,7 @@ class EdgeAgent:
         self._tasks: list[asyncio.Task[None]] = []
         self.forecaster: HistoryForecaster | None = None  # made once the nameplate is known
         self.forecast_errors = ForecastErrors()
-        self._forecast: tuple[datetime, PowerForecast, PowerForecast] | None = None
+        self._forecast: tuple[datetime, PowerForecast, PowerForecast, PowerForecast | None] | None = None
 
     @property
     def metrics_url(self) -> str | None:
@@ -228,18 +230,21 @@ class EdgeAgent:
             self.metrics.plans.labels("rejected").inc()
 
     # -- loops ---------------------------------------------------------------
-    def _forecasts(self, now: datetime) -> tuple[PowerForecast, PowerForecast] | None:
-        """Load and PV forecasts, made once per forecast slot."""
+    def _forecasts(self, now: datetime) -> tuple[PowerForecast, PowerForecast, PowerForecast | None] | None:
+        """Load, PV and clear-sky PV forecasts (the last None without a site), made once per forecast slot."""
         if self.forecaster is None:
             return None
         slot = align_down(now, FORECAST_SLOT_S)
         if self._forecast is None or self._forecast[0] != slot:
             fc = self.forecaster.forecast(now, FORECAST_HORIZON_SLOTS)
             self.forecast_errors.record(fc)
-            self._forecast = (slot,
-                              PowerForecast(fc.start, fc.slot_s, tuple(round(float(v), 1) for v in fc.load_w)),
-                              PowerForecast(fc.start, fc.slot_s, tuple(round(-float(v), 1) for v in fc.pv_w)))
-        return self._forecast[1], self._forecast[2]
+
+            def power(values: np.ndarray, sign: float) -> PowerForecast:
+                return PowerForecast(fc.start, fc.slot_s, tuple(round(sign * float(v), 1) for v in values))
+
+            self._forecast = (slot, power(fc.load_w, 1.0), power(fc.pv_w, -1.0),
+                              None if fc.pv_clear_sky_w is None else power(fc.pv_clear_sky_w, -1.0))
+        return self._forecast[1], self._forecast[2], self._forecast[3]
 
     def _send_flexibility(self, snap: HouseSnapshot) -> None:
         flex = snap.flexibility
@@ -250,7 +255,8 @@ class EdgeAgent:
                self._forecast[0] if self._forecast else None)
         if key != self._last_flex_sent:
             if forecasts is not None:
-                flex = replace(flex, load_forecast=forecasts[0], pv_forecast=forecasts[1])
+                flex = replace(flex, load_forecast=forecasts[0], pv_forecast=forecasts[1],
+                               pv_clear_sky_forecast=forecasts[2])
             self.uplink.send(flex)
             self._last_flex_sent = key
 

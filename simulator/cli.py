@@ -82,9 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--speed", type=_positive, default=300.0,
                      help="live mode: simulated seconds per real second (default 300)")
     run.add_argument("--replan-min", type=int, default=60, help="fleet and tou re-plan period in minutes (default 60)")
+    run.add_argument("--no-futures", action="store_true",
+                     help="fleet strategy: plan on the forecasts alone (with a night reserve) instead of over a "
+                          "heavy-and-cloudy and a light-and-clear future around them; fast mode only")
     run.add_argument("--night-load-margin", type=float, default=None, metavar="M",
-                     help="fleet strategy: battery energy kept for a night M times the forecast load (default "
-                          f"{_DISPATCH.night_load_margin:g}; 1 = plan on the forecast as it is); fast mode only")
+                     help="with --no-futures: battery energy kept for a night M times the forecast load (default "
+                          f"{_DISPATCH.night_load_margin:g}; 1 = plan on the forecast as it is)")
     run.add_argument("--holding-cost", type=float, default=None, metavar="EUR_PER_KWH_H",
                      help="fleet strategy: cost per kWh held per hour, which makes plans fill batteries late and "
                           f"keep room for PV above forecast (default {_DISPATCH.holding_cost_per_kwh_h:g}); "
@@ -283,6 +286,16 @@ def _run(args: argparse.Namespace) -> int:
     options = StrategyOptions(replan_s=args.replan_min * 60)
     tuned = {k: v for k, v in (("night_load_margin", args.night_load_margin),
                                ("holding_cost_per_kwh_h", args.holding_cost)) if v is not None}
+    if args.night_load_margin is not None and not args.no_futures:
+        print("error: --night-load-margin applies to plans on the forecasts alone: add --no-futures (plans over "
+              "futures keep energy for their heavier night instead)", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.no_futures:
+        if args.mode == "live":
+            print("error: --no-futures is a fast-mode option (live mode runs the aggregator with its defaults)",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        options = replace(options, futures=())
     if tuned:
         if args.mode == "live":
             print("error: --night-load-margin and --holding-cost are fast-mode options (live mode runs the "

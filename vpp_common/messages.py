@@ -168,6 +168,7 @@ class Flexibility:
     curtailments: tuple[CurtailmentFlexibility, ...] = ()
     load_forecast: PowerForecast | None = None  # household load, W >= 0
     pv_forecast: PowerForecast | None = None  # PV, W <= 0 (production negative)
+    pv_clear_sky_forecast: PowerForecast | None = None  # PV under a clear sky, W <= 0 (at most pv_forecast)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from datetime import datetime
 
 import numpy as np
 
+from aggregator.dispatch.futures import Future, make_futures
 from aggregator.dispatch.problem import FleetProblem
 from vpp_common.messages import PowerForecast, SiteLimits, StorageFlexibility
 
@@ -33,6 +34,7 @@ class HouseInput:
     pv_forecast: PowerForecast | None = None  # W <= 0
     pv_rated_w: float = 0.0  # magnitude; fairness share base
     feeder_id: str | None = None
+    pv_clear_sky_forecast: PowerForecast | None = None  # W <= 0: what the panels give under a clear sky
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,12 @@ UNASSIGNED_BLOCK_HOUSES = 50
 def prepare_problem(houses: Sequence[HouseInput], *, start: datetime, slot_s: int, horizon_slots: int,
                     import_price_per_kwh: np.ndarray, export_price_per_kwh: np.ndarray,
                     feeders: Mapping[str, FeederLimits] | None = None,
-                    default_load_w: float = 400.0) -> FleetProblem:
+                    default_load_w: float = 400.0, futures: Sequence[Future] = (),
+                    tied_slots: int = 0) -> FleetProblem:
+    """``futures``: the futures the LP weighs instead of the forecasts alone (``aggregator.dispatch.futures``;
+    ``Future(1, 0)`` is the forecast itself), departing from the forecasts after ``tied_slots`` (the
+    slots until the next re-plan).  A house without a clear-sky PV forecast keeps its PV forecast
+    in every future."""
     feeders = dict(feeders or {})
     t = horizon_slots
     n = len(houses)
@@ -97,14 +104,23 @@ def prepare_problem(houses: Sequence[HouseInput], *, start: datetime, slot_s: in
     def col(get) -> np.ndarray:  # type: ignore[no-untyped-def]
         return np.array([get(h) for h in houses], dtype=float)
 
+    load = np.array([np.maximum(_on_slots(h.load_forecast, start, slot_s, t, default_load_w), 0.0)
+                     for h in houses]).reshape(n, t)
+    pv = np.array([np.minimum(_on_slots(h.pv_forecast, start, slot_s, t, 0.0), 0.0) for h in houses]).reshape(n, t)
+    if futures:
+        clear = np.array([pv[i] if h.pv_clear_sky_forecast is None else
+                          np.minimum(_on_slots(h.pv_clear_sky_forecast, start, slot_s, t, 0.0), 0.0)
+                          for i, h in enumerate(houses)]).reshape(n, t)
+        f_load, f_pv = make_futures(load, pv, clear, tuple(futures), tied_slots)
+        # the first future takes the forecast's place (the plans follow it after the tied slots)
+        load, pv, s_load, s_pv = f_load[0], f_pv[0], f_load[1:], f_pv[1:]
+    else:
+        s_load = s_pv = np.zeros((0, 0, 0))
     return FleetProblem(
         house_ids=tuple(h.house_id for h in houses),
         battery_ids=tuple(h.storage.resource_id for h in houses),
         start=start, slot_s=slot_s,
-        load_w=np.array([np.maximum(_on_slots(h.load_forecast, start, slot_s, t, default_load_w), 0.0)
-                         for h in houses]).reshape(n, t),
-        pv_power_w=np.array([np.minimum(_on_slots(h.pv_forecast, start, slot_s, t, 0.0), 0.0)
-                             for h in houses]).reshape(n, t),
+        load_w=load, pv_power_w=pv,
         pv_rated_w=col(lambda h: h.pv_rated_w),
         capacity_wh=col(lambda h: h.storage.capacity_wh),
         soc_pct=col(lambda h: min(max(h.storage.soc_pct, h.storage.soc_min_pct), h.storage.soc_max_pct)),
@@ -123,4 +139,5 @@ def prepare_problem(houses: Sequence[HouseInput], *, start: datetime, slot_s: in
         transformer_import_limit_w=np.full((x, t), np.inf), transformer_export_limit_w=np.full((x, t), np.inf),
         import_price_per_kwh=np.asarray(import_price_per_kwh, dtype=float),
         export_price_per_kwh=np.asarray(export_price_per_kwh, dtype=float),
+        scenario_load_w=s_load, scenario_pv_power_w=s_pv, nonanticipative_slots=tied_slots if len(futures) > 1 else 0,
     )

@@ -86,14 +86,21 @@ _ROWWISE = int(highspy.MatrixFormat.kRowwise)
 _MINIMIZE = int(highspy.ObjSense.kMinimize)
 
 
-def _shift_slots(status: np.ndarray, t: int, shift: int) -> np.ndarray:
-    """(k*t,) statuses laid out as k rows of t slots, moved ``shift`` slots earlier; the new
-    last slots repeat the old last one."""
+def _shift_slots(status: np.ndarray, t: int, shift: int, t_new: int | None = None) -> np.ndarray:
+    """(k*t,) statuses laid out as k rows of t slots, moved ``shift`` slots earlier onto rows of
+    ``t_new`` slots (default ``t``); new slots past the old horizon repeat its last one."""
+    t_new = t if t_new is None else t_new
     m = status.reshape(-1, t)
-    out = np.empty_like(m)
-    out[:, : t - shift] = m[:, shift:]
-    out[:, t - shift :] = m[:, -1:]
+    out = np.empty((m.shape[0], t_new), dtype=m.dtype)
+    kept = min(t - shift, t_new)
+    out[:, :kept] = m[:, shift : shift + kept]
+    out[:, kept:] = m[:, -1:]
     return out.ravel()
+
+
+def layout(lp: BlockLP) -> tuple[int, int, int, int]:
+    """What a basis needs to fit another LP slot by slot: houses, feeders, transformers, futures."""
+    return lp.n, lp.n_feeders, lp.n_transformers, lp.scenarios
 
 
 @dataclass(frozen=True)
@@ -109,14 +116,18 @@ class SavedStart:
     t: int
     start_s: float
     slot_s: int
+    layout: tuple[int, int, int, int] = (0, 0, 0, 1)
 
     def shift_to(self, lp: BlockLP) -> int | None:
-        """Slots the horizon moved forward since this basis, or None if it cannot be reused."""
-        if lp.t != self.t or lp.slot_s != self.slot_s or lp.slot_s <= 0:
+        """Slots the horizon moved forward since this basis, or None if it cannot be reused.
+
+        The horizon may also have another length: it ends where the known prices end, so it
+        shrinks slot by slot through the day and grows when the next day's prices come."""
+        if layout(lp) != self.layout or lp.slot_s != self.slot_s or lp.slot_s <= 0:
             return None
         moved = (lp.start_s - self.start_s) / lp.slot_s
         shift = int(round(moved))
-        return shift if abs(moved - shift) < 1e-9 and 0 <= shift < lp.t else None
+        return shift if abs(moved - shift) < 1e-9 and 0 <= shift < self.t else None
 
     def mapped(self, lp: BlockLP, shift: int) -> highspy.HighsBasis:
         """This basis moved by ``shift`` slots onto ``lp``'s rows (an "alien" basis: HiGHS
@@ -126,23 +137,32 @@ class SavedStart:
         transformer) x slot, except one EV row per house.  Fairness rows are matched by
         (house, slot); new ones start with their slack basic (the row inactive).
         """
-        cols = np.fromiter(map(int, self.basis.col_status), dtype=np.int8, count=lp.var_lb.size)
+        t0, t = self.t, lp.t
+        n_cols_old = lp.var_lb.size // t * t0
+        cols = np.fromiter(map(int, self.basis.col_status), dtype=np.int8, count=n_cols_old)
         rows = np.fromiter(map(int, self.basis.row_status), dtype=np.int8, count=self.n_rows)
-        t, nt = lp.t, lp.n * lp.t
-        n_ft = (lp.n_feeders + lp.n_transformers) * t
-        n_ev = self.fair_row0 - 2 * nt - n_ft  # 0 or one row per house
+        # per-slot row blocks: balance and SoC (2 per house), feeders and transformers, and a
+        # scenario LP's ties (2 per house of each future but the first)
+        n0 = lp.n // lp.scenarios
+        per_slot = 2 * lp.n + lp.n_feeders + lp.n_transformers + 2 * (lp.scenarios - 1) * n0
+        head = 2 * lp.n  # balance and SoC come before the EV rows
+        n_ev_old = self.fair_row0 - per_slot * t0
+        n_ev = lp.fair_row0 - per_slot * t
         new_rows = np.full(lp.matrix.shape[0], _BASIC, dtype=np.int8)
-        new_rows[: 2 * nt] = _shift_slots(rows[: 2 * nt], t, shift)  # balance, SoC
-        new_rows[2 * nt : 2 * nt + n_ev] = rows[2 * nt : 2 * nt + n_ev]
-        new_rows[2 * nt + n_ev : lp.fair_row0] = _shift_slots(rows[2 * nt + n_ev : self.fair_row0], t, shift)
+        new_rows[: head * t] = _shift_slots(rows[: head * t0], t0, shift, t)
+        if n_ev == n_ev_old:
+            new_rows[head * t : head * t + n_ev] = rows[head * t0 : head * t0 + n_ev]
+        new_rows[head * t + n_ev : lp.fair_row0] = _shift_slots(rows[head * t0 + n_ev_old : self.fair_row0], t0,
+                                                                shift, t)
         if lp.fair_keys.size and self.fair_keys.size:
-            want = lp.fair_keys + shift  # the old (house, slot) of each new fairness row
+            s_new = lp.fair_keys % t
+            want = lp.fair_keys // t * t0 + s_new + shift  # the old (house, slot) of each new fairness row
             pos = np.clip(np.searchsorted(self.fair_keys, want), 0, self.fair_keys.size - 1)
-            hit = (self.fair_keys[pos] == want) & (lp.fair_keys % t + shift < t)
+            hit = (self.fair_keys[pos] == want) & (s_new + shift < t0)
             old_fair = rows[self.fair_row0 :]
             new_rows[lp.fair_row0 :][hit] = old_fair[pos[hit]]
         basis = highspy.HighsBasis()
-        basis.col_status = [_STATUS[i] for i in _shift_slots(cols, t, shift).tolist()]
+        basis.col_status = [_STATUS[i] for i in _shift_slots(cols, t0, shift, t).tolist()]
         basis.row_status = [_STATUS[i] for i in new_rows.tolist()]
         basis.alien = True
         basis.valid = True
@@ -170,7 +190,7 @@ ShapeKey = tuple[int, ...]
 
 def shape_key(lp: BlockLP) -> ShapeKey:
     """Blocks with equal keys have the same columns and non-fairness rows, position by position."""
-    return (lp.var_lb.size, lp.fair_row0, lp.n, lp.t, lp.n_feeders, lp.n_transformers)
+    return (lp.var_lb.size, lp.fair_row0, lp.n, lp.t, lp.n_feeders, lp.n_transformers, lp.scenarios)
 
 
 class HighsBlock:
@@ -229,11 +249,19 @@ class HighsBlock:
             return self._run(time_limit_s)
 
     def _warm_basis(self, lp: BlockLP, fp: tuple[bytes, bytes]) -> tuple[highspy.HighsBasis | None, str]:
+        try:
+            return self._start_basis(lp, fp)
+        except (ValueError, IndexError):  # a basis that does not fit after all: a start must never cost a plan
+            return None, "cold"
+
+    def _start_basis(self, lp: BlockLP, fp: tuple[bytes, bytes]) -> tuple[highspy.HighsBasis | None, str]:
         if lp.fair_row0 < 0:
             return None, "cold"
         st = self._start
         shift = st.shift_to(lp) if st is not None else None
-        if st is not None and shift is not None and fp[1] == st.core_fingerprint:
+        # the same rows but for the fairness rows, or another horizon length (its matrix is
+        # another size, but slot by slot the same): map the basis over
+        if st is not None and shift is not None and (fp[1] == st.core_fingerprint or lp.t != st.t):
             if shift == 0 and fp[0] == st.fingerprint:
                 return st.basis, "warm"  # the forecast update: nothing but bounds and costs changed
             return st.mapped(lp, shift), "mapped"
@@ -262,7 +290,7 @@ class HighsBlock:
         if h is not None and lp is not None and fp is not None \
                 and h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
             self._start = SavedStart(fp[0], fp[1], h.getBasis(), lp.matrix.shape[0], lp.fair_row0,
-                                     lp.fair_keys, lp.t, lp.start_s, lp.slot_s)
+                                     lp.fair_keys, lp.t, lp.start_s, lp.slot_s, layout(lp))
             if self._seeds is not None:
                 self._seeds[shape_key(lp)] = self._start
         self._h, self._lp, self._fp = None, None, None

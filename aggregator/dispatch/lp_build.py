@@ -17,6 +17,13 @@ curtailment share of PV size among the feeder's houses).
 Rows: house balance (=), SoC dynamics (=), mode row c/Pc + d/Pd <= 1, EV energy
 by deadline (>=), feeder and transformer net exchange (ranged), fairness
 cur - rated * z <= 0.  Objective in currency.
+
+A problem with several futures (``FleetProblem.scenario_load_w``; see
+``aggregator.dispatch.futures``) is built as every house, feeder and transformer once
+per future (``FleetProblem.expanded``: N x K houses, future-major), plus rows that tie
+each future's charge and discharge to the first's in the non-anticipative slots.  With
+equal weights the objective is K x the mean cost over the futures; the night reserve is
+off (the heavier futures are the hedge).
 """
 
 from __future__ import annotations
@@ -52,6 +59,13 @@ class BlockLP:
     fair_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     start_s: float = 0.0  # first slot start, POSIX seconds (a warm start shifts the basis by whole slots)
     slot_s: int = 0
+    # Futures of a scenario LP (FleetProblem.scenario_load_w): ``n`` and ``n_feeders``/``n_transformers``
+    # count every house/feeder once per future, future-major; the forecast's future comes first.
+    scenarios: int = 1
+
+    def first_future(self, a: np.ndarray) -> np.ndarray:
+        """The forecast's part of a per-house (or per-feeder) array of this LP: its first 1/K rows."""
+        return a[: a.shape[0] // self.scenarios]
 
     def group(self, x: np.ndarray, name: str) -> np.ndarray:
         """Slice group ``name`` of a solution vector as (N, T)."""
@@ -88,6 +102,10 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     ``grid_price_per_kwh`` (T,): an extra price on grid power (import > 0), used
     by fleet-event coordination (a negative value makes export dearer).
     """
+    futures = p.scenarios
+    tied = min(max(p.nonanticipative_slots, 0), p.t)
+    n0 = p.n
+    p = p.expanded()  # a scenario LP: every house once per future (no-op without scenarios)
     n, t, dt = p.n, p.t, p.slot_h
     nt = n * t
     nf, nx = len(p.feeder_ids), len(p.transformer_ids)
@@ -124,8 +142,10 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     ub[v("oi").ravel()] = np.where(p.load_w + ev_ub + pc > p.max_import_w, inf, 0.0).ravel()
     ub[v("oe").ravel()] = np.broadcast_to(np.where(e0 > p.soc_max_pct[:, None] * cap / 100 + 1e-6, inf, 0.0), (n, t)).ravel()
     # the night reserve (DispatchOptions.night_load_margin): only batteries can hold it
+    # (not in a scenario LP: its heavier futures are the hedge, and weigh it better)
     night = (p.load_w > pv_mag) & (cap > 0)
-    ub[v("rsv").ravel()] = np.where(night, max(o.night_load_margin - 1.0, 0.0) * p.load_w, 0.0).ravel()
+    margin = 1.0 if futures > 1 else o.night_load_margin
+    ub[v("rsv").ravel()] = np.where(night, max(margin - 1.0, 0.0) * p.load_w, 0.0).ravel()
     lb[v("e").ravel()] = e_lo.ravel()
     ub[v("e").ravel()] = e_hi.ravel()
     fz = ng * nt + 2 * (nf + nx) * t  # first fairness variable
@@ -213,6 +233,19 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     rlb.append(-p.transformer_export_limit_w.ravel())
     rub.append(p.transformer_import_limit_w.ravel())
     r0 += nx * t
+    # 6b. a scenario LP: what the batteries do in the first ``tied`` slots is one decision for
+    # every future (non-anticipativity: it is done before the next re-plan shows which future
+    # it is); later slots are free per future.  One row per (house, slot) so that the rows
+    # keep the per-slot layout a warm start shifts (free rows cost presolve nothing).
+    for j in range(1, futures):
+        for name in ("c", "d"):
+            tie = r0 + np.arange(n0 * t).reshape(n0, t)
+            add(tie, v(name)[j * n0 : (j + 1) * n0], 1.0)
+            add(tie, v(name)[:n0], -1.0)
+            free = np.broadcast_to(np.arange(t)[None, :] >= tied, (n0, t)).ravel()
+            rlb.append(np.where(free, -inf, 0.0))
+            rub.append(np.where(free, inf, 0.0))
+            r0 += n0 * t
     # 7. fairness: cur_h,t <= rated_h * z_f,t, so minimising z shares curtailment in
     # proportion to PV size (water-filling) instead of leaving the split to the solver.
     # Only where it can matter: PV is producing and the feeder has an export limit
@@ -237,4 +270,4 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     mat = sp.csr_matrix((vv, (rr, cc)), shape=(r0, n_var))
     return BlockLP(lb, ub, cost, np.concatenate(rlb), np.concatenate(rub), mat, n, t, nf, nx,
                    fair_row0=fair_row0, fair_keys=(hh * t + tt).astype(np.int64),
-                   start_s=p.start.timestamp(), slot_s=p.slot_s)
+                   start_s=p.start.timestamp(), slot_s=p.slot_s, scenarios=futures)

@@ -42,7 +42,8 @@ class DispatchOptions:
     # sells what the night then needs.  1.0 = plan on the forecast as it is.  Measured on
     # vpp-sim's default scenario (fleet strategy, share of the perfect-foresight saving):
     # 1.0 -> 69.7 %, 1.25 -> 76.0 %, 1.5 -> 77.3 %, 2.0 -> 71.4 % (more kept is more
-    # curtailed at noon when the night was as forecast).
+    # curtailed at noon when the night was as forecast).  Only where the plan has one future:
+    # a problem with several (FleetProblem.scenario_load_w) hedges with its heavier ones instead.
     night_load_margin: float = 1.5
     # LP solver of the blocks: "highs" (highspy) or "glop" (OR-Tools model_builder).  Both
     # are exact.  Cold, HiGHS was ~10 % faster per 50-house feeder here (5.1 s vs 5.6 s
@@ -87,6 +88,14 @@ class FleetProblem(SlotGrid):
     ev_max_w: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) or empty = no EVs
     ev_need_wh: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) energy by deadline
     ev_deadline_slot: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # (N,) exclusive
+    # Other futures the forecasts allow, as equally likely as ``load_w``/``pv_power_w``: (K-1, N, T)
+    # each (same signs).  With any, the LP minimises the mean cost over the K futures; the battery
+    # and curtailment of the first ``nonanticipative_slots`` slots (what is done before the next
+    # re-plan) are one decision for all of them, the rest may differ per future (recourse).
+    # The plans follow the first future (the forecast itself).  Empty: plan on the forecast.
+    scenario_load_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+    scenario_pv_power_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+    nonanticipative_slots: int = 0
 
     @property
     def n(self) -> int:
@@ -105,6 +114,52 @@ class FleetProblem(SlotGrid):
         f = len(self.feeder_ids)
         if self.feeder_import_limit_w.shape != (f, t) or self.feeder_export_limit_w.shape != (f, t):
             raise ValueError(f"feeder limits must have shape ({f}, {t})")
+        k = self.scenario_load_w.shape[0]
+        if k and (self.scenario_load_w.shape != (k, n, t) or self.scenario_pv_power_w.shape != (k, n, t)):
+            raise ValueError(f"scenario_load_w and scenario_pv_power_w must have shape (K, {n}, {t})")
+        if k and (np.any(self.scenario_pv_power_w > 1e-9) or np.any(self.scenario_load_w < -1e-9)):
+            raise ValueError("scenarios: load must be >= 0 and PV <= 0")
+
+    @property
+    def scenarios(self) -> int:
+        """Futures the LP weighs: 1 (the forecast) + the other scenarios."""
+        return 1 + self.scenario_load_w.shape[0]
+
+    def expanded(self) -> FleetProblem:
+        """The scenario LP's problem: every house, feeder and transformer once per future
+        (future-major: house ``k * N + i`` is house ``i`` in future ``k``), without scenarios."""
+        k = self.scenarios
+        if k == 1:
+            return self
+        f, x = len(self.feeder_ids), len(self.transformer_ids)
+
+        def tile(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a] * k) if a.size else a
+
+        return replace(
+            self,
+            house_ids=tuple(f"{h}#{j}" if j else h for j in range(k) for h in self.house_ids),
+            battery_ids=self.battery_ids * k,
+            load_w=np.concatenate([self.load_w, *self.scenario_load_w]),
+            pv_power_w=np.concatenate([self.pv_power_w, *self.scenario_pv_power_w]),
+            pv_rated_w=tile(self.pv_rated_w), capacity_wh=tile(self.capacity_wh), soc_pct=tile(self.soc_pct),
+            soc_min_pct=tile(self.soc_min_pct), soc_max_pct=tile(self.soc_max_pct),
+            reserve_soc_pct=tile(self.reserve_soc_pct), max_charge_w=tile(self.max_charge_w),
+            max_discharge_w=tile(self.max_discharge_w), charge_efficiency=tile(self.charge_efficiency),
+            discharge_efficiency=tile(self.discharge_efficiency), max_import_w=tile(self.max_import_w),
+            max_export_w=tile(self.max_export_w),
+            feeder_of=np.concatenate([self.feeder_of + j * f for j in range(k)]),
+            feeder_ids=tuple(f"{fid}#{j}" if j else fid for j in range(k) for fid in self.feeder_ids),
+            transformer_of=np.concatenate([self.transformer_of + j * x for j in range(k)]),
+            transformer_ids=tuple(f"{t}#{j}" if j else t for j in range(k) for t in self.transformer_ids),
+            feeder_import_limit_w=tile(self.feeder_import_limit_w),
+            feeder_export_limit_w=tile(self.feeder_export_limit_w),
+            transformer_import_limit_w=tile(self.transformer_import_limit_w),
+            transformer_export_limit_w=tile(self.transformer_export_limit_w),
+            ev_max_w=tile(self.ev_max_w), ev_need_wh=tile(self.ev_need_wh),
+            ev_deadline_slot=tile(self.ev_deadline_slot),
+            scenario_load_w=np.zeros((0, 0, 0)), scenario_pv_power_w=np.zeros((0, 0, 0)),
+        )
 
     def subset(self, houses: np.ndarray) -> FleetProblem:
         """The sub-problem of ``houses`` (sorted indices) with only the feeders/transformers they use."""
@@ -145,6 +200,9 @@ class FleetProblem(SlotGrid):
             ev_max_w=self.ev_max_w[houses] if has_ev else self.ev_max_w,
             ev_need_wh=self.ev_need_wh[houses] if has_ev else self.ev_need_wh,
             ev_deadline_slot=self.ev_deadline_slot[houses] if has_ev else self.ev_deadline_slot,
+            scenario_load_w=self.scenario_load_w[:, houses] if self.scenario_load_w.size else self.scenario_load_w,
+            scenario_pv_power_w=(self.scenario_pv_power_w[:, houses] if self.scenario_pv_power_w.size
+                                 else self.scenario_pv_power_w),
         )
 
     def blocks(self) -> list[np.ndarray]:

@@ -136,9 +136,16 @@ def solve_block(
         # report the true cost: take the coordination price back out
         gsum = (lp.group(x, "imp") - lp.group(x, "exp") + lp.group(x, "oi") - lp.group(x, "oe")).sum(axis=0)
         obj -= float(np.dot(grid_price_per_kwh, gsum)) * sub.slot_h / 1000.0
+    # a scenario LP: the plans follow the forecast's future (its first one); the
+    # objective is the mean over the futures
+    first = lp.first_future
     fi, fe = lp.feeder_slacks(x)
     xi, xe = lp.transformer_slacks(x)
-    g = lp.group
+
+    def g(x: np.ndarray, name: str) -> np.ndarray:
+        return first(lp.group(x, name))
+
+    obj, first_obj = obj / lp.scenarios, first_obj / lp.scenarios
     return BlockSolution(
         houses=houses,
         charge_w=g(x, "c"),
@@ -150,11 +157,11 @@ def solve_block(
         ev_w=g(x, "ev"),
         over_import_w=g(x, "oi"),
         over_export_w=g(x, "oe"),
-        feeder_over_import_w=fi,
-        feeder_over_export_w=fe,
-        transformer_over_import_w=xi,
-        transformer_over_export_w=xe,
-        fairness_level=lp.fairness_level(x),
+        feeder_over_import_w=first(fi),
+        feeder_over_export_w=first(fe),
+        transformer_over_import_w=first(xi),
+        transformer_over_export_w=first(xe),
+        fairness_level=first(lp.fairness_level(x)),
         feeder_ids=sub.feeder_ids,
         transformer_ids=sub.transformer_ids,
         objective=obj,

@@ -176,7 +176,7 @@ def flexibility_from_proto(msg: fx.FlexibilityUpdate) -> Flexibility:
         return PowerForecast(_dt(fc.start, f"flexibility.{name}.start"), slot_s, tuple(fc.values_w))
 
     return Flexibility(_dt(msg.valid_from, "flexibility.valid_from"), tuple(storages), tuple(curtailments),
-                       forecast("load_forecast"), forecast("pv_forecast"))
+                       forecast("load_forecast"), forecast("pv_forecast"), forecast("pv_clear_sky_forecast"))
 
 
 def plan_status_from_proto(msg: fs.PlanStatus) -> PlanStatus:

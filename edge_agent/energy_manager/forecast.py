@@ -50,6 +50,8 @@ class Forecast:
     slot_s: int
     load_w: np.ndarray  # per slot, >= 0
     pv_w: np.ndarray  # per slot, production magnitude >= 0
+    # per slot, what the panels give under a clear sky (magnitude >= pv_w); None without a site
+    pv_clear_sky_w: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,15 @@ class Site:
     latitude: float
     longitude: float
     pv_peak_w: float  # production at 1000 W/m2 (≈ kWp x 1000 x performance ratio)
+
+
+@dataclass(frozen=True)
+class _History:
+    keys: list[datetime]  # slot starts with data, in time order
+    at_s: np.ndarray  # the same as POSIX seconds
+    load_w: np.ndarray  # mean per slot
+    pv_w: np.ndarray
+    limited: np.ndarray  # bool: production held at a limit in the slot
 
 
 @dataclass
@@ -82,6 +93,7 @@ class HistoryForecaster:
         self._last: tuple[float, float] | None = None
         self._clear_sky = clear_sky
         self.pv_clearness_quantile: float | None = None  # None: mean clearness of recent days
+        self._table: _History | None = None  # the history as arrays, made on first use after a change
 
     @property
     def slots_per_day(self) -> int:
@@ -103,21 +115,40 @@ class HistoryForecaster:
         slot.n += 1
         slot.pv_limited |= pv_limited
         self._last = (max(0.0, load_w), max(0.0, pv_w))
+        self._table = None
 
     def mean(self, key: datetime) -> tuple[float, float] | None:
         s = self._slots.get(key)
         return None if s is None or s.n == 0 else (s.load_sum / s.n, s.pv_sum / s.n)
 
+    def _history(self) -> _History:
+        """The kept slots as arrays, in time order (a forecast looks up hundreds of slots: one
+        array lookup instead of a dict lookup each)."""
+        if self._table is None:
+            keys = sorted(k for k, v in self._slots.items() if v.n)
+            slots = [self._slots[k] for k in keys]
+            self._table = _History(
+                keys=keys,
+                at_s=np.array([k.timestamp() for k in keys], dtype=float),
+                load_w=np.array([v.load_sum / v.n for v in slots], dtype=float),
+                pv_w=np.array([v.pv_sum / v.n for v in slots], dtype=float),
+                limited=np.array([v.pv_limited for v in slots], dtype=bool),
+            )
+        return self._table
+
     def _similar_day(self, starts: list[datetime]) -> tuple[np.ndarray, np.ndarray]:
         """Mean of the same slot on earlier days; NaN where there is none."""
-        load = np.full(len(starts), np.nan)
-        pv = np.full(len(starts), np.nan)
-        back = [timedelta(days=d) for d in range(1, self.days + 1)]
-        for i, t in enumerate(starts):
-            seen = [m for b in back if (m := self.mean(t - b)) is not None]
-            if seen:
-                load[i] = sum(m[0] for m in seen) / len(seen)
-                pv[i] = sum(m[1] for m in seen) / len(seen)
+        h = self._history()
+        at = np.array([t.timestamp() for t in starts], dtype=float)
+        if not h.keys or not len(at):
+            return np.full(len(starts), np.nan), np.full(len(starts), np.nan)
+        want = at[:, None] - np.arange(1, self.days + 1)[None, :] * 86400.0  # (slots, days)
+        pos = np.clip(np.searchsorted(h.at_s, want), 0, len(h.keys) - 1)
+        seen = h.at_s[pos] == want
+        n = seen.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            load = np.where(n > 0, np.where(seen, h.load_w[pos], 0.0).sum(axis=1) / n, np.nan)
+            pv = np.where(n > 0, np.where(seen, h.pv_w[pos], 0.0).sum(axis=1) / n, np.nan)
         return load, pv
 
     def clear_sky_w_m2(self, starts: list[datetime]) -> np.ndarray:
@@ -142,25 +173,26 @@ class HistoryForecaster:
         per_day = self.slots_per_day
         k_clear = np.full(per_day, default)
         now_slot = align_down(now, self.slot_s)
-        keys = [k for k in self._order if k < now_slot]
-        if len(keys) < per_day // 4:
+        h = self._history()
+        before = h.at_s < now_slot.timestamp()
+        if before.sum() < per_day // 4:
             return k_clear, 1.0, None
+        keys = [k for k, b in zip(h.keys, before.tolist(), strict=True) if b]
         cs = self.clear_sky_w_m2(keys)
-        produced = np.array([self.mean(k)[1] for k in keys])  # type: ignore[index]
-        tod = np.array([(k.hour * 3600 + k.minute * 60 + k.second) // self.slot_s for k in keys])
+        produced = h.pv_w[before]
+        at_s = h.at_s[before]
+        tod = (np.array([k.hour * 3600 + k.minute * 60 + k.second for k in keys]) // self.slot_s).astype(int)
         day = cs > 50.0  # dawn and dusk ratios are noise
         ratio = np.where(day, produced / np.maximum(cs, 1.0), np.nan)
         # a curtailed slot's production is a lower bound.  For the clear-day response (a
         # maximum) it counts only where nothing better is known, and then no lower than the
         # nameplate prior; as a clearness it would forecast the curtailment back in: PV is held
         # at a limit when the sun is out, so such a slot counts as at least a clear one
-        limited = np.array([self._slots[k].pv_limited for k in keys], dtype=bool)
+        limited = h.limited[before]
         seen = np.full(per_day, np.nan)
         floor = np.full(per_day, np.nan)
-        for j, r, lim in zip(tod[day].tolist(), ratio[day].tolist(), limited[day].tolist(), strict=True):
-            into = floor if lim else seen
-            if not r <= into[j]:  # max, NaN-aware
-                into[j] = r
+        np.fmax.at(seen, tod[day & ~limited], ratio[day & ~limited])  # max per time of day, NaN-aware
+        np.fmax.at(floor, tod[day & limited], ratio[day & limited])
         k_clear = np.where(np.isnan(seen), np.fmax(floor, default), np.fmax(seen, floor))
         k_clear = np.clip(k_clear, 0.0, 2 * default)
         expected = cs * k_clear[tod]
@@ -174,8 +206,7 @@ class HistoryForecaster:
             day_clearness = [produced[day & (dates == d)].sum() / max(expected[day & (dates == d)].sum(), 1.0)
                              for d in np.unique(dates[day])]
             mean_clearness = float(np.quantile(day_clearness, self.pv_clearness_quantile))
-        hour_ago = now_slot - timedelta(hours=1)
-        recent = np.array([k >= hour_ago for k in keys]) & day
+        recent = (at_s >= (now_slot - timedelta(hours=1)).timestamp()) & day
         now_clearness = (float(produced[recent].sum() / expected[recent].sum())
                          if recent.sum() >= 2 and expected[recent].sum() > 1.0 else None)
         return k_clear, mean_clearness, now_clearness
@@ -199,10 +230,13 @@ class HistoryForecaster:
             w_sky = np.exp(-hours / PV_PERSISTENCE_H)
             clearness = mean_c if now_c is None else w_sky * now_c + (1 - w_sky) * mean_c
             tod = np.array([(t.hour * 3600 + t.minute * 60 + t.second) // self.slot_s for t in starts])
-            pv = self.clear_sky_w_m2(starts) * k_clear[tod] * np.minimum(clearness, 1.5)
+            clear = self.clear_sky_w_m2(starts) * k_clear[tod]
+            pv = clear * np.minimum(clearness, 1.5)
+            clear = np.maximum(np.maximum(clear, pv), 0.0)
         else:
             pv = np.where(np.isnan(sim_pv), 0.0, sim_pv)
-        return Forecast(start, self.slot_s, np.maximum(load, 0.0), np.maximum(pv, 0.0))
+            clear = None
+        return Forecast(start, self.slot_s, np.maximum(load, 0.0), np.maximum(pv, 0.0), clear)
 
 
 @dataclass

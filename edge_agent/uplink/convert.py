@@ -137,7 +137,8 @@ def flexibility_to_proto(f: Flexibility) -> fx.FlexibilityUpdate:
         for c in f.curtailments
     ]
     msg = fx.FlexibilityUpdate(valid_from=_ts(f.valid_from), resources=resources)
-    for name, fc in (("load_forecast", f.load_forecast), ("pv_forecast", f.pv_forecast)):
+    for name, fc in (("load_forecast", f.load_forecast), ("pv_forecast", f.pv_forecast),
+                     ("pv_clear_sky_forecast", f.pv_clear_sky_forecast)):
         if fc is not None:
             target = getattr(msg, name)
             target.start.CopyFrom(_ts(fc.start))

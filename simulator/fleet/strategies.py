@@ -13,7 +13,8 @@ cap); they differ only in the plan each house follows and in the battery:
   over the prices known so far with the house's own forecasts), no fleet limits;
 * ``fleet``: the aggregator's fleet LP (``aggregator.dispatch.optimise``) on each
   house's own forecasts (``HistoryForecaster``: similar-day load, clear-sky PV
-  scaled by what the panels did), re-planned every ``replan_s``, feeder limits in;
+  scaled by what the panels did) and the futures around them it weighs
+  (``aggregator.dispatch.futures``), re-planned every ``replan_s``, feeder limits in;
 * ``perfect_foresight``: the same LP once over the period with the real future:
   the lower bound on cost.
 
@@ -32,6 +33,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
+from aggregator.dispatch.futures import DEFAULT_FUTURES, Future
 from aggregator.dispatch.optimise import optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.solver_pool import WarmSolverPool
@@ -55,6 +57,8 @@ class StrategyOptions:
     perfect_foresight_window_days: int = 14  # longer periods are solved in windows of this many days
     realtime_feeder_control: bool = True  # fleet: live feeder envelopes between plans (aggregator.dispatch.realtime)
     plan_from_slot: int = 0  # warm-up: before it, battery strategies run self-consumption (forecasters learn)
+    # fleet: the futures its plans weigh besides the forecast (aggregator.dispatch.futures); () = the forecast only
+    futures: tuple[Future, ...] = DEFAULT_FUTURES
 
 
 def known_prices_until(sc: Scenario, now: datetime) -> int:
@@ -76,23 +80,29 @@ def storage(sc: Scenario, i: int, soc_pct: float) -> StorageFlexibility:
 
 
 def fleet_problem(sc: Scenario, s0: int, s1: int, soc: np.ndarray, load_w: np.ndarray, pv_w: np.ndarray,
-                  terminal_value_per_kwh: float) -> FleetProblem:
+                  terminal_value_per_kwh: float, pv_clear_sky_w: np.ndarray | None = None,
+                  futures: tuple[Future, ...] = (), tied_slots: int = 0) -> FleetProblem:
     """The aggregator's problem for slots [s0, s1): built the way the aggregator builds it
-    (``prepare_problem`` from per-house flexibility and forecasts), with the scenario's feeders."""
+    (``prepare_problem`` from per-house flexibility and forecasts), with the scenario's feeders.
+    ``pv_clear_sky_w``: (N, T) magnitudes, for the ``futures`` (see ``prepare_problem``)."""
     start = sc.slot_start(s0)
+
+    def fc(values: np.ndarray) -> PowerForecast:
+        return PowerForecast(start, sc.slot_s, tuple(values.tolist()))
+
     houses = [
         HouseInput(
             house_id=h.house_id, limits=SiteLimits(h.import_limit_w, h.export_cap_w), storage=storage(sc, i, soc[i]),
-            load_forecast=PowerForecast(start, sc.slot_s, tuple(load_w[i].tolist())),
-            pv_forecast=PowerForecast(start, sc.slot_s, tuple((-pv_w[i]).tolist())),
-            pv_rated_w=h.pv_kwp * 1000, feeder_id=h.feeder,
+            load_forecast=fc(load_w[i]), pv_forecast=fc(-pv_w[i]), pv_rated_w=h.pv_kwp * 1000, feeder_id=h.feeder,
+            pv_clear_sky_forecast=None if pv_clear_sky_w is None else fc(-pv_clear_sky_w[i]),
         )
         for i, h in enumerate(sc.houses)
     ]
     feeders = {f: FeederLimits(transformer_id=f"tx:{f}") for f in sc.feeder_ids}
     p = prepare_problem(houses, start=start, slot_s=sc.slot_s, horizon_slots=s1 - s0,
                         import_price_per_kwh=sc.import_price_per_kwh[s0:s1],
-                        export_price_per_kwh=sc.export_price_per_kwh[s0:s1], feeders=feeders)
+                        export_price_per_kwh=sc.export_price_per_kwh[s0:s1], feeders=feeders,
+                        futures=futures, tied_slots=tied_slots)
     order = [sc.feeder_ids.index(f) for f in p.feeder_ids]  # prepare_problem orders feeders by first house
     return replace(p, feeder_import_limit_w=sc.feeder_import_limit_w[order, s0:s1],
                    feeder_export_limit_w=sc.feeder_export_limit_w[order, s0:s1],
@@ -207,12 +217,16 @@ class _Lp(PlanSource):
         sc = self.sc
         return float(np.mean(sc.import_price_per_kwh[s0:s1] + sc.export_price_per_kwh[s0:s1]) / 2)
 
-    def _solve(self, s0: int, s1: int, soc: np.ndarray, load: np.ndarray, pv: np.ndarray) -> None:
+    def _solve(self, s0: int, s1: int, soc: np.ndarray, load: np.ndarray, pv: np.ndarray,
+               pv_clear_sky: np.ndarray | None = None, futures: tuple[Future, ...] = ()) -> None:
         import time
 
         sc = self.sc
         tv = self._terminal_value(s0, s1)
-        p = fleet_problem(sc, s0, s1, soc, load, pv, terminal_value_per_kwh=tv)
+        # the futures depart from the forecast after the slots until the next re-plan
+        tied = max(1, self.options.replan_s // sc.slot_s)
+        p = fleet_problem(sc, s0, s1, soc, load, pv, terminal_value_per_kwh=tv, pv_clear_sky_w=pv_clear_sky,
+                          futures=futures, tied_slots=tied)
         t0 = time.perf_counter()
         prev = {h.house_id: pl for h, pl in zip(sc.houses, self.plans, strict=True) if pl is not None}
         res = optimise(p, self._dispatch_options(), prev, version=s0 + 1, now=sc.slot_start(s0), pool=self.pool)
@@ -239,7 +253,9 @@ class Fleet(_Lp):
             return
         now, end = due
         fc = [f.forecast(now, end - s) for f in self.forecasters]
-        self._solve(s, end, soc, np.array([f.load_w for f in fc]), np.array([f.pv_w for f in fc]))
+        clear = np.array([f.pv_w if f.pv_clear_sky_w is None else f.pv_clear_sky_w for f in fc])
+        self._solve(s, end, soc, np.array([f.load_w for f in fc]), np.array([f.pv_w for f in fc]), clear,
+                    self.options.futures)
 
 
 class PerfectForesight(_Lp):

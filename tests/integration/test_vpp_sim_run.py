@@ -54,7 +54,9 @@ def test_exported_scenario_runs_and_bad_input_is_named(tmp_path: Path, capsys: p
         (["--days", "500"], "asked for 2 warm-up + 500 days"),
         (["--houses", "0"], "--houses must be >= 1"),
         (["--scenario", "/nonexistent"], "not a folder"),
-        (["--night-load-margin", "0.5"], "--night-load-margin must be >= 1"),
+        (["--no-futures", "--night-load-margin", "0.5"], "--night-load-margin must be >= 1"),
+        (["--night-load-margin", "1.5"], "add --no-futures"),
+        (["--mode", "live", "--no-futures"], "fast-mode option"),
         (["--holding-cost", "nan"], "--holding-cost >= 0"),
         (["--mode", "live", "--holding-cost", "0.003"], "fast-mode options"),
     ],
@@ -70,7 +72,7 @@ def test_fleet_dispatch_options_reach_the_fleet_strategy(tmp_path: Path) -> None
     for margin in ("1.0", "3.0"):
         out = tmp_path / f"m{margin}.json"
         assert main(["run", "--houses", "6", "--days", "1", "--warmup-days", "1", "--no-progress", "--workers", "1",
-                     "--strategies", "fleet,perfect_foresight", "--night-load-margin", margin,
+                     "--strategies", "fleet,perfect_foresight", "--no-futures", "--night-load-margin", margin,
                      "--json", str(out)]) == 0
         figures[margin] = json.loads(out.read_text())
     kept = {m: f["fleet"]["stored_energy_change_kwh"] for m, f in figures.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -57,8 +58,11 @@ def test_telemetry_roundtrip_keeps_validity_and_missing() -> None:
 def test_flexibility_roundtrip() -> None:
     f = Flexibility(T0, (StorageFlexibility("battery", 42, 0, 100, 10, 10_000, 5_000, 4_000, 0.96, 0.94),),
                     (CurtailmentFlexibility("pv", -2500, -8000),),
-                    PowerForecast(T0, 900, (300.0, 310.5)), PowerForecast(T0, 900, (-0.0, -1200.0)))
+                    PowerForecast(T0, 900, (300.0, 310.5)), PowerForecast(T0, 900, (-0.0, -1200.0)),
+                    PowerForecast(T0, 900, (-0.0, -3100.0)))
     assert agg.flexibility_from_proto(edge.flexibility_to_proto(f)) == f
+    older = replace(f, pv_clear_sky_forecast=None)  # an agent that does not send it
+    assert agg.flexibility_from_proto(edge.flexibility_to_proto(older)) == older
 
 
 def test_plan_status_roundtrip() -> None:

@@ -63,16 +63,12 @@ def test_price_change_is_warm_and_matches_cold() -> None:
     assert warm.objective == pytest.approx(solve_block(np.arange(p.n), p2, opts).objective, rel=REL)
 
 
-@pytest.mark.parametrize("change", ["houses", "slots"])
-def test_structure_change_falls_back_to_cold(change: str) -> None:
+def test_structure_change_falls_back_to_cold() -> None:
     p = _fleet(10)
     opts = DispatchOptions()
     model = HighsBlock()
     solve_block(np.arange(p.n), p, opts, model=model)
-    if change == "houses":
-        q = p.subset(np.arange(8))
-    else:
-        q = random_fleet(10, t=12, slot_s=3600, houses_per_feeder=10, seed=11, feeder_export_limit_w_per_house=1500.0)
+    q = p.subset(np.arange(8))
     again = solve_block(np.arange(q.n), q, opts, model=model)
     assert again.start == "cold" and model.cold_solves == 2  # no seeds given: nothing to start from
     assert again.objective == pytest.approx(solve_block(np.arange(q.n), q, opts).objective, rel=REL)
@@ -177,6 +173,29 @@ def test_horizon_shift_maps_the_basis_and_matches_cold(slots: int) -> None:
     opts = DispatchOptions()
     assert build(p, opts).fair_keys.size > 0  # the fairness rows exist and move with the sun
     assert not np.array_equal(build(p, opts).fair_keys, build(q, opts).fair_keys)
+    moved, model, cold = _warm_after(p, q, opts)
+    assert moved.warm and model.mapped_solves == 1
+    assert moved.objective == pytest.approx(cold, rel=REL)
+
+
+@pytest.mark.parametrize(("slots", "t_new"), [(4, 92), (4, 60), (4, 150), (0, 48)])
+def test_a_horizon_of_another_length_maps_the_basis_and_matches_cold(slots: int, t_new: int) -> None:
+    # the horizon ends where the known prices end: it shrinks through the day (96 -> 92 four
+    # slots later), and grows when the next day's prices come
+    p = random_fleet(10, t=96, houses_per_feeder=10, seed=12, feeder_export_limit_w_per_house=1200.0, ev_share=0.3)
+    longer = random_fleet(10, t=max(t_new + slots, 96), houses_per_feeder=10, seed=12,
+                          feeder_export_limit_w_per_house=1200.0, ev_share=0.3)
+    q = _shift(longer, slots)
+    keep = slice(0, t_new)
+    q = replace(q, load_w=q.load_w[:, keep], pv_power_w=q.pv_power_w[:, keep],
+                max_import_w=q.max_import_w[:, keep], max_export_w=q.max_export_w[:, keep],
+                feeder_import_limit_w=q.feeder_import_limit_w[:, keep],
+                feeder_export_limit_w=q.feeder_export_limit_w[:, keep],
+                transformer_import_limit_w=q.transformer_import_limit_w[:, keep],
+                transformer_export_limit_w=q.transformer_export_limit_w[:, keep],
+                import_price_per_kwh=q.import_price_per_kwh[keep], export_price_per_kwh=q.export_price_per_kwh[keep],
+                ev_deadline_slot=np.minimum(q.ev_deadline_slot, t_new))
+    opts = DispatchOptions()
     moved, model, cold = _warm_after(p, q, opts)
     assert moved.warm and model.mapped_solves == 1
     assert moved.objective == pytest.approx(cold, rel=REL)

@@ -50,6 +50,14 @@ def test_pv_scaled_clear_sky_with_a_site() -> None:
     expected = cs_scale * f.clear_sky_w_m2([fc.start + timedelta(minutes=15 * noon)])[0]
     assert fc.pv_w[noon] == pytest.approx(expected, rel=0.05)
     assert fc.pv_w[0] == 0  # midnight
+    # clear days seen: the clear-sky PV is the forecast; half as much sun next: it stays
+    assert fc.pv_clear_sky_w is not None and fc.pv_clear_sky_w[noon] == pytest.approx(expected, rel=0.05)
+    for t, g in zip(starts, ghi, strict=True):
+        f.add(t + timedelta(days=2), 300.0, cs_scale * g / 2)
+    dull = f.forecast(now + timedelta(days=2), 96)
+    assert dull.pv_w[noon] < 0.75 * expected  # two dull days of the three it keeps
+    assert dull.pv_clear_sky_w is not None and dull.pv_clear_sky_w[noon] == pytest.approx(expected, rel=0.05)
+    assert (dull.pv_clear_sky_w >= dull.pv_w).all()
 
 
 def test_errors_are_scored_once_slots_have_happened() -> None:

@@ -21,16 +21,18 @@ PEBC_CONSEQUENCE_VANISH: PebcConsequence
 PEBC_CONSEQUENCE_DEFER: PebcConsequence
 
 class FlexibilityUpdate(_message.Message):
-    __slots__ = ("valid_from", "resources", "load_forecast", "pv_forecast")
+    __slots__ = ("valid_from", "resources", "load_forecast", "pv_forecast", "pv_clear_sky_forecast")
     VALID_FROM_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     LOAD_FORECAST_FIELD_NUMBER: _ClassVar[int]
     PV_FORECAST_FIELD_NUMBER: _ClassVar[int]
+    PV_CLEAR_SKY_FORECAST_FIELD_NUMBER: _ClassVar[int]
     valid_from: _timestamp_pb2.Timestamp
     resources: _containers.RepeatedCompositeFieldContainer[ResourceFlexibility]
     load_forecast: PowerForecast
     pv_forecast: PowerForecast
-    def __init__(self, valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[ResourceFlexibility, _Mapping]]] = ..., load_forecast: _Optional[_Union[PowerForecast, _Mapping]] = ..., pv_forecast: _Optional[_Union[PowerForecast, _Mapping]] = ...) -> None: ...
+    pv_clear_sky_forecast: PowerForecast
+    def __init__(self, valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[ResourceFlexibility, _Mapping]]] = ..., load_forecast: _Optional[_Union[PowerForecast, _Mapping]] = ..., pv_forecast: _Optional[_Union[PowerForecast, _Mapping]] = ..., pv_clear_sky_forecast: _Optional[_Union[PowerForecast, _Mapping]] = ...) -> None: ...
 
 class PowerForecast(_message.Message):
     __slots__ = ("start", "slot_duration", "values_w")
