@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,17 @@ def test_tou_is_the_agents_own_planner() -> None:
     assert plans and all(p.plan_id.startswith("local-tou-") for p in plans)
     # the lease spans the re-plan period, so a house does not drop to its fallback in between
     assert all((p.valid_until - p.valid_from).total_seconds() >= StrategyOptions().replan_s for p in plans)
+
+
+def test_strategies_without_a_solver_run_beside_the_others_with_the_same_figures(small_run) -> None:
+    sc, res = small_run  # one after another (workers=1)
+    names = ("self_consumption", "tou", "fleet")
+    out = io.StringIO()
+    beside = run_fast(sc, names, warmup_slots=96, show_progress=True, workers=2, out=out)
+    assert tuple(beside.traces) == names  # in the order asked for
+    for name in names[:2]:  # (the LP's may differ: a warm solver pool can end at another optimal vertex)
+        a, b = res.figures[name], beside.figures[name]
+        assert {k: a[k] for k in b if k != "run"} == {k: v for k, v in b.items() if k != "run"}, name
+    shown = out.getvalue()
+    assert all(f"{name:>17}" in shown for name in names)  # a bar each
+    assert shown.count(f"{sc.t}/{sc.t}") >= len(names)  # each finished
