@@ -80,7 +80,8 @@ class PlanningConfig(BaseModel):
         description="lp: the futures each plan weighs, relative to the houses' forecasts: load_factor (x load) and "
                     "pv_toward_clear_sky (-1..1: >0 that share of the way to the clear-sky PV, <0 that much less "
                     "PV).  One battery schedule until the next cycle, each future free after it; the plans "
-                    "follow the first.  [] = plan on the forecasts alone (with a night reserve)")
+                    "follow the first; each future is a copy of every house in the LP (the default two: ~2x the "
+                    "solve time of one).  [] = plan on the forecasts alone (with a night reserve)")
 
     @model_validator(mode="after")
     def _lease_within_horizon(self) -> PlanningConfig:

@@ -57,7 +57,8 @@ class StrategyOptions:
     perfect_foresight_window_days: int = 14  # longer periods are solved in windows of this many days
     realtime_feeder_control: bool = True  # fleet: live feeder envelopes between plans (aggregator.dispatch.realtime)
     plan_from_slot: int = 0  # warm-up: before it, battery strategies run self-consumption (forecasters learn)
-    # fleet: the futures its plans weigh besides the forecast (aggregator.dispatch.futures); () = the forecast only
+    # fleet: the futures its plans weigh instead of the forecasts alone (aggregator.dispatch.futures; the
+    # plans follow the first); () = plan on the forecasts (with the night reserve)
     futures: tuple[Future, ...] = DEFAULT_FUTURES
 
 
