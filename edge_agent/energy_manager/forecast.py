@@ -136,12 +136,11 @@ class HistoryForecaster:
             )
         return self._table
 
-    def _similar_day(self, starts: list[datetime]) -> tuple[np.ndarray, np.ndarray]:
-        """Mean of the same slot on earlier days; NaN where there is none."""
+    def _similar_day(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean of the same slot on earlier days; NaN where there is none.  ``at``: slot starts, POSIX s."""
         h = self._history()
-        at = np.array([t.timestamp() for t in starts], dtype=float)
         if not h.keys or not len(at):
-            return np.full(len(starts), np.nan), np.full(len(starts), np.nan)
+            return np.full(len(at), np.nan), np.full(len(at), np.nan)
         want = at[:, None] - np.arange(1, self.days + 1)[None, :] * 86400.0  # (slots, days)
         pos = np.clip(np.searchsorted(h.at_s, want), 0, len(h.keys) - 1)
         seen = h.at_s[pos] == want
@@ -214,7 +213,8 @@ class HistoryForecaster:
     def forecast(self, now: datetime, horizon_slots: int = 96) -> Forecast:
         start = align_down(now, self.slot_s)
         starts = [start + timedelta(seconds=i * self.slot_s) for i in range(horizon_slots)]
-        sim_load, sim_pv = self._similar_day(starts)
+        at = start.timestamp() + np.arange(horizon_slots, dtype=float) * self.slot_s
+        sim_load, sim_pv = self._similar_day(at)
         last_load = self._last[0] if self._last is not None else 0.0
         # the last hour's level matters for the next hours only, then the day's shape takes over
         hours = np.arange(horizon_slots) * self.slot_s / 3600.0
@@ -229,7 +229,7 @@ class HistoryForecaster:
             k_clear, mean_c, now_c = self._pv_model(now)
             w_sky = np.exp(-hours / PV_PERSISTENCE_H)
             clearness = mean_c if now_c is None else w_sky * now_c + (1 - w_sky) * mean_c
-            tod = np.array([(t.hour * 3600 + t.minute * 60 + t.second) // self.slot_s for t in starts])
+            tod = ((at % 86400) // self.slot_s).astype(int)  # slot of the (UTC) day
             clear = self.clear_sky_w_m2(starts) * k_clear[tod]
             pv = clear * np.minimum(clearness, 1.5)
             clear = np.maximum(np.maximum(clear, pv), 0.0)

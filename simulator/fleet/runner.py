@@ -42,10 +42,10 @@ def add_savings(figures: dict[str, dict[str, Any]]) -> None:
             f["share_of_perfect_foresight_saving"] = round((base - f["cost"]) / (base - best), 4)
 
 
-# Strategies without a solver: with a spare core they run in a process of their own beside
-# the LP strategies (whose main thread waits on the solver pool much of the time): the
-# default run took 102 s one after another on 2 cores.
-SIDE_STRATEGIES = ("no_battery", "battery_idle", "self_consumption", "tou")
+# All but the fleet strategy: with a spare core they run in a process of their own beside
+# it (its main thread waits on the solver pool much of the time; perfect foresight is one
+# LP, solved in that process).  The default run took 102 s one after another on 2 cores.
+SIDE_STRATEGIES = ("no_battery", "battery_idle", "self_consumption", "tou", "perfect_foresight")
 _side_progress: Any = None  # in the side process: slots done per strategy (a shared array)
 
 
@@ -71,7 +71,7 @@ def run_fast(sc: Scenario, strategies: tuple[str, ...] = STRATEGIES, *, warmup_s
              out: TextIO = sys.stderr) -> RunResult:
     """Every strategy over the whole scenario; figures count slots from ``warmup_slots`` on.
 
-    With ``workers`` > 1 the strategies without a solver run in a process beside the others."""
+    With ``workers`` > 1 the strategies other than ``fleet`` run in a process beside it."""
     import multiprocessing
     import threading
     from concurrent.futures import ProcessPoolExecutor

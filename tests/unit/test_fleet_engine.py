@@ -109,7 +109,7 @@ def test_tou_is_the_agents_own_planner() -> None:
     assert all((p.valid_until - p.valid_from).total_seconds() >= StrategyOptions().replan_s for p in plans)
 
 
-def test_strategies_without_a_solver_run_beside_the_others_with_the_same_figures(small_run) -> None:
+def test_strategies_beside_the_fleet_run_in_a_process_of_their_own_with_the_same_figures(small_run) -> None:
     sc, res = small_run  # one after another (workers=1)
     names = ("self_consumption", "tou", "fleet")
     out = io.StringIO()
