@@ -60,11 +60,11 @@ class BlockLP:
     start_s: float = 0.0  # first slot start, POSIX seconds (a warm start shifts the basis by whole slots)
     slot_s: int = 0
     # Futures of a scenario LP (FleetProblem.scenario_load_w): ``n`` and ``n_feeders``/``n_transformers``
-    # count every house/feeder once per future, future-major; the forecast's future comes first.
+    # count every house/feeder once per future, future-major; the plans follow the first future.
     scenarios: int = 1
 
     def first_future(self, a: np.ndarray) -> np.ndarray:
-        """The forecast's part of a per-house (or per-feeder) array of this LP: its first 1/K rows."""
+        """The first future's part of a per-house (or per-feeder) array of this LP: its first 1/K rows."""
         return a[: a.shape[0] // self.scenarios]
 
     def group(self, x: np.ndarray, name: str) -> np.ndarray:

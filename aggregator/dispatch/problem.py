@@ -88,11 +88,11 @@ class FleetProblem(SlotGrid):
     ev_max_w: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) or empty = no EVs
     ev_need_wh: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) energy by deadline
     ev_deadline_slot: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # (N,) exclusive
-    # Other futures the forecasts allow, as equally likely as ``load_w``/``pv_power_w``: (K-1, N, T)
-    # each (same signs).  With any, the LP minimises the mean cost over the K futures; the battery
-    # and curtailment of the first ``nonanticipative_slots`` slots (what is done before the next
+    # Other futures, as likely as the one in ``load_w``/``pv_power_w``: (K-1, N, T) each (same
+    # signs).  With any, the LP minimises the mean cost over the K futures; the batteries' charge
+    # and discharge in the first ``nonanticipative_slots`` slots (what is done before the next
     # re-plan) are one decision for all of them, the rest may differ per future (recourse).
-    # The plans follow the first future (the forecast itself).  Empty: plan on the forecast.
+    # The plans follow the first future (``load_w``/``pv_power_w``).  Empty: one future.
     scenario_load_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
     scenario_pv_power_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
     nonanticipative_slots: int = 0
@@ -122,7 +122,7 @@ class FleetProblem(SlotGrid):
 
     @property
     def scenarios(self) -> int:
-        """Futures the LP weighs: 1 (the forecast) + the other scenarios."""
+        """Futures the LP weighs: 1 (``load_w``/``pv_power_w``) + the others."""
         return 1 + self.scenario_load_w.shape[0]
 
     def expanded(self) -> FleetProblem:

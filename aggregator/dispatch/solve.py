@@ -136,7 +136,7 @@ def solve_block(
         # report the true cost: take the coordination price back out
         gsum = (lp.group(x, "imp") - lp.group(x, "exp") + lp.group(x, "oi") - lp.group(x, "oe")).sum(axis=0)
         obj -= float(np.dot(grid_price_per_kwh, gsum)) * sub.slot_h / 1000.0
-    # a scenario LP: the plans follow the forecast's future (its first one); the
+    # a scenario LP: the plans follow its first future; the
     # objective is the mean over the futures
     first = lp.first_future
     fi, fe = lp.feeder_slacks(x)

@@ -98,7 +98,7 @@ def run_fast(sc: Scenario, strategies: tuple[str, ...] = STRATEGIES, *, warmup_s
     side_ex: ProcessPoolExecutor | None = None
     stop = threading.Event()
     try:
-        side_job = watcher = None
+        side_job = None
         if side:
             ctx = multiprocessing.get_context("spawn")  # no inherited locks, as the solver pool
             shared = ctx.Array("l", len(side), lock=False)
@@ -118,8 +118,7 @@ def run_fast(sc: Scenario, strategies: tuple[str, ...] = STRATEGIES, *, warmup_s
                     if stop.wait(0.5):
                         return
 
-            watcher = threading.Thread(target=watch, name="side-progress", daemon=True)
-            watcher.start()
+            threading.Thread(target=watch, name="side-progress", daemon=True).start()
         clear_sky = clear_sky_table(sc)
         for name in here:
             bar = bars[name]
