@@ -136,6 +136,10 @@ class HistoryForecaster:
             )
         return self._table
 
+    def _slot_of_day(self, at_s: np.ndarray) -> np.ndarray:
+        """Index of each slot start (POSIX s) within its UTC day: the clear-day response is kept per slot of the day."""
+        return ((at_s % 86400) // self.slot_s).astype(int)
+
     def _similar_day(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean of the same slot on earlier days; NaN where there is none.  ``at``: slot starts, POSIX s."""
         h = self._history()
@@ -180,7 +184,7 @@ class HistoryForecaster:
         cs = self.clear_sky_w_m2(keys)
         produced = h.pv_w[before]
         at_s = h.at_s[before]
-        tod = (np.array([k.hour * 3600 + k.minute * 60 + k.second for k in keys]) // self.slot_s).astype(int)
+        tod = self._slot_of_day(at_s)
         day = cs > 50.0  # dawn and dusk ratios are noise
         ratio = np.where(day, produced / np.maximum(cs, 1.0), np.nan)
         # a curtailed slot's production is a lower bound.  For the clear-day response (a
@@ -229,7 +233,7 @@ class HistoryForecaster:
             k_clear, mean_c, now_c = self._pv_model(now)
             w_sky = np.exp(-hours / PV_PERSISTENCE_H)
             clearness = mean_c if now_c is None else w_sky * now_c + (1 - w_sky) * mean_c
-            tod = ((at % 86400) // self.slot_s).astype(int)  # slot of the (UTC) day
+            tod = self._slot_of_day(at)
             clear = self.clear_sky_w_m2(starts) * k_clear[tod]
             pv = clear * np.minimum(clearness, 1.5)
             clear = np.maximum(np.maximum(clear, pv), 0.0)
