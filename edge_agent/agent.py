@@ -33,6 +33,7 @@ from edge_agent.energy_manager.forecast import ForecastErrors, HistoryForecaster
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from edge_agent.energy_manager.plans import PlanBook
 from edge_agent.metrics import AgentMetrics
+from edge_agent.refusals import Refusals
 from edge_agent.resources.factory import HouseResourceManager, resource_manager
 from edge_agent.resources.hybrid import HouseSnapshot
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
@@ -80,6 +81,7 @@ class EdgeAgent:
         # SunSpec or a catalogue entry (config.device.catalogue), writes through the write guard
         self.device = device or resource_manager(config, self.clock)
         self.metrics = AgentMetrics()
+        self.refusals = Refusals(self.metrics.refused)  # every refused outside value: logged, counted
         self.stats = AgentStats()
         self.plans = PlanBook()
         # tou mode: the agent's own plan on its tariff and forecasts, followed like an aggregator's

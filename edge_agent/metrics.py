@@ -55,6 +55,9 @@ class AgentMetrics:
                                          "Telemetry samples dropped unacked from a full buffer (lost).", registry=r)
         self.uplink_connects = Counter("vpp_edge_uplink_connects_total", "Accepted aggregator streams.",
                                        registry=r)
+        self.refused = Counter("vpp_edge_refused_total",
+                               "Values from outside refused before use (plan, grid_signal, device, config), "
+                               "by reason.", ["source", "reason"], registry=r)
 
     def observe(self, t: SiteTelemetry) -> None:
         for name, m, gauge, scale in (

@@ -1,0 +1,44 @@
+"""Refused outside values (plans, grid signals, device readings, config): logged and counted.
+
+Every refusal is counted in ``vpp_edge_refused_total{source, reason}``.  The first refusal of a
+(source, reason) pair is logged at WARNING with its detail; repeats of the same pair are logged
+at most once per ``interval_s`` (with how many were suppressed), so a device or an aggregator
+that sends the same bad value every second cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from prometheus_client import Counter
+
+log = logging.getLogger("edge_agent.refused")
+
+
+class Refusals:
+    def __init__(self, counter: Counter, interval_s: float = 60.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._counter = counter
+        self._interval_s = interval_s
+        self._monotonic = monotonic
+        self._last_logged: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
+        self.total = 0
+
+    def refuse(self, source: str, reason: str, detail: str = "") -> None:
+        """Count one refusal; ``reason`` is a short stable label (a metric label value),
+        ``detail`` the human text (the value, the field, the limit)."""
+        self.total += 1
+        self._counter.labels(source, reason).inc()
+        key = (source, reason)
+        now = self._monotonic()
+        last = self._last_logged.get(key)
+        if last is not None and now - last < self._interval_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last_logged[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        more = f" ({suppressed} more like it since the last report)" if suppressed else ""
+        log.warning("refused %s (%s): %s%s", source, reason, detail or reason, more)
