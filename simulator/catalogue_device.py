@@ -153,6 +153,7 @@ class CatalogueSimulator(FaultInjection):
         self.port = port
         self.writes: list[AcceptedWrite] = []
         self.reverts: list[datetime] = []
+        self.reboots: list[datetime] = []
         self._init_faults()
         self._server: DroppableServer | None = None
         self._inflight: set[asyncio.Task[object]] = set()
@@ -324,6 +325,7 @@ class CatalogueSimulator(FaultInjection):
 
     def _advance(self, now: datetime) -> datetime:
         now = max(now, self._physics.snapshot.at)
+        self._run_periodic_faults(now)
         deadline = self._behaviour.deadline
         if deadline is not None and deadline <= now:
             deadline = max(deadline, self._physics.snapshot.at)
@@ -352,6 +354,35 @@ class CatalogueSimulator(FaultInjection):
             self.set("forcible_duration", 0)
 
     def _refresh(self, s: PhysicsSnapshot) -> None:
+        if self._faults.frozen:
+            return  # the registers keep the last refresh's values; the physics carries on
+        self._write_measurements(s)
+
+    # -- fault events (simulator.hybrid_device.Faults) --------------------------------
+
+    def reboot(self, down_s: float = 0.0) -> None:
+        """Reboot now: every writable register back to its power-on value (0, then the entry's
+        defaults: Hub4Mode 1, minimum SoC), no external command, timers cleared."""
+        self._down_for(down_s)
+        now = max(self.clock.now(), self._physics.snapshot.at)
+        for name, p in self.entry.points.items():
+            if p.writable and p.function == "holding":
+                self._set_raw(name, 0)
+        self._init_static()
+        self._behaviour.deadline = None
+        self._physics.set_command(SELF_CONSUMPTION, now)
+        self._refresh(self._physics.snapshot)
+        self.reboots.append(now)
+
+    def expire_revert(self) -> None:
+        """The device-side timeout expires now: the vendor's revert (back to its own control)."""
+        now = max(self.clock.now(), self._physics.snapshot.at)
+        self._behaviour.deadline = None
+        self._physics.set_command(self._behaviour.on_revert(), now)
+        self._refresh(self._physics.snapshot)
+        self.reverts.append(now)
+
+    def _write_measurements(self, s: PhysicsSnapshot) -> None:
         values = {"soc_pct": s.soc_pct, "battery_power_w": s.battery_power_w, "pv_power_w": s.pv_power_w,
                   "grid_power_w": s.grid_power_w, "inverter_power_w": -s.inverter_ac_power_w}
         counts: dict[str, int] = {}

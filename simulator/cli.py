@@ -9,6 +9,8 @@
     vpp-sim device --port 1502       # a SunSpec hybrid inverter on Modbus TCP until Ctrl-C
     vpp-sim device --port 1502 --der # the same as a SunSpec DER device (701/702/713/704)
     vpp-sim vendor-device --model sungrow_sh --port 1503   # a catalogue entry's device
+    vpp-sim device --fault frozen --fault slow:0.5 --control-port 1602   # faults, and a channel to change them
+    vpp-sim fault --control 127.0.0.1:1602 reboot      # inject a fault into a running device (or: clear)
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--der", action="store_true",
                      help="a SunSpec DER device instead: models 1, 701, 702, 713, 704, 203, 160, 802 (battery "
                           "through 704 WSet, PV curtailment through 704)")
+    _fault_args(dev)
     house = sub.add_parser(
         "house", help="serve a house of four separate SunSpec devices on Modbus TCP",
         description="Serve one house as four SunSpec devices on consecutive ports: battery inverter (models 1, "
@@ -147,7 +150,103 @@ def build_parser() -> argparse.ArgumentParser:
     ven.add_argument("--port", type=int, default=1503, help="Modbus TCP port (default 1503)")
     ven.add_argument("--speed", type=_positive, default=1.0, help="clock speed (default 1: real time)")
     ven.add_argument("--soc", type=float, default=50.0, help="initial state of charge in %% (default 50)")
+    _fault_args(ven)
+    flt = sub.add_parser("fault", help="inject or clear a fault in a running device (its --control-port)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Send fault commands to a device started with --control-port and print the "
+                                     "answers (exit 0 if all were accepted, 2 otherwise).",
+                         epilog=_FAULT_HELP)
+    flt.add_argument("--control", required=True, metavar="HOST:PORT", help="the device's control channel")
+    flt.add_argument("commands", nargs="+", metavar="KIND[:ARGS]|clear|status",
+                     help="fault specs (see below), clear (end all faults) or status")
     return parser
+
+
+_FAULT_HELP = """fault kinds (KIND[:ARGS]):
+  timeout                      requests go unanswered
+  exception[:CODE]             Modbus exception CODE on every request (default 6, device busy)
+  implausible                  impossible measurements (SoC 250 %, powers at the int16 limits)
+  slow:SECONDS                 every answer delayed (real seconds)
+  disconnect                   connections dropped, new ones refused
+  frozen | stale               measurement registers stop updating; the house carries on
+  reboot[:down=S][,every=S]    control registers back to defaults (124 StorCtl_Mod=0, 123 WMaxLim_Ena=0,
+                               704 enables 0), unreachable S real seconds first
+  revert[:every=S]             the revert timers expire: the device takes control back
+  other_master[:every=S]       another Modbus master writes its own control values
+  scale_factor:NAME_SF=N[,..]  scale factor registers change at run time (e.g. W_SF=1)
+reboot, revert and other_master happen once, at once, over the control channel without every=S;
+given with --fault they repeat every S clock seconds (default 60).
+control channel: a TCP line protocol; send one command per line, read one answer line
+("ok <faults set>" or "error: <why>"), e.g. `echo reboot | nc 127.0.0.1 1602`."""
+
+
+def _fault_args(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = _FAULT_HELP
+    p.add_argument("--fault", action="append", default=[], metavar="KIND[:ARGS]",
+                   help="a fault from the start (repeatable; kinds below)")
+    p.add_argument("--control-port", type=int, default=None, metavar="PORT",
+                   help="serve a fault control channel on this TCP port (0: a free one; see `vpp-sim fault`)")
+    p.add_argument("--control-host", default="127.0.0.1", help="address of the control channel (default 127.0.0.1)")
+
+
+def _start_faults(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The --fault specs as Faults; ConfigError (exit 2) for a spec that cannot be understood."""
+    from simulator.fault_control import FaultSpecError, faults_from_specs, parse_fault
+    from vpp_common.config import ConfigError
+
+    try:
+        return faults_from_specs([parse_fault(t) for t in args.fault])
+    except (FaultSpecError, ValueError) as exc:
+        raise ConfigError(f"--fault: {exc}") from exc
+
+
+async def _serve_with_faults(args: argparse.Namespace, sim, banner) -> int:  # type: ignore[no-untyped-def]
+    """Serve ``sim`` with its start-up faults and optional control channel until a signal."""
+    from simulator.fault_control import ControlServer, describe
+
+    from vpp_common.config import ConfigError
+
+    faults = _start_faults(args)
+    try:
+        sim.faults = faults
+    except NotImplementedError as exc:
+        raise ConfigError(f"--fault: {exc}") from exc
+    control = ControlServer(sim, args.control_host, args.control_port) if args.control_port is not None else None
+
+    async def start() -> None:
+        await sim.start()
+        banner()
+        if faults != type(faults)():
+            print(f"faults: {describe(faults)}", flush=True)
+        if control is not None:
+            await control.start()
+            print(f"fault control on {args.control_host}:{control.port}", flush=True)
+
+    async def stop() -> None:
+        if control is not None:
+            await control.stop()
+        await sim.stop()
+
+    await run_until_signal(start, stop)
+    return 0
+
+
+async def _fault(args: argparse.Namespace) -> int:
+    from simulator.fault_control import send_commands
+
+    host, sep, port = args.control.rpartition(":")
+    if not sep or not port.isdigit():
+        print(f"error: --control must be HOST:PORT, got {args.control!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        answers = await send_commands(host or "127.0.0.1", int(port), args.commands)
+    except (OSError, TimeoutError) as exc:
+        print(f"error: cannot reach the control channel at {args.control}: {exc}", file=sys.stderr)
+        return 1
+    for cmd, answer in zip(args.commands, answers, strict=True):
+        print(f"{cmd}: {answer}")
+    return 0 if all(a.startswith("ok") for a in answers) else EXIT_CONFIG
 
 
 async def _vendor_device(args: argparse.Namespace) -> int:
@@ -163,13 +262,11 @@ async def _vendor_device(args: argparse.Namespace) -> int:
     except (CatalogueError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
 
-    async def start() -> None:
-        await sim.start()
+    def banner() -> None:
         units = sorted({sim.entry.unit_of(n) for n in sim.entry.points})
         print(f"{args.model} simulator on modbus://{args.host}:{sim.port} units {units}", flush=True)
 
-    await run_until_signal(start, sim.stop)
-    return 0
+    return await _serve_with_faults(args, sim, banner)
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -201,12 +298,10 @@ async def _device(args: argparse.Namespace) -> int:
     sim = SunSpecHybridSimulator(SimulatorConfig(physics=physics, model_order=DER_MODELS if args.der else None), clock,
                                  host=args.host, port=args.port, unit_id=args.unit)
 
-    async def start() -> None:
-        await sim.start()
+    def banner() -> None:
         print(f"SunSpec hybrid simulator on modbus://{args.host}:{sim.port} unit {args.unit}", flush=True)
 
-    await run_until_signal(start, sim.stop)
-    return 0
+    return await _serve_with_faults(args, sim, banner)
 
 
 async def _house(args: argparse.Namespace) -> int:
@@ -361,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(lambda: _house(args))
     if args.command == "vendor-device":
         return run_main(lambda: _vendor_device(args))
+    if args.command == "fault":
+        return run_main(lambda: _fault(args))
     return 2
 
 

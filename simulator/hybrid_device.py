@@ -83,6 +83,7 @@ from simulator.sunspec_image import (
     PointLocation,
     SunSpecImage,
     decode_raw,
+    raw_range,
     scale,
 )
 from vpp_common.clock import Clock, utc
@@ -177,6 +178,24 @@ class Faults:
     * ``disconnect``: the device drops every open TCP connection and refuses
       new ones while set (a rebooting gateway, a pulled cable); when cleared
       it listens again on the same port, so a client must reconnect.
+    * ``frozen``: the measurement registers stop updating (the values of the
+      last refresh are served again, energy counters, timestamps and
+      heartbeats stand still) while the physics carries on; writes still act.
+    * ``reboot_every_s``: the device reboots every this many clock seconds
+      (first after one period): its control registers fall back to their
+      defaults (see :meth:`FaultInjection.reboot`), unreachable for
+      ``reboot_down_s`` *real* seconds first.  One reboot now: ``sim.reboot()``.
+    * ``revert_every_s``: every this many clock seconds the device's revert
+      timers expire as if the refresh never came (:meth:`FaultInjection.expire_revert`).
+    * ``other_master_every_s``: another Modbus master writes its own control
+      values every this many clock seconds (:meth:`FaultInjection.other_master_write`).
+    * ``scale_factors``: scale factor registers changed at run time, e.g.
+      ``(("W_SF", 1),)``: every model's point of that name takes the value and
+      the points it scales are re-encoded (same engineering value, new raw;
+      saturated if it no longer fits); cleared: back to the device's own.
+
+    The periodic kinds and scale factors are implemented by the SunSpec
+    simulators; a simulator without them raises NotImplementedError.
     """
 
     timeout: bool = False
@@ -184,11 +203,26 @@ class Faults:
     implausible: bool = False
     slow_s: float = 0.0
     disconnect: bool = False
+    frozen: bool = False
+    reboot_every_s: float | None = None
+    reboot_down_s: float = 0.0
+    revert_every_s: float | None = None
+    other_master_every_s: float | None = None
+    scale_factors: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         # checked here, once, for every simulator that takes Faults
         if self.slow_s < 0 or math.isnan(self.slow_s):
             raise ValueError(f"Faults.slow_s must be >= 0, got {self.slow_s}")
+        if not self.reboot_down_s >= 0:
+            raise ValueError(f"Faults.reboot_down_s must be >= 0, got {self.reboot_down_s}")
+        for name in ("reboot_every_s", "revert_every_s", "other_master_every_s"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise ValueError(f"Faults.{name} must be > 0 seconds or None, got {v}")
+        for name, sf in self.scale_factors:
+            if not name.endswith("_SF") or not isinstance(sf, int) or not -10 <= sf <= 10:
+                raise ValueError(f"Faults.scale_factors: need (NAME_SF, -10..10), got ({name!r}, {sf!r})")
         if self.exception_code is not None:
             ExcCodes(int(self.exception_code))  # ValueError for codes Modbus does not have
 
@@ -271,6 +305,7 @@ class FaultInjection:
     def _init_faults(self) -> None:
         self._faults = Faults()
         self._faults_changed = asyncio.Event()
+        self._fault_schedule: dict[str, datetime] = {}
 
     async def _serve(self, devices: SimDevice | list[SimDevice], host: str, port: int) -> int:
         """Listen for ``devices`` on ``host:port`` (0: a free port) behind a droppable server, down
@@ -288,9 +323,58 @@ class FaultInjection:
 
     @faults.setter
     def faults(self, faults: Faults) -> None:
-        self._faults = faults
+        previous, self._faults = self._faults, faults
         apply_disconnect(self._server, faults)
+        self._fault_schedule = {}  # periodic kinds start over from the next request
+        if faults.scale_factors != previous.scale_factors:
+            self._apply_scale_factors(faults.scale_factors)
         self._signal_faults_changed()
+
+    # -- device events (one-off; periodic through Faults.*_every_s) -----------------
+    def reboot(self, down_s: float = 0.0) -> None:
+        """Reboot now: control registers back to their defaults (no external control, no PV limit),
+        device-side timers cleared; unreachable for ``down_s`` real seconds first."""
+        raise NotImplementedError(f"{type(self).__name__} does not simulate a reboot")
+
+    def expire_revert(self) -> None:
+        """The revert timers expire now, as if the refresh never came: the device takes control back."""
+        raise NotImplementedError(f"{type(self).__name__} does not simulate revert-timer expiry")
+
+    def other_master_write(self) -> None:
+        """Another Modbus master writes its own control values now."""
+        raise NotImplementedError(f"{type(self).__name__} does not simulate another master")
+
+    def _apply_scale_factors(self, scale_factors: tuple[tuple[str, int], ...]) -> None:
+        if scale_factors:
+            raise NotImplementedError(f"{type(self).__name__} has no scale factors")
+
+    def _down_for(self, down_s: float) -> None:
+        """Unreachable for ``down_s`` real seconds (a reboot), then listening again."""
+        server = self._server
+        if server is None or down_s <= 0 or server.down:
+            return
+        server.drop()
+
+        def back() -> None:
+            if self._server is server and not self._faults.disconnect:
+                server.restore()
+
+        asyncio.get_running_loop().call_later(down_s, back)
+
+    def _run_periodic_faults(self, now: datetime) -> None:
+        """Fire the periodic fault events due by ``now`` (clock time), first one period after they were set."""
+        f = self._faults
+        for kind, every, fire in (("reboot", f.reboot_every_s, lambda: self.reboot(f.reboot_down_s)),
+                                  ("revert", f.revert_every_s, self.expire_revert),
+                                  ("other_master", f.other_master_every_s, self.other_master_write)):
+            if every is None:
+                continue
+            due = self._fault_schedule.setdefault(kind, now + timedelta(seconds=every))
+            if now >= due:
+                fire()
+                while due <= now:
+                    due += timedelta(seconds=every)
+                self._fault_schedule[kind] = due
 
     def _signal_faults_changed(self) -> None:
         self._faults_changed.set()
@@ -421,6 +505,10 @@ class SunSpecHybridSimulator(FaultInjection):
         self._last_curtail_write_at: datetime | None = None
         self.curtail_reverts: list[datetime] = []
         """Clock times at which the model 123 revert timer set WMaxLim_Ena back to 0."""
+        self.reboots: list[datetime] = []
+        self.foreign_writes: list[datetime] = []
+        """Clock times of the writes of another master (the ``other_master`` fault)."""
+        self._own_sf: dict[tuple[int, str], object] = {}
         self._last_wset_write_at: datetime | None = None
         self._last_der_curtail_write_at: datetime | None = None
         self._physics = HousePhysics(self.config.physics, self._start_at)
@@ -585,7 +673,15 @@ class SunSpecHybridSimulator(FaultInjection):
             if not self._valid_write(loc, regs):
                 return ExcCodes.ILLEGAL_VALUE
         self._image.write(address, values)
-        names = {(loc.model_id, loc.name) for loc in touched}
+        self._after_control_write({(loc.model_id, loc.name) for loc in touched}, now)
+        write = RegisterWrite(address, tuple(values), time.monotonic(), now)
+        self.writes.append(write)
+        self._notify(write)
+        return None
+
+    def _after_control_write(self, names: set[tuple[int, str]], now: datetime) -> None:
+        """What a write to control points does: keep the reserves alike, restart the revert timers of the
+        models written, apply the new command and PV limit."""
         # One reserve, two registers: keep 124 MinRsvPct and 802 SoCRsvMin alike.
         if (802, "SoCRsvMin") in names and self._has(124):
             self._image.set(124, "MinRsvPct", self._image.get(802, "SoCRsvMin"))
@@ -603,10 +699,6 @@ class SunSpecHybridSimulator(FaultInjection):
             self._physics.set_pv_limit(self._pv_limit_from_image(), now)
         self._physics.set_command(self._command_from_image(), now)
         self._refresh_measurements(self._physics.snapshot)
-        write = RegisterWrite(address, tuple(values), time.monotonic(), now)
-        self.writes.append(write)
-        self._notify(write)
-        return None
 
     def _valid_write(self, loc: PointLocation, regs: list[int]) -> bool:
         raw = decode_raw(loc.type, regs)
@@ -634,11 +726,129 @@ class SunSpecHybridSimulator(FaultInjection):
             if matched:
                 fut.set_result(write)
 
+    # -- fault events (simulator.hybrid_device.Faults) -------------------------
+
+    def _event_time(self) -> datetime:
+        return max(utc(self.clock.now()), self._physics.snapshot.at)
+
+    def reboot(self, down_s: float = 0.0) -> None:
+        """Reboot now: 124 StorCtl_Mod = 0 with full rates and no revert time, 123 WMaxLim_Ena = 0
+        (WMaxLimPct 100 %), 704 WSetEna = WMaxLimPctEna = 0 (WSet 0): the device runs its own
+        self-consumption without a PV limit; timers cleared, nothing else (scale factors, reserve) changes."""
+        self._down_for(down_s)
+        now = self._event_time()
+        img = self._image
+        if self._has(124):
+            img.set_raw(124, "StorCtl_Mod", 0)
+            img.set(124, "InWRte", 100.0)
+            img.set(124, "OutWRte", 100.0)
+            img.set_raw(124, "InOutWRte_RvrtTms", 0)
+            img.set_raw(124, "ChaGriSet", 1 if self.config.grid_charging_allowed else 0)
+        if self._has(123):
+            img.set(123, "WMaxLimPct", 100.0)
+            img.set_raw(123, "WMaxLimPct_RvrtTms", 0)
+            img.set_raw(123, "WMaxLim_Ena", 0)
+        if self._has(704):
+            for name in ("WMaxLimPctEna", "WSetEna"):
+                img.set_raw(704, name, 0)
+            img.set(704, "WMaxLimPct", 100.0)
+            img.set(704, "WSet", 0)
+            img.set_raw(704, "WMaxLimPctRvrtTms", 0)
+            img.set_raw(704, "WSetRvrtTms", 0)
+        self._last_control_write_at = self._last_curtail_write_at = None
+        self._last_wset_write_at = self._last_der_curtail_write_at = None
+        self._physics.set_pv_limit(self._pv_limit_from_image(), now)
+        self._physics.set_command(self._command_from_image(), now)
+        self._refresh_measurements(self._physics.snapshot)
+        self.reboots.append(now)
+        log.info("reboot: control registers back to their defaults")
+
+    def expire_revert(self) -> None:
+        """The revert timers expire now (as if the refresh never came): StorCtl_Mod = 0, the enables
+        (123 WMaxLim_Ena, 704 WSetEna, WMaxLimPctEna) = 0; the other control values stay."""
+        now = self._event_time()
+        img = self._image
+        if self._has(124):
+            img.set_raw(124, "StorCtl_Mod", 0)
+        if self._has(123):
+            img.set_raw(123, "WMaxLim_Ena", 0)
+        if self._has(704):
+            img.set_raw(704, "WSetEna", 0)
+            img.set_raw(704, "WMaxLimPctEna", 0)
+        self._last_control_write_at = self._last_curtail_write_at = None
+        self._last_wset_write_at = self._last_der_curtail_write_at = None
+        self._physics.set_pv_limit(self._pv_limit_from_image(), now)
+        self._physics.set_command(self._command_from_image(), now)
+        self._refresh_measurements(self._physics.snapshot)
+        self.reverts.append(now)
+        self.curtail_reverts.append(now)
+        log.info("revert fault: the device took control back")
+
+    def other_master_write(self) -> None:
+        """Another master writes now: the battery discharging at half its rating (124 StorCtl_Mod = 3,
+        InWRte = -50 %, OutWRte = 50 %, no revert time; 704 WSet = half the discharge rating) and no PV
+        limit (WMaxLimPct = 100 %, enabled).  Recorded in :attr:`foreign_writes`, not :attr:`writes`."""
+        now = self._event_time()
+        img = self._image
+        names: set[tuple[int, str]] = set()
+        points: list[tuple[int, str, float]] = []
+        if self._has(124):
+            points += [(124, "StorCtl_Mod", 3), (124, "InWRte", -50.0), (124, "OutWRte", 50.0),
+                       (124, "InOutWRte_RvrtTms", 0)]
+        if self._has(123):
+            points += [(123, "WMaxLimPct", 100.0), (123, "WMaxLimPct_RvrtTms", 0), (123, "WMaxLim_Ena", 1)]
+        if self._has(704):
+            points += [(704, "WSetMod", _WSET_MOD_WATTS), (704, "WSet", self.config.physics.battery_max_discharge_w / 2),
+                       (704, "WSetRvrtTms", 0), (704, "WSetEna", 1), (704, "WMaxLimPct", 100.0),
+                       (704, "WMaxLimPctRvrtTms", 0), (704, "WMaxLimPctEna", 1)]
+        for model_id, name, value in points:
+            loc = img.point(model_id, name)
+            if loc.sf is None:
+                img.set_raw(model_id, name, int(value))
+            else:
+                img.set(model_id, name, value)
+            names.add((model_id, name))
+        self._after_control_write(names, now)
+        self.foreign_writes.append(now)
+        log.info("another master wrote its control values")
+
+    def _apply_scale_factors(self, scale_factors: tuple[tuple[str, int], ...]) -> None:
+        """Set each named scale factor (every model that has it; cleared: the device's own) and re-encode
+        the points it scales: same engineering value, new raw (saturated if it does not fit)."""
+        wanted = dict(scale_factors)
+        img = self._image
+        for model_id in sorted(self._models):
+            for sf_loc in img.points(model_id):
+                if sf_loc.type != "sunssf" or sf_loc.group is not None:
+                    continue
+                name = sf_loc.name
+                own = self._own_sf.setdefault((model_id, name), img.get_raw(model_id, name))
+                target = wanted.get(name, own)
+                if img.get_raw(model_id, name) == target:
+                    continue
+                scaled = [(loc, img.get(model_id, loc.name, loc.indices or None, group=loc.group))
+                          for loc in img.points(model_id) if loc.sf == name]
+                img.set_raw(model_id, name, target)
+                for loc, value in scaled:
+                    if isinstance(value, (int, float)):
+                        self._set_saturated(loc, float(value))
+                log.info("scale factor %d %s: %s -> %s", model_id, name, own, target)
+
+    def _set_saturated(self, loc: PointLocation, value: float) -> None:
+        try:
+            self._image.set(loc.model_id, loc.name, value, loc.indices or None, group=loc.group)
+        except ValueError:
+            lo, hi = raw_range(loc.type)
+            sf = self._image.scale_factor_of(loc) or 0
+            raw = max(lo, min(hi, round(value / 10.0**sf)))
+            self._image.set_raw(loc.model_id, loc.name, raw, loc.indices or None, group=loc.group)
+
     # -- physics <-> registers -----------------------------------------------
 
     def _advance(self, now: datetime) -> datetime:
         """Step the physics to ``now``, firing the revert timers at their exact deadlines."""
         now = max(now, self._physics.snapshot.at)  # a wall clock may step back; physics may not
+        self._run_periodic_faults(now)
         self._revert_704(now)
         if self._last_control_write_at is not None:
             revert_s = self._image.get_raw(124, "InOutWRte_RvrtTms")
@@ -936,6 +1146,14 @@ class SunSpecHybridSimulator(FaultInjection):
 
     def _refresh_measurements(self, s: PhysicsSnapshot) -> None:
         """Write the snapshot into the measured points (device signs, see module doc)."""
+        if self._faults.frozen:
+            return  # the registers keep the last refresh's values; the physics carries on
+        try:
+            self._write_measurements(s)
+        except ValueError as exc:  # only with a scale-factor fault whose SF cannot hold the value
+            log.warning("measurements not refreshed: %s", exc)
+
+    def _write_measurements(self, s: PhysicsSnapshot) -> None:
         cfg = self.config
         img = self._image
         start = cfg.energy_counter_start_wh

@@ -149,6 +149,8 @@ class DeviceView(FaultInjection):
 
     def _refresh(self) -> None:
         """Copy the house's models into this view, then what only this device measures."""
+        if self._faults.frozen:
+            return  # this device's registers stand still; the house carries on
         hybrid_regs = self.house.hybrid.image.registers
         base = self.house.hybrid.image.base_address
         for v, h, n in self._maps:

@@ -1,0 +1,176 @@
+"""Frozen-data detection: device registers that stop updating while the house carries on.
+
+A gateway or inverter whose measurement registers freeze keeps answering
+with the last values: every read succeeds, every value is in range, and a
+controller acting on them steers a house that is no longer there (seen: a
+grid reading of -1600 W for 3 minutes while the house exported 6.6 kW).
+
+Constant *powers* prove nothing: a battery idle at 0 W, PV at night and a
+steady base load are legitimately constant, and a noise-free meter may
+repeat a value.  What must move is what *integrates*: an energy counter
+advances at the power flowing (``|P| / 3600`` Wh per second), a state of
+charge at the battery power over the capacity, a device timestamp or
+heartbeat at one per second.  A :class:`Progress` is one such quantity with
+the *least* rate it must advance at now; :class:`FreezeDetector` flags it
+once the advance it owes exceeds a few steps of its resolution.
+
+No false alarm from registers a device never updates: a quantity counts
+only after it has been seen to change once (a constant "timestamp" of a
+device that does not implement it is ignored).  Pure: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from edge_agent.drivers.sunspec import ModelValues
+
+# The least share of the measured power a counter must show: devices update counters in steps and
+# lag their power readings; half of it still catches a frozen counter within seconds at kW.
+POWER_SHARE = 0.5
+# SoC is not integrated near its ends (a full battery may trickle, an empty one shows 0 % for long).
+SOC_EDGE_PCT = 2.0
+# Charge and discharge losses: a SoC moves by at least this share of the battery power.
+SOC_SHARE = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A reading that must advance: ``value`` (None: not read), the least rate it must advance at
+    now (units per second, >= 0) and its resolution (the smallest step the device shows)."""
+
+    name: str
+    value: float | None
+    min_rate_per_s: float
+    resolution: float
+
+
+@dataclass
+class _Track:
+    value: float
+    at: datetime
+    changed_at: datetime
+    owed: float = 0.0  # advance expected since the last change
+    rate: float = 0.0
+    live: bool = False  # seen to change at least once
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeVerdict:
+    frozen: tuple[str, ...]
+    """Names of the quantities that did not advance as they must."""
+    detail: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.frozen)
+
+
+class FreezeDetector:
+    """Flags quantities that owe more than ``steps`` resolution steps of advance and have not changed
+    for at least ``min_s`` seconds.  A quantity clears as soon as it changes again."""
+
+    def __init__(self, steps: float = 3.0, min_s: float = 5.0) -> None:
+        if steps <= 0 or min_s < 0:
+            raise ValueError("steps must be > 0 and min_s >= 0")
+        self.steps = steps
+        self.min_s = min_s
+        self._tracks: dict[str, _Track] = {}
+
+    def update(self, now: datetime, readings: Iterable[Progress]) -> FreezeVerdict:
+        frozen: list[str] = []
+        details: list[str] = []
+        for r in readings:
+            if r.value is None:
+                self._tracks.pop(r.name, None)  # not read this time: nothing known
+                continue
+            t = self._tracks.get(r.name)
+            rate = max(0.0, r.min_rate_per_s)
+            if t is None:
+                self._tracks[r.name] = _Track(r.value, now, now, rate=rate)
+                continue
+            dt = max(0.0, (now - t.at).total_seconds())
+            if r.value != t.value:
+                t.value, t.changed_at, t.owed, t.live = r.value, now, 0.0, True
+            else:
+                # the rate held since the last reading, and the one now: the smaller (zero-order hold)
+                t.owed += min(t.rate, rate) * dt
+            t.at, t.rate = now, rate
+            still_s = (now - t.changed_at).total_seconds()
+            if t.live and t.owed > self.steps * max(r.resolution, 1e-9) and still_s >= self.min_s:
+                frozen.append(r.name)
+                details.append(f"{r.name} = {r.value:g} for {still_s:.0f} s (owes {t.owed:.3g})")
+        return FreezeVerdict(tuple(frozen), "; ".join(details))
+
+    def reset(self) -> None:
+        self._tracks.clear()
+
+
+def _n(values: ModelValues | None, name: str) -> float | None:
+    v = values.get(name) if values is not None else None
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _resolution(values: ModelValues | None, sf_name: str) -> float:
+    sf = values.get(sf_name) if values is not None else None
+    return 10.0 ** int(sf) if isinstance(sf, int) and -10 <= sf <= 10 else 1.0
+
+
+def _sum(*values: float | None) -> float | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+def sunspec_progress(prefix: str, models: Mapping[int, ModelValues], battery_w: float | None,
+                     capacity_wh: float) -> list[Progress]:
+    """What must advance in one SunSpec device's models as read this poll (names start with ``prefix``):
+    meter (20x/21x TotWhImp + TotWhExp at |W|), inverter energy (10x WH at the production, 701
+    TotWhInj + TotWhAbs at |W|), MPPT (160 DCWH at the DC power, Tms at 1/s), battery heartbeat
+    (802 Hb at 1/s) and SoC (124 ChaState, 802 or 713 SoC at the battery power ``battery_w``, W,
+    over ``capacity_wh``)."""
+    out: list[Progress] = []
+    for model_id, m in models.items():
+        w = _n(m, "W")
+        if 201 <= model_id <= 214 and w is not None:
+            out.append(Progress(f"{prefix}{model_id}.TotWh", _sum(_n(m, "TotWhImp"), _n(m, "TotWhExp")),
+                                abs(w) * POWER_SHARE / 3600, _resolution(m, "TotWh_SF")))
+        elif model_id in (101, 102, 103, 111, 112, 113) and w is not None:
+            out.append(Progress(f"{prefix}{model_id}.WH", _n(m, "WH"), max(w, 0.0) * POWER_SHARE / 3600,
+                                _resolution(m, "WH_SF")))
+        elif model_id == 701 and w is not None:
+            out.append(Progress(f"{prefix}701.TotWh", _sum(_n(m, "TotWhInj"), _n(m, "TotWhAbs")),
+                                abs(w) * POWER_SHARE / 3600, _resolution(m, "TotWh_SF")))
+        elif model_id == 160:
+            modules = m.groups.get("module", ())
+            dcw = _sum(*(_n(mod, "DCW") for mod in modules)) if modules else None
+            wh = _sum(*(_n(mod, "DCWH") for mod in modules)) if modules else None
+            if dcw is not None:
+                out.append(Progress(f"{prefix}160.DCWH", wh, dcw * POWER_SHARE / 3600, _resolution(m, "DCWH_SF")))
+            if modules:
+                out.append(Progress(f"{prefix}160.Tms", _n(modules[0], "Tms"), 1.0, 1.0))
+        elif model_id == 802:
+            out.append(Progress(f"{prefix}802.Hb", _n(m, "Hb"), 1.0, 1.0))
+    for model_id, name, sf in ((124, "ChaState", "ChaState_SF"), (802, "SoC", "SoC_SF"), (713, "SoC", "Pct_SF")):
+        m = models.get(model_id)
+        soc = _n(m, name)
+        if m is None or soc is None:
+            continue
+        rate = 0.0
+        if battery_w is not None and capacity_wh > 1.0 and SOC_EDGE_PCT < soc < 100.0 - SOC_EDGE_PCT:
+            rate = abs(battery_w) * SOC_SHARE / capacity_wh * 100.0 / 3600
+        out.append(Progress(f"{prefix}{model_id}.{name}", soc, rate, _resolution(m, sf)))
+        break  # one SoC is enough
+    return out
+
+
+def soc_progress(name: str, soc_pct: float | None, battery_w: float | None, capacity_wh: float,
+                 resolution_pct: float) -> Progress:
+    """A SoC (any device) that must move with the battery power (vendor maps have no energy counters)."""
+    rate = 0.0
+    if soc_pct is not None and battery_w is not None and capacity_wh > 1.0 \
+            and SOC_EDGE_PCT < soc_pct < 100.0 - SOC_EDGE_PCT:
+        rate = abs(battery_w) * SOC_SHARE / capacity_wh * 100.0 / 3600
+    return Progress(name, soc_pct, rate, resolution_pct)
+
+
+__all__ = ["FreezeDetector", "FreezeVerdict", "Progress", "soc_progress", "sunspec_progress"]
