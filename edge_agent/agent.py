@@ -36,6 +36,7 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.refusals import Refusals
 from edge_agent.resources.factory import HouseResourceManager, resource_manager
 from edge_agent.resources.hybrid import HouseSnapshot
+from edge_agent.resources.readback import ControlWatch
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import WelcomeInfo
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
@@ -82,6 +83,11 @@ class EdgeAgent:
         self.device = device or resource_manager(config, self.clock)
         self.metrics = AgentMetrics()
         self.refusals = Refusals(self.metrics.refused)  # every refused outside value: logged, counted
+        # control registers read back different from what was written: re-assert at once, or give up
+        self.control_watch = ControlWatch(tries=3, stick_s=max(config.battery.revert_s,
+                                                               3 * config.device.poll_interval_s))
+        self._reassert = False
+        self.metrics.device_controlled.set(1)
         self.stats = AgentStats()
         self.plans = PlanBook()
         # tou mode: the agent's own plan on its tariff and forecasts, followed like an aggregator's
@@ -274,6 +280,7 @@ class EdgeAgent:
             if not ok:
                 self.stats.poll_errors += 1
             self.snapshot = snap
+            self._watch_device(snap)
             self.metrics.observe(snap.telemetry)
             self._learn(snap)
             if ok:
@@ -283,6 +290,29 @@ class EdgeAgent:
                 if self._outside_limits(snap):
                     self._wake.set()  # decide on this poll, not at the next tick
             await self.clock.sleep(self.config.device.poll_interval_s)
+
+    def _watch_device(self, snap: HouseSnapshot) -> None:
+        """Frozen registers (the RM marked them stale) and the control read-back: logged, counted, and
+        a device that no longer holds what was written is re-asserted on this poll (or, when that does
+        not stick, declared uncontrolled)."""
+        if snap.frozen:
+            self.refusals.refuse("device", "frozen", f"measurements stopped updating: {snap.frozen}")
+        verdict = self.control_watch.observe(self.clock.now(), snap.control)
+        if verdict == "reassert":
+            self.refusals.refuse("device", "control_overridden",
+                                 "control registers differ from what was written (re-asserting): "
+                                 + "; ".join(snap.control.mismatches))
+            self.metrics.device_reasserts.inc()
+            self._reassert = True
+            self._wake.set()
+        elif verdict == "lost":
+            self.metrics.device_controlled.set(0)
+            self.refusals.refuse("device", "uncontrolled",
+                                 f"re-asserting did not stick {self.control_watch.tries} times: device declared "
+                                 "uncontrolled (ordinary refresh only): " + "; ".join(snap.control.mismatches))
+        elif verdict == "regained":
+            self.metrics.device_controlled.set(1)
+            log.info("device holds the written control values again: controlled")
 
     def _outside_limits(self, snap: HouseSnapshot) -> bool:
         """The grid reading is past the export cap or import limit in force (beyond meter noise):
@@ -382,7 +412,9 @@ class EdgeAgent:
             self.stats.writes_held_stale += 1
             self.metrics.device_writes.labels("held_stale").inc()
             return decision
-        if self._should_write(decision.battery_w, now, decision.clamped_by):
+        # the device lost what was written (reboot, another master, revert): write now, past the deadband
+        force, self._reassert = self._reassert and self.control_watch.controlled, False
+        if force or self._should_write(decision.battery_w, now, decision.clamped_by):
             try:
                 applied = await self.device.set_battery_power(decision.battery_w)
             except Exception as exc:  # noqa: BLE001 -- device errors are transient here: retry next tick
@@ -397,8 +429,8 @@ class EdgeAgent:
                     self.metrics.device_writes.labels("ok").inc()
                     self.metrics.setpoint.set(decision.battery_w)
                     self._last_written = (decision.battery_w, now)
-        if not 0 < self._snapshot_poll <= self._pv_written_after_poll:
-            await self._apply_pv_limit(decision.pv_limit_w, now)
+        if force or not 0 < self._snapshot_poll <= self._pv_written_after_poll:
+            await self._apply_pv_limit(decision.pv_limit_w, now, force=force)
         return decision
 
     def _local_plan(self, now: datetime, snap: HouseSnapshot) -> DispatchPlan | None:
@@ -410,8 +442,9 @@ class EdgeAgent:
             return self.local_tou.current
         return self.local_tou.plan(now, storages[0], self.effective_limits(now), self.forecaster)
 
-    async def _apply_pv_limit(self, limit_w: float | None, now: datetime) -> None:
-        """Curtail PV (S2 PEBC) for the export cap; refreshed before the device reverts it."""
+    async def _apply_pv_limit(self, limit_w: float | None, now: datetime, force: bool = False) -> None:
+        """Curtail PV (S2 PEBC) for the export cap; refreshed before the device reverts it (``force``:
+        re-asserted now, the device lost it)."""
         if not self._pv_limit_supported:
             return
         current = self._pv_limit
@@ -422,7 +455,7 @@ class EdgeAgent:
             # house run above its export cap (on a shared feeder, a few W per house add up)
             changed = (limit_w < current[0] - TIGHTEN_MIN_W
                        or abs(limit_w - current[0]) >= self.config.control.deadband_w)
-            if not changed and (now - current[1]).total_seconds() < self.config.battery.revert_s / 2:
+            if not (changed or force) and (now - current[1]).total_seconds() < self.config.battery.revert_s / 2:
                 return
         try:
             await self.device.set_pv_limit(limit_w)

@@ -58,6 +58,12 @@ class AgentMetrics:
         self.refused = Counter("vpp_edge_refused_total",
                                "Values from outside refused before use (plan, grid_signal, device, config), "
                                "by reason.", ["source", "reason"], registry=r)
+        self.device_controlled = Gauge("vpp_edge_device_controlled",
+                                       "1 while the device holds the control values written (read back each "
+                                       "poll); 0 once re-asserting them did not stick.", registry=r)
+        self.device_reasserts = Counter("vpp_edge_device_reasserts_total",
+                                        "Control values re-written because the device read back different "
+                                        "(reboot, another master, revert timer).", registry=r)
 
     def observe(self, t: SiteTelemetry) -> None:
         for name, m, gauge, scale in (

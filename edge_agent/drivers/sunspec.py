@@ -492,6 +492,19 @@ class SunSpecDevice:
                             self.write_guard.record((self.unit_id, loc.address + off), pregs)
             return complete
 
+    def invalidate_written(self, model_id: int, names: Sequence[str], index: int = 0) -> None:
+        """The device no longer holds what was written to these points (read back different): the
+        write guard lets the next write of them out at once (see WriteGuard.invalidate)."""
+        if self.write_guard is None or self._models is None:
+            return
+        found = [m for m in self._models if m.model_id == model_id]
+        if not 0 <= index < len(found):
+            return
+        defs = _top_level_points(model_id)
+        for name in names:
+            if name in defs:
+                self.write_guard.invalidate((self.unit_id, found[index].address + defs[name][0]))
+
 
 __all__ = [
     "MAX_READ_REGISTERS",

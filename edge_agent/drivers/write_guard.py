@@ -97,6 +97,15 @@ class WriteGuard:
         reg.last_values, reg.last_at_s = tuple(values), now
         reg.history.append(now)
 
+    def invalidate(self, key: Hashable) -> None:
+        """The device no longer holds what was written to ``key`` (read back different: a reboot,
+        another master, a revert timer): the next write goes out at once, whatever its value and
+        however soon (a safety re-write), still counted in the hourly budget."""
+        reg = self._registers.get(key)
+        if reg is not None:
+            reg.last_values = ()
+            reg.last_at_s = float("-inf")
+
     def forget(self, key: Hashable | None = None) -> None:
         """Drop what is known of ``key`` (all keys if None), e.g. after the device restarted."""
         if key is None:

@@ -124,8 +124,8 @@ def _sum(*values: float | None) -> float | None:
 def sunspec_progress(prefix: str, models: Mapping[int, ModelValues], battery_w: float | None,
                      capacity_wh: float) -> list[Progress]:
     """What must advance in one SunSpec device's models as read this poll (names start with ``prefix``):
-    meter (20x/21x TotWhImp + TotWhExp at |W|), inverter energy (10x WH at the production, 701
-    TotWhInj + TotWhAbs at |W|), MPPT (160 DCWH at the DC power, Tms at 1/s), battery heartbeat
+    meter (20x/21x TotWhImp + TotWhExp at |W|), inverter energy (10x WH and 701 TotWhInj + TotWhAbs
+    at the production), MPPT (160 DCWH at the DC power, Tms at 1/s), battery heartbeat
     (802 Hb at 1/s) and SoC (124 ChaState, 802 or 713 SoC at the battery power ``battery_w``, W,
     over ``capacity_wh``)."""
     out: list[Progress] = []
@@ -138,8 +138,9 @@ def sunspec_progress(prefix: str, models: Mapping[int, ModelValues], battery_w: 
             out.append(Progress(f"{prefix}{model_id}.WH", _n(m, "WH"), max(w, 0.0) * POWER_SHARE / 3600,
                                 _resolution(m, "WH_SF")))
         elif model_id == 701 and w is not None:
+            # injection for sure; some devices leave TotWhAbs at 0 while absorbing
             out.append(Progress(f"{prefix}701.TotWh", _sum(_n(m, "TotWhInj"), _n(m, "TotWhAbs")),
-                                abs(w) * POWER_SHARE / 3600, _resolution(m, "TotWh_SF")))
+                                max(w, 0.0) * POWER_SHARE / 3600, _resolution(m, "TotWh_SF")))
         elif model_id == 160:
             modules = m.groups.get("module", ())
             dcw = _sum(*(_n(mod, "DCW") for mod in modules)) if modules else None

@@ -36,6 +36,8 @@ from typing import Literal
 from edge_agent.config import DeviceConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.drivers.sunspec import ModelValues, SunSpecDevice
+from edge_agent.resources.frozen import FreezeDetector, FreezeVerdict, sunspec_progress
+from edge_agent.resources.readback import ControlReadback, compare
 from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.s2 import BatteryNameplate
 from vpp_common.clock import Clock
@@ -82,6 +84,10 @@ class HouseSnapshot:
     flexibility: Flexibility
     max_charge_w: float
     max_discharge_w: float
+    control: ControlReadback = ControlReadback()
+    """The control points the agent wrote, read back this poll (edge_agent.resources.readback)."""
+    frozen: str = ""
+    """Why measurements are marked stale as frozen (edge_agent.resources.frozen); "" if none is."""
 
 
 def _num(values: ModelValues | None, name: str) -> float | None:
@@ -131,6 +137,10 @@ class HybridInverterRM:
         self.pv_rating_w: float | None = None  # the base of WMaxLimPct
         self.nameplate: Nameplate | None = None
         self._last: dict[str, Measurement] = {}
+        # control points written and not since contradicted: (device, model) -> point -> value
+        self._owned: dict[tuple[int, int], dict[str, float]] = {}
+        self._write_gen = 0  # changes around every write: a poll that overlapped one does not compare
+        self._freeze = {id(d): FreezeDetector() for d in self._devices()}
 
     @property
     def split(self) -> bool:
@@ -310,9 +320,15 @@ class HybridInverterRM:
         for role, models in want.items():
             lst = per_dev.setdefault(id(self._parts[role]), [])
             lst.extend(m for m in models if m not in lst)
+        for dev_id, model_id in self._owned:  # read back what the agent wrote
+            lst = per_dev.setdefault(dev_id, [])
+            if model_id not in lst:
+                lst.append(model_id)
         devs = {id(d): d for d in self._devices()}
+        write_gen = self._write_gen
         results = await asyncio.gather(*(self._read_device(devs[k], models) for k, models in per_dev.items()))
         got = dict(zip(per_dev, results, strict=True))
+        readback = self._read_back(got) if self._write_gen == write_gen else ControlReadback()
 
         def values(role: Role, model_id: int) -> ModelValues | None:
             return got[id(self._parts[role])].get(model_id)
@@ -339,6 +355,10 @@ class HybridInverterRM:
         p = self._measure("pv", pv, now, -PLAUSIBLE_POWER_W, 0.0 + 1.0)
         b = self._measure("battery", bat, now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
         s = self._measure("soc", soc, now, 0.0, 100.0)
+        frozen = self._frozen(got, bat, now)
+        if frozen:  # the registers stopped updating: not the house any more
+            g, p, b, s = (_stale(m) if role in frozen else m
+                          for role, m in (("meter", g), ("pv", p), ("battery", b), ("battery", s)))
         if g.usable and p.usable and b.usable:
             assert g.value is not None and p.value is not None and b.value is not None
             load = Measurement(g.value - p.value - b.value, Validity.VALID, now)
@@ -352,8 +372,8 @@ class HybridInverterRM:
             ev = _num(values("ev_charger", self._meter_model["ev_charger"]), "W")
             if ev is not None and not self._import_positive["ev_charger"]:
                 ev = -ev
-            resources.append(ResourceTelemetry(self.ev_id, self._measure("ev", ev, now, -PLAUSIBLE_POWER_W,
-                                                                         PLAUSIBLE_POWER_W)))
+            ev_m = self._measure("ev", ev, now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
+            resources.append(ResourceTelemetry(self.ev_id, _stale(ev_m) if "ev_charger" in frozen else ev_m))
         telemetry = SiteTelemetry(now, g, p, b, s, load, tuple(resources))
         n = self.nameplate
         flex = Flexibility(
@@ -366,7 +386,59 @@ class HybridInverterRM:
             curtailments=(CurtailmentFlexibility(self.pv_id, p.value if p.usable and p.value is not None else 0.0,
                                                  -(self.pv_rating_w or 0.0)),) if "pv" in self._parts else (),
         )
-        return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w)
+        return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w, readback,
+                             "; ".join(dict.fromkeys(v.detail for v in frozen.values())))
+
+    def _read_back(self, got: Mapping[int, Mapping[int, ModelValues]]) -> ControlReadback:
+        """Compare the owned control points with this poll's reads.  A point read back different is
+        dropped from the write guard's memory (the device does not hold it: the next write goes out)."""
+        if not self._owned:
+            return ControlReadback()
+        devs = {id(d): d for d in self._devices()}
+        mismatches: list[str] = []
+        for (dev_id, model_id), owned in self._owned.items():
+            read = got.get(dev_id, {}).get(model_id)
+            if read is None:
+                return ControlReadback()  # not all read: nothing to conclude
+            names, described = compare(model_id, owned, read)
+            if names:
+                devs[dev_id].invalidate_written(model_id, names)
+                mismatches += [f"{devs[dev_id].name} {d}" if self.split else d for d in described]
+        return ControlReadback(True, tuple(mismatches))
+
+    def _frozen(self, got: Mapping[int, Mapping[int, ModelValues]], battery_w: float | None,
+                now: datetime) -> dict[Role, FreezeVerdict]:
+        """The roles whose device's counters, SoC or timestamps stopped while they must advance."""
+        capacity = self.nameplate.capacity_wh if self.nameplate else 0.0
+        out: dict[Role, FreezeVerdict] = {}
+        for dev in self._devices():
+            verdict = self._freeze[id(dev)].update(
+                now, sunspec_progress(f"{dev.name} " if self.split else "", got.get(id(dev), {}), battery_w,
+                                      capacity))
+            if verdict:
+                out.update({role: verdict for role, d in self._parts.items() if d is dev})
+        return out
+
+    async def _write_owned(self, dev: SunSpecDevice, model_id: int, points: dict[str, float | int],
+                           owned: tuple[str, ...]) -> bool:
+        """Write ``points``; remember the ``owned`` ones as what the device should hold (read back on
+        every poll).  A deferred or failed write leaves them unknown (not compared)."""
+        key = (id(dev), model_id)
+        self._write_gen += 1
+        done = False
+        try:
+            done = await dev.write_points(model_id, points)
+            return done
+        finally:
+            self._write_gen += 1
+            held = self._owned.setdefault(key, {})
+            for name in owned:
+                if done:
+                    held[name] = float(points[name])
+                else:
+                    held.pop(name, None)
+            if not held:
+                del self._owned[key]
 
     # -- control -------------------------------------------------------------
     async def set_battery_power(self, power_w: float) -> bool:
@@ -380,10 +452,10 @@ class HybridInverterRM:
             return await self._set_wset(power_w)
         base = self.nameplate.wchamax_w
         pct = max(-100.0, min(100.0, power_w / base * 100.0))
-        return await self._dev.write_points(124, {
+        return await self._write_owned(self._dev, 124, {
             "InWRte": pct, "OutWRte": -pct, "InOutWRte_RvrtTms": self._revert_s,
             "ChaGriSet": 1 if power_w > 0 else 0, "StorCtl_Mod": 3,
-        })
+        }, ("StorCtl_Mod", "InWRte", "OutWRte"))
 
     async def _set_wset(self, power_w: float) -> bool:
         """Model 704: WSet in W, injection positive (so -power_w), clamped to the nameplate, with its
@@ -391,11 +463,12 @@ class HybridInverterRM:
         assert self.nameplate is not None
         n = self.nameplate
         inject_w = -max(-n.max_discharge_w, min(n.max_charge_w, power_w))
-        return await self._dev.write_points(704, {"WSetRvrtTms": self._revert_s, "WSetMod": 1, "WSet": inject_w,
-                                                  "WSetEna": 1})
+        return await self._write_owned(self._dev, 704, {"WSetRvrtTms": self._revert_s, "WSetMod": 1,
+                                                        "WSet": inject_w, "WSetEna": 1}, ("WSetEna", "WSet"))
 
     async def release(self) -> None:
         """Give the battery back to the device's own (self-consumption) mode."""
+        self._owned.clear()  # not ours any more: nothing to read back
         if 124 in self._models:
             await self._dev.write_points(124, {"StorCtl_Mod": 0})
         else:
@@ -427,19 +500,24 @@ class HybridInverterRM:
         der = 704 in models  # 704's WMaxLimPct is a % of 702 WMax(Rtg), the rated power read at connect
         if limit_w is None:
             if der:
-                await dev.write_points(704, {"WMaxLimPctEna": 0})
+                await self._write_owned(dev, 704, {"WMaxLimPctEna": 0}, ("WMaxLimPctEna",))
             else:
-                await dev.write_points(123, {"WMaxLim_Ena": 0})
+                await self._write_owned(dev, 123, {"WMaxLim_Ena": 0}, ("WMaxLim_Ena",))
             return
         if not limit_w >= 0:
             raise ValueError(f"limit_w must be >= 0 W or None, got {limit_w}")
         pct = max(0.0, min(100.0, limit_w / self.pv_rating_w * 100.0))
         if der:
-            await dev.write_points(704, {"WMaxLimPct": pct, "WMaxLimPctRvrtTms": self._revert_s,
-                                         "WMaxLimPctEna": 1})
+            await self._write_owned(dev, 704, {"WMaxLimPct": pct, "WMaxLimPctRvrtTms": self._revert_s,
+                                               "WMaxLimPctEna": 1}, ("WMaxLimPct", "WMaxLimPctEna"))
         else:
-            await dev.write_points(123, {"WMaxLimPct": pct, "WMaxLimPct_RvrtTms": self._revert_s,
-                                         "WMaxLim_Ena": 1})
+            await self._write_owned(dev, 123, {"WMaxLimPct": pct, "WMaxLimPct_RvrtTms": self._revert_s,
+                                               "WMaxLim_Ena": 1}, ("WMaxLimPct", "WMaxLim_Ena"))
+
+
+def _stale(m: Measurement) -> Measurement:
+    """A valid reading that cannot be trusted any more (frozen registers): its value, marked stale."""
+    return Measurement(m.value, Validity.STALE, m.measured_at) if m.validity is Validity.VALID else m
 
 
 def _first(*values: float | None) -> float | None:
