@@ -798,7 +798,8 @@ class SunSpecHybridSimulator(FaultInjection):
         if self._has(123):
             points += [(123, "WMaxLimPct", 100.0), (123, "WMaxLimPct_RvrtTms", 0), (123, "WMaxLim_Ena", 1)]
         if self._has(704):
-            points += [(704, "WSetMod", _WSET_MOD_WATTS), (704, "WSet", self.config.physics.battery_max_discharge_w / 2),
+            points += [(704, "WSetMod", _WSET_MOD_WATTS),
+                       (704, "WSet", self.config.physics.battery_max_discharge_w / 2),
                        (704, "WSetRvrtTms", 0), (704, "WSetEna", 1), (704, "WMaxLimPct", 100.0),
                        (704, "WMaxLimPctRvrtTms", 0), (704, "WMaxLimPctEna", 1)]
         for model_id, name, value in points:

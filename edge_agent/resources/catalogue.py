@@ -16,7 +16,9 @@ from datetime import datetime
 from edge_agent.drivers.catalogue import CatalogueDevice, CatalogueEntry
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.drivers.write_guard import WriteGuard
+from edge_agent.resources.frozen import FreezeDetector, mark_stale, soc_progress
 from edge_agent.resources.hybrid import PLAUSIBLE_POWER_W, DeviceConfigurationError, HouseSnapshot, Nameplate
+from edge_agent.resources.readback import ControlReadback, compare
 from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.s2 import BatteryNameplate
 from vpp_common.clock import Clock
@@ -65,6 +67,10 @@ class CatalogueHybridRM:
         self._retry = retry or DeviceRetry(1.0, 60.0)
         self._last: dict[str, Measurement] = {}
         self.nameplate: Nameplate | None = None
+        self._owned: dict[str, float] = {}  # control points written and not since contradicted
+        self._write_gen = 0  # changes around every write: a poll that overlapped one does not compare
+        self._writing = 0  # writes in progress (a sequence of several requests may be half done)
+        self._freeze = FreezeDetector()
 
     async def connect(self) -> None:
         """Connect and read once for the nameplate.  DeviceUnavailable if unreachable."""
@@ -118,9 +124,14 @@ class CatalogueHybridRM:
         assert self.nameplate is not None, "connect() first"
         now = self._clock.now()
         m: dict[str, float] = {}
+        readback = ControlReadback()
         if self._retry.due(now):  # not answering: asked again only after its retry delay
+            write_gen = self._write_gen
             try:
-                m = self._dev.measurements(await self._dev.read_all())
+                readings = await self._dev.read_all()
+                m = self._dev.measurements(readings)
+                if write_gen == self._write_gen and not self._writing:
+                    readback = self._read_back({n: r.value for n, r in readings.items()})
             except DeviceUnavailable as exc:
                 delay = self._retry.failed(now)
                 log.warning("%s: read failed (%d in a row; next attempt in %.1f s): %s", self._dev.name,
@@ -133,6 +144,11 @@ class CatalogueHybridRM:
         p = self._measure("pv", m.get("pv_power_w"), now, -PLAUSIBLE_POWER_W, 1.0)
         b = self._measure("battery", m.get("battery_power_w"), now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
         s = self._measure("soc", m.get("soc_pct"), now, 0.0, 100.0)
+        # vendor maps have no energy counters: the SoC must move with the battery power
+        frozen = self._freeze.update(now, [soc_progress("soc", m.get("soc_pct"), m.get("battery_power_w"),
+                                                        self.nameplate.capacity_wh, self._soc_resolution())])
+        if frozen:
+            g, p, b, s = mark_stale(g), mark_stale(p), mark_stale(b), mark_stale(s)
         if g.usable and p.usable and b.usable:
             assert g.value is not None and p.value is not None and b.value is not None
             load = Measurement(g.value - p.value - b.value, Validity.VALID, now)
@@ -152,17 +168,58 @@ class CatalogueHybridRM:
             curtailments=(CurtailmentFlexibility(self.pv_id, p.value if p.usable and p.value is not None else 0.0,
                                                  -n.rated_power_w),),
         )
-        return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w)
+        return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w, readback, frozen.detail)
+
+    def _soc_resolution(self) -> float:
+        return min((abs(p.scale) for p in self.entry.points.values() if p.role == "soc_pct"), default=1.0)
+
+    def _read_back(self, read: dict[str, float]) -> ControlReadback:
+        """The control points written, compared with this read; one read back different is dropped from
+        the write guard's memory (the device does not hold it: the next write goes out)."""
+        if not self._owned:
+            return ControlReadback()
+        tolerance = {n: max(0.5, abs(self.entry.points[n].scale) * 0.51) for n in self._owned}
+        names, described = compare(self.entry.device.id, self._owned, read, tolerance)
+        guard = self._dev.write_guard
+        if guard is not None:
+            for name in names:
+                guard.invalidate((self.entry.unit_of(name), self.entry.points[name].address))
+        return ControlReadback(True, described)
 
     async def set_battery_power(self, power_w: float) -> bool:
         """Hold the battery at ``power_w`` W (charging > 0), clamped to the nameplate limits.
         False if the write guard deferred a step (call again)."""
         assert self.nameplate is not None, "connect() first"
         n = self.nameplate
-        return await self._dev.command_battery(max(-n.max_discharge_w, min(n.max_charge_w, power_w)))
+        power_w = max(-n.max_discharge_w, min(n.max_charge_w, power_w))
+        self._write_gen += 1
+        self._writing += 1
+        done = False
+        try:
+            done = await self._dev.command_battery(power_w)
+            return done
+        finally:
+            self._write_gen += 1
+            self._writing -= 1
+            self._owned = self._command_points(power_w) if done else {}
+
+    def _command_points(self, power_w: float) -> dict[str, float]:
+        """The points the entry's control sequence for ``power_w`` leaves set (as the driver clamps them)."""
+        control = self.entry.control
+        assert control is not None
+        steps = control.charge if power_w > 0 else control.discharge if power_w < 0 else control.idle
+        out: dict[str, float] = {}
+        for step in steps:
+            v = step.value
+            value = power_w if v == "power_w" else abs(power_w) if v == "abs_power_w" else float(v)
+            p = self.entry.points[step.point]
+            out[step.point] = min(p.max if p.max is not None else value, max(p.min if p.min is not None else value,
+                                                                               value))
+        return out
 
     async def release(self) -> None:
         """Give the battery back to the device's own mode."""
+        self._owned = {}
         await self._dev.release()
 
     async def set_pv_limit(self, limit_w: float | None) -> None:

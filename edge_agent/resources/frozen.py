@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from edge_agent.drivers.sunspec import ModelValues
+from vpp_common.messages import Measurement, Validity
 
 # The least share of the measured power a counter must show: devices update counters in steps and
 # lag their power readings; half of it still catches a frozen counter within seconds at kW.
@@ -68,10 +69,13 @@ class FreezeVerdict:
 
 
 class FreezeDetector:
-    """Flags quantities that owe more than ``steps`` resolution steps of advance and have not changed
+    """Flags quantities that owe ``steps`` resolution steps of advance or more and have not changed
     for at least ``min_s`` seconds.  A quantity clears as soon as it changes again."""
 
-    def __init__(self, steps: float = 3.0, min_s: float = 5.0) -> None:
+    def __init__(self, steps: float = 2.0, min_s: float = 2.0) -> None:
+        # A true advance of more than one step always changes a quantised reading; two steps owed at
+        # the least rate (already a fraction of the measured power) leaves a margin for counters
+        # that devices update in bursts.
         if steps <= 0 or min_s < 0:
             raise ValueError("steps must be > 0 and min_s >= 0")
         self.steps = steps
@@ -98,13 +102,18 @@ class FreezeDetector:
                 t.owed += min(t.rate, rate) * dt
             t.at, t.rate = now, rate
             still_s = (now - t.changed_at).total_seconds()
-            if t.live and t.owed > self.steps * max(r.resolution, 1e-9) and still_s >= self.min_s:
+            if t.live and t.owed >= self.steps * max(r.resolution, 1e-9) and still_s >= self.min_s:
                 frozen.append(r.name)
                 details.append(f"{r.name} = {r.value:g} for {still_s:.0f} s (owes {t.owed:.3g})")
         return FreezeVerdict(tuple(frozen), "; ".join(details))
 
     def reset(self) -> None:
         self._tracks.clear()
+
+
+def mark_stale(m: Measurement) -> Measurement:
+    """A valid reading that cannot be trusted any more (frozen registers): its value, marked stale."""
+    return Measurement(m.value, Validity.STALE, m.measured_at) if m.validity is Validity.VALID else m
 
 
 def _n(values: ModelValues | None, name: str) -> float | None:
@@ -174,4 +183,4 @@ def soc_progress(name: str, soc_pct: float | None, battery_w: float | None, capa
     return Progress(name, soc_pct, rate, resolution_pct)
 
 
-__all__ = ["FreezeDetector", "FreezeVerdict", "Progress", "soc_progress", "sunspec_progress"]
+__all__ = ["FreezeDetector", "FreezeVerdict", "Progress", "mark_stale", "soc_progress", "sunspec_progress"]

@@ -36,7 +36,7 @@ from typing import Literal
 from edge_agent.config import DeviceConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.drivers.sunspec import ModelValues, SunSpecDevice
-from edge_agent.resources.frozen import FreezeDetector, FreezeVerdict, sunspec_progress
+from edge_agent.resources.frozen import FreezeDetector, FreezeVerdict, mark_stale, sunspec_progress
 from edge_agent.resources.readback import ControlReadback, compare
 from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.s2 import BatteryNameplate
@@ -140,6 +140,7 @@ class HybridInverterRM:
         # control points written and not since contradicted: (device, model) -> point -> value
         self._owned: dict[tuple[int, int], dict[str, float]] = {}
         self._write_gen = 0  # changes around every write: a poll that overlapped one does not compare
+        self._writing = 0  # writes in progress (a sequence of several requests may be half done)
         self._freeze = {id(d): FreezeDetector() for d in self._devices()}
 
     @property
@@ -328,7 +329,7 @@ class HybridInverterRM:
         write_gen = self._write_gen
         results = await asyncio.gather(*(self._read_device(devs[k], models) for k, models in per_dev.items()))
         got = dict(zip(per_dev, results, strict=True))
-        readback = self._read_back(got) if self._write_gen == write_gen else ControlReadback()
+        readback = self._read_back(got) if self._write_gen == write_gen and not self._writing else ControlReadback()
 
         def values(role: Role, model_id: int) -> ModelValues | None:
             return got[id(self._parts[role])].get(model_id)
@@ -357,7 +358,7 @@ class HybridInverterRM:
         s = self._measure("soc", soc, now, 0.0, 100.0)
         frozen = self._frozen(got, bat, now)
         if frozen:  # the registers stopped updating: not the house any more
-            g, p, b, s = (_stale(m) if role in frozen else m
+            g, p, b, s = (mark_stale(m) if role in frozen else m
                           for role, m in (("meter", g), ("pv", p), ("battery", b), ("battery", s)))
         if g.usable and p.usable and b.usable:
             assert g.value is not None and p.value is not None and b.value is not None
@@ -373,7 +374,7 @@ class HybridInverterRM:
             if ev is not None and not self._import_positive["ev_charger"]:
                 ev = -ev
             ev_m = self._measure("ev", ev, now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
-            resources.append(ResourceTelemetry(self.ev_id, _stale(ev_m) if "ev_charger" in frozen else ev_m))
+            resources.append(ResourceTelemetry(self.ev_id, mark_stale(ev_m) if "ev_charger" in frozen else ev_m))
         telemetry = SiteTelemetry(now, g, p, b, s, load, tuple(resources))
         n = self.nameplate
         flex = Flexibility(
@@ -425,12 +426,14 @@ class HybridInverterRM:
         every poll).  A deferred or failed write leaves them unknown (not compared)."""
         key = (id(dev), model_id)
         self._write_gen += 1
+        self._writing += 1
         done = False
         try:
             done = await dev.write_points(model_id, points)
             return done
         finally:
             self._write_gen += 1
+            self._writing -= 1
             held = self._owned.setdefault(key, {})
             for name in owned:
                 if done:
@@ -513,11 +516,6 @@ class HybridInverterRM:
         else:
             await self._write_owned(dev, 123, {"WMaxLimPct": pct, "WMaxLimPct_RvrtTms": self._revert_s,
                                                "WMaxLim_Ena": 1}, ("WMaxLimPct", "WMaxLim_Ena"))
-
-
-def _stale(m: Measurement) -> Measurement:
-    """A valid reading that cannot be trusted any more (frozen registers): its value, marked stale."""
-    return Measurement(m.value, Validity.STALE, m.measured_at) if m.validity is Validity.VALID else m
 
 
 def _first(*values: float | None) -> float | None:

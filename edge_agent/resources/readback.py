@@ -16,9 +16,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
-from edge_agent.drivers.sunspec import ModelValues
+
+class Readings(Protocol):
+    """Points as read (a SunSpec ModelValues, or a dict of a vendor map's points)."""
+
+    def get(self, name: str, default: None = None) -> object: ...
 
 # Read-back tolerance per point, in its units: enums and enables exactly, percentages to half a
 # percent, watts to 10 W (the device stores what the scale factor allows: 0.01 %, 0.1 %, 1 W).
@@ -40,14 +44,17 @@ class ControlReadback:
         return self.checked and not self.mismatches
 
 
-def compare(model_id: int, owned: Mapping[str, float], read: ModelValues) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(names that differ, descriptions) of the points in ``owned`` (name -> value written) against ``read``."""
+def compare(model_id: int | str, owned: Mapping[str, float], read: Readings,
+            tolerance: Mapping[str, float] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(names that differ, descriptions) of the points in ``owned`` (name -> value written) against ``read``
+    (``tolerance``: per point, else the SunSpec defaults above, else 0.5)."""
     names: list[str] = []
     out: list[str] = []
     for name, wrote in owned.items():
         v = read.get(name)
         now = float(v) if isinstance(v, (int, float)) else None
-        if now is None or abs(now - wrote) > _TOLERANCE.get(name, 0.5):
+        tol = tolerance[name] if tolerance is not None and name in tolerance else _TOLERANCE.get(name, 0.5)
+        if now is None or abs(now - wrote) > tol:
             names.append(name)
             out.append(f"{model_id}.{name} wrote {wrote:g} reads {'n/a' if now is None else f'{now:g}'}")
     return tuple(names), tuple(out)

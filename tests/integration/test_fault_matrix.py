@@ -18,8 +18,10 @@ import pytest
 from pymodbus.constants import ExcCodes
 
 from edge_agent.agent import EdgeAgent
+from edge_agent.drivers.catalogue import catalogue_ids
 from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig, DeviceConfig, SiteConfig
 from edge_agent.energy_manager.decide import fresh_for_control
+from simulator.catalogue_device import CatalogueSimulator
 from simulator.fault_control import inject, parse_fault
 from simulator.hybrid_device import DER_MODELS, Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
@@ -35,7 +37,7 @@ REVERT_S = 10
 TIMEOUT_S = 0.2
 CAP_W = 3000.0
 TOLERANCE_W = 60.0  # meter rounding and the agent's own margin
-FROZEN_DETECT_POLLS = 10  # counters owe 3 steps, held >= 5 s: detected within this many 1 s polls
+FROZEN_DETECT_POLLS = 10  # counters owe 2 steps, held >= 5 s: detected within this many 1 s polls
 
 DATA_FAULTS = {
     "timeout": Faults(timeout=True),
@@ -189,9 +191,12 @@ async def test_no_write_from_stale_or_frozen_data(house, kind: str) -> None:  # 
           f"{len(sim.writes) - first_writes} write(s) before that")
     if kind in ("frozen", "stale"):
         assert snap.telemetry.grid_power_w.validity is Validity.STALE and snap.frozen
+        assert detected_after <= 3
+        assert len(sim.writes) - first_writes <= 1  # before it was noticed: at most a refresh falling due
         assert metric(agent, "vpp_edge_refused_total", {"source": "device", "reason": "frozen"}) >= 1
     else:
         assert detected_after == 1
+    await settle(agent)  # a write begun on the poll before may still land
     writes = len(sim.writes)
     attempts = agent.stats.writes + agent.stats.write_errors
     for _ in range(REVERT_S + 2):  # past a refresh
@@ -224,3 +229,83 @@ async def test_scale_factor_changed_at_run_time(house) -> None:  # type: ignore[
         assert export_over_cap(sim) <= TOLERANCE_W
     sim.faults = Faults()
     await under_control(agent, sim, clock)
+
+
+# -- vendor (catalogue) devices: the battery command read back from the vendor's own registers ---------
+
+CATALOGUE_RESETS = [("reboot", e) for e in catalogue_ids()] + [("revert", "huawei_sun2000_luna2000")]
+# (Sungrow holds forced mode without a timeout; Victron's timeout leaves the setpoint register as it
+# was: a revert there cannot be seen in the registers, only the device's own timer ends it.)
+
+
+@pytest.fixture
+async def vendor_house(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    entry = request.param
+    clock = ManualClock(NOON)
+    sim = CatalogueSimulator(entry, clock, PhysicsConfig(initial_soc_pct=60.0))
+    await sim.start()
+    config = agent_config(sim.port)
+    config = config.model_copy(update={"device": config.device.model_copy(update={"catalogue": entry})})
+    agent = EdgeAgent(config, clock=clock)
+    try:
+        await agent.start()
+        await agent.wait_ready(5.0)
+        await until(lambda: agent.stats.writes >= 1, "the first setpoint")
+        for _ in range(3):
+            await poll(agent, clock)
+            await settle(agent)
+        yield agent, sim, clock
+    finally:
+        await agent.stop()
+        await sim.stop()
+
+
+@pytest.mark.parametrize(("kind", "vendor_house"), CATALOGUE_RESETS, indirect=["vendor_house"],
+                         ids=[f"{k}-{e}" for k, e in CATALOGUE_RESETS])
+async def test_vendor_register_reset_is_reasserted_within_one_poll(  # type: ignore[no-untyped-def]
+        vendor_house, kind: str) -> None:
+    agent, sim, clock = vendor_house
+    await settle(agent)
+    before, written = len(sim.writes), agent.stats.writes
+    inject(sim, parse_fault(kind))
+    t0 = clock.now()
+    await poll(agent, clock)
+    # the whole sequence (several requests) written: the agent counts it once the last step is in
+    await until(lambda: agent.stats.writes > written, "the battery command re-asserted")
+    assert all((w.at - t0).total_seconds() <= POLL_S for w in sim.writes[before:])
+    assert metric(agent, "vpp_edge_device_reasserts_total") >= 1
+    n = len(sim.writes)
+    for _ in range(3):  # it holds: no more re-asserts
+        await poll(agent, clock)
+        await settle(agent)
+    assert metric(agent, "vpp_edge_device_reasserts_total") == 1 and metric(agent, "vpp_edge_device_controlled") == 1
+    assert len(sim.writes) - n <= 3  # ordinary control (deadband moves) only
+
+
+@pytest.mark.parametrize("vendor_house", catalogue_ids(), indirect=True)
+async def test_vendor_frozen_registers_stop_the_writes(vendor_house) -> None:  # type: ignore[no-untyped-def]
+    agent, sim, clock = vendor_house
+    assert abs(sim.snapshot().battery_power_w) > 1000, "the SoC must move for a freeze to show"
+    # a quantity counts once it was seen to move (a register a device never updates is no alarm)
+    soc = agent.snapshot.telemetry.battery_soc_pct.value if agent.snapshot else None
+    for _ in range(120):  # 1 % steps at ~5 kW on 10 kWh: one step in ~70 s
+        await poll(agent, clock)
+        if agent.snapshot is not None and agent.snapshot.telemetry.battery_soc_pct.value != soc:
+            break
+    sim.faults = Faults(frozen=True)
+    for i in range(1, 301):  # then it owes 2 steps: seconds at 0.1 %, minutes at 1 % and low power
+        await poll(agent, clock)
+        if agent.snapshot is not None and not fresh_for_control(agent.snapshot.telemetry):
+            break
+    assert agent.snapshot is not None and agent.snapshot.frozen, "the freeze was not noticed"
+    print(f"{sim.entry.device.id}: frozen noticed after {i} poll(s) at battery {sim.snapshot().battery_power_w:.0f} W")
+    writes = len(sim.writes)
+    for _ in range(REVERT_S + 2):
+        await poll(agent, clock)
+        await settle(agent)
+    assert len(sim.writes) == writes, "a write reached the device from frozen data"
+    sim.faults = Faults()
+    for _ in range(5):
+        await poll(agent, clock)
+    assert agent.snapshot is not None and fresh_for_control(agent.snapshot.telemetry)
+    await until(lambda: len(sim.writes) > writes, "writes again after the freeze")
