@@ -97,6 +97,9 @@ class DeviceView(FaultInjection):
         self._init_faults()
         self._server: DroppableServer | None = None
         self.requests = 0
+        self._ev_wh = 0.0  # the wallbox's own energy counter (the house meter's is not the car's)
+        self._ev_at: datetime | None = None
+        self._ev_w = 0.0
         self._refresh()
 
     # -- lifecycle -------------------------------------------------------------
@@ -165,6 +168,12 @@ class DeviceView(FaultInjection):
             for name in ("AphA", "AphB", "AphC"):
                 self.image.set(203, name, sign * ev_w / 3.0 / self.house.hybrid.config.grid_voltage_v)
             self.image.set(203, "A", sign * ev_w / self.house.hybrid.config.grid_voltage_v)
+            if self._ev_at is not None:
+                self._ev_wh += self._ev_w * max(0.0, (s.at - self._ev_at).total_seconds()) / 3600
+            self._ev_at, self._ev_w = s.at, ev_w
+            start = self.house.hybrid.config.energy_counter_start_wh
+            self.image.set(203, "TotWhImp" if sign > 0 else "TotWhExp", start + self._ev_wh)
+            self.image.set(203, "TotWhExp" if sign > 0 else "TotWhImp", start)
         if self._faults.implausible:
             for model_id, name, raw in ((124, "ChaState", 2500), (802, "SoC", 2500), (203, "W", 0x7FFF)):
                 if model_id in VIEW_MODELS[self.role]:

@@ -25,7 +25,11 @@ from simulator.catalogue_device import CatalogueSimulator
 from simulator.fault_control import inject, parse_fault
 from simulator.hybrid_device import DER_MODELS, Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
+from simulator.split_house import ROLES, Role, SplitHouseSimulator
 from tests.conftest import free_port, until
+from tests.integration.test_agent_split_house import EV
+from tests.integration.test_agent_split_house import agent_config as split_config
+from tests.integration.test_agent_split_house import resource as split_resource
 from vpp_common.clock import ManualClock
 from vpp_common.messages import Validity
 
@@ -309,3 +313,49 @@ async def test_vendor_frozen_registers_stop_the_writes(vendor_house) -> None:  #
         await poll(agent, clock)
     assert agent.snapshot is not None and fresh_for_control(agent.snapshot.telemetry)
     await until(lambda: len(sim.writes) > writes, "writes again after the freeze")
+
+
+# -- a house of separate devices: a frozen device makes only its own measurements stale ---------------
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_one_frozen_device_of_a_split_house(role: Role) -> None:
+    clock = ManualClock(NOON)
+    # a full battery: the surplus is exported, so the meter's counters must move too
+    sim = SplitHouseSimulator(SimulatorConfig(physics=PhysicsConfig(initial_soc_pct=100.0, load_base_w=1_000.0)),
+                              clock, ev=EV)
+    await sim.start()
+    agent = EdgeAgent(split_config(sim), clock=clock)
+    try:
+        await agent.start()
+        await agent.wait_ready(5.0)
+        await until(lambda: agent.stats.writes >= 1, "the first setpoint")
+        for _ in range(5):  # every counter seen moving once
+            await poll(agent, clock)
+        assert all(split_resource(agent, r) is Validity.VALID for r in ROLES)
+        sim.views[role].faults = Faults(frozen=True)
+        for i in range(1, 21):
+            await poll(agent, clock)
+            if split_resource(agent, role) is Validity.STALE:
+                break
+        assert split_resource(agent, role) is Validity.STALE, f"the frozen {role} device was not noticed"
+        print(f"split house: frozen {role} noticed after {i} poll(s)")
+        for other in ROLES:
+            if other != role:
+                assert split_resource(agent, other) is Validity.VALID, f"{other} went stale with the {role}"
+        await settle(agent)
+        writes = len(sim.hybrid.writes)
+        for _ in range(REVERT_S):
+            await poll(agent, clock)
+            await settle(agent)
+        if role in ("battery", "meter"):  # control needs them: nothing written on frozen data
+            assert len(sim.hybrid.writes) == writes
+        sim.views[role].faults = Faults()
+        for _ in range(5):
+            await poll(agent, clock)
+            if split_resource(agent, role) is Validity.VALID:
+                break
+        assert all(split_resource(agent, r) is Validity.VALID for r in ROLES)
+        await until(lambda: len(sim.hybrid.writes) > writes, "control after the freeze")
+    finally:
+        await agent.stop()
+        await sim.stop()
