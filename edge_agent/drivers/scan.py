@@ -19,7 +19,9 @@ import sunspec2.device as ss_device
 
 from edge_agent.drivers.catalogue import CatalogueDevice, load_entry
 from edge_agent.drivers.sunspec import GroupValues, ModelValues, SunSpecDevice
-from edge_agent.resources.capabilities import BATTERY_CONTROL, Capabilities, catalogue_capabilities, sunspec_capabilities
+from edge_agent.resources.capabilities import (
+    BATTERY_CONTROL, Capabilities, catalogue_capabilities, sunspec_capabilities,
+)
 from edge_agent.resources.plausibility import HOME_MAX_CAPACITY_WH, HOME_MAX_POWER_W, rating
 
 
@@ -84,10 +86,12 @@ def _sunspec_house(values: dict[int, ModelValues]) -> tuple[Capabilities, list[s
     models = frozenset(values)
     caps = sunspec_capabilities({"battery": models, "pv": models, "meter": models}, hybrid=True)
     problems: list[str] = []
-    for model_id, name, limit, unit in ((120, "WRtg", HOME_MAX_POWER_W, "W"), (120, "WHRtg", HOME_MAX_CAPACITY_WH, "Wh"),
+    for model_id, name, limit, unit in ((120, "WRtg", HOME_MAX_POWER_W, "W"),
+                                        (120, "WHRtg", HOME_MAX_CAPACITY_WH, "Wh"),
                                         (120, "MaxChaRte", HOME_MAX_POWER_W, "W"),
                                         (120, "MaxDisChaRte", HOME_MAX_POWER_W, "W"),
-                                        (124, "WChaMax", HOME_MAX_POWER_W, "W"), (702, "WMaxRtg", HOME_MAX_POWER_W, "W")):
+                                        (124, "WChaMax", HOME_MAX_POWER_W, "W"),
+                                        (702, "WMaxRtg", HOME_MAX_POWER_W, "W")):
         v = values[model_id].get(name) if model_id in values else None
         _, refused = rating(f"model {model_id} {name}", float(v), limit, unit) if isinstance(v, (int, float)) \
             else (None, None)

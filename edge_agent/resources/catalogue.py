@@ -18,7 +18,9 @@ from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNo
 from edge_agent.drivers.write_guard import WriteGuard
 from edge_agent.resources.capabilities import Capabilities, catalogue_capabilities
 from edge_agent.resources.hybrid import DeviceConfigurationError, HouseSnapshot, Nameplate
-from edge_agent.resources.plausibility import SOC_RANGE, HouseBounds, Refused, load_from_balance, out_of_range
+from edge_agent.resources.plausibility import (
+    SOC_RANGE, BalanceWatch, HouseBounds, Refused, load_from_balance, out_of_range,
+)
 from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.s2 import BatteryNameplate
 from vpp_common.clock import Clock
@@ -68,6 +70,7 @@ class CatalogueHybridRM:
         self.nameplate: Nameplate | None = None
         self.bounds = HouseBounds(max_import_w=max_import_w)  # readings beyond these are implausible
         self._refused: list[Refused] = []
+        self._balance = BalanceWatch()
 
     @property
     def capabilities(self) -> Capabilities:
@@ -162,6 +165,9 @@ class CatalogueHybridRM:
             if refused is not None:
                 self._refused.append(refused)
             load = Measurement(value, Validity.VALID if refused is None else Validity.IMPLAUSIBLE, now)
+        if self._balance.update(load.validity is Validity.IMPLAUSIBLE):
+            # not a moment between two reads: one of them is wrong, and which cannot be told
+            g, p, b = (Measurement(x.value, Validity.IMPLAUSIBLE, now) for x in (g, p, b))
         telemetry = SiteTelemetry(now, g, p, b, s, load, (
             ResourceTelemetry(self.battery_id, b, s), ResourceTelemetry(self.pv_id, p),
             ResourceTelemetry(self.meter_id, g)))

@@ -22,6 +22,13 @@ house without a PV device has no PV (PV reads 0 W).
 
 Sign convention of the snapshot: consumption positive (battery charging > 0,
 grid import > 0, PV production < 0).
+
+Readings are judged against the house (``edge_agent.resources.plausibility``:
+fuse, nameplate, SoC 0..100 %, the energy balance), nameplates against any
+home; what is refused rides on the snapshot (``HouseSnapshot.refused``) for
+the agent to log and count.  What the devices can and cannot do
+(``edge_agent.resources.capabilities``) decides what is offered: a battery
+whose power is not measured is NOT_CONTROLLABLE, never commanded.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNo
 from edge_agent.drivers.sunspec import ModelValues, SunSpecDevice
 from edge_agent.resources.capabilities import BATTERY_CONTROL, PV_CURTAILMENT, Capabilities, sunspec_capabilities
 from edge_agent.resources.plausibility import (
-    HOME_MAX_CAPACITY_WH, SOC_RANGE, HouseBounds, Refused, load_from_balance, out_of_range, rating,
+    HOME_MAX_CAPACITY_WH, SOC_RANGE, BalanceWatch, HouseBounds, Refused, load_from_balance, out_of_range, rating,
 )
 from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.s2 import BatteryNameplate
@@ -58,8 +65,6 @@ from vpp_common.messages import (
 
 log = logging.getLogger(__name__)
 
-# Anything outside these is a bad read, not a house: flag it, never use it.
-PLAUSIBLE_POWER_W = 1_000_000.0
 Role = Literal["battery", "pv", "meter", "ev_charger"]
 # SunSpec meters, in order of preference: W is total real power in all of them
 METER_MODELS = (203, 213, 201, 211, 202, 212, 204, 214)
@@ -141,6 +146,7 @@ class HybridInverterRM:
         self.capabilities = Capabilities()  # what the devices can and cannot do (known at connect)
         self.bounds = HouseBounds(max_import_w=max_import_w)  # readings beyond these are implausible
         self._refused: list[Refused] = []  # for the next snapshot
+        self._balance = BalanceWatch()
 
     @property
     def split(self) -> bool:
@@ -392,6 +398,9 @@ class HybridInverterRM:
         b = self._checked("battery", bat, now, self.bounds.battery_range())
         s = self._checked("soc", soc, now, SOC_RANGE, "%")
         load = self._load(g, p, b, now, values)
+        if self._balance.update(load.validity is Validity.IMPLAUSIBLE) and g.usable and b.usable:
+            # not a moment between two reads: one of them is wrong, and which cannot be told
+            g, p, b = (Measurement(m.value, Validity.IMPLAUSIBLE, now) if m.usable else m for m in (g, p, b))
         resources = [ResourceTelemetry(self.battery_id, b, s)]
         if "pv" in self._parts:
             resources.append(ResourceTelemetry(self.pv_id, p))

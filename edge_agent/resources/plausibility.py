@@ -97,6 +97,24 @@ def load_from_balance(grid_w: float, pv_w: float, battery_w: float) -> tuple[flo
                          f"{load:g} W (below -{tolerance:g} W): the readings do not add up")
 
 
+# Readings that do not add up on this many polls in a row are not a meter and an inverter read a
+# moment apart (one poll) but a wrong reading: then none of them is used
+UNBALANCED_POLLS = 3
+
+
+class BalanceWatch:
+    """Counts polls in a row whose readings do not add up (``load_from_balance`` refused)."""
+
+    def __init__(self, polls: int = UNBALANCED_POLLS) -> None:
+        self._polls = polls
+        self.in_a_row = 0
+
+    def update(self, unbalanced: bool) -> bool:
+        """Record one poll; True once the readings have not added up for ``polls`` polls in a row."""
+        self.in_a_row = self.in_a_row + 1 if unbalanced else 0
+        return self.in_a_row >= self._polls
+
+
 def rating(what: str, value: float | None, limit: float = HOME_MAX_POWER_W, unit: str = "W"
            ) -> tuple[float | None, Refused | None]:
     """A nameplate value as used: None if not implemented (or 0), refused (None) if not finite,
@@ -110,5 +128,5 @@ def rating(what: str, value: float | None, limit: float = HOME_MAX_POWER_W, unit
                          "not used, not passed on")
 
 
-__all__ = ["HOME_MAX_CAPACITY_WH", "HOME_MAX_POWER_W", "SOC_RANGE", "HouseBounds", "Refused", "load_from_balance",
-           "out_of_range", "rating"]
+__all__ = ["HOME_MAX_CAPACITY_WH", "HOME_MAX_POWER_W", "SOC_RANGE", "UNBALANCED_POLLS", "BalanceWatch", "HouseBounds",
+           "Refused", "load_from_balance", "out_of_range", "rating"]

@@ -15,6 +15,7 @@ import pytest
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig, DeviceConfig, SiteConfig
 from edge_agent.resources.hybrid import HybridInverterRM
+from edge_agent.resources.plausibility import UNBALANCED_POLLS
 from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig, PhysicsSnapshot
 from tests.conftest import free_port, until
@@ -53,7 +54,8 @@ class HostileSimulator(SunSpecHybridSimulator):
 
 @asynccontextmanager
 async def house(values: dict[tuple[int, str], float | None] | None = None,
-                raw_sf: dict[tuple[int, str], int] | None = None) -> AsyncIterator[tuple[HostileSimulator, ManualClock]]:
+                raw_sf: dict[tuple[int, str], int] | None = None
+                ) -> AsyncIterator[tuple[HostileSimulator, ManualClock]]:
     clock = ManualClock(NOON)
     sim = HostileSimulator(SimulatorConfig(physics=PhysicsConfig(initial_soc_pct=50)), clock)
     sim.values, sim.raw_sf = values or {}, raw_sf or {}
@@ -91,6 +93,36 @@ async def test_grid_and_battery_at_32767_w_on_an_11_kw_fuse_and_soc_300_are_impl
             snap = await rm.poll()
             assert snap.telemetry.grid_power_w.usable and snap.telemetry.battery_soc_pct.usable
             assert snap.refused == ()
+        finally:
+            await rm.close()
+
+
+async def test_readings_that_do_not_add_up_leave_the_load_implausible() -> None:
+    # at night (no PV) the meter says 9 kW export: the battery (at most 5 kW) cannot give that
+    async with house({(203, "W"): -9_000.0}) as (sim, clock):
+        clock.advance(15 * 3600.0)  # 03:00
+        rm = rm_for(sim, clock)
+        try:
+            await rm.connect()
+            snap = await rm.poll()
+            t = snap.telemetry
+            assert t.pv_power_w.usable and t.pv_power_w.value == 0.0
+            assert t.grid_power_w.usable  # plausible on its own: which reading is wrong cannot be told
+            assert t.load_power_w.validity is Validity.IMPLAUSIBLE and t.load_power_w.value is not None
+            assert t.load_power_w.value < -3_000.0
+            assert "energy_balance" in reasons(snap)
+            # once is a meter and an inverter read a moment apart; three polls in a row is a wrong reading:
+            # then none of them is used (no control on readings that contradict each other)
+            for _ in range(UNBALANCED_POLLS - 1):
+                clock.advance(1.0)
+                snap = await rm.poll()
+            t = snap.telemetry
+            assert t.grid_power_w.validity is Validity.IMPLAUSIBLE
+            assert t.battery_power_w.validity is Validity.IMPLAUSIBLE
+            sim.values = {}
+            clock.advance(1.0)
+            t = (await rm.poll()).telemetry
+            assert t.grid_power_w.usable and t.battery_power_w.usable and t.load_power_w.usable
         finally:
             await rm.close()
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from edge_agent.resources.capabilities import plan_refusal, sunspec_capabilities
 from edge_agent.resources.plausibility import (
-    SOC_RANGE, HouseBounds, load_from_balance, out_of_range, rating,
+    SOC_RANGE, BalanceWatch, HouseBounds, load_from_balance, out_of_range, rating,
 )
 from vpp_common.messages import DispatchPlan, Envelope, PlanSlot, Setpoint
 
@@ -78,6 +78,13 @@ def test_energy_balance() -> None:
     load, refused = load_from_balance(-5_000.0, -1_000.0, 1_500.0)
     assert load == -5_500.0 and refused is not None and refused.reason == "energy_balance"
     assert load_from_balance(-200.0, 0.0, 0.0)[1] is None  # meter and inverter read apart: tolerated
+
+
+def test_balance_watch_tolerates_one_poll_not_three() -> None:
+    watch = BalanceWatch(3)
+    assert [watch.update(u) for u in (True, True, False, True, True, True, True)] == \
+        [False, False, False, False, False, True, True]
+    assert watch.update(False) is False
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True))
