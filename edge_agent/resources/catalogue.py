@@ -19,7 +19,7 @@ from edge_agent.drivers.write_guard import WriteGuard
 from edge_agent.resources.capabilities import Capabilities, catalogue_capabilities
 from edge_agent.resources.hybrid import DeviceConfigurationError, HouseSnapshot, Nameplate
 from edge_agent.resources.plausibility import (
-    SOC_RANGE, BalanceWatch, HouseBounds, Refused, load_from_balance, out_of_range,
+    SOC_RANGE, BalanceWatch, HouseBounds, Refused, load_from_balance, out_of_range, rating,
 )
 from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.s2 import BatteryNameplate
@@ -93,8 +93,14 @@ class CatalogueHybridRM:
         await self._dev.connect()
         m = self._dev.measurements(await self._dev.read_all())
         capacity, rated, charge, discharge = self._defaults
-        charge = m.get("max_charge_w") or charge
-        discharge = m.get("max_discharge_w") or discharge
+        read: dict[str, float | None] = {}
+        for role in ("max_charge_w", "max_discharge_w"):  # read from the device: a home's, or refused
+            read[role], refused = rating(f"{self.entry.device.id} {role}", m.get(role))
+            if refused is not None:
+                self._refused.append(refused)
+                log.warning("%s: %s", self._dev.name, refused.detail)
+        charge = read["max_charge_w"] or charge
+        discharge = read["max_discharge_w"] or discharge
         self.nameplate = Nameplate(rated_power_w=rated, capacity_wh=capacity, max_charge_w=charge,
                                    max_discharge_w=discharge, wchamax_w=charge)
         self.bounds = HouseBounds(max_import_w=self.bounds.max_import_w, battery_max_w=max(charge, discharge),

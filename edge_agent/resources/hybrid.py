@@ -544,17 +544,20 @@ def _unreadable(got: Mapping[int, Mapping[int, ModelValues]], want: Mapping[Role
     needed: dict[int, tuple[str, ...]] = {124: ("ChaState",), 713: ("SoC",), 802: ("W",),
                                           **{m: ("W",) for m in meter_model.values()}}
     out: list[Refused] = []
+    seen: set[tuple[int, int]] = set()
     for role, models in want.items():
         dev = parts[role]
         for model_id in models:
             v = got[id(dev)].get(model_id)
-            if v is None:
-                continue  # not read (the read failure is logged where it happens)
-            if v.bad_scale:
-                out.append(Refused("device", "scale_factor", f"{dev.name} model {model_id}: "
-                                   f"{', '.join(v.bad_scale)}: scale factor outside -10..10, read as missing"))
+            if v is None or (id(dev), model_id) in seen:
+                continue  # not read (the read failure is logged where it happens), or seen for another role
+            seen.add((id(dev), model_id))
             names = needed.get(model_id, ("W",) if model_id in INVERTER_MODELS else ())
-            gone = [n for n in names if v.get(n) is None and not any(b.startswith(n + " ") for b in v.bad_scale)]
+            bad = [b for b in v.bad_scale if b.split(" ")[0] in names]  # "W (W_SF=-20)"
+            if bad:
+                out.append(Refused("device", "scale_factor", f"{dev.name} model {model_id}: "
+                                   f"{', '.join(bad)}: scale factor outside -10..10, read as missing"))
+            gone = [n for n in names if v.get(n) is None and not any(b.split(" ")[0] == n for b in bad)]
             if gone:
                 out.append(Refused("device", "not_implemented", f"{dev.name} model {model_id}: "
                                    f"{', '.join(gone)} not implemented (SunSpec marker), read as missing"))
