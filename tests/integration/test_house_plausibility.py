@@ -14,6 +14,7 @@ import pytest
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig, DeviceConfig, SiteConfig
+from edge_agent.drivers.scan import scan_sunspec
 from edge_agent.resources.hybrid import HybridInverterRM
 from edge_agent.resources.plausibility import UNBALANCED_POLLS
 from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
@@ -79,6 +80,10 @@ async def test_grid_and_battery_at_32767_w_on_an_11_kw_fuse_and_soc_300_are_impl
         rm = rm_for(sim, clock)
         try:
             await rm.connect()
+            # a full hybrid: everything it can do is offered
+            assert rm.controllable("battery") is None and rm.controllable("pv") is None
+            assert {r.resource_id: r.control_type for r in rm.resources} == {
+                "battery": ControlType.FRBC, "pv": ControlType.PEBC, "grid_meter": ControlType.NOT_CONTROLLABLE}
             snap = await rm.poll()
             t = snap.telemetry
             assert t.grid_power_w.validity is Validity.IMPLAUSIBLE and t.grid_power_w.value == 32_767.0
@@ -234,3 +239,15 @@ async def test_agent_logs_once_counts_and_never_writes_on_soc_300(refused_log: p
             assert len(sim.writes) == writes, "a setpoint was written on SoC 300 %"
         finally:
             await agent.stop()
+
+
+async def test_scan_names_the_values_the_agent_would_refuse() -> None:
+    async with house(raw_sf={(203, "W_SF"): -20}) as (sim, _clock):
+        sim.image.set_raw(120, "WRtg_SF", 3)
+        sim.image.set(120, "WRtg", 10_000_000.0)
+        result = await scan_sunspec("127.0.0.1", sim.port, timeout_s=1.0)
+        assert any("model 203 W (W_SF=-20)" in p for p in result.problems), result.problems
+        assert any("model 120 WRtg reads 1e+07 W" in p for p in result.problems), result.problems
+        meter = next(m for m in result.models if m.id == 203)
+        assert next(p for p in meter.points if p.name == "W").value is None  # never 1.2e-17
+        assert "problem: model 203 W (W_SF=-20)" in result.to_table()
