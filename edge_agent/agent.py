@@ -34,6 +34,7 @@ from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from edge_agent.energy_manager.plans import PlanBook
 from edge_agent.metrics import AgentMetrics
 from edge_agent.refusals import Refusals
+from edge_agent.resources.capabilities import plan_refusal
 from edge_agent.resources.factory import HouseResourceManager, resource_manager
 from edge_agent.resources.hybrid import HouseSnapshot
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
@@ -127,6 +128,9 @@ class EdgeAgent:
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         await self.device.connect()  # configuration errors (not SunSpec, refused) surface here
+        # say once what the device can and cannot do (a role it cannot play is never silently idled)
+        if (caps := getattr(self.device, "capabilities", None)) is not None:
+            caps.log(log, f"device {self.config.device.host}:{self.config.device.port}")
         site = self.config.site
         location = None
         if site.latitude is not None and site.longitude is not None:
@@ -172,6 +176,12 @@ class EdgeAgent:
                      last_plan_version=current.version if current else 0,
                      claimed_house_id=self.config.house_id or "")
 
+    def uncontrollable(self, resource_id: str) -> str | None:
+        """Why the device cannot take setpoints for ``resource_id`` (None: it can; a device that
+        does not say, e.g. a test double, is taken as able)."""
+        check = getattr(self.device, "controllable", None)
+        return check(resource_id) if check is not None else None
+
     def _on_welcome(self, welcome: WelcomeInfo) -> None:
         if welcome.telemetry_interval_s > 0:
             self._telemetry_interval_s = welcome.telemetry_interval_s
@@ -214,6 +224,13 @@ class EdgeAgent:
             log.warning("rejected an invalid plan: %s", plan)
             return
         self.stats.plan_received_at[plan.version] = time.monotonic()
+        if (why := plan_refusal(plan, self.uncontrollable, self.device.battery_id)) is not None:
+            # what the house cannot deliver is REJECTED with the reason, never ACCEPTED and then idled
+            self.refusals.refuse("plan", "not_controllable", why)
+            self.uplink.send(PlanStatus(plan.plan_id, plan.version, PlanState.REJECTED, now, why))
+            self.stats.plans_rejected += 1
+            self.metrics.plans.labels("rejected").inc()
+            return
         if self.config.control.mode != "vpp":
             status = PlanStatus(plan.plan_id, plan.version, PlanState.REJECTED, now,
                                 f"agent runs in {self.config.control.mode} mode")
@@ -267,6 +284,8 @@ class EdgeAgent:
             self._polls_started += 1
             started = self._polls_started
             snap = await self.device.poll()
+            for r in snap.refused:  # implausible or unreadable device values: logged (rate-limited), counted
+                self.refusals.refuse(r.source, r.reason, r.detail)
             self._snapshot_poll = started
             self.stats.polls += 1
             ok = snap.telemetry.battery_soc_pct.usable
@@ -376,6 +395,10 @@ class EdgeAgent:
         self.metrics.decisions.labels(decision.mode).inc()
         for rule in decision.clamped_by:
             self.metrics.safety_clamps.labels(rule).inc()
+        if (why := self.uncontrollable(self.device.battery_id)) is not None:
+            # the device cannot do it (said at start): no write, and said again (rate-limited), never silent
+            self.refusals.refuse("device", "battery_not_controllable", why)
+            return decision
         if not fresh_for_control(snap.telemetry):
             # Never write (nor refresh) on stale data: the device's own revert timers hand the
             # battery and any PV limit back to its own mode if this lasts.
