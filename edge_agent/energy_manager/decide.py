@@ -92,8 +92,13 @@ def pv_limit_for_export_cap(base_w: float, pv_w: float, battery_w: float, max_ex
 INVALID_INPUT = "invalid_input"  # the rule named when an input was not a usable number: idle
 
 
+_INF = math.inf
+
+
 def limits_problem(limits: SiteLimits) -> str | None:
     """Why ``limits`` cannot be used (NaN or negative; +inf is no limit), or None."""
+    if limits.max_import_w >= 0 and limits.max_export_w >= 0:  # false for NaN: the fast path of every tick
+        return None
     for name, v in (("max_import_w", limits.max_import_w), ("max_export_w", limits.max_export_w)):
         if math.isnan(v) or v < 0:
             return f"site limit {name} = {v}"
@@ -103,6 +108,11 @@ def limits_problem(limits: SiteLimits) -> str | None:
 def battery_problem(battery: BatteryLimits) -> str | None:
     """Why ``battery`` cannot be used (a rating, SoC bound or period not a finite number, a
     rating below 0), or None."""
+    b = battery
+    if (0 <= b.max_charge_w < _INF and 0 <= b.max_discharge_w < _INF and 0 <= b.max_ramp_w_per_s < _INF
+            and 0 <= b.capacity_wh < _INF and 0 <= b.control_period_s < _INF and 0 <= b.discharge_efficiency < _INF
+            and -_INF < b.reserve_soc_pct < _INF and -_INF < b.max_soc_pct < _INF):  # all false for NaN
+        return None
     for name in ("max_charge_w", "max_discharge_w", "max_ramp_w_per_s", "capacity_wh", "control_period_s",
                  "discharge_efficiency"):
         v = getattr(battery, name)
@@ -140,6 +150,12 @@ def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLi
     if (not (math.isfinite(desired_w) and math.isfinite(base_w) and math.isfinite(soc_pct))
             or limits_problem(limits) is not None or battery_problem(battery) is not None):
         return 0.0, (INVALID_INPUT,)
+    return _clamp(desired_w, base_w, soc_pct, limits, battery)
+
+
+def _clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLimits,
+           battery: BatteryLimits) -> tuple[float, tuple[str, ...]]:
+    """:func:`safety_clamp` on inputs already checked (decide checks them once per tick)."""
     rules = []
     lo, hi = -battery.max_discharge_w, battery.max_charge_w
     if soc_pct <= battery.reserve_soc_pct:
@@ -256,7 +272,9 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
         # all it may before any PV stays curtailed (the limit below rises by what it takes)
         desired = max(desired, battery.max_charge_w)
     ramped = ramp(desired, previous_w, dt_s, battery.max_ramp_w_per_s)
-    value, rules = safety_clamp(ramped, base_w, soc.value, limits, battery)
+    if not math.isfinite(ramped) or limits_problem(limits) is not None:
+        return _refused(f"setpoint {ramped} W within limits {limits}")
+    value, rules = _clamp(ramped, base_w, soc.value, limits, battery)
     if INVALID_INPUT in rules:
         return _refused(f"setpoint {ramped} W could not be clamped")
     if ramped != desired:
@@ -272,6 +290,8 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
 
 def _input_problem(grid_w: float, battery_w: float, soc_pct: float, base_w: float, limits: SiteLimits,
                    battery: BatteryLimits) -> str | None:
+    if math.isfinite(grid_w) and math.isfinite(battery_w) and math.isfinite(soc_pct) and math.isfinite(base_w):
+        return limits_problem(limits) or battery_problem(battery)
     for name, v in (("grid power", grid_w), ("battery power", battery_w), ("SoC", soc_pct),
                     ("house balance", base_w)):
         if not math.isfinite(v):

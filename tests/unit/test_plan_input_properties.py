@@ -31,7 +31,7 @@ from tests.unit.test_plan_input_safety import (
 )
 from vpp.v1 import grid_pb2, plan_pb2
 from vpp_common.clock import ManualClock
-from vpp_common.messages import DispatchPlan, GridSignal, PlanState, SiteLimits
+from vpp_common.messages import DispatchPlan, GridSignal, PlanState, PriceSlot, SiteLimits
 
 TOL_W = 1e-6
 SPECIAL = st.sampled_from([math.nan, -math.nan, math.inf, -math.inf, 1e300, -1e300, 0.0, -0.0, 5e-324])
@@ -190,7 +190,6 @@ def signal_is_sound(signal: GridSignal) -> bool:
 def _raw_signal(msg: grid_pb2.GridSignal) -> GridSignal:
     """The signal as sent, without the agent's checks (for the oracle)."""
     lim = SiteLimits(msg.limits.max_import_w, msg.limits.max_export_w) if msg.HasField("limits") else None
-    from vpp_common.messages import PriceSlot
     return GridSignal(T0, prices=tuple(PriceSlot(T0, 900, p.import_price_per_kwh, p.export_price_per_kwh)
                                        for p in msg.prices), limits=lim)
 
