@@ -20,6 +20,7 @@ import asyncio
 import math
 from datetime import timedelta
 
+from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -278,3 +279,34 @@ def assert_within_house_envelope(w: float, agent: object) -> None:
 @given(st.lists(actions, min_size=1, max_size=6))
 def test_no_plan_or_grid_signal_takes_the_house_outside_its_envelope(steps: list[tuple[str, object]]) -> None:
     asyncio.run(run(steps))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.booleans())
+def test_decoding_anything_raises_only_the_refusal(data: bytes, as_plan: bool) -> None:
+    """Whatever the wire holds (timestamps out of range, negative durations, any bytes that
+    parse), decoding gives a checked message or the refusal the client hands to the agent,
+    never another exception (which would end the stream)."""
+    msg = plan_pb2.DispatchPlan() if as_plan else grid_pb2.GridSignal()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError:
+        return
+    try:
+        if isinstance(msg, plan_pb2.DispatchPlan):
+            convert.plan_from_proto(msg)
+        else:
+            convert.grid_signal_from_proto(msg)
+    except (convert.InvalidPlan, convert.InvalidGridSignal):
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(plan_msgs(), st.integers(-2**62, 2**62), st.integers(-2**31, 2**31 - 1))
+def test_decoding_timestamps_out_of_range_is_a_refusal(msg: plan_pb2.DispatchPlan, seconds: int, nanos: int) -> None:
+    target = msg.slots[0].start if msg.slots else msg.valid_until
+    target.seconds, target.nanos = seconds, nanos
+    try:
+        convert.plan_from_proto(msg)
+    except convert.InvalidPlan as exc:
+        assert exc.plan_id == msg.plan_id and exc.version == msg.version
