@@ -9,10 +9,10 @@ PlanStatus REJECTED and the reason.
 
 What is *not* refused, because legitimate plans carry it:
 
-* grid envelopes and grid-signal limits beyond the site limits, up to +-inf ("no bound"):
-  they only ever tighten the configured limits (intersected), so a wide one changes nothing
-  (the aggregator relaxes a house cap that cannot be met, and a feeder without a limit has
-  an infinite share);
+* grid envelopes, grid-signal limits and the fallback's export cap beyond the site limits,
+  up to +-inf ("no bound"): they only ever tighten the configured limits (intersected), so a
+  wide one changes nothing (the aggregator relaxes a house cap that cannot be met, a feeder
+  without a limit has an infinite share, the fallback cap is the house's own limit);
 * slots past ``valid_until``: the lease is shorter than the planning horizon.
 """
 
@@ -120,8 +120,8 @@ def _slots_problem(plan: DispatchPlan) -> Problem | None:
         return Problem("slots", f"slots end at {end.isoformat()}, before the lease ends at "
                                 f"{plan.valid_until.isoformat()} (a slot is missing)")
     fx = plan.fallback_max_export_w
-    if not math.isfinite(fx) or fx < 0 or fx > MAX_PLAN_W:
-        return Problem("fallback", f"fallback.max_export_w = {fx} (must be a finite limit >= 0; 0: site limit)")
+    if math.isnan(fx) or fx < 0:  # tightens only, like a grid envelope: +inf is no cap
+        return Problem("fallback", f"fallback.max_export_w = {fx} (must be a limit >= 0; 0: the site limit)")
     return None
 
 

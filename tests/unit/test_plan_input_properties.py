@@ -164,7 +164,7 @@ def plan_is_sound(plan: DispatchPlan) -> bool:
         return False
     if plan.valid_from + len(plan.slots) * step < plan.valid_until:
         return False
-    if not (math.isfinite(plan.fallback_max_export_w) and plan.fallback_max_export_w >= 0):
+    if not plan.fallback_max_export_w >= 0:  # False for NaN; +inf is no cap
         return False
     for i, slot in enumerate(plan.slots):
         if slot.start != plan.valid_from + i * step:

@@ -260,12 +260,14 @@ def test_a_plan_outside_the_battery_nameplate_is_rejected() -> None:
 
 
 def test_a_plan_the_aggregator_makes_is_accepted() -> None:
-    """Envelopes at the nameplate, wide grid envelopes (+-inf: no bound) are what the aggregator sends."""
+    """Envelopes at the nameplate, wide grid envelopes and fallback caps (up to inf: no bound) are
+    what the aggregator may send: they only tighten the site limits."""
     clock = ManualClock(T0)
     a, _, sent = make_agent(clock)
     msg = plan_msg(target_w=-MAX_DISCHARGE_W, env=(-MAX_DISCHARGE_W, MAX_CHARGE_W))
     msg.slots[0].grid_envelope.min_w, msg.slots[0].grid_envelope.max_w = -math.inf, math.inf
     msg.slots[1].grid_envelope.min_w = -20_000.0  # a relaxed house cap: only ever intersected
+    msg.fallback.max_export_w = math.inf  # the house's own cap, from a config without one
     deliver_plan(a, msg)
     assert a.plans.current is not None and statuses(sent)[0].state is PlanState.ACCEPTED
     assert a.refusals.total == 0
