@@ -9,7 +9,8 @@ them, between control steps on arbitrary house readings.  Properties:
   the export over the site cap; PV limits finite and >= 0 (or lifted);
 * every plan gets exactly one PlanStatus; one the agent does not adopt is REJECTED with a
   non-empty reason naming the plan as sent; one it adopts passes an independent check
-  (every number finite, battery only, within the nameplate, slots covering the lease);
+  (battery values finite and within the nameplate, battery only, grid envelopes and the
+  fallback cap not NaN (an infinite one is no bound), slots covering the lease);
 * a grid signal is stored only if every limit is a limit (>= 0, not NaN) and every price
   finite; the limits in force are never NaN, negative or looser than the configured ones.
 """
