@@ -28,9 +28,12 @@ import numpy as np
 
 from edge_agent.config import AgentConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
-from edge_agent.energy_manager.decide import BatteryLimits, Decision, decide, fresh_for_control, pv_limit_binding
+from edge_agent.energy_manager.decide import (
+    INVALID_INPUT, BatteryLimits, Decision, decide, fresh_for_control, pv_limit_binding, tighten_limits,
+)
 from edge_agent.energy_manager.forecast import ForecastErrors, HistoryForecaster, Site
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
+from edge_agent.energy_manager.plan_check import Problem, grid_signal_problem, plan_house_problem, plan_problem
 from edge_agent.energy_manager.plans import PlanBook
 from edge_agent.metrics import AgentMetrics
 from edge_agent.refusals import Refusals
@@ -38,7 +41,7 @@ from edge_agent.resources.capabilities import plan_refusal
 from edge_agent.resources.factory import HouseResourceManager, resource_manager
 from edge_agent.resources.hybrid import HouseSnapshot
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
-from edge_agent.uplink.convert import WelcomeInfo
+from edge_agent.uplink.convert import InvalidGridSignal, InvalidPlan, WelcomeInfo
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
 from vpp_common.timeslots import align_down
 from vpp_common.messages import DispatchPlan, GridSignal, Hello, PlanState, PlanStatus, PowerForecast, SiteLimits
@@ -196,7 +199,15 @@ class EdgeAgent:
         self._stream_down_since = None if up else time.monotonic()
         self._wake.set()
 
-    def _on_grid_signal(self, signal: GridSignal) -> None:
+    def _on_grid_signal(self, signal: GridSignal | Exception) -> None:
+        """Store a checked grid signal; a refused one is counted and logged, never stored (the one
+        in force stays until it expires: a refused limit must not loosen anything)."""
+        if not isinstance(signal, Exception):
+            problem = grid_signal_problem(signal)  # checked at the wire too; this also covers other callers
+            signal = signal if problem is None else InvalidGridSignal(problem.detail, problem.label)
+        if isinstance(signal, Exception):
+            self.refusals.refuse("grid_signal", getattr(signal, "label", "malformed"), str(signal))
+            return
         self.grid_signal = signal
         self._wake.set()
 
@@ -213,30 +224,24 @@ class EdgeAgent:
         s = self.grid_signal
         if s is None or s.limits is None or not self._signal_limits_active(now):
             return self.limits
-        return SiteLimits(min(self.limits.max_import_w, s.limits.max_import_w),
-                          min(self.limits.max_export_w, s.limits.max_export_w))
+        return tighten_limits(self.limits, s.limits)  # never negative or NaN
 
     def _on_plan(self, plan: DispatchPlan | Exception) -> None:
         now = self.clock.now()
         if isinstance(plan, Exception):
-            self.stats.plans_rejected += 1
-            self.metrics.plans.labels("invalid").inc()
-            log.warning("rejected an invalid plan: %s", plan)
+            self._reject_invalid(plan, now)
             return
         self.stats.plan_received_at[plan.version] = time.monotonic()
-        if (why := plan_refusal(plan, self.uncontrollable, self.device.battery_id)) is not None:
-            # what the house cannot deliver is REJECTED with the reason, never ACCEPTED and then idled
-            self.refusals.refuse("plan", "not_controllable", why)
-            self.uplink.send(PlanStatus(plan.plan_id, plan.version, PlanState.REJECTED, now, why))
-            self.stats.plans_rejected += 1
-            self.metrics.plans.labels("rejected").inc()
-            return
         if self.config.control.mode != "vpp":
             status = PlanStatus(plan.plan_id, plan.version, PlanState.REJECTED, now,
                                 f"agent runs in {self.config.control.mode} mode")
             self.uplink.send(status)
             self.stats.plans_rejected += 1
             self.metrics.plans.labels("rejected").inc()
+            return
+        problem = self._plan_problem(plan)
+        if problem is not None:
+            self._reject_invalid(InvalidPlan(problem.detail, problem.label, plan.plan_id, plan.version), now)
             return
         status = self.plans.offer(plan, now)
         self.uplink.send(status)
@@ -247,6 +252,36 @@ class EdgeAgent:
         else:
             self.stats.plans_rejected += 1
             self.metrics.plans.labels("rejected").inc()
+
+    def _plan_problem(self, plan: DispatchPlan) -> Problem | None:
+        """Why this house cannot follow ``plan``: a bad number or slot (checked at the wire too),
+        a setpoint for a resource it does not have or control, a battery power outside its
+        nameplate; None if it can."""
+        problem = plan_problem(plan)
+        if problem is not None:
+            return problem
+        if (why := plan_refusal(plan, self.uncontrollable, self.device.battery_id)) is not None:
+            # what the house cannot deliver is REJECTED with the reason, never ACCEPTED and then idled
+            return Problem("not_controllable", why)
+        nameplate = getattr(self.device, "nameplate", None)
+        if nameplate is not None:
+            max_charge, max_discharge = nameplate.max_charge_w, nameplate.max_discharge_w
+        elif self.snapshot is not None:
+            max_charge, max_discharge = self.snapshot.max_charge_w, self.snapshot.max_discharge_w
+        else:
+            max_charge = max_discharge = None  # not known yet: the safety clamp holds the device's ratings
+        known = tuple(r.resource_id for r in getattr(self.device, "resources", ()))
+        return plan_house_problem(plan, self.device.battery_id, known, max_charge, max_discharge)
+
+    def _reject_invalid(self, exc: Exception, now: datetime) -> None:
+        """A plan this house must not follow: REJECTED with the reason, to the aggregator (it would
+        otherwise believe the house follows it) and to the log (once, then rate-limited)."""
+        plan_id, version = getattr(exc, "plan_id", ""), getattr(exc, "version", 0)
+        label = getattr(exc, "label", "malformed")
+        self.stats.plans_rejected += 1
+        self.metrics.plans.labels("invalid").inc()
+        self.refusals.refuse("plan", label, f"plan {plan_id or '?'} v{version}: {exc}")
+        self.uplink.send(PlanStatus(plan_id, version, PlanState.REJECTED, now, f"{label}: {exc}"))
 
     # -- loops ---------------------------------------------------------------
     def _forecasts(self, now: datetime) -> tuple[PowerForecast, PowerForecast, PowerForecast | None] | None:
@@ -395,6 +430,8 @@ class EdgeAgent:
         self.metrics.decisions.labels(decision.mode).inc()
         for rule in decision.clamped_by:
             self.metrics.safety_clamps.labels(rule).inc()
+        if INVALID_INPUT in decision.clamped_by:
+            self.refusals.refuse("control", INVALID_INPUT, decision.reason)
         if (why := self.uncontrollable(self.device.battery_id)) is not None:
             # the device cannot do it (said at start): no write, and said again (rate-limited), never silent
             self.refusals.refuse("device", "battery_not_controllable", why)

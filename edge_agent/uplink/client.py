@@ -89,7 +89,7 @@ class UplinkCallbacks:
     on_plan: Callable[[DispatchPlan | Exception], None]
     on_welcome: Callable[[convert.WelcomeInfo], None] = lambda w: None
     on_connection: Callable[[bool], None] = lambda up: None
-    on_grid_signal: Callable[[GridSignal], None] = lambda signal: None
+    on_grid_signal: Callable[[GridSignal | Exception], None] = lambda signal: None
 
 
 OutMessage = SiteTelemetry | Flexibility | PlanStatus
@@ -290,7 +290,11 @@ class UplinkClient:
                 elif kind == "telemetry_ack":
                     self._acked(resp.telemetry_ack.sequence)
                 elif kind == "grid_signal":
-                    self._cb.on_grid_signal(convert.grid_signal_from_proto(resp.grid_signal))
+                    try:
+                        signal: GridSignal | Exception = convert.grid_signal_from_proto(resp.grid_signal)
+                    except convert.InvalidGridSignal as exc:
+                        signal = exc  # the agent refuses it (counted, logged); the stream goes on
+                    self._cb.on_grid_signal(signal)
         except asyncio.CancelledError:
             if not self._cert_changed or watcher is None or not watcher.done():
                 raise  # our own task is being cancelled, not just the call
