@@ -40,6 +40,7 @@ from edge_agent.resources.hybrid import HouseSnapshot
 from edge_agent.resources.retry import DeviceRetry
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import WelcomeInfo
+from edge_agent.uplink.identity import UplinkIdentity
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
 from vpp_common.timeslots import align_down
 from vpp_common.messages import DispatchPlan, GridSignal, Hello, PlanState, PlanStatus, PowerForecast, SiteLimits
@@ -142,6 +143,9 @@ class EdgeAgent:
             self.metrics.device_connected, self.metrics.device_connect_attempts)
         if self._metrics_server is not None:
             self._metrics_server.start()  # up first: it tells whether the device answers
+        self.uplink.identity = UplinkIdentity(self.metrics.uplink_errors, self.metrics.tls_cert_expiry)
+        if self.config.tls is not None:  # said at start, even while the uplink waits for the device
+            self.uplink.identity.check_certificate(self.config.tls.cert_file)
         try:
             connected = await self._connector.attempt()
         except BaseException:
