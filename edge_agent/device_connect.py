@@ -22,6 +22,7 @@ from typing import Literal
 from prometheus_client import Counter, Gauge
 
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound, NotSunSpec
+from edge_agent.drivers.sunspec import NOT_READY_EXCEPTION_CODES
 from edge_agent.resources.factory import HouseResourceManager
 from edge_agent.resources.hybrid import DeviceConfigurationError
 from edge_agent.resources.retry import DeviceRetry
@@ -29,10 +30,9 @@ from vpp_common.clock import Clock
 
 log = logging.getLogger(__name__)
 
-# Modbus exception codes that say "not now" rather than "not here": 5 acknowledge (still working),
-# 6 server busy, 10 gateway path unavailable, 11 gateway target did not respond (an RS-485
-# gateway that is up while the inverter behind it boots)
-TRANSIENT_EXCEPTION_CODES = frozenset({5, 6, 10, 11})
+# Modbus exception codes that say "not now" rather than "not here" (busy, a gateway whose
+# inverter still boots): wait for the device
+TRANSIENT_EXCEPTION_CODES = NOT_READY_EXCEPTION_CODES
 
 Outcome = Literal["connected", "unreachable", "misconfigured"]
 
@@ -87,7 +87,8 @@ class DeviceConnector:
             self._attempts.labels(outcome).inc()
             if outcome == "misconfigured":
                 log.error("device at %s answers but cannot serve this config: %s", self._where, exc)
-                raise DeviceMisconfigured(f"device at {self._where}: {exc}") from exc
+                raise DeviceMisconfigured(f"device at {self._where}: {exc} (check [device]: host, port, unit_id, "
+                                          "catalogue; `edge-agent scan` shows what the device offers)") from exc
             self._failed(exc)
             return False
         self._attempts.labels("connected").inc()
@@ -117,7 +118,7 @@ class DeviceConnector:
         if self._first_failure is None:
             self._first_failure = self._last_report = now
             log.warning("device at %s does not answer (%s): waiting for it, next attempt in %.1f s (backoff up "
-                        "to %.0f s); nothing is controlled until it answers", self._where, exc,
+                        "to %g s); nothing is controlled until it answers", self._where, exc,
                         self.next_delay_s, self._retry.max_s)
         elif self._last_report is not None and now - self._last_report >= self._report_interval_s:
             self._last_report = now

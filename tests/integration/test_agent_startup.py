@@ -20,9 +20,16 @@ from pathlib import Path
 
 import pytest
 
+from pymodbus.constants import ExcCodes
+
+from edge_agent.agent import EdgeAgent
 from edge_agent.cli import main as agent_main
+from edge_agent.config import AgentConfig, DeviceConfig
+from edge_agent.device_connect import DeviceMisconfigured, classify
+from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound, NotSunSpec
+from edge_agent.resources.hybrid import DeviceConfigurationError
 from simulator.catalogue_device import CatalogueSimulator
-from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
+from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
 from tests.conftest import free_port, until
 from vpp_common.clock import ManualClock
 
@@ -152,3 +159,56 @@ async def test_agent_started_before_its_device_waits_then_controls_without_resta
     assert proc.returncode == 0 and "Traceback" not in text, text
     assert text.count(f"WARNING edge_agent.device_connect: device at 127.0.0.1:{device_port} does not answer") == 1
     assert "answered after" in text
+
+
+def _agent_config(device_port: int) -> AgentConfig:
+    return AgentConfig(insecure=True, house_id="h1", aggregator=f"127.0.0.1:{free_port()}", metrics_port=None,
+                       device=DeviceConfig(port=device_port, poll_interval_s=0.2, reconnect_max_s=0.4, timeout_s=0.5))
+
+
+async def test_gateway_without_its_inverter_is_waited_for_not_taken_for_not_sunspec() -> None:
+    # an RS-485 gateway answers "target device failed to respond" (11) while the inverter boots:
+    # discovery took that for "no SunSpec marker", a configuration error (exit 2 for good)
+    async with SunSpecHybridSimulator(SimulatorConfig(), ManualClock(NOON)) as sim:
+        sim.faults = Faults(exception_code=ExcCodes.GATEWAY_NO_RESPONSE)
+        agent = EdgeAgent(_agent_config(sim.port))
+        await agent.start()
+        try:
+            reads = lambda r: agent.metrics.registry.get_sample_value(  # noqa: E731
+                "vpp_edge_device_connect_attempts_total", {"result": r}) or 0
+            await until(lambda: reads("unreachable") >= 2, "two attempts while the gateway says 11")
+            assert agent.stats.polls == 0 and sim.writes == [] and agent.fatal_error is None
+            sim.faults = Faults()
+            await agent.wait_ready(10)
+            assert agent.metrics.registry.get_sample_value("vpp_edge_device_connected") == 1
+        finally:
+            await agent.stop()
+
+
+async def test_device_found_misconfigured_after_waiting_stops_the_agent() -> None:
+    port = free_port()
+    agent = EdgeAgent(_agent_config(port))
+    await agent.start()
+    try:
+        async with CatalogueSimulator("sungrow_sh", ManualClock(NOON), port=port):  # answers: not SunSpec
+            error = await asyncio.wait_for(agent.wait_failed(), 10)
+        assert isinstance(error, DeviceMisconfigured) and "no SunSpec marker" in str(error)
+        assert agent.metrics.registry.get_sample_value("vpp_edge_device_connect_attempts_total",
+                                                       {"result": "misconfigured"}) == 1
+        with pytest.raises(DeviceMisconfigured):
+            await agent.wait_ready(0.1)
+    finally:
+        await agent.stop()
+
+
+@pytest.mark.parametrize("exc, outcome", [
+    (DeviceUnavailable("cannot connect"), "unreachable"),
+    (DeviceRejected("read", exception_code=6), "unreachable"),  # busy
+    (DeviceRejected("read", exception_code=2), "misconfigured"),  # illegal address: wrong unit id?
+    (NotSunSpec("no marker"), "misconfigured"),
+    (DeviceConfigurationError("no 124 or 704"), "misconfigured"),
+    (ModelNotFound("model 124"), "misconfigured"),
+    (RuntimeError("a driver bug"), "unreachable"),  # the house waits (logged at ERROR once)
+])
+def test_connect_errors_are_classified(exc: Exception, outcome: str) -> None:
+    assert classify(exc) == outcome
