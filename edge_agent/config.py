@@ -134,6 +134,13 @@ class DeviceConfig(BaseModel):
                 raise ValueError(f"parts: need {'exactly' if lo else 'at most'} one {role!r}, got {roles.count(role)}")
         return self
 
+    @field_validator("host")
+    @classmethod
+    def _host_given(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name the device (IP address or host name)")
+        return v
+
     @field_validator("catalogue")
     @classmethod
     def _known_catalogue_entry(cls, v: str | None) -> str | None:
@@ -251,10 +258,22 @@ class TlsClientConfig(BaseModel):
         if not v.is_file():
             raise ValueError(f"file {v} does not exist")
         try:
-            with v.open("rb"):
-                pass
+            data = v.read_bytes()
         except OSError as exc:  # e.g. the key readable by root only: the uplink would fail for ever
             raise ValueError(f"cannot read {v}: {exc.strerror or exc}") from None
+        if b"-----BEGIN " not in data:  # a DER file or the wrong file: every handshake would fail
+            raise ValueError(f"{v} is not PEM (no -----BEGIN line)")
+        return v
+
+    @field_validator("ca_file", "cert_file")
+    @classmethod
+    def _certificate(cls, v: Path) -> Path:
+        from cryptography import x509  # a dependency of grpc's TLS anyway
+
+        try:
+            x509.load_pem_x509_certificate(v.read_bytes())
+        except ValueError as exc:  # an expired one is fine here: the agent warns and waits for renewal
+            raise ValueError(f"{v} holds no PEM certificate: {exc}") from None
         return v
 
 
@@ -315,6 +334,6 @@ class AgentConfig(EnvOverridesFile):
     @classmethod
     def _host_port(cls, v: str) -> str:
         host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError("must be host:port, e.g. vpp.example.net:50051")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("must be host:port (port 1-65535), e.g. vpp.example.net:50051")
         return v

@@ -83,3 +83,18 @@ def test_nested_unknown_keys_and_non_finite_numbers_are_refused(tmp_path: Path) 
     f.write_text('insecure = true\nhouse_id = "h1"\n[site]\nlatitude = 52\n')
     with pytest.raises(ConfigError, match="both latitude and longitude"):
         load_config(AgentConfig, f)
+
+
+def test_tls_files_that_cannot_work_and_bad_addresses_are_refused(tmp_path: Path) -> None:
+    pem = tmp_path / "ca.pem"
+    pem.write_bytes(b"\x30\x82\x01\x0a")  # DER, not PEM
+    key = tmp_path / "h.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n")
+    f = tmp_path / "agent.toml"
+    f.write_text(f'aggregator = "vpp:99999"\n[device]\nhost = ""\n[tls]\nca_file = "{pem}"\ncert_file = "{key}"\n'
+                 f'key_file = "{key}"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(AgentConfig, f)
+    text = str(err.value)
+    assert "tls.ca_file: " in text and "is not PEM" in text and "tls.cert_file: " in text and "no PEM certificate" in text
+    assert "aggregator: must be host:port (port 1-65535)" in text and "device.host: must name the device" in text
