@@ -27,7 +27,7 @@ class MetricsServer:
             self._server, self._thread = start_http_server(self._port, addr=self._host, registry=self._registry)
         except OSError as exc:
             raise StartupError(f"cannot serve /metrics on {self._host}:{self._port}: {exc.strerror or exc} "
-                               "(another process on that port? set metrics_port, or --no-metrics)") from None
+                               "(another process on that port? choose another metrics_port, or turn /metrics off)") from None
 
     @property
     def port(self) -> int:

@@ -116,7 +116,7 @@ async def test_busy_metrics_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
                                   "--device-port", str(free_port()), "--metrics-port", str(port))
     assert code == 1 and "Traceback" not in err, err
     assert err.strip().splitlines() == [f"error: cannot serve /metrics on 127.0.0.1:{port}: Address already in use "
-                                        "(another process on that port? set metrics_port, or --no-metrics)"]
+                                        "(another process on that port? choose another metrics_port, or turn /metrics off)"]
 
 
 async def test_device_that_is_not_sunspec_exits_2_with_the_reason(tmp_path: Path) -> None:
