@@ -71,7 +71,8 @@ class AgentMetrics:
                                      "Aggregator streams that ended with an error, by gRPC status code.",
                                      ["code"], registry=r)
         self.tls_cert_expiry = Gauge("vpp_edge_tls_cert_expiry_timestamp_seconds",
-                                     "notAfter of this house's own client certificate (Unix s).", registry=r)
+                                     "notAfter of this house's own client certificate (Unix s; 0 = none, insecure).",
+                                     registry=r)
 
     def observe(self, t: SiteTelemetry) -> None:
         for name, m, gauge, scale in (
