@@ -1,4 +1,4 @@
-"""Start-up and config as an installer meets them (issue 19): ``edge-agent run`` as a real process.
+"""Start-up and config as an installer meets them (issue 19), mostly ``edge-agent run`` as a real process.
 
 * a house that boots before its inverter: the agent waits (metrics say so) and takes control once
   the device answers, without a restart;
@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -19,15 +21,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from pymodbus.constants import ExcCodes
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.cli import main as agent_main
 from edge_agent.config import AgentConfig, DeviceConfig
-from edge_agent.device_connect import DeviceMisconfigured, classify
+from edge_agent.device_connect import DeviceConnector, DeviceMisconfigured, classify
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound, NotSunSpec
+from edge_agent.metrics import AgentMetrics
 from edge_agent.resources.hybrid import DeviceConfigurationError
+from edge_agent.resources.retry import DeviceRetry
 from simulator.catalogue_device import CatalogueSimulator
 from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
 from tests.conftest import free_port, until
@@ -212,3 +215,25 @@ async def test_device_found_misconfigured_after_waiting_stops_the_agent() -> Non
 ])
 def test_connect_errors_are_classified(exc: Exception, outcome: str) -> None:
     assert classify(exc) == outcome
+
+
+async def test_waiting_is_logged_once_then_periodically_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    class Dead:
+        async def connect(self) -> None:
+            raise DeviceUnavailable("cannot connect", device="sunspec://192.0.2.1:502/1")
+
+    metrics, now = AgentMetrics(), [0.0]
+    connector = DeviceConnector(Dead(), "192.0.2.1:502", DeviceRetry(5.0, 60.0, random.Random(1)),  # type: ignore[arg-type]
+                                ManualClock(NOON), metrics.device_connected, metrics.device_connect_attempts,
+                                report_interval_s=300.0, monotonic=lambda: now[0])
+    delays = []
+    with caplog.at_level(logging.DEBUG, logger="edge_agent.device_connect"):
+        for _ in range(20):  # 20 attempts, 30 s apart: 570 s
+            assert not await connector.attempt()
+            delays.append(connector.next_delay_s)
+            now[0] += 30.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "does not answer" in warnings[0] and "still does not answer after 11" in warnings[1]
+    assert 2.5 <= delays[0] <= 5.0 and all(30.0 <= d <= 60.0 for d in delays[5:])  # backoff with jitter, capped
+    assert metrics.registry.get_sample_value("vpp_edge_device_connect_attempts_total", {"result": "unreachable"}) == 20
+    assert metrics.registry.get_sample_value("vpp_edge_device_connected") == 0
