@@ -27,6 +27,7 @@ from datetime import datetime
 import numpy as np
 
 from edge_agent.config import AgentConfig
+from edge_agent.device_connect import DeviceConnector
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.energy_manager.decide import (
     INVALID_INPUT, BatteryLimits, Decision, decide, fresh_for_control, pv_limit_binding, tighten_limits,
@@ -40,8 +41,10 @@ from edge_agent.refusals import Refusals
 from edge_agent.resources.capabilities import plan_refusal
 from edge_agent.resources.factory import HouseResourceManager, resource_manager
 from edge_agent.resources.hybrid import HouseSnapshot
+from edge_agent.resources.retry import DeviceRetry
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import InvalidGridSignal, InvalidPlan, WelcomeInfo
+from edge_agent.uplink.identity import UplinkIdentity
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
 from vpp_common.timeslots import align_down
 from vpp_common.messages import DispatchPlan, GridSignal, Hello, PlanState, PlanStatus, PowerForecast, SiteLimits
@@ -130,7 +133,54 @@ class EdgeAgent:
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
-        await self.device.connect()  # configuration errors (not SunSpec, refused) surface here
+        """Serve /metrics and connect the device: one that answers starts the loops now; one that
+        does not is waited for in the background (``vpp_edge_device_connected`` 0, logged), so a
+        house that boots before its inverter comes up on its own.  A device that answers but is not
+        what the config says raises DeviceMisconfigured here, or ends :meth:`wait_failed` later."""
+        dev = self.config.device
+        self.fatal_error: BaseException | None = None
+        self._failed = asyncio.Event()
+        self._device_connected = False
+        self._connector = DeviceConnector(
+            self.device, ", ".join(f"{p.role} {p.host}:{p.port}" for p in dev.parts) or f"{dev.host}:{dev.port}",
+            DeviceRetry(min(dev.poll_interval_s, dev.reconnect_max_s), dev.reconnect_max_s), self.clock,
+            self.metrics.device_connected, self.metrics.device_connect_attempts)
+        if self._metrics_server is not None:
+            self._metrics_server.start()  # up first: it tells whether the device answers
+        self.uplink.identity = UplinkIdentity(self.metrics.uplink_errors, self.metrics.tls_cert_expiry)
+        if self.config.tls is not None:  # said at start, even while the uplink waits for the device
+            self.uplink.identity.check_certificate(self.config.tls.cert_file)
+        try:
+            connected = await self._connector.attempt()
+        except BaseException:
+            await self.device.close()
+            if self._metrics_server is not None:
+                self._metrics_server.stop()
+            raise
+        if connected:
+            self._start_control()
+        else:
+            self._tasks = [asyncio.create_task(self._connect_then_control(), name="agent-connect")]
+
+    async def _connect_then_control(self) -> None:
+        try:
+            await self._connector.until_connected()
+        except Exception as exc:  # noqa: BLE001 -- DeviceMisconfigured (or a bug): the process must stop
+            self.fatal_error = exc
+            self._failed.set()
+            return
+        self._start_control()
+
+    async def wait_failed(self) -> BaseException:
+        """Returns the error that stops the agent (a device that turned out misconfigured)."""
+        await self._failed.wait()
+        assert self.fatal_error is not None
+        return self.fatal_error
+
+    def _start_control(self) -> None:
+        """The device answered: forecasts, polling, control, telemetry and the uplink (whose Hello
+        carries the nameplate just read) start; the control loop waits for a fresh poll."""
+        self._device_connected = True
         # say once what the device can and cannot do (a role it cannot play is never silently idled)
         if (caps := getattr(self.device, "capabilities", None)) is not None:
             caps.log(log, f"device {self.config.device.host}:{self.config.device.port}")
@@ -140,9 +190,7 @@ class EdgeAgent:
             peak = site.pv_peak_w or self.device.pv_rating_w or 0.0
             location = Site(site.latitude, site.longitude, peak)
         self.forecaster = HistoryForecaster(FORECAST_SLOT_S, days=7, site=location)
-        if self._metrics_server is not None:
-            self._metrics_server.start()
-        self._tasks = [
+        self._tasks = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()] + [
             asyncio.create_task(self._poll_loop(), name="agent-poll"),
             asyncio.create_task(self._control_loop(), name="agent-control"),
             asyncio.create_task(self._telemetry_loop(), name="agent-telemetry"),
@@ -153,7 +201,8 @@ class EdgeAgent:
         await cancel_and_wait(self._tasks)
         self._tasks = []
         try:
-            await self.device.release()  # hand the battery back to the device's own mode
+            if getattr(self, "_device_connected", False):  # never connected: nothing of ours to release
+                await self.device.release()  # hand the battery back to the device's own mode
         except Exception as exc:  # noqa: BLE001 -- best effort on shutdown; the revert timer covers us
             log.warning("could not release the battery on stop: %s", exc)
         await self.device.close()
@@ -169,6 +218,8 @@ class EdgeAgent:
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
         if not await wait_event(self._snapshot_ready, timeout_s):
+            if getattr(self, "fatal_error", None) is not None:
+                raise self.fatal_error  # type: ignore[misc]
             raise TimeoutError(f"no device reading within {timeout_s} s")
 
     # -- uplink callbacks (run on the loop; must not block) ------------------

@@ -256,6 +256,17 @@ def _encode_write(model_id: int, name: str, value: float | int, pdef: Mapping[st
     return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
 
 
+# Modbus exceptions that mean "not now", not "nothing here": 5 acknowledge, 6 busy, 10 gateway path
+# unavailable, 11 gateway target did not respond (an RS-485 gateway up while the inverter behind it
+# boots).  Discovery must not take them for "not SunSpec" (a configuration error).
+NOT_READY_EXCEPTION_CODES = frozenset({5, 6, 10, 11})
+
+
+def _raise_if_not_ready(exc: DeviceRejected, name: str) -> None:
+    if exc.exception_code in NOT_READY_EXCEPTION_CODES:
+        raise DeviceUnavailable(f"not ready: {exc}", device=name) from exc
+
+
 class SunSpecDevice:
     """One SunSpec device (host, port, unit id) reached over Modbus TCP.
 
@@ -389,7 +400,8 @@ class SunSpecDevice:
         for candidate in self.base_addresses:
             try:
                 marker = await self._read(candidate, 2)
-            except DeviceRejected:
+            except DeviceRejected as exc:
+                _raise_if_not_ready(exc, self.name)
                 continue  # nothing mapped there (illegal address)
             if tuple(marker) == SUNS_MARKER:
                 base = candidate
@@ -404,6 +416,7 @@ class SunSpecDevice:
             try:
                 model_id, length = await self._read(address, 2)
             except DeviceRejected as exc:
+                _raise_if_not_ready(exc, self.name)
                 if not models:
                     raise NotSunSpec(f"no model after the marker at {base}", device=self.name) from exc
                 # Some devices omit the end marker and refuse reads past the last model.
