@@ -97,6 +97,8 @@ class AggregatorServer:
         return self._metrics_server.url if self._metrics_server else None
 
     async def start(self) -> None:
+        if self._metrics_server is not None:  # first: a busy port stops the start before anything runs
+            self._metrics_server.start()
         server = grpc.aio.server(options=server_options(self.config))
         fs_grpc.add_FleetServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -116,8 +118,6 @@ class AggregatorServer:
             await self._start_admin(self.config.admin_listen)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        if self._metrics_server is not None:
-            self._metrics_server.start()
         await self.elector.try_acquire()  # a single replica leads from its first cycle on
         self._tasks = [asyncio.create_task(self._watch_store(), name="store-health"),
                        asyncio.create_task(self.elector.run(), name="leader"),

@@ -27,18 +27,25 @@ from datetime import datetime
 import numpy as np
 
 from edge_agent.config import AgentConfig
+from edge_agent.device_connect import DeviceConnector
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
-from edge_agent.energy_manager.decide import BatteryLimits, Decision, decide, fresh_for_control, pv_limit_binding
+from edge_agent.energy_manager.decide import (
+    INVALID_INPUT, BatteryLimits, Decision, decide, fresh_for_control, pv_limit_binding, tighten_limits,
+)
 from edge_agent.energy_manager.forecast import ForecastErrors, HistoryForecaster, Site
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
+from edge_agent.energy_manager.plan_check import Problem, grid_signal_problem, plan_house_problem, plan_problem
 from edge_agent.energy_manager.plans import PlanBook
 from edge_agent.metrics import AgentMetrics
 from edge_agent.refusals import Refusals
+from edge_agent.resources.capabilities import plan_refusal
 from edge_agent.resources.factory import HouseResourceManager, resource_manager
 from edge_agent.resources.hybrid import HouseSnapshot
 from edge_agent.resources.readback import ControlWatch
+from edge_agent.resources.retry import DeviceRetry
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
-from edge_agent.uplink.convert import WelcomeInfo
+from edge_agent.uplink.convert import InvalidGridSignal, InvalidPlan, WelcomeInfo
+from edge_agent.uplink.identity import UplinkIdentity
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
 from vpp_common.timeslots import align_down
 from vpp_common.messages import DispatchPlan, GridSignal, Hello, PlanState, PlanStatus, PowerForecast, SiteLimits
@@ -132,16 +139,64 @@ class EdgeAgent:
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
-        await self.device.connect()  # configuration errors (not SunSpec, refused) surface here
+        """Serve /metrics and connect the device: one that answers starts the loops now; one that
+        does not is waited for in the background (``vpp_edge_device_connected`` 0, logged), so a
+        house that boots before its inverter comes up on its own.  A device that answers but is not
+        what the config says raises DeviceMisconfigured here, or ends :meth:`wait_failed` later."""
+        dev = self.config.device
+        self.fatal_error: BaseException | None = None
+        self._failed = asyncio.Event()
+        self._device_connected = False
+        self._connector = DeviceConnector(
+            self.device, ", ".join(f"{p.role} {p.host}:{p.port}" for p in dev.parts) or f"{dev.host}:{dev.port}",
+            DeviceRetry(min(dev.poll_interval_s, dev.reconnect_max_s), dev.reconnect_max_s), self.clock,
+            self.metrics.device_connected, self.metrics.device_connect_attempts)
+        if self._metrics_server is not None:
+            self._metrics_server.start()  # up first: it tells whether the device answers
+        self.uplink.identity = UplinkIdentity(self.metrics.uplink_errors, self.metrics.tls_cert_expiry)
+        if self.config.tls is not None:  # said at start, even while the uplink waits for the device
+            self.uplink.identity.check_certificate(self.config.tls.cert_file)
+        try:
+            connected = await self._connector.attempt()
+        except BaseException:
+            await self.device.close()
+            if self._metrics_server is not None:
+                self._metrics_server.stop()
+            raise
+        if connected:
+            self._start_control()
+        else:
+            self._tasks = [asyncio.create_task(self._connect_then_control(), name="agent-connect")]
+
+    async def _connect_then_control(self) -> None:
+        try:
+            await self._connector.until_connected()
+        except Exception as exc:  # noqa: BLE001 -- DeviceMisconfigured (or a bug): the process must stop
+            self.fatal_error = exc
+            self._failed.set()
+            return
+        self._start_control()
+
+    async def wait_failed(self) -> BaseException:
+        """Returns the error that stops the agent (a device that turned out misconfigured)."""
+        await self._failed.wait()
+        assert self.fatal_error is not None
+        return self.fatal_error
+
+    def _start_control(self) -> None:
+        """The device answered: forecasts, polling, control, telemetry and the uplink (whose Hello
+        carries the nameplate just read) start; the control loop waits for a fresh poll."""
+        self._device_connected = True
+        # say once what the device can and cannot do (a role it cannot play is never silently idled)
+        if (caps := getattr(self.device, "capabilities", None)) is not None:
+            caps.log(log, f"device {self.config.device.host}:{self.config.device.port}")
         site = self.config.site
         location = None
         if site.latitude is not None and site.longitude is not None:
             peak = site.pv_peak_w or self.device.pv_rating_w or 0.0
             location = Site(site.latitude, site.longitude, peak)
         self.forecaster = HistoryForecaster(FORECAST_SLOT_S, days=7, site=location)
-        if self._metrics_server is not None:
-            self._metrics_server.start()
-        self._tasks = [
+        self._tasks = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()] + [
             asyncio.create_task(self._poll_loop(), name="agent-poll"),
             asyncio.create_task(self._control_loop(), name="agent-control"),
             asyncio.create_task(self._telemetry_loop(), name="agent-telemetry"),
@@ -152,7 +207,8 @@ class EdgeAgent:
         await cancel_and_wait(self._tasks)
         self._tasks = []
         try:
-            await self.device.release()  # hand the battery back to the device's own mode
+            if getattr(self, "_device_connected", False):  # never connected: nothing of ours to release
+                await self.device.release()  # hand the battery back to the device's own mode
         except Exception as exc:  # noqa: BLE001 -- best effort on shutdown; the revert timer covers us
             log.warning("could not release the battery on stop: %s", exc)
         await self.device.close()
@@ -168,6 +224,8 @@ class EdgeAgent:
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
         if not await wait_event(self._snapshot_ready, timeout_s):
+            if getattr(self, "fatal_error", None) is not None:
+                raise self.fatal_error  # type: ignore[misc]
             raise TimeoutError(f"no device reading within {timeout_s} s")
 
     # -- uplink callbacks (run on the loop; must not block) ------------------
@@ -177,6 +235,12 @@ class EdgeAgent:
                      last_plan_id=current.plan_id if current else "",
                      last_plan_version=current.version if current else 0,
                      claimed_house_id=self.config.house_id or "")
+
+    def uncontrollable(self, resource_id: str) -> str | None:
+        """Why the device cannot take setpoints for ``resource_id`` (None: it can; a device that
+        does not say, e.g. a test double, is taken as able)."""
+        check = getattr(self.device, "controllable", None)
+        return check(resource_id) if check is not None else None
 
     def _on_welcome(self, welcome: WelcomeInfo) -> None:
         if welcome.telemetry_interval_s > 0:
@@ -192,7 +256,15 @@ class EdgeAgent:
         self._stream_down_since = None if up else time.monotonic()
         self._wake.set()
 
-    def _on_grid_signal(self, signal: GridSignal) -> None:
+    def _on_grid_signal(self, signal: GridSignal | Exception) -> None:
+        """Store a checked grid signal; a refused one is counted and logged, never stored (the one
+        in force stays until it expires: a refused limit must not loosen anything)."""
+        if not isinstance(signal, Exception):
+            problem = grid_signal_problem(signal)  # checked at the wire too; this also covers other callers
+            signal = signal if problem is None else InvalidGridSignal(problem.detail, problem.label)
+        if isinstance(signal, Exception):
+            self.refusals.refuse("grid_signal", getattr(signal, "label", "malformed"), str(signal))
+            return
         self.grid_signal = signal
         self._wake.set()
 
@@ -209,15 +281,12 @@ class EdgeAgent:
         s = self.grid_signal
         if s is None or s.limits is None or not self._signal_limits_active(now):
             return self.limits
-        return SiteLimits(min(self.limits.max_import_w, s.limits.max_import_w),
-                          min(self.limits.max_export_w, s.limits.max_export_w))
+        return tighten_limits(self.limits, s.limits)  # never negative or NaN
 
     def _on_plan(self, plan: DispatchPlan | Exception) -> None:
         now = self.clock.now()
         if isinstance(plan, Exception):
-            self.stats.plans_rejected += 1
-            self.metrics.plans.labels("invalid").inc()
-            log.warning("rejected an invalid plan: %s", plan)
+            self._reject_invalid(plan, now)
             return
         self.stats.plan_received_at[plan.version] = time.monotonic()
         if self.config.control.mode != "vpp":
@@ -226,6 +295,10 @@ class EdgeAgent:
             self.uplink.send(status)
             self.stats.plans_rejected += 1
             self.metrics.plans.labels("rejected").inc()
+            return
+        problem = self._plan_problem(plan)
+        if problem is not None:
+            self._reject_invalid(InvalidPlan(problem.detail, problem.label, plan.plan_id, plan.version), now)
             return
         status = self.plans.offer(plan, now)
         self.uplink.send(status)
@@ -236,6 +309,36 @@ class EdgeAgent:
         else:
             self.stats.plans_rejected += 1
             self.metrics.plans.labels("rejected").inc()
+
+    def _plan_problem(self, plan: DispatchPlan) -> Problem | None:
+        """Why this house cannot follow ``plan``: a bad number or slot (checked at the wire too),
+        a setpoint for a resource it does not have or control, a battery power outside its
+        nameplate; None if it can."""
+        problem = plan_problem(plan)
+        if problem is not None:
+            return problem
+        if (why := plan_refusal(plan, self.uncontrollable, self.device.battery_id)) is not None:
+            # what the house cannot deliver is REJECTED with the reason, never ACCEPTED and then idled
+            return Problem("not_controllable", why)
+        nameplate = getattr(self.device, "nameplate", None)
+        if nameplate is not None:
+            max_charge, max_discharge = nameplate.max_charge_w, nameplate.max_discharge_w
+        elif self.snapshot is not None:
+            max_charge, max_discharge = self.snapshot.max_charge_w, self.snapshot.max_discharge_w
+        else:
+            max_charge = max_discharge = None  # not known yet: the safety clamp holds the device's ratings
+        known = tuple(r.resource_id for r in getattr(self.device, "resources", ()))
+        return plan_house_problem(plan, self.device.battery_id, known, max_charge, max_discharge)
+
+    def _reject_invalid(self, exc: Exception, now: datetime) -> None:
+        """A plan this house must not follow: REJECTED with the reason, to the aggregator (it would
+        otherwise believe the house follows it) and to the log (once, then rate-limited)."""
+        plan_id, version = getattr(exc, "plan_id", ""), getattr(exc, "version", 0)
+        label = getattr(exc, "label", "malformed")
+        self.stats.plans_rejected += 1
+        self.metrics.plans.labels("invalid").inc()
+        self.refusals.refuse("plan", label, f"plan {plan_id or '?'} v{version}: {exc}")
+        self.uplink.send(PlanStatus(plan_id, version, PlanState.REJECTED, now, f"{label}: {exc}"))
 
     # -- loops ---------------------------------------------------------------
     def _forecasts(self, now: datetime) -> tuple[PowerForecast, PowerForecast, PowerForecast | None] | None:
@@ -273,6 +376,8 @@ class EdgeAgent:
             self._polls_started += 1
             started = self._polls_started
             snap = await self.device.poll()
+            for r in snap.refused:  # implausible or unreadable device values: logged (rate-limited), counted
+                self.refusals.refuse(r.source, r.reason, r.detail)
             self._snapshot_poll = started
             self.stats.polls += 1
             ok = snap.telemetry.battery_soc_pct.usable
@@ -406,6 +511,12 @@ class EdgeAgent:
         self.metrics.decisions.labels(decision.mode).inc()
         for rule in decision.clamped_by:
             self.metrics.safety_clamps.labels(rule).inc()
+        if INVALID_INPUT in decision.clamped_by:
+            self.refusals.refuse("control", INVALID_INPUT, decision.reason)
+        if (why := self.uncontrollable(self.device.battery_id)) is not None:
+            # the device cannot do it (said at start): no write, and said again (rate-limited), never silent
+            self.refusals.refuse("device", "battery_not_controllable", why)
+            return decision
         if not fresh_for_control(snap.telemetry):
             # Never write (nor refresh) on stale data: the device's own revert timers hand the
             # battery and any PV limit back to its own mode if this lasts.

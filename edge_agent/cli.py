@@ -7,6 +7,11 @@
 
 Exit codes of ``scan``: 0 found, 2 configuration (unknown model, not SunSpec,
 device refused the request), 3 device unreachable or not answering.
+
+Exit codes of ``run``: 0 stopped by SIGINT/SIGTERM; 2 configuration: a bad file, key, value or
+environment variable, or a device that answers but is not what the config says (a supervisor
+should not restart it: the operator must act); 1 could not start for a reason that may pass
+(the metrics port in use).  A device that does not answer is no exit: the agent waits for it.
 """
 
 from __future__ import annotations
@@ -92,8 +97,7 @@ async def _scan(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from edge_agent.agent import EdgeAgent
-    from edge_agent.drivers.errors import DeviceUnavailable, NotSunSpec
-    from edge_agent.resources.hybrid import DeviceConfigurationError
+    from edge_agent.device_connect import DeviceMisconfigured
 
     device: dict[str, object] = {}
     config = load_config(AgentConfig, args.config, aggregator=args.aggregator, house_id=args.house_id,
@@ -111,11 +115,11 @@ async def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"clock: {exc}") from None
     agent = EdgeAgent(config, clock=clock)
     try:
-        await run_until_signal(agent.start, agent.stop)
-    except (NotSunSpec, DeviceConfigurationError) as exc:
+        # a device that does not answer is waited for (logged, vpp_edge_device_connected 0); one that
+        # answers and is not what the config says stops the agent, at start or once it answers
+        await run_until_signal(agent.start, agent.stop, agent.wait_failed)
+    except DeviceMisconfigured as exc:
         raise ConfigError(str(exc)) from exc
-    except DeviceUnavailable as exc:
-        raise ConfigError(f"cannot reach the device at {config.device.host}:{config.device.port}: {exc}") from exc
     return 0
 
 

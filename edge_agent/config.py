@@ -59,12 +59,16 @@ from pydantic_settings import SettingsConfigDict
 from vpp_common.config import EnvOverridesFile
 from vpp_common.tariff import PriceSeries, PriceSource, TouPeriod, TouTariff
 
+# Nested models too: a typo in a nested key is an error, not a silent default (the settings
+# class's extra="forbid" does not reach them), and inf/NaN are no number an operator means.
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
 
 class DevicePartConfig(BaseModel):
     """One device of a house whose battery, PV inverter, grid meter and EV charger are separate
     SunSpec devices (``[[device.parts]]``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     role: Literal["battery", "pv", "meter", "ev_charger"] = Field(
         description="battery: battery inverter (124 or 704 control, SoC); pv: PV inverter (power, 123/704 "
@@ -83,6 +87,8 @@ class DevicePartConfig(BaseModel):
 
 
 class DeviceConfig(BaseModel):
+    model_config = STRICT
+
     host: str = "127.0.0.1"
     port: int = Field(502, ge=1, le=65535)
     unit_id: int | None = Field(None, ge=0, le=247,
@@ -128,6 +134,13 @@ class DeviceConfig(BaseModel):
                 raise ValueError(f"parts: need {'exactly' if lo else 'at most'} one {role!r}, got {roles.count(role)}")
         return self
 
+    @field_validator("host")
+    @classmethod
+    def _host_given(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name the device (IP address or host name)")
+        return v
+
     @field_validator("catalogue")
     @classmethod
     def _known_catalogue_entry(cls, v: str | None) -> str | None:
@@ -139,6 +152,8 @@ class DeviceConfig(BaseModel):
 
 
 class SiteConfig(BaseModel):
+    model_config = STRICT
+
     max_import_w: float = Field(11_000.0, gt=0, description="connection/fuse limit, W")
     max_export_w: float = Field(4_600.0, ge=0, description="export cap, W (0 = zero export)")
     latitude: float | None = Field(None, ge=-90, le=90, description="for the clear-sky PV forecast")
@@ -147,12 +162,23 @@ class SiteConfig(BaseModel):
 
 
 class BatteryConfig(BaseModel):
+    model_config = STRICT
+
     reserve_soc_pct: float = Field(10.0, ge=0, le=100, description="backup SoC the agent never discharges below")
     max_soc_pct: float = Field(100.0, gt=0, le=100)
     revert_s: int = Field(60, ge=10, le=3600, description="device reverts a setpoint not refreshed within this")
 
+    @model_validator(mode="after")
+    def _reserve_below_max(self) -> BatteryConfig:
+        if self.reserve_soc_pct >= self.max_soc_pct:
+            raise ValueError(f"reserve_soc_pct ({self.reserve_soc_pct}) must be below max_soc_pct "
+                             f"({self.max_soc_pct}): no SoC would be left to use")
+        return self
+
 
 class ControlConfig(BaseModel):
+    model_config = STRICT
+
     mode: Literal["vpp", "self_consumption", "tou"] = Field(
         "vpp", description="vpp: follow the aggregator's plans (self-consumption when there are none); "
                            "self_consumption: ignore plans and keep grid exchange near zero; "
@@ -167,7 +193,7 @@ class TariffPeriodConfig(BaseModel):
     """One period of a fixed time-of-use tariff (UTC); a period ending at or before its start runs
     past midnight and belongs to the day it starts on."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     start: time
     end: time = Field(description="exclusive; 00:00 = midnight")
@@ -182,7 +208,7 @@ class TariffPeriodConfig(BaseModel):
 class TariffConfig(BaseModel):
     """Prices for the ``tou`` mode: fixed periods, or a price series file (e.g. day-ahead)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     periods: list[TariffPeriodConfig] = Field(default_factory=list, description="fixed TOU periods")
     prices_file: Path | None = Field(
@@ -218,6 +244,8 @@ class TlsClientConfig(BaseModel):
     (``aggregator certs house`` makes them).  The house identity is the
     certificate's; a renewed certificate file is picked up without a restart."""
 
+    model_config = STRICT
+
     ca_file: Path
     cert_file: Path
     key_file: Path
@@ -229,11 +257,29 @@ class TlsClientConfig(BaseModel):
     def _readable(cls, v: Path) -> Path:
         if not v.is_file():
             raise ValueError(f"file {v} does not exist")
+        try:
+            data = v.read_bytes()
+        except OSError as exc:  # e.g. the key readable by root only: the uplink would fail for ever
+            raise ValueError(f"cannot read {v}: {exc.strerror or exc}") from None
+        if b"-----BEGIN " not in data:  # a DER file or the wrong file: every handshake would fail
+            raise ValueError(f"{v} is not PEM (no -----BEGIN line)")
+        return v
+
+    @field_validator("ca_file", "cert_file")
+    @classmethod
+    def _certificate(cls, v: Path) -> Path:
+        from cryptography import x509  # a dependency of grpc's TLS anyway
+
+        try:
+            x509.load_pem_x509_certificate(v.read_bytes())
+        except ValueError as exc:  # an expired one is fine here: the agent warns and waits for renewal
+            raise ValueError(f"{v} holds no PEM certificate: {exc}") from None
         return v
 
 
 class AgentConfig(EnvOverridesFile):
-    model_config = SettingsConfigDict(env_prefix="VPP_AGENT_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="VPP_AGENT_", env_nested_delimiter="__", extra="forbid",
+                                      allow_inf_nan=False)
 
     house_id: str | None = Field(
         None, description="insecure mode: the identity sent in a header (required); with mTLS: optional, "
@@ -251,6 +297,23 @@ class AgentConfig(EnvOverridesFile):
     battery: BatteryConfig = BatteryConfig()
     control: ControlConfig = ControlConfig()
     tariff: TariffConfig | None = Field(None, description="prices for control.mode = \"tou\"")
+
+    @model_validator(mode="after")
+    def _timings_that_can_work(self) -> AgentConfig:
+        # The setpoint and PV limit are refreshed at the first decision (after a new poll) past
+        # revert_s / 2: with a tick or poll period that long the device reverts first.
+        half = self.battery.revert_s / 2
+        for name, value in (("control.tick_s", self.control.tick_s),
+                            ("device.poll_interval_s", self.device.poll_interval_s)):
+            if value >= half:
+                raise ValueError(f"{name} ({value} s) must be below battery.revert_s / 2 ({half} s): the device "
+                                 "would revert the battery setpoint before the agent refreshes it")
+        if self.reconnect_initial_s > self.reconnect_max_s:
+            raise ValueError(f"reconnect_initial_s ({self.reconnect_initial_s}) must be <= reconnect_max_s "
+                             f"({self.reconnect_max_s})")
+        if (self.site.latitude is None) != (self.site.longitude is None):
+            raise ValueError("site: give both latitude and longitude (or neither): the PV forecast needs both")
+        return self
 
     @model_validator(mode="after")
     def _tou_needs_a_tariff(self) -> AgentConfig:
@@ -271,6 +334,6 @@ class AgentConfig(EnvOverridesFile):
     @classmethod
     def _host_port(cls, v: str) -> str:
         host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError("must be host:port, e.g. vpp.example.net:50051")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("must be host:port (port 1-65535), e.g. vpp.example.net:50051")
         return v

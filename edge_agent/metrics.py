@@ -58,6 +58,21 @@ class AgentMetrics:
         self.refused = Counter("vpp_edge_refused_total",
                                "Values from outside refused before use (plan, grid_signal, device, config), "
                                "by reason.", ["source", "reason"], registry=r)
+        # start-up: a device that does not answer yet is waited for (edge_agent/device_connect.py)
+        self.device_connected = Gauge("vpp_edge_device_connected",
+                                      "1 once the device answered the start-up discovery; 0 while the agent "
+                                      "waits for it (nothing is controlled then).", registry=r)
+        self.device_connect_attempts = Counter(
+            "vpp_edge_device_connect_attempts_total",
+            "Start-up connects to the device, by outcome (connected, unreachable, misconfigured).",
+            ["result"], registry=r)
+        # uplink identity: refused streams and the own certificate's expiry (edge_agent/uplink/identity.py)
+        self.uplink_errors = Counter("vpp_edge_uplink_errors_total",
+                                     "Aggregator streams that ended with an error, by gRPC status code.",
+                                     ["code"], registry=r)
+        self.tls_cert_expiry = Gauge("vpp_edge_tls_cert_expiry_timestamp_seconds",
+                                     "notAfter of this house's own client certificate (Unix s; 0 = none, insecure).",
+                                     registry=r)
         self.device_controlled = Gauge("vpp_edge_device_controlled",
                                        "1 while the device holds the control values written (read back each "
                                        "poll); 0 once re-asserting them did not stick.", registry=r)

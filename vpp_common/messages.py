@@ -173,14 +173,17 @@ class Flexibility:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """Bounds on a power in W (consumption positive); min <= max."""
+    """Bounds on a power in W (consumption positive); min <= max, neither NaN (an infinite
+    bound is no bound)."""
 
     min_w: float
     max_w: float
 
     def __post_init__(self) -> None:
-        if self.min_w > self.max_w:
-            raise ValueError(f"envelope min {self.min_w} W > max {self.max_w} W")
+        # one comparison, also false for NaN (``nan > x`` is false too: it passed before)
+        if not self.min_w <= self.max_w:
+            raise ValueError(f"envelope min {self.min_w} W > max {self.max_w} W"
+                             if self.min_w > self.max_w else f"envelope ({self.min_w}, {self.max_w}) W is not a number")
 
     def clamp(self, power_w: float) -> float:
         return min(self.max_w, max(self.min_w, power_w))

@@ -7,6 +7,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from vpp_common.cli import StartupError  # the CLI prints it in one line and exits 1
+
 
 class MetricsServer:
     """``/metrics`` for one registry (each component has its own, so that an
@@ -20,7 +22,12 @@ class MetricsServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._server, self._thread = start_http_server(self._port, addr=self._host, registry=self._registry)
+        """Serve; :class:`~vpp_common.cli.StartupError` if the address cannot be bound (in use, not local)."""
+        try:
+            self._server, self._thread = start_http_server(self._port, addr=self._host, registry=self._registry)
+        except OSError as exc:
+            raise StartupError(f"cannot serve /metrics on {self._host}:{self._port}: {exc.strerror or exc} "
+                               "(another process on that port? choose another metrics_port, or turn /metrics off)") from None
 
     @property
     def port(self) -> int:

@@ -18,7 +18,11 @@ import sunspec2.mdef as ss_mdef
 import sunspec2.device as ss_device
 
 from edge_agent.drivers.catalogue import CatalogueDevice, load_entry
-from edge_agent.drivers.sunspec import GroupValues, SunSpecDevice
+from edge_agent.drivers.sunspec import GroupValues, ModelValues, SunSpecDevice
+from edge_agent.resources.capabilities import (
+    BATTERY_CONTROL, Capabilities, catalogue_capabilities, sunspec_capabilities,
+)
+from edge_agent.resources.plausibility import HOME_MAX_CAPACITY_WH, HOME_MAX_POWER_W, rating
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,10 @@ class ScanResult:
     """"sunspec" or "catalogue"."""
     base_address: int | None
     models: list[ScannedModel]
+    capabilities: dict[str, Any] | None = None
+    """What the device can and cannot do as the agent's house (edge_agent.resources.capabilities)."""
+    problems: list[str] = field(default_factory=list)
+    """Values the agent would refuse: implausible nameplates, scale factors outside -10..10."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -61,7 +69,39 @@ class ScanResult:
             for p in m.points:
                 value = "-" if p.value is None else str(p.value)
                 lines.append(f"  {p.name:<{width}}  {value:>14}  {p.unit or ''}".rstrip())
+        if self.capabilities is not None:
+            caps = self.capabilities
+            lines.append("\nas a house for the edge agent:")
+            lines += [f"  can:    {k.replace('_', ' ')} ({v})" for k, v in caps["can"].items()]
+            lines += [f"  cannot: {k.replace('_', ' ')} ({v})" for k, v in caps["cannot"].items()]
+            lines.append("  battery: " + ("controllable" if caps["battery_controllable"] else
+                                          "NOT controllable: the agent will report it and reject plans for it"))
+            lines.append("  PV: " + ("curtailable" if caps["pv_curtailable"] else "NOT curtailable"))
+        lines += [f"  problem: {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+def _sunspec_house(values: dict[int, ModelValues]) -> tuple[Capabilities, list[str]]:
+    """What the device offers as one hybrid (every role), and its nameplate values the agent would refuse."""
+    models = frozenset(values)
+    caps = sunspec_capabilities({"battery": models, "pv": models, "meter": models}, hybrid=True)
+    problems: list[str] = []
+    for model_id, name, limit, unit in ((120, "WRtg", HOME_MAX_POWER_W, "W"),
+                                        (120, "WHRtg", HOME_MAX_CAPACITY_WH, "Wh"),
+                                        (120, "MaxChaRte", HOME_MAX_POWER_W, "W"),
+                                        (120, "MaxDisChaRte", HOME_MAX_POWER_W, "W"),
+                                        (124, "WChaMax", HOME_MAX_POWER_W, "W"),
+                                        (702, "WMaxRtg", HOME_MAX_POWER_W, "W")):
+        v = values[model_id].get(name) if model_id in values else None
+        _, refused = rating(f"model {model_id} {name}", float(v), limit, unit) if isinstance(v, (int, float)) \
+            else (None, None)
+        if refused is not None:
+            problems.append(refused.detail)
+            if (model_id, name) == (124, "WChaMax"):
+                caps = caps.without(BATTERY_CONTROL, refused.detail)
+    if 124 in values and not isinstance(values[124].get("WChaMax"), (int, float)):
+        caps = caps.without(BATTERY_CONTROL, "model 124 WChaMax not implemented: setpoints cannot be scaled")
+    return caps, problems
 
 
 def _units(model_id: int) -> dict[str, str]:
@@ -94,13 +134,19 @@ async def scan_sunspec(host: str, port: int = 502, unit_id: int = 1, timeout_s: 
         locations = await dev.discover()
         models: list[ScannedModel] = []
         seen: dict[int, int] = {}
+        problems: list[str] = []
+        first: dict[int, ModelValues] = {}
         for loc in locations:
             index = seen.get(loc.model_id, 0)
             seen[loc.model_id] = index + 1
             values = await dev.read_model(loc.model_id, index)
+            first.setdefault(loc.model_id, values)
+            problems += [f"model {loc.model_id} {b}: scale factor outside -10..10 (read as missing)"
+                         for b in values.bad_scale]
             models.append(ScannedModel(loc.model_id, values.name, loc.address, loc.length,
                                        _flatten(values, _units(loc.model_id))))
-        return ScanResult(host, port, unit_id, "sunspec", dev.base_address, models)
+        caps, more = _sunspec_house(first)
+        return ScanResult(host, port, unit_id, "sunspec", dev.base_address, models, caps.to_dict(), problems + more)
     finally:
         await dev.close()
 
@@ -115,8 +161,9 @@ async def scan_catalogue(model: str, host: str, port: int = 502, unit_id: int | 
     finally:
         await dev.close()
     points = [ScannedPoint(n, readings[n].value, entry.points[n].unit or None) for n in entry.points]
+    caps = catalogue_capabilities(entry.device.id, (p.role for p in entry.points.values()), entry.control is not None)
     return ScanResult(host, port, dev.unit_id, "catalogue", None,
-                      [ScannedModel(entry.device.id, entry.device.name, None, None, points)])
+                      [ScannedModel(entry.device.id, entry.device.name, None, None, points)], caps.to_dict())
 
 
 __all__ = ["ScanResult", "ScannedModel", "ScannedPoint", "scan_catalogue", "scan_sunspec"]

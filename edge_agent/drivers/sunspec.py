@@ -124,6 +124,16 @@ class ModelValues(GroupValues):
     length: int = 0
     decode_errors: tuple[str, ...] = field(default=())
     """Problems pysunspec2 reported while decoding (e.g. L differs from the definition)."""
+    bad_scale: tuple[str, ...] = field(default=())
+    """Points read as None because their scale factor is outside SF_RANGE ("W (W_SF=-20)")."""
+
+
+SF_RANGE = (-10, 10)
+"""Scale factors SunSpec allows (sunssf): anything else is a bad register, never 10^-20."""
+
+
+class _BadScaleFactor(ValueError):
+    pass
 
 
 def _scale(raw: int | float, sf: int) -> float:
@@ -148,21 +158,30 @@ def _point_value(point: Any, group: Any, model: Any) -> PointValue:
         # A value without its scale factor is a number of unknown magnitude:
         # report it as not implemented rather than unscaled.
         return None
+    if not SF_RANGE[0] <= int(sf_value) <= SF_RANGE[1]:
+        raise _BadScaleFactor(f"{sf_ref}={int(sf_value)}")
     return _scale(raw, int(sf_value))
 
 
-def _convert_group(group: Any, model: Any) -> tuple[dict[str, PointValue], dict[str, tuple[GroupValues, ...]]]:
+def _convert_group(group: Any, model: Any, invalid: list[str] | None = None, prefix: str = ""
+                   ) -> tuple[dict[str, PointValue], dict[str, tuple[GroupValues, ...]]]:
+    """``invalid`` collects the points whose scale factor is outside SF_RANGE (they read None)."""
     points: dict[str, PointValue] = {}
     for name, point in group.points.items():
         if point.pdef.get(ss_mdef.TYPE) == ss_mdef.TYPE_PAD:
             continue
-        points[name] = _point_value(point, group, model)
+        try:
+            points[name] = _point_value(point, group, model)
+        except _BadScaleFactor as exc:
+            points[name] = None
+            if invalid is not None:
+                invalid.append(f"{prefix}{name} ({exc})")
     groups: dict[str, tuple[GroupValues, ...]] = {}
     for gname, sub in group.groups.items():
         instances = sub if isinstance(sub, list) else [sub]
         converted = []
-        for inst in instances:
-            p, g = _convert_group(inst, model)
+        for i, inst in enumerate(instances):
+            p, g = _convert_group(inst, model, invalid, f"{prefix}{gname}[{i}].")
             converted.append(GroupValues(gname, MappingProxyType(p), MappingProxyType(g)))
         groups[gname] = tuple(converted)
     return points, groups
@@ -179,11 +198,12 @@ def decode_model(model_id: int, address: int, registers: Sequence[int]) -> Model
     length = int(registers[1])
     data = b"".join(int(r).to_bytes(2, "big") for r in registers)
     model = ss_device.Model(model_id=model_id, model_addr=address, model_len=length, data=data)
-    points, groups = _convert_group(model, model)
+    invalid: list[str] = []
+    points, groups = _convert_group(model, model, invalid)
     errors = tuple(e for e in model.error_info.splitlines() if e.strip())
     return ModelValues(
         name=str(model.gname), points=MappingProxyType(points), groups=MappingProxyType(groups),
-        model_id=model_id, address=address, length=length, decode_errors=errors,
+        model_id=model_id, address=address, length=length, decode_errors=errors, bad_scale=tuple(invalid),
     )
 
 
@@ -215,6 +235,9 @@ def _encode_write(model_id: int, name: str, value: float | int, pdef: Mapping[st
                 raise ValueError(f"model {model_id} {name}: scale factor {sf_ref} is not implemented "
                                  "by the device, cannot encode a value") from None
             sf = current_sf
+    if not SF_RANGE[0] <= sf <= SF_RANGE[1]:
+        raise ValueError(f"model {model_id} {name}: scale factor {sf} outside {SF_RANGE[0]}..{SF_RANGE[1]}, "
+                         "cannot encode a value")
     if ptype == "float32":
         raw_f = value / 10.0**sf
         try:
@@ -231,6 +254,17 @@ def _encode_write(model_id: int, name: str, value: float | int, pdef: Mapping[st
                          f"[{lo}, {hi}] of {ptype}")
     data = struct.pack(">" + code, raw)
     return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+
+
+# Modbus exceptions that mean "not now", not "nothing here": 5 acknowledge, 6 busy, 10 gateway path
+# unavailable, 11 gateway target did not respond (an RS-485 gateway up while the inverter behind it
+# boots).  Discovery must not take them for "not SunSpec" (a configuration error).
+NOT_READY_EXCEPTION_CODES = frozenset({5, 6, 10, 11})
+
+
+def _raise_if_not_ready(exc: DeviceRejected, name: str) -> None:
+    if exc.exception_code in NOT_READY_EXCEPTION_CODES:
+        raise DeviceUnavailable(f"not ready: {exc}", device=name) from exc
 
 
 class SunSpecDevice:
@@ -366,7 +400,8 @@ class SunSpecDevice:
         for candidate in self.base_addresses:
             try:
                 marker = await self._read(candidate, 2)
-            except DeviceRejected:
+            except DeviceRejected as exc:
+                _raise_if_not_ready(exc, self.name)
                 continue  # nothing mapped there (illegal address)
             if tuple(marker) == SUNS_MARKER:
                 base = candidate
@@ -381,6 +416,7 @@ class SunSpecDevice:
             try:
                 model_id, length = await self._read(address, 2)
             except DeviceRejected as exc:
+                _raise_if_not_ready(exc, self.name)
                 if not models:
                     raise NotSunSpec(f"no model after the marker at {base}", device=self.name) from exc
                 # Some devices omit the end marker and refuse reads past the last model.

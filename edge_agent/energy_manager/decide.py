@@ -4,10 +4,17 @@ Powers in W, consumption positive: battery charging > 0, grid import > 0,
 PV production < 0.  ``base_w`` is the house without its battery
 (load + PV = grid - battery): the battery power that makes grid exchange zero
 is ``-base_w``.
+
+Clamp by construction: whatever the inputs (NaN or infinite readings, limits, plan values,
+negative limits), the setpoint is finite and within the battery's nameplate and SoC rules;
+an input that is not a usable number idles the battery (0 W, reason given, ``clamped_by``
+"invalid_input").  NaN passes every comparison, so every input is checked before use and the
+result is checked after.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -82,6 +89,51 @@ def pv_limit_for_export_cap(base_w: float, pv_w: float, battery_w: float, max_ex
     return max(0.0, -pv_w - excess_w)
 
 
+INVALID_INPUT = "invalid_input"  # the rule named when an input was not a usable number: idle
+
+
+_INF = math.inf
+
+
+def limits_problem(limits: SiteLimits) -> str | None:
+    """Why ``limits`` cannot be used (NaN or negative; +inf is no limit), or None."""
+    if limits.max_import_w >= 0 and limits.max_export_w >= 0:  # false for NaN: the fast path of every tick
+        return None
+    for name, v in (("max_import_w", limits.max_import_w), ("max_export_w", limits.max_export_w)):
+        if math.isnan(v) or v < 0:
+            return f"site limit {name} = {v}"
+    return None
+
+
+def battery_problem(battery: BatteryLimits) -> str | None:
+    """Why ``battery`` cannot be used (a rating, SoC bound or period not a finite number, a
+    rating below 0), or None."""
+    b = battery
+    if (0 <= b.max_charge_w < _INF and 0 <= b.max_discharge_w < _INF and 0 <= b.max_ramp_w_per_s < _INF
+            and 0 <= b.capacity_wh < _INF and 0 <= b.control_period_s < _INF and 0 <= b.discharge_efficiency < _INF
+            and -_INF < b.reserve_soc_pct < _INF and -_INF < b.max_soc_pct < _INF):  # all false for NaN
+        return None
+    for name in ("max_charge_w", "max_discharge_w", "max_ramp_w_per_s", "capacity_wh", "control_period_s",
+                 "discharge_efficiency"):
+        v = getattr(battery, name)
+        if not math.isfinite(v) or v < 0:
+            return f"battery {name} = {v}"
+    for name in ("reserve_soc_pct", "max_soc_pct"):
+        v = getattr(battery, name)
+        if not math.isfinite(v):
+            return f"battery {name} = {v}"
+    return None
+
+
+def tighten_limits(limits: SiteLimits, other: SiteLimits) -> SiteLimits:
+    """``limits`` tightened by ``other``, never loosened; a bound of ``other`` that is not a
+    limit (NaN or negative: refused where it came in) leaves the limit as it is."""
+    def one(own: float, new: float) -> float:
+        return own if math.isnan(new) or new < 0 else min(own, new)
+
+    return SiteLimits(one(limits.max_import_w, other.max_import_w), one(limits.max_export_w, other.max_export_w))
+
+
 def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLimits,
                  battery: BatteryLimits) -> tuple[float, tuple[str, ...]]:
     """Apply, last and whatever the plan says: nameplate, SoC reserve/max, import
@@ -90,7 +142,20 @@ def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLi
     Where the export cap cannot be met with the battery alone (battery full or at
     its limit), the setpoint stays at the battery's limit; PV curtailment is the
     remaining lever (PEBC), applied by the caller.
+
+    Any input that is not a usable number gives 0 W and ``("invalid_input",)``; the result
+    is always finite and within [-max_discharge_w, max_charge_w] (0 W when even that is not
+    known).
     """
+    if (not (math.isfinite(desired_w) and math.isfinite(base_w) and math.isfinite(soc_pct))
+            or limits_problem(limits) is not None or battery_problem(battery) is not None):
+        return 0.0, (INVALID_INPUT,)
+    return _clamp(desired_w, base_w, soc_pct, limits, battery)
+
+
+def _clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLimits,
+           battery: BatteryLimits) -> tuple[float, tuple[str, ...]]:
+    """:func:`safety_clamp` on inputs already checked (decide checks them once per tick)."""
     rules = []
     lo, hi = -battery.max_discharge_w, battery.max_charge_w
     if soc_pct <= battery.reserve_soc_pct:
@@ -122,14 +187,18 @@ def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLi
     if value < lo:
         value = lo
         rules.append("soc_reserve" if lo > -battery.max_discharge_w else "nameplate")
+    # finite by assertion: from finite inputs the rules above give nothing else (a check, not
+    # an ``assert``: python -O must not remove it)
+    if not (math.isfinite(value) and lo <= value <= hi):
+        return 0.0, (INVALID_INPUT,)
     return value, tuple(rules)
 
 
 def ramp(desired_w: float, previous_w: float | None, dt_s: float, max_ramp_w_per_s: float) -> float:
     """Move from ``previous_w`` toward ``desired_w`` by at most the ramp limit."""
-    if previous_w is None or max_ramp_w_per_s <= 0:
+    if previous_w is None or not math.isfinite(previous_w) or not max_ramp_w_per_s > 0:
         return desired_w
-    step = max_ramp_w_per_s * max(0.0, dt_s)
+    step = max_ramp_w_per_s * (dt_s if dt_s > 0 else 0.0)  # NaN: no step
     return min(previous_w + step, max(previous_w - step, desired_w))
 
 
@@ -143,7 +212,11 @@ def slot_limits(limits: SiteLimits, slot: PlanSlot | None) -> SiteLimits:
     env = slot.grid_envelope if slot is not None else None
     if env is None:
         return limits
-    return SiteLimits(min(limits.max_import_w, max(0.0, env.max_w)), min(limits.max_export_w, max(0.0, -env.min_w)))
+    # an envelope bound past 0 ("import at least") holds the limit at 0; a NaN bound (refused
+    # when the plan came in) holds it at 0 too: never a negative or NaN limit
+    imp = env.max_w if env.max_w > 0 else 0.0
+    exp = -env.min_w if -env.min_w > 0 else 0.0
+    return tighten_limits(limits, SiteLimits(imp, exp))
 
 
 def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, stream_ok: bool,
@@ -165,6 +238,13 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
         return Decision(0.0, "safe_idle", "measurements missing or stale: idle the battery")
     assert grid.value is not None and bat.value is not None and soc.value is not None
     base_w = grid.value - bat.value
+    problem = _input_problem(grid.value, bat.value, soc.value, base_w, limits, battery)
+    if problem is not None:
+        return _refused(problem)
+    if previous_w is not None and not math.isfinite(previous_w):
+        previous_w = None  # no ramp from a value that is not one
+    if active_pv_limit_w is not None and not (math.isfinite(active_pv_limit_w) and active_pv_limit_w >= 0):
+        active_pv_limit_w = None
     slot = plan.slot_at(now) if plan is not None and stream_ok else None
     sp = slot.setpoint(resource_id) if slot is not None else None
     if plan_grid_envelope:
@@ -173,26 +253,51 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
         env = sp.envelope
         # fixed setpoint, or follow the house balance within the envelope
         desired = sp.target_power_w if env.min_w == env.max_w else env.clamp(-base_w)
+        if not math.isfinite(desired):
+            return _refused(f"plan setpoint {sp.target_power_w} W in envelope ({env.min_w}, {env.max_w}) W")
         mode, reason = "plan", slot.reason or "plan slot"
     else:
         fallback = plan.fallback if plan is not None else FallbackMode.SELF_CONSUMPTION
-        if plan is not None and plan.fallback_max_export_w > 0:
-            limits = SiteLimits(limits.max_import_w, min(limits.max_export_w, plan.fallback_max_export_w))
+        fallback_cap = plan.fallback_max_export_w if plan is not None else 0.0
+        if fallback_cap > 0:  # NaN is not (and is refused when the plan comes in)
+            limits = tighten_limits(limits, SiteLimits(limits.max_import_w, fallback_cap))
         desired = -base_w if fallback is FallbackMode.SELF_CONSUMPTION else 0.0
         why = ("no plan" if plan is None else "stream down" if not stream_ok
                else "plan not yet valid" if now < plan.valid_from else "plan expired")
         mode, reason = "fallback", f"{why}: {fallback.value}"
     pv = telemetry.pv_power_w
-    if pv.usable and pv.value is not None and pv_limit_binding(pv.value, active_pv_limit_w):
+    pv_ok = pv.usable and pv.value is not None and math.isfinite(pv.value)
+    if pv_ok and pv.value is not None and pv_limit_binding(pv.value, active_pv_limit_w):
         # PV is held at its limit, so the real surplus is larger than measured: the battery takes
         # all it may before any PV stays curtailed (the limit below rises by what it takes)
         desired = max(desired, battery.max_charge_w)
     ramped = ramp(desired, previous_w, dt_s, battery.max_ramp_w_per_s)
-    value, rules = safety_clamp(ramped, base_w, soc.value, limits, battery)
+    if not math.isfinite(ramped) or limits_problem(limits) is not None:
+        return _refused(f"setpoint {ramped} W within limits {limits}")
+    value, rules = _clamp(ramped, base_w, soc.value, limits, battery)
+    if INVALID_INPUT in rules:
+        return _refused(f"setpoint {ramped} W could not be clamped")
     if ramped != desired:
         rules = ("ramp", *rules)
     # the safety clamp already pushed the battery as far toward charging as it may go:
     # whatever export is still over the cap can only be curtailed
     pv_limit = (pv_limit_for_export_cap(base_w, pv.value, value, limits.max_export_w, active_pv_limit_w)
-                if pv.usable and pv.value is not None else None)
+                if pv_ok and pv.value is not None else None)
+    if pv_limit is not None and not math.isfinite(pv_limit):
+        pv_limit = None if pv_limit > 0 else 0.0  # +inf: no cap needed; NaN: curtail all
     return Decision(value, mode, reason, rules, pv_limit)
+
+
+def _input_problem(grid_w: float, battery_w: float, soc_pct: float, base_w: float, limits: SiteLimits,
+                   battery: BatteryLimits) -> str | None:
+    if math.isfinite(grid_w) and math.isfinite(battery_w) and math.isfinite(soc_pct) and math.isfinite(base_w):
+        return limits_problem(limits) or battery_problem(battery)
+    for name, v in (("grid power", grid_w), ("battery power", battery_w), ("SoC", soc_pct),
+                    ("house balance", base_w)):
+        if not math.isfinite(v):
+            return f"{name} = {v}"
+    return limits_problem(limits) or battery_problem(battery)
+
+
+def _refused(problem: str) -> Decision:
+    return Decision(0.0, "safe_idle", f"not a usable number ({problem}): idle the battery", (INVALID_INPUT,))

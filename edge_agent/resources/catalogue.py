@@ -16,15 +16,18 @@ from datetime import datetime
 from edge_agent.drivers.catalogue import CatalogueDevice, CatalogueEntry
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.drivers.write_guard import WriteGuard
+from edge_agent.resources.capabilities import Capabilities, catalogue_capabilities
 from edge_agent.resources.frozen import FreezeDetector, mark_stale, soc_progress
-from edge_agent.resources.hybrid import PLAUSIBLE_POWER_W, DeviceConfigurationError, HouseSnapshot, Nameplate
+from edge_agent.resources.hybrid import DeviceConfigurationError, HouseSnapshot, Nameplate
+from edge_agent.resources.plausibility import (
+    SOC_RANGE, BalanceWatch, HouseBounds, Refused, load_from_balance, out_of_range, rating,
+)
 from edge_agent.resources.readback import ControlReadback, compare
 from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.s2 import BatteryNameplate
 from vpp_common.clock import Clock
 from vpp_common.messages import (
     ControlType,
-    CurtailmentFlexibility,
     Flexibility,
     Measurement,
     ResourceInfo,
@@ -55,7 +58,7 @@ class CatalogueHybridRM:
                  timeout_s: float = 2.0, capacity_wh: float = 10_000.0, rated_power_w: float = 10_000.0,
                  max_charge_w: float = 5_000.0, max_discharge_w: float = 5_000.0, reserve_soc_pct: float = 10.0,
                  stale_after_s: float = 30.0, write_guard: WriteGuard | None = None,
-                 retry: DeviceRetry | None = None) -> None:
+                 retry: DeviceRetry | None = None, max_import_w: float | None = None) -> None:
         if entry.control is None:
             raise DeviceConfigurationError(f"catalogue entry {entry.device.id} has no battery control section")
         self.entry = entry
@@ -67,20 +70,47 @@ class CatalogueHybridRM:
         self._retry = retry or DeviceRetry(1.0, 60.0)
         self._last: dict[str, Measurement] = {}
         self.nameplate: Nameplate | None = None
+        self.bounds = HouseBounds(max_import_w=max_import_w)  # readings beyond these are implausible
+        self._refused: list[Refused] = []
+        self._balance = BalanceWatch()
         self._owned: dict[str, float] = {}  # control points written and not since contradicted
         self._write_gen = 0  # changes around every write: a poll that overlapped one does not compare
         self._writing = 0  # writes in progress (a sequence of several requests may be half done)
         self._freeze = FreezeDetector()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """From the entry's point roles; PV curtailment is in no catalogue entry yet."""
+        return catalogue_capabilities(self.entry.device.id, (p.role for p in self.entry.points.values()),
+                                      self.entry.control is not None)
+
+    def controllable(self, resource_id: str) -> str | None:
+        """Why ``resource_id`` cannot take setpoints (None: it can)."""
+        if resource_id == self.battery_id:
+            return self.capabilities.battery_reason
+        if resource_id == self.pv_id:
+            return self.capabilities.pv_reason
+        if resource_id == self.meter_id:
+            return f"{resource_id} is measured only"
+        return f"no resource {resource_id!r} in this house"
 
     async def connect(self) -> None:
         """Connect and read once for the nameplate.  DeviceUnavailable if unreachable."""
         await self._dev.connect()
         m = self._dev.measurements(await self._dev.read_all())
         capacity, rated, charge, discharge = self._defaults
-        charge = m.get("max_charge_w") or charge
-        discharge = m.get("max_discharge_w") or discharge
+        read: dict[str, float | None] = {}
+        for role in ("max_charge_w", "max_discharge_w"):  # read from the device: a home's, or refused
+            read[role], refused = rating(f"{self.entry.device.id} {role}", m.get(role))
+            if refused is not None:
+                self._refused.append(refused)
+                log.warning("%s: %s", self._dev.name, refused.detail)
+        charge = read["max_charge_w"] or charge
+        discharge = read["max_discharge_w"] or discharge
         self.nameplate = Nameplate(rated_power_w=rated, capacity_wh=capacity, max_charge_w=charge,
                                    max_discharge_w=discharge, wchamax_w=charge)
+        self.bounds = HouseBounds(max_import_w=self.bounds.max_import_w, battery_max_w=max(charge, discharge),
+                                  pv_rating_w=rated)
 
     async def close(self) -> None:
         await self._dev.close()
@@ -91,7 +121,8 @@ class CatalogueHybridRM:
         return (
             ResourceInfo(self.battery_id, ResourceKind.BATTERY, ControlType.FRBC,
                          max(n.max_charge_w, n.max_discharge_w) if n else 0.0, n.capacity_wh if n else 0.0),
-            ResourceInfo(self.pv_id, ResourceKind.PV, ControlType.PEBC, n.rated_power_w if n else 0.0, 0.0),
+            # set_pv_limit is not supported: PV is measured, not offered as curtailable
+            ResourceInfo(self.pv_id, ResourceKind.PV, ControlType.NOT_CONTROLLABLE, n.rated_power_w if n else 0.0, 0.0),
             ResourceInfo(self.meter_id, ResourceKind.GRID_METER, ControlType.NOT_CONTROLLABLE, 0.0, 0.0),
         )
 
@@ -140,20 +171,25 @@ class CatalogueHybridRM:
                 log.warning("%s: read refused: %s", self._dev.name, exc)
             else:
                 self._retry.succeeded()
-        g = self._measure("grid", m.get("grid_power_w"), now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
-        p = self._measure("pv", m.get("pv_power_w"), now, -PLAUSIBLE_POWER_W, 1.0)
-        b = self._measure("battery", m.get("battery_power_w"), now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
-        s = self._measure("soc", m.get("soc_pct"), now, 0.0, 100.0)
+        g = self._checked("grid", m.get("grid_power_w"), now, self.bounds.grid_range())
+        p = self._checked("pv", m.get("pv_power_w"), now, self.bounds.pv_range())
+        b = self._checked("battery", m.get("battery_power_w"), now, self.bounds.battery_range())
+        s = self._checked("soc", m.get("soc_pct"), now, SOC_RANGE, "%")
         # vendor maps have no energy counters: the SoC must move with the battery power
         frozen = self._freeze.update(now, [soc_progress("soc", m.get("soc_pct"), m.get("battery_power_w"),
                                                         self.nameplate.capacity_wh, self._soc_resolution())])
         if frozen:
             g, p, b, s = mark_stale(g), mark_stale(p), mark_stale(b), mark_stale(s)
+        load = Measurement.missing()
         if g.usable and p.usable and b.usable:
             assert g.value is not None and p.value is not None and b.value is not None
-            load = Measurement(g.value - p.value - b.value, Validity.VALID, now)
-        else:
-            load = Measurement.missing()
+            value, refused = load_from_balance(g.value, p.value, b.value)
+            if refused is not None:
+                self._refused.append(refused)
+            load = Measurement(value, Validity.VALID if refused is None else Validity.IMPLAUSIBLE, now)
+        if self._balance.update(load.validity is Validity.IMPLAUSIBLE):
+            # not a moment between two reads: one of them is wrong, and which cannot be told
+            g, p, b = (Measurement(x.value, Validity.IMPLAUSIBLE, now) for x in (g, p, b))
         telemetry = SiteTelemetry(now, g, p, b, s, load, (
             ResourceTelemetry(self.battery_id, b, s), ResourceTelemetry(self.pv_id, p),
             ResourceTelemetry(self.meter_id, g)))
@@ -165,10 +201,20 @@ class CatalogueHybridRM:
                 soc_min_pct=0.0, soc_max_pct=100.0, reserve_soc_pct=self._reserve,
                 capacity_wh=n.capacity_wh, max_charge_power_w=n.max_charge_w,
                 max_discharge_power_w=n.max_discharge_w),) if s.usable else (),
-            curtailments=(CurtailmentFlexibility(self.pv_id, p.value if p.usable and p.value is not None else 0.0,
-                                                 -n.rated_power_w),),
         )
-        return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w, readback, frozen.detail)
+        refused, self._refused = tuple(self._refused), []
+        return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w, refused,
+                             control=readback, frozen=frozen.detail)
+
+    def _checked(self, name: str, value: float | None, now: datetime, bounds: tuple[float, float],
+                 unit: str = "W") -> Measurement:
+        """``_measure`` within the house's bounds; an implausible reading is reported (refused)."""
+        m = self._measure(name, value, now, *bounds)
+        if m.validity is Validity.IMPLAUSIBLE and value is not None:
+            refused = out_of_range(name, value, *bounds, unit=unit)
+            if refused is not None:
+                self._refused.append(refused)
+        return m
 
     def _soc_resolution(self) -> float:
         return min((abs(p.scale) for p in self.entry.points.values() if p.role == "soc_pct"), default=1.0)

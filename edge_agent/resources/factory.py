@@ -15,6 +15,7 @@ from edge_agent.config import AgentConfig, DeviceConfig
 from edge_agent.drivers.catalogue import load_entry
 from edge_agent.drivers.sunspec import SunSpecDevice
 from edge_agent.drivers.write_guard import WriteGuard
+from edge_agent.resources.capabilities import Capabilities
 from edge_agent.resources.catalogue import CatalogueHybridRM
 from edge_agent.resources.hybrid import HouseSnapshot, HybridInverterRM, Nameplate
 from edge_agent.resources.retry import DeviceRetry
@@ -39,6 +40,15 @@ class HouseResourceManager(Protocol):
     def resources(self) -> tuple[ResourceInfo, ...]: ...
 
     def battery_nameplate(self) -> BatteryNameplate: ...
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the device can and cannot do (edge_agent.resources.capabilities); known after connect()."""
+        ...
+
+    def controllable(self, resource_id: str) -> str | None:
+        """Why ``resource_id`` cannot take setpoints; None if it can."""
+        ...
 
     async def connect(self) -> None: ...
 
@@ -89,13 +99,14 @@ def resource_manager(config: AgentConfig, clock: Clock) -> HouseResourceManager:
             parts={p.role: drivers[p.address] for p in dev.parts},
             meter_import_positive={r: p.meter_import_positive for r, p in by_role.items()
                                    if p.meter_import_positive is not None and r in ("meter", "ev_charger")},
-            battery_discharge_positive=by_role["battery"].battery_discharge_positive)
+            battery_discharge_positive=by_role["battery"].battery_discharge_positive,
+            max_import_w=config.site.max_import_w)
     guard = write_guard(dev, revert_s, clock)
     if dev.catalogue is None:
         sunspec = SunSpecDevice(dev.host, dev.port, 1 if dev.unit_id is None else dev.unit_id,
                                 timeout_s=dev.timeout_s, write_guard=guard)
         return HybridInverterRM(dev, clock, reserve_soc_pct=config.battery.reserve_soc_pct, revert_s=revert_s,
-                                device=sunspec)
+                                device=sunspec, max_import_w=config.site.max_import_w)
     entry = load_entry(dev.catalogue)
     device_revert_s = entry.control.revert_s if entry.control is not None else None
     if device_revert_s is not None and revert_s > device_revert_s:
@@ -108,7 +119,8 @@ def resource_manager(config: AgentConfig, clock: Clock) -> HouseResourceManager:
     return CatalogueHybridRM(entry, dev.host, dev.port, clock, unit_id=dev.unit_id, timeout_s=dev.timeout_s,
                              reserve_soc_pct=config.battery.reserve_soc_pct, stale_after_s=dev.stale_after_s,
                              write_guard=guard, retry=DeviceRetry(min(dev.poll_interval_s, dev.reconnect_max_s),
-                                                                  dev.reconnect_max_s), **defaults)
+                                                                  dev.reconnect_max_s),
+                             max_import_w=config.site.max_import_w, **defaults)
 
 
 __all__ = ["HouseResourceManager", "resource_manager", "write_guard"]

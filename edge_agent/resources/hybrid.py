@@ -22,13 +22,20 @@ house without a PV device has no PV (PV reads 0 W).
 
 Sign convention of the snapshot: consumption positive (battery charging > 0,
 grid import > 0, PV production < 0).
+
+Readings are judged against the house (``edge_agent.resources.plausibility``:
+fuse, nameplate, SoC 0..100 %, the energy balance), nameplates against any
+home; what is refused rides on the snapshot (``HouseSnapshot.refused``) for
+the agent to log and count.  What the devices can and cannot do
+(``edge_agent.resources.capabilities``) decides what is offered: a battery
+whose power is not measured is NOT_CONTROLLABLE, never commanded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -36,7 +43,11 @@ from typing import Literal
 from edge_agent.config import DeviceConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.drivers.sunspec import ModelValues, SunSpecDevice
+from edge_agent.resources.capabilities import BATTERY_CONTROL, PV_CURTAILMENT, Capabilities, sunspec_capabilities
 from edge_agent.resources.frozen import FreezeDetector, FreezeVerdict, mark_stale, sunspec_progress
+from edge_agent.resources.plausibility import (
+    HOME_MAX_CAPACITY_WH, SOC_RANGE, BalanceWatch, HouseBounds, Refused, load_from_balance, out_of_range, rating,
+)
 from edge_agent.resources.readback import ControlReadback, compare
 from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.s2 import BatteryNameplate
@@ -56,8 +67,6 @@ from vpp_common.messages import (
 
 log = logging.getLogger(__name__)
 
-# Anything outside these is a bad read, not a house: flag it, never use it.
-PLAUSIBLE_POWER_W = 1_000_000.0
 Role = Literal["battery", "pv", "meter", "ev_charger"]
 # SunSpec meters, in order of preference: W is total real power in all of them
 METER_MODELS = (203, 213, 201, 211, 202, 212, 204, 214)
@@ -84,6 +93,9 @@ class HouseSnapshot:
     flexibility: Flexibility
     max_charge_w: float
     max_discharge_w: float
+    # readings and nameplate values refused since the last snapshot (edge_agent.resources.plausibility):
+    # the agent logs and counts them (edge_agent.refusals)
+    refused: tuple[Refused, ...] = ()
     control: ControlReadback = ControlReadback()
     """The control points the agent wrote, read back this poll (edge_agent.resources.readback)."""
     frozen: str = ""
@@ -112,7 +124,7 @@ class HybridInverterRM:
     def __init__(self, config: DeviceConfig, clock: Clock, reserve_soc_pct: float = 10.0, revert_s: int = 60,
                  device: SunSpecDevice | None = None, *, parts: Mapping[Role, SunSpecDevice] | None = None,
                  meter_import_positive: Mapping[Role, bool] | None = None,
-                 battery_discharge_positive: bool | None = None) -> None:
+                 battery_discharge_positive: bool | None = None, max_import_w: float | None = None) -> None:
         self._cfg = config
         self._clock = clock
         self._reserve = reserve_soc_pct
@@ -137,6 +149,10 @@ class HybridInverterRM:
         self.pv_rating_w: float | None = None  # the base of WMaxLimPct
         self.nameplate: Nameplate | None = None
         self._last: dict[str, Measurement] = {}
+        self.capabilities = Capabilities()  # what the devices can and cannot do (known at connect)
+        self.bounds = HouseBounds(max_import_w=max_import_w)  # readings beyond these are implausible
+        self._refused: list[Refused] = []  # for the next snapshot
+        self._balance = BalanceWatch()
         # control points written and not since contradicted: (device, model) -> point -> value
         self._owned: dict[tuple[int, int], dict[str, float]] = {}
         self._write_gen = 0  # changes around every write: a poll that overlapped one does not compare
@@ -188,19 +204,30 @@ class HybridInverterRM:
                 raise DeviceConfigurationError(
                     f"{self._where('pv')} offers SunSpec models {sorted(pv_models)}: PV power needs an inverter "
                     "model (101-103, 111-113, 701) or 160 MPPT")
+        self.capabilities = sunspec_capabilities(self._found, hybrid=self._parts.get("pv") is self._dev)
         n = await self._dev.read_model(120) if 120 in self._models else None
         if 124 in self._models:
-            wchamax = _num(await self._dev.read_model(124), "WChaMax")
-            if not wchamax:
+            raw_wchamax = _num(await self._dev.read_model(124), "WChaMax")
+            wchamax = self._rating("model 124 WChaMax", raw_wchamax)
+            if raw_wchamax and not wchamax:  # a bad register: setpoints cannot be scaled, the battery not driven
+                self.capabilities = self.capabilities.without(
+                    BATTERY_CONTROL, f"model 124 WChaMax reads {raw_wchamax:g} W, not a home battery")
+            elif not wchamax:
                 raise DeviceConfigurationError("model 124 WChaMax is not implemented: cannot scale battery setpoints")
         if n is not None:
-            rated, capacity = _num(n, "WRtg"), _num(n, "WHRtg")
-            max_charge, max_discharge = _num(n, "MaxChaRte"), _num(n, "MaxDisChaRte")
+            rated, capacity = self._rating("model 120 WRtg", _num(n, "WRtg")), \
+                self._rating("model 120 WHRtg", _num(n, "WHRtg"), HOME_MAX_CAPACITY_WH, "Wh")
+            max_charge = self._rating("model 120 MaxChaRte", _num(n, "MaxChaRte"))
+            max_discharge = self._rating("model 120 MaxDisChaRte", _num(n, "MaxDisChaRte"))
         else:  # a DER device: 702 capacity, 713 (or 802) energy rating
             c = await self._dev.read_model(702) if 702 in self._models else None
             e = await self._read(713) if 713 in self._models else await self._read(802)
-            rated, capacity = _num(c, "WMaxRtg"), _num(e, "WHRtg")
-            max_charge, max_discharge = _num(c, "WChaRteMaxRtg"), _num(c, "WDisChaRteMaxRtg")
+            rated, capacity = self._rating("model 702 WMaxRtg", _num(c, "WMaxRtg")), \
+                self._rating("WHRtg", _num(e, "WHRtg"), HOME_MAX_CAPACITY_WH, "Wh")
+            max_charge = self._rating("model 702 WChaRteMaxRtg", _num(c, "WChaRteMaxRtg"))
+            max_discharge = self._rating("model 702 WDisChaRteMaxRtg", _num(c, "WDisChaRteMaxRtg"))
+        if 124 in self._models and not wchamax:
+            wchamax = max_charge or max_discharge or 1.0  # never used: the battery is not controllable
         if 124 not in self._models:
             wchamax = max_charge
             if not (wchamax and max_discharge):
@@ -215,6 +242,33 @@ class HybridInverterRM:
             wchamax_w=wchamax,
         )
         self.pv_rating_w = await self._pv_rating() if "pv" in self._parts else None
+        if "pv" in self._parts and self._parts["pv"] is self._dev and rated is None:
+            self.pv_rating_w = None  # the charge rating is no PV rating: WMaxLimPct cannot be scaled
+        if "pv" in self._parts and not self.pv_rating_w and PV_CURTAILMENT in self.capabilities.can:
+            self.capabilities = self.capabilities.without(
+                PV_CURTAILMENT, "no plausible PV inverter rating (120 WRtg, 702 WMaxRtg) to scale WMaxLimPct")
+        nb = self.nameplate
+        self.bounds = HouseBounds(max_import_w=self.bounds.max_import_w,
+                                  battery_max_w=max(nb.max_charge_w, nb.max_discharge_w),
+                                  pv_rating_w=self.pv_rating_w, has_pv="pv" in self._parts)
+
+    def _rating(self, what: str, value: float | None, limit: float | None = None, unit: str = "W") -> float | None:
+        """A nameplate value if plausible for a home; refused (reported, None) if not."""
+        v, refused = rating(what, value, unit=unit) if limit is None else rating(what, value, limit, unit)
+        if refused is not None:
+            self._refused.append(refused)
+            log.warning("%s: %s", self._dev.name, refused.detail)  # at start: before any snapshot reports it
+        return v
+
+    def controllable(self, resource_id: str) -> str | None:
+        """Why ``resource_id`` cannot take setpoints (None: it can).  A plan for it must be rejected."""
+        if resource_id == self.battery_id:
+            return self.capabilities.battery_reason
+        if resource_id == self.pv_id and "pv" in self._parts:
+            return self.capabilities.pv_reason
+        if resource_id in (self.meter_id, self.ev_id) and resource_id in {r.resource_id for r in self.resources}:
+            return f"{resource_id} is measured only"
+        return f"no resource {resource_id!r} in this house"
 
     async def _pv_rating(self) -> float | None:
         """The PV inverter's rating (120 WRtg, else 702 WMaxRtg): the base of its WMaxLimPct."""
@@ -224,7 +278,7 @@ class HybridInverterRM:
         dev, models = self._parts["pv"], self._found["pv"]
         for model_id, name in ((120, "WRtg"), (702, "WMaxRtg")):
             if model_id in models:
-                v = _num(await dev.read_model(model_id), name)
+                v = self._rating(f"model {model_id} {name}", _num(await dev.read_model(model_id), name))
                 if v:
                     return v
         return None
@@ -236,10 +290,13 @@ class HybridInverterRM:
     @property
     def resources(self) -> tuple[ResourceInfo, ...]:
         n = self.nameplate
-        out = [ResourceInfo(self.battery_id, ResourceKind.BATTERY, ControlType.FRBC,
+        # what cannot be delivered is not offered (edge_agent.resources.capabilities)
+        frbc = ControlType.FRBC if self.capabilities.battery_reason is None else ControlType.NOT_CONTROLLABLE
+        out = [ResourceInfo(self.battery_id, ResourceKind.BATTERY, frbc,
                             max(n.max_charge_w, n.max_discharge_w) if n else 0.0, n.capacity_wh if n else 0.0)]
         if "pv" in self._parts:
-            out.append(ResourceInfo(self.pv_id, ResourceKind.PV, ControlType.PEBC, self.pv_rating_w or 0.0, 0.0))
+            pebc = ControlType.PEBC if self.capabilities.pv_reason is None else ControlType.NOT_CONTROLLABLE
+            out.append(ResourceInfo(self.pv_id, ResourceKind.PV, pebc, self.pv_rating_w or 0.0, 0.0))
         out.append(ResourceInfo(self.meter_id, ResourceKind.GRID_METER, ControlType.NOT_CONTROLLABLE, 0.0, 0.0))
         if "ev_charger" in self._parts:
             out.append(ResourceInfo(self.ev_id, ResourceKind.EV_CHARGER, ControlType.NOT_CONTROLLABLE, 0.0, 0.0))
@@ -352,19 +409,19 @@ class HybridInverterRM:
                 pv = -ac - bat if bat is not None else None
             elif ac is not None:
                 pv = -ac
-        g = self._measure("grid", grid, now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
-        p = self._measure("pv", pv, now, -PLAUSIBLE_POWER_W, 0.0 + 1.0)
-        b = self._measure("battery", bat, now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
-        s = self._measure("soc", soc, now, 0.0, 100.0)
+        self._refused += _unreadable(got, want, self._parts, self._meter_model)
+        g = self._checked("grid", grid, now, self.bounds.grid_range())
+        p = self._checked("pv", pv, now, self.bounds.pv_range())
+        b = self._checked("battery", bat, now, self.bounds.battery_range())
+        s = self._checked("soc", soc, now, SOC_RANGE, "%")
         frozen = self._frozen(got, bat, now)
         if frozen:  # the registers stopped updating: not the house any more
             g, p, b, s = (mark_stale(m) if role in frozen else m
                           for role, m in (("meter", g), ("pv", p), ("battery", b), ("battery", s)))
-        if g.usable and p.usable and b.usable:
-            assert g.value is not None and p.value is not None and b.value is not None
-            load = Measurement(g.value - p.value - b.value, Validity.VALID, now)
-        else:
-            load = Measurement.missing()
+        load = self._load(g, p, b, now, values)
+        if self._balance.update(load.validity is Validity.IMPLAUSIBLE) and g.usable and b.usable:
+            # not a moment between two reads: one of them is wrong, and which cannot be told
+            g, p, b = (Measurement(m.value, Validity.IMPLAUSIBLE, now) if m.usable else m for m in (g, p, b))
         resources = [ResourceTelemetry(self.battery_id, b, s)]
         if "pv" in self._parts:
             resources.append(ResourceTelemetry(self.pv_id, p))
@@ -373,7 +430,7 @@ class HybridInverterRM:
             ev = _num(values("ev_charger", self._meter_model["ev_charger"]), "W")
             if ev is not None and not self._import_positive["ev_charger"]:
                 ev = -ev
-            ev_m = self._measure("ev", ev, now, -PLAUSIBLE_POWER_W, PLAUSIBLE_POWER_W)
+            ev_m = self._checked("ev", ev, now, self.bounds.ev_range())
             resources.append(ResourceTelemetry(self.ev_id, mark_stale(ev_m) if "ev_charger" in frozen else ev_m))
         telemetry = SiteTelemetry(now, g, p, b, s, load, tuple(resources))
         n = self.nameplate
@@ -383,12 +440,47 @@ class HybridInverterRM:
                 resource_id=self.battery_id, soc_pct=s.value if s.usable and s.value is not None else 0.0,
                 soc_min_pct=0.0, soc_max_pct=100.0, reserve_soc_pct=self._reserve,
                 capacity_wh=n.capacity_wh or 1.0, max_charge_power_w=n.max_charge_w,
-                max_discharge_power_w=n.max_discharge_w),) if s.usable else (),
+                max_discharge_power_w=n.max_discharge_w),)
+            if s.usable and self.capabilities.battery_reason is None else (),
             curtailments=(CurtailmentFlexibility(self.pv_id, p.value if p.usable and p.value is not None else 0.0,
-                                                 -(self.pv_rating_w or 0.0)),) if "pv" in self._parts else (),
+                                                 -(self.pv_rating_w or 0.0)),)
+            if "pv" in self._parts and self.capabilities.pv_reason is None else (),
         )
-        return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w, readback,
-                             "; ".join(dict.fromkeys(v.detail for v in frozen.values())))
+        refused, self._refused = tuple(self._refused), []
+        return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w, refused,
+                             control=readback,
+                             frozen="; ".join(dict.fromkeys(v.detail for v in frozen.values())))
+
+    def _checked(self, name: str, value: float | None, now: datetime, bounds: tuple[float, float],
+                 unit: str = "W") -> Measurement:
+        """``_measure`` within the house's bounds; an implausible reading is reported (refused)."""
+        m = self._measure(name, value, now, *bounds)
+        if m.validity is Validity.IMPLAUSIBLE and value is not None:
+            refused = out_of_range(name, value, *bounds, unit=unit)
+            if refused is not None:
+                self._refused.append(refused)
+        return m
+
+    def _load(self, g: Measurement, p: Measurement, b: Measurement, now: datetime,
+              values: Callable[[Role, int], ModelValues | None]) -> Measurement:
+        """Household load from the balance (grid = load + PV + battery); IMPLAUSIBLE (reported) if
+        the readings leave it negative.  A hybrid without PV and battery apart (no 802, no 160)
+        still gives it: its AC power is their sum."""
+        if g.usable and p.usable and b.usable:
+            assert g.value is not None and p.value is not None and b.value is not None
+            load, refused = load_from_balance(g.value, p.value, b.value)
+        elif g.usable and g.value is not None and self._parts.get("pv") is self._dev:
+            inverter = next((m for m in self._wanted().get("pv", ()) if m != 160), None)
+            ac = _num(values("pv", inverter), "W") if inverter is not None else None
+            if ac is None:
+                return Measurement.missing()
+            load, refused = load_from_balance(g.value, -ac, 0.0)
+        else:
+            return Measurement.missing()
+        if refused is not None:
+            self._refused.append(refused)
+            return Measurement(load, Validity.IMPLAUSIBLE, now)
+        return Measurement(load, Validity.VALID, now)
 
     def _read_back(self, got: Mapping[int, Mapping[int, ModelValues]]) -> ControlReadback:
         """Compare the owned control points with this poll's reads.  A point read back different is
@@ -451,6 +543,8 @@ class HybridInverterRM:
         reverts to its own mode if this is not refreshed within ``revert_s``.
         False if the driver's write guard deferred part of it (call again)."""
         assert self.nameplate is not None, "connect() first"
+        if self.capabilities.battery_reason is not None:
+            raise ModelNotFound(self.capabilities.battery_reason, device=self._dev.name)
         if 124 not in self._models:
             return await self._set_wset(power_w)
         base = self.nameplate.wchamax_w
@@ -472,6 +566,8 @@ class HybridInverterRM:
     async def release(self) -> None:
         """Give the battery back to the device's own (self-consumption) mode."""
         self._owned.clear()  # not ours any more: nothing to read back
+        if self.capabilities.battery_reason is not None:
+            return  # never commanded: nothing to give back
         if 124 in self._models:
             await self._dev.write_points(124, {"StorCtl_Mod": 0})
         else:
@@ -516,6 +612,34 @@ class HybridInverterRM:
         else:
             await self._write_owned(dev, 123, {"WMaxLimPct": pct, "WMaxLimPct_RvrtTms": self._revert_s,
                                                "WMaxLim_Ena": 1}, ("WMaxLimPct", "WMaxLim_Ena"))
+
+
+def _unreadable(got: Mapping[int, Mapping[int, ModelValues]], want: Mapping[Role, tuple[int, ...]],
+                parts: Mapping[Role, SunSpecDevice], meter_model: Mapping[Role, int]) -> list[Refused]:
+    """The points a role needs that a model read fine but holds as not implemented (SunSpec's
+    markers: 0x8000, 0xFFFF, NaN) or with a scale factor outside -10..10: their measurement is
+    missing, and the device is reported, never taken for 0 W."""
+    needed: dict[int, tuple[str, ...]] = {124: ("ChaState",), 713: ("SoC",), 802: ("W",),
+                                          **{m: ("W",) for m in meter_model.values()}}
+    out: list[Refused] = []
+    seen: set[tuple[int, int]] = set()
+    for role, models in want.items():
+        dev = parts[role]
+        for model_id in models:
+            v = got[id(dev)].get(model_id)
+            if v is None or (id(dev), model_id) in seen:
+                continue  # not read (the read failure is logged where it happens), or seen for another role
+            seen.add((id(dev), model_id))
+            names = needed.get(model_id, ("W",) if model_id in INVERTER_MODELS else ())
+            bad = [b for b in v.bad_scale if b.split(" ")[0] in names]  # "W (W_SF=-20)"
+            if bad:
+                out.append(Refused("device", "scale_factor", f"{dev.name} model {model_id}: "
+                                   f"{', '.join(bad)}: scale factor outside -10..10, read as missing"))
+            gone = [n for n in names if v.get(n) is None and not any(b.split(" ")[0] == n for b in bad)]
+            if gone:
+                out.append(Refused("device", "not_implemented", f"{dev.name} model {model_id}: "
+                                   f"{', '.join(gone)} not implemented (SunSpec marker), read as missing"))
+    return out
 
 
 def _first(*values: float | None) -> float | None:

@@ -29,6 +29,7 @@ from pathlib import Path
 import grpc
 
 from edge_agent.uplink import convert
+from edge_agent.uplink.identity import UplinkIdentity
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
 from vpp_common.clock import cancel_and_wait
@@ -89,7 +90,7 @@ class UplinkCallbacks:
     on_plan: Callable[[DispatchPlan | Exception], None]
     on_welcome: Callable[[convert.WelcomeInfo], None] = lambda w: None
     on_connection: Callable[[bool], None] = lambda up: None
-    on_grid_signal: Callable[[GridSignal], None] = lambda signal: None
+    on_grid_signal: Callable[[GridSignal | Exception], None] = lambda signal: None
 
 
 OutMessage = SiteTelemetry | Flexibility | PlanStatus
@@ -134,6 +135,9 @@ class UplinkClient:
         self.channels = 0  # channels built; grows when a renewed certificate is picked up
         self.welcome: convert.WelcomeInfo | None = None
         self._cert_changed = False
+        # refused streams counted and said at a level that tells whether to act; the own
+        # certificate's expiry watched (the agent sets one with its metrics)
+        self.identity = UplinkIdentity()
 
     def send(self, message: OutMessage) -> None:
         """Queue a message; sent on the current stream or after the next connect."""
@@ -178,6 +182,7 @@ class UplinkClient:
         self.channels += 1
         if self._tls is None:
             return grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS)
+        self.identity.check_certificate(self._tls.cert_file)  # at the first channel and on every renewal
         options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
         if self._tls.server_name:
             options.append(("grpc.ssl_target_name_override", self._tls.server_name))
@@ -290,12 +295,16 @@ class UplinkClient:
                 elif kind == "telemetry_ack":
                     self._acked(resp.telemetry_ack.sequence)
                 elif kind == "grid_signal":
-                    self._cb.on_grid_signal(convert.grid_signal_from_proto(resp.grid_signal))
+                    try:
+                        signal: GridSignal | Exception = convert.grid_signal_from_proto(resp.grid_signal)
+                    except convert.InvalidGridSignal as exc:
+                        signal = exc  # the agent refuses it (counted, logged); the stream goes on
+                    self._cb.on_grid_signal(signal)
         except asyncio.CancelledError:
             if not self._cert_changed or watcher is None or not watcher.done():
                 raise  # our own task is being cancelled, not just the call
         except grpc.aio.AioRpcError as exc:
-            log.info("stream ended: %s %s", exc.code().name, exc.details())
+            self.identity.stream_failed(exc.code(), exc.details())
         finally:
             ended.set()
             self._outbox_ready.set()  # wake the request iterator so that it returns

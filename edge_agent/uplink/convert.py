@@ -3,14 +3,17 @@
 The agent encodes what it sends (Hello, Telemetry, FlexibilityUpdate,
 PlanStatus, Heartbeat) and decodes what it receives (Welcome, DispatchPlan,
 GridSignal, Drain).  Generated types stop here.  A malformed plan raises
-:class:`InvalidPlan` and is reported back as REJECTED.
+:class:`InvalidPlan` and is reported back as REJECTED; a grid signal with a number that must
+not be used raises :class:`InvalidGridSignal` and is refused.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from edge_agent.energy_manager.plan_check import grid_signal_problem, plan_problem
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import flexibility_pb2 as fx
 from vpp.v1 import grid_pb2 as gr
@@ -40,7 +43,24 @@ from vpp_common.messages import (
 
 
 class InvalidPlan(ValueError):
-    """A DispatchPlan that breaks the contract; the agent rejects it."""
+    """A DispatchPlan that breaks the contract; the agent rejects it.  It carries the plan's id
+    and version as sent (even from a partly bad plan), so that the REJECTED status names the
+    plan, and a short stable ``label`` for the refusal metric."""
+
+    def __init__(self, detail: str, label: str = "malformed", plan_id: str = "", version: int = 0) -> None:
+        super().__init__(detail)
+        self.label = label
+        self.plan_id = plan_id
+        self.version = version
+
+
+class InvalidGridSignal(ValueError):
+    """A GridSignal with a number that must not be used (NaN or negative limit, non-finite
+    price); the agent refuses it whole and keeps the one in force."""
+
+    def __init__(self, detail: str, label: str = "malformed") -> None:
+        super().__init__(detail)
+        self.label = label
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,25 +181,42 @@ def welcome_from_proto(msg: fs.Welcome) -> WelcomeInfo:
 
 
 def _envelope(msg: pl.PowerEnvelope, where: str) -> Envelope:
+    if math.isnan(msg.min_w) or math.isnan(msg.max_w):
+        raise InvalidPlan(f"{where}: envelope ({msg.min_w}, {msg.max_w}) W is not a number", "non_finite")
     try:
         return Envelope(msg.min_w, msg.max_w)
     except ValueError as exc:
-        raise InvalidPlan(f"{where}: {exc}") from exc
+        raise InvalidPlan(f"{where}: {exc}", "inverted_envelope") from exc
 
 
 def plan_from_proto(msg: pl.DispatchPlan) -> DispatchPlan:
-    """Decode and check a plan: ids, ordering, contiguous slots inside the lease."""
+    """Decode and check a plan: ids, ordering, contiguous slots covering the lease, every number
+    (see ``energy_manager.plan_check``).  :class:`InvalidPlan` names the plan as sent."""
+    try:
+        plan = _plan_from_proto(msg)
+        problem = plan_problem(plan)
+    except InvalidPlan as exc:
+        exc.plan_id, exc.version = msg.plan_id, msg.version
+        raise
+    except (ValueError, OverflowError) as exc:  # a timestamp or duration out of range
+        raise InvalidPlan(f"malformed: {exc}", "malformed", msg.plan_id, msg.version) from exc
+    if problem is not None:
+        raise InvalidPlan(problem.detail, problem.label, msg.plan_id, msg.version)
+    return plan
+
+
+def _plan_from_proto(msg: pl.DispatchPlan) -> DispatchPlan:
     if not msg.plan_id:
-        raise InvalidPlan("plan_id is empty")
+        raise InvalidPlan("plan_id is empty", "plan_id")
     if msg.version == 0:
-        raise InvalidPlan("version must be >= 1")
+        raise InvalidPlan("version must be >= 1", "version")
     slot_s = int(msg.slot_duration.ToTimedelta().total_seconds())
     if slot_s <= 0:
-        raise InvalidPlan("slot_duration must be > 0")
+        raise InvalidPlan("slot_duration must be > 0", "slots")
     valid_from = msg.valid_from.ToDatetime(tzinfo=UTC)
     valid_until = msg.valid_until.ToDatetime(tzinfo=UTC)
     if valid_until <= valid_from:
-        raise InvalidPlan("valid_until must be after valid_from")
+        raise InvalidPlan("valid_until must be after valid_from", "lease")
     slots = []
     first_s, first_ns = msg.valid_from.seconds, msg.valid_from.nanos
     step = timedelta(seconds=slot_s)
@@ -188,14 +225,15 @@ def plan_from_proto(msg: pl.DispatchPlan) -> DispatchPlan:
         # compared as integers: Timestamp.ToDatetime per slot was most of this function's time
         if s.start.seconds != first_s + i * slot_s or s.start.nanos != first_ns:
             got = s.start.ToDatetime(tzinfo=UTC)
-            raise InvalidPlan(f"slot {i} starts at {got.isoformat()}, expected {start.isoformat()}")
+            raise InvalidPlan(f"slot {i} starts at {got.isoformat()}, expected {start.isoformat()}"
+                              " (slots must follow each other from valid_from, without gap or overlap)", "slots")
         setpoints = tuple(Setpoint(sp.resource_id, sp.target_power_w, _envelope(sp.envelope, f"slot {i} {sp.resource_id}"))
                           for sp in s.setpoints)
         grid = _envelope(s.grid_envelope, f"slot {i} grid") if s.HasField("grid_envelope") else None
         slots.append(PlanSlot(start, setpoints, grid, s.reason))
         start += step
     if not slots:
-        raise InvalidPlan("plan has no slots")
+        raise InvalidPlan("plan has no slots", "slots")
     return DispatchPlan(
         plan_id=msg.plan_id, version=msg.version, created_at=msg.created_at.ToDatetime(tzinfo=UTC),
         valid_from=valid_from, valid_until=valid_until, slot_duration_s=slot_s, slots=tuple(slots),
@@ -205,6 +243,19 @@ def plan_from_proto(msg: pl.DispatchPlan) -> DispatchPlan:
 
 
 def grid_signal_from_proto(msg: gr.GridSignal) -> GridSignal:
+    """Decode and check a grid signal (see ``energy_manager.plan_check.grid_signal_problem``);
+    :class:`InvalidGridSignal` if any number in it must not be used."""
+    try:
+        signal = _grid_signal_from_proto(msg)
+    except (ValueError, OverflowError) as exc:  # a timestamp or duration out of range
+        raise InvalidGridSignal(f"malformed: {exc}") from exc
+    problem = grid_signal_problem(signal)
+    if problem is not None:
+        raise InvalidGridSignal(problem.detail, problem.label)
+    return signal
+
+
+def _grid_signal_from_proto(msg: gr.GridSignal) -> GridSignal:
     limits = None
     if msg.HasField("limits"):
         limits = SiteLimits(msg.limits.max_import_w, msg.limits.max_export_w)

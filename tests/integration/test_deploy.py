@@ -320,7 +320,10 @@ def test_systemd_unit_is_hardened_and_its_config_template_valid() -> None:
     assert svc["User"] == "vpp-edge" and svc["Restart"] == "always"
     assert svc["ProtectSystem"] == "strict" and svc["StateDirectory"] == "vpp-edge-agent"
     assert svc["NoNewPrivileges"] == "yes" and svc["CapabilityBoundingSet"] == ""
-    assert svc["RestartPreventExitStatus"] == "2"  # configuration errors exit 2: no restart loop
+    # configuration errors exit 2: no restart loop.  An unreachable device is no exit (the agent
+    # waits for it: tests/integration/test_agent_startup.py), so a house that boots before its
+    # inverter is not kept down by this
+    assert svc["RestartPreventExitStatus"] == "2"
     assert "/etc/vpp/edge-agent.toml" in svc["ExecStart"]
     data = tomllib.loads((DEPLOY / "systemd" / "edge-agent.toml").read_text())
     assert set(data["tls"]) == {"ca_file", "cert_file", "key_file"}
@@ -344,3 +347,15 @@ def test_home_assistant_addon_options_match_schema_and_agent_config() -> None:
         assert parts[0] in top, var
     assert "edge-agent run" in run and len(re.findall(r"^FROM ", (addon / "Dockerfile").read_text(), re.M)) == 1
     _run("bash", "-n", addon / "run.sh")
+
+
+def test_every_env_variable_in_the_deployments_names_a_field() -> None:
+    # an unknown VPP_AGENT_*/VPP_AGG_* variable now stops the process (exit 2): none may be shipped
+    from vpp_common.config import unknown_env_problems
+
+    root = DEPLOY.parent
+    texts = [f.read_text(errors="replace") for d in (DEPLOY, root / "docs") for f in d.rglob("*") if f.is_file()]
+    names = {n for t in [*texts, (root / "README.md").read_text()] for n in re.findall(r"VPP_(?:AGENT|AGG)_[A-Z0-9_]+", t)}
+    assert len(names) > 10
+    env = {n: "" for n in names}
+    assert unknown_env_problems(AgentConfig, env) == [] and unknown_env_problems(AggregatorConfig, env) == []

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,8 +16,10 @@ import pytest
 from aggregator.certs import Issued, create_ca, issue_house, issue_server
 from aggregator.config import AggregatorConfig, TlsServerConfig
 from aggregator.server import AggregatorServer
+from edge_agent.metrics import AgentMetrics
 from edge_agent.uplink import convert as edge
-from edge_agent.uplink.client import TlsFiles, UplinkCallbacks, UplinkClient
+from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
+from edge_agent.uplink.identity import UplinkIdentity, certificate_not_after, expiry_problem
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
 from vpp_common.clock import UTC
@@ -144,3 +147,62 @@ async def test_agent_renews_its_channel_when_the_certificate_file_changes(server
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def _run_until(client: UplinkClient, pred: Callable[[], bool], what: str) -> None:
+    task = asyncio.create_task(client.run())
+    try:
+        deadline = time.monotonic() + 10
+        while not pred():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _client(server: AggregatorServer, files: TlsFiles, hello: Hello, metrics: AgentMetrics) -> UplinkClient:
+    client = UplinkClient(target=server.target, house_id="", hello=lambda: hello, tls=files,
+                          backoff=Backoff(0.01, 0.05), callbacks=UplinkCallbacks(on_plan=lambda p: None))
+    client.identity = UplinkIdentity(metrics.uplink_errors, metrics.tls_cert_expiry)
+    return client
+
+
+def _files(tmp_path: Path, pki: Pki, house: Issued) -> TlsFiles:
+    return TlsFiles(write(tmp_path / "ca.pem", pki.ca.cert_pem), write(tmp_path / "h.pem", house.cert_pem),
+                    write(tmp_path / "h.key", house.key_pem))
+
+
+async def test_wrong_house_id_is_an_error_said_once_and_counted(server: AggregatorServer, pki: Pki, tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    # issue 19: this retried for ever with one INFO line per attempt
+    metrics = AgentMetrics()
+    claim_b = Hello(HELLO.agent_version, HELLO.limits, HELLO.resources, claimed_house_id="house-b")
+    client = _client(server, _files(tmp_path, pki, pki.house("house-a")), claim_b, metrics)
+    with caplog.at_level(logging.INFO, logger="edge_agent.uplink"):
+        await _run_until(client, lambda: client.identity.errors.get("PERMISSION_DENIED", 0) >= 3, "3 refusals")
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and errors[0].levelno == logging.ERROR, [r.getMessage() for r in errors]
+    assert "PERMISSION_DENIED" in errors[0].getMessage() and "check house_id" in errors[0].getMessage()
+    assert metrics.registry.get_sample_value("vpp_edge_uplink_errors_total", {"code": "PERMISSION_DENIED"}) >= 3
+
+
+async def test_expired_own_certificate_is_said_with_its_date(server: AggregatorServer, pki: Pki, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    metrics = AgentMetrics()
+    expired = pki.house("house-a", valid_days=1, now=datetime.now(UTC) - timedelta(days=3))
+    client = _client(server, _files(tmp_path, pki, expired), HELLO, metrics)
+    with caplog.at_level(logging.INFO, logger="edge_agent.uplink"):
+        await _run_until(client, lambda: client.identity.errors.get("UNAVAILABLE", 0) >= 2, "2 failed handshakes")
+    not_after = certificate_not_after(tmp_path / "h.pem")
+    assert metrics.registry.get_sample_value("vpp_edge_tls_cert_expiry_timestamp_seconds") == not_after.timestamp()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said[0][0] == "WARNING" and f"expired at {not_after.isoformat()}" in said[0][1]  # at the channel
+    assert [lvl for lvl, _ in said[1:]] == ["ERROR"] and "renew it" in said[1][1], said  # once, at the refusal
+
+
+def test_certificate_expiring_soon_is_warned() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert expiry_problem(now + timedelta(days=30), now) is None
+    assert "in 2.0 days" in (expiry_problem(now + timedelta(days=2), now) or "")
+    assert "expired at" in (expiry_problem(now - timedelta(seconds=1), now) or "")

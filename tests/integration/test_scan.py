@@ -44,6 +44,8 @@ async def test_scan_sunspec_json_and_table() -> None:
         inverter = {p["name"]: p for p in result["models"][1]["points"]}
         assert inverter["W"]["unit"] == "W" and isinstance(inverter["W"]["value"], float)
         assert any(p["name"].startswith("module[1].") for p in result["models"][5]["points"])
+        assert result["capabilities"]["battery_controllable"] and result["capabilities"]["pv_curtailable"]
+        assert result["capabilities"]["cannot"] == {} and result["problems"] == []
         code, out, err = await scan("--host", "127.0.0.1", "--port", str(sim.port))
         assert code == 0, err
         assert "model 124" in out and "ChaState" in out
@@ -56,6 +58,8 @@ async def test_scan_catalogue_model() -> None:
         points = {p["name"]: p for p in json.loads(out)["models"][0]["points"]}
         assert points["battery_soc"]["unit"] == "%" and 0 <= points["battery_soc"]["value"] <= 100
         assert points["pv_power"]["value"] < 0  # production negative (DESIGN.md sign)
+        caps = json.loads(out)["capabilities"]
+        assert caps["battery_controllable"] and not caps["pv_curtailable"]  # no curtailment in catalogue entries
         # The same device is not SunSpec: a configuration error that names the way out.
         code, out, err = await scan("--host", "127.0.0.1", "--port", str(sim.port))
         assert code == 2 and "--model" in err

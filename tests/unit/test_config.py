@@ -49,3 +49,52 @@ def test_unknown_keys_and_bad_toml_are_refused(tmp_path: Path) -> None:
         load_config(AggregatorConfig, f)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(AggregatorConfig, tmp_path / "missing.toml")
+
+
+def test_unknown_env_variables_are_refused_for_both_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pydantic-settings ignores an env variable that names no field: a typo left the default in force
+    monkeypatch.setenv("VPP_AGG_PLANNING__CYCLE", "60")
+    with pytest.raises(ConfigError, match="VPP_AGG_PLANNING__CYCLE: planning has no field 'cycle'; did you mean "
+                                          "VPP_AGG_PLANNING__CYCLE_S"):
+        load_config(AggregatorConfig, None, insecure=True)
+    monkeypatch.delenv("VPP_AGG_PLANNING__CYCLE")
+    monkeypatch.setenv("VPP_AGENT_DEVICE__HOST__X", "a")
+    monkeypatch.setenv("VPP_AGENT_SITE__MAX_EXPORT_W", "0")  # a real field: applied
+    with pytest.raises(ConfigError, match="device.host takes a value, it has no field 'x'"):
+        load_config(AgentConfig, None, insecure=True, house_id="h1")
+    monkeypatch.delenv("VPP_AGENT_DEVICE__HOST__X")
+    assert load_config(AgentConfig, None, insecure=True, house_id="h1").site.max_export_w == 0
+
+
+def test_nested_unknown_keys_and_non_finite_numbers_are_refused(tmp_path: Path) -> None:
+    f = tmp_path / "agent.toml"
+    f.write_text('insecure = true\nhouse_id = "h1"\ntelemetry_interval_s = inf\n[device]\npoll_interval = 1\n'
+                 '[control]\ntick_s = nan\n[battery]\nreserve_soc_pct = 50\nmax_soc_pct = 50\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(AgentConfig, f)
+    text = str(err.value)
+    assert "device.poll_interval: unknown key; did you mean poll_interval_s?" in text
+    assert "telemetry_interval_s: Input should be a finite number" in text and "control.tick_s" in text
+    assert "reserve_soc_pct (50.0) must be below max_soc_pct (50.0)" in text
+    f.write_text('insecure = true\nhouse_id = "h1"\n[device]\npoll_interval_s = 30\n[site]\nlatitude = 52\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(AgentConfig, f)
+    assert "device.poll_interval_s (30.0 s) must be below battery.revert_s / 2 (30.0 s)" in str(err.value)
+    f.write_text('insecure = true\nhouse_id = "h1"\n[site]\nlatitude = 52\n')
+    with pytest.raises(ConfigError, match="both latitude and longitude"):
+        load_config(AgentConfig, f)
+
+
+def test_tls_files_that_cannot_work_and_bad_addresses_are_refused(tmp_path: Path) -> None:
+    pem = tmp_path / "ca.pem"
+    pem.write_bytes(b"\x30\x82\x01\x0a")  # DER, not PEM
+    key = tmp_path / "h.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n")
+    f = tmp_path / "agent.toml"
+    f.write_text(f'aggregator = "vpp:99999"\n[device]\nhost = ""\n[tls]\nca_file = "{pem}"\ncert_file = "{key}"\n'
+                 f'key_file = "{key}"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(AgentConfig, f)
+    text = str(err.value)
+    assert "tls.ca_file: " in text and "is not PEM" in text and "tls.cert_file: " in text and "no PEM certificate" in text
+    assert "aggregator: must be host:port (port 1-65535)" in text and "device.host: must name the device" in text
