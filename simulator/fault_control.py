@@ -11,7 +11,7 @@ Spec grammar (the same for ``vpp-sim device --fault`` and the control channel)::
     reboot[:down=S][,every=S]     control registers back to their defaults, unreachable S s first
     revert[:every=S]              the revert timers expire (the device takes control back)
     other_master[:every=S]        another master writes its own control values
-    scale_factor:NAME=SF[,...]    e.g. scale_factor:W_SF=1 (all models with W_SF)
+    scale_factor:NAME=SF[,...]    e.g. scale_factor:W_SF=1 (all models with W_SF; -20: outside SunSpec's range)
 
 The event kinds (reboot, revert, other_master) happen *once, now* when sent
 over the control channel without ``every``; on the command line they repeat
@@ -127,8 +127,9 @@ def _check(spec: FaultSpec) -> None:
                 sf = int(value)
             except ValueError:
                 raise FaultSpecError(f"{spec.text!r}: {name} must be an integer, got {value!r}") from None
-            if not name.endswith("_SF") or not -10 <= sf <= 10:
-                raise FaultSpecError(f"{spec.text!r}: need a *_SF point and -10..10, got {name}={value}")
+            if not name.endswith("_SF") or not -0x7FFF <= sf <= 0x7FFF:
+                raise FaultSpecError(f"{spec.text!r}: need a *_SF point and an int16 (SunSpec: -10..10), "
+                                     f"got {name}={value}")
 
 
 def with_fault(faults: Faults, spec: FaultSpec, *, cli: bool = False) -> Faults:

@@ -193,6 +193,7 @@ class Faults:
       ``(("W_SF", 1),)``: every model's point of that name takes the value and
       the points it scales are re-encoded (same engineering value, new raw;
       saturated if it no longer fits); cleared: back to the device's own.
+      Values outside SunSpec's -10..10 (e.g. -20) are allowed: the agent must refuse them.
 
     The periodic kinds and scale factors are implemented by the SunSpec
     simulators; a simulator without them raises NotImplementedError.
@@ -221,8 +222,10 @@ class Faults:
             if v is not None and not (math.isfinite(v) and v > 0):
                 raise ValueError(f"Faults.{name} must be > 0 seconds or None, got {v}")
         for name, sf in self.scale_factors:
-            if not name.endswith("_SF") or not isinstance(sf, int) or not -10 <= sf <= 10:
-                raise ValueError(f"Faults.scale_factors: need (NAME_SF, -10..10), got ({name!r}, {sf!r})")
+            # SunSpec allows -10..10; a device may still show anything an int16 holds (and an agent
+            # must refuse it), so any value but the not-implemented marker can be injected
+            if not name.endswith("_SF") or not isinstance(sf, int) or not -0x7FFF <= sf <= 0x7FFF:
+                raise ValueError(f"Faults.scale_factors: need (NAME_SF, an int16), got ({name!r}, {sf!r})")
         if self.exception_code is not None:
             ExcCodes(int(self.exception_code))  # ValueError for codes Modbus does not have
 
@@ -509,6 +512,7 @@ class SunSpecHybridSimulator(FaultInjection):
         self.foreign_writes: list[datetime] = []
         """Clock times of the writes of another master (the ``other_master`` fault)."""
         self._own_sf: dict[tuple[int, str], object] = {}
+        self._sf_warned: tuple[tuple[str, int], ...] = ()
         self._last_wset_write_at: datetime | None = None
         self._last_der_curtail_write_at: datetime | None = None
         self._physics = HousePhysics(self.config.physics, self._start_at)
@@ -829,7 +833,10 @@ class SunSpecHybridSimulator(FaultInjection):
                     continue
                 scaled = [(loc, img.get(model_id, loc.name, loc.indices or None, group=loc.group))
                           for loc in img.points(model_id) if loc.sf == name]
-                img.set_raw(model_id, name, target)
+                if isinstance(target, int):  # written raw: the image builder keeps to -10..10, a device may not
+                    img.write(sf_loc.address, [target & 0xFFFF])
+                else:
+                    img.set_raw(model_id, name, target)
                 for loc, value in scaled:
                     if isinstance(value, (int, float)):
                         self._set_saturated(loc, float(value))
@@ -1152,7 +1159,10 @@ class SunSpecHybridSimulator(FaultInjection):
         try:
             self._write_measurements(s)
         except ValueError as exc:  # only with a scale-factor fault whose SF cannot hold the value
-            log.warning("measurements not refreshed: %s", exc)
+            if self._faults.scale_factors != self._sf_warned:
+                self._sf_warned = self._faults.scale_factors
+                log.warning("measurements not all refreshed under scale factors %s: %s",
+                            self._faults.scale_factors, exc)
 
     def _write_measurements(self, s: PhysicsSnapshot) -> None:
         cfg = self.config

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.timeout(60)
     ("revert:every=20", Faults(revert_every_s=20.0)),
     ("other-master:every=10", Faults(other_master_every_s=10.0)),
     ("scale_factor:W_SF=-2", Faults(scale_factors=(("W_SF", -2),))),
+    ("scale_factor:W_SF=-20", Faults(scale_factors=(("W_SF", -20),))),  # outside SunSpec's range: to be refused
     ("scale_factor:W_SF=1,TotWh_SF=2", Faults(scale_factors=(("TotWh_SF", 2), ("W_SF", 1)))),
 ])
 def test_fault_specs(text: str, expected: Faults) -> None:
@@ -44,7 +45,7 @@ def test_fault_specs_combine() -> None:
 
 
 @pytest.mark.parametrize("text", ["bogus", "slow", "slow:-1", "slow:x", "exception:99", "reboot:every=0",
-                                  "reboot:when=3", "scale_factor", "scale_factor:W=1", "scale_factor:W_SF=11",
+                                  "reboot:when=3", "scale_factor", "scale_factor:W=1", "scale_factor:W_SF=40000",
                                   "frozen:1", "revert:down=1"])
 def test_bad_fault_specs_are_refused(text: str) -> None:
     with pytest.raises(FaultSpecError):

@@ -221,6 +221,24 @@ async def test_no_write_from_stale_or_frozen_data(house, kind: str) -> None:  # 
 
 
 @pytest.mark.parametrize("house", [(d, 100.0) for d in DEVICES], indirect=True, ids=DEVICES)
+async def test_scale_factor_outside_sunspec_range_is_not_used(house) -> None:  # type: ignore[no-untyped-def]
+    """W_SF = -20 (the issue's case): the powers read as missing, nothing written from them."""
+    agent, sim, clock = house
+    inject(sim, parse_fault("scale_factor:W_SF=-20"))
+    await poll(agent, clock)
+    assert agent.snapshot is not None and not fresh_for_control(agent.snapshot.telemetry)
+    await settle(agent)
+    writes = len(sim.writes)
+    for _ in range(REVERT_S + 2):
+        await poll(agent, clock)
+        await settle(agent)
+    assert len(sim.writes) == writes
+    assert metric(agent, "vpp_edge_refused_total", {"source": "device", "reason": "scale_factor"}) >= 1
+    sim.faults = Faults()
+    await under_control(agent, sim, clock)
+
+
+@pytest.mark.parametrize("house", [(d, 100.0) for d in DEVICES], indirect=True, ids=DEVICES)
 async def test_scale_factor_changed_at_run_time(house) -> None:  # type: ignore[no-untyped-def]
     agent, sim, clock = house
     inject(sim, parse_fault("scale_factor:W_SF=1"))
