@@ -43,6 +43,9 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.http2.max_pings_without_data", 0),
+    # one process per port: with gRPC's default SO_REUSEPORT a second aggregator on the same
+    # listen started silently and the fleet split between two in-memory planners (issue 20)
+    ("grpc.so_reuseport", 0),
 ]
 
 
@@ -53,6 +56,24 @@ def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
     return [*SERVER_OPTIONS,
             ("grpc.max_connection_age_ms", round(config.max_connection_age_s * 1000)),
             ("grpc.max_connection_age_grace_ms", round(config.max_connection_age_grace_s * 1000))]
+
+
+def _bind(server: grpc.aio.Server, listen: str, field: str, tls: object) -> int:
+    """Add the port; an address that cannot be bound is an operator error (ConfigError)."""
+    try:
+        if tls is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],  # type: ignore[attr-defined]
+                root_certificates=tls.client_ca_file.read_bytes(), require_client_auth=True)  # type: ignore[attr-defined]
+            port = server.add_secure_port(listen, credentials)
+        else:
+            port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpc: "Failed to bind to address"
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{field}: cannot listen on {listen} (address in use by another process, "
+                          "or not an address of this machine)")
+    return port
 
 
 class AggregatorServer:
@@ -76,6 +97,7 @@ class AggregatorServer:
             telemetry_ttl_s=config.telemetry_ttl_s, route_ttl_s=config.route_ttl_s,
             max_streams=config.max_streams, request_plan=self.planner.request,
             grid_signal=self.planner.house_signal,
+            replan_min_interval_s=config.planning.house_replan_min_interval_s,
         )
         self.planner.encode_signal = self.servicer.encode_signal  # the planner sends signals, encoded here
         self.health = health_aio.HealthServicer()
@@ -97,27 +119,34 @@ class AggregatorServer:
         return self._metrics_server.url if self._metrics_server else None
 
     async def start(self) -> None:
+        if self._metrics_server is not None:  # first: a busy port fails before anything listens
+            try:
+                self._metrics_server.start()
+            except OSError as exc:
+                raise ConfigError(f"metrics_port: cannot serve /metrics on {self.config.metrics_host}:"
+                                  f"{self.config.metrics_port}: {exc.strerror or exc}") from None
+        try:
+            await self._start_grpc()
+        except BaseException:  # e.g. the admin port is taken: nothing left listening
+            if self._server is not None:
+                await self._server.stop(0)
+                self._server = None
+            if self._metrics_server is not None:
+                self._metrics_server.stop()
+            raise
+
+    async def _start_grpc(self) -> None:
         server = grpc.aio.server(options=server_options(self.config))
         fs_grpc.add_FleetServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         tls = self.config.tls
-        if tls is not None:
-            credentials = grpc.ssl_server_credentials(
-                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
-                root_certificates=tls.client_ca_file.read_bytes(), require_client_auth=True)
-            self.port = server.add_secure_port(self.config.listen, credentials)
-        else:
-            self.port = server.add_insecure_port(self.config.listen)
-        if self.port == 0:
-            raise ConfigError(f"cannot listen on {self.config.listen} (address in use?)")
+        self.port = _bind(server, self.config.listen, "listen", tls)
         await server.start()
         self._server = server
         if self.config.admin_listen is not None:
             await self._start_admin(self.config.admin_listen)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        if self._metrics_server is not None:
-            self._metrics_server.start()
         await self.elector.try_acquire()  # a single replica leads from its first cycle on
         self._tasks = [asyncio.create_task(self._watch_store(), name="store-health"),
                        asyncio.create_task(self.elector.run(), name="leader"),
@@ -155,7 +184,7 @@ class AggregatorServer:
     async def _start_admin(self, listen: str) -> None:
         """Operators' port: AdminService, health, reflection and channelz.  Every port
         of a gRPC server exposes every service, so this is a second server."""
-        admin = grpc.aio.server()
+        admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         adm_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.store, self.clock, self._limits_changed), admin)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, admin)
         channelz.add_channelz_servicer(admin)
@@ -163,9 +192,7 @@ class AggregatorServer:
             adm_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME, "grpc.channelz.v1.Channelz"), admin)
-        self.admin_port = admin.add_insecure_port(listen)
-        if self.admin_port == 0:
-            raise ConfigError(f"cannot listen on admin address {listen} (address in use?)")
+        self.admin_port = _bind(admin, listen, "admin_listen", None)
         await admin.start()
         self._admin = admin
 
