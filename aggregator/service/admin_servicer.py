@@ -10,7 +10,7 @@ from datetime import timedelta
 import grpc
 
 from aggregator.planner import FLEET_ITEM, REPLAN_QUEUE
-from aggregator.service import convert
+from aggregator.service import bounds, convert
 from aggregator.service.convert import InvalidMessage
 from aggregator.store import StateStore, StoreError
 from vpp.v1 import admin_service_pb2 as adm
@@ -89,8 +89,14 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
         problems = []
         if not request.HasField("limits"):
             problems.append("limits are required")
-        elif request.limits.max_import_w <= 0 or request.limits.max_export_w < 0:
-            problems.append("limits: max_import_w must be > 0 W and max_export_w >= 0 W")
+        else:
+            for check in (lambda: bounds.finite(request.limits.max_import_w, "limits.max_import_w", 0.0,
+                                                bounds.MAX_POWER_W, lo_open=True),
+                          lambda: bounds.power(request.limits.max_export_w, "limits.max_export_w", signed=False)):
+                try:
+                    check()
+                except InvalidMessage as exc:  # NaN was accepted once (issue 20)
+                    problems.append(str(exc))
         if not 0 < duration_s <= MAX_OVERRIDE_S:
             problems.append(f"duration must be more than 0 and at most {MAX_OVERRIDE_S} s")
         if problems:

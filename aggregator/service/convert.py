@@ -363,6 +363,7 @@ def house_summary(record: HouseRecord, route: str | None, plan: DispatchPlan | N
     return msg
 
 
+MAX_FLEET_W = 1e10  # 10 GW: a cap on a whole fleet; beyond it a number only upsets the LP
 _DIRECTIONS = {adm.FLEET_EVENT_DIRECTION_EXPORT: "export", adm.FLEET_EVENT_DIRECTION_IMPORT: "import"}
 
 
@@ -388,8 +389,9 @@ def fleet_event_from_proto(msg: adm.FleetEvent, event_id: str, created_at: datet
     reduce_w = msg.reduce_by_w if which == "reduce_by_w" else None
     if which is None:
         problems.append("one of max_power_w and reduce_by_w is required")
-    elif not (math.isfinite(value := float(max_w if max_w is not None else reduce_w or 0.0)) and value >= 0.0):
-        problems.append(f"{which} must be a finite number of W >= 0")
+    elif not (math.isfinite(value := float(max_w if max_w is not None else reduce_w or 0.0))
+              and 0.0 <= value <= MAX_FLEET_W):
+        problems.append(f"{which} must be a finite number of W in [0, {MAX_FLEET_W:g}] (got {value!r})")
     if problems:
         raise InvalidMessage("; ".join(problems))
     assert direction is not None and start is not None and end is not None
