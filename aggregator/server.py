@@ -11,7 +11,7 @@ from grpc_channelz.v1 import channelz
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from aggregator.config import AggregatorConfig
+from aggregator.config import AggregatorConfig, TlsServerConfig
 from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
 from aggregator.planner import REPLAN_QUEUE, Planner
@@ -58,13 +58,13 @@ def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
             ("grpc.max_connection_age_grace_ms", round(config.max_connection_age_grace_s * 1000))]
 
 
-def _bind(server: grpc.aio.Server, listen: str, field: str, tls: object) -> int:
+def _bind(server: grpc.aio.Server, listen: str, field: str, tls: TlsServerConfig | None) -> int:
     """Add the port; an address that cannot be bound is an operator error (ConfigError)."""
     try:
         if tls is not None:
             credentials = grpc.ssl_server_credentials(
-                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],  # type: ignore[attr-defined]
-                root_certificates=tls.client_ca_file.read_bytes(), require_client_auth=True)  # type: ignore[attr-defined]
+                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+                root_certificates=tls.client_ca_file.read_bytes(), require_client_auth=True)
             port = server.add_secure_port(listen, credentials)
         else:
             port = server.add_insecure_port(listen)
@@ -185,7 +185,8 @@ class AggregatorServer:
         """Operators' port: AdminService, health, reflection and channelz.  Every port
         of a gRPC server exposes every service, so this is a second server."""
         admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        adm_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.store, self.clock, self._limits_changed), admin)
+        adm_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.store, self.clock, self._limits_changed,
+                                                                 metrics=self.metrics), admin)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, admin)
         channelz.add_channelz_servicer(admin)
         reflection.enable_server_reflection((

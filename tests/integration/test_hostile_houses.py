@@ -175,6 +175,7 @@ async def test_set_site_limits_refuses_nan(server: AggregatorServer) -> None:
             assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
             assert "limits.max_" in (err.value.details() or "")
     assert await server.store.get_limit_override("h1") is None
+    assert refused(server, "admin", "limits.max_import_w") == 1 and refused(server, "admin", "limits.max_export_w") == 1
 
 
 def _targets(plan) -> list[float]:  # type: ignore[no-untyped-def]
