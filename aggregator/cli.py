@@ -23,6 +23,8 @@ from aggregator.certs import Issued, create_ca, house_uri, issue_house, issue_se
 from aggregator.config import AggregatorConfig
 from vpp_common.cli import EXIT_CONFIG, run_main, run_until_signal, setup_logging
 from vpp_common.clock import add_clock_arguments, clock_from_arguments
+from pydantic_settings import SettingsError
+
 from vpp_common.config import ConfigError, load_config
 
 
@@ -114,14 +116,27 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace) -> AggregatorConfig:
+    """The configuration; every operator mistake a ConfigError naming the file or field (exit 2)."""
+    try:
+        return load_config(AggregatorConfig, args.config, listen=args.listen, store_url=args.store_url,
+                           admin_listen=args.admin_listen,
+                           metrics_port=args.metrics_port, insecure=args.insecure)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {args.config} is not UTF-8 text: byte {exc.start}: {exc.reason}") from None
+    except OSError as exc:  # a directory, no permission, ...
+        raise ConfigError(f"config file {args.config} cannot be read: {exc.strerror or exc}") from None
+    except SettingsError as exc:  # pydantic-settings: e.g. bad JSON in a VPP_AGG_* variable of a list/section
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(f"environment: {exc}{cause}".replace("\n", " ")) from None
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from aggregator.gc_policy import run_gc_policy
     from aggregator.server import AggregatorServer
     from vpp_common.clock import cancel_and_wait
 
-    config = load_config(AggregatorConfig, args.config, listen=args.listen, store_url=args.store_url,
-                         admin_listen=args.admin_listen,
-                         metrics_port=args.metrics_port, insecure=args.insecure)
+    config = _load(args)
     try:
         clock = clock_from_arguments(args.clock_start, args.clock_speed, args.clock_anchor, args.clock_hold)
     except ValueError as exc:

@@ -31,7 +31,7 @@ from datetime import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from aggregator.certs import check_trust_domain
@@ -40,7 +40,13 @@ from aggregator.dispatch.tariff import DEFAULT_TARIFF, TouPeriod, TouTariff
 from vpp_common.config import EnvOverridesFile
 
 
-class PlanningConfig(BaseModel):
+class _Section(BaseModel):
+    """A nested section: an unknown key (``[planning] cycle_sec = 5``) is refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlanningConfig(_Section):
     slot_s: int = Field(900, ge=60, le=3600, description="plan slot length, s")
     horizon_slots: int = Field(96, ge=1, le=672, description="slots per plan")
     lease_s: int = Field(3600, ge=60, description="how long a plan is valid, s")
@@ -74,6 +80,9 @@ class PlanningConfig(BaseModel):
     feeder_control_s: float = Field(
         30.0, ge=0, description="share each limited feeder among its houses live, from their latest telemetry, every "
                                 "this many clock seconds (a feeder envelope replacing the plan's; 0 = off)")
+    house_replan_min_interval_s: float = Field(
+        5.0, ge=0, description="a house's re-plan requests (connect, new flexibility): 2 at once, then at most one "
+                               "per this many real s; more coalesce into one (latest data wins). 0 = no limit")
     warm_solver: bool = Field(False, description="lp: start the solver process at startup, not at the first solve")
     futures: list[Future] = Field(
         default_factory=lambda: list(DEFAULT_FUTURES),
@@ -97,7 +106,7 @@ class PlanningConfig(BaseModel):
         return v
 
 
-class FeederConfig(BaseModel):
+class FeederConfig(_Section):
     """A shared grid asset: net import/export limits over its houses (W, positive; none = unlimited)."""
 
     id: str
@@ -107,14 +116,14 @@ class FeederConfig(BaseModel):
     transformer: str = "default"
 
 
-class TariffPeriodConfig(BaseModel):
+class TariffPeriodConfig(_Section):
     start: time
     end: time
     import_price_per_kwh: float
     export_price_per_kwh: float
 
 
-class TlsServerConfig(BaseModel):
+class TlsServerConfig(_Section):
     """mTLS: the aggregator's certificate and the fleet CA that signs house certificates
     (``aggregator certs`` makes all three)."""
 
@@ -182,6 +191,15 @@ class AggregatorConfig(EnvOverridesFile):
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be host:port, e.g. 0.0.0.0:50051")
+        return v
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_scheme(cls, v: str) -> str:
+        # the same rule as open_store, checked here so that a typo is an operator error (exit 2)
+        scheme = v.partition("://")[0].lower() if "://" in v else ""
+        if scheme not in ("memory", "redis", "rediss"):
+            raise ValueError("must be memory:// or redis://host:port/db (rediss:// for TLS)")
         return v
 
     @model_validator(mode="after")

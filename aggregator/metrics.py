@@ -36,6 +36,18 @@ class AggregatorMetrics:
         self.plan_cycle_duration = Histogram(
             "vpp_aggregator_plan_cycle_duration_seconds", "Wall time of one planning cycle.",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120), registry=r)
+        # refusals of outside values (issue 20): source = hello, flexibility_update, telemetry, admin,
+        # plan (a plan built with a non-finite number); reason = the field path without indices
+        self.refused = Counter("vpp_aggregator_refused_total",
+                               "Values refused where they entered, by source and field (bounds, contract).",
+                               ["source", "reason"], registry=r)
+        self.houses_excluded = Counter(
+            "vpp_aggregator_houses_excluded_total",
+            "Houses taken out of a planning cycle because their data broke their block (by reason).",
+            ["reason"], registry=r)
+        self.replans_coalesced = Counter(
+            "vpp_aggregator_replans_coalesced_total",
+            "Re-plan requests of a house folded into a later one (per-house minimum interval).", registry=r)
         self.store_errors = Counter("vpp_aggregator_store_errors_total", "State store operations that failed.",
                                     registry=r)
         self.flexibility_up = Gauge("vpp_aggregator_fleet_flexibility_up_watts",

@@ -35,6 +35,7 @@ from aggregator.dispatch.optimise import DispatchResult, EventReport, event_pric
 from aggregator.dispatch.plans import LazyPlans, shift_plan
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.highs_block import start_highs_quietly
+from aggregator.dispatch.isolate import excluded_reason
 from aggregator.dispatch.solver_pool import WarmSolverPool, exit_with_parent
 from aggregator.dispatch.tariff import TouTariff
 from aggregator.feeder_control import Feeder, FeederController, FeederEnvelope
@@ -522,6 +523,9 @@ class Planner:
         self._metrics.flexibility_down.set(self._flex_down)
         if result.relaxations:
             log.warning("limits relaxed in this cycle: %s", result.relaxations[:5])
+        for house_id, why in result.excluded_houses:  # no plan this cycle; the others are planned
+            self._metrics.houses_excluded.labels(excluded_reason(why)).inc()
+            log.warning("house %s left out of this planning cycle: %s", house_id, why)
         self.last_event_reports = result.events
         for rep in result.events:
             over = max((a - c for a, c in zip(rep.achieved_w, rep.cap_w, strict=True)), default=0.0)

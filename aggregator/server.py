@@ -11,7 +11,7 @@ from grpc_channelz.v1 import channelz
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from aggregator.config import AggregatorConfig
+from aggregator.config import AggregatorConfig, TlsServerConfig
 from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
 from aggregator.planner import REPLAN_QUEUE, Planner
@@ -23,6 +23,7 @@ from aggregator.service.admin_servicer import AdminServicer
 from vpp.v1 import admin_service_pb2 as adm_pb2
 from vpp.v1 import admin_service_pb2_grpc as adm_grpc
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
+from vpp_common.cli import StartupError
 from vpp_common.config import ConfigError
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait
 from vpp_common.metrics_http import MetricsServer
@@ -43,6 +44,9 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.http2.max_pings_without_data", 0),
+    # one process per port: with gRPC's default SO_REUSEPORT a second aggregator on the same
+    # listen started silently and the fleet split between two in-memory planners (issue 20)
+    ("grpc.so_reuseport", 0),
 ]
 
 
@@ -53,6 +57,24 @@ def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
     return [*SERVER_OPTIONS,
             ("grpc.max_connection_age_ms", round(config.max_connection_age_s * 1000)),
             ("grpc.max_connection_age_grace_ms", round(config.max_connection_age_grace_s * 1000))]
+
+
+def _bind(server: grpc.aio.Server, listen: str, field: str, tls: TlsServerConfig | None) -> int:
+    """Add the port; an address that cannot be bound is an operator error (ConfigError)."""
+    try:
+        if tls is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+                root_certificates=tls.client_ca_file.read_bytes(), require_client_auth=True)
+            port = server.add_secure_port(listen, credentials)
+        else:
+            port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpc: "Failed to bind to address"
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{field}: cannot listen on {listen} (address in use by another process, "
+                          "or not an address of this machine)")
+    return port
 
 
 class AggregatorServer:
@@ -76,6 +98,7 @@ class AggregatorServer:
             telemetry_ttl_s=config.telemetry_ttl_s, route_ttl_s=config.route_ttl_s,
             max_streams=config.max_streams, request_plan=self.planner.request,
             grid_signal=self.planner.house_signal,
+            replan_min_interval_s=config.planning.house_replan_min_interval_s,
         )
         self.planner.encode_signal = self.servicer.encode_signal  # the planner sends signals, encoded here
         self.health = health_aio.HealthServicer()
@@ -97,21 +120,27 @@ class AggregatorServer:
         return self._metrics_server.url if self._metrics_server else None
 
     async def start(self) -> None:
-        if self._metrics_server is not None:  # first: a busy port stops the start before anything runs
-            self._metrics_server.start()
+        if self._metrics_server is not None:  # first: a busy port fails before anything listens
+            try:
+                self._metrics_server.start()
+            except StartupError as exc:  # a service's port is the operator's choice: exit 2 (issue 20)
+                raise ConfigError(f"metrics_port: {exc}") from None
+        try:
+            await self._start_grpc()
+        except BaseException:  # e.g. the admin port is taken: nothing left listening
+            if self._server is not None:
+                await self._server.stop(0)
+                self._server = None
+            if self._metrics_server is not None:
+                self._metrics_server.stop()
+            raise
+
+    async def _start_grpc(self) -> None:
         server = grpc.aio.server(options=server_options(self.config))
         fs_grpc.add_FleetServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         tls = self.config.tls
-        if tls is not None:
-            credentials = grpc.ssl_server_credentials(
-                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
-                root_certificates=tls.client_ca_file.read_bytes(), require_client_auth=True)
-            self.port = server.add_secure_port(self.config.listen, credentials)
-        else:
-            self.port = server.add_insecure_port(self.config.listen)
-        if self.port == 0:
-            raise ConfigError(f"cannot listen on {self.config.listen} (address in use?)")
+        self.port = _bind(server, self.config.listen, "listen", tls)
         await server.start()
         self._server = server
         if self.config.admin_listen is not None:
@@ -155,17 +184,16 @@ class AggregatorServer:
     async def _start_admin(self, listen: str) -> None:
         """Operators' port: AdminService, health, reflection and channelz.  Every port
         of a gRPC server exposes every service, so this is a second server."""
-        admin = grpc.aio.server()
-        adm_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.store, self.clock, self._limits_changed), admin)
+        admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        adm_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.store, self.clock, self._limits_changed,
+                                                                 metrics=self.metrics), admin)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, admin)
         channelz.add_channelz_servicer(admin)
         reflection.enable_server_reflection((
             adm_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME, "grpc.channelz.v1.Channelz"), admin)
-        self.admin_port = admin.add_insecure_port(listen)
-        if self.admin_port == 0:
-            raise ConfigError(f"cannot listen on admin address {listen} (address in use?)")
+        self.admin_port = _bind(admin, listen, "admin_listen", None)
         await admin.start()
         self._admin = admin
 

@@ -11,7 +11,7 @@ import gc
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -27,7 +27,8 @@ from aggregator.dispatch.plans import (
     shift_plan,
 )
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
-from aggregator.dispatch.solve import BlockResult, FleetSolution, block_tasks, iter_blocks
+from aggregator.dispatch.isolate import bad_plan_rows, bisect_block, suspect_houses
+from aggregator.dispatch.solve import BlockResult, BlockSolution, FleetSolution, block_tasks, iter_blocks, solve_block
 from aggregator.dispatch.solver_pool import WarmSolverPool
 from vpp_common.messages import DispatchPlan
 
@@ -66,6 +67,8 @@ class DispatchResult:
     fallback_houses: tuple[str, ...] = ()  # houses on a shifted previous plan or self-consumption
     timings: dict[str, float] = field(default_factory=dict)  # prepare_s, build_s, solve_s, plans_s, total_s
     events: tuple[EventReport, ...] = ()  # fleet events active in the horizon
+    # houses taken out of this cycle (no plan at all): (house id, why), see ``isolate``
+    excluded_houses: tuple[tuple[str, str], ...] = ()
 
 
 def optimise(
@@ -96,10 +99,15 @@ def optimise(
     now = now or datetime.now(UTC)
     t0 = time.perf_counter()
     problem.validate()
+    # a house whose numbers no LP should see leaves the cycle before the solve (isolate)
+    problem, excluded = _without_suspects(problem)
+    if problem.n == 0:
+        return DispatchResult(plans={}, cost=0.0, relaxations=[], status="optimal", excluded_houses=excluded)
     active = [c for c in (e.clipped(problem.t) for e in events) if c is not None]
     if active:
-        return _optimise_with_events(problem, options, previous, active, version=version, now=now, pool=pool, t0=t0,
-                                     event_prices=event_prices)
+        result = _optimise_with_events(problem, options, previous, active, version=version, now=now, pool=pool,
+                                       t0=t0, event_prices=event_prices)
+        return _without_bad_plans(replace(result, excluded_houses=excluded + result.excluded_houses))
     tasks = block_tasks(problem)
     sol = FleetSolution(prepare_s=time.perf_counter() - t0)
     results: dict[int, BlockResult] = {}
@@ -123,14 +131,21 @@ def optimise(
         if gc_was_on:
             gc.enable()
     for i, (h, _) in enumerate(tasks):  # block order, whatever order they finished in
-        sol.add(h, results[i])
+        r = results[i]
+        if isinstance(r, str):  # failed: plan the block without the houses that break it, if few do
+            rescued, out = _rescue_block(problem, h, options, r)
+            if rescued is not None:
+                excluded += out
+                by_block[i] = pack_plans(problem, rescued, created_at=now, version=version)
+                r = rescued
+        sol.add(h if isinstance(r, str) else r.houses, r)
     t1 = time.perf_counter()
     sol.wall_s = t1 - t0
     built, fallback = _fallbacks(problem, sol, previous, now, version)
     plans = LazyPlans([by_block[i] for i in sorted(by_block)], built, problem.house_ids)  # fleet order
     status = "optimal" if not sol.failed else ("fallback" if not sol.blocks else "partial")
     t2 = time.perf_counter()
-    return DispatchResult(
+    return _without_bad_plans(DispatchResult(
         plans=plans,
         cost=sol.objective,
         relaxations=relaxations(problem, sol.blocks),
@@ -138,7 +153,56 @@ def optimise(
         fallback_houses=tuple(fallback),
         # solve_wall_s includes the plans built while blocks were solving
         timings=_timings(sol, sol, len(tasks), t0, t1, t2, plans_s + (t2 - t1)),
-    )
+        excluded_houses=excluded,
+    ))
+
+
+def _without_suspects(problem: FleetProblem) -> tuple[FleetProblem, tuple[tuple[str, str], ...]]:
+    """The problem without the houses whose numbers are out of bounds, and those houses (id, why)."""
+    bad = suspect_houses(problem)
+    if not bad:
+        return problem, ()
+    keep = np.array([i for i in range(problem.n) if i not in bad], dtype=int)
+    out = tuple((problem.house_ids[i], f"{field} not finite or out of bounds") for i, field in sorted(bad.items()))
+    return problem.subset(keep), out
+
+
+def _rescue_block(problem: FleetProblem, houses: np.ndarray, options: DispatchOptions,
+                  why: str) -> tuple[BlockSolution | None, tuple[tuple[str, str], ...]]:
+    """A failed block solved without the few houses that break it (``isolate.bisect_block``), in
+    this process, cold; (None, ()) if the failure is not a few houses' (e.g. a time limit)."""
+    def solves(part: np.ndarray) -> bool:
+        try:
+            solve_block(part, problem.subset(part), options)
+            return True
+        except Exception:  # noqa: BLE001 -- any failure of a part is the part's
+            return False
+
+    if len(houses) < 2 or "time limit" in why.lower():
+        return None, ()
+    culprits = bisect_block(np.asarray(houses, dtype=int), solves)
+    if culprits is None:
+        return None, ()
+    rest = np.setdiff1d(houses, culprits)
+    try:
+        solution = solve_block(rest, problem.subset(rest), options)
+    except Exception:  # noqa: BLE001
+        return None, ()
+    return solution, tuple((problem.house_ids[i], f"its block's LP failed with it ({why})") for i in culprits.tolist())
+
+
+def _without_bad_plans(result: DispatchResult) -> DispatchResult:
+    """The result without any plan that carries a non-finite number (the agent would refuse it);
+    those houses are excluded, named."""
+    plans = result.plans
+    if not isinstance(plans, LazyPlans):
+        return result
+    bad = plans.bad_houses(bad_plan_rows)
+    if not bad:
+        return result
+    return replace(result, plans=plans.without(bad),
+                   excluded_houses=result.excluded_houses + tuple((h, "its plan was not finite") for h in bad),
+                   fallback_houses=tuple(h for h in result.fallback_houses if h not in bad))
 
 
 def _timings(base: FleetSolution, sol: FleetSolution, blocks: int, t0: float, t1: float, t2: float,

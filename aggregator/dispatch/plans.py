@@ -6,6 +6,8 @@ import - export (import > 0).  Envelopes are in W in the same convention.
 
 from __future__ import annotations
 
+import math
+
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -273,18 +275,31 @@ class LazyPlans(Mapping[str, DispatchPlan]):
     solver process.
     """
 
-    def __init__(self, packs: Sequence[PackedPlans], ready: Mapping[str, DispatchPlan], order: Sequence[str]) -> None:
+    def __init__(self, packs: Sequence[PackedPlans], ready: Mapping[str, DispatchPlan], order: Sequence[str],
+                 dropped: frozenset[str] = frozenset()) -> None:
         self._packs = list(packs)
-        self._ready = dict(ready)
-        self._where = {hid: (i, k) for i, pk in enumerate(self._packs) for k, hid in enumerate(pk.house_ids)}
+        self._ready = {h: p for h, p in ready.items() if h not in dropped}
+        self._dropped = dropped  # houses of the packs without a plan (LazyPlans.without)
+        self._where = {hid: (i, k) for i, pk in enumerate(self._packs) for k, hid in enumerate(pk.house_ids)
+                       if hid not in dropped}
         self._order = [h for h in order if h in self._where or h in self._ready]
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (LazyPlans, (self._packs, self._ready, self._order))
+        return (LazyPlans, (self._packs, self._ready, self._order, self._dropped))
 
     def with_wire(self, encode: Callable[[PackedPlans], tuple[bytes, ...]]) -> LazyPlans:
         """The same plans with each pack's slots encoded by ``encode`` (see DispatchPlan.wire_slots)."""
-        return LazyPlans([replace(pk, slots_wire=encode(pk)) for pk in self._packs], self._ready, self._order)
+        return LazyPlans([replace(pk, slots_wire=encode(pk)) for pk in self._packs], self._ready, self._order,
+                         self._dropped)
+
+    def bad_houses(self, bad_rows: Callable[[PackedPlans], list[int]]) -> list[str]:
+        """Houses whose plan has a number the agent must refuse: ``bad_rows`` of each pack, and
+        the ready plans with a non-finite setpoint or envelope."""
+        out = [pk.house_ids[k] for pk in self._packs for k in bad_rows(pk) if pk.house_ids[k] not in self._dropped]
+        return out + [h for h, plan in self._ready.items() if not plan_is_finite(plan)]
+
+    def without(self, houses: Sequence[str]) -> LazyPlans:
+        return LazyPlans(self._packs, self._ready, self._order, self._dropped | frozenset(houses))
 
     def __getitem__(self, house_id: str) -> DispatchPlan:
         plan = self._ready.get(house_id)
@@ -301,6 +316,20 @@ class LazyPlans(Mapping[str, DispatchPlan]):
 
     def __len__(self) -> int:
         return len(self._order)
+
+
+def plan_is_finite(plan: DispatchPlan) -> bool:
+    """Every battery target and envelope finite; grid envelopes without NaN or a bound at the
+    wrong infinity (an infinite bound on its own side is no bound), none inverted."""
+    for slot in plan.slots:
+        for sp in slot.setpoints:
+            v = (sp.target_power_w, sp.envelope.min_w, sp.envelope.max_w)
+            if not all(math.isfinite(x) for x in v) or v[1] > v[2]:
+                return False
+        g = slot.grid_envelope
+        if g is not None and not (g.min_w < math.inf and g.max_w > -math.inf and g.min_w <= g.max_w):
+            return False
+    return True
 
 
 def build_plans(

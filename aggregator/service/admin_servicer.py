@@ -9,8 +9,9 @@ from datetime import timedelta
 
 import grpc
 
+from aggregator.metrics import AggregatorMetrics
 from aggregator.planner import FLEET_ITEM, REPLAN_QUEUE
-from aggregator.service import convert
+from aggregator.service import bounds, convert
 from aggregator.service.convert import InvalidMessage
 from aggregator.store import StateStore, StoreError
 from vpp.v1 import admin_service_pb2 as adm
@@ -24,11 +25,13 @@ MAX_OVERRIDE_S = 7 * 86_400
 
 class AdminServicer(adm_grpc.AdminServiceServicer):
     def __init__(self, store: StateStore, clock: Clock, on_limits_changed: Callable[[str], Awaitable[None]],
-                 on_events_changed: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_events_changed: Callable[[], Awaitable[None]] | None = None,
+                 metrics: AggregatorMetrics | None = None) -> None:
         self._store = store
         self._clock = clock
         self._on_limits_changed = on_limits_changed
         self._on_events_changed = on_events_changed
+        self._metrics = metrics
 
     async def _summary(self, house_id: str) -> adm.HouseSummary | None:
         record = await self._store.get_house(house_id)
@@ -89,8 +92,16 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
         problems = []
         if not request.HasField("limits"):
             problems.append("limits are required")
-        elif request.limits.max_import_w <= 0 or request.limits.max_export_w < 0:
-            problems.append("limits: max_import_w must be > 0 W and max_export_w >= 0 W")
+        else:
+            for check in (lambda: bounds.finite(request.limits.max_import_w, "limits.max_import_w", 0.0,
+                                                bounds.MAX_POWER_W, lo_open=True),
+                          lambda: bounds.power(request.limits.max_export_w, "limits.max_export_w", signed=False)):
+                try:
+                    check()
+                except InvalidMessage as exc:  # NaN was accepted once (issue 20)
+                    problems.append(str(exc))
+                    if self._metrics is not None:
+                        self._metrics.refused.labels("admin", exc.reason).inc()
         if not 0 < duration_s <= MAX_OVERRIDE_S:
             problems.append(f"duration must be more than 0 and at most {MAX_OVERRIDE_S} s")
         if problems:

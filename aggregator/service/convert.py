@@ -15,6 +15,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aggregator.dispatch.plans import PackedPlans
+from aggregator.service import bounds
+from aggregator.service.bounds import InvalidMessage
 from aggregator.store.base import FleetEventRecord, HouseRecord
 from vpp.v1 import admin_service_pb2 as adm
 from vpp.v1 import fleet_service_pb2 as fs
@@ -46,13 +48,12 @@ from vpp_common.messages import (
 )
 
 
-class InvalidMessage(ValueError):
-    """An agent message that violates the contract (answered INVALID_ARGUMENT)."""
+__all__ = ["InvalidMessage"]  # defined in bounds, raised from here too
 
 
 def _dt(ts: Timestamp, field: str) -> datetime:
     if ts.seconds == 0 and ts.nanos == 0:
-        raise InvalidMessage(f"{field} is not set")
+        raise InvalidMessage(f"{field} is not set", field)
     return ts.ToDatetime(tzinfo=UTC)
 
 
@@ -95,18 +96,19 @@ _FALLBACK = {
 
 
 def hello_from_proto(msg: fs.Hello) -> Hello:
-    if msg.limits.max_import_w <= 0:
-        raise InvalidMessage("hello.limits.max_import_w must be > 0 W")
-    if msg.limits.max_export_w < 0:
-        raise InvalidMessage("hello.limits.max_export_w must be >= 0 W")
+    bounds.finite(msg.limits.max_import_w, "hello.limits.max_import_w", 0.0, bounds.MAX_POWER_W, lo_open=True)
+    bounds.power(msg.limits.max_export_w, "hello.limits.max_export_w", signed=False)
     resources = []
     for i, r in enumerate(msg.resources):
         if not r.resource_id:
-            raise InvalidMessage(f"hello.resources[{i}].resource_id is empty")
+            raise InvalidMessage(f"hello.resources[{i}].resource_id is empty", f"hello.resources[{i}].resource_id")
         if r.kind not in _RESOURCE_KIND:
-            raise InvalidMessage(f"hello.resources[{i}].kind is unspecified")
+            raise InvalidMessage(f"hello.resources[{i}].kind is unspecified", f"hello.resources[{i}].kind")
         if r.control_type not in _CONTROL_TYPE:
-            raise InvalidMessage(f"hello.resources[{i}].control_type is unspecified")
+            raise InvalidMessage(f"hello.resources[{i}].control_type is unspecified",
+                                 f"hello.resources[{i}].control_type")
+        bounds.power(r.rated_power_w, f"hello.resources[{i}].rated_power_w", signed=False)
+        bounds.finite(r.capacity_wh, f"hello.resources[{i}].capacity_wh", 0.0, bounds.MAX_CAPACITY_WH)
         resources.append(ResourceInfo(r.resource_id, _RESOURCE_KIND[r.kind], _CONTROL_TYPE[r.control_type],
                                       r.rated_power_w, r.capacity_wh))
     return Hello(
@@ -119,61 +121,109 @@ def hello_from_proto(msg: fs.Hello) -> Hello:
     )
 
 
-def _measurement(msg: tm.Measurement, has: bool) -> Measurement:
+def _measurement(msg: tm.Measurement, has: bool, field: str, lo: float, hi: float,
+                 refused: list[str] | None) -> Measurement:
     validity = _VALIDITY.get(msg.validity, Validity.MISSING) if has else Validity.MISSING
     if validity is Validity.MISSING:
         return Measurement.missing()
     at = msg.measured_at.ToDatetime(tzinfo=UTC) if msg.HasField("measured_at") else None
+    if not (math.isfinite(msg.value) and lo <= msg.value <= hi):
+        # never stored as a number: the rest of the sample stays (and is acked), this value
+        # is IMPLAUSIBLE without a value, so nothing downstream reads a NaN as measured
+        if refused is not None:
+            refused.append(field)
+        return Measurement(None, Validity.IMPLAUSIBLE, at)
     return Measurement(msg.value, validity, at)
 
 
-def telemetry_from_proto(msg: tm.Telemetry) -> SiteTelemetry:
-    def m(name: str) -> Measurement:
-        return _measurement(getattr(msg, name), msg.HasField(name))
+_P, _PCT = (-bounds.MAX_POWER_W, bounds.MAX_POWER_W), (0.0, 100.0)
+
+
+def telemetry_from_proto(msg: tm.Telemetry, refused: list[str] | None = None) -> SiteTelemetry:
+    """``refused`` collects the fields whose value was out of bounds (made IMPLAUSIBLE, no value)."""
+    def m(name: str, lo_hi: tuple[float, float] = _P) -> Measurement:
+        return _measurement(getattr(msg, name), msg.HasField(name), f"telemetry.{name}", *lo_hi, refused)
 
     return SiteTelemetry(
         measured_at=_dt(msg.measured_at, "telemetry.measured_at"),
         grid_power_w=m("grid_power_w"),
         pv_power_w=m("pv_power_w"),
         battery_power_w=m("battery_power_w"),
-        battery_soc_pct=m("battery_soc_pct"),
+        battery_soc_pct=m("battery_soc_pct", _PCT),
         load_power_w=m("load_power_w"),
-        resources=tuple(ResourceTelemetry(r.resource_id, _measurement(r.power_w, r.HasField("power_w")),
-                                          _measurement(r.soc_pct, r.HasField("soc_pct")))
-                        for r in msg.resources),
+        resources=tuple(ResourceTelemetry(
+            r.resource_id,
+            _measurement(r.power_w, r.HasField("power_w"), f"telemetry.resources[{i}].power_w", *_P, refused),
+            _measurement(r.soc_pct, r.HasField("soc_pct"), f"telemetry.resources[{i}].soc_pct", *_PCT, refused))
+            for i, r in enumerate(msg.resources)),
+    )
+
+
+def _storage(i: int, resource_id: str, d: fx.FrbcStorageDescription) -> StorageFlexibility:
+    """An FRBC storage description, every number checked (bounds)."""
+    f = f"flexibility.resources[{i}].frbc"
+    soc_min = bounds.pct(d.soc_min_pct, f"{f}.soc_min_pct")
+    soc_max = bounds.pct(d.soc_max_pct, f"{f}.soc_max_pct")
+    if soc_min > soc_max:
+        raise InvalidMessage(f"{f}.soc_min_pct {soc_min:g} is above soc_max_pct {soc_max:g}", f"{f}.soc_min_pct")
+    bounds.pct(d.soc_pct, f"{f}.soc_pct")
+    bounds.pct(d.reserve_soc_pct, f"{f}.reserve_soc_pct")
+    if not (math.isfinite(d.capacity_wh) and d.capacity_wh > 0):
+        raise InvalidMessage(f"flexibility {resource_id}: capacity_wh must be > 0 (got {d.capacity_wh!r})",
+                             f"{f}.capacity_wh")
+    bounds.finite(d.capacity_wh, f"{f}.capacity_wh", 0.0, bounds.MAX_CAPACITY_WH, lo_open=True)
+    for j, m in enumerate(d.operation_modes):
+        lo = bounds.power(m.power_min_w, f"{f}.operation_modes[{j}].power_min_w")
+        hi = bounds.power(m.power_max_w, f"{f}.operation_modes[{j}].power_max_w")
+        if lo > hi:
+            raise InvalidMessage(f"{f}.operation_modes[{j}]: power_min_w {lo:g} is above power_max_w {hi:g}",
+                                 f"{f}.operation_modes[{j}].power_min_w")
+    modes = {m.id: m for m in d.operation_modes}
+    charge = max((m.power_max_w for m in modes.values()), default=0.0)
+    discharge = -min((m.power_min_w for m in modes.values()), default=0.0)
+    return StorageFlexibility(
+        resource_id=resource_id, soc_pct=d.soc_pct, soc_min_pct=d.soc_min_pct,
+        soc_max_pct=d.soc_max_pct, reserve_soc_pct=d.reserve_soc_pct, capacity_wh=d.capacity_wh,
+        max_charge_power_w=max(0.0, charge), max_discharge_power_w=max(0.0, discharge),
+        charge_efficiency=bounds.efficiency(d.charge_efficiency, f"{f}.charge_efficiency"),
+        discharge_efficiency=bounds.efficiency(d.discharge_efficiency, f"{f}.discharge_efficiency"),
     )
 
 
 def flexibility_from_proto(msg: fx.FlexibilityUpdate) -> Flexibility:
     storages, curtailments = [], []
-    for r in msg.resources:
+    for i, r in enumerate(msg.resources):
         kind = r.WhichOneof("description")
         if kind == "frbc":
-            d = r.frbc
-            modes = {m.id: m for m in d.operation_modes}
-            charge = max((m.power_max_w for m in modes.values()), default=0.0)
-            discharge = -min((m.power_min_w for m in modes.values()), default=0.0)
-            if d.capacity_wh <= 0:
-                raise InvalidMessage(f"flexibility {r.resource_id}: capacity_wh must be > 0")
-            storages.append(StorageFlexibility(
-                resource_id=r.resource_id, soc_pct=d.soc_pct, soc_min_pct=d.soc_min_pct,
-                soc_max_pct=d.soc_max_pct, reserve_soc_pct=d.reserve_soc_pct, capacity_wh=d.capacity_wh,
-                max_charge_power_w=max(0.0, charge), max_discharge_power_w=max(0.0, discharge),
-                charge_efficiency=d.charge_efficiency or 1.0, discharge_efficiency=d.discharge_efficiency or 1.0,
-            ))
+            storages.append(_storage(i, r.resource_id, r.frbc))
         elif kind == "pebc":
+            f = f"flexibility.resources[{i}].pebc"
+            bounds.power(r.pebc.present_power_w, f"{f}.present_power_w")
+            bounds.power(r.pebc.lower_limit_min_w, f"{f}.lower_limit_min_w")
+            bounds.power(r.pebc.lower_limit_max_w, f"{f}.lower_limit_max_w")
             curtailments.append(CurtailmentFlexibility(r.resource_id, r.pebc.present_power_w,
                                                        r.pebc.lower_limit_min_w))
         else:
-            raise InvalidMessage(f"flexibility {r.resource_id}: no description")
+            raise InvalidMessage(f"flexibility {r.resource_id}: no description", f"flexibility.resources[{i}]")
     def forecast(name: str) -> PowerForecast | None:
         if not msg.HasField(name):
             return None
         fc = getattr(msg, name)
         slot_s = int(fc.slot_duration.ToTimedelta().total_seconds())
-        if slot_s <= 0:
-            raise InvalidMessage(f"flexibility.{name}.slot_duration must be > 0")
-        return PowerForecast(_dt(fc.start, f"flexibility.{name}.start"), slot_s, tuple(fc.values_w))
+        if not 0 < slot_s <= bounds.MAX_FORECAST_SLOT_S:
+            raise InvalidMessage(f"flexibility.{name}.slot_duration must be > 0 and at most "
+                                 f"{bounds.MAX_FORECAST_SLOT_S} s (got {slot_s} s)",
+                                 f"flexibility.{name}.slot_duration")
+        if len(fc.values_w) > bounds.MAX_FORECAST_SLOTS:
+            raise InvalidMessage(f"flexibility.{name}.values_w has {len(fc.values_w)} values, at most "
+                                 f"{bounds.MAX_FORECAST_SLOTS} accepted", f"flexibility.{name}.values_w")
+        values = tuple(fc.values_w)
+        if values and not all(math.isfinite(v) and abs(v) <= bounds.MAX_POWER_W for v in values):
+            k, bad = next((k, v) for k, v in enumerate(values)
+                          if not (math.isfinite(v) and abs(v) <= bounds.MAX_POWER_W))
+            raise InvalidMessage(f"flexibility.{name}.values_w[{k}] must be a finite power within "
+                                 f"+-{bounds.MAX_POWER_W:g} W (got {bad!r})", f"flexibility.{name}.values_w[{k}]")
+        return PowerForecast(_dt(fc.start, f"flexibility.{name}.start"), slot_s, values)
 
     return Flexibility(_dt(msg.valid_from, "flexibility.valid_from"), tuple(storages), tuple(curtailments),
                        forecast("load_forecast"), forecast("pv_forecast"), forecast("pv_clear_sky_forecast"))
@@ -313,6 +363,7 @@ def house_summary(record: HouseRecord, route: str | None, plan: DispatchPlan | N
     return msg
 
 
+MAX_FLEET_W = 1e10  # 10 GW: a cap on a whole fleet; beyond it a number only upsets the LP
 _DIRECTIONS = {adm.FLEET_EVENT_DIRECTION_EXPORT: "export", adm.FLEET_EVENT_DIRECTION_IMPORT: "import"}
 
 
@@ -338,8 +389,9 @@ def fleet_event_from_proto(msg: adm.FleetEvent, event_id: str, created_at: datet
     reduce_w = msg.reduce_by_w if which == "reduce_by_w" else None
     if which is None:
         problems.append("one of max_power_w and reduce_by_w is required")
-    elif not (math.isfinite(value := float(max_w if max_w is not None else reduce_w or 0.0)) and value >= 0.0):
-        problems.append(f"{which} must be a finite number of W >= 0")
+    elif not (math.isfinite(value := float(max_w if max_w is not None else reduce_w or 0.0))
+              and 0.0 <= value <= MAX_FLEET_W):
+        problems.append(f"{which} must be a finite number of W in [0, {MAX_FLEET_W:g}] (got {value!r})")
     if problems:
         raise InvalidMessage("; ".join(problems))
     assert direction is not None and start is not None and end is not None

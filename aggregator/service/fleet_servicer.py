@@ -17,6 +17,8 @@ import grpc
 
 from aggregator.metrics import AggregatorMetrics
 from aggregator.service import convert
+from aggregator.service.refusals import Refusals
+from aggregator.service.replan_limit import ReplanLimiter
 from aggregator.service.identity import IdentityError, IdentityResolver
 from aggregator.service.sessions import CloseItem, ControlItem, PlanItem, Session, SessionRegistry
 from aggregator.store import StateStore, StoreError
@@ -47,6 +49,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         max_streams: int,
         request_plan: Callable[[str], None],
         grid_signal: Callable[[str], Awaitable[GridSignal | None]] | None = None,
+        replan_min_interval_s: float = 0.0,
     ) -> None:
         self._store = store
         self._sessions = sessions
@@ -59,7 +62,11 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         self._telemetry_ttl_s = telemetry_ttl_s
         self._route_ttl_s = route_ttl_s
         self._max_streams = max_streams
-        self._request_plan = request_plan
+        # a house's re-plan requests pass a per-house limit before they reach the planner
+        self._replans = ReplanLimiter(request_plan, replan_min_interval_s,
+                                      on_coalesced=metrics.replans_coalesced.inc)
+        self._request_plan = self._replans.request
+        self._refusals = Refusals(metrics)
         self._grid_signal = grid_signal
         self.draining = False
         self._signal_pb: tuple[GridSignal, fs.ConnectResponse] | None = None
@@ -82,6 +89,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
             hello = convert.hello_from_proto(first.hello)
         except convert.InvalidMessage as exc:
             self._metrics.messages.labels("hello", "invalid").inc()
+            self._refusals.refused(house_id, "hello", exc.reason, str(exc), "stream refused")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if hello.claimed_house_id and hello.claimed_house_id != house_id:
             self._metrics.messages.labels("hello", "denied").inc()
@@ -133,6 +141,8 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         finally:
             await cancel_and_wait([reader])
             self._sessions.close(session)
+            if self._sessions.get(house_id) is None:
+                self._replans.forget(house_id)
             self._metrics.connected_agents.set(len(self._sessions))
             try:
                 await self._store.clear_route(house_id, self._replica_id)
@@ -166,8 +176,10 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
                     await self._handle(house_id, session, req, kind)
                     self._metrics.messages.labels(kind, "ok").inc()
                 except convert.InvalidMessage as exc:
+                    # dropped, the stream stays: one bad update must not cost a house its stream
+                    # for good; the store keeps its last good data, which planning goes on using
                     self._metrics.messages.labels(kind, "invalid").inc()
-                    log.warning("house %s sent an invalid %s: %s", house_id, kind, exc)
+                    self._refusals.refused(house_id, kind, exc.reason, str(exc), "message dropped, stream kept")
                 except StoreError as exc:
                     self._metrics.messages.labels(kind, "store_error").inc()
                     self._metrics.store_errors.inc()
@@ -181,7 +193,11 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
 
     async def _handle(self, house_id: str, session: Session, req: fs.ConnectRequest, kind: str) -> None:
         if kind == "telemetry":
-            t = convert.telemetry_from_proto(req.telemetry)
+            refused: list[str] = []
+            t = convert.telemetry_from_proto(req.telemetry, refused)
+            for field in refused:  # stored as IMPLAUSIBLE without a value
+                self._refusals.refused(house_id, "telemetry", field, f"{field} out of bounds",
+                                       "value marked IMPLAUSIBLE")
             self._metrics.telemetry_age.observe(max(0.0, (self._clock.now() - t.measured_at).total_seconds()))
             await self._store.put_telemetry(house_id, t, self._telemetry_ttl_s)
             # stored: the agent may forget it (a StoreError above sends no ack: the agent sends it again)
