@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -36,6 +37,7 @@ from edge_agent.energy_manager.forecast import ForecastErrors, HistoryForecaster
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from edge_agent.energy_manager.plan_check import Problem, grid_signal_problem, plan_house_problem, plan_problem
 from edge_agent.energy_manager.plans import PlanBook
+from edge_agent.local_control import apply_local, plan_in_force
 from edge_agent.metrics import AgentMetrics
 from edge_agent.refusals import Refusals
 from edge_agent.resources.capabilities import plan_refusal
@@ -132,6 +134,8 @@ class EdgeAgent:
         self.forecaster: HistoryForecaster | None = None  # made once the nameplate is known
         self.forecast_errors = ForecastErrors()
         self._forecast: tuple[datetime, PowerForecast, PowerForecast, PowerForecast | None] | None = None
+        self.override: DispatchPlan | None = None  # a local override (Home Assistant): edge_agent/local_control.py
+        self.snapshot_listeners: list[Callable[[HouseSnapshot], None]] = []  # called with every poll's snapshot
 
     @property
     def metrics_url(self) -> str | None:
@@ -151,6 +155,11 @@ class EdgeAgent:
             self.device, ", ".join(f"{p.role} {p.host}:{p.port}" for p in dev.parts) or f"{dev.host}:{dev.port}",
             DeviceRetry(min(dev.poll_interval_s, dev.reconnect_max_s), dev.reconnect_max_s), self.clock,
             self.metrics.device_connected, self.metrics.device_connect_attempts)
+        self.home_assistant = None
+        if self.config.home_assistant is not None:
+            from edge_agent.home_assistant.bridge import HomeAssistantBridge
+
+            self.home_assistant = HomeAssistantBridge(self)  # loads the energy counters: an unwritable dir fails here
         if self._metrics_server is not None:
             self._metrics_server.start()  # up first: it tells whether the device answers
         self.uplink.identity = UplinkIdentity(self.metrics.uplink_errors, self.metrics.tls_cert_expiry)
@@ -167,6 +176,8 @@ class EdgeAgent:
             self._start_control()
         else:
             self._tasks = [asyncio.create_task(self._connect_then_control(), name="agent-connect")]
+        if self.home_assistant is not None:  # the house over MQTT discovery, its own reconnect loop
+            self._tasks.append(asyncio.create_task(self.home_assistant.run(), name="agent-home-assistant"))
 
     async def _connect_then_control(self) -> None:
         try:
@@ -385,6 +396,8 @@ class EdgeAgent:
             if not ok:
                 self.stats.poll_errors += 1
             self.snapshot = snap
+            for listener in self.snapshot_listeners:
+                listener(snap)
             self._watch_device(snap)
             self.metrics.observe(snap.telemetry)
             self._learn(snap)
@@ -495,6 +508,7 @@ class EdgeAgent:
         plan, stream_ok = self.plans.current, self._stream_ok()
         if self.local_tou is not None:
             plan, stream_ok = self._local_plan(now, snap), True  # needs no stream
+        plan, stream_ok = plan_in_force(self, now, plan, stream_ok)  # a local override; self_consumption: none
         decision = decide(now, snap.telemetry, plan, stream_ok, self.effective_limits(now),
                           battery, self.device.battery_id,
                           previous_w=previous[0] if previous else None,
@@ -593,6 +607,11 @@ class EdgeAgent:
         tightens = (("export_cap" in clamped_by and value_w > last_w + TIGHTEN_MIN_W)
                     or ("import_limit" in clamped_by and value_w < last_w - TIGHTEN_MIN_W))
         return refresh_due or tightens or abs(value_w - last_w) >= self.config.control.deadband_w
+
+    def apply_local(self, name: str, value: str | float | None, source: str) -> str | None:
+        """A setting or override from the house (Home Assistant): checked like the config and the
+        plans, applied, the safety clamp still last; returns why it was refused, None if applied."""
+        return apply_local(self, name, value, source)
 
     def plan_status(self) -> PlanStatus | None:
         p = self.plans.current

@@ -36,6 +36,12 @@ Example ``edge-agent.toml``::
     deadband_w = 50
     # mode = "tou"                   # plan locally on the tariff below (default "vpp")
 
+    # state_dir = "/var/lib/vpp-agent"   # files that must survive a restart (energy counters)
+    # [home_assistant]               # publish the house over MQTT discovery (README: Home Assistant)
+    # host = "192.168.1.10"
+    # username = "vpp"
+    # password = "..."
+
     # [[tariff.periods]]             # fixed TOU periods (UTC), or tariff.prices_file = "prices.csv"
     # start = "17:00"
     # end = "21:00"
@@ -53,7 +59,7 @@ from datetime import time
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from vpp_common.config import EnvOverridesFile
@@ -277,6 +283,55 @@ class TlsClientConfig(BaseModel):
         return v
 
 
+class MqttTlsConfig(BaseModel):
+    """TLS to the MQTT broker: the CA that signed the broker's certificate, and optionally a
+    client certificate and key (brokers that authenticate clients by certificate)."""
+
+    model_config = STRICT
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _files(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file (a client certificate), or neither")
+        for f in (self.ca_file, self.cert_file, self.key_file):
+            if f is not None and not f.is_file():
+                raise ValueError(f"file {f} does not exist")
+        return self
+
+
+class HomeAssistantConfig(BaseModel):
+    """``[home_assistant]``: publish the house to Home Assistant over MQTT discovery
+    (edge_agent/home_assistant/); off unless the table is there."""
+
+    model_config = STRICT
+
+    host: str = Field(description="MQTT broker host (the one Home Assistant's MQTT integration uses)")
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: MqttTlsConfig | None = None
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+\s]+$")
+    node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$",
+                                description="discovery node id and unique_id stem; default from house_id")
+    status_topic: str = Field("homeassistant/status", pattern=r"^[^#+\s]+$",
+                              description="Home Assistant's birth/last-will topic: 'online' = re-announce")
+    publish_interval_s: float = Field(10.0, gt=0, le=3600, description="states published every this many real s")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_initial_s: float = Field(1.0, gt=0, description="first reconnect delay to the broker (real s)")
+    reconnect_max_s: float = Field(60.0, gt=0, description="largest reconnect delay (real s, with jitter)")
+
+    @field_validator("host")
+    @classmethod
+    def _host_given(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name the MQTT broker (IP address or host name)")
+        return v
+
+
 class AgentConfig(EnvOverridesFile):
     model_config = SettingsConfigDict(env_prefix="VPP_AGENT_", env_nested_delimiter="__", extra="forbid",
                                       allow_inf_nan=False)
@@ -297,6 +352,8 @@ class AgentConfig(EnvOverridesFile):
     battery: BatteryConfig = BatteryConfig()
     control: ControlConfig = ControlConfig()
     tariff: TariffConfig | None = Field(None, description="prices for control.mode = \"tou\"")
+    state_dir: Path | None = Field(None, description="directory for what must survive a restart (energy counters)")
+    home_assistant: HomeAssistantConfig | None = Field(None, description="publish the house over MQTT discovery")
 
     @model_validator(mode="after")
     def _timings_that_can_work(self) -> AgentConfig:
@@ -328,6 +385,21 @@ class AgentConfig(EnvOverridesFile):
                              "/ pass --insecure for a local demo")
         if self.tls is None and not self.house_id:
             raise ValueError("house_id is required in insecure mode (with mTLS it comes from the certificate)")
+        return self
+
+    @model_validator(mode="after")
+    def _home_assistant_can_work(self) -> AgentConfig:
+        ha = self.home_assistant
+        if ha is None:
+            return self
+        if self.state_dir is None:
+            raise ValueError("home_assistant: set state_dir (the energy counters must survive a restart, or Home "
+                             "Assistant reads a meter reset)")
+        if ha.node_id is None and not self.house_id:
+            raise ValueError("home_assistant: set node_id (or house_id): it makes the entities' unique ids")
+        if ha.reconnect_initial_s > ha.reconnect_max_s:
+            raise ValueError(f"home_assistant: reconnect_initial_s ({ha.reconnect_initial_s}) must be <= "
+                             f"reconnect_max_s ({ha.reconnect_max_s})")
         return self
 
     @field_validator("aggregator")

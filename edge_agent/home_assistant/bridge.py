@@ -1,0 +1,228 @@
+"""The MQTT task: the house announced to Home Assistant, its states published, its commands taken.
+
+Own reconnect loop (aiomqtt has none): exponential backoff with jitter, reset once connected.
+On every connect: discovery (retained), ``online`` on the availability topic (retained; the
+last will says ``offline`` if the agent dies), then every state (retained).  Discovery is
+announced again whenever Home Assistant's status topic says ``online`` (it restarted) and when
+the set of entities changes (e.g. the EV charger showed up once the device answered).
+Commands are parsed (commands.py) and applied through ``EdgeAgent.apply_local``; a refused
+command is counted as ``vpp_edge_refused_total{source="home_assistant"}`` and the entity's
+current state is published again, so Home Assistant shows what holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+from typing import TYPE_CHECKING
+
+import aiomqtt
+from prometheus_client import Counter, Gauge
+
+from edge_agent.home_assistant.commands import Refused, parse
+from edge_agent.home_assistant.energy import CounterStore
+from edge_agent.home_assistant.entities import HouseSpec, discovery
+from edge_agent.home_assistant.states import HouseView, states
+from edge_agent.uplink.client import Backoff
+from vpp_common.clock import cancel_and_wait
+from vpp_common.messages import ResourceKind
+
+if TYPE_CHECKING:
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.resources.hybrid import HouseSnapshot
+
+log = logging.getLogger(__name__)
+
+SOURCE = "home_assistant"  # refusals' source label
+DEFAULT_OVERRIDE_HOURS = 2.0
+
+
+def node_id_for(house_id: str) -> str:
+    """A discovery node id from a house id: only the characters Home Assistant allows there."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", house_id)
+
+
+class HomeAssistantBridge:
+    def __init__(self, agent: EdgeAgent) -> None:
+        cfg = agent.config.home_assistant
+        assert cfg is not None and agent.config.state_dir is not None  # the config's checks
+        self.agent, self.cfg = agent, cfg
+        self.node_id = cfg.node_id or node_id_for(agent.config.house_id or "")
+        self.store = CounterStore(agent.config.state_dir / f"home_assistant_energy_{self.node_id}.json")
+        # a valid reading further than this from the last one is not joined to it (a gap)
+        self.counters = self.store.load(max_step_s=3 * agent.config.device.poll_interval_s)
+        self.prices = agent.config.tariff.price_source() if agent.config.tariff is not None else None
+        self.override_hours = DEFAULT_OVERRIDE_HOURS
+        self.connected = False
+        self.announcements = 0  # discovery rounds published (tests, logs)
+        self._announced: HouseSpec | None = None
+        self._backoff = Backoff(cfg.reconnect_initial_s, cfg.reconnect_max_s)
+        self._rng = random.Random()
+        r = agent.metrics.registry
+        self.m_connected = Gauge("vpp_edge_home_assistant_connected", "1 while the MQTT broker connection is up.",
+                                 registry=r)
+        self.m_connects = Counter("vpp_edge_home_assistant_connects_total",
+                                  "MQTT broker connection attempts, by result (ok, error).", ["result"], registry=r)
+        agent.snapshot_listeners.append(self._on_snapshot)
+
+    # -- what to publish ---------------------------------------------------------------
+    def spec(self) -> HouseSpec:
+        a = self.agent
+        resources = getattr(a.device, "resources", ()) or ()
+        return HouseSpec(
+            node_id=self.node_id, house_name=f"VPP house {a.config.house_id or self.node_id}",
+            sw_version=_agent_version(), discovery_prefix=self.cfg.discovery_prefix,
+            has_ev=any(r.kind is ResourceKind.EV_CHARGER for r in resources),
+            currency=a.config.tariff.currency if a.config.tariff is not None else None,
+            max_soc_pct=a.config.battery.max_soc_pct)
+
+    def view(self, kwh: dict[str, float]) -> HouseView:
+        a = self.agent
+        now = a.clock.now()
+        resources = getattr(a.device, "resources", ()) or ()
+        ev_id = next((r.resource_id for r in resources if r.kind is ResourceKind.EV_CHARGER), None)
+        override = a.override if a.override is not None and a.override.is_valid_at(now) else None
+        plan = override or (a.local_tou.current if a.local_tou is not None else
+                            a.plans.current if a.config.control.mode == "vpp" else None)
+        return HouseView(
+            telemetry=a.snapshot.telemetry if a.snapshot is not None else None, ev_id=ev_id, kwh=kwh,
+            saved_today=self.counters.saved_today if self.prices is not None else None,
+            decision=a.stats.last_decision, override=override, plan=plan, mode=a.config.control.mode,
+            reserve_soc_pct=a.config.battery.reserve_soc_pct, override_hours=self.override_hours, now=now)
+
+    def _on_snapshot(self, snap: HouseSnapshot) -> None:
+        try:
+            self.counters.add(snap.telemetry, self.prices)
+        except Exception as exc:  # noqa: BLE001 -- a counter bug must not stop the poll loop
+            self.agent.refusals.refuse(SOURCE, "energy_counter", f"could not integrate a reading: {exc!r}")
+
+    # -- the connection ------------------------------------------------------------------
+    def _client(self) -> aiomqtt.Client:
+        cfg = self.cfg
+        tls = (aiomqtt.TLSParameters(ca_certs=str(cfg.tls.ca_file),
+                                     certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                                     keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None)
+               if cfg.tls is not None else None)
+        return aiomqtt.Client(
+            cfg.host, cfg.port, username=cfg.username,
+            password=cfg.password.get_secret_value() if cfg.password is not None else None,
+            identifier=f"vpp-edge-{self.node_id}", keepalive=cfg.keepalive_s, tls_params=tls, timeout=10,
+            will=aiomqtt.Will(self.spec().availability_topic, "offline", qos=1, retain=True))
+
+    async def run(self) -> None:
+        attempt = 0
+        try:
+            while True:
+                try:
+                    async with self._client() as client:
+                        attempt = 0
+                        self._set_connected(True)
+                        await self._session(client)
+                except Exception as exc:  # noqa: BLE001 -- MqttError, TLS or a bug: the agent runs on, retried
+                    self.m_connects.labels("error").inc()
+                    if self.connected or attempt == 0:  # said when it breaks, not on every retry
+                        log.warning("MQTT broker %s:%s: %s (reconnecting with backoff)", self.cfg.host,
+                                    self.cfg.port, exc if isinstance(exc, aiomqtt.MqttError) else repr(exc))
+                finally:
+                    self._set_connected(False)
+                await asyncio.sleep(self._backoff.delay(attempt, self._rng))
+                attempt += 1
+        finally:
+            self._save()
+
+    def _set_connected(self, up: bool) -> None:
+        if up and not self.connected:
+            self.m_connects.labels("ok").inc()
+            log.info("MQTT broker %s:%s connected: announcing the house to Home Assistant", self.cfg.host,
+                     self.cfg.port)
+        self.connected = up
+        self.m_connected.set(1 if up else 0)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        spec = self.spec()
+        await client.subscribe(f"{spec.base}/+/set", qos=1)
+        await client.subscribe(self.cfg.status_topic, qos=1)
+        await self.announce(client)
+        tasks = [asyncio.create_task(self._publish_loop(client), name="ha-publish"),
+                 asyncio.create_task(self._command_loop(client), name="ha-commands")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()  # the MqttError that ended the session
+        except asyncio.CancelledError:
+            # the agent stops: say so now (a clean disconnect sends no last will)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.publish(spec.availability_topic, "offline", qos=1, retain=True), 2.0)
+            raise
+        finally:
+            await cancel_and_wait(tasks)
+
+    async def announce(self, client: aiomqtt.Client) -> None:
+        """Discovery (retained), then online, then every state."""
+        spec = self.spec()
+        for topic, payload in discovery(spec):
+            await client.publish(topic, payload, qos=1, retain=True)
+        await client.publish(spec.availability_topic, "online", qos=1, retain=True)
+        self._announced = spec
+        self.announcements += 1
+        await self.publish_states(client)
+
+    async def publish_states(self, client: aiomqtt.Client) -> None:
+        kwh = self._save()  # on disk before Home Assistant sees it: a restart never shows a decrease
+        spec = self._announced or self.spec()
+        for key, payload in states(self.view(kwh)).items():
+            await client.publish(f"{spec.base}/{key}" if "/" in key else spec.state_topic(key), payload,
+                                 qos=0, retain=True)
+
+    def _save(self) -> dict[str, float]:
+        kwh = dict(self.counters.kwh)
+        try:
+            self.store.save(self.counters)
+        except OSError as exc:
+            self.agent.refusals.refuse(SOURCE, "state_dir", f"could not save the energy counters: {exc}")
+        return kwh
+
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.publish_interval_s)
+            if self.spec() != self._announced:
+                await self.announce(client)  # e.g. the EV charger appeared once the device answered
+            else:
+                await self.publish_states(client)
+
+    async def _command_loop(self, client: aiomqtt.Client) -> None:
+        async for msg in client.messages:
+            await self.on_message(client, msg.topic.value, bytes(msg.payload or b"") if not isinstance(
+                msg.payload, (int, float)) else str(msg.payload).encode(), msg.retain)
+
+    async def on_message(self, client: aiomqtt.Client, topic: str, payload: bytes, retain: bool) -> None:
+        spec = self._announced or self.spec()
+        if topic == self.cfg.status_topic:
+            if payload.strip() == b"online":
+                log.info("Home Assistant came online: announcing the house again")
+                await self.announce(client)
+            return
+        key = topic.removeprefix(spec.base + "/").removesuffix("/set")
+        if retain:  # a retained command would be applied again on every reconnect: never
+            self.agent.refusals.refuse(SOURCE, "retained_command", f"{key[:40]}: retained message on {topic[:80]}")
+            return
+        cmd = parse(spec, key, payload)
+        if isinstance(cmd, Refused):
+            self.agent.refusals.refuse(SOURCE, cmd.label, cmd.detail)
+        elif cmd.name == "override_hours":
+            assert isinstance(cmd.value, float)
+            self.override_hours = cmd.value
+        else:
+            value = self.override_hours if cmd.name in ("hold_battery", "charge_now") else cmd.value
+            if self.agent.apply_local(cmd.name, value, SOURCE) is None:
+                log.info("Home Assistant: %s %s applied", cmd.name, value if value is not None else "")
+        await self.publish_states(client)  # what holds now, refused or not
+
+
+def _agent_version() -> str:
+    from edge_agent.agent import AGENT_VERSION
+
+    return AGENT_VERSION
