@@ -1,0 +1,45 @@
+"""The ``[home_assistant]`` table: off unless configured, refused where it cannot work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from edge_agent.config import AgentConfig, HomeAssistantConfig
+
+
+def cfg(tmp_path: Path, **ha: object) -> AgentConfig:
+    return AgentConfig(house_id="house 7", insecure=True, state_dir=tmp_path,
+                       home_assistant=HomeAssistantConfig.model_validate({"host": "broker", **ha}))
+
+
+def test_defaults(tmp_path: Path) -> None:
+    c = cfg(tmp_path)
+    assert c.home_assistant is not None
+    assert (c.home_assistant.port, c.home_assistant.discovery_prefix, c.home_assistant.status_topic) == \
+        (1883, "homeassistant", "homeassistant/status")
+    assert AgentConfig(house_id="h", insecure=True).home_assistant is None  # off unless configured
+
+
+def test_needs_a_state_dir() -> None:
+    with pytest.raises(ValidationError, match="state_dir"):
+        AgentConfig(house_id="h", insecure=True, home_assistant=HomeAssistantConfig(host="broker"))
+
+
+@pytest.mark.parametrize(("key", "value"), [("node_id", "a/b"), ("node_id", "a+b"), ("discovery_prefix", "ha/#"),
+                                            ("port", 0), ("publish_interval_s", float("nan")), ("host", " "),
+                                            ("typo", 1)])
+def test_refused(tmp_path: Path, key: str, value: object) -> None:
+    with pytest.raises(ValidationError):
+        cfg(tmp_path, **{key: value})
+
+
+def test_client_certificate_needs_both_files(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    with pytest.raises(ValidationError, match="both cert_file and key_file"):
+        cfg(tmp_path, tls={"ca_file": str(ca), "cert_file": str(ca)})
+    with pytest.raises(ValidationError, match="does not exist"):
+        cfg(tmp_path, tls={"ca_file": str(tmp_path / "nope.pem")})
