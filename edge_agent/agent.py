@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -52,6 +53,9 @@ from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
 from vpp_common.timeslots import align_down
 from vpp_common.messages import DispatchPlan, GridSignal, Hello, PlanState, PlanStatus, PowerForecast, SiteLimits
 from vpp_common.metrics_http import MetricsServer
+
+if TYPE_CHECKING:
+    from edge_agent.home_assistant.bridge import HomeAssistantBridge
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +140,7 @@ class EdgeAgent:
         self._forecast: tuple[datetime, PowerForecast, PowerForecast, PowerForecast | None] | None = None
         self.override: DispatchPlan | None = None  # a local override (Home Assistant): edge_agent/local_control.py
         self.snapshot_listeners: list[Callable[[HouseSnapshot], None]] = []  # called with every poll's snapshot
+        self.home_assistant: HomeAssistantBridge | None = None  # made at start with a [home_assistant] table
 
     @property
     def metrics_url(self) -> str | None:
@@ -155,8 +160,7 @@ class EdgeAgent:
             self.device, ", ".join(f"{p.role} {p.host}:{p.port}" for p in dev.parts) or f"{dev.host}:{dev.port}",
             DeviceRetry(min(dev.poll_interval_s, dev.reconnect_max_s), dev.reconnect_max_s), self.clock,
             self.metrics.device_connected, self.metrics.device_connect_attempts)
-        self.home_assistant = None
-        if self.config.home_assistant is not None:
+        if self.config.home_assistant is not None and self.home_assistant is None:
             from edge_agent.home_assistant.bridge import HomeAssistantBridge
 
             self.home_assistant = HomeAssistantBridge(self)  # loads the energy counters: an unwritable dir fails here
