@@ -159,6 +159,9 @@ class HomeAssistantBridge:
             raise
         finally:
             await cancel_and_wait(tasks)
+            for t in tasks:  # the other one may have failed too (the same lost connection): seen, not logged
+                if not t.cancelled():
+                    t.exception()
 
     async def announce(self, client: aiomqtt.Client) -> None:
         """Discovery (retained), then online, then every state."""
@@ -195,8 +198,8 @@ class HomeAssistantBridge:
 
     async def _command_loop(self, client: aiomqtt.Client) -> None:
         async for msg in client.messages:
-            await self.on_message(client, msg.topic.value, bytes(msg.payload or b"") if not isinstance(
-                msg.payload, (int, float)) else str(msg.payload).encode(), msg.retain)
+            payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload or "").encode()
+            await self.on_message(client, msg.topic.value, bytes(payload), msg.retain)
 
     async def on_message(self, client: aiomqtt.Client, topic: str, payload: bytes, retain: bool) -> None:
         spec = self._announced or self.spec()

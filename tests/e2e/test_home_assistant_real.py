@@ -1,0 +1,230 @@
+"""Issue 21 item 1, final acceptance: the house in a real Home Assistant (2024.3.3, the last
+release that runs on Python 3.11) through a real Mosquitto.
+
+Home Assistant runs from its own virtual environment (``VPP_HA_PYTHON`` = its python; skipped
+when unset): ``python3.11 -m venv ha && ha/bin/pip install homeassistant==2024.3.3 'josepy<2'``.
+The test starts it with a throwaway config directory, onboards, adds the MQTT integration
+through its config flow (pointed at the test's broker), starts the agent, and then asserts
+through Home Assistant's own REST and WebSocket APIs (``ha_probe.py``, run with Home
+Assistant's Python): every entity exists with its device class, state class and unit; the
+Energy dashboard's ``energy/validate`` reports no issue for the agent's grid, solar and battery
+counters; ``select.select_option`` on the mode changes the agent's mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, time as dtime, timezone
+from pathlib import Path
+
+import pytest
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.config import (
+    AgentConfig, BatteryConfig, ControlConfig, DeviceConfig, HomeAssistantConfig, TariffConfig, TariffPeriodConfig,
+)
+from edge_agent.home_assistant.entities import discovery_payload, entities
+from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
+from simulator.physics import PhysicsConfig
+from tests.conftest import _SESSION_PIDS, free_port, until
+from tests.ha_fixtures import Mosquitto, close_default_executor, mosquitto  # noqa: F401 -- the fixture
+from vpp_common.clock import ManualClock
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(800)]
+
+NOON = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+NODE = "house_ha"
+PROBE = Path(__file__).with_name("ha_probe.py")
+CONFIG = """homeassistant:
+  name: VPP test
+  latitude: 52.37
+  longitude: 4.89
+  elevation: 0
+  unit_system: metric
+  time_zone: UTC
+  currency: EUR
+  country: NL
+http:
+  server_host: 127.0.0.1
+  server_port: {port}
+api:
+recorder:
+  commit_interval: 1
+energy:
+logger:
+  default: warning
+"""
+
+
+class HomeAssistant:
+    def __init__(self, python: str, workdir: Path) -> None:
+        self.python, self.workdir = python, workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (workdir / "configuration.yaml").write_text(CONFIG.format(port=self.port))
+        self.log = open(workdir / "ha.log", "wb")
+        self.proc = subprocess.Popen([python, "-m", "homeassistant", "-c", str(workdir)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        _SESSION_PIDS.add(self.proc.pid)  # its pip installs are its own children
+        self.token = ""
+
+    def answering(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/onboarding", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    async def probe(self, *args: str) -> dict:
+        p = await asyncio.create_subprocess_exec(self.python, str(PROBE), args[0], self.url, *args[1:],
+                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(p.communicate(), 60)
+        if p.returncode != 0:
+            raise AssertionError(f"ha_probe {args[0]} failed: {err.decode()[-2000:]}")
+        return json.loads(out)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        _SESSION_PIDS.discard(self.proc.pid)
+        self.log.close()
+
+
+@pytest.fixture
+def home_assistant() -> Iterator[HomeAssistant]:
+    python = os.environ.get("VPP_HA_PYTHON")
+    if not python:
+        pytest.skip("VPP_HA_PYTHON not set (a venv with homeassistant==2024.3.3 and josepy<2: see this file)")
+    workdir = Path(tempfile.mkdtemp(prefix="vpp-ha-"))
+    ha = HomeAssistant(python, workdir)
+    try:
+        yield ha
+    finally:
+        ha.stop()
+        if os.environ.get("VPP_HA_KEEP"):
+            print(f"Home Assistant log: {workdir / 'ha.log'}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def poll_until(pred, what: str, timeout_s: float, every_s: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(every_s)
+
+
+@pytest.fixture
+async def house() -> AsyncIterator[tuple[SunSpecHybridSimulator, ManualClock]]:
+    clock = ManualClock(NOON)
+    sim = SunSpecHybridSimulator(SimulatorConfig(physics=PhysicsConfig(initial_soc_pct=50)), clock)
+    await sim.start()
+    try:
+        yield sim, clock
+    finally:
+        await sim.stop()
+        await close_default_executor()
+
+
+async def test_real_home_assistant(home_assistant: HomeAssistant, mosquitto: Mosquitto, house,
+                                   tmp_path: Path) -> None:
+    ha = home_assistant
+    sim, clock = house
+
+    async def answering() -> bool:
+        return await asyncio.get_running_loop().run_in_executor(None, ha.answering)
+
+    await poll_until(answering, "Home Assistant's API (first boot installs its integrations' requirements)", 300)
+    setup = await ha.probe("setup", mosquitto.host, str(mosquitto.port))
+    assert setup["flow"] == "create_entry", setup
+    token = setup["token"]
+
+    config = AgentConfig(
+        house_id="house-ha", insecure=True, metrics_port=None, aggregator=f"127.0.0.1:{free_port()}",
+        reconnect_initial_s=5.0, reconnect_max_s=5.0,
+        device=DeviceConfig(port=sim.port, timeout_s=0.2, poll_interval_s=1.0, stale_after_s=10.0),
+        battery=BatteryConfig(revert_s=10), control=ControlConfig(tick_s=0.05, deadband_w=20),
+        tariff=TariffConfig(periods=[TariffPeriodConfig(start=dtime(0), end=dtime(0), import_price_per_kwh=0.30,
+                                                        export_price_per_kwh=0.08)]),
+        state_dir=tmp_path / "state",
+        home_assistant=HomeAssistantConfig(host=mosquitto.host, port=mosquitto.port, node_id=NODE,
+                                           publish_interval_s=0.5))
+    agent = EdgeAgent(config, clock=clock)
+    try:
+        await agent.start()
+        await agent.wait_ready(5)
+        for _ in range(5):  # a few valid readings: the counters move
+            n = agent.stats.polls
+            clock.advance(1.0)
+            await until(lambda: agent.stats.polls > n, "a device poll")
+        assert agent.home_assistant is not None
+        spec = agent.home_assistant.spec()
+        expected = {f"vpp_{NODE}_{e.key}": discovery_payload(spec, e) for e in entities(spec)}
+        seen: dict = {}
+
+        async def all_there() -> bool:
+            seen.update(await ha.probe("entities", token, f"vpp_{NODE}_"))
+            states = {s["entity_id"]: s for s in seen["states"]}
+            return (len(seen["registry"]) == len(expected)
+                    and all(states.get(e["entity_id"], {}).get("state") not in (None, "unavailable")
+                            for e in seen["registry"]))
+
+        await poll_until(all_there, "every entity in Home Assistant, available", 60, 1.0)
+        states = {s["entity_id"]: s for s in seen["states"]}
+        by_unique = {e["unique_id"]: e for e in seen["registry"]}
+        devices = {e["device_id"] for e in seen["registry"]}
+        assert len(devices) == 1  # one device per house
+        for uid, payload in expected.items():
+            attrs = states[by_unique[uid]["entity_id"]]["attributes"]
+            for key in ("device_class", "state_class", "unit_of_measurement"):
+                if key in payload:
+                    assert attrs.get(key) == payload[key], (uid, key, attrs)
+        ids = {uid.removeprefix(f"vpp_{NODE}_"): e["entity_id"] for uid, e in by_unique.items()}
+
+        prefs = {"energy_sources": [
+            {"type": "grid", "flow_from": [{"stat_energy_from": ids["grid_import"], "stat_cost": None,
+                                            "entity_energy_price": None, "number_energy_price": None}],
+             "flow_to": [{"stat_energy_to": ids["grid_export"], "stat_compensation": None,
+                          "entity_energy_price": None, "number_energy_price": None}],
+             "cost_adjustment_day": 0},
+            {"type": "solar", "stat_energy_from": ids["pv_production"], "config_entry_solar_forecast": None},
+            {"type": "battery", "stat_energy_from": ids["battery_out"], "stat_energy_to": ids["battery_in"]},
+        ], "device_consumption": []}
+        validate = (await ha.probe("energy", token, json.dumps(prefs)))["validate"]
+        issues = [i for source in validate["energy_sources"] for i in source]
+        # Statistics are compiled every 5 minutes (at :00, :05, ... + 10 s): until the first compile
+        # each new sensor is "statistics_not_defined" (so would any real meter's be); nothing else
+        assert {i["type"] for i in issues} <= {"statistics_not_defined"}, validate
+        stats = (await ha.probe("statistics", token))
+        energy_ids = {ids[k] for k in ("grid_import", "grid_export", "pv_production", "battery_in", "battery_out")}
+        listed = {s["statistic_id"]: s for s in stats["ids"]}
+        for entity_id in energy_ids:  # the recorder will keep sums (Energy dashboard) of each, in kWh
+            assert listed[entity_id]["has_sum"] and listed[entity_id]["statistics_unit_of_measurement"] == "kWh"
+        assert not {k: v for k, v in stats["issues"].items() if k.startswith(f"sensor.vpp_{NODE}")}, stats["issues"]
+        if os.environ.get("VPP_HA_WAIT_STATISTICS"):  # opt in: up to 5 more minutes for the first compile
+
+            async def clean() -> bool:
+                v = (await ha.probe("energy", token, json.dumps(prefs)))["validate"]
+                return not [i for source in v["energy_sources"] for i in source]
+
+            await poll_until(clean, "energy/validate without any issue after the statistics compile", 330, 10)
+
+        result = await ha.probe("service", token, "select", "select_option",
+                                json.dumps({"entity_id": ids["control_mode"], "option": "tou"}))
+        assert result["status"] == 200
+        await until(lambda: agent.config.control.mode == "tou", "mode set from Home Assistant", 15)
+    finally:
+        await agent.stop()
