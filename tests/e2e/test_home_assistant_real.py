@@ -8,7 +8,9 @@ through its config flow (pointed at the test's broker), starts the agent, and th
 through Home Assistant's own REST and WebSocket APIs (``ha_probe.py``, run with Home
 Assistant's Python): every entity exists with its device class, state class and unit; the
 Energy dashboard's ``energy/validate`` reports no issue for the agent's grid, solar and battery
-counters; ``select.select_option`` on the mode changes the agent's mode.
+counters; ``select.select_option`` on the mode changes the agent's mode; a stale reading is
+``unknown`` there.  ``VPP_HA_WAIT_STATISTICS=1`` also waits (up to 5 min) for the recorder's
+first statistics compile, after which ``energy/validate`` reports no issue at all.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from edge_agent.config import (
     AgentConfig, BatteryConfig, ControlConfig, DeviceConfig, HomeAssistantConfig, TariffConfig, TariffPeriodConfig,
 )
 from edge_agent.home_assistant.entities import discovery_payload, entities
-from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
+from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
 from tests.conftest import _SESSION_PIDS, free_port, until
 from tests.ha_fixtures import Mosquitto, close_default_executor, mosquitto  # noqa: F401 -- the fixture
@@ -226,5 +228,18 @@ async def test_real_home_assistant(home_assistant: HomeAssistant, mosquitto: Mos
                                 json.dumps({"entity_id": ids["control_mode"], "option": "tou"}))
         assert result["status"] == 200
         await until(lambda: agent.config.control.mode == "tou", "mode set from Home Assistant", 15)
+
+        # a stale reading is unknown in Home Assistant, never 0 W
+        sim.faults = Faults(timeout=True)
+        for _ in range(3):
+            n = agent.stats.polls
+            clock.advance(1.0)
+            await until(lambda: agent.stats.polls > n, "a device poll")
+
+        async def unknown() -> bool:
+            got = await ha.probe("entities", token, f"vpp_{NODE}_grid_power")
+            return [st["state"] for st in got["states"]] == ["unknown"]
+
+        await poll_until(unknown, "grid power unknown while the device does not answer", 30, 1.0)
     finally:
         await agent.stop()

@@ -20,7 +20,7 @@ import pytest
 from edge_agent.agent import EdgeAgent
 from edge_agent.home_assistant.entities import discovery_topic, entities
 from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig, DeviceConfig, HomeAssistantConfig
-from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
+from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
 from tests.conftest import free_port, until
 from tests.ha_fixtures import Mosquitto, close_default_executor, mosquitto  # noqa: F401 -- the fixture
@@ -230,4 +230,32 @@ async def test_energy_counters_survive_an_agent_restart(mosquitto: Mosquitto, ho
         finally:
             await agent.stop()
     finally:
+        await ha.stop()
+
+
+async def test_stale_readings_are_unknown_and_not_counted(mosquitto: Mosquitto, house, tmp_path: Path) -> None:
+    sim, clock = house
+    ha = FakeHomeAssistant(mosquitto)
+    await ha.start()
+    agent = EdgeAgent(config(mosquitto, sim.port, tmp_path / "state"), clock=clock)
+    try:
+        await agent.start()
+        await agent.wait_ready(5)
+        await polls(agent, clock, 3)
+        await until(lambda: ha.state("grid_power") not in (None, "None"), "a grid power reading")
+        assert agent.home_assistant is not None
+        counters = agent.home_assistant.counters
+        sim.faults = Faults(timeout=True)  # the device stops answering: its readings go stale
+        await polls(agent, clock, 2)
+        kwh = dict(counters.kwh)
+        await polls(agent, clock, 5)
+        assert counters.kwh == kwh  # nothing integrated from stale readings
+        for key in ("grid_power", "pv_power", "battery_power", "battery_soc"):
+            await until(lambda: ha.state(key) == "None", f"{key} unknown (stale is not zero)")
+        sim.faults = Faults()
+        await polls(agent, clock, 3)
+        await until(lambda: ha.state("grid_power") not in (None, "None"), "readings valid again")
+        assert all(counters.kwh[k] >= kwh[k] for k in kwh)
+    finally:
+        await agent.stop()
         await ha.stop()
