@@ -28,6 +28,7 @@ from edge_agent.home_assistant.entities import HouseSpec, discovery
 from edge_agent.home_assistant.states import HouseView, states
 from edge_agent.uplink.client import Backoff
 from vpp_common.clock import cancel_and_wait
+from vpp_common.config import ConfigError
 from vpp_common.messages import ResourceKind
 
 if TYPE_CHECKING:
@@ -53,7 +54,12 @@ class HomeAssistantBridge:
         self.node_id = cfg.node_id or node_id_for(agent.config.house_id or "")
         self.store = CounterStore(agent.config.state_dir / f"home_assistant_energy_{self.node_id}.json")
         # a valid reading further than this from the last one is not joined to it (a gap)
-        self.counters = self.store.load(max_step_s=3 * agent.config.device.poll_interval_s)
+        try:
+            self.counters = self.store.load(max_step_s=3 * agent.config.device.poll_interval_s)
+            self.store.save(self.counters)  # writable now, not first found out at the first publish
+        except OSError as exc:  # the operator must fix the directory: exit 2 with the reason
+            raise ConfigError(f"state_dir: cannot keep the energy counters in {self.store.path}: "
+                              f"{exc.strerror or exc}") from None
         self.prices = agent.config.tariff.price_source() if agent.config.tariff is not None else None
         self.override_hours = DEFAULT_OVERRIDE_HOURS
         self.connected = False

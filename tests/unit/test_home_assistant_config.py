@@ -43,3 +43,14 @@ def test_client_certificate_needs_both_files(tmp_path: Path) -> None:
         cfg(tmp_path, tls={"ca_file": str(ca), "cert_file": str(ca)})
     with pytest.raises(ValidationError, match="does not exist"):
         cfg(tmp_path, tls={"ca_file": str(tmp_path / "nope.pem")})
+
+
+async def test_an_unwritable_state_dir_stops_the_agent_at_start(tmp_path: Path) -> None:
+    from edge_agent.agent import EdgeAgent
+    from vpp_common.config import ConfigError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    agent = EdgeAgent(cfg(blocker / "state").model_copy(update={"metrics_port": None}))
+    with pytest.raises(ConfigError, match="state_dir: cannot keep the energy counters"):
+        await agent.start()
