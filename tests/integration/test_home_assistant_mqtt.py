@@ -170,6 +170,12 @@ async def test_house_in_home_assistant(mosquitto: Mosquitto, house, tmp_path: Pa
         d = agent.stats.last_decision
         # held at 0 W unless a safety rule moves it (the clamp is still last: at noon, the export cap)
         assert d is not None and d.reason == "override: hold the battery" and (d.battery_w == 0.0 or d.clamped_by)
+        await ha.publish(f"vpp/{NODE}/charge_now/set", "PRESS")
+        await until(lambda: agent.override is not None and "charge" in agent.override.plan_id, "charge override")
+        await polls(agent, clock, 1)
+        await until(lambda: agent.stats.last_decision is not None
+                    and agent.stats.last_decision.reason == "override: charge now", "charging on the override")
+        assert agent.stats.last_decision.battery_w > 0
         await ha.publish(f"vpp/{NODE}/cancel_override/set", "PRESS")
         await until(lambda: agent.override is None, "override cancelled")
 
