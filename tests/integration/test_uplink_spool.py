@@ -9,13 +9,17 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 
 from aggregator.config import AggregatorConfig
 from aggregator.server import AggregatorServer
+from aggregator.service import convert as agg_convert
 from aggregator.store import MemoryStore, StoreError
 from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.spool import TelemetrySpool
+from vpp.v1 import fleet_service_pb2 as fs
+from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
 from vpp_common.clock import UTC, ManualClock
 from vpp_common.messages import Measurement, SiteTelemetry, Validity
 
@@ -156,3 +160,44 @@ async def test_the_agent_is_back_within_its_backoff_cap_after_an_outage(
         assert delay < 0.5 + 0.5, f"reconnected {delay:.2f} s after the aggregator was back"
     finally:
         await srv.stop(grace_s=0.2)
+
+
+class NoAckAggregator(fs_grpc.FleetServiceServicer):
+    """An aggregator from before TelemetryAck: a Welcome without ``telemetry_acks``, no acks."""
+
+    def __init__(self) -> None:
+        self.telemetry: list[fs.ConnectRequest] = []
+
+    async def Connect(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        first = True
+        async for req in request_iterator:
+            if first:
+                first = False
+                yield fs.ConnectResponse(welcome=fs.Welcome(house_id="house-s", replica_id="old"))
+            elif req.WhichOneof("payload") == "telemetry":
+                self.telemetry.append(req)
+
+
+async def test_an_aggregator_without_acks_gets_each_spooled_sample_once(
+        tmp_path: Path, running: list[asyncio.Task[None]]) -> None:
+    old = NoAckAggregator()
+    server = grpc.aio.server()
+    fs_grpc.add_FleetServiceServicer_to_server(old, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    spool = TelemetrySpool(tmp_path / "t.sqlite")
+    c = client(f"127.0.0.1:{port}", spool)
+    sent = [sample(i) for i in range(5)]
+    for s in sent[:3]:  # recorded before the stream is up
+        c.send(s)
+    await server.start()
+    try:
+        running.append(asyncio.create_task(c.run()))
+        await until(lambda: c.connected, "connected")
+        for s in sent[3:]:
+            c.send(s)
+        await until(lambda: len(old.telemetry) == 5 and c.telemetry_unacked == 0, "every sample sent once")
+        assert [agg_convert.telemetry_from_proto(r.telemetry) for r in old.telemetry] == sent
+        assert c.telemetry_sent == 5 and c.telemetry_acked == 0 and len(spool) == 0
+    finally:
+        await server.stop(0.2)
+        spool.close()
