@@ -230,8 +230,14 @@ class UplinkClient:
             # failed to connect keeps failing new calls at once for its own reconnect backoff, which
             # grows to minutes and stacks on ours
             self._cert_changed = False
-            async with self._channel() as channel:
-                reconnect_after = await self._one_stream(fs_grpc.FleetServiceStub(channel))
+            try:
+                channel = self._channel()
+            except OSError as exc:  # TLS files mid-replacement (read anew for every attempt): try again
+                log.warning("cannot read the TLS files: %s", exc)
+                channel, reconnect_after = None, 0.0
+            if channel is not None:
+                async with channel:
+                    reconnect_after = await self._one_stream(fs_grpc.FleetServiceStub(channel))
             if self.welcome is not None:
                 attempt = 0  # the last stream was accepted: start the backoff again
                 self.welcome = None

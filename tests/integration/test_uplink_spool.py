@@ -16,7 +16,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.server import AggregatorServer
 from aggregator.service import convert as agg_convert
 from aggregator.store import MemoryStore, StoreError
-from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
+from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.spool import TelemetrySpool
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
@@ -201,3 +201,17 @@ async def test_an_aggregator_without_acks_gets_each_spooled_sample_once(
     finally:
         await server.stop(0.2)
         spool.close()
+
+
+async def test_unreadable_tls_files_are_retried_not_fatal(tmp_path: Path, running: list[asyncio.Task[None]],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A channel per attempt reads the TLS files each time: a file mid-replacement is tried again."""
+    missing = tmp_path / "gone.pem"
+    c = UplinkClient(target="127.0.0.1:1", house_id="", hello=lambda: HELLO,
+                     callbacks=UplinkCallbacks(on_plan=lambda plan: None), backoff=Backoff(0.01, 0.02),
+                     tls=TlsFiles(missing, missing, missing), spool=TelemetrySpool(None))
+    with caplog.at_level("WARNING"):
+        running.append(asyncio.create_task(c.run()))
+        await until(lambda: sum("cannot read the TLS files" in r.message for r in caplog.records) >= 2,
+                    "two attempts")
+    assert not running[-1].done()
