@@ -3,6 +3,7 @@
 Example ``edge-agent.toml``::
 
     aggregator = "vpp.example.net:50051"
+    state_dir = "state"              # telemetry spool (default; relative to the working directory)
 
     [tls]                            # mTLS: the house identity is the certificate's
     ca_file = "/etc/vpp/ca.pem"
