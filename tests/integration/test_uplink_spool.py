@@ -157,6 +157,7 @@ async def test_the_agent_is_back_within_its_backoff_cap_after_an_outage(
     try:
         await until(lambda: c.connected, "reconnected", timeout_s=10)
         delay = time.monotonic() - back
+        print(f"reconnected {delay:.2f} s after the aggregator was back")
         assert delay < 0.5 + 0.5, f"reconnected {delay:.2f} s after the aggregator was back"
     finally:
         await srv.stop(grace_s=0.2)
