@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from aggregator.config import AggregatorConfig
+from aggregator.config import AggregatorConfig, PlanningConfig
 from aggregator.server import AggregatorServer
-from aggregator.store import MemoryStore
+from aggregator.store import MemoryStore, RedisStore, StateStore
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, DeviceConfig
 from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
@@ -51,8 +52,9 @@ def agent_config(target: str, state_dir: Path, device_port: int) -> AgentConfig:
 
 
 def agg_config(listen: str) -> AggregatorConfig:
+    # the TOU rule, not the LP: no solver process to start and join (which holds the shared loop for seconds)
     return AggregatorConfig(admin_listen=None, listen=listen, insecure=True, metrics_port=None, replica_id="off",
-                            telemetry_interval_s=INTERVAL_S, drain_grace_s=0.2)
+                            telemetry_interval_s=INTERVAL_S, drain_grace_s=0.2, planning=PlanningConfig(optimiser="tou"))
 
 
 def recording(agent: EdgeAgent, log: list[datetime]) -> EdgeAgent:
@@ -68,12 +70,18 @@ def recording(agent: EdgeAgent, log: list[datetime]) -> EdgeAgent:
     return agent
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
 async def test_ten_minutes_offline_and_a_restart_lose_no_sample_and_store_none_twice(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     monkeypatch.delenv("VPP_AGENT_STATE_DIR", raising=False)  # this test names its own
     state_dir = tmp_path / "agent-state"
     clock = AcceleratedClock(T0, SPEED)
-    store = MemoryStore(telemetry_history_s=86_400)  # keep every sample, not only the newest
+    store: StateStore  # keeping every sample, not only the newest
+    if backend == "redis":
+        store = RedisStore(request.getfixturevalue("redis_server").url, namespace=f"off-{uuid.uuid4().hex[:8]}",
+                           telemetry_history_s=86_400)
+    else:
+        store = MemoryStore(telemetry_history_s=86_400)
     sim = SunSpecHybridSimulator(SimulatorConfig(physics=PhysicsConfig(initial_soc_pct=50)), clock)
     await sim.start()
     agg: AggregatorServer | None = AggregatorServer(agg_config("127.0.0.1:0"), clock=clock, store=store)
@@ -121,11 +129,10 @@ async def test_ten_minutes_offline_and_a_restart_lose_no_sample_and_store_none_t
         assert len(set(recorded)) == len(recorded)
         offline = [t for t in recorded if away_at <= t <= away_at + timedelta(seconds=OUTAGE_S)]
         assert len(offline) >= 0.5 * OUTAGE_S / INTERVAL_S, f"only {len(offline)} samples in the outage"  # 60 idle
-        # a sample every interval while offline; the restart costs a few clock s (not the start-up, where
-        # the in-process aggregator's first plans hold the shared event loop for a while); bounds loose
-        # for a busy machine (1 real s = 100 clock s)
-        gaps = [(b - a).total_seconds() for a, b in zip(offline, offline[1:])]
-        assert max(gaps) < 120, f"a gap of {max(gaps)} s while offline"
+        # a sample every interval, online, offline and across the restart (a few clock s); loose for a busy
+        # machine (1 real s = 100 clock s)
+        gaps = [(b - a).total_seconds() for a, b in zip(recorded, recorded[1:])]
+        assert max(gaps) < 60, f"a gap of {max(gaps)} s between two samples"
         assert agent.uplink.telemetry_dropped == 0
         print(f"{len(recorded)} samples recorded ({len(offline)} offline), all stored once; "
               f"reconnected {reconnect_s:.2f} s after the aggregator's return")
