@@ -170,9 +170,13 @@ class MemoryStore:
     async def put_telemetry(self, house_id: str, telemetry: SiteTelemetry, ttl_s: float) -> None:
         expires = self._now() + check_ttl(ttl_s)
         history = self._history.setdefault(house_id, [])
-        if telemetry in history:
+        # a resend is equal, so at the same instant: look only there (an agent back-fills a day of
+        # samples after an outage, and a scan of the whole history per sample made that quadratic)
+        lo = bisect.bisect_left(history, telemetry.measured_at, key=lambda t: t.measured_at)
+        hi = bisect.bisect_right(history, telemetry.measured_at, lo=lo, key=lambda t: t.measured_at)
+        if telemetry in history[lo:hi]:
             return  # a resend
-        bisect.insort(history, telemetry, key=lambda t: t.measured_at)
+        history.insert(hi, telemetry)
         newest = history[-1].measured_at
         cut = bisect.bisect_left(history, newest - timedelta(seconds=self._history_s), key=lambda t: t.measured_at)
         del history[:cut]
