@@ -8,10 +8,8 @@ reconnect backoff is real time, so the return is measured in real seconds.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
 from vpp_common.clock import UTC, AcceleratedClock
 from vpp_common.messages import SiteTelemetry
+from tests.conftest import until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +34,6 @@ SPEED = 100.0  # clock s per real s
 INTERVAL_S = 10.0  # clock s between samples (the default)
 OUTAGE_S = 600.0  # clock s
 RECONNECT_MAX_S = 1.0  # real s
-
-
-async def until(pred: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def agent_config(target: str, state_dir: Path, device_port: int) -> AgentConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,16 +24,9 @@ from vpp_common.clock import UTC, ManualClock
 from vpp_common.messages import Measurement, SiteTelemetry, Validity
 
 from .test_aggregator_service import HELLO
+from tests.conftest import until
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-async def until(pred: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def sample(i: int) -> SiteTelemetry:
