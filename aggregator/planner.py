@@ -17,12 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import time
-import multiprocessing
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -31,18 +28,16 @@ import numpy as np
 from aggregator.config import FeederConfig, PlanningConfig
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
 from aggregator.dispatch.events import FleetEvent
-from aggregator.dispatch.optimise import DispatchResult, EventReport, event_prices_for, optimise
-from aggregator.dispatch.plans import LazyPlans, shift_plan
-from aggregator.dispatch.problem import DispatchOptions, FleetProblem
-from aggregator.dispatch.highs_block import start_highs_quietly
-from aggregator.dispatch.solver_pool import WarmSolverPool, exit_with_parent
+from aggregator.dispatch.optimise import EventReport
+from aggregator.dispatch.plans import shift_plan
 from aggregator.dispatch.tariff import TouTariff
 from aggregator.feeder_control import Feeder, FeederController, FeederEnvelope
 from aggregator.dispatch.tou import TouPlanInput, make_plan
 from aggregator.leader import LeaderElector
+from aggregator.fleet.outbox import PlanOutbox, SlotsEncoder
+from aggregator.fleet.replication import FLEET_ITEM, REPLAN_QUEUE, SIGNAL_ITEM, dispatch_queue
+from aggregator.fleet.solver import SolverProcesses
 from aggregator.metrics import AggregatorMetrics
-from aggregator.service import convert
-from aggregator.service.sessions import ControlItem, Session, SessionRegistry
 from aggregator.store import FleetEventRecord, PlanVersionConflict, StaleFencingToken, StateStore, StoreError
 from vpp_common.clock import Clock, wait_event
 from vpp_common.config import ConfigError
@@ -53,29 +48,6 @@ from vpp_common.tariff import PriceSeries, PriceSource
 from vpp_common.timeslots import align_down
 
 log = logging.getLogger(__name__)
-
-
-_WARM_BLOCKS: WarmSolverPool | None = None  # per solver process: each block's basis, kept between cycles
-
-
-def optimise_job(problem: FleetProblem, now: datetime, events: Sequence[FleetEvent] = (),
-                 last_events: Sequence[EventReport] = ()) -> DispatchResult:
-    """Runs in a solver process (a module-level function, so it pickles).  The process lives
-    as long as the planner's pool, so it keeps each block's basis and re-plans start warm.
-    ``last_events``: the previous cycle's event reports; their prices start the coordination.
-
-    The previous plans stay in the service: sending every house's plan to the solver
-    process each cycle costs more than the solve (seconds at thousands of houses); the few
-    houses whose block fails get their previous plan shifted in the service instead."""
-    global _WARM_BLOCKS
-    if _WARM_BLOCKS is None:
-        start_highs_quietly()  # a dedicated process: HiGHS' banner does not go into the service's log
-        _WARM_BLOCKS = WarmSolverPool(workers=0)  # in this process: no processes to shut down
-    result = optimise(problem, DispatchOptions(), None, now=now, pool=_WARM_BLOCKS, events=events,
-                      event_prices=event_prices_for(problem, last_events) if events and last_events else None)
-    if isinstance(result.plans, LazyPlans):  # encoded here, off the service's event loop
-        result = replace(result, plans=result.plans.with_wire(convert.packed_slots_wire))
-    return result
 
 
 def events_to_slots(records: Sequence[FleetEventRecord], start: datetime, slot_s: int) -> list[FleetEvent]:
@@ -92,33 +64,15 @@ def events_to_slots(records: Sequence[FleetEventRecord], start: datetime, slot_s
     return out
 
 
-def warm_up_job() -> bool:
-    """Runs in a solver process at startup: the imports (OR-Tools) happen now, not in the first cycle."""
-    from aggregator.dispatch import solve  # noqa: F401
-
-    return True
-
-
-REPLAN_QUEUE = "replan"
-
-
-def dispatch_queue(replica_id: str) -> str:
-    return f"dispatch:{replica_id}"
-
-
-# A dispatch-queue item with this prefix asks the replica to send the house its grid signal
-# only (a new feeder envelope), not its plan.  ":" never occurs in a house id.
-SIGNAL_ITEM = "signal:"
-# A re-plan-queue item that asks for a re-plan of the whole fleet (fleet events changed).
-FLEET_ITEM = "fleet:"
-
-
 class Planner:
-    def __init__(self, *, store: StateStore, sessions: SessionRegistry, clock: Clock, tariff: TouTariff,
+    def __init__(self, *, store: StateStore, outbox: PlanOutbox, clock: Clock, tariff: TouTariff,
                  config: PlanningConfig, metrics: AggregatorMetrics, replica_id: str,
-                 elector: LeaderElector, feeders: Sequence[FeederConfig] = ()) -> None:
+                 elector: LeaderElector, feeders: Sequence[FeederConfig] = (),
+                 encode_slots: SlotsEncoder | None = None) -> None:
+        """``outbox``: where plans and signals go (the service's streams); ``encode_slots``: the
+        service's wire encoder of plan slots, run in the solver process (see fleet.solver)."""
         self._store = store
-        self._sessions = sessions
+        self._outbox = outbox
         self._clock = clock
         self._tariff: PriceSource = tariff
         self._series: PriceSeries | None = None
@@ -133,7 +87,7 @@ class Planner:
         self._metrics = metrics
         self._replica_id = replica_id
         self._elector = elector
-        self._pool: ProcessPoolExecutor | None = None
+        self._solver = SolverProcesses(config.solver_workers, encode_slots)
         self._feeders = {f.id: FeederLimits(f.import_limit_w or float("inf"),
                                             f.export_limit_w if f.export_limit_w is not None else float("inf"),
                                             f.transformer) for f in feeders}
@@ -145,8 +99,6 @@ class Planner:
             deliver=self._deliver_envelope, send_envelopes=config.feeder_control_s > 0)
         self._limited_feeder_houses = frozenset(
             h for f in feeders if f.import_limit_w is not None or f.export_limit_w is not None for h in f.houses)
-        # the service's encoder, set by the server: the planner knows no protobuf
-        self.encode_signal: Callable[[GridSignal], object] = lambda signal: signal
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
         self.plans_written = 0
@@ -237,7 +189,7 @@ class Planner:
     async def _deliver_envelope(self, house_id: str) -> None:
         """The leader's new envelope for a house: sent here if its stream is here, else left in
         the store and announced on its replica's dispatch queue (that replica sends it)."""
-        if self._sessions.get(house_id) is not None:
+        if self._outbox.has_stream(house_id):
             await self.send_signal(house_id)
             return
         env = self.feeder_control.current.get(house_id)
@@ -253,9 +205,8 @@ class Planner:
 
     async def deliver(self, house_id: str) -> None:
         """Send the house its current plan and signal, wherever its stream is."""
-        session = self._sessions.get(house_id)
-        if session is not None:
-            await self._send_current(house_id, session)
+        if self._outbox.has_stream(house_id):
+            await self._send_current(house_id)
             return
         route = await self._store.get_route(house_id)
         if route is not None and route != self._replica_id:
@@ -265,15 +216,13 @@ class Planner:
         """Send the house its current grid signal (prices, temporary limits, feeder envelope) if its
         stream is on this replica (the leader routes envelopes for other replicas' houses
         through the store: ``_deliver_envelope``)."""
-        session = self._sessions.get(house_id)
-        if session is not None:
-            session.outbox.put(ControlItem(self.encode_signal(await self.house_signal(house_id))))
+        if self._outbox.has_stream(house_id):
+            self._outbox.send_signal(house_id, await self.house_signal(house_id))
 
-    async def _send_current(self, house_id: str, session: Session) -> None:
+    async def _send_current(self, house_id: str) -> None:
         plan = await self._store.get_plan(house_id)
-        session.outbox.put(ControlItem(self.encode_signal(await self.house_signal(house_id))))
-        if plan is not None:
-            session.outbox.put_plan(plan)
+        self._outbox.send_signal(house_id, await self.house_signal(house_id))
+        if plan is not None and self._outbox.send_plan(house_id, plan):
             self.last_published[house_id] = (plan.version, time.monotonic())
 
     async def run(self) -> None:
@@ -321,7 +270,7 @@ class Planner:
 
     async def _warm_solver(self) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(self._solver_pool(), warm_up_job)
+            await self._solver.warm_up()
         except Exception as exc:  # noqa: BLE001 -- the first cycle starts it anyway
             log.warning("could not warm up the solver process: %s", exc)
 
@@ -378,7 +327,7 @@ class Planner:
         self._flex_up = self._flex_down = 0.0
         for house_id in sorted(house_ids):
             await asyncio.sleep(0)  # a cycle over thousands of houses must not starve the streams
-            await self._sessions.wait_for_room()
+            await self._outbox.wait_for_room()
             plan = await self._plan_house(house_id, now)
             if plan is None:
                 continue
@@ -414,9 +363,7 @@ class Planner:
     async def _write_and_route(self, house_id: str, plan: DispatchPlan, token: int) -> None:
         await self._store.put_plan(house_id, plan, token)
         self.plans_written += 1
-        session = self._sessions.get(house_id)
-        if session is not None:
-            session.outbox.put_plan(plan)
+        if self._outbox.send_plan(house_id, plan):
             self.last_published[house_id] = (plan.version, time.monotonic())
             return
         route = await self._store.get_route(house_id)
@@ -454,9 +401,8 @@ class Planner:
                     if item.startswith(SIGNAL_ITEM):  # a feeder envelope the leader left in the store
                         await self.send_signal(item.removeprefix(SIGNAL_ITEM))
                         continue
-                    session = self._sessions.get(item)
-                    if session is not None:  # the current plan: never older than what was queued
-                        await self._send_current(item, session)
+                    if self._outbox.has_stream(item):  # the current plan: never older than what was queued
+                        await self._send_current(item)
                 if items:
                     await self._store.queue_ack(queue, [i for i, _ in items])
             except StoreError as exc:
@@ -507,8 +453,7 @@ class Planner:
         solve_started = time.perf_counter()
         try:
             async with asyncio.timeout(self._cfg.solve_time_limit_s):
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self._solver_pool(), optimise_job, problem, now, events, self.last_event_reports)
+                result = await self._solver.optimise(problem, now, events, self.last_event_reports)
         except TimeoutError:
             log.warning("fleet solve exceeded %.0f s; the current plans stay", self._cfg.solve_time_limit_s)
             return 0
@@ -537,7 +482,7 @@ class Planner:
         limits = {i.house_id: i.limits for i in inputs}
         for house_id in sorted(result.plans):
             await asyncio.sleep(0)
-            await self._sessions.wait_for_room()  # made when the streams can take it (created_at counts from here)
+            await self._outbox.wait_for_room()  # made when the streams can take it (created_at counts from here)
             # made here, one house at a time, from the arrays the solver process sent
             plan = shifted.get(house_id) or result.plans[house_id]
             version = await self._store.next_plan_version(house_id)
@@ -560,18 +505,8 @@ class Planner:
                  done - solved)
         return written
 
-    def _solver_pool(self) -> ProcessPoolExecutor:
-        # spawn, not fork: forking a process that holds gRPC channels and threads is unsafe
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self._cfg.solver_workers,
-                                             mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=exit_with_parent, initargs=(os.getpid(),))
-        return self._pool
-
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self._solver.close()
 
     def _count_flexibility(self, storage: StorageFlexibility) -> None:
         """Fleet power that could still be added (charging) or shed (discharging), W."""

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import grpc
 
-from aggregator.planner import FLEET_ITEM, REPLAN_QUEUE
+from aggregator.fleet.replication import FLEET_ITEM, REPLAN_QUEUE
 from aggregator.service import convert
 from aggregator.service.convert import InvalidMessage
 from aggregator.store import StateStore, StoreError

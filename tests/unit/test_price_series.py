@@ -85,7 +85,7 @@ async def test_aligned_cycle_runs_on_the_hour_plus_offset() -> None:
 
     clock = ManualClock(T0 + timedelta(minutes=20))
     cfg = PlanningConfig(cycle_s=3600, cycle_align=True, cycle_offset_s=60, replan_on_update=False)
-    p = Planner(store=MagicMock(), sessions=MagicMock(), clock=clock, tariff=MagicMock(), config=cfg,
+    p = Planner(store=MagicMock(), outbox=MagicMock(), clock=clock, tariff=MagicMock(), config=cfg,
                 metrics=MagicMock(), replica_id="r", elector=MagicMock())
     import time
 
@@ -119,7 +119,7 @@ async def test_aligned_cycle_waits_for_a_held_clock() -> None:
     from aggregator.planner import Planner
 
     clock = AcceleratedClock(T0, 300.0, time.time() + 60, hold_before_anchor=True)
-    p = Planner(store=MagicMock(), sessions=MagicMock(), clock=clock, tariff=MagicMock(),
+    p = Planner(store=MagicMock(), outbox=MagicMock(), clock=clock, tariff=MagicMock(),
                 config=PlanningConfig(cycle_s=3600, cycle_align=True, cycle_offset_s=60), metrics=MagicMock(),
                 replica_id="r", elector=MagicMock())
     p._next_cycle()
