@@ -89,10 +89,10 @@ async def test_aligned_cycle_runs_on_the_hour_plus_offset() -> None:
                 metrics=MagicMock(), replica_id="r", elector=MagicMock())
     import time
 
-    wait = p._next_cycle() - time.monotonic()
+    wait = p.schedule.next_cycle() - time.monotonic()
     assert wait == pytest.approx(41 * 60, abs=1.0)  # 08:20 -> 09:01
     p.request("h1")
-    assert not p._pending  # replan_on_update off: requests wait for the cycle
+    assert not p.schedule.pending  # replan_on_update off: requests wait for the cycle
 
 
 async def test_held_clock_stands_at_its_start_until_the_anchor() -> None:
@@ -122,6 +122,6 @@ async def test_aligned_cycle_waits_for_a_held_clock() -> None:
     p = Planner(store=MagicMock(), outbox=MagicMock(), clock=clock, tariff=MagicMock(),
                 config=PlanningConfig(cycle_s=3600, cycle_align=True, cycle_offset_s=60), metrics=MagicMock(),
                 replica_id="r", elector=MagicMock())
-    p._next_cycle()
-    later = p._cycle_not_yet()  # 08:01 has not come: the clock stands at 08:00 for another minute
+    p.schedule.next_cycle()
+    later = p.schedule.cycle_not_yet()  # 08:01 has not come: the clock stands at 08:00 for another minute
     assert later is not None and later - time.monotonic() == pytest.approx(0.2, abs=0.05)
