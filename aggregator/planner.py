@@ -21,6 +21,7 @@ from aggregator.config import FeederConfig, PlanningConfig
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput
 from aggregator.dispatch.optimise import DispatchResult, EventReport
 from aggregator.dispatch.plans import shift_plan
+from aggregator.dispatch.problem import FleetProblem
 from aggregator.dispatch.tariff import TouTariff
 from aggregator.dispatch.tou import TouPlanInput, make_plan
 from aggregator.feeder_control import Feeder, FeederController, FeederEnvelope
@@ -41,11 +42,6 @@ from vpp_common.timeslots import align_down
 log = logging.getLogger(__name__)
 
 
-def _feeder_limits(f: FeederConfig) -> tuple[float, float]:
-    """A feeder's import and export limits, W (inf: none)."""
-    return (f.import_limit_w or float("inf"), f.export_limit_w if f.export_limit_w is not None else float("inf"))
-
-
 class Planner:
     def __init__(self, *, store: StateStore, outbox: PlanOutbox, clock: Clock, tariff: TouTariff,
                  config: PlanningConfig, metrics: AggregatorMetrics, replica_id: str,
@@ -63,10 +59,10 @@ class Planner:
         self.schedule = CycleSchedule(clock, config)
         self.replication = Replication(store, replica_id, elector, metrics)
         self._solver = SolverProcesses(config.solver_workers, encode_slots)
-        self._feeders = {f.id: FeederLimits(*_feeder_limits(f), f.transformer) for f in feeders}
+        self._feeders = {f.id: FeederLimits(*cycle.feeder_limits_w(f), f.transformer) for f in feeders}
         self._feeder_of = {h: f.id for f in feeders for h in f.houses}
         self.feeder_control = FeederController(
-            store, [Feeder(f.id, tuple(f.houses), *_feeder_limits(f)) for f in feeders],
+            store, [Feeder(f.id, tuple(f.houses), *cycle.feeder_limits_w(f)) for f in feeders],
             interval_s=config.feeder_control_s or 30.0, stale_after_s=max(3 * (config.feeder_control_s or 30.0), 600.0),
             deliver=self._deliver_envelope, send_envelopes=config.feeder_control_s > 0)
         self._limited_feeder_houses = frozenset(
@@ -132,20 +128,18 @@ class Planner:
 
     async def send_signal(self, house_id: str) -> None:
         """Send the house its current grid signal (prices, temporary limits, feeder envelope) if its
-        stream is on this replica (the leader routes envelopes for other replicas' houses
-        through the store: ``_deliver_envelope``)."""
+        stream is on this replica (other replicas' houses: ``_deliver_envelope``)."""
         if self._outbox.has_stream(house_id):
             self._outbox.send_signal(house_id, await self.house_signal(house_id))
 
     async def _send_current(self, house_id: str) -> None:
+        """The house's current plan and signal, if its stream is here (never older than what was queued)."""
+        if not self._outbox.has_stream(house_id):
+            return
         plan = await self._store.get_plan(house_id)
         self._outbox.send_signal(house_id, await self.house_signal(house_id))
         if plan is not None and self._outbox.send_plan(house_id, plan):
             self.last_published[house_id] = (plan.version, time.monotonic())
-
-    async def _send_current_if_here(self, house_id: str) -> None:
-        if self._outbox.has_stream(house_id):  # the current plan: never older than what was queued
-            await self._send_current(house_id)
 
     async def run(self) -> None:
         """The planning loop plus the two queue consumers."""
@@ -153,7 +147,7 @@ class Planner:
             group.create_task(self._plan_loop(), name="plan-loop")
             group.create_task(self.replication.consume_replans(self.request, self.request_fleet),
                               name="replan-consumer")
-            group.create_task(self.replication.consume_dispatch(self.send_signal, self._send_current_if_here),
+            group.create_task(self.replication.consume_dispatch(self.send_signal, self._send_current),
                               name="dispatch-consumer")
             if self.feeder_control.feeders:
                 group.create_task(self._feeder_loop(), name="feeder-control")
@@ -234,8 +228,7 @@ class Planner:
         return written
 
     async def _write(self, house_id: str, plan: DispatchPlan, token: int) -> int | None:
-        """Write and route one plan of a cycle: 1 if written, 0 if a newer version is there,
-        None if this replica lost the lease (the cycle stops)."""
+        """One plan of a cycle: 1 if written, 0 if a newer version is there, None if the lease is lost."""
         try:
             await self._write_and_route(house_id, plan, token)
         except StaleFencingToken:
@@ -288,21 +281,28 @@ class Planner:
                 inputs.append(inp)
         return inputs
 
-    async def _cycle_lp(self, token: int, started: float) -> int:
-        """The fleet LP off the event loop (process pool), then fenced writes and routing."""
-        now = self._clock.now()
+    async def problem_now(self, now: datetime) -> tuple[list[HouseInput], FleetProblem] | None:
+        """The fleet's state in the store as the LP cycle's problem at ``now`` (None: nothing to plan)."""
         start = align_down(now, self._cfg.slot_s)
         inputs = await self._gather_inputs()
         if not inputs:
-            return 0
+            return None
         imp, exp = self.prices.horizon(start, now)
         if len(imp) == 0:
             log.info("no known prices from %s on: nothing to plan", start.isoformat())
+            return None
+        return inputs, cycle.cycle_problem(
+            inputs, start=start, slot_s=self._cfg.slot_s, cycle_s=self._cfg.cycle_s, import_price_per_kwh=imp,
+            export_price_per_kwh=exp, feeders=self._feeders, futures=self._cfg.futures,
+            terminal_value_per_kwh=self._cfg.terminal_value_per_kwh)
+
+    async def _cycle_lp(self, token: int, started: float) -> int:
+        """The fleet LP off the event loop (process pool), then fenced writes and routing."""
+        now = self._clock.now()
+        if (prepared := await self.problem_now(now)) is None:
             return 0
-        problem = cycle.cycle_problem(inputs, start=start, slot_s=self._cfg.slot_s, cycle_s=self._cfg.cycle_s,
-                                      import_price_per_kwh=imp, export_price_per_kwh=exp, feeders=self._feeders,
-                                      futures=self._cfg.futures, terminal_value_per_kwh=self._cfg.terminal_value_per_kwh)
-        events = events_to_slots(await self._store.list_fleet_events(), start, self._cfg.slot_s)
+        inputs, problem = prepared
+        events = events_to_slots(await self._store.list_fleet_events(), problem.start, self._cfg.slot_s)
         solve_started = time.perf_counter()
         try:
             async with asyncio.timeout(self._cfg.solve_time_limit_s):

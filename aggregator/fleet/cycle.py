@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from aggregator.config import FeederConfig
 from aggregator.dispatch.events import FleetEvent
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
 from aggregator.dispatch.futures import Future
@@ -19,6 +20,11 @@ from aggregator.store import FleetEventRecord, HouseRecord
 from vpp_common.messages import (
     DispatchPlan, Flexibility, LimitOverride, ResourceKind, SiteLimits, StorageFlexibility,
 )
+
+
+def feeder_limits_w(f: FeederConfig) -> tuple[float, float]:
+    """A configured feeder's import and export limits, W (inf: none)."""
+    return (f.import_limit_w or float("inf"), f.export_limit_w if f.export_limit_w is not None else float("inf"))
 
 
 def tightened(limits: SiteLimits, override: LimitOverride | None) -> SiteLimits:
