@@ -1,6 +1,6 @@
 """The planning cycle: snapshot fleet state -> pure plan -> fenced write -> streams.
 
-Only the dispatch leader plans (see ``leader``).  It plans every ``cycle_s`` clock seconds
+Only the dispatch leader plans (``fleet.leadership``).  It plans every ``cycle_s`` clock seconds
 and, debounced, whenever a house asks for a re-plan (``fleet.schedule``).  A house may be
 connected to any replica: requests and plans cross replicas through the store's queues
 (``fleet.replication``).  The decisions are pure functions (``fleet.cycle``); the LP runs in
@@ -27,12 +27,12 @@ from aggregator.dispatch.tou import TouPlanInput, make_plan
 from aggregator.feeder_control import Feeder, FeederController, FeederEnvelope
 from aggregator.fleet import cycle
 from aggregator.fleet.cycle import events_to_slots
+from aggregator.fleet.leadership import LeaderElector
 from aggregator.fleet.outbox import PlanOutbox, SlotsEncoder
 from aggregator.fleet.replication import Replication
 from aggregator.fleet.schedule import CycleSchedule
 from aggregator.fleet.signals import FleetPrices, with_limits
 from aggregator.fleet.solver import SolverProcesses
-from aggregator.leader import LeaderElector
 from aggregator.metrics import AggregatorMetrics
 from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
 from vpp_common.clock import Clock

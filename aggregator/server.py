@@ -12,9 +12,9 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from aggregator.config import AggregatorConfig
-from aggregator.leader import LeaderElector
-from aggregator.metrics import AggregatorMetrics
+from aggregator.fleet.leadership import LeaderElector
 from aggregator.fleet.replication import REPLAN_QUEUE
+from aggregator.metrics import AggregatorMetrics
 from aggregator.planner import Planner
 from aggregator.service import convert
 from aggregator.service.fleet_servicer import FleetServicer

@@ -1,6 +1,6 @@
 """Replication between aggregator replicas: the shared queues in the state store.
 
-Only the dispatch leader plans (``aggregator.leader``), but a house may be connected to any
+Only the dispatch leader plans (``fleet.leadership``), but a house may be connected to any
 replica, so:
 
 * re-plan requests a follower receives go to the shared ``replan`` queue, which the
@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aggregator.leader import LeaderElector
+from aggregator.fleet.leadership import LeaderElector
 from aggregator.metrics import AggregatorMetrics
 from aggregator.store import StateStore, StoreError
 from vpp_common.clock import wait_event
