@@ -12,12 +12,15 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from aggregator.config import AggregatorConfig, TlsServerConfig
-from aggregator.leader import LeaderElector
+from aggregator.fleet.leadership import LeaderElector
+from aggregator.fleet.replication import REPLAN_QUEUE
 from aggregator.metrics import AggregatorMetrics
-from aggregator.planner import REPLAN_QUEUE, Planner
+from aggregator.planner import Planner
+from aggregator.service import convert
 from aggregator.service.fleet_servicer import FleetServicer
 from aggregator.service.identity import InsecureHeaderIdentity, MtlsIdentity
 from aggregator.service.sessions import CloseItem, SessionRegistry
+from aggregator.service.stream_outbox import SignalEncoder, StreamOutbox
 from aggregator.store import StateStore, StoreError, open_store
 from aggregator.service.admin_servicer import AdminServicer
 from vpp.v1 import admin_service_pb2 as adm_pb2
@@ -87,9 +90,13 @@ class AggregatorServer:
         self.metrics = AggregatorMetrics()
         self.sessions = SessionRegistry(config.max_plan_backlog)
         self.elector = LeaderElector(self.store, config.replica_id, config.leader_lease_s, self.metrics)
-        self.planner = Planner(store=self.store, sessions=self.sessions, clock=self.clock,
+        encode_signal = SignalEncoder()  # shared: a signal object is encoded once for every stream
+        # the planner hands plans and signals to the streams through the outbox, and has the
+        # service's encoder of plan slots run in its solver process (off the event loop)
+        self.planner = Planner(store=self.store, outbox=StreamOutbox(self.sessions, encode_signal), clock=self.clock,
                                tariff=config.tou_tariff(), config=config.planning, metrics=self.metrics,
-                               replica_id=config.replica_id, elector=self.elector, feeders=config.feeders)
+                               replica_id=config.replica_id, elector=self.elector, feeders=config.feeders,
+                               encode_slots=convert.packed_slots_wire)
         self.servicer = FleetServicer(
             store=self.store, sessions=self.sessions, clock=self.clock,
             metrics=self.metrics, replica_id=config.replica_id,
@@ -97,10 +104,9 @@ class AggregatorServer:
             telemetry_interval_s=config.telemetry_interval_s, heartbeat_interval_s=config.heartbeat_interval_s,
             telemetry_ttl_s=config.telemetry_ttl_s, route_ttl_s=config.route_ttl_s,
             max_streams=config.max_streams, request_plan=self.planner.request,
-            grid_signal=self.planner.house_signal,
+            grid_signal=self.planner.house_signal, encode_signal=encode_signal,
             replan_min_interval_s=config.planning.house_replan_min_interval_s,
         )
-        self.planner.encode_signal = self.servicer.encode_signal  # the planner sends signals, encoded here
         self.health = health_aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._admin: grpc.aio.Server | None = None
