@@ -32,7 +32,7 @@ from aggregator.config import FeederConfig, PlanningConfig
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
 from aggregator.dispatch.events import FleetEvent
 from aggregator.dispatch.optimise import DispatchResult, EventReport, event_prices_for, optimise
-from aggregator.dispatch.plans import LazyPlans, shift_plan
+from aggregator.dispatch.plans import LazyPlans, lease_end, shift_plan
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.highs_block import start_highs_quietly
 from aggregator.dispatch.isolate import excluded_reason
@@ -248,9 +248,13 @@ class Planner:
         ttl_s = (env.valid_until - self._clock.now()).total_seconds() / self._clock.speed
         if ttl_s <= 0:
             return
-        await self._store.put_feeder_envelope(house_id, LimitOverride(env.limits, env.valid_until, "feeder envelope"),
-                                              ttl_s)
-        await self._store.queue_push(dispatch_queue(route), SIGNAL_ITEM + house_id)
+        token = self._elector.token
+        try:  # fenced: a leader paused past its lease must not send its old envelopes
+            await self._store.put_feeder_envelope(house_id, LimitOverride(env.limits, env.valid_until,
+                                                                          "feeder envelope"), ttl_s, token)
+            await self._store.queue_push(dispatch_queue(route), SIGNAL_ITEM + house_id, token)
+        except StaleFencingToken as exc:
+            log.warning("not the dispatch leader any more: %s", exc)
 
     async def deliver(self, house_id: str) -> None:
         """Send the house its current plan and signal, wherever its stream is."""
@@ -380,10 +384,10 @@ class Planner:
         for house_id in sorted(house_ids):
             await asyncio.sleep(0)  # a cycle over thousands of houses must not starve the streams
             await self._sessions.wait_for_room()
-            plan = await self._plan_house(house_id, now)
-            if plan is None:
-                continue
             try:
+                plan = await self._plan_house(house_id, now, token)
+                if plan is None:
+                    continue
                 await self._write_and_route(house_id, plan, token)
             except StaleFencingToken:
                 log.warning("lost the dispatch lease mid-cycle; stopping")
@@ -422,7 +426,7 @@ class Planner:
             return
         route = await self._store.get_route(house_id)
         if route is not None and route != self._replica_id:
-            await self._store.queue_push(dispatch_queue(route), house_id)
+            await self._store.queue_push(dispatch_queue(route), house_id, token)
 
     async def _consume_replans(self) -> None:
         """Leader only: re-plan requests that reached other replicas."""
@@ -544,11 +548,12 @@ class Planner:
             await self._sessions.wait_for_room()  # made when the streams can take it (created_at counts from here)
             # made here, one house at a time, from the arrays the solver process sent
             plan = shifted.get(house_id) or result.plans[house_id]
-            version = await self._store.next_plan_version(house_id)
-            valid_until = min(plan.valid_until, plan.valid_from + timedelta(seconds=self._cfg.lease_s))
-            plan = replace(plan, plan_id=str(uuid.uuid4()), version=version, created_at=self._clock.now(),
-                           valid_until=valid_until, fallback_max_export_w=limits[house_id].max_export_w)
             try:
+                version = await self._store.next_plan_version(house_id, token)
+                made = self._clock.now()
+                plan = replace(plan, plan_id=str(uuid.uuid4()), version=version, created_at=made,
+                               valid_until=lease_end(plan.valid_until, made, self._cfg.lease_s),
+                               fallback_max_export_w=limits[house_id].max_export_w)
                 await self._write_and_route(house_id, plan, token)
             except StaleFencingToken:
                 log.warning("lost the dispatch lease mid-cycle; stopping")
@@ -582,7 +587,7 @@ class Planner:
         self._flex_up += storage.max_charge_power_w if storage.soc_pct < storage.soc_max_pct else 0.0
         self._flex_down += storage.max_discharge_power_w if storage.soc_pct > storage.reserve_soc_pct else 0.0
 
-    async def _plan_house(self, house_id: str, now: datetime) -> DispatchPlan | None:
+    async def _plan_house(self, house_id: str, now: datetime, token: int | None = None) -> DispatchPlan | None:
         house = await self._house_input(house_id)
         if house is None:
             return None  # nothing to dispatch yet
@@ -595,11 +600,14 @@ class Planner:
         inp = TouPlanInput(start=start, slot_s=self._cfg.slot_s, import_price_per_kwh=prices,
                            storage=storage, max_import_w=limits.max_import_w,
                            grid_charge_target_soc_pct=self._cfg.grid_charge_target_soc_pct)
-        version = await self._store.next_plan_version(house_id)
+        version = await self._store.next_plan_version(house_id, token)
         started = time.perf_counter()
         try:
             # created_at is when this house's plan is made (plan delivery latency counts from here)
-            return make_plan(str(uuid.uuid4()), version, self._clock.now(), inp, self._cfg.lease_s,
+            made = self._clock.now()
+            plan = make_plan(str(uuid.uuid4()), version, made, inp, self._cfg.lease_s,
                              fallback_max_export_w=limits.max_export_w)
+            slots_end = plan.slots[-1].start + timedelta(seconds=plan.slot_duration_s)  # make_plan: from the slot
+            return replace(plan, valid_until=lease_end(slots_end, made, self._cfg.lease_s))
         finally:
             self._metrics.solve_duration.observe(time.perf_counter() - started)

@@ -101,6 +101,7 @@ class AggregatorServer:
             replan_min_interval_s=config.planning.house_replan_min_interval_s,
         )
         self.planner.encode_signal = self.servicer.encode_signal  # the planner sends signals, encoded here
+        self.elector.on_lead.append(self.planner.request_fleet)  # a new leader plans at once
         self.health = health_aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._admin: grpc.aio.Server | None = None
