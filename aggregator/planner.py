@@ -15,13 +15,14 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from aggregator.config import FeederConfig, PlanningConfig
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput
 from aggregator.dispatch.isolate import excluded_reason
 from aggregator.dispatch.optimise import DispatchResult, EventReport
-from aggregator.dispatch.plans import shift_plan
+from aggregator.dispatch.plans import lease_end, shift_plan
 from aggregator.dispatch.problem import FleetProblem
 from aggregator.dispatch.tariff import TouTariff
 from aggregator.dispatch.tou import TouPlanInput, make_plan
@@ -114,9 +115,13 @@ class Planner:
         ttl_s = (env.valid_until - self._clock.now()).total_seconds() / self._clock.speed
         if ttl_s <= 0:
             return
-        await self._store.put_feeder_envelope(house_id, LimitOverride(env.limits, env.valid_until, "feeder envelope"),
-                                              ttl_s)
-        await self.replication.tell(route, house_id, signal_only=True)
+        try:  # fenced: a leader paused past its lease must not send its old envelopes
+            await self._store.put_feeder_envelope(house_id, LimitOverride(env.limits, env.valid_until,
+                                                                          "feeder envelope"), ttl_s,
+                                                  self._elector.token)
+            await self.replication.tell(route, house_id, signal_only=True, fencing_token=self._elector.token)
+        except StaleFencingToken as exc:
+            log.warning("not the dispatch leader any more: %s", exc)
 
     async def deliver(self, house_id: str) -> None:
         """Send the house its current plan and signal, wherever its stream is."""
@@ -215,7 +220,12 @@ class Planner:
         for house_id in sorted(house_ids):
             await asyncio.sleep(0)  # a cycle over thousands of houses must not starve the streams
             await self._outbox.wait_for_room()
-            plan = await self._plan_house(house_id, now)
+            try:
+                plan = await self._plan_house(house_id, now, token)
+            except StaleFencingToken:
+                log.warning("lost the dispatch lease mid-cycle; stopping")
+                await self._elector.try_acquire()
+                break
             if plan is None:
                 continue
             outcome = await self._write(house_id, plan, token)
@@ -262,7 +272,7 @@ class Planner:
             return
         route = await self.replication.other_replica(house_id)
         if route is not None:
-            await self.replication.tell(route, house_id)
+            await self.replication.tell(route, house_id, fencing_token=token)
 
     async def _house_input(self, house_id: str) -> HouseInput | None:
         house = await self._store.get_house(house_id)
@@ -359,8 +369,14 @@ class Planner:
             await asyncio.sleep(0)
             await self._outbox.wait_for_room()  # made when the streams can take it (created_at counts from here)
             # made here, one house at a time, from the arrays the solver process sent
+            try:
+                version = await self._store.next_plan_version(house_id, token)
+            except StaleFencingToken:
+                log.warning("lost the dispatch lease mid-cycle; stopping")
+                await self._elector.try_acquire()
+                break
             plan = cycle.leased(shifted.get(house_id) or result.plans[house_id], plan_id=str(uuid.uuid4()),
-                                version=await self._store.next_plan_version(house_id), created_at=self._clock.now(),
+                                version=version, created_at=self._clock.now(),
                                 lease_s=self._cfg.lease_s, fallback_max_export_w=max_export_w[house_id])
             outcome = await self._write(house_id, plan, token)
             if outcome is None:
@@ -377,7 +393,7 @@ class Planner:
         self._flex_up += up
         self._flex_down += down
 
-    async def _plan_house(self, house_id: str, now: datetime) -> DispatchPlan | None:
+    async def _plan_house(self, house_id: str, now: datetime, token: int | None = None) -> DispatchPlan | None:
         house = await self._house_input(house_id)
         if house is None:
             return None  # nothing to dispatch yet
@@ -390,11 +406,14 @@ class Planner:
         inp = TouPlanInput(start=start, slot_s=self._cfg.slot_s, import_price_per_kwh=prices,
                            storage=storage, max_import_w=limits.max_import_w,
                            grid_charge_target_soc_pct=self._cfg.grid_charge_target_soc_pct)
-        version = await self._store.next_plan_version(house_id)
+        version = await self._store.next_plan_version(house_id, token)
         started = time.perf_counter()
         try:
             # created_at is when this house's plan is made (plan delivery latency counts from here)
-            return make_plan(str(uuid.uuid4()), version, self._clock.now(), inp, self._cfg.lease_s,
+            made = self._clock.now()
+            plan = make_plan(str(uuid.uuid4()), version, made, inp, self._cfg.lease_s,
                              fallback_max_export_w=limits.max_export_w)
+            slots_end = plan.slots[-1].start + timedelta(seconds=plan.slot_duration_s)  # make_plan: from the slot
+            return replace(plan, valid_until=lease_end(slots_end, made, self._cfg.lease_s))
         finally:
             self._metrics.solve_duration.observe(time.perf_counter() - started)

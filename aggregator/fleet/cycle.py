@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from aggregator.config import FeederConfig
 from aggregator.dispatch.events import FleetEvent
 from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
 from aggregator.dispatch.futures import Future
+from aggregator.dispatch.plans import lease_end
 from aggregator.dispatch.problem import FleetProblem
 from aggregator.store import FleetEventRecord, HouseRecord
 from vpp_common.messages import (
@@ -90,7 +91,7 @@ def leased(plan: DispatchPlan, *, plan_id: str, version: int, created_at: dateti
     """A solved plan as the house gets it: its own id and version, valid for at most the lease
     (an agent that hears nothing more falls back when it ends), the house's export limit for
     its fallback."""
-    valid_until = min(plan.valid_until, plan.valid_from + timedelta(seconds=lease_s))
+    valid_until = lease_end(plan.valid_until, created_at, lease_s)  # from when it is made, not its first slot
     return replace(plan, plan_id=plan_id, version=version, created_at=created_at, valid_until=valid_until,
                    fallback_max_export_w=fallback_max_export_w)
 

@@ -59,9 +59,12 @@ class Replication:
         route = await self._store.get_route(house_id)
         return route if route is not None and route != self._replica_id else None
 
-    async def tell(self, replica_id: str, house_id: str, *, signal_only: bool = False) -> None:
-        """Ask ``replica_id`` to send the house its current plan and signal (or its signal only)."""
-        await self._store.queue_push(dispatch_queue(replica_id), SIGNAL_ITEM + house_id if signal_only else house_id)
+    async def tell(self, replica_id: str, house_id: str, *, signal_only: bool = False,
+                   fencing_token: int | None = None) -> None:
+        """Ask ``replica_id`` to send the house its current plan and signal (or its signal only);
+        with the leader's ``fencing_token`` the push is fenced (StaleFencingToken once the lease is lost)."""
+        await self._store.queue_push(dispatch_queue(replica_id), SIGNAL_ITEM + house_id if signal_only else house_id,
+                                     fencing_token)
 
     async def consume_replans(self, on_house: Callable[[str], None], on_fleet: Callable[[], None]) -> None:
         """Leader only: re-plan requests that reached other replicas."""

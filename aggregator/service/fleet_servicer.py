@@ -100,6 +100,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         self._metrics.messages.labels("hello", "ok").inc()
 
         session = self._sessions.open(house_id)
+        session.hello = hello
         self._metrics.connected_agents.set(len(self._sessions))
         reader = asyncio.create_task(self._read(house_id, session, request_iterator), name=f"read-{house_id}")
         seq = 0
@@ -202,7 +203,8 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
             session.outbox.put(ControlItem(fs.ConnectResponse(telemetry_ack=fs.TelemetryAck(sequence=req.sequence))))
             await self._store.set_route(house_id, self._replica_id, self._route_ttl_s)
         elif kind == "flexibility_update":
-            await self._store.put_flexibility(house_id, convert.flexibility_from_proto(req.flexibility_update))
+            session.flexibility = convert.flexibility_from_proto(req.flexibility_update)
+            await self._store.put_flexibility(house_id, session.flexibility)
             self._request_plan(house_id)
         elif kind == "plan_status":
             status = convert.plan_status_from_proto(req.plan_status)
