@@ -56,6 +56,10 @@ class AggregatorMetrics:
                                       "Fleet power that could be shed (more discharging), W.", registry=r)
         self.store_up = Gauge("vpp_aggregator_store_up", "1 while the state store answers; 0 = degraded.",
                               registry=r)
+        self.store_data_lost = Counter(
+            "vpp_aggregator_store_data_lost_total",
+            "Times the state store was found without its data (a new epoch) and rebuilt from this replica's "
+            "streams.", registry=r)
         self.solve_duration = Histogram(
             "vpp_aggregator_solve_duration_seconds", "Wall time of the dispatch computation in one cycle.",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120), registry=r)

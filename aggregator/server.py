@@ -12,13 +12,17 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from aggregator.config import AggregatorConfig, TlsServerConfig
-from aggregator.leader import LeaderElector
+from aggregator.fleet.leadership import LeaderElector
 from aggregator.metrics import AggregatorMetrics
-from aggregator.planner import REPLAN_QUEUE, Planner
+from aggregator.fleet.replication import FLEET_ITEM, REPLAN_QUEUE
+from aggregator.planner import Planner
+from aggregator.service import convert
 from aggregator.service.fleet_servicer import FleetServicer
 from aggregator.service.identity import InsecureHeaderIdentity, MtlsIdentity
 from aggregator.service.sessions import CloseItem, SessionRegistry
+from aggregator.service.stream_outbox import SignalEncoder, StreamOutbox
 from aggregator.store import StateStore, StoreError, open_store
+from aggregator.service.store_recovery import StoreRecovery
 from aggregator.service.admin_servicer import AdminServicer
 from vpp.v1 import admin_service_pb2 as adm_pb2
 from vpp.v1 import admin_service_pb2_grpc as adm_grpc
@@ -87,9 +91,13 @@ class AggregatorServer:
         self.metrics = AggregatorMetrics()
         self.sessions = SessionRegistry(config.max_plan_backlog)
         self.elector = LeaderElector(self.store, config.replica_id, config.leader_lease_s, self.metrics)
-        self.planner = Planner(store=self.store, sessions=self.sessions, clock=self.clock,
+        encode_signal = SignalEncoder()  # shared: a signal object is encoded once for every stream
+        # the planner hands plans and signals to the streams through the outbox, and has the
+        # service's encoder of plan slots run in its solver process (off the event loop)
+        self.planner = Planner(store=self.store, outbox=StreamOutbox(self.sessions, encode_signal), clock=self.clock,
                                tariff=config.tou_tariff(), config=config.planning, metrics=self.metrics,
-                               replica_id=config.replica_id, elector=self.elector, feeders=config.feeders)
+                               replica_id=config.replica_id, elector=self.elector, feeders=config.feeders,
+                               encode_slots=convert.packed_slots_wire)
         self.servicer = FleetServicer(
             store=self.store, sessions=self.sessions, clock=self.clock,
             metrics=self.metrics, replica_id=config.replica_id,
@@ -97,10 +105,14 @@ class AggregatorServer:
             telemetry_interval_s=config.telemetry_interval_s, heartbeat_interval_s=config.heartbeat_interval_s,
             telemetry_ttl_s=config.telemetry_ttl_s, route_ttl_s=config.route_ttl_s,
             max_streams=config.max_streams, request_plan=self.planner.request,
-            grid_signal=self.planner.house_signal,
+            grid_signal=self.planner.house_signal, encode_signal=encode_signal,
             replan_min_interval_s=config.planning.house_replan_min_interval_s,
         )
-        self.planner.encode_signal = self.servicer.encode_signal  # the planner sends signals, encoded here
+        self.elector.on_lead.append(self.planner.request_fleet)  # a new leader plans at once
+        self.recovery = StoreRecovery(store=self.store, sessions=self.sessions, clock=self.clock,
+                                      replica_id=config.replica_id, route_ttl_s=config.route_ttl_s,
+                                      metrics=self.metrics, set_serving=self._set_serving,
+                                      replan_fleet=self._replan_fleet)
         self.health = health_aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._admin: grpc.aio.Server | None = None
@@ -158,7 +170,7 @@ class AggregatorServer:
         up: bool | None = None
         while True:
             try:
-                await self.store.ping()
+                await self.recovery.check()  # reads the store's epoch: a probe, and notices lost data
                 now_up = True
             except StoreError as exc:
                 now_up = False
@@ -172,6 +184,22 @@ class AggregatorServer:
                 if up:
                     log.info("state store answers again")
             await asyncio.sleep(STORE_PROBE_S)
+
+    async def _set_serving(self, serving: bool) -> None:
+        """Health of the fleet service (readiness) and the store: NOT_SERVING while the store's
+        data is being rebuilt.  Not ``""`` (liveness): a rebuild is no reason to restart."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in (SERVICE_NAME, STORE_HEALTH_NAME):
+            await self.health.set(name, status)
+
+    async def _replan_fleet(self) -> None:
+        """The whole fleet re-planned at once: here if this replica leads (taking the lease
+        again first: it went with the store's data), else by the leader."""
+        await self.elector.try_acquire()
+        if self.elector.is_leader:
+            self.planner.request_fleet()
+        else:
+            await self.store.queue_push(REPLAN_QUEUE, FLEET_ITEM)
 
     async def _limits_changed(self, house_id: str) -> None:
         """New temporary limits: the house hears of them now, and gets re-planned."""

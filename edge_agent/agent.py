@@ -49,6 +49,8 @@ from edge_agent.resources.retry import DeviceRetry
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import InvalidGridSignal, InvalidPlan, WelcomeInfo
 from edge_agent.uplink.identity import UplinkIdentity
+from edge_agent.uplink.spool import TelemetrySpool, spool_path
+from edge_agent.uplink.telemetry_metrics import TelemetryCollector
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
 from vpp_common.timeslots import align_down
 from vpp_common.messages import DispatchPlan, GridSignal, Hello, PlanState, PlanStatus, PowerForecast, SiteLimits
@@ -124,6 +126,10 @@ class EdgeAgent:
         self._snapshot_poll = 0  # the poll that made ``snapshot`` (0: not from the poll loop)
         self._pv_written_after_poll = 0  # polls started when the PV limit was last written
         self._last_flex_sent: object = None
+        self._last_recorded: object = None  # the last telemetry sample given to the uplink
+        # offline is normal: telemetry waits on disk (state_dir) until the aggregator has stored it
+        self.spool = TelemetrySpool(spool_path(config.state_dir, config.house_id) if config.state_dir else None,
+                                    config.telemetry_spool_max_samples)
         self.uplink = UplinkClient(
             target=config.aggregator, house_id=config.house_id or "", hello=self._hello,
             tls=TlsFiles(config.tls.ca_file, config.tls.cert_file, config.tls.key_file, config.tls.server_name,
@@ -131,7 +137,9 @@ class EdgeAgent:
             backoff=Backoff(config.reconnect_initial_s, config.reconnect_max_s),
             callbacks=UplinkCallbacks(on_plan=self._on_plan, on_welcome=self._on_welcome,
                                       on_connection=self._on_connection, on_grid_signal=self._on_grid_signal),
+            spool=self.spool,
         )
+        self.metrics.registry.register(TelemetryCollector(self.uplink, lambda: self.clock.now().timestamp()))
         self._metrics_server = (MetricsServer(self.metrics.registry, config.metrics_host, config.metrics_port)
                                 if config.metrics_port is not None else None)
         self._tasks: list[asyncio.Task[None]] = []
@@ -229,6 +237,7 @@ class EdgeAgent:
         await self.device.close()
         if self._metrics_server is not None:
             self._metrics_server.stop()
+        self.spool.close()
 
     async def __aenter__(self) -> EdgeAgent:
         await self.start()
@@ -263,7 +272,7 @@ class EdgeAgent:
         self.metrics.uplink_connects.inc()
         self._last_flex_sent = None  # everything is re-sent on a new session
         if self.snapshot is not None:
-            self.uplink.send(self.snapshot.telemetry)
+            self._record_telemetry()
             self._send_flexibility(self.snapshot)
 
     def _on_connection(self, up: bool) -> None:
@@ -462,22 +471,22 @@ class EdgeAgent:
             self.metrics.forecast_error.labels("pv").set(mae_pv)
 
     async def _telemetry_loop(self) -> None:
-        """Telemetry every interval; a Heartbeat instead while the device gives nothing new."""
+        """A telemetry sample every interval, online or not (the uplink spools it until the
+        aggregator has stored it); a Heartbeat instead while the device gives nothing new."""
         await self._snapshot_ready.wait()
-        sent: object = None
-        dropped = 0
         while True:
-            self.metrics.telemetry_unacked.set(self.uplink.telemetry_unacked)
-            if self.uplink.telemetry_dropped > dropped:
-                self.metrics.telemetry_dropped.inc(self.uplink.telemetry_dropped - dropped)
-                dropped = self.uplink.telemetry_dropped
-            if self.uplink.connected and self.snapshot is not None:
-                if self.snapshot.telemetry is not sent:
-                    self.uplink.send(self.snapshot.telemetry)
-                    sent = self.snapshot.telemetry
-                else:
-                    self.uplink.send_heartbeat(self.clock.now())
+            if not self._record_telemetry() and self.uplink.connected:
+                self.uplink.send_heartbeat(self.clock.now())
             await self.clock.sleep(self._telemetry_interval_s)
+
+    def _record_telemetry(self) -> bool:
+        """Give the latest sample to the uplink, once; False if there is nothing new."""
+        snap = self.snapshot
+        if snap is None or snap.telemetry is self._last_recorded:
+            return False
+        self.uplink.send(snap.telemetry)
+        self._last_recorded = snap.telemetry
+        return True
 
     def _stream_ok(self) -> bool:
         down = self._stream_down_since

@@ -3,6 +3,7 @@
 Example ``edge-agent.toml``::
 
     aggregator = "vpp.example.net:50051"
+    state_dir = "state"              # telemetry spool (default; relative to the working directory)
 
     [tls]                            # mTLS: the house identity is the certificate's
     ca_file = "/etc/vpp/ca.pem"
@@ -346,7 +347,18 @@ class AgentConfig(EnvOverridesFile):
     metrics_port: int | None = Field(9465, ge=0, le=65535, description="None disables /metrics; 0 = any free port")
     telemetry_interval_s: float = Field(10.0, gt=0, description="until the aggregator's Welcome says otherwise")
     reconnect_initial_s: float = Field(0.5, gt=0, description="first reconnect delay (real s)")
-    reconnect_max_s: float = Field(60.0, gt=0, description="largest reconnect delay (real s)")
+    reconnect_max_s: float = Field(
+        5.0, gt=0, description="largest reconnect delay (real s, jittered over its upper half): the agent is "
+                               "back within this of the aggregator's return")
+    state_dir: Path | None = Field(
+        Path("state"), description="where the agent keeps state across restarts: the telemetry spool "
+                                   "(telemetry-<house_id>.sqlite), kept until the aggregator has stored each "
+                                   "sample; relative to the working directory (systemd: /var/lib/vpp-edge-agent, "
+                                   "the image: /var/lib/vpp, Home Assistant: /data); None: in memory (lost on "
+                                   "restart; simulations)")
+    telemetry_spool_max_samples: int = Field(
+        10_000, ge=1, description="telemetry samples kept unacknowledged at most (10,000 = 27 h at 10 s, "
+                                  "~5 MB); beyond it the oldest give way (counted)")
     device: DeviceConfig = DeviceConfig()
     site: SiteConfig = SiteConfig()
     battery: BatteryConfig = BatteryConfig()

@@ -49,10 +49,7 @@ class AgentMetrics:
                                     ["resource"], registry=r)
         self.uplink_connected = Gauge("vpp_edge_uplink_connected", "1 while the aggregator stream is up.",
                                       registry=r)
-        self.telemetry_unacked = Gauge("vpp_edge_telemetry_unacked",
-                                       "Telemetry samples kept until the aggregator acks them (stored).", registry=r)
-        self.telemetry_dropped = Counter("vpp_edge_telemetry_dropped_total",
-                                         "Telemetry samples dropped unacked from a full buffer (lost).", registry=r)
+        # vpp_edge_telemetry_*: edge_agent/uplink/telemetry_metrics.py (read from the uplink's spool)
         self.uplink_connects = Counter("vpp_edge_uplink_connects_total", "Accepted aggregator streams.",
                                        registry=r)
         self.refused = Counter("vpp_edge_refused_total",

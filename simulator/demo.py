@@ -76,6 +76,7 @@ async def run_demo(hours: float = 24.0, speed: float = 2160.0, start: datetime |
         async with AggregatorServer(agg_cfg, clock=clock) as agg:
             agent_cfg = AgentConfig(
                 house_id="demo-house", aggregator=agg.target, insecure=True, metrics_port=0,
+                state_dir=None,  # a demo's telemetry stays in memory: no spool left behind for the next run
                 device=DeviceConfig(host="127.0.0.1", port=sim.port, poll_interval_s=60),
                 battery=BatteryConfig(reserve_soc_pct=10, revert_s=900),
                 control=ControlConfig(tick_s=60, deadband_w=50),

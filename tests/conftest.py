@@ -106,6 +106,14 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail("; ".join(problems), pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def agent_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every agent of a test (in process or a child) keeps its telemetry spool in a directory of
+    that test, not in ./state of the checkout (where one run's samples would reach the next)."""
+    monkeypatch.setenv("VPP_AGENT_STATE_DIR", str(tmp_path_factory.mktemp("agent-state")))
+    yield
+
+
 @pytest.fixture
 async def _no_task_leaks() -> AsyncIterator[None]:
     """Set up before (so torn down after) the test's own async fixtures."""

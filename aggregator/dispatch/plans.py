@@ -359,6 +359,13 @@ def build_plans(
     return plans
 
 
+def lease_end(horizon_end: datetime, made_at: datetime, lease_s: float) -> datetime:
+    """When a plan made at ``made_at`` stops applying: ``lease_s`` after it was made (not after
+    the start of its first slot: with lease_s < slot_s a plan made at 07:09:09 then expired at
+    07:10:00, issue 20), never past the end of its slots (``horizon_end``)."""
+    return min(horizon_end, made_at + timedelta(seconds=lease_s))
+
+
 def shift_plan(plan: DispatchPlan, now: datetime, version: int) -> DispatchPlan | None:
     """The previous plan with its past slots dropped, or None when nothing of it is left."""
     slots = tuple(s for s in plan.slots if s.start + timedelta(seconds=plan.slot_duration_s) > now)

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import grpc
 
+from aggregator.fleet.replication import FLEET_ITEM, REPLAN_QUEUE
 from aggregator.metrics import AggregatorMetrics
-from aggregator.planner import FLEET_ITEM, REPLAN_QUEUE
 from aggregator.service import bounds, convert
 from aggregator.service.convert import InvalidMessage
 from aggregator.store import StateStore, StoreError

@@ -21,6 +21,7 @@ from aggregator.service.refusals import Refusals
 from aggregator.service.replan_limit import ReplanLimiter
 from aggregator.service.identity import IdentityError, IdentityResolver
 from aggregator.service.sessions import CloseItem, ControlItem, PlanItem, Session, SessionRegistry
+from aggregator.service.stream_outbox import SignalEncoder
 from aggregator.store import StateStore, StoreError
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
@@ -50,6 +51,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         request_plan: Callable[[str], None],
         grid_signal: Callable[[str], Awaitable[GridSignal | None]] | None = None,
         replan_min_interval_s: float = 0.0,
+        encode_signal: SignalEncoder | None = None,
     ) -> None:
         self._store = store
         self._sessions = sessions
@@ -69,7 +71,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         self._refusals = Refusals(metrics)
         self._grid_signal = grid_signal
         self.draining = False
-        self._signal_pb: tuple[GridSignal, fs.ConnectResponse] | None = None
+        self._encode_signal = encode_signal or SignalEncoder()
 
     async def Connect(  # noqa: N802 (generated name)
         self, request_iterator: AsyncIterator[fs.ConnectRequest], context: grpc.aio.ServicerContext
@@ -98,6 +100,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         self._metrics.messages.labels("hello", "ok").inc()
 
         session = self._sessions.open(house_id)
+        session.hello = hello
         self._metrics.connected_agents.set(len(self._sessions))
         reader = asyncio.create_task(self._read(house_id, session, request_iterator), name=f"read-{house_id}")
         seq = 0
@@ -150,12 +153,8 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
                 self._metrics.store_errors.inc()
 
     def encode_signal(self, signal: GridSignal) -> fs.ConnectResponse:
-        """The encoded GridSignal, built once per signal object (see Planner.grid_signal)."""
-        if self._signal_pb is None or self._signal_pb[0] is not signal:
-            self._signal_pb = (signal, fs.ConnectResponse(grid_signal=convert.grid_signal_to_proto(signal)))
-        msg = fs.ConnectResponse()
-        msg.CopyFrom(self._signal_pb[1])  # each stream stamps its own sequence number
-        return msg
+        """The encoded GridSignal, built once per signal object (see stream_outbox.SignalEncoder)."""
+        return self._encode_signal(signal)
 
     async def _first_message(self, requests: AsyncIterator[fs.ConnectRequest],
                              context: grpc.aio.ServicerContext) -> fs.ConnectRequest:
@@ -204,7 +203,8 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
             session.outbox.put(ControlItem(fs.ConnectResponse(telemetry_ack=fs.TelemetryAck(sequence=req.sequence))))
             await self._store.set_route(house_id, self._replica_id, self._route_ttl_s)
         elif kind == "flexibility_update":
-            await self._store.put_flexibility(house_id, convert.flexibility_from_proto(req.flexibility_update))
+            session.flexibility = convert.flexibility_from_proto(req.flexibility_update)
+            await self._store.put_flexibility(house_id, session.flexibility)
             self._request_plan(house_id)
         elif kind == "plan_status":
             status = convert.plan_status_from_proto(req.plan_status)

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vpp_common.messages import DispatchPlan
+from vpp_common.messages import DispatchPlan, Flexibility, Hello
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +80,9 @@ class Outbox:
 class Session:
     house_id: str
     outbox: Outbox = field(default_factory=Outbox)
+    # what the house told this stream: written back when the store lost its data (store_recovery)
+    hello: Hello | None = None
+    flexibility: Flexibility | None = None
     sent_plan_at: dict[int, float] = field(default_factory=dict)  # version -> monotonic s when written
     on_backlog_change: Callable[[int], None] | None = None  # +1 / -1: this stream's plan became (not) due
     _writing_plan: bool = False

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, StateStore, StoreError
+from .base import (
+    PLAN_LEASE, FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, StateStore, StoreError,
+)
 from .memory import DEFAULT_TELEMETRY_HISTORY_S, MemoryStore
 from .redis_store import RedisStore
 
@@ -16,6 +18,7 @@ __all__ = [
     "FleetEventRecord",
     "HouseRecord",
     "MemoryStore",
+    "PLAN_LEASE",
     "PlanVersionConflict",
     "RedisStore",
     "StaleFencingToken",

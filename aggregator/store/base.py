@@ -8,6 +8,7 @@ namespaced ``vpp:``.  TTLs are in real seconds (Redis expiry is wall time).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -20,8 +21,23 @@ class StoreError(Exception):
 
 
 class StaleFencingToken(Exception):
-    """A plan write carried a fencing token lower than one already used: the
-    writer is no longer the dispatch leader and must stop writing."""
+    """A leader-only write carried a fencing token that is not the current dispatch
+    lease's (the lease expired, or another replica holds it now): the writer is no
+    longer the dispatch leader and must stop writing."""
+
+
+# The lease whose current token fences every leader-only write (plans, plan versions,
+# feeder envelopes, dispatch queue items).
+PLAN_LEASE = "dispatch"
+
+
+def version_base_ms() -> int:
+    """Where a house's plan-version counter (and a lease's token counter) starts when the
+    store has none: wall-clock milliseconds.  A store that lost its data (restarted empty)
+    then still hands out versions above every version handed out before, as long as fewer
+    plans were made for a house than milliseconds passed since its counter started, so
+    agents never refuse the new plans as older (issue 20)."""
+    return int(time.time() * 1000)
 
 
 class PlanVersionConflict(Exception):
@@ -118,21 +134,24 @@ class StateStore(Protocol):
         """Give up the lease if ``owner`` holds it."""
         ...
 
-    async def next_plan_version(self, house_id: str) -> int:
-        """A new, strictly increasing plan version for the house (starts at 1)."""
+    async def next_plan_version(self, house_id: str, fencing_token: int | None = None) -> int:
+        """A new, strictly increasing plan version for the house.  The first one (no counter
+        stored) is above :func:`version_base_ms`, so versions keep growing across a store that
+        lost its data.  With ``fencing_token``: :class:`StaleFencingToken` (and no version
+        used) unless it is the current ``dispatch`` lease's token."""
         ...
 
     async def put_plan(self, house_id: str, plan: DispatchPlan, fencing_token: int) -> None:
         """Store ``plan`` as the house's current plan.
 
-        Raises :class:`StaleFencingToken` if ``fencing_token`` is lower than the
-        highest token any plan write has used, and
-        :class:`PlanVersionConflict` unless ``plan.version`` is greater than
-        the stored plan's.  Both checks and the write are atomic.
+        Raises :class:`StaleFencingToken` unless ``fencing_token`` is the token of the
+        *current* holder of the ``dispatch`` lease (:data:`PLAN_LEASE`; an expired lease
+        has none), and :class:`PlanVersionConflict` unless ``plan.version`` is greater
+        than the stored plan's.  Both checks and the write are atomic, so a leader that
+        was paused or cut off past its lease cannot write a single plan, even before the
+        next leader's first write.
 
-        The "highest token" is one value for the whole fleet (all houses), so
-        every plan writer must take its tokens from the same lease.  The token
-        check comes first; a rejected write changes nothing.  With no stored
+        The token check comes first; a rejected write changes nothing.  With no stored
         plan, any version is accepted.
         """
         ...
@@ -149,9 +168,11 @@ class StateStore(Protocol):
 
     async def get_limit_override(self, house_id: str) -> LimitOverride | None: ...
 
-    async def put_feeder_envelope(self, house_id: str, envelope: LimitOverride, ttl_s: float) -> None:
+    async def put_feeder_envelope(self, house_id: str, envelope: LimitOverride, ttl_s: float,
+                                  fencing_token: int | None = None) -> None:
         """The leader's live feeder envelope for a house streaming to another replica (that
-        replica sends it); gone after ``ttl_s`` real seconds."""
+        replica sends it); gone after ``ttl_s`` real seconds.  With ``fencing_token``: fenced
+        as :meth:`put_plan` is."""
         ...
 
     async def get_feeder_envelope(self, house_id: str) -> LimitOverride | None: ...
@@ -168,8 +189,9 @@ class StateStore(Protocol):
         """Remove a fleet event; False if there was none."""
         ...
 
-    async def queue_push(self, queue: str, item: str) -> None:
-        """Append ``item`` to the work queue ``queue`` (shared by all replicas)."""
+    async def queue_push(self, queue: str, item: str, fencing_token: int | None = None) -> None:
+        """Append ``item`` to the work queue ``queue`` (shared by all replicas).  With
+        ``fencing_token`` (the leader's pushes): fenced as :meth:`put_plan` is."""
         ...
 
     async def queue_pull(self, queue: str, consumer: str, max_items: int = 100, block_s: float = 1.0,
@@ -186,6 +208,13 @@ class StateStore(Protocol):
 
     async def ping(self) -> None:
         """Raise :class:`StoreError` unless the store answers now."""
+        ...
+
+    async def epoch(self) -> str:
+        """The store's epoch: a random id written at its first use (set if absent) and kept
+        with its data.  Another value than a replica saw before means the store lost its
+        data (restarted empty): every replica must then write back what it knows (see
+        ``aggregator.service.store_recovery``).  Raises :class:`StoreError` as :meth:`ping`."""
         ...
 
     async def close(self) -> None: ...

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Generic, TypeVar
 
 from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
-from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken
+from .base import PLAN_LEASE, FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, version_base_ms
 from .codec import PLAN
 
 __all__ = ["DEFAULT_TELEMETRY_HISTORY_S", "MemoryStore"]
@@ -103,8 +104,7 @@ class MemoryStore:
         # Per lease name: last token handed out.  Kept after release/expiry so
         # that the next holder always gets a larger token, as with Redis INCR.
         self._fence_counters: dict[str, int] = {}
-        # Highest fencing token any accepted plan write has carried.
-        self._max_plan_token = 0
+        self._epoch = uuid.uuid4().hex  # lives and dies with this process, as the data does
         self._ttl_writes = 0
         self._queues: dict[str, _Queue] = {}
         self._overrides: dict[str, _Expiring[LimitOverride]] = {}
@@ -170,9 +170,13 @@ class MemoryStore:
     async def put_telemetry(self, house_id: str, telemetry: SiteTelemetry, ttl_s: float) -> None:
         expires = self._now() + check_ttl(ttl_s)
         history = self._history.setdefault(house_id, [])
-        if telemetry in history:
+        # a resend is equal, so at the same instant: look only there (an agent back-fills a day of
+        # samples after an outage, and a scan of the whole history per sample made that quadratic)
+        lo = bisect.bisect_left(history, telemetry.measured_at, key=lambda t: t.measured_at)
+        hi = bisect.bisect_right(history, telemetry.measured_at, lo=lo, key=lambda t: t.measured_at)
+        if telemetry in history[lo:hi]:
             return  # a resend
-        bisect.insort(history, telemetry, key=lambda t: t.measured_at)
+        history.insert(hi, telemetry)
         newest = history[-1].measured_at
         cut = bisect.bisect_left(history, newest - timedelta(seconds=self._history_s), key=lambda t: t.measured_at)
         del history[:cut]
@@ -223,23 +227,31 @@ class MemoryStore:
 
     # -- plans ----------------------------------------------------------------
 
-    async def next_plan_version(self, house_id: str) -> int:
-        version = self._plan_versions.get(house_id, 0) + 1
+    def _check_fence(self, what: str, fencing_token: int | None) -> None:
+        """Raise StaleFencingToken unless ``fencing_token`` is None (unfenced) or the current
+        dispatch lease's token (the same check as the Redis scripts)."""
+        if fencing_token is None:
+            return
+        lease = self._leases.get(PLAN_LEASE)
+        current = lease.token if lease is not None and self._now() < lease.expires_at else None
+        if current != fencing_token:
+            raise StaleFencingToken(f"{what} with fencing token {fencing_token}: the current dispatch lease's "
+                                    f"token is {current if current is not None else 'none (expired)'}")
+
+    async def next_plan_version(self, house_id: str, fencing_token: int | None = None) -> int:
+        self._check_fence(f"plan version for {house_id}", fencing_token)
+        version = self._plan_versions.get(house_id, version_base_ms()) + 1
         self._plan_versions[house_id] = version
         return version
 
     async def put_plan(self, house_id: str, plan: DispatchPlan, fencing_token: int) -> None:
         """Fenced, versioned write; checks in the same order as the Redis script."""
-        if fencing_token < self._max_plan_token:
-            raise StaleFencingToken(
-                f"plan write for {house_id} with fencing token {fencing_token} < {self._max_plan_token}"
-            )
+        self._check_fence(f"plan write for {house_id}", fencing_token)
         stored = self._plans.get(house_id)
         if stored is not None and plan.version <= stored[0]:
             raise PlanVersionConflict(
                 f"plan version {plan.version} for {house_id} is not newer than stored {stored[0]}"
             )
-        self._max_plan_token = max(self._max_plan_token, fencing_token)
         self._plans[house_id] = (plan.version, PLAN.encode(plan))
 
     async def get_plan(self, house_id: str) -> DispatchPlan | None:
@@ -260,7 +272,9 @@ class MemoryStore:
     async def get_limit_override(self, house_id: str) -> LimitOverride | None:
         return self._live(self._overrides, house_id)
 
-    async def put_feeder_envelope(self, house_id: str, envelope: LimitOverride, ttl_s: float) -> None:
+    async def put_feeder_envelope(self, house_id: str, envelope: LimitOverride, ttl_s: float,
+                                  fencing_token: int | None = None) -> None:
+        self._check_fence(f"feeder envelope for {house_id}", fencing_token)
         self._envelopes[house_id] = _Expiring(envelope, self._now() + check_ttl(ttl_s))
 
     async def get_feeder_envelope(self, house_id: str) -> LimitOverride | None:
@@ -288,7 +302,8 @@ class MemoryStore:
             q = self._queues[queue] = _Queue()
         return q
 
-    async def queue_push(self, queue: str, item: str) -> None:
+    async def queue_push(self, queue: str, item: str, fencing_token: int | None = None) -> None:
+        self._check_fence(f"push to queue {queue}", fencing_token)
         q = self._queue(queue)
         q.seq += 1
         q.new.append((f"{q.seq}-0", item))
@@ -323,6 +338,9 @@ class MemoryStore:
 
     async def ping(self) -> None:
         return None  # always here: it lives in this process
+
+    async def epoch(self) -> str:
+        return self._epoch
 
     async def close(self) -> None:
         """Nothing to release: the state lives and dies with the process."""

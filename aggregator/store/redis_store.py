@@ -10,11 +10,11 @@ Key layout (``ns`` is the namespace, ``vpp`` by default)::
                               (0, the default: the newest only, to tell a late sample from a new one)
     {ns}:flex:{id}            STRING Flexibility JSON
     {ns}:plan:{id}            HASH version (int), plan (DispatchPlan JSON)
-    {ns}:planver:{id}         INCR counter behind next_plan_version
+    {ns}:planver:{id}         INCR counter behind next_plan_version (starts at wall-clock ms: version_base_ms)
     {ns}:planstatus:{id}      STRING PlanStatus JSON
     {ns}:lease:{name}         HASH owner, token; PX ttl
-    {ns}:fence:{name}         INCR counter: fencing tokens of lease ``name``
-    {ns}:planfence            highest fencing token any accepted plan write used
+    {ns}:fence:{name}         INCR counter: fencing tokens of lease ``name`` (starts at wall-clock ms)
+    {ns}:epoch                the store's epoch: a random id set at first use (SET NX); a new one = data lost
     {ns}:fleetevents          SET of fleet event ids (expired ones are dropped when listed)
     {ns}:fleetevent:{id}      STRING FleetEventRecord JSON, PX ttl
 
@@ -28,7 +28,11 @@ the latest, in one script: a resend of the same sample is the same member (no
 duplicate), and a late older sample never replaces a newer latest.
 
 Everything that must check-then-write (lease acquire/renew/release, route
-clear, the fenced plan write) is a Lua script, so it is atomic across replicas.
+clear, the fenced writes) is a Lua script, so it is atomic across replicas.  A
+fenced write first reads the dispatch lease's hash and goes on only if its token
+is the writer's: the *current* lease, not the highest token ever used, so a
+leader paused past its lease cannot write even before the next leader's first
+write.
 The plan's version sits beside its JSON in a hash so the script can compare it
 without decoding JSON.
 
@@ -42,6 +46,7 @@ datetimes keep their offset; enums are stored by value.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -52,7 +57,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
 
-from .base import FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, StoreError
+from .base import (
+    PLAN_LEASE, FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, StoreError, version_base_ms,
+)
 from .codec import FLEET_EVENT, FLEXIBILITY, HELLO, LIMIT_OVERRIDE, PLAN, PLAN_STATUS, TELEMETRY
 from .memory import DEFAULT_TELEMETRY_HISTORY_S, check_ttl
 
@@ -70,11 +77,13 @@ def _parse_datetime(raw: str) -> datetime:
         raise StoreError(f"undecodable datetime in redis: {raw!r}") from exc
 
 
-# KEYS[1] lease hash, KEYS[2] fence counter; ARGV[1] owner, ARGV[2] ttl ms.
-# Returns the token, or nil (-> None) if another owner holds the lease.
+# KEYS[1] lease hash, KEYS[2] fence counter; ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] counter base.
+# Returns the token, or nil (-> None) if another owner holds the lease.  The counter
+# starts at wall-clock ms, so tokens after a loss of the store's data are new ones.
 _ACQUIRE_LUA = """
 local holder = redis.call('HGET', KEYS[1], 'owner')
 if holder == false then
+  redis.call('SET', KEYS[2], ARGV[3], 'NX')
   local token = redis.call('INCR', KEYS[2])
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'token', token)
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -103,10 +112,6 @@ end
 return 0
 """
 
-# KEYS[1] plan-fence max, KEYS[2] plan hash; ARGV[1] token, ARGV[2] version,
-# ARGV[3] plan JSON.  Returns {0, 0} on success, {1, highest token} if the
-# token is stale, {2, stored version} on a version conflict.  Nothing is
-# written unless both checks pass.
 # KEYS: latest, history.  ARGV: JSON, measured_at ms, ttl ms, history ms.
 _PUT_TELEMETRY_LUA = """
 local ms = tonumber(ARGV[2])
@@ -122,35 +127,71 @@ end
 return 1
 """
 
-_PUT_PLAN_LUA = """
-local token = tonumber(ARGV[1])
-local version = tonumber(ARGV[2])
-local highest = tonumber(redis.call('GET', KEYS[1]) or '0')
-if token < highest then
-  return {1, highest}
+# Every fenced script starts with this: KEYS[1] is the dispatch lease's hash, ARGV[1] the
+# writer's token ('' = unfenced).  A stale token returns {1, current token or 0}.
+_FENCE_LUA = """
+if ARGV[1] ~= '' then
+  local current = redis.call('HGET', KEYS[1], 'token')
+  if current == false or tonumber(current) ~= tonumber(ARGV[1]) then
+    return {1, tonumber(current or '0')}
+  end
 end
+"""
+
+# KEYS[2] plan hash; ARGV[2] version, ARGV[3] plan JSON.  {0, 0} on success, {2, stored
+# version} on a version conflict.  Nothing is written unless both checks pass.
+_PUT_PLAN_LUA = _FENCE_LUA + """
+local version = tonumber(ARGV[2])
 local stored = redis.call('HGET', KEYS[2], 'version')
 if stored ~= false and version <= tonumber(stored) then
   return {2, tonumber(stored)}
-end
-if token > highest then
-  redis.call('SET', KEYS[1], ARGV[1])
 end
 redis.call('HSET', KEYS[2], 'version', ARGV[2], 'plan', ARGV[3])
 return {0, 0}
 """
 
+# KEYS[2] version counter; ARGV[2] where a missing counter starts.  {0, new version}.
+_NEXT_VERSION_LUA = _FENCE_LUA + """
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+return {0, redis.call('INCR', KEYS[2])}
+"""
+
+# KEYS[2] key; ARGV[2] value, ARGV[3] ttl ms.
+_FENCED_SET_LUA = _FENCE_LUA + """
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return {0, 0}
+"""
+
+# KEYS[2] stream; ARGV[2] item, ARGV[3] approximate max length.
+_FENCED_XADD_LUA = _FENCE_LUA + """
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'item', ARGV[2])
+return {0, 0}
+"""
+
 _RESULT_STALE = 1
 _RESULT_CONFLICT = 2
+_QUEUE_MAXLEN = 100_000  # a queue nobody reads cannot grow without bound
+
+
+def _fence_arg(fencing_token: int | None) -> str:
+    return "" if fencing_token is None else str(int(fencing_token))
+
+
+def _raise_if_stale(result: Any, what: str, fencing_token: int | None) -> int:
+    """The script's {code, value}: StaleFencingToken for a stale token, else the value."""
+    code, value = (int(x) for x in result)
+    if code == _RESULT_STALE:
+        raise StaleFencingToken(f"{what} with fencing token {fencing_token}: the current dispatch lease's token "
+                                f"is {value or 'none (expired)'}")
+    return value
 
 
 class RedisStore:
     """Fleet state in Redis, shared by aggregator replicas.
 
     ``namespace`` prefixes every key, so several fleets (or tests) can share a
-    server.  Plan writes are fenced by one global "highest token" key, so all
-    plan writers must take their tokens from the same lease name (the
-    dispatch leader's).
+    server.  Leader-only writes are fenced by the current ``dispatch`` lease
+    (:data:`PLAN_LEASE`).
     """
 
     def __init__(
@@ -179,7 +220,13 @@ class RedisStore:
         self._release = self._redis.register_script(_RELEASE_LUA)
         self._clear_route = self._redis.register_script(_CLEAR_ROUTE_LUA)
         self._put_plan = self._redis.register_script(_PUT_PLAN_LUA)
+        self._next_version = self._redis.register_script(_NEXT_VERSION_LUA)
+        self._fenced_set = self._redis.register_script(_FENCED_SET_LUA)
+        self._fenced_xadd = self._redis.register_script(_FENCED_XADD_LUA)
+        # streams whose consumer group this client made; forgotten when the store lost its data
+        # (a new epoch) or answers NOGROUP, else followers never got a plan again (issue 20)
         self._groups: set[str] = set()
+        self._epoch: str | None = None
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._ns, *parts))
@@ -195,7 +242,8 @@ class RedisStore:
         try:
             yield
         except (RedisError, OSError) as exc:
-            raise StoreError(f"redis {what} failed: {exc!r}") from exc
+            # Redis's own words (e.g. "NOGROUP No such key ..."), not only the class name
+            raise StoreError(f"redis {what} failed: {type(exc).__name__}: {exc or repr(exc)}") from exc
 
     # -- houses -------------------------------------------------------------
 
@@ -296,7 +344,7 @@ class RedisStore:
         ttl_ms = _ttl_ms(ttl_s)
         async with self._guard("acquire_lease"):
             token = await self._acquire(
-                keys=[self._key("lease", name), self._key("fence", name)], args=[owner, ttl_ms]
+                keys=[self._key("lease", name), self._key("fence", name)], args=[owner, ttl_ms, version_base_ms()]
             )
         return None if token is None else int(token)
 
@@ -306,20 +354,22 @@ class RedisStore:
 
     # -- plans ----------------------------------------------------------------
 
-    async def next_plan_version(self, house_id: str) -> int:
+    async def next_plan_version(self, house_id: str, fencing_token: int | None = None) -> int:
         async with self._guard("next_plan_version"):
-            return int(await self._redis.incr(self._key("planver", house_id)))
+            result = await self._next_version(
+                keys=[self._key("lease", PLAN_LEASE), self._key("planver", house_id)],
+                args=[_fence_arg(fencing_token), version_base_ms()])
+        return _raise_if_stale(result, f"plan version for {house_id}", fencing_token)
 
     async def put_plan(self, house_id: str, plan: DispatchPlan, fencing_token: int) -> None:
         body = PLAN.encode(plan)
         async with self._guard("put_plan"):
             result = await self._put_plan(
-                keys=[self._key("planfence"), self._key("plan", house_id)],
-                args=[int(fencing_token), int(plan.version), body],
+                keys=[self._key("lease", PLAN_LEASE), self._key("plan", house_id)],
+                args=[_fence_arg(fencing_token), int(plan.version), body],
             )
         code, value = (int(x) for x in result)
-        if code == _RESULT_STALE:
-            raise StaleFencingToken(f"plan write for {house_id} with fencing token {fencing_token} < {value}")
+        _raise_if_stale(result, f"plan write for {house_id}", fencing_token)
         if code == _RESULT_CONFLICT:
             raise PlanVersionConflict(
                 f"plan version {plan.version} for {house_id} is not newer than stored {value}"
@@ -350,10 +400,13 @@ class RedisStore:
             raw = await self._redis.get(self._key("limits", house_id))
         return None if raw is None else LIMIT_OVERRIDE.decode(raw)
 
-    async def put_feeder_envelope(self, house_id: str, envelope: LimitOverride, ttl_s: float) -> None:
+    async def put_feeder_envelope(self, house_id: str, envelope: LimitOverride, ttl_s: float,
+                                  fencing_token: int | None = None) -> None:
         async with self._guard("put_feeder_envelope"):
-            await self._redis.set(self._key("envelope", house_id), LIMIT_OVERRIDE.encode(envelope),
-                                  px=_ttl_ms(ttl_s))
+            result = await self._fenced_set(
+                keys=[self._key("lease", PLAN_LEASE), self._key("envelope", house_id)],
+                args=[_fence_arg(fencing_token), LIMIT_OVERRIDE.encode(envelope), _ttl_ms(ttl_s)])
+        _raise_if_stale(result, f"feeder envelope for {house_id}", fencing_token)
 
     async def get_feeder_envelope(self, house_id: str) -> LimitOverride | None:
         async with self._guard("get_feeder_envelope"):
@@ -402,38 +455,66 @@ class RedisStore:
                 raise
         self._groups.add(key)
 
-    async def queue_push(self, queue: str, item: str) -> None:
+    async def queue_push(self, queue: str, item: str, fencing_token: int | None = None) -> None:
         key = self._key("q", queue)
         async with self._guard("queue push"):
             await self._ensure_group(key)
-            # trimmed so that a queue nobody reads cannot grow without bound
-            await self._redis.xadd(key, {"item": item}, maxlen=100_000, approximate=True)
+            result = await self._fenced_xadd(keys=[self._key("lease", PLAN_LEASE), key],
+                                             args=[_fence_arg(fencing_token), item, _QUEUE_MAXLEN])
+        _raise_if_stale(result, f"push to queue {queue}", fencing_token)
 
     async def queue_pull(self, queue: str, consumer: str, max_items: int = 100, block_s: float = 1.0,
                          reclaim_idle_s: float = 30.0) -> list[tuple[str, str]]:
         key = self._key("q", queue)
         async with self._guard("queue pull"):
-            await self._ensure_group(key)
-            # entries a dead consumer took and never acked come first (XAUTOCLAIM)
-            claimed = await self._redis.xautoclaim(key, self._GROUP, consumer, int(reclaim_idle_s * 1000),
-                                                   start_id="0-0", count=max_items)
-            out = [(i, f["item"]) for i, f in claimed[1] if f]
-            if out:
-                return out
-            block_ms = int(block_s * 1000) if block_s > 0 else None
-            resp: Any = await self._redis.xreadgroup(self._GROUP, consumer, {key: ">"}, count=max_items,
-                                                     block=block_ms)
+            try:
+                return await self._pull(key, consumer, max_items, block_s, reclaim_idle_s)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # the store lost the stream or its group (restarted empty): make them again
+                self._groups.discard(key)
+                return await self._pull(key, consumer, max_items, block_s, reclaim_idle_s)
+
+    async def _pull(self, key: str, consumer: str, max_items: int, block_s: float,
+                    reclaim_idle_s: float) -> list[tuple[str, str]]:
+        await self._ensure_group(key)
+        # entries a dead consumer took and never acked come first (XAUTOCLAIM)
+        claimed = await self._redis.xautoclaim(key, self._GROUP, consumer, int(reclaim_idle_s * 1000),
+                                               start_id="0-0", count=max_items)
+        out = [(i, f["item"]) for i, f in claimed[1] if f]
+        if out:
+            return out
+        block_ms = int(block_s * 1000) if block_s > 0 else None
+        resp: Any = await self._redis.xreadgroup(self._GROUP, consumer, {key: ">"}, count=max_items,
+                                                 block=block_ms)
         return [(i, f["item"]) for _stream, entries in (resp or []) for i, f in entries]
 
     async def queue_ack(self, queue: str, ids: list[str]) -> None:
         if not ids:
             return
         async with self._guard("queue ack"):
-            await self._redis.xack(self._key("q", queue), self._GROUP, *ids)
+            try:
+                await self._redis.xack(self._key("q", queue), self._GROUP, *ids)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._groups.discard(self._key("q", queue))  # lost with the store's data: nothing to ack
 
     async def ping(self) -> None:
         async with self._guard("ping"):
             await self._redis.ping()
+
+    async def epoch(self) -> str:
+        """SET NX GET (Redis >= 7.0): the stored epoch, or ours if there was none."""
+        mine = uuid.uuid4().hex
+        async with self._guard("epoch"):
+            stored = await self._redis.set(self._key("epoch"), mine, nx=True, get=True)
+        epoch = mine if stored is None else str(stored)
+        if self._epoch is not None and epoch != self._epoch:
+            self._groups.clear()  # the streams and their groups went with the data
+        self._epoch = epoch
+        return epoch
 
     async def close(self) -> None:
         """Close the connection pool (the client owns it: built by from_url)."""

@@ -20,7 +20,13 @@ from edge_agent.resources.capabilities import Capabilities, catalogue_capabiliti
 from edge_agent.resources.frozen import FreezeDetector, mark_stale, soc_progress
 from edge_agent.resources.hybrid import DeviceConfigurationError, HouseSnapshot, Nameplate
 from edge_agent.resources.plausibility import (
-    SOC_RANGE, BalanceWatch, HouseBounds, Refused, load_from_balance, out_of_range, rating,
+    SOC_RANGE,
+    BalanceWatch,
+    HouseBounds,
+    Refused,
+    implausible_reading,
+    load_from_balance,
+    rating,
 )
 from edge_agent.resources.readback import ControlReadback, compare
 from edge_agent.resources.retry import DeviceRetry
@@ -210,10 +216,8 @@ class CatalogueHybridRM:
                  unit: str = "W") -> Measurement:
         """``_measure`` within the house's bounds; an implausible reading is reported (refused)."""
         m = self._measure(name, value, now, *bounds)
-        if m.validity is Validity.IMPLAUSIBLE and value is not None:
-            refused = out_of_range(name, value, *bounds, unit=unit)
-            if refused is not None:
-                self._refused.append(refused)
+        if (refused := implausible_reading(m, name, value, bounds, unit)) is not None:
+            self._refused.append(refused)
         return m
 
     def _soc_resolution(self) -> float:

@@ -46,7 +46,14 @@ from edge_agent.drivers.sunspec import ModelValues, SunSpecDevice
 from edge_agent.resources.capabilities import BATTERY_CONTROL, PV_CURTAILMENT, Capabilities, sunspec_capabilities
 from edge_agent.resources.frozen import FreezeDetector, FreezeVerdict, mark_stale, sunspec_progress
 from edge_agent.resources.plausibility import (
-    HOME_MAX_CAPACITY_WH, SOC_RANGE, BalanceWatch, HouseBounds, Refused, load_from_balance, out_of_range, rating,
+    HOME_MAX_CAPACITY_WH,
+    SOC_RANGE,
+    BalanceWatch,
+    HouseBounds,
+    Refused,
+    implausible_reading,
+    load_from_balance,
+    rating,
 )
 from edge_agent.resources.readback import ControlReadback, compare
 from edge_agent.resources.retry import DeviceRetry
@@ -455,10 +462,8 @@ class HybridInverterRM:
                  unit: str = "W") -> Measurement:
         """``_measure`` within the house's bounds; an implausible reading is reported (refused)."""
         m = self._measure(name, value, now, *bounds)
-        if m.validity is Validity.IMPLAUSIBLE and value is not None:
-            refused = out_of_range(name, value, *bounds, unit=unit)
-            if refused is not None:
-                self._refused.append(refused)
+        if (refused := implausible_reading(m, name, value, bounds, unit)) is not None:
+            self._refused.append(refused)
         return m
 
     def _load(self, g: Measurement, p: Measurement, b: Measurement, now: datetime,

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from vpp_common.messages import Measurement, Validity
+
 # No home device or connection is rated above these: a larger rating is a bad register
 HOME_MAX_POWER_W = 100_000.0
 HOME_MAX_CAPACITY_WH = 200_000.0
@@ -85,6 +87,15 @@ def out_of_range(quantity: str, value: float, lo: float, hi: float, unit: str = 
                    f"{quantity} reads {value:g} {unit}, outside the house's plausible {lo:g}..{hi:g} {unit}")
 
 
+def implausible_reading(m: Measurement, name: str, value: float | None, bounds: tuple[float, float],
+                        unit: str = "W") -> Refused | None:
+    """The refusal to report for a measurement that a Resource Manager marked IMPLAUSIBLE against
+    ``bounds`` (None if it is not, or nothing was read)."""
+    if m.validity is not Validity.IMPLAUSIBLE or value is None:
+        return None
+    return out_of_range(name, value, *bounds, unit=unit)
+
+
 def load_from_balance(grid_w: float, pv_w: float, battery_w: float) -> tuple[float, Refused | None]:
     """The household load (grid = load + PV + battery) and a refusal if it is negative beyond the
     tolerance: then at least one of the three readings is wrong (which one cannot be told)."""
@@ -129,4 +140,4 @@ def rating(what: str, value: float | None, limit: float = HOME_MAX_POWER_W, unit
 
 
 __all__ = ["HOME_MAX_CAPACITY_WH", "HOME_MAX_POWER_W", "SOC_RANGE", "UNBALANCED_POLLS", "BalanceWatch", "HouseBounds",
-           "Refused", "load_from_balance", "out_of_range", "rating"]
+           "Refused", "implausible_reading", "load_from_balance", "out_of_range", "rating"]

@@ -5,13 +5,20 @@ then whatever is queued with :meth:`send`; decoded aggregator messages go to
 the callbacks.  When the stream drops it reconnects with exponential backoff
 and jitter (reset after a Welcome).  Generated types stay in this package.
 
-Telemetry is kept until the aggregator says it is stored (``TelemetryAck``,
-announced in the Welcome): a sample that is not acked within ``ack_timeout_s``
-is sent again on the same stream, and every unacked sample is sent again, in
-order, on the next stream.  So a store outage or a dropped stream loses no
-telemetry as long as the agent runs and the backlog stays within
-``telemetry_buffer`` samples (beyond that the oldest are dropped and counted).
-An aggregator without acks gets every sample once, as before.
+Telemetry goes to a :class:`TelemetrySpool` (on disk in the agent) whether
+or not the stream is up, and is deleted from it only when the aggregator says
+it is stored (``TelemetryAck``, announced in the Welcome): a sample that is
+not acked within ``ack_timeout_s`` is sent again on the same stream, and every
+unacked sample is sent again, in order, on the next stream, also after an
+agent restart.  At most ``max_in_flight`` samples are out at a time, so a long
+backlog is back-filled in order without flooding the stream.  So a store
+outage, a dropped stream or a restart loses no telemetry as long as the
+backlog fits the spool (beyond that the oldest are dropped and counted).  An
+aggregator without acks gets every sample once, as before.
+
+Reconnects: a new channel for every stream attempt, so that a returning
+aggregator is reached at the agent's next attempt, not after the channel's own
+reconnect backoff on top of the agent's (up to 2 min with grpc's defaults).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import grpc
 
 from edge_agent.uplink import convert
 from edge_agent.uplink.identity import UplinkIdentity
+from edge_agent.uplink.spool import TelemetrySpool
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
 from vpp_common.clock import cancel_and_wait
@@ -98,17 +106,26 @@ OutMessage = SiteTelemetry | Flexibility | PlanStatus
 
 @dataclass
 class _Unacked:
-    """A telemetry message the aggregator has not acknowledged yet."""
+    """A spooled telemetry message loaded for sending, not acknowledged yet."""
 
     request: fs.ConnectRequest
     stream: int = 0  # the stream it was last sent on (0: not sent yet)
     sent_at: float = 0.0  # monotonic s
 
 
+def _telemetry_request(payload: bytes) -> fs.ConnectRequest:
+    req = fs.ConnectRequest()
+    req.telemetry.ParseFromString(payload)
+    return req
+
+
 class UplinkClient:
     def __init__(self, *, target: str, house_id: str, hello: Callable[[], Hello], callbacks: UplinkCallbacks,
                  backoff: Backoff = Backoff(), tls: TlsFiles | None = None, rng: random.Random | None = None,
-                 outbox_size: int = 256, telemetry_buffer: int = 720, ack_timeout_s: float = 15.0) -> None:
+                 outbox_size: int = 256, telemetry_buffer: int = 720, ack_timeout_s: float = 15.0,
+                 spool: TelemetrySpool | None = None, max_in_flight: int = 256) -> None:
+        """``spool``: where telemetry waits for its ack (default: in memory, ``telemetry_buffer``
+        samples); ``max_in_flight``: unacked samples out on the stream at a time."""
         self._tls = tls
         self._target = target
         self._house_id = house_id
@@ -116,19 +133,21 @@ class UplinkClient:
         self._cb = callbacks
         self._backoff = backoff
         self._rng = rng or random.Random()
-        # Bounded: when the stream is down, the oldest messages give way (a durable offline buffer comes later).
+        # Bounded: when the stream is down, the oldest messages give way (telemetry has its spool).
         self._outbox: deque[fs.ConnectRequest] = deque(maxlen=outbox_size)
         self._outbox_ready = asyncio.Event()
         self._seq = 0
-        # telemetry until acked, in order (key: a local counter); seq on this stream -> key
-        self._telemetry: OrderedDict[int, _Unacked] = OrderedDict()
-        self._telemetry_key = 0
-        self._telemetry_buffer = telemetry_buffer
+        # telemetry until acked: the spool holds it all; the window, the oldest of it loaded for
+        # sending, in order (key: spool seq); seq on this stream -> key
+        self.spool = spool if spool is not None else TelemetrySpool(None, telemetry_buffer)
+        self._window: OrderedDict[int, _Unacked] = OrderedDict()
+        self._loaded = 0  # highest spool seq in (or once in) the window
+        self._max_in_flight = max_in_flight
         self._in_flight: dict[int, int] = {}
         self._stream = 0
         self._ack_timeout_s = ack_timeout_s
         self.telemetry_acked = 0
-        self.telemetry_dropped = 0  # evicted from a full buffer before an ack: lost
+        self.telemetry_sent = 0  # transmissions, resends included
         self.telemetry_resent = 0
         self.connected = False
         self.connects = 0
@@ -142,12 +161,10 @@ class UplinkClient:
     def send(self, message: OutMessage) -> None:
         """Queue a message; sent on the current stream or after the next connect."""
         if isinstance(message, SiteTelemetry):
-            self._telemetry_key += 1
-            self._telemetry[self._telemetry_key] = _Unacked(
-                fs.ConnectRequest(telemetry=convert.telemetry_to_proto(message)))
-            while len(self._telemetry) > self._telemetry_buffer:
-                self._telemetry.popitem(last=False)
-                self.telemetry_dropped += 1
+            evicted = self.spool.append(message.measured_at, convert.telemetry_to_proto(message).SerializeToString())
+            if evicted is not None:  # the spool was full: what it dropped is not sent either
+                for key in [k for k in self._window if k <= evicted]:
+                    del self._window[key]
             self._outbox_ready.set()
             return
         if isinstance(message, Flexibility):
@@ -161,17 +178,40 @@ class UplinkClient:
 
     @property
     def telemetry_unacked(self) -> int:
-        """Telemetry samples kept for the aggregator's ack (sent or not)."""
-        return len(self._telemetry)
+        """Telemetry samples kept for the aggregator's ack (sent or not): the spool's size."""
+        return len(self.spool)
+
+    @property
+    def telemetry_recorded(self) -> int:
+        """Samples given to :meth:`send` (and written to the spool) by this process."""
+        return self.spool.appended
+
+    @property
+    def telemetry_dropped(self) -> int:
+        """Samples lost: evicted from a full spool before an ack, or not written to it."""
+        return self.spool.dropped_full + self.spool.dropped_error
+
+    def _forget(self, key: int) -> bool:
+        """Done with a sample (acked, or sent to an aggregator without acks); True if it was kept."""
+        self._window.pop(key, None)
+        gone = self.spool.delete((key,)) > 0
+        if len(self._window) <= self._max_in_flight // 2 and len(self.spool) > len(self._window):
+            self._outbox_ready.set()  # room in the window: load and send more of the backlog
+        return gone
 
     def _acked(self, sequence: int) -> None:
         key = self._in_flight.pop(sequence, None)
-        if key is not None and self._telemetry.pop(key, None) is not None:
+        if key is not None and self._forget(key):
             self.telemetry_acked += 1
 
     def _due_telemetry(self, now: float) -> list[tuple[int, _Unacked]]:
         """Telemetry to send now: not yet sent on this stream, or unacked for ``ack_timeout_s``."""
-        return [(k, u) for k, u in self._telemetry.items()
+        room = self._max_in_flight - len(self._window)
+        if room > 0 and len(self.spool) > len(self._window):
+            for key, payload in self.spool.read(self._loaded, room):
+                self._window[key] = _Unacked(_telemetry_request(payload))
+                self._loaded = key
+        return [(k, u) for k, u in self._window.items()
                 if u.stream != self._stream or now - u.sent_at >= self._ack_timeout_s]
 
     def send_heartbeat(self, at) -> None:  # type: ignore[no-untyped-def]
@@ -190,22 +230,29 @@ class UplinkClient:
 
     async def run(self) -> None:
         attempt = 0
-        while True:  # one channel per certificate: a renewed certificate gets a new channel
+        while True:
+            # A new channel per attempt (which also picks up a renewed certificate): a channel that
+            # failed to connect keeps failing new calls at once for its own reconnect backoff, which
+            # grows to minutes and stacks on ours
             self._cert_changed = False
-            async with self._channel() as channel:
-                stub = fs_grpc.FleetServiceStub(channel)
-                while not self._cert_changed:
-                    reconnect_after = await self._one_stream(stub)
-                    if self.welcome is not None:
-                        attempt = 0  # the last stream was accepted: start the backoff again
-                        self.welcome = None
-                    if self._cert_changed:
-                        log.info("client certificate renewed: reconnecting with a new channel")
-                        break
-                    delay = max(reconnect_after, self._backoff.delay(attempt, self._rng))
-                    attempt += 1
-                    log.info("stream to %s down; reconnecting in %.2f s", self._target, delay)
-                    await asyncio.sleep(delay)
+            try:
+                channel = self._channel()
+            except OSError as exc:  # TLS files mid-replacement (read anew for every attempt): try again
+                log.warning("cannot read the TLS files: %s", exc)
+                channel, reconnect_after = None, 0.0
+            if channel is not None:
+                async with channel:
+                    reconnect_after = await self._one_stream(fs_grpc.FleetServiceStub(channel))
+            if self.welcome is not None:
+                attempt = 0  # the last stream was accepted: start the backoff again
+                self.welcome = None
+            if self._cert_changed:
+                log.info("client certificate renewed: reconnecting with a new channel")
+                continue
+            delay = max(reconnect_after, self._backoff.delay(attempt, self._rng))
+            attempt += 1
+            log.info("stream to %s down; reconnecting in %.2f s", self._target, delay)
+            await asyncio.sleep(delay)
 
     async def _watch_certificate(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
         """End the stream when the certificate files change, so the next channel uses them."""
@@ -236,6 +283,7 @@ class UplinkClient:
                     break
                 if unacked.stream == self._stream:
                     self.telemetry_resent += 1
+                self.telemetry_sent += 1
                 self._seq += 1
                 req = fs.ConnectRequest()
                 req.CopyFrom(unacked.request)
@@ -243,7 +291,7 @@ class UplinkClient:
                 unacked.stream, unacked.sent_at = self._stream, time.monotonic()
                 welcome = self.welcome
                 if welcome is not None and not welcome.telemetry_acks:
-                    self._telemetry.pop(key, None)  # an aggregator without acks: sent once, as before
+                    self._forget(key)  # an aggregator without acks: sent once, as before
                 else:
                     self._in_flight[self._seq] = key
                 yield req
@@ -253,7 +301,7 @@ class UplinkClient:
                 req.sequence = self._seq
                 yield req
             self._outbox_ready.clear()
-            if self._telemetry:  # wake up to resend what is not acked in time
+            if self._window:  # wake up to resend what is not acked in time
                 try:
                     await asyncio.wait_for(self._outbox_ready.wait(), self._ack_timeout_s / 2)
                 except TimeoutError:
@@ -277,8 +325,8 @@ class UplinkClient:
                     self.connected = True
                     self.connects += 1
                     if not self.welcome.telemetry_acks:  # what was sent before the Welcome is done with
-                        for key in self._in_flight.values():
-                            self._telemetry.pop(key, None)
+                        for key in list(self._in_flight.values()):
+                            self._forget(key)
                         self._in_flight.clear()
                     self._cb.on_connection(True)
                     self._cb.on_welcome(self.welcome)

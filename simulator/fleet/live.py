@@ -170,7 +170,9 @@ def write_inputs(sc: Scenario, d: Path, opts: LiveOptions, agg_port: int, metric
     for h in sc.houses:
         (d / f"agent-{h.house_id}.toml").write_text(_toml(
             {"house_id": h.house_id, "aggregator": f"127.0.0.1:{agg_port}", "insecure": True,
-             "telemetry_interval_s": opts.telemetry_s, "reconnect_initial_s": 0.2, "reconnect_max_s": 2.0},
+             "telemetry_interval_s": opts.telemetry_s, "reconnect_initial_s": 0.2, "reconnect_max_s": 2.0,
+             # each run's spools in its own folder: never replayed into the next run's aggregator
+             "state_dir": str(d / "state")},
             {"device": {"host": "127.0.0.1", "port": 502, "poll_interval_s": opts.poll_s,
                         "stale_after_s": 3 * opts.poll_s, "timeout_s": 2.0},
              "site": {"max_import_w": float(h.import_limit_w), "max_export_w": float(h.export_cap_w),

@@ -32,11 +32,12 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
+from aggregator.dispatch.fleet_input import FeederLimits, HouseInput
 from aggregator.dispatch.futures import DEFAULT_FUTURES, Future
 from aggregator.dispatch.optimise import optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.solver_pool import WarmSolverPool
+from aggregator.fleet.cycle import cycle_problem
 from edge_agent.energy_manager.forecast import HistoryForecaster, Site
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
@@ -81,11 +82,13 @@ def storage(sc: Scenario, i: int, soc_pct: float) -> StorageFlexibility:
 
 
 def fleet_problem(sc: Scenario, s0: int, s1: int, soc: np.ndarray, load_w: np.ndarray, pv_w: np.ndarray,
-                  terminal_value_per_kwh: float, pv_clear_sky_w: np.ndarray | None = None,
-                  futures: tuple[Future, ...] = (), tied_slots: int = 0) -> FleetProblem:
-    """The aggregator's problem for slots [s0, s1): built the way the aggregator builds it
-    (``prepare_problem`` from per-house flexibility and forecasts), with the scenario's feeders.
-    ``pv_clear_sky_w``: (N, T) magnitudes, for the ``futures`` (see ``prepare_problem``)."""
+                  terminal_value_per_kwh: float | str, pv_clear_sky_w: np.ndarray | None = None,
+                  futures: tuple[Future, ...] = (), cycle_s: float = 0.0) -> FleetProblem:
+    """The aggregator's problem for slots [s0, s1): built by the aggregator's own cycle code
+    (``aggregator.fleet.cycle.cycle_problem`` from per-house flexibility and forecasts), with
+    the scenario's feeders and their limits slot by slot.  ``cycle_s``: the re-plan period
+    (the futures depart from the forecasts after it); ``pv_clear_sky_w``: (N, T) magnitudes,
+    for the ``futures`` (see ``prepare_problem``)."""
     start = sc.slot_start(s0)
 
     def fc(values: np.ndarray) -> PowerForecast:
@@ -100,14 +103,14 @@ def fleet_problem(sc: Scenario, s0: int, s1: int, soc: np.ndarray, load_w: np.nd
         for i, h in enumerate(sc.houses)
     ]
     feeders = {f: FeederLimits(transformer_id=f"tx:{f}") for f in sc.feeder_ids}
-    p = prepare_problem(houses, start=start, slot_s=sc.slot_s, horizon_slots=s1 - s0,
-                        import_price_per_kwh=sc.import_price_per_kwh[s0:s1],
-                        export_price_per_kwh=sc.export_price_per_kwh[s0:s1], feeders=feeders,
-                        futures=futures, tied_slots=tied_slots)
+    assert s1 <= sc.t, (s1, sc.t)  # the horizon is the prices' (cycle_problem)
+    p = cycle_problem(houses, start=start, slot_s=sc.slot_s, cycle_s=cycle_s,
+                      import_price_per_kwh=sc.import_price_per_kwh[s0:s1],
+                      export_price_per_kwh=sc.export_price_per_kwh[s0:s1], feeders=feeders,
+                      futures=futures, terminal_value_per_kwh=terminal_value_per_kwh)
     order = [sc.feeder_ids.index(f) for f in p.feeder_ids]  # prepare_problem orders feeders by first house
     return replace(p, feeder_import_limit_w=sc.feeder_import_limit_w[order, s0:s1],
-                   feeder_export_limit_w=sc.feeder_export_limit_w[order, s0:s1],
-                   terminal_value_per_kwh=terminal_value_per_kwh)
+                   feeder_export_limit_w=sc.feeder_export_limit_w[order, s0:s1])
 
 
 class PlanSource:
@@ -130,10 +133,15 @@ class PlanSource:
     def horizon_if_due(self, s: int) -> tuple[datetime, int] | None:
         """(now, end slot of the known prices) when a re-plan is due at slot ``s`` (after the
         warm-up, every ``replan_s``), else None."""
-        if s < self.options.plan_from_slot or s % max(1, self.options.replan_s // self.sc.slot_s):
+        if s < self.options.plan_from_slot or s % self.replan_slots:
             return None
         now = self.sc.slot_start(s)
         return now, known_prices_until(self.sc, now)
+
+    @property
+    def replan_slots(self) -> int:
+        """Slots between re-plans (at least one)."""
+        return max(1, self.options.replan_s // self.sc.slot_s)
 
     def observe(self, s: int, load_w: np.ndarray, pv_w: np.ndarray) -> None:
         """What the meters measured in slot ``s`` (magnitudes, W)."""
@@ -212,11 +220,11 @@ class _Lp(PlanSource):
     def _dispatch_options(self) -> DispatchOptions:
         return self.options.dispatch
 
-    def _terminal_value(self, s0: int, s1: int) -> float:
+    def _terminal_value(self, s0: int, s1: int) -> float | str:
         """Value of energy left at the horizon's end: the mean of import and export price (a rolling
-        horizon must not empty the battery at its end only because the plan stops there)."""
-        sc = self.sc
-        return float(np.mean(sc.import_price_per_kwh[s0:s1] + sc.export_price_per_kwh[s0:s1]) / 2)
+        horizon must not empty the battery at its end only because the plan stops there), as
+        the aggregator's ``terminal_value_per_kwh = "mean_price"``."""
+        return "mean_price"
 
     def _solve(self, s0: int, s1: int, soc: np.ndarray, load: np.ndarray, pv: np.ndarray,
                pv_clear_sky: np.ndarray | None = None, futures: tuple[Future, ...] = ()) -> None:
@@ -225,9 +233,8 @@ class _Lp(PlanSource):
         sc = self.sc
         tv = self._terminal_value(s0, s1)
         # the futures depart from the forecast after the slots until the next re-plan
-        tied = max(1, self.options.replan_s // sc.slot_s)
         p = fleet_problem(sc, s0, s1, soc, load, pv, terminal_value_per_kwh=tv, pv_clear_sky_w=pv_clear_sky,
-                          futures=futures, tied_slots=tied)
+                          futures=futures, cycle_s=self.replan_slots * sc.slot_s)
         t0 = time.perf_counter()
         prev = {h.house_id: pl for h, pl in zip(sc.houses, self.plans, strict=True) if pl is not None}
         res = optimise(p, self._dispatch_options(), prev, version=s0 + 1, now=sc.slot_start(s0), pool=self.pool)
@@ -267,7 +274,7 @@ class PerfectForesight(_Lp):
         # future known they only distort
         return replace(self.options.dispatch, holding_cost_per_kwh_h=0.0, night_load_margin=1.0)
 
-    def _terminal_value(self, s0: int, s1: int) -> float:
+    def _terminal_value(self, s0: int, s1: int) -> float | str:
         # what the report credits for stored energy (kpis: mean export price), so that the
         # bound is a bound for the figure compared
         if s1 >= self.sc.t:

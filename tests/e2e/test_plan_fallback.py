@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from aggregator.config import AggregatorConfig, PlanningConfig
-from aggregator.leader import LEASE_NAME
+from aggregator.fleet.leadership import LEASE_NAME
 from aggregator.server import AggregatorServer
 from aggregator.store import MemoryStore
 from edge_agent.agent import EdgeAgent

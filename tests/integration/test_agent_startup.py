@@ -16,6 +16,7 @@ import random
 import signal
 import socket
 import sys
+import tempfile
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +47,8 @@ FAST = "[device]\npoll_interval_s = 0.2\nreconnect_max_s = 0.4\ntimeout_s = 0.5\
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VPP_AGENT_", "VPP_AGG_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "proto"), env.get("PYTHONPATH", "")])
+    # the telemetry spool of each run in a directory of its own, never ./state of the checkout
+    env["VPP_AGENT_STATE_DIR"] = tempfile.mkdtemp(prefix="agent-state-")
     env.update(extra)
     return env
 

@@ -359,3 +359,27 @@ def test_every_env_variable_in_the_deployments_names_a_field() -> None:
     assert len(names) > 10
     env = {n: "" for n in names}
     assert unknown_env_problems(AgentConfig, env) == [] and unknown_env_problems(AggregatorConfig, env) == []
+
+
+def test_shipped_redis_keeps_its_data() -> None:
+    """Issue 20: the shipped Redis kept nothing on disk, so a restart silently lost the fleet's
+    state.  Now: an append-only file on a volume / PVC, no eviction; the README says what a
+    managed Redis must offer."""
+    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    redis_svc = compose["services"]["redis"]
+    command = redis_svc["command"]
+    assert command[command.index("--appendonly") + 1] == "yes" and "--save" not in command
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    volume = next(v.split(":")[0] for v in redis_svc["volumes"] if v.endswith(":/data"))
+    assert volume in compose["volumes"]  # a named volume, not the container's own layer
+    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "base" / "redis.yaml").read_text()))
+    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--appendonly") + 1] == "yes" and "--save" not in args
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    data = next(m for m in container["volumeMounts"] if m["mountPath"] == "/data")
+    assert data["name"] in {c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]}
+    readme = (DEPLOY / "README.md").read_text()
+    for needed in ("Redis >= 7.0", "--appendonly yes", "maxmemory-policy noeviction"):
+        assert needed in readme, needed

@@ -9,10 +9,8 @@ grid power, SoC and the household load (grid + the inverter's AC power) are stil
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -23,6 +21,7 @@ from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
 from tests.conftest import free_port, until
 from vpp_common.clock import ManualClock
+from tests.integration.test_scan import scan
 from vpp_common.messages import (
     ControlType, DispatchPlan, Envelope, Flexibility, PlanSlot, PlanState, PlanStatus, Setpoint, Validity,
 )
@@ -35,15 +34,6 @@ MODELS = (120, 124, 203, 103)  # after model 1
 def simulator(clock: ManualClock) -> SunSpecHybridSimulator:
     return SunSpecHybridSimulator(SimulatorConfig(physics=PhysicsConfig(initial_soc_pct=50), model_order=MODELS,
                                                   model1_length=65), clock, base_address=50000)
-
-
-async def scan(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge_agent.cli", "scan", *args, "--timeout", "1",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_scan_says_what_the_device_can_and_cannot_do() -> None:

@@ -20,7 +20,9 @@ import pytest
 import redis.asyncio as aioredis
 from tests.conftest import RedisServer, free_port
 
+from aggregator.store.base import version_base_ms
 from aggregator.store import (
+    PLAN_LEASE,
     FleetEventRecord,
     HouseRecord,
     MemoryStore,
@@ -372,14 +374,16 @@ async def test_flexibility_roundtrip(store: StateStore) -> None:
 
 
 async def test_plan_versions_strictly_increase_per_house(store: StateStore) -> None:
+    before = version_base_ms()
     a = [await store.next_plan_version("h1") for _ in range(5)]
-    assert a == [1, 2, 3, 4, 5]
-    assert await store.next_plan_version("h2") == 1
+    assert a == list(range(a[0], a[0] + 5))
+    assert a[0] > before  # starts at wall-clock ms: above any version of a store that lost its data
+    assert await store.next_plan_version("h2") > before
 
 
 async def test_plan_versions_concurrent_are_unique(store: StateStore) -> None:
     versions = await asyncio.gather(*(store.next_plan_version("h1") for _ in range(50)))
-    assert sorted(versions) == list(range(1, 51))
+    assert sorted(versions) == list(range(min(versions), min(versions) + 50))
 
 
 async def test_plan_roundtrip(store: StateStore) -> None:
@@ -438,12 +442,71 @@ async def test_stale_token_checked_before_version(store: StateStore) -> None:
         await store.put_plan("h1", plan(5), old)
 
 
-async def test_rejected_write_does_not_raise_the_fence(store: StateStore) -> None:
-    """A write refused for its version must not fence out the current leader."""
-    await store.put_plan("h1", plan(5), 1)
-    with pytest.raises(PlanVersionConflict):
-        await store.put_plan("h1", plan(5), 7)
-    await store.put_plan("h2", plan(1), 1)
+async def test_stale_write_changes_nothing(store: StateStore) -> None:
+    """A write refused for its token uses no version and leaves the current leader writing."""
+    token = await store.acquire_lease(PLAN_LEASE, "leader-a", LONG_TTL_S)
+    assert token is not None
+    await store.put_plan("h1", plan(5), token)
+    with pytest.raises(StaleFencingToken):
+        await store.put_plan("h1", plan(6), token + 7)
+    with pytest.raises(StaleFencingToken):
+        await store.put_plan("h2", plan(1), token - 1)
+    assert await store.get_plan("h1") == plan(5) and await store.get_plan("h2") is None
+    await store.put_plan("h2", plan(1), token)
+
+
+async def test_no_write_without_a_current_lease(backend: Backend) -> None:
+    """The fence is the *current* lease: once a leader's lease has run out (paused, cut off)
+    it cannot write, even before another replica takes the lease or writes (issue 20)."""
+    store = backend.store
+    token = await store.acquire_lease(PLAN_LEASE, "leader-a", SHORT_TTL_S)
+    assert token is not None
+    await store.put_plan("h1", plan(1), token)
+
+    written = [1]
+
+    async def refused() -> bool:
+        try:
+            await store.put_plan("h1", plan(written[-1] + 1), token)
+        except StaleFencingToken:
+            return True
+        written.append(written[-1] + 1)  # still within the lease (Redis: real time)
+        return False
+
+    assert await backend.eventually(refused, SHORT_TTL_S)
+    with pytest.raises(StaleFencingToken):
+        await store.next_plan_version("h1", token)
+    with pytest.raises(StaleFencingToken):
+        await store.put_feeder_envelope("h1", LimitOverride(SiteLimits(1000.0, 1000.0), T0, "feeder"), LONG_TTL_S,
+                                        fencing_token=token)
+    with pytest.raises(StaleFencingToken):
+        await store.queue_push("dispatch:r1", "h1", fencing_token=token)
+    assert await store.get_plan("h1") == plan(written[-1])
+    assert await store.get_feeder_envelope("h1") is None
+    assert await store.queue_pull("dispatch:r1", "r1", block_s=0) == []
+    # the lease taken again (by anyone) is a new token: the old one stays refused
+    again = await store.acquire_lease(PLAN_LEASE, "leader-a", LONG_TTL_S)
+    assert again is not None and again != token
+    with pytest.raises(StaleFencingToken):
+        await store.put_plan("h1", plan(written[-1] + 1), token)
+    await store.put_plan("h1", plan(written[-1] + 1), again)
+
+
+async def test_fenced_writes_of_the_current_leader(store: StateStore) -> None:
+    token = await store.acquire_lease(PLAN_LEASE, "leader-a", LONG_TTL_S)
+    assert token is not None
+    v = await store.next_plan_version("h1", token)
+    assert await store.next_plan_version("h1") == v + 1  # unfenced: anyone (tests, tools)
+    env = LimitOverride(SiteLimits(1000.0, 1000.0), T0, "feeder")
+    await store.put_feeder_envelope("h1", env, LONG_TTL_S, fencing_token=token)
+    assert await store.get_feeder_envelope("h1") == env
+    await store.queue_push("dispatch:r1", "h1", fencing_token=token)
+    assert [item for _, item in await store.queue_pull("dispatch:r1", "r1", block_s=0)] == ["h1"]
+
+
+async def test_epoch_is_stable(store: StateStore) -> None:
+    first = await store.epoch()
+    assert first and await store.epoch() == first
 
 
 async def test_plan_status_roundtrip(store: StateStore) -> None:
@@ -562,13 +625,47 @@ async def test_redis_keys_are_namespaced(redis_server: RedisServer) -> None:
             f"{namespace}:{k}"
             for k in [
                 "houses", "house:h1", "route:h1", "telemetry:h1", "telhist:h1", "flex:h1", "lease:dispatch",
-                "fence:dispatch", "planver:h1", "plan:h1", "planfence", "planstatus:h1",
+                "fence:dispatch", "planver:h1", "plan:h1", "planstatus:h1",
             ]
         }
         assert 0 < await raw.pttl(f"{namespace}:telemetry:h1") <= LONG_TTL_S * 1000
         assert 0 < await raw.pttl(f"{namespace}:route:h1") <= LONG_TTL_S * 1000
         assert 0 < await raw.pttl(f"{namespace}:lease:dispatch") <= LONG_TTL_S * 1000
         assert await raw.pttl(f"{namespace}:plan:h1") == -1  # plans do not expire
+    finally:
+        await raw.aclose()
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_redis_store_that_lost_its_data(redis_server: RedisServer) -> None:
+    """Redis restarted empty (here: FLUSHDB): a new epoch; plan versions and lease tokens still
+    above the ones handed out before; the work queues' consumer groups are made again
+    (before: remembered as made, NOGROUP for ever); Redis's own message in the StoreError."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    store = RedisStore(redis_server.url, namespace=namespace)
+    raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        epoch = await store.epoch()
+        token = await store.acquire_lease(PLAN_LEASE, "a", LONG_TTL_S)
+        assert token is not None
+        versions = [await store.next_plan_version("h1", token) for _ in range(3)]
+        await store.queue_push("replan", "h1")
+        assert [i for _, i in await store.queue_pull("replan", "r1", block_s=0)] == ["h1"]
+        async for key in raw.scan_iter(match=f"{namespace}:*"):
+            await raw.delete(key)
+        assert await store.epoch() != epoch
+        again = await store.acquire_lease(PLAN_LEASE, "a", LONG_TTL_S)
+        assert again is not None and again > token
+        assert await store.next_plan_version("h1", again) > versions[-1]
+        assert await store.queue_pull("replan", "r1", block_s=0) == []  # the group made again
+        await store.queue_push("replan", "h2")
+        assert [i for _, i in await store.queue_pull("replan", "r1", block_s=0)] == ["h2"]
+        await raw.delete(f"{namespace}:q:replan")  # lost under a pull already made: NOGROUP, made again
+        assert await store.queue_pull("replan", "r1", block_s=0) == []
+        await raw.set(f"{namespace}:q:other", "not a stream")
+        with pytest.raises(StoreError, match="WRONGTYPE"):  # Redis's own words, not only the class
+            await store.queue_push("other", "x")
     finally:
         await raw.aclose()
         await store.close()

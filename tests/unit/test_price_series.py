@@ -85,14 +85,14 @@ async def test_aligned_cycle_runs_on_the_hour_plus_offset() -> None:
 
     clock = ManualClock(T0 + timedelta(minutes=20))
     cfg = PlanningConfig(cycle_s=3600, cycle_align=True, cycle_offset_s=60, replan_on_update=False)
-    p = Planner(store=MagicMock(), sessions=MagicMock(), clock=clock, tariff=MagicMock(), config=cfg,
+    p = Planner(store=MagicMock(), outbox=MagicMock(), clock=clock, tariff=MagicMock(), config=cfg,
                 metrics=MagicMock(), replica_id="r", elector=MagicMock())
     import time
 
-    wait = p._next_cycle() - time.monotonic()
+    wait = p.schedule.next_cycle() - time.monotonic()
     assert wait == pytest.approx(41 * 60, abs=1.0)  # 08:20 -> 09:01
     p.request("h1")
-    assert not p._pending  # replan_on_update off: requests wait for the cycle
+    assert not p.schedule.pending  # replan_on_update off: requests wait for the cycle
 
 
 async def test_held_clock_stands_at_its_start_until_the_anchor() -> None:
@@ -119,9 +119,9 @@ async def test_aligned_cycle_waits_for_a_held_clock() -> None:
     from aggregator.planner import Planner
 
     clock = AcceleratedClock(T0, 300.0, time.time() + 60, hold_before_anchor=True)
-    p = Planner(store=MagicMock(), sessions=MagicMock(), clock=clock, tariff=MagicMock(),
+    p = Planner(store=MagicMock(), outbox=MagicMock(), clock=clock, tariff=MagicMock(),
                 config=PlanningConfig(cycle_s=3600, cycle_align=True, cycle_offset_s=60), metrics=MagicMock(),
                 replica_id="r", elector=MagicMock())
-    p._next_cycle()
-    later = p._cycle_not_yet()  # 08:01 has not come: the clock stands at 08:00 for another minute
+    p.schedule.next_cycle()
+    later = p.schedule.cycle_not_yet()  # 08:01 has not come: the clock stands at 08:00 for another minute
     assert later is not None and later - time.monotonic() == pytest.approx(0.2, abs=0.05)

@@ -14,6 +14,8 @@ export VPP_AGENT_BATTERY__RESERVE_SOC_PCT="$(bashio::config 'reserve_soc_pct')"
 export VPP_AGENT_CONTROL__MODE="$(bashio::config 'mode')"
 export VPP_AGENT_METRICS_HOST=0.0.0.0
 export VPP_AGENT_METRICS_PORT=9465
+# the telemetry spool (samples the aggregator has not stored yet) in the add-on's persistent /data
+export VPP_AGENT_STATE_DIR=/data/state
 
 if bashio::config.has_value 'house_id'; then
     export VPP_AGENT_HOUSE_ID="$(bashio::config 'house_id')"

@@ -1,21 +1,22 @@
 """Dispatch leadership: one replica at a time holds the ``dispatch`` lease.
 
 The holder renews every third of the TTL; its fencing token goes with every
-plan write, so a replica that lost the lease (paused, partitioned) cannot
-overwrite a newer leader's plans: the store refuses the stale token.
+leader-only write, so a replica that lost the lease (paused, partitioned) cannot
+write: the store refuses any token but the current lease's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from aggregator.metrics import AggregatorMetrics
-from aggregator.store import StateStore, StoreError
+from aggregator.store import PLAN_LEASE, StateStore, StoreError
 
 log = logging.getLogger(__name__)
 
-LEASE_NAME = "dispatch"
+LEASE_NAME = PLAN_LEASE
 
 
 class LeaderElector:
@@ -26,6 +27,9 @@ class LeaderElector:
         self._metrics = metrics
         self.token: int | None = None
         self.changed = asyncio.Event()
+        # called when this replica takes the lease (a new token): a new leader plans at once
+        # instead of at its next cycle (42-52 s after a failover were measured, issue 20)
+        self.on_lead: list[Callable[[], None]] = []
 
     @property
     def is_leader(self) -> bool:
@@ -44,6 +48,9 @@ class LeaderElector:
             log.info("replica %s is %s", self._replica_id, "the dispatch leader" if token else "a follower")
             self.token = token
             self.changed.set()
+            if token is not None:
+                for callback in self.on_lead:
+                    callback()
         self._metrics.leader.set(1 if token is not None else 0)
         return token
 

@@ -1,0 +1,103 @@
+"""The planning cycle's decisions as pure functions: from a snapshot of the fleet's state to
+the fleet problem, and from a solution to versioned, leased plans.  The planner gathers the
+snapshot from the store and does the I/O; everything here is arithmetic on values."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+import numpy as np
+
+from aggregator.config import FeederConfig
+from aggregator.dispatch.events import FleetEvent
+from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
+from aggregator.dispatch.futures import Future
+from aggregator.dispatch.plans import lease_end
+from aggregator.dispatch.problem import FleetProblem
+from aggregator.store import FleetEventRecord, HouseRecord
+from vpp_common.messages import (
+    DispatchPlan, Flexibility, LimitOverride, ResourceKind, SiteLimits, StorageFlexibility,
+)
+
+
+def feeder_limits_w(f: FeederConfig) -> tuple[float, float]:
+    """A configured feeder's import and export limits, W (inf: none)."""
+    return (f.import_limit_w or float("inf"), f.export_limit_w if f.export_limit_w is not None else float("inf"))
+
+
+def tightened(limits: SiteLimits, override: LimitOverride | None) -> SiteLimits:
+    """A house's limits under a temporary override: overrides only ever tighten."""
+    if override is None:
+        return limits
+    return SiteLimits(min(limits.max_import_w, override.limits.max_import_w),
+                      min(limits.max_export_w, override.limits.max_export_w))
+
+
+def house_input(house: HouseRecord, flex: Flexibility, override: LimitOverride | None,
+                feeder_id: str | None) -> HouseInput:
+    """One house of the problem, from what the fleet knows of it (``flex`` with a battery)."""
+    pv_rated = sum(r.rated_power_w for r in house.hello.resources if r.kind is ResourceKind.PV)
+    return HouseInput(house.house_id, tightened(house.hello.limits, override), flex.storages[0],
+                      flex.load_forecast, flex.pv_forecast, pv_rated, feeder_id, flex.pv_clear_sky_forecast)
+
+
+def tied_slots(cycle_s: float, slot_s: int) -> int:
+    """The slots a cycle's plans are followed for (until the next re-plan): the futures depart
+    from the forecasts after them."""
+    return max(1, math.ceil(cycle_s / slot_s))
+
+
+def terminal_value(setting: float | str, import_price_per_kwh: np.ndarray,
+                   export_price_per_kwh: np.ndarray) -> float:
+    """Value of energy left in the batteries at the horizon's end, per kWh; ``"mean_price"``:
+    the horizon's mean of buying and selling it."""
+    if setting == "mean_price":
+        return float(np.mean((import_price_per_kwh + export_price_per_kwh) / 2))
+    assert not isinstance(setting, str), setting
+    return setting
+
+
+def cycle_problem(inputs: Sequence[HouseInput], *, start: datetime, slot_s: int, cycle_s: float,
+                  import_price_per_kwh: np.ndarray, export_price_per_kwh: np.ndarray,
+                  feeders: Mapping[str, FeederLimits], futures: Sequence[Future],
+                  terminal_value_per_kwh: float | str) -> FleetProblem:
+    """The fleet problem of a cycle starting at ``start`` over the horizon of the known prices."""
+    problem = prepare_problem(inputs, start=start, slot_s=slot_s, horizon_slots=len(import_price_per_kwh),
+                              import_price_per_kwh=import_price_per_kwh, export_price_per_kwh=export_price_per_kwh,
+                              feeders=feeders, futures=tuple(futures), tied_slots=tied_slots(cycle_s, slot_s))
+    return replace(problem, terminal_value_per_kwh=terminal_value(terminal_value_per_kwh, import_price_per_kwh,
+                                                                  export_price_per_kwh))
+
+
+def events_to_slots(records: Sequence[FleetEventRecord], start: datetime, slot_s: int) -> list[FleetEvent]:
+    """Operators' fleet events (times) as events of a horizon starting at ``start`` (slots): every
+    slot that overlaps [record.start, record.end) is capped.  Slots before the horizon are
+    negative; ``optimise`` clips events to the horizon."""
+    out = []
+    for r in records:
+        s = math.floor((r.start - start).total_seconds() / slot_s)
+        e = math.ceil((r.end - start).total_seconds() / slot_s)
+        if e > s:
+            out.append(FleetEvent(s, e, max_w=r.max_w, direction=r.direction, reduce_w=r.reduce_by_w,
+                                  event_id=r.event_id))
+    return out
+
+
+def leased(plan: DispatchPlan, *, plan_id: str, version: int, created_at: datetime, lease_s: float,
+           fallback_max_export_w: float) -> DispatchPlan:
+    """A solved plan as the house gets it: its own id and version, valid for at most the lease
+    (an agent that hears nothing more falls back when it ends), the house's export limit for
+    its fallback."""
+    valid_until = lease_end(plan.valid_until, created_at, lease_s)  # from when it is made, not its first slot
+    return replace(plan, plan_id=plan_id, version=version, created_at=created_at, valid_until=valid_until,
+                   fallback_max_export_w=fallback_max_export_w)
+
+
+def flexibility_w(storage: StorageFlexibility) -> tuple[float, float]:
+    """Power the house's battery could still add (charging) and shed (discharging), W."""
+    up = storage.max_charge_power_w if storage.soc_pct < storage.soc_max_pct else 0.0
+    down = storage.max_discharge_power_w if storage.soc_pct > storage.reserve_soc_pct else 0.0
+    return up, down
