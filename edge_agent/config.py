@@ -37,7 +37,6 @@ Example ``edge-agent.toml``::
     deadband_w = 50
     # mode = "tou"                   # plan locally on the tariff below (default "vpp")
 
-    # state_dir = "/var/lib/vpp-agent"   # files that must survive a restart (energy counters)
     # [home_assistant]               # publish the house over MQTT discovery (README: Home Assistant)
     # host = "192.168.1.10"
     # username = "vpp"
@@ -352,7 +351,7 @@ class AgentConfig(EnvOverridesFile):
                                "back within this of the aggregator's return")
     state_dir: Path | None = Field(
         Path("state"), description="where the agent keeps state across restarts: the telemetry spool "
-                                   "(telemetry-<house_id>.sqlite), kept until the aggregator has stored each "
+                                   "(telemetry-<house_id>.sqlite) and the Home Assistant energy counters, kept until the aggregator has stored each "
                                    "sample; relative to the working directory (systemd: /var/lib/vpp-edge-agent, "
                                    "the image: /var/lib/vpp, Home Assistant: /data); None: in memory (lost on "
                                    "restart; simulations)")
@@ -364,7 +363,6 @@ class AgentConfig(EnvOverridesFile):
     battery: BatteryConfig = BatteryConfig()
     control: ControlConfig = ControlConfig()
     tariff: TariffConfig | None = Field(None, description="prices for control.mode = \"tou\"")
-    state_dir: Path | None = Field(None, description="directory for what must survive a restart (energy counters)")
     home_assistant: HomeAssistantConfig | None = Field(None, description="publish the house over MQTT discovery")
 
     @model_validator(mode="after")
