@@ -33,6 +33,13 @@ NODE = "house_ha"
 ENERGY = ("grid_import", "grid_export", "pv_production", "battery_in", "battery_out")
 
 
+@pytest.fixture(autouse=True)
+def agent_state_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests give each agent its state_dir themselves (conftest's fixture sets it through the
+    environment, which overrides what a test passes)."""
+    monkeypatch.delenv("VPP_AGENT_STATE_DIR", raising=False)
+
+
 def config(broker: Mosquitto, port: int, state_dir: Path) -> AgentConfig:
     return AgentConfig(
         house_id="house-ha", insecure=True, metrics_port=None, aggregator=f"127.0.0.1:{free_port()}",
