@@ -28,13 +28,15 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
-async def until(pred: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    """Bounded wait for a condition no event announces (checked every 10 ms)."""
-    deadline = time.monotonic() + timeout_s
+async def until(pred: Callable[[], bool], what: str, timeout_s: float = 10.0) -> float:
+    """Bounded wait for a condition no event announces (checked every 10 ms); the seconds it took."""
+    started = time.monotonic()
+    deadline = started + timeout_s
     while not pred():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.01)
+    return time.monotonic() - started
 
 
 def _listening_ports() -> set[tuple[str, int]]:

@@ -17,19 +17,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
 import redis
 
 from aggregator.store import RedisStore
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer
+from tests.replica_process import Replica, start_replica, stop_replicas
 from vpp_common.messages import (
     ControlType, Flexibility, Hello, ResourceInfo, ResourceKind, SiteLimits, StorageFlexibility,
 )
@@ -44,31 +41,9 @@ PLAN_LEASE_S = {"r0": 3600, "r1": 7200}
 CYCLE_S = {"r0": 2.0, "r1": 600.0}
 
 
-@dataclass
-class Replica:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    def listening(self) -> bool:
-        """gRPC listens just before the replica's first try for the lease."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
-
 def _start(name: str, url: str) -> Replica:
-    env = dict(os.environ, VPP_AGG_REPLICA_ID=name, VPP_AGG_LEADER_LEASE_S=str(LEASE_S),
-               VPP_AGG_PLANNING__CYCLE_S=str(CYCLE_S[name]), VPP_AGG_PLANNING__LEASE_S=str(PLAN_LEASE_S[name]),
-               VPP_AGG_PLANNING__OPTIMISER="tou", VPP_AGG_DRAIN_GRACE_S="0.5")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aggregator.cli", "serve", "--insecure", "--listen", f"127.0.0.1:{port}",
-         "--admin-listen", "127.0.0.1:0", "--metrics-port", "0",
-         "--store-url", url], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return Replica(name, port, proc)
+    return start_replica(name, url, leader_lease_s=LEASE_S, planning__cycle_s=CYCLE_S[name],
+                         planning__lease_s=PLAN_LEASE_S[name], planning__optimiser="tou")
 
 
 def _seed_houses(url: str) -> None:
@@ -106,16 +81,7 @@ def replicas(url: str) -> Iterator[list[Replica]]:
     try:
         yield out
     finally:
-        for rep in out:
-            if rep.proc.poll() is None:
-                os.kill(rep.proc.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-                rep.proc.terminate()
-        for rep in out:
-            try:
-                rep.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                rep.proc.kill()
-                rep.proc.wait(5)
+        stop_replicas(out)
 
 
 class PlanWatch:

@@ -8,10 +8,7 @@ no plan adopted twice.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +20,8 @@ import redis
 
 from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import WelcomeInfo
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer, until
+from tests.replica_process import Replica, start_replica, stop_replicas
 from vpp_common.clock import UTC
 from vpp_common.messages import (
     ControlType,
@@ -43,13 +41,6 @@ LEASE_S = 3.0
 DB = 7  # a database of its own on the shared test redis-server
 
 
-@dataclass
-class Replica:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-
-
 @pytest.fixture
 def replicas(redis_server: RedisServer) -> Iterator[list[Replica]]:
     r = redis.Redis(host=redis_server.host, port=redis_server.port, db=DB)
@@ -57,27 +48,12 @@ def replicas(redis_server: RedisServer) -> Iterator[list[Replica]]:
     r.close()
     out = []
     for i in range(3):
-        port = free_port()
-        env = dict(os.environ, VPP_AGG_REPLICA_ID=f"r{i}", VPP_AGG_LEADER_LEASE_S=str(LEASE_S),
-                   VPP_AGG_PLANNING__CYCLE_S="30", VPP_AGG_DRAIN_GRACE_S="0.5")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aggregator.cli", "serve", "--insecure", "--listen", f"127.0.0.1:{port}",
-             "--admin-listen", "127.0.0.1:0", "--metrics-port", "0",
-             "--store-url", f"redis://{redis_server.host}:{redis_server.port}/{DB}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        out.append(Replica(f"r{i}", port, proc))
+        out.append(start_replica(f"r{i}", f"redis://{redis_server.host}:{redis_server.port}/{DB}",
+                                 leader_lease_s=LEASE_S, planning__cycle_s=30))
     try:
         yield out
     finally:
-        for rep in out:
-            if rep.proc.poll() is None:
-                rep.proc.terminate()
-        for rep in out:
-            try:
-                rep.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                rep.proc.kill()
-                rep.proc.wait(5)
+        stop_replicas(out)
 
 
 @dataclass
@@ -112,15 +88,6 @@ def make_agent(target: str, house_id: str, log: AgentLog) -> UplinkClient:
     return client
 
 
-async def until(pred, timeout_s: float, what: str) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while not pred():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
-
-
 @pytest.fixture
 async def agents(replicas: list[Replica]) -> AsyncIterator[tuple[list[UplinkClient], AgentLog]]:
     # one target naming all replicas, as a headless service would; each agent picks one at random
@@ -148,8 +115,8 @@ def lease_owner(redis_server: RedisServer) -> str | None:
 async def test_leader_killed_new_leader_agents_reconnect_versions_monotonic(
         replicas: list[Replica], agents: tuple[list[UplinkClient], AgentLog], redis_server: RedisServer) -> None:
     clients, log = agents
-    await until(lambda: all(c.connected for c in clients), 30, "all agents connected")
-    await until(lambda: all(log.versions[f"house-{i:03d}"] for i in range(N_AGENTS)), 30, "a plan for every house")
+    await until(lambda: all(c.connected for c in clients), "all agents connected", 30)
+    await until(lambda: all(log.versions[f"house-{i:03d}"] for i in range(N_AGENTS)), "a plan for every house", 30)
     leader = lease_owner(redis_server)  # a quick local call: blocking the loop briefly is fine here
     assert leader in {r.name for r in replicas}
     victim = next(r for r in replicas if r.name == leader)
@@ -171,11 +138,11 @@ async def test_leader_killed_new_leader_agents_reconnect_versions_monotonic(
 
     await until(
         lambda: all(c.connected and c.connects > connects_before[c._house_id] for c in on_victim)  # noqa: SLF001
-        and all(c.connected for c in clients), 30, "agents of the dead replica reconnected")
+        and all(c.connected for c in clients), "agents of the dead replica reconnected", 30)
     reconnect_s = time.monotonic() - killed_at
     # the new leader plans everyone again; versions only ever grow
-    await until(lambda: all(log.replica.get(c._house_id) != victim.name for c in clients), 30,  # noqa: SLF001
-                "no agent left on the dead replica")
+    await until(lambda: all(log.replica.get(c._house_id) != victim.name for c in clients),  # noqa: SLF001
+                "no agent left on the dead replica", 30)
     spread = {r.name: sum(1 for c in clients if log.replica.get(c._house_id) == r.name) for r in replicas}  # noqa: SLF001
     print(f"\nleader {victim.name} killed: new leader {owner} after {takeover_s:.2f} s (lease {LEASE_S} s); "
           f"{len(on_victim)} of {N_AGENTS} agents were on it, all reconnected {reconnect_s:.2f} s after the kill; "

@@ -12,12 +12,7 @@ out before); agents on the follower get their plans too (its dispatch queue work
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -25,12 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pytest
-import redis
 
 from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import WelcomeInfo
-from tests.conftest import free_port
+from tests.conftest import until
+from tests.replica_process import Replica, start_replica, stop_replicas
 from vpp_common.clock import UTC
+from tests.redis_process import RedisProcess
 from vpp_common.messages import (
     ControlType, DispatchPlan, Flexibility, Hello, ResourceInfo, ResourceKind, SiteLimits, StorageFlexibility,
 )
@@ -42,41 +38,11 @@ LEASE_S = 2.0  # dispatch lease (real s)
 CYCLE_S = 30.0
 
 
-class EmptyRedis:
-    """A redis-server that keeps nothing on disk: a restart is a store that lost its data."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="vpp-redis-lost-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server not installed"
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", self.dir],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
-
-
 @pytest.fixture
-def own_redis() -> Iterator[EmptyRedis]:
+def own_redis() -> Iterator[RedisProcess]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed")
-    r = EmptyRedis()
+    r = RedisProcess(durable=False)
     r.start()
     try:
         yield r
@@ -85,39 +51,16 @@ def own_redis() -> Iterator[EmptyRedis]:
         shutil.rmtree(r.dir, ignore_errors=True)
 
 
-@dataclass
-class Replica:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-
-
 @pytest.fixture
-def replicas(own_redis: EmptyRedis) -> Iterator[list[Replica]]:
+def replicas(own_redis: RedisProcess) -> Iterator[list[Replica]]:
     out = []
     for i in range(2):
-        port = free_port()
-        env = dict(os.environ, VPP_AGG_REPLICA_ID=f"r{i}", VPP_AGG_LEADER_LEASE_S=str(LEASE_S),
-                   VPP_AGG_PLANNING__CYCLE_S=str(CYCLE_S), VPP_AGG_PLANNING__OPTIMISER="tou",
-                   VPP_AGG_DRAIN_GRACE_S="0.5")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aggregator.cli", "serve", "--insecure", "--listen", f"127.0.0.1:{port}",
-             "--admin-listen", "127.0.0.1:0", "--metrics-port", "0",
-             "--store-url", f"redis://127.0.0.1:{own_redis.port}/0"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        out.append(Replica(f"r{i}", port, proc))
+        out.append(start_replica(f"r{i}", f"redis://127.0.0.1:{own_redis.port}/0", leader_lease_s=LEASE_S,
+                                 planning__cycle_s=CYCLE_S, planning__optimiser="tou"))
     try:
         yield out
     finally:
-        for rep in out:
-            if rep.proc.poll() is None:
-                rep.proc.terminate()
-        for rep in out:
-            try:
-                rep.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                rep.proc.kill()
-                rep.proc.wait(5)
+        stop_replicas(out)
 
 
 @dataclass
@@ -154,15 +97,6 @@ def make_agent(target: str, house_id: str, log: AgentLog) -> UplinkClient:
     return client
 
 
-async def until(pred, timeout_s: float, what: str) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while not pred():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
-
-
 @pytest.fixture
 async def agents(replicas: list[Replica]) -> AsyncIterator[tuple[list[UplinkClient], AgentLog]]:
     log = AgentLog()
@@ -178,11 +112,11 @@ async def agents(replicas: list[Replica]) -> AsyncIterator[tuple[list[UplinkClie
 
 
 async def test_redis_restarted_empty_every_agent_back_on_a_plan(
-        own_redis: EmptyRedis, replicas: list[Replica], agents: tuple[list[UplinkClient], AgentLog]) -> None:
+        own_redis: RedisProcess, replicas: list[Replica], agents: tuple[list[UplinkClient], AgentLog]) -> None:
     clients, log = agents
     houses = [f"house-{i:02d}" for i in range(N_AGENTS)]
-    await until(lambda: all(c.connected for c in clients), 60, "all agents connected")
-    await until(lambda: all(h in log.following for h in houses), 60, "a plan for every house")
+    await until(lambda: all(c.connected for c in clients), "all agents connected", 60)
+    await until(lambda: all(h in log.following for h in houses), "a plan for every house", 60)
     spread = {r.name: sum(1 for h in houses if log.replica.get(h) == r.name) for r in replicas}
     before = {h: log.following[h][0] for h in houses}
 
@@ -193,8 +127,8 @@ async def test_redis_restarted_empty_every_agent_back_on_a_plan(
     def back_on_a_plan(h: str) -> bool:
         return log.following[h][0] > before[h] and log.plans[h][-1][2] > restarted
 
-    took = await until(lambda: all(back_on_a_plan(h) for h in houses), CYCLE_S + LEASE_S,
-                       "every agent back on a new plan")
+    took = await until(lambda: all(back_on_a_plan(h) for h in houses), "every agent back on a new plan",
+                       CYCLE_S + LEASE_S)
     print(f"\nredis killed and restarted empty: all {N_AGENTS} agents (per replica {spread}) on a new plan "
           f"{took:.2f} s after the restart (cycle {CYCLE_S:.0f} s, lease {LEASE_S} s); "
           f"refused as older: {len(log.refused_older)}")

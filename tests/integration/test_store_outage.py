@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -20,10 +18,11 @@ from aggregator.config import AggregatorConfig
 from aggregator.server import STORE_HEALTH_NAME, AggregatorServer
 from aggregator.store import RedisStore, StoreError
 from edge_agent.uplink import convert as edge
-from tests.conftest import free_port
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp_common.clock import UTC
 from vpp_common.messages import Measurement, SiteTelemetry, Validity
+
+from tests.redis_process import RedisProcess
 
 from .test_aggregator_service import HELLO, RawAgent
 
@@ -32,45 +31,11 @@ OUTAGE_S = 3.0  # the raw-stream test; the agent test below takes the issue's 20
 AGENT_OUTAGE_S = 20.0
 
 
-class OwnRedis:
-    """A redis-server of this test alone, so that it can be stopped and started again."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="vpp-redis-outage-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server not installed"
-        # AOF, fsync'd on every write: what was acked before a stop is still there after the restart,
-        # as with a production Redis configured for durability
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "yes", "--appendfsync", "always", "--dir", self.dir],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-
 @pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
+def own_redis() -> Iterator[RedisProcess]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed")
-    r = OwnRedis()
+    r = RedisProcess(durable=True)
     r.start()
     try:
         yield r
@@ -80,7 +45,7 @@ def own_redis() -> Iterator[OwnRedis]:
 
 
 @pytest.fixture
-async def server(own_redis: OwnRedis) -> AsyncIterator[AggregatorServer]:
+async def server(own_redis: RedisProcess) -> AsyncIterator[AggregatorServer]:
     store = RedisStore(f"redis://127.0.0.1:{own_redis.port}/0", socket_timeout_s=0.5, connect_timeout_s=0.3,
                        telemetry_history_s=600.0)  # to see every sample, not only the newest
     cfg = AggregatorConfig(listen="127.0.0.1:0", admin_listen="127.0.0.1:0", insecure=True, metrics_port=None,
@@ -115,7 +80,7 @@ async def until_async(pred, timeout_s: float, what: str) -> None:  # type: ignor
         await asyncio.sleep(0.05)
 
 
-async def test_streams_survive_a_redis_outage_and_writes_resume(server: AggregatorServer, own_redis: OwnRedis
+async def test_streams_survive_a_redis_outage_and_writes_resume(server: AggregatorServer, own_redis: RedisProcess
                                                                ) -> None:
     agent = RawAgent(server.target, "house-o")
     try:
@@ -157,7 +122,7 @@ async def _eq(awaitable, expected: int) -> bool:  # type: ignore[no-untyped-def]
     return bool(await awaitable == expected)
 
 
-async def test_agent_telemetry_survives_a_20s_redis_outage(server: AggregatorServer, own_redis: OwnRedis) -> None:
+async def test_agent_telemetry_survives_a_20s_redis_outage(server: AggregatorServer, own_redis: RedisProcess) -> None:
     """The agent's own uplink sends a sample every 0.5 s through 20 s without Redis: the stream stays
     up, health says degraded, and afterwards every sample is in the store exactly once (what was
     acked before the outage too: acked means stored), with nothing left unacked or dropped."""
