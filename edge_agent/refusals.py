@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from prometheus_client import Counter
 
+from vpp_common.log_limit import LogLimiter
+
 log = logging.getLogger("edge_agent.refused")
 
 
@@ -21,10 +23,7 @@ class Refusals:
     def __init__(self, counter: Counter, interval_s: float = 60.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._counter = counter
-        self._interval_s = interval_s
-        self._monotonic = monotonic
-        self._last_logged: dict[tuple[str, str], float] = {}
-        self._suppressed: dict[tuple[str, str], int] = {}
+        self._limit = LogLimiter(interval_s, monotonic)
         self.total = 0
 
     def refuse(self, source: str, reason: str, detail: str = "") -> None:
@@ -32,13 +31,8 @@ class Refusals:
         ``detail`` the human text (the value, the field, the limit)."""
         self.total += 1
         self._counter.labels(source, reason).inc()
-        key = (source, reason)
-        now = self._monotonic()
-        last = self._last_logged.get(key)
-        if last is not None and now - last < self._interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        left_out = self._limit.admit((source, reason))
+        if left_out is None:
             return
-        self._last_logged[key] = now
-        suppressed = self._suppressed.pop(key, 0)
-        more = f" ({suppressed} more like it since the last report)" if suppressed else ""
+        more = f" ({left_out} more like it since the last report)" if left_out else ""
         log.warning("refused %s (%s): %s%s", source, reason, detail or reason, more)

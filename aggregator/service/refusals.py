@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from aggregator.metrics import AggregatorMetrics
+from vpp_common.log_limit import LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +26,15 @@ class Refusals:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._metrics = metrics
         self._every_s = every_s
-        self._now = monotonic
-        self._last: dict[tuple[str, str], tuple[float, int]] = {}  # -> (last logged, left out since)
+        self._limit = LogLimiter(every_s, monotonic, MAX_TRACKED)
 
     def refused(self, house_id: str, source: str, reason: str, detail: str, action: str) -> bool:
         """Count one refusal; log it unless one of this house and source was logged lately.
         ``action``: what happened to the message ("dropped", "stream ended", ...).  True if logged."""
         self._metrics.refused.labels(source, reason).inc()
-        key = (house_id, source)
-        now = self._now()
-        last = self._last.get(key)
-        if last is not None and now - last[0] < self._every_s:
-            self._last[key] = (last[0], last[1] + 1)
+        left_out = self._limit.admit((house_id, source))
+        if left_out is None:
             return False
-        left_out = f" ({last[1]} more like it in the last {self._every_s:.0f} s)" if last and last[1] else ""
-        log.warning("house %s: %s refused (%s): %s%s", house_id, source, action, detail, left_out)
-        if len(self._last) >= MAX_TRACKED and key not in self._last:
-            self._last.pop(next(iter(self._last)))
-        self._last[key] = (now, 0)
+        more = f" ({left_out} more like it in the last {self._every_s:.0f} s)" if left_out else ""
+        log.warning("house %s: %s refused (%s): %s%s", house_id, source, action, detail, more)
         return True
