@@ -18,13 +18,13 @@ import asyncio
 import sys
 from pathlib import Path
 
+from pydantic_settings import SettingsError
+
 from aggregator.admin_cli import add_admin_commands, run_admin
 from aggregator.certs import Issued, create_ca, house_uri, issue_house, issue_server
 from aggregator.config import AggregatorConfig
 from vpp_common.cli import EXIT_CONFIG, run_main, run_until_signal, setup_logging
 from vpp_common.clock import add_clock_arguments, clock_from_arguments
-from pydantic_settings import SettingsError
-
 from vpp_common.config import ConfigError, load_config
 
 

@@ -29,7 +29,12 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from aggregator.dispatch.realtime import SHARE_OF_LIMIT, HousesNow, feeder_envelopes, make_before_break
+from aggregator.dispatch.realtime import (
+    SHARE_OF_LIMIT,
+    HousesNow,
+    feeder_envelopes,
+    make_before_break,
+)
 from aggregator.store.base import StateStore
 from vpp_common.messages import ResourceKind, SiteLimits
 

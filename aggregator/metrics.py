@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 if TYPE_CHECKING:
     from aggregator.feeder_control import FeederLoad
@@ -84,7 +84,7 @@ class AggregatorMetrics:
             "Share of a feeder's houses whose telemetry counted in the last measurement, 0..1.",
             ["feeder"], registry=r)
 
-    def set_feeder_loads(self, loads: Mapping[str, "FeederLoad"]) -> None:
+    def set_feeder_loads(self, loads: Mapping[str, FeederLoad]) -> None:
         """Publish one measurement round (the leader's); ``{}`` clears the feeder series."""
         for g in (self.feeder_power, self.feeder_limit, self.feeder_over_limit, self.feeder_fresh_ratio):
             g.clear()

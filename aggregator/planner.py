@@ -178,7 +178,7 @@ class Planner:
     async def _warm_solver(self) -> None:
         try:
             await self._solver.warm_up()
-        except Exception as exc:  # noqa: BLE001 -- the first cycle starts it anyway
+        except Exception as exc:
             log.warning("could not warm up the solver process: %s", exc)
 
     async def _plan_loop(self) -> None:

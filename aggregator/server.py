@@ -6,30 +6,30 @@ import asyncio
 import logging
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_channelz.v1 import channelz
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from aggregator.config import AggregatorConfig, TlsServerConfig
 from aggregator.fleet.leadership import LeaderElector
-from aggregator.metrics import AggregatorMetrics
 from aggregator.fleet.replication import FLEET_ITEM, REPLAN_QUEUE
+from aggregator.metrics import AggregatorMetrics
 from aggregator.planner import Planner
 from aggregator.service import convert
+from aggregator.service.admin_servicer import AdminServicer
 from aggregator.service.fleet_servicer import FleetServicer
 from aggregator.service.identity import InsecureHeaderIdentity, MtlsIdentity
 from aggregator.service.sessions import CloseItem, SessionRegistry
+from aggregator.service.store_recovery import StoreRecovery
 from aggregator.service.stream_outbox import SignalEncoder, StreamOutbox
 from aggregator.store import StateStore, StoreError, open_store
-from aggregator.service.store_recovery import StoreRecovery
-from aggregator.service.admin_servicer import AdminServicer
 from vpp.v1 import admin_service_pb2 as adm_pb2
 from vpp.v1 import admin_service_pb2_grpc as adm_grpc
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
 from vpp_common.cli import StartupError
-from vpp_common.config import ConfigError
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait
+from vpp_common.config import ConfigError
 from vpp_common.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)

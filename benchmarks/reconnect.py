@@ -34,8 +34,16 @@ async def one_run(outage_s: float, interval_s: float, backoff_max_s: float, stat
     from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
     from edge_agent.uplink.spool import TelemetrySpool
     from vpp_common.clock import UTC
-    from vpp_common.messages import ControlType, Hello, Measurement, ResourceInfo, ResourceKind, SiteLimits
-    from vpp_common.messages import SiteTelemetry, Validity
+    from vpp_common.messages import (
+        ControlType,
+        Hello,
+        Measurement,
+        ResourceInfo,
+        ResourceKind,
+        SiteLimits,
+        SiteTelemetry,
+        Validity,
+    )
 
     def agg(listen: str) -> AggregatorServer:
         return AggregatorServer(AggregatorConfig(admin_listen=None, listen=listen, insecure=True, metrics_port=None,

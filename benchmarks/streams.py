@@ -45,8 +45,19 @@ async def client_main(target: str, first: int, stride: int, count: int, measure_
     """Agents ``first``, ``first + stride``, ... (``count`` of them) in this process."""
     from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
     from vpp_common.clock import UTC
-    from vpp_common.messages import (ControlType, DispatchPlan, Flexibility, Hello, Measurement, ResourceInfo,
-                                     ResourceKind, SiteLimits, SiteTelemetry, StorageFlexibility, Validity)
+    from vpp_common.messages import (
+        ControlType,
+        DispatchPlan,
+        Flexibility,
+        Hello,
+        Measurement,
+        ResourceInfo,
+        ResourceKind,
+        SiteLimits,
+        SiteTelemetry,
+        StorageFlexibility,
+        Validity,
+    )
 
     hello = Hello("bench", SiteLimits(11_000, 4_600),
                   (ResourceInfo("battery", ResourceKind.BATTERY, ControlType.FRBC, 5_000, 10_000),))
@@ -125,7 +136,7 @@ def run_level(n: int, procs: int, cycle_s: float, measure_s: float) -> dict[str,
     agg = subprocess.Popen([sys.executable, "-m", "aggregator.cli", "serve", "--insecure", "--listen",
                             f"127.0.0.1:{port}", "--admin-listen", "127.0.0.1:0", "--metrics-port", "0"],
                            env=env, stdout=subprocess.DEVNULL,
-                           stderr=open(f"/tmp/vpp-bench-aggregator-{n}.log", "wb"))  # noqa: SIM115
+                           stderr=open(f"/tmp/vpp-bench-aggregator-{n}.log", "wb"))
     try:
         agg_ps = psutil.Process(agg.pid)
         time.sleep(2.0)

@@ -32,11 +32,22 @@ from edge_agent.config import AgentConfig
 from edge_agent.device_connect import DeviceConnector
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.energy_manager.decide import (
-    INVALID_INPUT, BatteryLimits, Decision, decide, fresh_for_control, pv_limit_binding, tighten_limits,
+    INVALID_INPUT,
+    BatteryLimits,
+    Decision,
+    decide,
+    fresh_for_control,
+    pv_limit_binding,
+    tighten_limits,
 )
 from edge_agent.energy_manager.forecast import ForecastErrors, HistoryForecaster, Site
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
-from edge_agent.energy_manager.plan_check import Problem, grid_signal_problem, plan_house_problem, plan_problem
+from edge_agent.energy_manager.plan_check import (
+    Problem,
+    grid_signal_problem,
+    plan_house_problem,
+    plan_problem,
+)
 from edge_agent.energy_manager.plans import PlanBook
 from edge_agent.local_control import apply_local, plan_in_force
 from edge_agent.metrics import AgentMetrics
@@ -52,9 +63,17 @@ from edge_agent.uplink.identity import UplinkIdentity
 from edge_agent.uplink.spool import TelemetrySpool, spool_path
 from edge_agent.uplink.telemetry_metrics import TelemetryCollector
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
-from vpp_common.timeslots import align_down
-from vpp_common.messages import DispatchPlan, GridSignal, Hello, PlanState, PlanStatus, PowerForecast, SiteLimits
+from vpp_common.messages import (
+    DispatchPlan,
+    GridSignal,
+    Hello,
+    PlanState,
+    PlanStatus,
+    PowerForecast,
+    SiteLimits,
+)
 from vpp_common.metrics_http import MetricsServer
+from vpp_common.timeslots import align_down
 
 if TYPE_CHECKING:
     from edge_agent.home_assistant.bridge import HomeAssistantBridge
@@ -194,7 +213,7 @@ class EdgeAgent:
     async def _connect_then_control(self) -> None:
         try:
             await self._connector.until_connected()
-        except Exception as exc:  # noqa: BLE001 -- DeviceMisconfigured (or a bug): the process must stop
+        except Exception as exc:
             self.fatal_error = exc
             self._failed.set()
             return
@@ -232,7 +251,7 @@ class EdgeAgent:
         try:
             if getattr(self, "_device_connected", False):  # never connected: nothing of ours to release
                 await self.device.release()  # hand the battery back to the device's own mode
-        except Exception as exc:  # noqa: BLE001 -- best effort on shutdown; the revert timer covers us
+        except Exception as exc:
             log.warning("could not release the battery on stop: %s", exc)
         await self.device.close()
         if self._metrics_server is not None:
@@ -555,7 +574,7 @@ class EdgeAgent:
         if force or self._should_write(decision.battery_w, now, decision.clamped_by):
             try:
                 applied = await self.device.set_battery_power(decision.battery_w)
-            except Exception as exc:  # noqa: BLE001 -- device errors are transient here: retry next tick
+            except Exception as exc:
                 self.stats.write_errors += 1
                 self.metrics.device_writes.labels("error").inc()
                 log.warning("battery write failed (will retry): %s", exc)

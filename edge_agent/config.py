@@ -150,7 +150,9 @@ class DeviceConfig(BaseModel):
     @field_validator("catalogue")
     @classmethod
     def _known_catalogue_entry(cls, v: str | None) -> str | None:
-        from edge_agent.drivers.catalogue import catalogue_ids  # the catalogue is data shipped with the agent
+        from edge_agent.drivers.catalogue import (
+            catalogue_ids,  # the catalogue is data shipped with the agent
+        )
 
         if v is not None and v not in catalogue_ids():
             raise ValueError(f"unknown catalogue entry {v!r}; known: {', '.join(catalogue_ids())}")

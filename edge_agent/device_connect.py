@@ -82,7 +82,7 @@ class DeviceConnector:
         attempt after ``next_delay_s``); DeviceMisconfigured if the device is not what the config says."""
         try:
             await self._device.connect()
-        except Exception as exc:  # noqa: BLE001 -- classified below; unknown kinds wait and are logged
+        except Exception as exc:
             outcome = classify(exc)
             self._attempts.labels(outcome).inc()
             if outcome == "misconfigured":

@@ -19,7 +19,15 @@ from pydantic import ValidationError
 
 from edge_agent.config import BatteryConfig, ControlConfig
 from edge_agent.energy_manager.plan_check import plan_problem
-from vpp_common.messages import DispatchPlan, Envelope, FallbackMode, PlanSlot, PlanState, PlanStatus, Setpoint
+from vpp_common.messages import (
+    DispatchPlan,
+    Envelope,
+    FallbackMode,
+    PlanSlot,
+    PlanState,
+    PlanStatus,
+    Setpoint,
+)
 
 if TYPE_CHECKING:
     from edge_agent.agent import EdgeAgent

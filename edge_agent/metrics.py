@@ -6,7 +6,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created
 
 from vpp_common.messages import SiteTelemetry
 
-
 # *_created series double the exposition for no use on dashboards
 disable_created_metrics()
 

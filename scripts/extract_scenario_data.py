@@ -50,7 +50,6 @@ import io
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 SIMBENCH_DIR = "simbench/networks/1-complete_data-mixed-all-0-sw"

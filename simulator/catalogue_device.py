@@ -37,7 +37,13 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edge_agent.drivers.catalogue import CatalogueEntry, PointDef, decode_raw, load_entry
 from simulator.hybrid_device import DroppableServer, FaultInjection
-from simulator.physics import SELF_CONSUMPTION, BatteryCommand, HousePhysics, PhysicsConfig, PhysicsSnapshot
+from simulator.physics import (
+    SELF_CONSUMPTION,
+    BatteryCommand,
+    HousePhysics,
+    PhysicsConfig,
+    PhysicsSnapshot,
+)
 from vpp_common.clock import Clock
 
 log = logging.getLogger(__name__)

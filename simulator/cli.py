@@ -16,11 +16,11 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import json
 import logging
 import math
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -204,7 +204,6 @@ def _start_faults(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 async def _serve_with_faults(args: argparse.Namespace, sim, banner) -> int:  # type: ignore[no-untyped-def]
     """Serve ``sim`` with its start-up faults and optional control channel until a signal."""
     from simulator.fault_control import ControlServer, describe
-
     from vpp_common.config import ConfigError
 
     faults = _start_faults(args)

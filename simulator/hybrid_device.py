@@ -82,6 +82,7 @@ from simulator.sunspec_image import (
     ModelSpec,
     PointLocation,
     SunSpecImage,
+    Value,
     decode_raw,
     raw_range,
     scale,
@@ -511,7 +512,7 @@ class SunSpecHybridSimulator(FaultInjection):
         self.reboots: list[datetime] = []
         self.foreign_writes: list[datetime] = []
         """Clock times of the writes of another master (the ``other_master`` fault)."""
-        self._own_sf: dict[tuple[int, str], object] = {}
+        self._own_sf: dict[tuple[int, str], Value] = {}
         self._sf_warned: tuple[tuple[str, int], ...] = ()
         self._last_wset_write_at: datetime | None = None
         self._last_der_curtail_write_at: datetime | None = None
@@ -724,7 +725,7 @@ class SunSpecHybridSimulator(FaultInjection):
                 continue
             try:
                 matched = predicate(write)
-            except Exception as exc:  # noqa: BLE001 - hand the predicate's bug to its waiter
+            except Exception as exc:
                 fut.set_exception(exc)
                 continue
             if matched:

@@ -35,8 +35,14 @@ from typing import Literal
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from simulator.hybrid_device import _READ_FCS, _WRITE_FCS, DroppableServer, FaultInjection, SimulatorConfig, \
-    SunSpecHybridSimulator
+from simulator.hybrid_device import (
+    _READ_FCS,
+    _WRITE_FCS,
+    DroppableServer,
+    FaultInjection,
+    SimulatorConfig,
+    SunSpecHybridSimulator,
+)
 from simulator.sunspec_image import DEFAULT_BASE_ADDRESS, ModelSpec, SunSpecImage
 from vpp_common.clock import Clock
 

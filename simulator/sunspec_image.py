@@ -31,7 +31,7 @@ import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import sunspec2.device as ss_device
 
@@ -41,9 +41,9 @@ END_MODEL_ID = 0xFFFF
 """Model ID that ends the chain (followed by L = 0)."""
 DEFAULT_BASE_ADDRESS = 40000
 
-RawValue = Union[int, float, str, bytes]
+RawValue = int | float | str | bytes
 """A point's register content as a Python value (before scaling)."""
-Value = Union[int, float, str, bytes, None]
+Value = int | float | str | bytes | None
 """A decoded value; ``None`` means the point is not implemented."""
 
 # Not-implemented markers and valid raw ranges by SunSpec type.  The marker is
@@ -342,7 +342,7 @@ def layout_model(spec: ModelSpec, address: int) -> tuple[ModelLayout, dict[tuple
     return ModelLayout(spec.model_id, address, length, tuple(points)), counts
 
 
-ScaledInput = Union[int, float, str, bytes, None]
+ScaledInput = int | float | str | bytes | None
 
 
 class SunSpecImage:

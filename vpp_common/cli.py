@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from vpp_common.config import ConfigError
 
@@ -36,7 +37,7 @@ async def run_until_signal(start: Callable[[], Awaitable[None]], stop: Callable[
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     await start()
-    waits = [asyncio.ensure_future(stopping.wait())]
+    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stopping.wait())]
     if failed is not None:
         waits.append(asyncio.ensure_future(failed()))
     try:
@@ -47,7 +48,8 @@ async def run_until_signal(start: Callable[[], Awaitable[None]], stop: Callable[
         await asyncio.gather(*waits, return_exceptions=True)
         await stop()
     if len(waits) > 1 and waits[1].done() and not waits[1].cancelled() and not stopping.is_set():
-        raise waits[1].result()
+        error: BaseException = waits[1].result()
+        raise error
 
 
 def run_main(coro_factory: Callable[[], Awaitable[int | None]]) -> int:

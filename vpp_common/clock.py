@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def utc(dt: datetime) -> datetime:

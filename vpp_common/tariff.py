@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from vpp_common.messages import PriceSlot
 
-UTC = timezone.utc
+UTC = UTC
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

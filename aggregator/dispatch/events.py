@@ -371,7 +371,7 @@ def _pricing_round(
             yield j, str(exc)
 
 
-def solve_with_events(
+def solve_with_events(  # noqa: C901 -- being split (issue 24 item 5)
     p: FleetProblem,
     options: DispatchOptions,
     events: Sequence[FleetEvent],

@@ -52,7 +52,7 @@ def _bad(a: np.ndarray, lo: float, hi: float, inf_ok: bool) -> np.ndarray:
     """(N,) True where any value of the house's row is NaN, -inf, or out of [lo, hi] (+inf if allowed)."""
     a = a.reshape(a.shape[0], -1)
     ok = (a >= lo) & ((a <= hi) | (inf_ok & np.isposinf(a)))  # NaN compares False
-    return ~ok.all(axis=1)
+    return np.asarray(~ok.all(axis=1))
 
 
 def suspect_houses(p: FleetProblem) -> dict[int, str]:

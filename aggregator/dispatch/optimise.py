@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from aggregator.dispatch.events import EventSolve, FleetEvent, solve_with_events
+from aggregator.dispatch.isolate import bad_plan_rows, bisect_block, suspect_houses
 from aggregator.dispatch.plans import (
     LazyPlans,
     PackedPlans,
@@ -27,8 +28,14 @@ from aggregator.dispatch.plans import (
     shift_plan,
 )
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
-from aggregator.dispatch.isolate import bad_plan_rows, bisect_block, suspect_houses
-from aggregator.dispatch.solve import BlockResult, BlockSolution, FleetSolution, block_tasks, iter_blocks, solve_block
+from aggregator.dispatch.solve import (
+    BlockResult,
+    BlockSolution,
+    FleetSolution,
+    block_tasks,
+    iter_blocks,
+    solve_block,
+)
 from aggregator.dispatch.solver_pool import WarmSolverPool
 from vpp_common.messages import DispatchPlan
 
@@ -175,7 +182,7 @@ def _rescue_block(problem: FleetProblem, houses: np.ndarray, options: DispatchOp
         try:
             solve_block(part, problem.subset(part), options)
             return True
-        except Exception:  # noqa: BLE001 -- any failure of a part is the part's
+        except Exception:
             return False
 
     if len(houses) < 2 or "time limit" in why.lower():
@@ -186,7 +193,7 @@ def _rescue_block(problem: FleetProblem, houses: np.ndarray, options: DispatchOp
     rest = np.setdiff1d(houses, culprits)
     try:
         solution = solve_block(rest, problem.subset(rest), options)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None, ()
     return solution, tuple((problem.house_ids[i], f"its block's LP failed with it ({why})") for i in culprits.tolist())
 

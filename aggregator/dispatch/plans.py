@@ -7,7 +7,6 @@ import - export (import > 0).  Envelopes are in W in the same convention.
 from __future__ import annotations
 
 import math
-
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace

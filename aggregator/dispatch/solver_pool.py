@@ -29,9 +29,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from aggregator.dispatch.block_solve import BlockResult, InfeasibleError, solve_block
 from aggregator.dispatch.highs_block import HighsBlock, SavedStart, ShapeKey, start_highs_quietly
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
-from aggregator.dispatch.block_solve import BlockResult, InfeasibleError, solve_block
 
 BlockKey = Hashable
 T = TypeVar("T")

@@ -19,7 +19,12 @@ from aggregator.dispatch.plans import lease_end
 from aggregator.dispatch.problem import FleetProblem
 from aggregator.store import FleetEventRecord, HouseRecord
 from vpp_common.messages import (
-    DispatchPlan, Flexibility, LimitOverride, ResourceKind, SiteLimits, StorageFlexibility,
+    DispatchPlan,
+    Flexibility,
+    LimitOverride,
+    ResourceKind,
+    SiteLimits,
+    StorageFlexibility,
 )
 
 

@@ -19,7 +19,6 @@ from vpp.v1 import admin_service_pb2_grpc as adm_grpc
 from vpp_common.clock import Clock
 from vpp_common.messages import LimitOverride, SiteLimits
 
-
 MAX_OVERRIDE_S = 7 * 86_400
 
 
@@ -42,7 +41,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
                                      await self._store.get_plan_status(house_id),
                                      await self._store.get_telemetry(house_id))
 
-    async def ListHouses(self, request: adm.ListHousesRequest,  # noqa: N802 (generated name)
+    async def ListHouses(self, request: adm.ListHousesRequest,
                          context: grpc.aio.ServicerContext) -> adm.ListHousesResponse:
         try:
             houses = [await self._summary(r.house_id) for r in await self._store.list_houses()]
@@ -50,7 +49,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
         return adm.ListHousesResponse(houses=[h for h in houses if h is not None])
 
-    async def GetHouse(self, request: adm.GetHouseRequest,  # noqa: N802
+    async def GetHouse(self, request: adm.GetHouseRequest,
                        context: grpc.aio.ServicerContext) -> adm.GetHouseResponse:
         try:
             summary = await self._summary(request.house_id)
@@ -70,7 +69,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
             resp.measured_at.FromDatetime(telemetry.measured_at)
         return resp
 
-    async def GetPlan(self, request: adm.GetPlanRequest,  # noqa: N802
+    async def GetPlan(self, request: adm.GetPlanRequest,
                       context: grpc.aio.ServicerContext) -> adm.GetPlanResponse:
         try:
             if await self._store.get_house(request.house_id) is None:
@@ -86,7 +85,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
             resp.status.CopyFrom(convert.plan_status_to_proto(status))
         return resp
 
-    async def SetSiteLimits(self, request: adm.SetSiteLimitsRequest,  # noqa: N802
+    async def SetSiteLimits(self, request: adm.SetSiteLimitsRequest,
                             context: grpc.aio.ServicerContext) -> adm.SetSiteLimitsResponse:
         duration_s = request.duration.ToTimedelta().total_seconds()
         problems = []
@@ -128,7 +127,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
         else:
             await self._store.queue_push(REPLAN_QUEUE, FLEET_ITEM)
 
-    async def SetFleetEvent(self, request: adm.SetFleetEventRequest,  # noqa: N802
+    async def SetFleetEvent(self, request: adm.SetFleetEventRequest,
                             context: grpc.aio.ServicerContext) -> adm.SetFleetEventResponse:
         now = self._clock.now()
         event_id = request.event.event_id or uuid.uuid4().hex[:12]
@@ -154,7 +153,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
         return adm.SetFleetEventResponse(event=convert.fleet_event_to_proto(event))
 
-    async def ListFleetEvents(self, request: adm.ListFleetEventsRequest,  # noqa: N802
+    async def ListFleetEvents(self, request: adm.ListFleetEventsRequest,
                               context: grpc.aio.ServicerContext) -> adm.ListFleetEventsResponse:
         now = self._clock.now()
         try:
@@ -163,7 +162,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
         return adm.ListFleetEventsResponse(events=[convert.fleet_event_to_proto(e) for e in events if e.end > now])
 
-    async def ClearFleetEvent(self, request: adm.ClearFleetEventRequest,  # noqa: N802
+    async def ClearFleetEvent(self, request: adm.ClearFleetEventRequest,
                               context: grpc.aio.ServicerContext) -> adm.ClearFleetEventResponse:
         try:
             found = await self._store.delete_fleet_event(request.event_id)

@@ -25,7 +25,6 @@ from vpp.v1 import grid_pb2 as gr
 from vpp.v1 import plan_pb2 as pl
 from vpp.v1 import telemetry_pb2 as tm
 from vpp_common.clock import UTC
-from vpp_common.wire_time import timestamp as _ts
 from vpp_common.messages import (
     ControlType,
     CurtailmentFlexibility,
@@ -46,7 +45,7 @@ from vpp_common.messages import (
     StorageFlexibility,
     Validity,
 )
-
+from vpp_common.wire_time import timestamp as _ts
 
 __all__ = ["InvalidMessage"]  # defined in bounds, raised from here too
 

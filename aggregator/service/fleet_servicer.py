@@ -17,9 +17,9 @@ import grpc
 
 from aggregator.metrics import AggregatorMetrics
 from aggregator.service import convert
+from aggregator.service.identity import IdentityError, IdentityResolver
 from aggregator.service.refusals import Refusals
 from aggregator.service.replan_limit import ReplanLimiter
-from aggregator.service.identity import IdentityError, IdentityResolver
 from aggregator.service.sessions import CloseItem, ControlItem, PlanItem, Session, SessionRegistry
 from aggregator.service.stream_outbox import SignalEncoder
 from aggregator.store import StateStore, StoreError
@@ -73,7 +73,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         self.draining = False
         self._encode_signal = encode_signal or SignalEncoder()
 
-    async def Connect(  # noqa: N802 (generated name)
+    async def Connect(
         self, request_iterator: AsyncIterator[fs.ConnectRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[fs.ConnectResponse]:
         try:

@@ -9,7 +9,13 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from .base import (
-    PLAN_LEASE, FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, StateStore, StoreError,
+    PLAN_LEASE,
+    FleetEventRecord,
+    HouseRecord,
+    PlanVersionConflict,
+    StaleFencingToken,
+    StateStore,
+    StoreError,
 )
 from .memory import DEFAULT_TELEMETRY_HISTORY_S, MemoryStore
 from .redis_store import RedisStore

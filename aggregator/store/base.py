@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
+from vpp_common.messages import (
+    DispatchPlan,
+    Flexibility,
+    Hello,
+    LimitOverride,
+    PlanStatus,
+    SiteTelemetry,
+)
 
 
 class StoreError(Exception):

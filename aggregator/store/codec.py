@@ -11,7 +11,14 @@ from typing import Generic, TypeVar
 
 from pydantic import ConfigDict, RootModel, ValidationError
 
-from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
+from vpp_common.messages import (
+    DispatchPlan,
+    Flexibility,
+    Hello,
+    LimitOverride,
+    PlanStatus,
+    SiteTelemetry,
+)
 
 from .base import FleetEventRecord, StoreError
 

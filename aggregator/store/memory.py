@@ -23,9 +23,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
-from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
+from vpp_common.messages import (
+    DispatchPlan,
+    Flexibility,
+    Hello,
+    LimitOverride,
+    PlanStatus,
+    SiteTelemetry,
+)
 
-from .base import PLAN_LEASE, FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, version_base_ms
+from .base import (
+    PLAN_LEASE,
+    FleetEventRecord,
+    HouseRecord,
+    PlanVersionConflict,
+    StaleFencingToken,
+    version_base_ms,
+)
 from .codec import PLAN
 
 __all__ = ["DEFAULT_TELEMETRY_HISTORY_S", "MemoryStore"]

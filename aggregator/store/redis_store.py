@@ -55,10 +55,23 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from vpp_common.messages import DispatchPlan, Flexibility, Hello, LimitOverride, PlanStatus, SiteTelemetry
+from vpp_common.messages import (
+    DispatchPlan,
+    Flexibility,
+    Hello,
+    LimitOverride,
+    PlanStatus,
+    SiteTelemetry,
+)
 
 from .base import (
-    PLAN_LEASE, FleetEventRecord, HouseRecord, PlanVersionConflict, StaleFencingToken, StoreError, version_base_ms,
+    PLAN_LEASE,
+    FleetEventRecord,
+    HouseRecord,
+    PlanVersionConflict,
+    StaleFencingToken,
+    StoreError,
+    version_base_ms,
 )
 from .codec import FLEET_EVENT, FLEXIBILITY, HELLO, LIMIT_OVERRIDE, PLAN, PLAN_STATUS, TELEMETRY
 from .memory import DEFAULT_TELEMETRY_HISTORY_S, check_ttl

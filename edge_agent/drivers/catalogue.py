@@ -137,7 +137,7 @@ class CatalogueEntry(BaseModel):
             spans.setdefault((self.unit_of(name), p.function), []).append((p.address, p.address + p.size, name))
         for key, items in spans.items():
             items.sort()
-            for (a0, e0, n0), (a1, _e1, n1) in zip(items, items[1:]):
+            for (_a0, e0, n0), (a1, _e1, n1) in zip(items, items[1:]):
                 if a1 < e0:
                     raise ValueError(f"points {n0!r} and {n1!r} overlap at address {a1} (unit {key[0]})")
         if self.control is not None:
@@ -332,7 +332,7 @@ class CatalogueDevice:
         except asyncio.CancelledError:
             client.close()  # a late answer must not be read as the next request's
             raise
-        except (ConnectionException, ModbusException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ConnectionException, ModbusException, OSError) as exc:
             client.close()
             raise DeviceUnavailable(f"{what} at {address}: no valid answer ({exc})", device=self.name) from exc
         if rr.isError():

@@ -14,13 +14,16 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import sunspec2.mdef as ss_mdef
 import sunspec2.device as ss_device
+import sunspec2.mdef as ss_mdef
 
 from edge_agent.drivers.catalogue import CatalogueDevice, load_entry
 from edge_agent.drivers.sunspec import GroupValues, ModelValues, SunSpecDevice
 from edge_agent.resources.capabilities import (
-    BATTERY_CONTROL, Capabilities, catalogue_capabilities, sunspec_capabilities,
+    BATTERY_CONTROL,
+    Capabilities,
+    catalogue_capabilities,
+    sunspec_capabilities,
 )
 from edge_agent.resources.plausibility import HOME_MAX_CAPACITY_WH, HOME_MAX_POWER_W, rating
 

@@ -29,7 +29,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 import sunspec2.device as ss_device
 import sunspec2.mdef as ss_mdef
@@ -58,7 +58,7 @@ MAX_WRITE_REGISTERS = 123
 MAX_MODELS = 256
 """A chain longer than this is broken (or not SunSpec)."""
 
-PointValue = Union[int, float, str, None]
+PointValue = int | float | str | None
 """A decoded point: scaled number, text, or None when not implemented."""
 
 # Raw ranges for writes; the SunSpec not-implemented marker is excluded so a
@@ -337,9 +337,8 @@ class SunSpecDevice:
                 self.host, port=self.port, timeout=self.timeout_s, retries=0,
                 reconnect_delay=0, name=self.name,
             )
-        if not self._client.connected:
-            if not await self._client.connect():
-                raise DeviceUnavailable("cannot connect", device=self.name)
+        if not self._client.connected and not await self._client.connect():
+            raise DeviceUnavailable("cannot connect", device=self.name)
         return self._client
 
     def _drop(self) -> None:
@@ -357,7 +356,7 @@ class SunSpecDevice:
         except ConnectionException as exc:
             self._drop()
             raise DeviceUnavailable(f"{what} at {address}: connection lost ({exc})", device=self.name) from exc
-        except (ModbusException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ModbusException, OSError) as exc:
             # ModbusIOException is how pymodbus reports a timeout.
             self._drop()
             raise DeviceUnavailable(f"{what} at {address}: no valid answer ({exc})", device=self.name) from exc

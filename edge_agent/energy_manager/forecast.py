@@ -22,8 +22,8 @@ absolute error of the forecasts once the slots they forecast have happened.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np

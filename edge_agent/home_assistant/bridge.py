@@ -102,7 +102,7 @@ class HomeAssistantBridge:
     def _on_snapshot(self, snap: HouseSnapshot) -> None:
         try:
             self.counters.add(snap.telemetry, self.prices)
-        except Exception as exc:  # noqa: BLE001 -- a counter bug must not stop the poll loop
+        except Exception as exc:
             self.agent.refusals.refuse(SOURCE, "energy_counter", f"could not integrate a reading: {exc!r}")
 
     # -- the connection ------------------------------------------------------------------
@@ -127,7 +127,7 @@ class HomeAssistantBridge:
                         attempt = 0
                         self._set_connected(True)
                         await self._session(client)
-                except Exception as exc:  # noqa: BLE001 -- MqttError, TLS or a bug: the agent runs on, retried
+                except Exception as exc:
                     self.m_connects.labels("error").inc()
                     if self.connected or attempt == 0:  # said when it breaks, not on every retry
                         log.warning("MQTT broker %s:%s: %s (reconnecting with backoff)", self.cfg.host,

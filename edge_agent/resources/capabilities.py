@@ -111,7 +111,7 @@ def catalogue_capabilities(entry_id: str, roles: Iterable[str | None], has_contr
     return Capabilities(can, cannot)
 
 
-def sunspec_capabilities(found: Mapping[str, frozenset[int]], hybrid: bool) -> Capabilities:
+def sunspec_capabilities(found: Mapping[Any, frozenset[int]], hybrid: bool) -> Capabilities:
     """Capabilities of SunSpec devices by role (``battery``, ``pv``, ``meter``; models each offers).
     ``hybrid``: PV and battery are one inverter (its AC power is their sum)."""
     can: dict[str, str] = {}

@@ -208,8 +208,8 @@ class CatalogueHybridRM:
                 capacity_wh=n.capacity_wh, max_charge_power_w=n.max_charge_w,
                 max_discharge_power_w=n.max_discharge_w),) if s.usable else (),
         )
-        refused, self._refused = tuple(self._refused), []
-        return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w, refused,
+        refused_now, self._refused = tuple(self._refused), []
+        return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w, refused_now,
                              control=readback, frozen=frozen.detail)
 
     def _checked(self, name: str, value: float | None, now: datetime, bounds: tuple[float, float],

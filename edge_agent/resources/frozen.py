@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from edge_agent.drivers.sunspec import ModelValues
+from edge_agent.drivers.sunspec import GroupValues, ModelValues
 from vpp_common.messages import Measurement, Validity
 
 # The least share of the measured power a counter must show: devices update counters in steps and
@@ -116,7 +116,7 @@ def mark_stale(m: Measurement) -> Measurement:
     return Measurement(m.value, Validity.STALE, m.measured_at) if m.validity is Validity.VALID else m
 
 
-def _n(values: ModelValues | None, name: str) -> float | None:
+def _n(values: GroupValues | None, name: str) -> float | None:
     v = values.get(name) if values is not None else None
     return float(v) if isinstance(v, (int, float)) else None
 
@@ -161,14 +161,14 @@ def sunspec_progress(prefix: str, models: Mapping[int, ModelValues], battery_w: 
         elif model_id == 802:
             out.append(Progress(f"{prefix}802.Hb", _n(m, "Hb"), 1.0, 1.0))
     for model_id, name, sf in ((124, "ChaState", "ChaState_SF"), (802, "SoC", "SoC_SF"), (713, "SoC", "Pct_SF")):
-        m = models.get(model_id)
-        soc = _n(m, name)
-        if m is None or soc is None:
+        sm = models.get(model_id)
+        soc = _n(sm, name)
+        if sm is None or soc is None:
             continue
         rate = 0.0
         if battery_w is not None and capacity_wh > 1.0 and SOC_EDGE_PCT < soc < 100.0 - SOC_EDGE_PCT:
             rate = abs(battery_w) * SOC_SHARE / capacity_wh * 100.0 / 3600
-        out.append(Progress(f"{prefix}{model_id}.{name}", soc, rate, _resolution(m, sf)))
+        out.append(Progress(f"{prefix}{model_id}.{name}", soc, rate, _resolution(sm, sf)))
         break  # one SoC is enough
     return out
 

@@ -43,7 +43,12 @@ from typing import Literal
 from edge_agent.config import DeviceConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
 from edge_agent.drivers.sunspec import ModelValues, SunSpecDevice
-from edge_agent.resources.capabilities import BATTERY_CONTROL, PV_CURTAILMENT, Capabilities, sunspec_capabilities
+from edge_agent.resources.capabilities import (
+    BATTERY_CONTROL,
+    PV_CURTAILMENT,
+    Capabilities,
+    sunspec_capabilities,
+)
 from edge_agent.resources.frozen import FreezeDetector, FreezeVerdict, mark_stale, sunspec_progress
 from edge_agent.resources.plausibility import (
     HOME_MAX_CAPACITY_WH,

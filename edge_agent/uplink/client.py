@@ -41,7 +41,14 @@ from edge_agent.uplink.spool import TelemetrySpool
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
 from vpp_common.clock import cancel_and_wait
-from vpp_common.messages import DispatchPlan, Flexibility, GridSignal, Hello, PlanStatus, SiteTelemetry
+from vpp_common.messages import (
+    DispatchPlan,
+    Flexibility,
+    GridSignal,
+    Hello,
+    PlanStatus,
+    SiteTelemetry,
+)
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from vpp.v1 import grid_pb2 as gr
 from vpp.v1 import plan_pb2 as pl
 from vpp.v1 import telemetry_pb2 as tm
 from vpp_common.clock import UTC
-from vpp_common.wire_time import timestamp as _ts
 from vpp_common.messages import (
     ControlType,
     DispatchPlan,
@@ -40,6 +39,7 @@ from vpp_common.messages import (
     SiteTelemetry,
     Validity,
 )
+from vpp_common.wire_time import timestamp as _ts
 
 
 class InvalidPlan(ValueError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -60,7 +60,7 @@ class UplinkIdentity:
 
     def __init__(self, errors: Counter | None = None, cert_expiry: Gauge | None = None,
                  interval_s: float = 300.0, monotonic: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._errors = errors
         self._cert_expiry = cert_expiry
         self._interval_s = interval_s

@@ -24,11 +24,16 @@ class _Spool(Protocol):
 
 
 class _Uplink(Protocol):
-    spool: _Spool
-    telemetry_recorded: int
-    telemetry_sent: int
-    telemetry_resent: int
-    telemetry_acked: int
+    @property
+    def spool(self) -> _Spool: ...
+    @property
+    def telemetry_recorded(self) -> int: ...
+    @property
+    def telemetry_sent(self) -> int: ...
+    @property
+    def telemetry_resent(self) -> int: ...
+    @property
+    def telemetry_acked(self) -> int: ...
 
 
 class TelemetryCollector(Collector):

@@ -58,7 +58,8 @@ def run_live_comparison(sc: Scenario, warm_slots: int, *, speed: float, options:
     print(f"\n{'fleet strategy':<{width}}  {'fast':>12}  {'live':>12}", file=out)
     for k in SHOWN:
         a, b = fk[k], lk[k]
-        fmt = (lambda v: "-" if v is None else (f"{v:,.4f}" if isinstance(v, float) and abs(v) < 2 else f"{v:,}"))
+        def fmt(v):
+            return ("-" if v is None else (f"{v:,.4f}" if isinstance(v, float) and abs(v) < 2 else f"{v:,}"))
         mark = "" if k not in agree else ("  ok" if agree[k]["within"] else "  DIFFERS")
         print(f"{k:<{width}}  {fmt(a):>12}  {fmt(b):>12}{mark}", file=out)
     ok = all(v["within"] for v in agree.values())

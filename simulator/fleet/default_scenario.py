@@ -24,7 +24,7 @@ Everything is vectorised and the files are parsed once per process, so building 
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +47,8 @@ LATITUDE = 51.0
 LONGITUDE = 10.0
 
 # Calendar mapping.  The price year 2020 and the profile year 2016 are both leap years.
-PROFILE_YEAR_START = datetime(2016, 1, 1, tzinfo=timezone.utc)
-PRICE_YEAR_START = datetime(2020, 1, 1, tzinfo=timezone.utc)
+PROFILE_YEAR_START = datetime(2016, 1, 1, tzinfo=UTC)
+PRICE_YEAR_START = datetime(2020, 1, 1, tzinfo=UTC)
 # 2020-01-01 is a Wednesday, 2016-01-01 a Friday: the 2016 day 5 days later (2016-01-06)
 # is again a Wednesday, so load day d of 2020 comes from day d + 5 of 2016.
 LOAD_DAY_OFFSET = 5
@@ -110,7 +110,7 @@ def _profiles() -> tuple[tuple[str, ...], np.ndarray, tuple[str, ...], np.ndarra
 def _prices() -> tuple[datetime, np.ndarray]:
     """(first day, hourly day-ahead prices EUR/MWh) from the shipped file."""
     df = pd.read_csv(PRICE_FILE, index_col=0)
-    first = datetime.fromisoformat(df.index[0]).replace(tzinfo=timezone.utc)
+    first = datetime.fromisoformat(df.index[0]).replace(tzinfo=UTC)
     days = pd.to_datetime(df.index)
     if not (np.diff(days.values).astype("timedelta64[D]").astype(int) == 1).all():
         raise ValueError(f"{PRICE_FILE.name}: days are not contiguous")

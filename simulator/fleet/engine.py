@@ -18,7 +18,12 @@ import numpy as np
 
 from aggregator.dispatch.realtime import HousesNow, feeder_envelopes
 from aggregator.dispatch.solver_pool import WarmSolverPool
-from edge_agent.energy_manager.decide import BatteryLimits, decide, pv_limit_for_export_cap, slot_limits
+from edge_agent.energy_manager.decide import (
+    BatteryLimits,
+    decide,
+    pv_limit_for_export_cap,
+    slot_limits,
+)
 from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
 from simulator.fleet.strategies import BATTERY_ID, PlanSource, StrategyOptions, make_source
 from vpp_common.messages import Measurement, SiteLimits, SiteTelemetry, Validity

@@ -259,13 +259,13 @@ async def _metrics(port: int) -> dict[str, float]:
     """The aggregator's Prometheus figures (no labels), read over a plain socket (no threads)."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2.0)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return {}
     try:
         writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         await writer.drain()
         text = (await asyncio.wait_for(reader.read(), 5.0)).decode(errors="replace")
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return {}
     finally:
         writer.close()

@@ -121,7 +121,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise ScenarioError(path, "file not found")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, comment="#")
-    except Exception as exc:  # noqa: BLE001 - pandas raises many kinds; the message is what matters
+    except Exception as exc:
         raise ScenarioError(path, f"cannot read as CSV: {exc}") from exc
     df.columns = [c.strip() for c in df.columns]
     if df.empty:

@@ -34,7 +34,7 @@ import asyncio
 import io
 import math
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -54,7 +54,7 @@ def small_scenario(n: int = 20, hours: float = 10.0, start: datetime | None = No
     """Synthetic but plausible: clear-sky-like PV with passing clouds, household load with
     noise and an evening rise, day-ahead-like prices (cheap midday, dear evening)."""
     rng = np.random.default_rng(seed)
-    start = start or datetime(2026, 6, 21, 8, 0, tzinfo=timezone.utc)
+    start = start or datetime(2026, 6, 21, 8, 0, tzinfo=UTC)
     slot_s = 900
     t = int(hours * 3600 // slot_s)
     hod = np.array([(start + timedelta(seconds=slot_s * (s + 0.5))).hour

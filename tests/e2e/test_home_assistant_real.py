@@ -24,14 +24,21 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, time as dtime, timezone
+from datetime import UTC, datetime
+from datetime import time as dtime
 from pathlib import Path
 
 import pytest
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import (
-    AgentConfig, BatteryConfig, ControlConfig, DeviceConfig, HomeAssistantConfig, TariffConfig, TariffPeriodConfig,
+    AgentConfig,
+    BatteryConfig,
+    ControlConfig,
+    DeviceConfig,
+    HomeAssistantConfig,
+    TariffConfig,
+    TariffPeriodConfig,
 )
 from edge_agent.home_assistant.entities import discovery_payload, entities
 from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
@@ -42,7 +49,7 @@ from vpp_common.clock import ManualClock
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(800)]
 
-NOON = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 NODE = "house_ha"
 PROBE = Path(__file__).with_name("ha_probe.py")
 CONFIG = """homeassistant:

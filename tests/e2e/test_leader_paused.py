@@ -19,7 +19,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import redis
@@ -28,7 +28,13 @@ from aggregator.store import RedisStore
 from tests.conftest import RedisServer
 from tests.replica_process import Replica, start_replica, stop_replicas
 from vpp_common.messages import (
-    ControlType, Flexibility, Hello, ResourceInfo, ResourceKind, SiteLimits, StorageFlexibility,
+    ControlType,
+    Flexibility,
+    Hello,
+    ResourceInfo,
+    ResourceKind,
+    SiteLimits,
+    StorageFlexibility,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
@@ -55,10 +61,10 @@ def _seed_houses(url: str) -> None:
         try:
             hello = Hello("test", SiteLimits(11_000, 4_600),
                           (ResourceInfo("battery", ResourceKind.BATTERY, ControlType.FRBC, 5_000, 10_000),))
-            flex = Flexibility(datetime.now(timezone.utc),
+            flex = Flexibility(datetime.now(UTC),
                                (StorageFlexibility("battery", 50, 0, 100, 10, 10_000, 5_000, 5_000),))
             for i in range(N_HOUSES):
-                await store.upsert_house(f"house-{i:02d}", hello, datetime.now(timezone.utc))
+                await store.upsert_house(f"house-{i:02d}", hello, datetime.now(UTC))
                 await store.put_flexibility(f"house-{i:02d}", flex)
         finally:
             await store.close()

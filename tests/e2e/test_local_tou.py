@@ -9,7 +9,13 @@ from datetime import datetime, time, timedelta
 import pytest
 
 from edge_agent.agent import EdgeAgent
-from edge_agent.config import AgentConfig, ControlConfig, DeviceConfig, TariffConfig, TariffPeriodConfig
+from edge_agent.config import (
+    AgentConfig,
+    ControlConfig,
+    DeviceConfig,
+    TariffConfig,
+    TariffPeriodConfig,
+)
 from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
 from tests.conftest import free_port

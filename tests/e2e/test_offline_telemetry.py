@@ -22,9 +22,9 @@ from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, DeviceConfig
 from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
+from tests.conftest import until
 from vpp_common.clock import UTC, AcceleratedClock
 from vpp_common.messages import SiteTelemetry
-from tests.conftest import until
 
 pytestmark = pytest.mark.e2e
 

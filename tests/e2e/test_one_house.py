@@ -117,7 +117,7 @@ async def test_plan_setpoint_reaches_the_battery_register(house: House) -> None:
     assert isinstance(wchamax, float) and wchamax > 0
 
     latencies = []
-    for i, target in enumerate((2345.0, -1500.0, 3100.0, 0.0, 1800.0)):
+    for _i, target in enumerate((2345.0, -1500.0, 3100.0, 0.0, 1800.0)):
         version = await agg.planner.next_version("house-e2e")
         plan = fixed_plan(version, house.clock.now(), target)
         expected_pct = target / wchamax * 100
@@ -169,7 +169,7 @@ async def test_agent_reconnects_after_the_aggregator_restarts(house: House) -> N
 
 
 def _metrics(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 -- loopback test server
+    with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.read().decode()
 
 

@@ -120,8 +120,8 @@ async def test_leader_killed_new_leader_agents_reconnect_versions_monotonic(
     leader = lease_owner(redis_server)  # a quick local call: blocking the loop briefly is fine here
     assert leader in {r.name for r in replicas}
     victim = next(r for r in replicas if r.name == leader)
-    on_victim = [c for c in clients if log.replica.get(c._house_id) == victim.name]  # noqa: SLF001
-    connects_before = {c._house_id: c.connects for c in clients}  # noqa: SLF001
+    on_victim = [c for c in clients if log.replica.get(c._house_id) == victim.name]
+    connects_before = {c._house_id: c.connects for c in clients}
 
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(5)
@@ -137,13 +137,13 @@ async def test_leader_killed_new_leader_agents_reconnect_versions_monotonic(
     takeover_s = time.monotonic() - killed_at
 
     await until(
-        lambda: all(c.connected and c.connects > connects_before[c._house_id] for c in on_victim)  # noqa: SLF001
+        lambda: all(c.connected and c.connects > connects_before[c._house_id] for c in on_victim)
         and all(c.connected for c in clients), "agents of the dead replica reconnected", 30)
     reconnect_s = time.monotonic() - killed_at
     # the new leader plans everyone again; versions only ever grow
-    await until(lambda: all(log.replica.get(c._house_id) != victim.name for c in clients),  # noqa: SLF001
+    await until(lambda: all(log.replica.get(c._house_id) != victim.name for c in clients),
                 "no agent left on the dead replica", 30)
-    spread = {r.name: sum(1 for c in clients if log.replica.get(c._house_id) == r.name) for r in replicas}  # noqa: SLF001
+    spread = {r.name: sum(1 for c in clients if log.replica.get(c._house_id) == r.name) for r in replicas}
     print(f"\nleader {victim.name} killed: new leader {owner} after {takeover_s:.2f} s (lease {LEASE_S} s); "
           f"{len(on_victim)} of {N_AGENTS} agents were on it, all reconnected {reconnect_s:.2f} s after the kill; "
           f"agents per replica now {spread}")

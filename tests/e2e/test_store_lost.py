@@ -24,11 +24,18 @@ import pytest
 from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import WelcomeInfo
 from tests.conftest import until
+from tests.redis_process import RedisProcess
 from tests.replica_process import Replica, start_replica, stop_replicas
 from vpp_common.clock import UTC
-from tests.redis_process import RedisProcess
 from vpp_common.messages import (
-    ControlType, DispatchPlan, Flexibility, Hello, ResourceInfo, ResourceKind, SiteLimits, StorageFlexibility,
+    ControlType,
+    DispatchPlan,
+    Flexibility,
+    Hello,
+    ResourceInfo,
+    ResourceKind,
+    SiteLimits,
+    StorageFlexibility,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]

@@ -10,7 +10,7 @@ has passed.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -29,7 +29,7 @@ from vpp_common.messages import DispatchPlan, Envelope, PlanSlot, Setpoint
 
 pytestmark = pytest.mark.timeout(60)
 
-NIGHT = datetime(2026, 6, 21, 2, 0, tzinfo=timezone.utc)  # no PV: the battery follows the plan unclamped
+NIGHT = datetime(2026, 6, 21, 2, 0, tzinfo=UTC)  # no PV: the battery follows the plan unclamped
 
 
 def config(port: int, model: str, **device: object) -> AgentConfig:

@@ -12,7 +12,7 @@ port): the agent is safe on its own.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pymodbus.constants import ExcCodes
@@ -29,7 +29,7 @@ from vpp_common.messages import Validity
 
 pytestmark = pytest.mark.timeout(60)
 
-NOON = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 POLL_S = 1.0  # clock seconds between polls
 STALE_AFTER_S = 10.0  # clock seconds: a failed read keeps the last value this long (marked stale), then missing
 REVERT_S = 10  # device-side revert timer of the setpoint (the agent refreshes at half)

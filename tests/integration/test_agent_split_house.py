@@ -11,24 +11,36 @@ the device is read again when it comes back.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from edge_agent.agent import EdgeAgent
-from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig, DeviceConfig, DevicePartConfig
+from edge_agent.config import (
+    AgentConfig,
+    BatteryConfig,
+    ControlConfig,
+    DeviceConfig,
+    DevicePartConfig,
+)
 from edge_agent.resources.hybrid import HybridInverterRM
 from simulator.hybrid_device import Faults, SimulatorConfig
 from simulator.physics import PhysicsConfig
 from simulator.split_house import ROLES, EvSchedule, Role, SplitHouseSimulator
 from tests.conftest import free_port, until
-from tests.integration.test_agent_device_faults import FAULTS, RECONNECT_MAX_S, control_ticks, poll, tasks_alive
+from tests.integration.test_agent_device_faults import (
+    FAULTS,
+    RECONNECT_MAX_S,
+    control_ticks,
+    poll,
+    tasks_alive,
+)
 from vpp_common.clock import ManualClock
 from vpp_common.messages import ResourceKind, Validity
 
 pytestmark = pytest.mark.timeout(60)
 
-NOON = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 EV = EvSchedule(start_hour=11.0, end_hour=14.0, power_w=2_000.0)  # a car on the wallbox at noon
 POLL_S = 1.0
 STALE_AFTER_S = 10.0

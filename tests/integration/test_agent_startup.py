@@ -18,7 +18,7 @@ import socket
 import sys
 import tempfile
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ from tests.conftest import free_port, until
 from vpp_common.clock import ManualClock
 
 pytestmark = pytest.mark.timeout(60)
-NOON = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
 BASE = 'insecure = true\nhouse_id = "h1"\n'
 FAST = "[device]\npoll_interval_s = 0.2\nreconnect_max_s = 0.4\ntimeout_s = 0.5\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ from vpp_common.clock import ManualClock
 
 pytestmark = pytest.mark.timeout(30)
 
-NIGHT = datetime(2024, 6, 1, 2, 0, tzinfo=timezone.utc)
+NIGHT = datetime(2024, 6, 1, 2, 0, tzinfo=UTC)
 PHYSICS = PhysicsConfig(initial_soc_pct=50.0, battery_max_charge_w=5_000.0, battery_max_discharge_w=5_000.0)
 
 
@@ -97,7 +97,7 @@ async def test_read_charge_discharge(harness: Harness) -> None:
 
 @pytest.mark.parametrize("model", catalogue_ids())
 async def test_catalogue_measurements_follow_physics(model: str) -> None:
-    clock = ManualClock(datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc))
+    clock = ManualClock(datetime(2024, 6, 1, 12, 0, tzinfo=UTC))
     async with CatalogueSimulator(model, clock, PHYSICS) as sim:
         dev = CatalogueDevice(load_entry(model), "127.0.0.1", sim.port, timeout_s=1.0)
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,7 +16,7 @@ from vpp_common.clock import ManualClock
 from vpp_common.messages import Validity
 
 pytestmark = pytest.mark.timeout(30)
-NOON = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
 FAULTS = {
     "timeout": Faults(timeout=True),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -23,7 +23,7 @@ from simulator.physics import PhysicsConfig
 from vpp_common.clock import ManualClock
 
 pytestmark = pytest.mark.timeout(60)
-NIGHT = datetime(2024, 6, 1, 1, 0, tzinfo=timezone.utc)
+NIGHT = datetime(2024, 6, 1, 1, 0, tzinfo=UTC)
 PHYSICS = PhysicsConfig(battery_capacity_wh=100_000.0)  # an hour of charging must not fill it
 
 

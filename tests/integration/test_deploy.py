@@ -4,8 +4,8 @@ every vpp_* metric used by the rules and the dashboard exists in the code."""
 
 from __future__ import annotations
 
-import copy
 import configparser
+import copy
 import json
 import os
 import re

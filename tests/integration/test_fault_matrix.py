@@ -12,14 +12,14 @@ the real EdgeAgent against a real Modbus simulator on loopback, driven by a Manu
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pymodbus.constants import ExcCodes
 
 from edge_agent.agent import EdgeAgent
-from edge_agent.drivers.catalogue import catalogue_ids
 from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig, DeviceConfig, SiteConfig
+from edge_agent.drivers.catalogue import catalogue_ids
 from edge_agent.energy_manager.decide import fresh_for_control
 from simulator.catalogue_device import CatalogueSimulator
 from simulator.fault_control import inject, parse_fault
@@ -35,7 +35,7 @@ from vpp_common.messages import Validity
 
 pytestmark = pytest.mark.timeout(60)
 
-NOON = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 POLL_S = 1.0
 REVERT_S = 10
 TIMEOUT_S = 0.2

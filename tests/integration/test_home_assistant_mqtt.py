@@ -11,15 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
 from edge_agent.agent import EdgeAgent
+from edge_agent.config import (
+    AgentConfig,
+    BatteryConfig,
+    ControlConfig,
+    DeviceConfig,
+    HomeAssistantConfig,
+)
 from edge_agent.home_assistant.entities import discovery_topic, entities
-from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig, DeviceConfig, HomeAssistantConfig
 from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
 from tests.conftest import free_port, until
@@ -28,7 +34,7 @@ from vpp_common.clock import ManualClock, cancel_and_wait
 
 pytestmark = pytest.mark.timeout(60)
 
-NOON = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 NODE = "house_ha"
 ENERGY = ("grid_import", "grid_export", "pv_production", "battery_in", "battery_out")
 

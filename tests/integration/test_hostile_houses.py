@@ -25,10 +25,16 @@ from vpp.v1 import admin_service_pb2_grpc as adm_grpc
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import flexibility_pb2 as fx
 from vpp.v1 import grid_pb2 as gr
-from vpp.v1 import telemetry_pb2 as tm
 from vpp_common.clock import UTC, ManualClock
 from vpp_common.messages import (
-    ControlType, Flexibility, Hello, PowerForecast, ResourceInfo, ResourceKind, SiteLimits, StorageFlexibility,
+    ControlType,
+    Flexibility,
+    Hello,
+    PowerForecast,
+    ResourceInfo,
+    ResourceKind,
+    SiteLimits,
+    StorageFlexibility,
     Validity,
 )
 

@@ -5,10 +5,9 @@ reported (logged once, counted) and never reach control or the aggregator as val
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
-from typing import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -24,7 +23,7 @@ from vpp_common.clock import ManualClock
 from vpp_common.messages import ControlType, Validity
 
 pytestmark = pytest.mark.timeout(60)
-NOON = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 FUSE_W = 11_000.0
 
 
@@ -226,7 +225,7 @@ async def test_agent_logs_once_counts_and_never_writes_on_soc_300(refused_log: p
             for _ in range(3):
                 polls = agent.stats.polls
                 clock.advance(1.0)
-                await until(lambda: agent.stats.polls > polls, "a poll")  # noqa: B023
+                await until(lambda: agent.stats.polls > polls, "a poll")
             assert agent.snapshot is not None
             assert agent.snapshot.telemetry.battery_soc_pct.validity is Validity.IMPLAUSIBLE
             lines = [r for r in refused_log.records if "soc_implausible" in r.getMessage()]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,14 +20,22 @@ from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig, DeviceC
 from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
 from tests.conftest import free_port, until
-from vpp_common.clock import ManualClock
 from tests.integration.test_scan import scan
+from vpp_common.clock import ManualClock
 from vpp_common.messages import (
-    ControlType, DispatchPlan, Envelope, Flexibility, PlanSlot, PlanState, PlanStatus, Setpoint, Validity,
+    ControlType,
+    DispatchPlan,
+    Envelope,
+    Flexibility,
+    PlanSlot,
+    PlanState,
+    PlanStatus,
+    Setpoint,
+    Validity,
 )
 
 pytestmark = pytest.mark.timeout(60)
-NOON = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 MODELS = (120, 124, 203, 103)  # after model 1
 
 
@@ -89,7 +97,7 @@ async def test_agent_reports_the_battery_not_controllable_and_rejects_plans(capl
             for _ in range(3):
                 polls = agent.stats.polls
                 clock.advance(1.0)
-                await until(lambda: agent.stats.polls > polls, "a poll")  # noqa: B023
+                await until(lambda: agent.stats.polls > polls, "a poll")
             snap = agent.snapshot
             assert snap is not None
             t = snap.telemetry

@@ -13,10 +13,10 @@ from aggregator.config import AggregatorConfig
 from aggregator.server import AggregatorServer
 from aggregator.store import RedisStore
 from edge_agent.uplink import convert as edge
-from .test_aggregator_service import FLEX, HELLO, T0, RawAgent
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp_common.clock import ManualClock
 
+from .test_aggregator_service import FLEX, HELLO, T0, RawAgent
 
 pytestmark = pytest.mark.redis
 

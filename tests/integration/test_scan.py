@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,7 +15,7 @@ from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
 from vpp_common.clock import ManualClock
 
 pytestmark = pytest.mark.timeout(60)
-NOON = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
 
 async def scan(*args: str) -> tuple[int, str, str]:

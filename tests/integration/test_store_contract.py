@@ -14,13 +14,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import redis.asyncio as aioredis
-from tests.conftest import RedisServer, free_port
 
-from aggregator.store.base import version_base_ms
 from aggregator.store import (
     PLAN_LEASE,
     FleetEventRecord,
@@ -32,6 +30,8 @@ from aggregator.store import (
     StateStore,
     StoreError,
 )
+from aggregator.store.base import version_base_ms
+from tests.conftest import RedisServer, free_port
 from vpp_common.messages import (
     ControlType,
     CurtailmentFlexibility,
@@ -54,7 +54,7 @@ from vpp_common.messages import (
     Validity,
 )
 
-UTC = timezone.utc
+UTC = UTC
 CET = timezone(timedelta(hours=1))
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -739,7 +739,7 @@ async def test_unacked_items_of_a_dead_consumer_are_reclaimed(backend: Backend) 
 
 async def test_limit_override_roundtrip_and_expiry(backend: Backend) -> None:
     store = backend.store
-    at = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+    at = datetime(2026, 6, 1, 12, tzinfo=UTC)
     override = LimitOverride(SiteLimits(8_000.0, 0.0), at, "feeder maintenance")
     await store.put_limit_override("h1", override, ttl_s=0.2)
     assert await store.get_limit_override("h1") == override
@@ -756,7 +756,7 @@ async def test_limit_override_roundtrip_and_expiry(backend: Backend) -> None:
 
 async def test_feeder_envelope_roundtrip_expiry_and_apart_from_overrides(backend: Backend) -> None:
     store = backend.store
-    at = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+    at = datetime(2026, 6, 1, 12, tzinfo=UTC)
     env = LimitOverride(SiteLimits(17_000.0, 2_500.0), at, "feeder envelope")
     await store.put_feeder_envelope("h1", env, ttl_s=0.2)
     assert await store.get_feeder_envelope("h1") == env
@@ -774,7 +774,7 @@ async def test_feeder_envelope_roundtrip_expiry_and_apart_from_overrides(backend
 
 async def test_fleet_events_roundtrip_replace_delete_and_expiry(backend: Backend) -> None:
     store = backend.store
-    at = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+    at = datetime(2026, 11, 27, 12, tzinfo=UTC)
     a = FleetEventRecord("ev-a", "export", at, at + timedelta(hours=2), max_w=2_000_000.0, reason="DSO call",
                          created_at=at - timedelta(hours=1))
     b = FleetEventRecord("ev-b", "import", at - timedelta(hours=1), at, reduce_by_w=1_000.0)

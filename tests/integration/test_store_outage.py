@@ -18,11 +18,10 @@ from aggregator.config import AggregatorConfig
 from aggregator.server import STORE_HEALTH_NAME, AggregatorServer
 from aggregator.store import RedisStore, StoreError
 from edge_agent.uplink import convert as edge
+from tests.redis_process import RedisProcess
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp_common.clock import UTC
 from vpp_common.messages import Measurement, SiteTelemetry, Validity
-
-from tests.redis_process import RedisProcess
 
 from .test_aggregator_service import HELLO, RawAgent
 
@@ -101,7 +100,7 @@ async def test_streams_survive_a_redis_outage_and_writes_resume(server: Aggregat
         own_redis.stop()
         await until_async(lambda: _eq(store_health(server), health_pb2.HealthCheckResponse.NOT_SERVING), 10,
                           "store health NOT_SERVING")
-        assert server.metrics.store_up._value.get() == 0  # noqa: SLF001
+        assert server.metrics.store_up._value.get() == 0
         agent.send(telemetry(22.0))  # arrives while the store is away: counted as a store error
         outage_end = time.monotonic() + OUTAGE_S
         while time.monotonic() < outage_end:
@@ -113,7 +112,7 @@ async def test_streams_survive_a_redis_outage_and_writes_resume(server: Aggregat
                           "store health SERVING again")
         agent.send(telemetry(33.0))
         await until_async(lambda: soc_is(33.0), 10, "telemetry stored again after the outage")
-        assert server.metrics.store_up._value.get() == 1  # noqa: SLF001
+        assert server.metrics.store_up._value.get() == 1
     finally:
         await agent.close()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,7 +14,7 @@ from simulator.physics import PhysicsConfig
 from vpp_common.clock import ManualClock
 
 pytestmark = pytest.mark.timeout(30)
-NOON = datetime(2024, 6, 1, 13, 0, tzinfo=timezone.utc)
+NOON = datetime(2024, 6, 1, 13, 0, tzinfo=UTC)
 
 
 async def test_pv_limit_caps_production_and_reverts() -> None:

@@ -11,7 +11,7 @@ physics, PV curtailment, and the device-side revert timers.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -25,7 +25,7 @@ from vpp_common.messages import Validity
 
 pytestmark = pytest.mark.timeout(30)
 
-NIGHT = datetime(2024, 6, 1, 2, 0, tzinfo=timezone.utc)  # no PV: the battery does exactly what it is told
+NIGHT = datetime(2024, 6, 1, 2, 0, tzinfo=UTC)  # no PV: the battery does exactly what it is told
 PHYSICS = PhysicsConfig(initial_soc_pct=50.0, battery_max_charge_w=5_000.0, battery_max_discharge_w=5_000.0,
                         pv_kwp=8.0)
 REVERT_S = 60

@@ -11,7 +11,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymodbus.constants import ExcCodes
@@ -29,8 +29,8 @@ from vpp_common.clock import ManualClock
 
 pytestmark = pytest.mark.timeout(30)
 
-NOON = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
-NIGHT = datetime(2024, 6, 1, 2, 0, tzinfo=timezone.utc)
+NOON = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+NIGHT = datetime(2024, 6, 1, 2, 0, tzinfo=UTC)
 HYBRID_MODELS = [1, 103, 120, 123, 124, 160, 203, 802]
 
 

@@ -18,13 +18,13 @@ from aggregator.service import convert as agg_convert
 from aggregator.store import MemoryStore, StoreError
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.spool import TelemetrySpool
+from tests.conftest import until
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
 from vpp_common.clock import UTC, ManualClock
 from vpp_common.messages import Measurement, SiteTelemetry, Validity
 
 from .test_aggregator_service import HELLO
-from tests.conftest import until
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -162,7 +162,7 @@ class NoAckAggregator(fs_grpc.FleetServiceServicer):
     def __init__(self) -> None:
         self.telemetry: list[fs.ConnectRequest] = []
 
-    async def Connect(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def Connect(self, request_iterator, context):  # type: ignore[no-untyped-def]
         first = True
         async for req in request_iterator:
             if first:

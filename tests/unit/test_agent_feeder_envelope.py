@@ -12,8 +12,17 @@ from edge_agent.config import AgentConfig, ControlConfig, SiteConfig
 from edge_agent.resources.hybrid import HouseSnapshot
 from vpp_common.clock import UTC, ManualClock
 from vpp_common.messages import (
-    DispatchPlan, Envelope, Flexibility, GridSignal, Measurement, PlanSlot, Setpoint, SiteLimits, SiteTelemetry,
-    StorageFlexibility, Validity,
+    DispatchPlan,
+    Envelope,
+    Flexibility,
+    GridSignal,
+    Measurement,
+    PlanSlot,
+    Setpoint,
+    SiteLimits,
+    SiteTelemetry,
+    StorageFlexibility,
+    Validity,
 )
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)

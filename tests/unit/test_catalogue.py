@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from edge_agent.drivers.catalogue import (
-    CatalogueError, PointDef, catalogue_ids, decode, encode, load_entry, plan_blocks,
+    CatalogueError,
+    PointDef,
+    catalogue_ids,
+    decode,
+    encode,
+    load_entry,
+    plan_blocks,
 )
 
 

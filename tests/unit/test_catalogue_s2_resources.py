@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-from s2python.s2_validation_error import S2ValidationError
 from s2python.frbc import FRBCSystemDescription
 from s2python.pebc import PEBCPowerConstraints
+from s2python.s2_validation_error import S2ValidationError
 
 from edge_agent.resources.s2 import (
-    BatteryNameplate, battery_frbc_storage_status, battery_frbc_system_description, pv_pebc_power_constraints,
+    BatteryNameplate,
+    battery_frbc_storage_status,
+    battery_frbc_system_description,
+    pv_pebc_power_constraints,
 )
 
-T0 = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def test_battery_frbc_round_trips_through_the_s2_parser() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -30,7 +30,7 @@ def test_validates_and_has_the_documented_shape(scenario):
     s.validate()
     assert s.n == 50
     assert s.slot_s == 900
-    assert s.start == datetime(2020, 5, 18, tzinfo=timezone.utc)
+    assert s.start == datetime(2020, 5, 18, tzinfo=UTC)
     assert s.start.weekday() == 0  # a Monday in late spring
     assert s.t % 96 == 0 and s.t // 96 >= 28
     assert DEFAULT_DAYS == 7
@@ -108,7 +108,7 @@ def test_prices_are_real_and_plausible(scenario):
     assert 20 <= hourly.mean() <= 50
     assert hourly[6 * 24 + 11] == pytest.approx(-74.97)  # 2020-05-24 11:00 UTC, a sunny Sunday
     imp, exp = s.import_price_per_kwh, s.export_price_per_kwh
-    assert 0.05 <= imp.min() and imp.max() <= 0.60
+    assert imp.min() >= 0.05 and imp.max() <= 0.60
     assert 0.15 <= imp.mean() <= 0.35
     np.testing.assert_allclose(imp, ds.import_price(np.repeat(hourly, 4)))
     assert np.allclose(exp, 0.0803)

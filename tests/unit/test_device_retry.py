@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from edge_agent.resources.retry import DeviceRetry
 
-T0 = datetime(2026, 6, 21, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 21, 12, tzinfo=UTC)
 
 
 def test_delays_double_with_jitter_up_to_the_cap_and_reset_on_an_answer() -> None:

@@ -216,7 +216,14 @@ def test_decide_keeps_to_the_slots_grid_envelope() -> None:
 
     from edge_agent.energy_manager.decide import BatteryLimits, decide
     from vpp_common.messages import (
-        DispatchPlan, Envelope, Measurement, PlanSlot, Setpoint, SiteLimits, SiteTelemetry, Validity,
+        DispatchPlan,
+        Envelope,
+        Measurement,
+        PlanSlot,
+        Setpoint,
+        SiteLimits,
+        SiteTelemetry,
+        Validity,
     )
 
     now = datetime(2026, 6, 1, 12, tzinfo=UTC)

@@ -27,7 +27,13 @@ import pytest
 from edge_agent.energy_manager.decide import BatteryLimits, decide
 from edge_agent.energy_manager.forecast import HistoryForecaster
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
-from simulator.physics import BatteryCommand, HousePhysics, PhysicsConfig, household_load_w, pv_production_w
+from simulator.physics import (
+    BatteryCommand,
+    HousePhysics,
+    PhysicsConfig,
+    household_load_w,
+    pv_production_w,
+)
 from vpp_common.clock import UTC, ManualClock
 from vpp_common.messages import Measurement, SiteLimits, SiteTelemetry, StorageFlexibility, Validity
 from vpp_common.tariff import DEFAULT_TARIFF, PriceSeries, PriceSource

@@ -114,7 +114,13 @@ async def test_compute_envelopes_from_the_store_treats_silent_houses_as_worst_ca
     from aggregator.feeder_control import Feeder, compute_envelopes
     from aggregator.store.memory import MemoryStore
     from vpp_common.messages import (
-        ControlType, Flexibility, Hello, ResourceInfo, ResourceKind, SiteLimits, StorageFlexibility,
+        ControlType,
+        Flexibility,
+        Hello,
+        ResourceInfo,
+        ResourceKind,
+        SiteLimits,
+        StorageFlexibility,
     )
 
     now = datetime(2026, 6, 1, 12, tzinfo=UTC)

@@ -10,16 +10,25 @@ import numpy as np
 import pytest
 
 from aggregator.config import AggregatorConfig
+from aggregator.feeder_control import FeederEnvelope
 from aggregator.fleet import cycle
 from aggregator.fleet.schedule import next_aligned_epoch_s
 from aggregator.fleet.signals import with_limits
-from aggregator.feeder_control import FeederEnvelope
 from aggregator.server import AggregatorServer
 from aggregator.service.sessions import ControlItem, PlanItem
 from vpp_common.clock import ManualClock
 from vpp_common.messages import (
-    ControlType, DispatchPlan, FallbackMode, Flexibility, GridSignal, Hello, LimitOverride, ResourceInfo,
-    ResourceKind, SiteLimits, StorageFlexibility,
+    ControlType,
+    DispatchPlan,
+    FallbackMode,
+    Flexibility,
+    GridSignal,
+    Hello,
+    LimitOverride,
+    ResourceInfo,
+    ResourceKind,
+    SiteLimits,
+    StorageFlexibility,
 )
 
 T0 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)

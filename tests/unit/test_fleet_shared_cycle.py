@@ -15,12 +15,22 @@ from aggregator.dispatch.optimise import optimise
 from aggregator.dispatch.problem import DispatchOptions
 from aggregator.server import AggregatorServer
 from simulator.fleet.strategies import (
-    AUCTION_HOUR_UTC, BATTERY_ID, fleet_problem, known_prices_until, storage,
+    AUCTION_HOUR_UTC,
+    BATTERY_ID,
+    fleet_problem,
+    known_prices_until,
+    storage,
 )
 from tests.fleet_fixtures import small_scenario
 from vpp_common.clock import ManualClock
 from vpp_common.messages import (
-    ControlType, Flexibility, Hello, PowerForecast, ResourceInfo, ResourceKind, SiteLimits,
+    ControlType,
+    Flexibility,
+    Hello,
+    PowerForecast,
+    ResourceInfo,
+    ResourceKind,
+    SiteLimits,
 )
 
 

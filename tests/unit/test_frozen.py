@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge_agent.resources.frozen import FreezeDetector, Progress, soc_progress
 
-T0 = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 
 
 def feed(det: FreezeDetector, values: list[float], rate: float, resolution: float = 1.0, step_s: float = 1.0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -14,7 +14,7 @@ from edge_agent.home_assistant.energy import COUNTERS, CounterStore, EnergyCount
 from vpp_common.messages import Measurement, SiteTelemetry, Validity
 from vpp_common.tariff import TouPeriod, TouTariff
 
-T0 = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 
 
 def tel(t: float, grid: float | None, pv: float | None = -2000.0, bat: float | None = 500.0,

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from aggregator.config import AggregatorConfig
-from vpp_common.tariff import PriceSeries
 from edge_agent.config import AgentConfig
 from simulator.fleet.live import LiveOptions, write_inputs
 from tests.e2e.test_fleet_live import small_scenario
 from vpp_common.config import load_config
+from vpp_common.tariff import PriceSeries
 
 
 def test_written_configs_load_and_carry_the_scenario(tmp_path: Path) -> None:
-    sc = small_scenario(n=4, hours=2, start=datetime(2026, 6, 21, 8, 15, tzinfo=timezone.utc))
+    sc = small_scenario(n=4, hours=2, start=datetime(2026, 6, 21, 8, 15, tzinfo=UTC))
     warnings: list[str] = []
     write_inputs(sc, tmp_path, LiveOptions(), 50051, 9464, warnings.append)
     assert not warnings

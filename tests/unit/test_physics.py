@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,7 +18,7 @@ from simulator.physics import (
     window_from_storage_controls,
 )
 
-T0 = datetime(2024, 6, 1, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 6, 1, 0, 0, tzinfo=UTC)
 NOON = T0 + timedelta(hours=12)
 HOUR = timedelta(hours=1)
 
@@ -271,11 +271,11 @@ def test_command_validation() -> None:
 
 
 def test_pv_limit_caps_production_and_keeps_balance() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from simulator.physics import HousePhysics, PhysicsConfig
 
-    noon = datetime(2024, 6, 1, 13, 0, tzinfo=timezone.utc)
+    noon = datetime(2024, 6, 1, 13, 0, tzinfo=UTC)
     phys = HousePhysics(PhysicsConfig(pv_kwp=8.0), noon)
     assert phys.snapshot.pv_power_w < -5_000.0
     s = phys.set_pv_limit(1_000.0, noon)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from simulator.fleet.devices import DeviceSpec, SlotRecorder, physics_for
 from simulator.physics import BatteryCommand, HousePhysics, PhysicsConfig, SlotSeries
 
-T0 = datetime(2026, 6, 21, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 21, 8, 0, tzinfo=UTC)
 
 
 def test_slot_series_holds_each_slot_and_the_ends() -> None:

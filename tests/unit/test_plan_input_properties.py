@@ -28,7 +28,15 @@ from hypothesis import strategies as st
 from edge_agent.energy_manager.plan_check import NAMEPLATE_TOLERANCE, NAMEPLATE_TOLERANCE_W
 from edge_agent.uplink import convert
 from tests.unit.test_plan_input_safety import (
-    MAX_CHARGE_W, MAX_DISCHARGE_W, MAX_EXPORT_W, MAX_IMPORT_W, MAX_SOC_PCT, RESERVE_PCT, T0, make_agent, snapshot,
+    MAX_CHARGE_W,
+    MAX_DISCHARGE_W,
+    MAX_EXPORT_W,
+    MAX_IMPORT_W,
+    MAX_SOC_PCT,
+    RESERVE_PCT,
+    T0,
+    make_agent,
+    snapshot,
     statuses,
 )
 from vpp.v1 import grid_pb2, plan_pb2

@@ -25,8 +25,22 @@ from edge_agent.uplink import convert
 from vpp.v1 import grid_pb2, plan_pb2
 from vpp_common.clock import UTC, ManualClock
 from vpp_common.messages import (
-    ControlType, DispatchPlan, Envelope, Flexibility, GridSignal, Measurement, PlanSlot, PlanState, PlanStatus,
-    ResourceInfo, ResourceKind, Setpoint, SiteLimits, SiteTelemetry, StorageFlexibility, Validity,
+    ControlType,
+    DispatchPlan,
+    Envelope,
+    Flexibility,
+    GridSignal,
+    Measurement,
+    PlanSlot,
+    PlanState,
+    PlanStatus,
+    ResourceInfo,
+    ResourceKind,
+    Setpoint,
+    SiteLimits,
+    SiteTelemetry,
+    StorageFlexibility,
+    Validity,
 )
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)

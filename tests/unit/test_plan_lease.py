@@ -4,26 +4,30 @@ that takes the dispatch lease plans at once."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from unittest.mock import MagicMock
-
-from aggregator.service.sessions import SessionRegistry
-from aggregator.service.stream_outbox import StreamOutbox
-
-from datetime import datetime, timedelta, timezone
 
 from aggregator.config import PlanningConfig
 from aggregator.dispatch.plans import lease_end
+from aggregator.dispatch.tariff import DEFAULT_TARIFF
 from aggregator.fleet.leadership import LeaderElector
 from aggregator.metrics import AggregatorMetrics
 from aggregator.planner import Planner
-from aggregator.dispatch.tariff import DEFAULT_TARIFF
+from aggregator.service.sessions import SessionRegistry
+from aggregator.service.stream_outbox import StreamOutbox
 from aggregator.store import MemoryStore
 from vpp_common.clock import ManualClock
 from vpp_common.messages import (
-    ControlType, Flexibility, Hello, ResourceInfo, ResourceKind, SiteLimits, StorageFlexibility,
+    ControlType,
+    Flexibility,
+    Hello,
+    ResourceInfo,
+    ResourceKind,
+    SiteLimits,
+    StorageFlexibility,
 )
 
-UTC = timezone.utc
+UTC = UTC
 MADE = datetime(2026, 6, 1, 7, 9, 9, tzinfo=UTC)
 HELLO = Hello("test", SiteLimits(11_000, 4_600), (ResourceInfo("battery", ResourceKind.BATTERY, ControlType.FRBC,
                                                                 5_000, 10_000),))
@@ -76,10 +80,10 @@ async def test_a_new_leader_plans_at_once() -> None:
     elector.on_lead.append(planner.request_fleet)
     assert await store.acquire_lease("dispatch", "r1", 10.0) is not None
     await elector.try_acquire()
-    assert not elector.is_leader and not planner.schedule.fleet_pending  # noqa: SLF001
+    assert not elector.is_leader and not planner.schedule.fleet_pending
     ticks.now += 10.0  # r1's lease ran out
     await elector.try_acquire()
-    assert elector.is_leader and planner.schedule.fleet_pending  # noqa: SLF001 -- a full cycle now, not at the next
-    planner.schedule.fleet_pending = False  # noqa: SLF001
+    assert elector.is_leader and planner.schedule.fleet_pending
+    planner.schedule.fleet_pending = False
     await elector.try_acquire()  # a renewal is no new leadership
-    assert not planner.schedule.fleet_pending  # noqa: SLF001
+    assert not planner.schedule.fleet_pending

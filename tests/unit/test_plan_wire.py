@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from aggregator.dispatch.plans import LazyPlans, PackedPlans
 from aggregator.service.convert import packed_slots_wire, plan_to_proto
 from aggregator.store.codec import PLAN
 
-T0 = datetime(2026, 6, 1, 10, 15, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 1, 10, 15, tzinfo=UTC)
 
 
 def packed(n: int = 4, t: int = 96) -> PackedPlans:

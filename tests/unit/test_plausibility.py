@@ -4,19 +4,24 @@ and edge_agent.resources.capabilities, pure."""
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.resources.capabilities import plan_refusal, sunspec_capabilities
 from edge_agent.resources.plausibility import (
-    SOC_RANGE, BalanceWatch, HouseBounds, load_from_balance, out_of_range, rating,
+    SOC_RANGE,
+    BalanceWatch,
+    HouseBounds,
+    load_from_balance,
+    out_of_range,
+    rating,
 )
 from vpp_common.messages import DispatchPlan, Envelope, PlanSlot, Setpoint
 
 HOUSE = HouseBounds(max_import_w=11_000.0, battery_max_w=5_000.0, pv_rating_w=10_000.0)
-T0 = datetime(2026, 6, 21, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 21, 12, tzinfo=UTC)
 
 
 def test_32767_w_on_an_11_kw_fuse_is_implausible() -> None:

@@ -3,16 +3,16 @@ horizon cut at the known prices, and the aligned re-plan cycle."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from aggregator.config import PlanningConfig
-from vpp_common.tariff import PriceSeries
 from vpp_common.clock import AcceleratedClock, ManualClock, SystemClock, clock_from_arguments
+from vpp_common.tariff import PriceSeries
 
-T0 = datetime(2026, 6, 21, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 21, 8, 0, tzinfo=UTC)
 
 
 def _write(path: Path, rows: list[tuple[datetime, float, float]]) -> Path:

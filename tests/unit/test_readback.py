@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 from edge_agent.drivers.sunspec import ModelValues
 from edge_agent.drivers.write_guard import WriteGuard
 from edge_agent.resources.readback import ControlReadback, ControlWatch, compare
 
-T0 = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 HOLDS = ControlReadback(True, ())
 RESET = ControlReadback(True, ("124.StorCtl_Mod wrote 3 reads 0",))
 

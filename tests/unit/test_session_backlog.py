@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from aggregator.service.sessions import PlanItem, SessionRegistry
 from vpp_common.messages import DispatchPlan, FallbackMode
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def plan(version: int) -> DispatchPlan:

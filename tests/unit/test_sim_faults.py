@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 import pytest
@@ -15,7 +15,7 @@ from simulator.hybrid_device import DER_MODELS, Faults, SimulatorConfig, SunSpec
 from simulator.physics import PhysicsConfig
 from vpp_common.clock import ManualClock
 
-NOON = datetime(2026, 6, 21, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 
 
 def hybrid(der: bool = False) -> tuple[SunSpecHybridSimulator, ManualClock]:

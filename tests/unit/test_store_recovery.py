@@ -4,18 +4,24 @@ says SERVING again."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aggregator.metrics import AggregatorMetrics
 from aggregator.service.sessions import SessionRegistry
-from aggregator.store import MemoryStore
 from aggregator.service.store_recovery import StoreRecovery
+from aggregator.store import MemoryStore
 from vpp_common.clock import ManualClock
 from vpp_common.messages import (
-    ControlType, Flexibility, Hello, ResourceInfo, ResourceKind, SiteLimits, StorageFlexibility,
+    ControlType,
+    Flexibility,
+    Hello,
+    ResourceInfo,
+    ResourceKind,
+    SiteLimits,
+    StorageFlexibility,
 )
 
-T0 = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 HELLO = Hello("test", SiteLimits(11_000, 4_600), (ResourceInfo("battery", ResourceKind.BATTERY, ControlType.FRBC,
                                                                 5_000, 10_000),))
 FLEX = Flexibility(T0, (StorageFlexibility("battery", 50, 0, 100, 10, 10_000, 5_000, 5_000),))
@@ -62,5 +68,5 @@ async def test_a_store_that_lost_its_data_is_rebuilt_from_the_streams() -> None:
     assert events == ["not serving", "replan with ['h1', 'h2']", "serving"]
     assert await store.get_flexibility("h1") == FLEX and await store.get_flexibility("h2") is None
     assert await store.get_route("h1") == "r0" and await store.get_route("h2") == "r0"
-    assert metrics.store_data_lost._value.get() == 1  # noqa: SLF001
+    assert metrics.store_data_lost._value.get() == 1
     assert not await recovery.check()

@@ -9,9 +9,9 @@ import pytest
 
 from aggregator.dispatch.tariff import DEFAULT_TARIFF, TouPeriod, TouTariff
 from aggregator.dispatch.tou import TouPlanInput, make_plan
-from vpp_common.timeslots import align_down
 from vpp_common.clock import UTC
 from vpp_common.messages import StorageFlexibility
+from vpp_common.timeslots import align_down
 
 STORAGE = StorageFlexibility("battery", 20, 0, 100, 10, 10_000, 5_000, 4_000, charge_efficiency=1.0)
 
