@@ -94,6 +94,7 @@ def close(a: float, b: float, floor: float) -> bool:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_live_matches_fast_mode() -> None:
     sc = small_scenario()
