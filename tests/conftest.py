@@ -124,7 +124,7 @@ async def _no_task_leaks() -> AsyncIterator[None]:
     current = asyncio.current_task()
     left = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
     if left:  # grpc's internal tasks finish a few loop turns after a cancelled call: bounded grace
-        await asyncio.wait(left, timeout=2.0)
+        await asyncio.wait(left, timeout=5.0)
         left = [t for t in left if not t.done()]
     if left:
         for t in left:
