@@ -25,11 +25,15 @@ class Refusals:
         self._counter = counter
         self._limit = LogLimiter(interval_s, monotonic)
         self.total = 0
+        self.by_source: dict[str, int] = {}
+        self.last_reason: dict[str, tuple[int, str]] = {}  # per source: (total then, reason label)
 
     def refuse(self, source: str, reason: str, detail: str = "") -> None:
         """Count one refusal; ``reason`` is a short stable label (a metric label value),
         ``detail`` the human text (the value, the field, the limit)."""
         self.total += 1
+        self.by_source[source] = self.by_source.get(source, 0) + 1
+        self.last_reason[source] = (self.total, reason)
         self._counter.labels(source, reason).inc()
         left_out = self._limit.admit((source, reason))
         if left_out is None:

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import re
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import aiomqtt
 from prometheus_client import Counter, Gauge
 
+from edge_agent.home_assistant.automation import UNREACHABLE_AFTER_S, Conditions, cheap_now, events
 from edge_agent.home_assistant.commands import Refused, parse
 from edge_agent.home_assistant.energy import CounterStore
 from edge_agent.home_assistant.entities import HouseSpec, discovery
@@ -30,6 +33,7 @@ from edge_agent.uplink.client import Backoff
 from vpp_common.clock import cancel_and_wait
 from vpp_common.config import ConfigError
 from vpp_common.messages import ResourceKind
+from vpp_common.timeslots import align_down
 
 if TYPE_CHECKING:
     from edge_agent.agent import EdgeAgent
@@ -39,6 +43,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "home_assistant"  # refusals' source label
 DEFAULT_OVERRIDE_HOURS = 2.0
+PRICE_SLOT_S = 900  # the price events look at the next 24 h in quarter hours
+PRICE_SLOTS = 96
 
 
 def node_id_for(house_id: str) -> str:
@@ -65,6 +71,9 @@ class HomeAssistantBridge:
         self.connected = False
         self.announcements = 0  # discovery rounds published (tests, logs)
         self._announced: HouseSpec | None = None
+        self._conditions: Conditions | None = None  # as last published (events fire on changes)
+        self._down_since: datetime | None = None
+        self.events_published = 0
         self._backoff = Backoff(cfg.reconnect_initial_s, cfg.reconnect_max_s)
         self._rng = random.Random()
         r = agent.metrics.registry
@@ -98,6 +107,25 @@ class HomeAssistantBridge:
             saved_today=self.counters.saved_today if self.prices is not None else None,
             decision=a.stats.last_decision, override=override, plan=plan, mode=a.config.control.mode,
             reserve_soc_pct=a.config.battery.reserve_soc_pct, override_hours=self.override_hours, now=now)
+
+    def conditions(self) -> Conditions:
+        a = self.agent
+        now = a.clock.now()
+        price, cheap = None, False
+        if self.prices is not None:
+            imports, _ = self.prices.prices(align_down(now, PRICE_SLOT_S), PRICE_SLOT_S, PRICE_SLOTS)
+            price, cheap = cheap_now(imports)
+        d = a.stats.last_decision
+        binding = frozenset(d.clamped_by) & {"export_cap", "import_limit"} if d is not None else frozenset()
+        if a.config.control.mode != "vpp" or a.uplink.connected:
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = now
+        unreachable = self._down_since is not None and (now - self._down_since).total_seconds() >= UNREACHABLE_AFTER_S
+        sources = ("plan", "grid_signal")
+        refused = sum(a.refusals.by_source.get(s, 0) for s in sources)
+        last = max(((a.refusals.last_reason[s], s) for s in sources if s in a.refusals.last_reason), default=None)
+        return Conditions(price, cheap, binding, unreachable, refused, f"{last[1]}: {last[0][1]}" if last else "")
 
     def _on_snapshot(self, snap: HouseSnapshot) -> None:
         try:
@@ -185,6 +213,15 @@ class HomeAssistantBridge:
         for key, payload in states(self.view(kwh)).items():
             await client.publish(f"{spec.base}/{key}" if "/" in key else spec.state_topic(key), payload,
                                  qos=0, retain=True)
+        await self.publish_events(client, spec)
+
+    async def publish_events(self, client: aiomqtt.Client, spec: HouseSpec) -> None:
+        """What started since the last publish, not retained (Home Assistant must not replay it)."""
+        now = self.conditions()
+        before, self._conditions = self._conditions, now
+        for key, payload in events(before, now):
+            await client.publish(spec.state_topic(key), json.dumps(payload), qos=1, retain=False)
+            self.events_published += 1
 
     def _save(self) -> dict[str, float]:
         kwh = dict(self.counters.kwh)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from edge_agent.home_assistant.automation import EVENT_TYPES
+
 MODES = ("vpp", "self_consumption", "tou")
 ACTIVITIES = ("plan", "fallback", "safe_idle", "override", "waiting")
 OVERRIDE_HOURS = (0.25, 24.0)  # bounds of the override duration number
@@ -59,7 +61,7 @@ class HouseSpec:
 
 @dataclass(frozen=True, slots=True)
 class Entity:
-    component: str  # sensor | select | number | button
+    component: str  # sensor | select | number | button | event
     key: str
     config: dict[str, object]  # component-specific keys (the common ones are added by discovery())
 
@@ -112,7 +114,18 @@ def entities(spec: HouseSpec) -> list[Entity]:
         out.append(Entity("sensor", "money_saved_today", {"name": "Money saved today", "device_class": "monetary",
                                                           "unit_of_measurement": spec.currency,
                                                           "suggested_display_precision": 2}))
+    for key, (name, icon) in EVENTS.items():  # for automations (automation.py)
+        if key != "price_event" or spec.currency is not None:
+            out.append(Entity("event", key, {"name": name, "event_types": list(EVENT_TYPES[key]), "icon": icon}))
     return out
+
+
+EVENTS = {
+    "price_event": ("Price", "mdi:cash-clock"),
+    "grid_limit_event": ("Grid limit", "mdi:transmission-tower-export"),
+    "aggregator_event": ("Aggregator", "mdi:cloud-alert"),
+    "plan_event": ("Plan", "mdi:calendar-alert"),
+}
 
 
 def device_block(spec: HouseSpec) -> dict[str, object]:

@@ -138,19 +138,30 @@ async def test_house_in_home_assistant(mosquitto: Mosquitto, house, tmp_path: Pa
         # -- discovery: every entity announced, retained, with a state ----------------------
         await until(lambda: ha.seen.get(f"vpp/{NODE}/availability") == "online", "availability online")
         expected = {discovery_topic(bridge.spec(), e) for e in entities(bridge.spec())}
-        assert len(expected) == 18  # 4 power, 5 energy, SoC, activity, reason, mode, reserve, duration, 3 buttons
+        # 4 power, 5 energy, SoC, activity, reason, mode, reserve, duration, 3 buttons, 3 events (no tariff: no price)
+        assert len(expected) == 21
         await until(lambda: set(ha.configs()) == expected, "every discovery config")
         configs = ha.configs()
         for topic, cfg in configs.items():
             assert cfg["unique_id"] == f"vpp_{NODE}_{topic.split('/')[3]}"
             assert cfg["device"]["identifiers"] == [f"vpp_{NODE}"]  # one device per house
             assert cfg["origin"]["name"] and cfg["availability"][0]["topic"] == f"vpp/{NODE}/availability"
-            if "state_topic" in cfg:
+            if "state_topic" in cfg and "/event/" not in topic:  # events: only when one fires
                 await until(lambda: cfg["state_topic"] in ha.seen, f"state of {topic}")
         await until(lambda: ha.state("battery_soc") not in (None, "None"), "a valid SoC")
         assert 0 <= float(ha.state("battery_soc")) <= 100
         await until(lambda: ha.state("activity") in ("plan", "fallback"), "a decision")
         assert json.loads(ha.seen[f"vpp/{NODE}/reason/attributes"])["control_mode"] == "vpp"
+
+        # -- automations: no aggregator for a minute (vpp mode) fires its event, not retained ----
+        assert f"vpp/{NODE}/aggregator_event/state" not in ha.seen
+        for _ in range(7):
+            done = agent.stats.polls
+            clock.advance(10.0)
+            await until(lambda: agent.stats.polls > done, "a device poll")
+        await until(lambda: f"vpp/{NODE}/aggregator_event/state" in ha.seen, "the aggregator_unreachable event")
+        assert json.loads(ha.seen[f"vpp/{NODE}/aggregator_event/state"]) == {"event_type": "aggregator_unreachable"}
+        assert bridge.events_published == 1
 
         # -- the mode select changes the agent's mode ----------------------------------------
         await ha.publish(f"vpp/{NODE}/control_mode/set", "self_consumption")

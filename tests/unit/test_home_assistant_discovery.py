@@ -12,7 +12,7 @@ FULL = HouseSpec(node_id="h1", house_name="VPP house h1", sw_version="0.1.0", ha
                  max_soc_pct=95)
 # required keys per component (homeassistant/components/mqtt/<component>.py schemas)
 REQUIRED = {"sensor": {"state_topic"}, "select": {"command_topic", "options"}, "number": {"command_topic"},
-            "button": {"command_topic"}}
+            "button": {"command_topic"}, "event": {"state_topic", "event_types"}}
 # units Home Assistant accepts per device class (sensor/const.py DEVICE_CLASS_UNITS, the ones used here)
 UNITS = {"power": {"W", "kW"}, "energy": {"Wh", "kWh", "MWh"}, "battery": {"%"}}
 STATE_CLASSES = {"power": {"measurement"}, "energy": {"total", "total_increasing"}, "battery": {"measurement"},
@@ -66,6 +66,16 @@ def test_controls_bounded_by_the_config_checks() -> None:
 def test_optional_entities_only_where_the_house_has_them() -> None:
     keys = {e.key for e in entities(SPEC)}
     assert "ev_power" not in keys and "money_saved_today" not in keys
+    assert "price_event" not in keys  # no tariff: no price events
+
+
+def test_event_entities_for_automations() -> None:
+    p = by_key(FULL)
+    assert p["price_event"]["event_types"] == ["cheap_window_started", "negative_price_started"]
+    assert p["grid_limit_event"]["event_types"] == ["export_limit_binding", "import_limit_binding"]
+    assert p["aggregator_event"]["event_types"] == ["aggregator_unreachable", "aggregator_reachable"]
+    assert p["plan_event"]["event_types"] == ["plan_refused"]
+    assert all(p[k]["state_topic"] == f"vpp/h1/{k}/state" for k in ("price_event", "plan_event"))
 
 
 def test_topics_and_stable_ids() -> None:
@@ -73,6 +83,6 @@ def test_topics_and_stable_ids() -> None:
     topics = [t for t, _ in msgs]
     assert len(topics) == len(set(topics))
     for topic, payload in msgs:
-        assert re.fullmatch(r"homeassistant/(sensor|select|number|button)/h1/[a-z_]+/config", topic)
+        assert re.fullmatch(r"homeassistant/(sensor|select|number|button|event)/h1/[a-z_]+/config", topic)
         assert json.loads(payload)["unique_id"] == "vpp_h1_" + topic.split("/")[3]
     assert discovery(FULL) == msgs  # the same every time: unique ids stable across restarts
