@@ -1,5 +1,5 @@
-"""Redis killed with SIGKILL and started again *empty* on the same port, under two aggregator
-processes and a dozen agents (issue 20, "a Redis restart without its data silently stops
+"""Redis killed with SIGKILL and started again *empty* on the same port, under three aggregator
+processes and 24 agents (issue 20, "a Redis restart without its data silently stops
 dispatch while health says SERVING").
 
 Shows: every agent gets a new plan within one cycle plus the dispatch lease (the replicas
@@ -40,7 +40,8 @@ from vpp_common.messages import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
-N_AGENTS = 12
+N_AGENTS = 24  # issue 20's acceptance: 3 replicas, 24 agents
+N_REPLICAS = 3
 LEASE_S = 2.0  # dispatch lease (real s)
 CYCLE_S = 30.0
 
@@ -61,7 +62,7 @@ def own_redis() -> Iterator[RedisProcess]:
 @pytest.fixture
 def replicas(own_redis: RedisProcess) -> Iterator[list[Replica]]:
     out = []
-    for i in range(2):
+    for i in range(N_REPLICAS):
         out.append(start_replica(f"r{i}", f"redis://127.0.0.1:{own_redis.port}/0", leader_lease_s=LEASE_S,
                                  planning__cycle_s=CYCLE_S, planning__optimiser="tou"))
     try:
