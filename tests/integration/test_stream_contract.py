@@ -185,3 +185,21 @@ async def test_a_house_without_a_battery_gets_grid_signals_and_no_plan(server: A
         assert await server.store.get_plan("house-pv") is None
     finally:
         await agent.close()
+
+
+async def test_a_newer_stream_of_the_same_house_drains_the_older(server: AggregatorServer) -> None:
+    old, new = RawAgent(server.target, "house-r"), RawAgent(server.target, "house-r")
+    try:
+        old.send(hello())
+        await old.expect("welcome")
+        new.send(hello())
+        await new.expect("welcome")
+        drain = await old.expect("drain")
+        assert drain.drain.reason == "replaced by a newer stream of the same house"
+        assert await asyncio.wait_for(old.call.read(), 5.0) is grpc.aio.EOF  # the last message
+        assert await old.call.code() is grpc.StatusCode.OK
+        new.send(telemetry(2))  # the newer stream goes on
+        await new.expect("telemetry_ack")
+    finally:
+        await old.close()
+        await new.close()

@@ -71,7 +71,7 @@ class FleetServiceServicer:
         2. GridSignal: the fleet's prices from the current slot, with the house's
         temporary limits if it has any;
         3. DispatchPlan: the house's full current plan (never a delta), only if it
-        has one.
+        has one (a newer GridSignal may come before it).
         It reads the agent's next messages only after these, so nothing else (no
         TelemetryAck) comes before them. After that, in no fixed order: a
         DispatchPlan whenever the house is re-planned (always whole; the agent keeps
@@ -90,8 +90,8 @@ class FleetServiceServicer:
         with OK (two agents with one identity would take turns).
 
         The stream ends, with the offending field first in the status details, when:
-        - ConnectRequest.sequence is not the previous + 1 (a repeat or a step
-        back): INVALID_ARGUMENT "sequence: ...";
+        - ConnectRequest.sequence is not 1 on the Hello, or not the previous + 1
+        after it (a repeat, a step back or a gap): INVALID_ARGUMENT "sequence: ...";
         - a second Hello arrives: INVALID_ARGUMENT "hello: ...";
         - the Hello is out of range: INVALID_ARGUMENT naming the field;
         - Hello.claimed_house_id names another house: PERMISSION_DENIED.
