@@ -9,6 +9,7 @@ directory (making it takes 20-60 s; the test then takes a few seconds)."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
@@ -47,12 +48,15 @@ def stranger_python() -> Path:
     key = hashlib.sha256(f"{version} {PACKAGES}".encode()).hexdigest()[:12]
     venv = Path(tempfile.gettempdir()) / f"vpp-stranger-venv-{key}"
     python = venv / "bin" / "python"
-    if not (venv / "ready").exists():  # written last: a half-made environment is made again
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120, env=_clean_env())
-        subprocess.run([base, "-m", "pip", "--python", str(python), "install", "--quiet", *PACKAGES],
-                       check=True, timeout=240, env=_clean_env())
-        (venv / "ready").write_text(" ".join(PACKAGES) + "\n")
+    with open(f"{venv}.lock", "w") as lock:  # test runs side by side make it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / "ready").exists():  # written last: a half-made environment is made again
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120,
+                           env=_clean_env())
+            subprocess.run([base, "-m", "pip", "--python", str(python), "install", "--quiet", *PACKAGES],
+                           check=True, timeout=240, env=_clean_env())
+            (venv / "ready").write_text(" ".join(PACKAGES) + "\n")
     return python
 
 
