@@ -9,7 +9,6 @@ import grpc
 from grpc_channelz.v1 import channelz
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from aggregator.config import AggregatorConfig, TlsServerConfig
 from aggregator.fleet.leadership import LeaderElector
@@ -20,6 +19,7 @@ from aggregator.service import convert
 from aggregator.service.admin_servicer import AdminServicer
 from aggregator.service.fleet_servicer import FleetServicer
 from aggregator.service.identity import InsecureHeaderIdentity, MtlsIdentity
+from aggregator.service.reflection import enable_reflection
 from aggregator.service.sessions import CloseItem, SessionRegistry
 from aggregator.service.store_recovery import StoreRecovery
 from aggregator.service.stream_outbox import SignalEncoder, StreamOutbox
@@ -217,10 +217,10 @@ class AggregatorServer:
                                                                  metrics=self.metrics), admin)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, admin)
         channelz.add_channelz_servicer(admin)
-        reflection.enable_server_reflection((
+        enable_reflection((  # v1 and v1alpha
             adm_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME, "grpc.channelz.v1.Channelz"), admin)
+            "grpc.channelz.v1.Channelz"), admin)
         self.admin_port = _bind(admin, listen, "admin_listen", None)
         await admin.start()
         self._admin = admin

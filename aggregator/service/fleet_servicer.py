@@ -26,7 +26,7 @@ from aggregator.store import StateStore, StoreError
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
 from vpp_common.clock import Clock, cancel_and_wait
-from vpp_common.messages import GridSignal, PlanState
+from vpp_common.messages import GridSignal, Hello, PlanState
 
 log = logging.getLogger(__name__)
 
@@ -76,33 +76,17 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
     async def Connect(
         self, request_iterator: AsyncIterator[fs.ConnectRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[fs.ConnectResponse]:
-        try:
-            house_id = self._identity.house_of(context)
-        except IdentityError as exc:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-        if self.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "replica is draining; reconnect elsewhere")
-        if len(self._sessions) >= self._max_streams and self._sessions.get(house_id) is None:
-            context.set_trailing_metadata((("retry-after-s", "30"),))
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "replica full; retry later or elsewhere")
-
-        first = await self._first_message(request_iterator, context)
-        try:
-            hello = convert.hello_from_proto(first.hello)
-        except convert.InvalidMessage as exc:
-            self._metrics.messages.labels("hello", "invalid").inc()
-            self._refusals.refused(house_id, "hello", exc.reason, str(exc), "stream refused")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if hello.claimed_house_id and hello.claimed_house_id != house_id:
-            self._metrics.messages.labels("hello", "denied").inc()
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"this stream is house {house_id!r}; it cannot speak for {hello.claimed_house_id!r}")
-        self._metrics.messages.labels("hello", "ok").inc()
-
+        house_id, hello = await self._admit(request_iterator, context)
         session = self._sessions.open(house_id)
         session.hello = hello
+        session.last_sequence = 1  # the Hello's (checked)
+        if hello.last_plan_id:  # the agent may still report on the plan it followed before
+            session.known_plans[hello.last_plan_id] = hello.last_plan_version
+        # Welcome first: the planner may hand this session signals and plans while the store answers
+        session.outbox.put(ControlItem(fs.ConnectResponse(welcome=convert.welcome(
+            house_id, self._replica_id, self._telemetry_interval_s, self._heartbeat_interval_s))))
         self._metrics.connected_agents.set(len(self._sessions))
-        reader = asyncio.create_task(self._read(house_id, session, request_iterator), name=f"read-{house_id}")
+        reader: asyncio.Task[None] | None = None
         seq = 0
         try:
             try:
@@ -113,8 +97,6 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
             except StoreError as exc:
                 self._metrics.store_errors.inc()
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
-            session.outbox.put(ControlItem(fs.ConnectResponse(welcome=convert.welcome(
-                house_id, self._replica_id, self._telemetry_interval_s, self._heartbeat_interval_s))))
             if signal is not None:
                 session.outbox.put(ControlItem(self.encode_signal(signal)))
             if current is not None:  # the full current plan after every (re)connect, never a delta
@@ -122,15 +104,22 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
             self._request_plan(house_id)
 
             while True:
+                if reader is None and session.outbox.idle:
+                    # the agent's next messages are read (and acked) only now: Welcome, GridSignal and
+                    # the current plan come first, in that order, as the contract says
+                    reader = asyncio.create_task(self._read(house_id, session, request_iterator),
+                                                 name=f"read-{house_id}")
                 item = await session.outbox.get()
                 seq += 1
                 if isinstance(item, CloseItem):
+                    if item.refused:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, item.refused)
                     if item.reason:
                         yield fs.ConnectResponse(sequence=seq, drain=convert.drain(item.reason))
                     return
                 if isinstance(item, PlanItem):
                     session.writing_plan(True)
-                    session.sent_plan_at[item.plan.version] = time.monotonic()
+                    session.plan_sent(item.plan, time.monotonic())
                     self._metrics.plans_sent.inc()
                     yield fs.ConnectResponse(sequence=seq, dispatch_plan=convert.plan_to_proto(item.plan))
                     session.writing_plan(False)  # the handler resumes once gRPC has taken the message
@@ -142,7 +131,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
                     msg.sequence = seq
                     yield msg
         finally:
-            await cancel_and_wait([reader])
+            await cancel_and_wait([reader] if reader is not None else [])
             self._sessions.close(session)
             if self._sessions.get(house_id) is None:
                 self._replans.forget(house_id)
@@ -151,6 +140,38 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
                 await self._store.clear_route(house_id, self._replica_id)
             except StoreError:
                 self._metrics.store_errors.inc()
+
+    async def _admit(self, requests: AsyncIterator[fs.ConnectRequest],
+                     context: grpc.aio.ServicerContext) -> tuple[str, Hello]:
+        """The house on this stream and its Hello (with sequence 1); aborts the call otherwise."""
+        try:
+            house_id = self._identity.house_of(context)
+        except IdentityError as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "replica is draining; reconnect elsewhere")
+        if len(self._sessions) >= self._max_streams and self._sessions.get(house_id) is None:
+            context.set_trailing_metadata((("retry-after-s", "30"),))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "replica full; retry later or elsewhere")
+
+        first = await self._first_message(requests, context)
+        if first.sequence != 1:
+            detail = f"sequence: the Hello carries 1 (got {first.sequence})"
+            self._metrics.messages.labels("hello", "invalid").inc()
+            self._refusals.refused(house_id, "hello", "sequence", detail, "stream refused")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, detail)
+        try:
+            hello = convert.hello_from_proto(first.hello)
+        except convert.InvalidMessage as exc:
+            self._metrics.messages.labels("hello", "invalid").inc()
+            self._refusals.refused(house_id, "hello", exc.reason, str(exc), "stream refused")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if hello.claimed_house_id and hello.claimed_house_id != house_id:
+            self._metrics.messages.labels("hello", "denied").inc()
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"this stream is house {house_id!r}; it cannot speak for {hello.claimed_house_id!r}")
+        self._metrics.messages.labels("hello", "ok").inc()
+        return house_id, hello
 
     def encode_signal(self, signal: GridSignal) -> fs.ConnectResponse:
         """The encoded GridSignal, built once per signal object (see stream_outbox.SignalEncoder)."""
@@ -171,6 +192,9 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         try:
             async for req in requests:
                 kind = req.WhichOneof("payload") or "empty"
+                if (broken := self._broken_rule(house_id, session, req, kind)) is not None:
+                    session.outbox.put(CloseItem("", refused=broken))
+                    return
                 try:
                     await self._handle(house_id, session, req, kind)
                     self._metrics.messages.labels(kind, "ok").inc()
@@ -190,6 +214,21 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         # the agent closed its side (or the call ended): end ours too
         session.outbox.put(CloseItem(""))
 
+    def _broken_rule(self, house_id: str, session: Session, req: fs.ConnectRequest, kind: str) -> str | None:
+        """Why ``req`` ends the stream with INVALID_ARGUMENT; None if it keeps the stream's rules
+        (each sequence the previous + 1: TelemetryAck names it, so it must not repeat; one Hello)."""
+        expected = session.last_sequence + 1
+        if req.sequence != expected:
+            reason, detail = "sequence", f"sequence: expected {expected} (the previous + 1), got {req.sequence}"
+        elif kind == "hello":
+            reason, detail = "hello", "hello: sent twice on one stream"
+        else:
+            session.last_sequence = req.sequence
+            return None
+        self._metrics.messages.labels(kind, "invalid").inc()
+        self._refusals.refused(house_id, kind, reason, detail, "stream ended")
+        return detail
+
     async def _handle(self, house_id: str, session: Session, req: fs.ConnectRequest, kind: str) -> None:
         if kind == "telemetry":
             refused: list[str] = []
@@ -208,13 +247,21 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
             self._request_plan(house_id)
         elif kind == "plan_status":
             status = convert.plan_status_from_proto(req.plan_status)
+            if not await self._plan_known(house_id, session, status.plan_id, status.version):
+                raise convert.InvalidMessage(f"plan_status: plan {status.plan_id!r} version {status.version} was "
+                                             "not sent to this house; not recorded", "plan_status.plan_id")
             sent = session.sent_plan_at.pop(status.version, None)
             if sent is not None and status.state is PlanState.ACCEPTED:
                 self._metrics.plan_ack_latency.observe(time.monotonic() - sent)
             await self._store.put_plan_status(house_id, status)
         elif kind == "heartbeat":
             await self._store.set_route(house_id, self._replica_id, self._route_ttl_s)
-        elif kind == "hello":
-            raise convert.InvalidMessage("hello sent twice on one stream")
-        else:
-            raise convert.InvalidMessage("empty message")
+        else:  # none set, or a payload of a newer contract this aggregator does not know
+            raise convert.InvalidMessage("no payload this aggregator knows")
+
+    async def _plan_known(self, house_id: str, session: Session, plan_id: str, version: int) -> bool:
+        """A plan this house was sent: named in its Hello, sent on this stream, or its current plan."""
+        if session.knows_plan(plan_id, version):
+            return True
+        current = await self._store.get_plan(house_id)
+        return current is not None and (current.plan_id, current.version) == (plan_id, version)

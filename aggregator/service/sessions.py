@@ -35,10 +35,16 @@ class ControlItem:
 
 @dataclass(frozen=True, slots=True)
 class CloseItem:
+    """End the stream: with a Drain giving ``reason`` if set, or with INVALID_ARGUMENT and
+    ``refused`` as its details if that is set (the agent broke the stream's rules)."""
+
     reason: str
+    refused: str = ""
 
 
 OutItem = PlanItem | ControlItem | CloseItem
+
+MAX_KNOWN_PLANS = 16  # plans a late PlanStatus may still name (one per cycle sent on a stream)
 
 
 @dataclass
@@ -51,6 +57,11 @@ class Outbox:
     @property
     def has_plan(self) -> bool:
         return self._plan is not None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to write: :meth:`get` would wait."""
+        return self._plan is None and not self._others
 
     def put_plan(self, plan: DispatchPlan) -> None:
         if self._plan is None or plan.version > self._plan.version:
@@ -84,6 +95,9 @@ class Session:
     hello: Hello | None = None
     flexibility: Flexibility | None = None
     sent_plan_at: dict[int, float] = field(default_factory=dict)  # version -> monotonic s when written
+    last_sequence: int = 0  # of the agent's last message on this stream
+    # plans whose PlanStatus this stream records: plan id -> version (the Hello's, those sent here)
+    known_plans: dict[str, int] = field(default_factory=dict)
     on_backlog_change: Callable[[int], None] | None = None  # +1 / -1: this stream's plan became (not) due
     _writing_plan: bool = False
     _counted: bool = False  # counted in the registry's backlog
@@ -91,6 +105,16 @@ class Session:
 
     def __post_init__(self) -> None:
         self.outbox.on_plan_change = self._recount
+
+    def plan_sent(self, plan: DispatchPlan, at_monotonic_s: float) -> None:
+        self.sent_plan_at[plan.version] = at_monotonic_s
+        self.known_plans[plan.plan_id] = plan.version
+        while len(self.known_plans) > MAX_KNOWN_PLANS:  # the oldest first (insertion order)
+            del self.known_plans[next(iter(self.known_plans))]
+
+    def knows_plan(self, plan_id: str, version: int) -> bool:
+        """``plan_id`` (at ``version``) was named in the Hello or sent on this stream."""
+        return bool(plan_id) and self.known_plans.get(plan_id) == version
 
     def writing_plan(self, writing: bool) -> None:
         """The stream took a plan from the outbox (True) / finished writing it (False)."""

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_channelz.v1 import channelz_pb2, channelz_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -78,6 +79,7 @@ async def test_admin_service_health_reflection_and_channelz(server: AggregatorSe
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = [s.name async for r in call for s in r.list_services_response.service]
         assert "vpp.v1.AdminService" in names and "grpc.channelz.v1.Channelz" in names
+        assert {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= set(names)
         servers = await channelz_pb2_grpc.ChannelzStub(ch).GetServers(channelz_pb2.GetServersRequest())
         assert len(servers.server) >= 1
     # the agents' port does not expose the admin service
@@ -85,6 +87,26 @@ async def test_admin_service_health_reflection_and_channelz(server: AggregatorSe
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await adm_grpc.AdminServiceStub(ch).ListHouses(adm.ListHousesRequest())
         assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_reflection_v1_lists_and_describes(server: AggregatorServer) -> None:
+    """grpcurl and Postman ask grpc.reflection.v1 (its messages are v1alpha's on the wire)."""
+    assert server.admin_target is not None
+    async with grpc.aio.insecure_channel(server.admin_target) as ch:
+        info = ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        answers = [r async for r in info(iter([
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="vpp.v1.AdminService"),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection")]))]
+    names = {s.name for s in answers[0].list_services_response.service}
+    assert {"vpp.v1.AdminService", "grpc.reflection.v1.ServerReflection"} <= names
+    for answer, name in zip(answers[1:], ("vpp/v1/admin_service.proto", "grpc/reflection/v1/reflection.proto"),
+                            strict=True):
+        assert answer.WhichOneof("message_response") == "file_descriptor_response", answer
+        first = descriptor_pb2.FileDescriptorProto.FromString(answer.file_descriptor_response.file_descriptor_proto[0])
+        assert first.name == name
 
 
 async def test_operator_cli_tables_and_json(server: AggregatorServer, capsys: pytest.CaptureFixture[str]) -> None:

@@ -58,10 +58,10 @@ async def server(own_redis: RedisProcess) -> AsyncIterator[AggregatorServer]:
         await store.close()
 
 
-def telemetry(soc: float) -> fs.ConnectRequest:
+def telemetry(soc: float, sequence: int) -> fs.ConnectRequest:
     now = datetime.now(UTC)
     v = Measurement(100.0, Validity.VALID, now)
-    return fs.ConnectRequest(telemetry=edge.telemetry_to_proto(
+    return fs.ConnectRequest(sequence=sequence, telemetry=edge.telemetry_to_proto(
         SiteTelemetry(now, v, v, v, Measurement(soc, Validity.VALID, now), v)))
 
 
@@ -85,7 +85,7 @@ async def test_streams_survive_a_redis_outage_and_writes_resume(server: Aggregat
     try:
         agent.send(fs.ConnectRequest(sequence=1, hello=edge.hello_to_proto(HELLO)))
         await agent.expect("welcome")
-        agent.send(telemetry(11.0))
+        agent.send(telemetry(11.0, 2))
 
         async def soc_is(v: float) -> bool:
             try:
@@ -101,7 +101,7 @@ async def test_streams_survive_a_redis_outage_and_writes_resume(server: Aggregat
         await until_async(lambda: _eq(store_health(server), health_pb2.HealthCheckResponse.NOT_SERVING), 10,
                           "store health NOT_SERVING")
         assert server.metrics.store_up._value.get() == 0
-        agent.send(telemetry(22.0))  # arrives while the store is away: counted as a store error
+        agent.send(telemetry(22.0, 3))  # arrives while the store is away: counted as a store error
         outage_end = time.monotonic() + OUTAGE_S
         while time.monotonic() < outage_end:
             await asyncio.sleep(0.1)
@@ -110,7 +110,7 @@ async def test_streams_survive_a_redis_outage_and_writes_resume(server: Aggregat
         own_redis.start()
         await until_async(lambda: _eq(store_health(server), health_pb2.HealthCheckResponse.SERVING), 10,
                           "store health SERVING again")
-        agent.send(telemetry(33.0))
+        agent.send(telemetry(33.0, 4))
         await until_async(lambda: soc_is(33.0), 10, "telemetry stored again after the outage")
         assert server.metrics.store_up._value.get() == 1
     finally:

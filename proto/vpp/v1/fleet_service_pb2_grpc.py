@@ -55,10 +55,58 @@ class FleetServiceServicer:
     """
 
     def Connect(self, request_iterator, context):
-        """Connect opens the one long-lived bidirectional stream of a house. The agent
-        sends Hello first; the aggregator answers Welcome and then the full current
-        plan (never a delta). The house identity comes from the transport (the
-        client certificate), never from message fields.
+        """Connect opens the one long-lived bidirectional stream of a house.
+
+        Identity comes from the transport, never from message fields:
+        - with mTLS (production), the client certificate issued by the fleet's CA,
+        whose one URI SAN is spiffe://<trust-domain>/house/<house-id>;
+        - in insecure mode (a demo on one machine: anyone can claim any house), the
+        call header (gRPC metadata) "x-vpp-house-id: <house-id>".
+        A house id is 1 to 64 letters, digits, '_', '.' or '-', starting with a
+        letter or digit. No acceptable identity: UNAUTHENTICATED.
+
+        Opening: the agent's first message is a Hello with sequence 1, sent within
+        10 s (else FAILED_PRECONDITION). The aggregator then sends, in this order:
+        1. Welcome;
+        2. GridSignal: the fleet's prices from the current slot, with the house's
+        temporary limits if it has any;
+        3. DispatchPlan: the house's full current plan (never a delta), only if it
+        has one (a newer GridSignal may come before it).
+        It reads the agent's next messages only after these, so nothing else (no
+        TelemetryAck) comes before them. After that, in no fixed order: a
+        DispatchPlan whenever the house is re-planned (always whole; the agent keeps
+        the newest version), a GridSignal whenever prices or limits change (the
+        latest replaces the previous), a TelemetryAck per stored Telemetry, and at
+        most one Drain, always the last message.
+
+        Plans: a house is planned once it has sent a FlexibilityUpdate with an FRBC
+        resource (a battery), and re-planned at every planning cycle and after each
+        FlexibilityUpdate. A house whose latest FlexibilityUpdate has no FRBC
+        resource, or that sent none, gets Welcome, GridSignals and TelemetryAcks but
+        no new DispatchPlan: it keeps its own control, within the GridSignal's limits.
+
+        One stream per house: a newer stream of the same house replaces the older,
+        which gets Drain ("replaced by a newer stream of the same house") and ends
+        with OK (two agents with one identity would take turns).
+
+        The stream ends, with the offending field first in the status details, when:
+        - ConnectRequest.sequence is not 1 on the Hello, or not the previous + 1
+        after it (a repeat, a step back or a gap): INVALID_ARGUMENT "sequence: ...";
+        - a second Hello arrives: INVALID_ARGUMENT "hello: ...";
+        - the Hello is out of range: INVALID_ARGUMENT naming the field;
+        - Hello.claimed_house_id names another house: PERMISSION_DENIED.
+        Dropped with the stream kept, counted in vpp_aggregator_refused_total
+        {source, reason} and logged (rate-limited): a FlexibilityUpdate, Telemetry or
+        PlanStatus that breaks its message's rules (see each), and a ConnectRequest
+        with no payload this aggregator knows (e.g. one added in a later version of
+        this contract).
+
+        Other ends: UNAVAILABLE when the replica is draining or its state store does
+        not answer at the opening; RESOURCE_EXHAUSTED (trailer "retry-after-s") when
+        the replica holds its most streams; and a closed connection (HTTP/2 GOAWAY)
+        once a stream reaches the replica's maximum age, so that houses spread onto
+        replicas that joined later. The agent then reconnects with backoff, possibly
+        to another replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
