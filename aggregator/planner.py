@@ -30,7 +30,7 @@ from aggregator.feeder_control import Feeder, FeederController, FeederEnvelope
 from aggregator.fleet import cycle
 from aggregator.fleet.cycle import events_to_slots
 from aggregator.fleet.leadership import LeaderElector
-from aggregator.fleet.outbox import PlanOutbox, SlotsEncoder
+from aggregator.fleet.outbox import PlanOutbox
 from aggregator.fleet.replication import Replication
 from aggregator.fleet.schedule import CycleSchedule
 from aggregator.fleet.signals import FleetPrices, with_limits
@@ -47,10 +47,8 @@ log = logging.getLogger(__name__)
 class Planner:
     def __init__(self, *, store: StateStore, outbox: PlanOutbox, clock: Clock, tariff: TouTariff,
                  config: PlanningConfig, metrics: AggregatorMetrics, replica_id: str,
-                 elector: LeaderElector, feeders: Sequence[FeederConfig] = (),
-                 encode_slots: SlotsEncoder | None = None) -> None:
-        """``outbox``: where plans and signals go (the service's streams); ``encode_slots``: the
-        service's wire encoder of plan slots, run in the solver process (see fleet.solver)."""
+                 elector: LeaderElector, feeders: Sequence[FeederConfig] = ()) -> None:
+        """``outbox``: where plans and signals go (the service's streams)."""
         self._store = store
         self._outbox = outbox
         self._clock = clock
@@ -60,7 +58,7 @@ class Planner:
         self._elector = elector
         self.schedule = CycleSchedule(clock, config)
         self.replication = Replication(store, replica_id, elector, metrics)
-        self._solver = SolverProcesses(config.solver_workers, encode_slots)
+        self._solver = SolverProcesses(config.solver_workers)
         self._feeders = {f.id: FeederLimits(*cycle.feeder_limits_w(f), f.transformer) for f in feeders}
         self._feeder_of = {h: f.id for f in feeders for h in f.houses}
         self.feeder_control = FeederController(
@@ -364,6 +362,7 @@ class Planner:
             old = await self._store.get_plan(house_id)
             if old is not None and (moved := shift_plan(old, now, old.version)) is not None:
                 shifted[house_id] = moved
+        await self._outbox.prepare(result.plans)
         written = 0
         for house_id in sorted(result.plans):
             await asyncio.sleep(0)
@@ -375,7 +374,7 @@ class Planner:
                 log.warning("lost the dispatch lease mid-cycle; stopping")
                 await self._elector.try_acquire()
                 break
-            plan = cycle.leased(shifted.get(house_id) or result.plans[house_id], plan_id=str(uuid.uuid4()),
+            plan = cycle.leased(shifted.get(house_id) or result.plans[house_id],
                                 version=version, created_at=self._clock.now(),
                                 lease_s=self._cfg.lease_s, fallback_max_export_w=max_export_w[house_id])
             outcome = await self._write(house_id, plan, token)
