@@ -284,6 +284,11 @@ class LazyPlans(Mapping[str, DispatchPlan]):
     def __reduce__(self) -> tuple[object, ...]:
         return (LazyPlans, (self._packs, self._ready, self._order, self._dropped))
 
+    @property
+    def packs(self) -> tuple[PackedPlans, ...]:
+        """The solved blocks' plans as arrays (with any houses ``without`` left out)."""
+        return tuple(self._packs)
+
     def bad_houses(self, bad_rows: Callable[[PackedPlans], list[int]]) -> list[str]:
         """Houses whose plan has a number the agent must refuse: ``bad_rows`` of each pack, and
         the ready plans with a non-finite setpoint or envelope."""

@@ -2,9 +2,10 @@
 
 The slots are the bulk of a plan's message (0.36 ms of Python per plan on the event loop, more
 than thousands of streams leave it).  A cycle's solved plans reach the service before they are
-sent (``PlanOutbox.prepare``): their slots are encoded in encoder processes then, and a stream
-that writes one of these plans parses its slots (C) and adds the header, which the planner sets
-as it sends each plan (id, version, lease).  Any other plan is encoded where it is written."""
+sent (``PlanOutbox.prepare``): the slots of the solved blocks are encoded then, from their
+arrays, in encoder processes; a stream that writes one of these plans parses its slots (C) and
+adds the header, which the planner sets as it sends each plan (version, lease).  Any other plan
+is encoded where it is written."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
+from aggregator.dispatch.plans import LazyPlans, PackedPlans
 from aggregator.dispatch.solver_pool import exit_with_parent
 from aggregator.service import convert
 from vpp.timestamps import timestamp as _ts
@@ -27,13 +29,11 @@ log = logging.getLogger(__name__)
 MIN_PLANS_AHEAD = 100
 
 
-def encode_slots_job(plans: Mapping[str, DispatchPlan], house_ids: Sequence[str]) -> dict[str, bytes]:
-    """Runs in an encoder process: plan id -> the plan's slots encoded (``convert.slots_to_wire``).
-    ``plans`` pickles cheaply when it is the solver's ``LazyPlans`` (arrays)."""
-    out = {}
-    for house_id in house_ids:
-        plan = plans[house_id]
-        out[plan.plan_id] = convert.slots_to_wire(plan)
+def encode_packs_job(packs: Sequence[PackedPlans]) -> dict[str, bytes]:
+    """Runs in an encoder process: plan id -> the plan's slots encoded."""
+    out: dict[str, bytes] = {}
+    for pk in packs:
+        out.update(convert.packed_slots_to_wire(pk))
     return out
 
 
@@ -54,17 +54,16 @@ class PlanEncoder:
         return self._pool
 
     async def prepare(self, plans: Mapping[str, DispatchPlan]) -> None:
-        """Encode the slots of a cycle's plans ahead, one share of the houses per process (what
-        the previous cycle left unsent is dropped).  A failed encoder process only means the
-        plans are encoded as they are written."""
+        """Encode the slots of a cycle's solved blocks ahead, a share of the blocks per process
+        (what the previous cycle left unsent is dropped).  A failed encoder process only means
+        its plans are encoded as they are written."""
         self._ahead = {}
-        if self._workers <= 0 or len(plans) < MIN_PLANS_AHEAD:
+        packs = plans.packs if isinstance(plans, LazyPlans) else ()
+        if self._workers <= 0 or sum(len(pk.plan_ids) for pk in packs) < MIN_PLANS_AHEAD:
             return
-        order = sorted(plans)
-        share = -(-len(order) // self._workers)
         loop = asyncio.get_running_loop()
-        jobs = [loop.run_in_executor(self._executor(), encode_slots_job, plans, order[i:i + share])
-                for i in range(0, len(order), share)]
+        shares = [packs[i::self._workers] for i in range(self._workers)]
+        jobs = [loop.run_in_executor(self._executor(), encode_packs_job, share) for share in shares if share]
         for done in await asyncio.gather(*jobs, return_exceptions=True):
             if isinstance(done, BaseException):
                 log.warning("plan encoder process failed (plans are encoded as they are sent): %r", done)
@@ -73,7 +72,7 @@ class PlanEncoder:
 
     def to_proto(self, plan: DispatchPlan) -> pl.DispatchPlan:
         """The plan's message, from its slots encoded ahead if there are (a plan id names one
-        plan's slots: the planner gives a new id to any plan it changes)."""
+        plan's slots: a plan made from another with other slots gets a new id, as shift_plan's)."""
         encoded = self._ahead.pop(plan.plan_id, None)
         if encoded is None:
             return convert.plan_to_proto(plan)

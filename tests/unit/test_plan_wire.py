@@ -12,8 +12,8 @@ import pytest
 
 from aggregator.dispatch.plans import LazyPlans, PackedPlans
 from aggregator.service import plan_encoder
-from aggregator.service.convert import plan_to_proto
-from aggregator.service.plan_encoder import PlanEncoder, encode_slots_job
+from aggregator.service.convert import packed_slots_to_wire, plan_to_proto, slots_to_wire
+from aggregator.service.plan_encoder import PlanEncoder, encode_packs_job
 
 T0 = datetime(2026, 6, 1, 10, 15, tzinfo=UTC)
 
@@ -32,6 +32,13 @@ def packed(n: int = 4, t: int = 96) -> PackedPlans:
 def stamped(plan):  # type: ignore[no-untyped-def]
     """As the planner stamps each solved plan before sending it (its id stays)."""
     return replace(plan, version=9, created_at=T0 + timedelta(seconds=1.5), fallback_max_export_w=4600)
+
+
+def test_slots_encoded_from_the_arrays_are_those_of_the_plan() -> None:
+    pk = packed()
+    plans = LazyPlans([pk], {}, pk.house_ids)
+    encoded = packed_slots_to_wire(pk)
+    assert encoded == {plans[h].plan_id: slots_to_wire(plans[h]) for h in pk.house_ids}
 
 
 async def test_plans_encoded_ahead_in_a_process_give_the_same_message_as_encoded_in_place(
@@ -57,7 +64,7 @@ def test_slots_encoded_ahead_that_do_not_fit_the_plan_are_not_used() -> None:
     pk = packed()
     plans = LazyPlans([pk], {}, pk.house_ids)
     encoder = PlanEncoder(workers=0)
-    encoder._ahead = encode_slots_job(plans, pk.house_ids)  # as prepare() leaves them
+    encoder._ahead = encode_packs_job([pk])  # as prepare() leaves them
     a = plans["h0"]
     shorter = replace(a, slots=a.slots[4:])  # e.g. a plan shifted by an hour under the same id
     assert encoder.to_proto(shorter) == plan_to_proto(shorter)
