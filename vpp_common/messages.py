@@ -101,9 +101,6 @@ class SiteLimits:
     max_import_w: float
     max_export_w: float
 
-    def clamp_grid_w(self, grid_power_w: float) -> float:
-        return min(self.max_import_w, max(-self.max_export_w, grid_power_w))
-
 
 @dataclass(frozen=True, slots=True)
 class Hello:
