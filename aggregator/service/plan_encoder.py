@@ -15,6 +15,7 @@ import multiprocessing
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from aggregator.dispatch.plans import LazyPlans, PackedPlans
 from aggregator.dispatch.solver_pool import exit_with_parent
@@ -63,12 +64,14 @@ class PlanEncoder:
             return
         loop = asyncio.get_running_loop()
         shares = [packs[i::self._workers] for i in range(self._workers)]
-        jobs = [loop.run_in_executor(self._executor(), encode_packs_job, share) for share in shares if share]
-        for done in await asyncio.gather(*jobs, return_exceptions=True):
-            if isinstance(done, BaseException):
-                log.warning("plan encoder process failed (plans are encoded as they are sent): %r", done)
-            else:
-                self._ahead.update(done)
+        try:
+            jobs = [loop.run_in_executor(self._executor(), encode_packs_job, share) for share in shares if share]
+            for encoded in await asyncio.gather(*jobs):
+                self._ahead.update(encoded)
+        except Exception as exc:
+            log.warning("plan encoder failed (this cycle's plans are encoded as they are sent): %r", exc)
+            if isinstance(exc, BrokenProcessPool):  # a worker died: the next cycle starts new ones
+                self.close(wait=False)
 
     def to_proto(self, plan: DispatchPlan) -> pl.DispatchPlan:
         """The plan's message, from its slots encoded ahead if there are (a plan id names one
@@ -81,7 +84,7 @@ class PlanEncoder:
             return convert.plan_to_proto(plan)  # a guard: never the slots of another plan
         return msg
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=wait, cancel_futures=True)
             self._pool = None

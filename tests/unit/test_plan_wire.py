@@ -78,3 +78,26 @@ async def test_a_small_cycle_is_encoded_where_it_is_written() -> None:
     encoder = PlanEncoder(workers=1)
     await encoder.prepare(LazyPlans([pk], {}, pk.house_ids))
     assert encoder._ahead == {} and encoder._pool is None  # no process started for 4 plans
+
+
+async def test_a_dead_encoder_process_costs_one_cycle_its_head_start_not_the_cycle(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    monkeypatch.setattr(plan_encoder, "MIN_PLANS_AHEAD", 2)
+    pk = packed()
+    plans = LazyPlans([pk], {}, pk.house_ids)
+    encoder = PlanEncoder(workers=1)
+    try:
+        await encoder.prepare(plans)
+        assert encoder._pool is not None
+        for pid in list(encoder._pool._processes):  # type: ignore[union-attr]
+            os.kill(pid, signal.SIGKILL)
+        await encoder.prepare(plans)  # the pool is found broken: plans are encoded as they are sent
+        assert encoder._ahead == {} and encoder._pool is None
+        assert encoder.to_proto(stamped(plans["h0"])) == plan_to_proto(stamped(plans["h0"]))
+        await encoder.prepare(plans)  # a new process
+        assert sorted(encoder._ahead) == sorted(pk.plan_ids)
+    finally:
+        encoder.close()
