@@ -286,8 +286,7 @@ class LazyPlans(Mapping[str, DispatchPlan]):
 
     @property
     def packs(self) -> tuple[PackedPlans, ...]:
-        """The solved blocks' plans as arrays (with any houses ``without`` left out)."""
-        return tuple(self._packs)
+        return tuple(self._packs)  # the solved blocks' plans as arrays (houses ``without`` too)
 
     def bad_houses(self, bad_rows: Callable[[PackedPlans], list[int]]) -> list[str]:
         """Houses whose plan has a number the agent must refuse: ``bad_rows`` of each pack, and
