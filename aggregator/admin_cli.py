@@ -25,6 +25,7 @@ from vpp.v1 import telemetry_pb2 as tm
 
 EXIT_UNAVAILABLE = 3
 EXIT_NOT_FOUND = 4
+TIMEOUT_S = 10.0  # per admin call
 
 
 def add_admin_commands(sub: Any) -> None:
@@ -150,64 +151,80 @@ def run_admin(args: argparse.Namespace) -> int:
 
 
 def _dispatch(stub: adm_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
-    timeout = 10
     if args.command == "houses" and args.houses_command == "list":
-        resp = stub.ListHouses(adm.ListHousesRequest(), timeout=timeout)
-        if args.json:
-            print(_dump(resp))
-            return 0
-        rows = [[h.house_id, h.replica_id or "(offline)", _value(h.battery_soc_pct, ".0f"),
-                 _value(h.grid_power_w, ".0f"), str(h.plan_version or "-"),
-                 fs.PlanState.Name(h.plan_state).removeprefix("PLAN_STATE_").lower() if h.plan_state else "-",
-                 _when(h.last_hello)] for h in resp.houses]
-        print(_table(rows, ["HOUSE", "REPLICA", "SOC %", "GRID W", "PLAN", "STATUS", "LAST HELLO (UTC)"]))
-        print(f"{len(resp.houses)} houses, {sum(1 for h in resp.houses if h.replica_id)} connected")
-        return 0
+        return _houses_list(stub, args)
     if args.command == "houses":
-        resp_h = stub.GetHouse(adm.GetHouseRequest(house_id=args.house_id), timeout=timeout)
-        if args.json:
-            print(_dump(resp_h))
-            return 0
-        h = resp_h.house
-        print(f"house {h.house_id}  ({'on ' + h.replica_id if h.replica_id else 'offline'}, agent {h.agent_version})")
-        print(f"  limits: import <= {h.limits.max_import_w:.0f} W, export <= {h.limits.max_export_w:.0f} W")
-        print(f"  telemetry at {_when(resp_h.measured_at)}: SoC {_value(h.battery_soc_pct, '.1f')} %, "
-              f"grid {_value(h.grid_power_w, '.0f')} W, battery {_value(resp_h.battery_power_w, '.0f')} W, "
-              f"PV {_value(resp_h.pv_power_w, '.0f')} W, load {_value(resp_h.load_power_w, '.0f')} W")
-        print(f"  plan: version {h.plan_version or '-'}, "
-              f"{fs.PlanState.Name(h.plan_state).removeprefix('PLAN_STATE_').lower() if h.plan_state else 'no status'}")
-        for r in resp_h.resources:
-            print(f"  resource {r.resource_id}: {fs.ResourceKind.Name(r.kind).removeprefix('RESOURCE_KIND_').lower()}"
-                  f", {fs.ControlType.Name(r.control_type).removeprefix('CONTROL_TYPE_')}, "
-                  f"{r.rated_power_w:.0f} W, {r.capacity_wh:.0f} Wh")
-        return 0
+        return _house(stub, args)
     if args.command == "limits":
-        req = adm.SetSiteLimitsRequest(house_id=args.house_id, reason=args.reason,
-                                       limits=gr.SiteLimits(max_import_w=args.max_import_w,
-                                                            max_export_w=args.max_export_w))
-        req.duration.FromTimedelta(timedelta(seconds=args.duration))
-        resp_l = stub.SetSiteLimits(req, timeout=timeout)
-        if args.json:
-            print(_dump(resp_l))
-        else:
-            print(f"house {args.house_id}: import <= {args.max_import_w:.0f} W, export <= {args.max_export_w:.0f} W "
-                  f"until {_when(resp_l.valid_until)} UTC")
-        return 0
+        return _limits(stub, args)
     if args.command == "events":
-        return _events(stub, args, timeout)
-    resp_p = stub.GetPlan(adm.GetPlanRequest(house_id=args.house_id), timeout=timeout)
+        return _events(stub, args, TIMEOUT_S)
+    return _plan(stub, args)
+
+
+def _state(state: int) -> str:
+    return fs.PlanState.Name(state).removeprefix("PLAN_STATE_").lower()
+
+
+def _houses_list(stub: adm_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    resp = stub.ListHouses(adm.ListHousesRequest(), timeout=TIMEOUT_S)
     if args.json:
-        print(_dump(resp_p))
+        print(_dump(resp))
         return 0
-    if not resp_p.HasField("plan"):
+    rows = [[h.house_id, h.replica_id or "(offline)", _value(h.battery_soc_pct, ".0f"),
+             _value(h.grid_power_w, ".0f"), str(h.plan_version or "-"), _state(h.plan_state) if h.plan_state else "-",
+             _when(h.last_hello)] for h in resp.houses]
+    print(_table(rows, ["HOUSE", "REPLICA", "SOC %", "GRID W", "PLAN", "STATUS", "LAST HELLO (UTC)"]))
+    print(f"{len(resp.houses)} houses, {sum(1 for h in resp.houses if h.replica_id)} connected")
+    return 0
+
+
+def _house(stub: adm_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    resp = stub.GetHouse(adm.GetHouseRequest(house_id=args.house_id), timeout=TIMEOUT_S)
+    if args.json:
+        print(_dump(resp))
+        return 0
+    h = resp.house
+    print(f"house {h.house_id}  ({'on ' + h.replica_id if h.replica_id else 'offline'}, agent {h.agent_version})")
+    print(f"  limits: import <= {h.limits.max_import_w:.0f} W, export <= {h.limits.max_export_w:.0f} W")
+    print(f"  telemetry at {_when(resp.measured_at)}: SoC {_value(h.battery_soc_pct, '.1f')} %, "
+          f"grid {_value(h.grid_power_w, '.0f')} W, battery {_value(resp.battery_power_w, '.0f')} W, "
+          f"PV {_value(resp.pv_power_w, '.0f')} W, load {_value(resp.load_power_w, '.0f')} W")
+    print(f"  plan: version {h.plan_version or '-'}, {_state(h.plan_state) if h.plan_state else 'no status'}")
+    for r in resp.resources:
+        print(f"  resource {r.resource_id}: {fs.ResourceKind.Name(r.kind).removeprefix('RESOURCE_KIND_').lower()}"
+              f", {fs.ControlType.Name(r.control_type).removeprefix('CONTROL_TYPE_')}, "
+              f"{r.rated_power_w:.0f} W, {r.capacity_wh:.0f} Wh")
+    return 0
+
+
+def _limits(stub: adm_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    req = adm.SetSiteLimitsRequest(house_id=args.house_id, reason=args.reason,
+                                   limits=gr.SiteLimits(max_import_w=args.max_import_w,
+                                                        max_export_w=args.max_export_w))
+    req.duration.FromTimedelta(timedelta(seconds=args.duration))
+    resp = stub.SetSiteLimits(req, timeout=TIMEOUT_S)
+    if args.json:
+        print(_dump(resp))
+    else:
+        print(f"house {args.house_id}: import <= {args.max_import_w:.0f} W, export <= {args.max_export_w:.0f} W "
+              f"until {_when(resp.valid_until)} UTC")
+    return 0
+
+
+def _plan(stub: adm_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    resp = stub.GetPlan(adm.GetPlanRequest(house_id=args.house_id), timeout=TIMEOUT_S)
+    if args.json:
+        print(_dump(resp))
+        return 0
+    if not resp.HasField("plan"):
         print(f"house {args.house_id} has no plan yet")
         return 0
-    p = resp_p.plan
-    st = resp_p.status
+    p, st = resp.plan, resp.status
     print(f"plan {p.plan_id} version {p.version}: valid {_when(p.valid_from)} .. {_when(p.valid_until)} UTC, "
           f"fallback {_fallback(p)}")
-    if resp_p.HasField("status"):
-        print(f"agent: {fs.PlanState.Name(st.state).removeprefix('PLAN_STATE_').lower()} version {st.version}"
+    if resp.HasField("status"):
+        print(f"agent: {_state(st.state)} version {st.version}"
               f"{' (' + st.reason + ')' if st.reason else ''} at {_when(st.at)}")
     until = p.valid_until.ToDatetime()
     rows = []

@@ -32,11 +32,12 @@ import numpy as np
 from aggregator.dispatch.realtime import (
     SHARE_OF_LIMIT,
     HousesNow,
+    battery_room_w,
     feeder_envelopes,
     make_before_break,
 )
-from aggregator.store.base import StateStore
-from vpp_common.messages import ResourceKind, SiteLimits
+from aggregator.store.base import HouseRecord, StateStore
+from vpp_common.messages import Flexibility, ResourceKind, SiteLimits, SiteTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,21 @@ class Feeder:
     export_limit_w: float
 
 
+@dataclass(frozen=True, slots=True)
+class HouseReading:
+    """What the store holds about a house at a round (None: nothing yet)."""
+
+    record: HouseRecord | None
+    telemetry: SiteTelemetry | None
+    flexibility: Flexibility | None
+
+
+async def read_houses(store: StateStore, feeders: Sequence[Feeder]) -> dict[str, HouseReading]:
+    """A round's reads: every house on ``feeders``."""
+    return {h: HouseReading(await store.get_house(h), await store.get_telemetry(h), await store.get_flexibility(h))
+            for f in feeders for h in f.houses}
+
+
 async def compute_envelopes(store: StateStore, feeders: Sequence[Feeder], now: datetime, interval_s: float,
                             stale_after_s: float, slot_h: float = 1 / 60) -> dict[str, FeederEnvelope]:
     """One round: envelopes for every house on a limited feeder (pure apart from store reads).
@@ -86,66 +102,35 @@ async def feeder_round(store: StateStore, feeders: Sequence[Feeder], now: dateti
                        stale_after_s: float, slot_h: float = 1 / 60,
                        previous: Mapping[str, FeederEnvelope] | None = None,
                        ) -> tuple[dict[str, FeederEnvelope], dict[str, FeederLoad]]:
-    """``compute_envelopes`` plus each feeder's measured load (every feeder, limited or not).
-    ``previous``: the envelopes in force; a house held to one cannot want to export more than it
-    allows (a reading above it is a transient: a step of the sun or a limit not yet in force),
-    so its wanted export is taken no higher than its envelope."""
+    """``compute_envelopes`` plus each feeder's measured load (every feeder, limited or not):
+    the store read, then :func:`round_envelopes`."""
+    readings = await read_houses(store, feeders)
+    return round_envelopes(feeders, readings, now, interval_s, stale_after_s, slot_h, previous)
+
+
+def round_envelopes(feeders: Sequence[Feeder], readings: Mapping[str, HouseReading], now: datetime,
+                    interval_s: float, stale_after_s: float, slot_h: float,
+                    previous: Mapping[str, FeederEnvelope] | None = None,
+                    ) -> tuple[dict[str, FeederEnvelope], dict[str, FeederLoad]]:
+    """A round's envelopes and loads from the houses' readings (pure).  ``previous``: the
+    envelopes in force; a house held to one cannot want to export more than it allows (a
+    reading above it is a transient: a step of the sun or a limit not yet in force), so its
+    wanted export is taken no higher than its envelope, and a new envelope is taken up
+    make-before-break."""
     out: dict[str, FeederEnvelope] = {}
     loads: dict[str, FeederLoad] = {}
     until = now + timedelta(seconds=5 * interval_s)
     for f in feeders:
-        limited = bool(np.isfinite(f.import_limit_w) or np.isfinite(f.export_limit_w))
-        base, ch, dis, rated, imp_cap, exp_cap, wanted = [], [], [], [], [], [], []
-        measured_w, fresh_n = 0.0, 0
-        for h in f.houses:
-            rec = await store.get_house(h)
-            tele = await store.get_telemetry(h)
-            flex = await store.get_flexibility(h)
-            cap_imp = rec.hello.limits.max_import_w if rec else float("inf")
-            cap_exp = rec.hello.limits.max_export_w if rec else float("inf")
-            fresh = (tele is not None and tele.grid_power_w.usable and tele.battery_power_w.usable
-                     and (now - tele.measured_at).total_seconds() <= stale_after_s)
-            st = flex.storages[0] if flex is not None and flex.storages else None
-            rated.append(sum(r.rated_power_w for r in rec.hello.resources if r.kind is ResourceKind.PV) if rec else 0.0)
-            imp_cap.append(cap_imp)
-            exp_cap.append(cap_exp)
-            if not fresh or tele is None:
-                # unknown: assume it exports its whole cap (worst case) and can absorb nothing
-                base.append(-min(cap_exp, 1e6))
-                wanted.append(-min(cap_exp, 1e6))
-                ch.append(0.0)
-                dis.append(0.0)
-                continue
-            assert tele.grid_power_w.value is not None and tele.battery_power_w.value is not None
-            measured_w += tele.grid_power_w.value
-            fresh_n += 1
-            held = previous.get(h) if previous is not None else None
-            want = tele.grid_power_w.value  # what it does now, within its last envelope
-            if held is not None and now < held.valid_until:
-                want = max(want, -held.limits.max_export_w)
-            wanted.append(want)
-            base.append(tele.grid_power_w.value - tele.battery_power_w.value)
-            soc = tele.battery_soc_pct.value if tele.battery_soc_pct.usable else None
-            if st is None or soc is None or st.capacity_wh <= 0:
-                ch.append(0.0)
-                dis.append(0.0)
-                continue
-            room_w = max(0.0, (st.soc_max_pct - soc) / 100 * st.capacity_wh / (st.charge_efficiency * slot_h))
-            have_w = (max(0.0, (soc - st.soc_min_pct) / 100 * st.capacity_wh * st.discharge_efficiency / slot_h)
-                      if soc > st.reserve_soc_pct else 0.0)
-            ch.append(min(st.max_charge_power_w, room_w))
-            dis.append(min(st.max_discharge_power_w, have_w))
-        loads[f.feeder_id] = FeederLoad(measured_w, fresh_n, len(f.houses), f.import_limit_w, f.export_limit_w)
-        if not limited:
+        in_force = [x if previous is not None and (x := previous.get(h)) is not None and now < x.valid_until
+                    else None for h in f.houses]
+        now_ = _FeederNow.read([readings[h] for h in f.houses], in_force, now, stale_after_s, slot_h)
+        loads[f.feeder_id] = FeederLoad(now_.measured_w, now_.fresh, len(f.houses), f.import_limit_w,
+                                        f.export_limit_w)
+        if not (np.isfinite(f.import_limit_w) or np.isfinite(f.export_limit_w)):
             continue
-        e, i = feeder_envelopes(HousesNow(np.array(base), np.array(ch), np.array(dis), np.array(rated),
-                                          np.array(imp_cap), np.array(exp_cap, dtype=float)),
-                                f.export_limit_w, f.import_limit_w,
-                                grid_wanted_w=np.array(wanted))
-        e, i = np.minimum(e, exp_cap), np.minimum(i, imp_cap)
-        if previous is not None:
-            # a house may run at its envelope in force until it takes the new one up
-            in_force = [x if (x := previous.get(h)) is not None and now < x.valid_until else None for h in f.houses]
+        e, i = feeder_envelopes(now_.houses, f.export_limit_w, f.import_limit_w, grid_wanted_w=now_.wanted_w)
+        e, i = np.minimum(e, now_.export_cap_w), np.minimum(i, now_.houses.import_cap_w)
+        if previous is not None:  # a house may run at its envelope in force until it takes the new one up
             held_e = np.array([x.limits.max_export_w if x is not None else np.nan for x in in_force])
             held_i = np.array([x.limits.max_import_w if x is not None else np.nan for x in in_force])
             e = make_before_break(e, held_e, f.export_limit_w * SHARE_OF_LIMIT)
@@ -153,6 +138,65 @@ async def feeder_round(store: StateStore, feeders: Sequence[Feeder], now: dateti
         for k, h in enumerate(f.houses):
             out[h] = FeederEnvelope(SiteLimits(float(i[k]), float(e[k])), until)
     return out, loads
+
+
+@dataclass(frozen=True, slots=True)
+class _FeederNow:
+    """A feeder's houses as its round sees them."""
+
+    houses: HousesNow
+    wanted_w: np.ndarray  # each house's exchange as it runs now, within its envelope in force
+    export_cap_w: np.ndarray  # the houses' own caps (inf: none)
+    measured_w: float  # the net grid power of the houses with fresh telemetry
+    fresh: int
+
+    @staticmethod
+    def read(readings: Sequence[HouseReading], in_force: Sequence[FeederEnvelope | None], now: datetime,
+             stale_after_s: float, slot_h: float) -> _FeederNow:
+        n = len(readings)
+        cols = {k: np.zeros(n) for k in ("base", "wanted", "rated", "imp_cap", "exp_cap", "soc", "cap", "p_ch",
+                                         "p_dis", "eff_ch", "eff_dis", "soc_min", "soc_max", "reserve")}
+        cols["eff_ch"][:] = cols["eff_dis"][:] = 1.0
+        measured_w, fresh = 0.0, 0
+        for k, (r, held) in enumerate(zip(readings, in_force, strict=True)):
+            rec = r.record
+            cols["imp_cap"][k] = rec.hello.limits.max_import_w if rec else float("inf")
+            cols["exp_cap"][k] = cap_exp = rec.hello.limits.max_export_w if rec else float("inf")
+            cols["rated"][k] = sum(x.rated_power_w for x in rec.hello.resources if x.kind is ResourceKind.PV) if rec \
+                else 0.0
+            grid_w, battery_w, soc = _fresh(r.telemetry, now, stale_after_s)
+            if grid_w is None:
+                # unknown: assume it exports its whole cap (worst case) and can absorb nothing
+                cols["base"][k] = cols["wanted"][k] = -min(cap_exp, 1e6)
+                continue
+            measured_w += grid_w
+            fresh += 1
+            cols["wanted"][k] = grid_w if held is None else max(grid_w, -held.limits.max_export_w)
+            cols["base"][k] = grid_w - battery_w
+            st = r.flexibility.storages[0] if r.flexibility is not None and r.flexibility.storages else None
+            if st is not None and soc is not None:  # else no capacity: no room either way
+                for name, v in (("soc", soc), ("cap", st.capacity_wh), ("p_ch", st.max_charge_power_w),
+                                ("p_dis", st.max_discharge_power_w), ("eff_ch", st.charge_efficiency),
+                                ("eff_dis", st.discharge_efficiency), ("soc_min", st.soc_min_pct),
+                                ("soc_max", st.soc_max_pct), ("reserve", st.reserve_soc_pct)):
+                    cols[name][k] = v
+        ch, dis = battery_room_w(cols["soc"], cols["cap"], cols["p_ch"], cols["p_dis"], slot_h=slot_h,
+                                 charge_efficiency=cols["eff_ch"], discharge_efficiency=cols["eff_dis"],
+                                 soc_min_pct=cols["soc_min"], soc_max_pct=cols["soc_max"],
+                                 reserve_soc_pct=cols["reserve"])
+        houses = HousesNow(cols["base"], ch, dis, cols["rated"], cols["imp_cap"], cols["exp_cap"])
+        return _FeederNow(houses, cols["wanted"], cols["exp_cap"], measured_w, fresh)
+
+
+def _fresh(tele: SiteTelemetry | None, now: datetime, stale_after_s: float,
+           ) -> tuple[float | None, float, float | None]:
+    """Grid and battery power (None, 0: no fresh reading of both) and SoC (None: unknown)."""
+    if (tele is None or not (tele.grid_power_w.usable and tele.battery_power_w.usable)
+            or (now - tele.measured_at).total_seconds() > stale_after_s):
+        return None, 0.0, None
+    assert tele.grid_power_w.value is not None and tele.battery_power_w.value is not None
+    soc = tele.battery_soc_pct.value if tele.battery_soc_pct.usable else None
+    return tele.grid_power_w.value, tele.battery_power_w.value, soc
 
 
 class FeederController:

@@ -5,7 +5,8 @@ and, debounced, whenever a house asks for a re-plan (``fleet.schedule``).  A hou
 connected to any replica: requests and plans cross replicas through the store's queues
 (``fleet.replication``).  The decisions are pure functions (``fleet.cycle``); the LP runs in
 solver processes (``fleet.solver``); plans and signals go to the service's streams through
-an outbox (``fleet.outbox``).  This module orchestrates them.
+an outbox (``fleet.outbox``); live feeder envelopes are ``fleet.envelopes``.  This module
+orchestrates them.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from aggregator.dispatch.plans import lease_end, shift_plan
 from aggregator.dispatch.problem import FleetProblem
 from aggregator.dispatch.tariff import TouTariff
 from aggregator.dispatch.tou import TouPlanInput, make_plan
-from aggregator.feeder_control import Feeder, FeederController, FeederEnvelope
 from aggregator.fleet import cycle
 from aggregator.fleet.cycle import events_to_slots
+from aggregator.fleet.envelopes import LiveEnvelopes
 from aggregator.fleet.leadership import LeaderElector
-from aggregator.fleet.outbox import PlanOutbox, SlotsEncoder
+from aggregator.fleet.outbox import PlanOutbox
 from aggregator.fleet.replication import Replication
 from aggregator.fleet.schedule import CycleSchedule
 from aggregator.fleet.signals import FleetPrices, with_limits
@@ -38,7 +39,7 @@ from aggregator.fleet.solver import SolverProcesses
 from aggregator.metrics import AggregatorMetrics
 from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
 from vpp_common.clock import Clock
-from vpp_common.messages import DispatchPlan, GridSignal, LimitOverride, StorageFlexibility
+from vpp_common.messages import DispatchPlan, GridSignal, StorageFlexibility
 from vpp_common.timeslots import align_down
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,8 @@ log = logging.getLogger(__name__)
 class Planner:
     def __init__(self, *, store: StateStore, outbox: PlanOutbox, clock: Clock, tariff: TouTariff,
                  config: PlanningConfig, metrics: AggregatorMetrics, replica_id: str,
-                 elector: LeaderElector, feeders: Sequence[FeederConfig] = (),
-                 encode_slots: SlotsEncoder | None = None) -> None:
-        """``outbox``: where plans and signals go (the service's streams); ``encode_slots``: the
-        service's wire encoder of plan slots, run in the solver process (see fleet.solver)."""
+                 elector: LeaderElector, feeders: Sequence[FeederConfig] = ()) -> None:
+        """``outbox``: where plans and signals go (the service's streams)."""
         self._store = store
         self._outbox = outbox
         self._clock = clock
@@ -60,15 +59,12 @@ class Planner:
         self._elector = elector
         self.schedule = CycleSchedule(clock, config)
         self.replication = Replication(store, replica_id, elector, metrics)
-        self._solver = SolverProcesses(config.solver_workers, encode_slots)
+        self._solver = SolverProcesses(config.solver_workers)
         self._feeders = {f.id: FeederLimits(*cycle.feeder_limits_w(f), f.transformer) for f in feeders}
         self._feeder_of = {h: f.id for f in feeders for h in f.houses}
-        self.feeder_control = FeederController(
-            store, [Feeder(f.id, tuple(f.houses), *cycle.feeder_limits_w(f)) for f in feeders],
-            interval_s=config.feeder_control_s or 30.0, stale_after_s=max(3 * (config.feeder_control_s or 30.0), 600.0),
-            deliver=self._deliver_envelope, send_envelopes=config.feeder_control_s > 0)
-        self._limited_feeder_houses = frozenset(
-            h for f in feeders if f.import_limit_w is not None or f.export_limit_w is not None for h in f.houses)
+        self.envelopes = LiveEnvelopes(store=store, outbox=outbox, clock=clock, elector=elector,
+                                       replication=self.replication, metrics=metrics, feeders=feeders,
+                                       interval_s=config.feeder_control_s, send_signal=self.send_signal)
         self.plans_written = 0
         self._flex_up = self._flex_down = 0.0
         self.last_published: dict[str, tuple[int, float]] = {}  # house -> (version, monotonic s)
@@ -86,42 +82,7 @@ class Planner:
         """The fleet's prices plus this house's temporary limits, if any."""
         base = self.prices.grid_signal()
         override = await self._store.get_limit_override(house_id)
-        return with_limits(base, override, await self._feeder_envelope(house_id))
-
-    async def _feeder_envelope(self, house_id: str) -> FeederEnvelope | None:
-        """The house's live feeder envelope: the leader's own, or (on a follower) the one the
-        leader left in the store for this replica to send."""
-        if self._cfg.feeder_control_s <= 0 or house_id not in self._limited_feeder_houses:
-            return None
-        now = self._clock.now()
-        env = self.feeder_control.envelope(house_id, now)
-        if env is not None or self._elector.is_leader:
-            return env
-        stored = await self._store.get_feeder_envelope(house_id)
-        if stored is None or stored.valid_until <= now:
-            return None
-        return FeederEnvelope(stored.limits, stored.valid_until)
-
-    async def _deliver_envelope(self, house_id: str) -> None:
-        """The leader's new envelope for a house: sent here if its stream is here, else left in
-        the store and announced on its replica's dispatch queue (that replica sends it)."""
-        if self._outbox.has_stream(house_id):
-            await self.send_signal(house_id)
-            return
-        env = self.feeder_control.current.get(house_id)
-        route = await self.replication.other_replica(house_id)
-        if env is None or route is None:
-            return
-        ttl_s = (env.valid_until - self._clock.now()).total_seconds() / self._clock.speed
-        if ttl_s <= 0:
-            return
-        try:  # fenced: a leader paused past its lease must not send its old envelopes
-            await self._store.put_feeder_envelope(house_id, LimitOverride(env.limits, env.valid_until,
-                                                                          "feeder envelope"), ttl_s,
-                                                  self._elector.token)
-            await self.replication.tell(route, house_id, signal_only=True, fencing_token=self._elector.token)
-        except StaleFencingToken as exc:
-            log.warning("not the dispatch leader any more: %s", exc)
+        return with_limits(base, override, await self.envelopes.envelope(house_id))
 
     async def deliver(self, house_id: str) -> None:
         """Send the house its current plan and signal, wherever its stream is."""
@@ -134,7 +95,7 @@ class Planner:
 
     async def send_signal(self, house_id: str) -> None:
         """Send the house its current grid signal (prices, temporary limits, feeder envelope) if its
-        stream is on this replica (other replicas' houses: ``_deliver_envelope``)."""
+        stream is on this replica (other replicas' houses: ``LiveEnvelopes``)."""
         if self._outbox.has_stream(house_id):
             self._outbox.send_signal(house_id, await self.house_signal(house_id))
 
@@ -155,25 +116,8 @@ class Planner:
                               name="replan-consumer")
             group.create_task(self.replication.consume_dispatch(self.send_signal, self._send_current),
                               name="dispatch-consumer")
-            if self.feeder_control.feeders:
-                group.create_task(self._feeder_loop(), name="feeder-control")
-
-    async def _feeder_loop(self) -> None:
-        """While this replica leads: measure every feeder's load (metrics) and, with
-        ``feeder_control_s`` > 0, send live feeder envelopes (see aggregator.feeder_control)."""
-        period = self.feeder_control.interval_s / self._clock.speed
-        while True:
-            await asyncio.sleep(period)
-            if not self._elector.is_leader:
-                self._metrics.set_feeder_loads({})  # only the leader's view is published
-                continue
-            try:
-                await self.feeder_control.step(self._clock.now())
-            except StoreError as exc:
-                self._metrics.store_errors.inc()
-                log.warning("feeder round skipped: %s", exc)
-                continue
-            self._metrics.set_feeder_loads(self.feeder_control.loads)
+            if self.envelopes.control.feeders:
+                group.create_task(self.envelopes.run(), name="feeder-control")
 
     async def _warm_solver(self) -> None:
         try:
@@ -364,6 +308,7 @@ class Planner:
             old = await self._store.get_plan(house_id)
             if old is not None and (moved := shift_plan(old, now, old.version)) is not None:
                 shifted[house_id] = moved
+        await self._outbox.prepare(result.plans)
         written = 0
         for house_id in sorted(result.plans):
             await asyncio.sleep(0)
@@ -375,7 +320,7 @@ class Planner:
                 log.warning("lost the dispatch lease mid-cycle; stopping")
                 await self._elector.try_acquire()
                 break
-            plan = cycle.leased(shifted.get(house_id) or result.plans[house_id], plan_id=str(uuid.uuid4()),
+            plan = cycle.leased(shifted.get(house_id) or result.plans[house_id],
                                 version=version, created_at=self._clock.now(),
                                 lease_s=self._cfg.lease_s, fallback_max_export_w=max_export_w[house_id])
             outcome = await self._write(house_id, plan, token)

@@ -15,10 +15,10 @@ from aggregator.fleet.leadership import LeaderElector
 from aggregator.fleet.replication import FLEET_ITEM, REPLAN_QUEUE
 from aggregator.metrics import AggregatorMetrics
 from aggregator.planner import Planner
-from aggregator.service import convert
 from aggregator.service.admin_servicer import AdminServicer
 from aggregator.service.fleet_servicer import FleetServicer
 from aggregator.service.identity import InsecureHeaderIdentity, MtlsIdentity
+from aggregator.service.plan_encoder import PlanEncoder
 from aggregator.service.reflection import enable_reflection
 from aggregator.service.sessions import CloseItem, SessionRegistry
 from aggregator.service.store_recovery import StoreRecovery
@@ -92,12 +92,13 @@ class AggregatorServer:
         self.sessions = SessionRegistry(config.max_plan_backlog)
         self.elector = LeaderElector(self.store, config.replica_id, config.leader_lease_s, self.metrics)
         encode_signal = SignalEncoder()  # shared: a signal object is encoded once for every stream
-        # the planner hands plans and signals to the streams through the outbox, and has the
-        # service's encoder of plan slots run in its solver process (off the event loop)
-        self.planner = Planner(store=self.store, outbox=StreamOutbox(self.sessions, encode_signal), clock=self.clock,
-                               tariff=config.tou_tariff(), config=config.planning, metrics=self.metrics,
-                               replica_id=config.replica_id, elector=self.elector, feeders=config.feeders,
-                               encode_slots=convert.packed_slots_wire)
+        # a cycle's plans are encoded in as many processes as solve them (off the event loop)
+        self.plan_encoder = PlanEncoder(config.planning.solver_workers)
+        # the planner hands plans and signals to the streams through the outbox
+        self.planner = Planner(store=self.store, outbox=StreamOutbox(self.sessions, encode_signal, self.plan_encoder),
+                               clock=self.clock, tariff=config.tou_tariff(), config=config.planning,
+                               metrics=self.metrics, replica_id=config.replica_id, elector=self.elector,
+                               feeders=config.feeders)
         self.servicer = FleetServicer(
             store=self.store, sessions=self.sessions, clock=self.clock,
             metrics=self.metrics, replica_id=config.replica_id,
@@ -105,7 +106,7 @@ class AggregatorServer:
             telemetry_interval_s=config.telemetry_interval_s, heartbeat_interval_s=config.heartbeat_interval_s,
             telemetry_ttl_s=config.telemetry_ttl_s, route_ttl_s=config.route_ttl_s,
             max_streams=config.max_streams, request_plan=self.planner.request,
-            grid_signal=self.planner.house_signal, encode_signal=encode_signal,
+            grid_signal=self.planner.house_signal, encode_signal=encode_signal, plan_encoder=self.plan_encoder,
             replan_min_interval_s=config.planning.house_replan_min_interval_s,
         )
         self.elector.on_lead.append(self.planner.request_fleet)  # a new leader plans at once
@@ -242,6 +243,7 @@ class AggregatorServer:
         await cancel_and_wait(self._tasks)
         self._tasks = []
         self.planner.close()  # joins the solver processes (brief; we are stopping anyway)
+        self.plan_encoder.close()
         await self.elector.resign()  # let another replica lead at once instead of after the TTL
         if self._server is not None:
             await self._server.stop(grace)

@@ -15,9 +15,6 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from operator import attrgetter
-from typing import Annotated
-
-from pydantic import Field as PydanticField
 
 
 class Validity(str, Enum):
@@ -103,9 +100,6 @@ class SiteLimits:
 
     max_import_w: float
     max_export_w: float
-
-    def clamp_grid_w(self, grid_power_w: float) -> float:
-        return min(self.max_import_w, max(-self.max_export_w, grid_power_w))
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,11 +230,6 @@ class DispatchPlan:
     slots: tuple[PlanSlot, ...]
     fallback: FallbackMode = FallbackMode.SELF_CONSUMPTION
     fallback_max_export_w: float = 0.0  # export cap during fallback; 0 = site limit
-    # ``slots`` already encoded as a vpp.v1.DispatchPlan holding only them: the aggregator
-    # makes it in its solver process so that its event loop does not encode thousands of
-    # plans per cycle.  A cache, not part of the plan: never compared, shown or stored.
-    wire_slots: Annotated[bytes | None, PydanticField(exclude=True)] = field(default=None, compare=False,
-                                                                              repr=False)
 
     def is_valid_at(self, when: datetime) -> bool:
         return self.valid_from <= when < self.valid_until

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -182,7 +182,6 @@ class PackedPlans:
     grid_hi_w: np.ndarray
     reason_codes: np.ndarray  # index into reasons
     reasons: tuple[str, ...]
-    slots_wire: tuple[bytes, ...] | None = None  # per house, the slots encoded by the service (DispatchPlan.wire_slots)
 
     def plan(self, k: int) -> DispatchPlan:
         t = self.target_w.shape[1]
@@ -203,7 +202,6 @@ class PackedPlans:
             slot_duration_s=self.slot_s,
             slots=slots,
             fallback=FallbackMode.SELF_CONSUMPTION,
-            wire_slots=None if self.slots_wire is None else self.slots_wire[k],
         )
 
 
@@ -286,10 +284,9 @@ class LazyPlans(Mapping[str, DispatchPlan]):
     def __reduce__(self) -> tuple[object, ...]:
         return (LazyPlans, (self._packs, self._ready, self._order, self._dropped))
 
-    def with_wire(self, encode: Callable[[PackedPlans], tuple[bytes, ...]]) -> LazyPlans:
-        """The same plans with each pack's slots encoded by ``encode`` (see DispatchPlan.wire_slots)."""
-        return LazyPlans([replace(pk, slots_wire=encode(pk)) for pk in self._packs], self._ready, self._order,
-                         self._dropped)
+    @property
+    def packs(self) -> tuple[PackedPlans, ...]:
+        return tuple(self._packs)  # the solved blocks' plans as arrays (houses ``without`` too)
 
     def bad_houses(self, bad_rows: Callable[[PackedPlans], list[int]]) -> list[str]:
         """Houses whose plan has a number the agent must refuse: ``bad_rows`` of each pack, and

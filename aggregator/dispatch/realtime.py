@@ -48,6 +48,24 @@ class HousesNow:
     export_cap_w: np.ndarray | None = None
 
 
+def battery_room_w(soc_pct: np.ndarray, capacity_wh: np.ndarray, max_charge_w: np.ndarray,
+                   max_discharge_w: np.ndarray, *, slot_h: float, charge_efficiency: np.ndarray | float,
+                   discharge_efficiency: np.ndarray | float, soc_min_pct: np.ndarray | float,
+                   soc_max_pct: np.ndarray | float, reserve_soc_pct: np.ndarray | float,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Each battery's ``HousesNow`` room, (n,) arrays: the power it can still absorb and give
+    over the next ``slot_h`` hours, its rated power bounded by the energy room left below
+    ``soc_max_pct`` (charge) or the energy above ``soc_min_pct`` (discharge: none at or below
+    its reserve).  0 both ways for a battery without capacity (none, or nothing known of it)."""
+    soc, cap = np.asarray(soc_pct, dtype=float), np.asarray(capacity_wh, dtype=float)
+    has = cap > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(has, np.maximum(0.0, (soc_max_pct - soc) / 100 * cap / (charge_efficiency * slot_h)), 0.0)
+        have = np.where(has & (soc > reserve_soc_pct),
+                        np.maximum(0.0, (soc - soc_min_pct) / 100 * cap * discharge_efficiency / slot_h), 0.0)
+    return np.minimum(max_charge_w, room), np.minimum(max_discharge_w, have)
+
+
 def _water_fill(need: np.ndarray, weight: np.ndarray, total: float) -> np.ndarray:
     """``a = max(0, need - lam * weight)`` with ``sum(a) = total`` (0 <= total < sum(need))."""
     if total <= 0:

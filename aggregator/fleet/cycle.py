@@ -91,13 +91,14 @@ def events_to_slots(records: Sequence[FleetEventRecord], start: datetime, slot_s
     return out
 
 
-def leased(plan: DispatchPlan, *, plan_id: str, version: int, created_at: datetime, lease_s: float,
+def leased(plan: DispatchPlan, *, version: int, created_at: datetime, lease_s: float,
            fallback_max_export_w: float) -> DispatchPlan:
-    """A solved plan as the house gets it: its own id and version, valid for at most the lease
-    (an agent that hears nothing more falls back when it ends), the house's export limit for
-    its fallback."""
+    """A solved plan as the house gets it: its version, valid for at most the lease (an agent
+    that hears nothing more falls back when it ends), the house's export limit for its fallback.
+    It keeps its id: each solved (or shifted) plan has its own, and the service may have encoded
+    the slots it names ahead (``PlanOutbox.prepare``)."""
     valid_until = lease_end(plan.valid_until, created_at, lease_s)  # from when it is made, not its first slot
-    return replace(plan, plan_id=plan_id, version=version, created_at=created_at, valid_until=valid_until,
+    return replace(plan, version=version, created_at=created_at, valid_until=valid_until,
                    fallback_max_export_w=fallback_max_export_w)
 
 

@@ -7,16 +7,10 @@ planner only knows this protocol, so nothing in the fleet layer imports the serv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Protocol
 
-from aggregator.dispatch.plans import PackedPlans
 from vpp_common.messages import DispatchPlan, GridSignal
-
-# The service's encoder of a packed block's slots (one bytes per house, DispatchPlan.wire_slots).
-# It runs in the solver process, off the service's event loop (plan_to_proto 0.36 -> 0.015 ms),
-# so it must pickle: a module-level function.
-SlotsEncoder = Callable[[PackedPlans], tuple[bytes, ...]]
 
 
 class PlanOutbox(Protocol):
@@ -24,6 +18,11 @@ class PlanOutbox(Protocol):
 
     def has_stream(self, house_id: str) -> bool:
         """The house's stream is open on this replica."""
+        ...
+
+    async def prepare(self, plans: Mapping[str, DispatchPlan]) -> None:
+        """A cycle's solved plans, before the planner sends them one by one with their own
+        version and lease (the slots stay as they are): the service may encode them ahead."""
         ...
 
     def send_plan(self, house_id: str, plan: DispatchPlan) -> bool:

@@ -11,26 +11,21 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from datetime import datetime
 
 from aggregator.dispatch.events import FleetEvent
 from aggregator.dispatch.highs_block import start_highs_quietly
 from aggregator.dispatch.optimise import DispatchResult, EventReport, event_prices_for, optimise
-from aggregator.dispatch.plans import LazyPlans
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.solver_pool import WarmSolverPool, exit_with_parent
-from aggregator.fleet.outbox import SlotsEncoder
 
 _WARM_BLOCKS: WarmSolverPool | None = None  # per solver process: each block's basis, kept between cycles
 
 
 def optimise_job(problem: FleetProblem, now: datetime, events: Sequence[FleetEvent] = (),
-                 last_events: Sequence[EventReport] = (), encode_slots: SlotsEncoder | None = None) -> DispatchResult:
+                 last_events: Sequence[EventReport] = ()) -> DispatchResult:
     """Runs in a solver process (a module-level function, so it pickles).
     ``last_events``: the previous cycle's event reports; their prices start the coordination.
-    ``encode_slots``: the service's wire encoder of the plans' slots, run here, off the
-    service's event loop (DispatchPlan.wire_slots).
 
     The previous plans stay in the service: sending every house's plan to the solver
     process each cycle costs more than the solve (seconds at thousands of houses); the few
@@ -41,8 +36,6 @@ def optimise_job(problem: FleetProblem, now: datetime, events: Sequence[FleetEve
         _WARM_BLOCKS = WarmSolverPool(workers=0)  # in this process: no processes to shut down
     result = optimise(problem, DispatchOptions(), None, now=now, pool=_WARM_BLOCKS, events=events,
                       event_prices=event_prices_for(problem, last_events) if events and last_events else None)
-    if encode_slots is not None and isinstance(result.plans, LazyPlans):
-        result = replace(result, plans=result.plans.with_wire(encode_slots))
     return result
 
 
@@ -56,9 +49,8 @@ def warm_up_job() -> bool:
 class SolverProcesses:
     """The planner's solver processes, started on first use."""
 
-    def __init__(self, workers: int, encode_slots: SlotsEncoder | None = None) -> None:
+    def __init__(self, workers: int) -> None:
         self._workers = workers
-        self._encode_slots = encode_slots
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -74,7 +66,7 @@ class SolverProcesses:
     async def optimise(self, problem: FleetProblem, now: datetime, events: Sequence[FleetEvent],
                        last_events: Sequence[EventReport]) -> DispatchResult:
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor(), optimise_job, problem, now, events, last_events, self._encode_slots)
+            self._executor(), optimise_job, problem, now, events, last_events)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -11,7 +11,7 @@ import grpc
 
 from aggregator.fleet.replication import FLEET_ITEM, REPLAN_QUEUE
 from aggregator.metrics import AggregatorMetrics
-from aggregator.service import bounds, convert
+from aggregator.service import admin_convert, bounds, convert
 from aggregator.service.convert import InvalidMessage
 from aggregator.store import StateStore, StoreError
 from vpp.v1 import admin_service_pb2 as adm
@@ -36,7 +36,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
         record = await self._store.get_house(house_id)
         if record is None:
             return None
-        return convert.house_summary(record, await self._store.get_route(house_id),
+        return admin_convert.house_summary(record, await self._store.get_route(house_id),
                                      await self._store.get_plan(house_id),
                                      await self._store.get_plan_status(house_id),
                                      await self._store.get_telemetry(house_id))
@@ -61,11 +61,11 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no house {request.house_id!r}")
         assert record is not None  # abort() raised otherwise
         resp = adm.GetHouseResponse(house=summary,
-                                    resources=[convert.resource_to_proto(r) for r in record.hello.resources])
+                                    resources=[admin_convert.resource_to_proto(r) for r in record.hello.resources])
         if telemetry is not None:
-            resp.battery_power_w.CopyFrom(convert.measurement_to_proto(telemetry.battery_power_w))
-            resp.pv_power_w.CopyFrom(convert.measurement_to_proto(telemetry.pv_power_w))
-            resp.load_power_w.CopyFrom(convert.measurement_to_proto(telemetry.load_power_w))
+            resp.battery_power_w.CopyFrom(admin_convert.measurement_to_proto(telemetry.battery_power_w))
+            resp.pv_power_w.CopyFrom(admin_convert.measurement_to_proto(telemetry.pv_power_w))
+            resp.load_power_w.CopyFrom(admin_convert.measurement_to_proto(telemetry.load_power_w))
             resp.measured_at.FromDatetime(telemetry.measured_at)
         return resp
 
@@ -82,7 +82,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
         if plan is not None:
             resp.plan.CopyFrom(convert.plan_to_proto(plan))
         if status is not None:
-            resp.status.CopyFrom(convert.plan_status_to_proto(status))
+            resp.status.CopyFrom(admin_convert.plan_status_to_proto(status))
         return resp
 
     async def SetSiteLimits(self, request: adm.SetSiteLimitsRequest,
@@ -134,7 +134,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
         try:
             if not request.HasField("event"):
                 raise InvalidMessage("event is required")
-            event = convert.fleet_event_from_proto(request.event, event_id, now)
+            event = admin_convert.fleet_event_from_proto(request.event, event_id, now)
             problems = []
             if event.end <= now:
                 problems.append("the event has already ended (end_time is not in the future)")
@@ -151,7 +151,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
             await self._events_changed()
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
-        return adm.SetFleetEventResponse(event=convert.fleet_event_to_proto(event))
+        return adm.SetFleetEventResponse(event=admin_convert.fleet_event_to_proto(event))
 
     async def ListFleetEvents(self, request: adm.ListFleetEventsRequest,
                               context: grpc.aio.ServicerContext) -> adm.ListFleetEventsResponse:
@@ -160,7 +160,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
             events = await self._store.list_fleet_events()
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
-        return adm.ListFleetEventsResponse(events=[convert.fleet_event_to_proto(e) for e in events if e.end > now])
+        return adm.ListFleetEventsResponse(events=[admin_convert.fleet_event_to_proto(e) for e in events if e.end > now])
 
     async def ClearFleetEvent(self, request: adm.ClearFleetEventRequest,
                               context: grpc.aio.ServicerContext) -> adm.ClearFleetEventResponse:

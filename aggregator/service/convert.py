@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aggregator.dispatch.plans import PackedPlans
 from aggregator.service import bounds
 from aggregator.service.bounds import InvalidMessage
-from aggregator.store.base import FleetEventRecord, HouseRecord
-from vpp.v1 import admin_service_pb2 as adm
+from vpp.enums import CONTROL_TYPE, FALLBACK, PLAN_STATE, RESOURCE_KIND, VALIDITY
+from vpp.timestamps import duration as _duration
+from vpp.timestamps import timestamp as _ts
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import flexibility_pb2 as fx
 from vpp.v1 import grid_pb2 as gr
@@ -26,72 +26,31 @@ from vpp.v1 import plan_pb2 as pl
 from vpp.v1 import telemetry_pb2 as tm
 from vpp_common.clock import UTC
 from vpp_common.messages import (
-    ControlType,
     CurtailmentFlexibility,
     DispatchPlan,
-    FallbackMode,
+    Envelope,
     Flexibility,
     GridSignal,
     Hello,
     Measurement,
-    PlanState,
     PlanStatus,
     PowerForecast,
     ResourceInfo,
-    ResourceKind,
     ResourceTelemetry,
     SiteLimits,
     SiteTelemetry,
     StorageFlexibility,
     Validity,
 )
-from vpp_common.wire_time import timestamp as _ts
 
 __all__ = ["InvalidMessage"]  # defined in bounds, raised from here too
 
 
-def _dt(ts: Timestamp, field: str) -> datetime:
+def required_datetime(ts: Timestamp, field: str) -> datetime:
+    """A Timestamp that must be set (raises InvalidMessage naming ``field`` if not)."""
     if ts.seconds == 0 and ts.nanos == 0:
         raise InvalidMessage(f"{field} is not set", field)
     return ts.ToDatetime(tzinfo=UTC)
-
-
-def _duration(seconds: float) -> Duration:
-    d = Duration()
-    d.FromTimedelta(timedelta(seconds=seconds))
-    return d
-
-
-_RESOURCE_KIND = {
-    fs.RESOURCE_KIND_BATTERY: ResourceKind.BATTERY,
-    fs.RESOURCE_KIND_PV: ResourceKind.PV,
-    fs.RESOURCE_KIND_GRID_METER: ResourceKind.GRID_METER,
-    fs.RESOURCE_KIND_EV_CHARGER: ResourceKind.EV_CHARGER,
-}
-_CONTROL_TYPE = {
-    fs.CONTROL_TYPE_NOT_CONTROLLABLE: ControlType.NOT_CONTROLLABLE,
-    fs.CONTROL_TYPE_FRBC: ControlType.FRBC,
-    fs.CONTROL_TYPE_PEBC: ControlType.PEBC,
-    fs.CONTROL_TYPE_PPBC: ControlType.PPBC,
-    fs.CONTROL_TYPE_OMBC: ControlType.OMBC,
-    fs.CONTROL_TYPE_DDBC: ControlType.DDBC,
-}
-_VALIDITY = {
-    tm.VALIDITY_VALID: Validity.VALID,
-    tm.VALIDITY_STALE: Validity.STALE,
-    tm.VALIDITY_MISSING: Validity.MISSING,
-    tm.VALIDITY_IMPLAUSIBLE: Validity.IMPLAUSIBLE,
-}
-_PLAN_STATE = {
-    fs.PLAN_STATE_ACCEPTED: PlanState.ACCEPTED,
-    fs.PLAN_STATE_REJECTED: PlanState.REJECTED,
-    fs.PLAN_STATE_ACTIVE: PlanState.ACTIVE,
-    fs.PLAN_STATE_EXPIRED: PlanState.EXPIRED,
-}
-_FALLBACK = {
-    FallbackMode.SELF_CONSUMPTION: pl.FALLBACK_MODE_SELF_CONSUMPTION,
-    FallbackMode.IDLE: pl.FALLBACK_MODE_IDLE,
-}
 
 
 def hello_from_proto(msg: fs.Hello) -> Hello:
@@ -101,14 +60,15 @@ def hello_from_proto(msg: fs.Hello) -> Hello:
     for i, r in enumerate(msg.resources):
         if not r.resource_id:
             raise InvalidMessage(f"hello.resources[{i}].resource_id is empty", f"hello.resources[{i}].resource_id")
-        if r.kind not in _RESOURCE_KIND:
+        if r.kind not in RESOURCE_KIND.from_wire:
             raise InvalidMessage(f"hello.resources[{i}].kind is unspecified", f"hello.resources[{i}].kind")
-        if r.control_type not in _CONTROL_TYPE:
+        if r.control_type not in CONTROL_TYPE.from_wire:
             raise InvalidMessage(f"hello.resources[{i}].control_type is unspecified",
                                  f"hello.resources[{i}].control_type")
         bounds.power(r.rated_power_w, f"hello.resources[{i}].rated_power_w", signed=False)
         bounds.finite(r.capacity_wh, f"hello.resources[{i}].capacity_wh", 0.0, bounds.MAX_CAPACITY_WH)
-        resources.append(ResourceInfo(r.resource_id, _RESOURCE_KIND[r.kind], _CONTROL_TYPE[r.control_type],
+        resources.append(ResourceInfo(r.resource_id, RESOURCE_KIND.from_wire[r.kind],
+                                      CONTROL_TYPE.from_wire[r.control_type],
                                       r.rated_power_w, r.capacity_wh))
     return Hello(
         agent_version=msg.agent_version,
@@ -122,7 +82,7 @@ def hello_from_proto(msg: fs.Hello) -> Hello:
 
 def _measurement(msg: tm.Measurement, has: bool, field: str, lo: float, hi: float,
                  refused: list[str] | None) -> Measurement:
-    validity = _VALIDITY.get(msg.validity, Validity.MISSING) if has else Validity.MISSING
+    validity = VALIDITY.from_wire.get(msg.validity, Validity.MISSING) if has else Validity.MISSING
     if validity is Validity.MISSING:
         return Measurement.missing()
     at = msg.measured_at.ToDatetime(tzinfo=UTC) if msg.HasField("measured_at") else None
@@ -144,7 +104,7 @@ def telemetry_from_proto(msg: tm.Telemetry, refused: list[str] | None = None) ->
         return _measurement(getattr(msg, name), msg.HasField(name), f"telemetry.{name}", *lo_hi, refused)
 
     return SiteTelemetry(
-        measured_at=_dt(msg.measured_at, "telemetry.measured_at"),
+        measured_at=required_datetime(msg.measured_at, "telemetry.measured_at"),
         grid_power_w=m("grid_power_w"),
         pv_power_w=m("pv_power_w"),
         battery_power_w=m("battery_power_w"),
@@ -222,65 +182,44 @@ def flexibility_from_proto(msg: fx.FlexibilityUpdate) -> Flexibility:
                           if not (math.isfinite(v) and abs(v) <= bounds.MAX_POWER_W))
             raise InvalidMessage(f"flexibility.{name}.values_w[{k}] must be a finite power within "
                                  f"+-{bounds.MAX_POWER_W:g} W (got {bad!r})", f"flexibility.{name}.values_w[{k}]")
-        return PowerForecast(_dt(fc.start, f"flexibility.{name}.start"), slot_s, values)
+        return PowerForecast(required_datetime(fc.start, f"flexibility.{name}.start"), slot_s, values)
 
-    return Flexibility(_dt(msg.valid_from, "flexibility.valid_from"), tuple(storages), tuple(curtailments),
+    return Flexibility(required_datetime(msg.valid_from, "flexibility.valid_from"), tuple(storages), tuple(curtailments),
                        forecast("load_forecast"), forecast("pv_forecast"), forecast("pv_clear_sky_forecast"))
 
 
 def plan_status_from_proto(msg: fs.PlanStatus) -> PlanStatus:
-    if msg.state not in _PLAN_STATE:
+    if msg.state not in PLAN_STATE.from_wire:
         raise InvalidMessage("plan_status.state is unspecified")
-    return PlanStatus(msg.plan_id, msg.version, _PLAN_STATE[msg.state], _dt(msg.at, "plan_status.at"), msg.reason)
+    return PlanStatus(msg.plan_id, msg.version, PLAN_STATE.from_wire[msg.state], required_datetime(msg.at, "plan_status.at"), msg.reason)
 
 
-def _envelope(env) -> pl.PowerEnvelope:  # type: ignore[no-untyped-def]
-    return pl.PowerEnvelope(min_w=env.min_w, max_w=env.max_w)
-
-
-def _wire_matches(msg: pl.DispatchPlan, plan: DispatchPlan) -> bool:
-    """The encoded slots belong to these slots (a plan rebuilt with other slots but the same
-    cache would otherwise send stale ones): same count, same first start."""
-    if len(msg.slots) != len(plan.slots):
-        return False
-    return not plan.slots or msg.slots[0].start == _ts(plan.slots[0].start)
-
-
-def plan_to_proto(plan: DispatchPlan) -> pl.DispatchPlan:
-    if plan.wire_slots is not None:
-        # slots encoded in the solver process (packed_slots_wire): parsing is C, building is Python
-        out = pl.DispatchPlan.FromString(plan.wire_slots)
-        if not _wire_matches(out, plan):
-            out = pl.DispatchPlan()
-    else:
-        out = pl.DispatchPlan()
+def plan_to_proto(plan: DispatchPlan, encoded_slots: bytes | None = None) -> pl.DispatchPlan:
+    """``encoded_slots``: the plan's slots already encoded by :func:`slots_to_wire` (the
+    service's plan encoder does it off the event loop); parsing them is C, building is Python."""
+    out = pl.DispatchPlan.FromString(encoded_slots) if encoded_slots is not None else _slots_to_proto(plan)
     out.plan_id, out.version = plan.plan_id, plan.version
     out.created_at.CopyFrom(_ts(plan.created_at))
     out.valid_from.CopyFrom(_ts(plan.valid_from))
     out.valid_until.CopyFrom(_ts(plan.valid_until))
     out.slot_duration.CopyFrom(_duration(plan.slot_duration_s))
-    out.fallback.CopyFrom(pl.Fallback(mode=_FALLBACK[plan.fallback], max_export_w=plan.fallback_max_export_w))
-    if out.slots or not plan.slots:
-        return out
-    add = out.slots.add  # in place: no message built twice (thousands of plans per cycle on the event loop)
-    for s in plan.slots:
-        add(
-            start=_ts(s.start), reason=s.reason,
-            setpoints=[pl.ResourceSetpoint(resource_id=sp.resource_id, target_power_w=sp.target_power_w,
-                                           envelope=_envelope(sp.envelope)) for sp in s.setpoints],
-            grid_envelope=None if s.grid_envelope is None else _envelope(s.grid_envelope),
-        )
+    out.fallback.CopyFrom(pl.Fallback(mode=FALLBACK.to_wire[plan.fallback], max_export_w=plan.fallback_max_export_w))
     return out
 
 
-def packed_slots_wire(pk: PackedPlans) -> tuple[bytes, ...]:
-    """Each house's slots of a packed block, encoded as ``plan_to_proto`` would encode the
-    plan's slots (the same values and words), straight from the arrays: run in the solver
-    process, so the service only parses them (DispatchPlan.wire_slots)."""
+def slots_to_wire(plan: DispatchPlan) -> bytes:
+    """The plan's slots alone, encoded as a DispatchPlan message (see :func:`plan_to_proto`)."""
+    return _slots_to_proto(plan).SerializeToString()
+
+
+def packed_slots_to_wire(pk: PackedPlans) -> dict[str, bytes]:
+    """Plan id -> the slots of each plan of a solved block, encoded as :func:`slots_to_wire`
+    encodes them (the same values and words), straight from the arrays (building the plans
+    first took longer than encoding them)."""
     t = pk.target_w.shape[1]
     starts = [_ts(pk.start + timedelta(seconds=s * pk.slot_s)) for s in range(t)]
-    out = []
-    for k in range(len(pk.house_ids)):
+    out = {}
+    for k, plan_id in enumerate(pk.plan_ids):
         msg = pl.DispatchPlan()
         add = msg.slots.add
         bid, reasons = pk.battery_ids[k], pk.reasons
@@ -291,8 +230,25 @@ def packed_slots_wire(pk: PackedPlans) -> tuple[bytes, ...]:
                 setpoints=[pl.ResourceSetpoint(resource_id=bid, target_power_w=tgt,
                                                envelope=pl.PowerEnvelope(min_w=lo, max_w=hi))],
                 grid_envelope=pl.PowerEnvelope(min_w=g_lo, max_w=g_hi))
-        out.append(msg.SerializeToString())
-    return tuple(out)
+        out[plan_id] = msg.SerializeToString()
+    return out
+
+
+def _envelope(env: Envelope) -> pl.PowerEnvelope:
+    return pl.PowerEnvelope(min_w=env.min_w, max_w=env.max_w)
+
+
+def _slots_to_proto(plan: DispatchPlan) -> pl.DispatchPlan:
+    out = pl.DispatchPlan()
+    add = out.slots.add  # in place: no message built twice (thousands of plans per cycle)
+    for s in plan.slots:
+        add(
+            start=_ts(s.start), reason=s.reason,
+            setpoints=[pl.ResourceSetpoint(resource_id=sp.resource_id, target_power_w=sp.target_power_w,
+                                           envelope=_envelope(sp.envelope)) for sp in s.setpoints],
+            grid_envelope=None if s.grid_envelope is None else _envelope(s.grid_envelope),
+        )
+    return out
 
 
 def grid_signal_to_proto(signal: GridSignal) -> gr.GridSignal:
@@ -322,92 +278,3 @@ def drain(reason: str, reconnect_after_s: float = 0.0) -> fs.Drain:
     return fs.Drain(reason=reason, reconnect_after=_duration(reconnect_after_s))
 
 
-# -- operator (admin) views ---------------------------------------------------
-_KIND_TO_PROTO = {v: k for k, v in _RESOURCE_KIND.items()}
-_CONTROL_TO_PROTO = {v: k for k, v in _CONTROL_TYPE.items()}
-_VALIDITY_TO_PROTO = {v: k for k, v in _VALIDITY.items()}
-_STATE_TO_PROTO = {v: k for k, v in _PLAN_STATE.items()}
-
-
-def measurement_to_proto(m: Measurement) -> tm.Measurement:
-    msg = tm.Measurement(value=m.value if m.value is not None else 0.0, validity=_VALIDITY_TO_PROTO[m.validity])
-    if m.measured_at is not None:
-        msg.measured_at.CopyFrom(_ts(m.measured_at))
-    return msg
-
-
-def resource_to_proto(r: ResourceInfo) -> fs.Resource:
-    return fs.Resource(resource_id=r.resource_id, kind=_KIND_TO_PROTO[r.kind],
-                       control_type=_CONTROL_TO_PROTO[r.control_type], rated_power_w=r.rated_power_w,
-                       capacity_wh=r.capacity_wh)
-
-
-def plan_status_to_proto(s: PlanStatus) -> fs.PlanStatus:
-    return fs.PlanStatus(plan_id=s.plan_id, version=s.version, state=_STATE_TO_PROTO[s.state], reason=s.reason,
-                         at=_ts(s.at))
-
-
-def house_summary(record: HouseRecord, route: str | None, plan: DispatchPlan | None, status: PlanStatus | None,
-                  telemetry: SiteTelemetry | None) -> adm.HouseSummary:
-    limits = record.hello.limits
-    msg = adm.HouseSummary(
-        house_id=record.house_id, replica_id=route or "", agent_version=record.hello.agent_version,
-        limits=gr.SiteLimits(max_import_w=limits.max_import_w, max_export_w=limits.max_export_w),
-        first_seen=_ts(record.first_seen), last_hello=_ts(record.last_hello),
-        plan_version=plan.version if plan else 0,
-        plan_state=_STATE_TO_PROTO[status.state] if status else fs.PLAN_STATE_UNSPECIFIED,
-        battery_soc_pct=measurement_to_proto(telemetry.battery_soc_pct if telemetry else Measurement.missing()),
-        grid_power_w=measurement_to_proto(telemetry.grid_power_w if telemetry else Measurement.missing()),
-    )
-    return msg
-
-
-MAX_FLEET_W = 1e10  # 10 GW: a cap on a whole fleet; beyond it a number only upsets the LP
-_DIRECTIONS = {adm.FLEET_EVENT_DIRECTION_EXPORT: "export", adm.FLEET_EVENT_DIRECTION_IMPORT: "import"}
-
-
-def fleet_event_from_proto(msg: adm.FleetEvent, event_id: str, created_at: datetime) -> FleetEventRecord:
-    """An operator's event, checked: raises InvalidMessage naming every problem."""
-    problems = []
-    direction = _DIRECTIONS.get(msg.direction)
-    if direction is None:
-        problems.append("direction must be FLEET_EVENT_DIRECTION_EXPORT or FLEET_EVENT_DIRECTION_IMPORT")
-    start = end = None
-    try:
-        start = _dt(msg.start_time, "start_time")
-    except InvalidMessage as exc:
-        problems.append(str(exc))
-    try:
-        end = _dt(msg.end_time, "end_time")
-    except InvalidMessage as exc:
-        problems.append(str(exc))
-    if start is not None and end is not None and end <= start:
-        problems.append("end_time must be after start_time")
-    which = msg.WhichOneof("limit")
-    max_w = msg.max_power_w if which == "max_power_w" else None
-    reduce_w = msg.reduce_by_w if which == "reduce_by_w" else None
-    if which is None:
-        problems.append("one of max_power_w and reduce_by_w is required")
-    elif not (math.isfinite(value := float(max_w if max_w is not None else reduce_w or 0.0))
-              and 0.0 <= value <= MAX_FLEET_W):
-        problems.append(f"{which} must be a finite number of W in [0, {MAX_FLEET_W:g}] (got {value!r})")
-    if problems:
-        raise InvalidMessage("; ".join(problems))
-    assert direction is not None and start is not None and end is not None
-    return FleetEventRecord(event_id, direction, start, end, max_w=max_w, reduce_by_w=reduce_w,
-                            reason=msg.reason, created_at=created_at)
-
-
-def fleet_event_to_proto(e: FleetEventRecord) -> adm.FleetEvent:
-    msg = adm.FleetEvent(event_id=e.event_id, reason=e.reason,
-                         direction=adm.FLEET_EVENT_DIRECTION_IMPORT if e.direction == "import"
-                         else adm.FLEET_EVENT_DIRECTION_EXPORT)
-    msg.start_time.CopyFrom(_ts(e.start))
-    msg.end_time.CopyFrom(_ts(e.end))
-    if e.max_w is not None:
-        msg.max_power_w = e.max_w
-    else:
-        msg.reduce_by_w = e.reduce_by_w or 0.0
-    if e.created_at is not None:
-        msg.created_at.CopyFrom(_ts(e.created_at))
-    return msg

@@ -11,13 +11,13 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import grpc
 
 from aggregator.metrics import AggregatorMetrics
 from aggregator.service import convert
 from aggregator.service.identity import IdentityError, IdentityResolver
+from aggregator.service.plan_encoder import PlanEncoder
 from aggregator.service.refusals import Refusals
 from aggregator.service.replan_limit import ReplanLimiter
 from aggregator.service.sessions import CloseItem, ControlItem, PlanItem, Session, SessionRegistry
@@ -52,6 +52,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         grid_signal: Callable[[str], Awaitable[GridSignal | None]] | None = None,
         replan_min_interval_s: float = 0.0,
         encode_signal: SignalEncoder | None = None,
+        plan_encoder: PlanEncoder | None = None,
     ) -> None:
         self._store = store
         self._sessions = sessions
@@ -72,6 +73,7 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
         self._grid_signal = grid_signal
         self.draining = False
         self._encode_signal = encode_signal or SignalEncoder()
+        self._plans = plan_encoder or PlanEncoder(workers=0)
 
     async def Connect(
         self, request_iterator: AsyncIterator[fs.ConnectRequest], context: grpc.aio.ServicerContext
@@ -121,15 +123,14 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
                     session.writing_plan(True)
                     session.plan_sent(item.plan, time.monotonic())
                     self._metrics.plans_sent.inc()
-                    yield fs.ConnectResponse(sequence=seq, dispatch_plan=convert.plan_to_proto(item.plan))
+                    yield fs.ConnectResponse(sequence=seq, dispatch_plan=self._plans.to_proto(item.plan))
                     session.writing_plan(False)  # the handler resumes once gRPC has taken the message
                     # let the plan go now, not when the next message comes (seconds later): at a
                     # cycle's pace ~1,000 sent plans were kept alive for the garbage collector to walk
                     del item
                 else:
-                    msg: Any = item.message
-                    msg.sequence = seq
-                    yield msg
+                    item.message.sequence = seq
+                    yield item.message
         finally:
             await cancel_and_wait([reader] if reader is not None else [])
             self._sessions.close(session)

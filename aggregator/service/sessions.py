@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vpp.v1 import fleet_service_pb2 as fs
 from vpp_common.messages import DispatchPlan, Flexibility, Hello
 
 
@@ -28,9 +29,9 @@ class PlanItem:
 
 @dataclass(frozen=True, slots=True)
 class ControlItem:
-    """Any non-plan message, already encoded for the wire."""
+    """Any non-plan message, already encoded for the wire (its stream stamps the sequence)."""
 
-    message: object
+    message: fs.ConnectResponse
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,13 @@
 """The planner's outbox (``aggregator.fleet.outbox.PlanOutbox``) over this replica's agent
-streams: plans go into the house's session outbox, grid signals are encoded here."""
+streams: plans go into the house's session outbox (a cycle's encoded ahead by the plan
+encoder), grid signals are encoded here."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aggregator.service import convert
+from aggregator.service.plan_encoder import PlanEncoder
 from aggregator.service.sessions import ControlItem, SessionRegistry
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp_common.messages import DispatchPlan, GridSignal
@@ -29,9 +33,13 @@ class SignalEncoder:
 class StreamOutbox:
     """``PlanOutbox`` for the planner: the house's session on this replica, if any."""
 
-    def __init__(self, sessions: SessionRegistry, encode_signal: SignalEncoder) -> None:
+    def __init__(self, sessions: SessionRegistry, encode_signal: SignalEncoder, plan_encoder: PlanEncoder) -> None:
         self._sessions = sessions
         self._encode_signal = encode_signal
+        self._plan_encoder = plan_encoder
+
+    async def prepare(self, plans: Mapping[str, DispatchPlan]) -> None:
+        await self._plan_encoder.prepare(plans)
 
     def has_stream(self, house_id: str) -> bool:
         return self._sessions.get(house_id) is not None

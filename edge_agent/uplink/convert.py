@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from edge_agent.energy_manager.plan_check import grid_signal_problem, plan_problem
+from vpp.enums import CONTROL_TYPE, FALLBACK, PLAN_STATE, RESOURCE_KIND, VALIDITY
+from vpp.timestamps import timestamp as _ts
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import flexibility_pb2 as fx
 from vpp.v1 import grid_pb2 as gr
@@ -21,7 +23,6 @@ from vpp.v1 import plan_pb2 as pl
 from vpp.v1 import telemetry_pb2 as tm
 from vpp_common.clock import UTC
 from vpp_common.messages import (
-    ControlType,
     DispatchPlan,
     Envelope,
     FallbackMode,
@@ -30,16 +31,12 @@ from vpp_common.messages import (
     Hello,
     Measurement,
     PlanSlot,
-    PlanState,
     PlanStatus,
     PriceSlot,
-    ResourceKind,
     Setpoint,
     SiteLimits,
     SiteTelemetry,
-    Validity,
 )
-from vpp_common.wire_time import timestamp as _ts
 
 
 class InvalidPlan(ValueError):
@@ -72,44 +69,12 @@ class WelcomeInfo:
     telemetry_acks: bool = False  # the aggregator acks stored telemetry: keep and resend the unacked
 
 
-_KIND = {
-    ResourceKind.BATTERY: fs.RESOURCE_KIND_BATTERY,
-    ResourceKind.PV: fs.RESOURCE_KIND_PV,
-    ResourceKind.GRID_METER: fs.RESOURCE_KIND_GRID_METER,
-    ResourceKind.EV_CHARGER: fs.RESOURCE_KIND_EV_CHARGER,
-}
-_CONTROL = {
-    ControlType.NOT_CONTROLLABLE: fs.CONTROL_TYPE_NOT_CONTROLLABLE,
-    ControlType.FRBC: fs.CONTROL_TYPE_FRBC,
-    ControlType.PEBC: fs.CONTROL_TYPE_PEBC,
-    ControlType.PPBC: fs.CONTROL_TYPE_PPBC,
-    ControlType.OMBC: fs.CONTROL_TYPE_OMBC,
-    ControlType.DDBC: fs.CONTROL_TYPE_DDBC,
-}
-_VALIDITY = {
-    Validity.VALID: tm.VALIDITY_VALID,
-    Validity.STALE: tm.VALIDITY_STALE,
-    Validity.MISSING: tm.VALIDITY_MISSING,
-    Validity.IMPLAUSIBLE: tm.VALIDITY_IMPLAUSIBLE,
-}
-_STATE = {
-    PlanState.ACCEPTED: fs.PLAN_STATE_ACCEPTED,
-    PlanState.REJECTED: fs.PLAN_STATE_REJECTED,
-    PlanState.ACTIVE: fs.PLAN_STATE_ACTIVE,
-    PlanState.EXPIRED: fs.PLAN_STATE_EXPIRED,
-}
-_FALLBACK = {
-    pl.FALLBACK_MODE_UNSPECIFIED: FallbackMode.SELF_CONSUMPTION,
-    pl.FALLBACK_MODE_SELF_CONSUMPTION: FallbackMode.SELF_CONSUMPTION,
-    pl.FALLBACK_MODE_IDLE: FallbackMode.IDLE,
-}
-
-
 def hello_to_proto(hello: Hello) -> fs.Hello:
     return fs.Hello(
         agent_version=hello.agent_version,
         limits=gr.SiteLimits(max_import_w=hello.limits.max_import_w, max_export_w=hello.limits.max_export_w),
-        resources=[fs.Resource(resource_id=r.resource_id, kind=_KIND[r.kind], control_type=_CONTROL[r.control_type],
+        resources=[fs.Resource(resource_id=r.resource_id, kind=RESOURCE_KIND.to_wire[r.kind],
+                               control_type=CONTROL_TYPE.to_wire[r.control_type],
                                rated_power_w=r.rated_power_w, capacity_wh=r.capacity_wh) for r in hello.resources],
         last_plan_id=hello.last_plan_id,
         last_plan_version=hello.last_plan_version,
@@ -118,7 +83,7 @@ def hello_to_proto(hello: Hello) -> fs.Hello:
 
 
 def _measurement(m: Measurement) -> tm.Measurement:
-    msg = tm.Measurement(value=m.value if m.value is not None else 0.0, validity=_VALIDITY[m.validity])
+    msg = tm.Measurement(value=m.value if m.value is not None else 0.0, validity=VALIDITY.to_wire[m.validity])
     if m.measured_at is not None:
         msg.measured_at.CopyFrom(_ts(m.measured_at))
     return msg
@@ -168,7 +133,8 @@ def flexibility_to_proto(f: Flexibility) -> fx.FlexibilityUpdate:
 
 
 def plan_status_to_proto(s: PlanStatus) -> fs.PlanStatus:
-    return fs.PlanStatus(plan_id=s.plan_id, version=s.version, state=_STATE[s.state], reason=s.reason, at=_ts(s.at))
+    return fs.PlanStatus(plan_id=s.plan_id, version=s.version, state=PLAN_STATE.to_wire[s.state],
+                         reason=s.reason, at=_ts(s.at))
 
 
 def heartbeat(at: datetime) -> fs.Heartbeat:
@@ -237,7 +203,7 @@ def _plan_from_proto(msg: pl.DispatchPlan) -> DispatchPlan:
     return DispatchPlan(
         plan_id=msg.plan_id, version=msg.version, created_at=msg.created_at.ToDatetime(tzinfo=UTC),
         valid_from=valid_from, valid_until=valid_until, slot_duration_s=slot_s, slots=tuple(slots),
-        fallback=_FALLBACK.get(msg.fallback.mode, FallbackMode.SELF_CONSUMPTION),
+        fallback=FALLBACK.from_wire.get(msg.fallback.mode, FallbackMode.SELF_CONSUMPTION),
         fallback_max_export_w=msg.fallback.max_export_w,
     )
 

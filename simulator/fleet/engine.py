@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from aggregator.dispatch.realtime import HousesNow, feeder_envelopes
+from aggregator.dispatch.realtime import HousesNow, battery_room_w, feeder_envelopes
 from aggregator.dispatch.solver_pool import WarmSolverPool
 from edge_agent.energy_manager.decide import (
     BatteryLimits,
@@ -95,11 +95,9 @@ def feeder_limits_now(sc: Scenario, s: int, soc: np.ndarray, cap: list[float], b
     cap_a, eff_a = np.asarray(cap), np.asarray(eff)
     p_ch = np.array([b.max_charge_w for b in blim])
     p_dis = np.array([b.max_discharge_w for b in blim])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        room = np.where(cap_a > 0, (100.0 - soc) / 100 * cap_a / (eff_a * sc.slot_h), 0.0)
-        have = np.where((cap_a > 0) & (soc > DEFAULT_RESERVE_SOC_PCT),
-                        (soc - DEFAULT_SOC_MIN_PCT) / 100 * cap_a * eff_a / sc.slot_h, 0.0)
-    ch, dis = np.minimum(p_ch, room), np.minimum(p_dis, have)
+    ch, dis = battery_room_w(soc, cap_a, p_ch, p_dis, slot_h=sc.slot_h, charge_efficiency=eff_a,
+                             discharge_efficiency=eff_a, soc_min_pct=DEFAULT_SOC_MIN_PCT, soc_max_pct=100.0,
+                             reserve_soc_pct=DEFAULT_RESERVE_SOC_PCT)
     fidx = sc.feeder_index()
     out: list[SiteLimits] = []
     max_exp = np.array([h.export_cap_w for h in sc.houses], dtype=float)

@@ -122,7 +122,7 @@ async def test_feeder_envelopes_reach_houses_streaming_to_a_follower(redis_serve
         total = sum(r.grid_signal.limits.max_export_w for r in got)
         # both silent: each counts as exporting its whole 4.6 kW cap, so the 6 kW are split
         assert 0 < total <= 6_000.0
-        assert b.planner.feeder_control.rounds == 0  # the follower computed nothing itself
+        assert b.planner.envelopes.control.rounds == 0  # the follower computed nothing itself
     finally:
         for agent in agents:
             await agent.close()

@@ -241,3 +241,37 @@ async def test_feeder_round_sends_cuts_before_raises() -> None:
     # a's cut goes out now, b's raise waits for it
     assert env["a"].limits.max_export_w == pytest.approx(free["a"].limits.max_export_w)
     assert env["b"].limits.max_export_w == pytest.approx(2000.0)
+
+
+def test_battery_room_is_rated_power_within_the_energy_left_and_none_below_reserve() -> None:
+    from aggregator.dispatch.realtime import battery_room_w
+
+    # 10 kWh, 5 kW; over 1/60 h: 1 % of SoC is 6 kW of room; SoC 50 (both ways rated), 99.5, 10 (at
+    # reserve), 11 (1 % above the 10 % minimum), no capacity
+    soc = np.array([50.0, 99.5, 10.0, 11.0, 50.0])
+    cap = np.array([10_000.0, 10_000.0, 10_000.0, 10_000.0, 0.0])
+    ch, dis = battery_room_w(soc, cap, np.full(5, 5000.0), np.full(5, 5000.0), slot_h=1 / 60,
+                             charge_efficiency=1.0, discharge_efficiency=1.0, soc_min_pct=10.0,
+                             soc_max_pct=100.0, reserve_soc_pct=np.array([10.0, 10.0, 10.0, 10.5, 10.0]))
+    assert ch.tolist() == pytest.approx([5000.0, 3000.0, 5000.0, 5000.0, 0.0])
+    assert dis.tolist() == pytest.approx([5000.0, 5000.0, 0.0, 5000.0, 0.0])
+    ch, dis = battery_room_w(np.array([101.0, 5.0]), np.full(2, 10_000.0), np.full(2, 5000.0), np.full(2, 5000.0),
+                             slot_h=1.0, charge_efficiency=0.9, discharge_efficiency=0.9, soc_min_pct=10.0,
+                             soc_max_pct=100.0, reserve_soc_pct=0.0)
+    assert ch.tolist() == [0.0, 5000.0] and dis.tolist() == [5000.0, 0.0]  # never negative
+
+
+def test_a_round_is_a_pure_function_of_the_houses_readings() -> None:
+    from datetime import UTC, datetime
+
+    from aggregator.feeder_control import Feeder, HouseReading, round_envelopes
+    from vpp_common.messages import Measurement, SiteTelemetry, Validity
+
+    now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
+    readings = {"a": HouseReading(None, SiteTelemetry(now, m(-5000.0), m(5500.0), m(0.0), m(50.0), m(500.0)), None),
+                "b": HouseReading(None, None, None)}  # nothing known: taken as exporting its whole cap
+    env, loads = round_envelopes([Feeder("f", ("a", "b"), float("inf"), 6000.0)], readings, now, 30.0, 600.0, 1 / 60)
+    assert loads["f"].power_w == -5000.0 and loads["f"].fresh_houses == 1
+    assert set(env) == {"a", "b"}
+    assert sum(e.limits.max_export_w for e in env.values()) <= 6000.0 + 1e-6

@@ -70,18 +70,18 @@ def test_house_input_and_flexibility() -> None:
 
 
 def test_a_solved_plan_gets_its_version_and_a_lease_no_longer_than_lease_s() -> None:
-    plan = DispatchPlan(plan_id="", version=0, created_at=T0, valid_from=T0, valid_until=T0 + timedelta(hours=24),
+    plan = DispatchPlan(plan_id="p", version=0, created_at=T0, valid_from=T0, valid_until=T0 + timedelta(hours=24),
                         slot_duration_s=900, slots=(), fallback=FallbackMode.SELF_CONSUMPTION)
-    out = cycle.leased(plan, plan_id="p", version=7, created_at=T0, lease_s=3600, fallback_max_export_w=0.0)
+    out = cycle.leased(plan, version=7, created_at=T0, lease_s=3600, fallback_max_export_w=0.0)
     assert (out.plan_id, out.version, out.valid_until, out.fallback_max_export_w) == ("p", 7, T0 + timedelta(hours=1), 0.0)
     imp, exp = np.array([0.30, 0.20]), np.array([0.10, 0.0])
     assert cycle.terminal_value("mean_price", imp, exp) == pytest.approx(0.15)
     assert cycle.terminal_value(0.05, imp, exp) == 0.05
 
 
-async def test_the_planner_hands_plans_to_the_service_outbox_with_slots_encoded_in_the_solver() -> None:
-    """Constructor-injected outbox and slot encoder: the LP cycle's plan reaches the house's
-    session with its slots already encoded (the solver process ran the service's encoder)."""
+async def test_the_planner_hands_plans_to_the_service_outbox() -> None:
+    """Constructor-injected outbox: the LP cycle's plan and the house's signal reach the house's
+    session, the signal already encoded, the plan as the domain type (the stream encodes it)."""
     cfg = AggregatorConfig(listen="127.0.0.1:0", insecure=True, metrics_port=None, replica_id="r1")
     srv = AggregatorServer(cfg, clock=ManualClock(T0))
     try:
@@ -92,9 +92,9 @@ async def test_the_planner_hands_plans_to_the_service_outbox_with_slots_encoded_
         assert await srv.planner.cycle() == 1
         await srv.planner.send_signal("h1")
         item = await session.outbox.get()
-        assert isinstance(item, ControlItem) and item.message.WhichOneof("payload") == "grid_signal"  # type: ignore[attr-defined]
+        assert isinstance(item, ControlItem) and item.message.WhichOneof("payload") == "grid_signal"
         item = await session.outbox.get()
-        assert isinstance(item, PlanItem) and item.plan.version >= 1 and item.plan.wire_slots is not None
+        assert isinstance(item, PlanItem) and item.plan.version >= 1 and len(item.plan.slots) > 0
         assert item.plan.valid_until - item.plan.valid_from == timedelta(seconds=cfg.planning.lease_s)
     finally:
         srv.planner.close()

@@ -13,6 +13,7 @@ from aggregator.dispatch.tariff import DEFAULT_TARIFF
 from aggregator.fleet.leadership import LeaderElector
 from aggregator.metrics import AggregatorMetrics
 from aggregator.planner import Planner
+from aggregator.service.plan_encoder import PlanEncoder
 from aggregator.service.sessions import SessionRegistry
 from aggregator.service.stream_outbox import StreamOutbox
 from aggregator.store import MemoryStore
@@ -51,7 +52,8 @@ class _Clock:
 
 
 def _planner(store: MemoryStore, elector: LeaderElector, clock: ManualClock, **planning: object) -> Planner:
-    return Planner(store=store, outbox=StreamOutbox(SessionRegistry(), MagicMock()), clock=clock, tariff=DEFAULT_TARIFF,
+    return Planner(store=store, outbox=StreamOutbox(SessionRegistry(), MagicMock(), PlanEncoder(workers=0)), clock=clock,
+                   tariff=DEFAULT_TARIFF,
                    config=PlanningConfig(**planning), metrics=AggregatorMetrics(), replica_id="r0",  # type: ignore[arg-type]
                    elector=elector)
 

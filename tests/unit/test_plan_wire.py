@@ -1,17 +1,19 @@
-"""Plans whose slots were encoded in the solver process go on the wire exactly as plans
-encoded slot by slot on the event loop; a cache that does not fit the slots is ignored."""
+"""The service's plan encoder: a cycle's plans whose slots were encoded ahead, in an encoder
+process, go on the wire exactly as plans encoded where they are written; slots encoded ahead
+that do not fit the plan are not used."""
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
 from aggregator.dispatch.plans import LazyPlans, PackedPlans
-from aggregator.service.convert import packed_slots_wire, plan_to_proto
-from aggregator.store.codec import PLAN
+from aggregator.service import plan_encoder
+from aggregator.service.convert import packed_slots_to_wire, plan_to_proto, slots_to_wire
+from aggregator.service.plan_encoder import PlanEncoder, encode_packs_job
 
 T0 = datetime(2026, 6, 1, 10, 15, tzinfo=UTC)
 
@@ -27,35 +29,75 @@ def packed(n: int = 4, t: int = 96) -> PackedPlans:
         reasons=("self-consumption", "charge: cheap import", "feeder export limit binds (-12.3 kW)"))
 
 
-def test_encoded_slots_give_the_same_message_as_slot_by_slot() -> None:
-    pk = packed()
-    fast = LazyPlans([pk], {}, pk.house_ids).with_wire(packed_slots_wire)
-    slow = LazyPlans([pk], {}, pk.house_ids)
-    for h in pk.house_ids:
-        a, b = fast[h], slow[h]
-        assert a.wire_slots is not None and b.wire_slots is None
-        assert a == b  # the cache is not part of the plan
-        # as the planner stamps each plan before sending it
-        a = replace(a, plan_id="x", version=9, created_at=T0 + timedelta(seconds=1.5), fallback_max_export_w=4600)
-        b = replace(b, plan_id="x", version=9, created_at=T0 + timedelta(seconds=1.5), fallback_max_export_w=4600)
-        assert plan_to_proto(a) == plan_to_proto(b)
-        assert plan_to_proto(a).SerializeToString(deterministic=True) == \
-            plan_to_proto(b).SerializeToString(deterministic=True)
+def stamped(plan):  # type: ignore[no-untyped-def]
+    """As the planner stamps each solved plan before sending it (its id stays)."""
+    return replace(plan, version=9, created_at=T0 + timedelta(seconds=1.5), fallback_max_export_w=4600)
 
 
-def test_a_cache_that_does_not_fit_the_slots_is_not_used() -> None:
+def test_slots_encoded_from_the_arrays_are_those_of_the_plan() -> None:
     pk = packed()
-    plans = LazyPlans([pk], {}, pk.house_ids).with_wire(packed_slots_wire)
+    plans = LazyPlans([pk], {}, pk.house_ids)
+    encoded = packed_slots_to_wire(pk)
+    assert encoded == {plans[h].plan_id: slots_to_wire(plans[h]) for h in pk.house_ids}
+
+
+async def test_plans_encoded_ahead_in_a_process_give_the_same_message_as_encoded_in_place(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plan_encoder, "MIN_PLANS_AHEAD", 2)
+    pk = packed()
+    plans = LazyPlans([pk], {}, pk.house_ids)
+    encoder = PlanEncoder(workers=2)
+    try:
+        await encoder.prepare(plans)
+        assert sorted(encoder._ahead) == sorted(pk.plan_ids)
+        for h in pk.house_ids:
+            plan = stamped(plans[h])
+            fast = encoder.to_proto(plan)
+            assert fast == plan_to_proto(plan)
+            assert fast.SerializeToString(deterministic=True) == plan_to_proto(plan).SerializeToString(deterministic=True)
+        assert encoder._ahead == {}  # each used once, then let go
+    finally:
+        encoder.close()
+
+
+def test_slots_encoded_ahead_that_do_not_fit_the_plan_are_not_used() -> None:
+    pk = packed()
+    plans = LazyPlans([pk], {}, pk.house_ids)
+    encoder = PlanEncoder(workers=0)
+    encoder._ahead = encode_packs_job([pk])  # as prepare() leaves them
     a = plans["h0"]
-    shorter = replace(a, slots=a.slots[4:])  # e.g. a plan shifted by an hour, cache carried along
-    assert plan_to_proto(shorter) == plan_to_proto(replace(shorter, wire_slots=None))
+    shorter = replace(a, slots=a.slots[4:])  # e.g. a plan shifted by an hour under the same id
+    assert encoder.to_proto(shorter) == plan_to_proto(shorter)
+    b = plans["h1"]
+    later = replace(b, slots=tuple(replace(s, start=s.start + timedelta(hours=1)) for s in b.slots))
+    assert encoder.to_proto(later) == plan_to_proto(later)
 
 
-def test_the_cache_is_neither_stored_nor_lost_on_the_way_from_the_solver_process() -> None:
+async def test_a_small_cycle_is_encoded_where_it_is_written() -> None:
     pk = packed()
-    plans = pickle.loads(pickle.dumps(LazyPlans([pk], {}, pk.house_ids).with_wire(packed_slots_wire)))
-    a = plans["h2"]
-    assert a.wire_slots is not None
-    stored = PLAN.encode(a)
-    assert "wire_slots" not in stored
-    assert PLAN.decode(stored) == a and PLAN.decode(stored).wire_slots is None
+    encoder = PlanEncoder(workers=1)
+    await encoder.prepare(LazyPlans([pk], {}, pk.house_ids))
+    assert encoder._ahead == {} and encoder._pool is None  # no process started for 4 plans
+
+
+async def test_a_dead_encoder_process_costs_one_cycle_its_head_start_not_the_cycle(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    monkeypatch.setattr(plan_encoder, "MIN_PLANS_AHEAD", 2)
+    pk = packed()
+    plans = LazyPlans([pk], {}, pk.house_ids)
+    encoder = PlanEncoder(workers=1)
+    try:
+        await encoder.prepare(plans)
+        assert encoder._pool is not None
+        for pid in list(encoder._pool._processes):  # type: ignore[union-attr]
+            os.kill(pid, signal.SIGKILL)
+        await encoder.prepare(plans)  # the pool is found broken: plans are encoded as they are sent
+        assert encoder._ahead == {} and encoder._pool is None
+        assert encoder.to_proto(stamped(plans["h0"])) == plan_to_proto(stamped(plans["h0"]))
+        await encoder.prepare(plans)  # a new process
+        assert sorted(encoder._ahead) == sorted(pk.plan_ids)
+    finally:
+        encoder.close()
