@@ -57,11 +57,12 @@ from edge_agent.resources.factory import HouseResourceManager, resource_manager
 from edge_agent.resources.hybrid import HouseSnapshot
 from edge_agent.resources.readback import ControlWatch
 from edge_agent.resources.retry import DeviceRetry
-from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
+from edge_agent.uplink.client import TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import InvalidGridSignal, InvalidPlan, WelcomeInfo
 from edge_agent.uplink.identity import UplinkIdentity
 from edge_agent.uplink.spool import TelemetrySpool, spool_path
 from edge_agent.uplink.telemetry_metrics import TelemetryCollector
+from vpp_common.backoff import Backoff
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
 from vpp_common.messages import (
     DispatchPlan,

@@ -26,7 +26,7 @@ from edge_agent.home_assistant.commands import Refused, parse
 from edge_agent.home_assistant.energy import CounterStore
 from edge_agent.home_assistant.entities import HouseSpec, discovery
 from edge_agent.home_assistant.states import HouseView, states
-from edge_agent.uplink.client import Backoff
+from vpp_common.backoff import Backoff
 from vpp_common.clock import cancel_and_wait
 from vpp_common.config import ConfigError
 from vpp_common.messages import ResourceKind
