@@ -3,17 +3,20 @@
 Tasks (all on one event loop, none blocking it):
 
 * poll: the Resource Manager reads the device every ``poll_interval_s`` and
-  publishes an immutable snapshot;
+  publishes an immutable snapshot (its device checks: device_watch.py);
 * control: every ``tick_s``, or at once when a plan arrives or a poll reads
   the grid past a limit in force, decide the battery setpoint (pure
-  ``energy_manager.decide``) and write it if it moved more than the deadband,
-  a site limit needs it, or the device's revert timer needs a refresh;
+  ``energy_manager.decide``) and write what the write policy says is due
+  (``energy_manager.write_policy``: past the deadband, for a site limit, or to
+  refresh before the device reverts; the writes: device_writes.py);
 * uplink: the gRPC stream (reconnecting); telemetry every interval,
-  flexibility when it changes, plan statuses as they happen.
+  flexibility when it changes (reports.py), plans and grid signals checked as
+  they come (plan_intake.py), plan statuses as they happen.
 
 The agent is safe with no aggregator at all: without a plan it runs the
 fallback (self-consumption with the export cap), and every setpoint passes
-the safety envelope.
+the safety envelope.  Components such as the Home Assistant bridge are built
+by the CLI and run beside the loops (``EdgeAgent.components``).
 """
 
 from __future__ import annotations
