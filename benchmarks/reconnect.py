@@ -31,8 +31,9 @@ async def one_run(outage_s: float, interval_s: float, backoff_max_s: float, stat
     from aggregator.server import AggregatorServer
     from aggregator.store import MemoryStore
     from edge_agent.config import AgentConfig
-    from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
+    from edge_agent.uplink.client import UplinkCallbacks, UplinkClient
     from edge_agent.uplink.spool import TelemetrySpool
+    from vpp_common.backoff import Backoff
     from vpp_common.clock import UTC
     from vpp_common.messages import (
         ControlType,

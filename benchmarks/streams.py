@@ -43,7 +43,8 @@ def free_port() -> int:
 # -- client process -------------------------------------------------------------
 async def client_main(target: str, first: int, stride: int, count: int, measure_s: float, ready_file: str) -> None:
     """Agents ``first``, ``first + stride``, ... (``count`` of them) in this process."""
-    from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
+    from edge_agent.uplink.client import UplinkCallbacks, UplinkClient
+    from vpp_common.backoff import Backoff
     from vpp_common.clock import UTC
     from vpp_common.messages import (
         ControlType,

@@ -7,32 +7,49 @@ tariff), an override becomes a local plan checked like the aggregator's plans
 ``decide``, whose safety clamp (nameplate, SoC reserve/max, import limit, export cap) is still
 applied last.  A refused value is logged (rate-limited) and counted as
 ``vpp_edge_refused_total{source=...}``; nothing of it is applied.
+
+Pure: each command gives the config and override that follow from it (``LocalChange``) or why it
+is refused; the agent applies the change.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from edge_agent.config import BatteryConfig, ControlConfig
-from edge_agent.energy_manager.plan_check import plan_problem
-from vpp_common.messages import (
-    DispatchPlan,
-    Envelope,
-    FallbackMode,
-    PlanSlot,
-    PlanState,
-    PlanStatus,
-    Setpoint,
-)
-
-if TYPE_CHECKING:
-    from edge_agent.agent import EdgeAgent
+from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig
+from edge_agent.energy_manager.forecast import FORECAST_HORIZON_SLOTS, FORECAST_SLOT_S
+from edge_agent.energy_manager.local_tou import LocalTouPlanner
+from edge_agent.energy_manager.plan_check import Problem, plan_problem
+from vpp_common.messages import DispatchPlan, Envelope, FallbackMode, PlanSlot, Setpoint
 
 OVERRIDE_ID = "local-override"
+
+Refused = tuple[str, str]  # (reason label, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalChange:
+    """What holds once a local command is applied."""
+
+    config: AgentConfig
+    override: DispatchPlan | None
+
+
+@dataclass(frozen=True, slots=True)
+class HouseNow:
+    """What a local command is checked against."""
+
+    config: AgentConfig
+    override: DispatchPlan | None
+    now: datetime
+    battery_id: str
+    max_charge_w: float | None  # the battery's charge rating, None while not known
+    plan_problem: Callable[[DispatchPlan], Problem | None]  # why the house cannot follow a plan
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -50,89 +67,68 @@ def override_plan(kind: str, hours: float, now: datetime, battery_id: str, targe
                         fallback=FallbackMode.SELF_CONSUMPTION)
 
 
-def plan_in_force(agent: EdgeAgent, now: datetime, plan: DispatchPlan | None,
+def local_tou_planner(config: AgentConfig) -> LocalTouPlanner | None:
+    """tou mode: the agent's own plan on its tariff and forecasts, followed like an aggregator's."""
+    tariff = config.tariff
+    if config.control.mode != "tou" or tariff is None:
+        return None
+    return LocalTouPlanner(tariff.price_source(), FORECAST_SLOT_S, FORECAST_HORIZON_SLOTS)
+
+
+def live_override(override: DispatchPlan | None, now: datetime) -> DispatchPlan | None:
+    """The override while it lasts; None once it ran out (back to the mode's own behaviour)."""
+    return override if override is not None and override.is_valid_at(now) else None
+
+
+def plan_in_force(override: DispatchPlan | None, mode: str, plan: DispatchPlan | None,
                   stream_ok: bool) -> tuple[DispatchPlan | None, bool]:
-    """What the control loop follows: a local override while it lasts, no plan in
-    self-consumption mode, else what it had."""
-    ov = agent.override
-    if ov is not None:
-        if ov.is_valid_at(now):
-            return ov, True
-        agent.override = None  # ran out: back to the mode's own behaviour
-    if agent.config.control.mode == "self_consumption":
+    """What the control loop follows: a live local override, no plan in self-consumption mode,
+    else what it had."""
+    if override is not None:
+        return override, True
+    if mode == "self_consumption":
         return None, stream_ok
     return plan, stream_ok
 
 
-def apply_local(agent: EdgeAgent, name: str, value: str | float | None, source: str) -> str | None:
-    """Check and apply one local command; returns None once applied, else why it was refused
-    (already logged and counted)."""
-    problem = _apply(agent, name, value, source)
-    if problem is not None:
-        agent.refusals.refuse(source, problem[0], problem[1])
-        return problem[1]
-    agent._wake.set()  # decide on the new setting now, not at the next tick
-    return None
-
-
-def _apply(agent: EdgeAgent, name: str, value: str | float | None, source: str) -> tuple[str, str] | None:
-    cfg = agent.config
-    now = agent.clock.now()
+def local_change(house: HouseNow, name: str, value: str | float | None) -> LocalChange | Refused:
+    """Check one local command: what holds once it is applied, or why it is refused."""
     if name == "control_mode":
-        try:
-            control = ControlConfig.model_validate({**cfg.control.model_dump(), "mode": value})
-        except ValidationError as exc:
-            return "invalid_setting", f"control.mode: {_first_error(exc)}"
-        if control.mode == "tou" and cfg.tariff is None:
-            return "invalid_setting", "control.mode = tou needs a [tariff] in the config"
-        _set_mode(agent, control, now, source)
-        return None
+        return _control_mode(house, value)
     if name == "reserve_soc":
         try:
-            battery = BatteryConfig.model_validate({**cfg.battery.model_dump(), "reserve_soc_pct": value})
+            battery = BatteryConfig.model_validate({**house.config.battery.model_dump(), "reserve_soc_pct": value})
         except ValidationError as exc:
             return "invalid_setting", f"battery.reserve_soc_pct: {_first_error(exc)}"
-        agent.config = cfg.model_copy(update={"battery": battery})
-        return None
+        return LocalChange(house.config.model_copy(update={"battery": battery}), house.override)
     if name == "cancel_override":
-        agent.override = None
-        return None
+        return LocalChange(house.config, None)
     if name in ("hold_battery", "charge_now"):
-        if not isinstance(value, float) or not math.isfinite(value) or value <= 0:
-            return "invalid_setting", f"{name}: duration {value!r} h"
-        target = 0.0
-        if name == "charge_now":
-            nameplate = getattr(agent.device, "nameplate", None)
-            snap = agent.snapshot
-            target = (nameplate.max_charge_w if nameplate is not None
-                      else snap.max_charge_w if snap is not None else 0.0)
-            if not target > 0:
-                return "not_controllable", "charge_now: the battery's charge rating is not known yet"
-        plan = override_plan("hold" if target == 0 else "charge", value, now, agent.device.battery_id, target)
-        problem = plan_problem(plan) or agent._plan_problem(plan)
-        if problem is not None:
-            return problem.label, f"{name}: {problem.detail}"
-        agent.override = plan
-        return None
+        return _override(house, name, value)
     return "unknown_command", f"no setting {name!r}"
 
 
-def _set_mode(agent: EdgeAgent, control: ControlConfig, now: datetime, source: str) -> None:
-    from edge_agent.agent import FORECAST_HORIZON_SLOTS, FORECAST_SLOT_S
-    from edge_agent.energy_manager.local_tou import LocalTouPlanner
+def _control_mode(house: HouseNow, value: str | float | None) -> LocalChange | Refused:
+    cfg = house.config
+    try:
+        control = ControlConfig.model_validate({**cfg.control.model_dump(), "mode": value})
+    except ValidationError as exc:
+        return "invalid_setting", f"control.mode: {_first_error(exc)}"
+    if control.mode == "tou" and cfg.tariff is None:
+        return "invalid_setting", "control.mode = tou needs a [tariff] in the config"
+    return LocalChange(cfg.model_copy(update={"control": control}), house.override)
 
-    old = agent.config.control.mode
-    agent.config = agent.config.model_copy(update={"control": control})
-    if control.mode == old:
-        return
-    tariff = agent.config.tariff
-    agent.local_tou = (LocalTouPlanner(tariff.price_source(), FORECAST_SLOT_S, FORECAST_HORIZON_SLOTS)
-                       if control.mode == "tou" and tariff is not None else None)
-    current = agent.plans.current
-    if old == "vpp" and current is not None:
-        # the aggregator must not believe the house still follows its plan
-        agent.uplink.send(PlanStatus(current.plan_id, current.version, PlanState.REJECTED, now,
-                                     f"agent switched to {control.mode} mode ({source})"))
-        agent.plans.current = None
-    if control.mode == "vpp":
-        agent._last_flex_sent = None  # flexibility re-sent: the aggregator plans for the house again
+
+def _override(house: HouseNow, name: str, value: str | float | None) -> LocalChange | Refused:
+    if not isinstance(value, float) or not math.isfinite(value) or value <= 0:
+        return "invalid_setting", f"{name}: duration {value!r} h"
+    target = 0.0
+    if name == "charge_now":
+        target = house.max_charge_w if house.max_charge_w is not None else 0.0
+        if not target > 0:
+            return "not_controllable", "charge_now: the battery's charge rating is not known yet"
+    plan = override_plan("hold" if target == 0 else "charge", value, house.now, house.battery_id, target)
+    problem = plan_problem(plan) or house.plan_problem(plan)
+    if problem is not None:
+        return problem.label, f"{name}: {problem.detail}"
+    return LocalChange(house.config, plan)

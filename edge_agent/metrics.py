@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
+from edge_agent.energy_manager.decide import Decision
 from vpp_common.messages import SiteTelemetry
 
 # *_created series double the exposition for no use on dashboards
 disable_created_metrics()
+
+
+@dataclass
+class AgentStats:
+    """Counters for the demo summary and tests (metrics carry the same for Prometheus)."""
+
+    polls: int = 0
+    poll_errors: int = 0
+    writes: int = 0
+    write_errors: int = 0
+    writes_held_stale: int = 0  # control ticks that wrote nothing because the device data was not fresh
+    plans_accepted: int = 0
+    plans_rejected: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+    last_decision: Decision | None = None
+    plan_received_at: dict[int, float] = field(default_factory=dict)  # version -> monotonic s
 
 
 class AgentMetrics:
@@ -91,3 +110,13 @@ class AgentMetrics:
             self.resource_valid.labels(res.resource_id).set(1 if res.power_w.usable else 0)
             if res.power_w.usable and res.power_w.value is not None:
                 self.resource_power.labels(res.resource_id).set(res.power_w.value)
+
+
+def count_decision(metrics: AgentMetrics, stats: AgentStats, decision: Decision) -> None:
+    """One control decision in the stats and the metrics (mode, safety rules, PV limit)."""
+    stats.last_decision = decision
+    metrics.pv_limit.set(decision.pv_limit_w if decision.pv_limit_w is not None else -1)
+    stats.decisions[decision.mode] = stats.decisions.get(decision.mode, 0) + 1
+    metrics.decisions.labels(decision.mode).inc()
+    for rule in decision.clamped_by:
+        metrics.safety_clamps.labels(rule).inc()

@@ -157,20 +157,7 @@ def _clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLimits,
            battery: BatteryLimits) -> tuple[float, tuple[str, ...]]:
     """:func:`safety_clamp` on inputs already checked (decide checks them once per tick)."""
     rules = []
-    lo, hi = -battery.max_discharge_w, battery.max_charge_w
-    if soc_pct <= battery.reserve_soc_pct:
-        lo = max(lo, 0.0)
-    elif battery.capacity_wh > 0 and battery.control_period_s > 0:
-        above_wh = (soc_pct - battery.reserve_soc_pct) / 100 * battery.capacity_wh
-        lo = max(lo, -above_wh * battery.discharge_efficiency * 3600 / battery.control_period_s)
-    if soc_pct >= battery.max_soc_pct:
-        hi = min(hi, 0.0)
-    elif battery.capacity_wh > 0 and battery.control_period_s > 0:
-        # charge tapers the same way: a battery that fills mid-period stops charging at once,
-        # and its surplus reaches the grid until the next tick (past an export cap or a feeder
-        # envelope); tapered, the PV limit below covers it
-        room_wh = (battery.max_soc_pct - soc_pct) / 100 * battery.capacity_wh
-        hi = min(hi, room_wh * 3600 / battery.control_period_s)
+    lo, hi = _battery_bounds(soc_pct, battery)
     # grid = base + battery must lie in [-max_export, max_import]
     grid_lo = -limits.max_export_w - base_w
     grid_hi = limits.max_import_w - base_w
@@ -192,6 +179,25 @@ def _clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLimits,
     if not (math.isfinite(value) and lo <= value <= hi):
         return 0.0, (INVALID_INPUT,)
     return value, tuple(rules)
+
+
+def _battery_bounds(soc_pct: float, battery: BatteryLimits) -> tuple[float, float]:
+    """The setpoint range the nameplate and the SoC allow: (most discharge, most charge), W."""
+    lo, hi = -battery.max_discharge_w, battery.max_charge_w
+    if soc_pct <= battery.reserve_soc_pct:
+        lo = max(lo, 0.0)
+    elif battery.capacity_wh > 0 and battery.control_period_s > 0:
+        above_wh = (soc_pct - battery.reserve_soc_pct) / 100 * battery.capacity_wh
+        lo = max(lo, -above_wh * battery.discharge_efficiency * 3600 / battery.control_period_s)
+    if soc_pct >= battery.max_soc_pct:
+        hi = min(hi, 0.0)
+    elif battery.capacity_wh > 0 and battery.control_period_s > 0:
+        # charge tapers the same way: a battery that fills mid-period stops charging at once,
+        # and its surplus reaches the grid until the next tick (past an export cap or a feeder
+        # envelope); tapered, the PV limit below covers it
+        room_wh = (battery.max_soc_pct - soc_pct) / 100 * battery.capacity_wh
+        hi = min(hi, room_wh * 3600 / battery.control_period_s)
+    return lo, hi
 
 
 def ramp(desired_w: float, previous_w: float | None, dt_s: float, max_ramp_w_per_s: float) -> float:
@@ -243,31 +249,16 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
         return _refused(problem)
     if previous_w is not None and not math.isfinite(previous_w):
         previous_w = None  # no ramp from a value that is not one
-    if active_pv_limit_w is not None and not (math.isfinite(active_pv_limit_w) and active_pv_limit_w >= 0):
-        active_pv_limit_w = None
+    active_pv_limit_w = _usable_pv_limit(active_pv_limit_w)
     slot = plan.slot_at(now) if plan is not None and stream_ok else None
-    sp = slot.setpoint(resource_id) if slot is not None else None
     if plan_grid_envelope:
         limits = slot_limits(limits, slot)
-    if slot is not None and sp is not None:
-        env = sp.envelope
-        # fixed setpoint, or follow the house balance within the envelope
-        desired = sp.target_power_w if env.min_w == env.max_w else env.clamp(-base_w)
-        if not math.isfinite(desired):
-            return _refused(f"plan setpoint {sp.target_power_w} W in envelope ({env.min_w}, {env.max_w}) W")
-        mode, reason = "plan", slot.reason or "plan slot"
-    else:
-        fallback = plan.fallback if plan is not None else FallbackMode.SELF_CONSUMPTION
-        fallback_cap = plan.fallback_max_export_w if plan is not None else 0.0
-        if fallback_cap > 0:  # NaN is not (and is refused when the plan comes in)
-            limits = tighten_limits(limits, SiteLimits(limits.max_import_w, fallback_cap))
-        desired = -base_w if fallback is FallbackMode.SELF_CONSUMPTION else 0.0
-        why = ("no plan" if plan is None else "stream down" if not stream_ok
-               else "plan not yet valid" if now < plan.valid_from else "plan expired")
-        mode, reason = "fallback", f"{why}: {fallback.value}"
-    pv = telemetry.pv_power_w
-    pv_ok = pv.usable and pv.value is not None and math.isfinite(pv.value)
-    if pv_ok and pv.value is not None and pv_limit_binding(pv.value, active_pv_limit_w):
+    aim = _aim(now, plan, stream_ok, slot, resource_id, base_w, limits)
+    if isinstance(aim, Decision):
+        return aim
+    desired, mode, reason, limits = aim
+    pv_w = _pv_reading(telemetry)
+    if pv_w is not None and pv_limit_binding(pv_w, active_pv_limit_w):
         # PV is held at its limit, so the real surplus is larger than measured: the battery takes
         # all it may before any PV stays curtailed (the limit below rises by what it takes)
         desired = max(desired, battery.max_charge_w)
@@ -279,13 +270,54 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
         return _refused(f"setpoint {ramped} W could not be clamped")
     if ramped != desired:
         rules = ("ramp", *rules)
-    # the safety clamp already pushed the battery as far toward charging as it may go:
-    # whatever export is still over the cap can only be curtailed
-    pv_limit = (pv_limit_for_export_cap(base_w, pv.value, value, limits.max_export_w, active_pv_limit_w)
-                if pv_ok and pv.value is not None else None)
+    return Decision(value, mode, reason, rules, _pv_limit(base_w, pv_w, value, limits, active_pv_limit_w))
+
+
+def _aim(now: datetime, plan: DispatchPlan | None, stream_ok: bool, slot: PlanSlot | None, resource_id: str,
+         base_w: float, limits: SiteLimits) -> tuple[float, str, str, SiteLimits] | Decision:
+    """What the battery should do before ramp and safety: the plan slot's setpoint, or the
+    fallback (whose export cap tightens ``limits``); returns (W, mode, reason, limits), or the
+    refusal of a plan value that is not a number."""
+    sp = slot.setpoint(resource_id) if slot is not None else None
+    if slot is not None and sp is not None:
+        env = sp.envelope
+        # fixed setpoint, or follow the house balance within the envelope
+        desired = sp.target_power_w if env.min_w == env.max_w else env.clamp(-base_w)
+        if not math.isfinite(desired):
+            return _refused(f"plan setpoint {sp.target_power_w} W in envelope ({env.min_w}, {env.max_w}) W")
+        return desired, "plan", slot.reason or "plan slot", limits
+    fallback = plan.fallback if plan is not None else FallbackMode.SELF_CONSUMPTION
+    fallback_cap = plan.fallback_max_export_w if plan is not None else 0.0
+    if fallback_cap > 0:  # NaN is not (and is refused when the plan comes in)
+        limits = tighten_limits(limits, SiteLimits(limits.max_import_w, fallback_cap))
+    desired = -base_w if fallback is FallbackMode.SELF_CONSUMPTION else 0.0
+    why = ("no plan" if plan is None else "stream down" if not stream_ok
+           else "plan not yet valid" if now < plan.valid_from else "plan expired")
+    return desired, "fallback", f"{why}: {fallback.value}", limits
+
+
+def _usable_pv_limit(limit_w: float | None) -> float | None:
+    """The PV limit in force if it is one (finite, not below 0), else None."""
+    return limit_w if limit_w is not None and math.isfinite(limit_w) and limit_w >= 0 else None
+
+
+def _pv_reading(telemetry: SiteTelemetry) -> float | None:
+    """The PV power if it is a usable, finite reading, else None."""
+    pv = telemetry.pv_power_w
+    return pv.value if pv.usable and pv.value is not None and math.isfinite(pv.value) else None
+
+
+def _pv_limit(base_w: float, pv_w: float | None, battery_w: float, limits: SiteLimits,
+              active_pv_limit_w: float | None) -> float | None:
+    """The PV limit for the export cap once the battery is at ``battery_w`` (the safety clamp
+    already pushed it as far toward charging as it may go: what export is still over the cap can
+    only be curtailed); None without a PV reading or when none is needed."""
+    if pv_w is None:
+        return None
+    pv_limit = pv_limit_for_export_cap(base_w, pv_w, battery_w, limits.max_export_w, active_pv_limit_w)
     if pv_limit is not None and not math.isfinite(pv_limit):
         pv_limit = None if pv_limit > 0 else 0.0  # +inf: no cap needed; NaN: curtail all
-    return Decision(value, mode, reason, rules, pv_limit)
+    return pv_limit
 
 
 def _input_problem(grid_w: float, battery_w: float, soc_pct: float, base_w: float, limits: SiteLimits,

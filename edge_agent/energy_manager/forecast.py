@@ -31,6 +31,9 @@ import numpy as np
 from vpp_common.timeslots import align_down
 
 SLOTS_PER_DAY_MAX = 1440
+# The agent's forecasts (sent with its flexibility, and its own tou plan): 15-min slots, 24 h
+FORECAST_SLOT_S = 900
+FORECAST_HORIZON_SLOTS = 96
 # Load: the last hour's mean level, blended into the similar-day mean with this weight now,
 # fading with this e-folding time (h).  A household's 15-min load is spiky: one slot says
 # little (its anomaly against the similar day, persisted, forecast the next 2 h with a mean

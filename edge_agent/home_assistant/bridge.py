@@ -24,19 +24,19 @@ from typing import TYPE_CHECKING
 import aiomqtt
 from prometheus_client import Counter, Gauge
 
+from edge_agent.agent import AGENT_VERSION, EdgeAgent
 from edge_agent.home_assistant.automation import UNREACHABLE_AFTER_S, Conditions, cheap_now, events
 from edge_agent.home_assistant.commands import Refused, parse
 from edge_agent.home_assistant.energy import CounterStore
 from edge_agent.home_assistant.entities import HouseSpec, discovery
 from edge_agent.home_assistant.states import HouseView, states
-from edge_agent.uplink.client import Backoff
+from vpp_common.backoff import Backoff
 from vpp_common.clock import cancel_and_wait
 from vpp_common.config import ConfigError
 from vpp_common.messages import ResourceKind
 from vpp_common.timeslots import align_down
 
 if TYPE_CHECKING:
-    from edge_agent.agent import EdgeAgent
     from edge_agent.resources.hybrid import HouseSnapshot
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class HomeAssistantBridge:
         resources = getattr(a.device, "resources", ()) or ()
         return HouseSpec(
             node_id=self.node_id, house_name=f"VPP house {a.config.house_id or self.node_id}",
-            sw_version=_agent_version(), discovery_prefix=self.cfg.discovery_prefix,
+            sw_version=AGENT_VERSION, discovery_prefix=self.cfg.discovery_prefix,
             has_ev=any(r.kind is ResourceKind.EV_CHARGER for r in resources),
             currency=a.config.tariff.currency if a.config.tariff is not None else None,
             max_soc_pct=a.config.battery.max_soc_pct)
@@ -268,7 +268,11 @@ class HomeAssistantBridge:
         await self.publish_states(client)  # what holds now, refused or not
 
 
-def _agent_version() -> str:
-    from edge_agent.agent import AGENT_VERSION
-
-    return AGENT_VERSION
+def attach(agent: EdgeAgent) -> HomeAssistantBridge | None:
+    """With a ``[home_assistant]`` table: the bridge, run among the agent's components (its
+    energy counters are loaded here: an unwritable state_dir is a ConfigError before start)."""
+    if agent.config.home_assistant is None:
+        return None
+    bridge = HomeAssistantBridge(agent)
+    agent.components.append(bridge)
+    return bridge

@@ -40,6 +40,7 @@ from edge_agent.uplink.identity import UplinkIdentity
 from edge_agent.uplink.spool import TelemetrySpool
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
+from vpp_common.backoff import Backoff
 from vpp_common.clock import cancel_and_wait
 from vpp_common.messages import (
     DispatchPlan,
@@ -68,17 +69,7 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.http2.max_pings_without_data", 0),
 ]
 
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with jitter: delay n is uniform in [d/2, d], d = min(max, initial * 2^n)."""
-
-    initial_s: float = 0.5
-    max_s: float = 60.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        d = min(self.max_s, self.initial_s * (2 ** min(attempt, 30)))
-        return rng.uniform(d / 2, d)
+DEFAULT_BACKOFF = Backoff()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +119,7 @@ def _telemetry_request(payload: bytes) -> fs.ConnectRequest:
 
 class UplinkClient:
     def __init__(self, *, target: str, house_id: str, hello: Callable[[], Hello], callbacks: UplinkCallbacks,
-                 backoff: Backoff = Backoff(), tls: TlsFiles | None = None, rng: random.Random | None = None,
+                 backoff: Backoff = DEFAULT_BACKOFF, tls: TlsFiles | None = None, rng: random.Random | None = None,
                  outbox_size: int = 256, telemetry_buffer: int = 720, ack_timeout_s: float = 15.0,
                  spool: TelemetrySpool | None = None, max_in_flight: int = 256) -> None:
         """``spool``: where telemetry waits for its ack (default: in memory, ``telemetry_buffer``

@@ -2,9 +2,11 @@
 
 Each slot every house's edge decision (``decide``) is taken on what its meters
 show (the slot's real load and PV: the agent's control loop runs every few
-seconds, far faster than a slot), the battery follows within its physics, and
-PV is curtailed where the export cap needs it.  The plan source (strategy)
-re-plans on its own schedule.  No network, no processes but the solver pool.
+seconds, far faster than a slot) and written as the agent's write policy says
+(``write_policy``; with the agent's defaults every slot's decision is due: a slot
+is longer than the refresh period), the battery follows the setpoint within its
+physics, and PV is curtailed where the export cap needs it.  The plan source
+(strategy) re-plans on its own schedule.  No network, no processes but the solver pool.
 """
 
 from __future__ import annotations
@@ -18,15 +20,20 @@ import numpy as np
 
 from aggregator.dispatch.realtime import HousesNow, battery_room_w, feeder_envelopes
 from aggregator.dispatch.solver_pool import WarmSolverPool
+from edge_agent.config import BatteryConfig, ControlConfig
 from edge_agent.energy_manager.decide import (
     BatteryLimits,
     decide,
     pv_limit_for_export_cap,
     slot_limits,
 )
+from edge_agent.energy_manager.write_policy import WritePolicy, Written
 from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
 from simulator.fleet.strategies import BATTERY_ID, PlanSource, StrategyOptions, make_source
 from vpp_common.messages import Measurement, SiteLimits, SiteTelemetry, Validity
+
+# the agent's defaults: deadband, and the refresh at half the device's revert time
+WRITES = WritePolicy.for_revert(ControlConfig().deadband_w, BatteryConfig().revert_s)
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,7 @@ def simulate(sc: Scenario, strategy: str, options: StrategyOptions | None = None
     eff = [h.efficiency for h in sc.houses]
     load_all, pv_all = sc.load_w, sc.pv_w
     live = src.realtime_feeders and options.realtime_feeder_control
+    written: list[Written | None] = [None] * n  # the setpoint each device holds
     t0 = time.perf_counter()
     for s in range(t):
         now = sc.slot_start(s)
@@ -168,9 +176,13 @@ def simulate(sc: Scenario, strategy: str, options: StrategyOptions | None = None
                                  _m(load, now))
             plan = src.plans[i]
             d = decide(now, tele, plan, True, slot_lim[i], blim[i], BATTERY_ID, plan_grid_envelope=not live)
-            b, soc[i] = battery_step(float(soc[i]), cap[i], d.battery_w, eff[i], slot_h)
+            held = written[i]
+            if held is None or WRITES.battery_due(d.battery_w, held, now, d.clamped_by):
+                held = written[i] = (d.battery_w, now)
+            setpoint_w = held[0]
+            b, soc[i] = battery_step(float(soc[i]), cap[i], setpoint_w, eff[i], slot_h)
             pv_cap = d.pv_limit_w
-            if b != d.battery_w or pv_cap is not None:
+            if b != setpoint_w or pv_cap is not None:
                 # the battery took less than decided (full or empty): the export cap falls to PV
                 eff_limits = (slot_lim[i] if live else
                               slot_limits(limits[i], plan.slot_at(now) if plan is not None else None))

@@ -40,6 +40,7 @@ from edge_agent.config import (
     TariffConfig,
     TariffPeriodConfig,
 )
+from edge_agent.home_assistant.bridge import attach
 from edge_agent.home_assistant.entities import discovery_payload, entities
 from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
@@ -172,6 +173,8 @@ async def test_real_home_assistant(home_assistant: HomeAssistant, mosquitto: Mos
         home_assistant=HomeAssistantConfig(host=mosquitto.host, port=mosquitto.port, node_id=NODE,
                                            publish_interval_s=0.5))
     agent = EdgeAgent(config, clock=clock)
+    bridge = attach(agent)
+    assert bridge is not None
     try:
         await agent.start()
         await agent.wait_ready(5)
@@ -179,8 +182,7 @@ async def test_real_home_assistant(home_assistant: HomeAssistant, mosquitto: Mos
             n = agent.stats.polls
             clock.advance(1.0)
             await until(lambda: agent.stats.polls > n, "a device poll")
-        assert agent.home_assistant is not None
-        spec = agent.home_assistant.spec()
+        spec = bridge.spec()
         expected = {f"vpp_{NODE}_{e.key}": discovery_payload(spec, e) for e in entities(spec)}
         seen: dict = {}
 

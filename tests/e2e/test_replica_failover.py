@@ -18,10 +18,11 @@ from datetime import datetime
 import pytest
 import redis
 
-from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
+from edge_agent.uplink.client import UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import WelcomeInfo
 from tests.conftest import RedisServer, until
 from tests.replica_process import Replica, start_replica, stop_replicas
+from vpp_common.backoff import Backoff
 from vpp_common.clock import UTC
 from vpp_common.messages import (
     ControlType,

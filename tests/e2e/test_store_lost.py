@@ -21,11 +21,12 @@ from datetime import datetime
 
 import pytest
 
-from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
+from edge_agent.uplink.client import UplinkCallbacks, UplinkClient
 from edge_agent.uplink.convert import WelcomeInfo
 from tests.conftest import until
 from tests.redis_process import RedisProcess
 from tests.replica_process import Replica, start_replica, stop_replicas
+from vpp_common.backoff import Backoff
 from vpp_common.clock import UTC
 from vpp_common.messages import (
     ControlType,

@@ -127,7 +127,7 @@ async def house(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("kind", RESETS)
 async def test_register_reset_is_reasserted_within_one_poll(house, kind: str) -> None:  # type: ignore[no-untyped-def]
     agent, sim, clock = house
-    assert agent._pv_limit is not None, "the cap needs a PV limit in this house"
+    assert agent.writes.pv_limit is not None, "the cap needs a PV limit in this house"
     before = len(sim.writes)
     reasserts = metric(agent, "vpp_edge_device_reasserts_total")
     inject(sim, parse_fault(kind))  # once, now

@@ -25,6 +25,7 @@ from edge_agent.config import (
     DeviceConfig,
     HomeAssistantConfig,
 )
+from edge_agent.home_assistant.bridge import attach
 from edge_agent.home_assistant.entities import discovery_topic, entities
 from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
@@ -128,12 +129,12 @@ async def test_house_in_home_assistant(mosquitto: Mosquitto, house, tmp_path: Pa
     ha = FakeHomeAssistant(mosquitto)
     await ha.start()
     agent = EdgeAgent(config(mosquitto, sim.port, tmp_path / "state"), clock=clock)
+    bridge = attach(agent)
+    assert bridge is not None
     try:
         await agent.start()
         await agent.wait_ready(5)
         await polls(agent, clock, 3)
-        bridge = agent.home_assistant
-        assert bridge is not None
 
         # -- discovery: every entity announced, retained, with a state ----------------------
         await until(lambda: ha.seen.get(f"vpp/{NODE}/availability") == "online", "availability online")
@@ -236,6 +237,7 @@ async def test_energy_counters_survive_an_agent_restart(mosquitto: Mosquitto, ho
     await ha.start()
     try:
         agent = EdgeAgent(config(mosquitto, sim.port, state_dir), clock=clock)
+        attach(agent)
         try:
             await agent.start()
             await agent.wait_ready(5)
@@ -251,6 +253,7 @@ async def test_energy_counters_survive_an_agent_restart(mosquitto: Mosquitto, ho
         for k in ENERGY:
             ha.seen.pop(f"vpp/{NODE}/{k}/state", None)
         agent = EdgeAgent(config(mosquitto, sim.port, state_dir), clock=clock)
+        attach(agent)
         try:
             await agent.start()
             await until(lambda: all(ha.state(k) is not None for k in ENERGY), "counters published again")
@@ -270,13 +273,14 @@ async def test_stale_readings_are_unknown_and_not_counted(mosquitto: Mosquitto, 
     ha = FakeHomeAssistant(mosquitto)
     await ha.start()
     agent = EdgeAgent(config(mosquitto, sim.port, tmp_path / "state"), clock=clock)
+    bridge = attach(agent)
+    assert bridge is not None
     try:
         await agent.start()
         await agent.wait_ready(5)
         await polls(agent, clock, 3)
         await until(lambda: ha.state("grid_power") not in (None, "None"), "a grid power reading")
-        assert agent.home_assistant is not None
-        counters = agent.home_assistant.counters
+        counters = bridge.counters
         sim.faults = Faults(timeout=True)  # the device stops answering: its readings go stale
         await polls(agent, clock, 2)
         kwh = dict(counters.kwh)

@@ -18,10 +18,11 @@ from aggregator.config import AggregatorConfig, TlsServerConfig
 from aggregator.server import AggregatorServer
 from edge_agent.metrics import AgentMetrics
 from edge_agent.uplink import convert as edge
-from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
+from edge_agent.uplink.client import TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.identity import UplinkIdentity, certificate_not_after, expiry_problem
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
+from vpp_common.backoff import Backoff
 from vpp_common.clock import UTC
 from vpp_common.messages import ControlType, Hello, ResourceInfo, ResourceKind, SiteLimits
 

@@ -106,7 +106,7 @@ async def test_agent_reports_the_battery_not_controllable_and_rejects_plans(capl
             sim_load = sim.snapshot().load_power_w
             assert t.load_power_w.value == pytest.approx(sim_load, abs=2.0)  # grid + the inverter's AC W
 
-            agent._send_flexibility(snap)
+            agent.reports.send_flexibility(snap)
             flex = [m for m in sent if isinstance(m, Flexibility)]
             assert flex and all(f.storages == () and f.curtailments == () for f in flex)
 

@@ -19,9 +19,10 @@ import pytest
 from aggregator.config import AggregatorConfig
 from aggregator.server import AggregatorServer
 from aggregator.store import MemoryStore
-from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
+from edge_agent.uplink.client import UplinkCallbacks, UplinkClient
 from tests.conftest import free_port, until
 from tests.integration.test_aggregator_service import HELLO
+from vpp_common.backoff import Backoff
 
 pytestmark = pytest.mark.timeout(90)
 

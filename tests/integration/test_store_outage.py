@@ -125,7 +125,8 @@ async def test_agent_telemetry_survives_a_20s_redis_outage(server: AggregatorSer
     """The agent's own uplink sends a sample every 0.5 s through 20 s without Redis: the stream stays
     up, health says degraded, and afterwards every sample is in the store exactly once (what was
     acked before the outage too: acked means stored), with nothing left unacked or dropped."""
-    from edge_agent.uplink.client import Backoff, UplinkCallbacks, UplinkClient
+    from edge_agent.uplink.client import UplinkCallbacks, UplinkClient
+    from vpp_common.backoff import Backoff
 
     client = UplinkClient(target=server.target, house_id="house-t", hello=lambda: HELLO,
                           callbacks=UplinkCallbacks(on_plan=lambda plan: None), backoff=Backoff(0.2, 1.0),

@@ -16,11 +16,12 @@ from aggregator.config import AggregatorConfig
 from aggregator.server import AggregatorServer
 from aggregator.service import convert as agg_convert
 from aggregator.store import MemoryStore, StoreError
-from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient
+from edge_agent.uplink.client import TlsFiles, UplinkCallbacks, UplinkClient
 from edge_agent.uplink.spool import TelemetrySpool
 from tests.conftest import until
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
+from vpp_common.backoff import Backoff
 from vpp_common.clock import UTC, ManualClock
 from vpp_common.messages import Measurement, SiteTelemetry, Validity
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, ControlConfig, SiteConfig
+from edge_agent.energy_manager.write_policy import WritePolicy
 from edge_agent.resources.hybrid import HouseSnapshot
 from vpp_common.clock import UTC, ManualClock
 from vpp_common.messages import (
@@ -79,7 +80,7 @@ async def polling(cfg: AgentConfig, clock: ManualClock, reading: HouseSnapshot):
     device = PolledDevice(reading)
     agent = EdgeAgent(cfg, clock=clock, device=device)  # type: ignore[arg-type]
     agent.uplink.send = lambda _msg: None  # type: ignore[method-assign]
-    agent._learn = lambda _snap: None  # type: ignore[method-assign]
+    agent.reports.learn = lambda _snap, _limit: None  # type: ignore[method-assign]
     poller = asyncio.create_task(agent._poll_loop())
     try:
         await _let_run()
@@ -110,10 +111,10 @@ async def test_a_feeder_envelope_replaces_the_plan_slots_grid_envelope_until_it_
     assert d is not None and d.battery_w == 5000.0
 
     # the aggregator's live share of the feeder: this house may export 3.5 kW now
-    agent._on_grid_signal(GridSignal(T0, limits=SiteLimits(17_000, 3_500), limits_valid_until=T0 + timedelta(minutes=2),
+    agent.intake.on_grid_signal(GridSignal(T0, limits=SiteLimits(17_000, 3_500), limits_valid_until=T0 + timedelta(minutes=2),
                                      limits_are_feeder_envelope=True))
-    assert agent.feeder_envelope_active(T0)
-    assert agent.effective_limits(T0) == SiteLimits(17_000, 3_500)
+    assert agent.intake.feeder_envelope_active(T0)
+    assert agent.intake.effective_limits(T0) == SiteLimits(17_000, 3_500)
 
     # a plan slot that exports (battery held at 0): with the plan's grid envelope the house could
     # export only 1 kW and the battery would have to take 4 kW; the feeder envelope lets it export 3.5
@@ -127,7 +128,7 @@ async def test_a_feeder_envelope_replaces_the_plan_slots_grid_envelope_until_it_
     # once the envelope expires, the plan slot's grid envelope is back: export 1 kW, battery 4 kW
     clock.advance(150)
     agent.snapshot = _snapshot(clock.now())
-    assert not agent.feeder_envelope_active(clock.now())
+    assert not agent.intake.feeder_envelope_active(clock.now())
     d = await agent.control_once()
     assert d is not None and d.battery_w == 4000.0
     assert device.battery[-1] == 4000.0
@@ -169,15 +170,16 @@ async def test_the_deadband_never_holds_a_house_above_its_limits() -> None:
     cfg = AgentConfig(house_id="h", insecure=True, metrics_port=None, control=ControlConfig(deadband_w=200))
     device = FakeDevice()
     agent = EdgeAgent(cfg, clock=ManualClock(T0), device=device)  # type: ignore[arg-type]
-    await agent._apply_pv_limit(4000.0, T0)
-    await agent._apply_pv_limit(3990.0, T0)  # 10 W lower: written
-    await agent._apply_pv_limit(4100.0, T0)  # 110 W higher: a loosening within the deadband waits
+    policy = WritePolicy.for_revert(cfg.control.deadband_w, cfg.battery.revert_s)
+    await agent.writes.write_pv_limit(4000.0, T0, policy)
+    await agent.writes.write_pv_limit(3990.0, T0, policy)  # 10 W lower: written
+    await agent.writes.write_pv_limit(4100.0, T0, policy)  # 110 W higher: a loosening within the deadband waits
     assert device.pv_limits == [4000.0, 3990.0]
-    agent._last_written = (1000.0, T0)
-    assert not agent._should_write(1050.0, T0)  # within the deadband
-    assert agent._should_write(1050.0, T0, ("export_cap",))  # more charge for the export cap
-    assert not agent._should_write(950.0, T0, ("export_cap",))
-    assert agent._should_write(950.0, T0, ("import_limit",))  # more discharge for the import limit
+    last = (1000.0, T0)
+    assert not policy.battery_due(1050.0, last, T0)  # within the deadband
+    assert policy.battery_due(1050.0, last, T0, ("export_cap",))  # more charge for the export cap
+    assert not policy.battery_due(950.0, last, T0, ("export_cap",))
+    assert policy.battery_due(950.0, last, T0, ("import_limit",))  # more discharge for the import limit
 
 
 async def test_a_poll_past_a_limit_wakes_the_control_loop_at_once() -> None:

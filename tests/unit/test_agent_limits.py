@@ -20,9 +20,9 @@ def agent(mode: str = "vpp") -> EdgeAgent:
 
 def test_temporary_limits_tighten_only_and_expire() -> None:
     a = agent()
-    a._on_grid_signal(GridSignal(T0, limits=SiteLimits(20_000, 1_000), limits_valid_until=T0 + timedelta(hours=1)))
-    assert a.effective_limits(T0) == SiteLimits(10_000, 1_000)  # import not loosened, export tightened
-    assert a.effective_limits(T0 + timedelta(hours=1)) == SiteLimits(10_000, 4_000)  # expired
+    a.intake.on_grid_signal(GridSignal(T0, limits=SiteLimits(20_000, 1_000), limits_valid_until=T0 + timedelta(hours=1)))
+    assert a.intake.effective_limits(T0) == SiteLimits(10_000, 1_000)  # import not loosened, export tightened
+    assert a.intake.effective_limits(T0 + timedelta(hours=1)) == SiteLimits(10_000, 4_000)  # expired
 
 
 def test_self_consumption_mode_rejects_plans() -> None:

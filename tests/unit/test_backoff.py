@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from edge_agent.uplink.client import Backoff
+from vpp_common.backoff import Backoff
 
 
 def test_backoff_grows_caps_and_jitters() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edge_agent.config import AgentConfig, HomeAssistantConfig
+from edge_agent.config import AgentConfig
+from edge_agent.link_config import HomeAssistantConfig
 
 
 @pytest.fixture(autouse=True)

@@ -229,17 +229,17 @@ async def run(steps: list[tuple[str, object]]) -> None:
                 assert status.state is PlanState.REJECTED and status.reason, status
         elif kind == "signal":
             assert isinstance(arg, grid_pb2.GridSignal)
-            held = agent.grid_signal
+            held = agent.intake.grid_signal
             try:
                 signal: GridSignal | Exception = convert.grid_signal_from_proto(arg)
             except convert.InvalidGridSignal as exc:
                 signal = exc
-            agent._on_grid_signal(signal)
+            agent.intake.on_grid_signal(signal)
             event(f"signal {'refused' if isinstance(signal, Exception) else 'stored'}")
             if signal_is_sound(_raw_signal(arg)):
-                assert agent.grid_signal is signal
+                assert agent.intake.grid_signal is signal
             else:
-                assert agent.grid_signal is held  # refused: the one in force stays
+                assert agent.intake.grid_signal is held  # refused: the one in force stays
         elif kind == "reading":
             grid_w, pv_w, battery_w, soc = arg  # type: ignore[misc]
             agent.snapshot = snapshot(clock.now(), grid_w, pv_w, soc, battery_w)
@@ -251,7 +251,7 @@ async def run(steps: list[tuple[str, object]]) -> None:
                                       snap.telemetry.pv_power_w.value or 0.0,
                                       snap.telemetry.battery_soc_pct.value or 0.0,
                                       snap.telemetry.battery_power_w.value or 0.0)
-        lim = agent.effective_limits(clock.now())
+        lim = agent.intake.effective_limits(clock.now())
         assert 0 <= lim.max_import_w <= MAX_IMPORT_W and 0 <= lim.max_export_w <= MAX_EXPORT_W, lim
         writes = len(device.battery)
         await agent.control_once()

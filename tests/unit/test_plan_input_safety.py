@@ -116,7 +116,7 @@ def deliver_signal(a: EdgeAgent, msg: grid_pb2.GridSignal) -> None:
         signal: GridSignal | Exception = convert.grid_signal_from_proto(msg)
     except invalid as exc:  # type: ignore[misc]
         signal = exc
-    a._on_grid_signal(signal)  # type: ignore[arg-type]
+    a.intake.on_grid_signal(signal)  # type: ignore[arg-type]
 
 
 def statuses(sent: list[object]) -> list[PlanStatus]:
@@ -187,8 +187,8 @@ async def test_a_negative_export_limit_does_not_charge_the_battery_from_the_grid
     deliver_signal(a, signal_msg(MAX_IMPORT_W, -5000.0))
     await a.control_once()
     assert device.battery == [-800.0]  # self-consumption: no charge from the grid (was +4200 W)
-    assert a.grid_signal is None  # refused, never stored
-    assert a.effective_limits(T0) == SiteLimits(MAX_IMPORT_W, MAX_EXPORT_W)
+    assert a.intake.grid_signal is None  # refused, never stored
+    assert a.intake.effective_limits(T0) == SiteLimits(MAX_IMPORT_W, MAX_EXPORT_W)
     assert a.refusals.total == 1
 
 
@@ -199,7 +199,7 @@ async def test_a_negative_import_limit_does_not_discharge_the_battery_into_the_g
     deliver_signal(a, signal_msg(-5000.0, MAX_EXPORT_W))
     await a.control_once()
     assert device.battery == [-800.0]  # covers the load, exports nothing (was -5000 W)
-    assert a.grid_signal is None
+    assert a.intake.grid_signal is None
     assert a.refusals.total == 1
 
 
@@ -209,7 +209,7 @@ async def test_a_refused_signal_keeps_the_tighter_one_in_force() -> None:
     deliver_signal(a, signal_msg(MAX_IMPORT_W, 1000.0))
     deliver_signal(a, signal_msg(math.nan, math.nan))
     deliver_signal(a, signal_msg(MAX_IMPORT_W, -1.0))
-    assert a.effective_limits(T0) == SiteLimits(MAX_IMPORT_W, 1000.0)
+    assert a.intake.effective_limits(T0) == SiteLimits(MAX_IMPORT_W, 1000.0)
     assert a.refusals.total == 2
 
 
