@@ -378,14 +378,6 @@ class CatalogueDevice:
             out[role] = out.get(role, 0.0) + r.value if role in SUMMED_ROLES else r.value
         return out
 
-    async def write_point(self, name: str, value: float) -> bool:
-        """Write one point (engineering value, clamped into [min, max]).
-
-        Returns False if the write guard held it back (unchanged, too soon or
-        over the hourly budget: see :mod:`edge_agent.drivers.write_guard`).
-        """
-        return await self._write_point(name, value) == "write"
-
     async def _write_point(self, name: str, value: float) -> Verdict:
         p = self.entry.points.get(name)
         if p is None or not p.writable:

@@ -13,9 +13,9 @@ import pytest
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig, DeviceConfig, SiteConfig
-from edge_agent.drivers.scan import scan_sunspec
 from edge_agent.resources.hybrid import HybridInverterRM
 from edge_agent.resources.plausibility import UNBALANCED_POLLS
+from edge_agent.scan import scan_sunspec
 from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig, PhysicsSnapshot
 from tests.conftest import free_port, until
