@@ -18,7 +18,8 @@ import sunspec2.device as ss_device
 import sunspec2.mdef as ss_mdef
 
 from edge_agent.drivers.catalogue import CatalogueDevice, load_entry
-from edge_agent.drivers.sunspec import GroupValues, ModelValues, SunSpecDevice
+from edge_agent.drivers.sunspec import SunSpecDevice
+from edge_agent.drivers.sunspec_points import GroupValues, ModelValues
 from edge_agent.resources.capabilities import (
     BATTERY_CONTROL,
     Capabilities,

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from edge_agent.drivers.sunspec import GroupValues, ModelValues
+from edge_agent.drivers.sunspec_points import GroupValues, ModelValues
 from vpp_common.messages import Measurement, Validity
 
 # The least share of the measured power a counter must show: devices update counters in steps and

@@ -42,7 +42,8 @@ from typing import Literal
 
 from edge_agent.config import DeviceConfig
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
-from edge_agent.drivers.sunspec import ModelValues, SunSpecDevice
+from edge_agent.drivers.sunspec import SunSpecDevice
+from edge_agent.drivers.sunspec_points import ModelValues
 from edge_agent.resources.capabilities import (
     BATTERY_CONTROL,
     PV_CURTAILMENT,

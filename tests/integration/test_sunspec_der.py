@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pytest
 
 from edge_agent.config import DeviceConfig
-from edge_agent.drivers.sunspec import ModelValues
+from edge_agent.drivers.sunspec_points import ModelValues
 from edge_agent.resources.hybrid import DeviceConfigurationError, HybridInverterRM
 from simulator.hybrid_device import DER_MODELS, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
-from edge_agent.drivers.sunspec import ModelValues
+from edge_agent.drivers.sunspec_points import ModelValues
 from edge_agent.drivers.write_guard import WriteGuard
 from edge_agent.resources.readback import ControlReadback, ControlWatch, compare
 
