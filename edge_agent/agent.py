@@ -49,12 +49,12 @@ from edge_agent.energy_manager.plan_check import (
     plan_problem,
 )
 from edge_agent.energy_manager.plans import PlanBook
+from edge_agent.house_devices import resource_manager
 from edge_agent.local_control import apply_local, plan_in_force
 from edge_agent.metrics import AgentMetrics
 from edge_agent.refusals import Refusals
 from edge_agent.resources.capabilities import plan_refusal
-from edge_agent.resources.factory import HouseResourceManager, resource_manager
-from edge_agent.resources.hybrid import HouseSnapshot
+from edge_agent.resources.house import HouseResourceManager, HouseSnapshot
 from edge_agent.resources.readback import ControlWatch
 from edge_agent.resources.retry import DeviceRetry
 from edge_agent.uplink.client import Backoff, TlsFiles, UplinkCallbacks, UplinkClient

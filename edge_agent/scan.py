@@ -17,7 +17,8 @@ from typing import Any
 import sunspec2.device as ss_device
 import sunspec2.mdef as ss_mdef
 
-from edge_agent.drivers.catalogue import CatalogueDevice, load_entry
+from edge_agent.drivers.catalogue import load_entry
+from edge_agent.drivers.catalogue_device import CatalogueDevice
 from edge_agent.drivers.sunspec import SunSpecDevice
 from edge_agent.drivers.sunspec_points import GroupValues, ModelValues
 from edge_agent.resources.capabilities import (

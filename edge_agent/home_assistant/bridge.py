@@ -33,7 +33,7 @@ from vpp_common.messages import ResourceKind
 
 if TYPE_CHECKING:
     from edge_agent.agent import EdgeAgent
-    from edge_agent.resources.hybrid import HouseSnapshot
+    from edge_agent.resources.house import HouseSnapshot
 
 log = logging.getLogger(__name__)
 
