@@ -124,11 +124,14 @@ Carried = Literal["setpoint", "revert_s", "charging"]
 @dataclass(frozen=True, slots=True)
 class Write:
     """A point set to a constant or to what the command carries: the setpoint (times ``sign``:
-    SunSpec's sign from the house's), the revert time, or 1 when charging else 0."""
+    SunSpec's sign from the house's), the revert time, or 1 when charging else 0.  ``tolerance``:
+    how far it may read back from what was written and still hold (modes and enables exactly; the
+    device stores what its scale factor allows: 0.01 %, 0.1 %, 1 W)."""
 
     point: str
     value: int | Carried
     sign: Sign = 1
+    tolerance: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,10 @@ class Command:
     def release_points(self) -> dict[str, float | int]:
         return {w.point: _carried(w, 0.0, 0) for w in self.release}
 
+    def tolerance(self) -> dict[str, float]:
+        """Read-back tolerance by point (edge_agent.resources.readback)."""
+        return {w.point: w.tolerance for w in self.writes + self.release}
+
 
 def _carried(w: Write, setpoint: float, revert_s: int) -> float | int:
     if w.value == "setpoint":
@@ -167,22 +174,22 @@ def offered_command(commands: tuple[Command, ...], offered: Collection[int]) -> 
 # The battery held at a power: 124's charge and discharge limits meet at it (StorCtl_Mod 3, InWRte = P,
 # OutWRte = -P), else 704's WSet (injection positive); a revert timer hands it back if not refreshed.
 BATTERY_COMMANDS = (
-    Command(124, "pct", (Write("InWRte", "setpoint"), Write("OutWRte", "setpoint", -1),
+    Command(124, "pct", (Write("InWRte", "setpoint", tolerance=0.5), Write("OutWRte", "setpoint", -1, 0.5),
                          Write("InOutWRte_RvrtTms", "revert_s"), Write("ChaGriSet", "charging"),
                          Write("StorCtl_Mod", 3)),
             owned=("StorCtl_Mod", "InWRte", "OutWRte"), release=(Write("StorCtl_Mod", 0),),
             how="model 124 InWRte/OutWRte"),
-    Command(704, "W", (Write("WSetRvrtTms", "revert_s"), Write("WSetMod", 1), Write("WSet", "setpoint", -1),
+    Command(704, "W", (Write("WSetRvrtTms", "revert_s"), Write("WSetMod", 1), Write("WSet", "setpoint", -1, 10.0),
                        Write("WSetEna", 1)),
             owned=("WSetEna", "WSet"), release=(Write("WSetEna", 0),), how="model 704 WSet"),
 )
 # PV capped at a % of the inverter's rating: 704 first (as evcc tries it), else 123.
 PV_LIMIT_COMMANDS = (
-    Command(704, "pct", (Write("WMaxLimPct", "setpoint"), Write("WMaxLimPctRvrtTms", "revert_s"),
+    Command(704, "pct", (Write("WMaxLimPct", "setpoint", tolerance=0.5), Write("WMaxLimPctRvrtTms", "revert_s"),
                          Write("WMaxLimPctEna", 1)),
             owned=("WMaxLimPct", "WMaxLimPctEna"), release=(Write("WMaxLimPctEna", 0),),
             how="model 704 WMaxLimPct"),
-    Command(123, "pct", (Write("WMaxLimPct", "setpoint"), Write("WMaxLimPct_RvrtTms", "revert_s"),
+    Command(123, "pct", (Write("WMaxLimPct", "setpoint", tolerance=0.5), Write("WMaxLimPct_RvrtTms", "revert_s"),
                          Write("WMaxLim_Ena", 1)),
             owned=("WMaxLimPct", "WMaxLim_Ena"), release=(Write("WMaxLim_Ena", 0),),
             how="model 123 WMaxLimPct"),

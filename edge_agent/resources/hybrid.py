@@ -344,7 +344,7 @@ class HybridInverterRM:
             setpoint = max(-100.0, min(100.0, power_w / n.wchamax_w * 100.0))
         else:
             setpoint = max(-n.max_discharge_w, min(n.max_charge_w, power_w))
-        return await self._owned.write(self._dev, command.model, command.points(setpoint, self._settings.revert_s),
+        return await self._owned.write(self._dev, command, command.points(setpoint, self._settings.revert_s),
                                        command.owned)
 
     async def release(self) -> None:
@@ -379,12 +379,12 @@ class HybridInverterRM:
                                 device=dev.name)
         if limit_w is None:
             off = command.release_points()
-            await self._owned.write(dev, command.model, off, tuple(off))
+            await self._owned.write(dev, command, off, tuple(off))
             return
         if not limit_w >= 0:
             raise ValueError(f"limit_w must be >= 0 W or None, got {limit_w}")
         pct = max(0.0, min(100.0, limit_w / self.pv_rating_w * 100.0))
-        await self._owned.write(dev, command.model, command.points(pct, self._settings.revert_s), command.owned)
+        await self._owned.write(dev, command, command.points(pct, self._settings.revert_s), command.owned)
 
 
 __all__ = ["HybridInverterRM", "SunSpecSigns"]

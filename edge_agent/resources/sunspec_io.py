@@ -17,6 +17,7 @@ from datetime import datetime
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable
 from edge_agent.drivers.sunspec import SunSpecDevice
 from edge_agent.drivers.sunspec_points import ModelValues
+from edge_agent.drivers.sunspec_roles import Command
 from edge_agent.resources.readback import ControlReadback, compare
 from edge_agent.resources.retry import DeviceRetry
 
@@ -51,6 +52,7 @@ async def read_models(dev: SunSpecDevice, models: Sequence[int], retry: DeviceRe
 class OwnedPoints:
     def __init__(self) -> None:
         self._held: dict[tuple[int, int], dict[str, float]] = {}  # (device id, model) -> point -> value
+        self._tolerance: dict[tuple[int, int], dict[str, float]] = {}  # read-back tolerance by point
         self._gen = 0  # changes around every write
         self._writing = 0  # writes in progress
 
@@ -70,11 +72,13 @@ class OwnedPoints:
     def clear(self) -> None:
         self._held.clear()
 
-    async def write(self, dev: SunSpecDevice, model_id: int, points: dict[str, float | int],
+    async def write(self, dev: SunSpecDevice, command: Command, points: dict[str, float | int],
                     owned: tuple[str, ...]) -> bool:
-        """Write ``points``; remember the ``owned`` ones as what the device should hold.  A deferred or
-        failed write leaves them unknown (not compared)."""
+        """Write ``points`` of ``command``'s model; remember the ``owned`` ones as what the device should
+        hold.  A deferred or failed write leaves them unknown (not compared)."""
+        model_id = command.model
         key = (id(dev), model_id)
+        self._tolerance[key] = command.tolerance()
         self._gen += 1
         self._writing += 1
         done = False
@@ -103,7 +107,7 @@ class OwnedPoints:
             read = got.get(dev_id, {}).get(model_id)
             if read is None:
                 return ControlReadback()  # not all read: nothing to conclude
-            names, described = compare(model_id, owned, read)
+            names, described = compare(model_id, owned, read, self._tolerance[dev_id, model_id])
             if names:
                 devs[dev_id].invalidate_written(model_id, names)
                 mismatches += [f"{devs[dev_id].name} {d}" if split else d for d in described]
