@@ -114,6 +114,7 @@ RATED_W = Reading.one_of(Point(120, "WRtg"), Point(702, "WMaxRtg"))
 CAPACITY_WH = Reading.one_of(Point(120, "WHRtg"), Point(713, "WHRtg"), Point(802, "WHRtg"))
 MAX_CHARGE_W = Reading.one_of(Point(120, "MaxChaRte"), Point(702, "WChaRteMaxRtg"))
 MAX_DISCHARGE_W = Reading.one_of(Point(120, "MaxDisChaRte"), Point(702, "WDisChaRteMaxRtg"))
+NAMEPLATE_READINGS = (RATED_W, CAPACITY_WH, MAX_CHARGE_W, MAX_DISCHARGE_W)
 WCHAMAX = Point(124, "WChaMax")
 """The base of 124's InWRte/OutWRte percentages."""
 
@@ -226,7 +227,6 @@ HEARTBEATS: Mapping[int, Point] = {802: Point(802, "Hb")}
 __all__ = [
     "BATTERY_COMMANDS", "BATTERY_SOC", "BATTERY_W", "CAPACITY_WH", "COUNTERS", "GRID_W", "HEARTBEATS",
     "INVERTER_MODELS", "MAX_CHARGE_W", "MAX_DISCHARGE_W", "METER_MODELS", "MPPT_COUNTER", "MPPT_MODEL",
-    "MPPT_MODULE",
-    "PV_AC_W", "PV_DC_W", "PV_LIMIT_COMMANDS", "RATED_W", "ROLE_READINGS", "WCHAMAX", "Command",
-    "Counter", "Point", "Reading", "Role", "Write", "offered_command",
+    "MPPT_MODULE", "NAMEPLATE_READINGS", "PV_AC_W", "PV_DC_W", "PV_LIMIT_COMMANDS", "RATED_W", "ROLE_READINGS",
+    "WCHAMAX", "Command", "Counter", "Point", "Reading", "Role", "Write", "offered_command",
 ]

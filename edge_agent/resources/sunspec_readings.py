@@ -18,11 +18,9 @@ from edge_agent.drivers.sunspec_roles import (
     BATTERY_W,
     CAPACITY_WH,
     GRID_W,
-    MAX_CHARGE_W,
-    MAX_DISCHARGE_W,
+    NAMEPLATE_READINGS,
     PV_AC_W,
     PV_DC_W,
-    RATED_W,
     ROLE_READINGS,
     WCHAMAX,
     Command,
@@ -152,8 +150,6 @@ def check_roles(found: Mapping[Role, frozenset[int]], devices: Mapping[Role, str
                                        "inverter model (101-103, 111-113, 701) or 160 MPPT")
     return command
 
-
-NAMEPLATE_READINGS = (RATED_W, CAPACITY_WH, MAX_CHARGE_W, MAX_DISCHARGE_W)
 
 
 @dataclass(frozen=True, slots=True)
