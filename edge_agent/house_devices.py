@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from edge_agent.config import AgentConfig, DeviceConfig
 from edge_agent.drivers.catalogue import load_entry
+from edge_agent.drivers.catalogue_device import CatalogueDevice
 from edge_agent.drivers.sunspec import SunSpecDevice
 from edge_agent.drivers.sunspec_roles import Role
 from edge_agent.drivers.write_guard import WriteGuard
 from edge_agent.resources.catalogue import CatalogueHybridRM
 from edge_agent.resources.house import HouseResourceManager, HouseSettings
 from edge_agent.resources.hybrid import HybridInverterRM
-from edge_agent.resources.retry import DeviceRetry
 from edge_agent.resources.sunspec_readings import SunSpecSigns
 from vpp_common.clock import Clock
 from vpp_common.config import ConfigError
@@ -81,11 +81,9 @@ def resource_manager(config: AgentConfig, clock: Clock) -> HouseResourceManager:
     defaults = {k: v for k, v in (("capacity_wh", dev.capacity_wh), ("rated_power_w", dev.rated_power_w),
                                   ("max_charge_w", dev.max_charge_w), ("max_discharge_w", dev.max_discharge_w))
                 if v is not None}
-    return CatalogueHybridRM(entry, dev.host, dev.port, clock, unit_id=dev.unit_id, timeout_s=dev.timeout_s,
-                             reserve_soc_pct=config.battery.reserve_soc_pct, stale_after_s=dev.stale_after_s,
-                             write_guard=write_guard(dev, revert_s, clock),
-                             retry=DeviceRetry(min(dev.poll_interval_s, dev.reconnect_max_s), dev.reconnect_max_s),
-                             max_import_w=config.site.max_import_w, **defaults)
+    device = CatalogueDevice(entry, dev.host, dev.port, dev.unit_id, timeout_s=dev.timeout_s,
+                             write_guard=write_guard(dev, revert_s, clock))
+    return CatalogueHybridRM(device, clock, house_settings(config), **defaults)
 
 
 def _sunspec_parts(dev: DeviceConfig, revert_s: float, clock: Clock) -> SunSpecDevice | dict[Role, SunSpecDevice]:

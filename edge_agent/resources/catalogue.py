@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 
-from edge_agent.drivers.catalogue import CatalogueEntry
 from edge_agent.drivers.catalogue_device import CatalogueDevice
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
-from edge_agent.drivers.write_guard import WriteGuard
 from edge_agent.resources.capabilities import Capabilities, catalogue_capabilities
 from edge_agent.resources.frozen import FreezeDetector, mark_stale, soc_progress
-from edge_agent.resources.house import DeviceConfigurationError, HouseSnapshot, Nameplate
+from edge_agent.resources.house import (
+    DeviceConfigurationError,
+    HouseSettings,
+    HouseSnapshot,
+    Nameplate,
+)
 from edge_agent.resources.measure import Measurer
 from edge_agent.resources.plausibility import (
     SOC_RANGE,
@@ -59,22 +62,22 @@ class CatalogueHybridRM:
     pv_id = "pv"
     meter_id = "grid_meter"
 
-    def __init__(self, entry: CatalogueEntry, host: str, port: int, clock: Clock, *, unit_id: int | None = None,
-                 timeout_s: float = 2.0, capacity_wh: float = 10_000.0, rated_power_w: float = 10_000.0,
-                 max_charge_w: float = 5_000.0, max_discharge_w: float = 5_000.0, reserve_soc_pct: float = 10.0,
-                 stale_after_s: float = 30.0, write_guard: WriteGuard | None = None,
-                 retry: DeviceRetry | None = None, max_import_w: float | None = None) -> None:
+    def __init__(self, device: CatalogueDevice, clock: Clock, settings: HouseSettings | None = None, *,
+                 capacity_wh: float = 10_000.0, rated_power_w: float = 10_000.0, max_charge_w: float = 5_000.0,
+                 max_discharge_w: float = 5_000.0) -> None:
+        entry = device.entry
         if entry.control is None:
             raise DeviceConfigurationError(f"catalogue entry {entry.device.id} has no battery control section")
+        settings = settings or HouseSettings()
         self.entry = entry
-        self._dev = CatalogueDevice(entry, host, port, unit_id, timeout_s=timeout_s, write_guard=write_guard)
+        self._dev = device
         self._clock = clock
         self._defaults = (capacity_wh, rated_power_w, max_charge_w, max_discharge_w)
-        self._reserve = reserve_soc_pct
-        self._measurer = Measurer(stale_after_s)  # readings -> measurements; what is refused
-        self._retry = retry or DeviceRetry(1.0, 60.0)
+        self._reserve = settings.reserve_soc_pct
+        self._measurer = Measurer(settings.stale_after_s)  # readings -> measurements; what is refused
+        self._retry = DeviceRetry(min(settings.poll_interval_s, settings.reconnect_max_s), settings.reconnect_max_s)
         self.nameplate: Nameplate | None = None
-        self.bounds = HouseBounds(max_import_w=max_import_w)  # readings beyond these are implausible
+        self.bounds = HouseBounds(max_import_w=settings.max_import_w)  # readings beyond these are implausible
         self._balance = BalanceWatch()
         self._owned: dict[str, float] = {}  # control points written and not since contradicted
         self._write_gen = 0  # changes around every write: a poll that overlapped one does not compare
