@@ -39,6 +39,7 @@ from edge_agent.energy_manager.plan_check import Problem
 from edge_agent.energy_manager.plans import PlanBook
 from edge_agent.energy_manager.write_policy import WritePolicy
 from edge_agent.house_battery import battery_limits, battery_ratings, uncontrollable
+from edge_agent.house_devices import resource_manager
 from edge_agent.local_control import (
     HouseNow,
     live_override,
@@ -50,8 +51,7 @@ from edge_agent.metrics import AgentMetrics, AgentStats, count_decision
 from edge_agent.plan_intake import PlanIntake, house_plan_problem
 from edge_agent.refusals import Refusals
 from edge_agent.reports import HouseReports
-from edge_agent.resources.factory import HouseResourceManager, resource_manager
-from edge_agent.resources.hybrid import HouseSnapshot
+from edge_agent.resources.house import HouseResourceManager, HouseSnapshot
 from edge_agent.resources.readback import ControlWatch
 from edge_agent.resources.retry import DeviceRetry
 from edge_agent.uplink.client import TlsFiles, UplinkCallbacks, UplinkClient

@@ -72,7 +72,7 @@ EXIT_UNREACHABLE = 3
 async def _scan(args: argparse.Namespace) -> int:
     from edge_agent.drivers.catalogue import CatalogueError, catalogue_ids
     from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, NotSunSpec
-    from edge_agent.drivers.scan import scan_catalogue, scan_sunspec
+    from edge_agent.scan import scan_catalogue, scan_sunspec
 
     where = f"{args.host}:{args.port}"
     try:

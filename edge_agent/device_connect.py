@@ -23,8 +23,7 @@ from prometheus_client import Counter, Gauge
 
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound, NotSunSpec
 from edge_agent.drivers.sunspec import NOT_READY_EXCEPTION_CODES
-from edge_agent.resources.factory import HouseResourceManager
-from edge_agent.resources.hybrid import DeviceConfigurationError
+from edge_agent.resources.house import DeviceConfigurationError, HouseResourceManager
 from edge_agent.resources.retry import DeviceRetry
 from vpp_common.clock import Clock
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from edge_agent.metrics import AgentMetrics
 from edge_agent.refusals import Refusals
-from edge_agent.resources.hybrid import HouseSnapshot
+from edge_agent.resources.house import HouseSnapshot
 from edge_agent.resources.readback import ControlWatch
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from edge_agent.config import BatteryConfig, ControlConfig
 from edge_agent.energy_manager.decide import BatteryLimits
-from edge_agent.resources.factory import HouseResourceManager
-from edge_agent.resources.hybrid import HouseSnapshot
+from edge_agent.resources.house import HouseResourceManager, HouseSnapshot
 
 
 def uncontrollable(device: HouseResourceManager, resource_id: str) -> str | None:

@@ -25,8 +25,7 @@ from edge_agent.house_battery import battery_ratings, uncontrollable
 from edge_agent.metrics import AgentMetrics, AgentStats
 from edge_agent.refusals import Refusals
 from edge_agent.resources.capabilities import plan_refusal
-from edge_agent.resources.factory import HouseResourceManager
-from edge_agent.resources.hybrid import HouseSnapshot
+from edge_agent.resources.house import HouseResourceManager, HouseSnapshot
 from edge_agent.uplink.convert import InvalidGridSignal, InvalidPlan
 from vpp_common.messages import DispatchPlan, GridSignal, PlanState, PlanStatus, SiteLimits
 

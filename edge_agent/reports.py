@@ -18,7 +18,7 @@ from edge_agent.energy_manager.forecast import (
     Site,
 )
 from edge_agent.metrics import AgentMetrics
-from edge_agent.resources.hybrid import HouseSnapshot
+from edge_agent.resources.house import HouseSnapshot
 from edge_agent.uplink.client import UplinkClient
 from vpp_common.clock import Clock
 from vpp_common.messages import PowerForecast

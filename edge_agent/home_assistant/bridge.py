@@ -37,7 +37,7 @@ from vpp_common.messages import ResourceKind
 from vpp_common.timeslots import align_down
 
 if TYPE_CHECKING:
-    from edge_agent.resources.hybrid import HouseSnapshot
+    from edge_agent.resources.house import HouseSnapshot
 
 log = logging.getLogger(__name__)
 

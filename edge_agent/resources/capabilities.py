@@ -20,12 +20,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from edge_agent.drivers.sunspec_roles import (
+    BATTERY_COMMANDS,
+    BATTERY_W,
+    GRID_W,
+    PV_AC_W,
+    PV_DC_W,
+    PV_LIMIT_COMMANDS,
+    Point,
+    offered_command,
+)
+from edge_agent.drivers.sunspec_roles import BATTERY_SOC as BATTERY_SOC_READING
 from vpp_common.messages import DispatchPlan
-
-# SunSpec meters: W is total real power in all of them
-METER_MODELS = (203, 213, 201, 211, 202, 212, 204, 214)
-# AC power of an inverter
-INVERTER_MODELS = (103, 113, 101, 111, 102, 112, 701)
 
 BATTERY_POWER = "battery_power"
 BATTERY_SOC = "battery_soc"
@@ -112,53 +118,54 @@ def catalogue_capabilities(entry_id: str, roles: Iterable[str | None], has_contr
 
 
 def sunspec_capabilities(found: Mapping[Any, frozenset[int]], hybrid: bool) -> Capabilities:
-    """Capabilities of SunSpec devices by role (``battery``, ``pv``, ``meter``; models each offers).
-    ``hybrid``: PV and battery are one inverter (its AC power is their sum)."""
+    """Capabilities of SunSpec devices by role (``battery``, ``pv``, ``meter``; models each offers),
+    read from the points edge_agent.drivers.sunspec_roles maps them to.  ``hybrid``: PV and battery
+    are one inverter (its AC power is their sum)."""
     can: dict[str, str] = {}
     cannot: dict[str, str] = {}
-    meter = found.get("meter", frozenset())
     bat = found.get("battery", frozenset())
+    _either(can, cannot, GRID_POWER, _how(GRID_W.source(found.get("meter", frozenset()))),
+            "no meter model (201-204, 211-214)")
+    _either(can, cannot, BATTERY_SOC, _how(BATTERY_SOC_READING.source(bat)), "no model 124, 713 or 802")
+    _either(can, cannot, BATTERY_POWER, _how(BATTERY_W.source(bat)), "no model 802 (battery)" + (
+        ": the inverter's AC power is PV and battery together" if hybrid else ""))
+    command = offered_command(BATTERY_COMMANDS, bat)
+    _either(can, cannot, BATTERY_CONTROL, command.how if command else None,
+            "no model 124 (storage) or 704 (DER controls)")
     pv = found.get("pv")
-    m = next((x for x in METER_MODELS if x in meter), None)
-    if m is not None:
-        can[GRID_POWER] = f"model {m} W"
-    else:
-        cannot[GRID_POWER] = "no meter model (201-204, 211-214)"
-    soc = next((f"model {x} {p}" for x, p in ((124, "ChaState"), (713, "SoC"), (802, "SoC")) if x in bat), None)
-    if soc:
-        can[BATTERY_SOC] = soc
-    else:
-        cannot[BATTERY_SOC] = "no model 124, 713 or 802"
-    if 802 in bat:
-        can[BATTERY_POWER] = "model 802 W"
-    else:
-        cannot[BATTERY_POWER] = "no model 802 (battery)" + (
-            ": the inverter's AC power is PV and battery together" if hybrid else "")
-    if 124 in bat:
-        can[BATTERY_CONTROL] = "model 124 InWRte/OutWRte"
-    elif 704 in bat:
-        can[BATTERY_CONTROL] = "model 704 WSet"
-    else:
-        cannot[BATTERY_CONTROL] = "no model 124 (storage) or 704 (DER controls)"
     if pv is not None:
-        inverter = next((x for x in INVERTER_MODELS if x in pv), None)
-        if 160 in pv:
-            can[PV_POWER] = "model 160 DCW"
-        elif inverter is not None and not hybrid:
-            can[PV_POWER] = f"model {inverter} W"
-        elif inverter is not None and 802 in bat:
-            can[PV_POWER] = f"model {inverter} W minus model 802 W"
-        elif inverter is not None:
-            cannot[PV_POWER] = f"no model 160 (MPPT), and model {inverter} W includes the unmeasured battery"
-        else:
-            cannot[PV_POWER] = "no model 160 (MPPT) or inverter model (101-103, 111-113, 701)"
-        if 704 in pv:
-            can[PV_CURTAILMENT] = "model 704 WMaxLimPct"
-        elif 123 in pv:
-            can[PV_CURTAILMENT] = "model 123 WMaxLimPct"
-        else:
-            cannot[PV_CURTAILMENT] = "no model 123 (immediate controls) or 704 (DER controls)"
+        _pv_power(can, cannot, pv, hybrid, battery_measured=BATTERY_W.source(bat) is not None)
+        limit = offered_command(PV_LIMIT_COMMANDS, pv)
+        _either(can, cannot, PV_CURTAILMENT, limit.how if limit else None,
+                "no model 123 (immediate controls) or 704 (DER controls)")
     return Capabilities(can, cannot)
+
+
+def _how(point: Point | None) -> str | None:
+    return None if point is None else point.label
+
+
+def _either(can: dict[str, str], cannot: dict[str, str], capability: str, how: str | None, why_not: str) -> None:
+    if how is not None:
+        can[capability] = how
+    else:
+        cannot[capability] = why_not
+
+
+def _pv_power(can: dict[str, str], cannot: dict[str, str], pv: frozenset[int], hybrid: bool,
+              battery_measured: bool) -> None:
+    """From the MPPTs, else the inverter's AC power (a hybrid's minus the measured battery)."""
+    dc, ac = PV_DC_W.source(pv), PV_AC_W.source(pv)
+    if dc is not None:
+        can[PV_POWER] = dc.label
+    elif ac is not None and not hybrid:
+        can[PV_POWER] = ac.label
+    elif ac is not None and battery_measured:
+        can[PV_POWER] = f"{ac.label} minus {BATTERY_W.choices[0][0].label}"
+    elif ac is not None:
+        cannot[PV_POWER] = f"no model 160 (MPPT), and {ac.label} includes the unmeasured battery"
+    else:
+        cannot[PV_POWER] = "no model 160 (MPPT) or inverter model (101-103, 111-113, 701)"
 
 
 __all__ = ["ALL", "BATTERY_CONTROL", "BATTERY_POWER", "BATTERY_SOC", "GRID_POWER", "PV_CURTAILMENT", "PV_POWER",

@@ -11,20 +11,22 @@ never 0 W.  Writes go through an optional :class:`WriteGuard`.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
-from edge_agent.drivers.catalogue import CatalogueDevice, CatalogueEntry
+from edge_agent.drivers.catalogue_device import CatalogueDevice
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound
-from edge_agent.drivers.write_guard import WriteGuard
 from edge_agent.resources.capabilities import Capabilities, catalogue_capabilities
 from edge_agent.resources.frozen import FreezeDetector, mark_stale, soc_progress
-from edge_agent.resources.hybrid import DeviceConfigurationError, HouseSnapshot, Nameplate
+from edge_agent.resources.house import (
+    DeviceConfigurationError,
+    HouseSettings,
+    HouseSnapshot,
+    Nameplate,
+)
+from edge_agent.resources.measure import Measurer
 from edge_agent.resources.plausibility import (
     SOC_RANGE,
     BalanceWatch,
     HouseBounds,
-    Refused,
-    implausible_reading,
     load_from_balance,
     rating,
 )
@@ -60,24 +62,22 @@ class CatalogueHybridRM:
     pv_id = "pv"
     meter_id = "grid_meter"
 
-    def __init__(self, entry: CatalogueEntry, host: str, port: int, clock: Clock, *, unit_id: int | None = None,
-                 timeout_s: float = 2.0, capacity_wh: float = 10_000.0, rated_power_w: float = 10_000.0,
-                 max_charge_w: float = 5_000.0, max_discharge_w: float = 5_000.0, reserve_soc_pct: float = 10.0,
-                 stale_after_s: float = 30.0, write_guard: WriteGuard | None = None,
-                 retry: DeviceRetry | None = None, max_import_w: float | None = None) -> None:
+    def __init__(self, device: CatalogueDevice, clock: Clock, settings: HouseSettings | None = None, *,
+                 capacity_wh: float = 10_000.0, rated_power_w: float = 10_000.0, max_charge_w: float = 5_000.0,
+                 max_discharge_w: float = 5_000.0) -> None:
+        entry = device.entry
         if entry.control is None:
             raise DeviceConfigurationError(f"catalogue entry {entry.device.id} has no battery control section")
+        settings = settings or HouseSettings()
         self.entry = entry
-        self._dev = CatalogueDevice(entry, host, port, unit_id, timeout_s=timeout_s, write_guard=write_guard)
+        self._dev = device
         self._clock = clock
         self._defaults = (capacity_wh, rated_power_w, max_charge_w, max_discharge_w)
-        self._reserve = reserve_soc_pct
-        self._stale_after_s = stale_after_s
-        self._retry = retry or DeviceRetry(1.0, 60.0)
-        self._last: dict[str, Measurement] = {}
+        self._reserve = settings.reserve_soc_pct
+        self._measurer = Measurer(settings.stale_after_s)  # readings -> measurements; what is refused
+        self._retry = DeviceRetry(min(settings.poll_interval_s, settings.reconnect_max_s), settings.reconnect_max_s)
         self.nameplate: Nameplate | None = None
-        self.bounds = HouseBounds(max_import_w=max_import_w)  # readings beyond these are implausible
-        self._refused: list[Refused] = []
+        self.bounds = HouseBounds(max_import_w=settings.max_import_w)  # readings beyond these are implausible
         self._balance = BalanceWatch()
         self._owned: dict[str, float] = {}  # control points written and not since contradicted
         self._write_gen = 0  # changes around every write: a poll that overlapped one does not compare
@@ -109,7 +109,7 @@ class CatalogueHybridRM:
         for role in ("max_charge_w", "max_discharge_w"):  # read from the device: a home's, or refused
             read[role], refused = rating(f"{self.entry.device.id} {role}", m.get(role))
             if refused is not None:
-                self._refused.append(refused)
+                self._measurer.refused.append(refused)
                 log.warning("%s: %s", self._dev.name, refused.detail)
         charge = read["max_charge_w"] or charge
         discharge = read["max_discharge_w"] or discharge
@@ -143,19 +143,6 @@ class CatalogueHybridRM:
         n = self.nameplate
         return BatteryNameplate(n.max_charge_w, n.max_discharge_w, n.capacity_wh, reserve_soc_pct=self._reserve)
 
-    def _measure(self, name: str, value: float | None, now: datetime, lo: float, hi: float) -> Measurement:
-        if value is None:
-            last = self._last.get(name)
-            if last is not None and last.measured_at is not None and \
-                    (now - last.measured_at).total_seconds() <= self._stale_after_s:
-                return Measurement(last.value, Validity.STALE, last.measured_at)
-            return Measurement.missing()
-        if not lo <= value <= hi:
-            return Measurement(value, Validity.IMPLAUSIBLE, now)
-        m = Measurement(value, Validity.VALID, now)
-        self._last[name] = m
-        return m
-
     async def poll(self) -> HouseSnapshot:
         """Read the device once; failures give STALE/MISSING measurements, never zeros."""
         assert self.nameplate is not None, "connect() first"
@@ -177,10 +164,10 @@ class CatalogueHybridRM:
                 log.warning("%s: read refused: %s", self._dev.name, exc)
             else:
                 self._retry.succeeded()
-        g = self._checked("grid", m.get("grid_power_w"), now, self.bounds.grid_range())
-        p = self._checked("pv", m.get("pv_power_w"), now, self.bounds.pv_range())
-        b = self._checked("battery", m.get("battery_power_w"), now, self.bounds.battery_range())
-        s = self._checked("soc", m.get("soc_pct"), now, SOC_RANGE, "%")
+        g = self._measurer.checked("grid", m.get("grid_power_w"), now, self.bounds.grid_range())
+        p = self._measurer.checked("pv", m.get("pv_power_w"), now, self.bounds.pv_range())
+        b = self._measurer.checked("battery", m.get("battery_power_w"), now, self.bounds.battery_range())
+        s = self._measurer.checked("soc", m.get("soc_pct"), now, SOC_RANGE, "%")
         # vendor maps have no energy counters: the SoC must move with the battery power
         frozen = self._freeze.update(now, [soc_progress("soc", m.get("soc_pct"), m.get("battery_power_w"),
                                                         self.nameplate.capacity_wh, self._soc_resolution())])
@@ -191,7 +178,7 @@ class CatalogueHybridRM:
             assert g.value is not None and p.value is not None and b.value is not None
             value, refused = load_from_balance(g.value, p.value, b.value)
             if refused is not None:
-                self._refused.append(refused)
+                self._measurer.refused.append(refused)
             load = Measurement(value, Validity.VALID if refused is None else Validity.IMPLAUSIBLE, now)
         if self._balance.update(load.validity is Validity.IMPLAUSIBLE):
             # not a moment between two reads: one of them is wrong, and which cannot be told
@@ -208,17 +195,9 @@ class CatalogueHybridRM:
                 capacity_wh=n.capacity_wh, max_charge_power_w=n.max_charge_w,
                 max_discharge_power_w=n.max_discharge_w),) if s.usable else (),
         )
-        refused_now, self._refused = tuple(self._refused), []
+        refused_now = self._measurer.take_refused()
         return HouseSnapshot(telemetry, flex, n.max_charge_w, n.max_discharge_w, refused_now,
                              control=readback, frozen=frozen.detail)
-
-    def _checked(self, name: str, value: float | None, now: datetime, bounds: tuple[float, float],
-                 unit: str = "W") -> Measurement:
-        """``_measure`` within the house's bounds; an implausible reading is reported (refused)."""
-        m = self._measure(name, value, now, *bounds)
-        if (refused := implausible_reading(m, name, value, bounds, unit)) is not None:
-            self._refused.append(refused)
-        return m
 
     def _soc_resolution(self) -> float:
         return min((abs(p.scale) for p in self.entry.points.values() if p.role == "soc_pct"), default=1.0)

@@ -21,11 +21,20 @@ device that does not implement it is ignored).  Pure: no clock, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from edge_agent.drivers.sunspec import GroupValues, ModelValues
+from edge_agent.drivers.sunspec_points import GroupValues, ModelValues
+from edge_agent.drivers.sunspec_roles import (
+    BATTERY_SOC,
+    COUNTERS,
+    HEARTBEATS,
+    MPPT_COUNTER,
+    MPPT_MODEL,
+    MPPT_MODULE,
+    Counter,
+)
 from vpp_common.messages import Measurement, Validity
 
 # The least share of the measured power a counter must show: devices update counters in steps and
@@ -132,45 +141,44 @@ def _sum(*values: float | None) -> float | None:
 
 def sunspec_progress(prefix: str, models: Mapping[int, ModelValues], battery_w: float | None,
                      capacity_wh: float) -> list[Progress]:
-    """What must advance in one SunSpec device's models as read this poll (names start with ``prefix``):
-    meter (20x/21x TotWhImp + TotWhExp at |W|), inverter energy (10x WH and 701 TotWhInj + TotWhAbs
-    at the production), MPPT (160 DCWH at the DC power, Tms at 1/s), battery heartbeat
-    (802 Hb at 1/s) and SoC (124 ChaState, 802 or 713 SoC at the battery power ``battery_w``, W,
-    over ``capacity_wh``)."""
+    """What must advance in one SunSpec device's models as read this poll (names start with ``prefix``;
+    edge_agent.drivers.sunspec_roles): energy counters at the power flowing, MPPT energy and
+    timestamp, heartbeats at 1/s, and the SoC at the battery power ``battery_w`` (W) over
+    ``capacity_wh``."""
     out: list[Progress] = []
     for model_id, m in models.items():
-        w = _n(m, "W")
-        if 201 <= model_id <= 214 and w is not None:
-            out.append(Progress(f"{prefix}{model_id}.TotWh", _sum(_n(m, "TotWhImp"), _n(m, "TotWhExp")),
-                                abs(w) * POWER_SHARE / 3600, _resolution(m, "TotWh_SF")))
-        elif model_id in (101, 102, 103, 111, 112, 113) and w is not None:
-            out.append(Progress(f"{prefix}{model_id}.WH", _n(m, "WH"), max(w, 0.0) * POWER_SHARE / 3600,
-                                _resolution(m, "WH_SF")))
-        elif model_id == 701 and w is not None:
-            # injection for sure; some devices leave TotWhAbs at 0 while absorbing
-            out.append(Progress(f"{prefix}701.TotWh", _sum(_n(m, "TotWhInj"), _n(m, "TotWhAbs")),
-                                max(w, 0.0) * POWER_SHARE / 3600, _resolution(m, "TotWh_SF")))
-        elif model_id == 160:
-            modules = m.groups.get("module", ())
-            dcw = _sum(*(_n(mod, "DCW") for mod in modules)) if modules else None
-            wh = _sum(*(_n(mod, "DCWH") for mod in modules)) if modules else None
-            if dcw is not None:
-                out.append(Progress(f"{prefix}160.DCWH", wh, dcw * POWER_SHARE / 3600, _resolution(m, "DCWH_SF")))
-            if modules:
-                out.append(Progress(f"{prefix}160.Tms", _n(modules[0], "Tms"), 1.0, 1.0))
-        elif model_id == 802:
-            out.append(Progress(f"{prefix}802.Hb", _n(m, "Hb"), 1.0, 1.0))
-    for model_id, name, sf in ((124, "ChaState", "ChaState_SF"), (802, "SoC", "SoC_SF"), (713, "SoC", "Pct_SF")):
-        sm = models.get(model_id)
-        soc = _n(sm, name)
-        if sm is None or soc is None:
-            continue
-        rate = 0.0
-        if battery_w is not None and capacity_wh > 1.0 and SOC_EDGE_PCT < soc < 100.0 - SOC_EDGE_PCT:
-            rate = abs(battery_w) * SOC_SHARE / capacity_wh * 100.0 / 3600
-        out.append(Progress(f"{prefix}{model_id}.{name}", soc, rate, _resolution(sm, sf)))
-        break  # one SoC is enough
+        counter, w = COUNTERS.get(model_id), _n(m, "W")
+        if counter is not None and w is not None:
+            out.append(_counter(f"{prefix}{model_id}", counter, m, (m,), w))
+        elif model_id == MPPT_MODEL:
+            out += _mppt(f"{prefix}{model_id}", m)
+        elif model_id in HEARTBEATS:
+            out.append(Progress(f"{prefix}{model_id}.{HEARTBEATS[model_id].name}", _n(m, HEARTBEATS[model_id].name),
+                                1.0, 1.0))
+    soc = next(((p, v) for choice in BATTERY_SOC.choices for p in choice
+                if (v := _n(models.get(p.model), p.name)) is not None), None)
+    if soc is not None:
+        p, value = soc
+        out.append(soc_progress(f"{prefix}{p.model}.{p.name}", value, battery_w, capacity_wh,
+                                _resolution(models[p.model], p.sf)))
     return out
+
+
+def _counter(name: str, counter: Counter, model: ModelValues, parts: Sequence[GroupValues],
+             power_w: float) -> Progress:
+    """``counter`` summed over ``parts`` (the model, or its modules), at ``power_w``."""
+    value = _sum(*(_n(part, p) for part in parts for p in counter.points))
+    rate_w = max(power_w, 0.0) if counter.production_only else abs(power_w)
+    return Progress(f"{name}.{counter.name}", value, rate_w * POWER_SHARE / 3600, _resolution(model, counter.sf))
+
+
+def _mppt(name: str, m: ModelValues) -> list[Progress]:
+    modules = m.groups.get(MPPT_MODULE, ())
+    if not modules:
+        return []
+    dcw = _sum(*(_n(mod, MPPT_COUNTER.power) for mod in modules))
+    out = [_counter(name, MPPT_COUNTER, m, modules, dcw)] if dcw is not None else []
+    return out + [Progress(f"{name}.Tms", _n(modules[0], "Tms"), 1.0, 1.0)]
 
 
 def soc_progress(name: str, soc_pct: float | None, battery_w: float | None, capacity_wh: float,

@@ -24,10 +24,7 @@ class Readings(Protocol):
 
     def get(self, name: str, default: None = None) -> object: ...
 
-# Read-back tolerance per point, in its units: enums and enables exactly, percentages to half a
-# percent, watts to 10 W (the device stores what the scale factor allows: 0.01 %, 0.1 %, 1 W).
-_TOLERANCE = {"StorCtl_Mod": 0.0, "WMaxLim_Ena": 0.0, "WSetEna": 0.0, "WMaxLimPctEna": 0.0, "WSetMod": 0.0,
-              "InWRte": 0.5, "OutWRte": 0.5, "WMaxLimPct": 0.5, "WSetPct": 0.5, "WSet": 10.0}
+DEFAULT_TOLERANCE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +44,14 @@ class ControlReadback:
 def compare(model_id: int | str, owned: Mapping[str, float], read: Readings,
             tolerance: Mapping[str, float] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(names that differ, descriptions) of the points in ``owned`` (name -> value written) against ``read``
-    (``tolerance``: per point, else the SunSpec defaults above, else 0.5)."""
+    (``tolerance``: per point, in its units, else DEFAULT_TOLERANCE; SunSpec's are in its command
+    table, edge_agent.drivers.sunspec_roles)."""
     names: list[str] = []
     out: list[str] = []
     for name, wrote in owned.items():
         v = read.get(name)
         now = float(v) if isinstance(v, (int, float)) else None
-        tol = tolerance[name] if tolerance is not None and name in tolerance else _TOLERANCE.get(name, 0.5)
+        tol = tolerance[name] if tolerance is not None and name in tolerance else DEFAULT_TOLERANCE
         if now is None or abs(now - wrote) > tol:
             names.append(name)
             out.append(f"{model_id}.{name} wrote {wrote:g} reads {'n/a' if now is None else f'{now:g}'}")

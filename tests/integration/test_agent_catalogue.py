@@ -17,8 +17,8 @@ import pytest
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig, DeviceConfig
 from edge_agent.drivers.catalogue import catalogue_ids
+from edge_agent.house_devices import resource_manager
 from edge_agent.resources.catalogue import CatalogueHybridRM
-from edge_agent.resources.factory import resource_manager
 from edge_agent.resources.hybrid import HybridInverterRM
 from simulator.catalogue_device import CatalogueSimulator
 from simulator.physics import PhysicsConfig

@@ -30,7 +30,7 @@ from edge_agent.config import AgentConfig, DeviceConfig
 from edge_agent.device_connect import DeviceConnector, DeviceMisconfigured, classify
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, ModelNotFound, NotSunSpec
 from edge_agent.metrics import AgentMetrics
-from edge_agent.resources.hybrid import DeviceConfigurationError
+from edge_agent.resources.house import DeviceConfigurationError
 from edge_agent.resources.retry import DeviceRetry
 from simulator.catalogue_device import CatalogueSimulator
 from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator

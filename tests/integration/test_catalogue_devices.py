@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from edge_agent.config import DeviceConfig
-from edge_agent.drivers.catalogue import CatalogueDevice, catalogue_ids, load_entry
+from edge_agent.drivers.catalogue import catalogue_ids, load_entry
+from edge_agent.drivers.catalogue_device import CatalogueDevice
 from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable
+from edge_agent.drivers.sunspec import SunSpecDevice
 from edge_agent.resources.hybrid import HybridInverterRM
 from simulator.catalogue_device import CatalogueSimulator
 from simulator.hybrid_device import DER_MODELS, Faults, SimulatorConfig, SunSpecHybridSimulator
@@ -46,7 +47,7 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         # sunspec_der: 701/702/713/704 instead of 103/120/123/124 (battery through 704 WSet)
         order = DER_MODELS if request.param == "sunspec_der" else None
         async with SunSpecHybridSimulator(SimulatorConfig(physics=PHYSICS, model_order=order), clock) as sim:
-            rm = HybridInverterRM(DeviceConfig(port=sim.port, timeout_s=1.0), clock)
+            rm = HybridInverterRM(SunSpecDevice("127.0.0.1", sim.port, timeout_s=1.0), clock)
             await rm.connect()
 
             async def read_all() -> dict[str, Any]:

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from edge_agent.drivers.catalogue import catalogue_ids, load_entry
+from edge_agent.drivers.catalogue_device import CatalogueDevice
 from edge_agent.resources.catalogue import CatalogueHybridRM
-from edge_agent.resources.retry import DeviceRetry
+from edge_agent.resources.house import HouseSettings
 from edge_agent.resources.s2 import battery_frbc_system_description
 from simulator.catalogue_device import CatalogueSimulator
 from simulator.hybrid_device import Faults
@@ -32,8 +33,8 @@ FAULTS = {
 async def test_fault_kind_stale_then_recovers(model: str, kind: str) -> None:
     clock = ManualClock(NOON)
     async with CatalogueSimulator(model, clock) as sim:
-        rm = CatalogueHybridRM(load_entry(model), "127.0.0.1", sim.port, clock, timeout_s=0.2,
-                               retry=DeviceRetry(1.0, 2.0))
+        rm = CatalogueHybridRM(CatalogueDevice(load_entry(model), "127.0.0.1", sim.port, timeout_s=0.2), clock,
+                               HouseSettings(poll_interval_s=1.0, reconnect_max_s=2.0))
         await rm.connect()
         try:
             battery_frbc_system_description(rm.battery_id, rm.battery_nameplate(), NOON)  # valid S2

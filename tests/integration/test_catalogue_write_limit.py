@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edge_agent.drivers.catalogue import CatalogueDevice, load_entry
+from edge_agent.drivers.catalogue import load_entry
+from edge_agent.drivers.catalogue_device import CatalogueDevice
 from edge_agent.drivers.sunspec import SunSpecDevice
 from edge_agent.drivers.write_guard import DEFAULT_MAX_WRITES_PER_HOUR, WriteGuard
 from simulator.catalogue_device import CatalogueSimulator

@@ -13,9 +13,11 @@ import pytest
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig, DeviceConfig, SiteConfig
-from edge_agent.drivers.scan import scan_sunspec
+from edge_agent.drivers.sunspec import SunSpecDevice
+from edge_agent.resources.house import HouseSettings
 from edge_agent.resources.hybrid import HybridInverterRM
 from edge_agent.resources.plausibility import UNBALANCED_POLLS
+from edge_agent.scan import scan_sunspec
 from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig, PhysicsSnapshot
 from tests.conftest import free_port, until
@@ -67,7 +69,7 @@ async def house(values: dict[tuple[int, str], float | None] | None = None,
 
 
 def rm_for(sim: SunSpecHybridSimulator, clock: ManualClock) -> HybridInverterRM:
-    return HybridInverterRM(DeviceConfig(port=sim.port, timeout_s=1.0), clock, max_import_w=FUSE_W)
+    return HybridInverterRM(SunSpecDevice("127.0.0.1", sim.port, timeout_s=1.0), clock, HouseSettings(max_import_w=FUSE_W))
 
 
 def reasons(snap) -> set[str]:  # type: ignore[no-untyped-def]

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edge_agent.config import DeviceConfig
+from edge_agent.drivers.sunspec import SunSpecDevice
+from edge_agent.resources.house import HouseSettings
 from edge_agent.resources.hybrid import HybridInverterRM
 from edge_agent.resources.s2 import battery_frbc_system_description
 from simulator.hybrid_device import SimulatorConfig, SunSpecHybridSimulator
@@ -21,7 +22,7 @@ async def test_pv_limit_caps_production_and_reverts() -> None:
     clock = ManualClock(NOON)
     cfg = SimulatorConfig(physics=PhysicsConfig(pv_kwp=8.0), inverter_rating_w=10_000.0)
     async with SunSpecHybridSimulator(cfg, clock) as sim:
-        rm = HybridInverterRM(DeviceConfig(port=sim.port, timeout_s=1.0), clock, revert_s=60)
+        rm = HybridInverterRM(SunSpecDevice("127.0.0.1", sim.port, timeout_s=1.0), clock, HouseSettings(revert_s=60))
         await rm.connect()
         try:
             free = sim.snapshot().pv_power_w
@@ -51,7 +52,7 @@ async def test_other_model_order_and_model1_length_65_discovered_and_controlled(
     order = (802, 203, 160, 124, 123, 120, 103)
     cfg = SimulatorConfig(model1_length=65, model_order=order)
     async with SunSpecHybridSimulator(cfg, clock) as sim:
-        rm = HybridInverterRM(DeviceConfig(port=sim.port, timeout_s=1.0), clock)
+        rm = HybridInverterRM(SunSpecDevice("127.0.0.1", sim.port, timeout_s=1.0), clock)
         await rm.connect()
         try:
             models = await rm._dev.discover()

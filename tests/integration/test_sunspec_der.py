@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edge_agent.config import DeviceConfig
-from edge_agent.drivers.sunspec import ModelValues
-from edge_agent.resources.hybrid import DeviceConfigurationError, HybridInverterRM
+from edge_agent.drivers.sunspec import SunSpecDevice
+from edge_agent.drivers.sunspec_points import ModelValues
+from edge_agent.resources.house import DeviceConfigurationError, HouseSettings
+from edge_agent.resources.hybrid import HybridInverterRM
 from simulator.hybrid_device import DER_MODELS, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
 from vpp_common.clock import ManualClock
@@ -49,7 +50,7 @@ async def test_discover_read_charge_discharge(image: str) -> None:
     cfg = IMAGES[image]
     clock = ManualClock(NIGHT)
     async with SunSpecHybridSimulator(cfg, clock) as sim:
-        rm = HybridInverterRM(DeviceConfig(port=sim.port, timeout_s=1.0), clock, revert_s=REVERT_S)
+        rm = HybridInverterRM(SunSpecDevice("127.0.0.1", sim.port, timeout_s=1.0), clock, HouseSettings(revert_s=REVERT_S))
         await rm.connect()
         try:
             models = await read_everything(rm)
@@ -100,7 +101,7 @@ async def test_discover_read_charge_discharge(image: str) -> None:
 async def test_pv_curtailment_prefers_704(image: str) -> None:
     clock = ManualClock(NIGHT.replace(hour=13))
     async with SunSpecHybridSimulator(IMAGES[image], clock) as sim:
-        rm = HybridInverterRM(DeviceConfig(port=sim.port, timeout_s=1.0), clock, revert_s=REVERT_S)
+        rm = HybridInverterRM(SunSpecDevice("127.0.0.1", sim.port, timeout_s=1.0), clock, HouseSettings(revert_s=REVERT_S))
         await rm.connect()
         try:
             assert sim.snapshot().pv_power_w < -5_000.0
@@ -122,7 +123,7 @@ async def test_a_device_without_a_battery_rating_is_a_configuration_error() -> N
     clock = ManualClock(NIGHT)
     cfg = SimulatorConfig(physics=PHYSICS, model_order=(103, 160, 203, 802, 704))
     async with SunSpecHybridSimulator(cfg, clock) as sim:
-        rm = HybridInverterRM(DeviceConfig(port=sim.port, timeout_s=1.0), clock)
+        rm = HybridInverterRM(SunSpecDevice("127.0.0.1", sim.port, timeout_s=1.0), clock)
         try:
             await rm.connect()  # 704 but no 120 or 702 rating: WSet cannot be bounded
         except DeviceConfigurationError as exc:

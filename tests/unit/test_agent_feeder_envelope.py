@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, ControlConfig, SiteConfig
 from edge_agent.energy_manager.write_policy import WritePolicy
-from edge_agent.resources.hybrid import HouseSnapshot
+from edge_agent.resources.house import HouseSnapshot
 from vpp_common.clock import UTC, ManualClock
 from vpp_common.messages import (
     DispatchPlan,

@@ -13,8 +13,8 @@ from edge_agent.drivers.catalogue import (
     decode,
     encode,
     load_entry,
-    plan_blocks,
 )
+from edge_agent.drivers.catalogue_device import plan_blocks
 
 
 def test_shipped_entries_validate_and_cite_sources() -> None:

@@ -20,7 +20,7 @@ from aggregator.service import convert as agg
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig, SiteConfig
 from edge_agent.energy_manager.decide import BatteryLimits, decide, safety_clamp
-from edge_agent.resources.hybrid import HouseSnapshot, Nameplate
+from edge_agent.resources.house import HouseSnapshot, Nameplate
 from edge_agent.uplink import convert
 from vpp.v1 import grid_pb2, plan_pb2
 from vpp_common.clock import UTC, ManualClock

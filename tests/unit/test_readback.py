@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
-from edge_agent.drivers.sunspec import ModelValues
+from edge_agent.drivers.sunspec_points import ModelValues
+from edge_agent.drivers.sunspec_roles import BATTERY_COMMANDS, PV_LIMIT_COMMANDS
 from edge_agent.drivers.write_guard import WriteGuard
 from edge_agent.resources.readback import ControlReadback, ControlWatch, compare
 
@@ -21,16 +22,19 @@ def values(model_id: int, **points: float | None) -> ModelValues:
 
 def test_compare_within_the_resolution_holds() -> None:
     owned = {"StorCtl_Mod": 3.0, "InWRte": 33.333, "OutWRte": -33.333}
-    assert compare(124, owned, values(124, StorCtl_Mod=3, InWRte=33.33, OutWRte=-33.33)) == ((), ())
+    storage = BATTERY_COMMANDS[0].tolerance()  # model 124's window
+    assert compare(124, owned, values(124, StorCtl_Mod=3, InWRte=33.33, OutWRte=-33.33), storage) == ((), ())
+    assert compare(124, owned, values(124, StorCtl_Mod=3, InWRte=34.0, OutWRte=-33.33), storage)[0] == ("InWRte",)
 
 
 def test_compare_names_what_differs() -> None:
     owned = {"WMaxLimPct": 33.0, "WMaxLim_Ena": 1.0}
-    names, described = compare(123, owned, values(123, WMaxLimPct=100.0, WMaxLim_Ena=0))
+    names, described = compare(123, owned, values(123, WMaxLimPct=100.0, WMaxLim_Ena=0), PV_LIMIT_COMMANDS[1].tolerance())
     assert names == ("WMaxLimPct", "WMaxLim_Ena")
     assert described == ("123.WMaxLimPct wrote 33 reads 100", "123.WMaxLim_Ena wrote 1 reads 0")
     # a point that reads "not implemented" does not hold either
-    assert compare(704, {"WSet": 500.0}, values(704, WSet=None))[0] == ("WSet",)
+    assert compare(704, {"WSet": 500.0}, values(704, WSet=None), BATTERY_COMMANDS[1].tolerance())[0] == ("WSet",)
+    assert compare(704, {"WSet": 500.0}, values(704, WSet=509.0), BATTERY_COMMANDS[1].tolerance()) == ((), ())
 
 
 def test_a_reset_asks_for_one_reassert_and_then_holds() -> None:

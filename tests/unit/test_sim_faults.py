@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 import pytest
 
-from edge_agent.drivers.sunspec import ModelValues
+from edge_agent.drivers.sunspec_points import ModelValues
 from edge_agent.resources.frozen import sunspec_progress
 from simulator.catalogue_device import CatalogueSimulator
 from simulator.fault_control import handle_command

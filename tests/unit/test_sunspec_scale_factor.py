@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.drivers.sunspec import _encode_write, _top_level_points, decode_model
+from edge_agent.drivers.sunspec_points import decode_model, encode_write, top_level_points
 from simulator.sunspec_image import SunSpecImage
 
 
@@ -56,6 +56,6 @@ def test_a_write_with_an_out_of_range_scale_factor_is_refused() -> None:
     img.set_raw(124, "InOutWRte_SF", 0)
     _raw_sf(img, 124, "InOutWRte_SF", 20)  # 50 % would encode as raw 0: silently idle
     current = _decode(img, 124)
-    _offset, pdef = _top_level_points(124)["InWRte"]
+    _offset, pdef = top_level_points(124)["InWRte"]
     with pytest.raises(ValueError, match="outside -10..10"):
-        _encode_write(124, "InWRte", 50.0, pdef, current)
+        encode_write(124, "InWRte", 50.0, pdef, current)

@@ -17,8 +17,11 @@ from typing import Any
 import sunspec2.device as ss_device
 import sunspec2.mdef as ss_mdef
 
-from edge_agent.drivers.catalogue import CatalogueDevice, load_entry
-from edge_agent.drivers.sunspec import GroupValues, ModelValues, SunSpecDevice
+from edge_agent.drivers.catalogue import load_entry
+from edge_agent.drivers.catalogue_device import CatalogueDevice
+from edge_agent.drivers.sunspec import SunSpecDevice
+from edge_agent.drivers.sunspec_points import GroupValues, ModelValues
+from edge_agent.drivers.sunspec_roles import CAPACITY_WH, WCHAMAX
 from edge_agent.resources.capabilities import (
     BATTERY_CONTROL,
     Capabilities,
@@ -26,6 +29,7 @@ from edge_agent.resources.capabilities import (
     sunspec_capabilities,
 )
 from edge_agent.resources.plausibility import HOME_MAX_CAPACITY_WH, HOME_MAX_POWER_W, rating
+from edge_agent.resources.sunspec_readings import NAMEPLATE_READINGS
 
 
 @dataclass(frozen=True)
@@ -85,25 +89,22 @@ class ScanResult:
 
 
 def _sunspec_house(values: dict[int, ModelValues]) -> tuple[Capabilities, list[str]]:
-    """What the device offers as one hybrid (every role), and its nameplate values the agent would refuse."""
+    """What the device offers as one hybrid (every role), and its nameplate values the agent would refuse
+    (the nameplate points of edge_agent.drivers.sunspec_roles)."""
     models = frozenset(values)
     caps = sunspec_capabilities({"battery": models, "pv": models, "meter": models}, hybrid=True)
     problems: list[str] = []
-    for model_id, name, limit, unit in ((120, "WRtg", HOME_MAX_POWER_W, "W"),
-                                        (120, "WHRtg", HOME_MAX_CAPACITY_WH, "Wh"),
-                                        (120, "MaxChaRte", HOME_MAX_POWER_W, "W"),
-                                        (120, "MaxDisChaRte", HOME_MAX_POWER_W, "W"),
-                                        (124, "WChaMax", HOME_MAX_POWER_W, "W"),
-                                        (702, "WMaxRtg", HOME_MAX_POWER_W, "W")):
-        v = values[model_id].get(name) if model_id in values else None
-        _, refused = rating(f"model {model_id} {name}", float(v), limit, unit) if isinstance(v, (int, float)) \
-            else (None, None)
+    points = [(p, HOME_MAX_CAPACITY_WH if r is CAPACITY_WH else HOME_MAX_POWER_W, "Wh" if r is CAPACITY_WH else "W")
+              for r in NAMEPLATE_READINGS for (p,) in r.choices] + [(WCHAMAX, HOME_MAX_POWER_W, "W")]
+    for p, limit, unit in points:
+        v = p.value(values.get(p.model))
+        _, refused = rating(p.label, v, limit, unit) if v is not None else (None, None)
         if refused is not None:
             problems.append(refused.detail)
-            if (model_id, name) == (124, "WChaMax"):
+            if p is WCHAMAX:
                 caps = caps.without(BATTERY_CONTROL, refused.detail)
-    if 124 in values and not isinstance(values[124].get("WChaMax"), (int, float)):
-        caps = caps.without(BATTERY_CONTROL, "model 124 WChaMax not implemented: setpoints cannot be scaled")
+    if WCHAMAX.model in values and WCHAMAX.value(values[WCHAMAX.model]) is None:
+        caps = caps.without(BATTERY_CONTROL, f"{WCHAMAX.label} not implemented: setpoints cannot be scaled")
     return caps, problems
 
 
