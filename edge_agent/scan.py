@@ -4,7 +4,7 @@ SunSpec discovery by default; a catalogue entry with ``model=<id>``.  The
 result is plain data (:class:`ScanResult`) rendered as a table for people
 or as JSON for scripts.  Values are as the driver reads them: SunSpec points
 scaled with their scale factors but in SunSpec's own signs, catalogue points
-in DESIGN.md's signs (power positive when consuming).  ``None`` = not
+in docs/architecture.md's signs (power positive when consuming).  ``None`` = not
 implemented.
 """
 

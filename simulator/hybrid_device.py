@@ -7,7 +7,7 @@ model definitions pysunspec2 ships; the values come from
 refreshes the measured registers, so no background task runs and a
 :class:`~vpp_common.clock.ManualClock` fully controls time.
 
-Models and the signs they carry (SunSpec's, not DESIGN.md's, because this is
+Models and the signs they carry (SunSpec's, not docs/architecture.md's, because this is
 the device side of the wire):
 
 * 1 common: Mn, Md, Opt, Vr, SN, DA (optionally with L = 65, as some vendors ship it).

@@ -1,6 +1,6 @@
 """Deterministic physics of one house: PV, a home battery behind a hybrid inverter, load, grid meter.
 
-Sign convention (DESIGN.md): power is positive when the device *consumes* at
+Sign convention (docs/architecture.md): power is positive when the device *consumes* at
 its point of connection.
 
 * ``pv_power_w`` <= 0 (production is negative),

@@ -11,7 +11,7 @@ One TOML file per device model, validated with pydantic when loaded
 * ``[points.<name>]``: ``address`` (0-based protocol address), ``function``
   (``"holding"`` FC 3 / ``"input"`` FC 4), ``type`` (int16, uint16, int32,
   uint32), ``scale`` (engineering = raw x scale x sign), ``sign`` (+1/-1:
-  turns the device's sign into DESIGN.md's, power positive when consuming),
+  turns the device's sign into docs/architecture.md's, power positive when consuming),
   ``unit``, ``unit_id`` (override), ``word_order`` (override), ``writable``,
   ``min``/``max`` (engineering range; writes are clamped into it, as
   Huawei's range-checked registers require), ``allowed`` (enumerated raw

@@ -1,7 +1,7 @@
 """A device described by a vendor catalogue entry (edge_agent.drivers.catalogue), over Modbus TCP.
 
 Reads every point of the entry in contiguous blocks, maps the points' roles
-to values (DESIGN.md signs) and runs the entry's control sequences; every
+to values (docs/architecture.md signs) and runs the entry's control sequences; every
 write passes an optional :class:`~edge_agent.drivers.write_guard.WriteGuard`.
 """
 
@@ -69,7 +69,7 @@ def plan_blocks(entry: CatalogueEntry, names: Sequence[str] | None = None, max_g
 
 @dataclass(frozen=True)
 class PointReading:
-    """A read point: engineering ``value`` in ``unit`` (DESIGN.md sign), and its raw integer."""
+    """A read point: engineering ``value`` in ``unit`` (docs/architecture.md sign), and its raw integer."""
 
     name: str
     value: float

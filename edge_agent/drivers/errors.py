@@ -1,4 +1,4 @@
-"""Driver errors, classified by how the caller must react (DESIGN.md "Errors by reaction").
+"""Driver errors, classified by how the caller must react (docs/architecture.md, "Errors by reaction").
 
 * :class:`DeviceUnavailable` - transient: timeout, refused or lost
   connection, garbled answer.  Retry with backoff and jitter; mark the

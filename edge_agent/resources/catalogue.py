@@ -1,7 +1,7 @@
 """Resource Manager for a vendor-catalogue hybrid (battery + PV + meter), same API as HybridInverterRM.
 
 It reads every point of the catalogue entry in one pass (contiguous blocks),
-maps the points' roles to the house's measurements (DESIGN.md signs: power
+maps the points' roles to the house's measurements (docs/architecture.md signs: power
 positive when consuming) and commands the battery through the entry's
 control sequences.  A failed read turns measurements STALE (within
 ``stale_after_s``) and then MISSING, an out-of-range value IMPLAUSIBLE:

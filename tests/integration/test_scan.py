@@ -57,7 +57,7 @@ async def test_scan_catalogue_model() -> None:
         assert code == 0, err
         points = {p["name"]: p for p in json.loads(out)["models"][0]["points"]}
         assert points["battery_soc"]["unit"] == "%" and 0 <= points["battery_soc"]["value"] <= 100
-        assert points["pv_power"]["value"] < 0  # production negative (DESIGN.md sign)
+        assert points["pv_power"]["value"] < 0  # production negative (docs/architecture.md sign)
         caps = json.loads(out)["capabilities"]
         assert caps["battery_controllable"] and not caps["pv_curtailable"]  # no curtailment in catalogue entries
         # The same device is not SunSpec: a configuration error that names the way out.
