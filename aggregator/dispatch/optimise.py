@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from aggregator.dispatch.block_solve import BlockResult, BlockSolution, solve_block
 from aggregator.dispatch.events import EventSolve, FleetEvent, solve_with_events
 from aggregator.dispatch.isolate import bad_plan_rows, bisect_block, suspect_houses
 from aggregator.dispatch.plans import (
@@ -28,14 +29,7 @@ from aggregator.dispatch.plans import (
     shift_plan,
 )
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
-from aggregator.dispatch.solve import (
-    BlockResult,
-    BlockSolution,
-    FleetSolution,
-    block_tasks,
-    iter_blocks,
-    solve_block,
-)
+from aggregator.dispatch.solve import FleetSolution, block_tasks, iter_blocks
 from aggregator.dispatch.solver_pool import WarmSolverPool
 from vpp_common.messages import DispatchPlan
 

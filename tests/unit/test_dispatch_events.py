@@ -1,5 +1,5 @@
 """Fleet events (caps on total fleet export/import in a window), coordinated across feeders by
-prices (Dantzig-Wolfe column generation, see aggregator/dispatch/events.py).
+prices (Dantzig-Wolfe column generation, see docs/fleet-events.md).
 
 Tolerances: block LPs HiGHS defaults, master GLOP defaults; caps are checked to 1 W.  The
 coordinated cost is compared with one monolithic LP with the same event rows and asserted
@@ -14,16 +14,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aggregator.dispatch.events import (
-    EventSolve,
-    FleetEvent,
-    fleet_grid_w,
-    monolithic_with_events,
-    solve_with_events,
-)
+from aggregator.dispatch.events import EventSolve, FleetEvent, fleet_grid_w, solve_with_events
+from aggregator.dispatch.events_monolithic import monolithic_with_events
 from aggregator.dispatch.problem import DispatchOptions
 from aggregator.dispatch.solve import solve_fleet
-from aggregator.dispatch.synthetic import random_fleet
+from tests.synthetic_fleet import random_fleet
 
 GAP = 1e-3  # coordinated cost vs monolithic LP, relative
 
