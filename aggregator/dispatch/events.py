@@ -167,8 +167,8 @@ def solve_with_events(
     rows = _event_rows(evs, caps)
     kwh = p.slot_h / 1000.0
     coordination = Coordination(
-        tasks, blocks, {j: [by_houses[tasks[j][0].tobytes()]] for j in blocks}, rows, options, pool,
-        Settings(max_rounds, gap_tol, rc_tol, smoothing, max_columns, polish),
+        tasks=tasks, blocks=blocks, columns={j: [by_houses[tasks[j][0].tobytes()]] for j in blocks}, rows=rows,
+        options=options, pool=pool, settings=Settings(max_rounds, gap_tol, rc_tol, smoothing, max_columns, polish),
         slots=p.t, kwh_per_w_slot=kwh, penalty_per_w_slot=options.penalty_per_kwh * kwh,
         dual_box=kwh * (float(np.max(np.abs(np.concatenate([p.import_price_per_kwh, p.export_price_per_kwh]))))
                         + options.throughput_cost_per_kwh),
