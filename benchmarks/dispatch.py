@@ -56,13 +56,14 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aggregator.dispatch.events import FleetEvent, monolithic_with_events
+from aggregator.dispatch.events import FleetEvent
+from aggregator.dispatch.events_monolithic import monolithic_with_events
 from aggregator.dispatch.highs_block import start_highs_quietly
 from aggregator.dispatch.optimise import DispatchResult, event_prices_for, optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.solve import solve_fleet
 from aggregator.dispatch.solver_pool import WarmSolverPool
-from aggregator.dispatch.synthetic import random_fleet
+from tests.synthetic_fleet import random_fleet
 
 
 def _workers() -> list[psutil.Process]:

@@ -62,7 +62,7 @@ class BlockSolution:
 BlockResult = BlockSolution | str  # a solution, or why the block has none
 
 
-def _solve_lp(lp: BlockLP, time_limit_s: float) -> tuple[np.ndarray, float]:
+def solve_lp_glop(lp: BlockLP, time_limit_s: float) -> tuple[np.ndarray, float]:
     model = mb.Model()
     model.helper.fill_model_from_sparse_data(lp.var_lb, lp.var_ub, lp.cost, lp.row_lb, lp.row_ub, lp.matrix)  # type: ignore[arg-type]  # OR-Tools stub spells the dtype wrong
     solver = mbh.ModelSolverHelper("glop")
@@ -85,41 +85,16 @@ def solve_block(
 
     ``model``: the block's HiGHS warm-start memory from the previous cycle (its
     basis is used when the matrix is unchanged); None solves from scratch with
-    ``options.solver``.
-
-    Why the re-solve: with a throughput cost, simultaneous charge/discharge is
-    never optimal unless burning energy in battery losses earns money (a
-    negative import price, or negative export price with no curtailment
-    headroom).  Then, for each flagged (house, slot), we forbid the minority
-    direction (upper bound 0) and re-solve; the LP stays feasible because
-    every limit has a penalised slack.  This is the LP with the binaries fixed
-    to the direction the relaxation preferred, so the result is feasible but
-    may cost slightly more than a true MILP optimum.
+    ``options.solver``.  ``grid_price_per_kwh``: an extra price on grid power (fleet
+    events); the objective reported is the true cost, without it.
     """
     t0 = time.perf_counter()
     lp = build(sub, options, grid_price_per_kwh)
     build_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     highs = model if model is not None else (HighsBlock() if options.solver == "highs" else None)
-    try:
-        x, obj = highs.solve(lp, options.time_limit_s) if highs is not None else _solve_lp(lp, options.time_limit_s)
-        first_obj = obj
-        passes = 0
-        while passes < options.fix_modes_max_passes:
-            ub = _forbid_simultaneous(lp, x, options.simultaneous_tol_w)
-            if ub is None:
-                break
-            passes += 1
-            lp = replace(lp, var_ub=ub)
-            # HiGHS: only the bounds change, so the re-solve starts from the basis just found
-            x, obj = highs.resolve_with_upper(ub, options.time_limit_s) if highs is not None else _solve_lp(lp, options.time_limit_s)
-    except HighsFailed as exc:
-        raise InfeasibleError(str(exc)) from None
-    finally:
-        if highs is not None:
-            highs.release()  # keep the basis only: a live model holds ~35 MB
+    lp, x, obj, first_obj, passes = _solve_fixing_modes(lp, highs, options)
     solve_s = time.perf_counter() - t1
-    start = highs.last_start if highs is not None else "cold"
     if grid_price_per_kwh is not None:
         # report the true cost: take the coordination price back out
         gsum = (lp.group(x, "imp") - lp.group(x, "exp") + lp.group(x, "oi") - lp.group(x, "oe")).sum(axis=0)
@@ -133,7 +108,6 @@ def solve_block(
     def g(x: np.ndarray, name: str) -> np.ndarray:
         return first(lp.group(x, name))
 
-    obj, first_obj = obj / lp.scenarios, first_obj / lp.scenarios
     return BlockSolution(
         houses=houses,
         charge_w=g(x, "c"),
@@ -152,13 +126,46 @@ def solve_block(
         fairness_level=first(lp.fairness_level(x)),
         feeder_ids=sub.feeder_ids,
         transformer_ids=sub.transformer_ids,
-        objective=obj,
-        lp_objective=first_obj,
+        objective=obj / lp.scenarios,
+        lp_objective=first_obj / lp.scenarios,
         mode_fix_passes=passes,
         build_s=build_s,
         solve_s=solve_s,
-        start=start,
+        start=highs.last_start if highs is not None else "cold",
     )
+
+
+def _solve_fixing_modes(lp: BlockLP, highs: HighsBlock | None,
+                        options: DispatchOptions) -> tuple[BlockLP, np.ndarray, float, float, int]:
+    """(the LP as last solved, its solution, objective, the first LP's objective, re-solves).
+
+    Why the re-solves: with a throughput cost, simultaneous charge/discharge is
+    never optimal unless burning energy in battery losses earns money (a
+    negative import price, or negative export price with no curtailment
+    headroom).  Then, for each flagged (house, slot), we forbid the minority
+    direction (upper bound 0) and re-solve; the LP stays feasible because
+    every limit has a penalised slack.  This is the LP with the binaries fixed
+    to the direction the relaxation preferred, so the result is feasible but
+    may cost slightly more than a true MILP optimum.
+    """
+    try:
+        x, obj = highs.solve(lp, options.time_limit_s) if highs is not None else solve_lp_glop(lp, options.time_limit_s)
+        first_obj = obj
+        passes = 0
+        while passes < options.fix_modes_max_passes:
+            ub = _forbid_simultaneous(lp, x, options.simultaneous_tol_w)
+            if ub is None:
+                break
+            passes += 1
+            lp = replace(lp, var_ub=ub)
+            # HiGHS: only the bounds change, so the re-solve starts from the basis just found
+            x, obj = highs.resolve_with_upper(ub, options.time_limit_s) if highs is not None else solve_lp_glop(lp, options.time_limit_s)
+    except HighsFailed as exc:
+        raise InfeasibleError(str(exc)) from None
+    finally:
+        if highs is not None:
+            highs.release()  # keep the basis only: a live model holds ~35 MB
+    return lp, x, obj, first_obj, passes
 
 
 def _forbid_simultaneous(lp: BlockLP, x: np.ndarray, tol_w: float) -> np.ndarray | None:
@@ -176,7 +183,7 @@ def _forbid_simultaneous(lp: BlockLP, x: np.ndarray, tol_w: float) -> np.ndarray
     return ub
 
 
-def _block_task(args: tuple) -> BlockResult:
+def block_task(args: tuple) -> BlockResult:
     houses, sub, options, *price = args
     try:
         return solve_block(houses, sub, options, price[0] if price else None)

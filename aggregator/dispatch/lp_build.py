@@ -92,8 +92,94 @@ class BlockLP:
         return x[o : o + self.n_feeders * self.t].reshape(-1, self.t)
 
 
-def _coo(rows: list[np.ndarray], cols: list[np.ndarray], vals: list[np.ndarray]):
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+@dataclass(frozen=True)
+class _Layout:
+    """Where each variable is: ``len(GROUPS)`` (N, T) groups, then per feeder and per
+    transformer import and export slacks (T each), then the feeders' fairness levels."""
+
+    n: int
+    t: int
+    nf: int
+    nx: int
+
+    @property
+    def nt(self) -> int:
+        return self.n * self.t
+
+    def v(self, name: str) -> np.ndarray:
+        """(N, T) variable indices of a group."""
+        return GROUPS.index(name) * self.nt + np.arange(self.nt).reshape(self.n, self.t)
+
+    @property
+    def feeder_slacks(self) -> int:
+        return len(GROUPS) * self.nt
+
+    @property
+    def transformer_slacks(self) -> int:
+        return self.feeder_slacks + 2 * self.nf * self.t
+
+    @property
+    def fairness(self) -> int:
+        return self.transformer_slacks + 2 * self.nx * self.t
+
+    @property
+    def n_var(self) -> int:
+        return self.fairness + self.nf * self.t
+
+
+@dataclass(frozen=True)
+class _Houses:
+    """The per-house numbers the bounds and rows share, as (N, 1) columns or (N, T)."""
+
+    cap: np.ndarray  # battery capacity, Wh
+    e0: np.ndarray  # stored energy at the start, Wh
+    eta_c: np.ndarray
+    eta_d: np.ndarray
+    pc: np.ndarray  # largest charge power, W
+    pd: np.ndarray  # largest discharge power, W
+    pv_mag: np.ndarray  # (N, T) PV production as a magnitude, W
+    ev_ub: np.ndarray  # (N, T) largest EV charging power, 0 after its deadline, W
+
+
+def _houses(p: FleetProblem) -> _Houses:
+    n, t = p.n, p.t
+    if p.ev_max_w.size:
+        ev_ub = np.where(np.arange(t)[None, :] < p.ev_deadline_slot[:, None], p.ev_max_w[:, None], 0.0)
+        ev_ub = ev_ub * np.ones((n, t))
+    else:
+        ev_ub = np.zeros((n, t))
+    return _Houses(
+        cap=p.capacity_wh[:, None], e0=(p.soc_pct * p.capacity_wh)[:, None] / 100,
+        eta_c=p.charge_efficiency[:, None], eta_d=p.discharge_efficiency[:, None],
+        pc=p.max_charge_w[:, None], pd=p.max_discharge_w[:, None], pv_mag=-p.pv_power_w, ev_ub=ev_ub,
+    )
+
+
+class _Rows:
+    """The constraint matrix as COO pieces and the row bounds, appended block of rows by block."""
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []
+        self.cols: list[np.ndarray] = []
+        self.vals: list[np.ndarray] = []
+        self.lower: list[np.ndarray] = []
+        self.upper: list[np.ndarray] = []
+        self.count = 0  # rows so far: the first row of the next block
+
+    def add(self, r: np.ndarray, c: np.ndarray, val: np.ndarray | float) -> None:
+        self.rows.append(r.ravel())
+        self.cols.append(c.ravel())
+        self.vals.append(np.broadcast_to(val, r.shape).ravel().astype(float))
+
+    def close(self, lower: np.ndarray, upper: np.ndarray) -> None:
+        """The block of rows just added ends: its bounds."""
+        self.lower.append(lower)
+        self.upper.append(upper)
+        self.count += lower.size
+
+    def matrix(self, n_var: int) -> sp.csr_matrix:
+        rr, cc, vv = np.concatenate(self.rows), np.concatenate(self.cols), np.concatenate(self.vals)
+        return sp.csr_matrix((vv, (rr, cc)), shape=(self.count, n_var))
 
 
 def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | None = None) -> BlockLP:
@@ -106,53 +192,66 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     tied = min(max(p.nonanticipative_slots, 0), p.t)
     n0 = p.n
     p = p.expanded()  # a scenario LP: every house once per future (no-op without scenarios)
-    n, t, dt = p.n, p.t, p.slot_h
-    nt = n * t
-    nf, nx = len(p.feeder_ids), len(p.transformer_ids)
-    ng = len(GROUPS)
-    n_var = ng * nt + 2 * nf * t + 2 * nx * t + nf * t
-    idx = np.arange(nt).reshape(n, t)
+    lay = _Layout(p.n, p.t, len(p.feeder_ids), len(p.transformer_ids))
+    h = _houses(p)
+    lb, ub = _bounds(p, o, lay, h, futures)
+    cost = _costs(p, o, lay, grid_price_per_kwh)
+    rows = _Rows()
+    _balance_rows(rows, p, lay)
+    _soc_rows(rows, p, lay, h)
+    # (No c/Pc + d/Pd <= 1 row: it does not stop simultaneous charge/discharge at
+    # partial power and cost 30 % of solve time; block_solve.solve_block fixes modes instead.)
+    _ev_rows(rows, p, lay, h)
+    _exchange_rows(rows, lay, p.feeder_of, lay.nf, lay.feeder_slacks,
+                   p.feeder_export_limit_w, p.feeder_import_limit_w)
+    _exchange_rows(rows, lay, p.transformer_of[p.feeder_of], lay.nx, lay.transformer_slacks,
+                   p.transformer_export_limit_w, p.transformer_import_limit_w)
+    _tie_rows(rows, lay, n0, futures, tied)
+    fair_row0 = rows.count
+    fair_keys = _fairness_rows(rows, p, lay, h)
+    return BlockLP(lb, ub, cost, np.concatenate(rows.lower), np.concatenate(rows.upper), rows.matrix(lay.n_var),
+                   lay.n, lay.t, lay.nf, lay.nx, fair_row0=fair_row0, fair_keys=fair_keys,
+                   start_s=p.start.timestamp(), slot_s=p.slot_s, scenarios=futures)
 
-    def v(name: str) -> np.ndarray:  # (N, T) variable indices of a group
-        return GROUPS.index(name) * nt + idx
 
-    cap = p.capacity_wh[:, None]
-    e0 = (p.soc_pct * p.capacity_wh)[:, None] / 100
-    eta_c, eta_d = p.charge_efficiency[:, None], p.discharge_efficiency[:, None]
-    pc, pd = p.max_charge_w[:, None], p.max_discharge_w[:, None]
+def _bounds(p: FleetProblem, o: DispatchOptions, lay: _Layout, h: _Houses,
+            futures: int) -> tuple[np.ndarray, np.ndarray]:
+    """Variable bounds (lower, upper)."""
+    n, t, dt, v = lay.n, lay.t, p.slot_h, lay.v
     steps = np.arange(1, t + 1)[None, :]
     # SoC bounds: reserve..max, widened where the battery cannot get there from e0
     # in time (a start below reserve must not make the LP infeasible).
-    e_lo = np.minimum(np.maximum(p.reserve_soc_pct, p.soc_min_pct)[:, None] * cap / 100, e0 + eta_c * pc * dt * steps)
-    e_hi = np.maximum(p.soc_max_pct[:, None] * cap / 100, e0 - pd * dt * steps / eta_d)
-    pv_mag = -p.pv_power_w
-    if p.ev_max_w.size:
-        ev_ub = np.where(np.arange(t)[None, :] < p.ev_deadline_slot[:, None], p.ev_max_w[:, None], 0.0)
-        ev_ub = ev_ub * np.ones((n, t))
-    else:
-        ev_ub = np.zeros((n, t))
+    e_lo = np.minimum(np.maximum(p.reserve_soc_pct, p.soc_min_pct)[:, None] * h.cap / 100,
+                      h.e0 + h.eta_c * h.pc * dt * steps)
+    e_hi = np.maximum(p.soc_max_pct[:, None] * h.cap / 100, h.e0 - h.pd * dt * steps / h.eta_d)
     inf = np.inf
-    lb = np.zeros(n_var)
-    ub = np.full(n_var, inf)
-    for name, hi in (("c", pc), ("d", pd), ("imp", p.max_import_w), ("exp", p.max_export_w), ("cur", pv_mag), ("ev", ev_ub)):
+    lb = np.zeros(lay.n_var)
+    ub = np.full(lay.n_var, inf)
+    for name, hi in (("c", h.pc), ("d", h.pd), ("imp", p.max_import_w), ("exp", p.max_export_w), ("cur", h.pv_mag),
+                     ("ev", h.ev_ub)):
         ub[v(name).ravel()] = np.broadcast_to(hi, (n, t)).ravel()
     # Over-cap slacks only where a cap may be unmeetable, so presolve drops the rest:
     # import beyond the cap can be needed when load (+EV) exceeds it; export beyond
     # the cap only when the battery starts above its maximum and must discharge.
-    ub[v("oi").ravel()] = np.where(p.load_w + ev_ub + pc > p.max_import_w, inf, 0.0).ravel()
-    ub[v("oe").ravel()] = np.broadcast_to(np.where(e0 > p.soc_max_pct[:, None] * cap / 100 + 1e-6, inf, 0.0), (n, t)).ravel()
+    ub[v("oi").ravel()] = np.where(p.load_w + h.ev_ub + h.pc > p.max_import_w, inf, 0.0).ravel()
+    ub[v("oe").ravel()] = np.broadcast_to(
+        np.where(h.e0 > p.soc_max_pct[:, None] * h.cap / 100 + 1e-6, inf, 0.0), (n, t)).ravel()
     # the night reserve (DispatchOptions.night_load_margin): only batteries can hold it
     # (not in a scenario LP: its heavier futures are the hedge, and weigh it better)
-    night = (p.load_w > pv_mag) & (cap > 0)
+    night = (p.load_w > h.pv_mag) & (h.cap > 0)
     margin = 1.0 if futures > 1 else o.night_load_margin
     ub[v("rsv").ravel()] = np.where(night, max(margin - 1.0, 0.0) * p.load_w, 0.0).ravel()
     lb[v("e").ravel()] = e_lo.ravel()
     ub[v("e").ravel()] = e_hi.ravel()
-    fz = ng * nt + 2 * (nf + nx) * t  # first fairness variable
-    ub[fz : fz + nf * t] = 1.0  # shares are fractions of rated PV
+    ub[lay.fairness : lay.n_var] = 1.0  # shares are fractions of rated PV
+    return lb, ub
 
-    kwh = dt / 1000.0  # W over one slot -> kWh
-    cost = np.zeros(n_var)
+
+def _costs(p: FleetProblem, o: DispatchOptions, lay: _Layout, grid_price_per_kwh: np.ndarray | None) -> np.ndarray:
+    """The objective's coefficients, currency per variable unit."""
+    n, t, v = lay.n, lay.t, lay.v
+    kwh = p.slot_h / 1000.0  # W over one slot -> kWh
+    cost = np.zeros(lay.n_var)
     cost[v("imp").ravel()] = np.broadcast_to(p.import_price_per_kwh * kwh, (n, t)).ravel()
     cost[v("exp").ravel()] = np.broadcast_to(-p.export_price_per_kwh * kwh, (n, t)).ravel()
     if grid_price_per_kwh is not None:
@@ -168,106 +267,90 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     if o.holding_cost_per_kwh_h > 0:  # stored energy costs a little per hour: charge late, discharge early
         cost[v("e").ravel()] += o.holding_cost_per_kwh_h * p.slot_h / 1000.0
     cost[v("e")[:, -1]] += -p.terminal_value_per_kwh / 1000.0
-    cost[ng * nt : fz] = o.penalty_per_kwh * kwh
-    cost[fz : fz + nf * t] = o.fairness_weight
+    cost[lay.feeder_slacks : lay.fairness] = o.penalty_per_kwh * kwh
+    cost[lay.fairness : lay.n_var] = o.fairness_weight
+    return cost
 
-    rows: list[np.ndarray] = []
-    cols: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
-    rlb: list[np.ndarray] = []
-    rub: list[np.ndarray] = []
-    r0 = 0
 
-    def add(r: np.ndarray, c: np.ndarray, val) -> None:
-        rows.append(r.ravel())
-        cols.append(c.ravel())
-        vals.append(np.broadcast_to(val, r.shape).ravel().astype(float))
-
-    # 1. balance: imp - exp + oi - oe - c + d - cur - ev = load + pv
-    r = r0 + idx
+def _balance_rows(rows: _Rows, p: FleetProblem, lay: _Layout) -> None:
+    """1. balance: imp - exp + oi - oe - c + d - cur - ev = load + pv"""
+    r = rows.count + np.arange(lay.nt).reshape(lay.n, lay.t)
     for name, s in (("imp", 1), ("exp", -1), ("oi", 1), ("oe", -1), ("c", -1), ("d", 1), ("cur", -1), ("ev", -1)):
-        add(r, v(name), s)
+        rows.add(r, lay.v(name), s)
     rhs = (p.load_w + p.pv_power_w).ravel()
-    rlb.append(rhs)
-    rub.append(rhs)
-    r0 += nt
-    # 2. SoC: e_t - e_{t-1} - eta_c dt c_t + dt/eta_d d_t = (e0 at t=0, else 0)
-    r = r0 + idx
-    add(r, v("e"), 1.0)
-    add(r[:, 1:], v("e")[:, :-1], -1.0)
-    add(r, v("c"), np.broadcast_to(-eta_c * dt, (n, t)))
-    add(r, v("d"), np.broadcast_to(dt / eta_d, (n, t)))
-    add(r, v("rsv"), np.broadcast_to(dt / eta_d, (n, t)))
+    rows.close(rhs, rhs)
+
+
+def _soc_rows(rows: _Rows, p: FleetProblem, lay: _Layout, h: _Houses) -> None:
+    """2. SoC: e_t - e_{t-1} - eta_c dt c_t + dt/eta_d d_t = (e0 at t=0, else 0)"""
+    n, t, dt, v = lay.n, lay.t, p.slot_h, lay.v
+    r = rows.count + np.arange(lay.nt).reshape(n, t)
+    rows.add(r, v("e"), 1.0)
+    rows.add(r[:, 1:], v("e")[:, :-1], -1.0)
+    rows.add(r, v("c"), np.broadcast_to(-h.eta_c * dt, (n, t)))
+    rows.add(r, v("d"), np.broadcast_to(dt / h.eta_d, (n, t)))
+    rows.add(r, v("rsv"), np.broadcast_to(dt / h.eta_d, (n, t)))
     rhs = np.zeros((n, t))
-    rhs[:, 0] = e0[:, 0]
-    rlb.append(rhs.ravel())
-    rub.append(rhs.ravel())
-    r0 += nt
-    # (No c/Pc + d/Pd <= 1 row: it does not stop simultaneous charge/discharge at
-    # partial power and cost 30 % of solve time; solve.solve_block fixes modes instead.)
-    # 4. EV energy by its deadline: sum_t ev_t dt >= need
-    if p.ev_max_w.size:
-        add(r0 + np.repeat(np.arange(n)[:, None], t, axis=1), v("ev"), dt)
-        need = np.minimum(p.ev_need_wh, ev_ub.sum(axis=1) * dt)  # never ask for more than fits
-        rlb.append(need)
-        rub.append(np.full(n, inf))
-        r0 += n
-    # 5. feeder net exchange: -Lexp <= sum_h (imp - exp + oi - oe) - s_imp + s_exp <= Limp
-    fr = r0 + p.feeder_of[:, None] * t + np.arange(t)[None, :]
+    rhs[:, 0] = h.e0[:, 0]
+    rows.close(rhs.ravel(), rhs.ravel())
+
+
+def _ev_rows(rows: _Rows, p: FleetProblem, lay: _Layout, h: _Houses) -> None:
+    """4. EV energy by its deadline: sum_t ev_t dt >= need"""
+    if not p.ev_max_w.size:
+        return
+    n, t, dt = lay.n, lay.t, p.slot_h
+    rows.add(rows.count + np.repeat(np.arange(n)[:, None], t, axis=1), lay.v("ev"), dt)
+    need = np.minimum(p.ev_need_wh, h.ev_ub.sum(axis=1) * dt)  # never ask for more than fits
+    rows.close(need, np.full(n, np.inf))
+
+
+def _exchange_rows(rows: _Rows, lay: _Layout, group_of_house: np.ndarray, groups: int, slack0: int,
+                   export_limit_w: np.ndarray, import_limit_w: np.ndarray) -> None:
+    """5./6. feeder (transformer) net exchange:
+    -Lexp <= sum_h (imp - exp + oi - oe) - s_imp + s_exp <= Limp"""
+    t, r0 = lay.t, rows.count
+    gr = r0 + group_of_house[:, None] * t + np.arange(t)[None, :]
     for name, s in (("imp", 1), ("exp", -1), ("oi", 1), ("oe", -1)):
-        add(fr, v(name), s)
-    fidx = np.arange(nf * t)
-    add(r0 + fidx, ng * nt + fidx, -1.0)
-    add(r0 + fidx, ng * nt + nf * t + fidx, 1.0)
-    rlb.append(-p.feeder_export_limit_w.ravel())
-    rub.append(p.feeder_import_limit_w.ravel())
-    r0 += nf * t
-    # 6. transformer net exchange, same shape
-    xo = ng * nt + 2 * nf * t
-    xr = r0 + p.transformer_of[p.feeder_of][:, None] * t + np.arange(t)[None, :]
-    for name, s in (("imp", 1), ("exp", -1), ("oi", 1), ("oe", -1)):
-        add(xr, v(name), s)
-    xidx = np.arange(nx * t)
-    add(r0 + xidx, xo + xidx, -1.0)
-    add(r0 + xidx, xo + nx * t + xidx, 1.0)
-    rlb.append(-p.transformer_export_limit_w.ravel())
-    rub.append(p.transformer_import_limit_w.ravel())
-    r0 += nx * t
-    # 6b. a scenario LP: what the batteries do in the first ``tied`` slots is one decision for
-    # every future (non-anticipativity: it is done before the next re-plan shows which future
-    # it is); later slots are free per future.  One row per (house, slot) so that the rows
-    # keep the per-slot layout a warm start shifts (free rows cost presolve nothing).
+        rows.add(gr, lay.v(name), s)
+    gidx = np.arange(groups * t)
+    rows.add(r0 + gidx, slack0 + gidx, -1.0)
+    rows.add(r0 + gidx, slack0 + groups * t + gidx, 1.0)
+    rows.close(-export_limit_w.ravel(), import_limit_w.ravel())
+
+
+def _tie_rows(rows: _Rows, lay: _Layout, n0: int, futures: int, tied: int) -> None:
+    """6b. a scenario LP: what the batteries do in the first ``tied`` slots is one decision for
+    every future (non-anticipativity: it is done before the next re-plan shows which future
+    it is); later slots are free per future.  One row per (house, slot) so that the rows
+    keep the per-slot layout a warm start shifts (free rows cost presolve nothing)."""
+    t, v = lay.t, lay.v
     for j in range(1, futures):
         for name in ("c", "d"):
-            tie = r0 + np.arange(n0 * t).reshape(n0, t)
-            add(tie, v(name)[j * n0 : (j + 1) * n0], 1.0)
-            add(tie, v(name)[:n0], -1.0)
+            tie = rows.count + np.arange(n0 * t).reshape(n0, t)
+            rows.add(tie, v(name)[j * n0 : (j + 1) * n0], 1.0)
+            rows.add(tie, v(name)[:n0], -1.0)
             free = np.broadcast_to(np.arange(t)[None, :] >= tied, (n0, t)).ravel()
-            rlb.append(np.where(free, -inf, 0.0))
-            rub.append(np.where(free, inf, 0.0))
-            r0 += n0 * t
-    # 7. fairness: cur_h,t <= rated_h * z_f,t, so minimising z shares curtailment in
-    # proportion to PV size (water-filling) instead of leaving the split to the solver.
-    # Only where it can matter: PV is producing and the feeder has an export limit
-    # (the rows elsewhere would only slow the simplex down).
+            rows.close(np.where(free, -np.inf, 0.0), np.where(free, np.inf, 0.0))
+
+
+def _fairness_rows(rows: _Rows, p: FleetProblem, lay: _Layout, h: _Houses) -> np.ndarray:
+    """7. fairness: cur_h,t <= rated_h * z_f,t, so minimising z shares curtailment in
+    proportion to PV size (water-filling) instead of leaving the split to the solver.
+    Only where it can matter: PV is producing and the feeder has an export limit
+    (the rows elsewhere would only slow the simplex down).  Returns each row's
+    (house, slot) as house * T + slot."""
+    t = lay.t
     # A feeder's export limit can bind only if its houses could together export
     # more than it (each at most min(cap, PV - load + full discharge)).
-    most_export = np.minimum(p.max_export_w, np.maximum(pv_mag - p.load_w + pd, 0.0))
-    f_most = np.zeros((nf, t))
+    most_export = np.minimum(p.max_export_w, np.maximum(h.pv_mag - p.load_w + h.pd, 0.0))
+    f_most = np.zeros((lay.nf, t))
     np.add.at(f_most, p.feeder_of, most_export)
     lim_f = (f_most > p.feeder_export_limit_w)[p.feeder_of]  # (N, T)
-    hh, tt = np.nonzero((pv_mag > 0) & lim_f & (p.pv_rated_w[:, None] > 0))
-    fair_row0 = r0
+    hh, tt = np.nonzero((h.pv_mag > 0) & lim_f & (p.pv_rated_w[:, None] > 0))
     if hh.size:
-        k = r0 + np.arange(hh.size)
-        add(k, v("cur")[hh, tt], 1.0)
-        add(k, fz + p.feeder_of[hh] * t + tt, -p.pv_rated_w[hh])
-        rlb.append(np.full(hh.size, -inf))
-        rub.append(np.zeros(hh.size))
-        r0 += hh.size
-
-    rr, cc, vv = _coo(rows, cols, vals)
-    mat = sp.csr_matrix((vv, (rr, cc)), shape=(r0, n_var))
-    return BlockLP(lb, ub, cost, np.concatenate(rlb), np.concatenate(rub), mat, n, t, nf, nx,
-                   fair_row0=fair_row0, fair_keys=(hh * t + tt).astype(np.int64),
-                   start_s=p.start.timestamp(), slot_s=p.slot_s, scenarios=futures)
+        k = rows.count + np.arange(hh.size)
+        rows.add(k, lay.v("cur")[hh, tt], 1.0)
+        rows.add(k, lay.fairness + p.feeder_of[hh] * t + tt, -p.pv_rated_w[hh])
+        rows.close(np.full(hh.size, -np.inf), np.zeros(hh.size))
+    return (hh * t + tt).astype(np.int64)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from aggregator.dispatch.block_solve import BlockResult, BlockSolution, solve_block
 from aggregator.dispatch.events import EventSolve, FleetEvent, solve_with_events
 from aggregator.dispatch.isolate import bad_plan_rows, bisect_block, suspect_houses
 from aggregator.dispatch.plans import (
@@ -28,14 +29,7 @@ from aggregator.dispatch.plans import (
     shift_plan,
 )
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
-from aggregator.dispatch.solve import (
-    BlockResult,
-    BlockSolution,
-    FleetSolution,
-    block_tasks,
-    iter_blocks,
-    solve_block,
-)
+from aggregator.dispatch.solve import FleetSolution, block_tasks, iter_blocks
 from aggregator.dispatch.solver_pool import WarmSolverPool
 from vpp_common.messages import DispatchPlan
 
@@ -115,28 +109,26 @@ def optimise(
         result = _optimise_with_events(problem, options, previous, active, version=version, now=now, pool=pool,
                                        t0=t0, event_prices=event_prices)
         return _without_bad_plans(replace(result, excluded_houses=excluded + result.excluded_houses))
+    return _without_bad_plans(_optimise_blocks(problem, options, previous, excluded, version=version, now=now,
+                                               pool=pool, t0=t0))
+
+
+def _optimise_blocks(
+    problem: FleetProblem,
+    options: DispatchOptions,
+    previous: dict[str, DispatchPlan] | None,
+    excluded: tuple[tuple[str, str], ...],
+    *,
+    version: int,
+    now: datetime,
+    pool: ProcessPoolExecutor | WarmSolverPool | None,
+    t0: float,
+) -> DispatchResult:
+    """The plans without fleet events: every block on its own; a failed block without the
+    houses that break it, or on fallback plans."""
     tasks = block_tasks(problem)
     sol = FleetSolution(prepare_s=time.perf_counter() - t0)
-    results: dict[int, BlockResult] = {}
-    by_block: dict[int, PackedPlans] = {}
-    plans_s = 0.0
-    # Plans of a solved block are built while the workers solve the others: on a warm
-    # re-plan building plans takes longer than solving.  The plans are millions of small
-    # objects without reference cycles; the cyclic garbage collector would scan the
-    # growing heap again and again while they are made (more than half of the time,
-    # measured), so it pauses until they are built.
-    gc_was_on = gc.isenabled()
-    gc.disable()
-    try:
-        for i, r in iter_blocks(tasks, options, pool):
-            results[i] = r
-            if not isinstance(r, str):
-                tp = time.perf_counter()
-                by_block[i] = pack_plans(problem, r, created_at=now, version=version)
-                plans_s += time.perf_counter() - tp
-    finally:
-        if gc_was_on:
-            gc.enable()
+    results, by_block, plans_s = _solve_and_pack(problem, tasks, options, pool, now=now, version=version)
     for i, (h, _) in enumerate(tasks):  # block order, whatever order they finished in
         r = results[i]
         if isinstance(r, str):  # failed: plan the block without the houses that break it, if few do
@@ -152,7 +144,7 @@ def optimise(
     plans = LazyPlans([by_block[i] for i in sorted(by_block)], built, problem.house_ids)  # fleet order
     status = "optimal" if not sol.failed else ("fallback" if not sol.blocks else "partial")
     t2 = time.perf_counter()
-    return _without_bad_plans(DispatchResult(
+    return DispatchResult(
         plans=plans,
         cost=sol.objective,
         relaxations=relaxations(problem, sol.blocks),
@@ -161,7 +153,41 @@ def optimise(
         # solve_wall_s includes the plans built while blocks were solving
         timings=_timings(sol, sol, len(tasks), t0, t1, t2, plans_s + (t2 - t1)),
         excluded_houses=excluded,
-    ))
+    )
+
+
+def _solve_and_pack(
+    problem: FleetProblem,
+    tasks: list[tuple[np.ndarray, FleetProblem]],
+    options: DispatchOptions,
+    pool: ProcessPoolExecutor | WarmSolverPool | None,
+    *,
+    now: datetime,
+    version: int,
+) -> tuple[dict[int, BlockResult], dict[int, PackedPlans], float]:
+    """Every block's result, the packed plans of those solved, and the seconds spent packing.
+
+    Plans of a solved block are built while the workers solve the others: on a warm
+    re-plan building plans takes longer than solving.  The plans are millions of small
+    objects without reference cycles; the cyclic garbage collector would scan the
+    growing heap again and again while they are made (more than half of the time,
+    measured), so it pauses until they are built."""
+    results: dict[int, BlockResult] = {}
+    by_block: dict[int, PackedPlans] = {}
+    plans_s = 0.0
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        for i, r in iter_blocks(tasks, options, pool):
+            results[i] = r
+            if not isinstance(r, str):
+                tp = time.perf_counter()
+                by_block[i] = pack_plans(problem, r, created_at=now, version=version)
+                plans_s += time.perf_counter() - tp
+    finally:
+        if gc_was_on:
+            gc.enable()
+    return results, by_block, plans_s
 
 
 def _without_suspects(problem: FleetProblem) -> tuple[FleetProblem, tuple[tuple[str, str], ...]]:

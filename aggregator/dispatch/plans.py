@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from aggregator.dispatch.block_solve import BlockSolution
 from aggregator.dispatch.problem import FleetProblem
-from aggregator.dispatch.solve import BlockSolution
 from vpp_common.messages import DispatchPlan, Envelope, FallbackMode, PlanSlot, Setpoint
 
 TOL_W = 1.0  # a limit "binds" when the exchange is within this of it
@@ -214,7 +214,15 @@ def pack_plans(
     valid_for: timedelta | None = None,
     extra_reasons: Mapping[int, Sequence[str]] | None = None,
 ) -> PackedPlans:
-    """The plans of one solved block (see :func:`build_plans`), as arrays."""
+    """The plans of one solved block, as arrays (:meth:`PackedPlans.plan` makes one house's).
+
+    Battery target = charge - discharge; envelope: see the comment below (the agent
+    follows its real house balance within it).  Grid envelope: the house caps, tightened
+    to the house's share of its feeder's limits (``_feeder_budgets``).
+    ``extra_reasons``: house index -> per-slot text ("" for none) added to the slot's
+    reason, e.g. that a fleet event changed the plan; a text that says "binds" fixes the
+    battery envelope to the target, as a binding feeder limit does.
+    """
     sub = p.subset(b.houses)
     codes, table, fixed = _reasons(p, b, sub)
     n, t = len(b.houses), p.t
@@ -326,33 +334,6 @@ def plan_is_finite(plan: DispatchPlan) -> bool:
         if g is not None and not (g.min_w < math.inf and g.max_w > -math.inf and g.min_w <= g.max_w):
             return False
     return True
-
-
-def build_plans(
-    p: FleetProblem,
-    blocks: list[BlockSolution],
-    *,
-    created_at: datetime,
-    version: int,
-    valid_for: timedelta | None = None,
-    extra_reasons: Mapping[int, Sequence[str]] | None = None,
-) -> dict[str, DispatchPlan]:
-    """One DispatchPlan per house of the solved blocks.
-
-    Battery target = charge - discharge; envelope: see the comment in :func:`pack_plans`
-    (the agent follows its real house balance within it).  Grid envelope: the house caps,
-    tightened to the house's share of its feeder's limits (``_feeder_budgets``).
-
-    ``extra_reasons``: house index -> per-slot text ("" for none) added to the slot's
-    reason, e.g. that a fleet event changed the plan.  A text that says "binds" fixes the
-    battery envelope to the target, as a binding feeder limit does.
-    """
-    plans: dict[str, DispatchPlan] = {}
-    for b in blocks:
-        pk = pack_plans(p, b, created_at=created_at, version=version, valid_for=valid_for,
-                        extra_reasons=extra_reasons)
-        plans.update((hid, pk.plan(k)) for k, hid in enumerate(pk.house_ids))
-    return plans
 
 
 def lease_end(horizon_end: datetime, made_at: datetime, lease_s: float) -> datetime:

@@ -20,16 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# the block level lives in block_solve (solver_pool needs it and this module needs the pool);
-# its names are re-exported here, where callers have always found them
-from aggregator.dispatch.block_solve import (  # noqa: F401
-    BlockResult,
-    BlockSolution,
-    InfeasibleError,
-    _block_task,
-    _solve_lp,
-    solve_block,
-)
+from aggregator.dispatch.block_solve import BlockResult, BlockSolution, block_task
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.solver_pool import WarmSolverPool
 
@@ -92,16 +83,16 @@ def iter_blocks(
         return
     args = [(h, sub, options) for h, sub in tasks]
     if pool is not None:
-        yield from enumerate(pool.map(_block_task, args, chunksize=_chunksize(len(args), options.workers)))
+        yield from enumerate(pool.map(block_task, args, chunksize=_chunksize(len(args), options.workers)))
     elif options.workers > 1 and len(args) > 1:
         with ProcessPoolExecutor(max_workers=options.workers) as ex:
-            yield from enumerate(ex.map(_block_task, args, chunksize=_chunksize(len(args), options.workers)))
+            yield from enumerate(ex.map(block_task, args, chunksize=_chunksize(len(args), options.workers)))
     elif options.solver == "highs":
         # in this process, one after another: a throwaway warm pool, so that blocks after
         # the first start from a sibling's basis (~4x fewer iterations), no state kept
         yield from WarmSolverPool(workers=0).solve_blocks(tasks, options)
     else:
-        yield from enumerate(_block_task(a) for a in args)
+        yield from enumerate(block_task(a) for a in args)
 
 
 def _chunksize(n_tasks: int, workers: int) -> int:

@@ -1,5 +1,5 @@
 """Fleet events (caps on total fleet export/import in a window), coordinated across feeders by
-prices (Dantzig-Wolfe column generation, see aggregator/dispatch/events.py).
+prices (Dantzig-Wolfe column generation, see docs/fleet-events.md).
 
 Tolerances: block LPs HiGHS defaults, master GLOP defaults; caps are checked to 1 W.  The
 coordinated cost is compared with one monolithic LP with the same event rows and asserted
@@ -11,19 +11,17 @@ optimal only to HiGHS' dual tolerance, so a bound can overshoot by that much).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from aggregator.dispatch.events import (
-    EventSolve,
-    FleetEvent,
-    fleet_grid_w,
-    monolithic_with_events,
-    solve_with_events,
-)
+from aggregator.dispatch.events import EventSolve, FleetEvent, fleet_grid_w, solve_with_events
+from aggregator.dispatch.events_master import EventRows, MasterSolution, prune_columns
+from aggregator.dispatch.events_monolithic import monolithic_with_events
 from aggregator.dispatch.problem import DispatchOptions
 from aggregator.dispatch.solve import solve_fleet
-from aggregator.dispatch.synthetic import random_fleet
+from tests.synthetic_fleet import random_fleet
 
 GAP = 1e-3  # coordinated cost vs monolithic LP, relative
 
@@ -228,3 +226,24 @@ def test_operator_times_become_horizon_slots() -> None:
     assert (a.start_slot, a.end_slot, a.max_w, a.direction, a.event_id) == (4, 12, 2e6, "export", "a")
     assert (b.start_slot, b.end_slot, b.reduce_w, b.direction) == (4, 6, 5e5, "import")
     assert (c.start_slot, c.end_slot) == (-4, 2) and c.clipped(96) == FleetEvent(0, 2, 0.0, event_id="c")
+
+
+def test_event_rows_price_grid_power_by_direction() -> None:
+    rows = EventRows(slot=np.array([1, 1, 2]), sign=np.array([-1.0, 1.0, -1.0]), cap_w=np.zeros(3))
+    price = rows.price_per_kwh(np.array([0.2, 0.05, 0.1]), t=4, kwh_per_w_slot=0.5)
+    # export caps make grid power cheaper (export dearer), import caps dearer; rows of a slot add up
+    np.testing.assert_allclose(price, [0.0, -0.3, -0.2, 0.0])
+
+
+def test_pruning_keeps_the_baseline_and_the_columns_in_use() -> None:
+    p = random_fleet(10, t=24, slot_s=3600, houses_per_feeder=10, seed=2)
+    block = solve_fleet(p, DispatchOptions()).blocks[0]
+    columns = [replace(block, objective=c) for c in (5.0, 1.0, 4.0, 2.0, 3.0)]
+    rows = EventRows(slot=np.array([12]), sign=np.array([-1.0]), cap_w=np.array([0.0]))
+    master = MasterSolution(cost=0.0, weights=[np.array([0.0, 0.5, 0.0, 0.5, 0.0])],
+                            convexity_duals=np.zeros(1), event_duals=np.zeros(1), slack_w=np.zeros(1))
+    # at duals 0 the reduced cost is the cost: unused columns go, dearest first, never column 0
+    kept = prune_columns(columns, 0, master, rows, keep=4)
+    assert [c.objective for c in kept] == [5.0, 1.0, 2.0, 3.0]
+    kept = prune_columns(columns, 0, master, rows, keep=2)
+    assert [c.objective for c in kept] == [5.0, 1.0, 2.0]  # used columns stay beyond ``keep``

@@ -14,7 +14,7 @@ from aggregator.dispatch.highs_block import HighsBlock
 from aggregator.dispatch.lp_build import build
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.solve import solve_fleet
-from aggregator.dispatch.synthetic import random_fleet
+from tests.synthetic_fleet import random_fleet
 from vpp_common.messages import PowerForecast, SiteLimits, StorageFlexibility
 
 NO_HEDGES = DispatchOptions(night_load_margin=1.0, throughput_cost_per_kwh=0.0, holding_cost_per_kwh_h=0.0)

@@ -12,12 +12,12 @@ import pytest
 
 from aggregator.dispatch import optimise as optimise_mod
 from aggregator.dispatch import solver_pool
+from aggregator.dispatch.block_solve import InfeasibleError, solve_block
 from aggregator.dispatch.isolate import bad_plan_rows, bisect_block, suspect_houses
 from aggregator.dispatch.optimise import optimise
 from aggregator.dispatch.plans import LazyPlans, plan_is_finite
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
-from aggregator.dispatch.solve import InfeasibleError, solve_block
-from aggregator.dispatch.synthetic import random_fleet
+from tests.synthetic_fleet import random_fleet
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

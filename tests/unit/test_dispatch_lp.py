@@ -18,7 +18,7 @@ import pytest
 from aggregator.dispatch.optimise import optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.solve import FleetSolution, solve_fleet
-from aggregator.dispatch.synthetic import random_fleet
+from tests.synthetic_fleet import random_fleet
 
 LIMIT_TOL_W = 0.01
 

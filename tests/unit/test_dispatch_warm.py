@@ -14,13 +14,14 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from aggregator.dispatch.block_solve import solve_block
 from aggregator.dispatch.highs_block import HighsBlock
 from aggregator.dispatch.lp_build import build
 from aggregator.dispatch.optimise import optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
-from aggregator.dispatch.solve import solve_block, solve_fleet
+from aggregator.dispatch.solve import solve_fleet
 from aggregator.dispatch.solver_pool import WarmSolverPool
-from aggregator.dispatch.synthetic import random_fleet
+from tests.synthetic_fleet import random_fleet
 
 REL = 1e-6
 
