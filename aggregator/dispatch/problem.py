@@ -1,6 +1,6 @@
 """Fleet dispatch problem as numpy arrays (pure: no I/O, no solver).
 
-Sign convention (DESIGN.md): power is positive when consumed at the point of
+Sign convention (docs/architecture.md): power is positive when consumed at the point of
 connection.  Load >= 0, PV production <= 0 (``pv_power_w``), battery charging
 > 0, grid import > 0.  Caps and limits are positive magnitudes in W; ``inf``
 means "no limit".  Arrays are per house x slot (N, T) unless stated.

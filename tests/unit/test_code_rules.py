@@ -71,3 +71,27 @@ def test_the_repository_keeps_every_contract(tmp_path: Path) -> None:
     r = _lint(tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "0 broken" in r.stdout
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """docs/architecture.md, "Code rules": in aggregator/ and edge_agent/ no module over 400 lines
+    and no function over 80 (ruff's C901 bounds the complexity)."""
+    import ast
+
+    too_big = []
+    for pkg in ("aggregator", "edge_agent"):
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            name = path.relative_to(REPO).as_posix()
+            if (n := len(text.splitlines())) > MAX_MODULE_LINES:
+                too_big.append(f"{name}: {n} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    length = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if length > MAX_FUNCTION_LINES:
+                        too_big.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    assert too_big == [], "\n".join(too_big)
