@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edge_agent.drivers.catalogue import (
     SUMMED_ROLES,
@@ -23,7 +22,8 @@ from edge_agent.drivers.catalogue import (
     decode_raw,
     encode,
 )
-from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable
+from edge_agent.drivers.errors import DeviceUnavailable
+from edge_agent.drivers.modbus_link import ModbusLink
 from edge_agent.drivers.write_guard import Verdict, WriteGuard
 
 MAX_READ_REGISTERS = 125
@@ -89,8 +89,6 @@ class CatalogueDevice:
 
     def __init__(self, entry: CatalogueEntry, host: str, port: int = 502, unit_id: int | None = None,
                  timeout_s: float = 2.0, *, max_gap: int = 0, write_guard: WriteGuard | None = None) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.entry = entry
         self.host = host
         self.port = port
@@ -98,7 +96,7 @@ class CatalogueDevice:
         self.timeout_s = timeout_s
         self._blocks = plan_blocks(entry, max_gap=max_gap)
         self.write_guard = write_guard
-        self._client: AsyncModbusTcpClient | None = None
+        self._link = ModbusLink(host, port, timeout_s, self.name)
         self._lock = asyncio.Lock()
 
     @property
@@ -111,12 +109,11 @@ class CatalogueDevice:
 
     async def connect(self) -> None:
         async with self._lock:
-            await self._ensure_connected()
+            await self._link.ensure()
 
     async def close(self) -> None:
         async with self._lock:
-            if self._client is not None:
-                self._client.close()
+            self._link.drop()
 
     async def __aenter__(self) -> CatalogueDevice:
         await self.connect()
@@ -125,30 +122,8 @@ class CatalogueDevice:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _ensure_connected(self) -> AsyncModbusTcpClient:
-        if self._client is None:
-            # retries=0 and no background reconnect: the caller owns retry policy and staleness.
-            self._client = AsyncModbusTcpClient(self.host, port=self.port, timeout=self.timeout_s, retries=0,
-                                                reconnect_delay=0, name=self.name)
-        if not self._client.connected and not await self._client.connect():
-            raise DeviceUnavailable("cannot connect", device=self.name)
-        return self._client
-
     async def _request(self, what: str, address: int, call: Any) -> Any:
-        client = await self._ensure_connected()
-        try:
-            rr = await call(client)
-        except asyncio.CancelledError:
-            client.close()  # a late answer must not be read as the next request's
-            raise
-        except (TimeoutError, ConnectionException, ModbusException, OSError) as exc:
-            client.close()
-            raise DeviceUnavailable(f"{what} at {address}: no valid answer ({exc})", device=self.name) from exc
-        if rr.isError():
-            code = int(getattr(rr, "exception_code", 0) or 0)
-            raise DeviceRejected(f"{what} at {address} refused", exception_code=code,
-                                 function_code=int(rr.function_code), address=address, device=self.name)
-        return rr
+        return await self._link.request(what, address, call)
 
     async def _read_block(self, block: Block) -> list[int]:
         def call(c: AsyncModbusTcpClient) -> Any:

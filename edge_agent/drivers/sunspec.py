@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sunspec2.mdef as ss_mdef
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edge_agent.drivers.errors import (
     DeviceRejected,
@@ -32,6 +30,7 @@ from edge_agent.drivers.errors import (
     ModelNotFound,
     NotSunSpec,
 )
+from edge_agent.drivers.modbus_link import ModbusLink
 from edge_agent.drivers.sunspec_points import (
     ModelValues,
     decode_model,
@@ -90,16 +89,14 @@ class SunSpecDevice:
     def __init__(self, host: str, port: int = 502, unit_id: int = 1, timeout_s: float = 2.0,
                  *, base_addresses: Sequence[int] = SUNS_BASE_ADDRESSES,
                  write_guard: WriteGuard | None = None) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.host = host
         self.port = port
         self.unit_id = unit_id
         self.timeout_s = timeout_s
+        self._link = ModbusLink(host, port, timeout_s, self.name)
         self.base_addresses = tuple(base_addresses)
         self.write_guard = write_guard
         """Optional per-register write limiter (edge_agent.drivers.write_guard); None = write everything."""
-        self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
         self._models: tuple[ModelLocation, ...] | None = None
         self._base_address: int | None = None
@@ -120,19 +117,19 @@ class SunSpecDevice:
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and self._client.connected
+        return self._link.connected
 
     # -- connection ----------------------------------------------------------
 
     async def connect(self) -> None:
         """Open the connection now (otherwise the first call does). DeviceUnavailable if it fails."""
         async with self._lock:
-            await self._ensure_connected()
+            await self._link.ensure()
 
     async def close(self) -> None:
         """Close the connection; a later call reconnects."""
         async with self._lock:
-            self._drop()
+            self._link.drop()
 
     async def __aenter__(self) -> SunSpecDevice:
         await self.connect()
@@ -141,43 +138,8 @@ class SunSpecDevice:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _ensure_connected(self) -> AsyncModbusTcpClient:
-        if self._client is None:
-            # reconnect_delay=0: pymodbus must not reconnect in a background
-            # task; the next call of this driver reconnects.  retries=0: the
-            # caller owns the retry policy (backoff, staleness).
-            self._client = AsyncModbusTcpClient(
-                self.host, port=self.port, timeout=self.timeout_s, retries=0,
-                reconnect_delay=0, name=self.name,
-            )
-        if not self._client.connected and not await self._client.connect():
-            raise DeviceUnavailable("cannot connect", device=self.name)
-        return self._client
-
-    def _drop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-
     async def _request(self, what: str, address: int, call: Any) -> Any:
-        """Run one Modbus request; map failures to driver errors."""
-        client = await self._ensure_connected()
-        try:
-            rr = await call(client)
-        except asyncio.CancelledError:
-            self._drop()  # the answer may still arrive and must not be read as another's
-            raise
-        except ConnectionException as exc:
-            self._drop()
-            raise DeviceUnavailable(f"{what} at {address}: connection lost ({exc})", device=self.name) from exc
-        except (TimeoutError, ModbusException, OSError) as exc:
-            # ModbusIOException is how pymodbus reports a timeout.
-            self._drop()
-            raise DeviceUnavailable(f"{what} at {address}: no valid answer ({exc})", device=self.name) from exc
-        if rr.isError():
-            code = int(getattr(rr, "exception_code", 0) or 0)
-            raise DeviceRejected(f"{what} at {address} refused", exception_code=code,
-                                 function_code=int(rr.function_code), address=address, device=self.name)
-        return rr
+        return await self._link.request(what, address, call)
 
     async def _read(self, address: int, count: int) -> list[int]:
         if not 1 <= count <= MAX_READ_REGISTERS:
@@ -187,7 +149,7 @@ class SunSpecDevice:
             lambda c: c.read_holding_registers(address, count=count, device_id=self.unit_id))
         regs = [int(r) for r in rr.registers]
         if len(regs) != count:
-            self._drop()
+            self._link.drop()
             raise DeviceUnavailable(f"read {count} at {address}: got {len(regs)} registers", device=self.name)
         return regs
 

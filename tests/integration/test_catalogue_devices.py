@@ -156,7 +156,7 @@ async def test_simulator_refuses_bad_writes() -> None:
     async with CatalogueSimulator(entry, clock, PHYSICS) as sim:
         dev = CatalogueDevice(entry, "127.0.0.1", sim.port, timeout_s=1.0)
         try:
-            client = await dev._ensure_connected()
+            client = await dev._link.ensure()
             rr = await client.write_registers(13049, [7], device_id=1)  # EMS mode 7 does not exist
             assert rr.isError()
             rr = await client.write_registers(13021, [1], device_id=1)  # not a writable point
