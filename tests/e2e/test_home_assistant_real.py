@@ -205,6 +205,24 @@ async def test_real_home_assistant(home_assistant: HomeAssistant, mosquitto: Mos
                     assert attrs.get(key) == payload[key], (uid, key, attrs)
         ids = {uid.removeprefix(f"vpp_{NODE}_"): e["entity_id"] for uid, e in by_unique.items()}
 
+        # the events for automations: Home Assistant's event entities with their types, and one
+        # fired (a minute without the aggregator in vpp mode) reaching Home Assistant
+        events = {k: p for k, p in expected.items() if "event_types" in p}
+        assert len(events) == 4  # price (a tariff is set), grid limit, aggregator, plan
+        for uid, payload in events.items():
+            assert states[by_unique[uid]["entity_id"]]["attributes"]["event_types"] == payload["event_types"]
+        for _ in range(7):
+            n = agent.stats.polls
+            clock.advance(10.0)
+            await until(lambda: agent.stats.polls > n, "a device poll")
+
+        async def fired() -> bool:
+            got = await ha.probe("entities", token, f"vpp_{NODE}_")
+            attrs = {st["entity_id"]: st["attributes"] for st in got["states"]}
+            return attrs.get(ids["aggregator_event"], {}).get("event_type") == "aggregator_unreachable"
+
+        await poll_until(fired, "the aggregator_unreachable event in Home Assistant", 30, 0.5)
+
         prefs = {"energy_sources": [
             {"type": "grid", "flow_from": [{"stat_energy_from": ids["grid_import"], "stat_cost": None,
                                             "entity_energy_price": None, "number_energy_price": None}],
