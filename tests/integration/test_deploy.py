@@ -345,7 +345,8 @@ def test_home_assistant_addon_options_match_schema_and_agent_config() -> None:
     for var in env_fields:
         parts = var.removeprefix("VPP_AGENT_").split("__")
         assert parts[0] in top, var
-    assert "edge-agent run" in run and len(re.findall(r"^FROM ", (addon / "Dockerfile").read_text(), re.M)) == 1
+    assert "/opt/vpp/bin/edge-agent}\" run" in run and len(re.findall(r"^FROM ", (addon / "Dockerfile").read_text(), re.M)) == 1
+    assert config["services"] == ["mqtt:need"]
     _run("bash", "-n", addon / "run.sh")
 
 
@@ -383,3 +384,67 @@ def test_shipped_redis_keeps_its_data() -> None:
     readme = (DEPLOY / "README.md").read_text()
     for needed in ("Redis >= 7.0", "--appendonly yes", "maxmemory-policy noeviction"):
         assert needed in readme, needed
+
+
+BASHIO_STUBS = r"""
+opt() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1])).get(sys.argv[2]); print(str(v).lower() if isinstance(v, bool) else ("" if v is None else v))' "$ADDON_OPTIONS" "$1"; }
+bashio::config() { opt "$1"; }
+bashio::config.has_value() { [[ -n "$(opt "$1")" ]]; }
+bashio::config.true() { [[ "$(opt "$1")" == "true" ]]; }
+bashio::fs.file_exists() { [[ -f "$1" ]]; }
+bashio::log.info() { echo "INFO $*" >&2; }
+bashio::log.warning() { echo "WARNING $*" >&2; }
+bashio::exit.nok() { echo "NOK $*" >&2; exit 1; }
+bashio::services.available() { [[ -n "${MQTT_SERVICE:-}" ]]; }
+bashio::services() { python3 -c 'import json, sys; v = json.loads(sys.argv[1])[sys.argv[2]]; print(str(v).lower() if isinstance(v, bool) else v)' "$MQTT_SERVICE" "$2"; }
+cd() { :; }
+"""
+
+
+@pytest.mark.parametrize("broker", [True, False])
+def test_home_assistant_addon_takes_the_broker_from_the_supervisor(tmp_path: Path, broker: bool) -> None:
+    """run.sh under stand-ins of bashio (the Supervisor's options and its MQTT service, as the
+    Supervisor API documents them): the agent gets the broker and its credentials, and its
+    config loads; without a broker it runs without Home Assistant, with a warning."""
+    from vpp_common.config import load_config
+
+    addon = DEPLOY / "home-assistant" / "vpp-edge-agent"
+    options = yaml.safe_load((addon / "config.yaml").read_text())["options"] | {"insecure": True,
+                                                                                 "house_id": "house-7"}
+    (tmp_path / "options.json").write_text(json.dumps(options))
+    (tmp_path / "stubs.sh").write_text(BASHIO_STUBS)
+    dump = tmp_path / "env.json"
+    agent = tmp_path / "edge-agent"
+    agent.write_text(f"#!/bin/sh\nexec python3 -c 'import json, os; json.dump(dict(os.environ), open(\"{dump}\", \"w\"))'\n")
+    agent.chmod(0o755)
+    service = {"host": "core-mosquitto", "port": 1883, "ssl": False, "protocol": "3.1.1", "username": "addons",
+               "password": "s3cret", "addon": "core_mosquitto"}
+    env = {"PATH": os.environ["PATH"], "ADDON_OPTIONS": str(tmp_path / "options.json"), "VPP_EDGE_AGENT": str(agent),
+           **({"MQTT_SERVICE": json.dumps(service)} if broker else {})}
+    r = subprocess.run(["bash", "-c", f"source {tmp_path / 'stubs.sh'}; source {addon / 'run.sh'}"], env=env,
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    got = {k: v for k, v in json.loads(dump.read_text()).items() if k.startswith("VPP_AGENT_")}
+    if broker:
+        assert {k: got[k] for k in got if k.startswith("VPP_AGENT_HOME_ASSISTANT__")} == {
+            "VPP_AGENT_HOME_ASSISTANT__HOST": "core-mosquitto", "VPP_AGENT_HOME_ASSISTANT__PORT": "1883",
+            "VPP_AGENT_HOME_ASSISTANT__USERNAME": "addons", "VPP_AGENT_HOME_ASSISTANT__PASSWORD": "s3cret"}
+    else:
+        assert not any(k.startswith("VPP_AGENT_HOME_ASSISTANT__") for k in got)
+        assert "no MQTT broker from the Supervisor" in r.stderr
+    old = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("VPP_AGENT_")}
+    try:
+        os.environ.update(got)
+        cfg = load_config(AgentConfig, None)
+    finally:
+        for k in got:
+            os.environ.pop(k, None)
+        os.environ.update(old)
+    assert cfg.house_id == "house-7" and cfg.control.mode == "vpp"
+    if broker:
+        assert cfg.home_assistant is not None and cfg.home_assistant.host == "core-mosquitto"
+        assert cfg.home_assistant.password is not None
+        assert cfg.home_assistant.password.get_secret_value() == "s3cret"
+    else:
+        assert cfg.home_assistant is None
+

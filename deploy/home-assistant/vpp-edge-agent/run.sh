@@ -35,6 +35,22 @@ else
     export VPP_AGENT_TLS__KEY_FILE="$(bashio::config 'tls_key_file')"
 fi
 
+# The house in Home Assistant (MQTT discovery) through the broker the Supervisor names.
+if bashio::config.true 'home_assistant_discovery'; then
+    if bashio::services.available "mqtt"; then
+        export VPP_AGENT_HOME_ASSISTANT__HOST="$(bashio::services mqtt 'host')"
+        export VPP_AGENT_HOME_ASSISTANT__PORT="$(bashio::services mqtt 'port')"
+        export VPP_AGENT_HOME_ASSISTANT__USERNAME="$(bashio::services mqtt 'username')"
+        export VPP_AGENT_HOME_ASSISTANT__PASSWORD="$(bashio::services mqtt 'password')"
+        if [[ "$(bashio::services mqtt 'ssl')" == "true" ]]; then
+            export VPP_AGENT_HOME_ASSISTANT__TLS__CA_FILE=/etc/ssl/certs/ca-certificates.crt
+        fi
+        bashio::log.info "Home Assistant: MQTT discovery through ${VPP_AGENT_HOME_ASSISTANT__HOST}:${VPP_AGENT_HOME_ASSISTANT__PORT}"
+    else
+        bashio::log.warning "no MQTT broker from the Supervisor (install the Mosquitto add-on): the house is not published to Home Assistant"
+    fi
+fi
+
 bashio::log.info "edge agent for ${VPP_AGENT_DEVICE__HOST}:${VPP_AGENT_DEVICE__PORT} -> ${VPP_AGENT_AGGREGATOR}"
 cd /data
-exec /opt/vpp/bin/edge-agent run
+exec "${VPP_EDGE_AGENT:-/opt/vpp/bin/edge-agent}" run
