@@ -133,6 +133,13 @@ def simulate(sc: Scenario, strategy: str, options: StrategyOptions | None = None
     import time
 
     options = options or StrategyOptions()
+    if strategy == "perfect_foresight":  # not a plan source: the bound's own solution (bound.py)
+        from simulator.fleet.bound import perfect_foresight
+
+        tr = perfect_foresight(sc, options)
+        if progress is not None:
+            progress(sc.t)
+        return tr
     clear_sky = clear_sky or clear_sky_table(sc)
     src: PlanSource = make_source(strategy, sc, options, clear_sky)
     if hasattr(src, "pool"):

@@ -44,7 +44,8 @@ def add_savings(figures: dict[str, dict[str, Any]]) -> None:
 
 # All but the fleet strategy: with a spare core they run in a process of their own beside
 # it (its main thread waits on the solver pool much of the time; perfect foresight is one
-# LP, solved in that process).  The default run took 102 s one after another on 2 cores.
+# LP per transformer, solved in that process: simulator.fleet.bound).  The default run
+# took 102 s one after another on 2 cores.
 SIDE_STRATEGIES = ("no_battery", "battery_idle", "self_consumption", "tou", "perfect_foresight")
 _side_progress: Any = None  # in the side process: slots done per strategy (a shared array)
 
@@ -90,7 +91,7 @@ def run_fast(sc: Scenario, strategies: tuple[str, ...] = STRATEGIES, *, warmup_s
         side = ()
     here = tuple(s for s in strategies if s not in side)
     traces: dict[str, Trace] = {}
-    needs_pool = any(s in ("fleet", "perfect_foresight") for s in here)
+    needs_pool = "fleet" in here
     pool = _solver_pool(workers) if needs_pool else None
     bars = {name: tqdm(total=sc.t, desc=f"{name:>17}", unit="slot", file=out, disable=not show_progress,
                        leave=True, dynamic_ncols=True, mininterval=0.5, position=i)

@@ -15,8 +15,8 @@ cap); they differ only in the plan each house follows and in the battery:
   house's own forecasts (``HistoryForecaster``: similar-day load, clear-sky PV
   scaled by what the panels did) and the futures around them it weighs
   (``aggregator.dispatch.futures``), re-planned every ``replan_s``, feeder limits in;
-* ``perfect_foresight``: the same LP once over the period with the real future:
-  the lower bound on cost.
+* ``perfect_foresight`` (``simulator.fleet.bound``, not a plan source): the LP with the
+  real future and the engine's physics, its own solution as the run: the lower bound.
 
 Prices are known the way day-ahead prices are: the next day's after the auction
 (12:00 CET, approximated as 11:00 UTC), so a horizon runs to the end of today or
@@ -70,11 +70,12 @@ def known_prices_until(sc: Scenario, now: datetime) -> int:
     return min(sc.t, int((end - sc.start).total_seconds() // sc.slot_s))
 
 
-def storage(sc: Scenario, i: int, soc_pct: float) -> StorageFlexibility:
+def storage(sc: Scenario, i: int, soc_pct: float,
+            reserve_soc_pct: float = DEFAULT_RESERVE_SOC_PCT) -> StorageFlexibility:
     h = sc.houses[i]
     return StorageFlexibility(
         resource_id=BATTERY_ID, soc_pct=soc_pct, soc_min_pct=DEFAULT_SOC_MIN_PCT, soc_max_pct=100.0,
-        reserve_soc_pct=DEFAULT_RESERVE_SOC_PCT, capacity_wh=h.battery_kwh * 1000 if h.has_battery else 0.0,
+        reserve_soc_pct=reserve_soc_pct, capacity_wh=h.battery_kwh * 1000 if h.has_battery else 0.0,
         max_charge_power_w=h.battery_kw * 1000 if h.has_battery else 0.0,
         max_discharge_power_w=h.battery_kw * 1000 if h.has_battery else 0.0,
         charge_efficiency=h.efficiency, discharge_efficiency=h.efficiency,
@@ -83,7 +84,8 @@ def storage(sc: Scenario, i: int, soc_pct: float) -> StorageFlexibility:
 
 def fleet_problem(sc: Scenario, s0: int, s1: int, soc: np.ndarray, load_w: np.ndarray, pv_w: np.ndarray,
                   terminal_value_per_kwh: float | str, pv_clear_sky_w: np.ndarray | None = None,
-                  futures: tuple[Future, ...] = (), cycle_s: float = 0.0) -> FleetProblem:
+                  futures: tuple[Future, ...] = (), cycle_s: float = 0.0,
+                  reserve_soc_pct: float = DEFAULT_RESERVE_SOC_PCT) -> FleetProblem:
     """The aggregator's problem for slots [s0, s1): built by the aggregator's own cycle code
     (``aggregator.fleet.cycle.cycle_problem`` from per-house flexibility and forecasts), with
     the scenario's feeders and their limits slot by slot.  ``cycle_s``: the re-plan period
@@ -96,7 +98,8 @@ def fleet_problem(sc: Scenario, s0: int, s1: int, soc: np.ndarray, load_w: np.nd
 
     houses = [
         HouseInput(
-            house_id=h.house_id, limits=SiteLimits(h.import_limit_w, h.export_cap_w), storage=storage(sc, i, soc[i]),
+            house_id=h.house_id, limits=SiteLimits(h.import_limit_w, h.export_cap_w),
+            storage=storage(sc, i, soc[i], reserve_soc_pct),
             load_forecast=fc(load_w[i]), pv_forecast=fc(-pv_w[i]), pv_rated_w=h.pv_kwp * 1000, feeder_id=h.feeder,
             pv_clear_sky_forecast=None if pv_clear_sky_w is None else fc(-pv_clear_sky_w[i]),
         )
@@ -266,37 +269,9 @@ class Fleet(_Lp):
                     self.options.futures)
 
 
-class PerfectForesight(_Lp):
-    name = "perfect_foresight"
-
-    def _dispatch_options(self) -> DispatchOptions:
-        # the holding cost and the night load margin hedge forecast errors; with the real
-        # future known they only distort
-        return replace(self.options.dispatch, holding_cost_per_kwh_h=0.0, night_load_margin=1.0)
-
-    def _terminal_value(self, s0: int, s1: int) -> float | str:
-        # what the report credits for stored energy (kpis: mean export price), so that the
-        # bound is a bound for the figure compared
-        if s1 >= self.sc.t:
-            return float(np.mean(self.sc.export_price_per_kwh))
-        return super()._terminal_value(s0, s1)
-
-    def update(self, s: int, soc: np.ndarray) -> None:
-        sc = self.sc
-        window = self.options.perfect_foresight_window_days * 86400 // sc.slot_s
-        p0 = self.options.plan_from_slot
-        if s < p0 or (s - p0) % window:
-            return
-        # one LP over the window with the real future; a longer run is cut into windows of
-        # whole days (the seam costs a little optimality: said in the report)
-        end = min(sc.t, s + window + (86400 // sc.slot_s if s + window < sc.t else 0))
-        self._solve(s, end, soc, sc.load_w[:, s:end], sc.pv_w[:, s:end])
-
-
 def make_source(name: str, sc: Scenario, options: StrategyOptions,
                 clear_sky: Callable[[list[datetime]], np.ndarray]) -> PlanSource:
-    classes: dict[str, type[PlanSource]] = {c.name: c for c in (NoBattery, BatteryIdle, SelfConsumption,
-                                                                PerfectForesight)}
+    classes: dict[str, type[PlanSource]] = {c.name: c for c in (NoBattery, BatteryIdle, SelfConsumption)}
     if name == "fleet":
         return Fleet(sc, options, clear_sky)
     if name == "tou":
