@@ -23,7 +23,7 @@ from edge_agent.drivers.catalogue import (
     encode,
 )
 from edge_agent.drivers.errors import DeviceUnavailable
-from edge_agent.drivers.modbus_link import ModbusLink
+from edge_agent.drivers.modbus_link import LinkedDevice, ModbusLink
 from edge_agent.drivers.write_guard import Verdict, WriteGuard
 
 MAX_READ_REGISTERS = 125
@@ -77,7 +77,7 @@ class PointReading:
     unit: str
 
 
-class CatalogueDevice:
+class CatalogueDevice(LinkedDevice):
     """A device described by a :class:`CatalogueEntry`, reached over Modbus TCP.
 
     ``unit_id`` overrides the entry's default unit (points with their own
@@ -106,24 +106,6 @@ class CatalogueDevice:
     def _unit(self, name: str) -> int:
         own = self.entry.points[name].unit_id
         return self.unit_id if own is None else own
-
-    async def connect(self) -> None:
-        async with self._lock:
-            await self._link.ensure()
-
-    async def close(self) -> None:
-        async with self._lock:
-            self._link.drop()
-
-    async def __aenter__(self) -> CatalogueDevice:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def _request(self, what: str, address: int, call: Any) -> Any:
-        return await self._link.request(what, address, call)
 
     async def _read_block(self, block: Block) -> list[int]:
         def call(c: AsyncModbusTcpClient) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Self
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
@@ -65,3 +65,32 @@ class ModbusLink:
             raise DeviceRejected(f"{what} at {address} refused", exception_code=code,
                                  function_code=int(rr.function_code), address=address, device=self.name)
         return rr
+
+
+class LinkedDevice:
+    """What a driver over one :class:`ModbusLink` shares: connect, close, ``async with``, and
+    one request at a time (each driver takes ``_lock`` around what must not interleave)."""
+
+    _link: ModbusLink
+    _lock: asyncio.Lock
+
+    async def connect(self) -> None:
+        """Open the connection now (otherwise the first call does). DeviceUnavailable if it fails."""
+        async with self._lock:
+            await self._link.ensure()
+
+    async def close(self) -> None:
+        """Close the connection; a later call reconnects."""
+        async with self._lock:
+            self._link.drop()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _request(self, what: str, address: int,
+                       call: Callable[[AsyncModbusTcpClient], Awaitable[Any]]) -> Any:
+        return await self._link.request(what, address, call)

@@ -20,7 +20,6 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import sunspec2.mdef as ss_mdef
 
@@ -30,7 +29,7 @@ from edge_agent.drivers.errors import (
     ModelNotFound,
     NotSunSpec,
 )
-from edge_agent.drivers.modbus_link import ModbusLink
+from edge_agent.drivers.modbus_link import LinkedDevice, ModbusLink
 from edge_agent.drivers.sunspec_points import (
     ModelValues,
     decode_model,
@@ -79,7 +78,7 @@ def _raise_if_not_ready(exc: DeviceRejected, name: str) -> None:
         raise DeviceUnavailable(f"not ready: {exc}", device=name) from exc
 
 
-class SunSpecDevice:
+class SunSpecDevice(LinkedDevice):
     """One SunSpec device (host, port, unit id) reached over Modbus TCP.
 
     ``timeout_s`` bounds connecting and each request.  Operations on one
@@ -119,27 +118,7 @@ class SunSpecDevice:
     def connected(self) -> bool:
         return self._link.connected
 
-    # -- connection ----------------------------------------------------------
-
-    async def connect(self) -> None:
-        """Open the connection now (otherwise the first call does). DeviceUnavailable if it fails."""
-        async with self._lock:
-            await self._link.ensure()
-
-    async def close(self) -> None:
-        """Close the connection; a later call reconnects."""
-        async with self._lock:
-            self._link.drop()
-
-    async def __aenter__(self) -> SunSpecDevice:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def _request(self, what: str, address: int, call: Any) -> Any:
-        return await self._link.request(what, address, call)
+    # -- requests (connect, close and one request at a time: LinkedDevice) --------
 
     async def _read(self, address: int, count: int) -> list[int]:
         if not 1 <= count <= MAX_READ_REGISTERS:
