@@ -15,10 +15,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, until
 
 
 def mosquitto_binary() -> str | None:
@@ -82,3 +83,12 @@ async def close_default_executor() -> None:
     """aiomqtt connects in the event loop's default executor, whose thread lives as long as the
     loop (by design, not a leak): shut it down at the end of a test, before the leak check."""
     await asyncio.get_running_loop().shutdown_default_executor()
+
+
+async def polls(agent: Any, clock: Any, n: int, step_s: float = 1.0) -> None:
+    """``n`` device polls of ``agent``, each after ``step_s`` of its (manual) clock."""
+    for _ in range(n):
+        done = agent.stats.polls
+        clock.advance(step_s)
+        await until(lambda: agent.stats.polls > done, "a device poll")
+

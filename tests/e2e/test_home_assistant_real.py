@@ -45,7 +45,7 @@ from edge_agent.home_assistant.entities import discovery_payload, entities
 from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
 from tests.conftest import _SESSION_PIDS, free_port, until
-from tests.ha_fixtures import Mosquitto, close_default_executor, mosquitto  # noqa: F401 -- the fixture
+from tests.ha_fixtures import Mosquitto, close_default_executor, mosquitto, polls  # noqa: F401 -- the fixture
 from vpp_common.clock import ManualClock
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(800)]
@@ -211,10 +211,7 @@ async def test_real_home_assistant(home_assistant: HomeAssistant, mosquitto: Mos
         assert len(events) == 4  # price (a tariff is set), grid limit, aggregator, plan
         for uid, payload in events.items():
             assert states[by_unique[uid]["entity_id"]]["attributes"]["event_types"] == payload["event_types"]
-        for _ in range(7):
-            n = agent.stats.polls
-            clock.advance(10.0)
-            await until(lambda: agent.stats.polls > n, "a device poll")
+        await polls(agent, clock, 7, step_s=10.0)
 
         async def fired() -> bool:
             got = await ha.probe("entities", token, f"vpp_{NODE}_")

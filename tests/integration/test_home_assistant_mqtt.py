@@ -30,7 +30,7 @@ from edge_agent.home_assistant.entities import discovery_topic, entities
 from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
 from tests.conftest import free_port, until
-from tests.ha_fixtures import Mosquitto, close_default_executor, mosquitto  # noqa: F401 -- the fixture
+from tests.ha_fixtures import Mosquitto, close_default_executor, mosquitto, polls  # noqa: F401 -- the fixture
 from vpp_common.clock import ManualClock, cancel_and_wait
 
 pytestmark = pytest.mark.timeout(60)
@@ -112,13 +112,6 @@ async def house(tmp_path: Path) -> AsyncIterator[tuple[SunSpecHybridSimulator, M
         await close_default_executor()
 
 
-async def polls(agent: EdgeAgent, clock: ManualClock, n: int) -> None:
-    for _ in range(n):
-        done = agent.stats.polls
-        clock.advance(1.0)
-        await until(lambda: agent.stats.polls > done, "a device poll")
-
-
 def refused(agent: EdgeAgent, reason: str) -> float:
     return agent.metrics.registry.get_sample_value(
         "vpp_edge_refused_total", {"source": "home_assistant", "reason": reason}) or 0.0
@@ -156,10 +149,7 @@ async def test_house_in_home_assistant(mosquitto: Mosquitto, house, tmp_path: Pa
 
         # -- automations: no aggregator for a minute (vpp mode) fires its event, not retained ----
         assert f"vpp/{NODE}/aggregator_event/state" not in ha.seen
-        for _ in range(7):
-            done = agent.stats.polls
-            clock.advance(10.0)
-            await until(lambda: agent.stats.polls > done, "a device poll")
+        await polls(agent, clock, 7, step_s=10.0)
         await until(lambda: f"vpp/{NODE}/aggregator_event/state" in ha.seen, "the aggregator_unreachable event")
         assert json.loads(ha.seen[f"vpp/{NODE}/aggregator_event/state"]) == {"event_type": "aggregator_unreachable"}
         assert bridge.events_published == 1

@@ -47,3 +47,15 @@ def test_cheap_is_the_cheapest_quarter_of_the_horizon_and_ignores_non_finite_pri
     assert cheap_now(np.array([0.1, np.nan, 0.3, 0.4])) == (0.1, True)
     assert cheap_now(np.array([np.nan, 0.1])) == (None, False)
     assert cheap_now(np.array([])) == (None, False)
+
+
+def test_cheap_with_infinite_huge_and_negative_prices() -> None:
+    assert cheap_now(np.array([np.inf, 0.1])) == (None, False)
+    assert cheap_now(np.array([-np.inf, 0.1])) == (None, False)
+    assert cheap_now(np.array([0.2, np.inf, -np.inf, np.nan, 0.1, 0.3, 0.4])) == (0.2, False)  # finite ones only
+    assert cheap_now(np.array([1e300, 0.1, 0.2, 0.3])) == (1e300, False)
+    assert cheap_now(np.array([0.1, 1e300, 1e300, 1e300])) == (0.1, True)
+    assert cheap_now(np.array([-0.5, 0.1, 0.2, 0.3])) == (-0.5, True)
+    before, now = Conditions(0.1), Conditions(-1e300, cheap=True)
+    assert kinds(before, now) == ["cheap_window_started", "negative_price_started"]
+
