@@ -94,16 +94,21 @@ def check_house_series(path: str, cols: Mapping[str, np.ndarray], house: Mapping
                         "max_load_vs_supply")
 
 
-def check_prices(path: str, cols: Mapping[str, np.ndarray], lim: Plausibility) -> None:
-    for col, v in cols.items():
-        i = _first(v > lim.max_price_per_kwh)
-        if i is not None:
-            raise _fail(path, i + 2, col, float(v[i]), f"per kWh is more than {lim.max_price_per_kwh:g} per kWh "
-                        "(a price per MWh, or in cents?)", "max_price_per_kwh")
-        i = _first(v < lim.min_price_per_kwh)
-        if i is not None:
-            raise _fail(path, i + 2, col, float(v[i]), f"per kWh is below {lim.min_price_per_kwh:g} per kWh "
-                        "(a price per MWh, or in cents?)", "min_price_per_kwh")
+def check_prices(path: str, cols: Mapping[str, np.ndarray], lim: Plausibility, *, to_per_kwh: float = 1.0,
+                 unit: str = "per kWh") -> None:
+    """Prices as given in ``unit``; ``to_per_kwh`` converts them to currency per kWh, where the
+    thresholds apply (a declared price unit: the numbers are checked against what they mean)."""
+    for col, given in cols.items():
+        v = given * to_per_kwh
+        shown = unit if to_per_kwh == 1.0 else f"{unit} ="
+        for bad, side, bound, key in ((v > lim.max_price_per_kwh, "more than", lim.max_price_per_kwh,
+                                       "max_price_per_kwh"),
+                                      (v < lim.min_price_per_kwh, "below", lim.min_price_per_kwh, "min_price_per_kwh")):
+            i = _first(bad)
+            if i is not None:
+                conv = "" if to_per_kwh == 1.0 else f" {v[i]:g} per kWh"
+                raise _fail(path, i + 2, col, float(given[i]), f"{shown}{conv} is {side} {bound:g} per kWh (a price "
+                            "in another unit than the one declared?)", key)
 
 
 def check_feeder_limits(path: str, col: str, v: np.ndarray, lim: Plausibility) -> None:

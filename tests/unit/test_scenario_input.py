@@ -150,11 +150,11 @@ HINT = " (a real value? raise {} in [scenario.checks] of scenario.toml)"
          "line 50, field 'pv_production_w': 8000 W is more than 1200 W per kWp of the house's 6 kWp (houses.csv) "
          "+ 100 W" + HINT.format("max_pv_w_per_kwp")),
         ("prices.csv", 5, "import_price_per_kwh", "300",
-         "line 7, field 'import_price_per_kwh': 300 per kWh is more than 10 per kWh (a price per MWh, or in "
-         "cents?)" + HINT.format("max_price_per_kwh")),
+         "line 7, field 'import_price_per_kwh': 300 per kWh is more than 10 per kWh (a price in another unit "
+         "than the one declared?)" + HINT.format("max_price_per_kwh")),
         ("prices.csv", 6, "export_price_per_kwh", "-45.5",
-         "line 8, field 'export_price_per_kwh': -45.5 per kWh is below -1 per kWh (a price per MWh, or in "
-         "cents?)" + HINT.format("min_price_per_kwh")),
+         "line 8, field 'export_price_per_kwh': -45.5 per kWh is below -1 per kWh (a price in another unit "
+         "than the one declared?)" + HINT.format("min_price_per_kwh")),
         ("houses.csv", 1, "battery_kwh", "1000",
          "line 3, field 'battery_kwh': 1000 kWh is more than 250 kWh for one house" + HINT.format("max_battery_kwh")),
         ("houses.csv", 1, "battery_kw", "4000",
@@ -205,6 +205,18 @@ def test_a_load_far_above_what_the_house_can_draw(folder: Path) -> None:
     assert _error(folder) == (
         f"{folder}/series/h01.csv, line 72, field 'load_w': 35000 W is more than 2 x what the house can draw "
         "(15600 W: import_limit_w + battery_kw + PV peak in houses.csv)" + HINT.format("max_load_vs_supply"))
+
+
+def test_prices_are_checked_in_currency_per_kwh_after_a_unit() -> None:
+    """The check of prices declared in another unit (helper for the tariff's `unit`)."""
+    from simulator.fleet.scenario_checks import Plausibility, check_prices
+
+    cols = {"import_price_per_kwh": np.array([85.0, 300.0, 12000.0])}
+    with pytest.raises(ScenarioError) as err:
+        check_prices("p.csv", cols, Plausibility(), to_per_kwh=1e-3, unit="EUR/MWh")
+    assert str(err.value) == ("p.csv, line 4, field 'import_price_per_kwh': 12000 EUR/MWh = 12 per kWh is more than "
+                              "10 per kWh (a price in another unit than the one declared?)"
+                              + HINT.format("max_price_per_kwh"))
 
 
 def test_pv_per_kwp_is_checked_per_kwp(folder: Path) -> None:
