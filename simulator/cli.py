@@ -41,13 +41,22 @@ def _utc_datetime(text: str) -> datetime:
         dt = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    if dt.tzinfo is None:  # read as UTC, a local time would shift by hours without a word
+        raise argparse.ArgumentTypeError(f"needs a UTC offset (e.g. 2026-06-21T00:00Z): {text!r}")
+    return dt.astimezone(UTC)
 
 
 def _positive(text: str) -> float:
     v = float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+def _non_negative(text: str) -> float:
+    v = float(text)
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return v
 
 
@@ -71,10 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                "the default one as an example.")
     run.add_argument("--scenario", type=Path, help="scenario folder (default: the embedded default scenario)")
     run.add_argument("--days", type=_positive, help="days to evaluate, after the warm-up (default: 7 for the "
-                     "embedded scenario, all the folder's data otherwise; live mode: 10 h from 08:00)")
-    run.add_argument("--warmup-days", type=float, default=None,
-                     help="days simulated first and not counted, so forecasters have history (default 2 for the "
-                          "embedded scenario, 0 for a folder)")
+                     "embedded scenario, a folder's `days` or all its data after the warm-up; live mode: 10 h "
+                     "from 08:00)")
+    run.add_argument("--warmup-days", type=_non_negative, default=None,
+                     help="days simulated first and not counted, so forecasters have history and batteries a "
+                          "state of charge (default: a folder's `warmup_days`, 2 if it has none and for the "
+                          "embedded scenario)")
     run.add_argument("--houses", type=int, help="only the first N houses (live mode default: 20)")
     run.add_argument("--strategies", default=",".join(_STRATEGIES),
                      help=f"comma-separated subset of {','.join(_STRATEGIES)} (default: all)")
@@ -106,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp = scen_sub.add_parser("export", help="write the default scenario to DIR")
     exp.add_argument("dir", type=Path, help="folder to write (created)")
     exp.add_argument("--days", type=_positive, default=9.0, help="days to write (default 9)")
-    exp.add_argument("--houses", type=int, help="only the first N houses")
+    exp.add_argument("--houses", type=int, help="only the first N houses; each feeder's import limit scaled by "
+                     "the share of its houses kept, its export limit by the share of its kWp kept")
     exp.add_argument("--force", action="store_true", help="write into a folder that is not empty")
     demo = sub.add_parser("demo", help="one house end to end over loopback; prints a summary",
                           description="Run a simulated SunSpec hybrid inverter, an edge agent and an aggregator "
@@ -116,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=_positive, default=2160.0,
                       help="simulated seconds per real second (default 2160: a day in 40 s)")
     demo.add_argument("--start", type=_utc_datetime, default=datetime(2026, 6, 21, tzinfo=UTC),
-                      help="simulated start time, ISO 8601 (default 2026-06-21T00:00Z)")
+                      help="simulated start time, ISO 8601 with offset (default 2026-06-21T00:00Z)")
     demo.add_argument("--json", type=Path, help="also write the summary to this JSON file")
     dev = sub.add_parser("device", help="serve one simulated SunSpec hybrid inverter on Modbus TCP",
                          description="Serve a SunSpec hybrid inverter (models 1, 103, 120, 123, 124, 160, 203, 802) "
@@ -322,7 +334,7 @@ async def _house(args: argparse.Namespace) -> int:
 
 def _scenario(args: argparse.Namespace, days: float | None):
     """The scenario asked for, cut to warm-up + ``days``; returns (scenario, warm-up slots)."""
-    from simulator.fleet.scenario import load_scenario
+    from simulator.fleet.scenario import load_run
 
     if args.scenario is None:
         from simulator.fleet.default_scenario import DEFAULT_DAYS, default_scenario
@@ -330,18 +342,14 @@ def _scenario(args: argparse.Namespace, days: float | None):
         sc = default_scenario()
         warm = 2.0 if args.warmup_days is None else args.warmup_days
         days = days if days is not None else DEFAULT_DAYS
-    else:
-        sc = load_scenario(args.scenario)
-        warm = 0.0 if args.warmup_days is None else args.warmup_days
-    if warm < 0:
-        raise ValueError("--warmup-days must be >= 0")
-    warm_slots = int(round(warm * 86400 / sc.slot_s))
-    if days is not None:
+        warm_slots = int(round(warm * 86400 / sc.slot_s))
         want = warm_slots + int(round(days * 86400 / sc.slot_s))
         if want > sc.t:
-            raise ValueError(f"the scenario has {sc.t * sc.slot_s / 86400:g} days; asked for {warm:g} warm-up + "
-                             f"{days:g} days")
+            raise ValueError(f"the embedded scenario has {sc.t * sc.slot_s / 86400:g} days; asked for {warm:g} "
+                             f"warm-up + {days:g} days")
         sc = sc.head(want)
+    else:  # the window, and an error naming the file too short for it
+        sc, warm_slots = load_run(args.scenario, days, args.warmup_days)
     if warm_slots >= sc.t:
         raise ValueError("the warm-up takes the whole scenario: lower --warmup-days")
     if args.houses is not None:
@@ -421,6 +429,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from simulator.fleet.default_scenario import default_scenario
+    from simulator.fleet.model import select_scaled
     from simulator.fleet.scenario import write_scenario
 
     if args.dir.exists() and any(args.dir.iterdir()) and not args.force:
@@ -428,8 +437,8 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     sc = default_scenario().head(int(round(args.days * 86400 / 900)))
     if args.houses is not None:
-        sc = sc.select([h.house_id for h in sc.houses[: max(1, args.houses)]])
-    write_scenario(sc, args.dir)
+        sc = select_scaled(sc, [h.house_id for h in sc.houses[: max(1, args.houses)]])
+    write_scenario(sc, args.dir, warmup_days=min(2.0, sc.t * sc.slot_s / 86400 / 2))
     print(f"scenario {sc.name!r} ({sc.n} houses, {sc.t * sc.slot_s / 86400:g} days) written to {args.dir}")
     return 0
 

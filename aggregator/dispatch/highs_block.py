@@ -37,10 +37,18 @@ class HighsFailed(RuntimeError):
         self.time_limit = time_limit
 
 
+_STARTED_QUIETLY = False
+
+
 def start_highs_quietly() -> None:
-    """HiGHS' C++ constructor prints a copyright banner on stdout, once per process.  A
-    solver worker's stdout is its parent's (a CLI printing JSON, a test): call this first
-    in a process of its own, so that the banner goes to /dev/null."""
+    """HiGHS' C++ constructor prints a copyright banner on stdout, once per process, before
+    ``output_flag`` can be set.  A solver's stdout is a CLI's (``vpp-sim run`` prints its
+    report there, others JSON): the first Highs of a process is made here, with the banner
+    sent to /dev/null.  Idempotent; called by every new model."""
+    global _STARTED_QUIETLY
+    if _STARTED_QUIETLY:
+        return
+    _STARTED_QUIETLY = True
     devnull = os.open(os.devnull, os.O_WRONLY)
     saved = os.dup(1)
     try:
@@ -54,6 +62,7 @@ def start_highs_quietly() -> None:
 
 
 def _new_highs() -> highspy.Highs:
+    start_highs_quietly()
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     # one thread: blocks run in parallel in worker processes already; a HiGHS thread

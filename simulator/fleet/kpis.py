@@ -10,7 +10,10 @@
 * ``self_sufficiency``: share of the load not bought from the grid: 1 - import / load
   (a battery charged from the grid can bring this below the no-battery figure);
 * ``peak_feeder_load_w``: the largest net power through any feeder, either way;
-  ``peak_feeder_load_pct_of_limit``: the same against that feeder's limit;
+* ``peak_import`` and ``peak_export``: each the feeder and slot where the net power in that
+  direction is highest against the feeder's limit at the time (``feeder``, ``w``,
+  ``limit_w``, ``pct_of_limit``, ``at``); where no feeder has a limit that way, the highest
+  power (``limit_w`` and ``pct_of_limit`` None);
 * ``energy_over_limits_kwh``: energy through feeders above their limits;
 * ``export_cap_violations``: house-slots exporting more than the house's cap (+ tolerance);
 * ``equivalent_cycles``: battery throughput / (2 x capacity), mean over batteries.
@@ -58,8 +61,6 @@ def kpis(sc: Scenario, grid_w: np.ndarray, battery_w: np.ndarray, soc_pct: np.nd
     lim_i, lim_e = sc.feeder_import_limit_w[:, sl], sc.feeder_export_limit_w[:, sl]
     over_i = np.maximum(net - lim_i, 0.0)
     over_e = np.maximum(-net - lim_e, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.maximum(np.where(np.isfinite(lim_i), net / lim_i, 0.0), np.where(np.isfinite(lim_e), -net / lim_e, 0.0))
     caps = np.array([x.export_cap_w for x in sc.houses])[:, None]
     violations = int((exp > caps + EXPORT_CAP_TOLERANCE_W).sum())
     has = cap_wh > 0
@@ -83,7 +84,8 @@ def kpis(sc: Scenario, grid_w: np.ndarray, battery_w: np.ndarray, soc_pct: np.nd
         "self_consumption_ratio": round(1 - exp_kwh / pv_kwh, 4) if pv_kwh > 0 else None,
         "self_sufficiency": round(1 - imp_kwh / load_kwh, 4) if load_kwh > 0 else None,
         "peak_feeder_load_w": round(float(np.abs(net).max())),
-        "peak_feeder_load_pct_of_limit": round(float(frac.max()) * 100, 1),
+        "peak_import": _peak(sc, net, lim_i, first_slot),
+        "peak_export": _peak(sc, -net, lim_e, first_slot),
         "energy_over_limits_kwh": round(float((over_i + over_e).sum() * h / 1000), 3),
         "slots_over_limits": int(((over_i > 1.0) | (over_e > 1.0)).any(axis=0).sum()),
         "export_cap_violations": violations,
@@ -94,4 +96,22 @@ def kpis(sc: Scenario, grid_w: np.ndarray, battery_w: np.ndarray, soc_pct: np.nd
         "pv_curtailed_kwh": round(avail_kwh - pv_kwh, 1),
         "load_kwh": round(load_kwh, 1),
         "feeders": per_feeder,
+    }
+
+
+def _peak(sc: Scenario, power: np.ndarray, lim: np.ndarray, first_slot: int) -> dict[str, Any]:
+    """The feeder-slot of ``power`` (F, T; > 0 in the direction of ``lim``) highest against ``lim``."""
+    p = np.maximum(power, 0.0)
+    limited = np.isfinite(lim)
+    if limited.any():
+        frac = np.where(limited, p / np.where(limited, lim, 1.0), -1.0)
+        k, s = np.unravel_index(int(np.argmax(frac)), frac.shape)
+    else:
+        k, s = np.unravel_index(int(np.argmax(p)), p.shape)
+    return {
+        "feeder": sc.feeder_ids[k],
+        "w": round(float(p[k, s])),
+        "limit_w": round(float(lim[k, s])) if limited[k, s] else None,
+        "pct_of_limit": round(float(p[k, s] / lim[k, s]) * 100, 1) if limited[k, s] else None,
+        "at": sc.slot_start(first_slot + int(s)).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

@@ -134,3 +134,21 @@ class Scenario(SlotGrid):
             feeder_import_limit_w=self.feeder_import_limit_w[fidx],
             feeder_export_limit_w=self.feeder_export_limit_w[fidx],
         )
+
+
+def select_scaled(sc: Scenario, house_ids: list[str]) -> Scenario:
+    """``sc.select(house_ids)`` with each feeder's limits scaled to the part of it kept: import
+    limits by the share of its houses kept, export limits by the share of its PV (kWp) kept, or
+    of its houses where none of those kept has PV.  A feeder's limit is sized for all its houses; kept whole
+    for a few, it would never bind (``vpp-sim scenario export --houses N``)."""
+    part = sc.select(house_ids)
+    imp, exp = part.feeder_import_limit_w.copy(), part.feeder_export_limit_w.copy()
+    kept = set(house_ids)
+    for k, fid in enumerate(part.feeder_ids):
+        on = [h for h in sc.houses if h.feeder == fid]
+        ours = [h for h in on if h.house_id in kept]
+        by_houses = len(ours) / len(on)
+        kwp_ours = sum(h.pv_kwp for h in ours)
+        imp[k] *= by_houses
+        exp[k] *= kwp_ours / sum(h.pv_kwp for h in on) if kwp_ours > 0 else by_houses
+    return replace(part, feeder_import_limit_w=imp, feeder_export_limit_w=exp)

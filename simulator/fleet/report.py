@@ -34,6 +34,16 @@ def _fmt(v: Any, pct: bool = False, digits: int = 1) -> str:
     return f"{v:,}"
 
 
+def _peak(p: dict[str, Any]) -> str:
+    """'93 % f2': the share of the limit and the feeder ('41.2 kW f2' where no feeder has a limit)."""
+    if p["pct_of_limit"] is None:
+        return f"{p['w'] / 1000:,.1f} kW {p['feeder']}"
+    return f"{p['pct_of_limit']:.0f} % {p['feeder']}"
+
+
+PEAK_NOTE = "peak import/export: a feeder's highest net power that way, as % of its limit then (kW if none), and the feeder"
+
+
 def table(result: RunResult) -> str:
     sc, fig = result.scenario, result.figures
     cur = sc.currency
@@ -44,7 +54,8 @@ def table(result: RunResult) -> str:
         ("of best", lambda n, f: _fmt(f.get("share_of_perfect_foresight_saving"), pct=True, digits=0)),
         ("self-cons.", lambda n, f: _fmt(f["self_consumption_ratio"], pct=True)),
         ("self-suff.", lambda n, f: _fmt(f["self_sufficiency"], pct=True)),
-        ("peak feeder kW", lambda n, f: f"{f['peak_feeder_load_w'] / 1000:,.1f} ({f['peak_feeder_load_pct_of_limit']:.0f} %)"),
+        ("peak import", lambda n, f: _peak(f["peak_import"])),
+        ("peak export", lambda n, f: _peak(f["peak_export"])),
         ("over limits kWh", lambda n, f: _fmt(f["energy_over_limits_kwh"], digits=1)),
         ("cap viol.", lambda n, f: _fmt(f["export_cap_violations"])),
         ("cycles", lambda n, f: _fmt(f["equivalent_cycles"], digits=2)),
@@ -81,6 +92,7 @@ def print_report(result: RunResult, out: TextIO) -> None:
     print(header(result.scenario, result.first_slot), file=out)
     print(file=out)
     print(table(result), file=out)
+    print(PEAK_NOTE, file=out)
     fig = result.figures
     if "fleet" in fig and "perfect_foresight" in fig and "share_of_perfect_foresight_saving" in fig["fleet"]:
         print(f"\nfleet-optimised gets {fig['fleet']['share_of_perfect_foresight_saving']:.1%} of the perfect-"

@@ -18,48 +18,40 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from simulator.fleet import scenario_checks as checks
+from simulator.fleet.errors import ScenarioError
 from simulator.fleet.model import DEFAULT_EFFICIENCY, DEFAULT_INITIAL_SOC_PCT, House, Scenario
+from simulator.fleet.scenario_checks import GapFill, Plausibility
+
+__all__ = ["ScenarioError", "load_run", "load_scenario", "write_scenario"]
 
 
-class ScenarioError(ValueError):
-    """Bad scenario input; the message names the file, the line and the field."""
-
-    def __init__(self, file: str | Path, message: str, line: int | None = None, fld: str | None = None) -> None:
-        where = str(file)
-        if line is not None:
-            where += f", line {line}"
-        if fld is not None:
-            where += f", field {fld!r}"
-        super().__init__(f"{where}: {message}")
-        self.file, self.line, self.field = str(file), line, fld
-
-
-def _limit(v: object) -> float:
-    """Empty, 'inf' or 'none' mean no limit."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return math.inf
-    if isinstance(v, str) and v.strip().lower() in ("", "inf", "none", "-"):
-        return math.inf
-    return float(v)  # type: ignore[arg-type]
+def _limit(v: object) -> object:
+    """Empty, 'inf' or 'none' mean no limit (None); anything else is left to the field's checks."""
+    if v is None or (isinstance(v, str) and v.strip().lower() in ("", "inf", "+inf", "none", "-")):
+        return None
+    return v
 
 
 class _HouseRow(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     pv_kwp: float = Field(ge=0, le=1000)
     battery_kwh: float = Field(ge=0, le=10000)
     battery_kw: float = Field(ge=0, le=10000)
-    export_cap_w: float = Field(gt=0)
-    import_limit_w: float = Field(gt=0)
+    export_cap_w: float | None = None  # None: no limit (empty cell or no column); range: scenario_checks
+    import_limit_w: float | None = None
     feeder: str = Field(min_length=1)
     initial_soc_pct: float = Field(DEFAULT_INITIAL_SOC_PCT, ge=0, le=100)
     efficiency: float = Field(DEFAULT_EFFICIENCY, gt=0.5, le=1.0)
@@ -69,7 +61,7 @@ class _HouseRow(BaseModel):
 
 
 class _Meta(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     description: str = ""
@@ -80,6 +72,10 @@ class _Meta(BaseModel):
     start: datetime | None = None  # default: the latest first timestamp of all files
     days: float | None = Field(None, gt=0)  # default: as far as every file reaches
     sources: dict[str, str] = {}
+    warmup_days: float = Field(2.0, ge=0, le=366)  # simulated before `days`, not counted
+    gap_fill: GapFill = "error"
+    max_gap_h: float = Field(6.0, gt=0, le=24 * 366)
+    checks: Plausibility = Plausibility()
 
     @field_validator("slot_s")
     @classmethod
@@ -144,14 +140,14 @@ def _floats(df: pd.DataFrame, path: Path, col: str, *, allow_inf: bool = False, 
     bad = np.isnan(vals) | (~np.isfinite(vals) if not allow_inf else np.isneginf(vals))
     if bad.any():
         i = int(np.argmax(bad))
-        raise ScenarioError(path, f"not a number: {df[col].iloc[i]!r}", i + offset_line, col)
+        raise ScenarioError(path, f"not a finite number: {df[col].iloc[i]!r}", i + offset_line, col)
     if min_value is not None and (vals < min_value).any():
         i = int(np.argmax(vals < min_value))
         raise ScenarioError(path, f"must be >= {min_value:g}, got {vals[i]:g}", i + offset_line, col)
     return vals
 
 
-def _times(df: pd.DataFrame, path: Path, col: str = "timestamp") -> np.ndarray:
+def _times(df: pd.DataFrame, path: Path, col: str = "timestamp", *, increasing: bool = True) -> np.ndarray:
     ts = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
     if ts.isna().any():
         i = int(np.argmax(ts.isna().to_numpy()))
@@ -162,22 +158,35 @@ def _times(df: pd.DataFrame, path: Path, col: str = "timestamp") -> np.ndarray:
         raise ScenarioError(path, f"needs a UTC offset (e.g. 2025-06-01T00:00:00Z): {df[col].iloc[i]!r}", i + 2, col)
     ns = ts.dt.as_unit("ns").astype("int64").to_numpy()  # pandas 3 may parse to us
     d = np.diff(ns)
-    if (d <= 0).any():
+    if increasing and (d <= 0).any():
         i = int(np.argmax(d <= 0))
         raise ScenarioError(path, "timestamps must increase", i + 3, col)
     return ns
 
 
-def _series(path: Path, cols: tuple[str, ...], df: pd.DataFrame | None = None, **kw: object) -> _Series:
+def _series(path: Path, cols: tuple[str, ...], meta: _Meta, df: pd.DataFrame | None = None,
+            check: Callable[[dict[str, np.ndarray]], None] | None = None, **kw: object) -> _Series:
+    """A step series: ``check`` sees the rows as given, then gaps are filled by the folder's policy."""
     df = _read_csv(path) if df is None else df
     _need(df, path, ("timestamp", *cols))
     t = _times(df, path)
-    step = int(np.median(np.diff(t))) if len(t) > 1 else 3600 * 10**9
-    return _Series(str(path), t, {c: _floats(df, path, c, **kw) for c in cols}, int(t[-1]) + step)  # type: ignore[arg-type]
+    vals = {c: _floats(df, path, c, **kw) for c in cols}  # type: ignore[arg-type]
+    if check is not None:
+        check(vals)
+    step = checks.typical_step_ns(t)
+    t, vals = checks.fill_gaps(str(path), t, vals, step, meta.gap_fill, meta.max_gap_h)
+    return _Series(str(path), t, vals, int(t[-1]) + step)
 
 
 def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
-    """Read and check a scenario folder; ``days`` overrides scenario.toml's."""
+    """The folder's data from its start with no warm-up: ``days`` (default scenario.toml's) from the start."""
+    return load_run(folder, days, warmup_days=0.0)[0]
+
+
+def load_run(folder: str | Path, days: float | None = None, warmup_days: float | None = None
+             ) -> tuple[Scenario, int]:
+    """Read and check a scenario folder for a run: (the scenario over the warm-up and the days counted
+    after it, the warm-up in slots).  ``days`` and ``warmup_days`` override scenario.toml's."""
     root = Path(folder)
     if not root.is_dir():
         raise ScenarioError(root, "not a folder (a scenario is a folder: see docs/scenario-format.md)")
@@ -191,11 +200,12 @@ def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
         raise ScenarioError(meta_path, f"not valid TOML: {exc}") from exc
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise ScenarioError(meta_path, err["msg"], None, ".".join(str(p) for p in err["loc"])) from exc
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ScenarioError(meta_path, msg, None, ".".join(str(p) for p in err["loc"])) from exc
 
     houses_path = root / "houses.csv"
     hdf = _read_csv(houses_path)
-    _need(hdf, houses_path, ("id", "pv_kwp", "battery_kwh", "battery_kw", "export_cap_w", "import_limit_w", "feeder"))
+    _need(hdf, houses_path, ("id", "pv_kwp", "battery_kwh", "battery_kw", "feeder"))
     rows: list[_HouseRow] = []
     for i, rec in enumerate(hdf.to_dict("records")):
         rec = {k: v for k, v in rec.items() if not (v == "" and k in ("initial_soc_pct", "efficiency", "series"))}
@@ -204,6 +214,7 @@ def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
         except ValidationError as exc:
             err = exc.errors()[0]
             raise ScenarioError(houses_path, err["msg"], i + 2, ".".join(str(p) for p in err["loc"])) from exc
+        checks.check_house(str(houses_path), i + 2, rows[-1].model_dump(), meta.checks)
     seen: set[str] = set()
     for i, r in enumerate(rows):
         if r.id in seen:
@@ -211,7 +222,8 @@ def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
         seen.add(r.id)
 
     prices_path = root / "prices.csv"
-    prices = _series(prices_path, ("import_price_per_kwh", "export_price_per_kwh"))
+    prices = _series(prices_path, ("import_price_per_kwh", "export_price_per_kwh"), meta,
+                     check=partial(checks.check_prices, str(prices_path), lim=meta.checks))
     series: list[tuple[_HouseRow, _Series, str]] = []
     for r in rows:
         p = root / (r.series or f"series/{r.id}.csv")
@@ -219,7 +231,9 @@ def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
         pv_col = "pv_production_w" if "pv_production_w" in df.columns else "pv_production_w_per_kwp"
         if pv_col not in df.columns:
             raise ScenarioError(p, "needs a column pv_production_w or pv_production_w_per_kwp")
-        series.append((r, _series(p, ("load_w", pv_col), df, min_value=0.0), pv_col))
+        house = {"pv_kwp": r.pv_kwp, "battery_kw": r.battery_kw, "import_limit_w": r.import_limit_w or math.inf}
+        check = partial(checks.check_house_series, str(p), house=house, lim=meta.checks)
+        series.append((r, _series(p, ("load_w", pv_col), meta, df, check=check, min_value=0.0), pv_col))
 
     feeders_path = root / "feeders.csv"
     fdf = _read_csv(feeders_path)
@@ -230,6 +244,7 @@ def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
         if (arr <= 0).any():
             i = int(np.argmax(arr <= 0))
             raise ScenarioError(feeders_path, f"must be > 0 (empty = no limit), got {arr[i]:g}", i + 2, col)
+        checks.check_feeder_limits(str(feeders_path), col, arr, meta.checks)
     timed = "timestamp" in fdf.columns
     feeder_names = fdf["feeder"].astype(str).str.strip()
     feeder_ids = tuple(dict.fromkeys(feeder_names))
@@ -250,16 +265,24 @@ def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
             raise ScenarioError(late[0], f"starts after the scenario start {meta.start.isoformat()}")
         start_ns = want
     n_slots = (end_ns - start_ns) // slot_ns
-    want_days = days if days is not None else meta.days
-    if want_days is not None:
-        want_slots = int(round(want_days * 86400 / meta.slot_s))
-        if want_slots > n_slots:
-            short = min(all_series, key=lambda s: s.end_ns)
-            raise ScenarioError(short.file, f"ends {pd.Timestamp(short.end_ns, tz=UTC).isoformat()}: "
-                                f"only {n_slots * meta.slot_s / 86400:.2f} of the {want_days:g} days asked for")
-        n_slots = want_slots
     if n_slots <= 0:
         raise ScenarioError(root, "the files share no common time window")
+    warm = meta.warmup_days if warmup_days is None else warmup_days
+    if not (math.isfinite(warm) and warm >= 0):
+        raise ValueError(f"the warm-up must be >= 0 days, got {warm}")
+    warm_slots = int(round(warm * 86400 / meta.slot_s))
+    want_days = days if days is not None else meta.days
+    short = min(all_series, key=lambda s: s.end_ns)
+    ends = f"ends {pd.Timestamp(short.end_ns, tz=UTC).isoformat()}: only {n_slots * meta.slot_s / 86400:.2f}"
+    if want_days is not None:
+        want_slots = warm_slots + int(round(want_days * 86400 / meta.slot_s))
+        if want_slots > n_slots:
+            asked = f"{warm:g} days of warm-up + {want_days:g} days" if warm_slots else f"{want_days:g} days"
+            raise ScenarioError(short.file, f"{ends} of the {asked} asked for")
+        n_slots = want_slots
+    elif warm_slots >= n_slots:
+        raise ScenarioError(short.file, f"{ends} days, all taken by the {warm:g} days of warm-up (warmup_days in "
+                            "scenario.toml, --warmup-days)")
     start = pd.Timestamp(start_ns, tz=UTC).to_pydatetime()
 
     load = np.empty((len(rows), n_slots))
@@ -272,12 +295,8 @@ def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
     imp_lim = np.full((len(feeder_ids), n_slots), np.inf)
     exp_lim = np.full((len(feeder_ids), n_slots), np.inf)
     if timed:
-        t_f = pd.to_datetime(fdf["timestamp"], utc=True, errors="coerce", format="ISO8601")
-        if t_f.isna().any():
-            i = int(np.argmax(t_f.isna().to_numpy()))
-            raise ScenarioError(feeders_path, f"not an ISO 8601 time with offset: {fdf['timestamp'].iloc[i]!r}",
-                                i + 2, "timestamp")
-        slot_of = ((t_f.dt.as_unit("ns").astype("int64").to_numpy() - start_ns) // slot_ns).clip(0, n_slots)
+        t_f = _times(fdf, feeders_path, increasing=False)  # rows of several feeders interleave
+        slot_of = ((t_f - start_ns) // slot_ns).clip(0, n_slots)
         for i in np.argsort(slot_of, kind="stable"):  # each row holds from its time on
             f = f_ids_idx[feeder_names.iloc[i]]
             imp_lim[f, slot_of[i]:] = f_imp[i]
@@ -290,8 +309,8 @@ def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
             imp_lim[f_ids_idx[name]] = f_imp[i]
             exp_lim[f_ids_idx[name]] = f_exp[i]
 
-    houses = tuple(House(r.id, r.pv_kwp, r.battery_kwh, r.battery_kw, r.export_cap_w, r.import_limit_w, r.feeder,
-                         r.initial_soc_pct, r.efficiency) for r in rows)
+    houses = tuple(House(r.id, r.pv_kwp, r.battery_kwh, r.battery_kw, _no_limit(r.export_cap_w),
+                         _no_limit(r.import_limit_w), r.feeder, r.initial_soc_pct, r.efficiency) for r in rows)
     sc = Scenario(
         name=meta.name, start=start, slot_s=meta.slot_s, houses=houses, load_w=load, pv_w=pv,
         import_price_per_kwh=prices.slot_means("import_price_per_kwh", start, meta.slot_s, n_slots),
@@ -304,15 +323,20 @@ def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
         sc.validate()
     except ValueError as exc:
         raise ScenarioError(root, str(exc)) from exc
-    return sc
+    return sc, warm_slots
+
+
+def _no_limit(v: float | None) -> float:
+    return math.inf if v is None else v
 
 
 def _fmt_limit(v: float) -> str:
     return "" if math.isinf(v) else f"{v:.0f}"
 
 
-def write_scenario(sc: Scenario, folder: str | Path) -> Path:
-    """Write ``sc`` as a scenario folder (the format ``load_scenario`` reads)."""
+def write_scenario(sc: Scenario, folder: str | Path, *, warmup_days: float = 2.0) -> Path:
+    """Write ``sc`` as a scenario folder (the format ``load_run`` reads): its first ``warmup_days`` are
+    the warm-up."""
     root = Path(folder)
     (root / "series").mkdir(parents=True, exist_ok=True)
     src = "\n".join(f"{k} = {v!r}" for k, v in sc.sources.items())
@@ -320,7 +344,8 @@ def write_scenario(sc: Scenario, folder: str | Path) -> Path:
         "# vpp-sim scenario: see docs/scenario-format.md\n[scenario]\n"
         f"name = {sc.name!r}\ndescription = {sc.description!r}\nlatitude = {sc.latitude}\n"
         f"longitude = {sc.longitude}\nslot_s = {sc.slot_s}\ncurrency = {sc.currency!r}\n"
-        f"start = {sc.start.strftime('%Y-%m-%dT%H:%M:%SZ')}\n\n[scenario.sources]\n{src}\n"
+        f"start = {sc.start.strftime('%Y-%m-%dT%H:%M:%SZ')}\nwarmup_days = {warmup_days:g}   # simulated first, "
+        f"not counted\n\n[scenario.sources]\n{src}\n"
     )
     with (root / "houses.csv").open("w") as f:
         f.write("id,pv_kwp,battery_kwh,battery_kw,export_cap_w,import_limit_w,feeder,initial_soc_pct,efficiency\n")
