@@ -57,11 +57,20 @@ class FeederLoad:
     houses: int  # houses on the feeder
     import_limit_w: float  # inf = none
     export_limit_w: float  # inf = none
+    # the import the fresh houses cannot avoid now (every battery discharging as far as it can,
+    # no charging; load is not curtailed), W >= 0: the least import the live control can reach
+    unavoidable_import_w: float = 0.0
 
     @property
     def over_limit_w(self) -> float:
         """How far the measured load is beyond a limit, W (0 within limits)."""
         return max(0.0, self.power_w - self.import_limit_w, -self.power_w - self.export_limit_w)
+
+    @property
+    def least_over_limit_w(self) -> float:
+        """The least excess possible now, W: import the houses cannot avoid beyond the import
+        limit (export can always be curtailed): ``over_limit_w`` above it is the control's."""
+        return max(0.0, self.unavoidable_import_w - self.import_limit_w)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +134,7 @@ def round_envelopes(feeders: Sequence[Feeder], readings: Mapping[str, HouseReadi
                     else None for h in f.houses]
         now_ = _FeederNow.read([readings[h] for h in f.houses], in_force, now, stale_after_s, slot_h)
         loads[f.feeder_id] = FeederLoad(now_.measured_w, now_.fresh, len(f.houses), f.import_limit_w,
-                                        f.export_limit_w)
+                                        f.export_limit_w, now_.unavoidable_import_w)
         if not (np.isfinite(f.import_limit_w) or np.isfinite(f.export_limit_w)):
             continue
         e, i = feeder_envelopes(now_.houses, f.export_limit_w, f.import_limit_w, grid_wanted_w=now_.wanted_w)
@@ -149,6 +158,7 @@ class _FeederNow:
     export_cap_w: np.ndarray  # the houses' own caps (inf: none)
     measured_w: float  # the net grid power of the houses with fresh telemetry
     fresh: int
+    unavoidable_import_w: float  # of the houses with fresh telemetry (FeederLoad)
 
     @staticmethod
     def read(readings: Sequence[HouseReading], in_force: Sequence[FeederEnvelope | None], now: datetime,
@@ -158,6 +168,7 @@ class _FeederNow:
                                          "p_dis", "eff_ch", "eff_dis", "soc_min", "soc_max", "reserve")}
         cols["eff_ch"][:] = cols["eff_dis"][:] = 1.0
         measured_w, fresh = 0.0, 0
+        is_fresh = np.zeros(n, dtype=bool)
         for k, (r, held) in enumerate(zip(readings, in_force, strict=True)):
             rec = r.record
             cols["imp_cap"][k] = rec.hello.limits.max_import_w if rec else float("inf")
@@ -171,6 +182,7 @@ class _FeederNow:
                 continue
             measured_w += grid_w
             fresh += 1
+            is_fresh[k] = True
             cols["wanted"][k] = grid_w if held is None else max(grid_w, -held.limits.max_export_w)
             cols["base"][k] = grid_w - battery_w
             st = r.flexibility.storages[0] if r.flexibility is not None and r.flexibility.storages else None
@@ -185,7 +197,8 @@ class _FeederNow:
                                  soc_min_pct=cols["soc_min"], soc_max_pct=cols["soc_max"],
                                  reserve_soc_pct=cols["reserve"])
         houses = HousesNow(cols["base"], ch, dis, cols["rated"], cols["imp_cap"], cols["exp_cap"])
-        return _FeederNow(houses, cols["wanted"], cols["exp_cap"], measured_w, fresh)
+        unavoidable = float(np.maximum(cols["base"] - dis, 0.0)[is_fresh].sum())
+        return _FeederNow(houses, cols["wanted"], cols["exp_cap"], measured_w, fresh, unavoidable)
 
 
 def _fresh(tele: SiteTelemetry | None, now: datetime, stale_after_s: float,

@@ -79,6 +79,12 @@ class AggregatorMetrics:
             "vpp_aggregator_feeder_over_limit_watts",
             "How far a feeder's measured load is beyond its import or export limit, W (0 = within).",
             ["feeder"], registry=r)
+        self.feeder_least_over_limit = Gauge(
+            "vpp_aggregator_feeder_least_over_limit_watts",
+            "The least excess over a feeder's import limit possible now, W: the import its houses with fresh "
+            "telemetry cannot avoid (every battery discharging as far as it can) beyond the limit; "
+            "over_limit above it is the control's.",
+            ["feeder"], registry=r)
         self.feeder_fresh_ratio = Gauge(
             "vpp_aggregator_feeder_telemetry_fresh_ratio",
             "Share of a feeder's houses whose telemetry counted in the last measurement, 0..1.",
@@ -86,11 +92,13 @@ class AggregatorMetrics:
 
     def set_feeder_loads(self, loads: Mapping[str, FeederLoad]) -> None:
         """Publish one measurement round (the leader's); ``{}`` clears the feeder series."""
-        for g in (self.feeder_power, self.feeder_limit, self.feeder_over_limit, self.feeder_fresh_ratio):
+        for g in (self.feeder_power, self.feeder_limit, self.feeder_over_limit, self.feeder_least_over_limit,
+                  self.feeder_fresh_ratio):
             g.clear()
         for fid, ld in loads.items():
             self.feeder_power.labels(fid).set(ld.power_w)
             self.feeder_over_limit.labels(fid).set(ld.over_limit_w)
+            self.feeder_least_over_limit.labels(fid).set(ld.least_over_limit_w)
             self.feeder_fresh_ratio.labels(fid).set(ld.fresh_houses / ld.houses if ld.houses else 0.0)
             if math.isfinite(ld.import_limit_w):
                 self.feeder_limit.labels(fid, "import").set(ld.import_limit_w)

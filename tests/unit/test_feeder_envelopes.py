@@ -275,3 +275,28 @@ def test_a_round_is_a_pure_function_of_the_houses_readings() -> None:
     assert loads["f"].power_w == -5000.0 and loads["f"].fresh_houses == 1
     assert set(env) == {"a", "b"}
     assert sum(e.limits.max_export_w for e in env.values()) <= 6000.0 + 1e-6
+
+
+async def test_a_feeder_over_its_import_limit_reports_the_least_excess_beside_the_measured() -> None:
+    # a and b import 4 kW each on a 5 kW feeder; neither has a battery (no flexibility stored):
+    # the whole excess is unavoidable; c has no fresh telemetry and does not count
+    from datetime import UTC, datetime
+
+    from prometheus_client import generate_latest
+
+    from aggregator.feeder_control import Feeder, feeder_round
+    from aggregator.metrics import AggregatorMetrics
+    from aggregator.store.memory import MemoryStore
+
+    now = datetime(2026, 1, 10, 19, tzinfo=UTC)
+    store = MemoryStore()
+    await _measured(store, now, a=(4000.0, 0.0, 5.0), b=(4000.0, 0.0, 5.0))
+    _, loads = await feeder_round(store, [Feeder("f1", ("a", "b", "c"), 5000.0, float("inf"))], now, 30.0, 600.0)
+    assert loads["f1"].over_limit_w == 3000.0 and loads["f1"].least_over_limit_w == 3000.0
+    metrics = AggregatorMetrics()
+    metrics.set_feeder_loads(loads)
+    assert 'vpp_aggregator_feeder_least_over_limit_watts{feeder="f1"} 3000.0' in generate_latest(
+        metrics.registry).decode()
+    # within the limit, or an export excess (curtailable): nothing is unavoidable
+    _, loads = await feeder_round(store, [Feeder("f1", ("a", "b"), 9000.0, float("inf"))], now, 30.0, 600.0)
+    assert loads["f1"].least_over_limit_w == 0.0
