@@ -86,6 +86,7 @@ class LanFaults(FaultInjection):
         self._server = None  # the Modbus server slot of FaultInjection: unused here
         self.overrides: dict[str, Any] = {}
         self._frozen_at: float | None = None
+        self._last_answers: dict[str, Any] = {}
 
     @property  # type: ignore[override]  # same property, a different listener behind it
     def faults(self) -> Faults:
@@ -112,6 +113,13 @@ class LanFaults(FaultInjection):
         while self._faults.timeout and self.listener is not None:
             await self._faults_changed.wait()
         return self._faults.exception_code is not None
+
+    def served(self, key: str, make: Callable[[], Any]) -> Any:
+        """A status answer: while ``frozen`` the last one served again (values, counters, times)."""
+        if self._faults.frozen and key in self._last_answers:
+            return self._last_answers[key]
+        answer = self._last_answers[key] = make()
+        return answer
 
     def value(self, key: str, simulated: Any) -> Any:
         """The raw value to serve: an override, the implausible one, or the simulated one."""

@@ -56,13 +56,19 @@ class P1Sim(LanFaults):
 
     def telegram(self, at: datetime | None = None) -> bytes:
         """The next telegram (CRC wrong while the ``exception`` fault is set)."""
+        fields = self.served("fields", lambda: self._fields(at or datetime.now(UTC)))
+        lines = ["/ISK5\\2M550T-1012", ""] + [f"{code}({self.overrides.get(code, value)})" for code, value in fields]
+        body = ("\r\n".join(lines) + "\r\n!").encode("ascii")
+        crc = crc16(body) ^ (0xFFFF if self._faults.exception_code is not None else 0)
+        return body + f"{crc:04X}\r\n".encode("ascii")
+
+    def _fields(self, at: datetime) -> list[tuple[str, str]]:
         self._advance()
-        at = at or datetime.now(UTC)
         imp = max(self.power_w, 0.0) / 1000.0
         exp = max(-self.power_w, 0.0) / 1000.0
         if self._faults.implausible:
             imp = 99999.999
-        fields = [
+        return [
             ("1-3:0.2.8", "50"), ("0-0:1.0.0", at.strftime("%y%m%d%H%M%S") + "W"),
             ("0-0:96.1.1", "4530303434303037313331363530363138"),
             ("1-0:1.8.1", f"{self.import_kwh[0]:010.3f}*kWh"), ("1-0:1.8.2", f"{self.import_kwh[1]:010.3f}*kWh"),
@@ -73,10 +79,6 @@ class P1Sim(LanFaults):
             ("1-0:31.7.0", f"{round(abs(self.power_w) / 230):03d}*A"),
             ("1-0:21.7.0", f"{imp:06.3f}*kW"), ("1-0:22.7.0", f"{exp:06.3f}*kW"),
         ]
-        lines = ["/ISK5\\2M550T-1012", ""] + [f"{code}({self.overrides.get(code, value)})" for code, value in fields]
-        body = ("\r\n".join(lines) + "\r\n!").encode("ascii")
-        crc = crc16(body) ^ (0xFFFF if self._faults.exception_code is not None else 0)
-        return body + f"{crc:04X}\r\n".encode("ascii")
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         async def make(h: str, p: int) -> asyncio.Server:

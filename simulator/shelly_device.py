@@ -114,7 +114,8 @@ class ShellySim(HttpSim):
         if cid != 0:
             raise RpcError(-105, f"Argument 'id', value {cid} not found!")
         self._advance()
-        return getattr(self, "_" + method.replace(".", "_").lower())(params)
+        handler = getattr(self, "_" + method.replace(".", "_").lower())
+        return handler(params) if method.endswith(".Set") else self.served(method, lambda: handler(params))
 
     def _switch_getstatus(self, _params: dict[str, Any]) -> dict[str, Any]:
         power = self.load_w if self.output else 0.0

@@ -59,9 +59,12 @@ class TasmotaSim(HttpSim):
                 self.switch_calls += 1
             elif arg:
                 return {"Command": "Unknown"}
+            else:
+                return self.served("power", self._power_state)
             return self._power_state()
         if word == "status" and arg == "8":
-            return {"StatusSNS": {"Time": "2026-01-01T12:00:00", "ENERGY": self._energy()}}
+            return self.served("status8", lambda: {"StatusSNS": {"Time": "2026-01-01T12:00:00",
+                                                                 "ENERGY": self._energy()}})
         if word == "status" and arg == "0":
             topic = f"tasmota_{self.mac[-6:]}"
             return {"Status": {"Module": 0, "DeviceName": "Tasmota", "FriendlyName": ["Tasmota"], "Topic": topic,

@@ -12,7 +12,8 @@ model, validated with pydantic when loaded (:func:`load_lan_entry`).  Schema, pe
 * ``[points.<name>]``: ``request`` (Shelly: the RPC method; Tasmota: the command; P1: unused),
   ``params`` (Shelly RPC params, e.g. ``{ id = 0 }``), ``path`` (dotted path into the JSON
   answer, or the dsmr-parser object name for P1), ``type`` (``number``, ``bool``, ``onoff``:
-  Tasmota's "ON"/"OFF"), ``scale`` (value = read x scale x sign), ``sign`` (+1/-1 into
+  Tasmota's "ON"/"OFF"), ``device_unit`` (P1: the unit the telegram must state, e.g. ``kW``;
+  another is refused), ``scale`` (value = read x scale x sign), ``sign`` (+1/-1 into
   docs/architecture.md's sign: power positive when consuming or importing), ``unit``,
   ``min``/``max`` (plausible engineering range: outside it the reading is IMPLAUSIBLE),
   ``role`` (``grid_power_w``, ``load_power_w``, ``energy_in_wh``, ``energy_out_wh``,
@@ -51,6 +52,7 @@ class LanPoint(BaseModel):
     scale: float = 1.0
     sign: Literal[1, -1] = 1
     unit: str = ""
+    device_unit: str | None = None
     min: float | None = None
     max: float | None = None
     role: LanRole | None = None

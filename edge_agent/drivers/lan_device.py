@@ -69,6 +69,11 @@ def convert(point: LanPoint, raw: Any) -> tuple[float | None, str | None]:
     """(engineering value, None) or (None, why it is refused)."""
     if raw is _MISSING:
         return None, f"no field {point.path!r}"
+    if point.device_unit is not None:  # P1: the telegram states the unit; another one is another quantity
+        unit = raw.get("unit") if isinstance(raw, Mapping) else None
+        if unit != point.device_unit:
+            return None, f"unit {unit!r:.20}, expected {point.device_unit!r}"
+        raw = raw.get("value", _MISSING) if isinstance(raw, Mapping) else _MISSING
     if point.type == "bool":
         return (float(raw), None) if isinstance(raw, bool) else (None, f"{raw!r:.40} is not a boolean")
     if point.type == "onoff":

@@ -60,7 +60,7 @@ async def _next_telegram(host: str, port: int) -> str:
 
 
 def parse_telegram(text: str, name: str) -> dict[str, Any]:
-    """Objects by dsmr-parser name -> their value (Decimal, str or datetime as parsed).
+    """Objects by dsmr-parser name -> ``{"value": Decimal, str or datetime as parsed, "unit": str | None}``.
     DeviceUnavailable for a bad CRC or a telegram dsmr-parser cannot read."""
     try:
         telegram = _PARSER.parse(text, throw_ex=True)
@@ -73,7 +73,7 @@ def parse_telegram(text: str, name: str) -> dict[str, Any]:
         obj = getattr(telegram, obis_name["value_name"], None)
         if obj is not None and not isinstance(obj, list):
             try:
-                out[obis_name["value_name"]] = obj.value
+                out[obis_name["value_name"]] = {"value": obj.value, "unit": obj.unit}
             except (IndexError, KeyError, TypeError):
                 continue
     return out
