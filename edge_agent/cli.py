@@ -20,11 +20,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent.config import AgentConfig
 from vpp_common.cli import run_main, run_until_signal, setup_logging
 from vpp_common.clock import add_clock_arguments, clock_from_arguments
 from vpp_common.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.lan_devices import LanDevices
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,11 +116,21 @@ async def _scan_lan(args: argparse.Namespace) -> int:
     return 0 if result.found else EXIT_UNREACHABLE
 
 
+def attach_lan_devices(agent: EdgeAgent) -> LanDevices | None:
+    """The ``[[lan_devices]]`` polled beside the agent's loops, their power in its telemetry."""
+    from edge_agent.lan_devices import LanDevices
+
+    lan = LanDevices.from_config(agent.config, agent.clock)
+    if lan is not None:
+        agent.components.append(lan)
+        agent.extra_telemetry.append(lan.telemetry)
+    return lan
+
+
 async def _run(args: argparse.Namespace) -> int:
     from edge_agent.agent import EdgeAgent
     from edge_agent.device_connect import DeviceMisconfigured
     from edge_agent.home_assistant.bridge import attach as attach_home_assistant
-    from edge_agent.lan_devices import LanDevices
 
     device: dict[str, object] = {}
     config = load_config(AgentConfig, args.config, aggregator=args.aggregator, house_id=args.house_id,
@@ -133,9 +148,7 @@ async def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"clock: {exc}") from None
     agent = EdgeAgent(config, clock=clock)
     attach_home_assistant(agent)  # with a [home_assistant] table: the house over MQTT discovery
-    lan = LanDevices.from_config(config, agent.clock)  # with [[lan_devices]]: plugs and meters, polled
-    if lan is not None:
-        agent.components.append(lan)
+    attach_lan_devices(agent)  # with [[lan_devices]]: plugs and meters, polled, in the telemetry
     try:
         # a device that does not answer is waited for (logged, vpp_edge_device_connected 0); one that
         # answers and is not what the config says stops the agent, at start or once it answers

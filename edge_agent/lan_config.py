@@ -59,14 +59,19 @@ class LanDeviceConfig(BaseModel):
         return self.host, self.port
 
 
+# The resource ids of the house's Modbus devices (edge_agent/resources): telemetry carries both
+RESERVED_IDS = ("battery", "pv", "grid_meter", "ev_charger")
+
+
 def check_lan_devices(devices: list[LanDeviceConfig]) -> None:
     """ValueError naming ``lan_devices`` if the list cannot be one house's: ids unique, one device
     configured once, at most one grid meter."""
-    seen: set[str] = set()
+    seen: set[str] = set(RESERVED_IDS)
     addresses: set[tuple[str, int | None]] = set()
     for i, d in enumerate(devices):
         if d.id in seen:
-            raise ValueError(f"lan_devices[{i}].id {d.id!r} is used twice")
+            raise ValueError(f"lan_devices[{i}].id {d.id!r} is used twice" if d.id not in RESERVED_IDS else
+                             f"lan_devices[{i}].id {d.id!r} is the house's own ({', '.join(RESERVED_IDS)})")
         seen.add(d.id)
         if d.address in addresses:
             raise ValueError(f"lan_devices[{i}] ({d.id}): {d.host}:{d.port or 'default port'} is configured twice")

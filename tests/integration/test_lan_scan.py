@@ -110,3 +110,53 @@ async def test_the_house_component_polls_and_switches(tmp_path: Path) -> None:
         await lan.close()
         await meter.stop()
         await plug.stop()
+
+
+async def test_the_agent_reports_its_plugs_and_meter() -> None:
+    """The real agent on a Sungrow simulator with a P1 meter and a Tasmota plug beside it (as ``edge-agent
+    run`` attaches them): each LAN device's power is in the house's telemetry by its id."""
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.cli import attach_lan_devices
+    from edge_agent.config import BatteryConfig, ControlConfig, DeviceConfig
+    from edge_agent.lan_config import LanDeviceConfig
+    from simulator.catalogue_device import CatalogueSimulator
+    from simulator.physics import PhysicsConfig
+    from tests.conftest import until
+
+    clock = ManualClock(datetime(2026, 6, 21, 2, tzinfo=UTC))
+    meter, plug = SIMS["dsmr5_p1"](power_w=650.0), SIMS["tasmota_plug"]()
+    meter_port, plug_port = await meter.start(), await plug.start()
+    try:
+        async with CatalogueSimulator("sungrow_sh", clock, PhysicsConfig(initial_soc_pct=50)) as sim:
+            config = AgentConfig(
+                house_id="house-lan", insecure=True, metrics_port=None, aggregator=f"127.0.0.1:{free_port()}",
+                device=DeviceConfig(port=sim.port, catalogue="sungrow_sh", timeout_s=0.5, poll_interval_s=1.0),
+                battery=BatteryConfig(revert_s=60), control=ControlConfig(tick_s=0.5),
+                lan_devices=[LanDeviceConfig(id="p1", model="dsmr5_p1", host="127.0.0.1", port=meter_port,
+                                             role="grid_meter", timeout_s=0.5),
+                             LanDeviceConfig(id="washer", model="tasmota_plug", host="127.0.0.1", port=plug_port,
+                                             role="load", timeout_s=0.5)])
+            agent = EdgeAgent(config, clock=clock)
+            lan = attach_lan_devices(agent)
+            assert lan is not None
+            await agent.start()
+            try:
+                await until(lambda: len(lan.snapshots) == 2, "the LAN devices' first poll")
+
+                def resources() -> dict[str, float | None]:
+                    snap = agent.snapshot
+                    return {} if snap is None else {r.resource_id: r.power_w.value for r in snap.telemetry.resources}
+
+                for _ in range(50):
+                    if {"p1", "washer"} <= set(resources()):
+                        break
+                    polls = agent.stats.polls
+                    clock.advance(1.0)
+                    await until(lambda p=polls: agent.stats.polls > p, "a device poll")  # type: ignore[misc]
+                assert resources()["p1"] == 650.0 and resources()["washer"] == DEFAULT_POWER_W["tasmota_plug"]
+                assert "battery" in resources()  # the house's own devices stay
+            finally:
+                await agent.stop()
+    finally:
+        await meter.stop()
+        await plug.stop()

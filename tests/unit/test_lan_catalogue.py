@@ -155,6 +155,8 @@ role = "load"
     ('[[lan_devices]]\nid = "A b"\nmodel = "tasmota_plug"\nhost = "h"\nrole = "load"\n', "lan_devices.0.id"),
     ('[[lan_devices]]\nid = "a"\nmodel = "tasmota_plug"\nhost = "h"\nrole = "load"\nsign = -1\n',
      "lan_devices.0.sign"),
+    ('[[lan_devices]]\nid = "grid_meter"\nmodel = "dsmr5_p1"\nhost = "h"\nrole = "grid_meter"\n',
+     r"lan_devices\[0\].id 'grid_meter' is the house's own"),
     ('[[lan_devices]]\nid = "a"\nmodel = "dsmr5_p1"\nhost = "h"\nrole = "grid_meter"\npassword = "x"\n',
      "a P1 port has no credentials"),
     ('[[lan_devices]]\nid = "a"\nmodel = "tasmota_plug"\nhost = "h"\nrole = "load"\n'
