@@ -87,6 +87,7 @@ class LanFaults(FaultInjection):
         self.overrides: dict[str, Any] = {}
         self._frozen_at: float | None = None
         self._last_answers: dict[str, Any] = {}
+        self.bind: tuple[str, int] = ("127.0.0.1", 0)  # where start() listens unless told (port 0: a free one)
 
     @property  # type: ignore[override]  # same property, a different listener behind it
     def faults(self) -> Faults:
@@ -96,6 +97,10 @@ class LanFaults(FaultInjection):
     def faults(self, faults: Faults) -> None:
         if faults.scale_factors:
             raise NotImplementedError(f"{type(self).__name__} has no scale factors")
+        if faults.reboot_every_s is not None:
+            raise NotImplementedError(f"{type(self).__name__} does not simulate a reboot")
+        if faults.revert_every_s is not None or faults.other_master_every_s is not None:
+            raise NotImplementedError(f"{type(self).__name__} has no revert timers and no other Modbus master")
         self._faults = faults
         if self.listener is not None:
             self.listener.drop() if faults.disconnect else self.listener.restore()
@@ -145,8 +150,8 @@ class HttpSim(LanFaults):
         self._init_lan()
         self._web: web.Server | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen (port 0: a free one); the bound port."""
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Listen (default: ``bind``); the bound port."""
         self._web = web.Server(self._handle)
 
         async def make(h: str, p: int) -> asyncio.Server:
@@ -158,7 +163,7 @@ class HttpSim(LanFaults):
                 for conn in self._web.connections:
                     conn.force_close()
 
-        self.listener = Listener(make, host, port, close_clients)
+        self.listener = Listener(make, host or self.bind[0], self.bind[1] if port is None else port, close_clients)
         if self._faults.disconnect:
             self.listener.down = True
         else:

@@ -80,7 +80,7 @@ class P1Sim(LanFaults):
             ("1-0:21.7.0", f"{imp:06.3f}*kW"), ("1-0:22.7.0", f"{exp:06.3f}*kW"),
         ]
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
         async def make(h: str, p: int) -> asyncio.Server:
             return await asyncio.start_server(self._connection, h, p)
 
@@ -88,7 +88,7 @@ class P1Sim(LanFaults):
             for w in list(self._writers):
                 w.close()
 
-        self.listener = Listener(make, host, port, close_clients)
+        self.listener = Listener(make, host or self.bind[0], self.bind[1] if port is None else port, close_clients)
         if self._faults.disconnect:
             self.listener.down = True
         else:

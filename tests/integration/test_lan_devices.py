@@ -147,6 +147,8 @@ async def test_hostile_values_are_invalid_never_zero(lan: Lan) -> None:
 
 async def test_the_fault_channel_refuses_modbus_only_faults(lan: Lan) -> None:
     assert handle_command(lan.sim, "reboot").startswith("error")
+    for periodic in ("reboot:every=5", "revert:every=5", "other_master:every=5"):
+        assert handle_command(lan.sim, periodic).startswith("error"), periodic
     assert handle_command(lan.sim, "scale_factor:W_SF=1").startswith("error")
     assert handle_command(lan.sim, "status") == "ok none"
 
