@@ -29,7 +29,8 @@ class LanDeviceConfig(BaseModel):
     role: Literal["grid_meter", "load"]
     username: str | None = Field(None, description="Tasmota web user (default admin); Shelly's is always admin")
     password: SecretStr | None = Field(None, description="Shelly digest auth / Tasmota web password")
-    timeout_s: float = Field(2.0, gt=0, le=30, description="seconds per request (P1: for one telegram)")
+    timeout_s: float = Field(2.0, gt=0, le=30, description="seconds per request (P1: for the next telegram, so "
+                                                            "above the meter's interval: 1 s for DSMR 5)")
 
     @field_validator("host")
     @classmethod

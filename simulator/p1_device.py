@@ -1,4 +1,5 @@
-"""A DSMR 5 smart meter's P1 port behind a P1-to-TCP bridge: one telegram every ``interval_s``.
+"""A DSMR 5 smart meter's P1 port behind a P1-to-TCP bridge: one telegram every ``interval_s`` on the
+meter's own beat (a new connection waits for the next one, as with a real meter).
 
 As the DSMR 5.0.2 P1 Companion Standard (Netbeheer Nederland) describes it: a header line
 ``/XXX5<id>``, an empty line, COSEM lines ``OBIS(value*unit)``, and ``!`` followed by the CRC16
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import UTC, datetime
 
 from simulator.lan_base import LanFaults, Listener
@@ -44,6 +46,7 @@ class P1Sim(LanFaults):
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.telegrams_sent = 0
+        self._started_s = time.monotonic()
 
     def _advance(self) -> None:
         now = self.now_s()
@@ -107,13 +110,14 @@ class P1Sim(LanFaults):
         self._writers.add(writer)
         try:
             while not writer.is_closing():
+                # the meter sends on its own beat, not when someone connects: wait for the next one
+                await asyncio.sleep(self.interval_s - (time.monotonic() - self._started_s) % self.interval_s)
                 await self.hold()
                 if self.listener is None or writer.is_closing():
                     break
                 writer.write(self.telegram())
                 await writer.drain()
                 self.telegrams_sent += 1
-                await asyncio.sleep(self.interval_s)
         except (ConnectionError, OSError):
             pass
         except asyncio.CancelledError:
