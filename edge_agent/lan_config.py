@@ -4,6 +4,7 @@ one configuration (edge_agent/config.py).  Each names a LAN catalogue entry
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -35,7 +36,12 @@ class LanDeviceConfig(BaseModel):
     @field_validator("host")
     @classmethod
     def _plain_host(cls, v: str) -> str:
-        if not v.strip() or any(c in v for c in " /:@?#") and not v.startswith("["):
+        try:
+            ipaddress.ip_address(v)  # IPv6 literals have colons
+            return v
+        except ValueError:
+            pass
+        if not v.strip() or any(c in v for c in " /:@?#[]"):
             raise ValueError(f"must be an IP address or host name without scheme, port or path, got {v!r}")
         return v
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edge_agent.drivers.errors import DeviceError
+from edge_agent.drivers.errors import AuthFailed, DeviceError
 from edge_agent.drivers.lan_catalogue import LanEntry, lan_catalogue_ids, load_lan_entry
 from edge_agent.drivers.lan_device import LanDevice
 
@@ -95,6 +95,8 @@ async def _probe_shelly(host: str, port: int, timeout_s: float, password: str | 
     probe = LanDevice(_entries("shelly_rpc")[0], host, port, timeout_s)
     try:
         info = await probe.info()
+    except AuthFailed as exc:
+        return LanFound("shelly_rpc", port, None, {}, problems=[f"{exc}: give --password"])
     except DeviceError:
         return None
     finally:
@@ -112,6 +114,8 @@ async def _probe_tasmota(host: str, port: int, timeout_s: float, password: str |
     probe = LanDevice(entry, host, port, timeout_s, password=password)
     try:
         status = await probe.info()
+    except AuthFailed as exc:
+        return LanFound("tasmota_http", port, None, {}, problems=[f"{exc}: give --password"])
     except DeviceError:
         return None
     finally:

@@ -29,7 +29,7 @@ class HttpJson:
                  middlewares: tuple[aiohttp.DigestAuthMiddleware, ...] = ()) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        self.base = f"http://{host}:{port}"
+        self.base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"  # IPv6 literal
         self.timeout_s = timeout_s
         self.name = name
         self._middlewares = middlewares

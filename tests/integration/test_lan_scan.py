@@ -59,6 +59,41 @@ async def test_scan_reports_implausible_values_and_nothing_found() -> None:
     assert empty.found == [] and "no plug or meter found" in empty.to_table()
 
 
+async def test_scan_says_when_a_password_is_needed() -> None:
+    sim = SIMS["tasmota_plug"](password="pw")
+    port = await sim.start()
+    try:
+        locked = (await scan_lan("127.0.0.1", port, timeout_s=0.5)).found
+        found = (await scan_lan("127.0.0.1", port, timeout_s=0.5, password="pw")).found
+    finally:
+        await sim.stop()
+    assert [(f.protocol, f.model) for f in locked] == [("tasmota_http", None)]
+    assert "give --password" in locked[0].problems[0]
+    assert [f.model for f in found] == ["tasmota_plug"] and not found[0].problems
+
+
+async def test_the_component_polls_on_the_agents_clock() -> None:
+    plug = SIMS["shelly_plug_s"]()
+    port = await plug.start()
+    clock = ManualClock(datetime(2026, 1, 1, 12, tzinfo=UTC))
+    cfg = AgentConfig(house_id="h1", insecure=True, lan_devices=[{  # type: ignore[list-item]
+        "id": "dryer", "model": "shelly_plug_s", "host": "127.0.0.1", "port": port, "role": "load"}])
+    lan = LanDevices.from_config(cfg, clock)
+    assert lan is not None
+    task = asyncio.create_task(lan.run())
+    try:
+        await asyncio.wait_for(lan.polled.wait(), 5)
+        assert lan.snapshots["dryer"].power_w.measured_at == clock.now()
+        polled = lan.polled
+        clock.advance(lan.poll_interval_s)
+        await asyncio.wait_for(polled.wait(), 5)
+        assert lan.snapshots["dryer"].power_w.measured_at == clock.now()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await plug.stop()
+
+
 async def test_scan_cli() -> None:
     sim = SIMS["tasmota_plug"]()
     port = await sim.start()

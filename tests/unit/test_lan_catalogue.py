@@ -133,6 +133,11 @@ host = "plug-washer.local"
 role = "load"
 """)
     assert [d.id for d in cfg.lan_devices] == ["meter", "freezer", "washer"]
+    from edge_agent.lan_config import LanDeviceConfig
+    assert LanDeviceConfig(id="x", model="tasmota_plug", host="fe80::1", role="load").host == "fe80::1"
+    for bad in ("h:80", "[::1]:80", "user@h", " "):
+        with pytest.raises(ValueError, match="without scheme, port or path"):
+            LanDeviceConfig(id="x", model="tasmota_plug", host=bad, role="load")
     assert "s3cret" not in repr(cfg.lan_devices[1])
     rms = lan_resource_managers(cfg)
     assert [(rm.resource_id, rm.role, rm.device.port, rm.switchable) for rm in rms] == [
