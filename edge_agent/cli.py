@@ -118,6 +118,8 @@ async def _scan_lan(args: argparse.Namespace) -> int:
 
 def attach_lan_devices(agent: EdgeAgent) -> LanDevices | None:
     """The ``[[lan_devices]]`` polled beside the agent's loops, their power in its telemetry."""
+    if not agent.config.lan_devices:
+        return None  # and aiohttp and dsmr-parser stay unimported (docs/lan-devices.md: ~12 MB)
     from edge_agent.lan_devices import LanDevices
 
     lan = LanDevices.from_config(agent.config, agent.clock)
