@@ -4,6 +4,7 @@ Modbus simulators' faults and fault control channel (simulator/fault_control.py)
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,20 @@ def make_lan_sim(model: str, *, password: str | None = None, power_w: float | No
     return sim
 
 
+def _number(positive: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(v) or abs(v) > 1e6 or (positive and v <= 0):
+            raise argparse.ArgumentTypeError(f"{text!r}: need a finite number{' > 0' if positive else ''} "
+                                             "within +-1e6")
+        return v
+
+    return parse
+
+
 def add_parser(sub: Any, fault_args: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("lan-device", help="serve one simulated smart plug or meter (Shelly, Tasmota, P1)",
                        description="Serve the device of a LAN catalogue entry (edge_agent/catalogue/lan/*.toml) "
@@ -50,8 +65,8 @@ def add_parser(sub: Any, fault_args: Callable[[argparse.ArgumentParser], None]) 
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     p.add_argument("--password", help="require this password (Shelly digest auth, Tasmota web password)")
-    p.add_argument("--power", type=float, default=None, help="W: a plug's load when on, a meter's power (import > 0)")
-    p.add_argument("--interval", type=float, default=1.0, help="P1: seconds between telegrams (default 1)")
+    p.add_argument("--power", type=_number(False), default=None, help="W: a plug's load when on, a meter's power (import > 0)")
+    p.add_argument("--interval", type=_number(True), default=1.0, help="P1: seconds between telegrams (default 1)")
     fault_args(p)
 
 

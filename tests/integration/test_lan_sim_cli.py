@@ -36,6 +36,11 @@ def test_every_catalogue_entry_has_a_simulator() -> None:
 def test_bad_fault_on_the_command_line_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lan-device", "--model", "tasmota_plug", "--port", str(free_port()), "--fault", "reboot"]) == 2
     assert "does not simulate a reboot" in capsys.readouterr().err
+    for args in (["--power", "nan"], ["--power", "1e300"], ["--interval", "0"], ["--interval", "inf"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["lan-device", "--model", "dsmr5_p1", *args])
+        assert exit_.value.code == 2
+        assert "need a finite number" in capsys.readouterr().err
 
 
 async def test_lan_device_process_with_faults_and_control_channel() -> None:
