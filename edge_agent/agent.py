@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
@@ -61,7 +62,7 @@ from edge_agent.uplink.spool import TelemetrySpool, spool_path
 from edge_agent.uplink.telemetry_metrics import TelemetryCollector
 from vpp_common.backoff import Backoff
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait, wait_event
-from vpp_common.messages import DispatchPlan, Hello, SiteLimits
+from vpp_common.messages import DispatchPlan, Hello, ResourceTelemetry, SiteLimits
 from vpp_common.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ class EdgeAgent:
         self.override: DispatchPlan | None = None  # a local override (Home Assistant): edge_agent/local_control.py
         self.snapshot_listeners: list[Callable[[HouseSnapshot], None]] = []  # called with every poll's snapshot
         self.components: list[Component] = []  # run beside the loops once started
+        # more devices' telemetry (the LAN plugs and meters: edge_agent/lan_devices.py), added to each poll's
+        self.extra_telemetry: list[Callable[[], tuple[ResourceTelemetry, ...]]] = []
 
     @property
     def metrics_url(self) -> str | None:
@@ -256,7 +259,7 @@ class EdgeAgent:
         while True:
             self._polls_started += 1
             started = self._polls_started
-            snap = await self.device.poll()
+            snap = self._with_extra_telemetry(await self.device.poll())
             self._snapshot_poll = started
             self.stats.polls += 1
             ok = snap.telemetry.battery_soc_pct.usable
@@ -279,6 +282,12 @@ class EdgeAgent:
                 if grid.usable and past_limits(grid.value, self.intake.effective_limits(self.clock.now()), LIMIT_WAKE_W):
                     self._wake.set()  # decide on this poll, not at the next tick
             await self.clock.sleep(self.config.device.poll_interval_s)
+
+    def _with_extra_telemetry(self, snap: HouseSnapshot) -> HouseSnapshot:
+        extra = tuple(r for source in self.extra_telemetry for r in source())
+        if not extra:
+            return snap
+        return replace(snap, telemetry=replace(snap.telemetry, resources=snap.telemetry.resources + extra))
 
     async def _telemetry_loop(self) -> None:
         await self._snapshot_ready.wait()

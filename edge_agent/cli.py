@@ -4,6 +4,7 @@
     edge-agent run --insecure --device-host 192.168.1.50 --aggregator vpp.example.net:50051
     edge-agent run --config house.toml --no-metrics --clock-start 2026-06-21T08:00:00+00:00 --clock-speed 300
     edge-agent scan --host 192.168.1.50 [--port 502] [--unit 1] [--model sungrow_sh] [--json]
+    edge-agent scan --lan --host 192.168.1.60 [--port 80] [--password ...]   (plugs and meters)
 
 Exit codes of ``scan``: 0 found, 2 configuration (unknown model, not SunSpec,
 device refused the request), 3 device unreachable or not answering.
@@ -19,11 +20,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent.config import AgentConfig
 from vpp_common.cli import run_main, run_until_signal, setup_logging
 from vpp_common.clock import add_clock_arguments, clock_from_arguments
 from vpp_common.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.lan_devices import LanDevices
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Installer tool: find the SunSpec models of a Modbus TCP device (or read a vendor "
                     "catalogue entry with --model) and print every point with its value and unit.",
         epilog="Exit codes: 0 found, 2 configuration (unknown model, not SunSpec, refused), 3 unreachable.")
-    scan.add_argument("--host", required=True, help="Modbus TCP host")
-    scan.add_argument("--port", type=int, default=502, help="Modbus TCP port (default 502)")
+    scan.add_argument("--host", required=True, help="Modbus TCP host (or, with --lan, the plug's or meter's)")
+    scan.add_argument("--port", type=int, default=None,
+                      help="Modbus TCP port (default 502); with --lan: only this port (default HTTP 80, P1 8088)")
+    scan.add_argument("--lan", action="store_true",
+                      help="look for a smart plug or meter instead (Shelly RPC, Tasmota, DSMR P1)")
+    scan.add_argument("--password", help="with --lan: the device's password (Shelly digest, Tasmota web)")
     scan.add_argument("--unit", type=int, default=None,
                       help="Modbus unit id (default: 1 for SunSpec, the catalogue entry's otherwise)")
     scan.add_argument("--model", help="catalogue entry id (e.g. victron_gx, sungrow_sh, huawei_sun2000_luna2000) "
@@ -74,6 +84,9 @@ async def _scan(args: argparse.Namespace) -> int:
     from edge_agent.drivers.errors import DeviceRejected, DeviceUnavailable, NotSunSpec
     from edge_agent.scan import scan_catalogue, scan_sunspec
 
+    if args.lan:
+        return await _scan_lan(args)
+    args.port = 502 if args.port is None else args.port
     where = f"{args.host}:{args.port}"
     try:
         if args.model:
@@ -93,6 +106,27 @@ async def _scan(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     print(result.to_json() if args.json else result.to_table())
     return 0
+
+
+async def _scan_lan(args: argparse.Namespace) -> int:
+    from edge_agent.lan_scan import scan_lan
+
+    result = await scan_lan(args.host, args.port, timeout_s=args.timeout, password=args.password)
+    print(result.to_json() if args.json else result.to_table())
+    return 0 if result.found else EXIT_UNREACHABLE
+
+
+def attach_lan_devices(agent: EdgeAgent) -> LanDevices | None:
+    """The ``[[lan_devices]]`` polled beside the agent's loops, their power in its telemetry."""
+    if not agent.config.lan_devices:
+        return None  # and aiohttp and dsmr-parser stay unimported (docs/lan-devices.md: ~12 MB)
+    from edge_agent.lan_devices import LanDevices
+
+    lan = LanDevices.from_config(agent.config, agent.clock)
+    if lan is not None:
+        agent.components.append(lan)
+        agent.extra_telemetry.append(lan.telemetry)
+    return lan
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -116,6 +150,7 @@ async def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"clock: {exc}") from None
     agent = EdgeAgent(config, clock=clock)
     attach_home_assistant(agent)  # with a [home_assistant] table: the house over MQTT discovery
+    attach_lan_devices(agent)  # with [[lan_devices]]: plugs and meters, polled, in the telemetry
     try:
         # a device that does not answer is waited for (logged, vpp_edge_device_connected 0); one that
         # answers and is not what the config says stops the agent, at start or once it answers

@@ -37,6 +37,12 @@ Example ``edge-agent.toml``::
     deadband_w = 50
     # mode = "tou"                   # plan locally on the tariff below (default "vpp")
 
+    # [[lan_devices]]                # smart plugs and meters on the LAN (README: Plugs and meters)
+    # id = "freezer"
+    # model = "shelly_plug_s"        # edge_agent/catalogue/lan/*.toml
+    # host = "192.168.1.60"
+    # role = "load"                  # load | grid_meter
+
     # [home_assistant]               # publish the house over MQTT discovery (README: Home Assistant)
     # host = "192.168.1.10"
     # username = "vpp"
@@ -62,6 +68,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from edge_agent.lan_config import LanDeviceConfig, check_lan_devices
 from edge_agent.link_config import STRICT, HomeAssistantConfig, TlsClientConfig
 from vpp_common.config import EnvOverridesFile
 from vpp_common.tariff import PriceSeries, PriceSource, TouPeriod, TouTariff
@@ -276,6 +283,12 @@ class AgentConfig(EnvOverridesFile):
     control: ControlConfig = ControlConfig()
     tariff: TariffConfig | None = Field(None, description="prices for control.mode = \"tou\"")
     home_assistant: HomeAssistantConfig | None = Field(None, description="publish the house over MQTT discovery")
+    lan_devices: list[LanDeviceConfig] = Field(default_factory=list, description="smart plugs and meters on the LAN")
+
+    @model_validator(mode="after")
+    def _lan_devices_one_house(self) -> AgentConfig:
+        check_lan_devices(self.lan_devices)
+        return self
 
     @model_validator(mode="after")
     def _timings_that_can_work(self) -> AgentConfig:

@@ -11,6 +11,7 @@
     vpp-sim vendor-device --model sungrow_sh --port 1503   # a catalogue entry's device
     vpp-sim device --fault frozen --fault slow:0.5 --control-port 1602   # faults, and a channel to change them
     vpp-sim fault --control 127.0.0.1:1602 reboot      # inject a fault into a running device (or: clear)
+    vpp-sim lan-device --model shelly_plug_s --port 8080 [--password pw]   # a smart plug or meter
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aggregator.dispatch.problem import DispatchOptions
+from simulator import lan_cli
 from vpp_common.cli import EXIT_CONFIG, run_main, run_until_signal, setup_logging
 from vpp_common.clock import UTC, AcceleratedClock, Clock, SystemClock
 
@@ -163,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     ven.add_argument("--speed", type=_positive, default=1.0, help="clock speed (default 1: real time)")
     ven.add_argument("--soc", type=float, default=50.0, help="initial state of charge in %% (default 50)")
     _fault_args(ven)
+    lan_cli.add_parser(sub, _fault_args)
     flt = sub.add_parser("fault", help="inject or clear a fault in a running device (its --control-port)",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          description="Send fault commands to a device started with --control-port and print the "
@@ -464,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(lambda: _house(args))
     if args.command == "vendor-device":
         return run_main(lambda: _vendor_device(args))
+    if args.command == "lan-device":
+        return run_main(lambda: lan_cli.serve(args, _serve_with_faults))
     if args.command == "fault":
         return run_main(lambda: _fault(args))
     return 2

@@ -11,6 +11,10 @@
   expected.  The operator must fix host/port/unit id; do not retry.
 * :class:`ModelNotFound` - not supported: the device does not offer the
   requested model (or instance).  Never retried.
+* :class:`DeviceRefused` - an HTTP device (Shelly RPC, Tasmota) answered a
+  request with an error (its code and message).  As DeviceRejected.
+* :class:`AuthFailed` - configuration: the device wants credentials that are
+  missing or wrong.  The operator must fix them; do not retry.
 """
 
 from __future__ import annotations
@@ -47,4 +51,17 @@ class ModelNotFound(DeviceError):
     """Not supported: the device has no such SunSpec model (or instance)."""
 
 
-__all__ = ["DeviceError", "DeviceRejected", "DeviceUnavailable", "ModelNotFound", "NotSunSpec"]
+class DeviceRefused(DeviceError):
+    """An HTTP device answered a request with an error object (Shelly RPC code, Tasmota's answer)."""
+
+    def __init__(self, message: str, *, code: int | None = None, device: str | None = None) -> None:
+        super().__init__(message if code is None else f"{message} (code {code})", device=device)
+        self.code = code
+
+
+class AuthFailed(DeviceError):
+    """Configuration: the device refused the credentials (or wants some and none are configured)."""
+
+
+__all__ = ["AuthFailed", "DeviceError", "DeviceRefused", "DeviceRejected", "DeviceUnavailable", "ModelNotFound",
+           "NotSunSpec"]

@@ -1,0 +1,1 @@
+"""LAN device maps as data: one TOML file per model (see edge_agent.drivers.lan_catalogue)."""

@@ -1,0 +1,91 @@
+"""Settings of the house's smart plugs and meters on the LAN (``[[lan_devices]]``); part of the
+one configuration (edge_agent/config.py).  Each names a LAN catalogue entry
+(edge_agent/catalogue/lan/*.toml) and the device's host, and its role in the house."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from edge_agent.drivers.lan_catalogue import lan_catalogue_ids, load_lan_entry
+
+# As link_config.STRICT (a sibling layer: not imported): unknown keys and inf/NaN refused
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class LanDeviceConfig(BaseModel):
+    """One plug or meter: ``role = "grid_meter"`` (the meter at the connection point, import > 0)
+    or ``"load"`` (a measured load; switchable if the model has a switch)."""
+
+    model_config = STRICT
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
+                    description="the resource id the aggregator and the logs know it by, e.g. freezer")
+    model: str = Field(description="LAN catalogue entry: shelly_plug_s, shelly_pro_3em, shelly_pro_em, "
+                                   "tasmota_plug, dsmr5_p1")
+    host: str = Field(description="IP address or host name (no scheme, no port)")
+    port: int | None = Field(None, ge=1, le=65535, description="default: the model's (HTTP 80; P1 8088)")
+    role: Literal["grid_meter", "load"]
+    username: str | None = Field(None, description="Tasmota web user (default admin); Shelly's is always admin")
+    password: SecretStr | None = Field(None, description="Shelly digest auth / Tasmota web password")
+    timeout_s: float = Field(2.0, gt=0, le=30, description="seconds per request (P1: for the next telegram, so "
+                                                            "above the meter's interval: 1 s for DSMR 5)")
+
+    @field_validator("host")
+    @classmethod
+    def _plain_host(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)  # IPv6 literals have colons
+            return v
+        except ValueError:
+            pass
+        if not v.strip() or any(c in v for c in " /:@?#[]"):
+            raise ValueError(f"must be an IP address or host name without scheme, port or path, got {v!r}")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v not in lan_catalogue_ids():
+            raise ValueError(f"unknown LAN device model {v!r}; known: {', '.join(lan_catalogue_ids())}")
+        return v
+
+    @model_validator(mode="after")
+    def _model_can_play_role(self) -> LanDeviceConfig:
+        entry = load_lan_entry(self.model)
+        if self.role not in entry.device.roles:
+            raise ValueError(f"{self.model} cannot be a {self.role} (it can be: {', '.join(entry.device.roles)})")
+        if entry.device.protocol == "dsmr_p1" and (self.password is not None or self.username is not None):
+            raise ValueError(f"{self.model}: a P1 port has no credentials (username/password)")
+        return self
+
+    @property
+    def address(self) -> tuple[str, int | None]:
+        return self.host, self.port
+
+
+# The resource ids of the house's Modbus devices (edge_agent/resources): telemetry carries both
+RESERVED_IDS = ("battery", "pv", "grid_meter", "ev_charger")
+
+
+def check_lan_devices(devices: list[LanDeviceConfig]) -> None:
+    """ValueError naming ``lan_devices`` if the list cannot be one house's: ids unique, one device
+    configured once, at most one grid meter."""
+    seen: set[str] = set(RESERVED_IDS)
+    addresses: set[tuple[str, int | None]] = set()
+    for i, d in enumerate(devices):
+        if d.id in seen:
+            raise ValueError(f"lan_devices[{i}].id {d.id!r} is used twice" if d.id not in RESERVED_IDS else
+                             f"lan_devices[{i}].id {d.id!r} is the house's own ({', '.join(RESERVED_IDS)})")
+        seen.add(d.id)
+        if d.address in addresses:
+            raise ValueError(f"lan_devices[{i}] ({d.id}): {d.host}:{d.port or 'default port'} is configured twice")
+        addresses.add(d.address)
+    meters = [d.id for d in devices if d.role == "grid_meter"]
+    if len(meters) > 1:
+        raise ValueError(f"lan_devices: at most one grid_meter, got {len(meters)} ({', '.join(meters)})")
+
+
+__all__ = ["LanDeviceConfig", "check_lan_devices"]

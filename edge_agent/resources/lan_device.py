@@ -1,0 +1,122 @@
+"""A smart plug or meter of the house (edge_agent.drivers.lan_device) as measurements with validity.
+
+Each poll turns the driver's reading into :class:`~vpp_common.messages.Measurement` s the same way
+as the house's Modbus devices (edge_agent.resources.measure): within the catalogue entry's
+plausible range VALID, outside IMPLAUSIBLE (refused, reported), a failed read or a refused
+value (NaN, wrong JSON type, missing field) the last valid value as STALE for
+``stale_after_s``, then MISSING: never 0 W.  Switching reads the state back: a plug that
+reports another state than the one asked for is a failed switch (:class:`SwitchNotApplied`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from edge_agent.drivers.errors import DeviceError
+from edge_agent.drivers.lan_catalogue import HouseRole
+from edge_agent.drivers.lan_device import LanDevice, LanReading
+from edge_agent.resources.measure import Measurer
+from edge_agent.resources.plausibility import HOME_MAX_POWER_W, Refused
+from vpp_common.log_limit import LogLimiter
+from vpp_common.messages import Measurement, ResourceTelemetry
+
+log = logging.getLogger(__name__)
+_limit = LogLimiter(60.0)
+_POWER_ROLE = {"grid_meter": "grid_power_w", "load": "load_power_w"}
+
+
+class SwitchNotApplied(DeviceError):
+    """The plug answered the switch command but reads back another state."""
+
+
+@dataclass(frozen=True, slots=True)
+class LanSnapshot:
+    """One poll of one device: power in W (grid meter: import > 0; load: consumption > 0), energy
+    counters in Wh, the switch state (1.0 on, 0.0 off; MISSING for devices without a switch)."""
+
+    resource_id: str
+    role: HouseRole
+    power_w: Measurement
+    energy_in_wh: Measurement
+    energy_out_wh: Measurement
+    switch_on: Measurement
+    refused: tuple[Refused, ...] = ()
+    error: str | None = None
+
+    def telemetry(self) -> ResourceTelemetry:
+        return ResourceTelemetry(self.resource_id, self.power_w)
+
+
+class LanDeviceRM:
+    """One configured LAN device in its house role; ``poll`` never raises for the device's faults."""
+
+    def __init__(self, resource_id: str, role: HouseRole, device: LanDevice, stale_after_s: float) -> None:
+        entry = device.entry
+        if role not in entry.device.roles:
+            raise ValueError(f"{entry.device.id} cannot be a {role} (it can be: {', '.join(entry.device.roles)})")
+        self.resource_id = resource_id
+        self.role = role
+        self.device = device
+        self._power_role = _POWER_ROLE[role]
+        self._measurer = Measurer(stale_after_s)
+        self._bounds = {r: self._role_bounds(r) for r in ("grid_power_w", "load_power_w", "energy_in_wh",
+                                                        "energy_out_wh", "switch_on")}
+
+    def _role_bounds(self, role: str) -> tuple[float, float]:
+        """The plausible range of a role: the sum of its points' ranges (home-wide bounds where unset)."""
+        points = [p for p in self.device.entry.points.values() if p.role == role]
+        if role == "switch_on":
+            return 0.0, 1.0
+        default = HOME_MAX_POWER_W if role.endswith("_w") else 1e12
+        lo = sum(-default if p.min is None else p.min for p in points)
+        hi = sum(default if p.max is None else p.max for p in points)
+        return lo, hi
+
+    @property
+    def switchable(self) -> bool:
+        return self.device.switchable and self.role == "load"
+
+    async def poll(self, now: datetime) -> LanSnapshot:
+        """Read the device once; its failures become STALE / MISSING measurements (and ``error``)."""
+        error: str | None = None
+        try:
+            values = (await self.device.read()).by_role(self.device.entry)
+        except DeviceError as exc:
+            error = str(exc)
+            left_out = _limit.admit((self.resource_id, type(exc).__name__))
+            if left_out is not None:
+                log.warning("%s: read failed, its data is stale: %s%s", self.resource_id, exc,
+                            f" ({left_out} like it left out)" if left_out else "")
+            values = {}
+        m = self._measurer
+        snap = LanSnapshot(
+            self.resource_id, self.role,
+            power_w=m.checked(self._power_role, values.get(self._power_role), now, self._bounds[self._power_role]),
+            energy_in_wh=m.checked("energy_in_wh", values.get("energy_in_wh"), now, self._bounds["energy_in_wh"],
+                                   "Wh"),
+            energy_out_wh=m.checked("energy_out_wh", values.get("energy_out_wh"), now,
+                                    self._bounds["energy_out_wh"], "Wh"),
+            switch_on=m.checked("switch_on", values.get("switch_on"), now, (0.0, 1.0), ""),
+            refused=m.take_refused(), error=error)
+        for r in snap.refused:
+            if _limit.admit((self.resource_id, r.reason)) is not None:
+                log.warning("%s: refused: %s", self.resource_id, r.detail)
+        return snap
+
+    async def set_switch(self, on: bool) -> None:
+        """Switch the load on or off and check the read-back.  ValueError if it is not a switchable
+        load; SwitchNotApplied if the device reads another state; driver errors otherwise."""
+        if not self.switchable:
+            raise ValueError(f"{self.resource_id}: not a switchable load")
+        state = await self.device.switch(on)
+        if state != on:
+            raise SwitchNotApplied(f"asked {'on' if on else 'off'}, reads {'on' if state else 'off'}",
+                                   device=self.resource_id)
+
+    async def close(self) -> None:
+        await self.device.close()
+
+
+__all__ = ["LanDeviceRM", "LanReading", "LanSnapshot", "SwitchNotApplied"]

@@ -1,0 +1,90 @@
+"""``vpp-sim lan-device``: serve one simulated smart plug or meter (Shelly RPC, Tasmota, DSMR P1) with the
+Modbus simulators' faults and fault control channel (simulator/fault_control.py)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simulator.lan_base import LanFaults
+
+# The LAN catalogue's entries (a test keeps them equal); the simulators are imported when one is served
+LAN_MODELS = ("shelly_plug_s", "shelly_pro_3em", "shelly_pro_em", "tasmota_plug", "dsmr5_p1")
+
+
+def make_lan_sim(model: str, *, password: str | None = None, power_w: float | None = None,
+                 interval_s: float = 1.0) -> LanFaults:
+    """The simulator of a LAN catalogue entry; ``power_w``: a plug's load or a meter's power (import > 0)."""
+    from simulator.p1_device import P1Sim
+    from simulator.shelly_device import MODELS, ShellySim
+    from simulator.tasmota_device import TasmotaSim
+
+    sim: ShellySim | TasmotaSim | P1Sim
+    if model in MODELS:
+        sim = ShellySim(model, password=password)
+    elif model == "tasmota_plug":
+        sim = TasmotaSim(password=password)
+    elif model == "dsmr5_p1":
+        if password is not None:
+            raise ValueError("a P1 port has no password")
+        sim = P1Sim(interval_s=interval_s)
+    else:
+        raise ValueError(f"unknown LAN model {model!r}; known: {', '.join(LAN_MODELS)}")
+    if power_w is not None:
+        if isinstance(sim, ShellySim | TasmotaSim) and model in ("shelly_plug_s", "tasmota_plug"):
+            sim.load_w = power_w
+        elif isinstance(sim, ShellySim | P1Sim):
+            sim.power_w = power_w
+    return sim
+
+
+def _number(positive: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(v) or abs(v) > 1e6 or (positive and v <= 0):
+            raise argparse.ArgumentTypeError(f"{text!r}: need a finite number{' > 0' if positive else ''} "
+                                             "within +-1e6")
+        return v
+
+    return parse
+
+
+def add_parser(sub: Any, fault_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("lan-device", help="serve one simulated smart plug or meter (Shelly, Tasmota, P1)",
+                       description="Serve the device of a LAN catalogue entry (edge_agent/catalogue/lan/*.toml) "
+                                   "over its own protocol until SIGINT/SIGTERM: Shelly Gen2+ RPC or Tasmota over "
+                                   "HTTP, DSMR 5 telegrams over TCP. Point edge-agent scan --lan or an agent's "
+                                   "[[lan_devices]] at it.")
+    p.add_argument("--model", required=True, choices=LAN_MODELS, help="LAN catalogue entry id")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    p.add_argument("--password", help="require this password (Shelly digest auth, Tasmota web password)")
+    p.add_argument("--power", type=_number(False), default=None, help="W: a plug's load when on, a meter's power (import > 0)")
+    p.add_argument("--interval", type=_number(True), default=1.0, help="P1: seconds between telegrams (default 1)")
+    fault_args(p)
+
+
+async def serve(args: argparse.Namespace, serve_with_faults: Any) -> int:
+    from vpp_common.config import ConfigError
+
+    try:
+        sim = make_lan_sim(args.model, password=args.password, power_w=args.power, interval_s=args.interval)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    sim.bind = (args.host, args.port)
+    scheme = "tcp" if args.model == "dsmr5_p1" else "http"
+
+    def banner() -> None:
+        print(f"{args.model} simulator on {scheme}://{args.host}:{sim.listener.port if sim.listener else args.port}",
+              flush=True)
+
+    return int(await serve_with_faults(args, sim, banner))
+
+
+__all__ = ["LAN_MODELS", "add_parser", "make_lan_sim", "serve"]
