@@ -38,6 +38,7 @@ from aggregator.certs import check_trust_domain
 from aggregator.dispatch.futures import DEFAULT_FUTURES, Future
 from aggregator.dispatch.tariff import DEFAULT_TARIFF, TouPeriod, TouTariff
 from vpp_common.config import EnvOverridesFile
+from vpp_common.localtime import zone
 
 
 class _Section(BaseModel):
@@ -62,9 +63,14 @@ class PlanningConfig(_Section):
         None, description="CSV timestamp,import_price_per_kwh,export_price_per_kwh (ISO 8601 with offset, "
                           "each price holds until the next row): used instead of the TOU tariff when set; "
                           "slots past the last known price hold its value")
+    prices_published: time | None = Field(
+        None, description='with prices_file: the next day\'s prices become known at this time ("HH:MM") of '
+                          "prices_market_timezone (day-ahead publication; days are that zone's); None = the "
+                          "whole file is known")
+    prices_market_timezone: str = Field("UTC", description="IANA zone of the price market (e.g. Europe/Berlin)")
     prices_publish_hour_utc: int | None = Field(
-        None, ge=0, le=23, description="with prices_file: a day's prices become known at this UTC hour of the "
-                                       "day before (day-ahead auction); None = the whole file is known")
+        None, ge=0, le=23, description="older spelling of prices_published = this hour, UTC (not with "
+                                       "prices_published or prices_market_timezone)")
     horizon_within_known_prices: bool = Field(
         False, description="with prices_file: end each plan's horizon at the last known price "
                            "(instead of holding that price to horizon_slots)")
@@ -97,6 +103,21 @@ class PlanningConfig(_Section):
         if self.lease_s > self.slot_s * self.horizon_slots:
             raise ValueError(f"lease_s {self.lease_s} exceeds the horizon ({self.slot_s * self.horizon_slots} s)")
         return self
+
+    @model_validator(mode="after")
+    def _one_publication(self) -> PlanningConfig:
+        zone(self.prices_market_timezone)  # ValueError naming an unknown zone
+        if self.prices_publish_hour_utc is not None and (
+                self.prices_published is not None or self.prices_market_timezone != "UTC"):
+            raise ValueError("prices_publish_hour_utc is the older spelling of prices_published (in UTC): give "
+                             "prices_published and prices_market_timezone instead, not both")
+        return self
+
+    def price_publication(self) -> tuple[time | None, str]:
+        """(publication time, market zone) of the prices file, whichever spelling was used."""
+        if self.prices_publish_hour_utc is not None:
+            return time(self.prices_publish_hour_utc), "UTC"
+        return self.prices_published, self.prices_market_timezone
 
     @field_validator("prices_file")
     @classmethod

@@ -64,6 +64,7 @@ from pydantic_settings import SettingsConfigDict
 
 from edge_agent.link_config import STRICT, HomeAssistantConfig, TlsClientConfig
 from vpp_common.config import EnvOverridesFile
+from vpp_common.localtime import zone
 from vpp_common.tariff import PriceSeries, PriceSource, TouPeriod, TouTariff
 
 
@@ -164,6 +165,14 @@ class SiteConfig(BaseModel):
     latitude: float | None = Field(None, ge=-90, le=90, description="for the clear-sky PV forecast")
     longitude: float | None = Field(None, ge=-180, le=180, description="for the clear-sky PV forecast")
     pv_peak_w: float | None = Field(None, gt=0, description="PV output at 1000 W/m2; default: inverter rating")
+    timezone: str = Field("UTC", description="IANA zone of the house (e.g. Europe/Berlin): its days for the "
+                                             "similar-day load forecast, across DST")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        zone(v)  # ValueError naming an unknown zone
+        return v
 
 
 class BatteryConfig(BaseModel):
@@ -219,13 +228,22 @@ class TariffConfig(BaseModel):
     prices_file: Path | None = Field(
         None, description="CSV timestamp,import_price_per_kwh,export_price_per_kwh (ISO 8601 with offset, each "
                           "price holds until the next row) instead of periods")
+    prices_published: time | None = Field(
+        None, description='with prices_file: the next day\'s prices are known from this time ("HH:MM") of '
+                          "market_timezone (day-ahead; days are that zone's); None = the whole file is known")
+    market_timezone: str = Field("UTC", description="IANA zone of the price market (e.g. Europe/Berlin)")
     prices_publish_hour_utc: int | None = Field(
-        None, ge=0, le=23, description="with prices_file: a day's prices are known from this UTC hour of the day "
-                                       "before (day-ahead); None = the whole file is known")
+        None, ge=0, le=23, description="older spelling of prices_published = this hour, UTC (not with "
+                                       "prices_published or market_timezone)")
     currency: str = "EUR"
 
     @model_validator(mode="after")
     def _one_source_that_prices_every_slot(self) -> TariffConfig:
+        zone(self.market_timezone)  # ValueError naming an unknown zone
+        if self.prices_publish_hour_utc is not None and (
+                self.prices_published is not None or self.market_timezone != "UTC"):
+            raise ValueError("prices_publish_hour_utc is the older spelling of prices_published (in UTC): give "
+                             "prices_published and market_timezone instead, not both")
         if bool(self.periods) == (self.prices_file is not None):
             raise ValueError("give either periods (fixed TOU) or prices_file (a price series), not both or neither")
         self.price_source()  # periods cover each day exactly once; the file exists and parses
@@ -235,7 +253,10 @@ class TariffConfig(BaseModel):
         if self.prices_file is not None:
             if not self.prices_file.is_file():
                 raise ValueError(f"prices_file {self.prices_file} does not exist")
-            return PriceSeries.load(self.prices_file, slot_s=900, publish_hour_utc=self.prices_publish_hour_utc)
+            if self.prices_publish_hour_utc is not None:
+                return PriceSeries.load(self.prices_file, slot_s=900, publish_hour_utc=self.prices_publish_hour_utc)
+            return PriceSeries.load(self.prices_file, slot_s=900, published=self.prices_published,
+                                    market_timezone=self.market_timezone)
         days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
         return TouTariff(tuple(
             TouPeriod(p.start, p.end, p.import_price_per_kwh, p.export_price_per_kwh,

@@ -1,7 +1,8 @@
 """Tariffs as price series (pure): a fixed time-of-use tariff and a dynamic price series.
 
 Shared by the aggregator's planners and the edge agent's local time-of-use mode,
-which plan with the same prices.  Prices are currency per kWh; all times UTC.
+which plan with the same prices.  Prices are currency per kWh; times UTC, except a day-ahead
+series' publication, which is the wall clock of its market's zone (``vpp_common.localtime``).
 
 * :class:`TouTariff`: periods by time of day, optionally only on some weekdays
   and in some months (a season), e.g. a weekday peak in winter;
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from vpp_common.localtime import as_zone, day_ahead_known_until
 from vpp_common.messages import PriceSlot
 
 UTC = UTC
@@ -150,7 +152,11 @@ class PriceSeries:
     """
 
     def __init__(self, times: list[datetime], import_prices: list[float], export_prices: list[float], *,
-                 slot_s: int, publish_hour_utc: int | None = None, currency: str = "EUR") -> None:
+                 slot_s: int, publish_hour_utc: int | None = None, currency: str = "EUR",
+                 published: time | None = None, market_timezone: str | tzinfo = UTC) -> None:
+        """``published`` (wall clock of ``market_timezone``): the next local day's prices become
+        known then (a day-ahead market); None = the whole series is known.  ``publish_hour_utc``
+        is the older spelling of ``published`` = that hour in UTC."""
         if not times:
             raise ValueError("a price series needs at least one row")
         if any(b <= a for a, b in zip(times, times[1:])):
@@ -163,10 +169,16 @@ class PriceSeries:
             raise ValueError("prices must be finite numbers")
         last_step = float(self._t[-1] - self._t[-2]) if len(times) > 1 else float(slot_s)
         self.end = times[-1] + timedelta(seconds=last_step)
-        self._publish_hour = publish_hour_utc
+        if publish_hour_utc is not None:
+            if published is not None:
+                raise ValueError("give published (with market_timezone) or publish_hour_utc, not both")
+            published, market_timezone = time(publish_hour_utc), UTC
+        self.published = published
+        self.market_timezone = as_zone(market_timezone)
 
     @classmethod
-    def load(cls, path: Path, *, slot_s: int, publish_hour_utc: int | None = None) -> PriceSeries:
+    def load(cls, path: Path, *, slot_s: int, publish_hour_utc: int | None = None, published: time | None = None,
+             market_timezone: str | tzinfo = UTC) -> PriceSeries:
         times: list[datetime] = []
         imp: list[float] = []
         exp: list[float] = []
@@ -185,15 +197,14 @@ class PriceSeries:
                     exp.append(float(row["export_price_per_kwh"]))
                 except (ValueError, AttributeError) as exc:
                     raise ValueError(f"{path} line {line}: {exc}") from None
-        return cls(times, imp, exp, slot_s=slot_s, publish_hour_utc=publish_hour_utc)
+        return cls(times, imp, exp, slot_s=slot_s, publish_hour_utc=publish_hour_utc, published=published,
+                   market_timezone=market_timezone)
 
     def known_until(self, now: datetime) -> datetime:
         """End of the prices known at ``now``: the file's end, or the day-ahead publication's."""
-        if self._publish_hour is None:
+        if self.published is None:
             return self.end
-        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        published = day + timedelta(days=2 if now.astimezone(UTC).hour >= self._publish_hour else 1)
-        return min(self.end, published)
+        return min(self.end, day_ahead_known_until(now, self.published, self.market_timezone))
 
     def prices(self, start: datetime, slot_s: int, n_slots: int,
                known_until: datetime | None = None) -> tuple[np.ndarray, np.ndarray]:
