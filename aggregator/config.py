@@ -12,7 +12,9 @@ Example ``aggregator.toml``::
     horizon_slots = 96
     lease_s = 3600
     cycle_s = 300
-    # prices_file = "prices.csv"         # a price series instead of the [[tariff]] below
+    # prices_file = "prices.csv"         # a price series instead of the [[tariff]] below; day-ahead:
+    # prices_published = "13:00"         # the next day's prices known from 13:00 ...
+    # prices_market_timezone = "Europe/Berlin"   # ... in the market's zone (its days)
 
     [[tariff]]
     start = "00:00"

@@ -28,6 +28,7 @@ Example ``edge-agent.toml``::
     [site]
     max_import_w = 11000             # fuse / connection limit
     max_export_w = 4600              # export cap
+    # timezone = "Europe/Berlin"     # IANA zone of the house: its days for the load forecast (default UTC)
 
     [battery]
     reserve_soc_pct = 10
@@ -43,6 +44,7 @@ Example ``edge-agent.toml``::
     # password = "..."
 
     # [[tariff.periods]]             # fixed TOU periods (UTC), or tariff.prices_file = "prices.csv"
+    #                                # with prices_published = "13:00", market_timezone = "Europe/Berlin"
     # start = "17:00"
     # end = "21:00"
     # import_price_per_kwh = 0.45

@@ -90,7 +90,7 @@ class _Meta(BaseModel):
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
     slot_s: int = Field(900, ge=60, le=3600)
-    currency: str = "EUR"
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")  # ISO 4217: [tariff] unit is "<currency>/kWh"
     start: datetime | None = None  # default: the latest first timestamp of all files
     days: float | None = Field(None, gt=0)  # default: as far as every file reaches
     sources: dict[str, str] = {}

@@ -343,3 +343,36 @@ def test_prices_in_the_wrong_unit_or_not_numbers_name_the_line(tmp_path: Path) -
     with pytest.raises(ScenarioError, match=re.escape("prices.csv, line 2, field 'import_price_per_kwh': not a "
                                                       "number: 'NaN'")):
         load_scenario(folder)
+
+
+def test_a_period_boundary_inside_a_slot_prices_it_by_shares(tmp_path: Path) -> None:
+    """Kolkata is UTC+5:30: with hourly slots, 16:00 local falls in the middle of a UTC hour."""
+    folder = _folder(tmp_path, start=datetime(2025, 6, 2, tzinfo=UTC), days=1, timezone="Asia/Kolkata",
+                     tariff=_tou(), prices=False)
+    p = folder / "scenario.toml"
+    p.write_text(p.read_text().replace("slot_s = 900", "slot_s = 3600"))
+    imp = load_scenario(folder).import_price_per_kwh
+    assert imp[9] == 0.25 and imp[10] == pytest.approx(0.35) and imp[11:15].tolist() == [0.45] * 4
+    assert imp[15] == pytest.approx(0.35) and imp[16] == 0.25
+
+
+def test_the_report_gives_the_local_start(tmp_path: Path) -> None:
+    from simulator.fleet.report import header
+
+    sc = default_scenario(2).head(96)
+    assert "from 2020-05-18 02:00 Europe/Berlin (2020-05-18 00:00 UTC)" in header(sc, 0)
+
+
+def test_weekday_and_month_restrictions_are_local(tmp_path: Path) -> None:
+    """Friday 23:30 in New York is Saturday 03:30 UTC: days and months are the local calendar's."""
+    tariff = _tou(days="mon-fri").replace('days = "mon-fri"', 'days = "mon-fri"\nmonths = [5]')
+    tariff += '[[tariff.period]]\nfrom = "23:00"\nto = "24:00"\ndays = "sat-sun"\nimport_price = 0.1\n'
+    sc = load_scenario(_folder(tmp_path, start=datetime(2025, 5, 30, 4, tzinfo=UTC), days=4,  # Fri 00:00 EDT
+                               timezone="America/New_York", tariff=tariff, prices=False))
+    imp = sc.import_price_per_kwh
+    at = lambda d, h: imp[_slot(sc, datetime(2025, 5, d, h, tzinfo=UTC) if d <= 31  # noqa: E731
+                                 else datetime(2025, 6, d - 31, h, tzinfo=UTC))]
+    assert at(30, 20) == 0.45  # Friday 16:00 EDT, May
+    assert at(31, 20) == 0.25  # Saturday: no peak
+    assert at(32, 3) == 0.1 and at(31, 3) == 0.25  # Saturday 23:00 EDT is Sunday 03:00 UTC; Friday 23:00 is not
+    assert at(33, 20) == 0.25  # Monday 2 June 16:00 EDT: the peak is for May only
