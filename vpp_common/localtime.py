@@ -115,6 +115,13 @@ class ZoneClock:
         idx = np.clip(np.searchsorted(t, utc_s, side="right") - 1, 0, len(t) - 1)
         return off[idx]
 
+    def constant_offset(self, lo_s: float, hi_s: float) -> bool:
+        """True if the offset does not change from ``lo_s`` to ``hi_s`` (POSIX s): then a
+        local day is 86 400 s there and UTC arithmetic is local arithmetic."""
+        t, off = self._cover(lo_s, hi_s)
+        i0, i1 = (max(0, int(np.searchsorted(t, x, side="right")) - 1) for x in (lo_s, hi_s))
+        return bool((off[i0:i1 + 1] == off[i0]).all())
+
     def local_s(self, utc_s: np.ndarray) -> np.ndarray:
         """Wall-clock time as seconds since 1970-01-01 00:00 local."""
         utc_s = np.asarray(utc_s, dtype=float)

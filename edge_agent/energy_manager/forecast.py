@@ -158,8 +158,8 @@ class HistoryForecaster:
         if not h.keys or not len(at):
             return np.full(len(at), np.nan), np.full(len(at), np.nan)
         back = np.arange(1, self.days + 1)[None, :] * 86400.0
-        if self._zone is None:
-            want = at[:, None] - back  # (slots, days)
+        if self._zone is None or self._zone.constant_offset(at[0] - back[0, -1] - 86400.0, at[-1] + 86400.0):
+            want = at[:, None] - back  # (slots, days); no change of the clocks: local days are 86 400 s
         else:  # the same wall-clock time on each earlier local day (NaN where it did not exist)
             want = self._zone.to_utc_s(self._zone.local_s(at)[:, None] - back)
         pos = np.clip(np.searchsorted(h.at_s, want), 0, len(h.keys) - 1)

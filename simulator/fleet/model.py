@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from vpp_common.localtime import zone
 from vpp_common.timeslots import SlotGrid
 
 DEFAULT_EFFICIENCY = 0.95  # one way (charge and discharge each), typical LFP hybrid at part load
@@ -116,6 +117,10 @@ class Scenario(SlotGrid):
                 raise ValueError(f"house {h.house_id}: feeder {h.feeder!r} has no limits")
         if len({h.house_id for h in self.houses}) != n:
             raise ValueError("house ids must be unique")
+        zone(self.timezone)  # ValueError naming an unknown zone
+        zone(self.price_knowledge.market_timezone)
+        if self.price_knowledge.kind not in ("day_ahead", "in_advance"):
+            raise ValueError(f"price_knowledge.kind must be day_ahead or in_advance, got {self.price_knowledge.kind!r}")
 
     def head(self, slots: int) -> Scenario:
         """The first ``slots`` slots (``--days``)."""

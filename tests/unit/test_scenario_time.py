@@ -376,3 +376,11 @@ def test_weekday_and_month_restrictions_are_local(tmp_path: Path) -> None:
     assert at(31, 20) == 0.25  # Saturday: no peak
     assert at(32, 3) == 0.1 and at(31, 3) == 0.25  # Saturday 23:00 EDT is Sunday 03:00 UTC; Friday 23:00 is not
     assert at(33, 20) == 0.25  # Monday 2 June 16:00 EDT: the peak is for May only
+
+
+def test_a_scenario_built_in_code_checks_its_zones() -> None:
+    sc = small_scenario(n=2, days=1)
+    with pytest.raises(ValueError, match="unknown time zone 'Europe/Berlni'"):
+        dataclasses.replace(sc, timezone="Europe/Berlni").validate()
+    with pytest.raises(ValueError, match="unknown time zone 'CET-1'"):
+        dataclasses.replace(sc, price_knowledge=PriceKnowledge("day_ahead", time(13), "CET-1")).validate()
