@@ -203,7 +203,9 @@ class AggregatorConfig(EnvOverridesFile):
     leader_lease_s: float = Field(15.0, gt=0, description="dispatch lease TTL (real s); renewed every third")
     drain_grace_s: float = Field(5.0, ge=0)
     planning: PlanningConfig = PlanningConfig()
-    tariff: list[TariffPeriodConfig] = Field(default_factory=list, description="TOU periods (UTC); empty = default")
+    tariff: list[TariffPeriodConfig] = Field(default_factory=list, description="TOU periods (wall clock of "
+                                             "tariff_timezone); empty = default")
+    tariff_timezone: str = Field("UTC", description="IANA zone of the [[tariff]] periods' times")
     feeders: list[FeederConfig] = Field(default_factory=list, description="feeders and their limits")
 
     @field_validator("listen", "admin_listen")
@@ -232,8 +234,14 @@ class AggregatorConfig(EnvOverridesFile):
                              "or set insecure = true / pass --insecure for a local demo")
         return self
 
+    @field_validator("tariff_timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        zone(v)  # ValueError naming an unknown zone
+        return v
+
     def tou_tariff(self) -> TouTariff:
         if not self.tariff:
             return DEFAULT_TARIFF
         return TouTariff(tuple(TouPeriod(p.start, p.end, p.import_price_per_kwh, p.export_price_per_kwh)
-                               for p in self.tariff))
+                               for p in self.tariff), timezone=self.tariff_timezone)

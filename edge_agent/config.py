@@ -43,7 +43,9 @@ Example ``edge-agent.toml``::
     # username = "vpp"
     # password = "..."
 
-    # [[tariff.periods]]             # fixed TOU periods (UTC), or tariff.prices_file = "prices.csv"
+    # [tariff]
+    # timezone = "Europe/Berlin"     # the periods' clock (default UTC)
+    # [[tariff.periods]]             # fixed TOU periods, or tariff.prices_file = "prices.csv"
     #                                # with prices_published = "13:00", market_timezone = "Europe/Berlin"
     # start = "17:00"
     # end = "21:00"
@@ -206,7 +208,7 @@ class ControlConfig(BaseModel):
 
 
 class TariffPeriodConfig(BaseModel):
-    """One period of a fixed time-of-use tariff (UTC); a period ending at or before its start runs
+    """One period of a fixed time-of-use tariff (wall clock of the tariff's ``timezone``); a period ending at or before its start runs
     past midnight and belongs to the day it starts on."""
 
     model_config = STRICT
@@ -234,6 +236,8 @@ class TariffConfig(BaseModel):
         None, description='with prices_file: the next day\'s prices are known from this time ("HH:MM") of '
                           "market_timezone (day-ahead; days are that zone's); None = the whole file is known")
     market_timezone: str = Field("UTC", description="IANA zone of the price market (e.g. Europe/Berlin)")
+    timezone: str = Field("UTC", description="periods: IANA zone of their times, weekdays and months (e.g. "
+                                             "America/Los_Angeles for a 16:00-21:00 local peak)")
     prices_publish_hour_utc: int | None = Field(
         None, ge=0, le=23, description="older spelling of prices_published = this hour, UTC (not with "
                                        "prices_published or market_timezone)")
@@ -242,6 +246,7 @@ class TariffConfig(BaseModel):
     @model_validator(mode="after")
     def _one_source_that_prices_every_slot(self) -> TariffConfig:
         zone(self.market_timezone)  # ValueError naming an unknown zone
+        zone(self.timezone)
         if self.prices_publish_hour_utc is not None and (
                 self.prices_published is not None or self.market_timezone != "UTC"):
             raise ValueError("prices_publish_hour_utc is the older spelling of prices_published (in UTC): give "
@@ -264,7 +269,7 @@ class TariffConfig(BaseModel):
             TouPeriod(p.start, p.end, p.import_price_per_kwh, p.export_price_per_kwh,
                       frozenset(days.index(d) for d in p.weekdays) if p.weekdays is not None else None,
                       frozenset(p.months) if p.months is not None else None)
-            for p in self.periods), currency=self.currency)
+            for p in self.periods), currency=self.currency, timezone=self.timezone)
 
 
 class AgentConfig(EnvOverridesFile):

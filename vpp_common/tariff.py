@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from vpp_common.localtime import as_zone, day_ahead_known_until
+from vpp_common.localtime import as_zone, day_ahead_known_until, zone
 from vpp_common.messages import PriceSlot
 
 UTC = UTC
@@ -31,7 +31,8 @@ WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 @dataclass(frozen=True, slots=True)
 class TouPeriod:
-    """Prices from ``start`` (inclusive) to ``end`` (exclusive; 00:00 = midnight), UTC.
+    """Prices from ``start`` (inclusive) to ``end`` (exclusive; 00:00 = midnight), wall-clock
+    times of the tariff's zone (``TouTariff.timezone``, default UTC).
 
     ``weekdays`` (0 = Monday .. 6 = Sunday) and ``months`` (1..12, a season) restrict
     the period to those days; None = every day.  A period running past midnight
@@ -59,9 +60,9 @@ class TouPeriod:
             return t >= self.start or t < self.end
         return self.start <= t < self.end
 
-    def applies(self, when: datetime) -> bool:
-        """True if this period prices ``when`` (aware; UTC used)."""
-        when = when.astimezone(UTC)
+    def applies(self, when: datetime, tz: tzinfo = UTC) -> bool:
+        """True if this period prices ``when`` (aware), read on the wall clock of ``tz``."""
+        when = when.astimezone(tz)
         t = when.time().replace(tzinfo=None)
         if not self.covers(t):
             return False
@@ -88,33 +89,40 @@ class PriceSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TouTariff:
+    """Fixed periods; ``timezone``: the IANA zone whose wall clock, weekdays and months the
+    periods are in (a 16:00-21:00 peak stays at 16:00 local across DST)."""
+
     periods: tuple[TouPeriod, ...]
     currency: str = "EUR"
+    timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         if not self.periods:
             raise ValueError("a tariff needs at least one period")
+        tz = zone(self.timezone)  # ValueError naming an unknown zone
         # every quarter hour of every weekday in every month must be priced exactly once
+        # checked on the wall clock (aware arithmetic with a ZoneInfo is wall-clock arithmetic)
         if all(p.weekdays is None and p.months is None for p in self.periods):
-            days = [datetime(2024, 1, 1, tzinfo=UTC)]  # no day restrictions: one day stands for all
+            days = [datetime(2024, 1, 1, tzinfo=tz)]  # no day restrictions: one day stands for all
         else:
             # each weekday in each month (the second week: its previous day is in the same month),
             # and the 1st of each month over seven years (all weekdays): periods running past
             # midnight carry the previous day's weekday and month into the new day
-            days = [datetime(2024, m, 8, tzinfo=UTC) + timedelta(days=k) for m in range(1, 13) for k in range(7)]
-            days += [datetime(y, m, 1, tzinfo=UTC) for y in range(2024, 2031) for m in range(1, 13)]
+            days = [datetime(2024, m, 8, tzinfo=tz) + timedelta(days=k) for m in range(1, 13) for k in range(7)]
+            days += [datetime(y, m, 1, tzinfo=tz) for y in range(2024, 2031) for m in range(1, 13)]
         for day in days:
             for minute in range(0, 24 * 60, 15):
                 at = day + timedelta(minutes=minute)
-                n = sum(p.applies(at) for p in self.periods)
+                n = sum(p.applies(at, tz) for p in self.periods)
                 if n != 1:
                     what = f"{WEEKDAY_NAMES[at.weekday()]} in month {at.month}, " if len(days) > 1 else ""
-                    raise ValueError(f"tariff periods cover {what}{at.time().isoformat('minutes')} UTC {n} times "
-                                     f"(must be once)")
+                    raise ValueError(f"tariff periods cover {what}{at.time().isoformat('minutes')} "
+                                     f"{self.timezone} {n} times (must be once)")
 
     def period_at(self, when: datetime) -> TouPeriod:
+        tz = zone(self.timezone)
         for p in self.periods:
-            if p.applies(when):
+            if p.applies(when, tz):
                 return p
         raise AssertionError("unreachable: coverage checked at construction")
 

@@ -384,3 +384,23 @@ def test_a_scenario_built_in_code_checks_its_zones() -> None:
         dataclasses.replace(sc, timezone="Europe/Berlni").validate()
     with pytest.raises(ValueError, match="unknown time zone 'CET-1'"):
         dataclasses.replace(sc, price_knowledge=PriceKnowledge("day_ahead", time(13), "CET-1")).validate()
+
+
+# --- the product's own time-of-use tariffs (agent [tariff], aggregator [[tariff]]) -------------------
+
+def test_agent_and_aggregator_tou_periods_in_local_time() -> None:
+    from aggregator.config import AggregatorConfig
+    from edge_agent.config import TariffConfig
+
+    periods = [{"start": "00:00", "end": "16:00", "import_price_per_kwh": 0.25},
+               {"start": "16:00", "end": "21:00", "import_price_per_kwh": 0.45},
+               {"start": "21:00", "end": "00:00", "import_price_per_kwh": 0.25}]
+    agent = TariffConfig.model_validate({"periods": periods, "timezone": "Europe/Berlin"}).price_source()
+    agg = AggregatorConfig.model_validate({"insecure": True, "tariff_timezone": "Europe/Berlin", "tariff": [
+        p | {"export_price_per_kwh": 0.08} for p in periods]}).tou_tariff()
+    for tariff in (agent, agg):
+        for day, utc_hour in ((28, 15), (30, 14)):  # 16:00 CET, then 16:00 CEST
+            imp, _ = tariff.prices(datetime(2026, 3, day, utc_hour, tzinfo=UTC) - timedelta(minutes=15), 900, 2)
+            assert imp.tolist() == [0.25, 0.45], day
+    with pytest.raises(ValueError, match="unknown time zone 'Europe/Paris '"):
+        TariffConfig.model_validate({"periods": periods, "timezone": "Europe/Paris "})
