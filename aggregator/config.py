@@ -12,7 +12,9 @@ Example ``aggregator.toml``::
     horizon_slots = 96
     lease_s = 3600
     cycle_s = 300
-    # prices_file = "prices.csv"         # a price series instead of the [[tariff]] below
+    # prices_file = "prices.csv"         # a price series instead of the [[tariff]] below; day-ahead:
+    # prices_published = "13:00"         # the next day's prices known from 13:00 ...
+    # prices_market_timezone = "Europe/Berlin"   # ... in the market's zone (its days)
 
     [[tariff]]
     start = "00:00"
@@ -38,6 +40,7 @@ from aggregator.certs import check_trust_domain
 from aggregator.dispatch.futures import DEFAULT_FUTURES, Future
 from aggregator.dispatch.tariff import DEFAULT_TARIFF, TouPeriod, TouTariff
 from vpp_common.config import EnvOverridesFile
+from vpp_common.localtime import zone
 
 
 class _Section(BaseModel):
@@ -62,9 +65,14 @@ class PlanningConfig(_Section):
         None, description="CSV timestamp,import_price_per_kwh,export_price_per_kwh (ISO 8601 with offset, "
                           "each price holds until the next row): used instead of the TOU tariff when set; "
                           "slots past the last known price hold its value")
+    prices_published: time | None = Field(
+        None, description='with prices_file: the next day\'s prices become known at this time ("HH:MM") of '
+                          "prices_market_timezone (day-ahead publication; days are that zone's); None = the "
+                          "whole file is known")
+    prices_market_timezone: str = Field("UTC", description="IANA zone of the price market (e.g. Europe/Berlin)")
     prices_publish_hour_utc: int | None = Field(
-        None, ge=0, le=23, description="with prices_file: a day's prices become known at this UTC hour of the "
-                                       "day before (day-ahead auction); None = the whole file is known")
+        None, ge=0, le=23, description="older spelling of prices_published = this hour, UTC (not with "
+                                       "prices_published or prices_market_timezone)")
     horizon_within_known_prices: bool = Field(
         False, description="with prices_file: end each plan's horizon at the last known price "
                            "(instead of holding that price to horizon_slots)")
@@ -97,6 +105,21 @@ class PlanningConfig(_Section):
         if self.lease_s > self.slot_s * self.horizon_slots:
             raise ValueError(f"lease_s {self.lease_s} exceeds the horizon ({self.slot_s * self.horizon_slots} s)")
         return self
+
+    @model_validator(mode="after")
+    def _one_publication(self) -> PlanningConfig:
+        zone(self.prices_market_timezone)  # ValueError naming an unknown zone
+        if self.prices_publish_hour_utc is not None and (
+                self.prices_published is not None or self.prices_market_timezone != "UTC"):
+            raise ValueError("prices_publish_hour_utc is the older spelling of prices_published (in UTC): give "
+                             "prices_published and prices_market_timezone instead, not both")
+        return self
+
+    def price_publication(self) -> tuple[time | None, str]:
+        """(publication time, market zone) of the prices file, whichever spelling was used."""
+        if self.prices_publish_hour_utc is not None:
+            return time(self.prices_publish_hour_utc), "UTC"
+        return self.prices_published, self.prices_market_timezone
 
     @field_validator("prices_file")
     @classmethod
@@ -180,7 +203,9 @@ class AggregatorConfig(EnvOverridesFile):
     leader_lease_s: float = Field(15.0, gt=0, description="dispatch lease TTL (real s); renewed every third")
     drain_grace_s: float = Field(5.0, ge=0)
     planning: PlanningConfig = PlanningConfig()
-    tariff: list[TariffPeriodConfig] = Field(default_factory=list, description="TOU periods (UTC); empty = default")
+    tariff: list[TariffPeriodConfig] = Field(default_factory=list, description="TOU periods (wall clock of "
+                                             "tariff_timezone); empty = default")
+    tariff_timezone: str = Field("UTC", description="IANA zone of the [[tariff]] periods' times")
     feeders: list[FeederConfig] = Field(default_factory=list, description="feeders and their limits")
 
     @field_validator("listen", "admin_listen")
@@ -209,8 +234,14 @@ class AggregatorConfig(EnvOverridesFile):
                              "or set insecure = true / pass --insecure for a local demo")
         return self
 
+    @field_validator("tariff_timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        zone(v)  # ValueError naming an unknown zone
+        return v
+
     def tou_tariff(self) -> TouTariff:
         if not self.tariff:
             return DEFAULT_TARIFF
         return TouTariff(tuple(TouPeriod(p.start, p.end, p.import_price_per_kwh, p.export_price_per_kwh)
-                               for p in self.tariff))
+                               for p in self.tariff), timezone=self.tariff_timezone)

@@ -197,7 +197,7 @@ class EdgeAgent:
         site = self.config.site
         self.reports.start_forecasts(
             Site(site.latitude, site.longitude, site.pv_peak_w or self.device.pv_rating_w or 0.0)
-            if site.latitude is not None and site.longitude is not None else None)
+            if site.latitude is not None and site.longitude is not None else None, site.timezone)
         self._tasks = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()] + [
             asyncio.create_task(self._poll_loop(), name="agent-poll"),
             asyncio.create_task(self._control_loop(), name="agent-control"),

@@ -28,6 +28,7 @@ Example ``edge-agent.toml``::
     [site]
     max_import_w = 11000             # fuse / connection limit
     max_export_w = 4600              # export cap
+    # timezone = "Europe/Berlin"     # IANA zone of the house: its days for the load forecast (default UTC)
 
     [battery]
     reserve_soc_pct = 10
@@ -48,7 +49,10 @@ Example ``edge-agent.toml``::
     # username = "vpp"
     # password = "..."
 
-    # [[tariff.periods]]             # fixed TOU periods (UTC), or tariff.prices_file = "prices.csv"
+    # [tariff]
+    # timezone = "Europe/Berlin"     # the periods' clock (default UTC)
+    # [[tariff.periods]]             # fixed TOU periods, or tariff.prices_file = "prices.csv"
+    #                                # with prices_published = "13:00", market_timezone = "Europe/Berlin"
     # start = "17:00"
     # end = "21:00"
     # import_price_per_kwh = 0.45
@@ -71,6 +75,7 @@ from pydantic_settings import SettingsConfigDict
 from edge_agent.lan_config import LanDeviceConfig, check_lan_devices
 from edge_agent.link_config import STRICT, HomeAssistantConfig, TlsClientConfig
 from vpp_common.config import EnvOverridesFile
+from vpp_common.localtime import zone
 from vpp_common.tariff import PriceSeries, PriceSource, TouPeriod, TouTariff
 
 
@@ -171,6 +176,14 @@ class SiteConfig(BaseModel):
     latitude: float | None = Field(None, ge=-90, le=90, description="for the clear-sky PV forecast")
     longitude: float | None = Field(None, ge=-180, le=180, description="for the clear-sky PV forecast")
     pv_peak_w: float | None = Field(None, gt=0, description="PV output at 1000 W/m2; default: inverter rating")
+    timezone: str = Field("UTC", description="IANA zone of the house (e.g. Europe/Berlin): its days for the "
+                                             "similar-day load forecast, across DST")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        zone(v)  # ValueError naming an unknown zone
+        return v
 
 
 class BatteryConfig(BaseModel):
@@ -202,7 +215,7 @@ class ControlConfig(BaseModel):
 
 
 class TariffPeriodConfig(BaseModel):
-    """One period of a fixed time-of-use tariff (UTC); a period ending at or before its start runs
+    """One period of a fixed time-of-use tariff (wall clock of the tariff's ``timezone``); a period ending at or before its start runs
     past midnight and belongs to the day it starts on."""
 
     model_config = STRICT
@@ -226,13 +239,25 @@ class TariffConfig(BaseModel):
     prices_file: Path | None = Field(
         None, description="CSV timestamp,import_price_per_kwh,export_price_per_kwh (ISO 8601 with offset, each "
                           "price holds until the next row) instead of periods")
+    prices_published: time | None = Field(
+        None, description='with prices_file: the next day\'s prices are known from this time ("HH:MM") of '
+                          "market_timezone (day-ahead; days are that zone's); None = the whole file is known")
+    market_timezone: str = Field("UTC", description="IANA zone of the price market (e.g. Europe/Berlin)")
+    timezone: str = Field("UTC", description="periods: IANA zone of their times, weekdays and months (e.g. "
+                                             "America/Los_Angeles for a 16:00-21:00 local peak)")
     prices_publish_hour_utc: int | None = Field(
-        None, ge=0, le=23, description="with prices_file: a day's prices are known from this UTC hour of the day "
-                                       "before (day-ahead); None = the whole file is known")
+        None, ge=0, le=23, description="older spelling of prices_published = this hour, UTC (not with "
+                                       "prices_published or market_timezone)")
     currency: str = "EUR"
 
     @model_validator(mode="after")
     def _one_source_that_prices_every_slot(self) -> TariffConfig:
+        zone(self.market_timezone)  # ValueError naming an unknown zone
+        zone(self.timezone)
+        if self.prices_publish_hour_utc is not None and (
+                self.prices_published is not None or self.market_timezone != "UTC"):
+            raise ValueError("prices_publish_hour_utc is the older spelling of prices_published (in UTC): give "
+                             "prices_published and market_timezone instead, not both")
         if bool(self.periods) == (self.prices_file is not None):
             raise ValueError("give either periods (fixed TOU) or prices_file (a price series), not both or neither")
         self.price_source()  # periods cover each day exactly once; the file exists and parses
@@ -242,13 +267,16 @@ class TariffConfig(BaseModel):
         if self.prices_file is not None:
             if not self.prices_file.is_file():
                 raise ValueError(f"prices_file {self.prices_file} does not exist")
-            return PriceSeries.load(self.prices_file, slot_s=900, publish_hour_utc=self.prices_publish_hour_utc)
+            if self.prices_publish_hour_utc is not None:
+                return PriceSeries.load(self.prices_file, slot_s=900, publish_hour_utc=self.prices_publish_hour_utc)
+            return PriceSeries.load(self.prices_file, slot_s=900, published=self.prices_published,
+                                    market_timezone=self.market_timezone)
         days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
         return TouTariff(tuple(
             TouPeriod(p.start, p.end, p.import_price_per_kwh, p.export_price_per_kwh,
                       frozenset(days.index(d) for d in p.weekdays) if p.weekdays is not None else None,
                       frozenset(p.months) if p.months is not None else None)
-            for p in self.periods), currency=self.currency)
+            for p in self.periods), currency=self.currency, timezone=self.timezone)
 
 
 class AgentConfig(EnvOverridesFile):

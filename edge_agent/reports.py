@@ -37,9 +37,10 @@ class HouseReports:
         self.last_flex_sent: object = None  # None: the next flexibility goes out whatever it is
         self._last_recorded: object = None  # the last telemetry sample given to the uplink
 
-    def start_forecasts(self, site: Site | None) -> None:
-        """The forecaster, once the nameplate is known (the clear-sky PV model needs the PV peak)."""
-        self.forecaster = HistoryForecaster(FORECAST_SLOT_S, days=7, site=site)
+    def start_forecasts(self, site: Site | None, timezone: str = "UTC") -> None:
+        """The forecaster, once the nameplate is known (the clear-sky PV model needs the PV peak);
+        ``timezone``: the house's days for the similar-day load."""
+        self.forecaster = HistoryForecaster(FORECAST_SLOT_S, days=7, site=site, timezone=timezone)
 
     def welcome(self, telemetry_interval_s: float, snap: HouseSnapshot | None) -> None:
         """A new session: the aggregator's interval (0: keep), and everything sent again."""

@@ -1,7 +1,8 @@
 """Tariffs as price series (pure): a fixed time-of-use tariff and a dynamic price series.
 
 Shared by the aggregator's planners and the edge agent's local time-of-use mode,
-which plan with the same prices.  Prices are currency per kWh; all times UTC.
+which plan with the same prices.  Prices are currency per kWh; times UTC, except a day-ahead
+series' publication, which is the wall clock of its market's zone (``vpp_common.localtime``).
 
 * :class:`TouTariff`: periods by time of day, optionally only on some weekdays
   and in some months (a season), e.g. a weekday peak in winter;
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from vpp_common.localtime import as_zone, day_ahead_known_until, zone
 from vpp_common.messages import PriceSlot
 
 UTC = UTC
@@ -29,7 +31,8 @@ WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 @dataclass(frozen=True, slots=True)
 class TouPeriod:
-    """Prices from ``start`` (inclusive) to ``end`` (exclusive; 00:00 = midnight), UTC.
+    """Prices from ``start`` (inclusive) to ``end`` (exclusive; 00:00 = midnight), wall-clock
+    times of the tariff's zone (``TouTariff.timezone``, default UTC).
 
     ``weekdays`` (0 = Monday .. 6 = Sunday) and ``months`` (1..12, a season) restrict
     the period to those days; None = every day.  A period running past midnight
@@ -57,9 +60,9 @@ class TouPeriod:
             return t >= self.start or t < self.end
         return self.start <= t < self.end
 
-    def applies(self, when: datetime) -> bool:
-        """True if this period prices ``when`` (aware; UTC used)."""
-        when = when.astimezone(UTC)
+    def applies(self, when: datetime, tz: tzinfo = UTC) -> bool:
+        """True if this period prices ``when`` (aware), read on the wall clock of ``tz``."""
+        when = when.astimezone(tz)
         t = when.time().replace(tzinfo=None)
         if not self.covers(t):
             return False
@@ -86,33 +89,40 @@ class PriceSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TouTariff:
+    """Fixed periods; ``timezone``: the IANA zone whose wall clock, weekdays and months the
+    periods are in (a 16:00-21:00 peak stays at 16:00 local across DST)."""
+
     periods: tuple[TouPeriod, ...]
     currency: str = "EUR"
+    timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         if not self.periods:
             raise ValueError("a tariff needs at least one period")
+        tz = zone(self.timezone)  # ValueError naming an unknown zone
         # every quarter hour of every weekday in every month must be priced exactly once
+        # checked on the wall clock (aware arithmetic with a ZoneInfo is wall-clock arithmetic)
         if all(p.weekdays is None and p.months is None for p in self.periods):
-            days = [datetime(2024, 1, 1, tzinfo=UTC)]  # no day restrictions: one day stands for all
+            days = [datetime(2024, 1, 1, tzinfo=tz)]  # no day restrictions: one day stands for all
         else:
             # each weekday in each month (the second week: its previous day is in the same month),
             # and the 1st of each month over seven years (all weekdays): periods running past
             # midnight carry the previous day's weekday and month into the new day
-            days = [datetime(2024, m, 8, tzinfo=UTC) + timedelta(days=k) for m in range(1, 13) for k in range(7)]
-            days += [datetime(y, m, 1, tzinfo=UTC) for y in range(2024, 2031) for m in range(1, 13)]
+            days = [datetime(2024, m, 8, tzinfo=tz) + timedelta(days=k) for m in range(1, 13) for k in range(7)]
+            days += [datetime(y, m, 1, tzinfo=tz) for y in range(2024, 2031) for m in range(1, 13)]
         for day in days:
             for minute in range(0, 24 * 60, 15):
                 at = day + timedelta(minutes=minute)
-                n = sum(p.applies(at) for p in self.periods)
+                n = sum(p.applies(at, tz) for p in self.periods)
                 if n != 1:
                     what = f"{WEEKDAY_NAMES[at.weekday()]} in month {at.month}, " if len(days) > 1 else ""
-                    raise ValueError(f"tariff periods cover {what}{at.time().isoformat('minutes')} UTC {n} times "
-                                     f"(must be once)")
+                    raise ValueError(f"tariff periods cover {what}{at.time().isoformat('minutes')} "
+                                     f"{self.timezone} {n} times (must be once)")
 
     def period_at(self, when: datetime) -> TouPeriod:
+        tz = zone(self.timezone)
         for p in self.periods:
-            if p.applies(when):
+            if p.applies(when, tz):
                 return p
         raise AssertionError("unreachable: coverage checked at construction")
 
@@ -150,7 +160,11 @@ class PriceSeries:
     """
 
     def __init__(self, times: list[datetime], import_prices: list[float], export_prices: list[float], *,
-                 slot_s: int, publish_hour_utc: int | None = None, currency: str = "EUR") -> None:
+                 slot_s: int, publish_hour_utc: int | None = None, currency: str = "EUR",
+                 published: time | None = None, market_timezone: str | tzinfo = UTC) -> None:
+        """``published`` (wall clock of ``market_timezone``): the next local day's prices become
+        known then (a day-ahead market); None = the whole series is known.  ``publish_hour_utc``
+        is the older spelling of ``published`` = that hour in UTC."""
         if not times:
             raise ValueError("a price series needs at least one row")
         if any(b <= a for a, b in zip(times, times[1:])):
@@ -163,10 +177,16 @@ class PriceSeries:
             raise ValueError("prices must be finite numbers")
         last_step = float(self._t[-1] - self._t[-2]) if len(times) > 1 else float(slot_s)
         self.end = times[-1] + timedelta(seconds=last_step)
-        self._publish_hour = publish_hour_utc
+        if publish_hour_utc is not None:
+            if published is not None:
+                raise ValueError("give published (with market_timezone) or publish_hour_utc, not both")
+            published, market_timezone = time(publish_hour_utc), UTC
+        self.published = published
+        self.market_timezone = as_zone(market_timezone)
 
     @classmethod
-    def load(cls, path: Path, *, slot_s: int, publish_hour_utc: int | None = None) -> PriceSeries:
+    def load(cls, path: Path, *, slot_s: int, publish_hour_utc: int | None = None, published: time | None = None,
+             market_timezone: str | tzinfo = UTC) -> PriceSeries:
         times: list[datetime] = []
         imp: list[float] = []
         exp: list[float] = []
@@ -185,15 +205,14 @@ class PriceSeries:
                     exp.append(float(row["export_price_per_kwh"]))
                 except (ValueError, AttributeError) as exc:
                     raise ValueError(f"{path} line {line}: {exc}") from None
-        return cls(times, imp, exp, slot_s=slot_s, publish_hour_utc=publish_hour_utc)
+        return cls(times, imp, exp, slot_s=slot_s, publish_hour_utc=publish_hour_utc, published=published,
+                   market_timezone=market_timezone)
 
     def known_until(self, now: datetime) -> datetime:
         """End of the prices known at ``now``: the file's end, or the day-ahead publication's."""
-        if self._publish_hour is None:
+        if self.published is None:
             return self.end
-        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        published = day + timedelta(days=2 if now.astimezone(UTC).hour >= self._publish_hour else 1)
-        return min(self.end, published)
+        return min(self.end, day_ahead_known_until(now, self.published, self.market_timezone))
 
     def prices(self, start: datetime, slot_s: int, n_slots: int,
                known_until: datetime | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -47,8 +47,9 @@ class FleetPrices:
         self._series: PriceSeries | None = None
         if config.prices_file is not None:  # a price series replaces the TOU tariff
             try:
-                self._series = PriceSeries.load(config.prices_file, slot_s=config.slot_s,
-                                                publish_hour_utc=config.prices_publish_hour_utc)
+                published, market_tz = config.price_publication()
+                self._series = PriceSeries.load(config.prices_file, slot_s=config.slot_s, published=published,
+                                                market_timezone=market_tz)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"planning.prices_file: {exc}") from None
             self.tariff = self._series

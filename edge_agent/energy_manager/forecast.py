@@ -2,7 +2,10 @@
 
 * Load: a blend of *recent level* (the mean of the last hour's slots, fading
   over the first hours) and *similar day* (the mean of the same slot on the last
-  ``days`` days).  With no history yet: the last value, flat.
+  ``days`` days).  With no history yet: the last value, flat.  The same slot is
+  the same *local* time of day in the house's ``timezone``: people cook at 18:00
+  on their clock, also across a change to or from summer time (a wall time
+  that does not exist that day is skipped).
 * PV: a clear-sky profile for the site (pvlib, Ineichen with the shipped Linke
   turbidity) times the panels' clear-day response per time of day (produced W
   per clear-sky W/m2 on the clearest recent day: captures orientation and
@@ -12,7 +15,8 @@
   gave: it counts as at least a clear slot (learning its production as the sky
   would forecast the curtailment back in).  Before any history the response is
   ``pv_peak_w / 1000 W/m2`` and the clearness 1.  Without a location the PV
-  forecast is similar-day, like the load.
+  forecast is similar-day, like the load.  The clear-day response is kept per
+  slot of the UTC day: the sun keeps no summer time.
 
 Powers in W, as magnitudes (load >= 0, production >= 0) so that the two read
 alike; callers apply the sign convention.  ``ForecastErrors`` keeps the mean
@@ -24,10 +28,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 
 import numpy as np
 
+from vpp_common.localtime import ZoneClock, zone_clock
 from vpp_common.timeslots import align_down
 
 SLOTS_PER_DAY_MAX = 1440
@@ -83,9 +88,11 @@ class _Slot:
 
 class HistoryForecaster:
     def __init__(self, slot_s: int = 900, days: int = 7, site: Site | None = None,
-                 clear_sky: Callable[[list[datetime]], np.ndarray] | None = None) -> None:
+                 clear_sky: Callable[[list[datetime]], np.ndarray] | None = None,
+                 timezone: str | tzinfo | None = None) -> None:
         """``clear_sky``: GHI (W/m2) at the middle of each slot start given; default pvlib at ``site``
-        (the fleet simulator passes a precomputed table of the same values: pvlib per call is slow)."""
+        (the fleet simulator passes a precomputed table of the same values: pvlib per call is slow).
+        ``timezone``: the house's IANA zone (its days for the similar-day load); None = UTC."""
         if not 60 <= slot_s <= 3600 or 86400 % slot_s:
             raise ValueError(f"slot_s must divide a day and lie in 60..3600, got {slot_s}")
         self.slot_s = slot_s
@@ -97,6 +104,8 @@ class HistoryForecaster:
         self._clear_sky = clear_sky
         self.pv_clearness_quantile: float | None = None  # None: mean clearness of recent days
         self._table: _History | None = None  # the history as arrays, made on first use after a change
+        self._zone = (None if timezone is None or str(timezone) == "UTC"
+                      else zone_clock(timezone) if isinstance(timezone, str) else ZoneClock(timezone))
 
     @property
     def slots_per_day(self) -> int:
@@ -148,7 +157,11 @@ class HistoryForecaster:
         h = self._history()
         if not h.keys or not len(at):
             return np.full(len(at), np.nan), np.full(len(at), np.nan)
-        want = at[:, None] - np.arange(1, self.days + 1)[None, :] * 86400.0  # (slots, days)
+        back = np.arange(1, self.days + 1)[None, :] * 86400.0
+        if self._zone is None or self._zone.constant_offset(at[0] - back[0, -1] - 86400.0, at[-1] + 86400.0):
+            want = at[:, None] - back  # (slots, days); no change of the clocks: local days are 86 400 s
+        else:  # the same wall-clock time on each earlier local day (NaN where it did not exist)
+            want = self._zone.to_utc_s(self._zone.local_s(at)[:, None] - back)
         pos = np.clip(np.searchsorted(h.at_s, want), 0, len(h.keys) - 1)
         seen = h.at_s[pos] == want
         n = seen.sum(axis=1)

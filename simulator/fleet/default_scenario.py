@@ -11,7 +11,9 @@ What is real and what is a modelling choice (details and licences in ``data/READ
 * Prices: the real hourly day-ahead price of the German bidding zone (ENTSO-E via
   Open Power System Data) for 2020-05-18 .. 2020-09-29, turned into a dynamic
   household tariff with the constants below; export earns the flat EEG feed-in tariff.
-* Calendar: the scenario runs on the dates of the prices (UTC).  Weather (PV) is
+* Calendar: the scenario runs on the dates of the prices (UTC).  The fleet's days are
+  Europe/Berlin days; the day-ahead prices of the next day are public at 13:00 there
+  (EPEX SPOT publishes the DE-LU auction's results from about 12:45 CET/CEST).  Weather (PV) is
   taken from the same day of year of 2016 (both are leap years); load from the 2016
   day with the same weekday (``LOAD_DAY_OFFSET``).
 * Houses, batteries, caps and feeder limits: drawn deterministically from ``seed``
@@ -24,13 +26,13 @@ Everything is vectorised and the files are parsed once per process, so building 
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .model import DEFAULT_INITIAL_SOC_PCT, House, Scenario
+from .model import DEFAULT_INITIAL_SOC_PCT, House, PriceKnowledge, Scenario
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 LOAD_FILE = DATA_DIR / "simbench_household_load_2016.csv.gz"
@@ -45,6 +47,8 @@ SLOTS_PER_DAY = 86400 // SLOT_S
 # profiles' solar noon (11:15-11:20 UTC) fits ~10 deg E, so the centre of Germany.
 LATITUDE = 51.0
 LONGITUDE = 10.0
+TIMEZONE = "Europe/Berlin"
+DAY_AHEAD_PUBLISHED = time(13)  # local, Europe/Berlin: 11:00 UTC in summer
 
 # Calendar mapping.  The price year 2020 and the profile year 2016 are both leap years.
 PROFILE_YEAR_START = datetime(2016, 1, 1, tzinfo=UTC)
@@ -221,6 +225,8 @@ def default_scenario(n_houses: int = 50, seed: int = 7) -> Scenario:
         latitude=LATITUDE,
         longitude=LONGITUDE,
         currency="EUR",
+        timezone=TIMEZONE,
+        price_knowledge=PriceKnowledge("day_ahead", DAY_AHEAD_PUBLISHED, TIMEZONE),
         description=(
             f"{n} German homes on {n_feeders} feeders, {days} days from {start:%Y-%m-%d} (UTC), 15-min slots: "
             "SimBench 2016 household load and PV profiles, real 2020 DE-LU day-ahead prices on a dynamic "

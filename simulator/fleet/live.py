@@ -5,10 +5,11 @@
   house's load and PV from the scenario (per slot, PV curtailable via model 123);
 * one aggregator process (``aggregator serve``): in-memory store, the fleet LP,
   the scenario's feeders and limits, its price *series* (``planning.prices_file``,
-  known day-ahead from 11:00 UTC as in the fast mode), re-planning on the hour
+  known as in the fast mode: ``prices_published`` in ``prices_market_timezone``, from the
+  scenario's ``price_knowledge``), re-planning on the hour
   (+ a short offset so that the houses have reported the new slot);
 * one edge-agent process per house (``edge-agent run``) with the house's site
-  limits, a 10 % reserve and the site's coordinates for its forecasts.
+  limits, a 10 % reserve, the site's coordinates and time zone for its forecasts.
 
 All share ``AcceleratedClock(scenario start, speed, anchor, hold_before_anchor=True)``:
 the anchor lies a warm-up ahead and until then the clock stands at the scenario
@@ -45,7 +46,7 @@ import numpy as np
 
 from simulator.fleet.engine import Trace
 from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, Scenario
-from simulator.fleet.strategies import AUCTION_HOUR_UTC, PERFORMANCE_RATIO
+from simulator.fleet.strategies import PERFORMANCE_RATIO, price_publication
 from vpp_common.clock import AcceleratedClock
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,6 +154,7 @@ def write_inputs(sc: Scenario, d: Path, opts: LiveOptions, agg_port: int, metric
             "transformer": f"tx:{fid}",
         })
     horizon = min(672, max(sc.t, math.ceil(opts.lease_s / sc.slot_s)))
+    published, market_tz = price_publication(sc)
     (d / "aggregator.toml").write_text(_toml(
         {"listen": f"127.0.0.1:{agg_port}", "admin_listen": "127.0.0.1:0", "store_url": "memory://",
          "replica_id": "live", "metrics_port": metrics_port, "insecure": True,
@@ -164,7 +166,8 @@ def write_inputs(sc: Scenario, d: Path, opts: LiveOptions, agg_port: int, metric
             # cycles at the scenario start + k x replan_s (as the fast mode), a little later
             "cycle_offset_s": (sc.start.timestamp() + opts.replan_offset_s) % opts.replan_s,
             "replan_on_update": False, "optimiser": "lp", "warm_solver": True, "solve_time_limit_s": 120.0,
-            "prices_file": str(d / "prices.csv"), "prices_publish_hour_utc": AUCTION_HOUR_UTC,
+            "prices_file": str(d / "prices.csv"), "prices_published": published.strftime("%H:%M:%S"),
+            "prices_market_timezone": market_tz,
             "horizon_within_known_prices": True, "terminal_value_per_kwh": "mean_price"}},
         {"feeders": feeders}), encoding="utf-8")
     for h in sc.houses:
@@ -176,7 +179,7 @@ def write_inputs(sc: Scenario, d: Path, opts: LiveOptions, agg_port: int, metric
             {"device": {"host": "127.0.0.1", "port": 502, "poll_interval_s": opts.poll_s,
                         "stale_after_s": 3 * opts.poll_s, "timeout_s": 2.0},
              "site": {"max_import_w": float(h.import_limit_w), "max_export_w": float(h.export_cap_w),
-                      "latitude": sc.latitude, "longitude": sc.longitude,
+                      "latitude": sc.latitude, "longitude": sc.longitude, "timezone": sc.timezone,
                       "pv_peak_w": h.pv_kwp * 1000 * PERFORMANCE_RATIO if h.pv_kwp > 0 else None},
              "battery": {"reserve_soc_pct": DEFAULT_RESERVE_SOC_PCT, "revert_s": opts.revert_s},
              "control": {"tick_s": opts.tick_s, "deadband_w": opts.deadband_w, "grace_s": 4 * opts.replan_s}},

@@ -4,23 +4,38 @@ Units and signs: powers in W.  In a scenario, load and PV are *magnitudes*
 (``load_w`` >= 0 consumed, ``pv_w`` >= 0 produced) because that is how people
 write them down; the physics and the optimiser apply the project's sign
 convention (PV production < 0, battery charging > 0, grid import > 0).
-Prices in currency per kWh (may be negative).  Feeder limits are positive
+Prices in currency per kWh (may be negative), converted from the scenario's unit where read.  Feeder limits are positive
 magnitudes; ``inf`` means no limit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from typing import Literal
 
 import numpy as np
 
+from vpp_common.localtime import zone
 from vpp_common.timeslots import SlotGrid
 
 DEFAULT_EFFICIENCY = 0.95  # one way (charge and discharge each), typical LFP hybrid at part load
 DEFAULT_SOC_MIN_PCT = 5.0
 DEFAULT_RESERVE_SOC_PCT = 10.0
 DEFAULT_INITIAL_SOC_PCT = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class PriceKnowledge:
+    """When the fleet learns its prices.  ``day_ahead``: the next local day's prices become
+    public at ``published``, wall clock of ``market_timezone`` (an IANA name), so a plan
+    sees to the end of today or, after publication, of tomorrow (days of the market's zone).
+    ``in_advance``: a fixed tariff, known for ever; plans still look to the end of tomorrow
+    in the scenario's zone (``published``/``market_timezone`` unused)."""
+
+    kind: Literal["day_ahead", "in_advance"] = "day_ahead"
+    published: time = time(11)
+    market_timezone: str = "UTC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +73,8 @@ class Scenario(SlotGrid):
     currency: str = "EUR"
     description: str = ""
     sources: dict[str, str] = field(default_factory=dict)  # what -> where it came from (for the report)
+    timezone: str = "UTC"  # IANA zone of the fleet: its days (forecasters' time of day, report) are local
+    price_knowledge: PriceKnowledge = field(default_factory=PriceKnowledge)
 
     @property
     def end(self) -> datetime:
@@ -100,6 +117,10 @@ class Scenario(SlotGrid):
                 raise ValueError(f"house {h.house_id}: feeder {h.feeder!r} has no limits")
         if len({h.house_id for h in self.houses}) != n:
             raise ValueError("house ids must be unique")
+        zone(self.timezone)  # ValueError naming an unknown zone
+        zone(self.price_knowledge.market_timezone)
+        if self.price_knowledge.kind not in ("day_ahead", "in_advance"):
+            raise ValueError(f"price_knowledge.kind must be day_ahead or in_advance, got {self.price_knowledge.kind!r}")
 
     def head(self, slots: int) -> Scenario:
         """The first ``slots`` slots (``--days``)."""

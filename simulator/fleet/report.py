@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from simulator.fleet.model import Scenario
 from simulator.fleet.runner import RunResult
+from vpp_common.localtime import zone
 
 JSON_KEYS = ("cost", "self_consumption_ratio", "self_sufficiency", "peak_feeder_load_w", "energy_over_limits_kwh",
              "export_cap_violations", "equivalent_cycles")
@@ -71,6 +73,14 @@ def table(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+def _when(sc: Scenario, at: datetime) -> str:
+    """An instant on the fleet's clock (its days are local days), with UTC beside it."""
+    if sc.timezone == "UTC":
+        return f"{at:%Y-%m-%d %H:%M} UTC"
+    local = at.astimezone(zone(sc.timezone))
+    return f"{local:%Y-%m-%d %H:%M} {sc.timezone} ({at:%Y-%m-%d %H:%M} UTC)"
+
+
 def header(sc: Scenario, first_slot: int) -> str:
     days = (sc.t - first_slot) * sc.slot_s / 86400
     warm = first_slot * sc.slot_s / 86400
@@ -80,7 +90,7 @@ def header(sc: Scenario, first_slot: int) -> str:
     lines = [
         f"scenario {sc.name!r}: {sc.n} houses on {len(sc.feeder_ids)} feeders, {kwp:,.0f} kWp PV, "
         f"{kwh:,.0f} kWh batteries ({sum(h.has_battery for h in sc.houses)} houses)",
-        f"  {days:g} days from {start:%Y-%m-%d %H:%M} UTC"
+        f"  {days:g} days from {_when(sc, start)}"
         + (f" after {warm:g} days of warm-up (forecasters learn; not counted)" if first_slot else ""),
     ]
     for k, v in sc.sources.items():
@@ -142,8 +152,8 @@ def write_plots(result: RunResult, folder: Path) -> list[Path]:
         ax.set_ylabel(f"{fid} kW\n(import > 0)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="upper right", ncol=3, fontsize=8)
-    axes[-1][0].xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
-    fig.suptitle(f"{sc.name}: net feeder power vs limits")
+    axes[-1][0].xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=zone(sc.timezone)))
+    fig.suptitle(f"{sc.name}: net feeder power vs limits (time: {sc.timezone})")
     fig.autofmt_xdate()
     fig.tight_layout()
     written.append(folder / "fleet_power.png")
@@ -163,7 +173,7 @@ def write_plots(result: RunResult, folder: Path) -> list[Path]:
         ax.set_ylabel(f"SoC %\n{LABELS[name]}")
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="upper right", fontsize=8)
-    axes[-1][0].xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+    axes[-1][0].xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=zone(sc.timezone)))
     fig.suptitle("battery state of charge across the fleet")
     fig.autofmt_xdate()
     fig.tight_layout()

@@ -2,10 +2,10 @@
 
 A scenario is a folder (see ``docs/scenario-format.md``)::
 
-    scenario.toml        name, location, slot length, optional start/days
+    scenario.toml        name, location, time zone, slot length, optional start/days; [tariff]
     houses.csv           id, pv_kwp, battery_kwh, battery_kw, export_cap_w, import_limit_w, feeder
     series/<id>.csv      timestamp, load_w, pv_production_w (or pv_production_w_per_kwp)
-    prices.csv           timestamp, import_price_per_kwh, export_price_per_kwh
+    prices.csv           timestamp, import_price_per_kwh, export_price_per_kwh (day_ahead, series)
     feeders.csv          feeder, import_limit_w, export_limit_w [, timestamp]
 
 Every time series is a *step* series: a row's values hold from its timestamp
@@ -16,11 +16,14 @@ averaged over each simulation slot, so hourly prices, 15-minute load and
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from functools import partial
 from pathlib import Path
 
@@ -34,6 +37,16 @@ from simulator.fleet.model import DEFAULT_EFFICIENCY, DEFAULT_INITIAL_SOC_PCT, H
 from simulator.fleet.scenario_checks import GapFill, Plausibility
 
 __all__ = ["ScenarioError", "load_run", "load_scenario", "write_scenario"]
+from simulator.fleet.tariff_input import (
+    PRICE_LIMIT_PER_KWH,
+    Tariff,
+    TariffError,
+    parse_tariff,
+    tariff_prices,
+)
+from vpp_common.localtime import zone
+
+log = logging.getLogger(__name__)
 
 
 def _limit(v: object) -> object:
@@ -64,11 +77,12 @@ class _Meta(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
+    timezone: str | None = None  # IANA zone of the fleet; absent: UTC, with a warning
     description: str = ""
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
     slot_s: int = Field(900, ge=60, le=3600)
-    currency: str = "EUR"
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")  # ISO 4217: [tariff] unit is "<currency>/kWh"
     start: datetime | None = None  # default: the latest first timestamp of all files
     days: float | None = Field(None, gt=0)  # default: as far as every file reaches
     sources: dict[str, str] = {}
@@ -82,6 +96,13 @@ class _Meta(BaseModel):
     def _divides_day(cls, v: int) -> int:
         if 86400 % v:
             raise ValueError("must divide a day (e.g. 900 for 15 minutes)")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            zone(v)  # ValueError naming it
         return v
 
     @field_validator("start")
@@ -103,10 +124,15 @@ class _Series:
 
     def slot_means(self, col: str, start: datetime, slot_s: int, n: int) -> np.ndarray:
         """Mean of the step function over each slot (exact: the integral is piecewise linear)."""
+        s0 = pd.Timestamp(start).value
+        i0 = int(np.searchsorted(self.t_ns, s0))
+        grid = s0 + np.arange(n + 1, dtype=np.int64) * slot_s * 10**9
+        nxt = self.end_ns if i0 + n >= len(self.t_ns) else int(self.t_ns[i0 + n])
+        if np.array_equal(self.t_ns[i0:i0 + n], grid[:n]) and nxt >= grid[n]:
+            return self.cols[col][i0:i0 + n].astype(float)  # a row per slot: its value, exactly
         t = np.append(self.t_ns, self.end_ns).astype(np.float64)
         v = self.cols[col]
         cum = np.concatenate([[0.0], np.cumsum(v * np.diff(t))])
-        s0 = pd.Timestamp(start).value
         edges = s0 + np.arange(n + 1, dtype=np.float64) * slot_s * 1e9
         f = np.interp(edges, t, cum)
         return np.diff(f) / (slot_s * 1e9)
@@ -178,6 +204,87 @@ def _series(path: Path, cols: tuple[str, ...], meta: _Meta, df: pd.DataFrame | N
     return _Series(str(path), t, vals, int(t[-1]) + step)
 
 
+def _loc(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    """pydantic's error location as the field's name in the file: ``tariff.period[1].to``."""
+    out = prefix
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _read_meta(path: Path) -> tuple[_Meta, Tariff]:
+    """scenario.toml: [scenario] and [tariff] (numbers read as decimals: a price's unit is
+    converted exactly, see ``simulator.fleet.tariff_input``)."""
+    if not path.is_file():
+        raise ScenarioError(path, "file not found")
+    try:
+        raw = tomllib.loads(path.read_text(), parse_float=Decimal)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ScenarioError(path, f"not valid TOML: {exc}") from exc
+    if "scenario" in raw:
+        unknown = [k for k in raw if k not in ("scenario", "tariff")]
+        if unknown:
+            raise ScenarioError(path, "unknown table or key (scenario.toml has [scenario] and [tariff])", None,
+                                unknown[0])
+        meta_raw = raw["scenario"]
+    else:
+        meta_raw = {k: v for k, v in raw.items() if k != "tariff"}
+    tariff_raw = raw.get("tariff")
+    try:
+        meta = _Meta.model_validate(meta_raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ScenarioError(path, err["msg"].removeprefix("Value error, "), None, _loc(err["loc"])) from exc
+    try:
+        if tariff_raw is not None and not isinstance(tariff_raw, dict):
+            raise TariffError("tariff", "must be a table [tariff]")
+        tariff = parse_tariff(tariff_raw, meta.currency, meta.timezone or "UTC")
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ScenarioError(path, err["msg"].removeprefix("Value error, "), None, _loc(err["loc"], "tariff")) from exc
+    except TariffError as exc:
+        raise ScenarioError(path, str(exc), None, exc.field) from exc
+    if meta.timezone is None:
+        log.warning("%s: no timezone in [scenario]: the fleet's days (similar-day forecasts, price publication, "
+                    "the report) are UTC days; set e.g. timezone = \"Europe/Berlin\"", path)
+    return meta, tariff
+
+
+# prices.csv: the columns' names say per kWh, but the number's unit is [tariff] unit either way
+PRICE_COLUMNS = (("import_price_per_kwh", "export_price_per_kwh"), ("import_price", "export_price"))
+
+
+def _price_column(df: pd.DataFrame, path: Path, col: str, exp10: int) -> np.ndarray:
+    """A price column in currency/kWh: each number's decimal text x 10**exp10, rounded once
+    (the same price in EUR/MWh, EUR/kWh or ct/kWh gives the same float)."""
+    out = np.empty(len(df))
+    for i, text in enumerate(df[col].astype(str).tolist()):
+        try:
+            d = Decimal(text.strip())
+        except InvalidOperation:
+            d = Decimal("nan")
+        if not d.is_finite():
+            raise ScenarioError(path, f"not a finite number: {text!r}", i + 2, col)
+        out[i] = float(d.scaleb(exp10))
+        if abs(out[i]) > PRICE_LIMIT_PER_KWH:
+            raise ScenarioError(path, f"{text.strip()} is {out[i]:g} per kWh, beyond {PRICE_LIMIT_PER_KWH:g} "
+                                "(wrong [tariff] unit?)", i + 2, col)
+    return out
+
+
+def _price_series(path: Path, tariff: Tariff, meta: _Meta) -> _Series:
+    df = _read_csv(path)
+    cols = next((c for c in PRICE_COLUMNS if set(c) <= set(df.columns)), PRICE_COLUMNS[0])
+    _need(df, path, ("timestamp", *cols))
+    t = _times(df, path)
+    vals = {key: _price_column(df, path, col, tariff.exp10) for key, col in zip(("import", "export"), cols, strict=True)}
+    # plausibility on what the numbers mean (currency/kWh), named by the file's columns
+    checks.check_prices(str(path), dict(zip(cols, vals.values(), strict=True)), meta.checks)
+    step = checks.typical_step_ns(t)
+    t, vals = checks.fill_gaps(str(path), t, vals, step, meta.gap_fill, meta.max_gap_h)
+    return _Series(str(path), t, vals, int(t[-1]) + step)
+
+
 def load_scenario(folder: str | Path, days: float | None = None) -> Scenario:
     """The folder's data from its start with no warm-up: ``days`` (default scenario.toml's) from the start."""
     return load_run(folder, days, warmup_days=0.0)[0]
@@ -191,17 +298,7 @@ def load_run(folder: str | Path, days: float | None = None, warmup_days: float |
     if not root.is_dir():
         raise ScenarioError(root, "not a folder (a scenario is a folder: see docs/scenario-format.md)")
     meta_path = root / "scenario.toml"
-    if not meta_path.is_file():
-        raise ScenarioError(meta_path, "file not found")
-    try:
-        raw = tomllib.loads(meta_path.read_text())
-        meta = _Meta.model_validate(raw.get("scenario", raw))
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(meta_path, f"not valid TOML: {exc}") from exc
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ScenarioError(meta_path, msg, None, ".".join(str(p) for p in err["loc"])) from exc
+    meta, tariff = _read_meta(meta_path)
 
     houses_path = root / "houses.csv"
     hdf = _read_csv(houses_path)
@@ -222,8 +319,9 @@ def load_run(folder: str | Path, days: float | None = None, warmup_days: float |
         seen.add(r.id)
 
     prices_path = root / "prices.csv"
-    prices = _series(prices_path, ("import_price_per_kwh", "export_price_per_kwh"), meta,
-                     check=partial(checks.check_prices, str(prices_path), lim=meta.checks))
+    prices = _price_series(prices_path, tariff, meta) if tariff.needs_prices_file else None
+    if prices is None and prices_path.exists():
+        log.warning("%s: not read: [tariff] kind %r prices every slot itself", prices_path, tariff.kind)
     series: list[tuple[_HouseRow, _Series, str]] = []
     for r in rows:
         p = root / (r.series or f"series/{r.id}.csv")
@@ -253,7 +351,7 @@ def load_run(folder: str | Path, days: float | None = None, warmup_days: float |
             raise ScenarioError(houses_path, f"feeder {r.feeder!r} is not in feeders.csv", r_i + 2, "feeder")
 
     # the common window: from the latest first timestamp to the earliest end
-    all_series = [prices] + [s for _, s, _ in series]
+    all_series = ([prices] if prices is not None else []) + [s for _, s, _ in series]
     start_ns = max(int(s.t_ns[0]) for s in all_series)
     end_ns = min(s.end_ns for s in all_series)
     slot_ns = meta.slot_s * 10**9
@@ -311,13 +409,18 @@ def load_run(folder: str | Path, days: float | None = None, warmup_days: float |
 
     houses = tuple(House(r.id, r.pv_kwp, r.battery_kwh, r.battery_kw, _no_limit(r.export_cap_w),
                          _no_limit(r.import_limit_w), r.feeder, r.initial_soc_pct, r.efficiency) for r in rows)
+    tz = meta.timezone or "UTC"
+    if prices is not None:
+        imp = prices.slot_means("import", start, meta.slot_s, n_slots)
+        exp = prices.slot_means("export", start, meta.slot_s, n_slots)
+    else:
+        imp, exp = tariff_prices(tariff, start, meta.slot_s, n_slots, tz)
     sc = Scenario(
         name=meta.name, start=start, slot_s=meta.slot_s, houses=houses, load_w=load, pv_w=pv,
-        import_price_per_kwh=prices.slot_means("import_price_per_kwh", start, meta.slot_s, n_slots),
-        export_price_per_kwh=prices.slot_means("export_price_per_kwh", start, meta.slot_s, n_slots),
+        import_price_per_kwh=imp, export_price_per_kwh=exp,
         feeder_ids=feeder_ids, feeder_import_limit_w=imp_lim, feeder_export_limit_w=exp_lim,
         latitude=meta.latitude, longitude=meta.longitude, currency=meta.currency,
-        description=meta.description, sources=dict(meta.sources),
+        description=meta.description, sources=dict(meta.sources), timezone=tz, price_knowledge=tariff.knowledge,
     )
     try:
         sc.validate()
@@ -330,8 +433,22 @@ def _no_limit(v: float | None) -> float:
     return math.inf if v is None else v
 
 
+def _num(v: float) -> str:
+    """The shortest text that reads back as the same float (a round trip keeps the Scenario)."""
+    r = repr(float(v))
+    return r[:-2] if r.endswith(".0") else r
+
+
 def _fmt_limit(v: float) -> str:
-    return "" if math.isinf(v) else f"{v:.0f}"
+    return "" if math.isinf(v) else _num(v)
+
+
+def _tariff_toml(sc: Scenario) -> str:
+    pk = sc.price_knowledge
+    if pk.kind == "in_advance":  # the prices as a series; the tariff they came from is not kept
+        return f'[tariff]\nkind = "series"\nunit = "{sc.currency}/kWh"\n'
+    return (f'[tariff]\nkind = "day_ahead"\nunit = "{sc.currency}/kWh"\npublished = "{pk.published:%H:%M}"\n'
+            f"market_timezone = {json.dumps(pk.market_timezone)}\n")
 
 
 def write_scenario(sc: Scenario, folder: str | Path, *, warmup_days: float = 2.0) -> Path:
@@ -339,25 +456,28 @@ def write_scenario(sc: Scenario, folder: str | Path, *, warmup_days: float = 2.0
     the warm-up."""
     root = Path(folder)
     (root / "series").mkdir(parents=True, exist_ok=True)
-    src = "\n".join(f"{k} = {v!r}" for k, v in sc.sources.items())
+    src = "\n".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sc.sources.items())
     (root / "scenario.toml").write_text(
         "# vpp-sim scenario: see docs/scenario-format.md\n[scenario]\n"
-        f"name = {sc.name!r}\ndescription = {sc.description!r}\nlatitude = {sc.latitude}\n"
-        f"longitude = {sc.longitude}\nslot_s = {sc.slot_s}\ncurrency = {sc.currency!r}\n"
-        f"start = {sc.start.strftime('%Y-%m-%dT%H:%M:%SZ')}\nwarmup_days = {warmup_days:g}   # simulated first, "
-        f"not counted\n\n[scenario.sources]\n{src}\n"
+        f"name = {json.dumps(sc.name)}\ndescription = {json.dumps(sc.description)}\nlatitude = {sc.latitude!r}\n"
+        f"longitude = {sc.longitude!r}\ntimezone = {json.dumps(sc.timezone)}\nslot_s = {sc.slot_s}\n"
+        f"currency = {json.dumps(sc.currency)}\nstart = {sc.start.strftime('%Y-%m-%dT%H:%M:%SZ')}\n"
+        f"warmup_days = {warmup_days:g}   # simulated first, not counted\n\n"
+        f"[scenario.sources]\n{src}\n\n{_tariff_toml(sc)}"
     )
     with (root / "houses.csv").open("w") as f:
         f.write("id,pv_kwp,battery_kwh,battery_kw,export_cap_w,import_limit_w,feeder,initial_soc_pct,efficiency\n")
         for h in sc.houses:
-            f.write(f"{h.house_id},{h.pv_kwp:g},{h.battery_kwh:g},{h.battery_kw:g},{_fmt_limit(h.export_cap_w)},"
-                    f"{_fmt_limit(h.import_limit_w)},{h.feeder},{h.initial_soc_pct:g},{h.efficiency:g}\n")
+            f.write(f"{h.house_id},{_num(h.pv_kwp)},{_num(h.battery_kwh)},{_num(h.battery_kw)},"
+                    f"{_fmt_limit(h.export_cap_w)},{_fmt_limit(h.import_limit_w)},{h.feeder},{_num(h.initial_soc_pct)},"
+                    f"{_num(h.efficiency)}\n")
     stamps = [(sc.start + timedelta(seconds=i * sc.slot_s)).strftime("%Y-%m-%dT%H:%M:%SZ") for i in range(sc.t)]
     for i, h in enumerate(sc.houses):
-        body = "\n".join(f"{t},{lo:.1f},{pv:.1f}" for t, lo, pv in zip(stamps, sc.load_w[i], sc.pv_w[i], strict=True))
+        body = "\n".join(f"{t},{_num(lo)},{_num(pv)}" for t, lo, pv in
+                         zip(stamps, sc.load_w[i].tolist(), sc.pv_w[i].tolist(), strict=True))
         (root / "series" / f"{h.house_id}.csv").write_text("timestamp,load_w,pv_production_w\n" + body + "\n")
-    body = "\n".join(f"{t},{a:.5f},{b:.5f}" for t, a, b in
-                     zip(stamps, sc.import_price_per_kwh, sc.export_price_per_kwh, strict=True))
+    body = "\n".join(f"{t},{_num(a)},{_num(b)}" for t, a, b in
+                     zip(stamps, sc.import_price_per_kwh.tolist(), sc.export_price_per_kwh.tolist(), strict=True))
     (root / "prices.csv").write_text("timestamp,import_price_per_kwh,export_price_per_kwh\n" + body + "\n")
     const = all((np.unique(a).size == 1) for a in (*sc.feeder_import_limit_w, *sc.feeder_export_limit_w))
     with (root / "feeders.csv").open("w") as f:

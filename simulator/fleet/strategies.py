@@ -18,9 +18,10 @@ cap); they differ only in the plan each house follows and in the battery:
 * ``perfect_foresight`` (``simulator.fleet.bound``, not a plan source): the LP with the
   real future and the engine's physics, its own solution as the run: the lower bound.
 
-Prices are known the way day-ahead prices are: the next day's after the auction
-(12:00 CET, approximated as 11:00 UTC), so a horizon runs to the end of today or
-of tomorrow.
+Prices are known as the scenario's ``price_knowledge`` says (``known_prices_until``):
+day-ahead prices the next local day's after their publication (wall clock of the market's
+zone), so a horizon runs to the end of today or of tomorrow there; a fixed tariff's are
+known in advance, and a horizon runs to the end of tomorrow in the fleet's zone.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, time
 
 import numpy as np
 
@@ -41,13 +42,14 @@ from aggregator.fleet.cycle import cycle_problem
 from edge_agent.energy_manager.forecast import HistoryForecaster, Site
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
+from vpp_common.localtime import day_ahead_known_until
 from vpp_common.messages import DispatchPlan, PowerForecast, SiteLimits, StorageFlexibility
 from vpp_common.tariff import PriceSeries
 
 STRATEGIES = ("no_battery", "battery_idle", "self_consumption", "tou", "fleet", "perfect_foresight")
 BATTERY_ID = "battery"
 PERFORMANCE_RATIO = 0.85  # PV W at 1000 W/m2 per Wp: the forecaster's prior before it has history
-AUCTION_HOUR_UTC = 11  # day-ahead results are public from about 12:00 CET
+AUCTION_HOUR_UTC = 11  # the older fixed publication (UTC); scenarios now say theirs (PriceKnowledge)
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,20 @@ class StrategyOptions:
     futures: tuple[Future, ...] = DEFAULT_FUTURES
 
 
+def price_publication(sc: Scenario) -> tuple[time, str]:
+    """(publication time, its zone) of the scenario's prices.  Prices known in advance are
+    planned with like day-ahead ones published at local midnight: to the end of tomorrow."""
+    pk = sc.price_knowledge
+    if pk.kind == "in_advance":
+        return time(0), sc.timezone
+    return pk.published, pk.market_timezone
+
+
 def known_prices_until(sc: Scenario, now: datetime) -> int:
-    """Exclusive slot index up to which prices are known at ``now`` (day-ahead publication)."""
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    end = day + timedelta(days=2 if now.hour >= AUCTION_HOUR_UTC else 1)
+    """Exclusive slot index up to which prices are known at ``now``: the end of today or, once
+    the next day's are published, of tomorrow (local days of the market's zone)."""
+    published, tz = price_publication(sc)
+    end = day_ahead_known_until(now, published, tz)
     return min(sc.t, int((end - sc.start).total_seconds() // sc.slot_s))
 
 
@@ -170,7 +182,7 @@ def house_forecasters(sc: Scenario, options: StrategyOptions,
     scaled by what the panels did)."""
     return [HistoryForecaster(sc.slot_s, days=options.forecast_days,
                               site=Site(sc.latitude, sc.longitude, h.pv_kwp * 1000 * PERFORMANCE_RATIO),
-                              clear_sky=clear_sky)
+                              clear_sky=clear_sky, timezone=sc.timezone)
             for h in sc.houses]
 
 
@@ -194,8 +206,10 @@ class LocalTou(PlanSource):
     def __init__(self, sc: Scenario, options: StrategyOptions,
                  clear_sky: Callable[[list[datetime]], np.ndarray]) -> None:
         super().__init__(sc, options)
+        published, market_tz = price_publication(sc)
         prices = PriceSeries([sc.slot_start(s) for s in range(sc.t)], sc.import_price_per_kwh.tolist(),
-                             sc.export_price_per_kwh.tolist(), slot_s=sc.slot_s, publish_hour_utc=AUCTION_HOUR_UTC)
+                             sc.export_price_per_kwh.tolist(), slot_s=sc.slot_s, published=published,
+                             market_timezone=market_tz)
         # the agent re-plans every slot with a lease of two; here every replan_s, so the lease spans it
         lease = max(2, options.replan_s // sc.slot_s + 1)
         self.planners = [LocalTouPlanner(prices, sc.slot_s, lease_slots=lease) for _ in sc.houses]

@@ -69,7 +69,7 @@ def _edit_line(text: str, i: int, f) -> str:
         ("houses.csv", lambda s: s.replace(",f1,", ",f9,", 1), "feeder 'f9' is not in feeders.csv"),
         ("houses.csv", lambda s: s.replace("h02", "h01"), "duplicate house id 'h01'"),
         ("houses.csv", lambda s: s.replace("pv_kwp", "pv_kw"), "missing column(s) pv_kwp"),
-        ("prices.csv", lambda s: s.replace("0.30000", "abc", 1), "prices.csv, line"),
+        ("prices.csv", lambda s: s.replace(",0.3,", ",abc,", 1), "prices.csv, line"),
         ("prices.csv", lambda s: s.replace("2025-06-02T10:00:00Z", "2025-06-02 10:00"), "needs a UTC offset"),
         ("series/h02.csv", lambda s: _edit_line(s, 1, lambda row: row.replace(",", ",-", 1)),
          "h02.csv, line 2, field 'load_w': must be >= 0"),

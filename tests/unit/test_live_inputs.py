@@ -52,3 +52,31 @@ def test_time_varying_feeder_limit_is_reported(tmp_path: Path) -> None:
     assert len(warnings) == 1 and "minimum 20000" in warnings[0]
     agg = load_config(AggregatorConfig, tmp_path / "aggregator.toml")
     assert agg.feeders[0].export_limit_w == 20_000.0
+
+
+def test_price_publication_and_time_zone_reach_the_processes(tmp_path: Path) -> None:
+    """The aggregator learns the market's publication time in its zone, the agents their zone."""
+    from dataclasses import replace
+    from datetime import time
+
+    import pytest
+
+    from simulator.fleet.model import PriceKnowledge
+
+    sc = replace(small_scenario(n=2, hours=2), timezone="America/New_York",
+                 price_knowledge=PriceKnowledge("day_ahead", time(13), "Europe/Berlin"))
+    write_inputs(sc, tmp_path, LiveOptions(), 50051, 9464, lambda m: None)
+    p = load_config(AggregatorConfig, tmp_path / "aggregator.toml").planning
+    assert p.price_publication() == (time(13), "Europe/Berlin") and p.prices_publish_hour_utc is None
+    a = load_config(AgentConfig, tmp_path / f"agent-{sc.houses[0].house_id}.toml")
+    assert a.site.timezone == "America/New_York"
+    # the older key still works (UTC); with the new ones it is refused by name
+    from aggregator.config import PlanningConfig
+
+    cfg: dict[str, object] = {"prices_publish_hour_utc": 11}
+    assert PlanningConfig.model_validate(cfg).price_publication() == (time(11), "UTC")
+    cfg["prices_market_timezone"] = "Europe/Berlin"
+    with pytest.raises(ValueError, match="prices_publish_hour_utc is the older spelling of prices_published"):
+        PlanningConfig.model_validate(cfg)
+    with pytest.raises(ValueError, match="unknown time zone 'Berlin'"):
+        PlanningConfig.model_validate({"prices_market_timezone": "Berlin"})

@@ -125,3 +125,18 @@ async def test_aligned_cycle_waits_for_a_held_clock() -> None:
     p.schedule.next_cycle()
     later = p.schedule.cycle_not_yet()  # 08:01 has not come: the clock stands at 08:00 for another minute
     assert later is not None and later - time.monotonic() == pytest.approx(0.2, abs=0.05)
+
+
+def test_day_ahead_publication_in_the_market_zone(tmp_path: Path) -> None:
+    """Published 13:00 Europe/Berlin: 11:00 UTC in summer; the series is known to the end of the
+    next Berlin day (22:00 UTC)."""
+    from datetime import time
+
+    midnight = T0.replace(hour=0)
+    rows = [(midnight + timedelta(hours=h), 0.1 + h / 1000, 0.05) for h in range(72)]
+    s = PriceSeries.load(_write(tmp_path / "p.csv", rows), slot_s=900, published=time(13),
+                         market_timezone="Europe/Berlin")
+    assert s.known_until(T0.replace(hour=10, minute=59)) == midnight + timedelta(hours=22)
+    assert s.known_until(T0.replace(hour=11)) == midnight + timedelta(days=1, hours=22)
+    with pytest.raises(ValueError, match="not both"):
+        PriceSeries.load(tmp_path / "p.csv", slot_s=900, published=time(13), publish_hour_utc=11)
