@@ -99,6 +99,7 @@ async def _run(args: argparse.Namespace) -> int:
     from edge_agent.agent import EdgeAgent
     from edge_agent.device_connect import DeviceMisconfigured
     from edge_agent.home_assistant.bridge import attach as attach_home_assistant
+    from edge_agent.s2_cem.component import attach as attach_s2_cem
 
     device: dict[str, object] = {}
     config = load_config(AgentConfig, args.config, aggregator=args.aggregator, house_id=args.house_id,
@@ -116,6 +117,7 @@ async def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"clock: {exc}") from None
     agent = EdgeAgent(config, clock=clock)
     attach_home_assistant(agent)  # with a [home_assistant] table: the house over MQTT discovery
+    attach_s2_cem(agent)  # with an [s2] table: S2 Resource Managers connect over WebSocket
     try:
         # a device that does not answer is waited for (logged, vpp_edge_device_connected 0); one that
         # answers and is not what the config says stops the agent, at start or once it answers

@@ -42,6 +42,14 @@ Example ``edge-agent.toml``::
     # username = "vpp"
     # password = "..."
 
+    # [s2]                           # S2 Resource Managers connect here (docs/s2-cem.md)
+    # port = 8765
+    # cert_file = "/etc/vpp/s2.pem"
+    # key_file = "/etc/vpp/s2.key"
+    # [[s2.resource_managers]]
+    # name = "heat-pump"
+    # token = "..."                  # pre-shared bearer token, >= 16 characters
+
     # [[tariff.periods]]             # fixed TOU periods (UTC), or tariff.prices_file = "prices.csv"
     # start = "17:00"
     # end = "21:00"
@@ -62,7 +70,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from edge_agent.link_config import STRICT, HomeAssistantConfig, TlsClientConfig
+from edge_agent.link_config import STRICT, HomeAssistantConfig, S2Config, TlsClientConfig
 from vpp_common.config import EnvOverridesFile
 from vpp_common.tariff import PriceSeries, PriceSource, TouPeriod, TouTariff
 
@@ -276,6 +284,7 @@ class AgentConfig(EnvOverridesFile):
     control: ControlConfig = ControlConfig()
     tariff: TariffConfig | None = Field(None, description="prices for control.mode = \"tou\"")
     home_assistant: HomeAssistantConfig | None = Field(None, description="publish the house over MQTT discovery")
+    s2: S2Config | None = Field(None, description="the agent as an S2 CEM for third-party Resource Managers")
 
     @model_validator(mode="after")
     def _timings_that_can_work(self) -> AgentConfig:

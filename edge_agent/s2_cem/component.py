@@ -1,0 +1,31 @@
+"""The S2 CEM as a component of the agent (``EdgeAgent.components``), built by the CLI with an
+``[s2]`` table: the server, the agent's clock, metrics and refusals, and the house as the
+instruction loop needs it (the plan in force, the grid reading, the site limits in force)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.local_control import plan_in_force
+from edge_agent.s2_cem.server import HouseNow, S2CemServer
+
+
+def house_now(agent: EdgeAgent, now: datetime) -> HouseNow:
+    plan, _ = plan_in_force(agent.override, agent.config.control.mode, agent.plans.current, True)
+    snap = agent.snapshot
+    grid = snap.telemetry.grid_power_w if snap is not None else None
+    grid_w = grid.value if grid is not None and grid.usable else None
+    return HouseNow(plan, grid_w, agent.intake.effective_limits(now))
+
+
+def attach(agent: EdgeAgent) -> S2CemServer | None:
+    """With an ``[s2]`` table: the CEM server, run among the agent's components."""
+    cfg = agent.config.s2
+    if cfg is None:
+        return None
+    server = S2CemServer(cfg, agent.clock.now, agent.metrics.registry, agent.refusals,
+                         house=lambda now: house_now(agent, now),
+                         tick_s=agent.config.control.tick_s / agent.clock.speed)
+    agent.components.append(server)
+    return server
