@@ -1,0 +1,148 @@
+"""The S2 CEM's pure parts: its config, frame checks, control type choice, the instruction
+mapping within the site limits, and the session's refusals (docs/s2-cem.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from pathlib import Path
+
+import pytest
+from s2python.common import ControlType
+
+from edge_agent.config import AgentConfig
+from edge_agent.energy_manager.device_share import device_window
+from edge_agent.s2_cem.instructions import choose, decide_instruction
+from edge_agent.s2_cem.session import CemSession, select_control_type
+from edge_agent.s2_cem.state import Coordinator, Reading, RmSnapshot
+from edge_agent.s2_cem.wire import Refused, parse_frame
+from tests.e2e import s2_rm
+from vpp_common.clock import UTC
+from vpp_common.config import ConfigError, load_config
+from vpp_common.messages import SiteLimits
+
+NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+RM = {"name": "battery", "token": "x" * 16}
+
+
+def agent_with_s2(tmp_path: Path, s2: str) -> AgentConfig:
+    f = tmp_path / "agent.toml"
+    f.write_text(f'insecure = true\nhouse_id = "h1"\n{s2}\n')
+    return load_config(AgentConfig, f)
+
+
+@pytest.mark.parametrize(("s2", "error"), [
+    ('[s2]\nport = 8765\n', "s2.resource_managers"),
+    ('[s2]\ninsecure = true\n[[s2.resource_managers]]\nname = "b"\ntoken = "short"\n', "at least 16"),
+    ('[s2]\n[[s2.resource_managers]]\nname = "b"\ntoken = "0123456789abcdef"\n', "cert_file and key_file"),
+    ('[s2]\ninsecure = true\ncert_file = "/nope.pem"\n[[s2.resource_managers]]\nname = "b"\n'
+     'token = "0123456789abcdef"\n', "both cert_file and key_file"),
+    ('[s2]\ninsecure = true\n[[s2.resource_managers]]\nname = "b"\ntoken = "0123456789abcdef"\n'
+     '[[s2.resource_managers]]\nname = "c"\ntoken = "0123456789abcdef"\n', "share a token"),
+    ('[s2]\ninsecure = true\nmax_messages_per_s = nan\n[[s2.resource_managers]]\nname = "b"\n'
+     'token = "0123456789abcdef"\n', "s2.max_messages_per_s"),
+    ('[s2]\ninsecure = true\nstale_after_s = 1e300\n[[s2.resource_managers]]\nname = "b"\n'
+     'token = "0123456789abcdef"\n', "s2.stale_after_s"),
+    ('[s2]\ninsecure = true\nprot = 1\n[[s2.resource_managers]]\nname = "b"\ntoken = "0123456789abcdef"\n', "prot"),
+])
+def test_bad_s2_config_is_refused_naming_the_key(tmp_path: Path, s2: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        agent_with_s2(tmp_path, s2)
+
+
+def test_good_s2_config(tmp_path: Path) -> None:
+    cfg = agent_with_s2(tmp_path, '[s2]\ninsecure = true\n[[s2.resource_managers]]\nname = "garage"\n'
+                                  'token = "0123456789abcdef"\n')
+    assert cfg.s2 is not None and cfg.s2.resource_managers[0].name == "garage"
+    assert "0123456789abcdef" not in repr(cfg)  # the token is a secret
+
+
+@pytest.mark.parametrize(("frame", "status", "fatal"), [
+    ("{not json", "INVALID_DATA", True),
+    ("[" * 100_000, "INVALID_DATA", True),
+    (b"\xff\xfe", "INVALID_DATA", True),
+    ("[]", "INVALID_DATA", False),
+    ('{"message_type": "Nope", "message_id": "%s"}' % uuid.uuid4(), "INVALID_MESSAGE", False),
+    ('{"message_type": "FRBC.StorageStatus", "message_id": "%s", "present_fill_level": Infinity}' % uuid.uuid4(),
+     "INVALID_MESSAGE", False),
+    ('{"message_type": "FRBC.StorageStatus", "message_id": "%s", "present_fill_level": 1e999}' % uuid.uuid4(),
+     "INVALID_CONTENT", False),
+    ('{"message_type": "FRBC.StorageStatus", "message_id": "%s", "present_fill_level": -1e10}' % uuid.uuid4(),
+     "INVALID_CONTENT", False),
+])
+def test_frames_that_are_refused(frame: str | bytes, status: str, fatal: bool) -> None:
+    got = parse_frame(frame)
+    assert isinstance(got, Refused) and got.status.value == status and got.fatal == fatal
+    got.reception_status()  # always a valid S2 message to send back
+
+
+def test_a_power_past_1_mw_is_refused_in_a_description() -> None:
+    desc = s2_rm.system_description().to_json().replace("5000.0", "5000000.0", 1)
+    got = parse_frame(desc)
+    assert isinstance(got, Refused) and got.status.value == "INVALID_CONTENT" and "power_ranges[0]" in got.diagnostic
+
+
+def test_control_type_preference() -> None:
+    c = ControlType
+    assert select_control_type([c.OPERATION_MODE_BASED_CONTROL, c.FILL_RATE_BASED_CONTROL]) is c.FILL_RATE_BASED_CONTROL
+    assert select_control_type([c.POWER_ENVELOPE_BASED_CONTROL, c.POWER_PROFILE_BASED_CONTROL]) \
+        is c.POWER_PROFILE_BASED_CONTROL
+    assert select_control_type([c.POWER_ENVELOPE_BASED_CONTROL, c.OPERATION_MODE_BASED_CONTROL]) \
+        is c.OPERATION_MODE_BASED_CONTROL
+    assert select_control_type([c.POWER_ENVELOPE_BASED_CONTROL]) is c.POWER_ENVELOPE_BASED_CONTROL
+    assert select_control_type([c.DEMAND_DRIVEN_BASED_CONTROL]) is c.NO_SELECTION
+
+
+def test_the_device_window_keeps_the_grid_within_the_site_limits() -> None:
+    limits = SiteLimits(11_000, 4_600)
+    assert device_window(9_000, 1_000, limits) == (-4_600 - 8_000, 3_000)  # 3 kW of fuse left for it
+    for bad in (math.nan, math.inf, None):
+        assert device_window(bad, 0, limits) is None and device_window(0, bad, limits) is None
+    assert device_window(0, 0, SiteLimits(math.nan, 0)) is None
+
+
+def test_choose_maps_power_to_mode_and_factor_within_the_window() -> None:
+    desc = s2_rm.system_description()
+    t = choose(desc, 50, 2_500, None, None, "plan")
+    assert t is not None and t.operation_mode_id == str(s2_rm.CHARGE) and t.factor == pytest.approx(0.5)
+    t = choose(desc, 50, -2_000, None, None, "plan")
+    assert t is not None and t.operation_mode_id == str(s2_rm.DISCHARGE) and t.factor == pytest.approx(0.6)
+    t = choose(desc, 50, 0, None, str(s2_rm.IDLE), "plan")
+    assert t is not None and t.operation_mode_id == str(s2_rm.IDLE)  # the present mode wins a tie
+    # the plan wants 5 kW but only 1.5 kW of the fuse is left: the site limit wins
+    t = choose(desc, 50, 5_000, (-10_000, 1_500), None, "plan")
+    assert t is not None and t.power_w == pytest.approx(1_500) and t.factor == pytest.approx(0.3)
+    assert choose(desc, 150, 1_000, None, None, "plan") is None  # no element holds that fill level
+    assert choose(desc, math.nan, 1_000, None, None, "plan") is None
+    assert choose(desc, 50, math.inf, None, None, "plan") is None
+
+
+def frbc_snapshot(power_w: float) -> RmSnapshot:
+    return RmSnapshot(name="b", session=1, connected=True, phase="active", connected_at=NOW, last_message_at=NOW,
+                      resource_id=str(uuid.uuid4()), control_type="FILL_RATE_BASED_CONTROL",
+                      system_description=s2_rm.system_description(), fill_level=Reading(50, NOW),
+                      power_w=Reading(power_w, NOW))
+
+
+def test_without_a_plan_the_rm_is_left_alone_unless_it_breaks_a_limit() -> None:
+    limits = SiteLimits(11_000, 4_600)
+    snap = frbc_snapshot(4_000)
+    assert decide_instruction(snap, NOW, None, 5_000, limits, 60, 100) is None
+    # the house draws 12 kW with the battery charging 4 kW: it must give up 1 kW at least
+    t = decide_instruction(snap, NOW, None, 12_000, limits, 60, 100)
+    assert t is not None and t.power_w == pytest.approx(3_000) and "site limit" in t.reason
+    assert decide_instruction(snap, NOW, None, None, limits, 60, 100) is None  # no grid reading: nothing sent
+    stale = frbc_snapshot(4_000)
+    assert decide_instruction(stale, NOW + dt.timedelta(seconds=61), None, 12_000, limits, 60, 100) is None
+
+
+def test_a_resource_id_is_held_by_one_live_session() -> None:
+    coordinator = Coordinator()
+    first = CemSession("a", coordinator, NOW, lambda: NOW)
+    assert coordinator.claim("a", "r1") is None
+    CemSession("b", coordinator, NOW, lambda: NOW)
+    assert coordinator.claim("b", "r1") is not None and "'a'" in (coordinator.claim("b", "r1") or "")
+    first.closed("gone")
+    assert coordinator.claim("b", "r1") is None  # the first session's claim went with it
+    assert coordinator.snapshots["a"].state(NOW, 60) == "disconnected"
