@@ -23,7 +23,11 @@ from vpp_common.config import ConfigError, load_config
 from vpp_common.messages import SiteLimits
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
-RM = {"name": "battery", "token": "x" * 16}
+MID = str(uuid.uuid4())
+
+
+def storage(fill: str) -> str:
+    return '{"message_type": "FRBC.StorageStatus", "message_id": "' + MID + '", "present_fill_level": ' + fill + "}"
 
 
 def agent_with_s2(tmp_path: Path, s2: str) -> AgentConfig:
@@ -63,13 +67,10 @@ def test_good_s2_config(tmp_path: Path) -> None:
     ("[" * 100_000, "INVALID_DATA", True),
     (b"\xff\xfe", "INVALID_DATA", True),
     ("[]", "INVALID_DATA", False),
-    ('{"message_type": "Nope", "message_id": "%s"}' % uuid.uuid4(), "INVALID_MESSAGE", False),
-    ('{"message_type": "FRBC.StorageStatus", "message_id": "%s", "present_fill_level": Infinity}' % uuid.uuid4(),
-     "INVALID_MESSAGE", False),
-    ('{"message_type": "FRBC.StorageStatus", "message_id": "%s", "present_fill_level": 1e999}' % uuid.uuid4(),
-     "INVALID_CONTENT", False),
-    ('{"message_type": "FRBC.StorageStatus", "message_id": "%s", "present_fill_level": -1e10}' % uuid.uuid4(),
-     "INVALID_CONTENT", False),
+    ('{"message_type": "Nope", "message_id": "' + MID + '"}', "INVALID_MESSAGE", False),
+    (storage("Infinity"), "INVALID_MESSAGE", False),
+    (storage("1e999"), "INVALID_CONTENT", False),
+    (storage("-1e10"), "INVALID_CONTENT", False),
 ])
 def test_frames_that_are_refused(frame: str | bytes, status: str, fatal: bool) -> None:
     got = parse_frame(frame)
