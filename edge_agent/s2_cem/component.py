@@ -8,6 +8,7 @@ from datetime import datetime
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.local_control import plan_in_force
+from edge_agent.s2_cem.listing import status_path
 from edge_agent.s2_cem.server import HouseNow, S2CemServer
 
 
@@ -26,6 +27,7 @@ def attach(agent: EdgeAgent) -> S2CemServer | None:
         return None
     server = S2CemServer(cfg, agent.clock.now, agent.metrics.registry, agent.refusals,
                          house=lambda now: house_now(agent, now),
-                         tick_s=agent.config.control.tick_s / agent.clock.speed)
+                         tick_s=agent.config.control.tick_s / agent.clock.speed,
+                         status_file=status_path(agent.config.state_dir) if agent.config.state_dir else None)
     agent.components.append(server)
     return server

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -29,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from edge_agent.link_config import S2Config
 from edge_agent.refusals import Refusals
 from edge_agent.s2_cem.instructions import decide_instruction
+from edge_agent.s2_cem.listing import rows, write_status
 from edge_agent.s2_cem.session import PREFERENCE, CemSession, Outcome
 from edge_agent.s2_cem.state import Coordinator, RmSnapshot
 from edge_agent.s2_cem.wire import Refused, parse_frame
@@ -94,15 +96,32 @@ def tls_context(cfg: S2Config) -> ssl.SSLContext | None:
 class S2CemServer:
     def __init__(self, cfg: S2Config, clock: Callable[[], datetime], registry: CollectorRegistry,
                  refusals: Refusals, house: Callable[[datetime], HouseNow] | None = None,
-                 tick_s: float = 5.0) -> None:
+                 tick_s: float = 5.0, status_file: Path | None = None) -> None:
         self.cfg, self.clock, self.refusals, self.house, self.tick_s = cfg, clock, refusals, house, tick_s
         self.metrics = S2Metrics(registry)
         self.coordinator = Coordinator()
-        self.coordinator.listeners.append(lambda _: self.metrics.count_sessions(list(self.coordinator.snapshots.values())))
+        self.coordinator.listeners.append(self._on_snapshot)
+        self.status_file = status_file
+        self._changed = status_file is not None  # the file says "none connected" from the start
         self.live: dict[str, tuple[web.WebSocketResponse, CemSession]] = {}
         self._tokens = [(rm.name, rm.token.get_secret_value().encode()) for rm in cfg.resource_managers]
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+
+    def _on_snapshot(self, _: RmSnapshot) -> None:
+        self.metrics.count_sessions(list(self.coordinator.snapshots.values()))
+        self._changed = True
+
+    def write_status(self) -> None:
+        """The status file of ``edge-agent s2 list``, if something changed."""
+        if self.status_file is None or not self._changed:
+            return
+        self._changed = False
+        try:
+            write_status(self.status_file, self.clock(),
+                         rows(list(self.coordinator.snapshots.values()), self.clock(), self.cfg.stale_after_s))
+        except OSError as exc:
+            log.warning("S2: cannot write %s: %s", self.status_file, exc.strerror or exc)
 
     @property
     def url(self) -> str:
@@ -133,7 +152,11 @@ class S2CemServer:
         try:
             while True:
                 await asyncio.sleep(self.tick_s)
-                await self.instruct_all()
+                try:
+                    await self.instruct_all()
+                    self.write_status()
+                except Exception:  # a bug here must not stop the server the RMs depend on
+                    log.exception("S2 instruction round failed")
         finally:
             await self.stop()
 
@@ -168,6 +191,9 @@ class S2CemServer:
             reason = await self._serve(ws, session)
         except (ConnectionError, RuntimeError) as exc:  # the peer went away while we sent
             reason = f"connection lost: {exc}"
+        except Exception:  # a bug must end this session only, never the agent
+            log.exception("S2 RM %r: session failed", name)
+            reason = "internal error (logged)"
         finally:
             session.closed(reason)
             if self.live.get(name, (None, None))[1] is session:
@@ -175,6 +201,7 @@ class S2CemServer:
             if not ws.closed:
                 await ws.close()
             log.info("S2 RM %r session %d ended: %s", name, session.snap.session, reason)
+            self.write_status()
         return ws
 
     async def _serve(self, ws: web.WebSocketResponse, session: CemSession) -> str:
@@ -259,3 +286,13 @@ class S2CemServer:
             except (ConnectionError, RuntimeError) as exc:
                 log.info("S2 RM %r: instruction not sent: %s", session.name, exc)
         return sent
+
+    async def revoke(self, name: str, instruction_id: str) -> bool:
+        """Withdraw an instruction of RM ``name``'s live session (RevokeObject); False if there is
+        no such unfinished instruction."""
+        ws, session = self.live.get(name, (None, None))
+        msg = session.revoke(instruction_id) if session is not None else None
+        if ws is None or session is None or msg is None:
+            return False
+        await self._send(ws, session, [msg])
+        return True
