@@ -137,6 +137,9 @@ class S2Config(BaseModel):
     max_messages_per_s: float = Field(20.0, gt=0, le=1000, description="sustained message rate per session")
     burst_messages: int = Field(100, ge=1, le=10_000, description="messages a session may send at once")
     max_message_bytes: int = Field(1_048_576, ge=4096, le=16_777_216, description="largest message, bytes")
+    # parsing costs ~0.2 ms/kB on the agent's one event loop (docs/s2-cem.md): 256 kB/s is ~5 % of it per RM
+    max_bytes_per_s: int = Field(262_144, ge=4096, le=16_777_216, description="sustained bytes/s per session "
+                                                                             "(burst: max_message_bytes)")
     heartbeat_s: float = Field(20.0, gt=0, le=600, description="WebSocket ping period; a peer that does not "
                                                                "answer is disconnected (real s)")
     instruction_deadband_w: float = Field(100.0, ge=0, le=100_000,

@@ -4,7 +4,8 @@ its factor, within the house's safety envelope (energy_manager/device_share.py).
 * The wanted power comes from the house's plan: the plan slot's setpoint for the RM's
   resource id.  Without one the RM is left to itself (no instruction), unless its present
   power puts the grid past the site limits: then it is asked for the nearest power that does
-  not (an external device never bypasses the export cap or the import limit).
+  not (an external device never bypasses the export cap or the import limit).  Without a
+  usable grid reading or the RM's present power the limits cannot be checked: nothing is asked.
 * The reachable powers: per operation mode (not ``abnormal_condition_only``; with transitions
   described, only the present mode and those one transition away), the element whose fill
   level range holds the present fill level; factor 0..1 maps its power range start..end
@@ -113,10 +114,12 @@ def decide_instruction(snap: RmSnapshot, now: datetime, plan: DispatchPlan | Non
         return None
     device_w = present_power(snap, now, stale_after_s)
     window = device_window(grid_w, device_w, limits)
+    if window is None or device_w is None:
+        return None  # the limits cannot be checked (no grid reading, the RM's power unknown): ask nothing
     wanted = wanted_power(plan, now, snap.resource_id)
     if wanted is not None:
         reason = "plan setpoint"
-    elif window is not None and device_w is not None and violation(device_w, window) > deadband_w:
+    elif violation(device_w, window) > deadband_w:
         wanted, reason = device_w, "site limit"  # the nearest power within the limits
     else:
         return None  # no plan for it: the device is left to itself

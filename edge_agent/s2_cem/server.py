@@ -56,13 +56,13 @@ class TokenBucket:
         self.rate, self.burst, self._now = rate, float(burst), monotonic
         self.tokens, self._at = float(burst), monotonic()
 
-    def take(self) -> bool:
+    def take(self, cost: float = 1.0) -> bool:
         now = self._now()
         self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
         self._at = now
-        if self.tokens < 1.0:
+        if self.tokens < cost:
             return False
-        self.tokens -= 1.0
+        self.tokens -= cost
         return True
 
 
@@ -77,6 +77,8 @@ class S2Metrics:
                                 ["direction", "control_type"], registry=r)
         self.closed = Counter("vpp_edge_s2_sessions_closed_total", "S2 sessions ended, by cause.", ["cause"],
                               registry=r)
+        self.instructions = Counter("vpp_edge_s2_instructions_total", "Instructions sent to S2 RMs, by control "
+                                    "type.", ["control_type"], registry=r)
 
     def count_sessions(self, snapshots: list[RmSnapshot]) -> None:
         live = [s.control_type or "none" for s in snapshots if s.connected]
@@ -207,6 +209,8 @@ class S2CemServer:
     async def _serve(self, ws: web.WebSocketResponse, session: CemSession) -> str:
         """Read until the session ends; returns why it ended."""
         bucket = TokenBucket(self.cfg.max_messages_per_s, self.cfg.burst_messages)
+        # bytes too: the largest legal description takes ~80 ms to validate, and the loop is the agent's
+        volume = TokenBucket(self.cfg.max_bytes_per_s, self.cfg.max_message_bytes)
         deadline = asyncio.get_running_loop().time() + self.cfg.handshake_timeout_s
         while True:
             timeout = None
@@ -229,6 +233,9 @@ class S2CemServer:
                 return await self._end(ws, "flood", WSCloseCode.POLICY_VIOLATION,
                                        f"more than {self.cfg.max_messages_per_s:g} messages/s (burst "
                                        f"{self.cfg.burst_messages})")
+            if isinstance(frame.data, str | bytes) and not volume.take(len(frame.data)):
+                return await self._end(ws, "flood", WSCloseCode.POLICY_VIOLATION,
+                                       f"more than {self.cfg.max_bytes_per_s} bytes/s")
             if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
             why = await self._take(ws, session, frame.data)
@@ -282,6 +289,7 @@ class S2CemServer:
                      target.operation_mode_id, target.factor, target.power_w, target.reason)
             try:
                 await self._send(ws, session, [msg])
+                self.metrics.instructions.labels(session.snap.control_type or "none").inc()
                 sent += 1
             except (ConnectionError, RuntimeError) as exc:
                 log.info("S2 RM %r: instruction not sent: %s", session.name, exc)

@@ -30,7 +30,7 @@ from vpp_common.clock import UTC
 async def cem(tmp_path: Path) -> AsyncIterator[tuple[S2CemServer, Plan]]:
     house = Plan()
     registry = CollectorRegistry()
-    server = S2CemServer(s2_config(max_message_bytes=8192), lambda: dt.datetime.now(UTC), registry,
+    server = S2CemServer(s2_config(max_message_bytes=8192, max_bytes_per_s=8192), lambda: dt.datetime.now(UTC), registry,
                          Refusals(Counter("refused", "x", ["source", "reason"], registry=registry)), house=house,
                          status_file=tmp_path / "s2_sessions.json")
     await server.start()
@@ -139,6 +139,24 @@ async def test_a_frame_too_large_ends_the_session(cem) -> None:
     finally:
         await http.close()
     await until(lambda: not server.live, "the session to end")
+
+
+async def test_a_flood_of_bytes_ends_the_session(cem) -> None:
+    server, _ = cem
+    http, peer = await connect(server, TOKENS["battery"])
+    try:
+        await peer.recv()
+        frame_text = json.dumps({"message_type": "PowerMeasurement", "pad": "x" * 7000})  # each one refused
+        for _ in range(10):
+            try:
+                await peer.ws.send_str(frame_text)
+            except ConnectionError:
+                break
+        while (frame := await asyncio.wait_for(peer.ws.receive(), 5)).type == aiohttp.WSMsgType.TEXT:
+            pass
+        assert frame.type == aiohttp.WSMsgType.CLOSE and frame.data == 1008 and "bytes/s" in frame.extra
+    finally:
+        await http.close()
 
 
 async def test_s2_list_reads_the_status_file(cem, tmp_path: Path, capsys: pytest.CaptureFixture[str],

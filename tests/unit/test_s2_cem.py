@@ -20,7 +20,7 @@ from edge_agent.s2_cem.wire import Refused, parse_frame
 from tests.e2e import s2_rm
 from vpp_common.clock import UTC
 from vpp_common.config import ConfigError, load_config
-from vpp_common.messages import SiteLimits
+from vpp_common.messages import DispatchPlan, Envelope, FallbackMode, PlanSlot, Setpoint, SiteLimits
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 MID = str(uuid.uuid4())
@@ -147,3 +147,19 @@ def test_a_resource_id_is_held_by_one_live_session() -> None:
     first.closed("gone")
     assert coordinator.claim("b", "r1") is None  # the first session's claim went with it
     assert coordinator.snapshots["a"].state(NOW, 60) == "disconnected"
+
+
+def test_a_plan_setpoint_is_followed_within_the_limits_and_never_blind() -> None:
+    limits = SiteLimits(11_000, 4_600)
+    snap = frbc_snapshot(0)
+    assert snap.resource_id is not None
+    sp = Setpoint(snap.resource_id, 5_000, Envelope(5_000, 5_000))
+    plan = DispatchPlan("p", 1, NOW, NOW, NOW + dt.timedelta(hours=1), 3600, (PlanSlot(NOW, (sp,)),),
+                        fallback=FallbackMode.SELF_CONSUMPTION)
+    t = decide_instruction(snap, NOW, plan, 1_000, limits, 60, 100)
+    assert t is not None and t.power_w == pytest.approx(5_000) and t.reason == "plan setpoint"
+    t = decide_instruction(snap, NOW, plan, 8_000, limits, 60, 100)  # 3 kW of the fuse left
+    assert t is not None and t.power_w == pytest.approx(3_000)
+    for grid in (None, math.nan, math.inf):
+        assert decide_instruction(snap, NOW, plan, grid, limits, 60, 100) is None  # blind: nothing asked
+    assert decide_instruction(snap, NOW, plan, 1_000, SiteLimits(math.nan, 0), 60, 100) is None
