@@ -39,6 +39,7 @@ from vpp_common.messages import DispatchPlan, SiteLimits
 log = logging.getLogger(__name__)
 
 SOURCE = "s2"  # refusals' source label
+STATUS_MIN_S = 1.0  # the status file at most once a real second (an accelerated clock ticks faster)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,7 @@ class S2CemServer:
         self.coordinator.listeners.append(self._on_snapshot)
         self.status_file = status_file
         self._changed = status_file is not None  # the file says "none connected" from the start
+        self._written = -STATUS_MIN_S
         self.live: dict[str, tuple[web.WebSocketResponse, CemSession]] = {}
         self._tokens = [(rm.name, rm.token.get_secret_value().encode()) for rm in cfg.resource_managers]
         self._runner: web.AppRunner | None = None
@@ -114,11 +116,12 @@ class S2CemServer:
         self.metrics.count_sessions(list(self.coordinator.snapshots.values()))
         self._changed = True
 
-    def write_status(self) -> None:
-        """The status file of ``edge-agent s2 list``, if something changed."""
-        if self.status_file is None or not self._changed:
+    def write_status(self, force: bool = False) -> None:
+        """The status file of ``edge-agent s2 list``, if something changed (``force``: now)."""
+        if self.status_file is None or not (self._changed or force) or (
+                not force and time.monotonic() - self._written < STATUS_MIN_S):
             return
-        self._changed = False
+        self._changed, self._written = False, time.monotonic()
         try:
             write_status(self.status_file, self.clock(),
                          rows(list(self.coordinator.snapshots.values()), self.clock(), self.cfg.stale_after_s))

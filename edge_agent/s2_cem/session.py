@@ -45,6 +45,7 @@ from s2python.message import S2Message, S2MessageWithID
 from s2python.version import S2_VERSION
 
 from edge_agent.s2_cem.state import (
+    MAX_INSTRUCTIONS_KEPT,
     ActuatorState,
     Coordinator,
     InstructionRecord,
@@ -267,6 +268,8 @@ class CemSession:
                               operation_mode=uuid.UUID(mode_id), operation_mode_factor=factor,
                               execution_time=now, abnormal_condition=False)
         self._sent[str(msg.message_id)] = str(msg.id)
+        while len(self._sent) > MAX_INSTRUCTIONS_KEPT:  # an RM that never acknowledges: the oldest go
+            del self._sent[next(iter(self._sent))]
         self._set(self.snap.with_instruction(InstructionRecord(str(msg.id), str(msg.message_id), actuator_id,
                                                                mode_id, factor, power_w, now)))
         return msg

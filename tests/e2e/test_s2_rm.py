@@ -140,3 +140,51 @@ async def test_an_rm_that_drops_off_mid_instruction_is_stale_not_zero(agent) -> 
         await until(lambda: edge.stats.polls > decisions + 2, "more polls")
     finally:
         rm.stop()
+
+
+async def test_hostile_peers_do_not_disturb_the_house_or_the_next_rm(agent) -> None:
+    """Bad token, invalid JSON, a flood, out-of-order messages: each session ends or goes on as
+    docs/s2-cem.md says, the agent keeps polling and deciding, and a good RM is served after."""
+    import aiohttp
+
+    edge, server = agent
+    polls, decisions = edge.stats.polls, sum(edge.stats.decisions.values())
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await http.ws_connect(server.url, headers={"Authorization": "Bearer wrong-token-wrong-token"})
+        async with http.ws_connect(server.url, headers=auth) as ws:
+            await ws.receive()  # the CEM's Handshake
+            await ws.send_str('{"message_type": "Handshake", "message_id": ')
+            assert json.loads((await ws.receive()).data)["status"] == "INVALID_DATA"
+            assert (await ws.receive()).type == aiohttp.WSMsgType.CLOSE
+        async with http.ws_connect(server.url, headers=auth) as ws:
+            await ws.receive()
+            await ws.send_str(json.dumps({"message_type": "FRBC.StorageStatus", "message_id": str(uuid.uuid4()),
+                                          "present_fill_level": 50}))
+            status = json.loads((await ws.receive()).data)
+            assert status["status"] == "INVALID_CONTENT" and "out of order" in status["diagnostic_label"]
+            for _ in range(300):
+                if ws.closed:
+                    break
+                try:
+                    await ws.send_str("{}")
+                except ConnectionError:
+                    break
+            while (frame := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                pass
+            assert frame.type == aiohttp.WSMsgType.CLOSE and frame.data == 1008
+    await until(lambda: edge.stats.polls > polls + 3 and sum(edge.stats.decisions.values()) > decisions + 3,
+                "the agent to go on polling and deciding")
+    assert edge.refusals.by_source["s2"] >= 4
+    rm = RmProcess(server.url, TOKEN, "--resource-id", str(RESOURCE))
+    try:
+        await rm.wait_for(event="selected")
+        await until(lambda: (s := server.coordinator.snapshots.get("garage")) is not None
+                    and s.power_w is not None and s.actuators != (), "the battery's state")
+        edge.override = plan_for(str(RESOURCE), 1000.0, edge)
+        got = await rm.wait_for(event="instruction")
+        assert got["factor"] == pytest.approx(0.2)
+        await rm.wait_for(event="status", status="SUCCEEDED")
+    finally:
+        rm.stop()

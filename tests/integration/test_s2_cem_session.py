@@ -165,7 +165,7 @@ async def test_s2_list_reads_the_status_file(cem, tmp_path: Path, capsys: pytest
     server, _ = cem
     http, peer = await active(server)
     try:
-        server.write_status()
+        server.write_status(force=True)
     finally:
         await http.close()
     config = tmp_path / "agent.toml"
@@ -175,7 +175,7 @@ async def test_s2_list_reads_the_status_file(cem, tmp_path: Path, capsys: pytest
     out = capsys.readouterr().out
     assert "battery" in out and "FILL_RATE_BASED_CONTROL" in out and "active" in out
     await until(lambda: not server.live, "the session to end")
-    server.write_status()
+    server.write_status(force=True)
     assert main(["s2", "list", "--config", str(config), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["resource_managers"]
     assert listed[0]["state"] == "disconnected" and listed[0]["control_type"] == "FILL_RATE_BASED_CONTROL"

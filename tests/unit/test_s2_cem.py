@@ -163,3 +163,15 @@ def test_a_plan_setpoint_is_followed_within_the_limits_and_never_blind() -> None
     for grid in (None, math.nan, math.inf):
         assert decide_instruction(snap, NOW, plan, grid, limits, 60, 100) is None  # blind: nothing asked
     assert decide_instruction(snap, NOW, plan, 1_000, SiteLimits(math.nan, 0), 60, 100) is None
+
+
+def test_a_silent_rm_is_stale_and_a_gone_one_disconnected() -> None:
+    snap = frbc_snapshot(1_000)
+    assert snap.state(NOW + dt.timedelta(seconds=59), 60) == "active"
+    assert snap.state(NOW + dt.timedelta(seconds=61), 60) == "stale"
+    coordinator = Coordinator()
+    coordinator.next_session("b")
+    coordinator.publish(snap)
+    assert coordinator.usable(NOW, 60) == [snap] and coordinator.usable(NOW + dt.timedelta(seconds=61), 60) == []
+    gone = RmSnapshot(**{f: getattr(snap, f) for f in RmSnapshot.__slots__ if f != "connected"}, connected=False)
+    assert gone.state(NOW, 60) == "disconnected" and gone.power_w == snap.power_w  # kept, not zeroed, not used
