@@ -13,7 +13,14 @@ from edge_agent.s2_cem.server import HouseNow, S2CemServer
 
 
 def house_now(agent: EdgeAgent, now: datetime) -> HouseNow:
-    plan, _ = plan_in_force(agent.override, agent.config.control.mode, agent.plans.current, True)
+    """The plan the agent's own control loop follows now (the aggregator's while the stream is
+    up or within its grace, the local TOU plan, or a local override), or None for its fallback."""
+    plan, stream_ok = agent.plans.current, agent.stream_ok()
+    if agent.local_tou is not None:
+        plan, stream_ok = agent.local_tou.current, True  # made by the control loop each slot
+    plan, stream_ok = plan_in_force(agent.override, agent.config.control.mode, plan, stream_ok)
+    if not stream_ok:
+        plan = None
     snap = agent.snapshot
     grid = snap.telemetry.grid_power_w if snap is not None else None
     grid_w = grid.value if grid is not None and grid.usable else None

@@ -175,3 +175,23 @@ def test_a_silent_rm_is_stale_and_a_gone_one_disconnected() -> None:
     assert coordinator.usable(NOW, 60) == [snap] and coordinator.usable(NOW + dt.timedelta(seconds=61), 60) == []
     gone = RmSnapshot(**{f: getattr(snap, f) for f in RmSnapshot.__slots__ if f != "connected"}, connected=False)
     assert gone.state(NOW, 60) == "disconnected" and gone.power_w == snap.power_w  # kept, not zeroed, not used
+
+
+def test_the_rm_follows_the_plan_the_agent_follows() -> None:
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.config import ControlConfig
+    from edge_agent.s2_cem.component import house_now
+    from vpp_common.clock import ManualClock
+
+    cfg = AgentConfig(house_id="h", insecure=True, metrics_port=None, state_dir=None,
+                      control=ControlConfig(grace_s=60))
+    a = EdgeAgent(cfg, clock=ManualClock(NOW))
+    plan = DispatchPlan("p", 1, NOW, NOW, NOW + dt.timedelta(hours=1), 3600, (PlanSlot(NOW, ()),))
+    a.plans.current = plan
+    a._stream_down_since = None  # the stream is up
+    assert house_now(a, NOW).plan is plan
+    a._stream_down_since = -1e9  # down far past its grace: the agent's fallback, nothing for the RM
+    assert house_now(a, NOW).plan is None
+    a.override = plan  # a local override holds whatever the stream does
+    assert house_now(a, NOW).plan is plan
+    assert house_now(a, NOW).grid_w is None  # no reading yet: no instruction will be built on it
