@@ -39,6 +39,7 @@ from vpp_common.messages import DispatchPlan, SiteLimits
 log = logging.getLogger(__name__)
 
 SOURCE = "s2"  # refusals' source label
+CLOSE_TIMEOUT_S = 2.0  # a peer that does not answer our close frame is dropped after this (real s)
 STATUS_MIN_S = 1.0  # the status file at most once a real second (an accelerated clock ticks faster)
 
 
@@ -110,6 +111,7 @@ class S2CemServer:
         self.live: dict[str, tuple[web.WebSocketResponse, CemSession]] = {}
         self._tokens = [(rm.name, rm.token.get_secret_value().encode()) for rm in cfg.resource_managers]
         self._runner: web.AppRunner | None = None
+        self._closing: set[asyncio.Task[bool]] = set()
         self.port: int | None = None
 
     def _on_snapshot(self, _: RmSnapshot) -> None:
@@ -183,9 +185,14 @@ class S2CemServer:
             raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="s2"'}, text="bearer token required")
         old = self.live.get(name)
         if old is not None:
+            # not awaited: a half-open peer would hold the new one up for the whole close timeout
             log.info("S2 RM %r connected again: the older connection is closed", name)
-            await old[0].close(code=WSCloseCode.POLICY_VIOLATION, message=b"replaced by a newer connection")
-        ws = web.WebSocketResponse(heartbeat=self.cfg.heartbeat_s, max_msg_size=self.cfg.max_message_bytes)
+            task = asyncio.create_task(old[0].close(code=WSCloseCode.POLICY_VIOLATION,
+                                                    message=b"replaced by a newer connection"))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        ws = web.WebSocketResponse(heartbeat=self.cfg.heartbeat_s, max_msg_size=self.cfg.max_message_bytes,
+                                   timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
         session = CemSession(name, self.coordinator, self.clock(), self.clock)
         self.live[name] = (ws, session)

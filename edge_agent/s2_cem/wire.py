@@ -75,6 +75,14 @@ def parse_frame(data: str | bytes) -> S2Message | Refused:
         return Refused(ReceptionStatusValues.INVALID_DATA, NIL_ID,
                        f"not an S2 message: a JSON {type(raw).__name__}, not an object", "invalid_data")
     subject = _subject(raw)
+    try:
+        return _checked(raw, subject)
+    except RecursionError:  # json parsed it, but it is nested deeper than any S2 message is
+        return Refused(ReceptionStatusValues.INVALID_DATA, subject, "nested too deep for an S2 message",
+                       "invalid_json", fatal=True)
+
+
+def _checked(raw: dict[str, Any], subject: uuid.UUID) -> S2Message | Refused:
     bad = _first_bad_number(raw, "")
     if bad is not None and isinstance(bad[1], _NotFinite):
         return Refused(ReceptionStatusValues.INVALID_MESSAGE, subject,

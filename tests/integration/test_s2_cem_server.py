@@ -289,6 +289,7 @@ async def test_two_rms_at_once_and_a_resource_id_claimed_twice(cem) -> None:
         refused = await second.status_of(s2_rm.details(rid))
         assert refused.status.value == "PERMANENT_ERROR" and "'battery'" in refused.diagnostic_label
         assert (await second.recv()).request.value == "TERMINATE"
+        assert (await asyncio.wait_for(second.ws.receive(), 5)).type == aiohttp.WSMsgType.CLOSE
         await until(lambda: "heatpump" not in server.live, "the second session to end")
         assert server.live["battery"][1].snap.phase == "active"  # the first one is untouched
         http3, third = await connect(server, TOKENS["heatpump"])  # with its own resource id: welcome

@@ -195,3 +195,14 @@ def test_the_rm_follows_the_plan_the_agent_follows() -> None:
     a.override = plan  # a local override holds whatever the stream does
     assert house_now(a, NOW).plan is plan
     assert house_now(a, NOW).grid_w is None  # no reading yet: no instruction will be built on it
+
+
+def test_a_frame_nested_too_deep_for_the_checks_is_refused_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    import edge_agent.s2_cem.wire as wire
+
+    def too_deep(*_: object) -> None:
+        raise RecursionError
+
+    monkeypatch.setattr(wire, "_first_bad_number", too_deep)
+    got = parse_frame('{"message_type": "FRBC.StorageStatus", "x": [[[[]]]]}')
+    assert isinstance(got, Refused) and got.fatal and got.status.value == "INVALID_DATA"
