@@ -4,6 +4,7 @@ mapping within the site limits, and the session's refusals (docs/s2-cem.md)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import uuid
 from pathlib import Path
@@ -206,3 +207,55 @@ def test_a_frame_nested_too_deep_for_the_checks_is_refused_not_raised(monkeypatc
     monkeypatch.setattr(wire, "_first_bad_number", too_deep)
     got = parse_frame('{"message_type": "FRBC.StorageStatus", "x": [[[[]]]]}')
     assert isinstance(got, Refused) and got.fatal and got.status.value == "INVALID_DATA"
+
+
+def handshake(role: str = "RM", versions: list[str] | None = None) -> object:
+    from s2python.common import EnergyManagementRole, Handshake
+
+    return Handshake(message_id=uuid.uuid4(), role=EnergyManagementRole(role),
+                     supported_protocol_versions=versions or ["0.0.2-beta"])
+
+
+def test_version_negotiation_and_role() -> None:
+    session = CemSession("b", Coordinator(), NOW, lambda: NOW)
+    out = session.on_message(handshake(versions=["1.0.0", "0.0.2-beta"]))  # type: ignore[arg-type]
+    assert out.close is None and out.send[1].selected_protocol_version == "0.0.2-beta"  # type: ignore[union-attr]
+    assert session.snap.phase == "details" and session.snap.protocol_version == "0.0.2-beta"
+    other = CemSession("c", Coordinator(), NOW, lambda: NOW)
+    out = other.on_message(handshake(versions=["1.0.0"]))  # type: ignore[arg-type]
+    assert out.close is not None and "no common S2 protocol version" in out.close
+    assert out.send[0].status.value == "INVALID_CONTENT"  # type: ignore[union-attr]
+    cem = CemSession("d", Coordinator(), NOW, lambda: NOW)
+    out = cem.on_message(handshake(role="CEM"))  # type: ignore[arg-type]
+    assert out.close is not None and "role must be RM" in (out.send[0].diagnostic_label or "")  # type: ignore[union-attr]
+
+
+def test_a_ppbc_rm_gets_ppbc_and_its_messages_are_taken() -> None:
+    from s2python.common import (
+        Commodity,
+        ControlType,
+        Duration,
+        ResourceManagerDetails,
+        Role,
+        RoleType,
+    )
+
+    session = CemSession("w", Coordinator(), NOW, lambda: NOW)
+    session.on_message(handshake())  # type: ignore[arg-type]
+    details = ResourceManagerDetails(
+        message_id=uuid.uuid4(), resource_id=uuid.uuid4(), roles=[Role(role=RoleType.ENERGY_CONSUMER,
+                                                                        commodity=Commodity.ELECTRICITY)],
+        instruction_processing_delay=Duration(0), provides_forecast=False,
+        available_control_types=[ControlType.POWER_ENVELOPE_BASED_CONTROL, ControlType.POWER_PROFILE_BASED_CONTROL],
+        provides_power_measurement_types=[s2_rm.POWER])
+    out = session.on_message(details)
+    assert out.send[1].control_type is ControlType.POWER_PROFILE_BASED_CONTROL  # type: ignore[union-attr]
+    frbc = session.on_message(s2_rm.system_description())
+    assert frbc.send[0].status.value == "INVALID_CONTENT" and frbc.refused == "wrong_control_type"  # type: ignore[union-attr]
+    container = {"power_profile_id": str(uuid.uuid4()), "sequence_container_id": str(uuid.uuid4()),
+                 "status": "NOT_SCHEDULED"}
+    status = parse_frame(json.dumps({"message_type": "PPBC.PowerProfileStatus", "message_id": str(uuid.uuid4()),
+                                     "sequence_container_status": [container]}))
+    assert not isinstance(status, Refused)
+    assert session.on_message(status).send[0].status.value == "OK"  # type: ignore[union-attr]
+    assert decide_instruction(session.snap, NOW, None, 0, SiteLimits(11_000, 4_600), 60, 100) is None
