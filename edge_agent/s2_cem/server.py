@@ -19,6 +19,7 @@ import hmac
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from s2python.common import SessionRequest, SessionRequestType
 
 from edge_agent.link_config import S2Config
 from edge_agent.refusals import Refusals
@@ -147,11 +149,20 @@ class S2CemServer:
         log.info("S2 CEM listening on %s for %d resource manager(s)", self.url, len(self._tokens))
 
     async def stop(self) -> None:
-        for ws, _ in list(self.live.values()):
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"CEM stopping")
+        await asyncio.gather(*(self._say_goodbye(ws, session) for ws, session in list(self.live.values())))
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _say_goodbye(self, ws: web.WebSocketResponse, session: CemSession) -> None:
+        """The agent stops: SessionRequest TERMINATE, then close (all RMs at once: each may take
+        the close timeout)."""
+        try:
+            await self._send(ws, session, [SessionRequest(message_id=uuid.uuid4(), request=SessionRequestType.TERMINATE,
+                                                          diagnostic_label="the CEM (edge agent) is stopping")])
+        except (ConnectionError, RuntimeError):
+            pass  # gone already: nothing to say
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"CEM stopping")
 
     async def run(self) -> None:
         """A component of the agent: serve, and instruct every tick, until cancelled."""

@@ -183,3 +183,17 @@ async def test_s2_list_reads_the_status_file(cem, tmp_path: Path, capsys: pytest
     assert main(["s2", "list", "--config", str(config)]) == 3
     config.write_text('insecure = true\nhouse_id = "h1"\n')
     assert main(["s2", "list", "--config", str(config)]) == 2
+
+
+async def test_a_stopping_agent_says_terminate(cem) -> None:
+    server, _ = cem
+    http, peer = await active(server)
+    try:
+        await server.stop()
+        bye = await peer.recv()
+        assert bye.message_type == "SessionRequest" and bye.request.value == "TERMINATE"
+        frame = await asyncio.wait_for(peer.ws.receive(), 5)
+        assert frame.type == aiohttp.WSMsgType.CLOSE and frame.data == 1001
+    finally:
+        await http.close()
+    assert not server.coordinator.snapshots["battery"].connected
