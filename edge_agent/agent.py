@@ -293,7 +293,8 @@ class EdgeAgent:
         await self._snapshot_ready.wait()
         await self.reports.run_telemetry(lambda: self.snapshot, self.clock)
 
-    def _stream_ok(self) -> bool:
+    def stream_ok(self) -> bool:
+        """The aggregator's plan may be followed: the stream is up, or down within the grace period."""
         down = self._stream_down_since
         return down is None or (time.monotonic() - down) * self.clock.speed < self.config.control.grace_s
 
@@ -334,7 +335,7 @@ class EdgeAgent:
     def _decide(self, now: datetime, snap: HouseSnapshot) -> Decision:
         previous, pv_limit = self.writes.battery, self.writes.pv_limit
         # the adopted plan even once expired: decide then applies *its* fallback (mode, export cap)
-        plan, stream_ok = self.plans.current, self._stream_ok()
+        plan, stream_ok = self.plans.current, self.stream_ok()
         if self.local_tou is not None:
             plan, stream_ok = self._local_plan(now, snap), True  # needs no stream
         self.override = live_override(self.override, now)

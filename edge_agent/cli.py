@@ -5,6 +5,7 @@
     edge-agent run --config house.toml --no-metrics --clock-start 2026-06-21T08:00:00+00:00 --clock-speed 300
     edge-agent scan --host 192.168.1.50 [--port 502] [--unit 1] [--model sungrow_sh] [--json]
     edge-agent scan --lan --host 192.168.1.60 [--port 80] [--password ...]   (plugs and meters)
+    edge-agent s2 list --config /etc/vpp/edge-agent.toml [--json]
 
 Exit codes of ``scan``: 0 found, 2 configuration (unknown model, not SunSpec,
 device refused the request), 3 device unreachable or not answering.
@@ -13,6 +14,9 @@ Exit codes of ``run``: 0 stopped by SIGINT/SIGTERM; 2 configuration: a bad file,
 environment variable, or a device that answers but is not what the config says (a supervisor
 should not restart it: the operator must act); 1 could not start for a reason that may pass
 (the metrics port in use).  A device that does not answer is no exit: the agent waits for it.
+
+Exit codes of ``s2 list``: 0 listed, 2 configuration (no ``[s2]`` or no ``state_dir``), 3 no
+status file (the agent has not run with ``[s2]``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_agent.config import AgentConfig
-from vpp_common.cli import run_main, run_until_signal, setup_logging
+from vpp_common.cli import EXIT_CONFIG, run_main, run_until_signal, setup_logging
 from vpp_common.clock import add_clock_arguments, clock_from_arguments
 from vpp_common.config import ConfigError, load_config
 
@@ -73,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                                       "instead of SunSpec discovery")
     scan.add_argument("--timeout", type=float, default=2.0, help="seconds per request (default 2)")
     scan.add_argument("--json", action="store_true", help="machine-readable output")
+    s2 = sub.add_parser("s2", help="the S2 Resource Managers of a running agent",
+                        description="The S2 Resource Managers the agent (as CEM) knows: state, control type, "
+                                    "last message, last instruction (docs/s2-cem.md).")
+    s2_sub = s2.add_subparsers(dest="s2_command", required=True)
+    s2_list = s2_sub.add_parser("list", help="connected and known RMs, from the agent's status file")
+    s2_list.add_argument("--config", type=Path, help="the agent's TOML config (its state_dir holds the file)")
+    s2_list.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -133,6 +144,7 @@ async def _run(args: argparse.Namespace) -> int:
     from edge_agent.agent import EdgeAgent
     from edge_agent.device_connect import DeviceMisconfigured
     from edge_agent.home_assistant.bridge import attach as attach_home_assistant
+    from edge_agent.s2_cem.component import attach as attach_s2_cem
 
     device: dict[str, object] = {}
     config = load_config(AgentConfig, args.config, aggregator=args.aggregator, house_id=args.house_id,
@@ -151,12 +163,32 @@ async def _run(args: argparse.Namespace) -> int:
     agent = EdgeAgent(config, clock=clock)
     attach_home_assistant(agent)  # with a [home_assistant] table: the house over MQTT discovery
     attach_lan_devices(agent)  # with [[lan_devices]]: plugs and meters, polled, in the telemetry
+    attach_s2_cem(agent)  # with an [s2] table: S2 Resource Managers connect over WebSocket
     try:
         # a device that does not answer is waited for (logged, vpp_edge_device_connected 0); one that
         # answers and is not what the config says stops the agent, at start or once it answers
         await run_until_signal(agent.start, agent.stop, agent.wait_failed)
     except DeviceMisconfigured as exc:
         raise ConfigError(str(exc)) from exc
+    return 0
+
+
+def _s2_list(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from edge_agent.s2_cem.listing import status_path, table
+
+    config = load_config(AgentConfig, args.config)
+    if config.s2 is None or config.state_dir is None:
+        raise ConfigError("s2 list: the config has no [s2] table or no state_dir (the agent keeps the list there)")
+    path = status_path(config.state_dir)
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {path}: {exc} (has the agent run with [s2]?)", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(json.dumps(status, indent=1) if args.json else table(status, datetime.now(UTC)))
     return 0
 
 
@@ -167,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(lambda: _run(args))
     if args.command == "scan":
         return run_main(lambda: _scan(args))
+    if args.command == "s2":
+        try:  # no event loop: it reads a file (and may run where one already runs, e.g. tests)
+            return _s2_list(args)
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     return 2
 
 

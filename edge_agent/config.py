@@ -49,6 +49,14 @@ Example ``edge-agent.toml``::
     # username = "vpp"
     # password = "..."
 
+    # [s2]                           # S2 Resource Managers connect here (docs/s2-cem.md)
+    # port = 8765
+    # cert_file = "/etc/vpp/s2.pem"
+    # key_file = "/etc/vpp/s2.key"
+    # [[s2.resource_managers]]
+    # name = "heat-pump"
+    # token = "..."                  # pre-shared bearer token, >= 16 characters
+
     # [tariff]
     # timezone = "Europe/Berlin"     # the periods' clock (default UTC)
     # [[tariff.periods]]             # fixed TOU periods, or tariff.prices_file = "prices.csv"
@@ -73,7 +81,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from edge_agent.lan_config import LanDeviceConfig, check_lan_devices
-from edge_agent.link_config import STRICT, HomeAssistantConfig, TlsClientConfig
+from edge_agent.link_config import STRICT, HomeAssistantConfig, S2Config, TlsClientConfig
 from vpp_common.config import EnvOverridesFile
 from vpp_common.localtime import zone
 from vpp_common.tariff import PriceSeries, PriceSource, TouPeriod, TouTariff
@@ -311,6 +319,7 @@ class AgentConfig(EnvOverridesFile):
     control: ControlConfig = ControlConfig()
     tariff: TariffConfig | None = Field(None, description="prices for control.mode = \"tou\"")
     home_assistant: HomeAssistantConfig | None = Field(None, description="publish the house over MQTT discovery")
+    s2: S2Config | None = Field(None, description="the agent as an S2 CEM for third-party Resource Managers")
     lan_devices: list[LanDeviceConfig] = Field(default_factory=list, description="smart plugs and meters on the LAN")
 
     @model_validator(mode="after")

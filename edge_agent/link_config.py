@@ -1,8 +1,10 @@
-"""Settings of the agent's two links: mTLS to the aggregator (``[tls]``) and MQTT to Home
-Assistant (``[home_assistant]``); part of the one configuration (edge_agent/config.py)."""
+"""Settings of the agent's links: mTLS to the aggregator (``[tls]``), MQTT to Home Assistant
+(``[home_assistant]``) and the S2 CEM endpoint that Resource Managers connect to (``[s2]``);
+part of the one configuration (edge_agent/config.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -97,3 +99,66 @@ class HomeAssistantConfig(BaseModel):
         if not v.strip():
             raise ValueError("must name the MQTT broker (IP address or host name)")
         return v
+
+
+class S2ResourceManagerConfig(BaseModel):
+    """``[[s2.resource_managers]]``: one S2 Resource Manager allowed to connect, and its
+    pre-shared bearer token (sent as ``Authorization: Bearer <token>`` on the WebSocket upgrade)."""
+
+    model_config = STRICT
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the operator's name for this RM (logs, s2 list)")
+    token: SecretStr = Field(description="pre-shared bearer token: at least 16 characters, no spaces")
+
+    @field_validator("token")
+    @classmethod
+    def _strong_enough(cls, v: SecretStr) -> SecretStr:
+        t = v.get_secret_value()
+        if len(t) < 16 or re.search(r"\s", t):
+            raise ValueError("must be at least 16 characters without white space (e.g. `openssl rand -hex 16`)")
+        return v
+
+
+class S2Config(BaseModel):
+    """``[s2]``: the agent as an S2 CEM (docs/s2-cem.md): a WebSocket server on the LAN that
+    third-party Resource Managers connect to; off unless the table is there."""
+
+    model_config = STRICT
+
+    host: str = Field("0.0.0.0", description="address to listen on")
+    port: int = Field(8765, ge=0, le=65535, description="0 = any free port (tests)")
+    path: str = Field("/s2", pattern=r"^/[A-Za-z0-9/_.-]*$", description="the WebSocket's URL path")
+    cert_file: Path | None = Field(None, description="TLS (wss): the server certificate, PEM")
+    key_file: Path | None = Field(None, description="TLS (wss): its private key, PEM")
+    insecure: bool = Field(False, description="plain ws without TLS: the tokens cross the LAN in clear text")
+    resource_managers: list[S2ResourceManagerConfig] = Field(min_length=1, max_length=64)
+    handshake_timeout_s: float = Field(10.0, gt=0, le=300, description="Handshake to SelectControlType, real s")
+    stale_after_s: float = Field(60.0, gt=0, le=3600, description="an RM silent this long is stale (clock s)")
+    max_messages_per_s: float = Field(20.0, gt=0, le=1000, description="sustained message rate per session")
+    burst_messages: int = Field(100, ge=1, le=10_000, description="messages a session may send at once")
+    max_message_bytes: int = Field(1_048_576, ge=4096, le=16_777_216, description="largest message, bytes")
+    # parsing costs ~0.2 ms/kB on the agent's one event loop (docs/s2-cem.md): 256 kB/s is ~5 % of it per RM
+    max_bytes_per_s: int = Field(262_144, ge=4096, le=16_777_216, description="sustained bytes/s per session "
+                                                                             "(burst: max_message_bytes)")
+    heartbeat_s: float = Field(20.0, gt=0, le=600, description="WebSocket ping period; a peer that does not "
+                                                               "answer is disconnected (real s)")
+    instruction_deadband_w: float = Field(100.0, ge=0, le=100_000,
+                                          description="a new instruction only for a change larger than this, W")
+
+    @model_validator(mode="after")
+    def _tls_or_explicitly_insecure(self) -> S2Config:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file (wss), or neither with insecure = true (ws)")
+        if self.cert_file is None and not self.insecure:
+            raise ValueError("configure cert_file and key_file (wss) or set insecure = true: the bearer tokens "
+                             "would cross the LAN in clear text")
+        for f in (self.cert_file, self.key_file):
+            if f is not None and not f.is_file():
+                raise ValueError(f"file {f} does not exist")
+        names = [rm.name for rm in self.resource_managers]
+        tokens = [rm.token.get_secret_value() for rm in self.resource_managers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"resource_managers: names must be unique, got {names}")
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("resource_managers: two RMs share a token: each RM needs its own")
+        return self
