@@ -437,7 +437,8 @@ def _eval_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     ev.add_argument("--only", help="comma-separated scenario names (default: all; --list shows them)")
     ev.add_argument("--list", action="store_true", help="list the scenarios and exit")
     ev.add_argument("--json", type=Path, help="write one object per scenario and strategy to this JSON file")
-    ev.add_argument("--workers", type=int, default=None, help="processes per scenario run (default: min(2, cores))")
+    ev.add_argument("--workers", type=int, default=None,
+                    help="runs side by side, each in its own process (default: min(2, cores); 1: in this process)")
     ev.add_argument("--export", type=Path, metavar="DIR", help="write the scenarios as folders DIR/<name> and exit")
     ev.add_argument("--days", type=_positive, default=None, help="counted days per scenario (default: all, 7)")
     ev.add_argument("--houses", type=int, default=None, help="only the first N houses of each scenario (smoke runs)")
@@ -479,11 +480,9 @@ def _eval(args: argparse.Namespace) -> int:
             write_scenario(sc, args.export / name)
             print(f"scenario {name!r} ({sc.n} houses, {sc.t * sc.slot_s / 86400:g} days) written to {args.export / name}")
         return 0
-    outcomes = []
+    print(f"vpp-sim eval: {len(names)} scenarios: {', '.join(names)}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    for k, name in enumerate(names):
-        print(f"[{k + 1}/{len(names)}] {name}", file=sys.stderr, flush=True)
-        outcomes.append(eval_report.run_scenario(name, workers=args.workers, days=args.days, houses=args.houses))
+    outcomes = eval_report.run_set(names, workers=args.workers, days=args.days, houses=args.houses)
     print(f"evaluation set: {len(names)} scenarios in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     print(eval_report.table(outcomes))
     if args.json:

@@ -9,11 +9,12 @@ issue 18 are checked per scenario; the summary gives the median and worst fleet 
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class Outcome:
     meta: EvalMeta
     scenario: Scenario
     figures: dict[str, dict[str, Any]]  # strategy -> kpis; "<strategy>@unlimited" for the lifted runs
-    wall_s: float
+    wall_s: float  # of the whole set
 
     @property
     def counted_weeks(self) -> float:
@@ -75,32 +76,57 @@ def lift_limits(sc: Scenario) -> Scenario:
                    feeder_export_limit_w=np.full_like(sc.feeder_export_limit_w, np.inf))
 
 
-def run_scenario(name: str, *, workers: int | None = None, days: float | None = None, houses: int | None = None,
-                 err: TextIO | None = None) -> Outcome:
-    """One scenario (optionally cut to ``days`` counted and the first ``houses``) under every strategy."""
-    err = err or sys.stderr
+def _scenario(name: str, days: float | None, houses: int | None) -> tuple[Scenario, EvalMeta]:
     sc, meta = evalset.build(name)
     if houses is not None:
         sc = sc.select([h.house_id for h in sc.houses[:houses]])
     if days is not None:
         sc = sc.head(meta.warmup_slots + int(round(days * 86400 / sc.slot_s)))
-    t0 = time.perf_counter()
-    figs = _timed(sc, STRATEGIES, meta.warmup_slots, workers, name, "", err)
-    if meta.binds:
-        lifted = _timed(lift_limits(sc), UNLIMITED, meta.warmup_slots, workers, name, " (limits lifted)", err)
-        figs.update({f"{k}@unlimited": v for k, v in lifted.items()})
-    add_savings(figs)
-    return Outcome(meta, sc, figs, time.perf_counter() - t0)
+    return sc, meta
 
 
-def _timed(sc: Scenario, strategies: tuple[str, ...], warm: int, workers: int | None, name: str, note: str,
-           err: TextIO) -> dict[str, dict[str, Any]]:
+def _job(name: str, lifted: bool, days: float | None, houses: int | None, workers: int) -> dict[str, dict[str, Any]]:
+    """One run of a scenario: every strategy with its limits, or those of ``UNLIMITED`` without."""
+    sc, meta = _scenario(name, days, houses)
+    strategies, note = (UNLIMITED, " (limits lifted)") if lifted else (STRATEGIES, "")
     t0 = time.perf_counter()
-    res = run_fast(sc, strategies, warmup_slots=warm, workers=workers, show_progress=False)
-    for s in strategies:
-        print(f"  {name}{note}: {s} {res.figures[s]['run']['wall_s']:.1f} s", file=err, flush=True)
-    print(f"  {name}{note}: {time.perf_counter() - t0:.1f} s wall", file=err, flush=True)
-    return res.figures
+    res = run_fast(lift_limits(sc) if lifted else sc, strategies, warmup_slots=meta.warmup_slots, workers=workers,
+                   show_progress=False)
+    times = ", ".join(f"{s} {res.figures[s]['run']['wall_s']:.1f} s" for s in strategies)
+    print(f"  {name}{note}: {times}; {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    figs = res.figures
+    return {f"{k}@unlimited": v for k, v in figs.items()} if lifted else figs
+
+
+def run_set(names: list[str], *, workers: int | None = None, days: float | None = None,
+            houses: int | None = None) -> list[Outcome]:
+    """Every scenario of ``names`` (optionally cut to ``days`` counted and the first ``houses``).
+
+    The runs (per scenario: with its limits, and without them where a limit binds) are
+    independent jobs: with ``workers`` > 1 they run in that many processes, each run in-process
+    (the 2-core machine is used best by whole runs side by side, not by solver processes)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+    jobs = [(n, False) for n in names] + [(n, True) for n in names if evalset.spec(n).binds]
+    t0 = time.perf_counter()
+    figs: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
+    if workers <= 1 or len(jobs) == 1:
+        for n, lifted in jobs:
+            figs[n].update(_job(n, lifted, days, houses, 1 if len(jobs) > 1 else workers))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            futs = {(n, lifted): ex.submit(_job, n, lifted, days, houses, 1) for n, lifted in jobs}
+            for (n, _), f in futs.items():
+                figs[n].update(f.result())
+    wall = time.perf_counter() - t0
+    out = []
+    for n in names:
+        sc, meta = _scenario(n, days, houses)
+        add_savings(figs[n])
+        out.append(Outcome(meta, sc, figs[n], wall))
+    return out
 
 
 # --- report -----------------------------------------------------------------------------------------
