@@ -9,10 +9,12 @@ issue 18 are checked per scenario; the summary gives the median and worst fleet 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,7 +38,6 @@ class Outcome:
     meta: EvalMeta
     scenario: Scenario
     figures: dict[str, dict[str, Any]]  # strategy -> kpis; "<strategy>@unlimited" for the lifted runs
-    wall_s: float  # of the whole set
 
     @property
     def counted_weeks(self) -> float:
@@ -105,12 +106,38 @@ def run_set(names: list[str], *, workers: int | None = None, days: float | None 
     The runs (per scenario: with its limits, and without them where a limit binds) are
     independent jobs: with ``workers`` > 1 they run in that many processes, each run in-process
     (the 2-core machine is used best by whole runs side by side, not by solver processes)."""
+    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+    with _stdout_to_stderr():
+        figs = _run_jobs(names, workers, days, houses)
+    out = []
+    for n in names:
+        sc, meta = _scenario(n, days, houses)
+        add_savings(figs[n])
+        out.append(Outcome(meta, sc, figs[n]))
+    return out
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """The solver's banner (written by the C library to file descriptor 1, also by the processes
+    started meanwhile) goes to stderr: stdout holds the table alone."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _run_jobs(names: list[str], workers: int, days: float | None,
+              houses: int | None) -> dict[str, dict[str, dict[str, Any]]]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     jobs = [(n, False) for n in names] + [(n, True) for n in names if evalset.spec(n).binds]
-    t0 = time.perf_counter()
     figs: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
     if workers <= 1 or len(jobs) == 1:
         for n, lifted in jobs:
@@ -120,13 +147,7 @@ def run_set(names: list[str], *, workers: int | None = None, days: float | None 
             futs = {(n, lifted): ex.submit(_job, n, lifted, days, houses, 1) for n, lifted in jobs}
             for (n, _), f in futs.items():
                 figs[n].update(f.result())
-    wall = time.perf_counter() - t0
-    out = []
-    for n in names:
-        sc, meta = _scenario(n, days, houses)
-        add_savings(figs[n])
-        out.append(Outcome(meta, sc, figs[n], wall))
-    return out
+    return figs
 
 
 # --- report -----------------------------------------------------------------------------------------

@@ -158,6 +158,7 @@ def test_tiny_run_table_and_json(tmp_path, capsys):
     table = cap.out
     assert "us_hot_tou_summer" in table and "held out" in table and "fleet share" in table
     assert "over rule" in table and "local rule" in table
+    assert "HiGHS" not in table and table.lstrip().startswith("scenario")
     assert "us_hot_tou_summer: battery_idle" in cap.err and "(limits lifted)" in cap.err
     recs = json.loads(out.read_text())
     got = {(r["strategy"], r["limits"]) for r in recs}
