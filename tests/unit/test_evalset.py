@@ -170,3 +170,9 @@ def test_tiny_run_table_and_json(tmp_path, capsys):
     assert set(fleet["rules"]) == {"over_limit", "not_behind_local"}
     assert isinstance(fleet["honour_limits_cost"], float)
     assert all(np.isfinite(r["cost"]) for r in recs)
+
+
+def test_eval_export_writes_folders(tmp_path, capsys):
+    assert main(["eval", "--only", "de_flat_summer", "--export", str(tmp_path)]) == 0
+    assert (tmp_path / "de_flat_summer" / "scenario.toml").is_file()
+    assert len(list((tmp_path / "de_flat_summer" / "series").glob("*.csv"))) == 30
