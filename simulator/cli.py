@@ -469,6 +469,10 @@ def _eval(args: argparse.Namespace) -> int:
             raise ValueError("--houses must be >= 1")
         if args.workers is not None and args.workers < 1:
             raise ValueError("--workers must be >= 1")
+        for name in names:
+            sp = evalset.spec(name)
+            if args.days is not None and args.days > sp.days - sp.warmup_days:
+                raise ValueError(f"--days {args.days:g}: {name} has {sp.days - sp.warmup_days} counted days")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -476,8 +480,9 @@ def _eval(args: argparse.Namespace) -> int:
         from simulator.fleet.scenario import write_scenario
 
         for name in names:
-            sc, _ = evalset.build(name)
+            sc, meta = evalset.build(name)
             write_scenario(sc, args.export / name)
+            evalset.write_meta(meta, args.export / name)
             print(f"scenario {name!r} ({sc.n} houses, {sc.t * sc.slot_s / 86400:g} days) written to {args.export / name}")
         return 0
     print(f"vpp-sim eval: {len(names)} scenarios: {', '.join(names)}", file=sys.stderr, flush=True)
@@ -506,9 +511,13 @@ def _export(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-        sc, _ = evalset.build(args.name)
+        sc, meta = evalset.build(args.name)
         if args.days is not None:
             sc = sc.head(int(round(args.days * 86400 / sc.slot_s)))
+        write_scenario(sc, args.dir)
+        evalset.write_meta(meta, args.dir)
+        print(f"scenario {sc.name!r} ({sc.n} houses, {sc.t * sc.slot_s / 86400:g} days) written to {args.dir}")
+        return 0
     else:
         sc = default_scenario().head(int(round((args.days or 9.0) * 86400 / 900)))
     if args.houses is not None:

@@ -176,3 +176,19 @@ def test_eval_export_writes_folders(tmp_path, capsys):
     assert main(["eval", "--only", "de_flat_summer", "--export", str(tmp_path)]) == 0
     assert (tmp_path / "de_flat_summer" / "scenario.toml").is_file()
     assert len(list((tmp_path / "de_flat_summer" / "series").glob("*.csv"))) == 30
+
+
+def test_exported_meta_is_toml_in_the_shape_of_format18(tmp_path):
+    import tomllib
+
+    assert main(["scenario", "export", "--name", "us_hot_dayahead_summer", "--days", "1", str(tmp_path)]) == 0
+    meta = tomllib.loads((tmp_path / "eval.toml").read_text())
+    assert meta["scenario"] == {"timezone": "America/New_York", "warmup_days": 2}
+    assert meta["tariff"] == {"kind": "day_ahead", "unit": "EUR/kWh", "published": "13:00",
+                              "market_timezone": "Europe/Berlin"}
+    assert meta["eval"]["binds"] == ["import", "export"] and meta["eval"]["role"] == "held out"
+
+
+def test_days_beyond_the_scenario_is_an_error(capsys):
+    assert main(["eval", "--only", "cold_tou_winter", "--days", "8"]) == 2
+    assert "cold_tou_winter has 7 counted days" in capsys.readouterr().err

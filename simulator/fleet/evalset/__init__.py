@@ -7,7 +7,9 @@ and binding feeder limits (``docs/evaluation.md``).
 
 from __future__ import annotations
 
+import json
 from datetime import date
+from pathlib import Path
 
 from simulator.fleet.evalset.build import GERMANY, EvalMeta, Spec
 from simulator.fleet.evalset.build import build as _build
@@ -58,6 +60,24 @@ def spec(name: str) -> Spec:
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(f"unknown eval scenario {name!r}; known: {', '.join(_BY_NAME)}") from None
+
+
+def write_meta(meta: EvalMeta, folder: str | Path) -> Path:
+    """``eval.toml`` beside an exported scenario: its time zone, tariff and role, in the shape of
+    the scenario format's coming ``timezone`` and ``[tariff]`` fields (the loader ignores it)."""
+    t = meta.tariff
+    lines = ["# vpp-sim eval: what this scenario's scenario.toml will carry once the format has time zones",
+             "# and tariffs (issue 18); prices.csv already holds the tariff expanded per slot.",
+             "[scenario]", f'timezone = "{meta.timezone}"', f"warmup_days = {meta.warmup_slots * 900 // 86400}",
+             "", "[tariff]", f'kind = "{t.kind}"', f'unit = "{t.currency}/kWh"']
+    if t.published is not None:
+        lines += [f'published = "{t.published:%H:%M}"', f'market_timezone = "{t.market_timezone}"']
+    lines += ["", "[eval]", f'role = "{meta.role}"', f'climate = "{meta.climate}"', f'season = "{meta.season}"',
+              f"binds = [{', '.join(repr(b).replace(chr(39), chr(34)) for b in meta.binds)}]",
+              f"source = {json.dumps(t.source)}", ""]
+    path = Path(folder) / "eval.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
 
 
 def build(name: str) -> tuple[Scenario, EvalMeta]:
