@@ -61,7 +61,7 @@ class Outcome:
 
     def honour_cost(self, strategy: str) -> float | None:
         lifted = self.figures.get(f"{strategy}@unlimited")
-        return None if lifted is None else float(self.figures[strategy]["cost"]) - float(lifted["cost"])
+        return None if lifted is None else round(float(self.figures[strategy]["cost"]) - float(lifted["cost"]), 2)
 
     def rules(self) -> dict[str, bool | None]:
         """Acceptance per scenario; None where a rule does not apply."""
