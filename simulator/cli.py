@@ -4,6 +4,8 @@
     vpp-sim run --scenario DIR --days 30 --json report.json --plots plots/
     vpp-sim run --mode live --houses 20 --days 0.5   # real processes on loopback
     vpp-sim scenario export DIR      # the default scenario as a folder to edit
+    vpp-sim eval --json eval.json    # the evaluation set: every scenario and strategy, one table
+    vpp-sim scenario export --name us_hot_tou_summer DIR   # an evaluation scenario as a folder
     vpp-sim demo                     # one house end to end, a simulated day in ~40 s
     vpp-sim demo --hours 6 --json summary.json
     vpp-sim device --port 1502       # a SunSpec hybrid inverter on Modbus TCP until Ctrl-C
@@ -21,6 +23,7 @@ import json
 import logging
 import math
 import sys
+import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -111,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", type=Path, help="write the figures to this JSON file (top-level keys by strategy)")
     run.add_argument("--plots", type=Path, help="write PNG plots to this folder")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _eval_args(sub)
     scen = sub.add_parser("scenario", help="write the embedded default scenario as a folder",
                           description="Write the embedded default scenario in the documented folder format "
                                       "(scenario.toml, houses.csv, series/<id>.csv, prices.csv, feeders.csv) "
@@ -118,10 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     scen_sub = scen.add_subparsers(dest="scenario_command", required=True)
     exp = scen_sub.add_parser("export", help="write the default scenario to DIR")
     exp.add_argument("dir", type=Path, help="folder to write (created)")
-    exp.add_argument("--days", type=_positive, default=9.0, help="days to write (default 9)")
+    exp.add_argument("--days", type=_positive, default=None, help="days to write (default 9)")
     exp.add_argument("--houses", type=int, help="only the first N houses; each feeder's import limit scaled by "
                      "the share of its houses kept, its export limit by the share of its kWp kept")
     exp.add_argument("--force", action="store_true", help="write into a folder that is not empty")
+    exp.add_argument("--name", help="an evaluation scenario (`vpp-sim eval --list`) instead of the default one; "
+                                    "all its days unless --days is given")
     demo = sub.add_parser("demo", help="one house end to end over loopback; prints a summary",
                           description="Run a simulated SunSpec hybrid inverter, an edge agent and an aggregator "
                                       "(in-memory store) over real loopback sockets on an accelerated clock, "
@@ -430,6 +436,77 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ev = sub.add_parser(
+        "eval", help="run the evaluation set: every scenario under every strategy, one table",
+        description="Run each scenario of the evaluation set (docs/evaluation.md: climates, tariffs, seasons, mixed "
+                    "fleets, binding feeder limits) under battery_idle, self_consumption, tou, fleet and "
+                    "perfect_foresight, and where a feeder limit binds the fleet and perfect foresight again with "
+                    "the limits lifted. Prints one table (shares of the perfect-foresight saving, energy over limits "
+                    "against the least possible, fleet against the best local strategy, the cost of honouring the "
+                    "limits, the acceptance rules of issue 18) and a summary; progress on stderr.")
+    ev.add_argument("--only", help="comma-separated scenario names (default: all; --list shows them)")
+    ev.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ev.add_argument("--json", type=Path, help="write one object per scenario and strategy to this JSON file")
+    ev.add_argument("--workers", type=int, default=None,
+                    help="runs side by side, each in its own process (default: min(2, cores); 1: in this process)")
+    ev.add_argument("--export", type=Path, metavar="DIR", help="write the scenarios as folders DIR/<name> and exit")
+    ev.add_argument("--days", type=_positive, default=None, help="counted days per scenario (default: all, 7)")
+    ev.add_argument("--houses", type=int, default=None, help="only the first N houses of each scenario (smoke runs)")
+
+
+def _eval_names(only: str | None) -> list[str]:
+    from simulator.fleet import evalset
+
+    if only is None:
+        return list(evalset.names())
+    names = [s.strip() for s in only.split(",") if s.strip()]
+    bad = [s for s in names if s not in evalset.names()]
+    if bad or not names:
+        raise ValueError(f"unknown eval scenario {bad[0] if bad else '(none)'!r}; known: {', '.join(evalset.names())}")
+    return names
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from simulator.fleet import eval_report, evalset
+
+    if args.list:
+        for s in evalset.SPECS:
+            print(f"{s.name:24} {s.role:9} {s.climate:14} {s.season:7} {s.tariff:12} {s.description}")
+        return 0
+    try:
+        names = _eval_names(args.only)
+        if args.houses is not None and args.houses < 1:
+            raise ValueError("--houses must be >= 1")
+        if args.workers is not None and args.workers < 1:
+            raise ValueError("--workers must be >= 1")
+        for name in names:
+            sp = evalset.spec(name)
+            if args.days is not None and args.days > sp.days - sp.warmup_days:
+                raise ValueError(f"--days {args.days:g}: {name} has {sp.days - sp.warmup_days} counted days")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.export is not None:
+        from simulator.fleet.scenario import write_scenario
+
+        for name in names:
+            sc, meta = evalset.build(name)
+            write_scenario(sc, args.export / name, warmup_days=meta.warmup_slots * sc.slot_s / 86400)
+            evalset.write_meta(meta, args.export / name)
+            print(f"scenario {name!r} ({sc.n} houses, {sc.t * sc.slot_s / 86400:g} days) written to {args.export / name}")
+        return 0
+    print(f"vpp-sim eval: {len(names)} scenarios: {', '.join(names)}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    outcomes = eval_report.run_set(names, workers=args.workers, days=args.days, houses=args.houses)
+    print(f"evaluation set: {len(names)} scenarios in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    print(eval_report.table(outcomes))
+    if args.json:
+        args.json.write_text(json.dumps(eval_report.json_records(outcomes), indent=1) + "\n", encoding="utf-8")
+        print(f"\nfigures written to {args.json}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from simulator.fleet.default_scenario import default_scenario
     from simulator.fleet.model import select_scaled
@@ -438,7 +515,23 @@ def _export(args: argparse.Namespace) -> int:
     if args.dir.exists() and any(args.dir.iterdir()) and not args.force:
         print(f"error: {args.dir} is not empty (use --force to write into it)", file=sys.stderr)
         return EXIT_CONFIG
-    sc = default_scenario().head(int(round(args.days * 86400 / 900)))
+    if args.name is not None:
+        from simulator.fleet import evalset
+
+        try:
+            _eval_names(args.name)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        sc, meta = evalset.build(args.name)
+        if args.days is not None:
+            sc = sc.head(int(round(args.days * 86400 / sc.slot_s)))
+        write_scenario(sc, args.dir, warmup_days=meta.warmup_slots * sc.slot_s / 86400)
+        evalset.write_meta(meta, args.dir)
+        print(f"scenario {sc.name!r} ({sc.n} houses, {sc.t * sc.slot_s / 86400:g} days) written to {args.dir}")
+        return 0
+    else:
+        sc = default_scenario().head(int(round((args.days or 9.0) * 86400 / 900)))
     if args.houses is not None:
         sc = select_scaled(sc, [h.house_id for h in sc.houses[: max(1, args.houses)]])
     write_scenario(sc, args.dir, warmup_days=min(2.0, sc.t * sc.slot_s / 86400 / 2))
@@ -457,6 +550,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scenario":
         setup_logging(args.verbose, logging.WARNING)
         return _export(args)
+    if args.command == "eval":
+        setup_logging(args.verbose, logging.WARNING)
+        try:
+            return _eval(args)
+        except KeyboardInterrupt:
+            return 130
     # the demo prints its own progress table: only warnings interleave with it by default
     setup_logging(args.verbose, logging.WARNING if args.command == "demo" else logging.INFO)
     if args.command == "demo":
