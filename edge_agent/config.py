@@ -80,7 +80,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from edge_agent.lan_config import LanDeviceConfig, check_lan_devices
+from edge_agent.lan_config import RESERVED_IDS, LanDeviceConfig, check_lan_devices
 from edge_agent.link_config import STRICT, HomeAssistantConfig, S2Config, TlsClientConfig
 from vpp_common.config import EnvOverridesFile
 from vpp_common.localtime import zone
@@ -362,7 +362,13 @@ class AgentConfig(EnvOverridesFile):
     @model_validator(mode="after")
     def _home_assistant_can_work(self) -> AgentConfig:
         ha = self.home_assistant
-        if ha is None:
+        if ha is not None and ha.api is not None:
+            lan = {d.id for d in self.lan_devices}
+            for i, e in enumerate(ha.api.entities):
+                if e.id in RESERVED_IDS or e.id in lan:
+                    raise ValueError(f"home_assistant.api.entities[{i}].id {e.id!r} is already the house's "
+                                     f"({', '.join(RESERVED_IDS)}) or a LAN device's")
+        if ha is None or ha.host is None:  # no MQTT: no counters to keep, no unique ids to make
             return self
         if self.state_dir is None:
             raise ValueError("home_assistant: set state_dir (the energy counters must survive a restart, or Home "
