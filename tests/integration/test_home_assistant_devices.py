@@ -236,3 +236,37 @@ def test_token_file(tmp_path: Path) -> None:
     cfg = HomeAssistantApiConfig.model_validate({"url": "ws://ha:8123/api/websocket", "token_file": str(f),
                                                  "entities": ENTITIES})
     assert cfg.token_value() == "abc.def"
+
+
+async def test_attached_to_the_agent_a_price_spike_sheds_the_loads(fake: FakeHomeAssistant, tmp_path: Path) -> None:
+    from datetime import time as dtime
+
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.config import AgentConfig, TariffConfig, TariffPeriodConfig
+    from edge_agent.home_assistant.devices_component import attach
+    from edge_agent.link_config import HomeAssistantConfig
+
+    config = AgentConfig(
+        house_id="h", insecure=True, metrics_port=None, state_dir=tmp_path,
+        tariff=TariffConfig(periods=[TariffPeriodConfig(start=dtime(0), end=dtime(0), import_price_per_kwh=0.9,
+                                                        export_price_per_kwh=0.05)]),
+        home_assistant=HomeAssistantConfig(api=api_config(fake.url, price_spike_per_kwh=0.5, control_interval_s=5)))
+    clock = ManualClock(NOON)
+    agent = EdgeAgent(config, clock=clock)
+    component = attach(agent)
+    assert component is not None and agent.components == [component]
+    assert agent.extra_telemetry == [component.devices.telemetry]
+    p = component.pressure(NOON)
+    assert (p.max_import_w, p.price_per_kwh, p.price_spike_per_kwh) == (config.site.max_import_w, 0.9, 0.5)
+    task = asyncio.create_task(component.run())
+    try:
+        await until(lambda: component.devices.api.connected and len(component.devices.api.states) == 5, "subscribed")
+        clock.advance(5)  # the next decision
+        await until(lambda: len(component.control.done) == 2, "both loads shed for the price spike")
+        assert {a.resource_id for _, a in component.control.done} == {"boiler", "sg_ready"}
+        assert fake.states["switch.boiler"]["s"] == "off" and fake.states["input_boolean.sg_ready"]["s"] == "off"
+        assert component.pressure(NOON).grid_w == 1500.0  # Home Assistant's grid meter
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
