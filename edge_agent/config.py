@@ -48,6 +48,8 @@ Example ``edge-agent.toml``::
     # host = "192.168.1.10"
     # username = "vpp"
     # password = "..."
+    # [home_assistant.api]           # its entities as meters and loads: url, token_file and
+    # [[home_assistant.api.entities]]  # id, entity_id, role (docs/home-assistant-devices.md)
 
     # [s2]                           # S2 Resource Managers connect here (docs/s2-cem.md)
     # port = 8765
@@ -318,7 +320,8 @@ class AgentConfig(EnvOverridesFile):
     battery: BatteryConfig = BatteryConfig()
     control: ControlConfig = ControlConfig()
     tariff: TariffConfig | None = Field(None, description="prices for control.mode = \"tou\"")
-    home_assistant: HomeAssistantConfig | None = Field(None, description="publish the house over MQTT discovery")
+    home_assistant: HomeAssistantConfig | None = Field(None, description="publish the house over MQTT discovery; "
+                                                                        "its entities as the house's devices")
     s2: S2Config | None = Field(None, description="the agent as an S2 CEM for third-party Resource Managers")
     lan_devices: list[LanDeviceConfig] = Field(default_factory=list, description="smart plugs and meters on the LAN")
 
