@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
+from prometheus_client import Counter, Gauge
+
 from edge_agent.agent import EdgeAgent
 from edge_agent.energy_manager.load_switching import LoadRules, Pressure
 from edge_agent.ha_api_config import HomeAssistantApiConfig
@@ -18,16 +20,34 @@ from edge_agent.home_assistant.ha_devices import HaDevices
 from edge_agent.home_assistant.load_control import LoadControl, Reading
 from vpp_common.tariff import PriceSource
 
+SOURCE = "home_assistant_api"  # refusals' source label
+
 
 class HaDevicesComponent:
     def __init__(self, agent: EdgeAgent, cfg: HomeAssistantApiConfig, devices: HaDevices | None = None) -> None:
         self.agent, self.cfg = agent, cfg
-        self.devices = devices or HaDevices(cfg, agent.clock, agent.config.device.stale_after_s)
+        self.devices = devices or HaDevices(cfg, agent.clock, agent.config.device.stale_after_s,
+                                            refuse=lambda reason, detail: agent.refusals.refuse(SOURCE, reason, detail))
         self.prices: PriceSource | None = agent.config.tariff.price_source() if agent.config.tariff else None
         rules = {e.id: LoadRules(e.min_on_s, e.min_off_s, e.max_off_s, e.expected_power_w)
                  for e in cfg.entities if e.role == "switchable_load"}
-        self.control = LoadControl(rules, self._readings, self.devices.switch, self.pressure, agent.clock,
+        self.control = LoadControl(rules, self._readings, self._switch, self.pressure, agent.clock,
                                    cfg.control_interval_s)
+        r = agent.metrics.registry
+        Gauge("vpp_edge_home_assistant_api_connected", "1 while Home Assistant's WebSocket API is subscribed.",
+              registry=r).set_function(lambda: float(self.devices.api.connected))
+        self.m_switches = Counter("vpp_edge_load_switches_total", "Switchable loads switched by the load "
+                                  "switching policy, by result (ok, failed) and state asked.", ["result", "state"],
+                                  registry=r)
+
+    async def _switch(self, resource_id: str, on: bool) -> None:
+        state = "on" if on else "off"
+        try:
+            await self.devices.switch(resource_id, on)
+        except Exception:
+            self.m_switches.labels("failed", state).inc()
+            raise
+        self.m_switches.labels("ok", state).inc()
 
     def _readings(self) -> dict[str, Reading]:
         out: dict[str, Reading] = {}

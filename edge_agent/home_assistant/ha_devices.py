@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,29 +38,32 @@ UNIT_W = {"W": 1.0, "kW": 1000.0}
 NOT_A_READING = ("unavailable", "unknown", "")
 
 
-def power_w(st: EntityState | None) -> tuple[float | None, str | None]:
+Why = tuple[str, str]  # a refusal: a stable label (the metric's reason), the detail for people
+
+
+def power_w(st: EntityState | None) -> tuple[float | None, Why | None]:
     """An entity's power in W, and why it is refused (None: fine, or simply not there to read)."""
     if st is None or st.state in NOT_A_READING:
         return None, None
     unit = st.attributes.get("unit_of_measurement")
     scale = UNIT_W.get(unit) if isinstance(unit, str) else None
     if scale is None:
-        return None, f"unit_of_measurement {str(unit)[:20]!r} is not W or kW"
+        return None, ("unit", f"unit_of_measurement {str(unit)[:20]!r} is not W or kW")
     try:
-        value = float(st.state[:64]) if len(st.state) <= 64 else math.nan
+        value = float(st.state) if len(st.state) <= 64 else math.nan
     except ValueError:
-        return None, f"state {st.state[:40]!r} is not a number"
+        return None, ("not_a_number", f"state {st.state[:40]!r} is not a number")
     if not math.isfinite(value * scale):
-        return None, f"state {st.state[:40]!r} is not a finite number"
+        return None, ("not_finite", f"state {st.state[:40]!r} is not a finite number")
     return value * scale, None
 
 
-def switch_on(st: EntityState | None) -> tuple[bool | None, str | None]:
+def switch_on(st: EntityState | None) -> tuple[bool | None, Why | None]:
     if st is None or st.state in NOT_A_READING:
         return None, None
     if st.state in ("on", "off"):
         return st.state == "on", None
-    return None, f"state {st.state[:40]!r} is neither on nor off"
+    return None, ("not_on_off", f"state {st.state[:40]!r} is neither on nor off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +84,9 @@ class HaDevices:
     """The configured entities read from one :class:`HaWebSocket`; ``snapshots`` never raises."""
 
     def __init__(self, cfg: HomeAssistantApiConfig, clock: Clock, stale_after_s: float,
-                 api: HaWebSocket | None = None) -> None:
+                 api: HaWebSocket | None = None, refuse: Callable[[str, str], None] | None = None) -> None:
+        """``refuse(reason, detail)``: where a refused value goes (the agent's Refusals: logged,
+        counted); by default a rate-limited log line."""
         self.cfg, self.clock = cfg, clock
         self.entities = {e.id: e for e in cfg.entities}
         wanted = [e.entity_id for e in cfg.entities] + [e.power_entity_id for e in cfg.entities if e.power_entity_id]
@@ -89,6 +95,7 @@ class HaDevices:
                                       cfg.timeout_s, cfg.heartbeat_s)
         self._measurers = {e.id: Measurer(stale_after_s) for e in cfg.entities}
         self.refused = 0  # values refused since start (tests, logs)
+        self._refuse_to = refuse
 
     def _state(self, entity_id: str | None, now: datetime, max_age_s: float | None) -> EntityState | None:
         if entity_id is None or not self.api.connected:
@@ -99,10 +106,13 @@ class HaDevices:
             return None  # Home Assistant still shows it, but it has not been updated: stale
         return st
 
-    def _refuse(self, e: HaEntityConfig, entity_id: str | None, why: str) -> None:
+    def _refuse(self, e: HaEntityConfig, entity_id: str | None, why: Why) -> None:
         self.refused += 1
-        if _limit.admit((e.id, why)) is not None:
-            log.warning("home_assistant.api %s (%s): refused: %s", e.id, entity_id, why)
+        detail = f"{e.id} ({entity_id}): {why[1]}"
+        if self._refuse_to is not None:
+            self._refuse_to(why[0], detail)
+        elif _limit.admit((e.id, why[0])) is not None:
+            log.warning("home_assistant.api refused %s", detail)
 
     def snapshot(self, e: HaEntityConfig, now: datetime) -> HaSnapshot:
         m = self._measurers[e.id]
@@ -121,7 +131,7 @@ class HaDevices:
                 self._refuse(e, e.entity_id, why)
         switch = m.checked("switch_on", None if on is None else float(on), now, (0.0, 1.0), "")
         for r in m.take_refused():
-            self._refuse(e, sensor, r.detail)
+            self._refuse(e, sensor, (r.reason, r.detail))
         return HaSnapshot(e.id, e.role, power, switch)
 
     def snapshots(self) -> dict[str, HaSnapshot]:

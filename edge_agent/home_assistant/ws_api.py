@@ -62,13 +62,16 @@ def _when(v: object) -> datetime | None:
     return None
 
 
-def apply_compressed(states: dict[str, EntityState], event: object) -> list[str]:
+def apply_compressed(states: dict[str, EntityState], event: object, wanted: set[str] | None = None) -> list[str]:
     """Apply one ``subscribe_entities`` event to ``states``; the entity ids it touched.  Malformed
-    parts are skipped (logged): a hostile server cannot crash the agent."""
+    parts are skipped (logged), entities not ``wanted`` are not kept: a hostile server can neither
+    crash the agent nor fill its memory."""
     if not isinstance(event, dict):
         raise ValueError(f"event is not an object: {str(event)[:80]}")
     touched: list[str] = []
     for eid, c in (event.get("a") or {}).items():
+        if wanted is not None and eid not in wanted:
+            continue
         if isinstance(c, dict) and isinstance(c.get("s"), str):
             attrs = c.get("a")
             states[eid] = EntityState(c["s"], dict(attrs) if isinstance(attrs, dict) else {}, _when(c.get("lu", c.get("lc"))))
@@ -103,6 +106,7 @@ class HaWebSocket:
     def __init__(self, url: str, token: Callable[[], str], entity_ids: list[str], backoff: Backoff,
                  timeout_s: float = 10.0, heartbeat_s: float = 30.0) -> None:
         self.url, self._token, self.entity_ids = url, token, entity_ids
+        self._wanted = set(entity_ids)
         self.backoff, self.timeout_s, self.heartbeat_s = backoff, timeout_s, heartbeat_s
         self.states: dict[str, EntityState] = {}
         self.connected = False
@@ -222,7 +226,7 @@ class HaWebSocket:
             raise ValueError(f"not an object: {str(m)[:80]}")
         kind, msg_id = m.get("type"), m.get("id")
         if kind == "event" and msg_id == self._sub_id:
-            if apply_compressed(self.states, m.get("event")):
+            if apply_compressed(self.states, m.get("event"), self._wanted):
                 self._notify()
             return
         fut = self._pending.get(msg_id) if isinstance(msg_id, int) else None

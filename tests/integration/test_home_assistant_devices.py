@@ -135,12 +135,17 @@ async def test_an_entity_not_updated_within_max_age_is_stale(fake: FakeHomeAssis
         await stop(task)
 
 
-@pytest.mark.parametrize(("state", "unit"), [("abc", "W"), ("nan", "W"), ("inf", "kW"), ("-Infinity", "W"),
-                                             ("1e999", "W"), ("1e300", "W"), ("500", "Wh"), ("500", None),
-                                             ("9" * 5000, "W"), ("", "W")])
-async def test_hostile_values_are_refused_never_zero(fake: FakeHomeAssistant, state: str, unit: str | None) -> None:
+@pytest.mark.parametrize(("state", "unit", "reason"), [
+    ("abc", "W", "not_a_number"), ("nan", "W", "not_finite"), ("inf", "kW", "not_finite"),
+    ("-Infinity", "W", "not_finite"), ("1e999", "W", "not_finite"), ("1e300", "W", "power_w_implausible"),
+    ("-5", "W", "power_w_implausible"), ("500", "Wh", "unit"), ("500", None, "unit"), ("9" * 5000, "W", "not_finite"),
+    ("", "W", None)])
+async def test_hostile_values_are_refused_never_zero(fake: FakeHomeAssistant, state: str, unit: str | None,
+                                                     reason: str | None) -> None:
     clock = ManualClock(NOON)
-    devices = HaDevices(api_config(fake.url), clock, stale_after_s=5)
+    refused: list[tuple[str, str]] = []
+    devices = HaDevices(api_config(fake.url), clock, stale_after_s=5,
+                        refuse=lambda r, detail: refused.append((r, detail)))
     task = await running(devices)
     try:
         await fake.set_state("sensor.fridge_power", state, unit if unit else None)
@@ -151,6 +156,10 @@ async def test_hostile_values_are_refused_never_zero(fake: FakeHomeAssistant, st
         clock.advance(6)
         m = devices.snapshots()["fridge"].power_w
         assert not m.usable and m.value != 0.0
+        if reason is not None:  # each refused with a stable label, the detail naming the entity
+            assert refused and {r for r, _ in refused} == {reason} and "sensor.fridge_power" in refused[-1][1]
+        else:
+            assert refused == []  # an empty state is no reading (stale), not a hostile one
         assert devices.snapshots()["p1"].power_w.usable  # the others unharmed
         await fake.send_raw("not json{")  # and garbage on the wire
         await fake.send_raw('{"id": "x", "type": "event", "event": 5}')
@@ -266,6 +275,12 @@ async def test_attached_to_the_agent_a_price_spike_sheds_the_loads(fake: FakeHom
         assert {a.resource_id for _, a in component.control.done} == {"boiler", "sg_ready"}
         assert fake.states["switch.boiler"]["s"] == "off" and fake.states["input_boolean.sg_ready"]["s"] == "off"
         assert component.pressure(NOON).grid_w == 1500.0  # Home Assistant's grid meter
+        reg = agent.metrics.registry
+        assert reg.get_sample_value("vpp_edge_home_assistant_api_connected") == 1.0
+        assert reg.get_sample_value("vpp_edge_load_switches_total", {"result": "ok", "state": "off"}) == 2.0
+        await fake.set_state("sensor.fridge_power", "garbage")
+        await until(lambda: bool(component.devices.telemetry())  # read as each agent poll reads it
+                    and agent.refusals.by_source.get("home_assistant_api", 0) > 0, "counted as a refusal")
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
