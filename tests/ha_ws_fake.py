@@ -27,6 +27,9 @@ class FakeHomeAssistant:
         self.ids_seen: list[int] = []
         self.auth_failures = 0
         self.pings = 0
+        self.hello: str | None = None  # a broken handshake: "garbage", "binary", "close", "wrong_type"
+        self.handshakes = 0
+        self.answer_pings = True  # False: a hung server (the client must give up and reconnect)
         self.sessions = 0
         self._subs: list[tuple[web.WebSocketResponse, int, set[str]]] = []
         self._runner: web.AppRunner | None = None
@@ -67,6 +70,12 @@ class FakeHomeAssistant:
     async def _handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        self.handshakes += 1
+        if self.hello is not None:
+            await {"garbage": lambda: ws.send_str("nonsense{"), "binary": lambda: ws.send_bytes(b"\x00\xff"),
+                   "close": ws.close, "wrong_type": lambda: ws.send_json(["auth_required"])}[self.hello]()
+            await ws.close()
+            return ws
         await ws.send_json({"type": "auth_required", "ha_version": "2024.3.3"})
         auth = await ws.receive_json()
         if auth.get("type") != "auth" or auth.get("access_token") != self.token:
@@ -96,7 +105,8 @@ class FakeHomeAssistant:
         kind = m.get("type")
         if kind == "ping":
             self.pings += 1
-            await ws.send_json({"id": msg_id, "type": "pong"})
+            if self.answer_pings:
+                await ws.send_json({"id": msg_id, "type": "pong"})
         elif kind == "subscribe_entities":
             wanted = set(m.get("entity_ids") or self.states)
             self._subs.append((ws, msg_id, wanted))

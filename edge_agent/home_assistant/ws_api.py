@@ -129,7 +129,9 @@ class HaWebSocket:
 
     async def run(self) -> None:
         attempt = 0
-        async with aiohttp.ClientSession() as http:
+        # a host that drops the SYN is given up after timeout_s, not aiohttp's default 5 minutes
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s, sock_connect=self.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
             while True:
                 auth_refused = False
                 try:
@@ -141,7 +143,7 @@ class HaWebSocket:
                 except AuthRefused as exc:
                     auth_refused, self.last_error = True, str(exc)
                     log.error("Home Assistant %s refused the token: %s (fix home_assistant.api.token)", self.url, exc)
-                except (aiohttp.ClientError, OSError, TimeoutError, HaApiError, ValueError) as exc:
+                except (aiohttp.ClientError, OSError, TimeoutError, HaApiError, ValueError, TypeError) as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     if _limit.admit(("ws", type(exc).__name__)) is not None:
                         log.warning("Home Assistant %s: %s (reconnecting with backoff)", self.url, self.last_error)

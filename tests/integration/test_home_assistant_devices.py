@@ -186,6 +186,33 @@ async def test_reconnect_after_the_server_restarts(fake: FakeHomeAssistant) -> N
         await stop(task)
 
 
+async def test_a_server_that_stops_answering_pings_is_left_and_reconnected(fake: FakeHomeAssistant) -> None:
+    devices = HaDevices(api_config(fake.url, timeout_s=0.3), ManualClock(NOON), stale_after_s=30)
+    task = await running(devices)
+    try:
+        fake.answer_pings = False
+        await until(lambda: devices.api.connects >= 2 and "no answer to ping" in (devices.api.last_error or ""),
+                    "the hung connection dropped and a new one made", 10)
+        fake.answer_pings = True
+        await until(lambda: devices.api.connected and devices.snapshots()["p1"].power_w.usable, "reading again")
+    finally:
+        await stop(task)
+
+
+@pytest.mark.parametrize("hello", ["garbage", "binary", "close", "wrong_type"])
+async def test_a_broken_handshake_is_retried_never_a_crash(fake: FakeHomeAssistant, hello: str) -> None:
+    fake.hello = hello
+    devices = HaDevices(api_config(fake.url), ManualClock(NOON), stale_after_s=30)
+    task = asyncio.create_task(devices.run())
+    try:
+        await until(lambda: fake.handshakes >= 2, "tried again after the broken handshake")
+        assert not task.done() and not devices.api.connected and devices.api.last_error
+        fake.hello = None
+        await until(lambda: devices.api.connected, "connected once the server behaves")
+    finally:
+        await stop(task)
+
+
 async def test_switch_with_read_back(fake: FakeHomeAssistant) -> None:
     devices = HaDevices(api_config(fake.url, timeout_s=0.5), ManualClock(NOON), stale_after_s=30)
     task = await running(devices)
