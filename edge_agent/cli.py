@@ -163,6 +163,10 @@ async def _run(args: argparse.Namespace) -> int:
     agent = EdgeAgent(config, clock=clock)
     attach_home_assistant(agent)  # with a [home_assistant] table: the house over MQTT discovery
     attach_lan_devices(agent)  # with [[lan_devices]]: plugs and meters, polled, in the telemetry
+    if config.home_assistant is not None and config.home_assistant.api is not None:  # else aiohttp stays unimported
+        from edge_agent.home_assistant.devices_component import attach as attach_ha_devices
+
+        attach_ha_devices(agent)  # Home Assistant's entities as meters, loads and switchable loads
     attach_s2_cem(agent)  # with an [s2] table: S2 Resource Managers connect over WebSocket
     try:
         # a device that does not answer is waited for (logged, vpp_edge_device_connected 0); one that

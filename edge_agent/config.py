@@ -48,6 +48,8 @@ Example ``edge-agent.toml``::
     # host = "192.168.1.10"
     # username = "vpp"
     # password = "..."
+    # [home_assistant.api]           # its entities as meters and loads: url, token_file and
+    # [[home_assistant.api.entities]]  # id, entity_id, role (docs/home-assistant-devices.md)
 
     # [s2]                           # S2 Resource Managers connect here (docs/s2-cem.md)
     # port = 8765
@@ -80,7 +82,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from edge_agent.lan_config import LanDeviceConfig, check_lan_devices
+from edge_agent.lan_config import RESERVED_IDS, LanDeviceConfig, check_lan_devices
 from edge_agent.link_config import STRICT, HomeAssistantConfig, S2Config, TlsClientConfig
 from vpp_common.config import EnvOverridesFile
 from vpp_common.localtime import zone
@@ -318,7 +320,8 @@ class AgentConfig(EnvOverridesFile):
     battery: BatteryConfig = BatteryConfig()
     control: ControlConfig = ControlConfig()
     tariff: TariffConfig | None = Field(None, description="prices for control.mode = \"tou\"")
-    home_assistant: HomeAssistantConfig | None = Field(None, description="publish the house over MQTT discovery")
+    home_assistant: HomeAssistantConfig | None = Field(None, description="publish the house over MQTT discovery; "
+                                                                        "its entities as the house's devices")
     s2: S2Config | None = Field(None, description="the agent as an S2 CEM for third-party Resource Managers")
     lan_devices: list[LanDeviceConfig] = Field(default_factory=list, description="smart plugs and meters on the LAN")
 
@@ -362,7 +365,13 @@ class AgentConfig(EnvOverridesFile):
     @model_validator(mode="after")
     def _home_assistant_can_work(self) -> AgentConfig:
         ha = self.home_assistant
-        if ha is None:
+        if ha is not None and ha.api is not None:
+            lan = {d.id for d in self.lan_devices}
+            for i, e in enumerate(ha.api.entities):
+                if e.id in RESERVED_IDS or e.id in lan:
+                    raise ValueError(f"home_assistant.api.entities[{i}].id {e.id!r} is already the house's "
+                                     f"({', '.join(RESERVED_IDS)}) or a LAN device's")
+        if ha is None or ha.host is None:  # no MQTT: no counters to keep, no unique ids to make
             return self
         if self.state_dir is None:
             raise ValueError("home_assistant: set state_dir (the energy counters must survive a restart, or Home "

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from edge_agent.ha_api_config import HomeAssistantApiConfig
+
 # Nested models too: a typo in a nested key is an error, not a silent default (the settings
 # class's extra="forbid" does not reach them), and inf/NaN are no number an operator means.
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -74,11 +76,13 @@ class MqttTlsConfig(BaseModel):
 
 class HomeAssistantConfig(BaseModel):
     """``[home_assistant]``: publish the house to Home Assistant over MQTT discovery
-    (edge_agent/home_assistant/); off unless the table is there."""
+    (edge_agent/home_assistant/; with ``host``), and use Home Assistant's entities as the house's
+    devices (``[home_assistant.api]``); off unless the table is there."""
 
     model_config = STRICT
 
-    host: str = Field(description="MQTT broker host (the one Home Assistant's MQTT integration uses)")
+    host: str | None = Field(None, description="MQTT broker host (the one Home Assistant's MQTT integration "
+                                               "uses); none: the house is not published")
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
@@ -92,13 +96,21 @@ class HomeAssistantConfig(BaseModel):
     keepalive_s: int = Field(30, ge=5, le=3600)
     reconnect_initial_s: float = Field(1.0, gt=0, description="first reconnect delay to the broker (real s)")
     reconnect_max_s: float = Field(60.0, gt=0, description="largest reconnect delay (real s, with jitter)")
+    api: HomeAssistantApiConfig | None = Field(None, description="Home Assistant's entities as the house's devices")
 
     @field_validator("host")
     @classmethod
-    def _host_given(cls, v: str) -> str:
-        if not v.strip():
+    def _host_given(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
             raise ValueError("must name the MQTT broker (IP address or host name)")
         return v
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> HomeAssistantConfig:
+        if self.host is None and self.api is None:
+            raise ValueError("give host (the MQTT broker: publish the house) or an [home_assistant.api] table "
+                             "(use Home Assistant's entities), or both")
+        return self
 
 
 class S2ResourceManagerConfig(BaseModel):

@@ -136,6 +136,7 @@ class HomeAssistantBridge:
     # -- the connection ------------------------------------------------------------------
     def _client(self) -> aiomqtt.Client:
         cfg = self.cfg
+        assert cfg.host is not None  # attach() runs the bridge only with a broker
         tls = (aiomqtt.TLSParameters(ca_certs=str(cfg.tls.ca_file),
                                      certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
                                      keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None)
@@ -271,7 +272,7 @@ class HomeAssistantBridge:
 def attach(agent: EdgeAgent) -> HomeAssistantBridge | None:
     """With a ``[home_assistant]`` table: the bridge, run among the agent's components (its
     energy counters are loaded here: an unwritable state_dir is a ConfigError before start)."""
-    if agent.config.home_assistant is None:
+    if agent.config.home_assistant is None or agent.config.home_assistant.host is None:
         return None
     bridge = HomeAssistantBridge(agent)
     agent.components.append(bridge)

@@ -9,6 +9,7 @@ it): ``python probe.py <command> <base_url> [args]``; prints one JSON document.
 - ``energy URL TOKEN PREFS_JSON``: ``energy/save_prefs`` then ``energy/validate``.
 - ``statistics URL TOKEN``: ``recorder/list_statistic_ids`` (sums) and ``recorder/validate_statistics``.
 - ``service URL TOKEN DOMAIN SERVICE DATA_JSON``: a service call.
+- ``state URL TOKEN ENTITY_ID``: one entity's state over REST (``/api/states/<entity_id>``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ async def service(url: str, token: str, domain: str, name: str, data: dict[str, 
         return {"status": r.status}
 
 
+async def state(url: str, token: str, entity_id: str) -> dict[str, object]:
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/api/states/{entity_id}",
+                                                   headers={"Authorization": f"Bearer {token}"}) as r:
+        r.raise_for_status()
+        return await r.json()
+
+
 def main() -> None:
     cmd, url, *args = sys.argv[1:]
     if cmd == "setup":
@@ -106,6 +114,8 @@ def main() -> None:
         result = asyncio.run(statistics(url, args[0]))
     elif cmd == "service":
         result = asyncio.run(service(url, args[0], args[1], args[2], json.loads(args[3])))
+    elif cmd == "state":
+        result = asyncio.run(state(url, args[0], args[1]))
     else:
         raise SystemExit(f"unknown command {cmd}")
     print(json.dumps(result))

@@ -9,7 +9,10 @@ through Home Assistant's own REST and WebSocket APIs (``ha_probe.py``, run with 
 Assistant's Python): every entity exists with its device class, state class and unit; the
 Energy dashboard's ``energy/validate`` reports no issue for the agent's grid, solar and battery
 counters; ``select.select_option`` on the mode changes the agent's mode; a stale reading is
-``unknown`` there.  ``VPP_HA_WAIT_STATISTICS=1`` also waits (up to 5 min) for the recorder's
+``unknown`` there.  The other way (``[home_assistant.api]``, docs/home-assistant-devices.md): a
+template sensor in kW is the agent's grid meter over Home Assistant's WebSocket API, and an
+``input_boolean`` its switchable load, switched off by the load switching policy when that
+meter reads over the import limit (read back; Home Assistant's REST API shows it off).  ``VPP_HA_WAIT_STATISTICS=1`` also waits (up to 5 min) for the recorder's
 first statistics compile, after which ``energy/validate`` reports no issue at all.
 """
 
@@ -40,7 +43,9 @@ from edge_agent.config import (
     TariffConfig,
     TariffPeriodConfig,
 )
+from edge_agent.ha_api_config import HaEntityConfig, HomeAssistantApiConfig
 from edge_agent.home_assistant.bridge import attach
+from edge_agent.home_assistant.devices_component import attach as attach_devices
 from edge_agent.home_assistant.entities import discovery_payload, entities
 from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
@@ -53,6 +58,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(800)]
 NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 NODE = "house_ha"
 PROBE = Path(__file__).with_name("ha_probe.py")
+HA_ENTITIES = [HaEntityConfig(id="ha_grid", entity_id="sensor.test_grid_power", role="grid_meter"),
+               HaEntityConfig(id="boiler", entity_id="input_boolean.boiler", role="switchable_load",
+                              min_on_s=0, min_off_s=0, max_off_s=3600, expected_power_w=2000)]
 CONFIG = """homeassistant:
   name: VPP test
   latitude: 52.37
@@ -71,6 +79,24 @@ recorder:
 energy:
 logger:
   default: warning
+input_number:
+  grid_kw:
+    min: -20
+    max: 20
+    step: 0.1
+    initial: 1.5
+input_boolean:
+  boiler:
+    name: Boiler
+    initial: true
+template:
+  - sensor:
+      - name: Test grid power
+        unique_id: test_grid_power
+        unit_of_measurement: kW
+        device_class: power
+        state_class: measurement
+        state: "{{{{ states('input_number.grid_kw') }}}}"  # {{ }} after str.format
 """
 
 
@@ -171,10 +197,14 @@ async def test_real_home_assistant(home_assistant: HomeAssistant, mosquitto: Mos
                                                         export_price_per_kwh=0.08)]),
         state_dir=tmp_path / "state",
         home_assistant=HomeAssistantConfig(host=mosquitto.host, port=mosquitto.port, node_id=NODE,
-                                           publish_interval_s=0.5))
+                                           publish_interval_s=0.5, api=HomeAssistantApiConfig(
+                                               url=ha.url.replace("http", "ws", 1) + "/api/websocket",
+                                               token=token, control_interval_s=1.0, entities=HA_ENTITIES)))
     agent = EdgeAgent(config, clock=clock)
     bridge = attach(agent)
     assert bridge is not None
+    ha_devices = attach_devices(agent)
+    assert ha_devices is not None
     try:
         await agent.start()
         await agent.wait_ready(5)
@@ -265,5 +295,34 @@ async def test_real_home_assistant(home_assistant: HomeAssistant, mosquitto: Mos
             return [st["state"] for st in got["states"]] == ["unknown"]
 
         await poll_until(unknown, "grid power unknown while the device does not answer", 30, 1.0)
+
+        await home_assistant_devices(ha, token, ha_devices, clock)
     finally:
         await agent.stop()
+
+
+async def home_assistant_devices(ha: HomeAssistant, token: str, component, clock: ManualClock) -> None:
+    """Home Assistant's template sensor (kW) read as the grid meter over the WebSocket API, its
+    input_boolean switched off by the load switching policy when that meter passes the import
+    limit, read back, and seen off through Home Assistant's REST API."""
+    devices = component.devices
+    await until(lambda: devices.api.connected, "the agent subscribed to Home Assistant's entities", 30)
+    await until(lambda: (m := devices.grid_w()) is not None and m.value == 1500.0, "1.5 kW read as 1500 W", 30)
+    assert devices.snapshots()["boiler"].switch_on.value == 1.0
+    assert {t.resource_id: t.power_w.value for t in component.agent.snapshot.telemetry.resources}.get("ha_grid") \
+        in (None, 1500.0)  # in the house's telemetry from the next poll on
+    result = await ha.probe("service", token, "input_number", "set_value",
+                            json.dumps({"entity_id": "input_number.grid_kw", "value": 15}))
+    assert result["status"] == 200
+    await until(lambda: (m := devices.grid_w()) is not None and m.value == 15000.0, "15 kW pushed", 30)
+    clock.advance(1.0)  # the next decision: 15 kW over the 11 kW limit
+    await until(lambda: any(a.resource_id == "boiler" and not a.on for _, a in component.control.done),
+                "the boiler shed for the import limit", 30)
+    assert (await ha.probe("state", token, "input_boolean.boiler"))["state"] == "off"
+    await ha.probe("service", token, "input_number", "set_value",
+                   json.dumps({"entity_id": "input_number.grid_kw", "value": 2}))
+    await until(lambda: (m := devices.grid_w()) is not None and m.value == 2000.0, "2 kW pushed", 30)
+    clock.advance(1.0)
+    await until(lambda: any(a.resource_id == "boiler" and a.on for _, a in component.control.done),
+                "the boiler back on once the import is low", 30)
+    assert (await ha.probe("state", token, "input_boolean.boiler"))["state"] == "on"

@@ -336,9 +336,11 @@ def test_home_assistant_addon_options_match_schema_and_agent_config() -> None:
     addon = DEPLOY / "home-assistant" / "vpp-edge-agent"
     config = yaml.safe_load((addon / "config.yaml").read_text())
     assert {"name", "version", "slug", "description", "arch", "options", "schema"} <= set(config)
-    assert set(config["options"]) == set(config["schema"])
+    # optional keys (a schema ending in ?) may be left out of the defaults, as the Supervisor documents
+    required = {k for k, v in config["schema"].items() if not (isinstance(v, str) and v.endswith("?"))}
+    assert required <= set(config["options"]) <= set(config["schema"])
     run = (addon / "run.sh").read_text()
-    for option in config["options"]:
+    for option in config["schema"]:
         assert f"'{option}'" in run or f"{option} " in run, f"run.sh ignores option {option}"
     env_fields = set(re.findall(r"export (VPP_AGENT_[A-Z_]+)=", run))
     top = {f.upper() for f in AgentConfig.model_fields}
@@ -346,7 +348,7 @@ def test_home_assistant_addon_options_match_schema_and_agent_config() -> None:
         parts = var.removeprefix("VPP_AGENT_").split("__")
         assert parts[0] in top, var
     assert "/opt/vpp/bin/edge-agent}\" run" in run and len(re.findall(r"^FROM ", (addon / "Dockerfile").read_text(), re.M)) == 1
-    assert config["services"] == ["mqtt:need"]
+    assert config["services"] == ["mqtt:need"] and config["homeassistant_api"] is True
     _run("bash", "-n", addon / "run.sh")
 
 
@@ -387,7 +389,7 @@ def test_shipped_redis_keeps_its_data() -> None:
 
 
 BASHIO_STUBS = r"""
-opt() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1])).get(sys.argv[2]); print(str(v).lower() if isinstance(v, bool) else ("" if v is None else v))' "$ADDON_OPTIONS" "$1"; }
+opt() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1])).get(sys.argv[2]); print(str(v).lower() if isinstance(v, bool) else "\n".join(json.dumps(x) for x in v) if isinstance(v, list) else ("" if v is None else v))' "$ADDON_OPTIONS" "$1"; }
 bashio::config() { opt "$1"; }
 bashio::config.has_value() { [[ -n "$(opt "$1")" ]]; }
 bashio::config.true() { [[ "$(opt "$1")" == "true" ]]; }
@@ -448,3 +450,44 @@ def test_home_assistant_addon_takes_the_broker_from_the_supervisor(tmp_path: Pat
     else:
         assert cfg.home_assistant is None
 
+
+
+def test_home_assistant_addon_passes_the_entities_and_the_supervisor_token(tmp_path: Path) -> None:
+    """``ha_entities`` in the options: the agent gets the Core's WebSocket API through the
+    Supervisor (ws://supervisor/core/websocket, SUPERVISOR_TOKEN) and the entities, and its
+    config loads; without the token the add-on stops with the reason."""
+    from vpp_common.config import load_config
+
+    addon = DEPLOY / "home-assistant" / "vpp-edge-agent"
+    entities = [{"id": "p1", "entity_id": "sensor.p1_power", "role": "grid_meter", "invert": True,
+                 "power_entity_id": None},
+                {"id": "boiler", "entity_id": "switch.boiler", "role": "switchable_load", "max_off_s": 1800}]
+    options = yaml.safe_load((addon / "config.yaml").read_text())["options"] | {
+        "insecure": True, "house_id": "house-7", "ha_entities": entities, "ha_price_spike_per_kwh": 0.5}
+    (tmp_path / "options.json").write_text(json.dumps(options))
+    (tmp_path / "stubs.sh").write_text(BASHIO_STUBS)
+    dump = tmp_path / "env.json"
+    agent = tmp_path / "edge-agent"
+    agent.write_text(f"#!/bin/sh\nexec python3 -c 'import json, os; json.dump(dict(os.environ), open(\"{dump}\", \"w\"))'\n")
+    agent.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "ADDON_OPTIONS": str(tmp_path / "options.json"), "VPP_EDGE_AGENT": str(agent)}
+    script = f"source {tmp_path / 'stubs.sh'}; source {addon / 'run.sh'}"
+    r = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 1 and "SUPERVISOR_TOKEN" in r.stderr
+    r = subprocess.run(["bash", "-c", script], env=env | {"SUPERVISOR_TOKEN": "sup-token"}, capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    got = {k: v for k, v in json.loads(dump.read_text()).items() if k.startswith("VPP_AGENT_")}
+    old = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("VPP_AGENT_")}
+    try:
+        os.environ.update(got)
+        cfg = load_config(AgentConfig, None)
+    finally:
+        for k in got:
+            os.environ.pop(k, None)
+        os.environ.update(old)
+    api = cfg.home_assistant.api if cfg.home_assistant is not None else None
+    assert api is not None and api.url == "ws://supervisor/core/websocket" and api.token_value() == "sup-token"
+    assert [(e.id, e.role, e.invert, e.max_off_s) for e in api.entities] == [
+        ("p1", "grid_meter", True, 3600.0), ("boiler", "switchable_load", False, 1800.0)]
+    assert api.price_spike_per_kwh == 0.5

@@ -51,6 +51,21 @@ if bashio::config.true 'home_assistant_discovery'; then
     fi
 fi
 
+# Home Assistant's entities as the house's meters, loads and switchable loads, over the Core's
+# WebSocket API with the Supervisor's token (homeassistant_api: true); entities one JSON per line.
+if bashio::config.has_value 'ha_entities'; then
+    if [[ -z "${SUPERVISOR_TOKEN:-}" ]]; then
+        bashio::exit.nok "ha_entities: no SUPERVISOR_TOKEN (the add-on needs homeassistant_api: true)"
+    fi
+    export VPP_AGENT_HOME_ASSISTANT__API__URL=ws://supervisor/core/websocket
+    export VPP_AGENT_HOME_ASSISTANT__API__TOKEN="${SUPERVISOR_TOKEN}"
+    export VPP_AGENT_HOME_ASSISTANT__API__ENTITIES="$(bashio::config 'ha_entities' | jq -sc '[.[] | with_entries(select(.value != null))]')"
+    if bashio::config.has_value 'ha_price_spike_per_kwh'; then
+        export VPP_AGENT_HOME_ASSISTANT__API__PRICE_SPIKE_PER_KWH="$(bashio::config 'ha_price_spike_per_kwh')"
+    fi
+    bashio::log.info "Home Assistant: entities as the house's devices through the Supervisor's WebSocket API"
+fi
+
 bashio::log.info "edge agent for ${VPP_AGENT_DEVICE__HOST}:${VPP_AGENT_DEVICE__PORT} -> ${VPP_AGENT_AGGREGATOR}"
 cd /data
 exec "${VPP_EDGE_AGENT:-/opt/vpp/bin/edge-agent}" run
