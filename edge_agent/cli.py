@@ -4,7 +4,8 @@
     edge-agent run --insecure --device-host 192.168.1.50 --aggregator vpp.example.net:50051
     edge-agent run --config house.toml --no-metrics --clock-start 2026-06-21T08:00:00+00:00 --clock-speed 300
     edge-agent scan --host 192.168.1.50 [--port 502] [--unit 1] [--model sungrow_sh] [--json]
-    edge-agent scan --lan --host 192.168.1.60 [--port 80] [--password ...]   (plugs and meters)
+    edge-agent scan --lan --host 192.168.1.60 [--port 80] [--password ...] [--token ...]
+                                              (plugs, meters, micro-inverters)
     edge-agent s2 list --config /etc/vpp/edge-agent.toml [--json]
 
 Exit codes of ``scan``: 0 found, 2 configuration (unknown model, not SunSpec,
@@ -71,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Modbus TCP port (default 502); with --lan: only this port (default HTTP 80, P1 8088)")
     scan.add_argument("--lan", action="store_true",
                       help="look for a smart plug or meter instead (Shelly RPC, Tasmota, DSMR P1)")
-    scan.add_argument("--password", help="with --lan: the device's password (Shelly digest, Tasmota web)")
+    scan.add_argument("--password", help="with --lan: the device's password (Shelly digest, Tasmota web, OpenDTU)")
+    scan.add_argument("--token", help="with --lan: an Enphase IQ Gateway's owner token")
     scan.add_argument("--unit", type=int, default=None,
                       help="Modbus unit id (default: 1 for SunSpec, the catalogue entry's otherwise)")
     scan.add_argument("--model", help="catalogue entry id (e.g. victron_gx, sungrow_sh, huawei_sun2000_luna2000) "
@@ -123,7 +125,7 @@ async def _scan(args: argparse.Namespace) -> int:
 async def _scan_lan(args: argparse.Namespace) -> int:
     from edge_agent.lan_scan import scan_lan
 
-    result = await scan_lan(args.host, args.port, timeout_s=args.timeout, password=args.password)
+    result = await scan_lan(args.host, args.port, timeout_s=args.timeout, password=args.password, token=args.token)
     print(result.to_json() if args.json else result.to_table())
     return 0 if result.found else EXIT_UNREACHABLE
 

@@ -31,7 +31,8 @@ model, validated with pydantic when loaded (:func:`load_lan_entry`).  Schema, pe
 * ``[limit]`` (PV that takes an active-power limit): ``request`` (path and query; ``{value}`` the
   limit in whole W, ``{serial}``), ``method`` (GET, POST), ``form`` (POST form fields, templated
   alike), ``min_w``/``max_w`` (what the device accepts: a limit is clamped into it), ``apply_s``
-  (how long the read-back may lag the command), ``tolerance_w``, ``ok_path``/``ok_value`` (the
+  (how long the read-back may lag the command), ``settle_s`` (how long the output lags a setting
+  that reads back at once: pending until then), ``tolerance_w``, ``ok_path``/``ok_value`` (the
   answer's success field).  The limit is read back from ``pv_limit_w`` or ``pv_limit_pct`` x
   ``pv_rated_w``.  A PV entry without it cannot be curtailed (docs/lan-devices.md).
 """
@@ -118,6 +119,7 @@ class LanLimit(BaseModel):
     min_w: float = Field(ge=0)
     max_w: float = Field(gt=0, le=1e6)
     apply_s: float = Field(gt=0, le=600)
+    settle_s: float = Field(default=0.0, ge=0, le=600)
     tolerance_w: float = Field(default=5.0, ge=0, le=1000)
     ok_path: str | None = None
     ok_value: str | None = None
@@ -130,6 +132,8 @@ class LanLimit(BaseModel):
             raise ValueError("the request or a form field must carry {value}")
         if (self.ok_path is None) != (self.ok_value is None):
             raise ValueError("ok_path and ok_value go together")
+        if self.settle_s > self.apply_s:
+            raise ValueError(f"settle_s {self.settle_s} > apply_s {self.apply_s}")
         if self.form and self.method != "POST":
             raise ValueError("form fields need method POST")
         return self

@@ -73,7 +73,7 @@ class LanDeviceRM:
         self._bounds = {r: self._role_bounds(r) for r in ("grid_power_w", "load_power_w", "pv_power_w",
                                                         "energy_in_wh", "energy_out_wh", "switch_on")}
         lim = entry.limit
-        self._tracker = LimitTracker(lim.apply_s, lim.tolerance_w) if lim is not None else None
+        self._tracker = LimitTracker(lim.apply_s, lim.tolerance_w, lim.settle_s) if lim is not None else None
         self._resends = 0
         self.rated_w: float | None = None
         """The inverter's rating as it reports it (pv_rated_w), or the entry's limit ceiling."""

@@ -3,7 +3,8 @@
 Micro-inverters take a limit with a delay (OpenDTU reports ``Pending`` while the command goes to the
 inverter over radio; docs/lan-devices.md): a read-back that still differs within ``apply_s`` of the
 command is *pending*, not failed; after it, or when the device itself reports a failure, it is
-*failed* and the Resource Manager sends it again (a few times, then it says so).
+*failed* and the Resource Manager sends it again (a few times, then it says so).  A device whose
+setting reads back at once while its output follows later (APsystems EZ1) is pending for ``settle_s``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ LimitState = Literal["none", "applied", "pending", "failed"]
 
 
 class LimitTracker:
-    def __init__(self, apply_s: float, tolerance_w: float) -> None:
-        self.apply_s, self.tolerance_w = apply_s, tolerance_w
+    def __init__(self, apply_s: float, tolerance_w: float, settle_s: float = 0.0) -> None:
+        self.apply_s, self.tolerance_w, self.settle_s = apply_s, tolerance_w, settle_s
         self.asked_w: float | None = None
         self.asked_at: datetime | None = None
 
@@ -30,9 +31,10 @@ class LimitTracker:
             return "none"
         if device_state == -1.0:
             return "failed"
+        age_s = (now - self.asked_at).total_seconds()
         if readback_w is not None and abs(readback_w - self.asked_w) <= self.tolerance_w and device_state != 0.0:
-            return "applied"
-        return "pending" if (now - self.asked_at).total_seconds() <= self.apply_s else "failed"
+            return "applied" if age_s >= self.settle_s else "pending"  # the setting holds; the output follows
+        return "pending" if age_s <= self.apply_s else "failed"
 
 
 __all__ = ["LimitState", "LimitTracker"]

@@ -22,7 +22,15 @@ from edge_agent.resources.lan_device import LanDeviceRM
 from simulator.fault_control import handle_command
 from simulator.hybrid_device import Faults
 from simulator.lan_base import LanFaults
-from tests.lan_fixtures import DEFAULT_POWER_W, DEVICE_KW, OTHER_POWER_W, POWER_FIELD, ROLE, SIMS, set_power
+from tests.lan_fixtures import (
+    DEFAULT_POWER_W,
+    DEVICE_KW,
+    OTHER_POWER_W,
+    POWER_FIELD,
+    ROLE,
+    SIMS,
+    set_power,
+)
 from vpp_common.messages import Validity
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,0 +1,136 @@
+"""The house's PV with a micro-inverter on the LAN (edge_agent/lan_pv.py) against the OpenDTU and Envoy
+simulators: the PV power and household load it reports, the resource it tells the aggregator (PEBC
+or NOT_CONTROLLABLE), and the house's PV limit routed to the micro-inverter, held while it applies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from edge_agent.drivers.errors import ModelNotFound
+from edge_agent.drivers.lan_catalogue import load_lan_entry
+from edge_agent.drivers.lan_device import LanDevice
+from edge_agent.lan_pv import HouseWithLanPv
+from edge_agent.resources.capabilities import PV_CURTAILMENT, Capabilities
+from edge_agent.resources.house import HouseSnapshot
+from edge_agent.resources.lan_device import LanDeviceRM
+from tests.lan_fixtures import DEVICE_KW, SIMS
+from vpp_common.clock import ManualClock
+from vpp_common.messages import (
+    ControlType,
+    Flexibility,
+    Measurement,
+    ResourceInfo,
+    ResourceKind,
+    SiteTelemetry,
+    Validity,
+)
+
+pytestmark = pytest.mark.timeout(30)
+T0 = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
+
+
+def _m(value: float) -> Measurement:
+    return Measurement(value, Validity.VALID, T0)
+
+
+class Inverter:
+    """A hybrid inverter's Resource Manager with its own (not curtailable) PV producing 1000 W."""
+
+    battery_id = "battery"
+    nameplate = None
+    pv_rating_w = 3000.0
+    capabilities = Capabilities(cannot={PV_CURTAILMENT: "no model 704 or 123"})
+    resources = (ResourceInfo("battery", ResourceKind.BATTERY, ControlType.FRBC, 5000.0, 10000.0),
+                 ResourceInfo("pv", ResourceKind.PV, ControlType.NOT_CONTROLLABLE, 3000.0))
+
+    def __init__(self) -> None:
+        self.pv_limits: list[float | None] = []
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def poll(self) -> HouseSnapshot:
+        # grid -1500 = load 0.2 kW + battery 0 - 1 kW own PV - 0.7 kW the micro-inverter's, which the
+        # inverter's balance cannot see: its load reads 0.7 kW too little (-500)
+        t = SiteTelemetry(T0, grid_power_w=_m(-1500.0), pv_power_w=_m(-1000.0), battery_power_w=_m(0.0),
+                          battery_soc_pct=_m(50.0), load_power_w=_m(-500.0))
+        return HouseSnapshot(t, Flexibility(T0), 5000.0, 5000.0)
+
+    async def set_pv_limit(self, limit_w: float | None) -> None:
+        self.pv_limits.append(limit_w)
+        raise ModelNotFound("no model 704 or 123")
+
+    def controllable(self, resource_id: str) -> str | None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
+
+
+async def _house(model: str) -> tuple[Any, HouseWithLanPv, Inverter]:
+    sim = SIMS[model](available_w=700.0)
+    port = await sim.start()
+    dev = LanDevice(load_lan_entry(model), "127.0.0.1", port, 0.5, **DEVICE_KW.get(model, {}))
+    inner = Inverter()
+    house = HouseWithLanPv(inner, LanDeviceRM("balcony", "pv", dev, 30.0), ManualClock(T0))  # type: ignore[arg-type]
+    await house.connect()
+    return sim, house, inner
+
+
+async def test_the_micro_inverter_is_the_houses_curtailable_pv() -> None:
+    sim, house, inner = await _house("opendtu_hoymiles")
+    try:
+        snap = await house.poll()
+        t = snap.telemetry
+        assert t.pv_power_w.value == -1700.0 and t.pv_power_w.validity is Validity.VALID
+        assert t.load_power_w.value == 200.0  # corrected by the micro-inverter's production
+        assert ("balcony", -700.0) in [(r.resource_id, r.power_w.value) for r in t.resources]
+        info = {r.resource_id: r for r in house.resources}["balcony"]
+        assert info.control_type is ControlType.PEBC and info.rated_power_w == 800.0
+        assert house.capabilities.pv_reason is None and house.controllable("balcony") is None
+        assert [c.resource_id for c in snap.flexibility.curtailments] == ["balcony"]
+        await house.set_pv_limit(1300.0)  # all PV to 1.3 kW: the inverter's own gives 1 kW, the micro 300 W
+        assert sim.pv.pending is not None and sim.pv.pending[0] == 300.0 and inner.pv_limits == []
+        await house.set_pv_limit(1100.0)  # still applying: held
+        assert sim.pv.limit_calls == 1
+        for _ in range(200):
+            snap = await house.poll()
+            if sim.pv.limit_calls == 2:
+                break
+            house.clock.advance(0.05)  # type: ignore[attr-defined]
+        assert sim.pv.limit_calls == 2 and sim.pv.pending is not None and sim.pv.pending[0] == 100.0
+    finally:
+        await house.close()
+        await sim.stop()
+
+
+async def test_a_micro_inverter_without_a_limit_is_reported_not_curtailable() -> None:
+    sim, house, inner = await _house("enphase_envoy")
+    try:
+        snap = await house.poll()
+        assert snap.telemetry.pv_power_w.value == -1700.0
+        info = {r.resource_id: r for r in house.resources}["balcony"]
+        assert info.control_type is ControlType.NOT_CONTROLLABLE
+        assert "takes no power limit" in (house.controllable("balcony") or "")
+        assert house.capabilities.pv_reason is not None and snap.flexibility.curtailments == ()
+        with pytest.raises(ModelNotFound):  # the inverter's own PV: what is left after the micro's 0.7 kW
+            await house.set_pv_limit(1300.0)
+        assert inner.pv_limits == [600.0]
+    finally:
+        await house.close()
+        await sim.stop()
+
+
+async def test_a_micro_inverter_that_does_not_answer_is_stale_never_zero() -> None:
+    sim, house, _ = await _house("apsystems_ez1")
+    try:
+        await house.poll()
+        await sim.stop()
+        t = (await house.poll()).telemetry
+        assert t.pv_power_w.validity is Validity.STALE and t.pv_power_w.value == -1700.0
+    finally:
+        await house.close()
