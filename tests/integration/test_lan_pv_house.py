@@ -134,3 +134,55 @@ async def test_a_micro_inverter_that_does_not_answer_is_stale_never_zero() -> No
         assert t.pv_power_w.validity is Validity.STALE and t.pv_power_w.value == -1700.0
     finally:
         await house.close()
+
+
+async def test_the_agent_curtails_the_micro_inverter_for_its_export_cap() -> None:
+    """``edge-agent run``'s assembly (edge_agent.cli.lan_agent) on a Sungrow simulator at noon, battery
+    full, zero export, with an OpenDTU beside it: the Hello lists the micro-inverter as PEBC, the
+    house's PV includes it, and the export cap's PV limit goes to it (the Sungrow's PV takes none)."""
+    from edge_agent.cli import lan_agent
+    from edge_agent.config import (
+        AgentConfig,
+        BatteryConfig,
+        ControlConfig,
+        DeviceConfig,
+        SiteConfig,
+    )
+    from edge_agent.lan_config import LanDeviceConfig
+    from simulator.catalogue_device import CatalogueSimulator
+    from simulator.physics import PhysicsConfig
+    from tests.conftest import free_port, until
+
+    clock = ManualClock(T0)
+    dtu = SIMS["opendtu_hoymiles"](available_w=700.0)
+    dtu_port = await dtu.start()
+    try:
+        async with CatalogueSimulator("sungrow_sh", clock, PhysicsConfig(initial_soc_pct=100)) as sim:
+            config = AgentConfig(
+                house_id="house-micro", insecure=True, metrics_port=None, aggregator=f"127.0.0.1:{free_port()}",
+                device=DeviceConfig(port=sim.port, catalogue="sungrow_sh", timeout_s=0.5, poll_interval_s=1.0),
+                battery=BatteryConfig(revert_s=60), control=ControlConfig(tick_s=0.5, mode="self_consumption"),
+                site=SiteConfig(max_export_w=0.0),
+                lan_devices=[LanDeviceConfig(id="balcony", model="opendtu_hoymiles", host="127.0.0.1", port=dtu_port,
+                                             role="pv", serial="114182180001", password="openDTU42", timeout_s=0.5)])
+            agent = lan_agent(config, clock)
+            assert {(r.resource_id, r.control_type) for r in agent._hello().resources} >= {
+                ("balcony", ControlType.PEBC)}
+            await agent.start()
+            try:
+                for _ in range(60):
+                    if dtu.pv.limit_calls:
+                        break
+                    polls = agent.stats.polls
+                    clock.advance(1.0)
+                    await until(lambda p=polls: agent.stats.polls > p, "a device poll")  # type: ignore[misc]
+                snap = agent.snapshot
+                assert snap is not None and "balcony" in {r.resource_id for r in snap.telemetry.resources}
+                assert dtu.pv.limit_calls >= 1, "no PV limit reached the micro-inverter"
+                asked = dtu.pv.pending[0] if dtu.pv.pending else dtu.pv.limit_w
+                assert 0.0 <= asked < 700.0
+            finally:
+                await agent.stop()
+        assert dtu.pv.limit_w == 800.0 or (dtu.pv.pending and dtu.pv.pending[0] == 800.0)  # lifted on stop
+    finally:
+        await dtu.stop()
