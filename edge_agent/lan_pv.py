@@ -67,6 +67,8 @@ class HouseWithLanPv:
         self._inner_pv: Measurement | None = None  # the inverter's own PV, last poll
 
     def __getattr__(self, name: str) -> Any:  # the rest of the inner RM (tests, scan)
+        if name == "inner":  # not set yet: no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     @property
