@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from edge_agent.drivers.errors import (
@@ -65,6 +66,7 @@ class HouseWithLanPv:
         self._inner_has_pv = False
         self._wish: object = _HELD  # a limit asked while the last one was still applying
         self._inner_pv: Measurement | None = None  # the inverter's own PV, last poll
+        self._polled_at: datetime | None = None
 
     def __getattr__(self, name: str) -> Any:  # the rest of the inner RM (tests, scan)
         if name == "inner":  # not set yet: no recursion
@@ -127,7 +129,11 @@ class HouseWithLanPv:
 
     async def poll(self) -> HouseSnapshot:
         snap = await self.inner.poll()
-        pv = self.pv_snapshot = await self.pv.poll(self.clock.now())
+        now = self.clock.now()
+        min_s = self.pv.device.entry.device.min_poll_interval_s
+        if self.pv_snapshot is None or self._polled_at is None or (now - self._polled_at).total_seconds() >= min_s:
+            self.pv_snapshot, self._polled_at = await self.pv.poll(now), now  # else: no faster than it allows
+        pv = self.pv_snapshot
         t = snap.telemetry
         self._inner_pv = t.pv_power_w
         if self._wish is not _HELD and pv.limit != "pending":

@@ -19,8 +19,8 @@ SIMS: dict[str, Callable[..., Any]] = {
     "shelly_pro_em": lambda **kw: ShellySim("shelly_pro_em", **kw),
     "tasmota_plug": lambda **kw: TasmotaSim(**kw),
     "dsmr5_p1": lambda **kw: P1Sim(interval_s=0.05, **kw),
-    "opendtu_hoymiles": lambda **kw: OpenDtuSim(apply_delay_s=0.3, **kw),
-    "apsystems_ez1": lambda **kw: Ez1Sim(apply_delay_s=0.3, **kw),
+    "opendtu_hoymiles": lambda **kw: OpenDtuSim(**{"apply_delay_s": 0.3, **kw}),
+    "apsystems_ez1": lambda **kw: Ez1Sim(**{"apply_delay_s": 0.3, **kw}),
     "enphase_envoy": lambda **kw: EnvoySim(**kw),
 }
 # What the driver needs to reach each simulator with its defaults

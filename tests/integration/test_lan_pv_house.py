@@ -71,8 +71,8 @@ class Inverter:
         raise AttributeError(name)
 
 
-async def _house(model: str) -> tuple[Any, HouseWithLanPv, Inverter]:
-    sim = SIMS[model](available_w=700.0)
+async def _house(model: str, **sim_kw: Any) -> tuple[Any, HouseWithLanPv, Inverter]:
+    sim = SIMS[model](available_w=700.0, **sim_kw)
     port = await sim.start()
     dev = LanDevice(load_lan_entry(model), "127.0.0.1", port, 0.5, **DEVICE_KW.get(model, {}))
     inner = Inverter()
@@ -82,7 +82,8 @@ async def _house(model: str) -> tuple[Any, HouseWithLanPv, Inverter]:
 
 
 async def test_the_micro_inverter_is_the_houses_curtailable_pv() -> None:
-    sim, house, inner = await _house("opendtu_hoymiles")
+    sim, house, inner = await _house("opendtu_hoymiles", apply_delay_s=0.0)
+    clock: ManualClock = house.clock  # type: ignore[assignment]
     try:
         snap = await house.poll()
         t = snap.telemetry
@@ -94,15 +95,17 @@ async def test_the_micro_inverter_is_the_houses_curtailable_pv() -> None:
         assert house.capabilities.pv_reason is None and house.controllable("balcony") is None
         assert [c.resource_id for c in snap.flexibility.curtailments] == ["balcony"]
         await house.set_pv_limit(1300.0)  # all PV to 1.3 kW: the inverter's own gives 1 kW, the micro 300 W
-        assert sim.pv.pending is not None and sim.pv.pending[0] == 300.0 and inner.pv_limits == []
-        await house.set_pv_limit(1100.0)  # still applying: held
+        assert sim.pv.limit_calls == 1 and inner.pv_limits == []
+        await house.set_pv_limit(1100.0)  # still applying (until a poll reads it back): held
         assert sim.pv.limit_calls == 1
-        for _ in range(200):
-            snap = await house.poll()
-            if sim.pv.limit_calls == 2:
-                break
-            house.clock.advance(0.05)  # type: ignore[attr-defined]
-        assert sim.pv.limit_calls == 2 and sim.pv.pending is not None and sim.pv.pending[0] == 100.0
+        clock.advance(1.0)
+        await house.poll()  # within the entry's min_poll_interval_s (2 s): the micro-inverter is not read
+        assert sim.pv.limit_calls == 1
+        clock.advance(1.0)
+        await house.poll()  # reads 300 W in force: the held 1.1 kW goes out, 100 W for the micro
+        assert sim.pv.limit_calls == 2
+        sim.pv.advance()
+        assert sim.pv.limit_w == 100.0
     finally:
         await house.close()
         await sim.stop()
@@ -130,6 +133,7 @@ async def test_a_micro_inverter_that_does_not_answer_is_stale_never_zero() -> No
     try:
         await house.poll()
         await sim.stop()
+        house.clock.advance(5.0)  # type: ignore[attr-defined]
         t = (await house.poll()).telemetry
         assert t.pv_power_w.validity is Validity.STALE and t.pv_power_w.value == -1700.0
     finally:
@@ -185,4 +189,34 @@ async def test_the_agent_curtails_the_micro_inverter_for_its_export_cap() -> Non
                 await agent.stop()
         assert dtu.pv.limit_w == 800.0 or (dtu.pv.pending and dtu.pv.pending[0] == 800.0)  # lifted on stop
     finally:
+        await dtu.stop()
+
+
+async def test_the_houses_limit_errors_are_the_agents_kinds() -> None:
+    """A refused limit is retried by the agent (DeviceUnavailable); a wrong password is reported once
+    as curtailment unavailable (ModelNotFound), as DeviceWrites treats them."""
+    from edge_agent.drivers.errors import DeviceUnavailable
+    from simulator.hybrid_device import Faults
+
+    sim, house, _ = await _house("apsystems_ez1")
+    try:
+        await house.poll()
+        sim.faults = Faults(exception_code=4)
+        with pytest.raises(DeviceUnavailable, match="refused"):
+            await house.set_pv_limit(300.0)
+    finally:
+        await house.close()
+        await sim.stop()
+    dtu = SIMS["opendtu_hoymiles"]()
+    port = await dtu.start()
+    dev = LanDevice(load_lan_entry("opendtu_hoymiles"), "127.0.0.1", port, 0.5, serial="114182180001",
+                    password="wrong")
+    house = HouseWithLanPv(Inverter(), LanDeviceRM("balcony", "pv", dev, 30.0), ManualClock(T0))  # type: ignore[arg-type]
+    try:
+        await house.connect()
+        await house.poll()
+        with pytest.raises(ModelNotFound, match="credentials"):
+            await house.set_pv_limit(300.0)
+    finally:
+        await house.close()
         await dtu.stop()

@@ -4,6 +4,7 @@ the house's PV (edge_agent/lan_pv.py) that routes the export cap's limit to the 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,16 +31,19 @@ async def _rm(model: str, **sim_kw: Any) -> tuple[Any, LanDeviceRM]:
 
 
 async def _until_applied(rm: LanDeviceRM, start: datetime) -> Any:
-    for i in range(200):
+    """Polls on the simulated clock (0.05 s a step, within the entry's apply_s) until the limit holds;
+    the simulator applies it after its real apply_delay_s (a bounded wait, as tests.conftest.until)."""
+    for i in range(400):
         snap = await rm.poll(start + timedelta(seconds=i * 0.05))
         if snap.limit == "applied":
             return snap
+        await asyncio.sleep(0.01)
     raise AssertionError("the limit never applied")
 
 
 @pytest.mark.parametrize("model", LIMITABLE)
 async def test_limit_is_pending_then_applied_and_read_back(model: str) -> None:
-    sim, rm = await _rm(model)
+    sim, rm = await _rm(model, apply_delay_s=1.0)
     try:
         assert rm.limitable
         first = await rm.poll(T0)
@@ -172,6 +176,26 @@ async def test_hostile_limit_read_back_is_never_taken_as_applied(model: str, fie
         snap = await rm.poll(T0 + timedelta(seconds=1))
         assert snap.limit != "applied", f"{field}={value!r}"
         assert snap.pv_limit_w.validity is not Validity.VALID or snap.pv_limit_w.value != 0.0
+    finally:
+        await rm.close()
+        await sim.stop()
+
+
+@pytest.mark.parametrize("model", LIMITABLE)
+async def test_a_limit_write_that_times_out_or_is_refused_is_a_driver_error(model: str) -> None:
+    from edge_agent.drivers.errors import DeviceUnavailable
+    from simulator.hybrid_device import Faults
+
+    sim, rm = await _rm(model)
+    try:
+        sim.faults = Faults(timeout=True)
+        with pytest.raises(DeviceUnavailable):
+            await rm.set_pv_limit(300.0, T0)
+        sim.faults = Faults(exception_code=4)
+        with pytest.raises((DeviceRefused, DeviceUnavailable)):  # OpenDTU: HTTP 500 (no JSON); EZ1: FAILED
+            await rm.set_pv_limit(300.0, T0)
+        sim.faults = Faults()
+        assert await rm.set_pv_limit(300.0, T0) == 300.0
     finally:
         await rm.close()
         await sim.stop()
