@@ -122,6 +122,9 @@ class HouseWithLanPv:
     async def connect(self) -> None:
         await self.inner.connect()
         self._inner_has_pv = any(r.kind is ResourceKind.PV for r in self.inner.resources)
+        if self.pv_snapshot is None:  # its rating for the Hello, which goes out once connected
+            self._polled_at = self.clock.now()
+            self.pv_snapshot = await self.pv.poll(self._polled_at)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -131,8 +131,11 @@ class LanDeviceRM:
         """The limit in force (W, or % x rating) and whether it holds; a failed one is sent again."""
         assert self._tracker is not None and self.device.entry.limit is not None
         rated = values.get("pv_rated_w")
-        if rated is not None and 0 < rated <= HOME_MAX_POWER_W:
+        lo, hi = self._role_bounds("pv_rated_w")
+        if rated is not None and 0 < rated <= HOME_MAX_POWER_W and lo <= rated <= hi:
             self.rated_w = rated
+        else:
+            rated = None  # out of the entry's range: neither the rating nor a base for a % limit
         limit_w = values.get("pv_limit_w")
         pct = values.get("pv_limit_pct")
         if limit_w is None and pct is not None and rated is not None:
