@@ -4,7 +4,8 @@
     edge-agent run --insecure --device-host 192.168.1.50 --aggregator vpp.example.net:50051
     edge-agent run --config house.toml --no-metrics --clock-start 2026-06-21T08:00:00+00:00 --clock-speed 300
     edge-agent scan --host 192.168.1.50 [--port 502] [--unit 1] [--model sungrow_sh] [--json]
-    edge-agent scan --lan --host 192.168.1.60 [--port 80] [--password ...]   (plugs and meters)
+    edge-agent scan --lan --host 192.168.1.60 [--port 80] [--password ...] [--token ...]
+                                              (plugs, meters, micro-inverters)
     edge-agent s2 list --config /etc/vpp/edge-agent.toml [--json]
 
 Exit codes of ``scan``: 0 found, 2 configuration (unknown model, not SunSpec,
@@ -34,6 +35,7 @@ from vpp_common.config import ConfigError, load_config
 if TYPE_CHECKING:
     from edge_agent.agent import EdgeAgent
     from edge_agent.lan_devices import LanDevices
+    from vpp_common.clock import Clock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Modbus TCP port (default 502); with --lan: only this port (default HTTP 80, P1 8088)")
     scan.add_argument("--lan", action="store_true",
                       help="look for a smart plug or meter instead (Shelly RPC, Tasmota, DSMR P1)")
-    scan.add_argument("--password", help="with --lan: the device's password (Shelly digest, Tasmota web)")
+    scan.add_argument("--password", help="with --lan: the device's password (Shelly digest, Tasmota web, OpenDTU)")
+    scan.add_argument("--token", help="with --lan: an Enphase IQ Gateway's owner token")
     scan.add_argument("--unit", type=int, default=None,
                       help="Modbus unit id (default: 1 for SunSpec, the catalogue entry's otherwise)")
     scan.add_argument("--model", help="catalogue entry id (e.g. victron_gx, sungrow_sh, huawei_sun2000_luna2000) "
@@ -122,18 +125,37 @@ async def _scan(args: argparse.Namespace) -> int:
 async def _scan_lan(args: argparse.Namespace) -> int:
     from edge_agent.lan_scan import scan_lan
 
-    result = await scan_lan(args.host, args.port, timeout_s=args.timeout, password=args.password)
+    result = await scan_lan(args.host, args.port, timeout_s=args.timeout, password=args.password, token=args.token)
     print(result.to_json() if args.json else result.to_table())
     return 0 if result.found else EXIT_UNREACHABLE
 
 
-def attach_lan_devices(agent: EdgeAgent) -> LanDevices | None:
+def lan_agent(config: AgentConfig, clock: Clock) -> EdgeAgent:
+    """The agent; with a micro-inverter in ``[[lan_devices]]`` (role pv) its house Resource Manager
+    includes it (edge_agent/lan_pv.py: its PV, and the house's PV limit if it takes one)."""
+    from edge_agent.agent import EdgeAgent
+
+    if not any(d.role == "pv" for d in config.lan_devices):
+        return EdgeAgent(config, clock=clock)
+    from edge_agent.house_devices import resource_manager
+    from edge_agent.lan_devices import LanDevices
+    from edge_agent.lan_pv import HouseWithLanPv
+
+    lan = LanDevices.from_config(config, clock)
+    pv = lan.claim("pv") if lan is not None else None
+    assert lan is not None and pv is not None
+    agent = EdgeAgent(config, clock=clock, device=HouseWithLanPv(resource_manager(config, clock), pv, clock))
+    attach_lan_devices(agent, lan)
+    return agent
+
+
+def attach_lan_devices(agent: EdgeAgent, lan: LanDevices | None = None) -> LanDevices | None:
     """The ``[[lan_devices]]`` polled beside the agent's loops, their power in its telemetry."""
-    if not agent.config.lan_devices:
-        return None  # and aiohttp and dsmr-parser stay unimported (docs/lan-devices.md: ~12 MB)
+    if not agent.config.lan_devices or any(c is lan for c in agent.components):
+        return lan  # and aiohttp and dsmr-parser stay unimported (docs/lan-devices.md: ~12 MB)
     from edge_agent.lan_devices import LanDevices
 
-    lan = LanDevices.from_config(agent.config, agent.clock)
+    lan = lan or LanDevices.from_config(agent.config, agent.clock)
     if lan is not None:
         agent.components.append(lan)
         agent.extra_telemetry.append(lan.telemetry)
@@ -141,7 +163,6 @@ def attach_lan_devices(agent: EdgeAgent) -> LanDevices | None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from edge_agent.agent import EdgeAgent
     from edge_agent.device_connect import DeviceMisconfigured
     from edge_agent.home_assistant.bridge import attach as attach_home_assistant
     from edge_agent.s2_cem.component import attach as attach_s2_cem
@@ -160,7 +181,7 @@ async def _run(args: argparse.Namespace) -> int:
         clock = clock_from_arguments(args.clock_start, args.clock_speed, args.clock_anchor, args.clock_hold)
     except ValueError as exc:
         raise ConfigError(f"clock: {exc}") from None
-    agent = EdgeAgent(config, clock=clock)
+    agent = lan_agent(config, clock)  # with a micro-inverter in [[lan_devices]]: part of the house's PV
     attach_home_assistant(agent)  # with a [home_assistant] table: the house over MQTT discovery
     attach_lan_devices(agent)  # with [[lan_devices]]: plugs and meters, polled, in the telemetry
     if config.home_assistant is not None and config.home_assistant.api is not None:  # else aiohttp stays unimported

@@ -1,4 +1,4 @@
-"""Settings of the house's smart plugs and meters on the LAN (``[[lan_devices]]``); part of the
+"""Settings of the house's smart plugs, meters and micro-inverters on the LAN (``[[lan_devices]]``); part of the
 one configuration (edge_agent/config.py).  Each names a LAN catalogue entry
 (edge_agent/catalogue/lan/*.toml) and the device's host, and its role in the house."""
 
@@ -16,20 +16,26 @@ STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LanDeviceConfig(BaseModel):
-    """One plug or meter: ``role = "grid_meter"`` (the meter at the connection point, import > 0)
-    or ``"load"`` (a measured load; switchable if the model has a switch)."""
+    """One plug, meter or micro-inverter: ``role = "grid_meter"`` (the meter at the connection point,
+    import > 0), ``"load"`` (a measured load; switchable if the model has a switch) or ``"pv"`` (a
+    micro-inverter, production < 0; the house's curtailable PV if the model takes a limit)."""
 
     model_config = STRICT
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
                     description="the resource id the aggregator and the logs know it by, e.g. freezer")
     model: str = Field(description="LAN catalogue entry: shelly_plug_s, shelly_pro_3em, shelly_pro_em, "
-                                   "tasmota_plug, dsmr5_p1")
+                                   "tasmota_plug, dsmr5_p1, opendtu_hoymiles, apsystems_ez1, enphase_envoy")
     host: str = Field(description="IP address or host name (no scheme, no port)")
     port: int | None = Field(None, ge=1, le=65535, description="default: the model's (HTTP 80; P1 8088)")
-    role: Literal["grid_meter", "load"]
+    role: Literal["grid_meter", "load", "pv"]
     username: str | None = Field(None, description="Tasmota web user (default admin); Shelly's is always admin")
-    password: SecretStr | None = Field(None, description="Shelly digest auth / Tasmota web password")
+    password: SecretStr | None = Field(None, description="Shelly digest auth / Tasmota web password / OpenDTU "
+                                                          "admin password (basic auth: needed for the limit)")
+    token: SecretStr | None = Field(None, description="Enphase IQ Gateway: the owner's token (a JWT from "
+                                                       "Enlighten, sent as a bearer token)")
+    serial: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{6,16}$",
+                               description="OpenDTU: the Hoymiles inverter's serial number (hex digits)")
     timeout_s: float = Field(2.0, gt=0, le=30, description="seconds per request (P1: for the next telegram, so "
                                                             "above the meter's interval: 1 s for DSMR 5)")
 
@@ -59,6 +65,12 @@ class LanDeviceConfig(BaseModel):
             raise ValueError(f"{self.model} cannot be a {self.role} (it can be: {', '.join(entry.device.roles)})")
         if entry.device.protocol == "dsmr_p1" and (self.password is not None or self.username is not None):
             raise ValueError(f"{self.model}: a P1 port has no credentials (username/password)")
+        if entry.device.needs_serial != (self.serial is not None):
+            raise ValueError(f"{self.model}: serial " + ("is required (the inverter's serial number)"
+                                                         if entry.device.needs_serial else "is not used"))
+        if (entry.device.auth == "bearer") != (self.token is not None):
+            raise ValueError(f"{self.model}: token " + ("is required (the owner's token)"
+                                                        if entry.device.auth == "bearer" else "is not used"))
         return self
 
     @property
@@ -83,9 +95,10 @@ def check_lan_devices(devices: list[LanDeviceConfig]) -> None:
         if d.address in addresses:
             raise ValueError(f"lan_devices[{i}] ({d.id}): {d.host}:{d.port or 'default port'} is configured twice")
         addresses.add(d.address)
-    meters = [d.id for d in devices if d.role == "grid_meter"]
-    if len(meters) > 1:
-        raise ValueError(f"lan_devices: at most one grid_meter, got {len(meters)} ({', '.join(meters)})")
+    for role in ("grid_meter", "pv"):
+        ids = [d.id for d in devices if d.role == role]
+        if len(ids) > 1:
+            raise ValueError(f"lan_devices: at most one {role}, got {len(ids)} ({', '.join(ids)})")
 
 
 __all__ = ["LanDeviceConfig", "check_lan_devices"]

@@ -1,5 +1,7 @@
-"""The house's smart plugs and meters on the LAN (``[[lan_devices]]``): built from the config,
-polled beside the agent's loops as a component (``EdgeAgent.components``, attached by the CLI).
+"""The house's smart plugs, meters and micro-inverters on the LAN (``[[lan_devices]]``): built from the
+config, polled beside the agent's loops as a component (``EdgeAgent.components``, attached by the CLI).
+A micro-inverter (role ``pv``) is :meth:`LanDevices.claim` ed by the house's Resource Manager
+(edge_agent/lan_pv.py), which polls it with the house: it is not polled here.
 
 Each device is polled on the agent's clock every ``device.poll_interval_s`` (no faster than its
 catalogue entry allows); one that fails is stale, then missing, never 0 W, and does not hold
@@ -26,7 +28,8 @@ def lan_resource_managers(config: AgentConfig) -> list[LanDeviceRM]:
     rms = []
     for d in config.lan_devices:
         device = LanDevice(load_lan_entry(d.model), d.host, d.port, d.timeout_s, username=d.username,
-                           password=d.password.get_secret_value() if d.password is not None else None)
+                           password=d.password.get_secret_value() if d.password is not None else None,
+                           token=d.token.get_secret_value() if d.token is not None else None, serial=d.serial)
         rms.append(LanDeviceRM(d.id, d.role, device, config.device.stale_after_s))
     return rms
 
@@ -40,6 +43,13 @@ class LanDevices:
         self.poll_interval_s = max([poll_interval_s] + [rm.device.entry.device.min_poll_interval_s for rm in rms])
         self.snapshots: dict[str, LanSnapshot] = {}
         self.polled = asyncio.Event()  # set after each round (tests, listeners)
+
+    def claim(self, role: str) -> LanDeviceRM | None:
+        """The device of ``role`` (e.g. ``pv``), no longer polled here (its claimer polls it)."""
+        rm = next((r for r in self.rms.values() if r.role == role), None)
+        if rm is not None:
+            del self.rms[rm.resource_id]
+        return rm
 
     @classmethod
     def from_config(cls, config: AgentConfig, clock: Clock) -> LanDevices | None:

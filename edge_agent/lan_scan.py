@@ -1,8 +1,9 @@
-"""Installer scan of a LAN host for smart plugs and meters (``edge-agent scan --lan``).
+"""Installer scan of a LAN host for smart plugs, meters and micro-inverters (``edge-agent scan --lan``).
 
 Probes, each bounded by the timeout: Shelly Gen2+ (``Shelly.GetDeviceInfo`` over ``POST /rpc``),
 Tasmota (``/cm?cmnd=Status 0``) on the HTTP port (80 unless given), and a DSMR P1 telegram on the
-P1 port (8088 unless given).  For each device found: what it says it is, the LAN catalogue entry
+P1 port (8088 unless given), and each ``http_json`` entry's probe (OpenDTU on 80, APsystems EZ1 on
+8050, Enphase IQ Gateway on 443 over https with ``--token``) on its port.  For each device found: what it says it is, the LAN catalogue entry
 that fits (edge_agent/catalogue/lan), that entry's points read once, and what it can be in the
 house (grid meter, measured load, switchable).  Values are in docs/architecture.md's signs.
 """
@@ -30,6 +31,8 @@ class LanFound:
     identity: dict[str, Any]
     roles: list[str] = field(default_factory=list)
     switchable: bool = False
+    curtailable: bool | None = None
+    """A PV: whether it takes a power limit (None: not a PV)."""
     points: dict[str, float | None] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -54,7 +57,9 @@ class LanScanResult:
             for name, v in f.points.items():
                 lines.append(f"  {name:<14} {'-' if v is None else f'{v:g}':>14}")
             if f.model:
-                lines.append(f"  can be: {', '.join(f.roles)}" + ("; switchable" if f.switchable else ""))
+                lines.append(f"  can be: {', '.join(f.roles)}" + ("; switchable" if f.switchable else "")
+                             + {None: "", True: "; curtailable (takes a power limit)",
+                                False: "; not curtailable (takes no power limit)"}[f.curtailable])
             lines += [f"  problem: {p}" for p in f.problems]
         return "\n".join(lines)
 
@@ -71,8 +76,8 @@ def _fit(protocol: str, app: str | None) -> LanEntry | None:
 
 
 async def _read(entry: LanEntry, host: str, port: int, timeout_s: float, password: str | None,
-                identity: dict[str, Any]) -> LanFound:
-    dev = LanDevice(entry, host, port, timeout_s, password=password)
+                identity: dict[str, Any], *, token: str | None = None, serial: str | None = None) -> LanFound:
+    dev = LanDevice(entry, host, port, timeout_s, password=password, token=token, serial=serial)
     problems: list[str] = []
     points: dict[str, float | None] = {}
     try:
@@ -88,7 +93,33 @@ async def _read(entry: LanEntry, host: str, port: int, timeout_s: float, passwor
     finally:
         await dev.close()
     return LanFound(entry.device.protocol, port, entry.device.id, identity, list(entry.device.roles),
-                    entry.switch is not None, points, problems)
+                    entry.switch is not None, None if "pv" not in entry.device.roles else entry.limit is not None,
+                    points, problems)
+
+
+async def _probe_json(entry: LanEntry, host: str, port: int, timeout_s: float, password: str | None,
+                      token: str | None) -> LanFound | None:
+    """An http_json entry: its probe answers (OpenDTU's /api/limit/status names the inverters' serials)."""
+    d = entry.device
+    probe = LanDevice(entry, host, port, timeout_s, password=password, token=token, serial="0" * 12)
+    try:
+        info = await probe.info()
+    except AuthFailed as exc:
+        return LanFound(d.protocol, port, d.id, {}, problems=[f"{exc}: give --token"])
+    except DeviceError:
+        return None
+    finally:
+        await probe.close()
+    serials = [k for k in info if k.isalnum()] if d.needs_serial else []
+    if d.needs_serial and not serials:
+        return None
+    inner = info.get("data")
+    data: dict[str, Any] = inner if isinstance(inner, dict) else info
+    identity: dict[str, Any] = {k: data[k] for k in ("deviceId", "devVer") if k in data}
+    if serials:
+        identity["serials"] = ", ".join(serials[:8])
+    return await _read(entry, host, port, timeout_s, password, identity, token=token,
+                       serial=serials[0] if serials else None)
 
 
 async def _probe_shelly(host: str, port: int, timeout_s: float, password: str | None) -> LanFound | None:
@@ -140,7 +171,7 @@ async def _probe_p1(host: str, port: int, timeout_s: float) -> LanFound | None:
 
 
 async def scan_lan(host: str, port: int | None = None, timeout_s: float = 2.0,
-                   password: str | None = None) -> LanScanResult:
+                   password: str | None = None, token: str | None = None) -> LanScanResult:
     """Probe ``host`` for every kind of LAN device (on ``port`` if given, else each one's default)."""
     http_port = port or HTTP_PORT
     p1_port = port or P1_PORT
@@ -156,7 +187,14 @@ async def scan_lan(host: str, port: int | None = None, timeout_s: float = 2.0,
         p1 = await _probe_p1(host, p1_port, timeout_s)
         if p1 is not None:
             found.append(p1)
-    tried = [f"Shelly RPC and Tasmota on {http_port}", f"P1 telegrams on {p1_port}"]
+    for entry in _entries("http_json"):
+        if found and port is not None:
+            break
+        json_port = port or entry.device.port
+        if (f := await _probe_json(entry, host, json_port, timeout_s, password, token)) is not None:
+            found.append(f)
+    tried = [f"Shelly RPC and Tasmota on {http_port}", f"P1 telegrams on {p1_port}",
+             ", ".join(f"{e.device.id} on {port or e.device.port}" for e in _entries("http_json"))]
     return LanScanResult(host, found, tried)
 
 

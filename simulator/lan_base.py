@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -149,6 +150,7 @@ class HttpSim(LanFaults):
     def __init__(self) -> None:
         self._init_lan()
         self._web: web.Server | None = None
+        self.ssl_context: ssl.SSLContext | None = None  # set before start(): serve https
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Listen (default: ``bind``); the bound port."""
@@ -156,7 +158,7 @@ class HttpSim(LanFaults):
 
         async def make(h: str, p: int) -> asyncio.Server:
             assert self._web is not None
-            return await asyncio.get_running_loop().create_server(self._web, h, p)
+            return await asyncio.get_running_loop().create_server(self._web, h, p, ssl=self.ssl_context)
 
         def close_clients() -> None:
             if self._web is not None:

@@ -1,4 +1,5 @@
-"""``vpp-sim lan-device``: serve one simulated smart plug or meter (Shelly RPC, Tasmota, DSMR P1) with the
+"""``vpp-sim lan-device``: serve one simulated smart plug, meter (Shelly RPC, Tasmota, DSMR P1) or
+micro-inverter (OpenDTU, APsystems EZ1, Enphase IQ Gateway) with the
 Modbus simulators' faults and fault control channel (simulator/fault_control.py)."""
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ if TYPE_CHECKING:
     from simulator.lan_base import LanFaults
 
 # The LAN catalogue's entries (a test keeps them equal); the simulators are imported when one is served
-LAN_MODELS = ("shelly_plug_s", "shelly_pro_3em", "shelly_pro_em", "tasmota_plug", "dsmr5_p1")
+LAN_MODELS = ("shelly_plug_s", "shelly_pro_3em", "shelly_pro_em", "tasmota_plug", "dsmr5_p1", "opendtu_hoymiles",
+              "apsystems_ez1", "enphase_envoy")
+MICRO_INVERTERS = ("opendtu_hoymiles", "apsystems_ez1", "enphase_envoy")
 
 
 def make_lan_sim(model: str, *, password: str | None = None, power_w: float | None = None,
                  interval_s: float = 1.0) -> LanFaults:
-    """The simulator of a LAN catalogue entry; ``power_w``: a plug's load or a meter's power (import > 0)."""
+    """The simulator of a LAN catalogue entry; ``power_w``: a plug's load, a meter's power (import > 0),
+    a micro-inverter's production (< 0: what the sun gives; the limit may hold it lower)."""
+    if model in MICRO_INVERTERS:
+        return _micro_sim(model, password, power_w)
     from simulator.p1_device import P1Sim
     from simulator.shelly_device import MODELS, ShellySim
     from simulator.tasmota_device import TasmotaSim
@@ -38,6 +44,27 @@ def make_lan_sim(model: str, *, password: str | None = None, power_w: float | No
             sim.load_w = power_w
         elif isinstance(sim, ShellySim | P1Sim):
             sim.power_w = power_w
+    return sim
+
+
+def _micro_sim(model: str, password: str | None, power_w: float | None) -> LanFaults:
+    from simulator.envoy_device import EnvoySim
+    from simulator.ez1_device import Ez1Sim
+    from simulator.opendtu_device import OpenDtuSim
+
+    if power_w is not None and power_w > 0:
+        raise ValueError(f"{model}: --power is production, < 0 (docs/architecture.md)")
+    sim: OpenDtuSim | Ez1Sim | EnvoySim
+    if model == "opendtu_hoymiles":
+        sim = OpenDtuSim(password=password) if password else OpenDtuSim()
+    elif model == "apsystems_ez1":
+        if password is not None:
+            raise ValueError("the EZ1's local API has no password")
+        sim = Ez1Sim()
+    else:
+        sim = EnvoySim(token=password) if password else EnvoySim()
+    if power_w is not None:
+        sim.pv.available_w = -power_w
     return sim
 
 
@@ -64,7 +91,8 @@ def add_parser(sub: Any, fault_args: Callable[[argparse.ArgumentParser], None]) 
     p.add_argument("--model", required=True, choices=LAN_MODELS, help="LAN catalogue entry id")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
-    p.add_argument("--password", help="require this password (Shelly digest auth, Tasmota web password)")
+    p.add_argument("--password", help="require this password (Shelly digest auth, Tasmota web password, OpenDTU "
+                                      "admin: default openDTU42) or, for enphase_envoy, this token")
     p.add_argument("--power", type=_number(False), default=None, help="W: a plug's load when on, a meter's power (import > 0)")
     p.add_argument("--interval", type=_number(True), default=1.0, help="P1: seconds between telegrams (default 1)")
     fault_args(p)
@@ -78,7 +106,7 @@ async def serve(args: argparse.Namespace, serve_with_faults: Any) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     sim.bind = (args.host, args.port)
-    scheme = "tcp" if args.model == "dsmr5_p1" else "http"
+    scheme = "tcp" if args.model == "dsmr5_p1" else "https" if args.model == "enphase_envoy" else "http"
 
     def banner() -> None:
         print(f"{args.model} simulator on {scheme}://{args.host}:{sim.listener.port if sim.listener else args.port}",

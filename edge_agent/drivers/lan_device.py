@@ -1,10 +1,11 @@
-"""A smart plug or meter described by a LAN catalogue entry (edge_agent.drivers.lan_catalogue).
+"""A smart plug, meter or micro-inverter described by a LAN catalogue entry (edge_agent.drivers.lan_catalogue).
 
 Reads every point of the entry (one call per distinct request), checks each value where it
 enters: a missing field, a wrong JSON type, NaN or inf is *invalid* (left out of the reading,
 with the reason, logged rate-limited), never 0; the range check against the entry's min/max is
-the resource's (edge_agent.resources.lan_loads: IMPLAUSIBLE).  Switches and reads the switch
-state back.  Transport errors propagate as driver errors (DeviceUnavailable: stale).
+the resource's (edge_agent.resources.lan_device: IMPLAUSIBLE).  Switches and reads the switch
+state back; sends a PV limit (clamped into the entry's range, whole W) whose read-back is the
+resource's.  Transport errors propagate as driver errors (DeviceUnavailable: stale).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from decimal import Decimal
 from typing import Any
 
 from edge_agent.drivers.errors import DeviceUnavailable
-from edge_agent.drivers.lan_catalogue import SUMMED_LAN_ROLES, LanEntry, LanPoint
-from edge_agent.drivers.lan_http import ShellyRpc, TasmotaHttp
+from edge_agent.drivers.lan_catalogue import SUMMED_LAN_ROLES, LanEntry, LanPoint, fill
+from edge_agent.drivers.lan_http import JsonApi, ShellyRpc, TasmotaHttp
 from edge_agent.drivers.p1 import parse_telegram, read_telegram
 from vpp_common.log_limit import LogLimiter
 
@@ -53,27 +54,49 @@ class LanReading:
 
 
 def dig(answer: Any, path: str) -> Any:
-    """The value at a dotted path (list indices as numbers); _MISSING if there is none."""
+    """The value at a dotted path (list indices as numbers; ``key=value`` picks a list's first object
+    whose ``key`` is that text, e.g. ``production.type=inverters.wNow``); _MISSING if there is none."""
     node = answer
     for part in path.split("."):
+        key, eq, wanted = part.partition("=")
         if isinstance(node, Mapping) and part in node:
             node = node[part]
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
+        elif isinstance(node, list) and eq:
+            node = next((n for n in node if isinstance(n, Mapping) and n.get(key) == wanted), _MISSING)
+            if node is _MISSING:
+                return node
         else:
             return _MISSING
     return node
+
+
+def _text_number(raw: str) -> Any:
+    """A decimal string as a number (APsystems' "800"), else the string (refused as not a number)."""
+    text = raw.strip()
+    if len(text) > 40 or not text or text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        return raw
+    try:
+        return Decimal(text)
+    except ArithmeticError:
+        return raw
 
 
 def convert(point: LanPoint, raw: Any) -> tuple[float | None, str | None]:
     """(engineering value, None) or (None, why it is refused)."""
     if raw is _MISSING:
         return None, f"no field {point.path!r}"
-    if point.device_unit is not None:  # P1: the telegram states the unit; another one is another quantity
-        unit = raw.get("unit") if isinstance(raw, Mapping) else None
+    if point.device_unit is not None:  # P1, OpenDTU: the device states the unit; another is another quantity
+        unit = (raw.get("unit", raw.get("u"))) if isinstance(raw, Mapping) else None
         if unit != point.device_unit:
             return None, f"unit {unit!r:.20}, expected {point.device_unit!r}"
-        raw = raw.get("value", _MISSING) if isinstance(raw, Mapping) else _MISSING
+        raw = raw.get("value", raw.get("v", _MISSING)) if isinstance(raw, Mapping) else _MISSING
+    if point.type == "enum":
+        return (point.values[raw], None) if isinstance(raw, str) and raw in point.values else \
+            (None, f"{raw!r:.40} is none of {', '.join(point.values)}")
+    if point.type == "numtext" and isinstance(raw, str):
+        raw = _text_number(raw)
     if point.type == "bool":
         return (float(raw), None) if isinstance(raw, bool) else (None, f"{raw!r:.40} is not a boolean")
     if point.type == "onoff":
@@ -97,15 +120,24 @@ class LanDevice:
     """
 
     def __init__(self, entry: LanEntry, host: str, port: int | None = None, timeout_s: float = 2.0, *,
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None, token: str | None = None,
+                 serial: str | None = None) -> None:
         self.entry = entry
         self.host = host
         self.port = entry.device.port if port is None else port
         self.timeout_s = timeout_s
-        proto = entry.device.protocol
-        self._shelly = ShellyRpc(host, self.port, timeout_s, self.name, password) if proto == "shelly_rpc" else None
+        d = entry.device
+        if d.needs_serial and not serial:
+            raise ValueError(f"{d.id}: needs the inverter's serial")
+        self.serial = serial or ""
+        self._shelly = ShellyRpc(host, self.port, timeout_s, self.name, password) if d.protocol == "shelly_rpc" \
+            else None
         self._tasmota = TasmotaHttp(host, self.port, timeout_s, self.name, username, password) \
-            if proto == "tasmota_http" else None
+            if d.protocol == "tasmota_http" else None
+        self._json = JsonApi(host, self.port, timeout_s, self.name, scheme=d.scheme,
+                             password=password if d.auth == "basic" else None,
+                             token=token if d.auth == "bearer" else None) if d.protocol == "http_json" else None
+        self._ok = (d.ok_path, d.ok_value) if d.ok_path is not None and d.ok_value is not None else None
         self._lock = asyncio.Lock()
 
     @property
@@ -116,8 +148,12 @@ class LanDevice:
     def switchable(self) -> bool:
         return self.entry.switch is not None
 
+    @property
+    def limitable(self) -> bool:
+        return self.entry.limit is not None
+
     async def close(self) -> None:
-        for link in (self._shelly, self._tasmota):
+        for link in (self._shelly, self._tasmota, self._json):
             if link is not None:
                 await link.close()
 
@@ -126,6 +162,8 @@ class LanDevice:
             return await self._shelly.call(point.request, dict(point.params) or None)
         if self._tasmota is not None:
             return await self._tasmota.command(point.request)
+        if self._json is not None:
+            return await self._json.fetch(fill(point.request, serial=self.serial), ok=self._ok)
         return parse_telegram(await read_telegram(self.host, self.port, self.timeout_s, self.name), self.name)
 
     async def read(self, names: list[str] | None = None) -> LanReading:
@@ -139,7 +177,7 @@ class LanDevice:
                 p = self.entry.points[name]
                 if p.key not in answers:
                     answers[p.key] = await self._answer(p)
-                value, why = convert(p, dig(answers[p.key], p.path))
+                value, why = convert(p, dig(answers[p.key], fill(p.path, serial=self.serial)))
                 if value is None:
                     invalid[name] = why or "invalid"
                     self._log_invalid(name, p, why or "invalid")
@@ -173,13 +211,33 @@ class LanDevice:
                                     device=self.name)
         return state == 1.0
 
+    async def set_limit(self, limit_w: float) -> int:
+        """Send the PV limit, clamped into the entry's ``[limit]`` range, in whole W; the value sent.
+        ValueError if the entry takes none or ``limit_w`` is not finite; driver errors (DeviceRefused
+        when the answer is not the success the entry names)."""
+        lim = self.entry.limit
+        if lim is None or self._json is None:
+            raise ValueError(f"{self.entry.device.id}: takes no power limit")
+        if not math.isfinite(limit_w):
+            raise ValueError(f"{self.entry.device.id}: limit {limit_w!r} is not finite")
+        value = int(round(min(max(limit_w, lim.min_w), lim.max_w)))
+        ok = (lim.ok_path, lim.ok_value) if lim.ok_path is not None and lim.ok_value is not None else None
+        async with self._lock:
+            await self._json.fetch(fill(lim.request, serial=self.serial, value=value), method=lim.method,
+                                   form={k: fill(v, serial=self.serial, value=value) for k, v in lim.form.items()},
+                                   ok=ok)
+        return value
+
     async def info(self) -> dict[str, Any]:
-        """What the device says it is (Shelly.GetDeviceInfo, Tasmota Status 0); {} for P1."""
+        """What the device says it is (Shelly.GetDeviceInfo, Tasmota Status 0, an http_json entry's
+        probe); {} for P1."""
         async with self._lock:
             if self._shelly is not None:
                 answer = await self._shelly.call("Shelly.GetDeviceInfo")
             elif self._tasmota is not None:
                 answer = await self._tasmota.command("Status 0")
+            elif self._json is not None and self.entry.device.probe:
+                answer = await self._json.fetch(fill(self.entry.device.probe, serial=self.serial), ok=self._ok)
             else:
                 return {}
         return answer if isinstance(answer, dict) else {}

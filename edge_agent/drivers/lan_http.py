@@ -1,4 +1,5 @@
-"""HTTP JSON of LAN devices: Shelly Gen2+ RPC (``POST /rpc``) and Tasmota (``GET /cm?cmnd=``), over aiohttp.
+"""HTTP JSON of LAN devices: Shelly Gen2+ RPC (``POST /rpc``), Tasmota (``GET /cm?cmnd=``) and plain JSON
+APIs (OpenDTU, APsystems EZ1, Enphase IQ Gateway: :class:`JsonApi`), over aiohttp.
 
 Failures become driver errors (edge_agent.drivers.errors): no answer in time, a refused or
 lost connection, a body that is not JSON or too large -> DeviceUnavailable (transient: the
@@ -10,6 +11,7 @@ zeroconf) into the agent; three HTTP calls do not need it (docs/lan-devices.md).
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 from typing import Any
@@ -26,13 +28,18 @@ class HttpJson:
     """One device's HTTP session (opened on first use, closed by :meth:`close`)."""
 
     def __init__(self, host: str, port: int, timeout_s: float, name: str,
-                 middlewares: tuple[aiohttp.DigestAuthMiddleware, ...] = ()) -> None:
+                 middlewares: tuple[aiohttp.DigestAuthMiddleware, ...] = (), *, scheme: str = "http",
+                 headers: dict[str, str] | None = None) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        self.base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"  # IPv6 literal
+        where = f"[{host}]" if ":" in host else host  # IPv6 literal
+        self.base = f"{scheme}://{where}:{port}"
         self.timeout_s = timeout_s
         self.name = name
         self._middlewares = middlewares
+        self._headers = headers
+        # https to a LAN device: its certificate is self-signed (Enphase's IQ Gateway), so not verified
+        self._ssl = scheme != "https"
         self._session: aiohttp.ClientSession | None = None
 
     def _ensure(self) -> aiohttp.ClientSession:
@@ -40,7 +47,8 @@ class HttpJson:
             # force_close: devices serve few connections; a kept-alive one may be dropped between polls
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s), middlewares=self._middlewares,
-                connector=aiohttp.TCPConnector(force_close=True, limit=1))
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(force_close=True, limit=1, ssl=self._ssl))
         return self._session
 
     async def close(self) -> None:
@@ -49,11 +57,11 @@ class HttpJson:
             self._session = None
 
     async def request(self, what: str, method: str, path: str, *, params: dict[str, str] | None = None,
-                      body: Any = None) -> tuple[int, Any]:
+                      body: Any = None, form: dict[str, str] | None = None) -> tuple[int, Any]:
         """(HTTP status, decoded JSON); DeviceUnavailable / AuthFailed as the module doc says."""
         session = self._ensure()
         try:
-            async with session.request(method, self.base + path, params=params, json=body) as resp:
+            async with session.request(method, self.base + path, params=params, json=body, data=form) as resp:
                 raw = await _read_limited(resp)
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -124,4 +132,33 @@ class TasmotaHttp(HttpJson):
         return answer
 
 
-__all__ = ["MAX_BODY_BYTES", "HttpJson", "ShellyRpc", "TasmotaHttp"]
+class JsonApi(HttpJson):
+    """A device's JSON documents by path (``GET``, or ``POST`` of a form), with basic auth (user
+    ``admin``) or a bearer token; ``ok_path``/``ok_value``: the field every answer carries with that
+    value when the device did what was asked (APsystems: ``message`` ``SUCCESS``)."""
+
+    def __init__(self, host: str, port: int, timeout_s: float, name: str, *, scheme: str = "http",
+                 password: str | None = None, token: str | None = None) -> None:
+        basic = base64.b64encode(f"admin:{password}".encode()).decode() if password else None
+        super().__init__(host, port, timeout_s, name, scheme=scheme,
+                         headers={"Authorization": f"Bearer {token}"} if token else
+                         {"Authorization": f"Basic {basic}"} if basic else None)
+
+    async def fetch(self, path: str, *, method: str = "GET", form: dict[str, str] | None = None,
+                    ok: tuple[str, str] | None = None) -> Any:
+        """The answer; DeviceRefused for an error status or an answer without ``ok``."""
+        status, answer = await self.request(path, method, path, form=form or None)
+        if status != 200:
+            raise DeviceRefused(f"{method} {path}: HTTP {status}", code=status, device=self.name)
+        if ok is not None:
+            field, expected = ok
+            got = answer.get(field) if isinstance(answer, dict) else None
+            if got != expected:
+                message = answer.get("message") if isinstance(answer, dict) else None
+                raise DeviceRefused(f"{method} {path}: {field} is {str(got)[:40]!r}, not {expected!r}"
+                                    + (f" ({str(message)[:120]})" if message and field != "message" else ""),
+                                    device=self.name)
+        return answer
+
+
+__all__ = ["MAX_BODY_BYTES", "HttpJson", "JsonApi", "ShellyRpc", "TasmotaHttp"]

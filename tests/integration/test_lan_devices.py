@@ -22,7 +22,15 @@ from edge_agent.resources.lan_device import LanDeviceRM
 from simulator.fault_control import handle_command
 from simulator.hybrid_device import Faults
 from simulator.lan_base import LanFaults
-from tests.lan_fixtures import DEFAULT_POWER_W, POWER_FIELD, ROLE, SIMS, set_power
+from tests.lan_fixtures import (
+    DEFAULT_POWER_W,
+    DEVICE_KW,
+    OTHER_POWER_W,
+    POWER_FIELD,
+    ROLE,
+    SIMS,
+    set_power,
+)
 from vpp_common.messages import Validity
 
 pytestmark = pytest.mark.timeout(30)
@@ -43,7 +51,7 @@ async def lan(request: pytest.FixtureRequest) -> AsyncIterator[Lan]:
     model = request.param
     sim = SIMS[model]()
     port = await sim.start()
-    device = LanDevice(load_lan_entry(model), "127.0.0.1", port, timeout_s=0.5)
+    device = LanDevice(load_lan_entry(model), "127.0.0.1", port, timeout_s=0.5, **DEVICE_KW.get(model, {}))
     rm = LanDeviceRM(f"test-{model}", ROLE[model], device, STALE_AFTER_S)
     try:
         yield Lan(model, sim, device, rm)
@@ -55,8 +63,9 @@ async def lan(request: pytest.FixtureRequest) -> AsyncIterator[Lan]:
 async def test_reads_power_and_energy_in_the_conventions_sign(lan: Lan) -> None:
     snap = await lan.rm.poll(T0)
     assert snap.power_w.validity is Validity.VALID and snap.power_w.value == DEFAULT_POWER_W[lan.model]
-    assert snap.energy_in_wh.validity is Validity.VALID and snap.energy_in_wh.value is not None
-    assert snap.energy_in_wh.value > 0
+    energy = snap.energy_out_wh if ROLE[lan.model] == "pv" else snap.energy_in_wh  # a PV's yield goes out
+    assert energy.validity is Validity.VALID and energy.value is not None
+    assert energy.value > 0
     if ROLE[lan.model] == "grid_meter":  # export reads negative
         set_power(lan.sim, lan.model, -1500.0)
         await _until_power(lan, -1500.0)
@@ -115,11 +124,11 @@ async def test_frozen_values_stand_still(lan: Lan) -> None:
     before = await lan.rm.poll(T0)
     lan.sim.faults = Faults(frozen=True)
     frozen = await lan.rm.poll(T0)
-    set_power(lan.sim, lan.model, 333.0)
+    set_power(lan.sim, lan.model, OTHER_POWER_W[lan.model])
     for _ in range(3):
         assert (await lan.rm.poll(T0)).power_w.value == frozen.power_w.value == before.power_w.value
     lan.sim.faults = Faults()
-    await _until_power(lan, 333.0)
+    await _until_power(lan, OTHER_POWER_W[lan.model])
 
 
 JSON_HOSTILE: list[Any] = [float("nan"), float("inf"), float("-inf"), "12", None, True, [], {"W": 1}, 1e300,

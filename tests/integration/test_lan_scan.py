@@ -19,7 +19,7 @@ from edge_agent.lan_scan import scan_lan
 from edge_agent.resources.lan_device import SwitchNotApplied
 from simulator.hybrid_device import Faults
 from tests.conftest import free_port
-from tests.lan_fixtures import DEFAULT_POWER_W, SIMS
+from tests.lan_fixtures import DEFAULT_POWER_W, DEVICE_KW, SIMS
 from vpp_common.clock import ManualClock
 from vpp_common.config import load_config
 from vpp_common.messages import Validity
@@ -33,7 +33,7 @@ async def test_scan_finds_each_simulator(model: str) -> None:
     sim = SIMS[model]()
     port = await sim.start()
     try:
-        result = await scan_lan("127.0.0.1", port, timeout_s=0.5)
+        result = await scan_lan("127.0.0.1", port, timeout_s=0.5, token=DEVICE_KW.get(model, {}).get("token"))
     finally:
         await sim.stop()
     assert [f.model for f in result.found] == [model], result.to_table()
@@ -41,6 +41,8 @@ async def test_scan_finds_each_simulator(model: str) -> None:
     assert not found.problems, found.problems
     assert all(v is not None for v in found.points.values()), found.points
     assert found.switchable == (model in ("shelly_plug_s", "tasmota_plug"))
+    assert found.curtailable == ({"opendtu_hoymiles": True, "apsystems_ez1": True, "enphase_envoy": False}
+                                 .get(model))
     table = result.to_table()
     assert model in table and "can be:" in table
     assert json.loads(result.to_json())["found"][0]["model"] == model
@@ -57,6 +59,16 @@ async def test_scan_reports_implausible_values_and_nothing_found() -> None:
     assert any("outside the plausible" in p for p in found.problems)
     empty = await scan_lan("127.0.0.1", free_port(), timeout_s=0.3)
     assert empty.found == [] and "no plug or meter found" in empty.to_table()
+
+
+async def test_scan_asks_for_the_envoys_token() -> None:
+    sim = SIMS["enphase_envoy"]()
+    port = await sim.start()
+    try:
+        found = (await scan_lan("127.0.0.1", port, timeout_s=0.5)).found
+    finally:
+        await sim.stop()
+    assert [f.model for f in found] == ["enphase_envoy"] and "give --token" in found[0].problems[0]
 
 
 async def test_scan_says_when_a_password_is_needed() -> None:

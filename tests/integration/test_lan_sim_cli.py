@@ -31,6 +31,11 @@ def test_every_catalogue_entry_has_a_simulator() -> None:
     assert sorted(LAN_MODELS) == lan_catalogue_ids()
     with pytest.raises(ValueError, match="no password"):
         make_lan_sim("dsmr5_p1", password="x")
+    with pytest.raises(ValueError, match="no password"):
+        make_lan_sim("apsystems_ez1", password="x")
+    with pytest.raises(ValueError, match="production, < 0"):
+        make_lan_sim("opendtu_hoymiles", power_w=500.0)
+    assert make_lan_sim("apsystems_ez1", power_w=-450.0).pv.available_w == 450.0  # type: ignore[attr-defined]
 
 
 def test_bad_fault_on_the_command_line_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

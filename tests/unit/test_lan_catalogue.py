@@ -8,16 +8,20 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from edge_agent.config import AgentConfig
 from edge_agent.drivers.catalogue import CatalogueError
 from edge_agent.drivers.lan_catalogue import LanPoint, lan_catalogue_ids, load_lan_entry
 from edge_agent.drivers.lan_device import LanReading, convert, dig
+from edge_agent.lan_config import LanDeviceConfig, check_lan_devices
 from edge_agent.lan_devices import LanDevices, lan_resource_managers
 from vpp_common.clock import ManualClock
 from vpp_common.config import ConfigError, load_config
 
-SHIPPED = ["dsmr5_p1", "shelly_plug_s", "shelly_pro_3em", "shelly_pro_em", "tasmota_plug"]
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ["apsystems_ez1", "dsmr5_p1", "enphase_envoy", "opendtu_hoymiles", "shelly_plug_s", "shelly_pro_3em",
+           "shelly_pro_em", "tasmota_plug"]
 
 
 def test_every_shipped_entry_loads() -> None:
@@ -67,7 +71,7 @@ def test_bad_entries_name_the_field(tmp_path: Path, change: tuple[str, str], err
 
 
 def test_unknown_model() -> None:
-    with pytest.raises(CatalogueError, match="unknown LAN device model 'shelly_1'; known: dsmr5_p1"):
+    with pytest.raises(CatalogueError, match="unknown LAN device model 'shelly_1'; known: apsystems_ez1, dsmr5_p1"):
         load_lan_entry("shelly_1")
 
 
@@ -175,3 +179,60 @@ role = "load"
 def test_bad_lan_devices_are_refused_naming_the_key(tmp_path: Path, devices: str, error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         _config(tmp_path, devices)
+
+
+# -- micro-inverters ------------------------------------------------------------------------------
+
+def test_micro_inverter_entries() -> None:
+    for model, limitable in (("opendtu_hoymiles", True), ("apsystems_ez1", True), ("enphase_envoy", False)):
+        entry = load_lan_entry(model)
+        assert entry.device.roles == ("pv",) and (entry.limit is not None) == limitable
+    ez1 = load_lan_entry("apsystems_ez1").limit
+    assert ez1 is not None and (ez1.min_w, ez1.max_w) == (30, 800)
+
+
+def test_dig_selects_list_items_and_converts_text_numbers_and_enums() -> None:
+    answer = {"production": [{"type": "inverters", "wNow": 5}, {"type": "eim", "wNow": 7}]}
+    assert dig(answer, "production.type=eim.wNow") == 7
+    assert convert(LanPoint(path="x"), dig(answer, "production.type=acb.wNow"))[0] is None
+    text = LanPoint(path="x", type="numtext")
+    assert convert(text, "800") == (800.0, None)
+    for bad in ("NaN", "inf", "1e999", "", "12abc", "x" * 50, None, True):
+        value, why = convert(text, bad)
+        assert value is None and why, bad
+    state = LanPoint(path="x", type="enum", values={"Ok": 1, "Pending": 0})
+    assert convert(state, "Pending") == (0.0, None) and convert(state, "ok")[0] is None
+    unit = LanPoint(path="x", device_unit="kWh", scale=1000)
+    assert convert(unit, {"v": 1.5, "u": "kWh"}) == (1500.0, None)
+    assert convert(unit, {"v": 1.5, "u": "Wh"})[0] is None
+
+
+@pytest.mark.parametrize(("table", "why"), [
+    ('[limit]\nrequest = "/set"\nmin_w = 0\nmax_w = 800\napply_s = 5\n', "must carry {value}"),
+    ('[limit]\nrequest = "/set?p={value}"\nmin_w = 900\nmax_w = 800\napply_s = 5\n', "min_w <= max_w"),
+    ('[limit]\nrequest = "/set?p={value}"\nmin_w = 0\nmax_w = inf\napply_s = 5\n', "max_w"),
+    ('[limit]\nrequest = "/set?p={value}"\nmin_w = 0\nmax_w = 800\napply_s = 5\nsettle_s = 9\n', "settle_s"),
+])
+def test_bad_limit_tables_are_refused(tmp_path: Path, table: str, why: str) -> None:
+    text = (ROOT / "edge_agent/catalogue/lan/apsystems_ez1.toml").read_text()
+    path = tmp_path / "ez1.toml"
+    path.write_text(text.split("[limit]")[0] + table)
+    with pytest.raises(CatalogueError, match=why):
+        load_lan_entry(path)
+
+
+def test_micro_inverter_config_needs_its_serial_or_token() -> None:
+    base = {"id": "balcony", "host": "192.168.1.9", "role": "pv"}
+    with pytest.raises(ValidationError, match="serial is required"):
+        LanDeviceConfig(model="opendtu_hoymiles", **base)
+    with pytest.raises(ValidationError, match="token is required"):
+        LanDeviceConfig(model="enphase_envoy", **base)
+    with pytest.raises(ValidationError, match="token is not used"):
+        LanDeviceConfig(model="apsystems_ez1", token="x", **base)
+    with pytest.raises(ValidationError, match="serial"):
+        LanDeviceConfig(model="opendtu_hoymiles", serial="../etc", **base)
+    with pytest.raises(ValidationError, match="cannot be a load"):
+        LanDeviceConfig(model="apsystems_ez1", **{**base, "role": "load"})
+    ok = LanDeviceConfig(model="opendtu_hoymiles", serial="114182180001", password="pw", **base)
+    with pytest.raises(ValueError, match="at most one pv"):
+        check_lan_devices([ok, ok.model_copy(update={"id": "roof", "host": "192.168.1.10"})])
