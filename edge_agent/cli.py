@@ -98,7 +98,6 @@ async def _scan(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     from edge_agent.agent import EdgeAgent
     from edge_agent.device_connect import DeviceMisconfigured
-    from edge_agent.home_assistant.bridge import attach as attach_home_assistant
 
     device: dict[str, object] = {}
     config = load_config(AgentConfig, args.config, aggregator=args.aggregator, house_id=args.house_id,
@@ -115,7 +114,10 @@ async def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"clock: {exc}") from None
     agent = EdgeAgent(config, clock=clock)
-    attach_home_assistant(agent)  # with a [home_assistant] table: the house over MQTT discovery
+    if config.home_assistant is not None:  # the house over MQTT discovery (aiomqtt loaded only then)
+        from edge_agent.home_assistant.bridge import attach as attach_home_assistant
+
+        attach_home_assistant(agent)
     try:
         # a device that does not answer is waited for (logged, vpp_edge_device_connected 0); one that
         # answers and is not what the config says stops the agent, at start or once it answers
