@@ -37,7 +37,7 @@ available at start) are named at the start and skipped, not run into the OOM kil
 Printed per run, one JSON object per line: prepare_s (problem and blocks),
 build_s and solve_s (summed over blocks, wall inside the workers), plans_s,
 total_s (wall, prepare to plans), cpu_s (CPU of this process and the workers
-over the run), peak_mb (peak RSS of this process plus each worker's peak RSS: an
+over the run), peak_mb (peak RSS of this process since the size began plus each worker's peak RSS: an
 upper bound of the joint peak), warm_blocks (started from their own previous basis),
 seeded_blocks (no basis of their own yet: started from a sibling feeder's basis of the
 same run; the first block per worker and shape starts cold), gap_pct (cost gap of the decomposed
@@ -63,7 +63,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import sys
 import time
 from dataclasses import replace
@@ -87,10 +86,12 @@ from aggregator.dispatch.solver_pool import WarmSolverPool
 from aggregator.fleet.cycle import tied_slots
 from tests.synthetic_fleet import clear_sky_pv_w, random_fleet
 
-# Peak RSS (this process + the workers' peaks) per house and future, and the fixed part, MB:
-# fitted to runs of this benchmark (docs/performance.md), used only to skip sizes up front.
-PEAK_MB_PER_HOUSE_FUTURE = 0.085
+# Peak RSS (this process + the workers' peaks) per house and future, the fixed part, and what the
+# monolithic reference LP adds per house and future, MB: fitted with a margin to runs of this
+# benchmark (docs/performance.md), used only to skip sizes up front.
+PEAK_MB_PER_HOUSE_FUTURE = 0.03
 PEAK_MB_FIXED = 600.0
+PEAK_MB_MONO_PER_HOUSE_FUTURE = 0.4
 
 
 def _workers() -> list[psutil.Process]:
@@ -109,17 +110,28 @@ def _cpu_s() -> float:
     return total
 
 
+def _hwm_mb(pid: int | str) -> float:
+    """A process's peak RSS (VmHWM), MB; 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):  # kB
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def _reset_own_peak() -> None:
+    """Start this process's peak RSS afresh (Linux: clear_refs 5), so that a size's rows do not
+    carry the previous size's monolithic reference LP; the workers are new for every size."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def _peak_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    kids = 0.0
-    for w in _workers():
-        try:
-            for line in Path(f"/proc/{w.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):  # the worker's peak RSS, kB
-                    kids += int(line.split()[1]) / 1024.0
-        except (OSError, psutil.Error):
-            pass
-    return own + kids
+    return _hwm_mb("self") + sum(_hwm_mb(w.pid) for w in _workers())
 
 
 def _forecast_update(p: FleetProblem) -> FleetProblem:
@@ -172,8 +184,8 @@ class Planning:
 
     def peak_mb(self, n: int, mono_max: int) -> float:
         """Estimated peak RSS of one size's runs (the monolithic reference LP counted too)."""
-        mono = 2 if n <= mono_max else 1
-        return PEAK_MB_FIXED + PEAK_MB_PER_HOUSE_FUTURE * n * self.k * mono
+        mono = PEAK_MB_MONO_PER_HOUSE_FUTURE if n <= mono_max else 0.0
+        return PEAK_MB_FIXED + (PEAK_MB_PER_HOUSE_FUTURE + mono) * n * self.k
 
 
 def _gap_pct(p: FleetProblem, res: DispatchResult, args: argparse.Namespace) -> float | None:
@@ -209,6 +221,7 @@ def _one(kind: str, n: int, make, pool: WarmSolverPool,
         "total_s": round(total_s, 3),
         "cpu_s": round(cpu_s, 2),
         "peak_mb": round(_peak_mb(), 1),
+        "peak_own_mb": round(_hwm_mb("self"), 1),  # this process alone (plans, problems; a previous reference LP's heap)
         "gap_pct": None,  # filled in after the timed runs (the monolithic LP's memory is not the optimiser's)
         "cost": round(res.cost, 2),
         "load_1min": round(os.getloadavg()[0], 2),
@@ -260,6 +273,7 @@ def _event_row(n: int, p: FleetProblem, pool: WarmSolverPool, args: argparse.Nam
 
 
 def run_size(n: int, args: argparse.Namespace) -> list[dict]:
+    _reset_own_peak()
     t0 = time.perf_counter()
     plan = PLANNING.problem
     with WarmSolverPool(workers=args.workers) as pool:
