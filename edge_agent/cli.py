@@ -164,8 +164,6 @@ def attach_lan_devices(agent: EdgeAgent, lan: LanDevices | None = None) -> LanDe
 
 async def _run(args: argparse.Namespace) -> int:
     from edge_agent.device_connect import DeviceMisconfigured
-    from edge_agent.home_assistant.bridge import attach as attach_home_assistant
-    from edge_agent.s2_cem.component import attach as attach_s2_cem
 
     device: dict[str, object] = {}
     config = load_config(AgentConfig, args.config, aggregator=args.aggregator, house_id=args.house_id,
@@ -182,13 +180,19 @@ async def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"clock: {exc}") from None
     agent = lan_agent(config, clock)  # with a micro-inverter in [[lan_devices]]: part of the house's PV
-    attach_home_assistant(agent)  # with a [home_assistant] table: the house over MQTT discovery
+    if config.home_assistant is not None:  # the house over MQTT discovery (aiomqtt loaded only then)
+        from edge_agent.home_assistant.bridge import attach as attach_home_assistant
+
+        attach_home_assistant(agent)
     attach_lan_devices(agent)  # with [[lan_devices]]: plugs and meters, polled, in the telemetry
     if config.home_assistant is not None and config.home_assistant.api is not None:  # else aiohttp stays unimported
         from edge_agent.home_assistant.devices_component import attach as attach_ha_devices
 
         attach_ha_devices(agent)  # Home Assistant's entities as meters, loads and switchable loads
-    attach_s2_cem(agent)  # with an [s2] table: S2 Resource Managers connect over WebSocket
+    if config.s2 is not None:  # S2 Resource Managers connect over WebSocket (aiohttp loaded only then)
+        from edge_agent.s2_cem.component import attach as attach_s2_cem
+
+        attach_s2_cem(agent)
     try:
         # a device that does not answer is waited for (logged, vpp_edge_device_connected 0); one that
         # answers and is not what the config says stops the agent, at start or once it answers

@@ -77,7 +77,7 @@ from __future__ import annotations
 
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -86,7 +86,9 @@ from edge_agent.lan_config import RESERVED_IDS, LanDeviceConfig, check_lan_devic
 from edge_agent.link_config import STRICT, HomeAssistantConfig, S2Config, TlsClientConfig
 from vpp_common.config import EnvOverridesFile
 from vpp_common.localtime import zone
-from vpp_common.tariff import PriceSeries, PriceSource, TouPeriod, TouTariff
+
+if TYPE_CHECKING:
+    from vpp_common.tariff import PriceSource
 
 
 class DevicePartConfig(BaseModel):
@@ -274,6 +276,9 @@ class TariffConfig(BaseModel):
         return self
 
     def price_source(self) -> PriceSource:
+        # imported here: the tariff module needs numpy, which a house without a [tariff] never loads
+        from vpp_common.tariff import PriceSeries, TouPeriod, TouTariff
+
         if self.prices_file is not None:
             if not self.prices_file.is_file():
                 raise ValueError(f"prices_file {self.prices_file} does not exist")

@@ -18,14 +18,17 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig
 from edge_agent.energy_manager.forecast import FORECAST_HORIZON_SLOTS, FORECAST_SLOT_S
-from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from edge_agent.energy_manager.plan_check import Problem, plan_problem
 from vpp_common.messages import DispatchPlan, Envelope, FallbackMode, PlanSlot, Setpoint
+
+if TYPE_CHECKING:
+    from edge_agent.energy_manager.local_tou import LocalTouPlanner
 
 OVERRIDE_ID = "local-override"
 
@@ -72,6 +75,9 @@ def local_tou_planner(config: AgentConfig) -> LocalTouPlanner | None:
     tariff = config.tariff
     if config.control.mode != "tou" or tariff is None:
         return None
+    # imported here: the local planner and its tariff are for tou-mode houses only
+    from edge_agent.energy_manager.local_tou import LocalTouPlanner
+
     return LocalTouPlanner(tariff.price_source(), FORECAST_SLOT_S, FORECAST_HORIZON_SLOTS)
 
 

@@ -16,6 +16,17 @@ def tou_prices(t: int, slot_s: int = 900) -> tuple[np.ndarray, np.ndarray]:
     return imp, np.full(t, 0.07)
 
 
+def _sun(t: int, slot_s: int) -> np.ndarray:
+    """Share of the panels' rating a clear sky gives per slot, from midnight (06:00..18:00)."""
+    hour = (np.arange(t) * slot_s / 3600.0) % 24
+    return np.clip(np.sin((hour - 6) / 12 * np.pi), 0, None)
+
+
+def clear_sky_pv_w(p: FleetProblem) -> np.ndarray:
+    """(N, T) PV under a clear sky of a ``random_fleet`` fleet (W <= 0): its forecast without clouds."""
+    return -(p.pv_rated_w[:, None] * _sun(p.t, p.slot_s)[None, :])
+
+
 def random_fleet(
     n: int,
     *,
@@ -33,7 +44,7 @@ def random_fleet(
     """A fleet of ``n`` houses; feeder limits scale with the feeder's house count."""
     rng = np.random.default_rng(seed)
     hour = (np.arange(t) * slot_s / 3600.0) % 24
-    sun = np.clip(np.sin((hour - 6) / 12 * np.pi), 0, None)  # 06:00..18:00
+    sun = _sun(t, slot_s)
     pv_rated = rng.choice([0.0, 3000.0, 5000.0, 8000.0], size=n, p=[0.1, 0.3, 0.4, 0.2])
     cloud = rng.uniform(0.6, 1.0, size=(n, 1))
     pv = -(pv_rated[:, None] * sun[None, :] * cloud)

@@ -20,7 +20,7 @@ from datetime import datetime
 
 import numpy as np
 
-from aggregator.dispatch.futures import Future, make_futures
+from aggregator.dispatch.futures import Future, futures_fields
 from aggregator.dispatch.problem import FleetProblem
 from vpp_common.messages import PowerForecast, SiteLimits, StorageFlexibility
 
@@ -107,20 +107,14 @@ def prepare_problem(houses: Sequence[HouseInput], *, start: datetime, slot_s: in
     load = np.array([np.maximum(_on_slots(h.load_forecast, start, slot_s, t, default_load_w), 0.0)
                      for h in houses]).reshape(n, t)
     pv = np.array([np.minimum(_on_slots(h.pv_forecast, start, slot_s, t, 0.0), 0.0) for h in houses]).reshape(n, t)
-    if futures:
-        clear = np.array([pv[i] if h.pv_clear_sky_forecast is None else
-                          np.minimum(_on_slots(h.pv_clear_sky_forecast, start, slot_s, t, 0.0), 0.0)
-                          for i, h in enumerate(houses)]).reshape(n, t)
-        f_load, f_pv = make_futures(load, pv, clear, tuple(futures), tied_slots)
-        # the first future takes the forecast's place (the plans follow it after the tied slots)
-        load, pv, s_load, s_pv = f_load[0], f_pv[0], f_load[1:], f_pv[1:]
-    else:
-        s_load = s_pv = np.zeros((0, 0, 0))
+    clear = pv if not futures else np.array(
+        [pv[i] if h.pv_clear_sky_forecast is None else
+         np.minimum(_on_slots(h.pv_clear_sky_forecast, start, slot_s, t, 0.0), 0.0)
+         for i, h in enumerate(houses)]).reshape(n, t)
     return FleetProblem(
         house_ids=tuple(h.house_id for h in houses),
         battery_ids=tuple(h.storage.resource_id for h in houses),
         start=start, slot_s=slot_s,
-        load_w=load, pv_power_w=pv,
         pv_rated_w=col(lambda h: h.pv_rated_w),
         capacity_wh=col(lambda h: h.storage.capacity_wh),
         soc_pct=col(lambda h: min(max(h.storage.soc_pct, h.storage.soc_min_pct), h.storage.soc_max_pct)),
@@ -139,5 +133,5 @@ def prepare_problem(houses: Sequence[HouseInput], *, start: datetime, slot_s: in
         transformer_import_limit_w=np.full((x, t), np.inf), transformer_export_limit_w=np.full((x, t), np.inf),
         import_price_per_kwh=np.asarray(import_price_per_kwh, dtype=float),
         export_price_per_kwh=np.asarray(export_price_per_kwh, dtype=float),
-        scenario_load_w=s_load, scenario_pv_power_w=s_pv, nonanticipative_slots=tied_slots if len(futures) > 1 else 0,
+        **futures_fields(load, pv, clear, tuple(futures), tied_slots),  # type: ignore[arg-type]
     )

@@ -68,3 +68,16 @@ def make_futures(load_w: np.ndarray, pv_power_w: np.ndarray, pv_clear_sky_w: np.
     if not futures:
         return np.zeros((0, n, t)), np.zeros((0, n, t))
     return np.array(loads), np.array(pvs)
+
+
+def futures_fields(load_w: np.ndarray, pv_power_w: np.ndarray, pv_clear_sky_w: np.ndarray,
+                   futures: tuple[Future, ...], tied_slots: int) -> dict[str, np.ndarray | int]:
+    """The ``FleetProblem`` fields of a plan over ``futures`` (none: the forecasts alone): the
+    first future takes the forecast's place (the plans follow it after the tied slots), the
+    others are the scenarios.  Arguments as in ``make_futures``."""
+    if not futures:
+        return {"load_w": load_w, "pv_power_w": pv_power_w, "scenario_load_w": np.zeros((0, 0, 0)),
+                "scenario_pv_power_w": np.zeros((0, 0, 0)), "nonanticipative_slots": 0}
+    f_load, f_pv = make_futures(load_w, pv_power_w, pv_clear_sky_w, futures, tied_slots)
+    return {"load_w": f_load[0], "pv_power_w": f_pv[0], "scenario_load_w": f_load[1:],
+            "scenario_pv_power_w": f_pv[1:], "nonanticipative_slots": tied_slots if len(futures) > 1 else 0}

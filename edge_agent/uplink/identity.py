@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
-from cryptography import x509
 from prometheus_client import Counter, Gauge
 
 log = logging.getLogger("edge_agent.uplink")
@@ -41,6 +40,9 @@ _HINTS = {
 
 def certificate_not_after(path: Path) -> datetime:
     """The notAfter of the first certificate in a PEM file (ValueError if there is none)."""
+    # only a house with mTLS reads a certificate: the others never load cryptography (~8 MB RSS)
+    from cryptography import x509
+
     cert = x509.load_pem_x509_certificate(path.read_bytes())
     return cert.not_valid_after_utc
 

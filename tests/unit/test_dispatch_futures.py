@@ -9,15 +9,34 @@ import numpy as np
 import pytest
 
 from aggregator.dispatch.fleet_input import HouseInput, prepare_problem
-from aggregator.dispatch.futures import DEFAULT_FUTURES, Future, make_futures
+from aggregator.dispatch.futures import DEFAULT_FUTURES, Future, futures_fields, make_futures
 from aggregator.dispatch.highs_block import HighsBlock
 from aggregator.dispatch.lp_build import build
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.solve import solve_fleet
-from tests.synthetic_fleet import random_fleet
+from tests.synthetic_fleet import clear_sky_pv_w, random_fleet
 from vpp_common.messages import PowerForecast, SiteLimits, StorageFlexibility
 
 NO_HEDGES = DispatchOptions(night_load_margin=1.0, throughput_cost_per_kwh=0.0, holding_cost_per_kwh_h=0.0)
+
+
+def test_futures_fields_put_the_first_future_in_the_forecasts_place() -> None:
+    """The fields ``prepare_problem`` and benchmarks/dispatch.py give a problem: the forecasts alone
+    without futures; the first future as the forecast and the others as scenarios with them."""
+    p = random_fleet(4, t=8, seed=3)
+    clear = clear_sky_pv_w(p)
+    assert (clear <= p.pv_power_w + 1e-9).all()  # the clear sky gives at least the cloudy forecast
+    none = futures_fields(p.load_w, p.pv_power_w, clear, (), tied_slots=2)
+    assert none["load_w"] is p.load_w and none["nonanticipative_slots"] == 0
+    assert replace(p, **none).scenarios == 1  # type: ignore[arg-type]
+    one = futures_fields(p.load_w, p.pv_power_w, clear, (Future(1.2, 0.0),), tied_slots=2)
+    assert one["nonanticipative_slots"] == 0 and replace(p, **one).scenarios == 1  # type: ignore[arg-type]
+    assert one["load_w"][:, 2:] == pytest.approx(1.2 * p.load_w[:, 2:])  # type: ignore[index]
+    two = replace(p, **futures_fields(p.load_w, p.pv_power_w, clear, DEFAULT_FUTURES, tied_slots=2))  # type: ignore[arg-type]
+    two.validate()
+    assert two.scenarios == 2 and two.nonanticipative_slots == 2
+    fl, _ = make_futures(p.load_w, p.pv_power_w, clear, DEFAULT_FUTURES, 2)
+    assert (two.load_w == fl[0]).all() and (two.scenario_load_w[0] == fl[1]).all()
 
 
 def test_futures_depart_from_the_forecast_after_the_tied_slots() -> None:
