@@ -35,11 +35,13 @@ import tomllib
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge_agent.drivers.errors import DeviceError
+
+_M = TypeVar("_M", bound=BaseModel)
 
 RegisterType = Literal["int16", "uint16", "int32", "uint32"]
 WordOrder = Literal["big", "little"]
@@ -187,32 +189,45 @@ def decode(point: PointDef, regs: Sequence[int], word_order: WordOrder) -> float
 CATALOGUE_PACKAGE = "edge_agent.catalogue"
 
 
-def catalogue_ids() -> list[str]:
-    """Ids of the entries shipped in edge_agent/catalogue (file stems)."""
-    files = resources.files(CATALOGUE_PACKAGE)
+def entry_ids(package: str) -> list[str]:
+    """Ids of the entries shipped in ``package`` (file stems)."""
+    files = resources.files(package)
     return sorted(f.name[:-5] for f in files.iterdir() if f.name.endswith(".toml"))
 
 
-def load_entry(source: str | Path) -> CatalogueEntry:
-    """Load and validate an entry by shipped id or by path.  CatalogueError with the field and reason."""
+def catalogue_ids() -> list[str]:
+    """Ids of the entries shipped in edge_agent/catalogue (file stems)."""
+    return entry_ids(CATALOGUE_PACKAGE)
+
+
+def load_toml_entry(source: str | Path, package: str, model: type[_M], what: str, unknown: str) -> _M:
+    """Load and validate a ``model`` by shipped id (in ``package``) or by path; CatalogueError with
+    the field and reason.  ``what``: "catalogue", "LAN catalogue"; ``unknown``: how an id not
+    shipped is called ("catalogue model")."""
     if isinstance(source, Path) or source.endswith(".toml"):
         path = Path(source)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise CatalogueError(f"cannot read catalogue file {path}: {exc}") from exc
+            raise CatalogueError(f"cannot read {what} file {path}: {exc}") from exc
         where = str(path)
     else:
-        if source not in catalogue_ids():
-            raise CatalogueError(f"unknown catalogue model {source!r}; known: {', '.join(catalogue_ids())}")
-        text = resources.files(CATALOGUE_PACKAGE).joinpath(f"{source}.toml").read_text(encoding="utf-8")
+        ids = entry_ids(package)
+        if source not in ids:
+            raise CatalogueError(f"unknown {unknown} {source!r}; known: {', '.join(ids)}")
+        text = resources.files(package).joinpath(f"{source}.toml").read_text(encoding="utf-8")
         where = source
     try:
-        return CatalogueEntry.model_validate(tomllib.loads(text))
+        return model.model_validate(tomllib.loads(text))
     except tomllib.TOMLDecodeError as exc:
         raise CatalogueError(f"{where}: not valid TOML: {exc}") from exc
     except ValidationError as exc:
-        raise CatalogueError(f"{where}: invalid catalogue entry: {exc}") from exc
+        raise CatalogueError(f"{where}: invalid {what} entry: {exc}") from exc
+
+
+def load_entry(source: str | Path) -> CatalogueEntry:
+    """Load and validate an entry by shipped id or by path.  CatalogueError with the field and reason."""
+    return load_toml_entry(source, CATALOGUE_PACKAGE, CatalogueEntry, "catalogue", "catalogue model")
 
 
 __all__ = [

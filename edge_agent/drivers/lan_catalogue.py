@@ -40,14 +40,12 @@ model, validated with pydantic when loaded (:func:`load_lan_entry`).  Schema, pe
 from __future__ import annotations
 
 import math
-import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge_agent.drivers.catalogue import CatalogueError
+from edge_agent.drivers.catalogue import entry_ids, load_toml_entry
 
 Protocol = Literal["shelly_rpc", "tasmota_http", "dsmr_p1", "http_json"]
 HouseRole = Literal["grid_meter", "load", "pv"]
@@ -198,30 +196,12 @@ class LanEntry(BaseModel):
 
 def lan_catalogue_ids() -> list[str]:
     """Ids of the LAN entries shipped in edge_agent/catalogue/lan (file stems)."""
-    files = resources.files(LAN_CATALOGUE_PACKAGE)
-    return sorted(f.name[:-5] for f in files.iterdir() if f.name.endswith(".toml"))
+    return entry_ids(LAN_CATALOGUE_PACKAGE)
 
 
 def load_lan_entry(source: str | Path) -> LanEntry:
     """Load and validate an entry by shipped id or by path.  CatalogueError with the field and reason."""
-    if isinstance(source, Path) or source.endswith(".toml"):
-        path = Path(source)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CatalogueError(f"cannot read LAN catalogue file {path}: {exc}") from exc
-        where = str(path)
-    else:
-        if source not in lan_catalogue_ids():
-            raise CatalogueError(f"unknown LAN device model {source!r}; known: {', '.join(lan_catalogue_ids())}")
-        text = resources.files(LAN_CATALOGUE_PACKAGE).joinpath(f"{source}.toml").read_text(encoding="utf-8")
-        where = source
-    try:
-        return LanEntry.model_validate(tomllib.loads(text))
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogueError(f"{where}: not valid TOML: {exc}") from exc
-    except ValidationError as exc:
-        raise CatalogueError(f"{where}: invalid LAN catalogue entry: {exc}") from exc
+    return load_toml_entry(source, LAN_CATALOGUE_PACKAGE, LanEntry, "LAN catalogue", "LAN device model")
 
 
 def fill(template: str, **fields: object) -> str:
