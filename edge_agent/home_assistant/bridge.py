@@ -27,7 +27,7 @@ from prometheus_client import Counter, Gauge
 from edge_agent.agent import AGENT_VERSION, EdgeAgent
 from edge_agent.home_assistant.automation import UNREACHABLE_AFTER_S, Conditions, cheap_now, events
 from edge_agent.home_assistant.commands import Refused, parse
-from edge_agent.home_assistant.energy import CounterStore
+from edge_agent.home_assistant.energy import SETTINGS, CounterStore, load_settings, save_settings
 from edge_agent.home_assistant.entities import HouseSpec, discovery
 from edge_agent.home_assistant.states import HouseView, states
 from vpp_common.backoff import Backoff
@@ -66,6 +66,8 @@ class HomeAssistantBridge:
         except OSError as exc:  # the operator must fix the directory: exit 2 with the reason
             raise ConfigError(f"state_dir: cannot keep the energy counters in {self.store.path}: "
                               f"{exc.strerror or exc}") from None
+        self.settings_path = agent.config.state_dir / f"home_assistant_settings_{self.node_id}.json"
+        self._restore_settings()
         self.prices = agent.config.tariff.price_source() if agent.config.tariff is not None else None
         self.override_hours = DEFAULT_OVERRIDE_HOURS
         self.connected = False
@@ -82,6 +84,31 @@ class HomeAssistantBridge:
         self.m_connects = Counter("vpp_edge_home_assistant_connects_total",
                                   "MQTT broker connection attempts, by result (ok, error).", ["result"], registry=r)
         agent.snapshot_listeners.append(self._on_snapshot)
+
+    # -- settings made in Home Assistant survive a restart ------------------------------
+    def _restore_settings(self) -> None:
+        """The mode and reserve last set from Home Assistant (only those: the config file's hold
+        otherwise), applied again through the same checks; one the config no longer allows is
+        refused and forgotten."""
+        saved = load_settings(self.settings_path)
+        self.settings: dict[str, str | float] = {}
+        for name in SETTINGS:
+            if name not in saved:
+                continue
+            cmd = parse(self.spec(), name, str(saved[name]).encode())  # as if Home Assistant sent it again
+            if isinstance(cmd, Refused):
+                self.agent.refusals.refuse(SOURCE, cmd.label, f"restored: {cmd.detail}")
+            elif self.agent.apply_local(name, cmd.value, SOURCE) is None:
+                self.settings[name] = saved[name]
+                log.info("Home Assistant: %s %s restored from %s", name, saved[name], self.settings_path)
+        if self.settings != saved:
+            self._save_settings()
+
+    def _save_settings(self) -> None:
+        try:
+            save_settings(self.settings_path, self.settings)
+        except OSError as exc:
+            self.agent.refusals.refuse(SOURCE, "state_dir", f"could not save the settings: {exc}")
 
     # -- what to publish ---------------------------------------------------------------
     def spec(self) -> HouseSpec:
@@ -266,6 +293,9 @@ class HomeAssistantBridge:
             value = self.override_hours if cmd.name in ("hold_battery", "charge_now") else cmd.value
             if self.agent.apply_local(cmd.name, value, SOURCE) is None:
                 log.info("Home Assistant: %s %s applied", cmd.name, value if value is not None else "")
+                if cmd.name in SETTINGS and value is not None:
+                    self.settings[cmd.name] = value
+                    self._save_settings()
         await self.publish_states(client)  # what holds now, refused or not
 
 

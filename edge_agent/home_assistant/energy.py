@@ -135,3 +135,35 @@ class CounterStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+
+SETTINGS = ("control_mode", "reserve_soc")  # set from Home Assistant and kept across restarts
+
+
+def load_settings(path: Path) -> dict[str, str | float]:
+    """The settings last made in Home Assistant (``{}`` for none, or for a file that is not one:
+    set aside as ``.corrupt``).  Values are checked again where they are applied."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        out: dict[str, str | float] = {}
+        if isinstance(data.get("control_mode"), str):
+            out["control_mode"] = data["control_mode"][:32]
+        v = data.get("reserve_soc")
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            out["reserve_soc"] = float(v)
+        return out
+    except (OSError, ValueError, AttributeError) as exc:
+        os.replace(path, path.with_suffix(".corrupt"))
+        log.warning("Home Assistant settings in %s unreadable (%s): set aside, the config's hold", path, exc)
+        return {}
+
+
+def save_settings(path: Path, settings: dict[str, str | float]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(settings, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

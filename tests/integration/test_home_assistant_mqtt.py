@@ -288,3 +288,42 @@ async def test_stale_readings_are_unknown_and_not_counted(mosquitto: Mosquitto, 
     finally:
         await agent.stop()
         await ha.stop()
+
+
+async def test_mode_and_reserve_set_in_home_assistant_survive_an_agent_restart(mosquitto: Mosquitto, house,
+                                                                              tmp_path: Path) -> None:
+    sim, clock = house
+    state_dir = tmp_path / "state"
+    settings = state_dir / f"home_assistant_settings_{NODE}.json"
+    ha = FakeHomeAssistant(mosquitto)
+    await ha.start()
+    try:
+        agent = EdgeAgent(config(mosquitto, sim.port, state_dir), clock=clock)
+        attach(agent)
+        assert not settings.exists()  # nothing set in Home Assistant: the config's values, nothing kept
+        try:
+            await agent.start()
+            await until(lambda: ha.state("control_mode") == "vpp", "mode published")
+            await ha.publish(f"vpp/{NODE}/control_mode/set", "self_consumption")
+            await ha.publish(f"vpp/{NODE}/reserve_soc/set", "25")
+            await until(lambda: agent.config.battery.reserve_soc_pct == 25.0, "reserve 25 %")
+        finally:
+            await agent.stop()
+        assert json.loads(settings.read_text()) == {"control_mode": "self_consumption", "reserve_soc": 25.0}
+
+        agent = EdgeAgent(config(mosquitto, sim.port, state_dir), clock=clock)
+        attach(agent)  # restored through the same checks before the agent starts
+        assert agent.config.control.mode == "self_consumption" and agent.config.battery.reserve_soc_pct == 25.0
+
+        # a value the checks refuse now (a reserve above max SoC) is forgotten; garbage is set aside
+        settings.write_text(json.dumps({"control_mode": "idle-ish", "reserve_soc": 99.5}))
+        agent = EdgeAgent(config(mosquitto, sim.port, state_dir), clock=clock)
+        attach(agent)
+        assert agent.config.control.mode == "vpp" and agent.config.battery.reserve_soc_pct != 99.5
+        assert json.loads(settings.read_text()) == {}
+        settings.write_text("{not json")
+        agent = EdgeAgent(config(mosquitto, sim.port, state_dir), clock=clock)
+        attach(agent)
+        assert agent.config.control.mode == "vpp" and settings.with_suffix(".corrupt").exists()
+    finally:
+        await ha.stop()
