@@ -90,6 +90,21 @@ class LanFaults(FaultInjection):
         self._last_answers: dict[str, Any] = {}
         self.bind: tuple[str, int] = ("127.0.0.1", 0)  # where start() listens unless told (port 0: a free one)
 
+    async def _listen(self, make: Callable[[str, int], Awaitable[asyncio.Server]], host: str | None,
+                      port: int | None, close_clients: Callable[[], None]) -> int:
+        """Listen with ``make`` (default: ``bind``), down from the start under a disconnect fault; the port."""
+        self.listener = Listener(make, host or self.bind[0], self.bind[1] if port is None else port, close_clients)
+        if self._faults.disconnect:
+            self.listener.down = True
+        else:
+            await self.listener.start()
+        return self.listener.port
+
+    @property
+    def port(self) -> int:
+        assert self.listener is not None, "not started"
+        return self.listener.port
+
     @property  # type: ignore[override]  # same property, a different listener behind it
     def faults(self) -> Faults:
         return self._faults
@@ -165,17 +180,7 @@ class HttpSim(LanFaults):
                 for conn in self._web.connections:
                     conn.force_close()
 
-        self.listener = Listener(make, host or self.bind[0], self.bind[1] if port is None else port, close_clients)
-        if self._faults.disconnect:
-            self.listener.down = True
-        else:
-            await self.listener.start()
-        return self.listener.port
-
-    @property
-    def port(self) -> int:
-        assert self.listener is not None, "not started"
-        return self.listener.port
+        return await self._listen(make, host, port, close_clients)
 
     async def stop(self) -> None:
         await self._stop_listener()

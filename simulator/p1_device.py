@@ -20,7 +20,7 @@ import contextlib
 import time
 from datetime import UTC, datetime
 
-from simulator.lan_base import LanFaults, Listener
+from simulator.lan_base import LanFaults
 
 
 def crc16(data: bytes) -> int:
@@ -91,17 +91,7 @@ class P1Sim(LanFaults):
             for w in list(self._writers):
                 w.close()
 
-        self.listener = Listener(make, host or self.bind[0], self.bind[1] if port is None else port, close_clients)
-        if self._faults.disconnect:
-            self.listener.down = True
-        else:
-            await self.listener.start()
-        return self.listener.port
-
-    @property
-    def port(self) -> int:
-        assert self.listener is not None, "not started"
-        return self.listener.port
+        return await self._listen(make, host, port, close_clients)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
