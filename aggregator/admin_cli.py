@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from vpp.v1 import admin_service_pb2 as adm
 from vpp.v1 import admin_service_pb2_grpc as adm_grpc
 from vpp.v1 import fleet_service_pb2 as fs
+from vpp.v1 import flexibility_pb2 as fx
 from vpp.v1 import grid_pb2 as gr
 from vpp.v1 import telemetry_pb2 as tm
 
@@ -195,7 +196,26 @@ def _house(stub: adm_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
         print(f"  resource {r.resource_id}: {fs.ResourceKind.Name(r.kind).removeprefix('RESOURCE_KIND_').lower()}"
               f", {fs.ControlType.Name(r.control_type).removeprefix('CONTROL_TYPE_')}, "
               f"{r.rated_power_w:.0f} W, {r.capacity_wh:.0f} Wh")
+    for fl in resp.flexible_loads:
+        print(f"  flexible load {fl.resource_id}: {_flexible_load(fl)}")
     return 0
+
+
+def _flexible_load(fl: fx.ResourceFlexibility) -> str:
+    """One line: an OMBC load's modes and where it is, or a PPBC run's energy, window and state."""
+    if fl.HasField("ombc"):
+        o = fl.ombc
+        modes = ", ".join(f"{m.id} {m.power_w:.0f} W" for m in o.operation_modes)
+        pause = o.max_reduced_duration.ToTimedelta().total_seconds()
+        return (f"OMBC ({modes}), now {o.active_mode_id or 'unknown'} since {_when(o.active_since)}"
+                f"{f', pauses at most {pause / 60:.0f} min' if pause else ''}")
+    p = fl.ppbc
+    wh = sum(e.power_w * e.duration.ToTimedelta().total_seconds() for e in p.elements) / 3600.0
+    hours = sum(e.duration.ToTimedelta().total_seconds() for e in p.elements) / 3600.0
+    state = fx.PpbcRunState.Name(p.state).removeprefix("PPBC_RUN_STATE_").lower()
+    start = f", start {_when(p.start)}" if p.HasField("start") else ""
+    return (f"PPBC run of {wh / 1000:.2f} kWh over {hours:.1f} h between {_when(p.earliest_start)} and "
+            f"{_when(p.latest_end)}, {state}{start}")
 
 
 def _limits(stub: adm_grpc.AdminServiceStub, args: argparse.Namespace) -> int:

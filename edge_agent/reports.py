@@ -3,6 +3,7 @@ per interval, flexibility (SoC, ratings, load and PV forecasts) when it changes 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -21,10 +22,14 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.resources.house import HouseSnapshot
 from edge_agent.uplink.client import UplinkClient
 from vpp_common.clock import Clock
-from vpp_common.messages import PowerForecast
+from vpp_common.messages import PowerForecast, ShiftableRunFlexibility, SwitchableLoadFlexibility
 from vpp_common.timeslots import align_down
 
+log = logging.getLogger(__name__)
 Forecasts = tuple[PowerForecast, PowerForecast, PowerForecast | None]  # load, PV, clear-sky PV
+LoadsFlexibility = tuple[tuple[SwitchableLoadFlexibility, ...], tuple[ShiftableRunFlexibility, ...]]
+# A component's flexible loads now (e.g. Home Assistant's switchable entities): OMBC loads, PPBC runs.
+FlexibilitySource = Callable[[datetime], LoadsFlexibility]
 
 
 class HouseReports:
@@ -36,6 +41,7 @@ class HouseReports:
         self._forecast: tuple[datetime, Forecasts] | None = None  # (slot, forecasts made in it)
         self.last_flex_sent: object = None  # None: the next flexibility goes out whatever it is
         self._last_recorded: object = None  # the last telemetry sample given to the uplink
+        self.flexibility_sources: list[FlexibilitySource] = []  # flexible loads beside the house's devices
 
     def start_forecasts(self, site: Site | None, timezone: str = "UTC") -> None:
         """The forecaster, once the nameplate is known (the clear-sky PV model needs the PV peak);
@@ -90,13 +96,31 @@ class HouseReports:
                                      None if fc.pv_clear_sky_w is None else power(fc.pv_clear_sky_w, -1.0)))
         return self._forecast[1]
 
+    def loads(self, now: datetime) -> LoadsFlexibility:
+        """Every source's flexible loads; a source that fails is left out (logged), not the update."""
+        switchable: list[SwitchableLoadFlexibility] = []
+        shiftable: list[ShiftableRunFlexibility] = []
+        for source in self.flexibility_sources:
+            try:
+                a, b = source(now)
+            except Exception:  # a component's bug must not stop the house's flexibility
+                log.exception("a flexibility source failed; its loads are left out of this update")
+                continue
+            switchable += a
+            shiftable += b
+        return tuple(switchable), tuple(shiftable)
+
     def send_flexibility(self, snap: HouseSnapshot) -> None:
-        flex = snap.flexibility
-        forecasts = self.forecasts(snap.telemetry.measured_at)
+        now = snap.telemetry.measured_at
+        switchable, shiftable = self.loads(now)
+        flex = replace(snap.flexibility, switchable_loads=switchable, shiftable_runs=shiftable)
+        forecasts = self.forecasts(now)
         # SoC in 5 % steps and a new forecast per slot: the aggregator re-plans on every
-        # update, so send only material changes
+        # update, so send only material changes (a load's mode or a run's state is one)
         key = (tuple((s.resource_id, round(s.soc_pct / 5)) for s in flex.storages),
-               self._forecast[0] if self._forecast else None)
+               self._forecast[0] if self._forecast else None,
+               tuple((x.resource_id, x.active_mode_id) for x in switchable),
+               tuple((r.resource_id, r.state, r.start, r.earliest_start, r.latest_end) for r in shiftable))
         if key != self.last_flex_sent:
             if forecasts is not None:
                 flex = replace(flex, load_forecast=forecasts[0], pv_forecast=forecasts[1],

@@ -147,6 +147,68 @@ class CurtailmentFlexibility:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadMode:
+    """One S2 OMBC operation mode: its id and mean power in W (consumption positive)."""
+
+    mode_id: str
+    power_w: float
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchableLoadFlexibility:
+    """S2 OMBC description of a load with discrete modes (a plug-switched freezer: "on", "off").
+
+    ``active_mode_id`` is "" and ``active_since`` None when unknown (stale read-back), never
+    guessed.  ``min_mode_s``: shortest stay in a mode before the next switch; ``max_reduced_s``:
+    longest stay in a mode below the highest power (a pause; 0 = no limit).
+    """
+
+    resource_id: str
+    modes: tuple[LoadMode, ...]
+    active_mode_id: str = ""
+    active_since: datetime | None = None
+    min_mode_s: float = 0.0
+    max_reduced_s: float = 0.0
+
+
+class RunState(str, Enum):
+    WAITING = "waiting"  # no start chosen yet
+    SCHEDULED = "scheduled"  # a start is chosen; not begun
+    RUNNING = "running"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileStep:
+    """One step of a power profile: its length in s (> 0) and mean power in W (consumption > 0)."""
+
+    duration_s: float
+    power_w: float
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftableRunFlexibility:
+    """S2 PPBC description of one run of a fixed power profile whose start may move between
+    ``earliest_start`` and ``latest_end`` minus the profile's length (a washing machine's
+    programme).  ``start`` is the chosen (SCHEDULED) or actual (RUNNING, DONE) start."""
+
+    resource_id: str
+    profile: tuple[ProfileStep, ...]
+    earliest_start: datetime
+    latest_end: datetime
+    state: RunState = RunState.WAITING
+    start: datetime | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return sum(p.duration_s for p in self.profile)
+
+    @property
+    def energy_wh(self) -> float:
+        return sum(p.duration_s * p.power_w for p in self.profile) / 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class PowerForecast:
     """Expected mean power per slot from ``start``, W, in the sign convention of its use."""
 
@@ -163,6 +225,8 @@ class Flexibility:
     load_forecast: PowerForecast | None = None  # household load, W >= 0
     pv_forecast: PowerForecast | None = None  # PV, W <= 0 (production negative)
     pv_clear_sky_forecast: PowerForecast | None = None  # PV under a clear sky, W <= 0 (at most pv_forecast)
+    switchable_loads: tuple[SwitchableLoadFlexibility, ...] = ()  # S2 OMBC loads
+    shiftable_runs: tuple[ShiftableRunFlexibility, ...] = ()  # S2 PPBC runs
 
 
 @dataclass(frozen=True, slots=True)

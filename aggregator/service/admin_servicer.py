@@ -14,6 +14,7 @@ from aggregator.metrics import AggregatorMetrics
 from aggregator.service import admin_convert, bounds, convert
 from aggregator.service.convert import InvalidMessage
 from aggregator.store import StateStore, StoreError
+from vpp.loads import flexible_loads_to_proto
 from vpp.v1 import admin_service_pb2 as adm
 from vpp.v1 import admin_service_pb2_grpc as adm_grpc
 from vpp_common.clock import Clock
@@ -55,6 +56,7 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
             summary = await self._summary(request.house_id)
             record = await self._store.get_house(request.house_id)
             telemetry = await self._store.get_telemetry(request.house_id)
+            flex = await self._store.get_flexibility(request.house_id)
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
         if summary is None or record is None:
@@ -62,6 +64,8 @@ class AdminServicer(adm_grpc.AdminServiceServicer):
         assert record is not None  # abort() raised otherwise
         resp = adm.GetHouseResponse(house=summary,
                                     resources=[admin_convert.resource_to_proto(r) for r in record.hello.resources])
+        if flex is not None:
+            resp.flexible_loads.extend(flexible_loads_to_proto(flex))
         if telemetry is not None:
             resp.battery_power_w.CopyFrom(admin_convert.measurement_to_proto(telemetry.battery_power_w))
             resp.pv_power_w.CopyFrom(admin_convert.measurement_to_proto(telemetry.pv_power_w))

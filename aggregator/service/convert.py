@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aggregator.dispatch.plans import PackedPlans
-from aggregator.service import bounds
+from aggregator.service import bounds, load_convert
 from aggregator.service.bounds import InvalidMessage
 from vpp.enums import CONTROL_TYPE, FALLBACK, PLAN_STATE, RESOURCE_KIND, VALIDITY
 from vpp.timestamps import duration as _duration
@@ -150,7 +150,7 @@ def _storage(i: int, resource_id: str, d: fx.FrbcStorageDescription) -> StorageF
 
 
 def flexibility_from_proto(msg: fx.FlexibilityUpdate) -> Flexibility:
-    storages, curtailments = [], []
+    storages, curtailments, switchable, shiftable = [], [], [], []
     for i, r in enumerate(msg.resources):
         kind = r.WhichOneof("description")
         if kind == "frbc":
@@ -162,6 +162,10 @@ def flexibility_from_proto(msg: fx.FlexibilityUpdate) -> Flexibility:
             bounds.power(r.pebc.lower_limit_max_w, f"{f}.lower_limit_max_w")
             curtailments.append(CurtailmentFlexibility(r.resource_id, r.pebc.present_power_w,
                                                        r.pebc.lower_limit_min_w))
+        elif kind == "ombc":
+            switchable.append(load_convert.switchable_from_proto(i, r.resource_id, r.ombc))
+        elif kind == "ppbc":
+            shiftable.append(load_convert.shiftable_from_proto(i, r.resource_id, r.ppbc))
         else:
             raise InvalidMessage(f"flexibility {r.resource_id}: no description", f"flexibility.resources[{i}]")
     def forecast(name: str) -> PowerForecast | None:
@@ -185,7 +189,8 @@ def flexibility_from_proto(msg: fx.FlexibilityUpdate) -> Flexibility:
         return PowerForecast(required_datetime(fc.start, f"flexibility.{name}.start"), slot_s, values)
 
     return Flexibility(required_datetime(msg.valid_from, "flexibility.valid_from"), tuple(storages), tuple(curtailments),
-                       forecast("load_forecast"), forecast("pv_forecast"), forecast("pv_clear_sky_forecast"))
+                       forecast("load_forecast"), forecast("pv_forecast"), forecast("pv_clear_sky_forecast"),
+                       tuple(switchable), tuple(shiftable))
 
 
 def plan_status_from_proto(msg: fs.PlanStatus) -> PlanStatus:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
+from vpp_common.messages import LoadMode, SwitchableLoadFlexibility
+
 Reason = Literal["import_limit", "price_spike", "released", "max_off"]
 MAX_POWER_W = 1e6  # a load's or the house's power beyond this is no reading
 
@@ -171,5 +173,17 @@ def decide(loads: Sequence[SwitchedLoad], p: Pressure, now: datetime) -> tuple[A
     return tuple(actions)
 
 
-__all__ = ["Action", "LoadRules", "LoadState", "Pressure", "SwitchedLoad", "decide", "finite", "import_excess_w",
+__all__ = ["Action", "as_flexibility", "LoadRules", "LoadState", "Pressure", "SwitchedLoad", "decide", "finite", "import_excess_w",
            "observe", "spike", "switched"]
+
+
+def as_flexibility(resource_id: str, rules: LoadRules, state: LoadState) -> SwitchableLoadFlexibility:
+    """The load as the aggregator sees it (S2 OMBC): "on" at its expected (or last seen) power and
+    "off"; where it is (unknown stays unknown); the longer of its minimum on and off times (the
+    aggregator must not count on faster switching) and its maximum off time as the longest pause."""
+    power = rules.expected_power_w or state.on_power_w or 0.0
+    mode = "" if state.on is None else ("on" if state.on else "off")
+    return SwitchableLoadFlexibility(
+        resource_id, (LoadMode("on", power), LoadMode("off", 0.0)), mode,
+        state.changed_at if mode else None, max(rules.min_on_s, rules.min_off_s), rules.max_off_s)
+

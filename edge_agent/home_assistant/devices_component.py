@@ -82,6 +82,7 @@ def attach(agent: EdgeAgent) -> HaDevicesComponent | None:
     component = HaDevicesComponent(agent, ha.api)
     agent.components.append(component)
     agent.extra_telemetry.append(component.devices.telemetry)
+    agent.reports.flexibility_sources.append(component.control.flexibility)  # its switchable loads, as OMBC
     return component
 
 

@@ -17,6 +17,7 @@ from edge_agent.energy_manager.load_switching import (
     LoadState,
     Pressure,
     SwitchedLoad,
+    as_flexibility,
     decide,
     observe,
     switched,
@@ -25,6 +26,7 @@ from edge_agent.home_assistant.ws_api import HaApiError
 from edge_agent.resources.lan_device import SwitchNotApplied
 from vpp_common.clock import Clock
 from vpp_common.log_limit import LogLimiter
+from vpp_common.messages import SwitchableLoadFlexibility
 
 log = logging.getLogger(__name__)
 _limit = LogLimiter(300.0)
@@ -64,6 +66,10 @@ class LoadControl:
             self.done.append((now, a))
             log.info("%s switched %s: %s", a.resource_id, "on" if a.on else "off", a.reason)
         return actions
+
+    def flexibility(self, now: datetime) -> tuple[tuple[SwitchableLoadFlexibility, ...], tuple[()]]:
+        """The loads as flexibility for the aggregator (a source of ``HouseReports``)."""
+        return tuple(as_flexibility(rid, r, self.states[rid]) for rid, r in self.rules.items()), ()
 
     async def run(self) -> None:
         while True:

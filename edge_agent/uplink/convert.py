@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from edge_agent.energy_manager.plan_check import grid_signal_problem, plan_problem
 from vpp.enums import CONTROL_TYPE, FALLBACK, PLAN_STATE, RESOURCE_KIND, VALIDITY
+from vpp.loads import flexible_loads_to_proto
 from vpp.timestamps import timestamp as _ts
 from vpp.v1 import fleet_service_pb2 as fs
 from vpp.v1 import flexibility_pb2 as fx
@@ -121,6 +122,7 @@ def flexibility_to_proto(f: Flexibility) -> fx.FlexibilityUpdate:
             consequence=fx.PEBC_CONSEQUENCE_VANISH))
         for c in f.curtailments
     ]
+    resources += flexible_loads_to_proto(f)
     msg = fx.FlexibilityUpdate(valid_from=_ts(f.valid_from), resources=resources)
     for name, fc in (("load_forecast", f.load_forecast), ("pv_forecast", f.pv_forecast),
                      ("pv_clear_sky_forecast", f.pv_clear_sky_forecast)):

@@ -7,9 +7,17 @@ from enum import Enum
 from typing import Generic, TypeVar
 
 from vpp.v1 import fleet_service_pb2 as fs
+from vpp.v1 import flexibility_pb2 as fx
 from vpp.v1 import plan_pb2 as pl
 from vpp.v1 import telemetry_pb2 as tm
-from vpp_common.messages import ControlType, FallbackMode, PlanState, ResourceKind, Validity
+from vpp_common.messages import (
+    ControlType,
+    FallbackMode,
+    PlanState,
+    ResourceKind,
+    RunState,
+    Validity,
+)
 
 E = TypeVar("E", bound=Enum)
 
@@ -54,4 +62,10 @@ PLAN_STATE = EnumTable({
 FALLBACK = EnumTable({
     FallbackMode.SELF_CONSUMPTION: pl.FALLBACK_MODE_SELF_CONSUMPTION,
     FallbackMode.IDLE: pl.FALLBACK_MODE_IDLE,
+})
+RUN_STATE = EnumTable({
+    RunState.WAITING: fx.PPBC_RUN_STATE_WAITING,
+    RunState.SCHEDULED: fx.PPBC_RUN_STATE_SCHEDULED,
+    RunState.RUNNING: fx.PPBC_RUN_STATE_RUNNING,
+    RunState.DONE: fx.PPBC_RUN_STATE_DONE,
 })

@@ -241,3 +241,54 @@ async def test_fleet_events_set_list_replan_and_clear(server: AggregatorServer,
         assert json.loads(capsys.readouterr().out).get("events", []) == []
     finally:
         pool.shutdown()
+
+
+async def test_flexible_loads_reach_the_operator_and_a_nan_one_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """An agent's switchable load (OMBC) and shiftable run (PPBC) go up its stream, are stored and
+    shown by `houses show`; an update with a NaN power in a load is refused whole and the house
+    keeps its last valid flexibility."""
+    from edge_agent.uplink import convert as edge
+    from vpp.v1 import fleet_service_pb2 as fs
+    from vpp_common.messages import (
+        LoadMode,
+        ProfileStep,
+        RunState,
+        ShiftableRunFlexibility,
+        SwitchableLoadFlexibility,
+    )
+
+    from .test_aggregator_service import RawAgent
+
+    cfg = AggregatorConfig(listen="127.0.0.1:0", admin_listen="127.0.0.1:0", insecure=True, metrics_port=None)
+    srv = AggregatorServer(cfg, clock=ManualClock(T0))
+    await srv.start()
+    agent = RawAgent(srv.target, "h-loads")
+    pool = ThreadPoolExecutor(max_workers=1)
+    freezer = SwitchableLoadFlexibility("freezer", (LoadMode("on", 90.0), LoadMode("off", 0.0)), "off",
+                                        T0 - timedelta(minutes=5), 300.0, 1800.0)
+    washer = ShiftableRunFlexibility("washer", (ProfileStep(1800, 2000.0), ProfileStep(5400, 66.7)), T0,
+                                     T0 + timedelta(hours=9), RunState.WAITING)
+    flex = Flexibility(T0, (StorageFlexibility("battery", 50, 0, 100, 10, 10_000, 5_000, 5_000),),
+                       switchable_loads=(freezer,), shiftable_runs=(washer,))
+    try:
+        agent.send(fs.ConnectRequest(sequence=1, hello=edge.hello_to_proto(HELLO)))
+        agent.send(fs.ConnectRequest(sequence=2, flexibility_update=edge.flexibility_to_proto(flex)))
+        await agent.expect("dispatch_plan")
+        bad = edge.flexibility_to_proto(flex)
+        bad.resources[1].ombc.operation_modes[0].power_w = float("nan")
+        agent.send(fs.ConnectRequest(sequence=3, flexibility_update=bad))
+        agent.send(fs.ConnectRequest(sequence=4, heartbeat=fs.Heartbeat()))
+        await asyncio.sleep(0.3)
+        assert (await srv.store.get_flexibility("h-loads")) == flex  # the NaN update refused, the last kept
+        admin = srv.admin_target
+        assert admin is not None
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(pool, aggregator_main, ["houses", "show", "h-loads", "--admin", admin]) == 0
+        out = capsys.readouterr().out
+        assert "flexible load freezer: OMBC (on 90 W, off 0 W), now off" in out, out
+        assert "pauses at most 30 min" in out
+        assert "flexible load washer: PPBC run of 1.10 kWh over 2.0 h" in out and "waiting" in out, out
+    finally:
+        pool.shutdown()
+        await agent.close()
+        await srv.stop(grace_s=0.2)

@@ -25,52 +25,53 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from vpp.v1 import fleet_service_pb2 as vpp_dot_v1_dot_fleet__service__pb2
+from vpp.v1 import flexibility_pb2 as vpp_dot_v1_dot_flexibility__pb2
 from vpp.v1 import grid_pb2 as vpp_dot_v1_dot_grid__pb2
 from vpp.v1 import plan_pb2 as vpp_dot_v1_dot_plan__pb2
 from vpp.v1 import telemetry_pb2 as vpp_dot_v1_dot_telemetry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avpp/v1/admin_service.proto\x12\x06vpp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1avpp/v1/fleet_service.proto\x1a\x11vpp/v1/grid.proto\x1a\x11vpp/v1/plan.proto\x1a\x16vpp/v1/telemetry.proto\"\xa3\x02\n\nFleetEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\tdirection\x18\x02 \x01(\x0e\x32\x1b.vpp.v1.FleetEventDirection\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\x0bmax_power_w\x18\x05 \x01(\x01H\x00\x12\x15\n\x0breduce_by_w\x18\x06 \x01(\x01H\x00\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05limit\"9\n\x14SetFleetEventRequest\x12!\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.vpp.v1.FleetEvent\":\n\x15SetFleetEventResponse\x12!\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.vpp.v1.FleetEvent\"\x18\n\x16ListFleetEventsRequest\"=\n\x17ListFleetEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.vpp.v1.FleetEvent\"*\n\x16\x43learFleetEventRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"\x19\n\x17\x43learFleetEventResponse\"\x89\x01\n\x14SetSiteLimitsRequest\x12\x10\n\x08house_id\x18\x01 \x01(\t\x12\"\n\x06limits\x18\x02 \x01(\x0b\x32\x12.vpp.v1.SiteLimits\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x04 \x01(\t\"H\n\x15SetSiteLimitsResponse\x12/\n\x0bvalid_until\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x13\n\x11ListHousesRequest\":\n\x12ListHousesResponse\x12$\n\x06houses\x18\x01 \x03(\x0b\x32\x14.vpp.v1.HouseSummary\"\xe5\x02\n\x0cHouseSummary\x12\x10\n\x08house_id\x18\x01 \x01(\t\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\"\n\x06limits\x18\x04 \x01(\x0b\x32\x12.vpp.v1.SiteLimits\x12.\n\nfirst_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nlast_hello\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cplan_version\x18\x07 \x01(\x04\x12%\n\nplan_state\x18\x08 \x01(\x0e\x32\x11.vpp.v1.PlanState\x12,\n\x0f\x62\x61ttery_soc_pct\x18\t \x01(\x0b\x32\x13.vpp.v1.Measurement\x12)\n\x0cgrid_power_w\x18\n \x01(\x0b\x32\x13.vpp.v1.Measurement\"#\n\x0fGetHouseRequest\x12\x10\n\x08house_id\x18\x01 \x01(\t\"\x8f\x02\n\x10GetHouseResponse\x12#\n\x05house\x18\x01 \x01(\x0b\x32\x14.vpp.v1.HouseSummary\x12#\n\tresources\x18\x02 \x03(\x0b\x32\x10.vpp.v1.Resource\x12,\n\x0f\x62\x61ttery_power_w\x18\x03 \x01(\x0b\x32\x13.vpp.v1.Measurement\x12\'\n\npv_power_w\x18\x04 \x01(\x0b\x32\x13.vpp.v1.Measurement\x12)\n\x0cload_power_w\x18\x05 \x01(\x0b\x32\x13.vpp.v1.Measurement\x12/\n\x0bmeasured_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\"\n\x0eGetPlanRequest\x12\x10\n\x08house_id\x18\x01 \x01(\t\"Y\n\x0fGetPlanResponse\x12\"\n\x04plan\x18\x01 \x01(\x0b\x32\x14.vpp.v1.DispatchPlan\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.vpp.v1.PlanStatus*\x80\x01\n\x13\x46leetEventDirection\x12%\n!FLEET_EVENT_DIRECTION_UNSPECIFIED\x10\x00\x12 \n\x1c\x46LEET_EVENT_DIRECTION_EXPORT\x10\x01\x12 \n\x1c\x46LEET_EVENT_DIRECTION_IMPORT\x10\x02\x32\x92\x04\n\x0c\x41\x64minService\x12\x43\n\nListHouses\x12\x19.vpp.v1.ListHousesRequest\x1a\x1a.vpp.v1.ListHousesResponse\x12=\n\x08GetHouse\x12\x17.vpp.v1.GetHouseRequest\x1a\x18.vpp.v1.GetHouseResponse\x12:\n\x07GetPlan\x12\x16.vpp.v1.GetPlanRequest\x1a\x17.vpp.v1.GetPlanResponse\x12L\n\rSetSiteLimits\x12\x1c.vpp.v1.SetSiteLimitsRequest\x1a\x1d.vpp.v1.SetSiteLimitsResponse\x12L\n\rSetFleetEvent\x12\x1c.vpp.v1.SetFleetEventRequest\x1a\x1d.vpp.v1.SetFleetEventResponse\x12R\n\x0fListFleetEvents\x12\x1e.vpp.v1.ListFleetEventsRequest\x1a\x1f.vpp.v1.ListFleetEventsResponse\x12R\n\x0f\x43learFleetEvent\x12\x1e.vpp.v1.ClearFleetEventRequest\x1a\x1f.vpp.v1.ClearFleetEventResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avpp/v1/admin_service.proto\x12\x06vpp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1avpp/v1/fleet_service.proto\x1a\x18vpp/v1/flexibility.proto\x1a\x11vpp/v1/grid.proto\x1a\x11vpp/v1/plan.proto\x1a\x16vpp/v1/telemetry.proto\"\xa3\x02\n\nFleetEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\tdirection\x18\x02 \x01(\x0e\x32\x1b.vpp.v1.FleetEventDirection\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\x0bmax_power_w\x18\x05 \x01(\x01H\x00\x12\x15\n\x0breduce_by_w\x18\x06 \x01(\x01H\x00\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05limit\"9\n\x14SetFleetEventRequest\x12!\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.vpp.v1.FleetEvent\":\n\x15SetFleetEventResponse\x12!\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.vpp.v1.FleetEvent\"\x18\n\x16ListFleetEventsRequest\"=\n\x17ListFleetEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.vpp.v1.FleetEvent\"*\n\x16\x43learFleetEventRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"\x19\n\x17\x43learFleetEventResponse\"\x89\x01\n\x14SetSiteLimitsRequest\x12\x10\n\x08house_id\x18\x01 \x01(\t\x12\"\n\x06limits\x18\x02 \x01(\x0b\x32\x12.vpp.v1.SiteLimits\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x04 \x01(\t\"H\n\x15SetSiteLimitsResponse\x12/\n\x0bvalid_until\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x13\n\x11ListHousesRequest\":\n\x12ListHousesResponse\x12$\n\x06houses\x18\x01 \x03(\x0b\x32\x14.vpp.v1.HouseSummary\"\xe5\x02\n\x0cHouseSummary\x12\x10\n\x08house_id\x18\x01 \x01(\t\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\"\n\x06limits\x18\x04 \x01(\x0b\x32\x12.vpp.v1.SiteLimits\x12.\n\nfirst_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nlast_hello\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cplan_version\x18\x07 \x01(\x04\x12%\n\nplan_state\x18\x08 \x01(\x0e\x32\x11.vpp.v1.PlanState\x12,\n\x0f\x62\x61ttery_soc_pct\x18\t \x01(\x0b\x32\x13.vpp.v1.Measurement\x12)\n\x0cgrid_power_w\x18\n \x01(\x0b\x32\x13.vpp.v1.Measurement\"#\n\x0fGetHouseRequest\x12\x10\n\x08house_id\x18\x01 \x01(\t\"\xc4\x02\n\x10GetHouseResponse\x12#\n\x05house\x18\x01 \x01(\x0b\x32\x14.vpp.v1.HouseSummary\x12#\n\tresources\x18\x02 \x03(\x0b\x32\x10.vpp.v1.Resource\x12,\n\x0f\x62\x61ttery_power_w\x18\x03 \x01(\x0b\x32\x13.vpp.v1.Measurement\x12\'\n\npv_power_w\x18\x04 \x01(\x0b\x32\x13.vpp.v1.Measurement\x12)\n\x0cload_power_w\x18\x05 \x01(\x0b\x32\x13.vpp.v1.Measurement\x12/\n\x0bmeasured_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0e\x66lexible_loads\x18\x07 \x03(\x0b\x32\x1b.vpp.v1.ResourceFlexibility\"\"\n\x0eGetPlanRequest\x12\x10\n\x08house_id\x18\x01 \x01(\t\"Y\n\x0fGetPlanResponse\x12\"\n\x04plan\x18\x01 \x01(\x0b\x32\x14.vpp.v1.DispatchPlan\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.vpp.v1.PlanStatus*\x80\x01\n\x13\x46leetEventDirection\x12%\n!FLEET_EVENT_DIRECTION_UNSPECIFIED\x10\x00\x12 \n\x1c\x46LEET_EVENT_DIRECTION_EXPORT\x10\x01\x12 \n\x1c\x46LEET_EVENT_DIRECTION_IMPORT\x10\x02\x32\x92\x04\n\x0c\x41\x64minService\x12\x43\n\nListHouses\x12\x19.vpp.v1.ListHousesRequest\x1a\x1a.vpp.v1.ListHousesResponse\x12=\n\x08GetHouse\x12\x17.vpp.v1.GetHouseRequest\x1a\x18.vpp.v1.GetHouseResponse\x12:\n\x07GetPlan\x12\x16.vpp.v1.GetPlanRequest\x1a\x17.vpp.v1.GetPlanResponse\x12L\n\rSetSiteLimits\x12\x1c.vpp.v1.SetSiteLimitsRequest\x1a\x1d.vpp.v1.SetSiteLimitsResponse\x12L\n\rSetFleetEvent\x12\x1c.vpp.v1.SetFleetEventRequest\x1a\x1d.vpp.v1.SetFleetEventResponse\x12R\n\x0fListFleetEvents\x12\x1e.vpp.v1.ListFleetEventsRequest\x1a\x1f.vpp.v1.ListFleetEventsResponse\x12R\n\x0f\x43learFleetEvent\x12\x1e.vpp.v1.ClearFleetEventRequest\x1a\x1f.vpp.v1.ClearFleetEventResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vpp.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FLEETEVENTDIRECTION']._serialized_start=1860
-  _globals['_FLEETEVENTDIRECTION']._serialized_end=1988
-  _globals['_FLEETEVENT']._serialized_start=194
-  _globals['_FLEETEVENT']._serialized_end=485
-  _globals['_SETFLEETEVENTREQUEST']._serialized_start=487
-  _globals['_SETFLEETEVENTREQUEST']._serialized_end=544
-  _globals['_SETFLEETEVENTRESPONSE']._serialized_start=546
-  _globals['_SETFLEETEVENTRESPONSE']._serialized_end=604
-  _globals['_LISTFLEETEVENTSREQUEST']._serialized_start=606
-  _globals['_LISTFLEETEVENTSREQUEST']._serialized_end=630
-  _globals['_LISTFLEETEVENTSRESPONSE']._serialized_start=632
-  _globals['_LISTFLEETEVENTSRESPONSE']._serialized_end=693
-  _globals['_CLEARFLEETEVENTREQUEST']._serialized_start=695
-  _globals['_CLEARFLEETEVENTREQUEST']._serialized_end=737
-  _globals['_CLEARFLEETEVENTRESPONSE']._serialized_start=739
-  _globals['_CLEARFLEETEVENTRESPONSE']._serialized_end=764
-  _globals['_SETSITELIMITSREQUEST']._serialized_start=767
-  _globals['_SETSITELIMITSREQUEST']._serialized_end=904
-  _globals['_SETSITELIMITSRESPONSE']._serialized_start=906
-  _globals['_SETSITELIMITSRESPONSE']._serialized_end=978
-  _globals['_LISTHOUSESREQUEST']._serialized_start=980
-  _globals['_LISTHOUSESREQUEST']._serialized_end=999
-  _globals['_LISTHOUSESRESPONSE']._serialized_start=1001
-  _globals['_LISTHOUSESRESPONSE']._serialized_end=1059
-  _globals['_HOUSESUMMARY']._serialized_start=1062
-  _globals['_HOUSESUMMARY']._serialized_end=1419
-  _globals['_GETHOUSEREQUEST']._serialized_start=1421
-  _globals['_GETHOUSEREQUEST']._serialized_end=1456
-  _globals['_GETHOUSERESPONSE']._serialized_start=1459
-  _globals['_GETHOUSERESPONSE']._serialized_end=1730
-  _globals['_GETPLANREQUEST']._serialized_start=1732
-  _globals['_GETPLANREQUEST']._serialized_end=1766
-  _globals['_GETPLANRESPONSE']._serialized_start=1768
-  _globals['_GETPLANRESPONSE']._serialized_end=1857
-  _globals['_ADMINSERVICE']._serialized_start=1991
-  _globals['_ADMINSERVICE']._serialized_end=2521
+  _globals['_FLEETEVENTDIRECTION']._serialized_start=1939
+  _globals['_FLEETEVENTDIRECTION']._serialized_end=2067
+  _globals['_FLEETEVENT']._serialized_start=220
+  _globals['_FLEETEVENT']._serialized_end=511
+  _globals['_SETFLEETEVENTREQUEST']._serialized_start=513
+  _globals['_SETFLEETEVENTREQUEST']._serialized_end=570
+  _globals['_SETFLEETEVENTRESPONSE']._serialized_start=572
+  _globals['_SETFLEETEVENTRESPONSE']._serialized_end=630
+  _globals['_LISTFLEETEVENTSREQUEST']._serialized_start=632
+  _globals['_LISTFLEETEVENTSREQUEST']._serialized_end=656
+  _globals['_LISTFLEETEVENTSRESPONSE']._serialized_start=658
+  _globals['_LISTFLEETEVENTSRESPONSE']._serialized_end=719
+  _globals['_CLEARFLEETEVENTREQUEST']._serialized_start=721
+  _globals['_CLEARFLEETEVENTREQUEST']._serialized_end=763
+  _globals['_CLEARFLEETEVENTRESPONSE']._serialized_start=765
+  _globals['_CLEARFLEETEVENTRESPONSE']._serialized_end=790
+  _globals['_SETSITELIMITSREQUEST']._serialized_start=793
+  _globals['_SETSITELIMITSREQUEST']._serialized_end=930
+  _globals['_SETSITELIMITSRESPONSE']._serialized_start=932
+  _globals['_SETSITELIMITSRESPONSE']._serialized_end=1004
+  _globals['_LISTHOUSESREQUEST']._serialized_start=1006
+  _globals['_LISTHOUSESREQUEST']._serialized_end=1025
+  _globals['_LISTHOUSESRESPONSE']._serialized_start=1027
+  _globals['_LISTHOUSESRESPONSE']._serialized_end=1085
+  _globals['_HOUSESUMMARY']._serialized_start=1088
+  _globals['_HOUSESUMMARY']._serialized_end=1445
+  _globals['_GETHOUSEREQUEST']._serialized_start=1447
+  _globals['_GETHOUSEREQUEST']._serialized_end=1482
+  _globals['_GETHOUSERESPONSE']._serialized_start=1485
+  _globals['_GETHOUSERESPONSE']._serialized_end=1809
+  _globals['_GETPLANREQUEST']._serialized_start=1811
+  _globals['_GETPLANREQUEST']._serialized_end=1845
+  _globals['_GETPLANRESPONSE']._serialized_start=1847
+  _globals['_GETPLANRESPONSE']._serialized_end=1936
+  _globals['_ADMINSERVICE']._serialized_start=2070
+  _globals['_ADMINSERVICE']._serialized_end=2600
 # @@protoc_insertion_point(module_scope)

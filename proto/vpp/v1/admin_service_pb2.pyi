@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from vpp.v1 import fleet_service_pb2 as _fleet_service_pb2
+from vpp.v1 import flexibility_pb2 as _flexibility_pb2
 from vpp.v1 import grid_pb2 as _grid_pb2
 from vpp.v1 import plan_pb2 as _plan_pb2
 from vpp.v1 import telemetry_pb2 as _telemetry_pb2
@@ -135,20 +136,22 @@ class GetHouseRequest(_message.Message):
     def __init__(self, house_id: _Optional[str] = ...) -> None: ...
 
 class GetHouseResponse(_message.Message):
-    __slots__ = ("house", "resources", "battery_power_w", "pv_power_w", "load_power_w", "measured_at")
+    __slots__ = ("house", "resources", "battery_power_w", "pv_power_w", "load_power_w", "measured_at", "flexible_loads")
     HOUSE_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     BATTERY_POWER_W_FIELD_NUMBER: _ClassVar[int]
     PV_POWER_W_FIELD_NUMBER: _ClassVar[int]
     LOAD_POWER_W_FIELD_NUMBER: _ClassVar[int]
     MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    FLEXIBLE_LOADS_FIELD_NUMBER: _ClassVar[int]
     house: HouseSummary
     resources: _containers.RepeatedCompositeFieldContainer[_fleet_service_pb2.Resource]
     battery_power_w: _telemetry_pb2.Measurement
     pv_power_w: _telemetry_pb2.Measurement
     load_power_w: _telemetry_pb2.Measurement
     measured_at: _timestamp_pb2.Timestamp
-    def __init__(self, house: _Optional[_Union[HouseSummary, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[_fleet_service_pb2.Resource, _Mapping]]] = ..., battery_power_w: _Optional[_Union[_telemetry_pb2.Measurement, _Mapping]] = ..., pv_power_w: _Optional[_Union[_telemetry_pb2.Measurement, _Mapping]] = ..., load_power_w: _Optional[_Union[_telemetry_pb2.Measurement, _Mapping]] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    flexible_loads: _containers.RepeatedCompositeFieldContainer[_flexibility_pb2.ResourceFlexibility]
+    def __init__(self, house: _Optional[_Union[HouseSummary, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[_fleet_service_pb2.Resource, _Mapping]]] = ..., battery_power_w: _Optional[_Union[_telemetry_pb2.Measurement, _Mapping]] = ..., pv_power_w: _Optional[_Union[_telemetry_pb2.Measurement, _Mapping]] = ..., load_power_w: _Optional[_Union[_telemetry_pb2.Measurement, _Mapping]] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., flexible_loads: _Optional[_Iterable[_Union[_flexibility_pb2.ResourceFlexibility, _Mapping]]] = ...) -> None: ...
 
 class GetPlanRequest(_message.Message):
     __slots__ = ("house_id",)

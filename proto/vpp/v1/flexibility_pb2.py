@@ -26,25 +26,35 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18vpp/v1/flexibility.proto\x12\x06vpp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x02\n\x11\x46lexibilityUpdate\x12.\n\nvalid_from\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\tresources\x18\x02 \x03(\x0b\x32\x1b.vpp.v1.ResourceFlexibility\x12,\n\rload_forecast\x18\x03 \x01(\x0b\x32\x15.vpp.v1.PowerForecast\x12*\n\x0bpv_forecast\x18\x04 \x01(\x0b\x32\x15.vpp.v1.PowerForecast\x12\x34\n\x15pv_clear_sky_forecast\x18\x05 \x01(\x0b\x32\x15.vpp.v1.PowerForecast\"~\n\rPowerForecast\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rslot_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08values_w\x18\x03 \x03(\x01\"\x9f\x01\n\x13ResourceFlexibility\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12.\n\x04\x66rbc\x18\n \x01(\x0b\x32\x1e.vpp.v1.FrbcStorageDescriptionH\x00\x12\x34\n\x04pebc\x18\x0b \x01(\x0b\x32$.vpp.v1.PebcPowerEnvelopeDescriptionH\x00\x42\r\n\x0b\x64\x65scription\"\xee\x01\n\x16\x46rbcStorageDescription\x12\x0f\n\x07soc_pct\x18\x01 \x01(\x01\x12\x13\n\x0bsoc_min_pct\x18\x02 \x01(\x01\x12\x13\n\x0bsoc_max_pct\x18\x03 \x01(\x01\x12\x17\n\x0freserve_soc_pct\x18\x04 \x01(\x01\x12\x13\n\x0b\x63\x61pacity_wh\x18\x05 \x01(\x01\x12\x32\n\x0foperation_modes\x18\x06 \x03(\x0b\x32\x19.vpp.v1.FrbcOperationMode\x12\x19\n\x11\x63harge_efficiency\x18\x07 \x01(\x01\x12\x1c\n\x14\x64ischarge_efficiency\x18\x08 \x01(\x01\"I\n\x11\x46rbcOperationMode\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bpower_min_w\x18\x02 \x01(\x01\x12\x13\n\x0bpower_max_w\x18\x03 \x01(\x01\"\x9b\x01\n\x1cPebcPowerEnvelopeDescription\x12\x17\n\x0fpresent_power_w\x18\x01 \x01(\x01\x12\x19\n\x11lower_limit_min_w\x18\x02 \x01(\x01\x12\x19\n\x11lower_limit_max_w\x18\x03 \x01(\x01\x12,\n\x0b\x63onsequence\x18\x04 \x01(\x0e\x32\x17.vpp.v1.PebcConsequence*l\n\x0fPebcConsequence\x12 \n\x1cPEBC_CONSEQUENCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17PEBC_CONSEQUENCE_VANISH\x10\x01\x12\x1a\n\x16PEBC_CONSEQUENCE_DEFER\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18vpp/v1/flexibility.proto\x12\x06vpp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x02\n\x11\x46lexibilityUpdate\x12.\n\nvalid_from\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\tresources\x18\x02 \x03(\x0b\x32\x1b.vpp.v1.ResourceFlexibility\x12,\n\rload_forecast\x18\x03 \x01(\x0b\x32\x15.vpp.v1.PowerForecast\x12*\n\x0bpv_forecast\x18\x04 \x01(\x0b\x32\x15.vpp.v1.PowerForecast\x12\x34\n\x15pv_clear_sky_forecast\x18\x05 \x01(\x0b\x32\x15.vpp.v1.PowerForecast\"~\n\rPowerForecast\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rslot_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08values_w\x18\x03 \x03(\x01\"\xf1\x01\n\x13ResourceFlexibility\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12.\n\x04\x66rbc\x18\n \x01(\x0b\x32\x1e.vpp.v1.FrbcStorageDescriptionH\x00\x12\x34\n\x04pebc\x18\x0b \x01(\x0b\x32$.vpp.v1.PebcPowerEnvelopeDescriptionH\x00\x12\'\n\x04ombc\x18\x0c \x01(\x0b\x32\x17.vpp.v1.OmbcDescriptionH\x00\x12\'\n\x04ppbc\x18\r \x01(\x0b\x32\x17.vpp.v1.PpbcDescriptionH\x00\x42\r\n\x0b\x64\x65scription\"\xee\x01\n\x16\x46rbcStorageDescription\x12\x0f\n\x07soc_pct\x18\x01 \x01(\x01\x12\x13\n\x0bsoc_min_pct\x18\x02 \x01(\x01\x12\x13\n\x0bsoc_max_pct\x18\x03 \x01(\x01\x12\x17\n\x0freserve_soc_pct\x18\x04 \x01(\x01\x12\x13\n\x0b\x63\x61pacity_wh\x18\x05 \x01(\x01\x12\x32\n\x0foperation_modes\x18\x06 \x03(\x0b\x32\x19.vpp.v1.FrbcOperationMode\x12\x19\n\x11\x63harge_efficiency\x18\x07 \x01(\x01\x12\x1c\n\x14\x64ischarge_efficiency\x18\x08 \x01(\x01\"I\n\x11\x46rbcOperationMode\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bpower_min_w\x18\x02 \x01(\x01\x12\x13\n\x0bpower_max_w\x18\x03 \x01(\x01\"\x9b\x01\n\x1cPebcPowerEnvelopeDescription\x12\x17\n\x0fpresent_power_w\x18\x01 \x01(\x01\x12\x19\n\x11lower_limit_min_w\x18\x02 \x01(\x01\x12\x19\n\x11lower_limit_max_w\x18\x03 \x01(\x01\x12,\n\x0b\x63onsequence\x18\x04 \x01(\x0e\x32\x17.vpp.v1.PebcConsequence\"\xfe\x01\n\x0fOmbcDescription\x12\x32\n\x0foperation_modes\x18\x01 \x03(\x0b\x32\x19.vpp.v1.OmbcOperationMode\x12\x16\n\x0e\x61\x63tive_mode_id\x18\x02 \x01(\t\x12\x30\n\x0c\x61\x63tive_since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x11min_mode_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x14max_reduced_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"0\n\x11OmbcOperationMode\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07power_w\x18\x02 \x01(\x01\"\xf3\x01\n\x0fPpbcDescription\x12,\n\x08\x65lements\x18\x01 \x03(\x0b\x32\x1a.vpp.v1.PpbcProfileElement\x12\x32\n\x0e\x65\x61rliest_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nlatest_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.vpp.v1.PpbcRunState\x12)\n\x05start\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x12PpbcProfileElement\x12+\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07power_w\x18\x02 \x01(\x01*l\n\x0fPebcConsequence\x12 \n\x1cPEBC_CONSEQUENCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17PEBC_CONSEQUENCE_VANISH\x10\x01\x12\x1a\n\x16PEBC_CONSEQUENCE_DEFER\x10\x02*\x9d\x01\n\x0cPpbcRunState\x12\x1e\n\x1aPPBC_RUN_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PPBC_RUN_STATE_WAITING\x10\x01\x12\x1c\n\x18PPBC_RUN_STATE_SCHEDULED\x10\x02\x12\x1a\n\x16PPBC_RUN_STATE_RUNNING\x10\x03\x12\x17\n\x13PPBC_RUN_STATE_DONE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vpp.v1.flexibility_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PEBCCONSEQUENCE']._serialized_start=1127
-  _globals['_PEBCCONSEQUENCE']._serialized_end=1235
+  _globals['_PEBCCONSEQUENCE']._serialized_start=1846
+  _globals['_PEBCCONSEQUENCE']._serialized_end=1954
+  _globals['_PPBCRUNSTATE']._serialized_start=1957
+  _globals['_PPBCRUNSTATE']._serialized_end=2114
   _globals['_FLEXIBILITYUPDATE']._serialized_start=102
   _globals['_FLEXIBILITYUPDATE']._serialized_end=361
   _globals['_POWERFORECAST']._serialized_start=363
   _globals['_POWERFORECAST']._serialized_end=489
   _globals['_RESOURCEFLEXIBILITY']._serialized_start=492
-  _globals['_RESOURCEFLEXIBILITY']._serialized_end=651
-  _globals['_FRBCSTORAGEDESCRIPTION']._serialized_start=654
-  _globals['_FRBCSTORAGEDESCRIPTION']._serialized_end=892
-  _globals['_FRBCOPERATIONMODE']._serialized_start=894
-  _globals['_FRBCOPERATIONMODE']._serialized_end=967
-  _globals['_PEBCPOWERENVELOPEDESCRIPTION']._serialized_start=970
-  _globals['_PEBCPOWERENVELOPEDESCRIPTION']._serialized_end=1125
+  _globals['_RESOURCEFLEXIBILITY']._serialized_end=733
+  _globals['_FRBCSTORAGEDESCRIPTION']._serialized_start=736
+  _globals['_FRBCSTORAGEDESCRIPTION']._serialized_end=974
+  _globals['_FRBCOPERATIONMODE']._serialized_start=976
+  _globals['_FRBCOPERATIONMODE']._serialized_end=1049
+  _globals['_PEBCPOWERENVELOPEDESCRIPTION']._serialized_start=1052
+  _globals['_PEBCPOWERENVELOPEDESCRIPTION']._serialized_end=1207
+  _globals['_OMBCDESCRIPTION']._serialized_start=1210
+  _globals['_OMBCDESCRIPTION']._serialized_end=1464
+  _globals['_OMBCOPERATIONMODE']._serialized_start=1466
+  _globals['_OMBCOPERATIONMODE']._serialized_end=1514
+  _globals['_PPBCDESCRIPTION']._serialized_start=1517
+  _globals['_PPBCDESCRIPTION']._serialized_end=1760
+  _globals['_PPBCPROFILEELEMENT']._serialized_start=1762
+  _globals['_PPBCPROFILEELEMENT']._serialized_end=1844
 # @@protoc_insertion_point(module_scope)

@@ -16,9 +16,22 @@ class PebcConsequence(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PEBC_CONSEQUENCE_UNSPECIFIED: _ClassVar[PebcConsequence]
     PEBC_CONSEQUENCE_VANISH: _ClassVar[PebcConsequence]
     PEBC_CONSEQUENCE_DEFER: _ClassVar[PebcConsequence]
+
+class PpbcRunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PPBC_RUN_STATE_UNSPECIFIED: _ClassVar[PpbcRunState]
+    PPBC_RUN_STATE_WAITING: _ClassVar[PpbcRunState]
+    PPBC_RUN_STATE_SCHEDULED: _ClassVar[PpbcRunState]
+    PPBC_RUN_STATE_RUNNING: _ClassVar[PpbcRunState]
+    PPBC_RUN_STATE_DONE: _ClassVar[PpbcRunState]
 PEBC_CONSEQUENCE_UNSPECIFIED: PebcConsequence
 PEBC_CONSEQUENCE_VANISH: PebcConsequence
 PEBC_CONSEQUENCE_DEFER: PebcConsequence
+PPBC_RUN_STATE_UNSPECIFIED: PpbcRunState
+PPBC_RUN_STATE_WAITING: PpbcRunState
+PPBC_RUN_STATE_SCHEDULED: PpbcRunState
+PPBC_RUN_STATE_RUNNING: PpbcRunState
+PPBC_RUN_STATE_DONE: PpbcRunState
 
 class FlexibilityUpdate(_message.Message):
     __slots__ = ("valid_from", "resources", "load_forecast", "pv_forecast", "pv_clear_sky_forecast")
@@ -45,14 +58,18 @@ class PowerForecast(_message.Message):
     def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slot_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., values_w: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ResourceFlexibility(_message.Message):
-    __slots__ = ("resource_id", "frbc", "pebc")
+    __slots__ = ("resource_id", "frbc", "pebc", "ombc", "ppbc")
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     FRBC_FIELD_NUMBER: _ClassVar[int]
     PEBC_FIELD_NUMBER: _ClassVar[int]
+    OMBC_FIELD_NUMBER: _ClassVar[int]
+    PPBC_FIELD_NUMBER: _ClassVar[int]
     resource_id: str
     frbc: FrbcStorageDescription
     pebc: PebcPowerEnvelopeDescription
-    def __init__(self, resource_id: _Optional[str] = ..., frbc: _Optional[_Union[FrbcStorageDescription, _Mapping]] = ..., pebc: _Optional[_Union[PebcPowerEnvelopeDescription, _Mapping]] = ...) -> None: ...
+    ombc: OmbcDescription
+    ppbc: PpbcDescription
+    def __init__(self, resource_id: _Optional[str] = ..., frbc: _Optional[_Union[FrbcStorageDescription, _Mapping]] = ..., pebc: _Optional[_Union[PebcPowerEnvelopeDescription, _Mapping]] = ..., ombc: _Optional[_Union[OmbcDescription, _Mapping]] = ..., ppbc: _Optional[_Union[PpbcDescription, _Mapping]] = ...) -> None: ...
 
 class FrbcStorageDescription(_message.Message):
     __slots__ = ("soc_pct", "soc_min_pct", "soc_max_pct", "reserve_soc_pct", "capacity_wh", "operation_modes", "charge_efficiency", "discharge_efficiency")
@@ -95,3 +112,47 @@ class PebcPowerEnvelopeDescription(_message.Message):
     lower_limit_max_w: float
     consequence: PebcConsequence
     def __init__(self, present_power_w: _Optional[float] = ..., lower_limit_min_w: _Optional[float] = ..., lower_limit_max_w: _Optional[float] = ..., consequence: _Optional[_Union[PebcConsequence, str]] = ...) -> None: ...
+
+class OmbcDescription(_message.Message):
+    __slots__ = ("operation_modes", "active_mode_id", "active_since", "min_mode_duration", "max_reduced_duration")
+    OPERATION_MODES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_MODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_MODE_DURATION_FIELD_NUMBER: _ClassVar[int]
+    MAX_REDUCED_DURATION_FIELD_NUMBER: _ClassVar[int]
+    operation_modes: _containers.RepeatedCompositeFieldContainer[OmbcOperationMode]
+    active_mode_id: str
+    active_since: _timestamp_pb2.Timestamp
+    min_mode_duration: _duration_pb2.Duration
+    max_reduced_duration: _duration_pb2.Duration
+    def __init__(self, operation_modes: _Optional[_Iterable[_Union[OmbcOperationMode, _Mapping]]] = ..., active_mode_id: _Optional[str] = ..., active_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_mode_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_reduced_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class OmbcOperationMode(_message.Message):
+    __slots__ = ("id", "power_w")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    POWER_W_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    power_w: float
+    def __init__(self, id: _Optional[str] = ..., power_w: _Optional[float] = ...) -> None: ...
+
+class PpbcDescription(_message.Message):
+    __slots__ = ("elements", "earliest_start", "latest_end", "state", "start")
+    ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    EARLIEST_START_FIELD_NUMBER: _ClassVar[int]
+    LATEST_END_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    elements: _containers.RepeatedCompositeFieldContainer[PpbcProfileElement]
+    earliest_start: _timestamp_pb2.Timestamp
+    latest_end: _timestamp_pb2.Timestamp
+    state: PpbcRunState
+    start: _timestamp_pb2.Timestamp
+    def __init__(self, elements: _Optional[_Iterable[_Union[PpbcProfileElement, _Mapping]]] = ..., earliest_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[PpbcRunState, str]] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PpbcProfileElement(_message.Message):
+    __slots__ = ("duration", "power_w")
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    POWER_W_FIELD_NUMBER: _ClassVar[int]
+    duration: _duration_pb2.Duration
+    power_w: float
+    def __init__(self, duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., power_w: _Optional[float] = ...) -> None: ...
