@@ -278,6 +278,14 @@ class FallbackMode(str, Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class RunStart:
+    """The aggregator's chosen start of a house's shiftable run (PPBC resource ``resource_id``)."""
+
+    resource_id: str
+    start: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class DispatchPlan:
     """A lease: valid from ``valid_from`` until ``valid_until``, then the fallback.
 
@@ -294,6 +302,7 @@ class DispatchPlan:
     slots: tuple[PlanSlot, ...]
     fallback: FallbackMode = FallbackMode.SELF_CONSUMPTION
     fallback_max_export_w: float = 0.0  # export cap during fallback; 0 = site limit
+    run_starts: tuple[RunStart, ...] = ()  # the aggregator's starts for the house's shiftable runs (PPBC)
 
     def is_valid_at(self, when: datetime) -> bool:
         return self.valid_from <= when < self.valid_until

@@ -209,6 +209,8 @@ def plan_to_proto(plan: DispatchPlan, encoded_slots: bytes | None = None) -> pl.
     out.valid_until.CopyFrom(_ts(plan.valid_until))
     out.slot_duration.CopyFrom(_duration(plan.slot_duration_s))
     out.fallback.CopyFrom(pl.Fallback(mode=FALLBACK.to_wire[plan.fallback], max_export_w=plan.fallback_max_export_w))
+    for r in plan.run_starts:
+        out.run_starts.add(resource_id=r.resource_id).start.CopyFrom(_ts(r.start))
     return out
 
 

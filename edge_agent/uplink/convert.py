@@ -34,6 +34,7 @@ from vpp_common.messages import (
     PlanSlot,
     PlanStatus,
     PriceSlot,
+    RunStart,
     Setpoint,
     SiteLimits,
     SiteTelemetry,
@@ -207,7 +208,28 @@ def _plan_from_proto(msg: pl.DispatchPlan) -> DispatchPlan:
         valid_from=valid_from, valid_until=valid_until, slot_duration_s=slot_s, slots=tuple(slots),
         fallback=FALLBACK.from_wire.get(msg.fallback.mode, FallbackMode.SELF_CONSUMPTION),
         fallback_max_export_w=msg.fallback.max_export_w,
+        run_starts=_run_starts(msg, valid_from),
     )
+
+
+MAX_RUN_START_AHEAD = timedelta(days=7)
+
+
+def _run_starts(msg: pl.DispatchPlan, valid_from: datetime) -> tuple[RunStart, ...]:
+    """The chosen starts of the house's runs: one per named resource, each set and within a week
+    of the plan (the agent checks it against the run's own window before using it)."""
+    out: list[RunStart] = []
+    for i, r in enumerate(msg.run_starts):
+        if not r.resource_id or any(x.resource_id == r.resource_id for x in out):
+            raise InvalidPlan(f"run_starts[{i}]: resource_id {r.resource_id!r} is empty or repeated", "run_starts")
+        if r.start.seconds == 0 and r.start.nanos == 0:
+            raise InvalidPlan(f"run_starts[{i}] ({r.resource_id}): start is not set", "run_starts")
+        start = r.start.ToDatetime(tzinfo=UTC)
+        if abs(start - valid_from) > MAX_RUN_START_AHEAD:
+            raise InvalidPlan(f"run_starts[{i}] ({r.resource_id}): start {start.isoformat()} is more than "
+                              f"{MAX_RUN_START_AHEAD.days} days from the plan's start", "run_starts")
+        out.append(RunStart(r.resource_id, start))
+    return tuple(out)
 
 
 def grid_signal_from_proto(msg: gr.GridSignal) -> GridSignal:

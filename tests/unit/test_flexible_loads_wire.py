@@ -188,3 +188,39 @@ def test_reports_merge_sources_and_survive_a_failing_one() -> None:
     assert first.switchable_loads[0].active_mode_id == "on" and first.shiftable_runs == (WASHER,)  # type: ignore[attr-defined]
     assert second.switchable_loads[0].active_mode_id == "off"  # type: ignore[attr-defined]
     assert asyncio.iscoroutinefunction(reports.run_telemetry)
+
+
+def _plan_with_starts() -> object:
+    from aggregator.service.convert import plan_to_proto
+    from vpp_common.messages import DispatchPlan, Envelope, PlanSlot, RunStart, Setpoint
+
+    slots = tuple(PlanSlot(T0 + timedelta(seconds=900 * i), (Setpoint("battery", 0.0, Envelope(-5, 5)),))
+                  for i in range(4))
+    plan = DispatchPlan("p1", 5, T0, T0, T0 + timedelta(hours=1), 900, slots,
+                        run_starts=(RunStart("washer", T0 + timedelta(hours=4)),))
+    return plan, plan_to_proto(plan)
+
+
+def test_run_starts_round_trip() -> None:
+    plan, msg = _plan_with_starts()
+    assert edge.plan_from_proto(msg) == plan
+
+
+@pytest.mark.parametrize("how,match", [("empty id", "empty or repeated"), ("repeated", "empty or repeated"),
+                                       ("unset", "start is not set"), ("far", "more than 7 days"),
+                                       ("beyond 9999", "malformed")])
+def test_bad_run_starts_reject_the_plan(how: str, match: str) -> None:
+    _, msg = _plan_with_starts()
+    r = msg.run_starts[0]
+    if how == "empty id":
+        r.resource_id = ""
+    elif how == "repeated":
+        msg.run_starts.add(resource_id="washer").start.CopyFrom(r.start)
+    elif how == "unset":
+        r.ClearField("start")
+    elif how == "far":
+        r.start.seconds += 30 * 86400
+    else:
+        r.start.seconds = 10**12
+    with pytest.raises(edge.InvalidPlan, match=match):
+        edge.plan_from_proto(msg)

@@ -26,23 +26,25 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11vpp/v1/plan.proto\x12\x06vpp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x02\n\x0c\x44ispatchPlan\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nvalid_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rslot_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1f\n\x05slots\x18\x07 \x03(\x0b\x32\x10.vpp.v1.PlanSlot\x12\"\n\x08\x66\x61llback\x18\x08 \x01(\x0b\x32\x10.vpp.v1.Fallback\"\xa0\x01\n\x08PlanSlot\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\tsetpoints\x18\x02 \x03(\x0b\x32\x18.vpp.v1.ResourceSetpoint\x12,\n\rgrid_envelope\x18\x03 \x01(\x0b\x32\x15.vpp.v1.PowerEnvelope\x12\x0e\n\x06reason\x18\x04 \x01(\t\"h\n\x10ResourceSetpoint\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\x16\n\x0etarget_power_w\x18\x02 \x01(\x01\x12\'\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x15.vpp.v1.PowerEnvelope\"-\n\rPowerEnvelope\x12\r\n\x05min_w\x18\x01 \x01(\x01\x12\r\n\x05max_w\x18\x02 \x01(\x01\"D\n\x08\x46\x61llback\x12\"\n\x04mode\x18\x01 \x01(\x0e\x32\x14.vpp.v1.FallbackMode\x12\x14\n\x0cmax_export_w\x18\x02 \x01(\x01*i\n\x0c\x46\x61llbackMode\x12\x1d\n\x19\x46\x41LLBACK_MODE_UNSPECIFIED\x10\x00\x12\"\n\x1e\x46\x41LLBACK_MODE_SELF_CONSUMPTION\x10\x01\x12\x16\n\x12\x46\x41LLBACK_MODE_IDLE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11vpp/v1/plan.proto\x12\x06vpp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x02\n\x0c\x44ispatchPlan\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nvalid_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rslot_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1f\n\x05slots\x18\x07 \x03(\x0b\x32\x10.vpp.v1.PlanSlot\x12\"\n\x08\x66\x61llback\x18\x08 \x01(\x0b\x32\x10.vpp.v1.Fallback\x12$\n\nrun_starts\x18\t \x03(\x0b\x32\x10.vpp.v1.RunStart\"J\n\x08RunStart\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\x08PlanSlot\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\tsetpoints\x18\x02 \x03(\x0b\x32\x18.vpp.v1.ResourceSetpoint\x12,\n\rgrid_envelope\x18\x03 \x01(\x0b\x32\x15.vpp.v1.PowerEnvelope\x12\x0e\n\x06reason\x18\x04 \x01(\t\"h\n\x10ResourceSetpoint\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\x16\n\x0etarget_power_w\x18\x02 \x01(\x01\x12\'\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x15.vpp.v1.PowerEnvelope\"-\n\rPowerEnvelope\x12\r\n\x05min_w\x18\x01 \x01(\x01\x12\r\n\x05max_w\x18\x02 \x01(\x01\"D\n\x08\x46\x61llback\x12\"\n\x04mode\x18\x01 \x01(\x0e\x32\x14.vpp.v1.FallbackMode\x12\x14\n\x0cmax_export_w\x18\x02 \x01(\x01*i\n\x0c\x46\x61llbackMode\x12\x1d\n\x19\x46\x41LLBACK_MODE_UNSPECIFIED\x10\x00\x12\"\n\x1e\x46\x41LLBACK_MODE_SELF_CONSUMPTION\x10\x01\x12\x16\n\x12\x46\x41LLBACK_MODE_IDLE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vpp.v1.plan_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FALLBACKMODE']._serialized_start=795
-  _globals['_FALLBACKMODE']._serialized_end=900
+  _globals['_FALLBACKMODE']._serialized_start=909
+  _globals['_FALLBACKMODE']._serialized_end=1014
   _globals['_DISPATCHPLAN']._serialized_start=95
-  _globals['_DISPATCHPLAN']._serialized_end=407
-  _globals['_PLANSLOT']._serialized_start=410
-  _globals['_PLANSLOT']._serialized_end=570
-  _globals['_RESOURCESETPOINT']._serialized_start=572
-  _globals['_RESOURCESETPOINT']._serialized_end=676
-  _globals['_POWERENVELOPE']._serialized_start=678
-  _globals['_POWERENVELOPE']._serialized_end=723
-  _globals['_FALLBACK']._serialized_start=725
-  _globals['_FALLBACK']._serialized_end=793
+  _globals['_DISPATCHPLAN']._serialized_end=445
+  _globals['_RUNSTART']._serialized_start=447
+  _globals['_RUNSTART']._serialized_end=521
+  _globals['_PLANSLOT']._serialized_start=524
+  _globals['_PLANSLOT']._serialized_end=684
+  _globals['_RESOURCESETPOINT']._serialized_start=686
+  _globals['_RESOURCESETPOINT']._serialized_end=790
+  _globals['_POWERENVELOPE']._serialized_start=792
+  _globals['_POWERENVELOPE']._serialized_end=837
+  _globals['_FALLBACK']._serialized_start=839
+  _globals['_FALLBACK']._serialized_end=907
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,7 @@ FALLBACK_MODE_SELF_CONSUMPTION: FallbackMode
 FALLBACK_MODE_IDLE: FallbackMode
 
 class DispatchPlan(_message.Message):
-    __slots__ = ("plan_id", "version", "created_at", "valid_from", "valid_until", "slot_duration", "slots", "fallback")
+    __slots__ = ("plan_id", "version", "created_at", "valid_from", "valid_until", "slot_duration", "slots", "fallback", "run_starts")
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class DispatchPlan(_message.Message):
     SLOT_DURATION_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    RUN_STARTS_FIELD_NUMBER: _ClassVar[int]
     plan_id: str
     version: int
     created_at: _timestamp_pb2.Timestamp
@@ -38,7 +39,16 @@ class DispatchPlan(_message.Message):
     slot_duration: _duration_pb2.Duration
     slots: _containers.RepeatedCompositeFieldContainer[PlanSlot]
     fallback: Fallback
-    def __init__(self, plan_id: _Optional[str] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slot_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., slots: _Optional[_Iterable[_Union[PlanSlot, _Mapping]]] = ..., fallback: _Optional[_Union[Fallback, _Mapping]] = ...) -> None: ...
+    run_starts: _containers.RepeatedCompositeFieldContainer[RunStart]
+    def __init__(self, plan_id: _Optional[str] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slot_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., slots: _Optional[_Iterable[_Union[PlanSlot, _Mapping]]] = ..., fallback: _Optional[_Union[Fallback, _Mapping]] = ..., run_starts: _Optional[_Iterable[_Union[RunStart, _Mapping]]] = ...) -> None: ...
+
+class RunStart(_message.Message):
+    __slots__ = ("resource_id", "start")
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    resource_id: str
+    start: _timestamp_pb2.Timestamp
+    def __init__(self, resource_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PlanSlot(_message.Message):
     __slots__ = ("start", "setpoints", "grid_envelope", "reason")
