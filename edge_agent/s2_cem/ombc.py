@@ -89,6 +89,8 @@ def decide_mode(snap: RmSnapshot, now: datetime, plan: DispatchPlan | None, grid
     target = nearest("", spans, wanted, window, present, reason)
     if target is None or (last is not None and not _differs(target, last, deadband_w)):
         return None
+    if target.operation_mode_id == present and abs(target.power_w - device_w) <= deadband_w:
+        return None  # it is there already (or its timers keep it there)
     return target, restore
 
 

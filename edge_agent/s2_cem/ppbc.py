@@ -38,6 +38,7 @@ from vpp_common.messages import (
 SCHEDULE = "PPBC.ScheduleInstruction"
 PPBC = "POWER_PROFILE_BASED_CONTROL"
 MAX_STEPS = 96  # the fleet's wire (aggregator/service/load_convert.py)
+DECISION_STEPS = 24  # the start is chosen on at most this many (energy and extremes kept): ms, not 100s of ms
 MAX_STEP_S = 86_400.0
 MOVE_TOLERANCE = timedelta(seconds=60)  # an aggregator's start this close to the scheduled one: no move
 ELECTRIC_PREFIX = "ELECTRIC.POWER."
@@ -106,7 +107,7 @@ def decide_schedule(snap: RmSnapshot, now: datetime, plan: DispatchPlan | None, 
     if sent and not live:
         return None  # the RM rejected or aborted it: the device is in charge
     raw = profile_steps(profile)
-    steps = coarse([(s.duration_s, s.power_w) for s in raw], MAX_STEPS)
+    steps = coarse([(s.duration_s, s.power_w) for s in raw], DECISION_STEPS)
     length = timedelta(seconds=sum(s.duration_s for s in raw))
     earliest, latest = max(profile.start_time, now), profile.end_time - length
     choice: Start | None = None

@@ -9,6 +9,7 @@ within a week, a mode the CEM may use, limits of an electric commodity).
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -27,6 +28,15 @@ ELECTRIC_PREFIX = "ELECTRIC.POWER."
 Taken = tuple[RmSnapshot, str | None]  # the next snapshot, or the snapshot unchanged and why not
 
 
+def canonical(x: object) -> str:
+    """An S2 id as the models' UUIDs print (s2-python keeps a few ids as strings, any case)."""
+    x = getattr(x, "root", x)  # s2-python's ID model
+    try:
+        return str(uuid.UUID(str(x)))
+    except ValueError:
+        return str(x)
+
+
 def take(snap: RmSnapshot, msg: S2Message, now: datetime) -> Taken:
     """A message of the selected PPBC, OMBC or PEBC control type; others are acknowledged."""
     if isinstance(msg, PPBCPowerProfileDefinition):
@@ -39,9 +49,10 @@ def take(snap: RmSnapshot, msg: S2Message, now: datetime) -> Taken:
         return _ombc_status(snap, msg, now)
     if isinstance(msg, OMBCTimerStatus):
         desc = snap.ombc_description
-        if desc is None or all(t.id != msg.timer_id for t in desc.timers):
+        tid = canonical(msg.timer_id)
+        if desc is None or all(str(t.id) != tid for t in desc.timers):
             return snap, f"timer_id {msg.timer_id} is no timer of the OMBC.SystemDescription"
-        timers = tuple(t for t in snap.timers if t[0] != str(msg.timer_id)) + ((str(msg.timer_id), msg.finished_at),)
+        timers = tuple(t for t in snap.timers if t[0] != tid) + ((tid, msg.finished_at),)
         return replace(snap, timers=timers), None
     if isinstance(msg, PEBCPowerConstraints):
         return _power_constraints(snap, msg)
@@ -98,15 +109,16 @@ def _ombc_status(snap: RmSnapshot, msg: OMBCStatus, now: datetime) -> Taken:
     desc = snap.ombc_description
     if desc is None:
         return snap, "OMBC.Status before an OMBC.SystemDescription: operation mode unknown"
-    if all(m.id != msg.active_operation_mode_id for m in desc.operation_modes):
+    active = canonical(msg.active_operation_mode_id)
+    if all(str(m.id) != active for m in desc.operation_modes):
         return snap, f"active_operation_mode_id {msg.active_operation_mode_id} is not a described mode"
     if not 0.0 <= msg.operation_mode_factor <= 1.0:
         return snap, f"operation_mode_factor {msg.operation_mode_factor} is not within 0..1"
     since = msg.transition_timestamp if msg.transition_timestamp is not None and msg.transition_timestamp <= now \
         else None
-    if since is None and snap.mode is not None and snap.mode.operation_mode_id == str(msg.active_operation_mode_id):
+    if since is None and snap.mode is not None and snap.mode.operation_mode_id == active:
         since = snap.mode.at  # the same mode: it has been active since we first heard of it
-    state = ActuatorState("", str(msg.active_operation_mode_id), msg.operation_mode_factor, since or now)
+    state = ActuatorState("", active, msg.operation_mode_factor, since or now)
     return replace(snap, mode=state), None
 
 
