@@ -121,7 +121,7 @@ def _pebc(snap: RmSnapshot, now: datetime, house: HouseNow, stale_after_s: float
     mid, iid = _ids()
     msg = PEBCInstruction(message_id=mid, id=iid, execution_time=now, abnormal_condition=False,
                           power_constraints_id=uuid.UUID(e.constraints_id),
-                          power_envelopes=[PEBCPowerEnvelope(id=uuid.uuid4(), commodity_quantity=CommodityQuantity(c),
+                          power_envelopes=[PEBCPowerEnvelope(id=str(uuid.uuid4()), commodity_quantity=CommodityQuantity(c),
                                                              power_envelope_elements=[element])
                                            for c in e.commodities])
     rec = InstructionRecord(str(iid), str(mid), "", e.constraints_id, 1.0 if e.limiting else 0.0, e.lower_w, now,

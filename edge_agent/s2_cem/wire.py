@@ -35,7 +35,8 @@ MAX_POWER_W = 1e6  # a power value: no device behind one house connection reache
 _POWER_KEYS = {"start_of_range", "end_of_range", "value", "value_expected", "value_upper_limit",
                "value_lower_limit", "value_upper_95PPR", "value_lower_95PPR", "value_upper_68PPR",
                "value_lower_68PPR", "upper_limit", "lower_limit"}
-_POWER_PARENTS = {"power_ranges", "values", "power_values", "power_envelope_elements"}
+_POWER_PARENTS = {"power_ranges", "values", "power_values", "power_envelope_elements", "allowed_limit_ranges"}
+_ANY_POWER_KEYS = {"upper_average_power", "lower_average_power"}  # PEBC.EnergyConstraint
 MAX_DIAGNOSTIC_CHARS = 400
 
 
@@ -126,8 +127,9 @@ def _first_bad_number(node: Any, path: str, parent: str = "") -> tuple[str, Any]
     if isinstance(node, bool):
         return None
     if isinstance(node, int | float):
-        bound = MAX_POWER_W if parent in _POWER_PARENTS and path.rsplit(".", 1)[-1] in _POWER_KEYS \
-            else MAX_ABS_NUMBER
+        key = path.rsplit(".", 1)[-1]
+        power = (parent in _POWER_PARENTS and key in _POWER_KEYS) or key in _ANY_POWER_KEYS
+        bound = MAX_POWER_W if power else MAX_ABS_NUMBER
         if isinstance(node, float) and not math.isfinite(node):  # 1e999 parses to inf
             return path, node
         return (path, node) if abs(node) > bound else None

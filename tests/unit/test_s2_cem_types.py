@@ -332,6 +332,10 @@ def test_pebc_envelope_keeps_the_export_cap_and_frees_the_device_after() -> None
     free = pebc.decide_envelope(replace(limited, power_w=Reading(-3600, NOW)), NOW, None, 2000, LIMITS, 60, 100)
     assert free is not None and not free.limiting and free.lower_w == -6000  # once, the whole range
     assert pebc.decide_envelope(pv(-5000), NOW, None, math.nan, LIMITS, 60, 100) is None
+    huge = json.loads(constraints(lower=(-5e7, 0)).to_json())
+    refused = parse_frame(json.dumps(huge))
+    assert isinstance(refused, Refused) and refused.status.value == "INVALID_CONTENT" and "allowed_limit_ranges" in \
+        refused.diagnostic
     _, bad = take.take(pv(0), constraints().model_copy(update={"allowed_limit_ranges": constraints()
                                                                .allowed_limit_ranges[:1]}), NOW)
     assert bad is not None and "UPPER_LIMIT and a LOWER_LIMIT" in bad
