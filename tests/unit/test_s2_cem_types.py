@@ -339,3 +339,25 @@ def test_pebc_envelope_keeps_the_export_cap_and_frees_the_device_after() -> None
     _, bad = take.take(pv(0), constraints().model_copy(update={"allowed_limit_ranges": constraints()
                                                                .allowed_limit_ranges[:1]}), NOW)
     assert bad is not None and "UPPER_LIMIT and a LOWER_LIMIT" in bad
+
+
+def test_the_prices_the_agent_knows_for_a_run(tmp_path) -> None:
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.config import AgentConfig, TariffConfig
+    from edge_agent.s2_cem.component import Prices
+    from vpp_common.clock import ManualClock
+    from vpp_common.messages import GridSignal
+
+    a = EdgeAgent(AgentConfig(house_id="h", insecure=True, metrics_port=None, state_dir=None), clock=ManualClock(NOW))
+    assert Prices(a)(NOW) == ()  # no tariff, no grid signal: no prices (the earliest allowed start)
+    a.intake.grid_signal = GridSignal(NOW, prices=prices(3))
+    assert Prices(a)(NOW) == prices(3)  # the aggregator's
+    a.intake.grid_signal = GridSignal(NOW, prices=tuple(p for p in prices(3) if p.start > NOW + H))
+    assert Prices(a)(NOW) == ()  # its prices start later: not the ones for now
+    csv = tmp_path / "prices.csv"
+    csv.write_text("timestamp,import_price_per_kwh,export_price_per_kwh\n"
+                   + "".join(f"{(NOW + dt.timedelta(hours=h)).isoformat()},{0.1 * (h + 1)},0\n" for h in range(3)))
+    a.config.tariff = TariffConfig(prices_file=csv)
+    got = Prices(a)(NOW)
+    assert got[0].start == NOW and got[0].import_price_per_kwh == pytest.approx(0.1)
+    assert got[-1].start + dt.timedelta(seconds=got[-1].duration_s) <= NOW + 3 * H  # only as far as the file goes
