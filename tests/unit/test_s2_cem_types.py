@@ -361,3 +361,13 @@ def test_the_prices_the_agent_knows_for_a_run(tmp_path) -> None:
     got = Prices(a)(NOW)
     assert got[0].start == NOW and got[0].import_price_per_kwh == pytest.approx(0.1)
     assert got[-1].start + dt.timedelta(seconds=got[-1].duration_s) <= NOW + 3 * H  # only as far as the file goes
+
+
+def test_an_rm_whose_phases_sum_past_1_mw_is_left_out_not_the_house(caplog: pytest.LogCaptureFixture) -> None:
+    phases = [PowerRange(start_of_range=900_000, end_of_range=900_000, commodity_quantity=f"ELECTRIC.POWER.L{i}")
+              for i in (1, 2, 3)]
+    desc = heat_pump().model_copy(update={"operation_modes": [
+        OMBCOperationMode(id=OFF, power_ranges=phases, abnormal_condition_only=False)], "transitions": []})
+    huge = replace(pump(HIGH, 3000), ombc_description=desc, mode=None)
+    assert flexibility.loads([huge, pump(HIGH, 3000, name="ok")], NOW, 60)[0][0].modes[-1].power_w == 3000
+    assert len(flexibility.loads([huge], NOW, 60)[0]) == 0 and "left out" in caplog.text
