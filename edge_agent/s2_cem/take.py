@@ -130,8 +130,6 @@ def _power_constraints(snap: RmSnapshot, msg: PEBCPowerConstraints) -> Taken:
     kinds = {r.limit_type.value for r in electric}
     if kinds != {"UPPER_LIMIT", "LOWER_LIMIT"}:
         return snap, "allowed_limit_ranges need an UPPER_LIMIT and a LOWER_LIMIT range of an electric power"
-    if any(r.range_boundary.start_of_range > r.range_boundary.end_of_range for r in electric):
-        return snap, "an allowed limit range starts above its end"
     return replace(snap, power_constraints=msg), None
 
 

@@ -371,3 +371,59 @@ def test_an_rm_whose_phases_sum_past_1_mw_is_left_out_not_the_house(caplog: pyte
     huge = replace(pump(HIGH, 3000), ombc_description=desc, mode=None)
     assert flexibility.loads([huge, pump(HIGH, 3000, name="ok")], NOW, 60)[0][0].modes[-1].power_w == 3000
     assert len(flexibility.loads([huge], NOW, 60)[0]) == 0 and "left out" in caplog.text
+
+
+def _ombc_desc_json(**mode: Any) -> str:
+    d = json.loads(heat_pump().to_json())
+    d["operation_modes"][0].update(mode)
+    return json.dumps(d)
+
+
+@pytest.mark.parametrize(("frame", "status"), [
+    # numbers from a PPBC, OMBC or PEBC RM: NaN, Infinity, 1e300, negative durations, wrong types
+    (_ombc_desc_json(power_ranges=[{"start_of_range": "NaN", "end_of_range": 0,
+                                    "commodity_quantity": "ELECTRIC.POWER.L1"}]), "INVALID_MESSAGE"),
+    (_ombc_desc_json(power_ranges=[{"start_of_range": 0, "end_of_range": 1e300,
+                                    "commodity_quantity": "ELECTRIC.POWER.L1"}]), "INVALID_CONTENT"),
+    (json.dumps({"message_type": "OMBC.Status", "message_id": str(uuid.uuid4()),
+                 "active_operation_mode_id": str(OFF), "operation_mode_factor": "half"}), "INVALID_MESSAGE"),
+    ('{"message_type": "OMBC.Status", "message_id": "' + str(uuid.uuid4()) + '", "active_operation_mode_id": "'
+     + str(OFF) + '", "operation_mode_factor": 1e999}', "INVALID_CONTENT"),
+    (json.dumps({"message_type": "OMBC.Status", "message_id": str(uuid.uuid4()),
+                 "active_operation_mode_id": str(OFF), "operation_mode_factor": " inf"}), "INVALID_MESSAGE"),
+    (_ombc_desc_json(power_ranges=[{"start_of_range": 0, "end_of_range": "1e300",
+                                    "commodity_quantity": "ELECTRIC.POWER.L1"}]), "INVALID_CONTENT"),
+    (json.dumps({**json.loads(heat_pump().to_json()), "timers": [{"id": str(TIMER), "duration": -1}]}),
+     "INVALID_MESSAGE"),
+    (json.dumps({**json.loads(CONSTRAINTS.to_json()), "valid_from": "yesterday"}), "INVALID_MESSAGE"),
+    (json.dumps({"message_type": "PEBC.EnergyConstraint", "message_id": str(uuid.uuid4()), "id": str(uuid.uuid4()),
+                 "valid_from": NOW.isoformat(), "valid_until": (NOW + H).isoformat(), "upper_average_power": 5e6,
+                 "lower_average_power": 0, "commodity_quantity": "ELECTRIC.POWER.L1"}), "INVALID_CONTENT"),
+    (ppbc_profile_json(start_time="2026-12-07T12:00:00"), "INVALID_MESSAGE"),  # naive: no offset
+    (json.dumps({"message_type": "FRBC.StorageStatus", "message_id": str(uuid.uuid4()),
+                 "present_fill_level": "NaN"}), "INVALID_MESSAGE"),  # a string pydantic would read as NaN
+])
+def test_hostile_numbers_of_every_control_type_are_refused_at_the_wire(frame: str, status: str) -> None:
+    refused = parse_frame(frame)
+    assert isinstance(refused, Refused) and refused.status.value == status, refused
+
+
+@pytest.mark.parametrize(("message", "why"), [
+    (OMBCStatus(message_id=uuid.uuid4(), active_operation_mode_id=str(LOW), operation_mode_factor=-0.5), "0..1"),
+    (CONSTRAINTS.model_copy(update={"valid_until": NOW - 2 * H}), "valid_until must be after valid_from"),
+])
+def test_contents_the_session_cannot_use_are_refused(message: Any, why: str) -> None:
+    snap = pump(HIGH, 3000)
+    _, problem = take.take(snap, message, NOW)
+    assert problem is not None and why in problem
+
+
+def test_s2_list_shows_a_runs_scheduled_start() -> None:
+    from edge_agent.s2_cem.listing import rows, table
+
+    s = schedule(washer())
+    assert s is not None
+    listed = rows([sent(s)], NOW, 60)
+    assert listed[0]["last_instruction"]["kind"] == "PPBC.ScheduleInstruction"
+    text = table({"written_at": NOW.isoformat(), "resource_managers": listed}, NOW)
+    assert f"start {(NOW + 3 * H + dt.timedelta(minutes=90)).isoformat()} ACCEPTED" in text
