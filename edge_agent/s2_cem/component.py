@@ -6,6 +6,7 @@ flexibility updates (``HouseReports.flexibility_sources``)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from edge_agent.agent import EdgeAgent
@@ -14,10 +15,13 @@ from edge_agent.s2_cem.decide import HouseNow
 from edge_agent.s2_cem.flexibility import loads
 from edge_agent.s2_cem.listing import status_path
 from edge_agent.s2_cem.server import S2CemServer
+from vpp_common.log_limit import LogLimiter
 from vpp_common.messages import PowerForecast, PriceSlot
 from vpp_common.tariff import PriceSource
 from vpp_common.timeslots import align_down
 
+log = logging.getLogger(__name__)
+_limit = LogLimiter(300.0)
 PRICE_SLOT_S = 900
 PRICE_SLOTS = 7 * 96  # a PPBC window is at most a week
 
@@ -41,7 +45,12 @@ class Prices:
             return ()
         slot = align_down(now, PRICE_SLOT_S)
         if self._cache[0] != slot:
-            self._source = self._source or tariff.price_source()
+            try:
+                self._source = self._source or tariff.price_source()
+            except (ValueError, OSError) as exc:  # its price file went away: no prices, not no instructions
+                if _limit.admit("tariff") is not None:
+                    log.warning("S2: the tariff's prices cannot be read (%s): runs start without prices", exc)
+                return ()
             prices = self._source.price_slots(slot, PRICE_SLOT_S, PRICE_SLOTS)
             known = getattr(self._source, "known_until", None)
             if known is not None:

@@ -290,7 +290,11 @@ class S2CemServer:
         house = self.house(now)
         sent = 0
         for ws, session in list(self.live.values()):
-            order = decide(session.snap, now, house, self.cfg.stale_after_s, self.cfg.instruction_deadband_w)
+            try:
+                order = decide(session.snap, now, house, self.cfg.stale_after_s, self.cfg.instruction_deadband_w)
+            except Exception:  # a bug for one RM's description must not stop the others' instructions
+                log.exception("S2 RM %r: no instruction this round", session.name)
+                continue
             if ws.closed or not (order.revoke or order.send):
                 continue
             log.info("S2 RM %r: %s", session.name, order.why)

@@ -427,3 +427,17 @@ def test_s2_list_shows_a_runs_scheduled_start() -> None:
     assert listed[0]["last_instruction"]["kind"] == "PPBC.ScheduleInstruction"
     text = table({"written_at": NOW.isoformat(), "resource_managers": listed}, NOW)
     assert f"start {(NOW + 3 * H + dt.timedelta(minutes=90)).isoformat()} ACCEPTED" in text
+
+
+def test_a_price_file_that_went_away_means_no_prices_not_no_instructions(tmp_path) -> None:
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.config import AgentConfig, TariffConfig
+    from edge_agent.s2_cem.component import Prices
+    from vpp_common.clock import ManualClock
+
+    csv = tmp_path / "prices.csv"
+    csv.write_text(f"timestamp,import_price_per_kwh,export_price_per_kwh\n{NOW.isoformat()},0.2,0\n")
+    a = EdgeAgent(AgentConfig(house_id="h", insecure=True, metrics_port=None, state_dir=None,
+                              tariff=TariffConfig(prices_file=csv)), clock=ManualClock(NOW))
+    csv.unlink()
+    assert Prices(a)(NOW) == ()
