@@ -9,7 +9,10 @@ CEM starts it, and how it goes up to the fleet (pure).
   plan has one that the run's window and the site limits allow; else the cheapest allowed
   start on the prices the agent knows (energy_manager/cheapest_start.py).  Decided once per
   profile; a later aggregator's start that differs moves it (the old ScheduleInstructions are
-  revoked) while the run has not begun.  One the RM rejects or aborts is not asked again.
+  revoked) while the run has not begun, and so does the import limit: a start within two
+  minutes is checked on the present grid reading too, and moved to the cheapest allowed
+  start after that if the reading leaves no room.  One the RM rejects or aborts is not asked
+  again.
 * The run to the fleet: a ShiftableRunFlexibility with the run's steps (at most 96, each at
   most a day: what the fleet's wire takes), the profile's start_time and end_time, and its
   state from what the RM reported and the CEM asked.
@@ -23,7 +26,7 @@ from datetime import datetime, timedelta
 
 from s2python.ppbc import PPBCPowerProfileDefinition, PPBCPowerSequence, PPBCPowerSequenceContainer
 
-from edge_agent.energy_manager.cheapest_start import Start, allowed, cheapest_start, coarse
+from edge_agent.energy_manager.cheapest_start import Start, Step, allowed, cheapest_start, coarse
 from edge_agent.s2_cem.state import InstructionRecord, RmSnapshot
 from vpp_common.messages import (
     DispatchPlan,
@@ -41,6 +44,7 @@ MAX_STEPS = 96  # the fleet's wire (aggregator/service/load_convert.py)
 DECISION_STEPS = 24  # the start is chosen on at most this many (energy and extremes kept): ms, not 100s of ms
 MAX_STEP_S = 86_400.0
 MOVE_TOLERANCE = timedelta(seconds=60)  # an aggregator's start this close to the scheduled one: no move
+IMMINENT = timedelta(seconds=120)  # a start this close is checked on the present grid reading too
 ELECTRIC_PREFIX = "ELECTRIC.POWER."
 BEGUN = ("EXECUTING", "INTERRUPTED", "FINISHED", "ABORTED")
 
@@ -94,6 +98,15 @@ def aggregator_start(plan: DispatchPlan | None, resource_id: str) -> datetime | 
     return next((r.start for r in (plan.run_starts if plan is not None else ()) if r.resource_id == resource_id), None)
 
 
+def safe(steps: tuple[Step, ...], at: datetime, now: datetime, limits: SiteLimits, forecast: PowerForecast | None,
+         grid_w: float | None) -> bool:
+    """The run may start at ``at``: on the forecast, and, for a start about to come, on the
+    present grid reading too (the forecast is an average; the fuse trips on what is)."""
+    if not allowed(steps, at, limits, forecast, grid_w):
+        return False
+    return at > now + IMMINENT or grid_w is None or allowed(steps, at, limits, None, grid_w)
+
+
 def decide_schedule(snap: RmSnapshot, now: datetime, plan: DispatchPlan | None, prices: tuple[PriceSlot, ...],
                     limits: SiteLimits, forecast: PowerForecast | None, grid_w: float | None,
                     stale_after_s: float) -> Schedule | None:
@@ -104,36 +117,55 @@ def decide_schedule(snap: RmSnapshot, now: datetime, plan: DispatchPlan | None, 
         return None
     sent = schedules(snap, str(profile.id))
     live = [r for r in sent if r.open]
-    if sent and not live:
+    if sent and not live and sent[-1].status != "REVOKED":
         return None  # the RM rejected or aborted it: the device is in charge
     raw = profile_steps(profile)
     steps = coarse([(s.duration_s, s.power_w) for s in raw], DECISION_STEPS)
     length = timedelta(seconds=sum(s.duration_s for s in raw))
     earliest, latest = max(profile.start_time, now), profile.end_time - length
+    scheduled = min((r.execution_time for r in live if r.execution_time is not None), default=None)
+    if scheduled is not None and scheduled <= now:
+        return None  # its start has come: the RM may be starting it
+    # about to start while the present reading leaves no room for it: moved, or un-scheduled
+    blocked = scheduled is not None and not safe(steps, scheduled, now, limits, forecast, grid_w)
     choice: Start | None = None
     wanted = aggregator_start(plan, snap.resource_id)
     if wanted is not None and profile.start_time <= wanted <= latest:
         at = max(wanted, earliest)
-        if at <= latest and allowed(steps, at, limits, forecast, grid_w):
+        if at <= latest and safe(steps, at, now, limits, forecast, grid_w):
             choice = Start(at, None, "the aggregator's run start")
-    if choice is None and live:
-        return None  # scheduled already; only the aggregator moves it
+    if choice is None and live and not blocked:
+        return None  # scheduled already; only the aggregator (or the site limits) move it
     if choice is None:
-        choice = cheapest_start(steps, earliest, latest, prices, limits, forecast, grid_w)
-    if choice is None:
-        return None  # no allowed start in its window: not started by the CEM
-    scheduled = min((r.execution_time for r in live if r.execution_time is not None), default=None)
+        choice = _cheapest_safe(steps, earliest, latest, now, prices, limits, forecast, grid_w)
+        if choice is not None and blocked:
+            choice = Start(choice.at, choice.cost, f"the import limit leaves no room at its start; {choice.reason}")
+    revoke = tuple(r.instruction_id for r in live)
+    if choice is None:  # no allowed start in its window (for now): not started by the CEM
+        return Schedule(str(profile.id), now, (), revoke, 0.0, "the import limit leaves no room at its start: "
+                        "not scheduled until it does") if blocked else None
     if scheduled is not None and abs(scheduled - choice.at) <= MOVE_TOLERANCE:
         return None
-    if scheduled is not None and scheduled <= now:
-        return None  # its start has come: the RM may be starting it
     items, at = [], choice.at
     for container, seq in chosen_sequences(profile) or []:
         items.append((str(container.id), str(seq.id), at))
         at += timedelta(seconds=sum(s.duration_s for s in sequence_steps(seq)))
     cost = "" if choice.cost is None else f", {choice.cost:.3f} for the run"
-    return Schedule(str(profile.id), choice.at, tuple(items), tuple(r.instruction_id for r in live),
-                    raw[0].power_w if raw else 0.0, f"{choice.reason}{cost}")
+    return Schedule(str(profile.id), choice.at, tuple(items), revoke, raw[0].power_w if raw else 0.0,
+                    f"{choice.reason}{cost}")
+
+
+def _cheapest_safe(steps: tuple[Step, ...], earliest: datetime, latest: datetime, now: datetime,
+                   prices: tuple[PriceSlot, ...], limits: SiteLimits, forecast: PowerForecast | None,
+                   grid_w: float | None) -> Start | None:
+    """The cheapest allowed start; one about to come that the present reading does not allow
+    gives way to the cheapest after it."""
+    choice = cheapest_start(steps, earliest, latest, prices, limits, forecast, grid_w)
+    if choice is None or safe(steps, choice.at, now, limits, forecast, grid_w):
+        return choice
+    later = cheapest_start(steps, max(earliest, now + IMMINENT), latest, prices, limits, forecast, grid_w)
+    return Start(later.at, later.cost, f"the import limit leaves no room now; {later.reason}") \
+        if later is not None else None
 
 
 def _wire_steps(raw: list[ProfileStep]) -> tuple[ProfileStep, ...]:

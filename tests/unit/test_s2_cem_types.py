@@ -107,8 +107,8 @@ def plan_with(start: dt.datetime | None) -> DispatchPlan:
 
 
 def schedule(snap: RmSnapshot, plan: DispatchPlan | None = None, limits: SiteLimits = LIMITS,
-             at: dt.datetime = NOW) -> ppbc.Schedule | None:
-    return ppbc.decide_schedule(snap, at, plan, prices(3), limits, None, 0.0, 60)
+             at: dt.datetime = NOW, grid_w: float = 0.0) -> ppbc.Schedule | None:
+    return ppbc.decide_schedule(replace(snap, last_message_at=at), at, plan, prices(3), limits, None, grid_w, 60)
 
 
 def sent(s: ppbc.Schedule, status: str = "ACCEPTED") -> RmSnapshot:
@@ -146,6 +146,29 @@ def test_the_aggregators_start_wins_and_moves_a_scheduled_run() -> None:
     assert late is not None and late.start == NOW + 3 * H
     # its start has come: the RM may be starting it; not moved any more
     assert schedule(sent(first), plan_with(NOW + 4 * H), at=NOW + 3 * H + dt.timedelta(seconds=1)) is None
+
+
+def test_a_start_about_to_come_while_the_fuse_is_full_is_moved_later() -> None:
+    first = schedule(washer())
+    assert first is not None
+    soon = NOW + 3 * H - dt.timedelta(seconds=60)
+    assert schedule(sent(first), at=soon, grid_w=8_000) is None  # 3 kW of room for 2 kW: it starts
+    # 1 kW of room: not now; with a forecast of room later it moves there, without one (the
+    # present reading is all it knows) it is un-scheduled until the reading leaves room
+    later = PowerForecast(NOW, 900, tuple(10_000.0 if k < 13 else 1_000.0 for k in range(48)))
+    moved = ppbc.decide_schedule(replace(sent(first), last_message_at=soon), soon, None, prices(3), LIMITS, later,
+                                 10_000, 60)
+    assert moved is not None and moved.revoke == ("i0", "i1") and moved.start >= NOW + 3.25 * H
+    assert moved.reason.startswith("the import limit leaves no room")
+    held = schedule(sent(first), at=soon, grid_w=10_000)
+    assert held is not None and held.revoke == ("i0", "i1") and held.items == ()
+    revoked = sent(first, "REVOKED")
+    assert schedule(revoked, at=soon, grid_w=10_000) is None  # still no room: nothing asked
+    again = schedule(revoked, at=soon + dt.timedelta(minutes=5), grid_w=2_000)
+    assert again is not None and again.items and not again.revoke  # room again: scheduled again
+    # nor at the aggregator's start, if it is now
+    agg = schedule(washer(), plan_with(NOW), grid_w=10_000)
+    assert agg is None or agg.reason != "the aggregator's run start"
 
 
 def test_the_run_goes_to_the_fleet_as_the_aggregator_decodes_it() -> None:
