@@ -256,3 +256,22 @@ def test_without_runs_the_cycle_problem_is_bit_identical_and_runs_reach_the_lp()
     # none left once the run takes 1 kW of it
     assert charge[0] == pytest.approx([980.0] * 4, abs=1.0)
     assert max(charge[1]) <= 1.0
+
+
+def test_the_largest_run_the_wire_allows_is_placed_and_the_lp_takes_it() -> None:
+    # 96 steps alternating +-1 MW (service.bounds.MAX_POWER_W) filling a 7-day window exactly: it must
+    # start at once and cannot end within the day's horizon; the LP relaxes the house's limits
+    from aggregator.service.bounds import MAX_POWER_W
+    from aggregator.service.load_convert import MAX_PROFILE_STEPS, MAX_WINDOW
+
+    step_s = MAX_WINDOW.total_seconds() / MAX_PROFILE_STEPS
+    steps = tuple((step_s, MAX_POWER_W if k % 2 == 0 else -MAX_POWER_W) for k in range(MAX_PROFILE_STEPS))
+    run = _run(steps=steps, latest_h=MAX_WINDOW.total_seconds() / 3600)
+    pi, pe = _prices()
+    problem, placement = cycle.cycle_problem_and_runs(
+        [_house(runs=(run,))], start=T0, slot_s=SLOT, cycle_s=3600.0, import_price_per_kwh=pi,
+        export_price_per_kwh=pe, feeders={}, futures=DEFAULT_FUTURES, terminal_value_per_kwh=0.1)
+    assert placement.starts("h1") == (RunStart("washer", T0),)
+    assert np.isfinite(problem.load_w).all() and problem.load_w[0, 0] == pytest.approx(MAX_POWER_W + 300.0)
+    result = optimise(problem, DispatchOptions(), None, now=T0)
+    assert "h1" in result.plans and result.relaxations
