@@ -181,8 +181,8 @@ def place_runs(problem: FleetProblem, runs: Sequence[Sequence[ShiftableRunFlexib
     a feeder's headroom goes to the runs placed first."""
     n, t = problem.n, problem.t
     h = RunHorizon(problem.start, problem.slot_s, t, max(now, problem.start),
-                 np.asarray(problem.import_price_per_kwh, dtype=float),
-                 np.asarray(problem.export_price_per_kwh, dtype=float))
+                   np.asarray(problem.import_price_per_kwh, dtype=float),
+                   np.asarray(problem.export_price_per_kwh, dtype=float))
     net = np.asarray(load_w, dtype=float) + np.asarray(pv_w, dtype=float)
     feeder_net = np.zeros((len(problem.feeder_ids), t))
     np.add.at(feeder_net, problem.feeder_of, net)
