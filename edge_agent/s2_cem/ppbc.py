@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from s2python.ppbc import PPBCPowerProfileDefinition, PPBCPowerSequence, PPBCPowerSequenceContainer
 
 from edge_agent.energy_manager.cheapest_start import Start, Step, allowed, cheapest_start, coarse
-from edge_agent.s2_cem.state import InstructionRecord, RmSnapshot
+from edge_agent.s2_cem.state import InstructionRecord, RmSnapshot, RunShape
 from vpp_common.messages import (
     DispatchPlan,
     PowerForecast,
@@ -119,9 +119,8 @@ def decide_schedule(snap: RmSnapshot, now: datetime, plan: DispatchPlan | None, 
     live = [r for r in sent if r.open]
     if sent and not live and sent[-1].status != "REVOKED":
         return None  # the RM rejected or aborted it: the device is in charge
-    raw = profile_steps(profile)
-    steps = coarse([(s.duration_s, s.power_w) for s in raw], DECISION_STEPS)
-    length = timedelta(seconds=sum(s.duration_s for s in raw))
+    run = snap.run or shape(profile)
+    steps, length = run.decision, timedelta(seconds=run.length_s)
     earliest, latest = max(profile.start_time, now), profile.end_time - length
     scheduled = min((r.execution_time for r in live if r.execution_time is not None), default=None)
     if scheduled is not None and scheduled <= now:
@@ -151,8 +150,7 @@ def decide_schedule(snap: RmSnapshot, now: datetime, plan: DispatchPlan | None, 
         items.append((str(container.id), str(seq.id), at))
         at += timedelta(seconds=sum(s.duration_s for s in sequence_steps(seq)))
     cost = "" if choice.cost is None else f", {choice.cost:.3f} for the run"
-    return Schedule(str(profile.id), choice.at, tuple(items), revoke, raw[0].power_w if raw else 0.0,
-                    f"{choice.reason}{cost}")
+    return Schedule(str(profile.id), choice.at, tuple(items), revoke, run.first_w, f"{choice.reason}{cost}")
 
 
 def _cheapest_safe(steps: tuple[Step, ...], earliest: datetime, latest: datetime, now: datetime,
@@ -166,6 +164,12 @@ def _cheapest_safe(steps: tuple[Step, ...], earliest: datetime, latest: datetime
     later = cheapest_start(steps, max(earliest, now + IMMINENT), latest, prices, limits, forecast, grid_w)
     return Start(later.at, later.cost, f"the import limit leaves no room now; {later.reason}") \
         if later is not None else None
+
+
+def shape(profile: PPBCPowerProfileDefinition) -> RunShape:
+    raw = profile_steps(profile)
+    return RunShape(sum(s.duration_s for s in raw), raw[0].power_w if raw else 0.0,
+                    coarse([(s.duration_s, s.power_w) for s in raw], DECISION_STEPS), _wire_steps(raw))
 
 
 def _wire_steps(raw: list[ProfileStep]) -> tuple[ProfileStep, ...]:
@@ -202,7 +206,7 @@ def as_flexibility(snap: RmSnapshot) -> ShiftableRunFlexibility | None:
     profile = snap.profile
     if profile is None or snap.resource_id is None:
         return None
-    steps = _wire_steps(profile_steps(profile))
+    steps = (snap.run or shape(profile)).wire
     if not steps:
         return None
     state, start = run_state(snap, str(profile.id))

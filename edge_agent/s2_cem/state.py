@@ -19,6 +19,9 @@ from s2python.ombc import OMBCSystemDescription
 from s2python.pebc import PEBCPowerConstraints
 from s2python.ppbc import PPBCPowerProfileDefinition
 
+from edge_agent.energy_manager.cheapest_start import Step
+from vpp_common.messages import ProfileStep
+
 log = logging.getLogger(__name__)
 
 MAX_INSTRUCTIONS_KEPT = 20  # per RM, newest last: enough for `s2 list` and the status updates
@@ -36,6 +39,18 @@ class ActuatorState:
     operation_mode_id: str
     factor: float
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunShape:
+    """A PPBC profile's run, worked out once when the profile arrives (a profile may have
+    thousands of elements): its length, its first step's power, its steps for choosing a start
+    (few, extremes kept) and for the fleet (at most 96 of at most a day, energy kept)."""
+
+    length_s: float
+    first_w: float
+    decision: tuple[Step, ...]
+    wire: tuple[ProfileStep, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +105,7 @@ class RmSnapshot:
     timers: tuple[tuple[str, datetime], ...] = ()
     # PPBC: the profile, its containers' statuses (container id, status), when it began executing
     profile: PPBCPowerProfileDefinition | None = None
+    run: RunShape | None = None  # the profile's run (ppbc.shape), set with the profile
     profile_status: tuple[tuple[str, str], ...] = ()
     run_started_at: datetime | None = None
     # PEBC: the power constraints in force

@@ -19,7 +19,7 @@ from s2python.ombc import OMBCStatus, OMBCSystemDescription, OMBCTimerStatus
 from s2python.pebc import PEBCPowerConstraints
 from s2python.ppbc import PPBCPowerProfileDefinition, PPBCPowerProfileStatus
 
-from edge_agent.s2_cem.ppbc import chosen_sequences, profile_steps
+from edge_agent.s2_cem.ppbc import chosen_sequences, shape
 from edge_agent.s2_cem.state import ActuatorState, RmSnapshot
 
 MAX_PROFILE_WINDOW = timedelta(days=7)  # the plans look two days ahead; the fleet's wire takes a week
@@ -66,11 +66,12 @@ def _profile(snap: RmSnapshot, msg: PPBCPowerProfileDefinition) -> Taken:
                       f"(got {window})")
     if chosen_sequences(msg) is None:
         return snap, "a PPBC.PowerSequenceContainer has no power sequence for normal conditions"
-    length = timedelta(seconds=sum(s.duration_s for s in profile_steps(msg)))
+    run = shape(msg)
+    length = timedelta(seconds=run.length_s)
     if length <= timedelta(0) or length > window:
         return snap, f"the profile of {length} does not fit between start_time and end_time ({window})"
     # a new profile replaces the old one: its statuses and its start belonged to the old
-    return replace(snap, profile=msg, profile_status=(), run_started_at=None), None
+    return replace(snap, profile=msg, run=run, profile_status=(), run_started_at=None), None
 
 
 def _profile_status(snap: RmSnapshot, msg: PPBCPowerProfileStatus, now: datetime) -> Taken:
@@ -138,7 +139,7 @@ def revoke(snap: RmSnapshot, msg: RevokeObject) -> RmSnapshot | None:
     kind, oid = msg.object_type.value, msg.object_id
     if kind == "PPBC.PowerProfileDefinition" and snap.profile is not None and oid in (snap.profile.id,
                                                                                        snap.profile.message_id):
-        return replace(snap, profile=None, profile_status=(), run_started_at=None)
+        return replace(snap, profile=None, run=None, profile_status=(), run_started_at=None)
     if kind == "OMBC.SystemDescription" and snap.ombc_description is not None \
             and oid == snap.ombc_description.message_id:
         return replace(snap, ombc_description=None, mode=None, timers=())
