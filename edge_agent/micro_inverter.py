@@ -58,6 +58,13 @@ class MicroInverter:
         lim = self.rm.device.entry.limit
         return self.rm.rated_w or (lim.max_w if lim is not None else 0.0)
 
+    def due_in_s(self) -> float:
+        """Seconds until it may be read again (0: now)."""
+        if self._polled_at is None:
+            return 0.0
+        min_s = self.rm.device.entry.device.min_poll_interval_s
+        return max(0.0, min_s - (self.clock.now() - self._polled_at).total_seconds())
+
     async def poll(self, force: bool = False) -> LanSnapshot:
         """Its latest reading: a new one if its entry's ``min_poll_interval_s`` has passed (or ``force``)."""
         now = self.clock.now()
