@@ -3,6 +3,7 @@
     edge-agent run --config /etc/vpp/edge-agent.toml
     edge-agent run --insecure --device-host 192.168.1.50 --aggregator vpp.example.net:50051
     edge-agent run --config house.toml --no-metrics --clock-start 2026-06-21T08:00:00+00:00 --clock-speed 300
+    edge-agent run --config lan-house.toml    ([device] kind = "lan": a P1 meter, a micro-inverter, plugs)
     edge-agent scan --host 192.168.1.50 [--port 502] [--unit 1] [--model sungrow_sh] [--json]
     edge-agent scan --lan --host 192.168.1.60 [--port 80] [--password ...] [--token ...]
                                               (plugs, meters, micro-inverters)
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent",
         description="VPP edge agent for one house: reads the hybrid inverter, battery and grid meter over "
-                    "Modbus TCP (SunSpec), keeps the house safe on its own (export cap, import limit, SoC "
+                    "Modbus TCP (SunSpec), or with [device] kind = \"lan\" a house of LAN devices only (a P1 or "
+                    "Shelly meter, a micro-inverter, plugs: docs/lan-devices.md), keeps the house safe on its own (export cap, import limit, SoC "
                     "reserve), streams telemetry and flexibility to the aggregator over gRPC and follows its "
                     "dispatch plans. Exposes the house's Prometheus metrics.",
         epilog="Configuration: a TOML file (--config) overridden by VPP_AGENT_* environment variables "

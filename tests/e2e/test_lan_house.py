@@ -142,9 +142,12 @@ async def test_a_house_of_lan_devices_keeps_its_export_cap_through_the_micro_inv
 
         # the meter answers again: the cap is kept for the new load
         house.meter.faults = Faults()
-        await until(lambda: house.dtu.pv.limit_calls > calls, "control taken up again", 15.0)
-        await until(lambda: house.grid_w() >= -CAP_W - TOLERANCE_W and house.dtu.pv.pending is None,
-                    "export at the cap for the new load", APPLY_DELAY_S + 8.0)
+        back_at = time.monotonic() - t0
+        resumed_s = await until(lambda: house.dtu.pv.limit_calls > calls, "control taken up again", 15.0)
+        capped_s = await until(lambda: house.grid_w() >= -CAP_W - TOLERANCE_W and house.dtu.pv.pending is None,
+                               "export at the cap for the new load", APPLY_DELAY_S + 8.0)
+        print(f"meter silent {back_at - stale_at:.1f} s; answering again: a new limit {resumed_s:.1f} s later, "
+              f"at the cap {capped_s:.1f} s after that (grid {house.grid_w():.0f} W)")
         assert _metric(metrics_port, "vpp_edge_export_cap_violations_total") >= 0
     finally:
         if proc.returncode is None:

@@ -196,3 +196,7 @@ async def test_edge_agent_run_assembles_the_house_and_polls_each_device_once() -
     lans = [c for c in agent.components if isinstance(c, LanDevices)]
     assert len(lans) == 1 and list(lans[0].rms) == ["freezer"]
     assert [r.resource_id for r in agent._hello().resources] == ["p1", "balcony"]
+    # Home Assistant's battery buttons on a house without one: refused with the reason, nothing applied
+    why = agent.apply_local("hold_battery", 1.0, "home_assistant")
+    assert why is not None and "no battery" in why and agent.override is None
+    assert agent.apply_local("control_mode", "self_consumption", "home_assistant") is None

@@ -59,3 +59,12 @@ def test_what_cannot_make_a_house_is_refused_naming_the_field(tmp_path: Path, te
 def test_the_environment_can_say_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VPP_AGENT_DEVICE__KIND", "lan")
     assert _load(tmp_path, HEAD + METER + PV).device.kind == "lan"
+
+
+def test_the_documented_example_loads(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "lan-devices.md").read_text()
+    section = doc[doc.index("## A house of LAN devices only"):]
+    example = section[section.index("```toml\n") + 8:section.index("```\n", section.index("```toml\n") + 8)]
+    cfg = _load(tmp_path, example.replace('aggregator = "vpp.example.net:50051"', 'insecure = true'))
+    assert cfg.device.kind == "lan" and [d.id for d in cfg.lan_devices] == ["p1", "balcony", "washer", "freezer",
+                                                                             "station"]
