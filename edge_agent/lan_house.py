@@ -3,11 +3,12 @@ a Shelly Pro 3EM or Pro EM), a micro-inverter or none, smart plugs, no Modbus de
 
 It is the house's :class:`~edge_agent.resources.house.HouseResourceManager`, so the agent's safety path
 works on it unchanged: the grid reading is the LAN meter's (import > 0), the export cap and a feeder
-envelope become the micro-inverter's limit (decide's PV limit; edge_agent/energy_manager/decide_pv.py
-for a house without a battery):
+envelope become the micro-inverter's limit (decide's PV limit: ``decide_without_battery`` in
+edge_agent/energy_manager/decide.py):
 
 * telemetry: grid from the meter, PV from the micro-inverter (production < 0; a house without one
-  has none: 0 W), household load = grid - PV (no battery); battery power and SoC MISSING;
+  has none: 0 W), household load = grid - PV (no battery; IMPLAUSIBLE if that leaves it negative beyond the
+  tolerance, as in the Modbus houses); battery power and SoC MISSING;
 * a meter that does not answer is STALE, then MISSING (edge_agent/resources/lan_device.py): the agent
   then writes nothing, as for any stale meter (the micro-inverter keeps the limit last sent);
 * Hello: the grid meter (measured only) and the micro-inverter (PEBC if it takes a limit, else
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 
 from edge_agent.drivers.errors import DeviceError, ModelNotFound
 from edge_agent.lan_pv import combine
@@ -39,6 +39,7 @@ from edge_agent.resources.capabilities import (
 )
 from edge_agent.resources.house import DeviceConfigurationError, HouseSnapshot, Nameplate
 from edge_agent.resources.lan_device import LanDeviceRM
+from edge_agent.resources.plausibility import Refused, load_from_balance
 from edge_agent.resources.s2 import BatteryNameplate
 from vpp_common.clock import Clock
 from vpp_common.messages import (
@@ -133,12 +134,12 @@ class LanHouseRM:
             pv_w, pv_resources, refused = pv.power_w, (pv.telemetry(),), grid.refused + pv.refused
             if grid.power_w.usable:  # no write on a stale meter: a held limit waits for a valid one
                 await self._send_held()
+        load, unbalanced = _load(grid.power_w, pv_w)
         telemetry = SiteTelemetry(now, grid_power_w=grid.power_w, pv_power_w=pv_w,
                                   battery_power_w=Measurement.missing(), battery_soc_pct=Measurement.missing(),
-                                  load_power_w=_load(grid.power_w, pv_w),
-                                  resources=(grid.telemetry(), *pv_resources))
+                                  load_power_w=load, resources=(grid.telemetry(), *pv_resources))
         flex = Flexibility(now, curtailments=self.micro.curtailments() if self.micro is not None else ())
-        return HouseSnapshot(telemetry, flex, max_charge_w=0.0, max_discharge_w=0.0, refused=refused)
+        return HouseSnapshot(telemetry, flex, max_charge_w=0.0, max_discharge_w=0.0, refused=refused + unbalanced)
 
     async def _send_held(self) -> None:
         """A limit held while the last one applied goes out once the device settled."""
@@ -171,13 +172,16 @@ class LanHouseRM:
         await self.micro.send(limit_w)
 
 
-def _load(grid: Measurement, pv: Measurement) -> Measurement:
-    """The household load, grid - PV (no battery), never below 0 W: a negative value is the two devices
-    read at different instants, not a load."""
-    load = combine(grid, pv, -1.0)
-    if load.value is not None and load.value < 0:
-        return replace(load, value=0.0)
-    return load
+def _load(grid: Measurement, pv: Measurement) -> tuple[Measurement, tuple[Refused, ...]]:
+    """The household load, grid - PV (no battery), as the Modbus houses' balance: readings that leave it
+    negative beyond the tolerance do not add up (IMPLAUSIBLE, refused: a meter's CT turned round, a
+    wrong sign); else the worse validity of the two."""
+    if grid.usable and pv.usable:
+        assert grid.value is not None and pv.value is not None
+        load, refused = load_from_balance(grid.value, pv.value, 0.0)
+        if refused is not None:
+            return Measurement(load, Validity.IMPLAUSIBLE, grid.measured_at), (refused,)
+    return combine(grid, pv, -1.0), ()
 
 
 __all__ = ["NO_BATTERY", "LanHouseRM"]

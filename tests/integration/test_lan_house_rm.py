@@ -139,6 +139,24 @@ async def test_an_implausible_meter_is_refused(house: tuple[LanHouseSim, LanHous
     assert snap.refused and not snap.telemetry.load_power_w.usable
 
 
+async def test_readings_that_do_not_add_up_are_refused() -> None:
+    """A meter exporting 2 kW beside a micro-inverter giving 1 kW leaves a load of -1 kW: a clamp turned
+    round or the wrong meter; the load is IMPLAUSIBLE and refused, as in the Modbus houses."""
+    meter_sim, pv_sim = SIMS["dsmr5_p1"](power_w=-2000.0), SIMS["opendtu_hoymiles"](available_w=1000.0)
+    rm = LanHouseRM(_rm("dsmr5_p1", "p1", "grid_meter", await meter_sim.start()),
+                    _rm("opendtu_hoymiles", "balcony", "pv", await pv_sim.start()), ManualClock(T0))
+    try:
+        await rm.connect()
+        snap = await _poll(rm)
+        assert snap.telemetry.load_power_w.validity is Validity.IMPLAUSIBLE
+        assert [r.reason for r in snap.refused] == ["energy_balance"]
+        assert snap.telemetry.grid_power_w.usable  # the grid reading itself stays: the safety path needs it
+    finally:
+        await rm.close()
+        await meter_sim.stop()
+        await pv_sim.stop()
+
+
 async def test_a_micro_inverter_without_a_limit_is_not_curtailable() -> None:
     meter_sim, pv_sim = SIMS["dsmr5_p1"](power_w=-1000.0), SIMS["enphase_envoy"](available_w=1500.0)
     rm = LanHouseRM(_rm("dsmr5_p1", "p1", "grid_meter", await meter_sim.start()),
