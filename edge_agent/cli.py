@@ -155,7 +155,7 @@ def lan_agent(config: AgentConfig, clock: Clock) -> EdgeAgent:
 
 
 def lan_house_agent(config: AgentConfig, clock: Clock) -> EdgeAgent:
-    """A house of LAN devices only: its grid meter and micro-inverter (claimed from the LAN devices,
+    """A house of LAN devices only: its grid meter and micro-inverters (claimed from the LAN devices,
     polled with the house) are its Resource Manager; the plugs are polled beside the agent's loops."""
     from edge_agent.agent import EdgeAgent
     from edge_agent.lan_devices import LanDevices
@@ -165,7 +165,10 @@ def lan_house_agent(config: AgentConfig, clock: Clock) -> EdgeAgent:
     meter = lan.claim("grid_meter") if lan is not None else None
     if lan is None or meter is None:  # the config's check_lan_house refuses this already
         raise ConfigError('device.kind = "lan" needs a [[lan_devices]] entry with role = "grid_meter"')
-    agent = EdgeAgent(config, clock=clock, device=LanHouseRM(meter, lan.claim("pv"), clock))
+    pvs = []
+    while (pv := lan.claim("pv")) is not None:
+        pvs.append(pv)
+    agent = EdgeAgent(config, clock=clock, device=LanHouseRM(meter, pvs, clock))
     attach_lan_devices(agent, lan)
     return agent
 

@@ -334,7 +334,7 @@ class AgentConfig(EnvOverridesFile):
 
     @model_validator(mode="after")
     def _lan_devices_one_house(self) -> AgentConfig:
-        check_lan_devices(self.lan_devices)
+        check_lan_devices(self.lan_devices, several_pv=self.device.kind == "lan")
         check_lan_house(self.device.kind, self.lan_devices, self.device.model_fields_set)
         return self
 

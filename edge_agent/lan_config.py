@@ -83,9 +83,10 @@ class LanDeviceConfig(BaseModel):
 RESERVED_IDS = ("battery", "pv", "grid_meter", "ev_charger")
 
 
-def check_lan_devices(devices: list[LanDeviceConfig]) -> None:
+def check_lan_devices(devices: list[LanDeviceConfig], several_pv: bool = False) -> None:
     """ValueError naming ``lan_devices`` if the list cannot be one house's: ids unique, one device
-    configured once, at most one grid meter."""
+    configured once, at most one grid meter, at most one PV unless ``several_pv`` (a house of LAN
+    devices only splits its PV limit over them; beside a Modbus inverter one is added to its PV)."""
     seen: set[str] = set(RESERVED_IDS)
     addresses: set[tuple[str, int | None]] = set()
     for i, d in enumerate(devices):
@@ -96,7 +97,7 @@ def check_lan_devices(devices: list[LanDeviceConfig]) -> None:
         if d.address in addresses:
             raise ValueError(f"lan_devices[{i}] ({d.id}): {d.host}:{d.port or 'default port'} is configured twice")
         addresses.add(d.address)
-    for role in ("grid_meter", "pv"):
+    for role in ("grid_meter",) if several_pv else ("grid_meter", "pv"):
         ids = [d.id for d in devices if d.role == role]
         if len(ids) > 1:
             raise ValueError(f"lan_devices: at most one {role}, got {len(ids)} ({', '.join(ids)})"

@@ -15,6 +15,7 @@ devices only (edge_agent/lan_house.py) share, so that both treat it the same way
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -144,6 +145,20 @@ class MicroInverter:
         await self.rm.close()
 
 
+def split_limit(limit_w: float | None, ratings_w: Sequence[float], others_w: float = 0.0) -> list[float | None]:
+    """A house's PV limit (W, None: lifted) over micro-inverters of ``ratings_w`` that take a limit, less
+    ``others_w`` (what the PV that takes none produces): shares in proportion to the ratings (equal if
+    none is known), each >= 0.  A shaded one's unused share is not passed on (the house then produces
+    less than it may: the safe side)."""
+    if limit_w is None:
+        return [None] * len(ratings_w)
+    budget = max(0.0, limit_w - max(0.0, others_w))
+    total = sum(r for r in ratings_w if r > 0)
+    if total <= 0:
+        return [budget / len(ratings_w)] * len(ratings_w) if ratings_w else []
+    return [budget * max(0.0, r) / total for r in ratings_w]
+
+
 def production_w(m: Measurement | None, fallback_w: float | None) -> float:
     """What a PV produces now (W >= 0): its reading, even stale; else ``fallback_w`` (its rating: the
     cautious guess for the limit of another PV), else 0."""
@@ -152,4 +167,4 @@ def production_w(m: Measurement | None, fallback_w: float | None) -> float:
     return fallback_w or 0.0
 
 
-__all__ = ["MicroInverter", "production_w"]
+__all__ = ["MicroInverter", "production_w", "split_limit"]

@@ -48,7 +48,7 @@ async def house() -> AsyncIterator[tuple[LanHouseSim, LanHouseRM]]:
     sim = LanHouseSim(base_load_w=300.0, available_w=1600.0, apply_delay_s=0.3, p1_interval_s=0.05)
     ports = await sim.start()
     rm = LanHouseRM(_rm("dsmr5_p1", "p1", "grid_meter", ports["meter"]),
-                    _rm("opendtu_hoymiles", "balcony", "pv", ports["dtu"]), ManualClock(T0))
+                    [_rm("opendtu_hoymiles", "balcony", "pv", ports["dtu"])], ManualClock(T0))
     await rm.connect()
     try:
         yield sim, rm
@@ -144,7 +144,7 @@ async def test_readings_that_do_not_add_up_are_refused() -> None:
     round or the wrong meter; the load is IMPLAUSIBLE and refused, as in the Modbus houses."""
     meter_sim, pv_sim = SIMS["dsmr5_p1"](power_w=-2000.0), SIMS["opendtu_hoymiles"](available_w=1000.0)
     rm = LanHouseRM(_rm("dsmr5_p1", "p1", "grid_meter", await meter_sim.start()),
-                    _rm("opendtu_hoymiles", "balcony", "pv", await pv_sim.start()), ManualClock(T0))
+                    [_rm("opendtu_hoymiles", "balcony", "pv", await pv_sim.start())], ManualClock(T0))
     try:
         await rm.connect()
         snap = await _poll(rm)
@@ -160,7 +160,7 @@ async def test_readings_that_do_not_add_up_are_refused() -> None:
 async def test_a_micro_inverter_without_a_limit_is_not_curtailable() -> None:
     meter_sim, pv_sim = SIMS["dsmr5_p1"](power_w=-1000.0), SIMS["enphase_envoy"](available_w=1500.0)
     rm = LanHouseRM(_rm("dsmr5_p1", "p1", "grid_meter", await meter_sim.start()),
-                    _rm("enphase_envoy", "roof", "pv", await pv_sim.start()), ManualClock(T0))
+                    [_rm("enphase_envoy", "roof", "pv", await pv_sim.start())], ManualClock(T0))
     try:
         await rm.connect()
         snap = await _poll(rm, 5.0)
@@ -176,14 +176,54 @@ async def test_a_micro_inverter_without_a_limit_is_not_curtailable() -> None:
         await pv_sim.stop()
 
 
+async def test_several_micro_inverters_share_the_houses_limit() -> None:
+    """Two OpenDTUs (800 W and 1600 W) and an IQ Gateway (no limit, 500 W): PV is the sum; a house limit
+    of 1700 W leaves 1200 W after the Gateway's production, split 400/800 by rating; a new limit while
+    they apply is held, then split again."""
+    meter_sim = SIMS["shelly_pro_em"](power_w=-1000.0)
+    small = SIMS["opendtu_hoymiles"](available_w=700.0, rated_w=800.0)
+    large = SIMS["opendtu_hoymiles"](available_w=1500.0, rated_w=1600.0, serial="114182180002")
+    envoy = SIMS["enphase_envoy"](available_w=500.0)
+    pvs = [_rm("opendtu_hoymiles", "east", "pv", await small.start()),
+           LanDeviceRM("west", "pv", LanDevice(load_lan_entry("opendtu_hoymiles"), "127.0.0.1", await large.start(), 0.5,
+                                               serial="114182180002", password="openDTU42"), 10.0),
+           _rm("enphase_envoy", "roof", "pv", await envoy.start())]
+    rm = LanHouseRM(_rm("shelly_pro_em", "em", "grid_meter", await meter_sim.start()), pvs, ManualClock(T0))
+    try:
+        await rm.connect()
+        snap = await _poll(rm, 5.0)
+        assert snap.telemetry.pv_power_w.value == -2700.0 and snap.telemetry.load_power_w.value == 1700.0
+        assert {r.resource_id: r.control_type for r in rm.resources} == {
+            "em": ControlType.NOT_CONTROLLABLE, "east": ControlType.PEBC, "west": ControlType.PEBC,
+            "roof": ControlType.NOT_CONTROLLABLE}
+        assert [c.resource_id for c in snap.flexibility.curtailments] == ["east", "west"]
+        assert rm.capabilities.pv_reason is None and rm.pv_rating_w is not None and rm.pv_rating_w >= 2400.0
+        await rm.set_pv_limit(1700.0)
+        assert (small.pv.pending[0], large.pv.pending[0]) == (400.0, 800.0)  # type: ignore[index]
+        await rm.set_pv_limit(1400.0)  # still applying: held
+        assert small.pv.limit_calls == large.pv.limit_calls == 1
+        await asyncio.sleep(0.4)
+        await _poll(rm, 5.0)  # applied: the held 1400 W goes out, 900 W after the Gateway's 500 W
+        assert (small.pv.pending[0], large.pv.pending[0]) == (300.0, 600.0)  # type: ignore[index]
+        await asyncio.sleep(0.4)
+        assert (await _poll(rm, 5.0)).telemetry.pv_power_w.value == -1400.0
+        await rm.release()
+        assert (small.pv.pending[0], large.pv.pending[0]) == (800.0, 1600.0)  # type: ignore[index]
+    finally:
+        await rm.close()
+        for sim in (meter_sim, small, large, envoy):
+            await sim.stop()
+
+
 async def test_a_house_without_pv_reads_its_meter() -> None:
     meter_sim = SIMS["shelly_pro_3em"](power_w=450.0)
-    rm = LanHouseRM(_rm("shelly_pro_3em", "em", "grid_meter", await meter_sim.start()), None, ManualClock(T0))
+    rm = LanHouseRM(_rm("shelly_pro_3em", "em", "grid_meter", await meter_sim.start()), [], ManualClock(T0))
     try:
         await rm.connect()
         t = (await rm.poll()).telemetry
         assert (t.grid_power_w.value, t.pv_power_w.value, t.load_power_w.value) == (450.0, 0.0, 450.0)
         assert [r.resource_id for r in rm.resources] == ["em"] and rm.pv_rating_w is None
+        assert "no micro-inverter" in (rm.capabilities.pv_reason or "")
         with pytest.raises(ModelNotFound, match="no micro-inverter"):
             await rm.set_pv_limit(300.0)
         await rm.release()

@@ -100,3 +100,15 @@ def test_a_plan_slots_grid_envelope_tightens_the_cap() -> None:
 def test_the_fallbacks_export_cap_holds_when_the_stream_is_down() -> None:
     d = decide_without_battery(T0, tele(-870.0), _plan(None, fallback_cap=200.0), False, LIMITS)
     assert d.mode == "fallback" and "stream down" in d.reason and d.pv_limit_w == pytest.approx(930.0)
+
+
+def test_a_house_limit_is_split_over_micro_inverters_by_rating() -> None:
+    from edge_agent.micro_inverter import split_limit
+
+    assert split_limit(1200.0, [800.0, 1600.0]) == pytest.approx([400.0, 800.0])
+    assert split_limit(1700.0, [800.0, 1600.0], others_w=500.0) == pytest.approx([400.0, 800.0])
+    assert split_limit(300.0, [800.0, 1600.0], others_w=500.0) == [0.0, 0.0]  # the others alone exceed it
+    assert split_limit(None, [800.0, 1600.0]) == [None, None]  # lifted
+    assert split_limit(900.0, [0.0, 0.0]) == [450.0, 450.0]  # no rating known: equal shares
+    assert split_limit(900.0, []) == []
+    assert split_limit(900.0, [800.0], others_w=-200.0) == [900.0]  # a reading below 0 is no production

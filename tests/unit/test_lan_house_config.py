@@ -48,12 +48,18 @@ def test_the_default_is_the_modbus_house(tmp_path: Path) -> None:
     ('[device]\nkind = "lan"\ncatalogue = "victron_gx"\nport = 503\n' + METER,
      r"remove device\.port, device\.catalogue"),
     ('[device]\nkind = "zigbee"\n' + METER, r"device\.kind"),
-    ('[device]\nkind = "lan"\n' + METER + PV + PV.replace('"balcony"', '"roof"').replace(".80", ".81"),
-     r"at most one pv, got 2"),
+    (METER + PV + PV.replace('"balcony"', '"roof"').replace(".80", ".81"), r"at most one pv, got 2"),
 ])
 def test_what_cannot_make_a_house_is_refused_naming_the_field(tmp_path: Path, text: str, error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         _load(tmp_path, HEAD + text)
+
+
+def test_a_lan_house_may_have_several_micro_inverters(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, HEAD + '[device]\nkind = "lan"\n' + METER + PV
+                + PV.replace('"balcony"', '"roof"').replace(".80", ".81"))
+    assert [d.id for d in cfg.lan_devices if d.role == "pv"] == ["balcony", "roof"]
+    assert device_label(cfg) == "LAN grid_meter p1, pv balcony, pv roof"
 
 
 def test_the_environment_can_say_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
