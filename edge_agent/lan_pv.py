@@ -112,7 +112,7 @@ class HouseWithLanPv:
         pv = await self.micro.poll()  # no faster than it allows
         t = snap.telemetry
         self._inner_pv = t.pv_power_w
-        held, wish = self.micro.take_held()
+        held, wish = self.micro.take_held() if t.grid_power_w.usable else (False, None)  # no write on a stale meter
         if held:
             try:
                 await self.set_pv_limit(wish)
