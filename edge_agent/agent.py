@@ -317,7 +317,8 @@ class EdgeAgent:
             self.uplink.send(expired)
         decision = self._decide(now, snap)
         self._count(decision, snap, now)
-        if (battery := has_battery(self.device)) and (why := uncontrollable(self.device, self.device.battery_id)):
+        battery = has_battery(self.device)  # a house of LAN devices only has none: its PV limit is written
+        if battery and (why := uncontrollable(self.device, self.device.battery_id)) is not None:
             # the device cannot do it (said at start): no write, and said again (rate-limited), never silent
             self.refusals.refuse("device", "battery_not_controllable", why)
             return decision

@@ -54,12 +54,25 @@ class LanHouseSim:
     def grid_w(self) -> float:
         return self.load_w() - self.pv_w()
 
-    async def start(self) -> dict[str, int]:
-        """Start every device; their ports by id (``dtu``, ``meter``, the plugs')."""
-        ports = {"dtu": await self.dtu.start(), "meter": await self.meter.start()}
-        for pid, plug in self.plugs.items():
-            ports[pid] = await plug.start()
+    async def start(self, host: str | None = None, first_port: int | None = None) -> dict[str, int]:
+        """Start every device (``first_port``: on it and the next ones; default free ports); their ports
+        by id (``dtu``, ``meter``, the plugs')."""
+        at = (lambda i: None) if first_port is None else (lambda i: first_port + i)
+        ports = {"dtu": await self.dtu.start(host, at(0)), "meter": await self.meter.start(host, at(1))}
+        for i, (pid, plug) in enumerate(self.plugs.items()):
+            ports[pid] = await plug.start(host, at(2 + i))
         return ports
+
+    def agent_config(self, host: str, ports: dict[str, int], max_export_w: float = 300.0) -> str:
+        """An ``edge-agent run`` config for this house (insecure, no aggregator reachable by default)."""
+        plugs = "".join(f'\n[[lan_devices]]\nid = "{p}"\nmodel = "shelly_plug_s"\nhost = "{host}"\n'
+                        f'port = {ports[p]}\nrole = "load"\n' for p in self.plugs)
+        return (f'house_id = "lan-house"\ninsecure = true\n\n[device]\nkind = "lan"\npoll_interval_s = 1\n\n'
+                f'[site]\nmax_export_w = {max_export_w:g}\n\n'
+                f'[[lan_devices]]\nid = "p1"\nmodel = "dsmr5_p1"\nhost = "{host}"\nport = {ports["meter"]}\n'
+                'role = "grid_meter"\n\n'
+                f'[[lan_devices]]\nid = "balcony"\nmodel = "opendtu_hoymiles"\nhost = "{host}"\nport = {ports["dtu"]}\n'
+                f'role = "pv"\nserial = "{self.dtu.serial}"\npassword = "{self.dtu.password}"\n' + plugs)
 
     async def stop(self) -> None:
         await self.meter.stop()
