@@ -178,7 +178,10 @@ class LanHouseRM:
             why = "; ".join(m.not_curtailable() or "" for m in self.micros)
             raise ModelNotFound(why or "no micro-inverter in [[lan_devices]] (role pv)")
         pending = [m for m in curtailable if m.snapshot is not None and m.snapshot.limit == "pending"]
-        if pending and pending[0].hold(limit_w):  # sent once it settled (_send_held)
+        if pending:  # the latest only, held on one of them, sent once it settled (_send_held)
+            for m in curtailable:
+                m.drop_held()
+            pending[0].hold(limit_w)
             return
         others_w = sum(m.production_w(m.rm.rated_w) for m in self.micros if not m.limitable)
         for m, share in zip(curtailable, split_limit(limit_w, [m.rated_w for m in curtailable], others_w),

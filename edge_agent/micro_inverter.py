@@ -114,6 +114,10 @@ class MicroInverter:
             return True
         return False
 
+    def drop_held(self) -> None:
+        """Forget a held limit (a newer one is held elsewhere)."""
+        self._wish = _HELD
+
     def take_held(self) -> tuple[bool, float | None]:
         """(True, the held limit) once the device settled (then it is no longer held); else (False, None)."""
         if self._wish is _HELD or self.snapshot is None or self.snapshot.limit == "pending":
