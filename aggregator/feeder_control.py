@@ -185,7 +185,8 @@ class _FeederNow:
             cols["exp_cap"][k] = cap_exp = rec.hello.limits.max_export_w if rec else float("inf")
             cols["rated"][k] = sum(x.rated_power_w for x in rec.hello.resources if x.kind is ResourceKind.PV) if rec \
                 else 0.0
-            grid_w, battery_w, soc = _fresh(r.telemetry, now, stale_after_s)
+            grid_w, battery_w, soc = _fresh(r.telemetry, now, stale_after_s, rec is None or any(
+                x.kind is ResourceKind.BATTERY for x in rec.hello.resources))
             if grid_w is None:
                 # unknown: assume it exports its whole cap (worst case) and can absorb nothing
                 cols["base"][k] = cols["wanted"][k] = -min(cap_exp, 1e6)
@@ -225,15 +226,17 @@ def sheddable_w(loads: Sequence[SwitchableLoadFlexibility]) -> float:
     return out
 
 
-def _fresh(tele: SiteTelemetry | None, now: datetime, stale_after_s: float,
+def _fresh(tele: SiteTelemetry | None, now: datetime, stale_after_s: float, has_battery: bool = True,
            ) -> tuple[float | None, float, float | None]:
-    """Grid and battery power (None, 0: no fresh reading of both) and SoC (None: unknown)."""
-    if (tele is None or not (tele.grid_power_w.usable and tele.battery_power_w.usable)
+    """Grid and battery power (None, 0: no fresh reading of both; a house without a battery, e.g. one
+    of LAN devices only, reads no battery power: 0 W, its grid alone) and SoC (None: unknown)."""
+    if (tele is None or not (tele.grid_power_w.usable and (tele.battery_power_w.usable or not has_battery))
             or (now - tele.measured_at).total_seconds() > stale_after_s):
         return None, 0.0, None
-    assert tele.grid_power_w.value is not None and tele.battery_power_w.value is not None
+    assert tele.grid_power_w.value is not None
+    battery_w = tele.battery_power_w.value if tele.battery_power_w.usable else None
     soc = tele.battery_soc_pct.value if tele.battery_soc_pct.usable else None
-    return tele.grid_power_w.value, tele.battery_power_w.value, soc
+    return tele.grid_power_w.value, battery_w if battery_w is not None else 0.0, soc
 
 
 class FeederController:

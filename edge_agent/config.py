@@ -42,7 +42,7 @@ Example ``edge-agent.toml``::
     # id = "freezer"
     # model = "shelly_plug_s"        # edge_agent/catalogue/lan/*.toml
     # host = "192.168.1.60"
-    # role = "load"                  # load | grid_meter
+    # role = "load"                  # load | grid_meter | pv (no Modbus device: [device] kind = "lan")
 
     # [home_assistant]               # publish the house over MQTT discovery (README: Home Assistant)
     # host = "192.168.1.10"
@@ -82,7 +82,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from edge_agent.lan_config import RESERVED_IDS, LanDeviceConfig, check_lan_devices
+from edge_agent.lan_config import RESERVED_IDS, LanDeviceConfig, check_lan_devices, check_lan_house
 from edge_agent.link_config import STRICT, HomeAssistantConfig, S2Config, TlsClientConfig
 from vpp_common.config import EnvOverridesFile
 from vpp_common.localtime import zone
@@ -116,6 +116,8 @@ class DevicePartConfig(BaseModel):
 class DeviceConfig(BaseModel):
     model_config = STRICT
 
+    kind: Literal["modbus", "lan"] = Field("modbus", description="modbus: the devices below; lan: no Modbus device, "
+                                           "the grid meter and PV are [[lan_devices]] (docs/lan-devices.md)")
     host: str = "127.0.0.1"
     port: int = Field(502, ge=1, le=65535)
     unit_id: int | None = Field(None, ge=0, le=247,
@@ -332,7 +334,8 @@ class AgentConfig(EnvOverridesFile):
 
     @model_validator(mode="after")
     def _lan_devices_one_house(self) -> AgentConfig:
-        check_lan_devices(self.lan_devices)
+        check_lan_devices(self.lan_devices, several_pv=self.device.kind == "lan")
+        check_lan_house(self.device.kind, self.lan_devices, self.device.model_fields_set)
         return self
 
     @model_validator(mode="after")
