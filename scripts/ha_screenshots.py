@@ -18,8 +18,9 @@ and the edge agent publishing it over MQTT discovery.  Then it
   ``ha-device.png`` (the house's device page) and ``ha-energy.png`` (the Energy dashboard,
   yesterday) into --out, reduced to a 256-colour palette to stay small.
 
-Needs: the project with its ``test`` extra (the tests' helpers), Debian's ``mosquitto`` and
-``chromium``, and the package index once to build Home Assistant's venv.  Chromium runs with
+Needs: the project with its ``test`` and ``screenshots`` extras (the tests' helpers; Pillow),
+Debian's ``mosquitto`` and ``chromium``, and the package index once to build Home Assistant's
+venv.  Chromium runs with
 --no-sandbox (needed as root).  Run from the repository root:
 
     python scripts/ha_screenshots.py [--out docs/images] [--chromium /usr/bin/chromium]
