@@ -4,12 +4,14 @@ Run with the Home Assistant venv's Python (it has aiohttp; the project's venv do
 it): ``python probe.py <command> <base_url> [args]``; prints one JSON document.
 
 - ``setup URL BROKER_HOST BROKER_PORT``: onboard (owner user, auth code, token) and add the
-  MQTT integration through its config flow; prints ``{"token": ...}``.
+  MQTT integration through its config flow; prints ``{"token": ..., "refresh_token": ...}``.
 - ``entities URL TOKEN UNIQUE_ID_PREFIX``: entity registry rows and states of those entities.
 - ``energy URL TOKEN PREFS_JSON``: ``energy/save_prefs`` then ``energy/validate``.
 - ``statistics URL TOKEN``: ``recorder/list_statistic_ids`` (sums) and ``recorder/validate_statistics``.
 - ``service URL TOKEN DOMAIN SERVICE DATA_JSON``: a service call.
 - ``state URL TOKEN ENTITY_ID``: one entity's state over REST (``/api/states/<entity_id>``).
+- ``import_statistics URL TOKEN JSON``: ``recorder/import_statistics`` for each
+  ``{"metadata": ..., "stats": [...]}`` of the JSON list (scripts/ha_screenshots.py).
 """
 
 from __future__ import annotations
@@ -34,10 +36,13 @@ async def setup(url: str, broker: str, port: int) -> dict[str, object]:
         async with s.post(f"{url}/auth/token", data={"grant_type": "authorization_code", "code": code,
                                                      "client_id": client_id}) as r:
             r.raise_for_status()
-            token = (await r.json())["access_token"]
+            tokens = await r.json()
+            token = tokens["access_token"]
         h = {"Authorization": f"Bearer {token}"}
-        for step in ("core_config", "analytics"):  # finish onboarding (best effort)
-            async with s.post(f"{url}/api/onboarding/{step}", headers=h, json={}) as r:
+        # finish onboarding (best effort; until every step is done the frontend shows onboarding)
+        for step, body in (("core_config", {}), ("analytics", {}),
+                           ("integration", {"client_id": client_id, "redirect_uri": f"{client_id}?auth_callback=1"})):
+            async with s.post(f"{url}/api/onboarding/{step}", headers=h, json=body) as r:
                 pass
         async with s.post(f"{url}/api/config/config_entries/flow", headers=h,
                           json={"handler": "mqtt", "show_advanced_options": False}) as r:
@@ -48,7 +53,8 @@ async def setup(url: str, broker: str, port: int) -> dict[str, object]:
                               json={"broker": broker, "port": port}) as r:
                 r.raise_for_status()
                 flow = await r.json()
-        return {"token": token, "flow": flow.get("type"), "errors": flow.get("errors")}
+        return {"token": token, "refresh_token": tokens.get("refresh_token"), "flow": flow.get("type"),
+                "errors": flow.get("errors")}
 
 
 async def ws(url: str, token: str, *messages: dict[str, object]) -> list[object]:
@@ -102,6 +108,11 @@ async def state(url: str, token: str, entity_id: str) -> dict[str, object]:
         return await r.json()
 
 
+async def import_statistics(url: str, token: str, series: list[dict[str, object]]) -> dict[str, object]:
+    await ws(url, token, *({"type": "recorder/import_statistics", **one} for one in series))
+    return {"imported": len(series)}
+
+
 def main() -> None:
     cmd, url, *args = sys.argv[1:]
     if cmd == "setup":
@@ -116,6 +127,8 @@ def main() -> None:
         result = asyncio.run(service(url, args[0], args[1], args[2], json.loads(args[3])))
     elif cmd == "state":
         result = asyncio.run(state(url, args[0], args[1]))
+    elif cmd == "import_statistics":
+        result = asyncio.run(import_statistics(url, args[0], json.loads(args[1])))
     else:
         raise SystemExit(f"unknown command {cmd}")
     print(json.dumps(result))

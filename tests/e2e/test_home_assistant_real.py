@@ -1,150 +1,85 @@
 """Issue 21 item 1, final acceptance: the house in a real Home Assistant (2024.3.3, the last
 release that runs on Python 3.11) through a real Mosquitto.
 
-Home Assistant runs from its own virtual environment (``VPP_HA_PYTHON`` = its python; skipped
-when unset): ``python3.11 -m venv ha && ha/bin/pip install homeassistant==2024.3.3 'josepy<2'``.
-The test starts it with a throwaway config directory, onboards, adds the MQTT integration
-through its config flow (pointed at the test's broker), starts the agent, and then asserts
-through Home Assistant's own REST and WebSocket APIs (``ha_probe.py``, run with Home
-Assistant's Python): every entity exists with its device class, state class and unit; the
-Energy dashboard's ``energy/validate`` reports no issue for the agent's grid, solar and battery
-counters; ``select.select_option`` on the mode changes the agent's mode; a stale reading is
-``unknown`` there.  The other way (``[home_assistant.api]``, docs/home-assistant-devices.md): a
-template sensor in kW is the agent's grid meter over Home Assistant's WebSocket API, and an
-``input_boolean`` its switchable load, switched off by the load switching policy when that
-meter reads over the import limit (read back; Home Assistant's REST API shows it off).  ``VPP_HA_WAIT_STATISTICS=1`` also waits (up to 5 min) for the recorder's
+Home Assistant runs from its own virtual environment (tests/ha_real.py): ``VPP_HA_PYTHON`` = the
+python of one made by hand (``pip install homeassistant==2024.3.3 'josepy<2'``), else the one cached
+in ``~/.cache/vpp/ha-2024.3.3``, which ``VPP_HA_BUILD=1`` (or ``python -m tests.ha_real``) builds
+there once when missing (1-4 min; skipped, saying why, when it is missing or the package index
+cannot be reached; ``VPP_HA_SKIP=1`` skips the test).  The test starts it with a
+throwaway config directory, onboards, adds the MQTT integration through its config flow (pointed
+at the test's broker), starts the agent, and then asserts through Home Assistant's own REST and
+WebSocket APIs (``ha_probe.py``, run with Home Assistant's Python): every entity exists with its
+device class, state class and unit; the Energy dashboard's ``energy/validate`` reports no issue
+for the agent's grid, solar and battery counters; ``select.select_option`` on the mode changes the
+agent's mode; a stale reading is ``unknown`` there.  The other way (``[home_assistant.api]``,
+docs/home-assistant-devices.md): a template sensor in kW is the agent's grid meter over Home
+Assistant's WebSocket API, and an ``input_boolean`` its switchable load, switched off by the load
+switching policy when that meter reads over the import limit (read back; Home Assistant's REST
+API shows it off).  ``VPP_HA_WAIT_STATISTICS=1`` also waits (up to 5 min) for the recorder's
 first statistics compile, after which ``energy/validate`` reports no issue at all.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
-import subprocess
+import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from datetime import time as dtime
 from pathlib import Path
 
 import pytest
 
 from edge_agent.agent import EdgeAgent
-from edge_agent.config import (
-    AgentConfig,
-    BatteryConfig,
-    ControlConfig,
-    DeviceConfig,
-    HomeAssistantConfig,
-    TariffConfig,
-    TariffPeriodConfig,
-)
-from edge_agent.ha_api_config import HaEntityConfig, HomeAssistantApiConfig
+from edge_agent.ha_api_config import HaEntityConfig
 from edge_agent.home_assistant.bridge import attach
 from edge_agent.home_assistant.devices_component import attach as attach_devices
 from edge_agent.home_assistant.entities import discovery_payload, entities
 from simulator.hybrid_device import Faults, SimulatorConfig, SunSpecHybridSimulator
 from simulator.physics import PhysicsConfig
-from tests.conftest import _SESSION_PIDS, free_port, until
+from tests.conftest import until
 from tests.ha_fixtures import Mosquitto, close_default_executor, mosquitto, polls  # noqa: F401 -- the fixture
+from tests.ha_real import (
+    HaUnavailable,
+    HomeAssistant,
+    agent_config,
+    energy_prefs,
+    entities_available,
+    ha_python,
+    poll_until,
+    wait_answering,
+)
 from vpp_common.clock import ManualClock
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(800)]
+# A fresh machine first builds Home Assistant's venv (tests/ha_real.py): minutes, once
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 NODE = "house_ha"
-PROBE = Path(__file__).with_name("ha_probe.py")
 HA_ENTITIES = [HaEntityConfig(id="ha_grid", entity_id="sensor.test_grid_power", role="grid_meter"),
                HaEntityConfig(id="boiler", entity_id="input_boolean.boiler", role="switchable_load",
                               min_on_s=0, min_off_s=0, max_off_s=3600, expected_power_w=2000)]
-CONFIG = """homeassistant:
-  name: VPP test
-  latitude: 52.37
-  longitude: 4.89
-  elevation: 0
-  unit_system: metric
-  time_zone: UTC
-  currency: EUR
-  country: NL
-http:
-  server_host: 127.0.0.1
-  server_port: {port}
-api:
-recorder:
-  commit_interval: 1
-energy:
-logger:
-  default: warning
-input_number:
-  grid_kw:
-    min: -20
-    max: 20
-    step: 0.1
-    initial: 1.5
-input_boolean:
-  boiler:
-    name: Boiler
-    initial: true
-template:
-  - sensor:
-      - name: Test grid power
-        unique_id: test_grid_power
-        unit_of_measurement: kW
-        device_class: power
-        state_class: measurement
-        state: "{{{{ states('input_number.grid_kw') }}}}"  # {{ }} after str.format
-"""
 
 
-class HomeAssistant:
-    def __init__(self, python: str, workdir: Path) -> None:
-        self.python, self.workdir = python, workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        (workdir / "configuration.yaml").write_text(CONFIG.format(port=self.port))
-        self.log = open(workdir / "ha.log", "wb")
-        self.proc = subprocess.Popen([python, "-m", "homeassistant", "-c", str(workdir)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        _SESSION_PIDS.add(self.proc.pid)  # its pip installs are its own children
-        self.token = ""
-
-    def answering(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/onboarding", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    async def probe(self, *args: str) -> dict:
-        p = await asyncio.create_subprocess_exec(self.python, str(PROBE), args[0], self.url, *args[1:],
-                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(p.communicate(), 60)
-        if p.returncode != 0:
-            raise AssertionError(f"ha_probe {args[0]} failed: {err.decode()[-2000:]}")
-        return json.loads(out)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        _SESSION_PIDS.discard(self.proc.pid)
-        self.log.close()
+@pytest.fixture(scope="session")
+def ha_venv_python() -> str:
+    """Home Assistant's venv: VPP_HA_PYTHON, or the cached one, built if VPP_HA_BUILD=1 (tests/ha_real.py)."""
+    started = time.monotonic()
+    try:
+        python = ha_python(log=lambda m: print(f"[home assistant] {m}", file=sys.stderr))
+    except HaUnavailable as e:
+        pytest.skip(f"no real Home Assistant: {e}")
+    print(f"[home assistant] venv ready in {time.monotonic() - started:.0f} s: {python}", file=sys.stderr)
+    return python
 
 
 @pytest.fixture
-def home_assistant() -> Iterator[HomeAssistant]:
-    python = os.environ.get("VPP_HA_PYTHON")
-    if not python:
-        pytest.skip("VPP_HA_PYTHON not set (a venv with homeassistant==2024.3.3 and josepy<2: see this file)")
+def home_assistant(ha_venv_python: str) -> Iterator[HomeAssistant]:
     workdir = Path(tempfile.mkdtemp(prefix="vpp-ha-"))
-    ha = HomeAssistant(python, workdir)
+    ha = HomeAssistant(ha_venv_python, workdir)
     try:
         yield ha
     finally:
@@ -153,14 +88,6 @@ def home_assistant() -> Iterator[HomeAssistant]:
             print(f"Home Assistant log: {workdir / 'ha.log'}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-async def poll_until(pred, what: str, timeout_s: float, every_s: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(every_s)
 
 
 @pytest.fixture
@@ -180,26 +107,14 @@ async def test_real_home_assistant(home_assistant: HomeAssistant, mosquitto: Mos
     ha = home_assistant
     sim, clock = house
 
-    async def answering() -> bool:
-        return await asyncio.get_running_loop().run_in_executor(None, ha.answering)
-
-    await poll_until(answering, "Home Assistant's API (first boot installs its integrations' requirements)", 300)
+    await wait_answering(ha)
     setup = await ha.probe("setup", mosquitto.host, str(mosquitto.port))
     assert setup["flow"] == "create_entry", setup
     token = setup["token"]
 
-    config = AgentConfig(
-        house_id="house-ha", insecure=True, metrics_port=None, aggregator=f"127.0.0.1:{free_port()}",
-        reconnect_initial_s=5.0, reconnect_max_s=5.0,
-        device=DeviceConfig(port=sim.port, timeout_s=0.2, poll_interval_s=1.0, stale_after_s=10.0),
-        battery=BatteryConfig(revert_s=10), control=ControlConfig(tick_s=0.05, deadband_w=20),
-        tariff=TariffConfig(periods=[TariffPeriodConfig(start=dtime(0), end=dtime(0), import_price_per_kwh=0.30,
-                                                        export_price_per_kwh=0.08)]),
-        state_dir=tmp_path / "state",
-        home_assistant=HomeAssistantConfig(host=mosquitto.host, port=mosquitto.port, node_id=NODE,
-                                           publish_interval_s=0.5, api=HomeAssistantApiConfig(
-                                               url=ha.url.replace("http", "ws", 1) + "/api/websocket",
-                                               token=token, control_interval_s=1.0, entities=HA_ENTITIES)))
+    config = agent_config(sim.port, (mosquitto.host, mosquitto.port), NODE,
+                          ha.url.replace("http", "ws", 1) + "/api/websocket", token, tmp_path / "state",
+                          HA_ENTITIES)
     agent = EdgeAgent(config, clock=clock)
     bridge = attach(agent)
     assert bridge is not None
@@ -214,16 +129,7 @@ async def test_real_home_assistant(home_assistant: HomeAssistant, mosquitto: Mos
             await until(lambda: agent.stats.polls > n, "a device poll")
         spec = bridge.spec()
         expected = {f"vpp_{NODE}_{e.key}": discovery_payload(spec, e) for e in entities(spec)}
-        seen: dict = {}
-
-        async def all_there() -> bool:
-            seen.update(await ha.probe("entities", token, f"vpp_{NODE}_"))
-            states = {s["entity_id"]: s for s in seen["states"]}
-            return (len(seen["registry"]) == len(expected)
-                    and all(states.get(e["entity_id"], {}).get("state") not in (None, "unavailable")
-                            for e in seen["registry"]))
-
-        await poll_until(all_there, "every entity in Home Assistant, available", 60, 1.0)
+        seen = await entities_available(ha, token, f"vpp_{NODE}_", len(expected))
         states = {s["entity_id"]: s for s in seen["states"]}
         by_unique = {e["unique_id"]: e for e in seen["registry"]}
         devices = {e["device_id"] for e in seen["registry"]}
@@ -250,15 +156,7 @@ async def test_real_home_assistant(home_assistant: HomeAssistant, mosquitto: Mos
 
         await poll_until(fired, "the aggregator_unreachable event in Home Assistant", 30, 0.5)
 
-        prefs = {"energy_sources": [
-            {"type": "grid", "flow_from": [{"stat_energy_from": ids["grid_import"], "stat_cost": None,
-                                            "entity_energy_price": None, "number_energy_price": None}],
-             "flow_to": [{"stat_energy_to": ids["grid_export"], "stat_compensation": None,
-                          "entity_energy_price": None, "number_energy_price": None}],
-             "cost_adjustment_day": 0},
-            {"type": "solar", "stat_energy_from": ids["pv_production"], "config_entry_solar_forecast": None},
-            {"type": "battery", "stat_energy_from": ids["battery_out"], "stat_energy_to": ids["battery_in"]},
-        ], "device_consumption": []}
+        prefs = energy_prefs(ids)
         validate = (await ha.probe("energy", token, json.dumps(prefs)))["validate"]
         issues = [i for source in validate["energy_sources"] for i in source]
         # Statistics are compiled every 5 minutes (at :00, :05, ... + 10 s): until the first compile
