@@ -99,5 +99,5 @@ def states(v: HouseView) -> dict[str, str]:
     for key, kwh in v.kwh.items():
         out[key] = f"{kwh:.4f}"
     if v.saved_today is not None:
-        out["money_saved_today"] = f"{v.saved_today:.2f}"
+        out["money_saved_today"] = f"{round(v.saved_today, 2) + 0.0:.2f}"  # + 0.0: no "-0.00" for a tiny loss
     return out
