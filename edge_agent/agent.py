@@ -322,15 +322,18 @@ class EdgeAgent:
             # the device cannot do it (said at start): no write, and said again (rate-limited), never silent
             self.refusals.refuse("device", "battery_not_controllable", why)
             return decision
+        policy = WritePolicy.for_revert(self.config.control.deadband_w, self.config.battery.revert_s)
         if not fresh_for_control(snap.telemetry, battery):
             # Never write (nor refresh) on stale data: the device's own revert timers hand the
-            # battery and any PV limit back to its own mode if this lasts.
+            # battery and any PV limit back to its own mode if this lasts.  A house without a battery
+            # (micro-inverters: no revert timer) once its meter is missing: PV held to the export cap.
             self.stats.writes_held_stale += 1
             self.metrics.device_writes.labels("held_stale").inc()
+            if not battery and decision.pv_limit_w is not None:
+                await self.writes.write(decision, now, policy, self._snapshot_poll, False, battery)
             return decision
         # the device lost what was written (reboot, another master, revert): write now, past the deadband
         force, self._reassert = self._reassert and self.control_watch.controlled, False
-        policy = WritePolicy.for_revert(self.config.control.deadband_w, self.config.battery.revert_s)
         await self.writes.write(decision, now, policy, self._snapshot_poll, force, battery)
         return decision
 

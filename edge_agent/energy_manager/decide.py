@@ -18,7 +18,14 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from vpp_common.messages import DispatchPlan, FallbackMode, PlanSlot, SiteLimits, SiteTelemetry
+from vpp_common.messages import (
+    DispatchPlan,
+    FallbackMode,
+    PlanSlot,
+    SiteLimits,
+    SiteTelemetry,
+    Validity,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,15 +288,20 @@ def decide_without_battery(now: datetime, telemetry: SiteTelemetry, plan: Dispat
                            plan_grid_envelope: bool = True) -> Decision:
     """A house without a battery (a house of LAN devices only): the PV limit is its one lever, for the
     export cap, the plan slot's grid envelope (as :func:`decide`) and the fallback's export cap.  Nothing
-    here holds the import limit (no battery to discharge).  ``battery_w`` is 0; without a usable grid
-    reading no PV limit is decided (the caller writes nothing on stale data)."""
-    grid = telemetry.grid_power_w
-    if not grid.usable or grid.value is None:
-        return Decision(0.0, "safe_idle", "grid reading missing or stale: no PV limit decided")
-    if not math.isfinite(grid.value):
-        return _refused(f"grid power = {grid.value}")
+    here holds the import limit (no battery to discharge).  ``battery_w`` is 0.  A stale grid reading
+    decides nothing (the caller writes nothing on it); a missing one (stale for longer than
+    ``device.stale_after_s``) holds the PV to the export cap: a micro-inverter keeps its last limit
+    for ever (no revert timer), and with the load unknown only PV <= cap keeps export <= cap."""
     if (problem := limits_problem(limits)) is not None:
         return _refused(problem)
+    grid = telemetry.grid_power_w
+    if not grid.usable or grid.value is None:
+        if grid.validity is Validity.MISSING and math.isfinite(limits.max_export_w):
+            return Decision(0.0, "safe_idle", "no grid reading: PV held to the export cap whatever the load",
+                            ("export_cap",), limits.max_export_w)
+        return Decision(0.0, "safe_idle", "grid reading stale: no PV limit decided")
+    if not math.isfinite(grid.value):
+        return _refused(f"grid power = {grid.value}")
     slot = plan.slot_at(now) if plan is not None and stream_ok else None
     if plan_grid_envelope:
         limits = slot_limits(limits, slot)

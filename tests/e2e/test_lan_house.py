@@ -5,9 +5,10 @@ three Shelly plugs and a DSMR 5 P1 meter whose grid reading is the house's balan
 
 The export cap is below what the PV gives: the agent limits the micro-inverter from the P1 meter's
 reading, and the meter's export settles at the cap within the OpenDTU's apply delay (plus a poll and
-a telegram).  With the meter silent the agent writes nothing (docs/architecture.md, "Safety lives at
-the edge"; the micro-inverter keeps the limit last sent: it has no revert timer), and it takes up
-control again when the meter answers.  On stop the limit is lifted.
+a telegram).  With the meter stale the agent writes nothing (docs/architecture.md, "Safety lives at
+the edge"); once it is missing (stale past stale_after_s) the PV is held to the export cap, since the
+micro-inverter keeps the limit last sent for ever (no revert timer) and the load is unknown; the
+agent takes up control again when the meter answers.  On stop the limit is lifted.
 """
 
 from __future__ import annotations
@@ -128,17 +129,23 @@ async def test_a_house_of_lan_devices_keeps_its_export_cap_through_the_micro_inv
               f"limit {house.dtu.pv.limit_w:.0f} W, grid {house.grid_w():.0f} W, limits asked {asks}")
         assert len(asks) == 1, f"the limit was changed while the house held still: {asks}"
 
-        # the meter falls silent: stale, then missing; nothing is written on it
+        # the meter falls silent: stale (nothing written on it), then missing: the PV is held to the
+        # export cap, which keeps export within it whatever the load does (the agent cannot see it)
         house.meter.faults = Faults(timeout=True)
         stale_at = time.monotonic() - t0
         calls, limit = house.dtu.pv.limit_calls, house.dtu.pv.limit_w  # 1030 W
         await until(lambda: _metric(metrics_port, 'vpp_edge_device_writes_total{result="held_stale"}') > 0,
                     "writes held on the stale meter", 15.0)
-        house.base_load_w = 100.0  # the house changes meanwhile: the agent cannot see it
-        await asyncio.sleep(7.0)  # past stale_after_s: missing
         assert house.dtu.pv.limit_calls == calls and house.dtu.pv.limit_w == limit, \
             f"a limit written on stale data: {asks} {stale_at}"
+        house.base_load_w = 100.0  # the house changes meanwhile: 1030 W of PV would export 930 W
+        held_s = await until(lambda: house.dtu.pv.limit_w == CAP_W, "PV held to the export cap on a missing meter",
+                             15.0)
+        await until(lambda: house.dtu.pv.pending is None, "the held limit applied", APPLY_DELAY_S + 3.0)
+        assert house.grid_w() >= -CAP_W - TOLERANCE_W, f"export {-house.grid_w():.0f} W past the cap, meter missing"
         assert proc.returncode is None, "the agent stopped on a silent meter"
+        calls = house.dtu.pv.limit_calls
+        print(f"meter missing: PV held to {CAP_W:.0f} W {held_s:.1f} s after the held writes began")
 
         # the meter answers again: the cap is kept for the new load
         house.meter.faults = Faults()

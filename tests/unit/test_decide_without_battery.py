@@ -1,6 +1,7 @@
 """decide() for a house without a battery (a house of LAN devices only): the PV limit is its one lever,
 for the export cap, a plan slot's grid envelope and the fallback's export cap; a grid reading that is
-not usable decides nothing (no write on stale data), a hostile number is refused."""
+stale decides nothing (no write on stale data), a missing one holds the PV to the export cap, a
+hostile number is refused."""
 
 from __future__ import annotations
 
@@ -53,12 +54,24 @@ def test_a_limit_in_force_follows_the_cap_and_is_lifted_with_a_margin() -> None:
     assert lifted.pv_limit_w is None  # 1100 W below the cap: lifted
 
 
-@pytest.mark.parametrize("validity", [Validity.STALE, Validity.MISSING, Validity.IMPLAUSIBLE])
-def test_no_usable_grid_reading_decides_no_limit(validity: Validity) -> None:
+@pytest.mark.parametrize("validity", [Validity.STALE, Validity.IMPLAUSIBLE])
+def test_a_stale_or_implausible_grid_reading_decides_no_limit(validity: Validity) -> None:
     t = tele(-870.0, grid_validity=validity)
     assert not fresh_for_control(t, has_battery=False)
     d = decide(T0, t, None, True, LIMITS, None)
     assert d.mode == "safe_idle" and d.pv_limit_w is None and d.battery_w == 0.0
+
+
+def test_a_missing_grid_reading_holds_the_pv_to_the_export_cap() -> None:
+    """A micro-inverter keeps its limit for ever: with the meter gone (stale past stale_after_s) and the
+    load unknown, only PV <= cap keeps export <= cap, whatever the load does meanwhile."""
+    for t in (tele(None), tele(-870.0, grid_validity=Validity.MISSING)):
+        d = decide(T0, t, None, True, LIMITS, None)
+        assert (d.mode, d.pv_limit_w, d.clamped_by, d.battery_w) == ("safe_idle", 300.0, ("export_cap",), 0.0)
+    assert decide(T0, tele(None), None, True, SiteLimits(11_000.0, math.inf), None).pv_limit_w is None  # no cap
+    assert decide(T0, tele(None), None, True, SiteLimits(11_000.0, 0.0), None).pv_limit_w == 0.0  # zero export
+    nan = decide(T0, tele(None), None, True, SiteLimits(11_000.0, math.nan), None)
+    assert INVALID_INPUT in nan.clamped_by and nan.pv_limit_w is None
 
 
 def test_without_a_battery_only_the_grid_must_be_fresh() -> None:
