@@ -151,10 +151,12 @@ def lan_agent(config: AgentConfig, clock: Clock) -> EdgeAgent:
 
 def attach_lan_devices(agent: EdgeAgent, lan: LanDevices | None = None) -> LanDevices | None:
     """The ``[[lan_devices]]`` polled beside the agent's loops, their power in its telemetry."""
-    if not agent.config.lan_devices or any(c is lan for c in agent.components):
+    if not agent.config.lan_devices:
         return lan  # and aiohttp and dsmr-parser stay unimported (docs/lan-devices.md: ~12 MB)
     from edge_agent.lan_devices import LanDevices
 
+    if (attached := next((c for c in agent.components if isinstance(c, LanDevices)), None)) is not None:
+        return attached  # once (lan_agent attached it with the house's micro-inverter claimed)
     lan = lan or LanDevices.from_config(agent.config, agent.clock)
     if lan is not None:
         agent.components.append(lan)
@@ -184,7 +186,11 @@ async def _run(args: argparse.Namespace) -> int:
         from edge_agent.home_assistant.bridge import attach as attach_home_assistant
 
         attach_home_assistant(agent)
-    attach_lan_devices(agent)  # with [[lan_devices]]: plugs and meters, polled, in the telemetry
+    lan = attach_lan_devices(agent)  # with [[lan_devices]]: plugs and meters, polled, in the telemetry
+    if config.appliances:  # the appliances behind the plugs, scheduled and reported (docs/appliances.md)
+        from edge_agent.appliances import attach as attach_appliances
+
+        attach_appliances(agent, lan)
     if config.home_assistant is not None and config.home_assistant.api is not None:  # else aiohttp stays unimported
         from edge_agent.home_assistant.devices_component import attach as attach_ha_devices
 

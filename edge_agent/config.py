@@ -42,7 +42,7 @@ Example ``edge-agent.toml``::
     # id = "freezer"
     # model = "shelly_plug_s"        # edge_agent/catalogue/lan/*.toml
     # host = "192.168.1.60"
-    # role = "load"                  # load | grid_meter
+    # role = "load"                  # load | grid_meter; [[appliances]] behind plugs: docs/appliances.md
 
     # [home_assistant]               # publish the house over MQTT discovery (README: Home Assistant)
     # host = "192.168.1.10"
@@ -82,6 +82,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from edge_agent.appliance_config import ApplianceConfig, check_appliances
 from edge_agent.lan_config import RESERVED_IDS, LanDeviceConfig, check_lan_devices
 from edge_agent.link_config import STRICT, HomeAssistantConfig, S2Config, TlsClientConfig
 from vpp_common.config import EnvOverridesFile
@@ -325,14 +326,15 @@ class AgentConfig(EnvOverridesFile):
     battery: BatteryConfig = BatteryConfig()
     control: ControlConfig = ControlConfig()
     tariff: TariffConfig | None = Field(None, description="prices for control.mode = \"tou\"")
-    home_assistant: HomeAssistantConfig | None = Field(None, description="publish the house over MQTT discovery; "
-                                                                        "its entities as the house's devices")
+    home_assistant: HomeAssistantConfig | None = Field(None, description="MQTT discovery; its entities as devices")
     s2: S2Config | None = Field(None, description="the agent as an S2 CEM for third-party Resource Managers")
     lan_devices: list[LanDeviceConfig] = Field(default_factory=list, description="smart plugs and meters on the LAN")
+    appliances: list[ApplianceConfig] = Field(default_factory=list, description="appliances behind the plugs")
 
     @model_validator(mode="after")
     def _lan_devices_one_house(self) -> AgentConfig:
         check_lan_devices(self.lan_devices)
+        check_appliances(self.appliances, self.lan_devices)  # docs/appliances.md
         return self
 
     @model_validator(mode="after")

@@ -1,0 +1,298 @@
+"""The appliances behind the house's LAN plugs (``[[appliances]]``, docs/appliances.md), scheduled
+at the edge: every ``interval_s`` each plug's read-back is observed, the pure decisions
+(edge_agent/energy_manager/appliance_*.py) say start, pause, resume or charge, and the switches are
+made and read back.  Each appliance is reported to the aggregator as flexibility (a source of
+``HouseReports``): a pausable one as S2 OMBC, a run and a power station as S2 PPBC.
+
+The house the decisions see: the grid reading (the LAN grid meter if there is one, else the
+house's own meter), the import limit in force (the config's, tightened by the aggregator's grid
+signals), prices per 15-minute slot for 48 h (the ``[tariff]``'s, replaced by the aggregator's
+GridSignal prices where those cover a slot), the PV surplus forecast (the agent's PV and load
+forecasts) and the surplus now (the grid's export), and the plan's chosen starts (``run_starts``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from prometheus_client import Counter, Gauge
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.appliance_config import PausableConfig, RunConfig, StationConfig
+from edge_agent.drivers.errors import DeviceError
+from edge_agent.energy_manager.appliance_charge import (
+    ChargeRules,
+    ChargeState,
+    charge_flexibility,
+    decide_charge,
+    observe_charge,
+)
+from edge_agent.energy_manager.appliance_pause import (
+    PauseRules,
+    PauseState,
+    after_switch,
+    decide_pause,
+    draw_w,
+    observe_pause,
+    pause_flexibility,
+)
+from edge_agent.energy_manager.appliance_run import (
+    RunRules,
+    RunTrack,
+    observe_run,
+    run_flexibility,
+    started,
+)
+from edge_agent.energy_manager.appliances import House, Outlook, decide_run
+from edge_agent.energy_manager.load_switching import MAX_POWER_W, finite
+from edge_agent.lan_devices import LanDevices
+from edge_agent.reports import LoadsFlexibility
+from vpp_common.localtime import zone
+from vpp_common.log_limit import LogLimiter
+from vpp_common.messages import ProfileStep, ShiftableRunFlexibility, SwitchableLoadFlexibility
+from vpp_common.tariff import PriceSource
+from vpp_common.timeslots import align_down
+
+log = logging.getLogger(__name__)
+_limit = LogLimiter(300.0)
+SLOT_S = 900
+HORIZON_SLOTS = 192  # 48 h: a run's window is at most a day and a half (request before ready_by)
+Reading = tuple[bool | None, float | None]
+
+
+@dataclass
+class _Appliance:
+    plug: str
+    kind: str  # pausable | run | battery
+    pause: tuple[PauseRules, PauseState] | None = None
+    run: tuple[RunRules, RunTrack] | None = None
+    charge: tuple[ChargeRules, ChargeState] | None = None
+    state: str = "unknown"  # for the metric: on, paused, off, waiting, scheduled, running, done, charging, ...
+
+
+def _build(cfg: PausableConfig | RunConfig | StationConfig, tz_name: str, interval_s: float) -> _Appliance:
+    tz = zone(tz_name)
+    if isinstance(cfg, PausableConfig):
+        rules = PauseRules(cfg.max_pause_min * 60, cfg.period_min * 60, cfg.min_on_min * 60, cfg.min_off_min * 60,
+                           cfg.power_w, cfg.pause_above_per_kwh)
+        return _Appliance(cfg.plug, "pausable", pause=(rules, PauseState()))
+    if isinstance(cfg, RunConfig):
+        profile = tuple(ProfileStep(s, w) for s, w in cfg.steps_s_w())
+        return _Appliance(cfg.plug, "run", run=(RunRules(profile, cfg.ready_by, tz, cfg.available_from,
+                                                         cfg.armed_above_w, cfg.running_above_w, 2 * interval_s),
+                                                RunTrack()))
+    return _Appliance(cfg.plug, "battery", charge=(ChargeRules(cfg.need_wh, cfg.charge_power_w, cfg.ready_by, tz,
+                                                               cfg.full_below_w, cfg.min_switch_min * 60),
+                                                   ChargeState()))
+
+
+class ApplianceControl:
+    def __init__(self, agent: EdgeAgent, lan: LanDevices, interval_s: float = 10.0) -> None:
+        self.agent, self.lan, self.interval_s = agent, lan, interval_s
+        cfg = agent.config
+        self.appliances = [_build(a, cfg.site.timezone, interval_s) for a in cfg.appliances]
+        self.prices: PriceSource | None = cfg.tariff.price_source() if cfg.tariff else None
+        self.grid_meter = next((d.id for d in cfg.lan_devices if d.role == "grid_meter"), None)
+        self.decisions: list[tuple[datetime, str, bool, str]] = []  # (when, plug, on, reason): tests, status
+        r = agent.metrics.registry
+        self.m_state = Gauge("vpp_edge_appliances", "Appliances behind plugs by kind (pausable, run, battery) and "
+                             "state.", ["kind", "state"], registry=r)
+        self.m_switches = Counter("vpp_edge_appliance_switches_total", "Appliance switches by kind, reason and "
+                                  "result (ok, failed).", ["kind", "reason", "result"], registry=r)
+
+    # -- the house as the decisions see it ---------------------------------------------------------
+    def readings(self) -> dict[str, Reading]:
+        out: dict[str, Reading] = {}
+        for a in self.appliances:
+            s = self.lan.snapshots.get(a.plug)
+            if s is None:
+                out[a.plug] = (None, None)
+                continue
+            on = s.switch_on.value if s.switch_on.usable and s.switch_on.value is not None else None
+            out[a.plug] = (None if on is None else on > 0.5, s.power_w.value if s.power_w.usable else None)
+        return out
+
+    def grid_w(self) -> float | None:
+        if self.grid_meter is not None:
+            s = self.lan.snapshots.get(self.grid_meter)
+            return s.power_w.value if s is not None and s.power_w.usable else None
+        snap = self.agent.snapshot
+        grid = snap.telemetry.grid_power_w if snap is not None else None
+        return grid.value if grid is not None and grid.usable else None
+
+    def outlook(self, now: datetime, grid_w: float | None) -> Outlook:
+        start = align_down(now, SLOT_S)
+        n = HORIZON_SLOTS
+        imp, exp = [math.nan] * n, [math.nan] * n
+        if self.prices is not None:
+            a, b = self.prices.prices(start, SLOT_S, n)
+            imp, exp = [float(x) for x in a], [float(x) for x in b]
+        signal = self.agent.intake.grid_signal
+        for p in signal.prices if signal is not None else ():
+            first = math.ceil((p.start - start).total_seconds() / SLOT_S)
+            for i in range(max(0, first), n):
+                if start + timedelta(seconds=i * SLOT_S) >= p.start + timedelta(seconds=p.duration_s):
+                    break
+                imp[i], exp[i] = p.import_price_per_kwh, p.export_price_per_kwh
+        grid = finite(grid_w, -MAX_POWER_W, MAX_POWER_W)
+        return Outlook(start, SLOT_S, tuple(imp), tuple(exp), self._surplus(now, start, n),
+                       None if grid is None else max(0.0, -grid))
+
+    def _surplus(self, now: datetime, start: datetime, n: int) -> tuple[float, ...]:
+        """Forecast PV surplus (W) per slot: PV production beyond the household load; NaN unknown."""
+        fc = self.agent.reports.forecasts(now) if self.agent.reports.forecaster is not None else None
+        out = [math.nan] * n
+        if fc is None:
+            return tuple(out)
+        load, pv = fc[0], fc[1]
+        for i in range(n):
+            t = start + timedelta(seconds=i * SLOT_S)
+            j, k = (int((t - load.start).total_seconds() // load.slot_s),
+                    int((t - pv.start).total_seconds() // pv.slot_s))
+            if 0 <= j < len(load.values_w) and 0 <= k < len(pv.values_w):
+                out[i] = max(0.0, -pv.values_w[k] - load.values_w[j])
+        return tuple(out)
+
+    def plan_starts(self, now: datetime) -> dict[str, datetime]:
+        plan = self.agent.plans.active(now)
+        return {r.resource_id: r.start for r in plan.run_starts} if plan is not None else {}
+
+    # -- one decision round ------------------------------------------------------------------------
+    async def step(self) -> None:
+        now = self.agent.clock.now()
+        readings = self.readings()
+        grid = self.grid_w()
+        outlook = self.outlook(now, grid)
+        limit = self.agent.intake.effective_limits(now).max_import_w
+        price_now = outlook.import_price[0] if outlook.import_price else None
+        starts = self.plan_starts(now)
+        for a in self.appliances:
+            on, power = readings.get(a.plug, (None, None))
+            house = House(now, grid, limit, outlook)
+            if a.pause is not None:
+                delta = await self._pause(a, on, power, house, price_now)
+            elif a.run is not None:
+                delta = await self._run(a, on, power, house, starts.get(a.plug))
+            else:
+                delta = await self._charge(a, on, power, house)
+            if grid is not None:
+                grid += delta  # the next appliance sees this one's switch
+        self._count_states()
+
+    async def _switch(self, a: _Appliance, on: bool, reason: str, why: str) -> bool:
+        try:
+            await self.lan.switch(a.plug, on)
+        except (DeviceError, OSError, ValueError, KeyError) as exc:
+            self.m_switches.labels(a.kind, reason, "failed").inc()
+            if _limit.admit((a.plug, on)) is not None:
+                log.warning("%s (%s): could not switch %s for %s: %s", a.plug, a.kind, "on" if on else "off", reason,
+                            exc)
+            return False
+        self.m_switches.labels(a.kind, reason, "ok").inc()
+        self.decisions.append((self.agent.clock.now(), a.plug, on, reason))
+        log.info("%s (%s) switched %s: %s%s", a.plug, a.kind, "on" if on else "off", reason, f" ({why})" if why else "")
+        return True
+
+    async def _pause(self, a: _Appliance, on: bool | None, power: float | None, house: House,
+                     price_now: float | None) -> float:
+        assert a.pause is not None
+        rules, state = a.pause
+        state = observe_pause(state, on, power, house.now, rules.period_s)
+        action = decide_pause(rules, state, house, price_now, power)
+        delta = 0.0
+        if action is not None:
+            why = f"price {price_now:.3f}/kWh" if action.reason == "price_spike" and price_now is not None else ""
+            if await self._switch(a, action.on, action.reason, why):
+                state = after_switch(state, action, self.agent.clock.now())
+                w = draw_w(rules, state, power)
+                delta = w if action.on else -(finite(power, 0.0, MAX_POWER_W) or 0.0)
+        a.pause = (rules, state)
+        a.state = "unknown" if state.on is None else "on" if state.on else "paused" if state.paused_at else "off"
+        return delta
+
+    async def _run(self, a: _Appliance, on: bool | None, power: float | None, house: House,
+                   plan_start: datetime | None) -> float:
+        assert a.run is not None
+        rules, track = a.run
+        track, event = observe_run(rules, track, on, power, house.now)
+        if event:
+            log.info("%s (run): %s", a.plug, event)
+        delta = 0.0
+        if track.phase == "requested" and track.earliest is not None and track.latest_end is not None:
+            d = decide_run(rules.profile, track.earliest, track.latest_end, house, plan_start, self.interval_s)
+            if d.plan_ignored and _limit.admit((a.plug, "plan")) is not None:
+                log.warning("%s (run): %s; its own choice instead", a.plug, d.plan_ignored)
+            if not d.start and track.planned != d.planned:
+                log.info("%s (run): waits for %s (%s), done by %s", a.plug, f"{d.planned:%H:%M}", d.reason,
+                         f"{track.latest_end:%H:%M}")
+            track = track if track.planned == d.planned else replace(track, planned=d.planned)
+            if on is True:  # held off first: the machine starts when its power comes back
+                if await self._switch(a, False, "hold", f"start at {d.planned:%H:%M}"):
+                    delta = -(finite(power, 0.0, MAX_POWER_W) or 0.0)
+            elif on is False and d.start and await self._switch(a, True, d.reason,
+                                                                f"done by {track.latest_end:%H:%M}"):
+                track = started(rules, track, self.agent.clock.now())
+                delta = rules.profile[0].power_w
+        a.run = (rules, track)
+        a.state = {"requested": "scheduled"}.get(track.phase, track.phase)
+        return delta
+
+    async def _charge(self, a: _Appliance, on: bool | None, power: float | None, house: House) -> float:
+        assert a.charge is not None
+        rules, state = a.charge
+        state = observe_charge(rules, state, on, power, house.now)
+        action = decide_charge(rules, state, house)
+        delta = 0.0
+        if action is not None and await self._switch(a, action.on, action.reason,
+                                                     f"{state.charged_wh:.0f} of {rules.need_wh:.0f} Wh in"):
+            state = ChargeState(action.on, self.agent.clock.now(), state.day_end, state.charged_wh, state.full,
+                                state.sample, None)
+            delta = rules.charge_w if action.on else -(finite(power, 0.0, MAX_POWER_W) or 0.0)
+        a.charge = (rules, state)
+        a.state = ("unknown" if state.on is None else "full" if state.full else "charging" if state.on
+                   else "waiting")
+        return delta
+
+    def _count_states(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for a in self.appliances:
+            counts[(a.kind, a.state)] = counts.get((a.kind, a.state), 0) + 1
+        self.m_state.clear()
+        for (kind, state), n in counts.items():
+            self.m_state.labels(kind, state).set(n)
+
+    # -- to the aggregator -------------------------------------------------------------------------
+    def flexibility(self, now: datetime) -> LoadsFlexibility:
+        switchable: list[SwitchableLoadFlexibility] = []
+        shiftable: list[ShiftableRunFlexibility] = []
+        for a in self.appliances:
+            if a.pause is not None:
+                switchable.append(pause_flexibility(a.plug, *a.pause))
+            elif a.run is not None and (run := run_flexibility(a.plug, *a.run)) is not None:
+                shiftable.append(run)
+            elif a.charge is not None and (ch := charge_flexibility(a.plug, a.charge[0], a.charge[1], now)):
+                shiftable.append(ch)
+        return tuple(switchable), tuple(shiftable)
+
+    async def run(self) -> None:
+        await asyncio.sleep(0)
+        while True:
+            await self.step()
+            await self.agent.clock.sleep(self.interval_s)
+
+
+def attach(agent: EdgeAgent, lan: LanDevices | None) -> ApplianceControl | None:
+    """With ``[[appliances]]`` (and so ``[[lan_devices]]``): scheduled beside the loops, reported as flexibility."""
+    if not agent.config.appliances or lan is None:
+        return None
+    control = ApplianceControl(agent, lan)
+    agent.components.append(control)
+    agent.reports.flexibility_sources.append(control.flexibility)
+    return control
+
+
+__all__ = ["ApplianceControl", "attach"]
