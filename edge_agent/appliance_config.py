@@ -7,7 +7,7 @@ docs/appliances.md."""
 from __future__ import annotations
 
 from datetime import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +25,17 @@ class _Appliance(BaseModel):
 
     plug: str = Field(description="the [[lan_devices]] id of the switchable plug it is behind (role load); "
                                   "the appliance is reported to the aggregator by this id")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans(cls, data: Any) -> Any:
+        """true/false where a number or a time goes is a mistake, not 1 or 0."""
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if isinstance(value, bool) or (isinstance(value, list) and any(
+                        isinstance(x, bool) for item in value for x in (item if isinstance(item, list | tuple) else [item]))):
+                    raise ValueError(f"{key}: a number (or a time), not {value!r}")
+        return data
 
 
 class PausableConfig(_Appliance):

@@ -4,7 +4,8 @@ prices and PV surplus, and the import limit.
 The plug measures power, not the station's state of charge: the agent counts the energy it let in
 since the day began (the day ends at ``ready_by``) and takes the station as full once it draws less
 than ``full_below_w`` while switched on (its own charger stopped).  It charges on PV surplus whenever
-the surplus covers at least half its power (the rest is bought); otherwise, while the day's energy
+the surplus (the grid's export, its own draw counted back) covers at least half its power
+(the rest is bought); otherwise, while the day's energy
 is not in, in the cheapest slots before ``ready_by`` that still get it in, and at the end whatever
 the price (the deadline).  Not while the import limit binds, unless the deadline forces it.  It
 stays on and off ``min_switch_s``.  Unknown readings are not counted as energy (it charges more,
@@ -73,7 +74,7 @@ def observe_charge(rules: ChargeRules, state: ChargeState, on: bool | None, powe
             charged += (state.sample[1] + power) / 2 * dt / 3600.0
     sample = (now, power) if power is not None else None
     if on is None:
-        return replace(state, charged_wh=charged, sample=sample)
+        return replace(state, on=None, charged_wh=charged, sample=sample, low_since=None)
     changed = state.changed_at if state.on in (None, on) else now
     low = on and power is not None and power < rules.full_below_w
     low_since = (state.low_since or now) if low else None
@@ -112,14 +113,15 @@ def _want(rules: ChargeRules, state: ChargeState, house: House) -> tuple[bool, C
     if state.full:
         return False, "full"
     own = rules.charge_w if state.on else 0.0
-    surplus = finite(house.outlook.surplus_now_w, 0.0, MAX_POWER_W)
+    grid = finite(house.grid_w, -MAX_POWER_W, MAX_POWER_W)
+    spare = None if grid is None else own - grid  # the export it would leave (its own draw counted back)
     left_wh = remaining_wh(rules, state)
     left_s = left_wh / rules.charge_w * 3600.0
     if left_wh > 0 and (state.day_end - house.now).total_seconds() <= left_s + 60.0:
         return True, "deadline"
     if would_pass_limit(house, rules.charge_w - own):
         return False, "import_limit"
-    if surplus is not None and surplus + own >= rules.charge_w / 2:
+    if spare is not None and spare >= rules.charge_w / 2:
         return True, "pv_surplus"
     if left_wh <= 0:
         return False, "not_needed"

@@ -68,11 +68,11 @@ def paused_s(state: PauseState, now: datetime, period_s: float) -> float:
 def observe_pause(state: PauseState, on: bool | None, power_w: float | None, now: datetime,
                   period_s: float) -> PauseState:
     """The state after a read: a change restarts its on/off time; seen on ends the agent's pause
-    (whoever switched it on); unknown keeps what was known."""
+    (whoever switched it on); unknown is unknown (its times and the agent's pause are kept)."""
     since = now - timedelta(seconds=period_s)
     pauses = tuple(p for p in state.pauses if p[1] > since)
-    if on is None:
-        return replace(state, pauses=pauses)
+    if on is None:  # unknown now (its last state is no longer known either): nothing is decided on it
+        return replace(state, on=None, pauses=pauses)
     power = finite(power_w, 0.0, MAX_POWER_W)
     on_power = power if on and power is not None and power > 0 else state.on_power_w
     changed = state.changed_at if state.on in (None, on) else now

@@ -146,7 +146,7 @@ def decide_run(profile: Sequence[ProfileStep], earliest: datetime, latest_end: d
     decision (a start that must happen before then happens now)."""
     now = house.now
     latest_start = latest_end - duration(profile)
-    if now + timedelta(seconds=max(0.0, finite(tick_s, 0.0, 86_400.0) or 0.0)) > latest_start:
+    if now + timedelta(seconds=max(0.0, finite(tick_s, 0.0, 86_400.0) or 0.0)) >= latest_start:
         return RunDecision(True, "deadline", now)  # the last moment: whatever prices and limits say
     ignored = _plan_start_problem(plan_start, earliest, latest_start)
     if now < earliest:

@@ -1,0 +1,177 @@
+"""Acceptance (issue 22 item 3): an agent with a P1 meter and three plugs on their simulators, each with
+its appliance behind it (simulator/appliances.py) on the agent's clock: a washing machine armed at
+noon that must be done by 17:00, a freezer that may pause 30 minutes an hour, a power station that
+needs 0.7 kWh by 18:00.  On a tariff cheapest from 14:00 to 16:00 with a spike from 16:00 to 17:00
+and PV surplus until 13:00: the washer runs 14:00-16:00 (before its deadline, in the cheapest window),
+the freezer's pauses respect their maximum, the station charges on the PV surplus then in the cheap
+hours, and the flexibility the agent sends up lists the three loads (decoded as the aggregator does)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aggregator.service.convert import flexibility_from_proto
+from edge_agent.agent import EdgeAgent
+from edge_agent.appliances import ApplianceControl
+from edge_agent.config import AgentConfig
+from edge_agent.lan_devices import LanDevices
+from edge_agent.resources.house import HouseSnapshot
+from edge_agent.uplink.convert import flexibility_to_proto
+from simulator.appliances import Freezer, PowerStation, WashingMachine
+from simulator.p1_device import P1Sim
+from simulator.shelly_device import ShellySim
+from simulator.tasmota_device import TasmotaSim
+from vpp_common.clock import ManualClock
+from vpp_common.messages import (
+    DispatchPlan,
+    Flexibility,
+    Measurement,
+    RunStart,
+    RunState,
+    SiteTelemetry,
+    Validity,
+)
+
+pytestmark = pytest.mark.timeout(120)
+NOON = datetime(2026, 6, 22, 12, 0, tzinfo=UTC)
+STEP_S = 30.0
+
+
+def period(start: int, end: int, price: float) -> dict[str, Any]:
+    return {"start": time(start).isoformat(), "end": time(end % 24).isoformat(), "import_price_per_kwh": price,
+            "export_price_per_kwh": 0.08}
+
+
+@dataclass
+class House:
+    clock: ManualClock
+    washer: WashingMachine
+    freezer: Freezer
+    station: PowerStation
+    sims: tuple[ShellySim, TasmotaSim, ShellySim, P1Sim]
+    agent: EdgeAgent
+    lan: LanDevices
+    control: ApplianceControl
+
+    def base_w(self, now: datetime) -> float:
+        return -800.0 if now < NOON + timedelta(hours=1) else 400.0  # PV surplus until 13:00
+
+    async def step(self) -> None:
+        self.clock.advance(STEP_S)
+        now = self.clock.now()
+        w, f, s, p1 = self.sims
+        p1.power_w = self.base_w(now) + w.plug_load_w() + f.plug_load_w() + s.plug_load_w()
+        await self.lan.poll_once()
+        await self.control.step()
+
+    async def run_until(self, when: datetime) -> None:
+        while self.clock.now() < when:
+            await self.step()
+
+
+@pytest.fixture
+async def house(tmp_path: Path) -> AsyncIterator[House]:
+    clock = ManualClock(NOON)
+    washer, freezer, station = WashingMachine(clock=clock), Freezer(clock=clock), PowerStation(clock=clock)
+    w, f, s, p1 = ShellySim("shelly_plug_s"), TasmotaSim(), ShellySim("shelly_plug_s", mac="A0B1C2D3E4F6"), \
+        P1Sim(interval_s=0.01)
+    w.appliance, f.appliance, s.appliance = washer, freezer, station
+    ports = [await sim.start() for sim in (w, f, s, p1)]
+    config = AgentConfig.model_validate({
+        "house_id": "h", "insecure": True, "metrics_port": None, "state_dir": str(tmp_path),
+        "tariff": {"periods": [period(0, 14, 0.30), period(14, 16, 0.15), period(16, 17, 0.60),
+                               period(17, 24, 0.30)]},
+        "lan_devices": [
+            {"id": "washer", "model": "shelly_plug_s", "host": "127.0.0.1", "port": ports[0], "role": "load"},
+            {"id": "freezer", "model": "tasmota_plug", "host": "127.0.0.1", "port": ports[1], "role": "load"},
+            {"id": "station", "model": "shelly_plug_s", "host": "127.0.0.1", "port": ports[2], "role": "load"},
+            {"id": "p1", "model": "dsmr5_p1", "host": "127.0.0.1", "port": ports[3], "role": "grid_meter"}],
+        "appliances": [
+            {"plug": "washer", "kind": "run", "profile": [[30, 2000], [90, 66.7]], "ready_by": "17:00"},
+            {"plug": "freezer", "kind": "pausable", "max_pause_min": 30, "period_min": 60,
+             "pause_above_per_kwh": 0.5, "power_w": 90},
+            {"plug": "station", "kind": "battery", "capacity_kwh": 1.0, "charge_power_w": 300,
+             "energy_kwh_per_day": 0.7, "ready_by": "18:00"}]})
+    agent = EdgeAgent(config, clock=clock)
+    lan = LanDevices.from_config(config, clock)
+    assert lan is not None
+    control = ApplianceControl(agent, lan, interval_s=STEP_S)
+    agent.reports.flexibility_sources.append(control.flexibility)
+    try:
+        yield House(clock, washer, freezer, station, (w, f, s, p1), agent, lan, control)
+    finally:
+        await lan.close()
+        for sim in (w, f, s, p1):
+            await sim.stop()
+
+
+def sent_flexibility(h: House) -> Flexibility:
+    """What the agent's next flexibility update carries, decoded by the aggregator's converter."""
+    sent: list[object] = []
+    h.agent.uplink.send = sent.append  # type: ignore[method-assign]
+    now = h.clock.now()
+    m = Measurement(400.0, Validity.VALID, now)
+    snap = HouseSnapshot(SiteTelemetry(now, m, m, m, m, m), Flexibility(now), 5000.0, 5000.0)
+    h.agent.reports.last_flex_sent = None
+    h.agent.reports.send_flexibility(snap)
+    flex = next(x for x in sent if isinstance(x, Flexibility))
+    return flexibility_from_proto(flexibility_to_proto(flex))
+
+
+async def test_washer_freezer_and_station_scheduled_and_reported(house: House) -> None:
+    h = house
+    await h.run_until(NOON + timedelta(minutes=2))  # the washer idle: its plug reads 0.5 W
+    h.washer.arm()  # a person loads it, sets the programme and presses start: it waits, drawing 4 W
+    await h.run_until(NOON + timedelta(hours=1))
+    assert h.washer.state == "armed" and not h.sims[0].output  # held off for the cheap window
+    flex = sent_flexibility(h)
+    assert [x.resource_id for x in flex.switchable_loads] == ["freezer"]
+    runs = {r.resource_id: r for r in flex.shiftable_runs}
+    assert set(runs) == {"washer", "station"}
+    assert runs["washer"].state is RunState.SCHEDULED and runs["washer"].start == NOON + timedelta(hours=2)
+    assert runs["washer"].latest_end == NOON + timedelta(hours=5)
+    assert h.station.charged_wh > 250  # on the PV surplus
+
+    await h.run_until(NOON + timedelta(hours=5, minutes=30))
+    assert len(h.washer.runs) == 1 and h.washer.interrupted == 0
+    start, end = h.washer.runs[0]
+    assert NOON + timedelta(hours=2) <= start <= NOON + timedelta(hours=2, seconds=STEP_S)  # the cheapest window
+    assert end <= NOON + timedelta(hours=5)  # before its deadline
+    assert h.freezer.off_spans, "the spike paused the freezer"
+    for s, e in h.freezer.off_spans:
+        assert e - s <= timedelta(minutes=30, seconds=STEP_S) and NOON + timedelta(hours=4) <= s
+    assert h.freezer.off_since is None and h.freezer.max_temp_c < -15.0
+    assert h.station.charged_wh >= 690  # its day's energy, long before 18:00
+    reasons = {(plug, on, why) for _, plug, on, why in h.control.decisions}
+    assert {("washer", False, "hold"), ("washer", True, "cheapest_window"), ("freezer", False, "price_spike"),
+            ("station", True, "cheapest_hours")} <= reasons, reasons
+    flex = sent_flexibility(h)
+    runs = {r.resource_id: r for r in flex.shiftable_runs}
+    assert runs["washer"].state is RunState.DONE and runs["station"].state in (RunState.DONE, RunState.WAITING)
+    reg = h.agent.metrics.registry
+    assert reg.get_sample_value("vpp_edge_appliances", {"kind": "run", "state": "done"}) == 1.0
+    assert reg.get_sample_value("vpp_edge_appliance_switches_total",
+                                {"kind": "pausable", "reason": "price_spike", "result": "ok"}) == 1.0
+
+
+async def test_the_plans_start_is_followed_and_a_plug_that_fails_is_unknown(house: House) -> None:
+    h = house
+    await h.run_until(NOON + timedelta(minutes=2))
+    h.washer.arm()
+    plan = DispatchPlan("p1", 1, NOON, NOON, NOON + timedelta(hours=6), 900, (),
+                        run_starts=(RunStart("washer", NOON + timedelta(hours=1)),))
+    h.agent.plans.offer(plan, NOON)
+    await h.run_until(NOON + timedelta(hours=1, minutes=5))
+    assert h.washer.state == "running"
+    assert ("washer", True, "plan") in {(p, on, why) for _, p, on, why in h.control.decisions}
+    await h.sims[1].stop()  # the freezer's plug goes away: unknown, left alone, reported as unknown
+    h.clock.advance(120.0)
+    await h.run_until(NOON + timedelta(hours=1, minutes=10))
+    fl = h.control.flexibility(h.clock.now())[0][0]
+    assert fl.resource_id == "freezer" and fl.active_mode_id == ""
