@@ -109,18 +109,22 @@ class Freezer(_Timed):
             self.off_since = None
         self.powered = on
 
+    def _thermostat(self) -> None:
+        if self.temp_c > self.setpoint_c + self.band_c:
+            self.running = True
+        elif self.temp_c < self.setpoint_c - self.band_c:
+            self.running = False
+        self.max_temp_c = max(self.max_temp_c, self.temp_c)
+
     def _advance(self) -> None:
         dt = self._dt_s()
+        self._thermostat()
         while dt > 0:  # in steps, so the thermostat switches within the interval
             step = min(dt, 60.0)
             dt -= step
             cooling = self.powered and self.running
             self.temp_c += (-self.cool_c_per_h if cooling else self.warm_c_per_h) * step / 3600.0
-            if self.temp_c > self.setpoint_c + self.band_c:
-                self.running = True
-            elif self.temp_c < self.setpoint_c - self.band_c:
-                self.running = False
-            self.max_temp_c = max(self.max_temp_c, self.temp_c)
+            self._thermostat()
 
     def power_w(self) -> float:
         self._advance()
