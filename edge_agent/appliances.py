@@ -71,6 +71,7 @@ class _Appliance:
     pause: tuple[PauseRules, PauseState] | None = None
     run: tuple[RunRules, RunTrack] | None = None
     charge: tuple[ChargeRules, ChargeState] | None = None
+    seen: bool = False  # its plug was read once (the first reading restores a plug found off)
     state: str = "unknown"  # for the metric: on, paused, off, waiting, scheduled, running, done, charging, ...
 
 
@@ -173,6 +174,12 @@ class ApplianceControl:
         for a in self.appliances:
             on, power = readings.get(a.plug, (None, None))
             house = House(now, grid, limit, outlook)
+            if not a.seen and on is not None:
+                a.seen = True
+                if on is False and a.kind != "battery":  # it may be the agent's hold from before a restart
+                    await self._switch(a, True, "restore", "off at the agent's start: a freezer must not stay "
+                                       "off, a held machine must run")
+                    continue
             if a.pause is not None:
                 delta = await self._pause(a, on, power, house, price_now)
             elif a.run is not None:
@@ -278,11 +285,29 @@ class ApplianceControl:
                 shiftable.append(ch)
         return tuple(switchable), tuple(shiftable)
 
+    def held(self) -> list[_Appliance]:
+        """The appliances the agent keeps off: a pause, a held run, a station waiting."""
+        return [a for a in self.appliances
+                if (a.pause is not None and a.pause[1].paused_at is not None and a.pause[1].on is False)
+                or (a.run is not None and a.run[1].phase == "requested")
+                or (a.charge is not None and a.charge[1].on is False)]
+
+    async def release(self) -> None:
+        """Hand every plug the agent holds off back on (the agent stops: nothing would end the hold)."""
+        for a in self.held():
+            await self._switch(a, True, "agent_stops", "")
+
     async def run(self) -> None:
-        await asyncio.sleep(0)
-        while True:
-            await self.step()
-            await self.agent.clock.sleep(self.interval_s)
+        try:
+            while True:
+                await self.step()
+                await self.agent.clock.sleep(self.interval_s)
+        finally:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.release()), 5.0)
+            except (TimeoutError, asyncio.CancelledError):
+                log.warning("appliances: could not hand every plug back on as the agent stops: %s",
+                            ", ".join(a.plug for a in self.held()))
 
 
 def attach(agent: EdgeAgent, lan: LanDevices | None) -> ApplianceControl | None:

@@ -8,6 +8,9 @@ hours, and the flexibility the agent sends up lists the three loads (decoded as 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -31,7 +34,9 @@ from vpp_common.clock import ManualClock
 from vpp_common.messages import (
     DispatchPlan,
     Flexibility,
+    GridSignal,
     Measurement,
+    PriceSlot,
     RunStart,
     RunState,
     SiteTelemetry,
@@ -175,3 +180,33 @@ async def test_the_plans_start_is_followed_and_a_plug_that_fails_is_unknown(hous
     await h.run_until(NOON + timedelta(hours=1, minutes=10))
     fl = h.control.flexibility(h.clock.now())[0][0]
     assert fl.resource_id == "freezer" and fl.active_mode_id == ""
+
+
+async def test_a_plug_found_off_is_restored_and_held_plugs_are_released_when_the_agent_stops(house: House) -> None:
+    h = house
+    h.sims[1].on = False  # the freezer's plug off when the agent starts (its own pause before a restart?)
+    h.freezer.switched(False)
+    await h.step()
+    assert ("freezer", True, "restore") in {(p, on, why) for _, p, on, why in h.control.decisions}
+    assert h.sims[1].on and h.freezer.off_since is None
+    await h.run_until(NOON + timedelta(minutes=2))
+    h.washer.arm()
+    await h.run_until(NOON + timedelta(minutes=5))
+    assert not h.sims[0].output and [a.plug for a in h.control.held()] == ["washer"]
+    task = asyncio.create_task(h.control.run())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert h.sims[0].output and h.washer.state == "running"  # handed back: it runs now rather than never
+    assert ("washer", True, "agent_stops") in {(p, on, why) for _, p, on, why in h.control.decisions}
+
+
+async def test_the_aggregators_prices_replace_the_tariffs_where_they_cover(house: House) -> None:
+    h = house
+    h.agent.intake.on_grid_signal(GridSignal(NOON, prices=(PriceSlot(NOON + timedelta(hours=1), 3600, 0.01, 0.0),)))
+    o = h.control.outlook(NOON, -300.0)
+    assert o.import_price[:4] == (0.30,) * 4 and o.import_price[4:8] == (0.01,) * 4 and o.import_price[8] == 0.15
+    assert o.export_price[4] == 0.0 and o.export_price[0] == 0.08 and o.surplus_now_w == 300.0
+    assert math.isnan(o.surplus_w[0])  # no forecast yet: unknown, not 0
+    assert h.control.outlook(NOON, float("nan")).surplus_now_w is None
