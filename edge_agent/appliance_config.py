@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge_agent.drivers.lan_catalogue import load_lan_entry
 from edge_agent.lan_config import LanDeviceConfig
+from edge_agent.link_config import HomeAssistantConfig
 
 # As lan_config.STRICT: unknown keys and inf/NaN refused
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -23,8 +24,9 @@ MAX_DAY_MIN = 1440.0
 class _Appliance(BaseModel):
     model_config = STRICT
 
-    plug: str = Field(description="the [[lan_devices]] id of the switchable plug it is behind (role load); "
-                                  "the appliance is reported to the aggregator by this id")
+    plug: str = Field(description="the [[lan_devices]] id of the switchable plug it is behind (role load), or "
+                                  "a Home Assistant entity's id (role switchable_load); the appliance is reported "
+                                  "to the aggregator by this id")
 
     @model_validator(mode="before")
     @classmethod
@@ -145,16 +147,23 @@ ApplianceConfig = Annotated[PausableConfig | RunConfig | StationConfig, Field(di
 
 
 def check_appliances(appliances: list[PausableConfig | RunConfig | StationConfig],
-                     lan_devices: list[LanDeviceConfig]) -> None:
-    """ValueError naming ``appliances[i]``: each behind a switchable LAN plug of role load, one per plug."""
+                     lan_devices: list[LanDeviceConfig], home_assistant: HomeAssistantConfig | None = None) -> None:
+    """ValueError naming ``appliances[i]``: each behind a switchable LAN plug of role load or a Home
+    Assistant entity of role switchable_load, one per plug."""
     plugs = {d.id: d for d in lan_devices}
+    api = home_assistant.api if home_assistant is not None else None
+    entities = {e.id: e.role for e in api.entities} if api is not None else {}
     seen: set[str] = set()
     for i, a in enumerate(appliances):
         d = plugs.get(a.plug)
-        if d is None:
-            raise ValueError(f"appliances[{i}].plug {a.plug!r} is no [[lan_devices]] id (known: "
-                             f"{', '.join(plugs) or 'none'})")
-        if d.role != "load" or load_lan_entry(d.model).switch is None:
+        if d is None and a.plug in entities:
+            if entities[a.plug] != "switchable_load":
+                raise ValueError(f"appliances[{i}].plug {a.plug!r} is a Home Assistant {entities[a.plug]}, not a "
+                                 "switchable_load")
+        elif d is None:
+            raise ValueError(f"appliances[{i}].plug {a.plug!r} is no [[lan_devices]] id nor Home Assistant entity "
+                             f"(known: {', '.join(list(plugs) + list(entities)) or 'none'})")
+        elif d.role != "load" or load_lan_entry(d.model).switch is None:
             raise ValueError(f"appliances[{i}].plug {a.plug!r} must be a switchable plug of role load ({d.model}, "
                              f"role {d.role})")
         if a.plug in seen:

@@ -18,6 +18,7 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge
 
@@ -49,13 +50,17 @@ from edge_agent.energy_manager.appliance_run import (
 )
 from edge_agent.energy_manager.appliances import House, Outlook, decide_run
 from edge_agent.energy_manager.load_switching import MAX_POWER_W, finite
-from edge_agent.lan_devices import LanDevices
+from edge_agent.home_assistant.ws_api import HaApiError
 from edge_agent.reports import LoadsFlexibility
 from vpp_common.localtime import zone
 from vpp_common.log_limit import LogLimiter
 from vpp_common.messages import ProfileStep, ShiftableRunFlexibility, SwitchableLoadFlexibility
 from vpp_common.tariff import PriceSource
 from vpp_common.timeslots import align_down
+
+if TYPE_CHECKING:  # their HTTP and WebSocket clients are loaded by the components that use them
+    from edge_agent.home_assistant.ha_devices import HaDevices
+    from edge_agent.lan_devices import LanDevices
 
 log = logging.getLogger(__name__)
 _limit = LogLimiter(300.0)
@@ -92,8 +97,9 @@ def _build(cfg: PausableConfig | RunConfig | StationConfig, tz_name: str, interv
 
 
 class ApplianceControl:
-    def __init__(self, agent: EdgeAgent, lan: LanDevices, interval_s: float = 10.0) -> None:
-        self.agent, self.lan, self.interval_s = agent, lan, interval_s
+    def __init__(self, agent: EdgeAgent, lan: LanDevices | None, interval_s: float = 10.0,
+                 ha: HaDevices | None = None) -> None:
+        self.agent, self.lan, self.ha, self.interval_s = agent, lan, ha, interval_s
         cfg = agent.config
         self.appliances = [_build(a, cfg.site.timezone, interval_s) for a in cfg.appliances]
         self.prices: PriceSource | None = cfg.tariff.price_source() if cfg.tariff else None
@@ -108,8 +114,9 @@ class ApplianceControl:
     # -- the house as the decisions see it ---------------------------------------------------------
     def readings(self) -> dict[str, Reading]:
         out: dict[str, Reading] = {}
+        ha = self.ha.snapshots() if self.ha is not None else {}
         for a in self.appliances:
-            s = self.lan.snapshots.get(a.plug)
+            s = (self.lan.snapshots.get(a.plug) if self.lan is not None else None) or ha.get(a.plug)
             if s is None:
                 out[a.plug] = (None, None)
                 continue
@@ -118,9 +125,12 @@ class ApplianceControl:
         return out
 
     def grid_w(self) -> float | None:
-        if self.grid_meter is not None:
+        """The LAN grid meter's, else Home Assistant's, else the house's own meter's (W, import > 0)."""
+        if self.grid_meter is not None and self.lan is not None:
             s = self.lan.snapshots.get(self.grid_meter)
             return s.power_w.value if s is not None and s.power_w.usable else None
+        if self.ha is not None and (m := self.ha.grid_w()) is not None:
+            return m.value if m.usable else None
         snap = self.agent.snapshot
         grid = snap.telemetry.grid_power_w if snap is not None else None
         return grid.value if grid is not None and grid.usable else None
@@ -192,8 +202,13 @@ class ApplianceControl:
 
     async def _switch(self, a: _Appliance, on: bool, reason: str, why: str) -> bool:
         try:
-            await self.lan.switch(a.plug, on)
-        except (DeviceError, OSError, ValueError, KeyError) as exc:
+            if self.lan is not None and a.plug in self.lan.rms:
+                await self.lan.switch(a.plug, on)
+            elif self.ha is not None:
+                await self.ha.switch(a.plug, on)
+            else:
+                raise KeyError(f"{a.plug}: no plug of that id")
+        except (DeviceError, HaApiError, OSError, ValueError, KeyError) as exc:
             self.m_switches.labels(a.kind, reason, "failed").inc()
             if _limit.admit((a.plug, on)) is not None:
                 log.warning("%s (%s): could not switch %s for %s: %s", a.plug, a.kind, "on" if on else "off", reason,
@@ -310,11 +325,12 @@ class ApplianceControl:
                             ", ".join(a.plug for a in self.held()))
 
 
-def attach(agent: EdgeAgent, lan: LanDevices | None) -> ApplianceControl | None:
-    """With ``[[appliances]]`` (and so ``[[lan_devices]]``): scheduled beside the loops, reported as flexibility."""
-    if not agent.config.appliances or lan is None:
+def attach(agent: EdgeAgent, lan: LanDevices | None, ha: HaDevices | None = None) -> ApplianceControl | None:
+    """With ``[[appliances]]`` (behind LAN plugs or Home Assistant entities): scheduled beside the
+    loops, reported as flexibility."""
+    if not agent.config.appliances or (lan is None and ha is None):
         return None
-    control = ApplianceControl(agent, lan)
+    control = ApplianceControl(agent, lan, ha=ha)
     agent.components.append(control)
     agent.reports.flexibility_sources.append(control.flexibility)
     return control

@@ -334,7 +334,7 @@ class AgentConfig(EnvOverridesFile):
     @model_validator(mode="after")
     def _lan_devices_one_house(self) -> AgentConfig:
         check_lan_devices(self.lan_devices)
-        check_appliances(self.appliances, self.lan_devices)  # docs/appliances.md
+        check_appliances(self.appliances, self.lan_devices, self.home_assistant)  # docs/appliances.md
         return self
 
     @model_validator(mode="after")

@@ -210,3 +210,48 @@ async def test_the_aggregators_prices_replace_the_tariffs_where_they_cover(house
     assert o.export_price[4] == 0.0 and o.export_price[0] == 0.08 and o.surplus_now_w == 300.0
     assert math.isnan(o.surplus_w[0])  # no forecast yet: unknown, not 0
     assert h.control.outlook(NOON, float("nan")).surplus_now_w is None
+
+
+async def test_a_freezer_on_a_home_assistant_switch(tmp_path: Path) -> None:
+    """An appliance behind a Home Assistant entity (role switchable_load) is scheduled by the appliances,
+    not by Home Assistant's load switching policy."""
+    from edge_agent.appliances import attach
+    from edge_agent.home_assistant.devices_component import attach as attach_ha
+    from tests.conftest import until
+    from tests.ha_ws_fake import FakeHomeAssistant
+
+    fake = FakeHomeAssistant()
+    await fake.set_state("input_boolean.freezer", "on")
+    await fake.set_state("sensor.freezer_power", "85", "W")
+    await fake.set_state("switch.boiler", "on")
+    await fake.start()
+    entities = [{"id": "freezer", "entity_id": "input_boolean.freezer", "role": "switchable_load",
+                 "power_entity_id": "sensor.freezer_power"},
+                {"id": "boiler", "entity_id": "switch.boiler", "role": "switchable_load"}]
+    base = {"house_id": "h", "insecure": True, "metrics_port": None, "state_dir": str(tmp_path),
+            "tariff": {"periods": [period(0, 0, 0.90)]},
+            "home_assistant": {"api": {"url": fake.url, "token": "good-token", "entities": entities}}}
+    with pytest.raises(ValueError, match=r"no \[\[lan_devices\]\] id nor Home Assistant entity"):
+        AgentConfig.model_validate({**base, "appliances": [{"plug": "fridge", "kind": "pausable", "max_pause_min": 30}]})
+    config = AgentConfig.model_validate({**base, "appliances": [
+        {"plug": "freezer", "kind": "pausable", "max_pause_min": 30, "pause_above_per_kwh": 0.5}]})
+    clock = ManualClock(NOON)
+    agent = EdgeAgent(config, clock=clock)
+    ha = attach_ha(agent)
+    assert ha is not None and set(ha.control.rules) == {"boiler"}  # the freezer is the appliances'
+    control = attach(agent, None, ha.devices)
+    assert control is not None and agent.reports.flexibility_sources[-1] == control.flexibility
+    task = asyncio.create_task(ha.devices.run())
+    try:
+        await until(lambda: ha.devices.api.connected and len(ha.devices.api.states) == 3, "subscribed")
+        await control.step()
+        assert fake.states["input_boolean.freezer"]["s"] == "off"
+        assert [(p, on, why) for _, p, on, why in control.decisions] == [("freezer", False, "price_spike")]
+        clock.advance(30 * 60)
+        await control.step()
+        assert fake.states["input_boolean.freezer"]["s"] == "on" and control.decisions[-1][3] == "max_pause"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await fake.stop()

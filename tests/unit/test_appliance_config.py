@@ -86,3 +86,14 @@ def test_one_appliance_per_plug_and_a_plug_that_cannot_switch() -> None:
     meter_plug = [{"id": "freezer", "model": "shelly_pro_em", "host": "10.0.0.9", "role": "load"}]
     with pytest.raises(ValidationError, match="switchable plug"):
         config(FREEZER, plugs=meter_plug)
+
+
+def test_a_home_assistant_switchable_entity_can_be_the_switch() -> None:
+    ha = {"api": {"url": "ws://ha:8123/api/websocket", "token": "t", "entities": [
+        {"id": "fridge_power", "entity_id": "sensor.fridge_power", "role": "load"},
+        {"id": "ha_freezer", "entity_id": "switch.freezer", "role": "switchable_load"}]}}
+    base = {"house_id": "h", "insecure": True, "home_assistant": ha}
+    cfg = AgentConfig.model_validate({**base, "appliances": [{**FREEZER, "plug": "ha_freezer"}]})
+    assert cfg.appliances[0].plug == "ha_freezer"
+    with pytest.raises(ValidationError, match="is a Home Assistant load, not a switchable_load"):
+        AgentConfig.model_validate({**base, "appliances": [{**FREEZER, "plug": "fridge_power"}]})
