@@ -255,3 +255,75 @@ async def test_a_freezer_on_a_home_assistant_switch(tmp_path: Path) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await fake.stop()
+
+
+async def test_edge_agent_run_holds_the_washer_and_hands_it_back_on_stop(tmp_path: Path) -> None:
+    """``edge-agent run`` as a process with an [[appliances]] washer on a simulated plug: held off for
+    its cheaper window, shown in /metrics, switched back on (and so run) when the agent stops."""
+    import signal
+    import sys
+
+    from tests.conftest import free_port, until
+    from tests.integration.test_agent_startup import _env, _metrics
+
+    sim = ShellySim("shelly_plug_s")
+    washer = WashingMachine()
+    washer.arm()
+    sim.appliance = washer
+    port, metrics_port = await sim.start(), free_port()
+    config = tmp_path / "agent.toml"
+    config.write_text(f'''insecure = true
+house_id = "h1"
+aggregator = "127.0.0.1:{free_port()}"
+metrics_port = {metrics_port}
+[device]
+port = {free_port()}
+[[tariff.periods]]
+start = "00:00"
+end = "13:00"
+import_price_per_kwh = 0.30
+export_price_per_kwh = 0.08
+[[tariff.periods]]
+start = "13:00"
+end = "15:00"
+import_price_per_kwh = 0.10
+export_price_per_kwh = 0.08
+[[tariff.periods]]
+start = "15:00"
+end = "00:00"
+import_price_per_kwh = 0.30
+export_price_per_kwh = 0.08
+[[lan_devices]]
+id = "washer"
+model = "shelly_plug_s"
+host = "127.0.0.1"
+port = {port}
+role = "load"
+[[appliances]]
+plug = "washer"
+kind = "run"
+energy_kwh = 1.1
+duration_min = 120
+ready_by = "17:00"
+''')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge_agent.cli", "run", "--config", str(config),
+        "--clock-start", NOON.isoformat(), "--clock-speed", "10", env=_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        await until(lambda: not sim.output, "the washer held off", timeout_s=30)
+        assert washer.state == "armed"
+        await until(lambda: 'vpp_edge_appliances{kind="run",state="scheduled"} 1.0' in _metrics(metrics_port),
+                    "its state in /metrics", timeout_s=10)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert sim.output and washer.state == "running", err.decode()[-2000:]
+        log = err.decode()
+        assert "washer (run): armed" in log and "waits for 13:00 (cheapest_window)" in log, log[-3000:]
+        assert "washer (run) switched on: agent_stops" in log, log[-3000:]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await sim.stop()
