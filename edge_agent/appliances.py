@@ -76,6 +76,7 @@ class _Appliance:
     pause: tuple[PauseRules, PauseState] | None = None
     run: tuple[RunRules, RunTrack] | None = None
     charge: tuple[ChargeRules, ChargeState] | None = None
+    aim: str = ""  # a run's last decision's reason (its log line says changes only)
     seen: bool = False  # its plug was read once (the first reading restores a plug found off)
     state: str = "unknown"  # for the metric: on, paused, off, waiting, scheduled, running, done, charging, ...
 
@@ -94,6 +95,11 @@ def _build(cfg: PausableConfig | RunConfig | StationConfig, tz_name: str, interv
     return _Appliance(cfg.plug, "battery", charge=(ChargeRules(cfg.need_wh, cfg.charge_power_w, cfg.ready_by, tz,
                                                                cfg.full_below_w, cfg.min_switch_min * 60),
                                                    ChargeState()))
+
+
+def _hm(when: datetime, rules: RunRules) -> str:
+    """A time as the house's clock shows it (ready_by is local)."""
+    return f"{when.astimezone(rules.tz):%H:%M}"
 
 
 class ApplianceControl:
@@ -248,15 +254,19 @@ class ApplianceControl:
             d = decide_run(rules.profile, track.earliest, track.latest_end, house, plan_start, self.interval_s)
             if d.plan_ignored and _limit.admit((a.plug, "plan")) is not None:
                 log.warning("%s (run): %s; its own choice instead", a.plug, d.plan_ignored)
-            if not d.start and track.planned != d.planned:
-                log.info("%s (run): waits for %s (%s), done by %s", a.plug, f"{d.planned:%H:%M}", d.reason,
-                         f"{track.latest_end:%H:%M}")
-            track = track if track.planned == d.planned else replace(track, planned=d.planned)
+            # held by the limit: the aim stays (a new "now" every decision would be news to no one)
+            planned = (track.planned or d.planned) if d.reason == "import_limit" else d.planned
+            latest = track.latest_end
+            if not d.start and (track.planned != planned or a.aim != d.reason):
+                log.info("%s (run): waits for %s (%s), done by %s", a.plug, _hm(planned, rules), d.reason,
+                         _hm(latest, rules))
+            a.aim = d.reason
+            track = track if track.planned == planned else replace(track, planned=planned)
             if on is True:  # held off first: the machine starts when its power comes back
-                if await self._switch(a, False, "hold", f"start at {d.planned:%H:%M}"):
+                if await self._switch(a, False, "hold", f"start at {_hm(planned, rules)}"):
                     delta = -(finite(power, 0.0, MAX_POWER_W) or 0.0)
             elif on is False and d.start and await self._switch(a, True, d.reason,
-                                                                f"done by {track.latest_end:%H:%M}"):
+                                                                f"done by {_hm(latest, rules)}"):
                 track = started(rules, track, self.agent.clock.now())
                 delta = rules.profile[0].power_w
         a.run = (rules, track)
