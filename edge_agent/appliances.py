@@ -59,6 +59,8 @@ from vpp_common.tariff import PriceSource
 from vpp_common.timeslots import align_down
 
 if TYPE_CHECKING:  # their HTTP and WebSocket clients are loaded by the components that use them
+    from edge_agent.agent import Component
+    from edge_agent.home_assistant.devices_component import HaDevicesComponent
     from edge_agent.home_assistant.ha_devices import HaDevices
     from edge_agent.lan_devices import LanDevices
 
@@ -77,6 +79,7 @@ class _Appliance:
     run: tuple[RunRules, RunTrack] | None = None
     charge: tuple[ChargeRules, ChargeState] | None = None
     aim: str = ""  # a run's last decision's reason (its log line says changes only)
+    switched_at: datetime | None = None  # the agent's last switch (older readings are not of it)
     seen: bool = False  # its plug was read once (the first reading restores a plug found off)
     state: str = "unknown"  # for the metric: on, paused, off, waiting, scheduled, running, done, charging, ...
 
@@ -110,6 +113,7 @@ class ApplianceControl:
         self.appliances = [_build(a, cfg.site.timezone, interval_s) for a in cfg.appliances]
         self.prices: PriceSource | None = cfg.tariff.price_source() if cfg.tariff else None
         self.grid_meter = next((d.id for d in cfg.lan_devices if d.role == "grid_meter"), None)
+        self.owned: list[Component] = []  # the plugs' components, run (and stopped) inside this one
         self.decisions: list[tuple[datetime, str, bool, str]] = []  # (when, plug, on, reason): tests, status
         r = agent.metrics.registry
         self.m_state = Gauge("vpp_edge_appliances", "Appliances behind plugs by kind (pausable, run, battery) and "
@@ -123,7 +127,9 @@ class ApplianceControl:
         ha = self.ha.snapshots() if self.ha is not None else {}
         for a in self.appliances:
             s = (self.lan.snapshots.get(a.plug) if self.lan is not None else None) or ha.get(a.plug)
-            if s is None:
+            read_at = s.switch_on.measured_at if s is not None else None
+            if s is None or (a.switched_at is not None and (read_at is None or read_at <= a.switched_at)):
+                # no reading, or one from before the agent's last switch: it says nothing of the plug now
                 out[a.plug] = (None, None)
                 continue
             on = s.switch_on.value if s.switch_on.usable and s.switch_on.value is not None else None
@@ -221,6 +227,7 @@ class ApplianceControl:
                             exc)
             return False
         self.m_switches.labels(a.kind, reason, "ok").inc()
+        a.switched_at = self.agent.clock.now()
         self.decisions.append((self.agent.clock.now(), a.plug, on, reason))
         log.info("%s (%s) switched %s: %s%s", a.plug, a.kind, "on" if on else "off", reason, f" ({why})" if why else "")
         return True
@@ -313,7 +320,7 @@ class ApplianceControl:
     def held(self) -> list[_Appliance]:
         """The appliances the agent keeps off: a pause, a held run, a station waiting."""
         return [a for a in self.appliances
-                if (a.pause is not None and a.pause[1].paused_at is not None and a.pause[1].on is False)
+                if (a.pause is not None and a.pause[1].paused_at is not None and a.pause[1].on is not True)
                 or (a.run is not None and a.run[1].phase == "requested")
                 or (a.charge is not None and a.charge[1].on is False)]
 
@@ -323,6 +330,9 @@ class ApplianceControl:
             await self._switch(a, True, "agent_stops", "")
 
     async def run(self) -> None:
+        """Decide until cancelled, then hand the held plugs back; the plugs' own components (owned)
+        run inside, so that they stop only after that."""
+        owned = [asyncio.create_task(c.run(), name=f"appliances-{type(c).__name__}") for c in self.owned]
         try:
             while True:
                 await self.step()
@@ -333,14 +343,22 @@ class ApplianceControl:
             except (TimeoutError, asyncio.CancelledError):
                 log.warning("appliances: could not hand every plug back on as the agent stops: %s",
                             ", ".join(a.plug for a in self.held()))
+            for t in owned:
+                t.cancel()
+            await asyncio.gather(*owned, return_exceptions=True)
 
 
-def attach(agent: EdgeAgent, lan: LanDevices | None, ha: HaDevices | None = None) -> ApplianceControl | None:
+def attach(agent: EdgeAgent, lan: LanDevices | None, ha: HaDevicesComponent | None = None) -> ApplianceControl | None:
     """With ``[[appliances]]`` (behind LAN plugs or Home Assistant entities): scheduled beside the
-    loops, reported as flexibility."""
+    loops, reported as flexibility.  The plugs' components run inside it from then on (they stop
+    after the plugs the agent holds off were switched back on)."""
     if not agent.config.appliances or (lan is None and ha is None):
         return None
-    control = ApplianceControl(agent, lan, ha=ha)
+    control = ApplianceControl(agent, lan, ha=ha.devices if ha is not None else None)
+    for c in (lan, ha):
+        if c is not None and c in agent.components:
+            agent.components.remove(c)
+            control.owned.append(c)
     agent.components.append(control)
     agent.reports.flexibility_sources.append(control.flexibility)
     return control

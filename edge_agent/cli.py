@@ -195,7 +195,7 @@ async def _run(args: argparse.Namespace) -> int:
     if config.appliances:  # the appliances behind the plugs, scheduled and reported (docs/appliances.md)
         from edge_agent.appliances import attach as attach_appliances
 
-        attach_appliances(agent, lan, ha.devices if ha is not None else None)
+        attach_appliances(agent, lan, ha)
     if config.s2 is not None:  # S2 Resource Managers connect over WebSocket (aiohttp loaded only then)
         from edge_agent.s2_cem.component import attach as attach_s2_cem
 

@@ -143,6 +143,12 @@ async def test_washer_freezer_and_station_scheduled_and_reported(house: House) -
     assert runs["washer"].latest_end == NOON + timedelta(hours=5)
     assert h.station.charged_wh > 250  # on the PV surplus
 
+    await h.run_until(NOON + timedelta(hours=4))  # its last step paused the freezer, after the poll
+    assert h.control.decisions[-1][1:] == ("freezer", False, "price_spike")
+    assert "freezer" in [a.plug for a in h.control.held()]  # paused for the spike at 16:00
+    h.clock.advance(STEP_S)
+    await h.control.step()  # no poll since: the plug's last reading (on) predates the pause
+    assert "freezer" in [a.plug for a in h.control.held()] and not h.sims[1].on  # the pause is not lost
     await h.run_until(NOON + timedelta(hours=5, minutes=30))
     assert len(h.washer.runs) == 1 and h.washer.interrupted == 0
     start, end = h.washer.runs[0]
@@ -239,8 +245,9 @@ async def test_a_freezer_on_a_home_assistant_switch(tmp_path: Path) -> None:
     agent = EdgeAgent(config, clock=clock)
     ha = attach_ha(agent)
     assert ha is not None and set(ha.control.rules) == {"boiler"}  # the freezer is the appliances'
-    control = attach(agent, None, ha.devices)
+    control = attach(agent, None, ha)
     assert control is not None and agent.reports.flexibility_sources[-1] == control.flexibility
+    assert agent.components == [control] and control.owned == [ha]  # it stops after the plugs are handed back
     task = asyncio.create_task(ha.devices.run())
     try:
         await until(lambda: ha.devices.api.connected and len(ha.devices.api.states) == 3, "subscribed")
