@@ -16,25 +16,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
+from edge_agent import appliance_store as store
 from edge_agent.agent import EdgeAgent
-from edge_agent.appliance_config import PausableConfig, RunConfig, StationConfig
+from edge_agent.appliance_store import Appliance, build
 from edge_agent.drivers.errors import DeviceError
 from edge_agent.energy_manager.appliance_charge import (
-    ChargeRules,
     ChargeState,
     charge_flexibility,
     decide_charge,
     observe_charge,
 )
 from edge_agent.energy_manager.appliance_pause import (
-    PauseRules,
-    PauseState,
     after_switch,
     decide_pause,
     draw_w,
@@ -43,7 +41,6 @@ from edge_agent.energy_manager.appliance_pause import (
 )
 from edge_agent.energy_manager.appliance_run import (
     RunRules,
-    RunTrack,
     observe_run,
     run_flexibility,
     started,
@@ -52,9 +49,8 @@ from edge_agent.energy_manager.appliances import House, Outlook, decide_run
 from edge_agent.energy_manager.load_switching import MAX_POWER_W, finite
 from edge_agent.home_assistant.ws_api import HaApiError
 from edge_agent.reports import LoadsFlexibility
-from vpp_common.localtime import zone
 from vpp_common.log_limit import LogLimiter
-from vpp_common.messages import ProfileStep, ShiftableRunFlexibility, SwitchableLoadFlexibility
+from vpp_common.messages import ShiftableRunFlexibility, SwitchableLoadFlexibility
 from vpp_common.tariff import PriceSource
 from vpp_common.timeslots import align_down
 
@@ -71,35 +67,6 @@ HORIZON_SLOTS = 192  # 48 h: a run's window is at most a day and a half (request
 Reading = tuple[bool | None, float | None]
 
 
-@dataclass
-class _Appliance:
-    plug: str
-    kind: str  # pausable | run | battery
-    pause: tuple[PauseRules, PauseState] | None = None
-    run: tuple[RunRules, RunTrack] | None = None
-    charge: tuple[ChargeRules, ChargeState] | None = None
-    aim: str = ""  # a run's last decision's reason (its log line says changes only)
-    switched_at: datetime | None = None  # the agent's last switch (older readings are not of it)
-    seen: bool = False  # its plug was read once (the first reading restores a plug found off)
-    state: str = "unknown"  # for the metric: on, paused, off, waiting, scheduled, running, done, charging, ...
-
-
-def _build(cfg: PausableConfig | RunConfig | StationConfig, tz_name: str, interval_s: float) -> _Appliance:
-    tz = zone(tz_name)
-    if isinstance(cfg, PausableConfig):
-        rules = PauseRules(cfg.max_pause_min * 60, cfg.period_min * 60, cfg.min_on_min * 60, cfg.min_off_min * 60,
-                           cfg.power_w, cfg.pause_above_per_kwh)
-        return _Appliance(cfg.plug, "pausable", pause=(rules, PauseState()))
-    if isinstance(cfg, RunConfig):
-        profile = tuple(ProfileStep(s, w) for s, w in cfg.steps_s_w())
-        return _Appliance(cfg.plug, "run", run=(RunRules(profile, cfg.ready_by, tz, cfg.available_from,
-                                                         cfg.armed_above_w, cfg.running_above_w, 2 * interval_s),
-                                                RunTrack()))
-    return _Appliance(cfg.plug, "battery", charge=(ChargeRules(cfg.need_wh, cfg.charge_power_w, cfg.ready_by, tz,
-                                                               cfg.full_below_w, cfg.min_switch_min * 60),
-                                                   ChargeState()))
-
-
 def _hm(when: datetime, rules: RunRules) -> str:
     """A time as the house's clock shows it (ready_by is local)."""
     return f"{when.astimezone(rules.tz):%H:%M}"
@@ -110,9 +77,13 @@ class ApplianceControl:
                  ha: HaDevices | None = None) -> None:
         self.agent, self.lan, self.ha, self.interval_s = agent, lan, ha, interval_s
         cfg = agent.config
-        self.appliances = [_build(a, cfg.site.timezone, interval_s) for a in cfg.appliances]
+        self.appliances = [build(a, cfg.site.timezone, interval_s) for a in cfg.appliances]
         self.prices: PriceSource | None = cfg.tariff.price_source() if cfg.tariff else None
         self.grid_meter = next((d.id for d in cfg.lan_devices if d.role == "grid_meter"), None)
+        self.path = cfg.state_dir / f"appliances_{cfg.house_id or 'house'}.json" if cfg.state_dir else None
+        self._kept: dict[str, dict[str, Any]] = {}
+        store.restore_all(self.appliances, store.load(self.path) if self.path is not None else {},
+                          agent.clock.now())
         self.owned: list[Component] = []  # the plugs' components, run (and stopped) inside this one
         self.decisions: list[tuple[datetime, str, bool, str]] = []  # (when, plug, on, reason): tests, status
         r = agent.metrics.registry
@@ -120,6 +91,17 @@ class ApplianceControl:
                              "state.", ["kind", "state"], registry=r)
         self.m_switches = Counter("vpp_edge_appliance_switches_total", "Appliance switches by kind, reason and "
                                   "result (ok, failed).", ["kind", "reason", "result"], registry=r)
+
+    def _keep(self) -> None:
+        if self.path is None:
+            return
+        kept = {a.plug: store.dump(x[1]) for a in self.appliances for x in (a.pause, a.run, a.charge) if x}
+        if kept != self._kept:
+            try:
+                store.save(self.path, kept)
+                self._kept = kept
+            except OSError as exc:
+                self.agent.refusals.refuse("appliances", "state_dir", f"could not keep the appliances' state: {exc}")
 
     # -- the house as the decisions see it ---------------------------------------------------------
     def readings(self) -> dict[str, Reading]:
@@ -211,8 +193,9 @@ class ApplianceControl:
             if grid is not None:
                 grid += delta  # the next appliance sees this one's switch
         self._count_states()
+        self._keep()
 
-    async def _switch(self, a: _Appliance, on: bool, reason: str, why: str) -> bool:
+    async def _switch(self, a: Appliance, on: bool, reason: str, why: str) -> bool:
         try:
             if self.lan is not None and a.plug in self.lan.rms:
                 await self.lan.switch(a.plug, on)
@@ -232,7 +215,7 @@ class ApplianceControl:
         log.info("%s (%s) switched %s: %s%s", a.plug, a.kind, "on" if on else "off", reason, f" ({why})" if why else "")
         return True
 
-    async def _pause(self, a: _Appliance, on: bool | None, power: float | None, house: House,
+    async def _pause(self, a: Appliance, on: bool | None, power: float | None, house: House,
                      price_now: float | None) -> float:
         assert a.pause is not None
         rules, state = a.pause
@@ -249,7 +232,7 @@ class ApplianceControl:
         a.state = "unknown" if state.on is None else "on" if state.on else "paused" if state.paused_at else "off"
         return delta
 
-    async def _run(self, a: _Appliance, on: bool | None, power: float | None, house: House,
+    async def _run(self, a: Appliance, on: bool | None, power: float | None, house: House,
                    plan_start: datetime | None) -> float:
         assert a.run is not None
         rules, track = a.run
@@ -280,7 +263,7 @@ class ApplianceControl:
         a.state = {"requested": "scheduled"}.get(track.phase, track.phase)
         return delta
 
-    async def _charge(self, a: _Appliance, on: bool | None, power: float | None, house: House) -> float:
+    async def _charge(self, a: Appliance, on: bool | None, power: float | None, house: House) -> float:
         assert a.charge is not None
         rules, state = a.charge
         state = observe_charge(rules, state, on, power, house.now)
@@ -317,7 +300,7 @@ class ApplianceControl:
                 shiftable.append(ch)
         return tuple(switchable), tuple(shiftable)
 
-    def held(self) -> list[_Appliance]:
+    def held(self) -> list[Appliance]:
         """The appliances the agent keeps off: a pause, a held run, a station waiting."""
         return [a for a in self.appliances
                 if (a.pause is not None and a.pause[1].paused_at is not None and a.pause[1].on is not True)

@@ -334,3 +334,25 @@ ready_by = "17:00"
             proc.kill()
             await proc.wait()
         await sim.stop()
+
+
+async def test_a_restart_keeps_the_pause_budget_and_the_held_run(house: House) -> None:
+    h = house
+    await h.run_until(NOON + timedelta(minutes=2))
+    h.washer.arm()
+    await h.run_until(NOON + timedelta(minutes=30))
+    assert not h.sims[0].output  # the washer held for 14:00
+    h.agent.spool.close()  # the agent restarts: a new one on the same state_dir
+    agent = EdgeAgent(h.agent.config, clock=h.clock)
+    h.agent, h.control = agent, ApplianceControl(agent, h.lan, interval_s=STEP_S)
+    await h.run_until(NOON + timedelta(hours=4, minutes=10))  # the spike paused the freezer at 16:00
+    h.agent.spool.close()
+    agent = EdgeAgent(h.agent.config, clock=h.clock)
+    h.agent, h.control = agent, ApplianceControl(agent, h.lan, interval_s=STEP_S)
+    await h.run_until(NOON + timedelta(hours=5))
+    decisions = [(p, on, why) for _, p, on, why in h.control.decisions]
+    assert not [d for d in decisions if d[2] == "restore"], decisions  # its own holds, known
+    assert ("freezer", True, "max_pause") in decisions  # 30 min after the pause began before the restart
+    assert len(h.freezer.off_spans) == 1 and h.freezer.off_spans[0][1] - h.freezer.off_spans[0][0] <= \
+        timedelta(minutes=30, seconds=STEP_S)
+    assert h.washer.runs and NOON + timedelta(hours=2) <= h.washer.runs[0][0] <= NOON + timedelta(hours=2, minutes=1)
