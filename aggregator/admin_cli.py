@@ -196,9 +196,17 @@ def _house(stub: adm_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
         print(f"  resource {r.resource_id}: {fs.ResourceKind.Name(r.kind).removeprefix('RESOURCE_KIND_').lower()}"
               f", {fs.ControlType.Name(r.control_type).removeprefix('CONTROL_TYPE_')}, "
               f"{r.rated_power_w:.0f} W, {r.capacity_wh:.0f} Wh")
+    planned = _run_starts(stub, args.house_id) if any(fl.HasField("ppbc") for fl in resp.flexible_loads) else {}
     for fl in resp.flexible_loads:
-        print(f"  flexible load {fl.resource_id}: {_flexible_load(fl)}")
+        when = planned.get(fl.resource_id)
+        print(f"  flexible load {fl.resource_id}: {_flexible_load(fl)}{f', planned start {when}' if when else ''}")
     return 0
+
+
+def _run_starts(stub: adm_grpc.AdminServiceStub, house_id: str) -> dict[str, str]:
+    """The starts the house's current plan chose for its shiftable runs, by resource."""
+    plan = stub.GetPlan(adm.GetPlanRequest(house_id=house_id), timeout=TIMEOUT_S).plan
+    return {r.resource_id: _when(r.start) for r in plan.run_starts}
 
 
 def _flexible_load(fl: fx.ResourceFlexibility) -> str:

@@ -16,6 +16,10 @@ up leave room; the rest follows a round later.
 A house without telemetry yet, or with stale telemetry, counts as exporting its whole
 export cap (the worst case), so the others' shares stay safe.
 
+A house's switchable loads (S2 OMBC) that run above their lowest mode count as import it can
+shed, beside its battery's discharge: the agent switches them off when its import limit in force
+(the envelope among it) binds (edge_agent/energy_manager/load_switching.py).
+
 Each round also measures every feeder's load (the sum of its houses' fresh grid power)
 for the operator's metrics, whether envelopes are sent or not.
 """
@@ -37,7 +41,13 @@ from aggregator.dispatch.realtime import (
     make_before_break,
 )
 from aggregator.store.base import HouseRecord, StateStore
-from vpp_common.messages import Flexibility, ResourceKind, SiteLimits, SiteTelemetry
+from vpp_common.messages import (
+    Flexibility,
+    ResourceKind,
+    SiteLimits,
+    SiteTelemetry,
+    SwitchableLoadFlexibility,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +175,7 @@ class _FeederNow:
              stale_after_s: float, slot_h: float) -> _FeederNow:
         n = len(readings)
         cols = {k: np.zeros(n) for k in ("base", "wanted", "rated", "imp_cap", "exp_cap", "soc", "cap", "p_ch",
-                                         "p_dis", "eff_ch", "eff_dis", "soc_min", "soc_max", "reserve")}
+                                         "p_dis", "eff_ch", "eff_dis", "soc_min", "soc_max", "reserve", "shed")}
         cols["eff_ch"][:] = cols["eff_dis"][:] = 1.0
         measured_w, fresh = 0.0, 0
         is_fresh = np.zeros(n, dtype=bool)
@@ -175,7 +185,8 @@ class _FeederNow:
             cols["exp_cap"][k] = cap_exp = rec.hello.limits.max_export_w if rec else float("inf")
             cols["rated"][k] = sum(x.rated_power_w for x in rec.hello.resources if x.kind is ResourceKind.PV) if rec \
                 else 0.0
-            grid_w, battery_w, soc = _fresh(r.telemetry, now, stale_after_s)
+            grid_w, battery_w, soc = _fresh(r.telemetry, now, stale_after_s, rec is None or any(
+                x.kind is ResourceKind.BATTERY for x in rec.hello.resources))
             if grid_w is None:
                 # unknown: assume it exports its whole cap (worst case) and can absorb nothing
                 cols["base"][k] = cols["wanted"][k] = -min(cap_exp, 1e6)
@@ -185,6 +196,7 @@ class _FeederNow:
             is_fresh[k] = True
             cols["wanted"][k] = grid_w if held is None else max(grid_w, -held.limits.max_export_w)
             cols["base"][k] = grid_w - battery_w
+            cols["shed"][k] = sheddable_w(r.flexibility.switchable_loads) if r.flexibility is not None else 0.0
             st = r.flexibility.storages[0] if r.flexibility is not None and r.flexibility.storages else None
             if st is not None and soc is not None:  # else no capacity: no room either way
                 for name, v in (("soc", soc), ("cap", st.capacity_wh), ("p_ch", st.max_charge_power_w),
@@ -196,20 +208,35 @@ class _FeederNow:
                                  charge_efficiency=cols["eff_ch"], discharge_efficiency=cols["eff_dis"],
                                  soc_min_pct=cols["soc_min"], soc_max_pct=cols["soc_max"],
                                  reserve_soc_pct=cols["reserve"])
+        dis = dis + cols["shed"]  # import the house can give up now: its battery's and its switchable loads'
         houses = HousesNow(cols["base"], ch, dis, cols["rated"], cols["imp_cap"], cols["exp_cap"])
         unavoidable = float(np.maximum(cols["base"] - dis, 0.0)[is_fresh].sum())
         return _FeederNow(houses, cols["wanted"], cols["exp_cap"], measured_w, fresh, unavoidable)
 
 
-def _fresh(tele: SiteTelemetry | None, now: datetime, stale_after_s: float,
+def sheddable_w(loads: Sequence[SwitchableLoadFlexibility]) -> float:
+    """Power the house's switchable loads can give up now, W >= 0: each one's active mode above
+    its lowest (an unknown mode: none; a mode below the lowest cannot be: they were checked where
+    they entered, service.load_convert)."""
+    out = 0.0
+    for load in loads:
+        active = next((m.power_w for m in load.modes if m.mode_id == load.active_mode_id), None)
+        if active is not None:
+            out += max(active - min(m.power_w for m in load.modes), 0.0)
+    return out
+
+
+def _fresh(tele: SiteTelemetry | None, now: datetime, stale_after_s: float, has_battery: bool = True,
            ) -> tuple[float | None, float, float | None]:
-    """Grid and battery power (None, 0: no fresh reading of both) and SoC (None: unknown)."""
-    if (tele is None or not (tele.grid_power_w.usable and tele.battery_power_w.usable)
+    """Grid and battery power (None, 0: no fresh reading of both; a house without a battery, e.g. one
+    of LAN devices only, reads no battery power: 0 W, its grid alone) and SoC (None: unknown)."""
+    if (tele is None or not (tele.grid_power_w.usable and (tele.battery_power_w.usable or not has_battery))
             or (now - tele.measured_at).total_seconds() > stale_after_s):
         return None, 0.0, None
-    assert tele.grid_power_w.value is not None and tele.battery_power_w.value is not None
+    assert tele.grid_power_w.value is not None
+    battery_w = tele.battery_power_w.value if tele.battery_power_w.usable else None
     soc = tele.battery_soc_pct.value if tele.battery_soc_pct.usable else None
-    return tele.grid_power_w.value, tele.battery_power_w.value, soc
+    return tele.grid_power_w.value, battery_w if battery_w is not None else 0.0, soc
 
 
 class FeederController:

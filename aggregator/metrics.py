@@ -85,6 +85,12 @@ class AggregatorMetrics:
             "telemetry cannot avoid (every battery discharging as far as it can) beyond the limit; "
             "over_limit above it is the control's.",
             ["feeder"], registry=r)
+        # the houses' shiftable runs (S2 PPBC) in the last LP cycle: placed (a start chosen), running
+        # (fixed load), passed (window over, ignored), later (may start after the horizon)
+        self.shiftable_runs = Gauge(
+            "vpp_aggregator_shiftable_runs",
+            "Shiftable runs of the fleet in the last planning cycle, by state: placed, running, passed, later.",
+            ["state"], registry=r)
         self.feeder_fresh_ratio = Gauge(
             "vpp_aggregator_feeder_telemetry_fresh_ratio",
             "Share of a feeder's houses whose telemetry counted in the last measurement, 0..1.",

@@ -25,6 +25,7 @@ from aggregator.dispatch.isolate import excluded_reason
 from aggregator.dispatch.optimise import DispatchResult, EventReport
 from aggregator.dispatch.plans import lease_end, shift_plan
 from aggregator.dispatch.problem import FleetProblem
+from aggregator.dispatch.runs import RunPlacement
 from aggregator.dispatch.tariff import TouTariff
 from aggregator.dispatch.tou import TouPlanInput, make_plan
 from aggregator.fleet import cycle
@@ -39,6 +40,7 @@ from aggregator.fleet.solver import SolverProcesses
 from aggregator.metrics import AggregatorMetrics
 from aggregator.store import PlanVersionConflict, StaleFencingToken, StateStore, StoreError
 from vpp_common.clock import Clock
+from vpp_common.log_limit import LogLimiter
 from vpp_common.messages import DispatchPlan, GridSignal, StorageFlexibility
 from vpp_common.timeslots import align_down
 
@@ -69,6 +71,7 @@ class Planner:
         self._flex_up = self._flex_down = 0.0
         self.last_published: dict[str, tuple[int, float]] = {}  # house -> (version, monotonic s)
         self.last_event_reports: tuple[EventReport, ...] = ()  # fleet events of the last LP cycle
+        self._passed_runs = LogLimiter(every_s=float("inf"))  # (house, run) whose window passed: logged once
 
     def request(self, house_id: str) -> None:
         """Ask for a re-plan of ``house_id`` soon (debounced); ignored with ``replan_on_update`` off."""
@@ -236,8 +239,9 @@ class Planner:
                 inputs.append(inp)
         return inputs
 
-    async def problem_now(self, now: datetime) -> tuple[list[HouseInput], FleetProblem] | None:
-        """The fleet's state in the store as the LP cycle's problem at ``now`` (None: nothing to plan)."""
+    async def problem_now(self, now: datetime) -> tuple[list[HouseInput], FleetProblem, RunPlacement] | None:
+        """The fleet's state in the store as the LP cycle's problem at ``now`` and where the houses'
+        shiftable runs go (None: nothing to plan)."""
         start = align_down(now, self._cfg.slot_s)
         inputs = await self._gather_inputs()
         if not inputs:
@@ -246,17 +250,19 @@ class Planner:
         if len(imp) == 0:
             log.info("no known prices from %s on: nothing to plan", start.isoformat())
             return None
-        return inputs, cycle.cycle_problem(
+        problem, runs = cycle.cycle_problem_and_runs(
             inputs, start=start, slot_s=self._cfg.slot_s, cycle_s=self._cfg.cycle_s, import_price_per_kwh=imp,
             export_price_per_kwh=exp, feeders=self._feeders, futures=self._cfg.futures,
-            terminal_value_per_kwh=self._cfg.terminal_value_per_kwh)
+            terminal_value_per_kwh=self._cfg.terminal_value_per_kwh, now=now)
+        return inputs, problem, runs
 
     async def _cycle_lp(self, token: int, started: float) -> int:
         """The fleet LP off the event loop (process pool), then fenced writes and routing."""
         now = self._clock.now()
         if (prepared := await self.problem_now(now)) is None:
             return 0
-        inputs, problem = prepared
+        inputs, problem, runs = prepared
+        self._report_runs(runs)
         events = events_to_slots(await self._store.list_fleet_events(), problem.start, self._cfg.slot_s)
         solve_started = time.perf_counter()
         try:
@@ -270,7 +276,8 @@ class Planner:
             self._metrics.solve_duration.observe(solved - solve_started)
         self._publish_flexibility([i.storage for i in inputs])
         self._report(result)
-        written = await self._write_cycle(result, now, {i.house_id: i.limits.max_export_w for i in inputs}, token)
+        written = await self._write_cycle(result, now, {i.house_id: i.limits.max_export_w for i in inputs}, token,
+                                          runs)
         done = time.perf_counter()
         self._metrics.plan_cycle_duration.observe(done - started)
         log.info("planned %d houses in %.1f s: inputs %.1f s, solve %.1f s (%s), writing and sending %.1f s",
@@ -284,6 +291,17 @@ class Planner:
             self._count_flexibility(storage)
         self._metrics.flexibility_up.set(self._flex_up)
         self._metrics.flexibility_down.set(self._flex_down)
+
+    def _report_runs(self, runs: RunPlacement) -> None:
+        """The cycle's shiftable runs as metrics; a run whose window passed is logged once."""
+        later = sum(h.later for h in runs.houses.values())
+        passed = [(house, rid) for house, h in runs.houses.items() for rid in h.passed]
+        for state, count in (("placed", runs.placed), ("running", runs.running), ("passed", len(passed)),
+                             ("later", later)):
+            self._metrics.shiftable_runs.labels(state).set(count)
+        for house, rid in passed:
+            if self._passed_runs.admit((house, rid)) == 0:
+                log.info("house %s: run %s ignored, its window has passed", house, rid)
 
     def _report(self, result: DispatchResult) -> None:
         """Log the cycle's relaxed limits and fleet events; keep the events' reports (their prices
@@ -301,8 +319,9 @@ class Planner:
                      max(over, 0.0), 100 * rep.gap_rel, rep.rounds, "" if rep.converged else " (round limit)")
 
     async def _write_cycle(self, result: DispatchResult, now: datetime, max_export_w: dict[str, float],
-                           token: int) -> int:
-        """The solved plans, leased and versioned one house at a time, written and routed."""
+                           token: int, runs: RunPlacement) -> int:
+        """The solved plans, leased and versioned one house at a time, written and routed, each with
+        the starts of its house's shiftable runs."""
         shifted: dict[str, DispatchPlan] = {}
         for house_id in result.fallback_houses:  # its block failed: the previous plan, shifted, if any is left
             old = await self._store.get_plan(house_id)
@@ -322,7 +341,8 @@ class Planner:
                 break
             plan = cycle.leased(shifted.get(house_id) or result.plans[house_id],
                                 version=version, created_at=self._clock.now(),
-                                lease_s=self._cfg.lease_s, fallback_max_export_w=max_export_w[house_id])
+                                lease_s=self._cfg.lease_s, fallback_max_export_w=max_export_w[house_id],
+                                run_starts=runs.starts(house_id))
             outcome = await self._write(house_id, plan, token)
             if outcome is None:
                 break

@@ -39,8 +39,8 @@ from edge_agent.energy_manager.limits import export_past_cap, past_limits
 from edge_agent.energy_manager.plan_check import Problem
 from edge_agent.energy_manager.plans import PlanBook
 from edge_agent.energy_manager.write_policy import WritePolicy
-from edge_agent.house_battery import battery_limits, battery_ratings, uncontrollable
-from edge_agent.house_devices import resource_manager
+from edge_agent.house_battery import battery_limits, battery_ratings, has_battery, uncontrollable
+from edge_agent.house_devices import device_label, resource_manager
 from edge_agent.local_control import (
     HouseNow,
     live_override,
@@ -150,7 +150,7 @@ class EdgeAgent:
         self._failed = asyncio.Event()
         self._device_connected = False
         self._connector = DeviceConnector(
-            self.device, ", ".join(f"{p.role} {p.host}:{p.port}" for p in dev.parts) or f"{dev.host}:{dev.port}",
+            self.device, device_label(self.config),
             DeviceRetry(min(dev.poll_interval_s, dev.reconnect_max_s), dev.reconnect_max_s), self.clock,
             self.metrics.device_connected, self.metrics.device_connect_attempts)
         if self._metrics_server is not None:
@@ -193,7 +193,7 @@ class EdgeAgent:
         self._device_connected = True
         # say once what the device can and cannot do (a role it cannot play is never silently idled)
         if (caps := getattr(self.device, "capabilities", None)) is not None:
-            caps.log(log, f"device {self.config.device.host}:{self.config.device.port}")
+            caps.log(log, f"device {device_label(self.config)}")
         site = self.config.site
         self.reports.start_forecasts(
             Site(site.latitude, site.longitude, site.pv_peak_w or self.device.pv_rating_w or 0.0)
@@ -262,7 +262,8 @@ class EdgeAgent:
             snap = self._with_extra_telemetry(await self.device.poll())
             self._snapshot_poll = started
             self.stats.polls += 1
-            ok = snap.telemetry.battery_soc_pct.usable
+            # the house was read: its SoC, what control and the aggregator need first (no battery: its grid)
+            ok = (snap.telemetry.battery_soc_pct if has_battery(self.device) else snap.telemetry.grid_power_w).usable
             self.metrics.device_reads.labels("ok" if ok else "error").inc()
             if not ok:
                 self.stats.poll_errors += 1
@@ -316,11 +317,12 @@ class EdgeAgent:
             self.uplink.send(expired)
         decision = self._decide(now, snap)
         self._count(decision, snap, now)
-        if (why := uncontrollable(self.device, self.device.battery_id)) is not None:
+        battery = has_battery(self.device)  # a house of LAN devices only has none: its PV limit is written
+        if battery and (why := uncontrollable(self.device, self.device.battery_id)) is not None:
             # the device cannot do it (said at start): no write, and said again (rate-limited), never silent
             self.refusals.refuse("device", "battery_not_controllable", why)
             return decision
-        if not fresh_for_control(snap.telemetry):
+        if not fresh_for_control(snap.telemetry, battery):
             # Never write (nor refresh) on stale data: the device's own revert timers hand the
             # battery and any PV limit back to its own mode if this lasts.
             self.stats.writes_held_stale += 1
@@ -329,7 +331,7 @@ class EdgeAgent:
         # the device lost what was written (reboot, another master, revert): write now, past the deadband
         force, self._reassert = self._reassert and self.control_watch.controlled, False
         policy = WritePolicy.for_revert(self.config.control.deadband_w, self.config.battery.revert_s)
-        await self.writes.write(decision, now, policy, self._snapshot_poll, force)
+        await self.writes.write(decision, now, policy, self._snapshot_poll, force, battery)
         return decision
 
     def _decide(self, now: datetime, snap: HouseSnapshot) -> Decision:
@@ -341,7 +343,9 @@ class EdgeAgent:
         self.override = live_override(self.override, now)
         plan, stream_ok = plan_in_force(self.override, self.config.control.mode, plan, stream_ok)
         return decide(now, snap.telemetry, plan, stream_ok, self.intake.effective_limits(now),
-                      battery_limits(snap, self.config.battery, self.config.control), self.device.battery_id,
+                      # None: a house without a battery (LAN devices only), its PV limit is its one lever
+                      battery_limits(snap, self.config.battery, self.config.control) if has_battery(self.device)
+                      else None, self.device.battery_id,
                       previous_w=previous[0] if previous else None,
                       dt_s=(now - previous[1]).total_seconds() if previous else 0.0,
                       active_pv_limit_w=pv_limit[0] if pv_limit else None,

@@ -3,6 +3,7 @@
     edge-agent run --config /etc/vpp/edge-agent.toml
     edge-agent run --insecure --device-host 192.168.1.50 --aggregator vpp.example.net:50051
     edge-agent run --config house.toml --no-metrics --clock-start 2026-06-21T08:00:00+00:00 --clock-speed 300
+    edge-agent run --config lan-house.toml    ([device] kind = "lan": a P1 meter, a micro-inverter, plugs)
     edge-agent scan --host 192.168.1.50 [--port 502] [--unit 1] [--model sungrow_sh] [--json]
     edge-agent scan --lan --host 192.168.1.60 [--port 80] [--password ...] [--token ...]
                                               (plugs, meters, micro-inverters)
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent",
         description="VPP edge agent for one house: reads the hybrid inverter, battery and grid meter over "
-                    "Modbus TCP (SunSpec), keeps the house safe on its own (export cap, import limit, SoC "
+                    "Modbus TCP (SunSpec), or with [device] kind = \"lan\" a house of LAN devices only (a P1 or "
+                    "Shelly meter, a micro-inverter, plugs: docs/lan-devices.md), keeps the house safe on its own (export cap, import limit, SoC "
                     "reserve), streams telemetry and flexibility to the aggregator over gRPC and follows its "
                     "dispatch plans. Exposes the house's Prometheus metrics.",
         epilog="Configuration: a TOML file (--config) overridden by VPP_AGENT_* environment variables "
@@ -132,9 +134,12 @@ async def _scan_lan(args: argparse.Namespace) -> int:
 
 def lan_agent(config: AgentConfig, clock: Clock) -> EdgeAgent:
     """The agent; with a micro-inverter in ``[[lan_devices]]`` (role pv) its house Resource Manager
-    includes it (edge_agent/lan_pv.py: its PV, and the house's PV limit if it takes one)."""
+    includes it (edge_agent/lan_pv.py: its PV, and the house's PV limit if it takes one); with
+    ``device.kind = "lan"`` the house is its LAN devices only (edge_agent/lan_house.py)."""
     from edge_agent.agent import EdgeAgent
 
+    if config.device.kind == "lan":
+        return lan_house_agent(config, clock)
     if not any(d.role == "pv" for d in config.lan_devices):
         return EdgeAgent(config, clock=clock)
     from edge_agent.house_devices import resource_manager
@@ -149,14 +154,35 @@ def lan_agent(config: AgentConfig, clock: Clock) -> EdgeAgent:
     return agent
 
 
+def lan_house_agent(config: AgentConfig, clock: Clock) -> EdgeAgent:
+    """A house of LAN devices only: its grid meter and micro-inverters (claimed from the LAN devices,
+    polled with the house) are its Resource Manager; the plugs are polled beside the agent's loops."""
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.lan_devices import LanDevices
+    from edge_agent.lan_house import LanHouseRM
+
+    lan = LanDevices.from_config(config, clock)
+    meter = lan.claim("grid_meter") if lan is not None else None
+    if lan is None or meter is None:  # the config's check_lan_house refuses this already
+        raise ConfigError('device.kind = "lan" needs a [[lan_devices]] entry with role = "grid_meter"')
+    pvs = []
+    while (pv := lan.claim("pv")) is not None:
+        pvs.append(pv)
+    agent = EdgeAgent(config, clock=clock, device=LanHouseRM(meter, pvs, clock))
+    attach_lan_devices(agent, lan)
+    return agent
+
+
 def attach_lan_devices(agent: EdgeAgent, lan: LanDevices | None = None) -> LanDevices | None:
-    """The ``[[lan_devices]]`` polled beside the agent's loops, their power in its telemetry."""
+    """The ``[[lan_devices]]`` polled beside the agent's loops, their power in its telemetry (once: a
+    second call returns the one attached, whose PV or grid meter the house may have claimed)."""
     if not agent.config.lan_devices:
         return lan  # and aiohttp and dsmr-parser stay unimported (docs/lan-devices.md: ~12 MB)
     from edge_agent.lan_devices import LanDevices
 
-    if (attached := next((c for c in agent.components if isinstance(c, LanDevices)), None)) is not None:
-        return attached  # once (lan_agent attached it with the house's micro-inverter claimed)
+    attached = next((c for c in agent.components if isinstance(c, LanDevices)), None)
+    if attached is not None:
+        return attached
     lan = lan or LanDevices.from_config(agent.config, agent.clock)
     if lan is not None:
         agent.components.append(lan)

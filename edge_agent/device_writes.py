@@ -35,10 +35,11 @@ class DeviceWrites:
         self.pv_written_after_poll = 0  # polls started when the PV limit was last written
 
     async def write(self, decision: Decision, now: datetime, policy: WritePolicy, snapshot_poll: int,
-                    force: bool = False) -> None:
+                    force: bool = False, battery: bool = True) -> None:
         """Write what is due of ``decision`` (``force``: the device lost what was written, e.g. a
-        reboot, another master, a revert: write now, past the deadband)."""
-        if force or policy.battery_due(decision.battery_w, self.battery, now, decision.clamped_by):
+        reboot, another master, a revert: write now, past the deadband; ``battery`` False: the house
+        has none, only the PV limit is written)."""
+        if battery and (force or policy.battery_due(decision.battery_w, self.battery, now, decision.clamped_by)):
             await self.write_battery(decision.battery_w, now)
         if force or pv_limit_may_change(snapshot_poll, self.pv_written_after_poll):
             await self.write_pv_limit(decision.pv_limit_w, now, policy, force)

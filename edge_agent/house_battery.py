@@ -8,6 +8,12 @@ from edge_agent.energy_manager.decide import BatteryLimits
 from edge_agent.resources.house import HouseResourceManager, HouseSnapshot
 
 
+def has_battery(device: HouseResourceManager) -> bool:
+    """False for a house without a battery (a house of LAN devices only: edge_agent/lan_house.py); a
+    device that does not say has one."""
+    return bool(getattr(device, "has_battery", True))
+
+
 def uncontrollable(device: HouseResourceManager, resource_id: str) -> str | None:
     """Why the device cannot take setpoints for ``resource_id`` (None: it can; a device that
     does not say, e.g. a test double, is taken as able)."""

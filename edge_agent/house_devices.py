@@ -61,9 +61,19 @@ def _either(own: bool | None, default: bool) -> bool:
     return default if own is None else own
 
 
+def device_label(config: AgentConfig) -> str:
+    """The house's devices as the logs name them: their addresses, or the LAN devices' ids."""
+    dev = config.device
+    if dev.kind == "lan":
+        return "LAN " + ", ".join(f"{d.role} {d.id}" for d in config.lan_devices if d.role != "load")
+    return ", ".join(f"{p.role} {p.host}:{p.port}" for p in dev.parts) or f"{dev.host}:{dev.port}"
+
+
 def resource_manager(config: AgentConfig, clock: Clock) -> HouseResourceManager:
     """Build (not connect) the Resource Manager; ConfigError (field and reason) if the settings cannot work."""
     dev = config.device
+    if dev.kind == "lan":  # no Modbus device: edge_agent/lan_house.py, assembled by edge_agent.cli.lan_agent
+        raise ConfigError('device.kind = "lan": the house is its [[lan_devices]], not a Modbus device')
     revert_s = config.battery.revert_s
     if dev.write_min_interval_s > revert_s / 2:
         raise ConfigError(
@@ -100,4 +110,4 @@ def _sunspec_parts(dev: DeviceConfig, revert_s: float, clock: Clock) -> SunSpecD
     return {p.role: drivers[p.address] for p in dev.parts}
 
 
-__all__ = ["house_settings", "resource_manager", "sunspec_signs", "write_guard"]
+__all__ = ["device_label", "house_settings", "resource_manager", "sunspec_signs", "write_guard"]

@@ -5,6 +5,7 @@ one configuration (edge_agent/config.py).  Each names a LAN catalogue entry
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -82,9 +83,10 @@ class LanDeviceConfig(BaseModel):
 RESERVED_IDS = ("battery", "pv", "grid_meter", "ev_charger")
 
 
-def check_lan_devices(devices: list[LanDeviceConfig]) -> None:
+def check_lan_devices(devices: list[LanDeviceConfig], several_pv: bool = False) -> None:
     """ValueError naming ``lan_devices`` if the list cannot be one house's: ids unique, one device
-    configured once, at most one grid meter."""
+    configured once, at most one grid meter, at most one PV unless ``several_pv`` (a house of LAN
+    devices only splits its PV limit over them; beside a Modbus inverter one is added to its PV)."""
     seen: set[str] = set(RESERVED_IDS)
     addresses: set[tuple[str, int | None]] = set()
     for i, d in enumerate(devices):
@@ -95,10 +97,28 @@ def check_lan_devices(devices: list[LanDeviceConfig]) -> None:
         if d.address in addresses:
             raise ValueError(f"lan_devices[{i}] ({d.id}): {d.host}:{d.port or 'default port'} is configured twice")
         addresses.add(d.address)
-    for role in ("grid_meter", "pv"):
+    for role in ("grid_meter",) if several_pv else ("grid_meter", "pv"):
         ids = [d.id for d in devices if d.role == role]
         if len(ids) > 1:
-            raise ValueError(f"lan_devices: at most one {role}, got {len(ids)} ({', '.join(ids)})")
+            raise ValueError(f"lan_devices: at most one {role}, got {len(ids)} ({', '.join(ids)})"
+                             + (": the house has one connection point" if role == "grid_meter" else ""))
 
 
-__all__ = ["LanDeviceConfig", "check_lan_devices"]
+def check_lan_house(kind: str, devices: list[LanDeviceConfig], device_keys: Iterable[str]) -> None:
+    """ValueError naming the field if ``[[lan_devices]]`` cannot make a house on their own (``device.kind =
+    "lan"``): the safety path needs the grid meter at the connection point (at most one: check_lan_devices);
+    ``device_keys``, the ``[device]`` keys given, name no Modbus device.  Nothing to check for ``kind = "modbus"``."""
+    if kind != "lan":
+        return
+    modbus = [f"device.{k}" for k in ("host", "port", "unit_id", "catalogue", "parts") if k in device_keys]
+    if modbus:
+        raise ValueError(f'device.kind = "lan" (a house of LAN devices only) has no Modbus device: remove '
+                         f'{", ".join(modbus)} (its devices are the [[lan_devices]])')
+    if not any(d.role == "grid_meter" for d in devices):
+        meters = [m for m in lan_catalogue_ids() if "grid_meter" in load_lan_entry(m).device.roles]
+        raise ValueError('lan_devices: a house of LAN devices only (device.kind = "lan") needs its grid meter: '
+                         'add a [[lan_devices]] entry with role = "grid_meter" (the meter at the connection '
+                         f'point: {", ".join(meters)}); the export cap and import limit are kept on it')
+
+
+__all__ = ["LanDeviceConfig", "check_lan_devices", "check_lan_house"]

@@ -60,6 +60,10 @@ class LanScanResult:
                 lines.append(f"  can be: {', '.join(f.roles)}" + ("; switchable" if f.switchable else "")
                              + {None: "", True: "; curtailable (takes a power limit)",
                                 False: "; not curtailable (takes no power limit)"}[f.curtailable])
+            if f.model and {"grid_meter", "pv"} & set(f.roles):  # docs/lan-devices.md, "A house of LAN devices only"
+                lines.append('  in a house of LAN devices only ([device] kind = "lan"): ' + (
+                    "its grid meter (the export cap and import limit are kept on its reading)"
+                    if "grid_meter" in f.roles else "its PV" + ("; the export cap's lever" if f.curtailable else "")))
             lines += [f"  problem: {p}" for p in f.problems]
         return "\n".join(lines)
 

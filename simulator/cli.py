@@ -14,6 +14,7 @@
     vpp-sim device --fault frozen --fault slow:0.5 --control-port 1602   # faults, and a channel to change them
     vpp-sim fault --control 127.0.0.1:1602 reboot      # inject a fault into a running device (or: clear)
     vpp-sim lan-device --model shelly_plug_s --port 8080 [--password pw]   # a smart plug or meter
+    vpp-sim lan-house [--port 18000] [--pv 1600] [--load 300] [--plug washer=150]   # a house of LAN devices
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     ven.add_argument("--soc", type=float, default=50.0, help="initial state of charge in %% (default 50)")
     _fault_args(ven)
     lan_cli.add_parser(sub, _fault_args)
+    lan_cli.add_house_parser(sub)
     flt = sub.add_parser("fault", help="inject or clear a fault in a running device (its --control-port)",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          description="Send fault commands to a device started with --control-port and print the "
@@ -568,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(lambda: _vendor_device(args))
     if args.command == "lan-device":
         return run_main(lambda: lan_cli.serve(args, _serve_with_faults))
+    if args.command == "lan-house":
+        return run_main(lambda: lan_cli.serve_house(args))
     if args.command == "fault":
         return run_main(lambda: _fault(args))
     return 2

@@ -127,4 +127,61 @@ async def serve(args: argparse.Namespace, serve_with_faults: Any) -> int:
     return int(await serve_with_faults(args, sim, banner))
 
 
-__all__ = ["LAN_MODELS", "add_parser", "make_lan_sim", "serve"]
+def _plug(text: str) -> tuple[str, float]:
+    pid, _, watts = text.partition("=")
+    try:
+        w = float(watts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--plug {text!r}: need id=W, e.g. washer=150") from None
+    if not pid or not 0 <= w <= 4000:
+        raise argparse.ArgumentTypeError(f"--plug {text!r}: need id=W with 0 <= W <= 4000")
+    return pid, w
+
+
+def add_house_parser(sub: Any) -> None:
+    p = sub.add_parser("lan-house", help="serve a house of LAN devices: OpenDTU, plugs, a P1 meter that follows them",
+                       description="Serve a house of LAN devices only (docs/lan-devices.md): an OpenDTU with a "
+                                   "Hoymiles, Shelly plugs and a DSMR 5 P1 meter whose reading is the house's balance "
+                                   "(load + plugs - PV), until SIGINT/SIGTERM; prints an edge-agent config for it.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="the first device's port, the others follow (default: free)")
+    p.add_argument("--load", type=float, default=300.0, help="W the house draws besides its plugs (default 300)")
+    p.add_argument("--pv", type=float, default=1600.0, help="W the panels give (default 1600)")
+    p.add_argument("--apply-delay", type=float, default=3.0, help="s until the OpenDTU applies a limit (default 3)")
+    p.add_argument("--plug", type=_plug, action="append", help="id=W, repeatable (default washer=150 freezer=80 "
+                                                               "station=200)")
+    p.add_argument("--control-port", type=int, default=None, help="fault control of the P1 meter (vpp-sim fault)")
+
+
+async def serve_house(args: argparse.Namespace) -> int:
+    from simulator.fault_control import ControlServer
+    from simulator.lan_house import LanHouseSim
+    from vpp_common.cli import run_until_signal
+    from vpp_common.config import ConfigError
+
+    for name, v, hi in (("--load", args.load, 50_000.0), ("--pv", args.pv, 50_000.0), ("--apply-delay", args.apply_delay, 600.0)):
+        if not 0 <= v <= hi:  # false for NaN
+            raise ConfigError(f"{name} {v}: need 0 .. {hi:g}")
+    house = LanHouseSim(base_load_w=args.load, available_w=args.pv, apply_delay_s=args.apply_delay,
+                        plugs=dict(args.plug or [("washer", 150.0), ("freezer", 80.0), ("station", 200.0)]))
+    control = ControlServer(house.meter, args.host, args.control_port) if args.control_port is not None else None
+
+    async def start() -> None:
+        ports = await house.start(args.host, args.port)
+        print(f"LAN house: {', '.join(f'{k} {args.host}:{v}' for k, v in ports.items())}; grid {house.grid_w():.0f} W",
+              flush=True)
+        print("# edge-agent run --config FILE with:\n" + house.agent_config(args.host, ports), flush=True)
+        if control is not None:
+            await control.start()
+            print(f"fault control of the meter on {args.host}:{control.port}", flush=True)
+
+    async def stop() -> None:
+        if control is not None:
+            await control.stop()
+        await house.stop()
+
+    await run_until_signal(start, stop)
+    return 0
+
+
+__all__ = ["LAN_MODELS", "add_house_parser", "add_parser", "make_lan_sim", "serve", "serve_house"]

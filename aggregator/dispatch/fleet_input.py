@@ -22,7 +22,12 @@ import numpy as np
 
 from aggregator.dispatch.futures import Future, futures_fields
 from aggregator.dispatch.problem import FleetProblem
-from vpp_common.messages import PowerForecast, SiteLimits, StorageFlexibility
+from vpp_common.messages import (
+    PowerForecast,
+    ShiftableRunFlexibility,
+    SiteLimits,
+    StorageFlexibility,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,7 @@ class HouseInput:
     pv_rated_w: float = 0.0  # magnitude; fairness share base
     feeder_id: str | None = None
     pv_clear_sky_forecast: PowerForecast | None = None  # W <= 0: what the panels give under a clear sky
+    shiftable_runs: tuple[ShiftableRunFlexibility, ...] = ()  # S2 PPBC runs (aggregator.dispatch.runs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +68,23 @@ def _on_slots(fc: PowerForecast | None, start: datetime, slot_s: int, t: int, de
 
 
 UNASSIGNED_BLOCK_HOUSES = 50
+DEFAULT_LOAD_W = 400.0
+
+
+def forecast_arrays(houses: Sequence[HouseInput], start: datetime, slot_s: int, t: int,
+                    default_load_w: float = DEFAULT_LOAD_W) -> tuple[np.ndarray, np.ndarray]:
+    """(N, T) the houses' load (W >= 0) and PV (W <= 0) forecasts on the problem's slots."""
+    n = len(houses)
+    load = np.array([np.maximum(_on_slots(h.load_forecast, start, slot_s, t, default_load_w), 0.0)
+                     for h in houses]).reshape(n, t)
+    pv = np.array([np.minimum(_on_slots(h.pv_forecast, start, slot_s, t, 0.0), 0.0) for h in houses]).reshape(n, t)
+    return load, pv
 
 
 def prepare_problem(houses: Sequence[HouseInput], *, start: datetime, slot_s: int, horizon_slots: int,
                     import_price_per_kwh: np.ndarray, export_price_per_kwh: np.ndarray,
                     feeders: Mapping[str, FeederLimits] | None = None,
-                    default_load_w: float = 400.0, futures: Sequence[Future] = (),
+                    default_load_w: float = DEFAULT_LOAD_W, futures: Sequence[Future] = (),
                     tied_slots: int = 0) -> FleetProblem:
     """``futures``: the futures the LP weighs instead of the forecasts alone (``aggregator.dispatch.futures``;
     ``Future(1, 0)`` is the forecast itself), departing from the forecasts after ``tied_slots`` (the
@@ -104,9 +121,7 @@ def prepare_problem(houses: Sequence[HouseInput], *, start: datetime, slot_s: in
     def col(get) -> np.ndarray:  # type: ignore[no-untyped-def]
         return np.array([get(h) for h in houses], dtype=float)
 
-    load = np.array([np.maximum(_on_slots(h.load_forecast, start, slot_s, t, default_load_w), 0.0)
-                     for h in houses]).reshape(n, t)
-    pv = np.array([np.minimum(_on_slots(h.pv_forecast, start, slot_s, t, 0.0), 0.0) for h in houses]).reshape(n, t)
+    load, pv = forecast_arrays(houses, start, slot_s, t, default_load_w)
     clear = pv if not futures else np.array(
         [pv[i] if h.pv_clear_sky_forecast is None else
          np.minimum(_on_slots(h.pv_clear_sky_forecast, start, slot_s, t, 0.0), 0.0)

@@ -13,16 +13,23 @@ import numpy as np
 
 from aggregator.config import FeederConfig
 from aggregator.dispatch.events import FleetEvent
-from aggregator.dispatch.fleet_input import FeederLimits, HouseInput, prepare_problem
+from aggregator.dispatch.fleet_input import (
+    FeederLimits,
+    HouseInput,
+    forecast_arrays,
+    prepare_problem,
+)
 from aggregator.dispatch.futures import Future
 from aggregator.dispatch.plans import lease_end
 from aggregator.dispatch.problem import FleetProblem
+from aggregator.dispatch.runs import RunPlacement, place_runs, with_run_load
 from aggregator.store import FleetEventRecord, HouseRecord
 from vpp_common.messages import (
     DispatchPlan,
     Flexibility,
     LimitOverride,
     ResourceKind,
+    RunStart,
     SiteLimits,
     StorageFlexibility,
 )
@@ -46,7 +53,8 @@ def house_input(house: HouseRecord, flex: Flexibility, override: LimitOverride |
     """One house of the problem, from what the fleet knows of it (``flex`` with a battery)."""
     pv_rated = sum(r.rated_power_w for r in house.hello.resources if r.kind is ResourceKind.PV)
     return HouseInput(house.house_id, tightened(house.hello.limits, override), flex.storages[0],
-                      flex.load_forecast, flex.pv_forecast, pv_rated, feeder_id, flex.pv_clear_sky_forecast)
+                      flex.load_forecast, flex.pv_forecast, pv_rated, feeder_id, flex.pv_clear_sky_forecast,
+                      flex.shiftable_runs)
 
 
 def tied_slots(cycle_s: float, slot_s: int) -> int:
@@ -68,13 +76,34 @@ def terminal_value(setting: float | str, import_price_per_kwh: np.ndarray,
 def cycle_problem(inputs: Sequence[HouseInput], *, start: datetime, slot_s: int, cycle_s: float,
                   import_price_per_kwh: np.ndarray, export_price_per_kwh: np.ndarray,
                   feeders: Mapping[str, FeederLimits], futures: Sequence[Future],
-                  terminal_value_per_kwh: float | str) -> FleetProblem:
-    """The fleet problem of a cycle starting at ``start`` over the horizon of the known prices."""
+                  terminal_value_per_kwh: float | str, now: datetime | None = None) -> FleetProblem:
+    """The fleet problem of a cycle starting at ``start`` over the horizon of the known prices,
+    the houses' shiftable runs in their load (``cycle_problem_and_runs``)."""
+    return cycle_problem_and_runs(
+        inputs, start=start, slot_s=slot_s, cycle_s=cycle_s, import_price_per_kwh=import_price_per_kwh,
+        export_price_per_kwh=export_price_per_kwh, feeders=feeders, futures=futures,
+        terminal_value_per_kwh=terminal_value_per_kwh, now=now)[0]
+
+
+def cycle_problem_and_runs(inputs: Sequence[HouseInput], *, start: datetime, slot_s: int, cycle_s: float,
+                           import_price_per_kwh: np.ndarray, export_price_per_kwh: np.ndarray,
+                           feeders: Mapping[str, FeederLimits], futures: Sequence[Future],
+                           terminal_value_per_kwh: float | str,
+                           now: datetime | None = None) -> tuple[FleetProblem, RunPlacement]:
+    """The fleet problem of a cycle and where its houses' shiftable runs go: each run placed in
+    its cheapest window on the houses' forecasts (``aggregator.dispatch.runs``, none before
+    ``now``, default ``start``), its power (and the running runs') added to the house's load in
+    every future.  Without runs the problem is the one without this step, bit for bit."""
     problem = prepare_problem(inputs, start=start, slot_s=slot_s, horizon_slots=len(import_price_per_kwh),
                               import_price_per_kwh=import_price_per_kwh, export_price_per_kwh=export_price_per_kwh,
                               feeders=feeders, futures=tuple(futures), tied_slots=tied_slots(cycle_s, slot_s))
-    return replace(problem, terminal_value_per_kwh=terminal_value(terminal_value_per_kwh, import_price_per_kwh,
-                                                                  export_price_per_kwh))
+    problem = replace(problem, terminal_value_per_kwh=terminal_value(terminal_value_per_kwh, import_price_per_kwh,
+                                                                     export_price_per_kwh))
+    if not any(h.shiftable_runs for h in inputs):
+        return problem, RunPlacement(np.zeros((problem.n, problem.t)))
+    load, pv = forecast_arrays(inputs, start, slot_s, problem.t)
+    placement = place_runs(problem, [h.shiftable_runs for h in inputs], load, pv, now or start)
+    return with_run_load(problem, placement.load_w), placement
 
 
 def events_to_slots(records: Sequence[FleetEventRecord], start: datetime, slot_s: int) -> list[FleetEvent]:
@@ -92,14 +121,15 @@ def events_to_slots(records: Sequence[FleetEventRecord], start: datetime, slot_s
 
 
 def leased(plan: DispatchPlan, *, version: int, created_at: datetime, lease_s: float,
-           fallback_max_export_w: float) -> DispatchPlan:
+           fallback_max_export_w: float, run_starts: tuple[RunStart, ...] = ()) -> DispatchPlan:
     """A solved plan as the house gets it: its version, valid for at most the lease (an agent
     that hears nothing more falls back when it ends), the house's export limit for its fallback.
     It keeps its id: each solved (or shifted) plan has its own, and the service may have encoded
-    the slots it names ahead (``PlanOutbox.prepare``)."""
+    the slots it names ahead (``PlanOutbox.prepare``).  ``run_starts``: the cycle's starts of the
+    house's shiftable runs (``RunPlacement``)."""
     valid_until = lease_end(plan.valid_until, created_at, lease_s)  # from when it is made, not its first slot
     return replace(plan, version=version, created_at=created_at, valid_until=valid_until,
-                   fallback_max_export_w=fallback_max_export_w)
+                   fallback_max_export_w=fallback_max_export_w, run_starts=run_starts)
 
 
 def flexibility_w(storage: StorageFlexibility) -> tuple[float, float]:

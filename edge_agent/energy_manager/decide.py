@@ -53,12 +53,12 @@ def pv_limit_binding(pv_w: float, active_limit_w: float | None) -> bool:
     return active_limit_w is not None and -pv_w >= active_limit_w - PV_LIMIT_BINDING_W
 
 
-def fresh_for_control(t: SiteTelemetry) -> bool:
+def fresh_for_control(t: SiteTelemetry, has_battery: bool = True) -> bool:
     """True if a setpoint may be based on ``t``: grid, battery and SoC valid (not stale, missing or
-    implausible).  The Resource Managers mark a failed read stale at once, and a poll is bounded by
-    the request timeouts, so validity is the test (an age limit would misfire on accelerated clocks
-    whose poll period exceeds stale_after_s, e.g. the demo)."""
-    return t.grid_power_w.usable and t.battery_power_w.usable and t.battery_soc_pct.usable
+    implausible; a house without a battery: the grid).  The Resource Managers mark a failed read stale
+    at once, and a poll is bounded by the request timeouts, so validity is the test (an age limit would
+    misfire on accelerated clocks whose poll period exceeds stale_after_s, e.g. the demo)."""
+    return t.grid_power_w.usable and (not has_battery or (t.battery_power_w.usable and t.battery_soc_pct.usable))
 
 
 def pv_limit_for_export_cap(base_w: float, pv_w: float, battery_w: float, max_export_w: float,
@@ -226,7 +226,7 @@ def slot_limits(limits: SiteLimits, slot: PlanSlot | None) -> SiteLimits:
 
 
 def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, stream_ok: bool,
-           limits: SiteLimits, battery: BatteryLimits, resource_id: str = "battery",
+           limits: SiteLimits, battery: BatteryLimits | None, resource_id: str = "battery",
            previous_w: float | None = None, dt_s: float = 0.0, active_pv_limit_w: float | None = None,
            plan_grid_envelope: bool = True) -> Decision:
     """The battery setpoint for this tick.
@@ -237,8 +237,11 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
     ``previous_w`` and ``dt_s`` (since that setpoint) feed the ramp limit, which
     yields to the grid limits: safety is applied last.  ``plan_grid_envelope`` False:
     ``limits`` already hold a live feeder envelope from the aggregator, which replaces
-    the plan slot's (made on forecasts).
+    the plan slot's (made on forecasts).  ``battery`` None: the house has none
+    (:func:`decide_without_battery`).
     """
+    if battery is None:
+        return decide_without_battery(now, telemetry, plan, stream_ok, limits, active_pv_limit_w, plan_grid_envelope)
     grid, bat, soc = telemetry.grid_power_w, telemetry.battery_power_w, telemetry.battery_soc_pct
     if not fresh_for_control(telemetry):
         return Decision(0.0, "safe_idle", "measurements missing or stale: idle the battery")
@@ -273,6 +276,43 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
     return Decision(value, mode, reason, rules, _pv_limit(base_w, pv_w, value, limits, active_pv_limit_w))
 
 
+def decide_without_battery(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, stream_ok: bool,
+                           limits: SiteLimits, active_pv_limit_w: float | None = None,
+                           plan_grid_envelope: bool = True) -> Decision:
+    """A house without a battery (a house of LAN devices only): the PV limit is its one lever, for the
+    export cap, the plan slot's grid envelope (as :func:`decide`) and the fallback's export cap.  Nothing
+    here holds the import limit (no battery to discharge).  ``battery_w`` is 0; without a usable grid
+    reading no PV limit is decided (the caller writes nothing on stale data)."""
+    grid = telemetry.grid_power_w
+    if not grid.usable or grid.value is None:
+        return Decision(0.0, "safe_idle", "grid reading missing or stale: no PV limit decided")
+    if not math.isfinite(grid.value):
+        return _refused(f"grid power = {grid.value}")
+    if (problem := limits_problem(limits)) is not None:
+        return _refused(problem)
+    slot = plan.slot_at(now) if plan is not None and stream_ok else None
+    if plan_grid_envelope:
+        limits = slot_limits(limits, slot)
+    if slot is not None:
+        mode, reason = "plan", slot.reason or "plan slot"
+    else:
+        mode, reason, limits = _fallback(now, plan, stream_ok, limits)
+    pv_limit = _pv_limit(grid.value, _pv_reading(telemetry), 0.0, limits, _usable_pv_limit(active_pv_limit_w))
+    return Decision(0.0, mode, reason, ("export_cap",) if pv_limit is not None else (), pv_limit)
+
+
+def _fallback(now: datetime, plan: DispatchPlan | None, stream_ok: bool,
+              limits: SiteLimits) -> tuple[str, str, SiteLimits]:
+    """The fallback's mode, reason and limits (its export cap tightens them)."""
+    fallback = plan.fallback if plan is not None else FallbackMode.SELF_CONSUMPTION
+    fallback_cap = plan.fallback_max_export_w if plan is not None else 0.0
+    if fallback_cap > 0:  # NaN is not (and is refused when the plan comes in)
+        limits = tighten_limits(limits, SiteLimits(limits.max_import_w, fallback_cap))
+    why = ("no plan" if plan is None else "stream down" if not stream_ok
+           else "plan not yet valid" if now < plan.valid_from else "plan expired")
+    return "fallback", f"{why}: {fallback.value}", limits
+
+
 def _aim(now: datetime, plan: DispatchPlan | None, stream_ok: bool, slot: PlanSlot | None, resource_id: str,
          base_w: float, limits: SiteLimits) -> tuple[float, str, str, SiteLimits] | Decision:
     """What the battery should do before ramp and safety: the plan slot's setpoint, or the
@@ -287,13 +327,8 @@ def _aim(now: datetime, plan: DispatchPlan | None, stream_ok: bool, slot: PlanSl
             return _refused(f"plan setpoint {sp.target_power_w} W in envelope ({env.min_w}, {env.max_w}) W")
         return desired, "plan", slot.reason or "plan slot", limits
     fallback = plan.fallback if plan is not None else FallbackMode.SELF_CONSUMPTION
-    fallback_cap = plan.fallback_max_export_w if plan is not None else 0.0
-    if fallback_cap > 0:  # NaN is not (and is refused when the plan comes in)
-        limits = tighten_limits(limits, SiteLimits(limits.max_import_w, fallback_cap))
-    desired = -base_w if fallback is FallbackMode.SELF_CONSUMPTION else 0.0
-    why = ("no plan" if plan is None else "stream down" if not stream_ok
-           else "plan not yet valid" if now < plan.valid_from else "plan expired")
-    return desired, "fallback", f"{why}: {fallback.value}", limits
+    mode, reason, limits = _fallback(now, plan, stream_ok, limits)
+    return -base_w if fallback is FallbackMode.SELF_CONSUMPTION else 0.0, mode, reason, limits
 
 
 def _usable_pv_limit(limit_w: float | None) -> float | None:

@@ -118,6 +118,7 @@ class HomeAssistantBridge:
             node_id=self.node_id, house_name=f"VPP house {a.config.house_id or self.node_id}",
             sw_version=AGENT_VERSION, discovery_prefix=self.cfg.discovery_prefix,
             has_ev=any(r.kind is ResourceKind.EV_CHARGER for r in resources),
+            has_battery=bool(getattr(a.device, "has_battery", True)),  # a house of LAN devices only: none
             currency=a.config.tariff.currency if a.config.tariff is not None else None,
             max_soc_pct=a.config.battery.max_soc_pct)
 

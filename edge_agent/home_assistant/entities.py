@@ -33,6 +33,7 @@ class HouseSpec:
     sw_version: str
     discovery_prefix: str = "homeassistant"
     has_ev: bool = False
+    has_battery: bool = True  # False: a house of LAN devices only, no battery entities (docs/lan-devices.md)
     currency: str | None = None  # a tariff: money saved and the tou mode
     max_soc_pct: float = 100.0
     model: str = "Edge agent"
@@ -117,7 +118,12 @@ def entities(spec: HouseSpec) -> list[Entity]:
     for key, (name, icon) in EVENTS.items():  # for automations (automation.py)
         if key != "price_event" or spec.currency is not None:
             out.append(Entity("event", key, {"name": name, "event_types": list(EVENT_TYPES[key]), "icon": icon}))
-    return out
+    return out if spec.has_battery else [e for e in out if e.key not in BATTERY_ENTITIES]
+
+
+# What a house without a battery has nothing to show or do with (the money saved is the battery's)
+BATTERY_ENTITIES = frozenset({"battery_power", "battery_in", "battery_out", "battery_soc", "reserve_soc",
+                              "hold_battery", "charge_now", "money_saved_today"})
 
 
 EVENTS = {

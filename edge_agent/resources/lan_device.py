@@ -15,6 +15,7 @@ after it the limit is sent again, up to :data:`LIMIT_RESENDS` times.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -100,8 +101,13 @@ class LanDeviceRM:
     async def poll(self, now: datetime) -> LanSnapshot:
         """Read the device once; its failures become STALE / MISSING measurements (and ``error``)."""
         error: str | None = None
+        bounds = self._bounds
         try:
-            values = (await self.device.read()).by_role(self.device.entry)
+            reading = await self.device.read()
+            values = reading.by_role(self.device.entry)
+            bad = self._outside_own_range(reading)  # refused as IMPLAUSIBLE against the point's own range
+            values.update({role: v for role, (v, _) in bad.items()})
+            bounds = {**bounds, **{role: b for role, (_, b) in bad.items()}}
         except DeviceError as exc:
             error = str(exc)
             left_out = _limit.admit((self.resource_id, type(exc).__name__))
@@ -112,11 +118,11 @@ class LanDeviceRM:
         m = self._measurer
         snap = LanSnapshot(
             self.resource_id, self.role,
-            power_w=m.checked(self._power_role, values.get(self._power_role), now, self._bounds[self._power_role]),
-            energy_in_wh=m.checked("energy_in_wh", values.get("energy_in_wh"), now, self._bounds["energy_in_wh"],
+            power_w=m.checked(self._power_role, values.get(self._power_role), now, bounds[self._power_role]),
+            energy_in_wh=m.checked("energy_in_wh", values.get("energy_in_wh"), now, bounds["energy_in_wh"],
                                    "Wh"),
             energy_out_wh=m.checked("energy_out_wh", values.get("energy_out_wh"), now,
-                                    self._bounds["energy_out_wh"], "Wh"),
+                                    bounds["energy_out_wh"], "Wh"),
             switch_on=m.checked("switch_on", values.get("switch_on"), now, (0.0, 1.0), ""))
         if self.limitable:
             snap = await self._limit_readback(snap, values, now)
@@ -125,6 +131,17 @@ class LanDeviceRM:
             if _limit.admit((self.resource_id, r.reason)) is not None:
                 log.warning("%s: refused: %s", self.resource_id, r.detail)
         return snap
+
+    def _outside_own_range(self, reading: LanReading) -> dict[str, tuple[float, tuple[float, float]]]:
+        """Role -> (value, range) of a summed point outside its own range (a P1 import power of -1 kW:
+        its sum with the export point would pass the role's range)."""
+        out: dict[str, tuple[float, tuple[float, float]]] = {}
+        for name, p in self.device.entry.points.items():
+            v = reading.values.get(name)
+            lo, hi = -math.inf if p.min is None else p.min, math.inf if p.max is None else p.max
+            if p.role is not None and v is not None and not lo <= v <= hi:
+                out[p.role] = (v, (lo, hi))
+        return out
 
     async def _limit_readback(self, snap: LanSnapshot, values: dict[str, float | None],
                               now: datetime) -> LanSnapshot:

@@ -67,20 +67,25 @@ def choose(desc: FRBCSystemDescription, fill_level: float, wanted_w: float, wind
     if not math.isfinite(wanted_w) or not math.isfinite(fill_level):
         return None
     actuator = desc.actuators[0]
+    spans = [(str(m.id), span) for m in allowed_modes(actuator, present_mode)
+             if (span := mode_power_range(m, fill_level)) is not None]
+    return nearest(str(actuator.id), spans, wanted_w, window, present_mode, reason)
+
+
+def nearest(actuator_id: str, spans: list[tuple[str, tuple[float, float]]], wanted_w: float,
+            window: tuple[float, float] | None, present_mode: str | None, reason: str) -> Target | None:
+    """Of the modes (id, (power at factor 0, at factor 1)), the one and factor nearest ``wanted_w``
+    clamped into ``window``; a tie: the present mode, then the least power."""
     aim = clamp_into(wanted_w, *window) if window is not None else wanted_w
     best: tuple[tuple[float, float, int, float], Target] | None = None
-    for mode in allowed_modes(actuator, present_mode):
-        span = mode_power_range(mode, fill_level)
-        if span is None:
-            continue
-        start, end = span
+    for mode_id, (start, end) in spans:
         power = clamp_into(aim, min(start, end), max(start, end))
         factor = 0.0 if end == start else min(1.0, max(0.0, (power - start) / (end - start)))
         power = start + factor * (end - start)
-        key = (violation(power, window), abs(power - aim), 0 if str(mode.id) == present_mode else 1, abs(power))
+        key = (violation(power, window), abs(power - aim), 0 if mode_id == present_mode else 1, abs(power))
         if best is None or key < best[0]:
             why = reason if key[0] == 0 else f"{reason}; no mode keeps the grid within the site limits"
-            best = (key, Target(str(actuator.id), str(mode.id), factor, power, why))
+            best = (key, Target(actuator_id, mode_id, factor, power, why))
     return best[1] if best is not None else None
 
 

@@ -30,7 +30,9 @@ def rows(snapshots: list[RmSnapshot], now: datetime, stale_after_s: float) -> li
             "last_message": s.last_message_type, "last_message_at": s.last_message_at.isoformat(),
             "power_w": s.power_w.value if s.power_w is not None else None,
             "fill_level": s.fill_level.value if s.fill_level is not None else None,
-            "last_instruction": ({"id": last.instruction_id, "power_w": last.power_w, "status": last.status}
+            "last_instruction": ({"id": last.instruction_id, "kind": last.kind, "power_w": last.power_w,
+                                  "status": last.status, "reason": last.reason,
+                                  "execution_time": last.execution_time.isoformat() if last.execution_time else None}
                                  if last is not None else None),
             "closed_reason": s.closed_reason or None,
         })
@@ -54,9 +56,17 @@ def table(status: dict[str, Any], now: datetime) -> str:
         instr = r["last_instruction"]
         body.append((r["name"], r["state"], r["control_type"] or "-", r["last_message"] or "-", f"{age:.0f} s",
                      "-" if r["power_w"] is None else f"{r['power_w']:.0f}",
-                     "-" if instr is None else f"{instr['power_w']:.0f} W {instr['status']}"))
+                     _instruction(instr)))
     widths = [max(len(x[i]) for x in (header, *body)) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in (header, *body)]
     if not body:
         lines.append("(no resource manager has connected)")
     return "\n".join(lines)
+
+
+def _instruction(instr: dict[str, Any] | None) -> str:
+    if instr is None:
+        return "-"
+    if instr.get("execution_time") and instr.get("kind") == "PPBC.ScheduleInstruction":
+        return f"start {instr['execution_time']} {instr['status']}"  # a run scheduled ahead
+    return f"{instr['power_w']:.0f} W {instr['status']}"

@@ -9,7 +9,8 @@
   a flood, a frame too large, invalid JSON, or no session within ``handshake_timeout_s`` ends
   the session with a WebSocket close code and a log line; nothing of it reaches the agent.
   WebSocket pings (``heartbeat_s``) find an RM that vanished without closing.
-* The instruction loop asks each FRBC session's RM for what the plan wants (instructions.py).
+* The instruction loop asks each RM for what the plan and the site limits want (decide.py:
+  FRBC, PPBC, OMBC and PEBC).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -31,28 +31,17 @@ from s2python.common import SessionRequest, SessionRequestType
 
 from edge_agent.link_config import S2Config
 from edge_agent.refusals import Refusals
-from edge_agent.s2_cem.instructions import decide_instruction
+from edge_agent.s2_cem.decide import HouseNow, decide
 from edge_agent.s2_cem.listing import rows, write_status
 from edge_agent.s2_cem.session import PREFERENCE, CemSession, Outcome
 from edge_agent.s2_cem.state import Coordinator, RmSnapshot
 from edge_agent.s2_cem.wire import Refused, parse_frame
-from vpp_common.messages import DispatchPlan, SiteLimits
 
 log = logging.getLogger(__name__)
 
 SOURCE = "s2"  # refusals' source label
 CLOSE_TIMEOUT_S = 2.0  # a peer that does not answer our close frame is dropped after this (real s)
 STATUS_MIN_S = 1.0  # the status file at most once a real second (an accelerated clock ticks faster)
-
-
-@dataclass(frozen=True, slots=True)
-class HouseNow:
-    """What the instruction loop needs of the house: the plan in force, the grid reading (None
-    if not usable) and the site limits in force."""
-
-    plan: DispatchPlan | None
-    grid_w: float | None
-    limits: SiteLimits
 
 
 class TokenBucket:
@@ -301,17 +290,21 @@ class S2CemServer:
         house = self.house(now)
         sent = 0
         for ws, session in list(self.live.values()):
-            target = decide_instruction(session.snap, now, house.plan, house.grid_w, house.limits,
-                                        self.cfg.stale_after_s, self.cfg.instruction_deadband_w)
-            if target is None or ws.closed:
-                continue
-            msg = session.instruct(target.actuator_id, target.operation_mode_id, target.factor, target.power_w)
-            log.info("S2 RM %r: instruction %s: mode %s factor %.3f (%.0f W, %s)", session.name, msg.id,
-                     target.operation_mode_id, target.factor, target.power_w, target.reason)
             try:
-                await self._send(ws, session, [msg])
-                self.metrics.instructions.labels(session.snap.control_type or "none").inc()
-                sent += 1
+                order = decide(session.snap, now, house, self.cfg.stale_after_s, self.cfg.instruction_deadband_w)
+            except Exception:  # a bug for one RM's description must not stop the others' instructions
+                log.exception("S2 RM %r: no instruction this round", session.name)
+                continue
+            if ws.closed or not (order.revoke or order.send):
+                continue
+            log.info("S2 RM %r: %s", session.name, order.why)
+            revokes = [m for iid in order.revoke if (m := session.revoke(iid)) is not None]
+            for msg, rec in order.send:
+                session.record(msg, rec)
+            try:
+                await self._send(ws, session, [*revokes, *(m for m, _ in order.send)])
+                self.metrics.instructions.labels(session.snap.control_type or "none").inc(len(order.send))
+                sent += len(order.send)
             except (ConnectionError, RuntimeError) as exc:
                 log.info("S2 RM %r: instruction not sent: %s", session.name, exc)
         return sent

@@ -37,13 +37,13 @@ from s2python.common import (
 )
 from s2python.frbc import (
     FRBCActuatorStatus,
-    FRBCInstruction,
     FRBCStorageStatus,
     FRBCSystemDescription,
 )
 from s2python.message import S2Message, S2MessageWithID
 from s2python.version import S2_VERSION
 
+from edge_agent.s2_cem import take
 from edge_agent.s2_cem.state import (
     MAX_INSTRUCTIONS_KEPT,
     ActuatorState,
@@ -117,7 +117,7 @@ class CemSession:
         now = self._clock()
         snap = self.snap
         for rec in snap.instructions:
-            if rec.status in ("SENT", "OK", "NEW", "ACCEPTED", "STARTED"):
+            if rec.open:
                 snap = snap.with_instruction(replace(rec, status="LOST", status_at=now))
         self._set(replace(snap, connected=False, phase="closed", closed_reason=reason))
         self.coordinator.release(self.name, self.snap.session)
@@ -201,6 +201,11 @@ class CemSession:
             self._set(replace(self.snap, fill_level=Reading(msg.present_fill_level, now)))
         elif isinstance(msg, FRBCActuatorStatus):
             return self._on_actuator_status(msg, now)
+        elif prefix != "FRBC.":
+            snap, why = take.take(self.snap, msg, now)  # PPBC, OMBC, PEBC
+            if why is not None:
+                return self._refuse(msg, why)
+            self._set(snap)
         return Outcome([_status(msg.message_id, OK)])  # the other messages of the type: kept for later increments
 
     def _on_power(self, msg: PowerMeasurement, now: datetime) -> Outcome:
@@ -248,6 +253,10 @@ class CemSession:
             # the RM withdrew its description: no instruction until a new one
             self._set(replace(self.snap, system_description=None, actuators=()))
             return Outcome([_status(msg.message_id, OK)])
+        snap = take.revoke(self.snap, msg)
+        if snap is not None:  # the RM withdrew its profile, description or constraints: nothing asked on them
+            self._set(snap)
+            return Outcome([_status(msg.message_id, OK)])
         return self._refuse(msg, f"no {msg.object_type.value} {msg.object_id} to revoke in this session",
                             "unknown_object")
 
@@ -261,24 +270,18 @@ class CemSession:
             self._set(self.snap.with_instruction(replace(rec, status=msg.status.value, status_at=now)))
 
     # -- outgoing --------------------------------------------------------------------
-    def instruct(self, actuator_id: str, mode_id: str, factor: float, power_w: float) -> FRBCInstruction:
-        """An FRBC.Instruction to send now, recorded (its status updates are tracked)."""
-        now = self._clock()
-        msg = FRBCInstruction(message_id=uuid.uuid4(), id=uuid.uuid4(), actuator_id=uuid.UUID(actuator_id),
-                              operation_mode=uuid.UUID(mode_id), operation_mode_factor=factor,
-                              execution_time=now, abnormal_condition=False)
-        self._sent[str(msg.message_id)] = str(msg.id)
+    def record(self, msg: S2MessageWithID, rec: InstructionRecord) -> None:
+        """An instruction about to be sent: its status updates are tracked from now."""
+        self._sent[str(msg.message_id)] = rec.instruction_id
         while len(self._sent) > MAX_INSTRUCTIONS_KEPT:  # an RM that never acknowledges: the oldest go
             del self._sent[next(iter(self._sent))]
-        self._set(self.snap.with_instruction(InstructionRecord(str(msg.id), str(msg.message_id), actuator_id,
-                                                               mode_id, factor, power_w, now)))
-        return msg
+        self._set(self.snap.with_instruction(rec))
 
     def revoke(self, instruction_id: str) -> RevokeObject | None:
         """A RevokeObject for an instruction of this session that has not finished, or None."""
         rec = self.snap.instruction(instruction_id)
-        if rec is None or rec.status in ("SUCCEEDED", "ABORTED", "REJECTED", "REVOKED", "LOST"):
+        if rec is None or not rec.open:
             return None
         self._set(self.snap.with_instruction(replace(rec, status="REVOKED", status_at=self._clock())))
-        return RevokeObject(message_id=uuid.uuid4(), object_type="FRBC.Instruction",  # type: ignore[arg-type]
+        return RevokeObject(message_id=uuid.uuid4(), object_type=rec.kind,  # type: ignore[arg-type]
                             object_id=uuid.UUID(instruction_id))

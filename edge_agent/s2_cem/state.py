@@ -15,6 +15,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from s2python.frbc import FRBCSystemDescription
+from s2python.ombc import OMBCSystemDescription
+from s2python.pebc import PEBCPowerConstraints
+from s2python.ppbc import PPBCPowerProfileDefinition
+
+from edge_agent.energy_manager.cheapest_start import Step
+from vpp_common.messages import ProfileStep
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +42,42 @@ class ActuatorState:
 
 
 @dataclass(frozen=True, slots=True)
+class RunShape:
+    """A PPBC profile's run, worked out once when the profile arrives (a profile may have
+    thousands of elements): its length, its first step's power, its steps for choosing a start
+    (few, extremes kept) and for the fleet (at most 96 of at most a day, energy kept)."""
+
+    length_s: float
+    first_w: float
+    decision: tuple[Step, ...]
+    wire: tuple[ProfileStep, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class InstructionRecord:
     instruction_id: str
     message_id: str
-    actuator_id: str
-    operation_mode_id: str
+    actuator_id: str  # FRBC: the actuator; PPBC: the sequence container; OMBC, PEBC: ""
+    operation_mode_id: str  # FRBC, OMBC: the mode; PPBC: the power sequence; PEBC: the power constraints
     factor: float
-    power_w: float  # the power the CEM meant (W, consumption > 0)
+    power_w: float  # the power the CEM meant (W, consumption > 0); PEBC: the envelope's lower limit
     sent_at: datetime
     status: str = "SENT"  # SENT, then the RM's ReceptionStatus / InstructionStatusUpdate values; LOST
     status_at: datetime | None = None
+    kind: str = "FRBC.Instruction"  # the S2 message type (RevokeObject names it)
+    execution_time: datetime | None = None  # PPBC: the start asked for (None: now)
+    upper_w: float | None = None  # PEBC: the envelope's upper limit (W)
+    profile_id: str = ""  # PPBC: the power profile the schedule belongs to
+    reason: str = ""  # why the CEM asked (plan setpoint, site limit, released, ...)
+    restore_w: float | None = None  # OMBC: the power it ran at before the CEM paused it for a site limit
+
+    @property
+    def open(self) -> bool:
+        """Not finished: the RM may still act on it."""
+        return self.status in OPEN_STATUSES
+
+
+OPEN_STATUSES = ("SENT", "OK", "NEW", "ACCEPTED", "STARTED")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +99,17 @@ class RmSnapshot:
     power_w: Reading | None = None  # the RM's measured power (W, consumption > 0), all phases
     instructions: tuple[InstructionRecord, ...] = ()
     closed_reason: str = ""
+    # OMBC: the description, the active mode (actuator_id ""), the timers' ends by timer id
+    ombc_description: OMBCSystemDescription | None = None
+    mode: ActuatorState | None = None
+    timers: tuple[tuple[str, datetime], ...] = ()
+    # PPBC: the profile, its containers' statuses (container id, status), when it began executing
+    profile: PPBCPowerProfileDefinition | None = None
+    run: RunShape | None = None  # the profile's run (ppbc.shape), set with the profile
+    profile_status: tuple[tuple[str, str], ...] = ()
+    run_started_at: datetime | None = None
+    # PEBC: the power constraints in force
+    power_constraints: PEBCPowerConstraints | None = None
 
     def stale(self, now: datetime, stale_after_s: float) -> bool:
         """Its values cannot be used: gone, or silent too long."""

@@ -5,12 +5,13 @@ Every frame is hostile until checked here (docs/architecture.md: safety lives at
 * not JSON (or nested past what a parser can walk): ReceptionStatus INVALID_DATA, and the
   session ends (``fatal``): a peer that does not speak JSON is not an S2 peer;
 * JSON but no object: INVALID_DATA;
-* ``NaN`` / ``Infinity`` (Python's json accepts them, JSON does not): INVALID_MESSAGE naming
-  the field;
+* ``NaN`` / ``Infinity`` (Python's json accepts them, JSON does not), also as strings
+  (``"NaN"``: pydantic's lax mode reads a string in a number field): INVALID_MESSAGE naming the
+  field;
 * anything s2-python's ``S2Parser`` refuses (unknown type, schema, references): INVALID_MESSAGE
   with pydantic's diagnostics (the first few, short);
-* a number past what a house device can mean (any |x| > 1e9, a power |x| > 1 MW):
-  INVALID_CONTENT naming the field.
+* a number past what a house device can mean (any |x| > 1e9, a power |x| > 1 MW), also as a
+  string: INVALID_CONTENT naming the field.
 
 The subject of a refusal is the frame's ``message_id`` when it is a UUID, else the nil UUID.
 """
@@ -35,7 +36,8 @@ MAX_POWER_W = 1e6  # a power value: no device behind one house connection reache
 _POWER_KEYS = {"start_of_range", "end_of_range", "value", "value_expected", "value_upper_limit",
                "value_lower_limit", "value_upper_95PPR", "value_lower_95PPR", "value_upper_68PPR",
                "value_lower_68PPR", "upper_limit", "lower_limit"}
-_POWER_PARENTS = {"power_ranges", "values", "power_values", "power_envelope_elements"}
+_POWER_PARENTS = {"power_ranges", "values", "power_values", "power_envelope_elements", "allowed_limit_ranges"}
+_ANY_POWER_KEYS = {"upper_average_power", "lower_average_power"}  # PEBC.EnergyConstraint
 MAX_DIAGNOSTIC_CHARS = 400
 
 
@@ -120,14 +122,22 @@ def _subject(raw: dict[str, Any]) -> uuid.UUID:
 
 
 def _first_bad_number(node: Any, path: str, parent: str = "") -> tuple[str, Any] | None:
-    """The first number that is not finite or out of range, with its JSON path."""
+    """The first number that is not finite or out of range, with its JSON path.  A string that
+    reads as a number counts as one: pydantic's lax mode turns "NaN" or "1e300" into a float."""
     if isinstance(node, _NotFinite):
         return path, node
     if isinstance(node, bool):
         return None
+    if isinstance(node, str):
+        node = _as_number(node)
+        if node is None:
+            return None
+        if isinstance(node, _NotFinite):
+            return path, node
     if isinstance(node, int | float):
-        bound = MAX_POWER_W if parent in _POWER_PARENTS and path.rsplit(".", 1)[-1] in _POWER_KEYS \
-            else MAX_ABS_NUMBER
+        key = path.rsplit(".", 1)[-1]
+        power = (parent in _POWER_PARENTS and key in _POWER_KEYS) or key in _ANY_POWER_KEYS
+        bound = MAX_POWER_W if power else MAX_ABS_NUMBER
         if isinstance(node, float) and not math.isfinite(node):  # 1e999 parses to inf
             return path, node
         return (path, node) if abs(node) > bound else None
@@ -143,3 +153,15 @@ def _first_bad_number(node: Any, path: str, parent: str = "") -> tuple[str, Any]
             if found is not None:
                 return found
     return None
+
+
+def _as_number(text: str) -> float | _NotFinite | None:
+    """What pydantic would make of ``text`` in a number field (None: not a number; ids, times
+    and names are not)."""
+    if len(text) > 64:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else _NotFinite(repr(text))

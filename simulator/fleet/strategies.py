@@ -26,7 +26,7 @@ known in advance, and a horizon runs to the end of tomorrow in the fleet's zone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
@@ -43,7 +43,13 @@ from edge_agent.energy_manager.forecast import HistoryForecaster, Site
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
 from vpp_common.localtime import day_ahead_known_until
-from vpp_common.messages import DispatchPlan, PowerForecast, SiteLimits, StorageFlexibility
+from vpp_common.messages import (
+    DispatchPlan,
+    PowerForecast,
+    ShiftableRunFlexibility,
+    SiteLimits,
+    StorageFlexibility,
+)
 from vpp_common.tariff import PriceSeries
 
 STRATEGIES = ("no_battery", "battery_idle", "self_consumption", "tou", "fleet", "perfect_foresight")
@@ -97,12 +103,15 @@ def storage(sc: Scenario, i: int, soc_pct: float,
 def fleet_problem(sc: Scenario, s0: int, s1: int, soc: np.ndarray, load_w: np.ndarray, pv_w: np.ndarray,
                   terminal_value_per_kwh: float | str, pv_clear_sky_w: np.ndarray | None = None,
                   futures: tuple[Future, ...] = (), cycle_s: float = 0.0,
-                  reserve_soc_pct: float = DEFAULT_RESERVE_SOC_PCT) -> FleetProblem:
+                  reserve_soc_pct: float = DEFAULT_RESERVE_SOC_PCT,
+                  shiftable_runs: Sequence[tuple[ShiftableRunFlexibility, ...]] | None = None) -> FleetProblem:
     """The aggregator's problem for slots [s0, s1): built by the aggregator's own cycle code
     (``aggregator.fleet.cycle.cycle_problem`` from per-house flexibility and forecasts), with
     the scenario's feeders and their limits slot by slot.  ``cycle_s``: the re-plan period
     (the futures depart from the forecasts after it); ``pv_clear_sky_w``: (N, T) magnitudes,
-    for the ``futures`` (see ``prepare_problem``)."""
+    for the ``futures`` (see ``prepare_problem``); ``shiftable_runs``: each house's runs (S2 PPBC),
+    placed by the cycle before the LP (``aggregator.dispatch.runs``) against each feeder's lowest
+    import limit over the horizon (the problem then gets the limits slot by slot)."""
     start = sc.slot_start(s0)
 
     def fc(values: np.ndarray) -> PowerForecast:
@@ -114,10 +123,12 @@ def fleet_problem(sc: Scenario, s0: int, s1: int, soc: np.ndarray, load_w: np.nd
             storage=storage(sc, i, soc[i], reserve_soc_pct),
             load_forecast=fc(load_w[i]), pv_forecast=fc(-pv_w[i]), pv_rated_w=h.pv_kwp * 1000, feeder_id=h.feeder,
             pv_clear_sky_forecast=None if pv_clear_sky_w is None else fc(-pv_clear_sky_w[i]),
+            shiftable_runs=tuple(shiftable_runs[i]) if shiftable_runs is not None else (),
         )
         for i, h in enumerate(sc.houses)
     ]
-    feeders = {f: FeederLimits(transformer_id=f"tx:{f}") for f in sc.feeder_ids}
+    feeders = {f: FeederLimits(float(sc.feeder_import_limit_w[k, s0:s1].min()), transformer_id=f"tx:{f}")
+               for k, f in enumerate(sc.feeder_ids)}
     assert s1 <= sc.t, (s1, sc.t)  # the horizon is the prices' (cycle_problem)
     p = cycle_problem(houses, start=start, slot_s=sc.slot_s, cycle_s=cycle_s,
                       import_price_per_kwh=sc.import_price_per_kwh[s0:s1],

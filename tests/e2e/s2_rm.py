@@ -1,9 +1,11 @@
-"""An independent S2 FRBC Resource Manager (a home battery), written from the S2 messages only.
+"""Independent S2 Resource Managers, written from the S2 messages only: an FRBC home battery
+and a PPBC washing machine.
 
 It imports nothing of this project: s2-python's models build and parse the JSON, aiohttp
 carries the WebSocket.  Run as a process by tests/e2e/test_s2_rm.py:
 
     python s2_rm.py URL TOKEN [--cafile PEM] [--resource-id UUID] [--abandon]
+                    [--control ppbc] [--steps-s 1800,3600,900] [--window-h 8]
 
 It connects with ``Authorization: Bearer TOKEN``, sends Handshake, ResourceManagerDetails
 (FRBC), an FRBC.SystemDescription of a 10 kWh / 5 kW battery, its StorageStatus,
@@ -11,6 +13,8 @@ ActuatorStatus and PowerMeasurement; it answers every message with a ReceptionSt
 FRBC.Instruction with InstructionStatusUpdate ACCEPTED, STARTED, SUCCEEDED (and the new
 ActuatorStatus and PowerMeasurement).  ``--abandon``: it exits right after ACCEPTED, as a
 device that drops off mid-instruction.  Each event is one JSON line on stdout.
+
+``--control ppbc``: a washing machine instead (washer.py).
 """
 
 from __future__ import annotations
@@ -159,12 +163,18 @@ class Battery:
         return True
 
 
-async def main(url: str, token: str, cafile: str | None, resource_id: uuid.UUID, abandon: bool) -> int:
+async def main(url: str, token: str, cafile: str | None, resource_id: uuid.UUID, abandon: bool,
+               control: str = "frbc", steps_s: tuple[float, ...] = (), window_h: float = 8.0) -> int:
     ctx = ssl.create_default_context(cafile=cafile) if cafile else None
     async with aiohttp.ClientSession() as http, http.ws_connect(
             url, headers={"Authorization": f"Bearer {token}"}, ssl=ctx if ctx else False) as ws:
         say(event="connected")
-        rm = Battery(ws, abandon)
+        if control == "ppbc":
+            from s2_washer import Washer  # beside this file: the script's directory is on sys.path
+
+            rm: Any = Washer(ws, abandon, steps_s, window_h)
+        else:
+            rm = Battery(ws, abandon)
         await rm.send(Handshake(message_id=uuid.uuid4(), role=EnergyManagementRole.RM,
                                 supported_protocol_versions=["0.0.2-beta"]))
         async for frame in ws:
@@ -185,5 +195,9 @@ if __name__ == "__main__":
     p.add_argument("--cafile")
     p.add_argument("--resource-id", type=uuid.UUID, default=uuid.uuid5(NS, "resource"))
     p.add_argument("--abandon", action="store_true")
+    p.add_argument("--control", choices=("frbc", "ppbc"), default="frbc")
+    p.add_argument("--steps-s", default="1800,3600,900", help="ppbc: the programme's steps (heat, wash, spin), s")
+    p.add_argument("--window-h", type=float, default=8.0, help="ppbc: done within this many hours from now")
     a = p.parse_args()
-    sys.exit(asyncio.run(main(a.url, a.token, a.cafile, a.resource_id, a.abandon)))
+    steps = tuple(float(x) for x in a.steps_s.split(","))
+    sys.exit(asyncio.run(main(a.url, a.token, a.cafile, a.resource_id, a.abandon, a.control, steps, a.window_h)))

@@ -45,6 +45,10 @@ async def test_scan_finds_each_simulator(model: str) -> None:
                                  .get(model))
     table = result.to_table()
     assert model in table and "can be:" in table
+    lan_house = {"dsmr5_p1": "its grid meter", "shelly_pro_3em": "its grid meter", "shelly_pro_em": "its grid meter",
+                 "opendtu_hoymiles": "its PV; the export cap's lever", "apsystems_ez1": "its PV; the export cap's lever",
+                 "enphase_envoy": "its PV\n"}.get(model)  # what it is in a house of LAN devices only
+    assert (lan_house in table + "\n") if lan_house else "kind = \"lan\"" not in table
     assert json.loads(result.to_json())["found"][0]["model"] == model
 
 

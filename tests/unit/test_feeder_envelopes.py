@@ -300,3 +300,34 @@ async def test_a_feeder_over_its_import_limit_reports_the_least_excess_beside_th
     # within the limit, or an export excess (curtailable): nothing is unavoidable
     _, loads = await feeder_round(store, [Feeder("f1", ("a", "b"), 9000.0, float("inf"))], now, 30.0, 600.0)
     assert loads["f1"].least_over_limit_w == 0.0
+
+
+def test_switchable_loads_above_their_lowest_mode_count_as_import_a_house_can_shed() -> None:
+    # a and b import 4 kW each on a 6 kW feeder, no batteries; a's heat pump runs at 1.5 kW (its
+    # lowest mode 0), b's freezer's mode is unknown: a can shed 1.5 kW, b nothing
+    from datetime import UTC, datetime
+
+    from aggregator.feeder_control import Feeder, HouseReading, round_envelopes, sheddable_w
+    from vpp_common.messages import (
+        Flexibility,
+        LoadMode,
+        Measurement,
+        SiteTelemetry,
+        SwitchableLoadFlexibility,
+        Validity,
+    )
+
+    now = datetime(2026, 1, 10, 19, tzinfo=UTC)
+    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
+    tele = SiteTelemetry(now, m(4000.0), m(0.0), m(0.0), m(50.0), m(4000.0))
+    modes = (LoadMode("off", 0.0), LoadMode("low", 500.0), LoadMode("on", 1500.0))
+    pump = SwitchableLoadFlexibility("heat-pump", modes, "on")
+    freezer = SwitchableLoadFlexibility("freezer", (LoadMode("on", 90.0), LoadMode("off", 0.0)), "")
+    assert sheddable_w([pump, freezer]) == 1500.0 and sheddable_w([]) == 0.0
+    assert sheddable_w([SwitchableLoadFlexibility("heat-pump", modes, "low")]) == 500.0
+    readings = {"a": HouseReading(None, tele, Flexibility(now, switchable_loads=(pump,))),
+                "b": HouseReading(None, tele, Flexibility(now, switchable_loads=(freezer,)))}
+    env, loads = round_envelopes([Feeder("f", ("a", "b"), 6000.0, float("inf"))], readings, now, 30.0, 600.0, 1 / 60)
+    assert loads["f"].unavoidable_import_w == 6500.0 and loads["f"].least_over_limit_w == 500.0
+    # short of the limit: each house held to what it cannot avoid, a without its heat pump
+    assert env["a"].limits.max_import_w == pytest.approx(2500.0) and env["b"].limits.max_import_w == 4000.0

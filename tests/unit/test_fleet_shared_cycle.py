@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from aggregator.config import AggregatorConfig
 from aggregator.dispatch.optimise import optimise
@@ -28,16 +29,24 @@ from vpp_common.messages import (
     Flexibility,
     Hello,
     PowerForecast,
+    ProfileStep,
     ResourceInfo,
     ResourceKind,
+    ShiftableRunFlexibility,
     SiteLimits,
 )
 
 
-async def test_one_snapshot_gives_the_same_plans_in_the_aggregator_and_the_simulator(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_run", [False, True])
+async def test_one_snapshot_gives_the_same_plans_in_the_aggregator_and_the_simulator(tmp_path: Path,
+                                                                                    with_run: bool) -> None:
     sc = small_scenario(n=4, days=2)
     s0 = 40  # 10:00 UTC: today's prices known only
     now = sc.slot_start(s0)
+    # a washing machine in the first house (S2 PPBC): placed by the shared cycle in both
+    washer = ShiftableRunFlexibility("washer", (ProfileStep(1800.0, 2000.0), ProfileStep(5400.0, 66.7)), now,
+                                     now + timedelta(hours=10))
+    runs = [(washer,) if with_run and i == 0 else () for i in range(sc.n)]
     s1 = known_prices_until(sc, now)
     soc = np.array([35.0, 60.0, 80.0, 20.0])
     load, pv = sc.load_w[:, s0:s1], sc.pv_w[:, s0:s1]
@@ -64,18 +73,19 @@ async def test_one_snapshot_gives_the_same_plans_in_the_aggregator_and_the_simul
             await srv.store.upsert_house(h.house_id, hello, now)
             await srv.store.put_flexibility(h.house_id, Flexibility(
                 now, (storage(sc, i, float(soc[i])),), load_forecast=PowerForecast(now, sc.slot_s, tuple(load[i].tolist())),
-                pv_forecast=PowerForecast(now, sc.slot_s, tuple((-pv[i]).tolist()))))
+                pv_forecast=PowerForecast(now, sc.slot_s, tuple((-pv[i]).tolist())), shiftable_runs=runs[i]))
         prepared = await srv.planner.problem_now(now)
     finally:
         await srv.store.close()
     assert prepared is not None
     aggregator = prepared[1]
+    assert prepared[2].placed == int(with_run)
     simulator = fleet_problem(sc, s0, s1, soc, load, pv, terminal_value_per_kwh="mean_price",
-                              futures=tuple(cfg.planning.futures), cycle_s=3600.0)
+                              futures=tuple(cfg.planning.futures), cycle_s=3600.0, shiftable_runs=runs)
     assert aggregator.t == simulator.t == s1 - s0
     assert aggregator.terminal_value_per_kwh == simulator.terminal_value_per_kwh
     for name in ("import_price_per_kwh", "export_price_per_kwh", "load_w", "pv_power_w", "feeder_import_limit_w",
-                 "feeder_export_limit_w"):
+                 "feeder_export_limit_w", "scenario_load_w"):
         assert np.array_equal(getattr(aggregator, name), getattr(simulator, name)), name
     options = DispatchOptions()
     a = optimise(aggregator, options, None, now=now)

@@ -86,3 +86,15 @@ def test_topics_and_stable_ids() -> None:
         assert re.fullmatch(r"homeassistant/(sensor|select|number|button|event)/h1/[a-z_]+/config", topic)
         assert json.loads(payload)["unique_id"] == "vpp_h1_" + topic.split("/")[3]
     assert discovery(FULL) == msgs  # the same every time: unique ids stable across restarts
+
+
+def test_a_house_without_a_battery_has_no_battery_entities() -> None:
+    """A house of LAN devices only (docs/lan-devices.md): nothing to show or do with a battery."""
+    from dataclasses import replace
+
+    keys = set(by_key(replace(FULL, has_battery=False)))
+    assert not keys & {"battery_power", "battery_in", "battery_out", "battery_soc", "reserve_soc", "hold_battery",
+                       "charge_now", "money_saved_today"}
+    assert {"grid_power", "pv_power", "load_power", "grid_import", "pv_production", "control_mode"} <= keys
+    assert set(by_key(FULL)) - keys == {"battery_power", "battery_in", "battery_out", "battery_soc", "reserve_soc",
+                                        "hold_battery", "charge_now", "money_saved_today"}

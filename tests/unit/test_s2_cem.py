@@ -257,5 +257,7 @@ def test_a_ppbc_rm_gets_ppbc_and_its_messages_are_taken() -> None:
     status = parse_frame(json.dumps({"message_type": "PPBC.PowerProfileStatus", "message_id": str(uuid.uuid4()),
                                      "sequence_container_status": [container]}))
     assert not isinstance(status, Refused)
-    assert session.on_message(status).send[0].status.value == "OK"  # type: ignore[union-attr]
+    early = session.on_message(status).send[0]
+    assert early.status.value == "INVALID_CONTENT"  # type: ignore[union-attr]
+    assert "before a PPBC.PowerProfileDefinition" in early.diagnostic_label  # type: ignore[union-attr]
     assert decide_instruction(session.snap, NOW, None, 0, SiteLimits(11_000, 4_600), 60, 100) is None

@@ -1,0 +1,51 @@
+"""The connected RMs' flexibility for the fleet (a flexibility source of ``HouseReports``): an
+OMBC RM as a switchable load, a PPBC RM's run as a shiftable run, each under the RM's
+resource id (pure).
+
+Only RMs whose values may be used now: one that disconnected or fell silent is stale and left
+out of the next update (the aggregator stops counting on it), never reported as 0 W.  FRBC and
+PEBC RMs are not reported yet (docs/s2-cem.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from datetime import datetime
+
+from edge_agent.s2_cem import ombc, ppbc
+from edge_agent.s2_cem.state import RmSnapshot
+from vpp_common.log_limit import LogLimiter
+from vpp_common.messages import ShiftableRunFlexibility, SwitchableLoadFlexibility
+
+log = logging.getLogger(__name__)
+_limit = LogLimiter(300.0)
+MAX_POWER_W = 1e6  # the fleet's wire refuses a whole update with a power past this (aggregator/service/bounds.py)
+
+
+def _fits(powers: Iterable[float]) -> bool:
+    """Every power one the fleet takes: the phases summed may pass what each phase may be."""
+    return all(math.isfinite(p) and abs(p) <= MAX_POWER_W for p in powers)
+
+
+def loads(snapshots: Iterable[RmSnapshot], now: datetime, stale_after_s: float
+          ) -> tuple[tuple[SwitchableLoadFlexibility, ...], tuple[ShiftableRunFlexibility, ...]]:
+    switchable: list[SwitchableLoadFlexibility] = []
+    shiftable: list[ShiftableRunFlexibility] = []
+    for snap in sorted(snapshots, key=lambda s: s.name):
+        if snap.stale(now, stale_after_s):
+            continue
+        if snap.control_type == ombc.OMBC and (load := ombc.as_flexibility(snap)) is not None:
+            if _fits(m.power_w for m in load.modes):
+                switchable.append(load)
+                continue
+        elif snap.control_type == ppbc.PPBC and (run := ppbc.as_flexibility(snap)) is not None:
+            if _fits(p.power_w for p in run.profile):
+                shiftable.append(run)
+                continue
+        else:
+            continue
+        if _limit.admit(snap.name) is not None:  # one RM's numbers must not cost the house its whole update
+            log.warning("S2 RM %r: a power past %.0f W: left out of the flexibility update", snap.name, MAX_POWER_W)
+    return tuple(switchable), tuple(shiftable)
