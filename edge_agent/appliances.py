@@ -120,8 +120,8 @@ class ApplianceControl:
 
     def grid_w(self) -> float | None:
         """The LAN grid meter's, else Home Assistant's, else the house's own meter's (W, import > 0)."""
-        if self.grid_meter is not None and self.lan is not None:
-            s = self.lan.snapshots.get(self.grid_meter)
+        if self.grid_meter is not None and self.lan is not None and self.grid_meter in self.lan.rms:
+            s = self.lan.snapshots.get(self.grid_meter)  # (a house of LAN devices only claims it: its own reading)
             return s.power_w.value if s is not None and s.power_w.usable else None
         if self.ha is not None and (m := self.ha.grid_w()) is not None:
             return m.value if m.usable else None

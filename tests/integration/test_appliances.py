@@ -356,3 +356,18 @@ async def test_a_restart_keeps_the_pause_budget_and_the_held_run(house: House) -
     assert len(h.freezer.off_spans) == 1 and h.freezer.off_spans[0][1] - h.freezer.off_spans[0][0] <= \
         timedelta(minutes=30, seconds=STEP_S)
     assert h.washer.runs and NOON + timedelta(hours=2) <= h.washer.runs[0][0] <= NOON + timedelta(hours=2, minutes=1)
+
+
+async def test_in_a_house_of_lan_devices_only_the_grid_is_the_houses_reading(house: House) -> None:
+    """device.kind = "lan": the house's Resource Manager claims the P1 meter (edge_agent/lan_house.py), so
+    the appliances read the grid from the house's snapshot, never a missing LAN snapshot's nothing."""
+    h = house
+    await h.lan.poll_once()
+    assert h.control.grid_w() is not None
+    meter = h.lan.claim("grid_meter")
+    assert meter is not None
+    assert h.control.grid_w() is None  # no snapshot of the house yet: unknown
+    m = Measurement(1234.0, Validity.VALID, NOON)
+    h.agent.snapshot = HouseSnapshot(SiteTelemetry(NOON, m, m, m, m, m), Flexibility(NOON), 0.0, 0.0)
+    assert h.control.grid_w() == 1234.0
+    await meter.close()
