@@ -212,11 +212,16 @@ async def _run(args: argparse.Namespace) -> int:
         from edge_agent.home_assistant.bridge import attach as attach_home_assistant
 
         attach_home_assistant(agent)
-    attach_lan_devices(agent)  # with [[lan_devices]]: plugs and meters, polled, in the telemetry
+    lan = attach_lan_devices(agent)  # with [[lan_devices]]: plugs and meters, polled, in the telemetry
+    ha = None
     if config.home_assistant is not None and config.home_assistant.api is not None:  # else aiohttp stays unimported
         from edge_agent.home_assistant.devices_component import attach as attach_ha_devices
 
-        attach_ha_devices(agent)  # Home Assistant's entities as meters, loads and switchable loads
+        ha = attach_ha_devices(agent)  # Home Assistant's entities as meters, loads and switchable loads
+    if config.appliances:  # the appliances behind the plugs, scheduled and reported (docs/appliances.md)
+        from edge_agent.appliances import attach as attach_appliances
+
+        attach_appliances(agent, lan, ha)
     if config.s2 is not None:  # S2 Resource Managers connect over WebSocket (aiohttp loaded only then)
         from edge_agent.s2_cem.component import attach as attach_s2_cem
 

@@ -38,7 +38,7 @@ Example ``edge-agent.toml``::
     deadband_w = 50
     # mode = "tou"                   # plan locally on the tariff below (default "vpp")
 
-    # [[lan_devices]]                # smart plugs and meters on the LAN (README: Plugs and meters)
+    # [[lan_devices]]                # smart plugs and meters on the LAN (README); [[appliances]]: docs/appliances.md
     # id = "freezer"
     # model = "shelly_plug_s"        # edge_agent/catalogue/lan/*.toml
     # host = "192.168.1.60"
@@ -82,6 +82,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from edge_agent.appliance_config import ApplianceConfig, check_appliances
 from edge_agent.lan_config import RESERVED_IDS, LanDeviceConfig, check_lan_devices, check_lan_house
 from edge_agent.link_config import STRICT, HomeAssistantConfig, S2Config, TlsClientConfig
 from vpp_common.config import EnvOverridesFile
@@ -314,28 +315,27 @@ class AgentConfig(EnvOverridesFile):
         5.0, gt=0, description="largest reconnect delay (real s, jittered over its upper half): the agent is "
                                "back within this of the aggregator's return")
     state_dir: Path | None = Field(
-        Path("state"), description="where the agent keeps state across restarts: the telemetry spool "
-                                   "(telemetry-<house_id>.sqlite) and the Home Assistant energy counters, kept until the aggregator has stored each "
-                                   "sample; relative to the working directory (systemd: /var/lib/vpp-edge-agent, "
-                                   "the image: /var/lib/vpp, Home Assistant: /data); None: in memory (lost on "
-                                   "restart; simulations)")
-    telemetry_spool_max_samples: int = Field(
-        10_000, ge=1, description="telemetry samples kept unacknowledged at most (10,000 = 27 h at 10 s, "
-                                  "~5 MB); beyond it the oldest give way (counted)")
+        Path("state"), description="where the agent keeps state across restarts: the telemetry spool (telemetry-<house_id>.sqlite, "
+                                   "kept until the aggregator has stored each sample), the Home Assistant energy counters, the "
+                                   "appliances' state; relative to the working directory (systemd: /var/lib/vpp-edge-agent, the "
+                                   "image: /var/lib/vpp, Home Assistant: /data); None: in memory (lost on restart; simulations)")
+    telemetry_spool_max_samples: int = Field(10_000, ge=1, description="telemetry samples kept unacknowledged at most "
+                                             "(10,000 = 27 h at 10 s, ~5 MB); beyond it the oldest give way (counted)")
     device: DeviceConfig = DeviceConfig()
     site: SiteConfig = SiteConfig()
     battery: BatteryConfig = BatteryConfig()
     control: ControlConfig = ControlConfig()
     tariff: TariffConfig | None = Field(None, description="prices for control.mode = \"tou\"")
-    home_assistant: HomeAssistantConfig | None = Field(None, description="publish the house over MQTT discovery; "
-                                                                        "its entities as the house's devices")
+    home_assistant: HomeAssistantConfig | None = Field(None, description="MQTT discovery; its entities as devices")
     s2: S2Config | None = Field(None, description="the agent as an S2 CEM for third-party Resource Managers")
     lan_devices: list[LanDeviceConfig] = Field(default_factory=list, description="smart plugs and meters on the LAN")
+    appliances: list[ApplianceConfig] = Field(default_factory=list, description="appliances behind the plugs")
 
     @model_validator(mode="after")
     def _lan_devices_one_house(self) -> AgentConfig:
         check_lan_devices(self.lan_devices, several_pv=self.device.kind == "lan")
         check_lan_house(self.device.kind, self.lan_devices, self.device.model_fields_set)
+        check_appliances(self.appliances, self.lan_devices, self.home_assistant)  # docs/appliances.md
         return self
 
     @model_validator(mode="after")

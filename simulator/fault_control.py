@@ -196,6 +196,12 @@ def handle_command(sim: FaultInjection, line: str) -> str:
     try:
         if cmd.lower() == "clear":
             sim.faults = Faults()
+        elif cmd.lower() == "arm":  # a person sets the washing machine behind a plug (simulator/appliances.py)
+            arm = getattr(getattr(sim, "appliance", None), "arm", None)
+            if arm is None:
+                return "error: no appliance that can be armed behind this device"
+            arm()
+            return "ok armed"
         elif cmd.lower() != "status":
             inject(sim, parse_fault(cmd))
     except (FaultSpecError, NotImplementedError, ValueError) as exc:

@@ -95,6 +95,9 @@ def add_parser(sub: Any, fault_args: Callable[[argparse.ArgumentParser], None]) 
                                       "admin: default openDTU42) or, for enphase_envoy, this token")
     p.add_argument("--power", type=_number(False), default=None, help="W: a plug's load when on, a meter's power (import > 0)")
     p.add_argument("--interval", type=_number(True), default=1.0, help="P1: seconds between telegrams (default 1)")
+    p.add_argument("--appliance", choices=("washer", "freezer", "station"), default=None,
+                   help="a plug's appliance (simulator/appliances.py): a washing machine (armed at start; 'arm' on "
+                        "the control port arms it again), a freezer on its thermostat, a power station charging")
     fault_args(p)
 
 
@@ -106,6 +109,15 @@ async def serve(args: argparse.Namespace, serve_with_faults: Any) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     sim.bind = (args.host, args.port)
+    if getattr(args, "appliance", None) is not None:
+        from simulator.appliances import WashingMachine, make_appliance
+
+        if not hasattr(sim, "appliance"):
+            raise ConfigError(f"--appliance needs a plug (shelly_plug_s, tasmota_plug), not {args.model}")
+        appliance = make_appliance(args.appliance)
+        if isinstance(appliance, WashingMachine):
+            appliance.arm()
+        sim.appliance = appliance
     scheme = "tcp" if args.model == "dsmr5_p1" else "https" if args.model == "enphase_envoy" else "http"
 
     def banner() -> None:

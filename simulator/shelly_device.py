@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+from simulator.appliances import Appliance
 from simulator.lan_base import HttpSim, json_response
 
 USER = "admin"
@@ -81,13 +82,20 @@ class ShellySim(HttpSim):
         self._last_s = self.now_s()
         self._nonces: set[str] = set()
         self.switch_calls = 0
+        self.appliance: Appliance | None = None  # behind the plug: its draw instead of load_w
+
+    def plug_load_w(self) -> float:
+        """What the plug passes through now (W)."""
+        if not self.output:
+            return 0.0
+        return self.appliance.power_w() if self.appliance is not None else self.load_w
 
     # -- the physics: energy counters follow the power -------------------------------------
     def _advance(self) -> None:
         now = self.now_s()
         dt_h = max(0.0, now - self._last_s) / 3600.0
         self._last_s = now
-        power = (self.load_w if self.output else 0.0) if "Switch.GetStatus" in self.model.methods else self.power_w
+        power = self.plug_load_w() if "Switch.GetStatus" in self.model.methods else self.power_w
         if power >= 0:
             self.energy_in_wh += power * dt_h
         else:
@@ -118,7 +126,7 @@ class ShellySim(HttpSim):
         return handler(params) if method.endswith(".Set") else self.served(method, lambda: handler(params))
 
     def _switch_getstatus(self, _params: dict[str, Any]) -> dict[str, Any]:
-        power = self.load_w if self.output else 0.0
+        power = self.plug_load_w()
         return {"id": 0, "source": "http", **self._served({
             "output": self.output, "apower": round(power, 1), "voltage": 230.4,
             "current": round(power / 230.4, 3), "aenergy": {"total": round(self.energy_in_wh, 3)},
@@ -129,6 +137,8 @@ class ShellySim(HttpSim):
         if not isinstance(on, bool):
             raise RpcError(-103, "Missing required argument 'on'!")
         was_on, self.output = self.output, on
+        if self.appliance is not None:
+            self.appliance.switched(on)
         self.switch_calls += 1
         return {"was_on": was_on}
 

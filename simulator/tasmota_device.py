@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from simulator.appliances import Appliance
 from simulator.lan_base import HttpSim, json_response
 
 
@@ -33,17 +34,24 @@ class TasmotaSim(HttpSim):
         self.total_kwh = 1.234
         self._last_s = self.now_s()
         self.switch_calls = 0
+        self.appliance: Appliance | None = None  # behind the plug: its draw instead of load_w
+
+    def plug_load_w(self) -> float:
+        """What the plug passes through now (W)."""
+        if not self.on:
+            return 0.0
+        return self.appliance.power_w() if self.appliance is not None else self.load_w
 
     def _advance(self) -> None:
         now = self.now_s()
-        self.total_kwh += (self.load_w if self.on else 0.0) * max(0.0, now - self._last_s) / 3_600_000.0
+        self.total_kwh += self.plug_load_w() * max(0.0, now - self._last_s) / 3_600_000.0
         self._last_s = now
 
     def _power_state(self) -> dict[str, Any]:
         return {"POWER": self.value("POWER", "ON" if self.on else "OFF")}
 
     def _energy(self) -> dict[str, Any]:
-        power = float(round(self.load_w)) if self.on else 0.0
+        power = float(round(self.plug_load_w()))  # Tasmota reports whole watts
         return {"TotalStartTime": "2024-01-01T00:00:00", "Total": self.value("Total", round(self.total_kwh, 3)),
                 "Yesterday": 0.321, "Today": 0.123, "Power": self.value("Power", power),
                 "ApparentPower": round(power * 1.1), "ReactivePower": round(power * 0.45), "Factor": 0.91,
@@ -56,6 +64,8 @@ class TasmotaSim(HttpSim):
         if word == "power":
             if arg in ("on", "1", "off", "0", "toggle", "2"):
                 self.on = (not self.on) if arg in ("toggle", "2") else arg in ("on", "1")
+                if self.appliance is not None:
+                    self.appliance.switched(self.on)
                 self.switch_calls += 1
             elif arg:
                 return {"Command": "Unknown"}

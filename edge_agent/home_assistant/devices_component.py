@@ -29,8 +29,9 @@ class HaDevicesComponent:
         self.devices = devices or HaDevices(cfg, agent.clock, agent.config.device.stale_after_s,
                                             refuse=lambda reason, detail: agent.refusals.refuse(SOURCE, reason, detail))
         self.prices: PriceSource | None = agent.config.tariff.price_source() if agent.config.tariff else None
+        appliances = {a.plug for a in agent.config.appliances}  # scheduled as appliances (docs/appliances.md)
         rules = {e.id: LoadRules(e.min_on_s, e.min_off_s, e.max_off_s, e.expected_power_w)
-                 for e in cfg.entities if e.role == "switchable_load"}
+                 for e in cfg.entities if e.role == "switchable_load" and e.id not in appliances}
         self.control = LoadControl(rules, self._readings, self._switch, self.pressure, agent.clock,
                                    cfg.control_interval_s)
         r = agent.metrics.registry
