@@ -44,7 +44,7 @@ class LanHouseSim:
         self.meter = HouseMeter(self, p1_interval_s)
 
     def load_w(self) -> float:
-        return self.base_load_w + sum(p.load_w for p in self.plugs.values() if p.output)
+        return self.base_load_w + sum(p.plug_load_w() for p in self.plugs.values())  # an appliance behind one: its draw
 
     def pv_w(self) -> float:
         """The micro-inverter's output now (W >= 0), its limit applied once its delay has passed."""

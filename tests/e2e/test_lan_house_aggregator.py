@@ -76,3 +76,71 @@ async def test_the_aggregator_takes_a_house_without_a_battery() -> None:
         await agg.stop(grace_s=0.5)
         await house.stop()
         await store.close()
+
+
+async def test_the_acceptance_house_and_the_aggregators_view_of_its_loads() -> None:
+    """Issue 22's house: a micro-inverter, a P1 meter and three plugs with a washing machine (a run
+    due by 17:00), a freezer (may pause 30 min an hour) and a power station behind them.  The export
+    cap holds through the micro-inverter's limit, and the aggregator's view of the house (admin
+    GetHouse, as `aggregator houses show` prints it) lists each flexible load."""
+    from datetime import time as daytime
+
+    from edge_agent.appliance_config import PausableConfig, RunConfig, StationConfig
+    from simulator.appliances import Freezer, PowerStation, WashingMachine
+    from vpp.v1 import admin_service_pb2 as adm
+    from vpp.v1 import admin_service_pb2_grpc as adm_grpc
+
+    house = LanHouseSim(base_load_w=300.0, available_w=1800.0, apply_delay_s=0.5, p1_interval_s=0.2,
+                        plugs={"washer": 0.0, "freezer": 0.0, "station": 0.0})
+    washer = WashingMachine()
+    house.plugs["washer"].appliance, house.plugs["freezer"].appliance = washer, Freezer()
+    house.plugs["station"].appliance = PowerStation()
+    washer.arm()
+    ports = await house.start()
+    agg = AggregatorServer(AggregatorConfig(admin_listen="127.0.0.1:0", listen="127.0.0.1:0", insecure=True,
+                                            metrics_port=None, replica_id="lan", drain_grace_s=0.5))
+    await agg.start()
+    plugs = [LanDeviceConfig(id=p, model="shelly_plug_s", host="127.0.0.1", port=ports[p], role="load")
+             for p in ("washer", "freezer", "station")]
+    config = AgentConfig(
+        house_id="lan-house", aggregator=agg.target, insecure=True, metrics_port=None, state_dir=None,
+        reconnect_initial_s=0.05, reconnect_max_s=0.5, telemetry_interval_s=0.5,
+        device=DeviceConfig(kind="lan", poll_interval_s=0.5), control=ControlConfig(tick_s=0.5),
+        site=SiteConfig(max_export_w=300.0),
+        lan_devices=[
+            LanDeviceConfig(id="p1", model="dsmr5_p1", host="127.0.0.1", port=ports["meter"], role="grid_meter",
+                            timeout_s=1.0),
+            LanDeviceConfig(id="balcony", model="opendtu_hoymiles", host="127.0.0.1", port=ports["dtu"], role="pv",
+                            serial="114182180001", password="openDTU42"), *plugs],
+        appliances=[RunConfig(plug="washer", kind="run", energy_kwh=1.1, duration_min=120, ready_by=daytime(17)),
+                    PausableConfig(plug="freezer", kind="pausable", max_pause_min=30, period_min=60, power_w=90),
+                    StationConfig(plug="station", kind="battery", capacity_kwh=1.0, charge_power_w=300,
+                                  energy_kwh_per_day=0.7)])
+    from edge_agent.appliances import attach as attach_appliances
+    from edge_agent.cli import attach_lan_devices
+
+    agent = lan_agent(config, SystemClock())
+    attach_appliances(agent, attach_lan_devices(agent))
+    await agent.start()
+    admin = None
+    try:
+        await until(lambda: agent.uplink.connected, "the stream up", 15.0)
+        import grpc
+
+        admin = grpc.aio.insecure_channel(agg.admin_target or "")
+        stub = adm_grpc.AdminServiceStub(admin)
+        deadline = time.monotonic() + 30.0
+        while True:
+            resp = await stub.GetHouse(adm.GetHouseRequest(house_id="lan-house"))
+            kinds = {f.resource_id: f.WhichOneof("description") for f in resp.flexible_loads}
+            if kinds == {"washer": "ppbc", "freezer": "ombc", "station": "ppbc"}:
+                break
+            assert time.monotonic() < deadline, f"the aggregator lists {kinds}"
+            await asyncio.sleep(0.2)
+        await until(lambda: house.grid_w() >= -350.0 and house.dtu.pv.pending is None, "export at the cap", 15.0)
+    finally:
+        if admin is not None:
+            await admin.close()
+        await agent.stop()
+        await agg.stop(grace_s=0.5)
+        await house.stop()
