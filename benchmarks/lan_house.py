@@ -5,7 +5,8 @@ house beside benchmarks/edge_agent.py's four-device Modbus house).
     python benchmarks/lan_house.py [--seconds 60] [--warmup 10] [--no-aggregator] [--json FILE]
 
 What runs, on loopback: the simulated house (simulator/lan_house.py: an OpenDTU with a 2 kW Hoymiles,
-three Shelly plugs, a DSMR 5 P1 meter sending a telegram a second whose reading is the house's
+three Shelly plugs with a washing machine, a freezer and a power station behind them (simulator/appliances.py;
+the agent schedules them as ``[[appliances]]``: docs/appliances.md), a DSMR 5 P1 meter sending a telegram a second whose reading is the house's
 balance), in a thread of this process; a loopback aggregator (``aggregator serve --insecure``, unless
 ``--no-aggregator``); one ``edge-agent run`` process with ``[device] kind = "lan"``, polling every
 second (the house: no faster than the OpenDTU's 2 s; the plugs every second), the default control tick
@@ -39,7 +40,13 @@ PLUGS = {"washer": 150.0, "freezer": 80.0, "station": 200.0}
 def serve_house(ports: dict[str, int], ready: threading.Event, done: threading.Event) -> None:
     """The simulated house in its own event loop until ``done``."""
     async def run() -> None:
+        from simulator.appliances import Freezer, PowerStation, WashingMachine
+
         house = LanHouseSim(base_load_w=300.0, available_w=1600.0, apply_delay_s=3.0, plugs=PLUGS)
+        washer = WashingMachine()
+        washer.arm()
+        for pid, appliance in (("washer", washer), ("freezer", Freezer()), ("station", PowerStation())):
+            house.plugs[pid].appliance = appliance
         ports.update(await house.start())
         ready.set()
         while not done.is_set():
@@ -57,7 +64,31 @@ def agent_toml(ports: dict[str, int], aggregator: str, metrics_port: int) -> str
             f'[[lan_devices]]\nid = "p1"\nmodel = "dsmr5_p1"\nhost = "127.0.0.1"\nport = {ports["meter"]}\n'
             'role = "grid_meter"\n\n'
             f'[[lan_devices]]\nid = "balcony"\nmodel = "opendtu_hoymiles"\nhost = "127.0.0.1"\nport = {ports["dtu"]}\n'
-            'role = "pv"\nserial = "114182180001"\npassword = "openDTU42"\n' + plugs)
+            'role = "pv"\nserial = "114182180001"\npassword = "openDTU42"\n' + plugs + APPLIANCES)
+
+
+APPLIANCES = """
+[[appliances]]
+plug = "washer"
+kind = "run"
+energy_kwh = 1.1
+duration_min = 120
+ready_by = "17:00"
+
+[[appliances]]
+plug = "freezer"
+kind = "pausable"
+max_pause_min = 30
+period_min = 60
+power_w = 90
+
+[[appliances]]
+plug = "station"
+kind = "battery"
+capacity_kwh = 1.0
+charge_power_w = 300
+energy_kwh_per_day = 0.7
+"""
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
