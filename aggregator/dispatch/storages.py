@@ -33,17 +33,27 @@ def usable(s: StorageFlexibility) -> bool:
 
 
 def house_first(storages: Sequence[StorageFlexibility], battery_ids: Collection[str]) -> tuple[StorageFlexibility, ...]:
-    """The usable storages, the house's own batteries (named in its Hello) first, each id once
-    (the first kept); then the others in the order sent."""
+    """The storages, the house's own batteries (named in its Hello) first, each id once (the
+    first kept); then the others in the order sent."""
     seen: set[str] = set()
     own: list[StorageFlexibility] = []
     others: list[StorageFlexibility] = []
     for s in storages:
-        if s.resource_id in seen or not usable(s):
-            continue
-        seen.add(s.resource_id)
-        (own if s.resource_id in battery_ids else others).append(s)
+        if s.resource_id not in seen:
+            seen.add(s.resource_id)
+            (own if s.resource_id in battery_ids else others).append(s)
     return (*own, *others)
+
+
+def planned(storages: Sequence[StorageFlexibility]) -> tuple[StorageFlexibility, tuple[StorageFlexibility, ...]]:
+    """What the LP plans of a house's storages (ordered, at least one) and the parts its setpoint
+    is split among (empty: none to split).  One storage, or none usable: the first as it is
+    (the LP's own checks leave a house with a bad number out and say why); several: the
+    usable ones merged, one with a bad number left out (never planned on a guess)."""
+    parts = tuple(s for s in storages if usable(s))
+    if len(storages) == 1 or not parts:
+        return storages[0], ()
+    return merge(parts), parts if len(parts) > 1 else ()
 
 
 def _soc(s: StorageFlexibility) -> float:

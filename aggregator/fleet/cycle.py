@@ -50,7 +50,7 @@ def tightened(limits: SiteLimits, override: LimitOverride | None) -> SiteLimits:
 
 
 def house_storages(house: HouseRecord, flex: Flexibility) -> tuple[StorageFlexibility, ...]:
-    """The house's usable storages, its own battery (by the Hello's battery resources, not by
+    """The house's storages, its own battery (by the Hello's battery resources, not by
     position) first, then the S2 FRBC RMs' its agent reports."""
     own = {r.resource_id for r in house.hello.resources if r.kind is ResourceKind.BATTERY}
     return storages.house_first(flex.storages, own)
@@ -58,15 +58,16 @@ def house_storages(house: HouseRecord, flex: Flexibility) -> tuple[StorageFlexib
 
 def house_input(house: HouseRecord, flex: Flexibility, override: LimitOverride | None,
                 feeder_id: str | None) -> HouseInput | None:
-    """One house of the problem, from what the fleet knows of it; None without a usable storage.
-    Several storages are planned as one (``aggregator.dispatch.storages``)."""
-    parts = house_storages(house, flex)
-    if not parts:
+    """One house of the problem, from what the fleet knows of it; None without a storage.
+    Several storages are planned as one (``aggregator.dispatch.storages.planned``)."""
+    ordered = house_storages(house, flex)
+    if not ordered:
         return None
+    storage, parts = storages.planned(ordered)
     pv_rated = sum(r.rated_power_w for r in house.hello.resources if r.kind is ResourceKind.PV)
-    return HouseInput(house.house_id, tightened(house.hello.limits, override), storages.merge(parts),
+    return HouseInput(house.house_id, tightened(house.hello.limits, override), storage,
                       flex.load_forecast, flex.pv_forecast, pv_rated, feeder_id, flex.pv_clear_sky_forecast,
-                      flex.shiftable_runs, parts if len(parts) > 1 else ())
+                      flex.shiftable_runs, parts)
 
 
 def tied_slots(cycle_s: float, slot_s: int) -> int:

@@ -81,14 +81,21 @@ def test_the_house_battery_comes_first_by_its_hello_not_by_position() -> None:
 ])
 def test_a_storage_with_a_hostile_number_is_left_out_never_planned_on_a_guess(bad: dict[str, object]) -> None:
     hostile = replace(STATION, **bad)  # type: ignore[arg-type]
-    parts = storages.house_first((hostile, BATTERY), {"battery"})
-    assert parts == (BATTERY,)
-    assert cycle.house_input(HOUSE, Flexibility(NOW, (hostile,)), None, None) is None
+    assert not storages.usable(hostile)
+    inp = cycle.house_input(HOUSE, Flexibility(NOW, (hostile, BATTERY)), None, None)
+    assert inp is not None and inp.storage is BATTERY and inp.storage_parts == ()  # the battery alone
+    both = cycle.house_input(HOUSE, Flexibility(NOW, (hostile, BATTERY, replace(STATION, resource_id="s2"))),
+                             None, None)
+    assert both is not None and [s.resource_id for s in both.storage_parts] == ["battery", "s2"]
+    # alone, it goes to the LP as it is: its checks leave the house out and say why (as before)
+    alone = cycle.house_input(HOUSE, Flexibility(NOW, (hostile,)), None, None)
+    assert alone is not None and alone.storage is hostile and alone.storage_parts == ()
 
 
 def test_one_id_twice_is_taken_once() -> None:
     assert storages.house_first((STATION, replace(STATION, capacity_wh=1e5), BATTERY), {"battery"}) == (
         BATTERY, STATION)
+    assert storages.planned((replace(BATTERY, soc_pct=math.nan),)) == (replace(BATTERY, soc_pct=math.nan), ())
 
 
 def plan_of(name: str, targets: list[float], env: tuple[float, float] | None = None) -> DispatchPlan:
