@@ -53,6 +53,8 @@ class HouseReports:
         self._last_recorded: object = None  # the last telemetry sample given to the uplink
         self.flexibility_sources: list[FlexibilitySource] = []  # flexible loads beside the house's devices
         self.device_sources: list[DeviceSource] = []  # storages and PV beside the house's own
+        # their measured power now (storages W, PV W; consumption > 0): planned apart, so kept out of the load learnt
+        self.device_powers: list[Callable[[datetime], tuple[float, float]]] = []
 
     def start_forecasts(self, site: Site | None, timezone: str = "UTC") -> None:
         """The forecaster, once the nameplate is known (the clear-sky PV model needs the PV peak);
@@ -82,7 +84,10 @@ class HouseReports:
         if self.forecaster is None or not (t.load_power_w.usable and t.pv_power_w.usable):
             return
         assert t.load_power_w.value is not None and t.pv_power_w.value is not None
-        self.forecaster.add(t.measured_at, t.load_power_w.value, -t.pv_power_w.value,
+        # the meter sees the RMs' storages and PV too; the fleet plans them as storages and PV, so
+        # the load forecast must not hold them as well (a planned charge would count twice)
+        storage_w, pv_w = self.device_power(t.measured_at)
+        self.forecaster.add(t.measured_at, t.load_power_w.value - storage_w - pv_w, -t.pv_power_w.value - pv_w,
                             pv_limited=pv_limit_binding(t.pv_power_w.value, pv_limit_w))
         self.forecast_errors.settle(self.forecaster, t.measured_at)
         mae_load, mae_pv = self.forecast_errors.mae_w
@@ -90,6 +95,19 @@ class HouseReports:
             self.metrics.forecast_error.labels("load").set(mae_load)
         if mae_pv is not None:
             self.metrics.forecast_error.labels("pv").set(mae_pv)
+
+    def device_power(self, now: datetime) -> tuple[float, float]:
+        """The other devices' measured storage and PV power now (W); a source that fails adds nothing
+        (logged)."""
+        storage_w = pv_w = 0.0
+        for source in self.device_powers:
+            try:
+                a, b = source(now)
+            except Exception:  # a component's bug must not stop the house's learning
+                log.exception("a device power source failed")
+                continue
+            storage_w, pv_w = storage_w + a, pv_w + b
+        return storage_w, pv_w
 
     def forecasts(self, now: datetime) -> Forecasts | None:
         """Load, PV and clear-sky PV forecasts (the last None without a site), made once per forecast slot."""

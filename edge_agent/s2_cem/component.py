@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from edge_agent.agent import EdgeAgent
 from edge_agent.local_control import plan_in_force
 from edge_agent.s2_cem.decide import HouseNow
-from edge_agent.s2_cem.flexibility import devices, loads
+from edge_agent.s2_cem.flexibility import devices, loads, powers
 from edge_agent.s2_cem.listing import status_path
 from edge_agent.s2_cem.server import S2CemServer
 from vpp_common.log_limit import LogLimiter
@@ -102,5 +102,7 @@ def attach(agent: EdgeAgent) -> S2CemServer | None:
     # its FRBC RMs' storages and PEBC RMs' PV too, and the plan may name the resources its live sessions hold
     agent.reports.device_sources.append(
         lambda now: devices(list(server.coordinator.snapshots.values()), now, cfg.stale_after_s))
+    agent.reports.device_powers.append(
+        lambda now: powers(list(server.coordinator.snapshots.values()), now, cfg.stale_after_s))
     agent.plan_resources.append(server.coordinator.held)
     return server

@@ -71,3 +71,15 @@ def devices(snapshots: Iterable[RmSnapshot], now: datetime, stale_after_s: float
               and _fits((c.present_power_w, c.min_lower_limit_w))):
             curtailments.append(c)
     return tuple(storages), tuple(curtailments)
+
+
+def powers(snapshots: Iterable[RmSnapshot], now: datetime, stale_after_s: float) -> tuple[float, float]:
+    """The fresh measured power (W, consumption > 0) of the RMs ``devices`` reports: its storages'
+    and its PV's.  Those it leaves out (stale, undescribed) are not planned apart: nothing is
+    taken off for them (their power stays the house's load, as it is to the meter)."""
+    snaps = list(snapshots)
+    stores, curtail = devices(snaps, now, stale_after_s)
+    ids = {s.resource_id for s in stores}
+    storage_w = sum(s.power_w.value for s in snaps if s.resource_id in ids and s.power_w is not None
+                    and (now - s.power_w.at).total_seconds() <= stale_after_s and _fits((s.power_w.value,)))
+    return storage_w, sum(c.present_power_w for c in curtail)

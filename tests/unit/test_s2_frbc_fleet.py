@@ -264,3 +264,29 @@ def test_a_plan_naming_a_held_rm_is_accepted_and_one_naming_another_is_not() -> 
     gone.version = 4  # type: ignore[attr-defined]
     deliver_plan(a, gone)  # type: ignore[arg-type]
     assert statuses(sent)[-1].state is PlanState.REJECTED
+
+
+def test_the_load_learnt_leaves_out_what_the_rms_storages_and_pv_did() -> None:
+    charging, solar = frbc_snapshot(4000), pv(-2500)
+    assert flexibility.powers([charging, solar], NOW, 60) == (4000, -2500)
+    gone = replace(charging, connected=False)  # not planned apart: its power stays the house's load
+    assert flexibility.powers([gone, replace(solar, power_w=Reading(-2500, NOW - timedelta(minutes=5)))],
+                              NOW, 60) == (0, 0)
+    assert flexibility.powers([replace(charging, power_w=Reading(math.nan, NOW))], NOW, 60) == (0, 0)
+    reports = HouseReports(None, None, 5)  # type: ignore[arg-type]
+
+    def broken(now: object) -> tuple[float, float]:
+        raise RuntimeError("bug")
+
+    reports.device_powers += [broken, lambda now: flexibility.powers([charging, solar], now, 60)]
+    assert reports.device_power(NOW) == (4000, -2500)
+    from tests.unit.test_plan_input_safety import snapshot
+    from vpp_common.clock import ManualClock
+
+    a, _, _ = make_agent(ManualClock(T0))
+    a.reports.start_forecasts(None)
+    a.reports.device_powers.append(lambda now: (4000.0, -2500.0))
+    a.reports.learn(snapshot(T0, grid_w=5000, pv_w=-3000, soc_pct=50, battery_w=1000), None)
+    assert a.reports.forecaster is not None
+    # the meter's load 7000 W held the RM's 4000 W charge and its 2500 W PV: 5500 W load, 5500 W PV
+    assert a.reports.forecaster._last == (5500, 5500)
