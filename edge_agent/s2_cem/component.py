@@ -100,9 +100,12 @@ def attach(agent: EdgeAgent) -> S2CemServer | None:
     agent.reports.flexibility_sources.append(
         lambda now: loads(list(server.coordinator.snapshots.values()), now, cfg.stale_after_s))
     # its FRBC RMs' storages and PEBC RMs' PV too, and the plan may name the resources its live sessions hold
+    def house_ids() -> set[str]:  # an RM never stands for one of the house's own devices
+        return {agent.device.battery_id} | {r.resource_id for r in getattr(agent.device, "resources", ())}
+
     agent.reports.device_sources.append(
-        lambda now: devices(list(server.coordinator.snapshots.values()), now, cfg.stale_after_s))
+        lambda now: devices(list(server.coordinator.snapshots.values()), now, cfg.stale_after_s, house_ids()))
     agent.reports.device_powers.append(
-        lambda now: powers(list(server.coordinator.snapshots.values()), now, cfg.stale_after_s))
-    agent.plan_resources.append(server.coordinator.held)
+        lambda now: powers(list(server.coordinator.snapshots.values()), now, cfg.stale_after_s, house_ids()))
+    agent.plan_resources.append(lambda: server.coordinator.held() - house_ids())
     return server

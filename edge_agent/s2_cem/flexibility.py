@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 
 from edge_agent.s2_cem import ombc, pebc, ppbc
@@ -56,14 +56,16 @@ def loads(snapshots: Iterable[RmSnapshot], now: datetime, stale_after_s: float
     return tuple(switchable), tuple(shiftable)
 
 
-def devices(snapshots: Iterable[RmSnapshot], now: datetime, stale_after_s: float
+def devices(snapshots: Iterable[RmSnapshot], now: datetime, stale_after_s: float, house_ids: Collection[str] = ()
             ) -> tuple[tuple[StorageFlexibility, ...], tuple[CurtailmentFlexibility, ...]]:
     """The usable FRBC RMs' storages (``frbc_flex``) and producing PEBC RMs' curtailable
-    production; one that cannot be described or is stale is left out."""
+    production; one that cannot be described or is stale is left out, and so is one claiming
+    a resource id of the house's own devices (``house_ids``: the plan's setpoints for those are
+    the house's)."""
     storages: list[StorageFlexibility] = []
     curtailments: list[CurtailmentFlexibility] = []
     for snap in sorted(snapshots, key=lambda s: s.name):
-        if snap.stale(now, stale_after_s):
+        if snap.stale(now, stale_after_s) or snap.resource_id in house_ids:
             continue
         if snap.control_type == "FILL_RATE_BASED_CONTROL" and (storage := as_storage(snap)) is not None:
             storages.append(storage)
@@ -73,12 +75,13 @@ def devices(snapshots: Iterable[RmSnapshot], now: datetime, stale_after_s: float
     return tuple(storages), tuple(curtailments)
 
 
-def powers(snapshots: Iterable[RmSnapshot], now: datetime, stale_after_s: float) -> tuple[float, float]:
+def powers(snapshots: Iterable[RmSnapshot], now: datetime, stale_after_s: float,
+           house_ids: Collection[str] = ()) -> tuple[float, float]:
     """The fresh measured power (W, consumption > 0) of the RMs ``devices`` reports: its storages'
     and its PV's.  Those it leaves out (stale, undescribed) are not planned apart: nothing is
     taken off for them (their power stays the house's load, as it is to the meter)."""
     snaps = list(snapshots)
-    stores, curtail = devices(snaps, now, stale_after_s)
+    stores, curtail = devices(snaps, now, stale_after_s, house_ids)
     ids = {s.resource_id for s in stores}
     storage_w = sum(s.power_w.value for s in snaps if s.resource_id in ids and s.power_w is not None
                     and (now - s.power_w.at).total_seconds() <= stale_after_s and _fits((s.power_w.value,)))

@@ -290,3 +290,11 @@ def test_the_load_learnt_leaves_out_what_the_rms_storages_and_pv_did() -> None:
     assert a.reports.forecaster is not None
     # the meter's load 7000 W held the RM's 4000 W charge and its 2500 W PV: 5500 W load, 5500 W PV
     assert a.reports.forecaster._last == (5500, 5500)
+
+
+def test_an_rm_claiming_a_house_devices_id_is_not_reported() -> None:
+    frbc, solar = frbc_snapshot(0), pv(-3000)
+    house = {frbc.resource_id, solar.resource_id}
+    assert frbc.resource_id is not None and solar.resource_id is not None
+    assert flexibility.devices([frbc, solar], NOW, 60, house) == ((), ())
+    assert flexibility.powers([frbc, solar], NOW, 60, house) == (0, 0)
