@@ -8,8 +8,9 @@ energy-weighted), and the plan's setpoint for it is then shared among them
 fastest (every control tick, on the house balance) and the one the plan check knows by its
 nameplate; an RM follows a fixed setpoint, with its own controller in between.  Each slot's
 power goes to the storages in that order, each taking what its power rating and its energy
-room (its SoC simulated through the plan) allow.  A house with one storage keeps it as it is,
-and its plan is not touched: those plans stay bit for bit what they were.
+room (its SoC simulated through the plan) allow; what none can take is not given.  A house
+with one storage keeps it as it is, and its plan is not touched: those plans stay bit for
+bit what they were.
 """
 
 from __future__ import annotations
@@ -89,8 +90,9 @@ def merge(parts: Sequence[StorageFlexibility]) -> StorageFlexibility:
 
 def share(target_w: float, parts: Sequence[StorageFlexibility], soc: list[float], slot_h: float) -> list[float]:
     """One slot's power among the parts in order, each within its rating and its energy room
-    at ``soc`` (updated in place); what energy room leaves over (the virtual storage's averaged
-    efficiencies) goes to the first with power room; beyond every rating it is not given."""
+    at ``soc`` (updated in place).  What none can take is not given: the virtual storage's
+    averaged efficiencies and reserve promised a little more than the parts hold, and no
+    device could deliver it (each would stop at its own bound)."""
     out = [0.0] * len(parts)
     left = target_w
     for i, s in enumerate(parts):
@@ -103,12 +105,6 @@ def share(target_w: float, parts: Sequence[StorageFlexibility], soc: list[float]
             room = (soc[i] - _floor(s)) / 100 * s.capacity_wh * s.discharge_efficiency / slot_h
             out[i] = max(left, -s.max_discharge_power_w, -max(room, 0.0))
         left -= out[i]
-    for i, s in enumerate(parts):
-        if abs(left) <= 1e-9:
-            break
-        more = min(left, s.max_charge_power_w - out[i]) if left > 0 else max(left, -s.max_discharge_power_w - out[i])
-        out[i] += more
-        left -= more
     for i, s in enumerate(parts):
         stored = out[i] * s.charge_efficiency if out[i] > 0 else out[i] / s.discharge_efficiency
         soc[i] += stored * slot_h / s.capacity_wh * 100

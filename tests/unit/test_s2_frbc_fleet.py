@@ -116,8 +116,8 @@ def test_the_plan_is_split_house_battery_first_within_ratings_and_energy_room() 
     out = storages.split_plan(plan, parts)
     assert out.plan_id != plan.plan_id  # its own id: the unsplit slots may be encoded ahead under the old one
     bat, sta = powers(out, "battery"), powers(out, "station")
-    assert bat[0] == pytest.approx(5000) and sta[0] == pytest.approx(1000)  # more than the room: the rest on
-    assert bat[1] == pytest.approx(5000) and sta[1] == pytest.approx(1000)  # by power, room or not
+    assert bat[0] == pytest.approx(1000 / 0.95 / 0.25) and sta[0] == pytest.approx(1000)  # its room, then on
+    assert bat[1] == pytest.approx(0) and sta[1] == pytest.approx(1000)  # full: what none can take is not given
     assert bat[2] == pytest.approx(-5000) and sta[2] == pytest.approx(-1000)
     assert bat[3] + sta[3] == pytest.approx(6000)  # past every rating: not given
     assert bat[4] == sta[4] == 0
