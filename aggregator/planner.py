@@ -26,6 +26,7 @@ from aggregator.dispatch.optimise import DispatchResult, EventReport
 from aggregator.dispatch.plans import lease_end, shift_plan
 from aggregator.dispatch.problem import FleetProblem
 from aggregator.dispatch.runs import RunPlacement
+from aggregator.dispatch.storages import split_plan
 from aggregator.dispatch.tariff import TouTariff
 from aggregator.dispatch.tou import TouPlanInput, make_plan
 from aggregator.fleet import cycle
@@ -276,8 +277,7 @@ class Planner:
             self._metrics.solve_duration.observe(solved - solve_started)
         self._publish_flexibility([i.storage for i in inputs])
         self._report(result)
-        written = await self._write_cycle(result, now, {i.house_id: i.limits.max_export_w for i in inputs}, token,
-                                          runs)
+        written = await self._write_cycle(result, now, {i.house_id: i for i in inputs}, token, runs)
         done = time.perf_counter()
         self._metrics.plan_cycle_duration.observe(done - started)
         log.info("planned %d houses in %.1f s: inputs %.1f s, solve %.1f s (%s), writing and sending %.1f s",
@@ -318,10 +318,10 @@ class Planner:
                      "rounds%s", rep.direction, rep.event_id, len(rep.cap_w), min(rep.cap_w), max(rep.cap_w),
                      max(over, 0.0), 100 * rep.gap_rel, rep.rounds, "" if rep.converged else " (round limit)")
 
-    async def _write_cycle(self, result: DispatchResult, now: datetime, max_export_w: dict[str, float],
+    async def _write_cycle(self, result: DispatchResult, now: datetime, inputs: dict[str, HouseInput],
                            token: int, runs: RunPlacement) -> int:
         """The solved plans, leased and versioned one house at a time, written and routed, each with
-        the starts of its house's shiftable runs."""
+        the starts of its house's shiftable runs and its setpoint split among its storages."""
         shifted: dict[str, DispatchPlan] = {}
         for house_id in result.fallback_houses:  # its block failed: the previous plan, shifted, if any is left
             old = await self._store.get_plan(house_id)
@@ -339,9 +339,10 @@ class Planner:
                 log.warning("lost the dispatch lease mid-cycle; stopping")
                 await self._elector.try_acquire()
                 break
-            plan = cycle.leased(shifted.get(house_id) or result.plans[house_id],
+            inp = inputs[house_id]
+            plan = cycle.leased(shifted.get(house_id) or split_plan(result.plans[house_id], inp.storage_parts),
                                 version=version, created_at=self._clock.now(),
-                                lease_s=self._cfg.lease_s, fallback_max_export_w=max_export_w[house_id],
+                                lease_s=self._cfg.lease_s, fallback_max_export_w=inp.limits.max_export_w,
                                 run_starts=runs.starts(house_id))
             outcome = await self._write(house_id, plan, token)
             if outcome is None:
@@ -379,6 +380,7 @@ class Planner:
             plan = make_plan(str(uuid.uuid4()), version, made, inp, self._cfg.lease_s,
                              fallback_max_export_w=limits.max_export_w)
             slots_end = plan.slots[-1].start + timedelta(seconds=plan.slot_duration_s)  # make_plan: from the slot
-            return replace(plan, valid_until=lease_end(slots_end, made, self._cfg.lease_s))
+            return replace(split_plan(plan, house.storage_parts), valid_until=lease_end(slots_end, made,
+                                                                                        self._cfg.lease_s))
         finally:
             self._metrics.solve_duration.observe(time.perf_counter() - started)

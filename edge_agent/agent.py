@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
@@ -130,6 +130,7 @@ class EdgeAgent:
         self.components: list[Component] = []  # run beside the loops once started
         # more devices' telemetry (the LAN plugs and meters: edge_agent/lan_devices.py), added to each poll's
         self.extra_telemetry: list[Callable[[], tuple[ResourceTelemetry, ...]]] = []
+        self.plan_resources: list[Callable[[], Collection[str]]] = []  # more ids a plan may name (S2 RMs held now)
 
     @property
     def metrics_url(self) -> str | None:
@@ -252,7 +253,7 @@ class EdgeAgent:
         self.intake.offer(plan, self.clock.now(), self.config.control.mode, self._plan_problem)
 
     def _plan_problem(self, plan: DispatchPlan) -> Problem | None:
-        return house_plan_problem(plan, self.device, self.snapshot)
+        return house_plan_problem(plan, self.device, self.snapshot, {r for f in self.plan_resources for r in f()})
 
     # -- loops ---------------------------------------------------------------
     async def _poll_loop(self) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import replace
 from datetime import datetime
 
 from edge_agent.energy_manager.limits import effective_limits, feeder_envelope_active
@@ -30,13 +31,20 @@ from edge_agent.uplink.convert import InvalidGridSignal, InvalidPlan
 from vpp_common.messages import DispatchPlan, GridSignal, PlanState, PlanStatus, SiteLimits
 
 
-def house_plan_problem(plan: DispatchPlan, device: HouseResourceManager, snapshot: HouseSnapshot | None) -> Problem | None:
+def house_plan_problem(plan: DispatchPlan, device: HouseResourceManager, snapshot: HouseSnapshot | None,
+                       held: Collection[str] = ()) -> Problem | None:
     """Why this house cannot follow ``plan``: a bad number or slot (checked at the wire too),
     a setpoint for a resource it does not have or control, a battery power outside its
-    nameplate; None if it can."""
+    nameplate; None if it can.  ``held``: the other devices' resource ids that take setpoints
+    now (the S2 RMs' live sessions; their own instructions keep them inside the safety
+    envelope).  A plan that names only those needs no controllable battery."""
     problem = plan_problem(plan)
     if problem is not None:
         return problem
+    own = without_setpoints(plan, set(held) - {device.battery_id})
+    if own is not plan and not any(slot.setpoints for slot in own.slots):
+        return None  # only the RMs' setpoints: the house battery is not asked for anything
+    plan = own
     if (why := plan_refusal(plan, lambda r: uncontrollable(device, r), device.battery_id)) is not None:
         # what the house cannot deliver is REJECTED with the reason, never ACCEPTED and then idled
         return Problem("not_controllable", why)
@@ -44,6 +52,15 @@ def house_plan_problem(plan: DispatchPlan, device: HouseResourceManager, snapsho
     max_charge, max_discharge = battery_ratings(device, snapshot)
     known = tuple(r.resource_id for r in getattr(device, "resources", ()))
     return plan_house_problem(plan, device.battery_id, known, max_charge, max_discharge)
+
+
+def without_setpoints(plan: DispatchPlan, ids: set[str]) -> DispatchPlan:
+    """``plan`` without the setpoints for ``ids`` (``plan`` itself if it names none of them)."""
+    if not ids or not any(sp.resource_id in ids for slot in plan.slots for sp in slot.setpoints):
+        return plan
+    return replace(plan, slots=tuple(replace(slot, setpoints=tuple(sp for sp in slot.setpoints
+                                                                   if sp.resource_id not in ids))
+                                     for slot in plan.slots))
 
 
 class PlanIntake:

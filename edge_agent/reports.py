@@ -22,7 +22,14 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.resources.house import HouseSnapshot
 from edge_agent.uplink.client import UplinkClient
 from vpp_common.clock import Clock
-from vpp_common.messages import PowerForecast, ShiftableRunFlexibility, SwitchableLoadFlexibility
+from vpp_common.messages import (
+    CurtailmentFlexibility,
+    Flexibility,
+    PowerForecast,
+    ShiftableRunFlexibility,
+    StorageFlexibility,
+    SwitchableLoadFlexibility,
+)
 from vpp_common.timeslots import align_down
 
 log = logging.getLogger(__name__)
@@ -30,6 +37,9 @@ Forecasts = tuple[PowerForecast, PowerForecast, PowerForecast | None]  # load, P
 LoadsFlexibility = tuple[tuple[SwitchableLoadFlexibility, ...], tuple[ShiftableRunFlexibility, ...]]
 # A component's flexible loads now (e.g. Home Assistant's switchable entities): OMBC loads, PPBC runs.
 FlexibilitySource = Callable[[datetime], LoadsFlexibility]
+DevicesFlexibility = tuple[tuple[StorageFlexibility, ...], tuple[CurtailmentFlexibility, ...]]
+# More devices' storages and curtailable PV now (the S2 CEM's FRBC and PEBC RMs), after the house's own.
+DeviceSource = Callable[[datetime], DevicesFlexibility]
 
 
 class HouseReports:
@@ -42,6 +52,9 @@ class HouseReports:
         self.last_flex_sent: object = None  # None: the next flexibility goes out whatever it is
         self._last_recorded: object = None  # the last telemetry sample given to the uplink
         self.flexibility_sources: list[FlexibilitySource] = []  # flexible loads beside the house's devices
+        self.device_sources: list[DeviceSource] = []  # storages and PV beside the house's own
+        # their measured power now (storages W, PV W; consumption > 0): planned apart, so kept out of the load learnt
+        self.device_powers: list[Callable[[datetime], tuple[float, float]]] = []
 
     def start_forecasts(self, site: Site | None, timezone: str = "UTC") -> None:
         """The forecaster, once the nameplate is known (the clear-sky PV model needs the PV peak);
@@ -71,7 +84,10 @@ class HouseReports:
         if self.forecaster is None or not (t.load_power_w.usable and t.pv_power_w.usable):
             return
         assert t.load_power_w.value is not None and t.pv_power_w.value is not None
-        self.forecaster.add(t.measured_at, t.load_power_w.value, -t.pv_power_w.value,
+        # the meter sees the RMs' storages and PV too; the fleet plans them as storages and PV, so
+        # the load forecast must not hold them as well (a planned charge would count twice)
+        storage_w, pv_w = self.device_power(t.measured_at)
+        self.forecaster.add(t.measured_at, t.load_power_w.value - storage_w - pv_w, -t.pv_power_w.value - pv_w,
                             pv_limited=pv_limit_binding(t.pv_power_w.value, pv_limit_w))
         self.forecast_errors.settle(self.forecaster, t.measured_at)
         mae_load, mae_pv = self.forecast_errors.mae_w
@@ -79,6 +95,19 @@ class HouseReports:
             self.metrics.forecast_error.labels("load").set(mae_load)
         if mae_pv is not None:
             self.metrics.forecast_error.labels("pv").set(mae_pv)
+
+    def device_power(self, now: datetime) -> tuple[float, float]:
+        """The other devices' measured storage and PV power now (W); a source that fails adds nothing
+        (logged)."""
+        storage_w = pv_w = 0.0
+        for source in self.device_powers:
+            try:
+                a, b = source(now)
+            except Exception:  # a component's bug must not stop the house's learning
+                log.exception("a device power source failed")
+                continue
+            storage_w, pv_w = storage_w + a, pv_w + b
+        return storage_w, pv_w
 
     def forecasts(self, now: datetime) -> Forecasts | None:
         """Load, PV and clear-sky PV forecasts (the last None without a site), made once per forecast slot."""
@@ -110,14 +139,37 @@ class HouseReports:
             shiftable += b
         return tuple(switchable), tuple(shiftable)
 
+    def with_devices(self, flex: Flexibility, now: datetime) -> Flexibility:
+        """``flex`` with the other devices' storages and curtailable PV after the house's own (the
+        aggregator knows the house's battery by its Hello, but an old one took the first); a
+        device claiming one of the house's own ids is left out; a source that fails, too (logged)."""
+        storages, curtailments = list(flex.storages), list(flex.curtailments)
+        taken = {s.resource_id for s in storages} | {c.resource_id for c in curtailments}
+        for source in self.device_sources:
+            try:
+                more_storages, more_curtailments = source(now)
+            except Exception:  # a component's bug must not stop the house's flexibility
+                log.exception("a device flexibility source failed; its devices are left out of this update")
+                continue
+            for s in more_storages:
+                if s.resource_id not in taken:
+                    taken.add(s.resource_id)
+                    storages.append(s)
+            for c in more_curtailments:
+                if c.resource_id not in taken:
+                    taken.add(c.resource_id)
+                    curtailments.append(c)
+        return replace(flex, storages=tuple(storages), curtailments=tuple(curtailments))
+
     def send_flexibility(self, snap: HouseSnapshot) -> None:
         now = snap.telemetry.measured_at
         switchable, shiftable = self.loads(now)
-        flex = replace(snap.flexibility, switchable_loads=switchable, shiftable_runs=shiftable)
+        flex = replace(self.with_devices(snap.flexibility, now), switchable_loads=switchable, shiftable_runs=shiftable)
         forecasts = self.forecasts(now)
         # SoC in 5 % steps and a new forecast per slot: the aggregator re-plans on every
         # update, so send only material changes (a load's mode or a run's state is one)
         key = (tuple((s.resource_id, round(s.soc_pct / 5)) for s in flex.storages),
+               tuple(c.resource_id for c in flex.curtailments),
                self._forecast[0] if self._forecast else None,
                tuple((x.resource_id, x.active_mode_id) for x in switchable),
                tuple((r.resource_id, r.state, r.start, r.earliest_start, r.latest_end) for r in shiftable))

@@ -41,6 +41,9 @@ class HouseInput:
     feeder_id: str | None = None
     pv_clear_sky_forecast: PowerForecast | None = None  # W <= 0: what the panels give under a clear sky
     shiftable_runs: tuple[ShiftableRunFlexibility, ...] = ()  # S2 PPBC runs (aggregator.dispatch.runs)
+    # with several storages (its battery first, then S2 FRBC RMs'): ``storage`` is their merge and
+    # the plan's setpoint is split among these (aggregator.dispatch.storages); else empty
+    storage_parts: tuple[StorageFlexibility, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

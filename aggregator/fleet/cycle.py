@@ -12,6 +12,7 @@ from datetime import datetime
 import numpy as np
 
 from aggregator.config import FeederConfig
+from aggregator.dispatch import storages
 from aggregator.dispatch.events import FleetEvent
 from aggregator.dispatch.fleet_input import (
     FeederLimits,
@@ -48,13 +49,25 @@ def tightened(limits: SiteLimits, override: LimitOverride | None) -> SiteLimits:
                       min(limits.max_export_w, override.limits.max_export_w))
 
 
+def house_storages(house: HouseRecord, flex: Flexibility) -> tuple[StorageFlexibility, ...]:
+    """The house's storages, its own battery (by the Hello's battery resources, not by
+    position) first, then the S2 FRBC RMs' its agent reports."""
+    own = {r.resource_id for r in house.hello.resources if r.kind is ResourceKind.BATTERY}
+    return storages.house_first(flex.storages, own)
+
+
 def house_input(house: HouseRecord, flex: Flexibility, override: LimitOverride | None,
-                feeder_id: str | None) -> HouseInput:
-    """One house of the problem, from what the fleet knows of it (``flex`` with a battery)."""
+                feeder_id: str | None) -> HouseInput | None:
+    """One house of the problem, from what the fleet knows of it; None without a storage.
+    Several storages are planned as one (``aggregator.dispatch.storages.planned``)."""
+    ordered = house_storages(house, flex)
+    if not ordered:
+        return None
+    storage, parts = storages.planned(ordered)
     pv_rated = sum(r.rated_power_w for r in house.hello.resources if r.kind is ResourceKind.PV)
-    return HouseInput(house.house_id, tightened(house.hello.limits, override), flex.storages[0],
+    return HouseInput(house.house_id, tightened(house.hello.limits, override), storage,
                       flex.load_forecast, flex.pv_forecast, pv_rated, feeder_id, flex.pv_clear_sky_forecast,
-                      flex.shiftable_runs)
+                      flex.shiftable_runs, parts)
 
 
 def tied_slots(cycle_s: float, slot_s: int) -> int:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from edge_agent.agent import EdgeAgent
 from edge_agent.local_control import plan_in_force
 from edge_agent.s2_cem.decide import HouseNow
-from edge_agent.s2_cem.flexibility import loads
+from edge_agent.s2_cem.flexibility import devices, loads, powers
 from edge_agent.s2_cem.listing import status_path
 from edge_agent.s2_cem.server import S2CemServer
 from vpp_common.log_limit import LogLimiter
@@ -99,4 +99,13 @@ def attach(agent: EdgeAgent) -> S2CemServer | None:
     # the RMs' loads and runs go up with the house's flexibility; a stale RM is left out
     agent.reports.flexibility_sources.append(
         lambda now: loads(list(server.coordinator.snapshots.values()), now, cfg.stale_after_s))
+    # its FRBC RMs' storages and PEBC RMs' PV too, and the plan may name the resources its live sessions hold
+    def house_ids() -> set[str]:  # an RM never stands for one of the house's own devices
+        return {agent.device.battery_id} | {r.resource_id for r in getattr(agent.device, "resources", ())}
+
+    agent.reports.device_sources.append(
+        lambda now: devices(list(server.coordinator.snapshots.values()), now, cfg.stale_after_s, house_ids()))
+    agent.reports.device_powers.append(
+        lambda now: powers(list(server.coordinator.snapshots.values()), now, cfg.stale_after_s, house_ids()))
+    agent.plan_resources.append(lambda: server.coordinator.held() - house_ids())
     return server

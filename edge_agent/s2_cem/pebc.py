@@ -23,7 +23,7 @@ from s2python.pebc import PEBCPowerConstraints
 
 from edge_agent.energy_manager.device_share import device_window
 from edge_agent.s2_cem.state import RmSnapshot
-from vpp_common.messages import DispatchPlan, SiteLimits
+from vpp_common.messages import CurtailmentFlexibility, DispatchPlan, SiteLimits
 
 PEBC = "POWER_ENVELOPE_BASED_CONTROL"
 INSTRUCTION = "PEBC.Instruction"
@@ -102,3 +102,17 @@ def _news(snap: RmSnapshot, env: Envelope, now: datetime, deadband_w: float) -> 
     if abs(env.lower_w - last.power_w) > deadband_w or abs(env.upper_w - (last.upper_w or 0.0)) > deadband_w:
         return True
     return now - last.sent_at > timedelta(seconds=ENVELOPE_S / 2)  # renew before it runs out
+
+
+def as_curtailment(snap: RmSnapshot, now: datetime, stale_after_s: float) -> CurtailmentFlexibility | None:
+    """A producing PEBC RM (a PV inverter) as curtailable production for the fleet: its fresh
+    measured production and how far it may produce; None for one that cannot produce (an EV
+    charger held back is not PV), without constraints valid now or a fresh measured power."""
+    c = snap.power_constraints
+    if snap.resource_id is None or c is None or not _valid(c, now) or snap.power_w is None \
+            or (now - snap.power_w.at).total_seconds() > stale_after_s:
+        return None
+    commodities, lower_range, _ = allowed_ranges(c)
+    if not commodities or not lower_range[0] < 0:
+        return None
+    return CurtailmentFlexibility(snap.resource_id, min(snap.power_w.value, 0.0), lower_range[0])

@@ -185,6 +185,10 @@ class Coordinator:
             for rid in [r for r, who in self._claims.items() if who == name]:
                 del self._claims[rid]
 
+    def held(self) -> frozenset[str]:
+        """The resource ids live sessions hold (the plan may name them)."""
+        return frozenset(self._claims)
+
     def usable(self, now: datetime, stale_after_s: float) -> list[RmSnapshot]:
         """The snapshots whose values may be used now."""
         return [s for s in self.snapshots.values() if not s.stale(now, stale_after_s)]
