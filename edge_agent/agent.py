@@ -325,8 +325,7 @@ class EdgeAgent:
             return decision
         policy = WritePolicy.for_revert(self.config.control.deadband_w, self.config.battery.revert_s)
         if not fresh_for_control(snap.telemetry, battery):
-            # Never write (nor refresh) on stale data: the device's own revert timers hand the
-            # battery and any PV limit back to its own mode if this lasts.  A house without a battery
+            # No write on stale data: the device's revert timers hand it back; a house without a battery
             # (micro-inverters: no revert timer) once its meter is missing: PV held to the export cap.
             self.stats.writes_held_stale += 1
             self.metrics.device_writes.labels("held_stale").inc()
