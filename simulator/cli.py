@@ -397,6 +397,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         # live mode by default: 10 h from 08:00 (after the warm-up days) of 20 houses
         sc, warm = _scenario(args, (8 + 10) / 24 if live_default else args.days)
+        if args.mode == "live" and (args.appliances or sc.appliance_runs):
+            raise ValueError("shiftable runs (--appliances, [[appliances]]) are simulated in fast mode only")
         if live_default:
             sc, warm = sc.window(warm + int(8 * 3600 // sc.slot_s), sc.t), 0
     except (ScenarioError, ValueError) as exc:
@@ -425,9 +427,6 @@ def _run(args: argparse.Namespace) -> int:
             print("error: --night-load-margin must be >= 1 and --holding-cost >= 0", file=sys.stderr)
             return EXIT_CONFIG
         options = replace(options, dispatch=replace(options.dispatch, **tuned))
-    if args.mode == "live" and (args.appliances or sc.appliance_runs):
-        print("error: shiftable runs (--appliances, [[appliances]]) are simulated in fast mode only", file=sys.stderr)
-        return EXIT_CONFIG
     if args.mode == "live":
         from simulator.fleet.compare import run_live_comparison
 
@@ -457,7 +456,12 @@ def _run_appliances(sc: Scenario, strategies: tuple[str, ...], warm: int, option
                     args: argparse.Namespace) -> int:
     """``vpp-sim run`` on houses with shiftable runs: the usual table with the runs placed, then each
     strategy with the runs started when armed against placed (simulator.fleet.appliance_report)."""
-    from simulator.fleet.appliance_report import DeadlineMissed, comparison, print_comparison, run_with_and_without
+    from simulator.fleet.appliance_report import (
+        DeadlineMissed,
+        comparison,
+        print_comparison,
+        run_with_and_without,
+    )
     from simulator.fleet.report import print_report, to_json, write_plots
 
     armed, placed = run_with_and_without(sc, strategies, warmup_slots=warm, options=options, workers=args.workers,

@@ -38,10 +38,9 @@ import numpy as np
 
 from aggregator.dispatch.block_solve import solve_block
 from aggregator.dispatch.problem import DispatchOptions
-from simulator.fleet.engine import Trace, simulate
-from simulator.fleet.model import DEFAULT_SOC_MIN_PCT, Scenario
 from simulator.fleet.appliance_runs import RunLog
-from simulator.fleet.model import ApplianceRun
+from simulator.fleet.engine import Trace, simulate
+from simulator.fleet.model import DEFAULT_SOC_MIN_PCT, ApplianceRun, Scenario
 from simulator.fleet.strategies import StrategyOptions, fleet_problem_and_runs
 from vpp_common.messages import ShiftableRunFlexibility
 

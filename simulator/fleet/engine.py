@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -29,9 +29,15 @@ from edge_agent.energy_manager.decide import (
     slot_limits,
 )
 from edge_agent.energy_manager.write_policy import WritePolicy, Written
-from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
 from simulator.fleet.appliance_runs import RunDriver
-from simulator.fleet.strategies import BATTERY_ID, PlanSource, StrategyOptions, known_prices_until, make_source
+from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
+from simulator.fleet.strategies import (
+    BATTERY_ID,
+    PlanSource,
+    StrategyOptions,
+    known_prices_until,
+    make_source,
+)
 from vpp_common.messages import Measurement, SiteLimits, SiteTelemetry, Validity
 
 # the agent's defaults: deadband, and the refresh at half the device's revert time

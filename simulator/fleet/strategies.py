@@ -37,8 +37,8 @@ from aggregator.dispatch.fleet_input import FeederLimits, HouseInput
 from aggregator.dispatch.futures import DEFAULT_FUTURES, Future
 from aggregator.dispatch.optimise import optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
-from aggregator.dispatch.solver_pool import WarmSolverPool
 from aggregator.dispatch.runs import RunPlacement
+from aggregator.dispatch.solver_pool import WarmSolverPool
 from aggregator.fleet.cycle import cycle_problem_and_runs
 from edge_agent.energy_manager.forecast import HistoryForecaster, Site
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
