@@ -36,6 +36,8 @@ from vpp_common.cli import EXIT_CONFIG, run_main, run_until_signal, setup_loggin
 from vpp_common.clock import UTC, AcceleratedClock, Clock, SystemClock
 
 if TYPE_CHECKING:
+    from simulator.fleet.model import Scenario
+    from simulator.fleet.strategies import StrategyOptions
     from simulator.physics import PhysicsConfig
 
 _STRATEGIES = ("no_battery", "battery_idle", "self_consumption", "tou", "fleet", "perfect_foresight")
@@ -111,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fleet strategy: cost per kWh held per hour, which makes plans fill batteries late and "
                           f"keep room for PV above forecast (default {_DISPATCH.holding_cost_per_kwh_h:g}); "
                           "fast mode only")
+    run.add_argument("--appliances", action="store_true",
+                     help="give the houses the default shiftable runs (60 %% of them a 1.1 kWh, 2-hour washing "
+                          "programme a day, armed at a seeded time 07:00-10:00 local, ready by 17:00 local) and show "
+                          "what placing them adds; a scenario folder's [[appliances]] always do; fast mode only")
     run.add_argument("--workers", type=int, default=None, help="solver processes (default: min(2, cores))")
     run.add_argument("--json", type=Path, help="write the figures to this JSON file (top-level keys by strategy)")
     run.add_argument("--plots", type=Path, help="write PNG plots to this folder")
@@ -391,6 +397,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         # live mode by default: 10 h from 08:00 (after the warm-up days) of 20 houses
         sc, warm = _scenario(args, (8 + 10) / 24 if live_default else args.days)
+        if args.mode == "live" and (args.appliances or sc.appliance_runs):
+            raise ValueError("shiftable runs (--appliances, [[appliances]]) are simulated in fast mode only")
         if live_default:
             sc, warm = sc.window(warm + int(8 * 3600 // sc.slot_s), sc.t), 0
     except (ScenarioError, ValueError) as exc:
@@ -426,6 +434,12 @@ def _run(args: argparse.Namespace) -> int:
                                    json_path=args.json, show_progress=not args.no_progress)
     print(f"vpp-sim: {sc.n} houses, {sc.t * sc.slot_s / 86400:g} days ({warm * sc.slot_s / 86400:g} warm-up), "
           f"strategies: {', '.join(strategies)}", file=sys.stderr)
+    if args.appliances and not sc.appliance_runs:
+        from simulator.fleet.appliance_input import with_appliances
+
+        sc = with_appliances(sc)
+    if sc.appliance_runs:
+        return _run_appliances(sc, strategies, warm, options, args)
     result = run_fast(sc, strategies, warmup_slots=warm, options=options, workers=args.workers,
                       show_progress=not args.no_progress)
     print_report(result, sys.stdout)
@@ -434,6 +448,38 @@ def _run(args: argparse.Namespace) -> int:
         print(f"\nfigures written to {args.json}")
     if args.plots:
         for p in write_plots(result, args.plots):
+            print(f"plot written to {p}")
+    return 0
+
+
+def _run_appliances(sc: Scenario, strategies: tuple[str, ...], warm: int, options: StrategyOptions,
+                    args: argparse.Namespace) -> int:
+    """``vpp-sim run`` on houses with shiftable runs: the usual table with the runs placed, then each
+    strategy with the runs started when armed against placed (simulator.fleet.appliance_report)."""
+    from simulator.fleet.appliance_report import (
+        DeadlineMissed,
+        comparison,
+        print_comparison,
+        run_with_and_without,
+    )
+    from simulator.fleet.report import print_report, to_json, write_plots
+
+    armed, placed = run_with_and_without(sc, strategies, warmup_slots=warm, options=options, workers=args.workers,
+                                         show_progress=not args.no_progress)
+    print_report(placed, sys.stdout)
+    try:
+        cmp = comparison(armed, placed)
+    except DeadlineMissed as exc:
+        print(f"error: a deadline was missed (a bug): {exc}", file=sys.stderr)
+        return 1
+    print_comparison(cmp, sc, sys.stdout)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        doc = to_json(placed) | {"appliances": cmp | {"when_armed": to_json(armed)}}
+        args.json.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        print(f"\nfigures written to {args.json}")
+    if args.plots:
+        for p in write_plots(placed, args.plots):
             print(f"plot written to {p}")
     return 0
 

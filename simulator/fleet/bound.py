@@ -22,6 +22,11 @@ least cost among strategies with no more energy over limits.  The warm-up runs
 self-consumption as every battery strategy does (the same SoC at the plan's start).
 Periods longer than ``perfect_foresight_window_days`` are solved in windows valued at the
 seam as the fleet's plans are: the bound is then exact only within each window.
+
+Shiftable runs (``Scenario.appliance_runs``) are placed before the LP by the aggregator's own
+placement (``aggregator.dispatch.runs``) on the real future (load, PV, prices), then held as load:
+the bound for these starts, not over every start (no joint choice of starts and battery), so with
+runs it is not proven below a strategy that placed them otherwise (docs/fleet-strategy.md).
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ import numpy as np
 
 from aggregator.dispatch.block_solve import solve_block
 from aggregator.dispatch.problem import DispatchOptions
+from simulator.fleet.appliance_runs import RunLog
 from simulator.fleet.engine import Trace, simulate
-from simulator.fleet.model import DEFAULT_SOC_MIN_PCT, Scenario
-from simulator.fleet.strategies import StrategyOptions, fleet_problem
+from simulator.fleet.model import DEFAULT_SOC_MIN_PCT, ApplianceRun, Scenario
+from simulator.fleet.strategies import StrategyOptions, fleet_problem_and_runs
+from vpp_common.messages import ShiftableRunFlexibility
 
 NAME = "perfect_foresight"
 
@@ -54,6 +61,7 @@ def perfect_foresight(sc: Scenario, options: StrategyOptions) -> Trace:
     grid, bat, socs, pv_used = np.zeros((n, t)), np.zeros((n, t)), np.zeros((n, t)), np.zeros((n, t))
     p0 = min(max(options.plan_from_slot, 0), t)
     soc = np.array([h.initial_soc_pct for h in sc.houses], dtype=float)
+    warm: Trace | None = None
     if p0 > 0:
         warm = simulate(sc.window(0, p0), "self_consumption", options)
         for a, w in ((grid, warm.grid_w), (bat, warm.battery_w), (socs, warm.soc_pct), (pv_used, warm.pv_used_w)):
@@ -64,16 +72,28 @@ def perfect_foresight(sc: Scenario, options: StrategyOptions) -> Trace:
     solves, solve_s = 0, 0.0
     dispatch = bound_options(options.dispatch)
     cap_wh = np.array([h.battery_kwh * 1000 if h.has_battery else 0.0 for h in sc.houses])
+    load = sc.load_w.copy()
+    starts: dict[tuple[int, str], object] = {}
+    warm_missed = 0
+    if warm is not None and warm.load_w is not None and warm.runs is not None:
+        load[:, :p0] = warm.load_w
+        warm_missed = warm.runs["deadlines_missed"]
     for s0 in range(p0, t, window):
         s1 = min(t, s0 + window)
         # a window that is not the last looks a day further (the seam costs a little optimality)
         horizon = min(t, s1 + (86400 // sc.slot_s if s1 < t else 0))
         tv: float | str = value_per_kwh if horizon >= t else "mean_price"
-        p = fleet_problem(sc, s0, horizon, soc, sc.load_w[:, s0:horizon], sc.pv_w[:, s0:horizon],
-                          terminal_value_per_kwh=tv, reserve_soc_pct=DEFAULT_SOC_MIN_PCT)
+        runs = _window_runs(sc, s0, s1)
+        p, placement = fleet_problem_and_runs(sc, s0, horizon, soc, sc.load_w[:, s0:horizon], sc.pv_w[:, s0:horizon],
+                                              terminal_value_per_kwh=tv, reserve_soc_pct=DEFAULT_SOC_MIN_PCT,
+                                              shiftable_runs=runs)
         row = {hid: k for k, hid in enumerate(p.house_ids)}
         order = np.array([row[h.house_id] for h in sc.houses])
         k = s1 - s0
+        if runs is not None:
+            load[:, s0:s1] += placement.load_w[order, :k]
+            starts.update({(i, rs.resource_id): rs.start for i, h in enumerate(sc.houses)
+                           for rs in placement.starts(h.house_id)})
         for x in range(len(p.transformer_ids)):  # houses share limits only within a transformer
             houses = np.flatnonzero(p.transformer_of[p.feeder_of] == x)
             b = solve_block(houses, p.subset(houses), dispatch)
@@ -89,4 +109,24 @@ def perfect_foresight(sc: Scenario, options: StrategyOptions) -> Trace:
                 pv_used[i, s0:s1] = sc.pv_w[i, s0:s1] - b.curtail_w[j][:k]
                 socs[i, s0:s1] = b.energy_wh[j][:k] / cap_wh[i] * 100 if cap_wh[i] > 0 else soc[i]
         soc = socs[:, s1 - 1].copy()
-    return Trace(NAME, grid, bat, socs, pv_used, solves, solve_s, 0, time.perf_counter() - t0)
+    if not sc.appliance_runs:
+        return Trace(NAME, grid, bat, socs, pv_used, solves, solve_s, 0, time.perf_counter() - t0)
+    row = {h.house_id: i for i, h in enumerate(sc.houses)}
+    first = sc.slot_start(p0)
+    log = RunLog(starts, [(row[r.house_id], r) for r in sc.appliance_runs if r.armed >= first], sc.end)  # type: ignore[arg-type]
+    summary = log.summary(first)
+    summary["deadlines_missed"] += warm_missed  # the warm-up's runs, as self-consumption started them
+    return Trace(NAME, grid, bat, socs, pv_used, solves, solve_s, 0, time.perf_counter() - t0, load, summary)
+
+
+def _window_runs(sc: Scenario, s0: int, s1: int) -> list[tuple[ShiftableRunFlexibility, ...]] | None:
+    """Each house's runs armed in slots [s0, s1), waiting (None without runs)."""
+    if not sc.appliance_runs:
+        return None
+    lo, hi = sc.slot_start(s0), sc.slot_start(s1)
+    out: dict[str, list[ApplianceRun]] = {}
+    for r in sc.appliance_runs:
+        if lo <= r.armed < hi:
+            out.setdefault(r.house_id, []).append(r)
+    return [tuple(ShiftableRunFlexibility(r.run_id, r.profile, r.armed, r.ready_by) for r in out.get(h.house_id, ()))
+            for h in sc.houses]

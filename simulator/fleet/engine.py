@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +29,15 @@ from edge_agent.energy_manager.decide import (
     slot_limits,
 )
 from edge_agent.energy_manager.write_policy import WritePolicy, Written
+from simulator.fleet.appliance_runs import RunDriver
 from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
-from simulator.fleet.strategies import BATTERY_ID, PlanSource, StrategyOptions, make_source
+from simulator.fleet.strategies import (
+    BATTERY_ID,
+    PlanSource,
+    StrategyOptions,
+    known_prices_until,
+    make_source,
+)
 from vpp_common.messages import Measurement, SiteLimits, SiteTelemetry, Validity
 
 # the agent's defaults: deadband, and the refresh at half the device's revert time
@@ -49,6 +57,8 @@ class Trace:
     solve_s: float = 0.0
     fallbacks: int = 0
     wall_s: float = 0.0
+    load_w: np.ndarray | None = None  # household load with the shiftable runs' power (None: the scenario's)
+    runs: dict[str, Any] | None = None  # the runs' summary (simulator.fleet.appliance_runs.RunLog)
 
 
 def battery_step(soc_pct: float, capacity_wh: float, setpoint_w: float, efficiency: float, slot_h: float,
@@ -93,12 +103,13 @@ def clear_sky_table(sc: Scenario, extra_days: int = 2) -> Callable[[list[datetim
 
 
 def feeder_limits_now(sc: Scenario, s: int, soc: np.ndarray, cap: list[float], blim: list[BatteryLimits],
-                      eff: list[float], grid_wanted_w: np.ndarray | None = None) -> list[SiteLimits]:
+                      eff: list[float], grid_wanted_w: np.ndarray | None = None,
+                      load_w: np.ndarray | None = None) -> list[SiteLimits]:
     """Each house's site limits tightened by the aggregator's live feeder envelope for slot ``s``
     (``aggregator.dispatch.realtime``), from what the meters show at the slot's start: the
     aggregator's control loop runs every few seconds, far faster than a slot.
     ``grid_wanted_w``: (n,) each house's exchange if it followed its plan within its own limits."""
-    base = sc.load_w[:, s] - sc.pv_w[:, s]
+    base = (sc.load_w[:, s] if load_w is None else load_w) - sc.pv_w[:, s]
     cap_a, eff_a = np.asarray(cap), np.asarray(eff)
     p_ch = np.array([b.max_charge_w for b in blim])
     p_dis = np.array([b.max_discharge_w for b in blim])
@@ -119,6 +130,24 @@ def feeder_limits_now(sc: Scenario, s: int, soc: np.ndarray, cap: list[float], b
         max_imp[on] = np.minimum(max_imp[on], i)
     out = [SiteLimits(float(a), float(b)) for a, b in zip(max_imp, max_exp, strict=True)]
     return out
+
+
+def run_driver(sc: Scenario, src: PlanSource) -> RunDriver | None:
+    """The runs' driver of a strategy's simulation (None without runs): the edge's scheduler where
+    the strategy places runs (the plan's starts, the house's forecaster), else started when armed."""
+    if not sc.appliance_runs:
+        return None
+    drv = RunDriver(sc, "edge" if src.places_runs else "armed", lambda now: known_prices_until(sc, now),
+                    refresh_slots=src.replan_slots)
+    src.shiftable = drv.shiftable
+    return drv
+
+
+def _run_forecast(src: PlanSource) -> Callable[[int, datetime, int], Any] | None:
+    fcs = getattr(src, "forecasters", None)
+    if fcs is None:
+        return None
+    return lambda i, now, n: fcs[i].forecast(now, n)
 
 
 def _m(v: float, at: datetime) -> Measurement:
@@ -159,25 +188,29 @@ def simulate(sc: Scenario, strategy: str, options: StrategyOptions | None = None
     load_all, pv_all = sc.load_w, sc.pv_w
     live = src.realtime_feeders and options.realtime_feeder_control
     written: list[Written | None] = [None] * n  # the setpoint each device holds
+    runs, run_fc = run_driver(sc, src), _run_forecast(src)
+    loads = load_all.copy() if runs is not None else load_all
     t0 = time.perf_counter()
     for s in range(t):
         now = sc.slot_start(s)
         src.update(s, soc)
+        if runs is not None:
+            loads[:, s] += runs.step(s, load_all[:, s], pv_all[:, s], src.run_start, run_fc)
         slot_lim = limits
         if live:
             # what each house would do following its plan within its own limits: the live
             # aggregator measures it; the envelopes only ever cut into it where the feeder needs
             wanted = np.zeros(n)
             for i in range(n):
-                base = float(load_all[i, s] - pv_all[i, s])
+                base = float(loads[i, s] - pv_all[i, s])
                 tele = SiteTelemetry(now, _m(base, now), _m(-float(pv_all[i, s]), now), _m(0.0, now),
-                                     _m(float(soc[i]), now), _m(float(load_all[i, s]), now))
+                                     _m(float(soc[i]), now), _m(float(loads[i, s]), now))
                 d = decide(now, tele, src.plans[i], True, limits[i], blim[i], BATTERY_ID, plan_grid_envelope=False)
                 b, _ = battery_step(float(soc[i]), cap[i], d.battery_w, eff[i], slot_h)
                 wanted[i] = base + b
-            slot_lim = feeder_limits_now(sc, s, soc, cap, blim, eff, wanted)
+            slot_lim = feeder_limits_now(sc, s, soc, cap, blim, eff, wanted, loads[:, s])
         for i in range(n):
-            load, pv = float(load_all[i, s]), float(pv_all[i, s])
+            load, pv = float(loads[i, s]), float(pv_all[i, s])
             base = load - pv
             tele = SiteTelemetry(now, _m(base, now), _m(-pv, now), _m(0.0, now), _m(float(soc[i]), now),
                                  _m(load, now))
@@ -199,8 +232,9 @@ def simulate(sc: Scenario, strategy: str, options: StrategyOptions | None = None
             bat[i, s] = b
             grid[i, s] = load - used + b
             socs[i, s] = soc[i]
-        src.observe(s, load_all[:, s], pv_used[:, s])
+        src.observe(s, loads[:, s], pv_used[:, s])
         if progress is not None:
             progress(s + 1)
     return Trace(strategy, grid, bat, socs, pv_used, src.solves, src.solve_s, src.fallbacks,
-                 time.perf_counter() - t0)
+                 time.perf_counter() - t0, loads if runs is not None else None,
+                 runs.log().summary(sc.slot_start(min(options.plan_from_slot, t - 1))) if runs is not None else None)

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 
 from vpp_common.localtime import zone
+from vpp_common.messages import ProfileStep
 from vpp_common.timeslots import SlotGrid
 
 DEFAULT_EFFICIENCY = 0.95  # one way (charge and discharge each), typical LFP hybrid at part load
@@ -55,6 +56,31 @@ class House:
         return self.battery_kwh > 0 and self.battery_kw > 0
 
 
+@dataclass(frozen=True, slots=True)
+class ApplianceRun:
+    """One run of a house's shiftable appliance (a washing machine's programme): armed (requested,
+    the earliest start) at ``armed``, to be finished by ``ready_by`` (UTC); its power profile."""
+
+    house_id: str
+    resource_id: str  # the appliance, e.g. "washer"
+    armed: datetime
+    ready_by: datetime
+    profile: tuple[ProfileStep, ...]
+
+    @property
+    def run_id(self) -> str:
+        """Unique per house: the appliance and its arming time (one run per resource in a plan)."""
+        return f"{self.resource_id}@{self.armed:%Y-%m-%dT%H:%MZ}"
+
+    @property
+    def duration_s(self) -> float:
+        return sum(p.duration_s for p in self.profile)
+
+    @property
+    def energy_wh(self) -> float:
+        return sum(p.duration_s * p.power_w for p in self.profile) / 3600.0
+
+
 @dataclass(frozen=True)
 class Scenario(SlotGrid):
     name: str
@@ -75,6 +101,8 @@ class Scenario(SlotGrid):
     sources: dict[str, str] = field(default_factory=dict)  # what -> where it came from (for the report)
     timezone: str = "UTC"  # IANA zone of the fleet: its days (forecasters' time of day, report) are local
     price_knowledge: PriceKnowledge = field(default_factory=PriceKnowledge)
+    # shiftable runs (simulator.fleet.appliance_runs); () = none: the scenario's figures as without them
+    appliance_runs: tuple[ApplianceRun, ...] = ()
 
     @property
     def end(self) -> datetime:
@@ -121,6 +149,24 @@ class Scenario(SlotGrid):
         zone(self.price_knowledge.market_timezone)
         if self.price_knowledge.kind not in ("day_ahead", "in_advance"):
             raise ValueError(f"price_knowledge.kind must be day_ahead or in_advance, got {self.price_knowledge.kind!r}")
+        self._validate_runs()
+
+    def _validate_runs(self) -> None:
+        ids = {h.house_id for h in self.houses}
+        seen: set[tuple[str, str]] = set()
+        for r in self.appliance_runs:
+            if r.house_id not in ids:
+                raise ValueError(f"appliance run {r.run_id}: no house {r.house_id!r}")
+            if (r.house_id, r.run_id) in seen:
+                raise ValueError(f"appliance run {r.run_id} of house {r.house_id} twice")
+            seen.add((r.house_id, r.run_id))
+            if not r.profile or any(not (np.isfinite(p.duration_s) and np.isfinite(p.power_w) and p.duration_s > 0
+                                         and 0 <= p.power_w <= 50_000) for p in r.profile):
+                raise ValueError(f"appliance run {r.run_id}: profile steps need 0 < duration and 0 <= power <= 50 kW")
+            if r.armed.tzinfo is None or r.ready_by.tzinfo is None:
+                raise ValueError(f"appliance run {r.run_id}: times need a zone")
+            if (r.ready_by - r.armed).total_seconds() < r.duration_s:
+                raise ValueError(f"appliance run {r.run_id}: its window is shorter than its programme")
 
     def head(self, slots: int) -> Scenario:
         """The first ``slots`` slots (``--days``)."""
@@ -139,6 +185,8 @@ class Scenario(SlotGrid):
             export_price_per_kwh=self.export_price_per_kwh[s0:s1],
             feeder_import_limit_w=self.feeder_import_limit_w[:, s0:s1],
             feeder_export_limit_w=self.feeder_export_limit_w[:, s0:s1],
+            appliance_runs=tuple(r for r in self.appliance_runs
+                                 if r.armed >= self.slot_start(s0) and r.ready_by <= self.slot_start(s1)),
         )
 
     def select(self, house_ids: list[str]) -> Scenario:
@@ -154,6 +202,7 @@ class Scenario(SlotGrid):
             feeder_ids=tuple(feeders),
             feeder_import_limit_w=self.feeder_import_limit_w[fidx],
             feeder_export_limit_w=self.feeder_export_limit_w[fidx],
+            appliance_runs=tuple(r for r in self.appliance_runs if r.house_id in set(house_ids)),
         )
 
 

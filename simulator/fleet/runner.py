@@ -144,10 +144,13 @@ def run_fast(sc: Scenario, strategies: tuple[str, ...] = STRATEGIES, *, warmup_s
         for bar in bars.values():
             bar.close()
     traces = {name: traces[name] for name in strategies}  # the order asked for
-    figures = {name: kpis(sc, tr.grid_w, tr.battery_w, tr.soc_pct, tr.pv_used_w, first_slot=warmup_slots)
+    figures = {name: kpis(sc if tr.load_w is None else replace(sc, load_w=tr.load_w), tr.grid_w, tr.battery_w,
+                          tr.soc_pct, tr.pv_used_w, first_slot=warmup_slots)
                for name, tr in traces.items()}
     for name, tr in traces.items():
         figures[name]["run"] = {"wall_s": round(tr.wall_s, 1), "plans": tr.solves, "solve_s": round(tr.solve_s, 1),
                                 "fallback_plans": tr.fallbacks}
+        if tr.runs is not None:
+            figures[name]["appliance_runs"] = tr.runs
     add_savings(figures)
     return RunResult(sc, warmup_slots, traces, figures)

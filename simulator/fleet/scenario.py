@@ -32,6 +32,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from simulator.fleet import scenario_checks as checks
+from simulator.fleet.appliance_input import parse_appliances, with_appliances
 from simulator.fleet.errors import ScenarioError
 from simulator.fleet.model import DEFAULT_EFFICIENCY, DEFAULT_INITIAL_SOC_PCT, House, Scenario
 from simulator.fleet.scenario_checks import GapFill, Plausibility
@@ -222,13 +223,13 @@ def _read_meta(path: Path) -> tuple[_Meta, Tariff]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ScenarioError(path, f"not valid TOML: {exc}") from exc
     if "scenario" in raw:
-        unknown = [k for k in raw if k not in ("scenario", "tariff")]
+        unknown = [k for k in raw if k not in ("scenario", "tariff", "appliances")]
         if unknown:
-            raise ScenarioError(path, "unknown table or key (scenario.toml has [scenario] and [tariff])", None,
-                                unknown[0])
+            raise ScenarioError(path, "unknown table or key (scenario.toml has [scenario], [tariff] and "
+                                "[[appliances]])", None, unknown[0])
         meta_raw = raw["scenario"]
     else:
-        meta_raw = {k: v for k, v in raw.items() if k != "tariff"}
+        meta_raw = {k: v for k, v in raw.items() if k not in ("tariff", "appliances")}
     tariff_raw = raw.get("tariff")
     try:
         meta = _Meta.model_validate(meta_raw)
@@ -424,9 +425,15 @@ def load_run(folder: str | Path, days: float | None = None, warmup_days: float |
     )
     try:
         sc.validate()
+        sc = with_appliances(sc, parse_appliances(_toml(meta_path).get("appliances")))
     except ValueError as exc:
-        raise ScenarioError(root, str(exc)) from exc
+        raise ScenarioError(meta_path if "appliances" in str(exc) else root, str(exc)) from exc
     return sc, warm_slots
+
+
+def _toml(path: Path) -> dict[str, object]:
+    """scenario.toml again (read and checked by ``_read_meta``): its [[appliances]]."""
+    return tomllib.loads(path.read_text(), parse_float=Decimal)
 
 
 def _no_limit(v: float | None) -> float:

@@ -37,8 +37,9 @@ from aggregator.dispatch.fleet_input import FeederLimits, HouseInput
 from aggregator.dispatch.futures import DEFAULT_FUTURES, Future
 from aggregator.dispatch.optimise import optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
+from aggregator.dispatch.runs import RunPlacement
 from aggregator.dispatch.solver_pool import WarmSolverPool
-from aggregator.fleet.cycle import cycle_problem
+from aggregator.fleet.cycle import cycle_problem_and_runs
 from edge_agent.energy_manager.forecast import HistoryForecaster, Site
 from edge_agent.energy_manager.local_tou import LocalTouPlanner
 from simulator.fleet.model import DEFAULT_RESERVE_SOC_PCT, DEFAULT_SOC_MIN_PCT, Scenario
@@ -105,6 +106,17 @@ def fleet_problem(sc: Scenario, s0: int, s1: int, soc: np.ndarray, load_w: np.nd
                   futures: tuple[Future, ...] = (), cycle_s: float = 0.0,
                   reserve_soc_pct: float = DEFAULT_RESERVE_SOC_PCT,
                   shiftable_runs: Sequence[tuple[ShiftableRunFlexibility, ...]] | None = None) -> FleetProblem:
+    """``fleet_problem_and_runs``'s problem."""
+    return fleet_problem_and_runs(sc, s0, s1, soc, load_w, pv_w, terminal_value_per_kwh, pv_clear_sky_w, futures,
+                                  cycle_s, reserve_soc_pct, shiftable_runs)[0]
+
+
+def fleet_problem_and_runs(sc: Scenario, s0: int, s1: int, soc: np.ndarray, load_w: np.ndarray, pv_w: np.ndarray,
+                           terminal_value_per_kwh: float | str, pv_clear_sky_w: np.ndarray | None = None,
+                           futures: tuple[Future, ...] = (), cycle_s: float = 0.0,
+                           reserve_soc_pct: float = DEFAULT_RESERVE_SOC_PCT,
+                           shiftable_runs: Sequence[tuple[ShiftableRunFlexibility, ...]] | None = None
+                           ) -> tuple[FleetProblem, RunPlacement]:
     """The aggregator's problem for slots [s0, s1): built by the aggregator's own cycle code
     (``aggregator.fleet.cycle.cycle_problem`` from per-house flexibility and forecasts), with
     the scenario's feeders and their limits slot by slot.  ``cycle_s``: the re-plan period
@@ -130,13 +142,13 @@ def fleet_problem(sc: Scenario, s0: int, s1: int, soc: np.ndarray, load_w: np.nd
     feeders = {f: FeederLimits(float(sc.feeder_import_limit_w[k, s0:s1].min()), transformer_id=f"tx:{f}")
                for k, f in enumerate(sc.feeder_ids)}
     assert s1 <= sc.t, (s1, sc.t)  # the horizon is the prices' (cycle_problem)
-    p = cycle_problem(houses, start=start, slot_s=sc.slot_s, cycle_s=cycle_s,
-                      import_price_per_kwh=sc.import_price_per_kwh[s0:s1],
-                      export_price_per_kwh=sc.export_price_per_kwh[s0:s1], feeders=feeders,
-                      futures=futures, terminal_value_per_kwh=terminal_value_per_kwh)
+    p, placement = cycle_problem_and_runs(houses, start=start, slot_s=sc.slot_s, cycle_s=cycle_s,
+                                          import_price_per_kwh=sc.import_price_per_kwh[s0:s1],
+                                          export_price_per_kwh=sc.export_price_per_kwh[s0:s1], feeders=feeders,
+                                          futures=futures, terminal_value_per_kwh=terminal_value_per_kwh)
     order = [sc.feeder_ids.index(f) for f in p.feeder_ids]  # prepare_problem orders feeders by first house
     return replace(p, feeder_import_limit_w=sc.feeder_import_limit_w[order, s0:s1],
-                   feeder_export_limit_w=sc.feeder_export_limit_w[order, s0:s1])
+                   feeder_export_limit_w=sc.feeder_export_limit_w[order, s0:s1]), placement
 
 
 class PlanSource:
@@ -155,6 +167,15 @@ class PlanSource:
 
     def update(self, s: int, soc: np.ndarray) -> None:
         pass
+
+    # shiftable runs (simulator.fleet.appliance_runs): the engine gives a source the houses' runs as
+    # their agents report them (``shiftable``); a source whose plans place them names their starts
+    shiftable: Callable[[int], list[tuple[ShiftableRunFlexibility, ...]]] | None = None
+    places_runs = False  # the engine schedules the runs at the edge (else they start when armed)
+
+    def run_start(self, house: int, run_id: str) -> datetime | None:
+        """The start of a run the house's plan names (None: none; the edge decides)."""
+        return None
 
     def horizon_if_due(self, s: int) -> tuple[datetime, int] | None:
         """(now, end slot of the known prices) when a re-plan is due at slot ``s`` (after the
@@ -184,7 +205,21 @@ class BatteryIdle(PlanSource):
 
 
 class SelfConsumption(PlanSource):
+    """The inverter's own self-consumption; with shiftable runs the agent's forecaster too (its
+    appliance scheduler weighs the forecast PV surplus)."""
+
     name = "self_consumption"
+    places_runs = True
+
+    def __init__(self, sc: Scenario, options: StrategyOptions,
+                 clear_sky: Callable[[list[datetime]], np.ndarray] | None = None) -> None:
+        super().__init__(sc, options)
+        if sc.appliance_runs and clear_sky is not None:
+            self.forecasters = house_forecasters(sc, options, clear_sky)
+
+    def observe(self, s: int, load_w: np.ndarray, pv_w: np.ndarray) -> None:
+        if hasattr(self, "forecasters"):
+            observe_all(self.forecasters, self.sc, s, load_w, pv_w)
 
 
 def house_forecasters(sc: Scenario, options: StrategyOptions,
@@ -213,6 +248,7 @@ class LocalTou(PlanSource):
     ``control.mode = "tou"``), re-planned every ``replan_s``."""
 
     name = "tou"
+    places_runs = True
 
     def __init__(self, sc: Scenario, options: StrategyOptions,
                  clear_sky: Callable[[list[datetime]], np.ndarray]) -> None:
@@ -244,6 +280,10 @@ class LocalTou(PlanSource):
 
 class _Lp(PlanSource):
     pool: ProcessPoolExecutor | WarmSolverPool | None = None
+    run_starts: dict[tuple[str, str], datetime] = {}  # (house, run) -> the start the last placement chose
+
+    def run_start(self, house: int, run_id: str) -> datetime | None:
+        return self.run_starts.get((self.sc.houses[house].house_id, run_id))
 
     def _dispatch_options(self) -> DispatchOptions:
         return self.options.dispatch
@@ -261,8 +301,12 @@ class _Lp(PlanSource):
         sc = self.sc
         tv = self._terminal_value(s0, s1)
         # the futures depart from the forecast after the slots until the next re-plan
-        p = fleet_problem(sc, s0, s1, soc, load, pv, terminal_value_per_kwh=tv, pv_clear_sky_w=pv_clear_sky,
-                          futures=futures, cycle_s=self.replan_slots * sc.slot_s)
+        runs = self.shiftable(s0) if self.shiftable is not None else None
+        p, placement = fleet_problem_and_runs(sc, s0, s1, soc, load, pv, terminal_value_per_kwh=tv,
+                                              pv_clear_sky_w=pv_clear_sky, futures=futures,
+                                              cycle_s=self.replan_slots * sc.slot_s, shiftable_runs=runs)
+        self.run_starts = {(hid, rs.resource_id): rs.start for hid, hr in placement.houses.items()
+                           for rs in hr.starts}
         t0 = time.perf_counter()
         prev = {h.house_id: pl for h, pl in zip(sc.houses, self.plans, strict=True) if pl is not None}
         res = optimise(p, self._dispatch_options(), prev, version=s0 + 1, now=sc.slot_start(s0), pool=self.pool)
@@ -276,6 +320,7 @@ class _Lp(PlanSource):
 class Fleet(_Lp):
     name = "fleet"
     realtime_feeders = True
+    places_runs = True
 
     def __init__(self, sc: Scenario, options: StrategyOptions, clear_sky: Callable[[list[datetime]], np.ndarray]) -> None:
         super().__init__(sc, options)
@@ -296,7 +341,9 @@ class Fleet(_Lp):
 
 def make_source(name: str, sc: Scenario, options: StrategyOptions,
                 clear_sky: Callable[[list[datetime]], np.ndarray]) -> PlanSource:
-    classes: dict[str, type[PlanSource]] = {c.name: c for c in (NoBattery, BatteryIdle, SelfConsumption)}
+    classes: dict[str, type[PlanSource]] = {c.name: c for c in (NoBattery, BatteryIdle)}
+    if name == "self_consumption":
+        return SelfConsumption(sc, options, clear_sky)
     if name == "fleet":
         return Fleet(sc, options, clear_sky)
     if name == "tou":
