@@ -239,17 +239,19 @@ class AggregatorServer:
             await self.health.enter_graceful_shutdown()
             for session in self.sessions.all():
                 session.outbox.put(CloseItem("aggregator replica shutting down"))
-            await cancel_and_wait(self._tasks)
+            await cancel_and_wait(self._tasks)  # raises if one would not stop: the rest still stops
             self._tasks = []
-            self.planner.close()  # joins the solver processes (brief; we are stopping anyway)
-            self.plan_encoder.close()
-            await self.elector.resign()  # let another replica lead at once instead of after the TTL
-        finally:  # whatever failed above, nothing is left listening
-            await self._stop_grpc(grace)
-            if self._metrics_server is not None:
-                self._metrics_server.stop()
-            if self._owns_store:
-                await self.store.close()
+        finally:
+            try:
+                self.planner.close()  # joins the solver processes (brief; we are stopping anyway)
+                self.plan_encoder.close()
+                await self.elector.resign()  # let another replica lead at once instead of after the TTL
+            finally:  # whatever failed above, nothing is left listening
+                await self._stop_grpc(grace)
+                if self._metrics_server is not None:
+                    self._metrics_server.stop()
+                if self._owns_store:
+                    await self.store.close()
 
     async def _stop_grpc(self, grace: float) -> None:
         """Stop (awaited) both gRPC servers.  A grpc.aio server that is never stopped keeps a

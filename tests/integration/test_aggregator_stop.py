@@ -12,7 +12,7 @@ import pytest
 
 from aggregator.config import AggregatorConfig
 from aggregator.server import AggregatorServer
-from vpp_common.clock import ManualClock
+from vpp_common.clock import ManualClock, cancel_and_wait
 
 from .test_aggregator_service import T0
 
@@ -38,3 +38,17 @@ async def test_a_failing_step_of_stop_still_stops_both_grpc_servers(monkeypatch:
     with pytest.raises(RuntimeError, match="mid-stop"):
         await srv.stop(grace_s=0.1)
     assert refused(srv.port) and refused(srv.admin_port)
+
+
+async def test_a_task_that_will_not_stop_leaves_no_server_and_no_solver_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = AggregatorConfig(listen="127.0.0.1:0", admin_listen=None, insecure=True, metrics_port=None, replica_id="r1")
+    srv = AggregatorServer(cfg, clock=ManualClock(T0))
+    await srv.start()
+
+    async def stubborn(tasks: list[object], timeout_s: float = 5.0) -> None:
+        raise RuntimeError("tasks did not stop within 5.0 s: ['planner']")
+    monkeypatch.setattr("aggregator.server.cancel_and_wait", stubborn)
+    with pytest.raises(RuntimeError, match="did not stop"):
+        await srv.stop(grace_s=0.1)
+    assert refused(srv.port)
+    await cancel_and_wait(srv._tasks)  # the test's own clean-up of what the stub left
