@@ -141,9 +141,7 @@ class AggregatorServer:
         try:
             await self._start_grpc()
         except BaseException:  # e.g. the admin port is taken: nothing left listening
-            if self._server is not None:
-                await self._server.stop(0)
-                self._server = None
+            await self._stop_grpc(0)
             if self._metrics_server is not None:
                 self._metrics_server.stop()
             raise
@@ -237,22 +235,35 @@ class AggregatorServer:
         """Drain: health NOT_SERVING, Drain to every agent, then stop with a grace period."""
         grace = self.config.drain_grace_s if grace_s is None else grace_s
         self.servicer.draining = True
-        await self.health.enter_graceful_shutdown()
-        for session in self.sessions.all():
-            session.outbox.put(CloseItem("aggregator replica shutting down"))
-        await cancel_and_wait(self._tasks)
-        self._tasks = []
-        self.planner.close()  # joins the solver processes (brief; we are stopping anyway)
-        self.plan_encoder.close()
-        await self.elector.resign()  # let another replica lead at once instead of after the TTL
-        if self._server is not None:
-            await self._server.stop(grace)
-        if self._admin is not None:
-            await self._admin.stop(0)
-        if self._metrics_server is not None:
-            self._metrics_server.stop()
-        if self._owns_store:
-            await self.store.close()
+        try:
+            await self.health.enter_graceful_shutdown()
+            for session in self.sessions.all():
+                session.outbox.put(CloseItem("aggregator replica shutting down"))
+            await cancel_and_wait(self._tasks)  # raises if one would not stop: the rest still stops
+            self._tasks = []
+        finally:
+            try:
+                self.planner.close()  # joins the solver processes (brief; we are stopping anyway)
+                self.plan_encoder.close()
+                await self.elector.resign()  # let another replica lead at once instead of after the TTL
+            finally:  # whatever failed above, nothing is left listening
+                await self._stop_grpc(grace)
+                if self._metrics_server is not None:
+                    self._metrics_server.stop()
+                if self._owns_store:
+                    await self.store.close()
+
+    async def _stop_grpc(self, grace: float) -> None:
+        """Stop (awaited) both gRPC servers.  A grpc.aio server that is never stopped keeps a
+        request pending on grpc's process-wide completion queue: when the process's last gRPC
+        object goes, grpc's shutdown waits for that queue to drain, for ever."""
+        server, admin, self._server, self._admin = self._server, self._admin, None, None
+        try:
+            if server is not None:
+                await server.stop(grace)
+        finally:
+            if admin is not None:
+                await admin.stop(0)
 
     async def __aenter__(self) -> AggregatorServer:
         await self.start()

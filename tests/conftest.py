@@ -8,6 +8,8 @@ polling or awaiting an event, never a bare sleep.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import gc
 import os
 import shutil
 import socket
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 
 import psutil
 import pytest
+
+from tests import grpc_runtime
 
 
 def free_port() -> int:
@@ -86,15 +90,49 @@ def _wait_until(pred, timeout_s: float = 3.0) -> bool:
         time.sleep(0.02)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _process_wide() -> None:
+    """One grpc.aio runtime for the run (tests/grpc_runtime.py), and the heap as it stands after
+    collection frozen: the per-test ``gc.collect()`` below walks only what that test made (a
+    collection over the whole heap took 0.1-0.8 s, for every test)."""
+    grpc_runtime.install()
+    gc.collect()
+    gc.freeze()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Under pytest-xdist a test marked ``serial`` runs with no other test beside it (the live
+    fleet run measures what it does under CPU load; a second worker would add to it).  Every
+    test holds a shared lock on one file of the run, a ``serial`` test an exclusive one; a
+    second lock, taken briefly by each test on its way in, lets a waiting ``serial`` test go
+    before the other worker's next test.  Taken around the whole test, outside its timeout."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        return (yield)
+    base = os.path.join(tempfile.gettempdir(), f"vpp-pytest-{run}")
+    serial = item.get_closest_marker("serial") is not None
+    with open(f"{base}-gate.lock", "a") as gate, open(f"{base}-serial.lock", "a") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        return (yield)  # closing the files releases the locks
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    grpc_runtime.begin()
     threads = _threads()
     children = _children()
     ports = _listening_ports()
     if asyncio.iscoroutinefunction(getattr(request.node, "function", None)):
         request.getfixturevalue("_no_task_leaks")
     yield
-    problems = []
+    problems = grpc_runtime.left_running()
+    # the test's garbage goes now: a finaliser that raises (an unraisable exception) fails this
+    # test, not whichever later one the collector happens to run in
+    gc.collect()
+    gc.freeze()  # what outlives its test is not walked again: each collection costs only its test's objects
     if not _wait_until(lambda: _threads() <= threads):
         names = [t.name for t in threading.enumerate() if t.ident not in threads
                  and not any(n in t.name for n in _PROCESS_THREADS)]
@@ -121,6 +159,7 @@ async def _no_task_leaks() -> AsyncIterator[None]:
     """Set up before (so torn down after) the test's own async fixtures."""
     before = asyncio.all_tasks()
     yield
+    grpc_left = await grpc_runtime.stop_left_over(asyncio.get_running_loop())
     current = asyncio.current_task()
     left = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
     if left:  # grpc's internal tasks finish a few loop turns after a cancelled call: bounded grace
@@ -131,6 +170,8 @@ async def _no_task_leaks() -> AsyncIterator[None]:
             t.cancel()
         await asyncio.gather(*left, return_exceptions=True)
         pytest.fail(f"asyncio tasks left running: {[t.get_coro() for t in left]}", pytrace=False)
+    if grpc_left:
+        pytest.fail("; ".join(grpc_left), pytrace=False)
 
 
 @dataclass(frozen=True)

@@ -134,12 +134,19 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     """Wait for ``event`` up to ``timeout_s`` real seconds; True if it was set.
 
     Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that
-    arrives just as the event is set, leaving a task that never stops.
+    arrives just as the event is set, leaving a task that never stops.  ``asyncio.timeout``
+    on 3.11 turns one into TimeoutError too, when it races with the timeout's own (a cancel
+    requested while the task waits to run, before it enters a zero timeout): so a timeout in a task
+    with a cancellation pending raises CancelledError (probably how a planner under CPU load ignored
+    its cancellation for ever this way, in a loop waiting with timeout 0).
     """
     try:
         async with asyncio.timeout(max(0.0, timeout_s)):
             await event.wait()
     except TimeoutError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from None
         return False
     return True
 

@@ -74,6 +74,7 @@ class LiveOptions:
 class LiveStats:
     wall_s: float = 0.0
     startup_real_s: float = 0.0  # until every house was connected
+    warmup_real_s: float = 0.0  # the clock stood at the scenario start this long (connected later: late first plans)
     processes: int = 0
     cpu_s: dict[str, float] = field(default_factory=dict)  # per role, user + system, incl. children
     rss_mb: dict[str, float] = field(default_factory=dict)  # per role, sum at the end
@@ -309,6 +310,7 @@ async def run_live(sc: Scenario, *, speed: float, out: TextIO = sys.stderr,
         write_inputs(sc, d, opts, agg_port, metrics_port, lambda m: say(f"  warning: {m}"))
         n = sc.n
         warmup = opts.warmup_real_s if opts.warmup_real_s is not None else 12.0 + 0.7 * n
+        stats.warmup_real_s = warmup
         anchor = time.time() + warmup
         clock = AcceleratedClock(sc.start, speed, anchor, hold_before_anchor=True)
         clock_args = ["--clock-start", sc.start.isoformat(), "--clock-speed", repr(float(speed)),

@@ -79,6 +79,7 @@ def close(a: float, b: float, floor: float) -> bool:
 
 @pytest.mark.e2e
 @pytest.mark.slow
+@pytest.mark.serial  # under pytest-xdist nothing runs beside it: the gap grows with CPU contention
 @pytest.mark.timeout(300)
 def test_live_matches_fast_mode() -> None:
     sc = small_scenario()
@@ -93,9 +94,14 @@ def test_live_matches_fast_mode() -> None:
     for k in ("cost", "energy_over_limits_kwh", "self_consumption_ratio", "peak_feeder_load_w", "pv_curtailed_kwh",
               "grid_import_kwh", "grid_export_kwh", "export_cap_violations"):
         print(f"{k:<26} fast {fast[k]!s:>10}  live {live[k]!s:>10}")
+    # what decides the gap: did everything connect before the clock started, and how many
+    # simulated minutes did the plans take to solve (real seconds x SPEED)
+    lag = (f"all connected after {stats.startup_real_s:.1f} s (clock starts at {stats.warmup_real_s:.0f} s); "
+           f"{stats.solves} solves, {stats.solve_s:.1f} s = {stats.solve_s * SPEED / 60:.0f} simulated min; wall {wall:.0f} s")
+    print(lag)
     assert wall < 240, f"live run took {wall:.0f} s"
     assert stats.connected == sc.n
     assert np.isfinite(trace.grid_w).all() and not math.isnan(live["cost"])
-    assert close(fast["cost"], live["cost"], FLOOR_EUR), (fast["cost"], live["cost"])
+    assert close(fast["cost"], live["cost"], FLOOR_EUR), (fast["cost"], live["cost"], lag)
     assert close(fast["energy_over_limits_kwh"], live["energy_over_limits_kwh"], FLOOR_KWH), \
-        (fast["energy_over_limits_kwh"], live["energy_over_limits_kwh"])
+        (fast["energy_over_limits_kwh"], live["energy_over_limits_kwh"], lag)

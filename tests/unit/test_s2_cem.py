@@ -24,7 +24,7 @@ from vpp_common.config import ConfigError, load_config
 from vpp_common.messages import DispatchPlan, Envelope, FallbackMode, PlanSlot, Setpoint, SiteLimits
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
-MID = str(uuid.uuid4())
+MID = "5f0c2a52-3c9e-4d1b-9a57-0d6f2c1e8b44"  # fixed: a test id holds it, and pytest-xdist workers must collect the same ids
 
 
 def storage(fill: str) -> str:
