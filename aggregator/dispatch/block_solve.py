@@ -97,7 +97,7 @@ def solve_block(
     solve_s = time.perf_counter() - t1
     if grid_price_per_kwh is not None:
         # report the true cost: take the coordination price back out
-        gsum = (lp.group(x, "imp") - lp.group(x, "exp") + lp.group(x, "oi") - lp.group(x, "oe")).sum(axis=0)
+        gsum = (lp.group(x, "imp") - lp.group(x, "exp") - lp.group(x, "xb") + lp.group(x, "oi") - lp.group(x, "oe")).sum(axis=0)
         obj -= float(np.dot(grid_price_per_kwh, gsum)) * sub.slot_h / 1000.0
     # a scenario LP: the plans follow its first future; the
     # objective is the mean over the futures
@@ -114,7 +114,7 @@ def solve_block(
         discharge_w=g(x, "d"),
         energy_wh=g(x, "e"),
         import_w=g(x, "imp"),
-        export_w=g(x, "exp"),
+        export_w=g(x, "exp") + g(x, "xb"),
         curtail_w=g(x, "cur"),
         ev_w=g(x, "ev"),
         over_import_w=g(x, "oi"),

@@ -37,7 +37,7 @@ def monolithic_with_events(p: FleetProblem, options: DispatchOptions, events: Se
     for e in evs:
         win = np.arange(e.start_slot, e.end_slot)
         caps.append(cap_from_baseline(e, base_grid))
-        for name, sgn in (("imp", 1.0), ("exp", -1.0), ("oi", 1.0), ("oe", -1.0)):
+        for name, sgn in (("imp", 1.0), ("exp", -1.0), ("xb", -1.0), ("oi", 1.0), ("oe", -1.0)):
             g = GROUPS.index(name)
             idx = g * nt + np.arange(nt).reshape(lp.n, t)[:, win]
             rows.append(r + np.broadcast_to(np.arange(win.size), idx.shape).ravel())

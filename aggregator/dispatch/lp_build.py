@@ -2,8 +2,9 @@
 
 Variables (each group is N x T, house-major, index ``g*N*T + h*T + t``), powers in W:
   charge c >= 0, discharge d >= 0 (magnitudes; battery power = c - d, charging > 0),
-  stored energy e (Wh, end of slot), grid import imp >= 0, grid export exp >= 0
-  (grid power = imp - exp, import > 0), PV curtailment cur in [0, -pv] (W of
+  stored energy e (Wh, end of slot), grid import imp >= 0, grid export in two parts:
+  exp in [0, forecast PV surplus] and xb >= 0 beyond it (battery energy sold), within
+  the export cap together (grid power = imp - exp - xb, import > 0), PV curtailment cur in [0, -pv] (W of
   production withheld), EV charging ev >= 0, over-cap import/export
   oi, oe >= 0 (relaxations of the per-house caps, penalised), and the night reserve
   rsv in [0, (margin - 1) x load] where forecast PV does not cover the load: load the
@@ -35,7 +36,7 @@ import scipy.sparse as sp
 
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 
-GROUPS = ("c", "d", "e", "imp", "exp", "cur", "ev", "oi", "oe", "rsv")
+GROUPS = ("c", "d", "e", "imp", "exp", "cur", "ev", "oi", "oe", "rsv", "xb")
 
 
 @dataclass(frozen=True)
@@ -219,10 +220,12 @@ def _bounds(p: FleetProblem, o: DispatchOptions, lay: _Layout, h: _Houses,
     """Variable bounds (lower, upper)."""
     n, t, dt, v = lay.n, lay.t, p.slot_h, lay.v
     steps = np.arange(1, t + 1)[None, :]
-    # SoC bounds: reserve..max, widened where the battery cannot get there from e0
-    # in time (a start below reserve must not make the LP infeasible).
-    e_lo = np.minimum(np.maximum(p.reserve_soc_pct, p.soc_min_pct)[:, None] * h.cap / 100,
-                      h.e0 + h.eta_c * h.pc * dt * steps)
+    # SoC bounds: reserve..max.  A battery that starts below its reserve (the edge stops
+    # discharging at the reserve, but a slot may end below it) may stay there: the reserve is a
+    # floor for discharging, not a level to buy back to (forced up at full power, it bought energy
+    # at any price, e.g. at a winter evening's peak, only to hold it).
+    e_lo = np.broadcast_to(np.minimum(np.maximum(p.reserve_soc_pct, p.soc_min_pct)[:, None] * h.cap / 100, h.e0),
+                           (n, t))
     e_hi = np.maximum(p.soc_max_pct[:, None] * h.cap / 100, h.e0 - h.pd * dt * steps / h.eta_d)
     inf = np.inf
     lb = np.zeros(lay.n_var)
@@ -241,6 +244,11 @@ def _bounds(p: FleetProblem, o: DispatchOptions, lay: _Layout, h: _Houses,
     night = (p.load_w > h.pv_mag) & (h.cap > 0)
     margin = 1.0 if futures > 1 else o.night_load_margin
     ub[v("rsv").ravel()] = np.where(night, max(margin - 1.0, 0.0) * p.load_w, 0.0).ravel()
+    # export split: up to the forecast PV surplus (exp), and the rest (xb: battery energy sold),
+    # together within the house's export cap
+    surplus = np.maximum(h.pv_mag - p.load_w, 0.0)
+    ub[v("exp").ravel()] = np.minimum(p.max_export_w, surplus).ravel()
+    ub[v("xb").ravel()] = np.maximum(p.max_export_w - surplus, 0.0).ravel()
     lb[v("e").ravel()] = e_lo.ravel()
     ub[v("e").ravel()] = e_hi.ravel()
     ub[lay.fairness : lay.n_var] = 1.0  # shares are fractions of rated PV
@@ -260,6 +268,19 @@ def _costs(p: FleetProblem, o: DispatchOptions, lay: _Layout, grid_price_per_kwh
     cost[v("c").ravel()] = o.throughput_cost_per_kwh * kwh
     cost[v("d").ravel()] = o.throughput_cost_per_kwh * kwh
     cost[v("cur").ravel()] = o.curtail_cost_per_kwh * kwh
+    # Battery energy sold (xb) is not sold early for the holding cost's sake: the holding cost
+    # rewards a discharge the earlier it comes, right for serving the house's load (used now is
+    # used for sure) but not for a sale at a price no higher later: a sale can wait until the
+    # night has shown what it needed, while a kWh sold that the night then wanted is bought back
+    # at the import price.  The futures cannot see that (each reveals itself whole after the
+    # first re-plan).  So a sale pays that reward back (h x hours left / eta_d per kWh), and at
+    # most one hour's holding cost more the earlier it comes (h x hours left / horizon): among
+    # equal prices, the latest sale.  Not more: a sale that makes room for tomorrow's PV must
+    # still be made while the feeder can take it.
+    left_h = (t - np.arange(t)) * p.slot_h  # hours from the slot to the horizon's end
+    sell_late = o.holding_cost_per_kwh_h * (left_h[None, :] / p.discharge_efficiency[:, None]
+                                            + left_h[None, :] / (t * p.slot_h)) * kwh
+    cost[v("xb").ravel()] = (cost[v("exp")] + sell_late).ravel()
     cost[v("rsv").ravel()] = np.broadcast_to(-p.import_price_per_kwh * kwh, (n, t)).ravel()
     # over-cap import/export also trades at the price, plus the penalty
     cost[v("oi").ravel()] = cost[v("imp").ravel()] + o.penalty_per_kwh * kwh
@@ -273,9 +294,10 @@ def _costs(p: FleetProblem, o: DispatchOptions, lay: _Layout, grid_price_per_kwh
 
 
 def _balance_rows(rows: _Rows, p: FleetProblem, lay: _Layout) -> None:
-    """1. balance: imp - exp + oi - oe - c + d - cur - ev = load + pv"""
+    """1. balance: imp - exp - xb + oi - oe - c + d - cur - ev = load + pv"""
     r = rows.count + np.arange(lay.nt).reshape(lay.n, lay.t)
-    for name, s in (("imp", 1), ("exp", -1), ("oi", 1), ("oe", -1), ("c", -1), ("d", 1), ("cur", -1), ("ev", -1)):
+    for name, s in (("imp", 1), ("exp", -1), ("xb", -1), ("oi", 1), ("oe", -1), ("c", -1), ("d", 1), ("cur", -1),
+                    ("ev", -1)):
         rows.add(r, lay.v(name), s)
     rhs = (p.load_w + p.pv_power_w).ravel()
     rows.close(rhs, rhs)
@@ -308,10 +330,10 @@ def _ev_rows(rows: _Rows, p: FleetProblem, lay: _Layout, h: _Houses) -> None:
 def _exchange_rows(rows: _Rows, lay: _Layout, group_of_house: np.ndarray, groups: int, slack0: int,
                    export_limit_w: np.ndarray, import_limit_w: np.ndarray) -> None:
     """5./6. feeder (transformer) net exchange:
-    -Lexp <= sum_h (imp - exp + oi - oe) - s_imp + s_exp <= Limp"""
+    -Lexp <= sum_h (imp - exp - xb + oi - oe) - s_imp + s_exp <= Limp"""
     t, r0 = lay.t, rows.count
     gr = r0 + group_of_house[:, None] * t + np.arange(t)[None, :]
-    for name, s in (("imp", 1), ("exp", -1), ("oi", 1), ("oe", -1)):
+    for name, s in (("imp", 1), ("exp", -1), ("xb", -1), ("oi", 1), ("oe", -1)):
         rows.add(gr, lay.v(name), s)
     gidx = np.arange(groups * t)
     rows.add(r0 + gidx, slack0 + gidx, -1.0)

@@ -31,7 +31,8 @@ class DispatchOptions:
     # Currency per kWh held per hour.  Plans are made on forecasts: among plans of equal cost, the
     # one that fills the battery as late as it can keeps room for PV above the forecast (the
     # feeder limit binds on the sunny days that a mean forecast underestimates).  Small enough
-    # never to outweigh a price difference: 0.001 x 10 h = 0.01 per kWh.
+    # never to outweigh a price difference: 0.001 x 10 h = 0.01 per kWh.  Battery energy sold
+    # to the grid does not get the early-discharge part of it (sell late: lp_build ``xb``).
     holding_cost_per_kwh_h: float = 0.001
     # Battery energy kept for a night heavier than forecast: where forecast PV does not cover
     # the load, the LP also serves (margin - 1) x the load forecast from the battery alone (a

@@ -175,12 +175,15 @@ def test_a_cap_that_cannot_be_met_is_met_as_far_as_possible() -> None:
     ev = FleetEvent(18, 24, max_w=0.0, direction="import", event_id="none")
     r = solve_with_events(p, opts, [ev])
     oc = r.outcomes[0]
-    assert r.converged and (oc.shortfall_w[-3:] > 1000.0).all()  # measured: 4.5, 5.9, 5.0 kW
+    # 15.4 kWh short in all (measured); in which hours is a tie at these prices (the batteries
+    # selling into the cap late, lp_build's xb, puts it in the first three, 6.4, 7.2, 1.8 kW)
+    assert r.converged and (oc.shortfall_w > 1000.0).sum() >= 3
+    assert oc.shortfall_w.sum() == pytest.approx(15_400.0, rel=0.02)
     np.testing.assert_allclose(oc.achieved_w, oc.cap_w + oc.shortfall_w, atol=1.0)
     assert r.cost == pytest.approx(monolithic_with_events(p, opts, [ev]), rel=GAP)
     res = optimise(p, opts, events=[ev])
     assert "fleet_import_event" in {x.kind for x in res.relaxations}
-    assert res.events[0].shortfall_w[-1] > 1000.0
+    assert max(res.events[0].shortfall_w) > 1000.0
 
 
 def test_prices_of_the_last_cycle_start_the_next() -> None:

@@ -263,3 +263,43 @@ def test_night_reserve_keeps_battery_energy_for_a_heavier_night_than_forecast() 
     for margin in (1.0, 1.5):
         b = solve_fleet(nb, DispatchOptions(night_load_margin=margin)).blocks[0]
         assert b.import_w == pytest.approx(np.full((n, t), 500.0))
+
+
+def _one_battery(t: int, soc_pct: float, **kw) -> FleetProblem:
+    """One house with a 10 kWh / 5 kW lossless battery, a 500 W load, no PV, flat prices."""
+    n = 1
+    fields = dict(
+        load_w=np.full((n, t), 500.0), pv_power_w=np.zeros((n, t)), pv_rated_w=np.zeros(n),
+        capacity_wh=np.full(n, 10_000.0), soc_pct=np.full(n, soc_pct), soc_min_pct=np.full(n, 5.0),
+        reserve_soc_pct=np.full(n, 10.0), max_charge_w=np.full(n, 5000.0), max_discharge_w=np.full(n, 5000.0),
+        charge_efficiency=np.ones(n), discharge_efficiency=np.ones(n),
+        import_price_per_kwh=np.full(t, 0.30), export_price_per_kwh=np.full(t, 0.08), terminal_value_per_kwh=0.0,
+    )
+    fields.update(kw)
+    return replace(_small(n, t), **fields)
+
+
+def test_battery_energy_is_sold_as_late_as_it_can_be() -> None:
+    # 10 kWh at 18:00, a 6 kWh night, nothing for what is left at the end: 4 kWh are sold.
+    # At a flat export price, the holding cost alone would sell them at once; sold late, they
+    # are still there for a night heavier than forecast until the plan is made again.
+    p = _one_battery(12, 100.0, reserve_soc_pct=np.zeros(1), soc_min_pct=np.zeros(1))
+    b = solve_fleet(p, DispatchOptions(throughput_cost_per_kwh=0.0, night_load_margin=1.0)).blocks[0]
+    assert b.export_w.sum() / 1000 == pytest.approx(4.0, abs=1e-6)
+    assert b.export_w[0, -1] == pytest.approx(4000.0, abs=1e-3)  # all of it in the last hour
+    # PV surplus is exported when it comes (no reason to store it to sell it later)
+    pv = np.zeros((1, 12))
+    pv[0, 2] = -3000.0
+    q = replace(p, pv_power_w=pv, soc_pct=np.full(1, 60.0))
+    b = solve_fleet(q, DispatchOptions(throughput_cost_per_kwh=0.0, night_load_margin=1.0)).blocks[0]
+    assert b.export_w[0, 2] == pytest.approx(2500.0, abs=1e-3) and b.charge_w.sum() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_battery_below_its_reserve_is_not_bought_back_up_to_it() -> None:
+    # 7 % at the start, reserve 10 %: no discharge below where it is, and no charge from the
+    # grid only to reach the reserve (before, the LP charged it at full power from the start)
+    p = _one_battery(6, 7.0)
+    b = solve_fleet(p, DispatchOptions()).blocks[0]
+    assert b.charge_w.sum() == pytest.approx(0.0, abs=1e-6) and b.discharge_w.sum() == pytest.approx(0.0, abs=1e-6)
+    assert b.import_w == pytest.approx(np.full((1, 6), 500.0))
+    assert b.energy_wh == pytest.approx(np.full((1, 6), 700.0))
