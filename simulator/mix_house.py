@@ -27,7 +27,7 @@ from simulator.opendtu_device import OpenDtuSim
 from simulator.p1_device import P1Sim
 from simulator.physics import PhysicsConfig
 from simulator.shelly_device import ShellySim
-from simulator.split_house import ROLES, Role, SplitHouseSimulator
+from simulator.split_house import ROLES, EvSchedule, Role, SplitHouseSimulator
 from simulator.tasmota_device import TasmotaSim
 from vpp_common.clock import Clock
 
@@ -155,10 +155,11 @@ class MixHouse:
         self.clock = clock
         roles = spec.modbus
         battery_w = 5_000.0 if "battery" in roles else 0.0
+        self.ev = EvSchedule()  # before the physics: its load profile asks it
         physics = PhysicsConfig(initial_soc_pct=spec.soc_pct, pv_kwp=8.0 if "pv" in roles else 0.0,
                                 battery_max_charge_w=battery_w, battery_max_discharge_w=battery_w,
                                 load_profile=self._load_w)
-        self.split = SplitHouseSimulator(SimulatorConfig(physics=physics), clock, host=host, roles=roles)
+        self.split = SplitHouseSimulator(SimulatorConfig(physics=physics), clock, host=host, roles=roles, ev=self.ev)
         self.split.hybrid.physics.other_w = self._other_w
         self.micros: dict[str, LanFaults] = {}
         for name in spec.micros:
@@ -182,7 +183,7 @@ class MixHouse:
     # -- the balance ---------------------------------------------------------------------------
     def _load_w(self, now: datetime) -> float:
         """The physics' household load: the base load, and the car while it charges."""
-        ev = self.split.ev.power_at(now, math.inf) if "ev_charger" in self.spec.modbus else 0.0
+        ev = self.ev.power_at(now, math.inf) if "ev_charger" in self.spec.modbus else 0.0
         return self.spec.base_load_w + ev
 
     def plugs_w(self) -> float:
