@@ -7,7 +7,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from simulator.mix_house import APPLIANCE_NAMES, METERS, MICROS, WITH_CHOICES, MixHouse, MixSpec, parse_plug
+from simulator.mix_house import (
+    APPLIANCE_NAMES,
+    METERS,
+    MICROS,
+    WITH_CHOICES,
+    MixHouse,
+    MixSpec,
+    parse_plug,
+)
 
 HOUSE_EPILOG = f"""a mix (any of --with, --plug):
   --with battery|pv|meter|ev_charger   SunSpec Modbus devices of simulator/split_house.py, unit 1 each

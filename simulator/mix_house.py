@@ -23,7 +23,6 @@ from simulator.appliances import WashingMachine, make_appliance
 from simulator.hybrid_device import SimulatorConfig
 from simulator.lan_base import LanFaults
 from simulator.lan_cli import make_lan_sim
-from simulator.opendtu_device import OpenDtuSim
 from simulator.p1_device import P1Sim
 from simulator.physics import PhysicsConfig
 from simulator.shelly_device import ShellySim
