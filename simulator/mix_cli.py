@@ -20,7 +20,8 @@ from simulator.mix_house import (
 HOUSE_EPILOG = f"""a mix (any of --with, --plug):
   --with battery|pv|meter|ev_charger   SunSpec Modbus devices of simulator/split_house.py, unit 1 each
   --with opendtu|ez1|envoy             LAN micro-inverters (OpenDTU + Hoymiles, APsystems EZ1, Enphase IQ
-                                       Gateway: not curtailable), each giving --micro-pv W
+                                       Gateway: not curtailable), each giving --micro-pv W up to its rating
+                                       (OpenDTU 2000 W, EZ1 800 W, IQ Gateway 2000 W)
   --with p1|pro3em|proem               LAN meters at the connection point (DSMR 5 P1 over TCP, Shelly Pro 3EM,
                                        Shelly Pro EM)
   --plug ID=W | ID={'|'.join(APPLIANCE_NAMES)}[@tasmota]

@@ -163,7 +163,10 @@ class MixHouse:
         self.micros: dict[str, LanFaults] = {}
         for name in spec.micros:
             sim = make_lan_sim(MICROS[name], power_w=-spec.micro_pv_w)
-            sim.pv.apply_delay_s = spec.apply_delay_s  # type: ignore[attr-defined]  # every micro-inverter has one
+            pv = sim.pv  # type: ignore[attr-defined]  # every micro-inverter has one
+            pv.apply_delay_s = spec.apply_delay_s
+            if name == "opendtu":  # a DTU of several Hoymiles (lan-house's 2 kW); the EZ1 is 800 W, the Envoy's 2 kW
+                pv.rated_w = pv.limit_w = 2_000.0
             self.micros[name] = sim
         self.meters: dict[str, LanFaults] = {
             m: _BalanceP1(self) if m == "p1" else _BalanceShelly(self, METERS[m]) for m in spec.meters}

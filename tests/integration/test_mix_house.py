@@ -109,7 +109,11 @@ async def test_without_a_battery_or_modbus_pv_nothing_hides_the_balance() -> Non
     ports = await house.start()
     try:
         assert await _lan_grid("dsmr5_p1", ports["p1"]) == pytest.approx(200.0 + 1500.0 - 1000.0, abs=1.0)
-        house.micros["opendtu"].pv.ask(100.0)  # type: ignore[attr-defined]
+        dtu = house.micros["opendtu"].pv  # type: ignore[attr-defined]
+        assert dtu.rated_w == 2000.0  # a DTU of several inverters, as lan-house's: 1.6 kW fits
+        dtu.available_w = 1600.0
+        assert await _lan_grid("dsmr5_p1", ports["p1"]) == pytest.approx(200.0 + 1500.0 - 2100.0, abs=1.0)
+        dtu.ask(100.0)
         assert await _lan_grid("dsmr5_p1", ports["p1"]) == pytest.approx(200.0 + 1500.0 - 600.0, abs=1.0)
     finally:
         await house.stop()
