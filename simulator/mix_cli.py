@@ -56,27 +56,45 @@ def add_mix_args(p: argparse.ArgumentParser) -> None:
                    help="a device of the mix, repeatable (below)")
     p.add_argument("--plug", dest="plugs", action="append", metavar="ID=W|ID=APPLIANCE[@tasmota]",
                    help="a smart plug, repeatable (below)")
-    p.add_argument("--load", type=float, default=300.0, help="mix: W the house draws besides plugs and EV (default 300)")
-    p.add_argument("--micro-pv", type=float, default=600.0,
+    p.add_argument("--load", type=float, default=None, help="mix: W the house draws besides plugs and EV (default 300)")
+    p.add_argument("--micro-pv", type=float, default=None,
                    help="mix: W each micro-inverter's panels give (default 600; its limit may hold it lower)")
-    p.add_argument("--apply-delay", type=float, default=3.0,
+    p.add_argument("--apply-delay", type=float, default=None,
                    help="mix: s until a micro-inverter applies a limit (default 3)")
     p.add_argument("--washer-unarmed", action="store_true",
                    help="mix: washing machines wait for `arm` on their control channel instead of armed at start")
-    p.add_argument("--max-export", type=float, default=300.0, help="mix: the printed config's export cap, W (default 300)")
+    p.add_argument("--max-export", type=float, default=None, help="mix: the printed config's export cap, W (default 300)")
     p.add_argument("--control", action="append", metavar="ID=PORT", default=[],
                    help="mix: a fault control channel (vpp-sim fault) for a LAN device or plug; `arm` arms a washer")
 
 
+_MIX_ONLY = (("load", "--load"), ("micro_pv", "--micro-pv"), ("apply_delay", "--apply-delay"),
+             ("max_export", "--max-export"), ("control", "--control"), ("washer_unarmed", "--washer-unarmed"))
+
+
 def is_mix(args: argparse.Namespace) -> bool:
-    return bool(args.devices or args.plugs)
+    """True for a mix; ConfigError for a mix's option without one (it would be ignored without a word)."""
+    from vpp_common.config import ConfigError
+
+    if args.devices or args.plugs:
+        return True
+    given = [flag for name, flag in _MIX_ONLY if getattr(args, name) not in (None, [], False)]
+    if given:
+        raise ConfigError(f"{given[0]} is an option of a mix: add --with or --plug (without them: the four SunSpec "
+                          "devices)")
+    return False
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def spec_from_args(args: argparse.Namespace) -> MixSpec:
     """The mix asked for; ValueError naming the option for anything that cannot be."""
     plugs = tuple(parse_plug(t) for t in args.plugs or [])
-    return MixSpec(devices=tuple(args.devices or ()), plugs=plugs, base_load_w=args.load, micro_pv_w=args.micro_pv,
-                   soc_pct=args.soc, apply_delay_s=args.apply_delay, arm_washers=not args.washer_unarmed)
+    return MixSpec(devices=tuple(args.devices or ()), plugs=plugs, base_load_w=_or(args.load, 300.0),
+                   micro_pv_w=_or(args.micro_pv, 600.0), soc_pct=args.soc, apply_delay_s=_or(args.apply_delay, 3.0),
+                   arm_washers=not args.washer_unarmed)
 
 
 def _appliance_toml(pid: str, appliance: str) -> str:
@@ -162,8 +180,9 @@ async def serve_mix(args: argparse.Namespace, clock: Any) -> int:
         spec = spec_from_args(args)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if not (0 <= args.max_export <= 1e6):  # false for NaN
-        raise ConfigError(f"--max-export {args.max_export}: need 0 .. 1e6")
+    max_export = _or(args.max_export, 300.0)
+    if not (0 <= max_export <= 1e6):  # false for NaN
+        raise ConfigError(f"--max-export {max_export}: need 0 .. 1e6")
     house = MixHouse(spec, clock, host=args.host)
     controls = [(name, ControlServer(sim, args.host, port)) for name, sim, port in _controls(args, house)]
 
@@ -177,7 +196,7 @@ async def serve_mix(args: argparse.Namespace, clock: Any) -> int:
         for name, control in controls:
             await control.start()
             print(f"fault control of {name} on {args.host}:{control.port}", flush=True)
-        print("# edge-agent run --config FILE with:\n" + agent_config(house, args.host, ports, args.max_export),
+        print("# edge-agent run --config FILE with:\n" + agent_config(house, args.host, ports, max_export),
               flush=True)
         print("# end of config", flush=True)
 

@@ -75,7 +75,8 @@ async def test_refusals_and_the_four_device_house() -> None:
     for args, why in ((["--plug", "kettle=lots"], b"neither watts"), (["--with", "p1", "--load", "nan"], b"--load nan"),
                       (["--with", "zigbee"], b"invalid choice"), (["--with", "p1", "--with", "p1"], b"twice"),
                       (["--with", "p1", "--control", "kettle=1"], b"--control"),
-                      (["--with", "p1", "--max-export", "inf"], b"--max-export")):
+                      (["--with", "p1", "--max-export", "inf"], b"--max-export"),
+                      (["--load", "500"], b"--load is an option of a mix")):
         bad = await _start(*args)
         out, _ = await asyncio.wait_for(bad.communicate(), 30)
         assert bad.returncode == 2 and why in out, (args, out)
