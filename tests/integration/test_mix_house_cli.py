@@ -45,9 +45,10 @@ async def _lines_until(proc: asyncio.subprocess.Process, last: str) -> list[str]
 
 
 async def test_a_mix_from_the_shell(tmp_path: Path) -> None:
-    control = free_port()
+    control, meter_control = free_port(), free_port()
     proc = await _start("--with", "opendtu", "--with", "p1", "--plug", "washer=washer", "--plug", "lamp=60@tasmota",
-                        "--load", "200", "--micro-pv", "500", "--washer-unarmed", "--control", f"washer={control}")
+                        "--load", "200", "--micro-pv", "500", "--washer-unarmed", "--control", f"washer={control}",
+                        "--control", f"p1={meter_control}")
     try:
         lines = await _lines_until(proc, "# end of config")
         ports = {ln.split(":")[0].strip(): int(ln.rsplit(":", 1)[1]) for ln in lines if "://" in ln}
@@ -65,6 +66,12 @@ async def test_a_mix_from_the_shell(tmp_path: Path) -> None:
         assert await send_commands("127.0.0.1", control, ["arm"]) == ["ok armed"]  # a person sets the machine
         assert await _read("shelly_plug_s", ports["washer"], "load_power_w") == 4.0
         assert await _read("tasmota_plug", ports["lamp"], "load_power_w") == 60.0
+        # each device keeps its faults: the meter's, and nothing else's
+        assert (await send_commands("127.0.0.1", meter_control, ["implausible"]))[0].startswith("ok")
+        assert (await _read("dsmr5_p1", ports["p1"], "grid_power_w") or 0.0) > 1e7  # 99999.999 kW delivered
+        assert await _read("tasmota_plug", ports["lamp"], "load_power_w") == 60.0
+        assert (await send_commands("127.0.0.1", meter_control, ["clear"]))[0].startswith("ok")
+        assert await _read("dsmr5_p1", ports["p1"], "grid_power_w") == pytest.approx(-236.0, abs=1.0)
     finally:
         proc.send_signal(signal.SIGINT)
         await asyncio.wait_for(proc.wait(), 15)
