@@ -15,6 +15,7 @@
     vpp-sim fault --control 127.0.0.1:1602 reboot      # inject a fault into a running device (or: clear)
     vpp-sim lan-device --model shelly_plug_s --port 8080 [--password pw]   # a smart plug or meter
     vpp-sim lan-house [--port 18000] [--pv 1600] [--load 300] [--plug washer=150]   # a house of LAN devices
+    vpp-sim house --with opendtu --with p1 --plug washer=washer --plug lamp=60   # any mix, one balance
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aggregator.dispatch.problem import DispatchOptions
-from simulator import lan_cli
+from simulator import lan_cli, mix_cli
 from vpp_common.cli import EXIT_CONFIG, run_main, run_until_signal, setup_logging
 from vpp_common.clock import UTC, AcceleratedClock, Clock, SystemClock
 
@@ -158,15 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "through 704 WSet, PV curtailment through 704)")
     _fault_args(dev)
     house = sub.add_parser(
-        "house", help="serve a house of four separate SunSpec devices on Modbus TCP",
-        description="Serve one house as four SunSpec devices on consecutive ports: battery inverter (models 1, "
-                    "120, 124, 802), PV inverter (1, 120, 123, 160), grid meter (1, 203) and EV charger meter "
-                    "(1, 203), with one physics, until SIGINT/SIGTERM. Point an agent's [[device.parts]] at them.")
+        "house", help="serve a house: four SunSpec devices, or any mix of Modbus and LAN devices and plugs",
+        description="Serve one house, with one physics, until SIGINT/SIGTERM. Without --with/--plug: four SunSpec "
+                    "devices on consecutive ports: battery inverter (models 1, 120, 124, 802), PV inverter (1, 120, "
+                    "123, 160), grid meter (1, 203) and EV charger meter (1, 203); point an agent's [[device.parts]] "
+                    "at them. With --with/--plug: the mix given (below), every meter on the same balance, and the "
+                    "edge-agent config for it printed (docs/lan-devices.md, \"A house of any mix\").")
     house.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    house.add_argument("--port", type=int, default=1510,
-                       help="first port: battery, then pv, meter, ev_charger on the next ones (default 1510)")
+    house.add_argument("--port", type=int, default=None,
+                       help="first port: battery, then pv, meter, ev_charger on the next ones (default 1510); a mix: "
+                            "its devices in order (default: free ports)")
     house.add_argument("--speed", type=_positive, default=1.0, help="clock speed (default 1: real time)")
     house.add_argument("--soc", type=float, default=50.0, help="initial state of charge in %% (default 50)")
+    mix_cli.add_mix_args(house)
     ven = sub.add_parser("vendor-device", help="serve one simulated vendor device (catalogue entry) on Modbus TCP",
                          description="Serve the device of a vendor catalogue entry (edge_agent/catalogue/*.toml: "
                                      "victron_gx, sungrow_sh, huawei_sun2000_luna2000) with battery physics and "
@@ -337,8 +342,11 @@ async def _house(args: argparse.Namespace) -> int:
     from simulator.split_house import ROLES, SplitHouseSimulator
 
     clock, physics = _clock_and_physics(args)
+    if mix_cli.is_mix(args):
+        return await mix_cli.serve_mix(args, clock)
+    first = 1510 if args.port is None else args.port
     sim = SplitHouseSimulator(SimulatorConfig(physics=physics), clock, host=args.host,
-                              ports={r: args.port + i for i, r in enumerate(ROLES)})
+                              ports={r: first + i for i, r in enumerate(ROLES)})
 
     async def start() -> None:
         await sim.start()

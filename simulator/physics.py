@@ -7,7 +7,10 @@ its point of connection.
 * ``battery_power_w`` > 0 while charging, < 0 while discharging (AC side),
 * ``load_power_w`` >= 0,
 * ``grid_power_w`` > 0 importing, < 0 exporting,
-* balance: ``grid_power_w = load_power_w + battery_power_w + pv_power_w``.
+* balance: ``grid_power_w = load_power_w + battery_power_w + pv_power_w + other_power_w``, where
+  ``other_power_w`` (0 unless :attr:`HousePhysics.other_w` is set) is what devices outside this
+  model draw (> 0: smart plugs) or give (< 0: micro-inverters) at the same connection point
+  (simulator/mix_house.py); the battery's self-consumption covers them too (it regulates on the meter).
 
 The one exception is ``inverter_ac_power_w``, which is *production
 positive* (``-(pv + battery)``) because that is what an inverter reports.
@@ -276,7 +279,7 @@ class PhysicsSnapshot:
     load_power_w: float
     """Household consumption, >= 0."""
     grid_power_w: float
-    """Grid meter, > 0 import; always load + battery + pv."""
+    """Grid meter, > 0 import; always load + battery + pv + other."""
     inverter_ac_power_w: float
     """Hybrid inverter AC power, *production positive* = -(pv + battery)."""
     window_lower_w: float
@@ -290,6 +293,8 @@ class PhysicsSnapshot:
     grid_exported_wh: float
     inverter_produced_wh: float
     """AC energy delivered by the inverter (production-positive part only)."""
+    other_power_w: float = 0.0
+    """Devices outside this model at the same connection point (HousePhysics.other_w), W signed."""
 
 
 @dataclass
@@ -326,7 +331,10 @@ class HousePhysics:
         self._load_w = 0.0
         self._battery_w = 0.0
         self._pv_limit_w: float | None = None
+        self._other_w = 0.0
         self.observer: BreakpointObserver | None = None
+        # signed W of the house's other devices at a time (plugs > 0, micro-inverters < 0); held between steps
+        self.other_w: Callable[[datetime], float] | None = None
         self._snapshot = self._evaluate()
 
     @property
@@ -426,7 +434,7 @@ class HousePhysics:
         c.pv_energy_wh += -self._pv_w * (t_on + t_off)
         c.load_energy_wh += self._load_w * (t_on + t_off)
         for hours, batt in ((t_on, p), (t_off, 0.0)):
-            grid = self._load_w + batt + self._pv_w
+            grid = self._load_w + batt + self._pv_w + self._other_w
             if grid > 0:
                 c.grid_imported_wh += grid * hours
             else:
@@ -436,6 +444,7 @@ class HousePhysics:
                 c.inverter_produced_wh += ac * hours
 
     def _battery_target(self, pv_w: float, load_w: float) -> float:
+        """``load_w``: everything but the battery and this model's PV (the other devices included)."""
         cfg = self._config
         cmd = self._command
         # Self-consumption: absorb the surplus, cover the deficit (grid ~ 0).
@@ -457,7 +466,9 @@ class HousePhysics:
             production = min(production, self._pv_limit_w)  # the inverter curtails its MPP trackers
         self._pv_w = -production + 0.0
         self._load_w = household_load_w(cfg, self._t)
-        self._battery_w = self._battery_target(self._pv_w, self._load_w)
+        other = float(self.other_w(self._t)) if self.other_w is not None else 0.0
+        self._other_w = other if math.isfinite(other) else 0.0  # a test's hook: never NaN into the counters
+        self._battery_w = self._battery_target(self._pv_w, self._load_w + self._other_w)
         lower = max(self._command.lower_w, -cfg.battery_max_discharge_w)
         upper = min(self._command.upper_w, cfg.battery_max_charge_w)
         c = self._counters
@@ -467,7 +478,7 @@ class HousePhysics:
             battery_power_w=self._battery_w,
             soc_pct=self._soc_pct,
             load_power_w=self._load_w,
-            grid_power_w=self._load_w + self._battery_w + self._pv_w,
+            grid_power_w=self._load_w + self._battery_w + self._pv_w + self._other_w,
             inverter_ac_power_w=-(self._pv_w + self._battery_w) + 0.0,
             window_lower_w=lower,
             window_upper_w=upper,
@@ -478,6 +489,7 @@ class HousePhysics:
             grid_imported_wh=c.grid_imported_wh,
             grid_exported_wh=c.grid_exported_wh,
             inverter_produced_wh=c.inverter_produced_wh,
+            other_power_w=self._other_w,
         )
 
 

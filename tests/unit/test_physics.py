@@ -284,3 +284,25 @@ def test_pv_limit_caps_production_and_keeps_balance() -> None:
     assert phys.set_pv_limit(None, noon).pv_power_w < -5_000.0
     with pytest.raises(ValueError):
         phys.set_pv_limit(-5.0, noon)
+
+
+def test_other_devices_join_the_balance_and_the_battery_covers_them() -> None:
+    """``other_w`` (plugs > 0, micro-inverters < 0: simulator/mix_house.py) is in the grid reading, its
+    energy in the counters, and the battery's self-consumption covers it; a NaN from it counts as 0."""
+    other = {"w": 1_500.0}
+    p = HousePhysics(constant(pv_w=0.0, load_w=300.0, battery_max_discharge_w=1_000.0), NOON)
+    p.other_w = lambda _t: other["w"]
+    s = p.step(NOON)
+    assert s.other_power_w == 1_500.0 and s.battery_power_w == -1_000.0  # at its nameplate
+    assert s.grid_power_w == pytest.approx(300.0 + 1_500.0 - 1_000.0)
+    s = p.set_command(BatteryCommand(lower_w=0.0, upper_w=0.0), NOON)
+    assert s.grid_power_w == 1_800.0
+    s = p.step(NOON + HOUR)
+    assert s.grid_imported_wh == pytest.approx(1_800.0) and s.load_energy_wh == pytest.approx(300.0)
+    other["w"] = -2_000.0  # a micro-inverter's export beyond the load
+    s = p.set_command(BatteryCommand(), NOON + HOUR)
+    assert s.battery_power_w == pytest.approx(1_700.0) and s.grid_power_w == pytest.approx(0.0)
+    other["w"] = math.nan
+    s = p.step(NOON + 2 * HOUR)
+    assert s.other_power_w == 0.0 and s.grid_power_w == pytest.approx(0.0) and s.battery_power_w == -300.0
+    assert s.grid_exported_wh == pytest.approx(0.0) and math.isfinite(s.grid_imported_wh)
