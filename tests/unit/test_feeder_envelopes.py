@@ -331,3 +331,26 @@ def test_switchable_loads_above_their_lowest_mode_count_as_import_a_house_can_sh
     assert loads["f"].unavoidable_import_w == 6500.0 and loads["f"].least_over_limit_w == 500.0
     # short of the limit: each house held to what it cannot avoid, a without its heat pump
     assert env["a"].limits.max_import_w == pytest.approx(2500.0) and env["b"].limits.max_import_w == 4000.0
+
+
+def test_a_battery_beyond_its_own_load_exports_to_the_neighbours_when_the_feeder_is_short() -> None:
+    # b charges an EV (8 kW, battery at its reserve), a's battery is nearly full and its house
+    # takes 500 W: with every battery covering its own house the feeder (6 kW) is still over,
+    # so a is asked to export (a bound below 0) within its export cap
+    h = replace(_h([500, 8000, 1000], [0, 0, 0], dis=[4000, 0, 0]), export_cap_w=np.array([3000.0, 1e9, 1e9]))
+    _, imp = feeder_envelopes(h, np.inf, 6000, share=1.0, grid_wanted_w=np.array([500.0, 8000.0, 1000.0]))
+    assert imp[0] < 0 and imp.sum() == pytest.approx(6000)
+    assert imp[0] >= -3000 and imp[1] <= 8000 and imp[2] == pytest.approx(1000)  # c has no battery: not asked
+    # not past the export envelope: a's export share of a 1 kW feeder export limit
+    exp, imp = feeder_envelopes(h, 1000, 6000, share=1.0, grid_wanted_w=np.array([500.0, 8000.0, 1000.0]))
+    assert (imp >= -exp - 1e-9).all() and imp[0] < 0
+    # where every battery covering its own house is enough, nobody is asked to export
+    _, imp = feeder_envelopes(h, np.inf, 9200, share=1.0, grid_wanted_w=np.array([500.0, 8000.0, 1000.0]))
+    assert (imp >= 0).all() and imp.sum() == pytest.approx(9200)
+
+
+def test_the_least_import_counts_batteries_that_can_export() -> None:
+    from aggregator.dispatch.realtime import import_floor_w
+
+    h = replace(_h([500, 8000, -200], [0, 0, 0], dis=[4000, 0, 0]), export_cap_w=np.array([3000.0, 1e9, 1e9]))
+    assert import_floor_w(h).tolist() == [-3000.0, 8000.0, 0.0]  # a: to its cap; c exports PV: not asked for more
