@@ -144,7 +144,8 @@ def tighten_limits(limits: SiteLimits, other: SiteLimits) -> SiteLimits:
 
     # an import bound below 0 ("export at least", a feeder envelope) is a limit, within the export one
     exp = one(limits.max_export_w, other.max_export_w)
-    return SiteLimits(one(limits.max_import_w, other.max_import_w, -exp if math.isfinite(exp) else -_INF), exp)
+    imp = one(limits.max_import_w, other.max_import_w, -exp if math.isfinite(exp) else -_INF)
+    return SiteLimits(max(imp, -exp), exp)  # an "export at least" in force gives way to a tighter export limit
 
 
 def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLimits,

@@ -347,3 +347,14 @@ def test_safety_clamp_takes_an_import_limit_below_0_within_the_export_limit() ->
     assert safety_clamp(-800.0, 800.0, 50.0, SiteLimits(-2000.0, 3000.0), BATTERY) == (-2800.0, ("import_limit",))
     for limits in (SiteLimits(-3500.0, 3000.0), SiteLimits(-math.inf, math.inf), SiteLimits(-1.0, math.nan)):
         assert safety_clamp(-800.0, 800.0, 50.0, limits, BATTERY) == (0.0, ("invalid_input",))
+
+
+def test_an_export_at_least_in_force_gives_way_to_a_tighter_export_limit() -> None:
+    from edge_agent.energy_manager.decide import tighten_limits
+
+    assert tighten_limits(SiteLimits(-2000.0, 3000.0), SiteLimits(math.inf, 1000.0)) == SiteLimits(-1000.0, 1000.0)
+    # below the export limit in force, or not a number: not a limit, the one in force stays
+    assert tighten_limits(SiteLimits(MAX_IMPORT_W, 3000.0), SiteLimits(-4000.0, math.inf)) == SiteLimits(
+        MAX_IMPORT_W, 3000.0)
+    assert tighten_limits(SiteLimits(MAX_IMPORT_W, 3000.0), SiteLimits(math.nan, math.nan)) == SiteLimits(
+        MAX_IMPORT_W, 3000.0)
