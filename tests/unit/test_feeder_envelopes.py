@@ -356,3 +356,25 @@ def test_the_least_import_counts_batteries_that_can_export() -> None:
 
     h = replace(_h([500, 8000, -200], [0, 0, 0], dis=[4000, 0, 0]), export_cap_w=np.array([3000.0, 1e9, 1e9]))
     assert import_floor_w(h).tolist() == [-3000.0, 8000.0, 0.0]  # a: to its cap; c exports PV: not asked for more
+
+
+def test_a_round_asks_a_full_battery_to_export_for_a_neighbours_car_and_reports_the_least_excess() -> None:
+    from datetime import UTC, datetime
+
+    from aggregator.feeder_control import Feeder, HouseReading, round_envelopes
+    from vpp_common.messages import Flexibility, Measurement, SiteTelemetry, StorageFlexibility, Validity
+
+    now = datetime(2026, 1, 10, 20, tzinfo=UTC)
+    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
+    car = SiteTelemetry(now, m(8000.0), m(0.0), m(0.0), m(10.0), m(8000.0))  # battery at its reserve
+    full = SiteTelemetry(now, m(500.0), m(0.0), m(0.0), m(90.0), m(500.0))
+    st = StorageFlexibility("battery", 90.0, 5.0, 100.0, 10.0, 10_000.0, 5000.0, 5000.0)
+    low = StorageFlexibility("battery", 10.0, 5.0, 100.0, 10.0, 10_000.0, 5000.0, 5000.0)
+    readings = {"a": HouseReading(None, car, Flexibility(now, (low,))),
+                "b": HouseReading(None, full, Flexibility(now, (st,)))}
+    env, loads = round_envelopes([Feeder("f", ("a", "b"), 6000.0, float("inf"))], readings, now, 30.0, 600.0, 1 / 60)
+    # b's battery can give 5 kW: 500 W for its house, 4.5 kW to the feeder: 3.5 kW is unavoidable
+    assert loads["f"].unavoidable_import_w == pytest.approx(3500.0) and loads["f"].least_over_limit_w == 0.0
+    a, b = env["a"].limits, env["b"].limits
+    assert b.max_import_w < 0 and b.max_export_w >= -b.max_import_w
+    assert a.max_import_w + b.max_import_w == pytest.approx(6000.0 * SHARE_OF_LIMIT)
