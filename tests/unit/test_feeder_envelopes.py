@@ -362,7 +362,13 @@ def test_a_round_asks_a_full_battery_to_export_for_a_neighbours_car_and_reports_
     from datetime import UTC, datetime
 
     from aggregator.feeder_control import Feeder, HouseReading, round_envelopes
-    from vpp_common.messages import Flexibility, Measurement, SiteTelemetry, StorageFlexibility, Validity
+    from vpp_common.messages import (
+        Flexibility,
+        Measurement,
+        SiteTelemetry,
+        StorageFlexibility,
+        Validity,
+    )
 
     now = datetime(2026, 1, 10, 20, tzinfo=UTC)
     m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
