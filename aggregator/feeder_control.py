@@ -38,6 +38,7 @@ from aggregator.dispatch.realtime import (
     HousesNow,
     battery_room_w,
     feeder_envelopes,
+    import_floor_w,
     make_before_break,
 )
 from aggregator.store.base import HouseRecord, StateStore
@@ -68,7 +69,8 @@ class FeederLoad:
     import_limit_w: float  # inf = none
     export_limit_w: float  # inf = none
     # the import the fresh houses cannot avoid now (every battery discharging as far as it can,
-    # no charging; load is not curtailed), W >= 0: the least import the live control can reach
+    # beyond its own house's load to the neighbours within the house's export cap; no charging;
+    # load is not curtailed), W >= 0: the least import the live control can reach
     unavoidable_import_w: float = 0.0
 
     @property
@@ -154,6 +156,7 @@ def round_envelopes(feeders: Sequence[Feeder], readings: Mapping[str, HouseReadi
             held_i = np.array([x.limits.max_import_w if x is not None else np.nan for x in in_force])
             e = make_before_break(e, held_e, f.export_limit_w * SHARE_OF_LIMIT)
             i = make_before_break(i, held_i, f.import_limit_w * SHARE_OF_LIMIT)
+        i = np.maximum(i, -e)  # "export at least" (a bound below 0) never past the export envelope
         for k, h in enumerate(f.houses):
             out[h] = FeederEnvelope(SiteLimits(float(i[k]), float(e[k])), until)
     return out, loads
@@ -210,7 +213,8 @@ class _FeederNow:
                                  reserve_soc_pct=cols["reserve"])
         dis = dis + cols["shed"]  # import the house can give up now: its battery's and its switchable loads'
         houses = HousesNow(cols["base"], ch, dis, cols["rated"], cols["imp_cap"], cols["exp_cap"])
-        unavoidable = float(np.maximum(cols["base"] - dis, 0.0)[is_fresh].sum())
+        # batteries beyond their own house's load may export to the neighbours (import_floor_w)
+        unavoidable = max(float(import_floor_w(houses)[is_fresh].sum()), 0.0)
         return _FeederNow(houses, cols["wanted"], cols["exp_cap"], measured_w, fresh, unavoidable)
 
 

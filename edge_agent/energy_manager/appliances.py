@@ -168,7 +168,7 @@ def decide_run(profile: Sequence[ProfileStep], earliest: datetime, latest_end: d
 def would_pass_limit(house: House, extra_w: float) -> bool:
     """Drawing ``extra_w`` more would take the import past the limit in force (unknown: no)."""
     grid = finite(house.grid_w, -MAX_POWER_W, MAX_POWER_W)
-    limit = finite(house.max_import_w, 0.0, MAX_POWER_W)
+    limit = finite(house.max_import_w, -MAX_POWER_W, MAX_POWER_W)  # < 0: a feeder envelope's "export at least"
     return grid is not None and limit is not None and grid + extra_w > limit
 
 

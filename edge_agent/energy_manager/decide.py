@@ -103,12 +103,15 @@ _INF = math.inf
 
 
 def limits_problem(limits: SiteLimits) -> str | None:
-    """Why ``limits`` cannot be used (NaN or negative; +inf is no limit), or None."""
+    """Why ``limits`` cannot be used (NaN, a negative export limit, an import limit below 0 that
+    is not finite or beyond the export limit; +inf is no limit), or None.  An import limit
+    below 0 is "export at least" (a feeder envelope asking a battery to help its neighbours)."""
     if limits.max_import_w >= 0 and limits.max_export_w >= 0:  # false for NaN: the fast path of every tick
         return None
-    for name, v in (("max_import_w", limits.max_import_w), ("max_export_w", limits.max_export_w)):
-        if math.isnan(v) or v < 0:
-            return f"site limit {name} = {v}"
+    if math.isnan(limits.max_export_w) or limits.max_export_w < 0:
+        return f"site limit max_export_w = {limits.max_export_w}"
+    if not (-limits.max_export_w <= limits.max_import_w < _INF) or limits.max_import_w == -_INF:
+        return f"site limit max_import_w = {limits.max_import_w}"
     return None
 
 
@@ -134,11 +137,15 @@ def battery_problem(battery: BatteryLimits) -> str | None:
 
 def tighten_limits(limits: SiteLimits, other: SiteLimits) -> SiteLimits:
     """``limits`` tightened by ``other``, never loosened; a bound of ``other`` that is not a
-    limit (NaN or negative: refused where it came in) leaves the limit as it is."""
-    def one(own: float, new: float) -> float:
-        return own if math.isnan(new) or new < 0 else min(own, new)
+    limit (NaN or negative: refused where it came in; an import bound below 0 is one, "export
+    at least", if finite and within the export limit) leaves the limit as it is."""
+    def one(own: float, new: float, least: float = 0.0) -> float:
+        return own if not new >= least or new == -_INF else min(own, new)
 
-    return SiteLimits(one(limits.max_import_w, other.max_import_w), one(limits.max_export_w, other.max_export_w))
+    # an import bound below 0 ("export at least", a feeder envelope) is a limit, within the export one
+    exp = one(limits.max_export_w, other.max_export_w)
+    imp = one(limits.max_import_w, other.max_import_w, -exp if math.isfinite(exp) else -_INF)
+    return SiteLimits(max(imp, -exp), exp)  # an "export at least" in force gives way to a tighter export limit
 
 
 def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLimits,

@@ -23,7 +23,7 @@ def effective_limits(configured: SiteLimits, signal: GridSignal | None, now: dat
     """Configured limits, tightened (never loosened) by the aggregator's temporary ones."""
     if signal is None or signal.limits is None or not signal_limits_active(signal, now):
         return configured
-    return tighten_limits(configured, signal.limits)  # never negative or NaN
+    return tighten_limits(configured, signal.limits)  # never NaN; import below 0 only within the export
 
 
 def export_past_cap(grid_w: float | None, max_export_w: float, margin_w: float) -> bool:

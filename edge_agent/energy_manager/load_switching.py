@@ -125,7 +125,7 @@ def spike(p: Pressure) -> bool:
 
 def import_excess_w(p: Pressure) -> float | None:
     """Import beyond the limit (W, > 0) or None: under it, or unknown."""
-    grid, limit = finite(p.grid_w, -MAX_POWER_W, MAX_POWER_W), finite(p.max_import_w, 0.0, MAX_POWER_W)
+    grid, limit = finite(p.grid_w, -MAX_POWER_W, MAX_POWER_W), finite(p.max_import_w, -MAX_POWER_W, MAX_POWER_W)
     if grid is None or limit is None or grid <= limit:
         return None
     return grid - limit
@@ -159,7 +159,7 @@ def decide(loads: Sequence[SwitchedLoad], p: Pressure, now: datetime) -> tuple[A
             actions.append(Action(ld.resource_id, False, "import_limit"))
             excess -= _draw_w(ld)
         return tuple(actions)
-    grid, limit = finite(p.grid_w, -MAX_POWER_W, MAX_POWER_W), finite(p.max_import_w, 0.0, MAX_POWER_W)
+    grid, limit = finite(p.grid_w, -MAX_POWER_W, MAX_POWER_W), finite(p.max_import_w, -MAX_POWER_W, MAX_POWER_W)
     margin = finite(p.release_margin_w, 0.0, MAX_POWER_W)
     if grid is None or limit is None or margin is None:
         return tuple(actions)  # no reading: only the maximum off time brings a load back

@@ -84,8 +84,10 @@ class LocalTouPlanner:
             load, pv = fc.load_w[:n], fc.pv_w[:n]
         else:  # no forecast yet: plan for an idle house (the envelopes still follow the real balance)
             load, pv = np.zeros(n), np.zeros(n)
+        # an import limit below 0 (a feeder envelope's "export at least", minutes long) is the live
+        # control's, not a plan's for hours: planned as 0
         inp = TouPlanInput(start=start, slot_s=self.slot_s, import_price_per_kwh=imp, storage=storage,
-                           max_import_w=limits.max_import_w, load_forecast_w=load, pv_forecast_w=pv,
+                           max_import_w=max(limits.max_import_w, 0.0), load_forecast_w=load, pv_forecast_w=pv,
                            export_price_per_kwh=exp, max_export_w=limits.max_export_w,
                            cycle_cost_per_kwh=self.cycle_cost_per_kwh)
         self.replans += 1

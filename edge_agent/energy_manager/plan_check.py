@@ -165,12 +165,16 @@ def limit_problem(name: str, value: float) -> Problem | None:
 
 
 def grid_signal_problem(signal: GridSignal) -> Problem | None:
-    """What makes a grid signal unusable: a limit that is NaN or negative, a price that is not
-    finite; None if nothing.  The signal is then refused whole
+    """What makes a grid signal unusable: a limit that is NaN or negative (but a feeder
+    envelope's import limit may be below 0, finite and within its export limit: "export at
+    least", a battery helping its neighbours), a price that is not finite; None if nothing.  The signal is then refused whole
     and the one in force stays (until it expires): dropping only its limits would replace
     tighter limits in force with none."""
     if signal.limits is not None:
-        for name, v in (("max_import_w", signal.limits.max_import_w), ("max_export_w", signal.limits.max_export_w)):
+        imp, exp = signal.limits.max_import_w, signal.limits.max_export_w
+        if signal.limits_are_feeder_envelope and math.isfinite(imp) and imp < 0 and -exp <= imp:
+            imp = 0.0  # "export at least": a feeder envelope asks the battery to help its neighbours
+        for name, v in (("max_import_w", imp), ("max_export_w", exp)):
             p = limit_problem(f"limits.{name}", v)
             if p is not None:
                 return p

@@ -127,7 +127,7 @@ def feeder_limits_now(sc: Scenario, s: int, soc: np.ndarray, cap: list[float], b
                                 float(sc.feeder_export_limit_w[f, s]), float(sc.feeder_import_limit_w[f, s]),
                                 grid_wanted_w=None if grid_wanted_w is None else grid_wanted_w[on])
         max_exp[on] = np.minimum(max_exp[on], e)
-        max_imp[on] = np.minimum(max_imp[on], i)
+        max_imp[on] = np.maximum(np.minimum(max_imp[on], i), -max_exp[on])  # "export at least" within the cap
     out = [SiteLimits(float(a), float(b)) for a, b in zip(max_imp, max_exp, strict=True)]
     return out
 

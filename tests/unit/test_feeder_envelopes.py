@@ -331,3 +331,56 @@ def test_switchable_loads_above_their_lowest_mode_count_as_import_a_house_can_sh
     assert loads["f"].unavoidable_import_w == 6500.0 and loads["f"].least_over_limit_w == 500.0
     # short of the limit: each house held to what it cannot avoid, a without its heat pump
     assert env["a"].limits.max_import_w == pytest.approx(2500.0) and env["b"].limits.max_import_w == 4000.0
+
+
+def test_a_battery_beyond_its_own_load_exports_to_the_neighbours_when_the_feeder_is_short() -> None:
+    # b charges an EV (8 kW, battery at its reserve), a's battery is nearly full and its house
+    # takes 500 W: with every battery covering its own house the feeder (6 kW) is still over,
+    # so a is asked to export (a bound below 0) within its export cap
+    h = replace(_h([500, 8000, 1000], [0, 0, 0], dis=[4000, 0, 0]), export_cap_w=np.array([3000.0, 1e9, 1e9]))
+    _, imp = feeder_envelopes(h, np.inf, 6000, share=1.0, grid_wanted_w=np.array([500.0, 8000.0, 1000.0]))
+    assert imp[0] < 0 and imp.sum() == pytest.approx(6000)
+    assert imp[0] >= -3000 and imp[1] <= 8000 and imp[2] == pytest.approx(1000)  # c has no battery: not asked
+    # beside a feeder export limit (1 kW: a's share by PV size is a third), a's export envelope
+    # is raised to what it is asked to export: the feeder stays an importer
+    exp, imp2 = feeder_envelopes(h, 1000, 6000, share=1.0, grid_wanted_w=np.array([500.0, 8000.0, 1000.0]))
+    assert imp2 == pytest.approx(imp) and exp[0] == pytest.approx(-imp[0]) and exp[0] > 1000
+    assert exp[1:].sum() <= 1000 + 1e-6
+    # where every battery covering its own house is enough, nobody is asked to export
+    _, imp = feeder_envelopes(h, np.inf, 9200, share=1.0, grid_wanted_w=np.array([500.0, 8000.0, 1000.0]))
+    assert (imp >= 0).all() and imp.sum() == pytest.approx(9200)
+
+
+def test_the_least_import_counts_batteries_that_can_export() -> None:
+    from aggregator.dispatch.realtime import import_floor_w
+
+    h = replace(_h([500, 8000, -200], [0, 0, 0], dis=[4000, 0, 0]), export_cap_w=np.array([3000.0, 1e9, 1e9]))
+    assert import_floor_w(h).tolist() == [-3000.0, 8000.0, 0.0]  # a: to its cap; c exports PV: not asked for more
+
+
+def test_a_round_asks_a_full_battery_to_export_for_a_neighbours_car_and_reports_the_least_excess() -> None:
+    from datetime import UTC, datetime
+
+    from aggregator.feeder_control import Feeder, HouseReading, round_envelopes
+    from vpp_common.messages import (
+        Flexibility,
+        Measurement,
+        SiteTelemetry,
+        StorageFlexibility,
+        Validity,
+    )
+
+    now = datetime(2026, 1, 10, 20, tzinfo=UTC)
+    m = lambda v: Measurement(v, Validity.VALID, now)  # noqa: E731
+    car = SiteTelemetry(now, m(8000.0), m(0.0), m(0.0), m(10.0), m(8000.0))  # battery at its reserve
+    full = SiteTelemetry(now, m(500.0), m(0.0), m(0.0), m(90.0), m(500.0))
+    st = StorageFlexibility("battery", 90.0, 5.0, 100.0, 10.0, 10_000.0, 5000.0, 5000.0)
+    low = StorageFlexibility("battery", 10.0, 5.0, 100.0, 10.0, 10_000.0, 5000.0, 5000.0)
+    readings = {"a": HouseReading(None, car, Flexibility(now, (low,))),
+                "b": HouseReading(None, full, Flexibility(now, (st,)))}
+    env, loads = round_envelopes([Feeder("f", ("a", "b"), 6000.0, float("inf"))], readings, now, 30.0, 600.0, 1 / 60)
+    # b's battery can give 5 kW: 500 W for its house, 4.5 kW to the feeder: 3.5 kW is unavoidable
+    assert loads["f"].unavoidable_import_w == pytest.approx(3500.0) and loads["f"].least_over_limit_w == 0.0
+    a, b = env["a"].limits, env["b"].limits
+    assert b.max_import_w < 0 and b.max_export_w >= -b.max_import_w
+    assert a.max_import_w + b.max_import_w == pytest.approx(6000.0 * SHARE_OF_LIMIT)

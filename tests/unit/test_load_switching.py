@@ -42,6 +42,14 @@ def test_import_over_the_limit_sheds_enough_loads_in_order() -> None:
     assert decide(loads, Pressure(grid_w=5000, max_import_w=5000), at(0)) == ()  # at the limit: nothing
 
 
+def test_an_import_limit_below_0_sheds_what_the_battery_cannot_export() -> None:
+    # a feeder envelope's "export at least 1 kW" (issue 18) and the house still imports 500 W
+    loads = [load("a", power_w=800), load("b", power_w=800), load("c", power_w=800)]
+    got = decide(loads, Pressure(grid_w=500, max_import_w=-1000), at(0))
+    assert got == (Action("a", False, "import_limit"), Action("b", False, "import_limit"))
+    assert decide(loads, Pressure(grid_w=-1000, max_import_w=-1000), at(0)) == ()
+
+
 def test_min_on_time_holds_a_load_that_just_went_on() -> None:
     ld = load(changed_s=0)
     p = Pressure(grid_w=7000, max_import_w=5000)

@@ -11,8 +11,10 @@ them, between control steps on arbitrary house readings.  Properties:
   non-empty reason naming the plan as sent; one it adopts passes an independent check
   (battery values finite and within the nameplate, battery only, grid envelopes and the
   fallback cap not NaN (an infinite one is no bound), slots covering the lease);
-* a grid signal is stored only if every limit is a limit (>= 0, not NaN) and every price
-  finite; the limits in force are never NaN, negative or looser than the configured ones.
+* a grid signal is stored only if every limit is a limit (>= 0, not NaN; a feeder envelope's
+  import limit may be below 0, "export at least", finite and within its export limit) and every
+  price finite; the limits in force are never NaN, looser than the configured ones, or an import
+  limit below 0 past the export limit in force.
 """
 
 from __future__ import annotations
@@ -192,7 +194,11 @@ def plan_is_sound(plan: DispatchPlan) -> bool:
 
 def signal_is_sound(signal: GridSignal) -> bool:
     lim = signal.limits
-    if lim is not None and not all(v >= 0 for v in (lim.max_import_w, lim.max_export_w)):  # False for NaN
+    # a feeder envelope may ask for export ("import at most -x", finite, within its export limit)
+    least_import = (-lim.max_export_w if lim is not None and signal.limits_are_feeder_envelope
+                    and lim.max_export_w >= 0 else 0.0)
+    if lim is not None and not (lim.max_export_w >= 0 and lim.max_import_w >= least_import
+                                and lim.max_import_w > -math.inf):  # False for NaN
         return False
     return all(math.isfinite(p.import_price_per_kwh) and math.isfinite(p.export_price_per_kwh) for p in signal.prices)
 
@@ -201,7 +207,8 @@ def _raw_signal(msg: grid_pb2.GridSignal) -> GridSignal:
     """The signal as sent, without the agent's checks (for the oracle)."""
     lim = SiteLimits(msg.limits.max_import_w, msg.limits.max_export_w) if msg.HasField("limits") else None
     return GridSignal(T0, prices=tuple(PriceSlot(T0, 900, p.import_price_per_kwh, p.export_price_per_kwh)
-                                       for p in msg.prices), limits=lim)
+                                       for p in msg.prices), limits=lim,
+                      limits_are_feeder_envelope=msg.limits_are_feeder_envelope)
 
 
 async def run(steps: list[tuple[str, object]]) -> None:
@@ -252,7 +259,8 @@ async def run(steps: list[tuple[str, object]]) -> None:
                                       snap.telemetry.battery_soc_pct.value or 0.0,
                                       snap.telemetry.battery_power_w.value or 0.0)
         lim = agent.intake.effective_limits(clock.now())
-        assert 0 <= lim.max_import_w <= MAX_IMPORT_W and 0 <= lim.max_export_w <= MAX_EXPORT_W, lim
+        # below 0 on import only as a feeder envelope's "export at least", within the export limit
+        assert -lim.max_export_w <= lim.max_import_w <= MAX_IMPORT_W and 0 <= lim.max_export_w <= MAX_EXPORT_W, lim
         writes = len(device.battery)
         await agent.control_once()
         for w in device.battery[writes:]:

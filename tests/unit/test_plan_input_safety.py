@@ -309,3 +309,52 @@ def test_decide_idles_on_a_soc_that_is_not_a_number() -> None:
     snap = snapshot(T0, grid_w=800.0, pv_w=0.0, soc_pct=math.nan)
     d = decide(T0, snap.telemetry, None, True, SiteLimits(MAX_IMPORT_W, MAX_EXPORT_W), BATTERY)
     assert d.battery_w == 0.0 and d.mode == "safe_idle" and "SoC" in d.reason
+
+
+# -- a feeder envelope below 0 on import: "export at least" (the battery helps its neighbours) ---
+
+def envelope_msg(max_import_w: float, max_export_w: float) -> grid_pb2.GridSignal:
+    return agg.grid_signal_to_proto(GridSignal(T0, limits=SiteLimits(max_import_w, max_export_w),
+                                               limits_valid_until=T0 + timedelta(minutes=5),
+                                               limits_are_feeder_envelope=True))
+
+
+async def test_a_feeder_envelope_below_0_on_import_makes_the_battery_export_within_the_export_limit() -> None:
+    clock = ManualClock(T0)
+    a, device, _ = make_agent(clock)
+    a.snapshot = snapshot(T0, grid_w=800.0, pv_w=0.0, soc_pct=50.0)  # night: 800 W load, no PV
+    deliver_signal(a, envelope_msg(-2000.0, 3000.0))
+    await a.control_once()
+    assert device.battery == [-2800.0]  # the house's load and 2 kW to the feeder
+    assert a.refusals.total == 0
+
+
+@pytest.mark.parametrize("max_import_w, max_export_w", [(-3500.0, 3000.0), (-math.inf, math.inf),
+                                                        (-5000.0, MAX_EXPORT_W * 2)])
+async def test_a_feeder_envelope_below_0_past_the_export_limit_is_refused(max_import_w: float,
+                                                                          max_export_w: float) -> None:
+    # past the envelope's own export limit, not a number, or past the house's configured cap (4.6 kW)
+    clock = ManualClock(T0)
+    a, device, _ = make_agent(clock)
+    a.snapshot = snapshot(T0, grid_w=800.0, pv_w=0.0, soc_pct=50.0)
+    deliver_signal(a, envelope_msg(max_import_w, max_export_w))
+    await a.control_once()
+    assert device.battery == [-800.0]  # covers the load, exports nothing
+    assert a.intake.effective_limits(T0).max_import_w >= 0
+
+
+def test_safety_clamp_takes_an_import_limit_below_0_within_the_export_limit() -> None:
+    assert safety_clamp(-800.0, 800.0, 50.0, SiteLimits(-2000.0, 3000.0), BATTERY) == (-2800.0, ("import_limit",))
+    for limits in (SiteLimits(-3500.0, 3000.0), SiteLimits(-math.inf, math.inf), SiteLimits(-1.0, math.nan)):
+        assert safety_clamp(-800.0, 800.0, 50.0, limits, BATTERY) == (0.0, ("invalid_input",))
+
+
+def test_an_export_at_least_in_force_gives_way_to_a_tighter_export_limit() -> None:
+    from edge_agent.energy_manager.decide import tighten_limits
+
+    assert tighten_limits(SiteLimits(-2000.0, 3000.0), SiteLimits(math.inf, 1000.0)) == SiteLimits(-1000.0, 1000.0)
+    # below the export limit in force, or not a number: not a limit, the one in force stays
+    assert tighten_limits(SiteLimits(MAX_IMPORT_W, 3000.0), SiteLimits(-4000.0, math.inf)) == SiteLimits(
+        MAX_IMPORT_W, 3000.0)
+    assert tighten_limits(SiteLimits(MAX_IMPORT_W, 3000.0), SiteLimits(math.nan, math.nan)) == SiteLimits(
+        MAX_IMPORT_W, 3000.0)
