@@ -77,6 +77,21 @@ def test_cloudy_days_do_not_make_the_clear_sky_dull() -> None:
     assert fc.pv_clear_sky_w is not None and fc.pv_clear_sky_w[noon] == pytest.approx(prior, rel=0.05)
 
 
+@pytest.mark.parametrize("peak", [-5.0, 0.0, 1e300])  # NaN/inf: refused by edge_agent.config
+def test_a_bad_nameplate_prior_gives_no_bad_clear_sky(peak: float) -> None:
+    site = Site(52.5, 13.4, pv_peak_w=6800)
+    f = HistoryForecaster(slot_s=900, days=2, site=site)
+    starts = [DAY0 + timedelta(minutes=5 * i) for i in range(2 * 288)]
+    for t, g in zip(starts, f.clear_sky_w_m2(starts), strict=True):
+        f.add(t, 300.0, 2.0 * g)
+    f.site = Site(52.5, 13.4, pv_peak_w=peak)
+    fc = f.forecast(DAY0 + timedelta(days=2), 96)
+    assert fc.pv_clear_sky_w is not None
+    assert (fc.pv_clear_sky_w >= fc.pv_w).all()
+    if peak < 1e299:
+        assert np.isfinite(fc.pv_clear_sky_w).all()
+
+
 def test_errors_are_scored_once_slots_have_happened() -> None:
     f = HistoryForecaster(slot_s=900, days=2)
     now = feed(f, 2)
