@@ -14,7 +14,9 @@
   limit (export cap, feeder envelope) shows what was allowed, not what the sun
   gave: it counts as at least a clear slot (learning its production as the sky
   would forecast the curtailment back in).  Before any history the response is
-  ``pv_peak_w / 1000 W/m2`` and the clearness 1.  Without a location the PV
+  ``pv_peak_w / 1000 W/m2`` and the clearness 1.  The clear-sky PV (``pv_clear_sky_w``) is
+  never below that prior's: only a clear day shows the response, and recent days may all
+  have been cloudy.  Without a location the PV
   forecast is similar-day, like the load.  The clear-day response is kept per
   slot of the UTC day: the sun keeps no summer time.
 
@@ -250,9 +252,17 @@ class HistoryForecaster:
             w_sky = np.exp(-hours / PV_PERSISTENCE_H)
             clearness = mean_c if now_c is None else w_sky * now_c + (1 - w_sky) * mean_c
             tod = self._slot_of_day(at)
-            clear = self.clear_sky_w_m2(starts) * k_clear[tod]
-            pv = clear * np.minimum(clearness, 1.5)
-            clear = np.maximum(np.maximum(clear, pv), 0.0)
+            cs = self.clear_sky_w_m2(starts)
+            pv = cs * k_clear[tod] * np.minimum(clearness, 1.5)
+            # The clear-sky PV: the learnt response is a clear day's only if one was seen (the
+            # most over a few days); after cloudy days it is as dull as they were, and the
+            # clear-sky future (aggregator.dispatch.futures) then made no room for a sunny noon
+            # under a feeder's export limit.  So never below the nameplate prior.  The forecast
+            # keeps the learnt response: raising it there too made plans worse where no limit
+            # binds (docs/fleet-strategy.md, "The clear-sky future after cloudy days").
+            prior = self.site.pv_peak_w / 1000.0
+            prior = prior if np.isfinite(prior) and prior > 0 else 0.0  # a configured value: no NaN/inf out
+            clear = np.maximum(np.maximum(cs * np.fmax(k_clear[tod], prior), pv), 0.0)
         else:
             pv = np.where(np.isnan(sim_pv), 0.0, sim_pv)
             clear = None

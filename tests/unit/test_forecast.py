@@ -37,7 +37,7 @@ def test_similar_day_learns_the_daily_shape() -> None:
 
 
 def test_pv_scaled_clear_sky_with_a_site() -> None:
-    site = Site(52.5, 13.4, pv_peak_w=6800)
+    site = Site(52.5, 13.4, pv_peak_w=4000)  # the panels do better than their prior says
     f = HistoryForecaster(slot_s=900, days=2, site=site)
     cs_scale = 5.0  # the panels make 5 W per W/m2 of clear-sky GHI on these days
     starts = [DAY0 + timedelta(minutes=5 * i) for i in range(2 * 288)]
@@ -58,6 +58,38 @@ def test_pv_scaled_clear_sky_with_a_site() -> None:
     assert dull.pv_w[noon] < 0.75 * expected  # two dull days of the three it keeps
     assert dull.pv_clear_sky_w is not None and dull.pv_clear_sky_w[noon] == pytest.approx(expected, rel=0.05)
     assert (dull.pv_clear_sky_w >= dull.pv_w).all()
+
+
+def test_cloudy_days_do_not_make_the_clear_sky_dull() -> None:
+    # two days at 40 % of what the prior says a clear sky gives: the forecast follows them, but
+    # the clear-sky PV stays the prior's (no clear day was seen to learn the panels' response
+    # from; the clear-sky future must still make room for a sunny noon)
+    site = Site(52.5, 13.4, pv_peak_w=6800)
+    f = HistoryForecaster(slot_s=900, days=2, site=site)
+    starts = [DAY0 + timedelta(minutes=5 * i) for i in range(2 * 288)]
+    ghi = f.clear_sky_w_m2(starts)
+    for t, g in zip(starts, ghi, strict=True):
+        f.add(t, 300.0, 0.4 * 6.8 * g)
+    fc = f.forecast(DAY0 + timedelta(days=2), 96)
+    noon = 12 * 4
+    prior = 6.8 * f.clear_sky_w_m2([fc.start + timedelta(minutes=15 * noon)])[0]
+    assert fc.pv_w[noon] == pytest.approx(0.4 * prior, rel=0.05)
+    assert fc.pv_clear_sky_w is not None and fc.pv_clear_sky_w[noon] == pytest.approx(prior, rel=0.05)
+
+
+@pytest.mark.parametrize("peak", [-5.0, 0.0, 1e300])  # NaN/inf: refused by edge_agent.config
+def test_a_bad_nameplate_prior_gives_no_bad_clear_sky(peak: float) -> None:
+    site = Site(52.5, 13.4, pv_peak_w=6800)
+    f = HistoryForecaster(slot_s=900, days=2, site=site)
+    starts = [DAY0 + timedelta(minutes=5 * i) for i in range(2 * 288)]
+    for t, g in zip(starts, f.clear_sky_w_m2(starts), strict=True):
+        f.add(t, 300.0, 2.0 * g)
+    f.site = Site(52.5, 13.4, pv_peak_w=peak)
+    fc = f.forecast(DAY0 + timedelta(days=2), 96)
+    assert fc.pv_clear_sky_w is not None
+    assert (fc.pv_clear_sky_w >= fc.pv_w).all()
+    if peak < 1e299:
+        assert np.isfinite(fc.pv_clear_sky_w).all()
 
 
 def test_errors_are_scored_once_slots_have_happened() -> None:
