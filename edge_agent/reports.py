@@ -4,9 +4,10 @@ per interval, flexibility (SoC, ratings, load and PV forecasts) when it changes 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import TypeVar
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from vpp_common.messages import (
 from vpp_common.timeslots import align_down
 
 log = logging.getLogger(__name__)
+_A = TypeVar("_A")
 Forecasts = tuple[PowerForecast, PowerForecast, PowerForecast | None]  # load, PV, clear-sky PV
 LoadsFlexibility = tuple[tuple[SwitchableLoadFlexibility, ...], tuple[ShiftableRunFlexibility, ...]]
 # A component's flexible loads now (e.g. Home Assistant's switchable entities): OMBC loads, PPBC runs.
@@ -40,6 +42,18 @@ FlexibilitySource = Callable[[datetime], LoadsFlexibility]
 DevicesFlexibility = tuple[tuple[StorageFlexibility, ...], tuple[CurtailmentFlexibility, ...]]
 # More devices' storages and curtailable PV now (the S2 CEM's FRBC and PEBC RMs), after the house's own.
 DeviceSource = Callable[[datetime], DevicesFlexibility]
+
+
+def _answers(sources: Sequence[Callable[[datetime], _A]], now: datetime, what: str) -> Iterator[_A]:
+    """Each source's answer now; one that fails is logged and left out (a component's bug must not
+    stop the house's reports), not the others."""
+    for source in sources:
+        try:
+            answer = source(now)
+        except Exception:
+            log.exception("a %s source failed; what it gives is left out this time", what)
+            continue
+        yield answer
 
 
 class HouseReports:
@@ -100,12 +114,7 @@ class HouseReports:
         """The other devices' measured storage and PV power now (W); a source that fails adds nothing
         (logged)."""
         storage_w = pv_w = 0.0
-        for source in self.device_powers:
-            try:
-                a, b = source(now)
-            except Exception:  # a component's bug must not stop the house's learning
-                log.exception("a device power source failed")
-                continue
+        for a, b in _answers(self.device_powers, now, "device power"):
             storage_w, pv_w = storage_w + a, pv_w + b
         return storage_w, pv_w
 
@@ -129,12 +138,7 @@ class HouseReports:
         """Every source's flexible loads; a source that fails is left out (logged), not the update."""
         switchable: list[SwitchableLoadFlexibility] = []
         shiftable: list[ShiftableRunFlexibility] = []
-        for source in self.flexibility_sources:
-            try:
-                a, b = source(now)
-            except Exception:  # a component's bug must not stop the house's flexibility
-                log.exception("a flexibility source failed; its loads are left out of this update")
-                continue
+        for a, b in _answers(self.flexibility_sources, now, "flexibility"):
             switchable += a
             shiftable += b
         return tuple(switchable), tuple(shiftable)
@@ -145,12 +149,7 @@ class HouseReports:
         device claiming one of the house's own ids is left out; a source that fails, too (logged)."""
         storages, curtailments = list(flex.storages), list(flex.curtailments)
         taken = {s.resource_id for s in storages} | {c.resource_id for c in curtailments}
-        for source in self.device_sources:
-            try:
-                more_storages, more_curtailments = source(now)
-            except Exception:  # a component's bug must not stop the house's flexibility
-                log.exception("a device flexibility source failed; its devices are left out of this update")
-                continue
+        for more_storages, more_curtailments in _answers(self.device_sources, now, "device flexibility"):
             for s in more_storages:
                 if s.resource_id not in taken:
                     taken.add(s.resource_id)
