@@ -24,16 +24,10 @@ from vpp_common.messages import ControlType, ResourceKind, Validity
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_the_aggregator_takes_a_house_without_a_battery() -> None:
-    house = LanHouseSim(base_load_w=300.0, available_w=1600.0, apply_delay_s=0.5, p1_interval_s=0.2,
-                        plugs={"freezer": 80.0})
-    ports = await house.start()
-    store = MemoryStore()
-    agg = AggregatorServer(AggregatorConfig(admin_listen=None, listen="127.0.0.1:0", insecure=True, metrics_port=0,
-                                            replica_id="lan", drain_grace_s=0.5), store=store)
-    await agg.start()
-    config = AgentConfig(
-        house_id="lan-house", aggregator=agg.target, insecure=True, metrics_port=None, state_dir=None,
+def agent_config(aggregator: str, ports: dict[str, int], plugs: tuple[str, ...], **more: object) -> AgentConfig:
+    """The LAN house's agent: the P1 meter, the OpenDTU (an export cap below its PV) and Shelly plugs."""
+    return AgentConfig(
+        house_id="lan-house", aggregator=aggregator, insecure=True, metrics_port=None, state_dir=None,
         reconnect_initial_s=0.05, reconnect_max_s=0.5, telemetry_interval_s=0.5,
         device=DeviceConfig(kind="lan", poll_interval_s=0.5), control=ControlConfig(tick_s=0.5),
         site=SiteConfig(max_export_w=300.0),
@@ -42,8 +36,20 @@ async def test_the_aggregator_takes_a_house_without_a_battery() -> None:
                             timeout_s=1.0),
             LanDeviceConfig(id="balcony", model="opendtu_hoymiles", host="127.0.0.1", port=ports["dtu"], role="pv",
                             serial="114182180001", password="openDTU42"),
-            LanDeviceConfig(id="freezer", model="shelly_plug_s", host="127.0.0.1", port=ports["freezer"],
-                            role="load")])
+            *(LanDeviceConfig(id=p, model="shelly_plug_s", host="127.0.0.1", port=ports[p], role="load")
+              for p in plugs)],
+        **more)  # type: ignore[arg-type]
+
+
+async def test_the_aggregator_takes_a_house_without_a_battery() -> None:
+    house = LanHouseSim(base_load_w=300.0, available_w=1600.0, apply_delay_s=0.5, p1_interval_s=0.2,
+                        plugs={"freezer": 80.0})
+    ports = await house.start()
+    store = MemoryStore()
+    agg = AggregatorServer(AggregatorConfig(admin_listen=None, listen="127.0.0.1:0", insecure=True, metrics_port=0,
+                                            replica_id="lan", drain_grace_s=0.5), store=store)
+    await agg.start()
+    config = agent_config(agg.target, ports, ("freezer",))
     agent = lan_agent(config, SystemClock())
     await agent.start()
     try:
@@ -100,22 +106,11 @@ async def test_the_acceptance_house_and_the_aggregators_view_of_its_loads() -> N
     agg = AggregatorServer(AggregatorConfig(admin_listen="127.0.0.1:0", listen="127.0.0.1:0", insecure=True,
                                             metrics_port=None, replica_id="lan", drain_grace_s=0.5))
     await agg.start()
-    plugs = [LanDeviceConfig(id=p, model="shelly_plug_s", host="127.0.0.1", port=ports[p], role="load")
-             for p in ("washer", "freezer", "station")]
-    config = AgentConfig(
-        house_id="lan-house", aggregator=agg.target, insecure=True, metrics_port=None, state_dir=None,
-        reconnect_initial_s=0.05, reconnect_max_s=0.5, telemetry_interval_s=0.5,
-        device=DeviceConfig(kind="lan", poll_interval_s=0.5), control=ControlConfig(tick_s=0.5),
-        site=SiteConfig(max_export_w=300.0),
-        lan_devices=[
-            LanDeviceConfig(id="p1", model="dsmr5_p1", host="127.0.0.1", port=ports["meter"], role="grid_meter",
-                            timeout_s=1.0),
-            LanDeviceConfig(id="balcony", model="opendtu_hoymiles", host="127.0.0.1", port=ports["dtu"], role="pv",
-                            serial="114182180001", password="openDTU42"), *plugs],
-        appliances=[RunConfig(plug="washer", kind="run", energy_kwh=1.1, duration_min=120, ready_by=daytime(17)),
-                    PausableConfig(plug="freezer", kind="pausable", max_pause_min=30, period_min=60, power_w=90),
-                    StationConfig(plug="station", kind="battery", capacity_kwh=1.0, charge_power_w=300,
-                                  energy_kwh_per_day=0.7)])
+    config = agent_config(agg.target, ports, ("washer", "freezer", "station"), appliances=[
+        RunConfig(plug="washer", kind="run", energy_kwh=1.1, duration_min=120, ready_by=daytime(17)),
+        PausableConfig(plug="freezer", kind="pausable", max_pause_min=30, period_min=60, power_w=90),
+        StationConfig(plug="station", kind="battery", capacity_kwh=1.0, charge_power_w=300,
+                      energy_kwh_per_day=0.7)])
     from edge_agent.appliances import attach as attach_appliances
     from edge_agent.cli import attach_lan_devices
 
