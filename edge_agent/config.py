@@ -190,7 +190,7 @@ class SiteConfig(BaseModel):
     max_export_w: float = Field(4_600.0, ge=0, description="export cap, W (0 = zero export)")
     latitude: float | None = Field(None, ge=-90, le=90, description="for the clear-sky PV forecast")
     longitude: float | None = Field(None, ge=-180, le=180, description="for the clear-sky PV forecast")
-    pv_peak_w: float | None = Field(None, gt=0, description="PV output at 1000 W/m2; default: inverter rating")
+    pv_peak_w: float | None = Field(None, gt=0, le=1e6, description="PV output at 1000 W/m2; default: inverter rating")
     timezone: str = Field("UTC", description="IANA zone of the house (e.g. Europe/Berlin): its days for the "
                                              "similar-day load forecast, across DST")
 

@@ -98,3 +98,12 @@ def test_tls_files_that_cannot_work_and_bad_addresses_are_refused(tmp_path: Path
     text = str(err.value)
     assert "tls.ca_file: " in text and "is not PEM" in text and "tls.cert_file: " in text and "no PEM certificate" in text
     assert "aggregator: must be host:port (port 1-65535)" in text and "device.host: must name the device" in text
+
+
+@pytest.mark.parametrize("peak", [float("nan"), float("inf"), -5.0, 0.0, 1.000001e6, 1e300])
+def test_a_pv_peak_that_no_house_has_is_refused(peak: float) -> None:
+    """The clear-sky PV each house sends is never below this prior: 1e300 would put a forecast past the
+    aggregator's 1 MW bound and have every flexibility update of the house refused."""
+    with pytest.raises(ValueError, match="pv_peak_w"):
+        AgentConfig.model_validate({"house_id": "h", "insecure": True, "site": {"pv_peak_w": peak}})
+    assert AgentConfig.model_validate({"house_id": "h", "insecure": True, "site": {"pv_peak_w": 1e6}}).site.pv_peak_w
