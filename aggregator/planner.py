@@ -61,6 +61,7 @@ class Planner:
         self._metrics = metrics
         self._elector = elector
         self.schedule = CycleSchedule(clock, config)
+        self._stopping = False  # request_stop(): the planning loop ends at its next turn
         self.replication = Replication(store, replica_id, elector, metrics)
         self._solver = SolverProcesses(config.solver_workers)
         self._feeders = {f.id: FeederLimits(*cycle.feeder_limits_w(f), f.transformer) for f in feeders}
@@ -123,6 +124,11 @@ class Planner:
             if self.envelopes.control.feeders:
                 group.create_task(self.envelopes.run(), name="feeder-control")
 
+    def request_stop(self) -> None:
+        """The planning loop ends at its next turn, even if its cancellation is lost on the way."""
+        self._stopping = True
+        self.schedule.wake.set()
+
     async def _warm_solver(self) -> None:
         try:
             await self._solver.warm_up()
@@ -136,7 +142,7 @@ class Planner:
         self.schedule.start()
         if self._cfg.optimiser == "lp" and self._cfg.warm_solver:
             await self._warm_solver()
-        while True:
+        while not self._stopping:  # besides cancellation, which a library's timeout may swallow under load
             due = await self.schedule.next_due()
             if due is None:
                 continue

@@ -239,6 +239,7 @@ class AggregatorServer:
             await self.health.enter_graceful_shutdown()
             for session in self.sessions.all():
                 session.outbox.put(CloseItem("aggregator replica shutting down"))
+            self.planner.request_stop()
             await cancel_and_wait(self._tasks)  # raises if one would not stop: the rest still stops
             self._tasks = []
         finally:

@@ -52,3 +52,18 @@ async def test_a_task_that_will_not_stop_leaves_no_server_and_no_solver_process(
         await srv.stop(grace_s=0.1)
     assert refused(srv.port)
     await cancel_and_wait(srv._tasks)  # the test's own clean-up of what the stub left
+
+
+async def test_the_planning_loop_ends_on_request_without_a_cancellation() -> None:
+    """A library's timeout may swallow a cancellation under load (a planner once would not stop
+    within 5 s on the Redis store): stop() also asks the loop to end, and it does at its next turn."""
+    import asyncio
+
+    cfg = AggregatorConfig(listen="127.0.0.1:0", admin_listen=None, insecure=True, metrics_port=None, replica_id="r1")
+    srv = AggregatorServer(cfg, clock=ManualClock(T0))
+    loop_task = asyncio.create_task(srv.planner._plan_loop())
+    await asyncio.sleep(0.2)  # waiting for its next cycle, minutes away
+    assert not loop_task.done()
+    srv.planner.request_stop()
+    await asyncio.wait_for(loop_task, 2.0)  # returned: no cancellation was needed
+    srv.planner.close()
