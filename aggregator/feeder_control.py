@@ -211,8 +211,14 @@ class _FeederNow:
                                  charge_efficiency=cols["eff_ch"], discharge_efficiency=cols["eff_dis"],
                                  soc_min_pct=cols["soc_min"], soc_max_pct=cols["soc_max"],
                                  reserve_soc_pct=cols["reserve"])
+        # down to the storage's soc_min: the agent's feeder floor, below its reserve
+        _, to_floor = battery_room_w(cols["soc"], cols["cap"], cols["p_ch"], cols["p_dis"], slot_h=slot_h,
+                                     charge_efficiency=cols["eff_ch"], discharge_efficiency=cols["eff_dis"],
+                                     soc_min_pct=cols["soc_min"], soc_max_pct=cols["soc_max"],
+                                     reserve_soc_pct=cols["soc_min"])
         dis = dis + cols["shed"]  # import the house can give up now: its battery's and its switchable loads'
-        houses = HousesNow(cols["base"], ch, dis, cols["rated"], cols["imp_cap"], cols["exp_cap"])
+        houses = HousesNow(cols["base"], ch, dis, cols["rated"], cols["imp_cap"], cols["exp_cap"],
+                           floor_room_w=np.maximum(to_floor + cols["shed"], dis))
         # batteries beyond their own house's load may export to the neighbours (import_floor_w)
         unavoidable = max(float(import_floor_w(houses)[is_fresh].sum()), 0.0)
         return _FeederNow(houses, cols["wanted"], cols["exp_cap"], measured_w, fresh, unavoidable)

@@ -31,7 +31,7 @@ Example ``edge-agent.toml``::
     # timezone = "Europe/Berlin"     # IANA zone of the house: its days for the load forecast (default UTC)
 
     [battery]
-    reserve_soc_pct = 10
+    reserve_soc_pct = 10             # below it only for a feeder envelope, to feeder_floor_soc_pct (5)
 
     [control]
     tick_s = 5
@@ -46,8 +46,7 @@ Example ``edge-agent.toml``::
 
     # [home_assistant]               # publish the house over MQTT discovery (README: Home Assistant)
     # host = "192.168.1.10"
-    # username = "vpp"
-    # password = "..."
+    # username = "vpp"                # password = "..."
     # [home_assistant.api]           # its entities as meters and loads: url, token_file and
     # [[home_assistant.api.entities]]  # id, entity_id, role (docs/home-assistant-devices.md)
 
@@ -204,7 +203,8 @@ class SiteConfig(BaseModel):
 class BatteryConfig(BaseModel):
     model_config = STRICT
 
-    reserve_soc_pct: float = Field(10.0, ge=0, le=100, description="backup SoC the agent never discharges below")
+    reserve_soc_pct: float = Field(10.0, ge=0, le=100, description="backup SoC; below it only for the feeder")
+    feeder_floor_soc_pct: float = Field(5.0, ge=0, le=100, description="lowest SoC for the feeder (architecture.md)")
     max_soc_pct: float = Field(100.0, gt=0, le=100)
     revert_s: int = Field(60, ge=10, le=3600, description="device reverts a setpoint not refreshed within this")
 

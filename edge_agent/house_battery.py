@@ -41,4 +41,5 @@ def battery_limits(snap: HouseSnapshot, battery: BatteryConfig, control: Control
                          # without a capacity rating reports 1 Wh: no taper then)
                          capacity_wh=store.capacity_wh if store and store.capacity_wh >= 100 else 0.0,
                          control_period_s=control.tick_s,
-                         discharge_efficiency=store.discharge_efficiency if store else 0.95)
+                         discharge_efficiency=store.discharge_efficiency if store else 0.95,
+                         feeder_floor_soc_pct=min(battery.feeder_floor_soc_pct, battery.reserve_soc_pct))

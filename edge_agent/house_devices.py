@@ -41,6 +41,7 @@ def write_guard(device: DeviceConfig, revert_s: float, clock: Clock) -> WriteGua
 def house_settings(config: AgentConfig) -> HouseSettings:
     dev = config.device
     return HouseSettings(reserve_soc_pct=config.battery.reserve_soc_pct, revert_s=config.battery.revert_s,
+                         feeder_floor_soc_pct=min(config.battery.feeder_floor_soc_pct, config.battery.reserve_soc_pct),
                          poll_interval_s=dev.poll_interval_s, stale_after_s=dev.stale_after_s,
                          reconnect_max_s=dev.reconnect_max_s, max_import_w=config.site.max_import_w)
 

@@ -50,6 +50,10 @@ class HousesNow:
     # the house's own export cap, W (inf = none); None = no house has one.  A share above a
     # house's own cap would go unused: the feeder would be held below its limit for nothing
     export_cap_w: np.ndarray | None = None
+    # how much it can discharge now down to its feeder floor (the storage's soc_min, below the
+    # reserve: a house's agent spends its reserve only for a feeder import bound below its own
+    # consumption), W >= discharge_room_w; None = discharge_room_w
+    floor_room_w: np.ndarray | None = None
 
 
 def battery_room_w(soc_pct: np.ndarray, capacity_wh: np.ndarray, max_charge_w: np.ndarray,
@@ -165,7 +169,9 @@ def feeder_envelopes(h: HousesNow, export_limit_w: float, import_limit_w: float,
             # energy beyond their house's load export it to the neighbours (a bound below 0:
             # "export at least"), within each house's own export cap.  Only here: elsewhere a
             # bound below 0 would stop a house charging from its own PV for nothing.
-            unavoidable = import_floor_w(h)
+            unavoidable = import_floor_w(h, below_reserve=False)
+            if float(unavoidable.sum()) > import_limit_w:  # the reserves too, as far as needed
+                unavoidable = import_floor_w(h)
         max_imp = _share_down(wanted, unavoidable, w, import_limit_w, curtailable=False)
         if short:
             # such a house's export envelope is raised to what it is asked to export: the export
@@ -177,12 +183,14 @@ def feeder_envelopes(h: HousesNow, export_limit_w: float, import_limit_w: float,
     return max_exp, max_imp
 
 
-def import_floor_w(h: HousesNow) -> np.ndarray:
-    """Each house's least import now, W (< 0: export): its battery discharging as far as it can,
-    what its house does not take sent to the grid within the house's export cap.  A house
-    without discharge room (no battery, or one unknown: a house without fresh telemetry) is
-    not asked to export: its floor is its import, 0 if it exports."""
-    floor = np.maximum(h.base_w, 0.0) - h.discharge_room_w
+def import_floor_w(h: HousesNow, below_reserve: bool = True) -> np.ndarray:
+    """Each house's least import now, W (< 0: export): its battery discharging as far as it can
+    (``below_reserve``: down to its feeder floor), what its house does not take sent to the
+    grid within the house's export cap.  A house without discharge room (no battery, or one
+    unknown: a house without fresh telemetry) is not asked to export: its floor is its
+    import, 0 if it exports."""
+    room = h.floor_room_w if below_reserve and h.floor_room_w is not None else h.discharge_room_w
+    floor = np.maximum(h.base_w, 0.0) - room
     if h.export_cap_w is not None:
         floor = np.maximum(floor, -h.export_cap_w)
     return floor

@@ -40,6 +40,10 @@ class BatteryLimits:
     capacity_wh: float = 0.0
     control_period_s: float = 0.0
     discharge_efficiency: float = 0.95
+    # the lowest SoC it discharges to, below the reserve, while the aggregator's live feeder
+    # envelope holds the house's import below its own consumption (the neighbours' shared import
+    # limit), and only as far as that envelope needs; None = never below the reserve
+    feeder_floor_soc_pct: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +125,8 @@ def battery_problem(battery: BatteryLimits) -> str | None:
     b = battery
     if (0 <= b.max_charge_w < _INF and 0 <= b.max_discharge_w < _INF and 0 <= b.max_ramp_w_per_s < _INF
             and 0 <= b.capacity_wh < _INF and 0 <= b.control_period_s < _INF and 0 <= b.discharge_efficiency < _INF
-            and -_INF < b.reserve_soc_pct < _INF and -_INF < b.max_soc_pct < _INF):  # all false for NaN
+            and -_INF < b.reserve_soc_pct < _INF and -_INF < b.max_soc_pct < _INF
+            and (b.feeder_floor_soc_pct is None or 0 <= b.feeder_floor_soc_pct <= b.reserve_soc_pct)):  # NaN: false
         return None
     for name in ("max_charge_w", "max_discharge_w", "max_ramp_w_per_s", "capacity_wh", "control_period_s",
                  "discharge_efficiency"):
@@ -132,7 +137,7 @@ def battery_problem(battery: BatteryLimits) -> str | None:
         v = getattr(battery, name)
         if not math.isfinite(v):
             return f"battery {name} = {v}"
-    return None
+    return f"battery feeder_floor_soc_pct = {b.feeder_floor_soc_pct} (0 to the reserve {b.reserve_soc_pct})"
 
 
 def tighten_limits(limits: SiteLimits, other: SiteLimits) -> SiteLimits:
@@ -168,10 +173,16 @@ def safety_clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLi
 
 
 def _clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLimits,
-           battery: BatteryLimits) -> tuple[float, tuple[str, ...]]:
-    """:func:`safety_clamp` on inputs already checked (decide checks them once per tick)."""
+           battery: BatteryLimits, feeder_envelope: bool = False) -> tuple[float, tuple[str, ...]]:
+    """:func:`safety_clamp` on inputs already checked (decide checks them once per tick).
+    ``feeder_envelope``: ``limits`` hold the aggregator's live feeder envelope; where its import
+    bound is below the house's consumption, the battery may go below its reserve down to its
+    feeder floor, only as far as the bound needs."""
     rules = []
-    lo, hi = _battery_bounds(soc_pct, battery)
+    lo, hi = _battery_bounds(soc_pct, battery, battery.reserve_soc_pct)
+    floor = battery.feeder_floor_soc_pct
+    if feeder_envelope and floor is not None and floor < battery.reserve_soc_pct and base_w > limits.max_import_w:
+        lo = min(lo, max(_battery_bounds(soc_pct, battery, floor)[0], limits.max_import_w - base_w))
     # grid = base + battery must lie in [-max_export, max_import]
     grid_lo = -limits.max_export_w - base_w
     grid_hi = limits.max_import_w - base_w
@@ -195,13 +206,14 @@ def _clamp(desired_w: float, base_w: float, soc_pct: float, limits: SiteLimits,
     return value, tuple(rules)
 
 
-def _battery_bounds(soc_pct: float, battery: BatteryLimits) -> tuple[float, float]:
-    """The setpoint range the nameplate and the SoC allow: (most discharge, most charge), W."""
+def _battery_bounds(soc_pct: float, battery: BatteryLimits, floor_pct: float) -> tuple[float, float]:
+    """The setpoint range the nameplate and the SoC allow, discharging down to ``floor_pct``:
+    (most discharge, most charge), W."""
     lo, hi = -battery.max_discharge_w, battery.max_charge_w
-    if soc_pct <= battery.reserve_soc_pct:
+    if soc_pct <= floor_pct:
         lo = max(lo, 0.0)
     elif battery.capacity_wh > 0 and battery.control_period_s > 0:
-        above_wh = (soc_pct - battery.reserve_soc_pct) / 100 * battery.capacity_wh
+        above_wh = (soc_pct - floor_pct) / 100 * battery.capacity_wh
         lo = max(lo, -above_wh * battery.discharge_efficiency * 3600 / battery.control_period_s)
     if soc_pct >= battery.max_soc_pct:
         hi = min(hi, 0.0)
@@ -282,7 +294,7 @@ def decide(now: datetime, telemetry: SiteTelemetry, plan: DispatchPlan | None, s
     ramped = ramp(desired, previous_w, dt_s, battery.max_ramp_w_per_s)
     if not math.isfinite(ramped) or limits_problem(limits) is not None:
         return _refused(f"setpoint {ramped} W within limits {limits}")
-    value, rules = _clamp(ramped, base_w, soc.value, limits, battery)
+    value, rules = _clamp(ramped, base_w, soc.value, limits, battery, feeder_envelope=not plan_grid_envelope)
     if INVALID_INPUT in rules:
         return _refused(f"setpoint {ramped} W could not be clamped")
     if ramped != desired:

@@ -74,6 +74,7 @@ class CatalogueHybridRM:
         self._clock = clock
         self._defaults = (capacity_wh, rated_power_w, max_charge_w, max_discharge_w)
         self._reserve = settings.reserve_soc_pct
+        self._floor = min(settings.feeder_floor_soc_pct, settings.reserve_soc_pct)
         self._measurer = Measurer(settings.stale_after_s)  # readings -> measurements; what is refused
         self._retry = DeviceRetry(min(settings.poll_interval_s, settings.reconnect_max_s), settings.reconnect_max_s)
         self.nameplate: Nameplate | None = None
@@ -191,7 +192,7 @@ class CatalogueHybridRM:
             valid_from=now,
             storages=(StorageFlexibility(
                 resource_id=self.battery_id, soc_pct=s.value if s.value is not None else 0.0,
-                soc_min_pct=0.0, soc_max_pct=100.0, reserve_soc_pct=self._reserve,
+                soc_min_pct=self._floor, soc_max_pct=100.0, reserve_soc_pct=self._reserve,
                 capacity_wh=n.capacity_wh, max_charge_power_w=n.max_charge_w,
                 max_discharge_power_w=n.max_discharge_w),) if s.usable else (),
         )

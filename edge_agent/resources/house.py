@@ -29,6 +29,7 @@ class HouseSettings:
     ``stale_after_s`` is missing; ``max_import_w``: the connection limit (plausibility)."""
 
     reserve_soc_pct: float = 10.0
+    feeder_floor_soc_pct: float = 5.0  # reported as the storage's soc_min (never above the reserve)
     revert_s: int = 60
     poll_interval_s: float = 5.0
     stale_after_s: float = 30.0

@@ -292,7 +292,8 @@ class HybridInverterRM:
             valid_from=now,
             storages=(StorageFlexibility(
                 resource_id=self.battery_id, soc_pct=s.value if s.usable and s.value is not None else 0.0,
-                soc_min_pct=0.0, soc_max_pct=100.0, reserve_soc_pct=self._settings.reserve_soc_pct,
+                soc_min_pct=min(self._settings.feeder_floor_soc_pct, self._settings.reserve_soc_pct),
+                soc_max_pct=100.0, reserve_soc_pct=self._settings.reserve_soc_pct,
                 capacity_wh=n.capacity_wh or 1.0, max_charge_power_w=n.max_charge_w,
                 max_discharge_power_w=n.max_discharge_w),)
             if s.usable and self.capabilities.battery_reason is None else (),

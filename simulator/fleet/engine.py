@@ -116,6 +116,9 @@ def feeder_limits_now(sc: Scenario, s: int, soc: np.ndarray, cap: list[float], b
     ch, dis = battery_room_w(soc, cap_a, p_ch, p_dis, slot_h=sc.slot_h, charge_efficiency=eff_a,
                              discharge_efficiency=eff_a, soc_min_pct=DEFAULT_SOC_MIN_PCT, soc_max_pct=100.0,
                              reserve_soc_pct=DEFAULT_RESERVE_SOC_PCT)
+    floor = np.maximum(dis, battery_room_w(soc, cap_a, p_ch, p_dis, slot_h=sc.slot_h, charge_efficiency=eff_a,
+                                           discharge_efficiency=eff_a, soc_min_pct=DEFAULT_SOC_MIN_PCT,
+                                           soc_max_pct=100.0, reserve_soc_pct=DEFAULT_SOC_MIN_PCT)[1])
     fidx = sc.feeder_index()
     out: list[SiteLimits] = []
     max_exp = np.array([h.export_cap_w for h in sc.houses], dtype=float)
@@ -123,7 +126,7 @@ def feeder_limits_now(sc: Scenario, s: int, soc: np.ndarray, cap: list[float], b
     rated = np.array([h.pv_kwp * 1000 for h in sc.houses])
     for f in range(len(sc.feeder_ids)):
         on = fidx == f
-        e, i = feeder_envelopes(HousesNow(base[on], ch[on], dis[on], rated[on], max_imp[on], max_exp[on]),
+        e, i = feeder_envelopes(HousesNow(base[on], ch[on], dis[on], rated[on], max_imp[on], max_exp[on], floor[on]),
                                 float(sc.feeder_export_limit_w[f, s]), float(sc.feeder_import_limit_w[f, s]),
                                 grid_wanted_w=None if grid_wanted_w is None else grid_wanted_w[on])
         max_exp[on] = np.minimum(max_exp[on], e)
@@ -181,8 +184,11 @@ def simulate(sc: Scenario, strategy: str, options: StrategyOptions | None = None
     soc = np.array([h.initial_soc_pct for h in sc.houses], dtype=float)
     limits = [SiteLimits(h.import_limit_w, h.export_cap_w) for h in sc.houses]
     use = [src.uses_battery and h.has_battery for h in sc.houses]
+    # the feeder floor as an agent's default (edge_agent.config: battery.feeder_floor_soc_pct); it
+    # acts only under the live feeder envelopes (the fleet strategy's)
     blim = [BatteryLimits(h.battery_kw * 1000 if u else 0.0, h.battery_kw * 1000 if u else 0.0,
-                          DEFAULT_RESERVE_SOC_PCT) for h, u in zip(sc.houses, use, strict=True)]
+                          DEFAULT_RESERVE_SOC_PCT, feeder_floor_soc_pct=DEFAULT_SOC_MIN_PCT)
+            for h, u in zip(sc.houses, use, strict=True)]
     cap = [h.battery_kwh * 1000 if u else 0.0 for h, u in zip(sc.houses, use, strict=True)]
     eff = [h.efficiency for h in sc.houses]
     load_all, pv_all = sc.load_w, sc.pv_w
