@@ -125,7 +125,8 @@ class Planner:
                 group.create_task(self.envelopes.run(), name="feeder-control")
 
     def request_stop(self) -> None:
-        """The planning loop ends at its next turn, even if its cancellation is lost on the way."""
+        """The planning loop ends at its next turn, even if its cancellation is lost on the way
+        (a belt: the Redis store raises the one redis-py loses, docs/cancellation.md)."""
         self._stopping = True
         self.schedule.wake.set()
 
@@ -142,7 +143,7 @@ class Planner:
         self.schedule.start()
         if self._cfg.optimiser == "lp" and self._cfg.warm_solver:
             await self._warm_solver()
-        while not self._stopping:  # besides cancellation, which a library's timeout may swallow under load
+        while not self._stopping:  # besides cancellation, which a library may lose (docs/cancellation.md)
             due = await self.schedule.next_due()
             if due is None:
                 continue

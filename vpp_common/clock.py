@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -134,11 +136,11 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     """Wait for ``event`` up to ``timeout_s`` real seconds; True if it was set.
 
     Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that
-    arrives just as the event is set, leaving a task that never stops.  ``asyncio.timeout``
-    on 3.11 turns one into TimeoutError too, when it races with the timeout's own (a cancel
-    requested while the task waits to run, before it enters a zero timeout): so a timeout in a task
-    with a cancellation pending raises CancelledError (probably how a planner under CPU load ignored
-    its cancellation for ever this way, in a loop waiting with timeout 0).
+    arrives just as the event is set, leaving a task that never stops.  A task whose
+    cancellation a library lost that way still counts it (``Task.cancelling()``), and
+    ``asyncio.timeout`` then takes its own expiry for a cancellation already handled and
+    raises TimeoutError: so a timeout in a task with a cancellation requested raises
+    CancelledError (docs/cancellation.md).
     """
     try:
         async with asyncio.timeout(max(0.0, timeout_s)):
@@ -151,12 +153,42 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     return True
 
 
+def _cancelled_since(task: asyncio.Task[object] | None, cancels: int) -> bool:
+    return task is not None and task.cancelling() > cancels
+
+
+@contextmanager
+def cancellation_kept() -> Iterator[None]:
+    """Raise CancelledError after the body if the task was cancelled while it ran and the
+    body returned (or raised something else) all the same.
+
+    Python 3.11's ``asyncio.wait_for`` returns its inner result when a cancellation arrives
+    after the inner awaitable finished but before wait_for resumed: the cancellation is lost
+    (fixed in 3.12).  redis-py wraps every command's write in it, so a task cancelled once
+    (an ``asyncio.TaskGroup`` cancels its children once only) ran on for ever
+    (docs/cancellation.md).  A cancellation someone handled is uncancelled (asyncio.timeout,
+    TaskGroup), so only a lost one leaves the count above what it was.
+    """
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task is not None else 0
+    try:
+        yield
+    except Exception as exc:
+        if _cancelled_since(task, cancels):
+            raise asyncio.CancelledError from exc
+        raise
+    if _cancelled_since(task, cancels):
+        raise asyncio.CancelledError
+
+
 async def cancel_and_wait(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -> None:
     """Cancel ``tasks`` and wait until they are done, cancelling again if needed.
 
-    On Python 3.11 ``asyncio.wait_for`` (used inside libraries such as pymodbus)
-    can swallow a cancellation that races with its inner result, so one
-    ``cancel()`` is not always enough.
+    On Python 3.11 ``asyncio.wait_for`` (used inside libraries such as pymodbus and
+    redis-py) can swallow a cancellation that races with its inner result, so one
+    ``cancel()`` is not always enough.  Cancelling again does not reach the children of an
+    ``asyncio.TaskGroup`` in a task: the group cancels them once and absorbs the rest
+    (docs/cancellation.md).
     """
     deadline = asyncio.get_running_loop().time() + timeout_s
     pending = {t for t in tasks if not t.done()}

@@ -14,6 +14,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from vpp_common.clock import cancellation_kept
+
 from .base import StaleFencingToken, StoreError
 
 # KEYS[1] lease hash, KEYS[2] fence counter; ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] counter base.
@@ -130,10 +132,13 @@ async def guard(what: str) -> AsyncIterator[None]:
 
     ``RedisError`` covers connection errors, timeouts and error replies;
     ``OSError`` covers socket failures the client lets through.  Our own
-    exceptions (fencing, version conflicts) pass untouched.
+    exceptions (fencing, version conflicts) pass untouched.  A cancellation redis-py lost
+    (Python 3.11's ``asyncio.wait_for`` around each command's write) is raised after the
+    command: else a cancelled task ran on (docs/cancellation.md).
     """
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        # Redis's own words (e.g. "NOGROUP No such key ..."), not only the class name
-        raise StoreError(f"redis {what} failed: {type(exc).__name__}: {exc or repr(exc)}") from exc
+    with cancellation_kept():
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            # Redis's own words (e.g. "NOGROUP No such key ..."), not only the class name
+            raise StoreError(f"redis {what} failed: {type(exc).__name__}: {exc or repr(exc)}") from exc
