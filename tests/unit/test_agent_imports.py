@@ -1,6 +1,7 @@
 """Importing the edge agent loads only what every house needs (docs/performance.md): TLS
 certificate parsing, MQTT, tariffs, numpy (a site's clear-sky PV forecast, a tariff) and SunSpec
-model definitions come when a house uses them; pydantic-settings not at all."""
+model definitions come when a house uses them, s2-python with S2 messages; pydantic-settings not at
+all."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ def test_importing_the_agent_loads_no_optional_package() -> None:
     top = {m.split(".")[0] for m in loaded["modules"]}
     # cryptography: mTLS houses only (certificate expiry); aiomqtt/paho: [home_assistant] only;
     # the tariff module: [tariff] (tou mode) only; pandas/pvlib: a [site] forecast only
-    # numpy: a [site] (clear-sky PV) or a [tariff] only; pydantic_settings: replaced by vpp_common.config_env
-    optional = {"cryptography", "aiomqtt", "paho", "pandas", "pvlib", "numpy", "pydantic_settings"}
+    # numpy: a [site] (clear-sky PV) or a [tariff] only; pydantic_settings: replaced by vpp_common.config_env;
+    # s2python: where S2 messages are made ([s2], resources/s2.py), not for a battery's nameplate
+    optional = {"cryptography", "aiomqtt", "paho", "pandas", "pvlib", "numpy", "pydantic_settings", "s2python"}
     assert not top & optional, top & optional
     assert "vpp_common.tariff" not in loaded["modules"]
     assert "edge_agent.home_assistant.bridge" not in loaded["modules"]
