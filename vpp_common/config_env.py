@@ -119,17 +119,17 @@ def _next(where: Any, key: str) -> Any:
     return None
 
 
-def _decode(variable: str, value: str, lenient: bool) -> Any:
+def _decode(variable: str, field: str, value: str, lenient: bool) -> Any:
     try:
         return json.loads(value)
     except ValueError as exc:
         if lenient:
             return value
-        raise EnvValueError(f"{variable.upper()}: not valid JSON ({exc}); a table or list is given as JSON, "
-                            f"or its keys one by one with {DELIMITER}") from None
+        raise EnvValueError(f"{variable.upper()} ({field}): not valid JSON ({exc}); a table or list is given as "
+                            f"JSON, or its keys one by one with {DELIMITER}") from None
 
 
-def _nested(name: str, field: FieldInfo, env: Mapping[str, str]) -> dict[str, Any]:
+def _nested(name: str, path: str, field: FieldInfo, env: Mapping[str, str]) -> dict[str, Any]:
     """The ``<name>__...`` variables under one field as a nested table."""
     origin = typing.get_origin(field.annotation)
     under_dict = field.annotation is dict or (isinstance(origin, type) and issubclass(origin, dict))
@@ -152,7 +152,7 @@ def _nested(name: str, field: FieldInfo, env: Mapping[str, str]) -> dict[str, An
             else:  # the value type of a dict, or a key under a dict
                 is_json, lenient = True, True
             if is_json:
-                parsed = _decode(variable, value, lenient)
+                parsed = _decode(variable, ".".join([path, *keys, last]), value, lenient)
         if isinstance(table, dict):
             table[last] = parsed
     return result
@@ -169,11 +169,11 @@ def env_values(cls: type[BaseModel], prefix: str, environ: Mapping[str, str] | N
         is_json, lenient = _json_kind(field.annotation)
         if is_json:
             if value is None:
-                value = _nested(name, field, env) or None
+                value = _nested(name, field_name, field, env) or None
             else:
-                value = _decode(name, value, lenient)
+                value = _decode(name, field_name, value, lenient)
                 if isinstance(value, dict):
-                    value = deep_merge(value, _nested(name, field, env))
+                    value = deep_merge(value, _nested(name, field_name, field, env))
         if value is not None:
             out[field_name] = _fold_case(field.annotation, value) if isinstance(value, dict) else value
     return out

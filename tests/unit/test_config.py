@@ -128,13 +128,14 @@ def test_env_tables_lists_and_precedence(tmp_path: Path, monkeypatch: pytest.Mon
     assert AgentConfig(insecure=True, house_id="h").aggregator == "env:2"  # read on construction too
 
 
-@pytest.mark.parametrize(("name", "value"), [("VPP_AGENT_DEVICE", "{bad"), ("VPP_AGENT_LAN_DEVICES", "notjson"),
-                                             ("VPP_AGENT_DEVICE__PARTS", "[{"), ("VPP_AGG_FEEDERS", "[{bad")])
-def test_env_json_that_cannot_be_read_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str,
+@pytest.mark.parametrize(("name", "field", "value"), [
+    ("VPP_AGENT_DEVICE", "device", "{bad"), ("VPP_AGENT_LAN_DEVICES", "lan_devices", "notjson"),
+    ("VPP_AGENT_DEVICE__PARTS", "device.parts", "[{"), ("VPP_AGG_FEEDERS", "feeders", "[{bad")])
+def test_env_json_that_cannot_be_read_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, field: str,
                                                          value: str) -> None:
     monkeypatch.setenv(name, value)
     cls = AggregatorConfig if name.startswith("VPP_AGG_") else AgentConfig
-    with pytest.raises(ConfigError, match=f"environment: {name}: not valid JSON"):
+    with pytest.raises(ConfigError, match=f"environment: {name} \\({field}\\): not valid JSON"):
         load_config(cls, None, insecure=True, house_id="h1") if cls is AgentConfig \
             else load_config(cls, None, insecure=True)
 
