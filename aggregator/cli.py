@@ -18,8 +18,6 @@ import asyncio
 import sys
 from pathlib import Path
 
-from pydantic_settings import SettingsError
-
 from aggregator.admin_cli import add_admin_commands, run_admin
 from aggregator.certs import Issued, create_ca, house_uri, issue_house, issue_server
 from aggregator.config import AggregatorConfig
@@ -126,9 +124,6 @@ def _load(args: argparse.Namespace) -> AggregatorConfig:
         raise ConfigError(f"config file {args.config} is not UTF-8 text: byte {exc.start}: {exc.reason}") from None
     except OSError as exc:  # a directory, no permission, ...
         raise ConfigError(f"config file {args.config} cannot be read: {exc.strerror or exc}") from None
-    except SettingsError as exc:  # pydantic-settings: e.g. bad JSON in a VPP_AGG_* variable of a list/section
-        cause = f": {exc.__cause__}" if exc.__cause__ else ""
-        raise ConfigError(f"environment: {exc}{cause}".replace("\n", " ")) from None
 
 
 async def _serve(args: argparse.Namespace) -> int:

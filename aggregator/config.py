@@ -31,10 +31,9 @@ import os
 import socket
 from datetime import time
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
 
 from aggregator.certs import check_trust_domain
 from aggregator.dispatch.futures import DEFAULT_FUTURES, Future
@@ -173,7 +172,7 @@ def _default_replica_id() -> str:
 
 
 class AggregatorConfig(EnvOverridesFile):
-    model_config = SettingsConfigDict(env_prefix="VPP_AGG_", env_nested_delimiter="__", extra="forbid")
+    env_prefix: ClassVar[str] = "VPP_AGG_"
 
     listen: str = Field("127.0.0.1:50051", description="host:port of the gRPC FleetService")
     admin_listen: str | None = Field("127.0.0.1:50052", description="host:port of the admin port (AdminService, "

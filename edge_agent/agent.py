@@ -34,7 +34,7 @@ from edge_agent.device_connect import DeviceConnector
 from edge_agent.device_watch import watch_device
 from edge_agent.device_writes import DeviceWrites
 from edge_agent.energy_manager.decide import INVALID_INPUT, Decision, decide, fresh_for_control
-from edge_agent.energy_manager.forecast import HistoryForecaster, Site
+from edge_agent.energy_manager.history import Forecaster, Site
 from edge_agent.energy_manager.limits import export_past_cap, past_limits
 from edge_agent.energy_manager.plan_check import Problem
 from edge_agent.energy_manager.plans import PlanBook
@@ -137,7 +137,7 @@ class EdgeAgent:
         return self._metrics_server.url if self._metrics_server else None
 
     @property
-    def forecaster(self) -> HistoryForecaster | None:
+    def forecaster(self) -> Forecaster | None:
         return self.reports.forecaster
 
     # -- lifecycle ---------------------------------------------------------

@@ -76,10 +76,9 @@ from __future__ import annotations
 
 from datetime import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.appliance_config import ApplianceConfig, check_appliances
 from edge_agent.lan_config import RESERVED_IDS, LanDeviceConfig, check_lan_devices, check_lan_house
@@ -298,8 +297,8 @@ class TariffConfig(BaseModel):
 
 
 class AgentConfig(EnvOverridesFile):
-    model_config = SettingsConfigDict(env_prefix="VPP_AGENT_", env_nested_delimiter="__", extra="forbid",
-                                      allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
+    env_prefix: ClassVar[str] = "VPP_AGENT_"
 
     house_id: str | None = Field(
         None, description="insecure mode: the identity sent in a header (required); with mTLS: optional, "

@@ -42,8 +42,8 @@ from edge_agent.resources.capabilities import (
 )
 from edge_agent.resources.house import DeviceConfigurationError, HouseSnapshot, Nameplate
 from edge_agent.resources.lan_device import LanDeviceRM
+from edge_agent.resources.nameplate import BatteryNameplate
 from edge_agent.resources.plausibility import Refused, load_from_balance
-from edge_agent.resources.s2 import BatteryNameplate
 from vpp_common.clock import Clock
 from vpp_common.messages import (
     ControlType,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from edge_agent.config import AgentConfig, BatteryConfig, ControlConfig
-from edge_agent.energy_manager.forecast import FORECAST_HORIZON_SLOTS, FORECAST_SLOT_S
+from edge_agent.energy_manager.history import FORECAST_HORIZON_SLOTS, FORECAST_SLOT_S
 from edge_agent.energy_manager.plan_check import Problem, plan_problem
 from vpp_common.messages import DispatchPlan, Envelope, FallbackMode, PlanSlot, Setpoint
 

@@ -7,16 +7,14 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, TypeVar
 
 from edge_agent.energy_manager.decide import pv_limit_binding
-from edge_agent.energy_manager.forecast import (
+from edge_agent.energy_manager.forecast_plain import PlainForecaster
+from edge_agent.energy_manager.history import (
     FORECAST_HORIZON_SLOTS,
     FORECAST_SLOT_S,
     ForecastErrors,
-    HistoryForecaster,
     Site,
 )
 from edge_agent.metrics import AgentMetrics
@@ -32,6 +30,11 @@ from vpp_common.messages import (
     SwitchableLoadFlexibility,
 )
 from vpp_common.timeslots import align_down
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edge_agent.energy_manager.forecast import HistoryForecaster
 
 log = logging.getLogger(__name__)
 _A = TypeVar("_A")
@@ -60,7 +63,7 @@ class HouseReports:
     def __init__(self, uplink: UplinkClient, metrics: AgentMetrics, telemetry_interval_s: float) -> None:
         self.uplink, self.metrics = uplink, metrics
         self.telemetry_interval_s = telemetry_interval_s  # until the aggregator's Welcome says otherwise
-        self.forecaster: HistoryForecaster | None = None  # made once the nameplate is known
+        self.forecaster: HistoryForecaster | PlainForecaster | None = None  # made once the nameplate is known
         self.forecast_errors = ForecastErrors()
         self._forecast: tuple[datetime, Forecasts] | None = None  # (slot, forecasts made in it)
         self.last_flex_sent: object = None  # None: the next flexibility goes out whatever it is
@@ -72,7 +75,13 @@ class HouseReports:
 
     def start_forecasts(self, site: Site | None, timezone: str = "UTC") -> None:
         """The forecaster, once the nameplate is known (the clear-sky PV model needs the PV peak);
-        ``timezone``: the house's days for the similar-day load."""
+        ``timezone``: the house's days for the similar-day load.  Without a site the same forecast
+        in pure Python: numpy stays unloaded (docs/performance.md)."""
+        if site is None:
+            self.forecaster = PlainForecaster(FORECAST_SLOT_S, days=7, timezone=timezone)
+            return
+        from edge_agent.energy_manager.forecast import HistoryForecaster
+
         self.forecaster = HistoryForecaster(FORECAST_SLOT_S, days=7, site=site, timezone=timezone)
 
     def welcome(self, telemetry_interval_s: float, snap: HouseSnapshot | None) -> None:
@@ -127,7 +136,7 @@ class HouseReports:
             fc = self.forecaster.forecast(now, FORECAST_HORIZON_SLOTS)
             self.forecast_errors.record(fc)
 
-            def power(values: np.ndarray, sign: float) -> PowerForecast:
+            def power(values: Sequence[float] | np.ndarray, sign: float) -> PowerForecast:
                 return PowerForecast(fc.start, fc.slot_s, tuple(round(sign * float(v), 1) for v in values))
 
             self._forecast = (slot, (power(fc.load_w, 1.0), power(fc.pv_w, -1.0),

@@ -4,16 +4,20 @@ Inside the programs time is UTC (docs/architecture.md).  What people and markets
 mean by a day is local: a similar day's same hour, a tariff's 16:00-21:00 peak, a
 day-ahead market's publication at 13:00 and its delivery day.  This module turns
 instants into wall-clock time and back, scalar (``datetime``) and for arrays of
-POSIX seconds (the forecaster looks up hundreds of slots per forecast).
+POSIX seconds (the forecaster looks up hundreds of slots per forecast); numpy is imported by
+the array methods only (an edge agent without a site forecast or tariff runs without it).
 """
 
 from __future__ import annotations
 
 import functools
+from bisect import bisect_right
 from datetime import UTC, datetime, time, timedelta, tzinfo
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @functools.lru_cache(maxsize=64)
@@ -63,7 +67,7 @@ class ZoneClock:
         self.tz = as_zone(tz)
         # (first year, last year, instants (POSIX s) from which ..., ... this offset (s) holds): one
         # attribute, replaced whole, so a reader never sees half an extension
-        self._table: tuple[int, int, np.ndarray, np.ndarray] | None = None
+        self._table: tuple[int, int, list[float], list[float]] | None = None
 
     def _offset_at(self, s: float) -> float:
         off = datetime.fromtimestamp(s, UTC).astimezone(self.tz).utcoffset()
@@ -89,7 +93,7 @@ class ZoneClock:
                 prev = cur
         return ts, offs
 
-    def _cover(self, lo_s: float, hi_s: float) -> tuple[np.ndarray, np.ndarray]:
+    def _cover(self, lo_s: float, hi_s: float) -> tuple[list[float], list[float]]:
         y0 = datetime.fromtimestamp(lo_s, UTC).year
         y1 = datetime.fromtimestamp(hi_s, UTC).year
         table = self._table
@@ -103,27 +107,49 @@ class ZoneClock:
             a, b = self._year_table(y)
             ts += a
             offs += b
-        self._table = (y0, y1, np.array(ts), np.array(offs))
-        return self._table[2], self._table[3]
+        self._table = (y0, y1, ts, offs)
+        return ts, offs
 
     def offsets_s(self, utc_s: np.ndarray) -> np.ndarray:
         """UTC offset (s, east > 0) in force at each instant (POSIX s)."""
+        import numpy as np
+
         utc_s = np.asarray(utc_s, dtype=float)
         if not utc_s.size:
             return np.zeros(0)
-        t, off = self._cover(float(np.nanmin(utc_s)), float(np.nanmax(utc_s)))
+        t, off = (np.array(a) for a in self._cover(float(np.nanmin(utc_s)), float(np.nanmax(utc_s))))
         idx = np.clip(np.searchsorted(t, utc_s, side="right") - 1, 0, len(t) - 1)
         return off[idx]
+
+    def offset_s(self, utc_s: float) -> float:
+        """:meth:`offsets_s` of one instant, without numpy (the same table, the same value; NaN
+        for NaN, whose local time is NaN either way)."""
+        if utc_s != utc_s:
+            return utc_s
+        t, off = self._cover(utc_s, utc_s)
+        return off[min(max(bisect_right(t, utc_s) - 1, 0), len(t) - 1)]
+
+    def to_utc(self, local_s: float) -> float:
+        """:meth:`to_utc_s` of one wall-clock time, without numpy (the same steps, the same value)."""
+        u = local_s - self.offset_s(local_s)
+        for _ in range(3):
+            nxt = local_s - self.offset_s(u)
+            if nxt == u:
+                break
+            u = nxt
+        return u if u + self.offset_s(u) == local_s else float("nan")
 
     def constant_offset(self, lo_s: float, hi_s: float) -> bool:
         """True if the offset does not change from ``lo_s`` to ``hi_s`` (POSIX s): then a
         local day is 86 400 s there and UTC arithmetic is local arithmetic."""
         t, off = self._cover(lo_s, hi_s)
-        i0, i1 = (max(0, int(np.searchsorted(t, x, side="right")) - 1) for x in (lo_s, hi_s))
-        return bool((off[i0:i1 + 1] == off[i0]).all())
+        i0, i1 = (max(0, bisect_right(t, x) - 1) for x in (lo_s, hi_s))
+        return all(o == off[i0] for o in off[i0:i1 + 1])
 
     def local_s(self, utc_s: np.ndarray) -> np.ndarray:
         """Wall-clock time as seconds since 1970-01-01 00:00 local."""
+        import numpy as np
+
         utc_s = np.asarray(utc_s, dtype=float)
         return utc_s + self.offsets_s(utc_s)
 
@@ -131,6 +157,8 @@ class ZoneClock:
         """The instant of each wall-clock time (s since 1970-01-01 00:00 local); NaN where it
         does not exist (the hour skipped when the clocks go forward).  A wall time that occurs
         twice (the hour repeated in autumn) gives one of its instants."""
+        import numpy as np
+
         local_s = np.asarray(local_s, dtype=float)
         u = local_s - self.offsets_s(local_s)
         for _ in range(3):

@@ -27,31 +27,28 @@ absolute error of the forecasts once the slots they forecast have happened.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
 import numpy as np
 
-from vpp_common.localtime import ZoneClock, zone_clock
+from edge_agent.energy_manager.history import (
+    FORECAST_HORIZON_SLOTS,
+    FORECAST_SLOT_S,
+    LOAD_RECENT_H,
+    LOAD_RECENT_WEIGHT,
+    PV_PERSISTENCE_H,
+    SLOTS_PER_DAY_MAX,
+    ForecastErrors,
+    Site,
+    SlotHistory,
+    fading,
+)
 from vpp_common.timeslots import align_down
 
-SLOTS_PER_DAY_MAX = 1440
-# The agent's forecasts (sent with its flexibility, and its own tou plan): 15-min slots, 24 h
-FORECAST_SLOT_S = 900
-FORECAST_HORIZON_SLOTS = 96
-# Load: the last hour's mean level, blended into the similar-day mean with this weight now,
-# fading with this e-folding time (h).  A household's 15-min load is spiky: one slot says
-# little (its anomaly against the similar day, persisted, forecast the next 2 h with a mean
-# absolute error of 203 W on vpp-sim's default fleet, mean load 370 W), an hour's level
-# more (183 W; weights 0.6-1.0 and 2-6 h all give 181-184 W).  In the fleet strategy's share
-# of the perfect-foresight saving: +1.1 to +2.0 points on each of five weeks tried.
-LOAD_RECENT_WEIGHT = 0.6
-LOAD_RECENT_H = 3.0
-# How long the sky of the last hour persists (e-folding, h): a clear morning mostly
-# stays clear through the afternoon, a load level does not (load: 3 h, from 60 %)
-PV_PERSISTENCE_H = 6.0
+__all__ = ["FORECAST_HORIZON_SLOTS", "FORECAST_SLOT_S", "SLOTS_PER_DAY_MAX", "Forecast", "ForecastErrors",
+           "HistoryForecaster", "Site"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +61,6 @@ class Forecast:
     pv_clear_sky_w: np.ndarray | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Site:
-    latitude: float
-    longitude: float
-    pv_peak_w: float  # production at 1000 W/m2 (≈ kWp x 1000 x performance ratio)
-
-
 @dataclass(frozen=True)
 class _History:
     keys: list[datetime]  # slot starts with data, in time order
@@ -80,60 +70,21 @@ class _History:
     limited: np.ndarray  # bool: production held at a limit in the slot
 
 
-@dataclass
-class _Slot:
-    load_sum: float = 0.0
-    pv_sum: float = 0.0
-    n: int = 0
-    pv_limited: bool = False  # production was held at a limit in this slot: its PV is a lower bound
-
-
-class HistoryForecaster:
+class HistoryForecaster(SlotHistory):
     def __init__(self, slot_s: int = 900, days: int = 7, site: Site | None = None,
                  clear_sky: Callable[[list[datetime]], np.ndarray] | None = None,
                  timezone: str | tzinfo | None = None) -> None:
         """``clear_sky``: GHI (W/m2) at the middle of each slot start given; default pvlib at ``site``
         (the fleet simulator passes a precomputed table of the same values: pvlib per call is slow).
         ``timezone``: the house's IANA zone (its days for the similar-day load); None = UTC."""
-        if not 60 <= slot_s <= 3600 or 86400 % slot_s:
-            raise ValueError(f"slot_s must divide a day and lie in 60..3600, got {slot_s}")
-        self.slot_s = slot_s
-        self.days = days
+        super().__init__(slot_s, days, timezone)
         self.site = site
-        self._slots: dict[datetime, _Slot] = {}
-        self._order: deque[datetime] = deque()
-        self._last: tuple[float, float] | None = None
         self._clear_sky = clear_sky
         self.pv_clearness_quantile: float | None = None  # None: mean clearness of recent days
         self._table: _History | None = None  # the history as arrays, made on first use after a change
-        self._zone = (None if timezone is None or str(timezone) == "UTC"
-                      else zone_clock(timezone) if isinstance(timezone, str) else ZoneClock(timezone))
 
-    @property
-    def slots_per_day(self) -> int:
-        return 86400 // self.slot_s
-
-    def add(self, at: datetime, load_w: float, pv_w: float, pv_limited: bool = False) -> None:
-        """One observation (magnitudes, W).  Old slots beyond ``days`` are dropped.
-        ``pv_limited``: the inverter produced at a limit set on it (curtailed), so ``pv_w``
-        is less than the sun gave."""
-        key = align_down(at, self.slot_s)
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = _Slot()
-            self._order.append(key)
-            while len(self._order) > (self.days + 1) * self.slots_per_day:
-                del self._slots[self._order.popleft()]
-        slot.load_sum += max(0.0, load_w)
-        slot.pv_sum += max(0.0, pv_w)
-        slot.n += 1
-        slot.pv_limited |= pv_limited
-        self._last = (max(0.0, load_w), max(0.0, pv_w))
+    def _changed(self) -> None:
         self._table = None
-
-    def mean(self, key: datetime) -> tuple[float, float] | None:
-        s = self._slots.get(key)
-        return None if s is None or s.n == 0 else (s.load_sum / s.n, s.pv_sum / s.n)
 
     def _history(self) -> _History:
         """The kept slots as arrays, in time order (a forecast looks up hundreds of slots: one
@@ -237,19 +188,16 @@ class HistoryForecaster:
         starts = [start + timedelta(seconds=i * self.slot_s) for i in range(horizon_slots)]
         at = start.timestamp() + np.arange(horizon_slots, dtype=float) * self.slot_s
         sim_load, sim_pv = self._similar_day(at)
-        last_load = self._last[0] if self._last is not None else 0.0
         # the last hour's level matters for the next hours only, then the day's shape takes over
-        hours = np.arange(horizon_slots) * self.slot_s / 3600.0
-        w_recent = LOAD_RECENT_WEIGHT * np.exp(-hours / LOAD_RECENT_H)
-        back = range(1, max(1, 3600 // self.slot_s) + 1)
-        recent = [m[0] for k in back if (m := self.mean(start - timedelta(seconds=k * self.slot_s))) is not None]
-        level = float(np.mean(recent)) if recent else last_load
+        w_recent = np.array(fading(horizon_slots, self.slot_s, LOAD_RECENT_WEIGHT, LOAD_RECENT_H))
+        recent = self.recent_loads(start)
+        level = float(np.mean(recent)) if recent else self.last_load()
         load = np.where(np.isnan(sim_load), level, w_recent * level + (1 - w_recent) * sim_load)
         if self.site is not None:
             # clear-day response of these panels x clearness: the last hour's sky persists
             # for a few hours, then recent days' mean clearness takes over
             k_clear, mean_c, now_c = self._pv_model(now)
-            w_sky = np.exp(-hours / PV_PERSISTENCE_H)
+            w_sky = np.array(fading(horizon_slots, self.slot_s, 1.0, PV_PERSISTENCE_H))
             clearness = mean_c if now_c is None else w_sky * now_c + (1 - w_sky) * mean_c
             tod = self._slot_of_day(at)
             cs = self.clear_sky_w_m2(starts)
@@ -267,35 +215,3 @@ class HistoryForecaster:
             pv = np.where(np.isnan(sim_pv), 0.0, sim_pv)
             clear = None
         return Forecast(start, self.slot_s, np.maximum(load, 0.0), np.maximum(pv, 0.0), clear)
-
-
-@dataclass
-class ForecastErrors:
-    """Mean absolute error of issued forecasts against what then happened."""
-
-    issued: dict[datetime, tuple[float, float]] = field(default_factory=dict)  # slot -> (load, pv) forecast
-    window: int = 96
-    abs_errors_load: deque[float] = field(default_factory=lambda: deque(maxlen=96))
-    abs_errors_pv: deque[float] = field(default_factory=lambda: deque(maxlen=96))
-
-    def record(self, forecast: Forecast, slots: int = 4) -> None:
-        """Remember the next ``slots`` forecast values (the ones that matter most)."""
-        for i in range(min(slots, len(forecast.load_w))):
-            t = forecast.start + timedelta(seconds=i * forecast.slot_s)
-            self.issued.setdefault(t, (float(forecast.load_w[i]), float(forecast.pv_w[i])))
-
-    def settle(self, history: HistoryForecaster, now: datetime) -> None:
-        """Score forecasts of slots that have ended."""
-        done = [t for t in self.issued if t + timedelta(seconds=history.slot_s) <= now]
-        for t in done:
-            f_load, f_pv = self.issued.pop(t)
-            actual = history.mean(t)
-            if actual is not None:
-                self.abs_errors_load.append(abs(actual[0] - f_load))
-                self.abs_errors_pv.append(abs(actual[1] - f_pv))
-
-    @property
-    def mae_w(self) -> tuple[float | None, float | None]:
-        def m(d: deque[float]) -> float | None:
-            return sum(d) / len(d) if d else None
-        return m(self.abs_errors_load), m(self.abs_errors_pv)

@@ -16,19 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Protocol
 
 import numpy as np
 
-from edge_agent.energy_manager.forecast import Forecast
+from edge_agent.energy_manager.history import Forecaster
 from vpp_common.messages import DispatchPlan, SiteLimits, StorageFlexibility
 from vpp_common.tariff import PriceSource
 from vpp_common.timeslots import align_down
 from vpp_common.tou import TouPlanInput, make_plan
-
-
-class Forecaster(Protocol):
-    def forecast(self, now: datetime, horizon_slots: int = 96) -> Forecast: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +76,7 @@ class LocalTouPlanner:
             if fc.slot_s != self.slot_s or fc.start != start or len(fc.load_w) < n:
                 raise ValueError(f"forecast slots ({fc.start}, {fc.slot_s} s) do not match the plan's "
                                  f"({start}, {self.slot_s} s)")
-            load, pv = fc.load_w[:n], fc.pv_w[:n]
+            load, pv = np.asarray(fc.load_w[:n], dtype=float), np.asarray(fc.pv_w[:n], dtype=float)
         else:  # no forecast yet: plan for an idle house (the envelopes still follow the real balance)
             load, pv = np.zeros(n), np.zeros(n)
         # an import limit below 0 (a feeder envelope's "export at least", minutes long) is the live

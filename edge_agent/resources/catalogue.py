@@ -23,6 +23,7 @@ from edge_agent.resources.house import (
     Nameplate,
 )
 from edge_agent.resources.measure import Measurer
+from edge_agent.resources.nameplate import BatteryNameplate
 from edge_agent.resources.plausibility import (
     SOC_RANGE,
     BalanceWatch,
@@ -32,7 +33,6 @@ from edge_agent.resources.plausibility import (
 )
 from edge_agent.resources.readback import ControlReadback, compare
 from edge_agent.resources.retry import DeviceRetry
-from edge_agent.resources.s2 import BatteryNameplate
 from vpp_common.clock import Clock
 from vpp_common.messages import (
     ControlType,

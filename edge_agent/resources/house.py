@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edge_agent.resources.capabilities import Capabilities
+from edge_agent.resources.nameplate import BatteryNameplate
 from edge_agent.resources.plausibility import Refused
 from edge_agent.resources.readback import ControlReadback
-from edge_agent.resources.s2 import BatteryNameplate
 from vpp_common.messages import Flexibility, ResourceInfo, SiteTelemetry
 
 

@@ -57,6 +57,7 @@ from edge_agent.resources.house import (
     Nameplate,
 )
 from edge_agent.resources.measure import Measurer
+from edge_agent.resources.nameplate import BatteryNameplate
 from edge_agent.resources.plausibility import (
     SOC_RANGE,
     BalanceWatch,
@@ -67,7 +68,6 @@ from edge_agent.resources.plausibility import (
 )
 from edge_agent.resources.readback import ControlReadback
 from edge_agent.resources.retry import DeviceRetry
-from edge_agent.resources.s2 import BatteryNameplate
 from edge_agent.resources.sunspec_io import Got, OwnedPoints, read_models
 from edge_agent.resources.sunspec_readings import (
     HouseReadings,

@@ -19,7 +19,6 @@ resource id, so a re-sent description names the same actuator and modes.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 from s2python.common import Commodity, CommodityQuantity, NumberRange, PowerRange
@@ -38,6 +37,8 @@ from s2python.pebc import (
     PEBCPowerEnvelopeLimitType,
 )
 
+from edge_agent.resources.nameplate import BatteryNameplate
+
 # (abnormal_condition_only is passed explicitly: s2-python 0.11.1 leaves a pydantic FieldInfo as its
 # default, which then fails to serialise.)
 
@@ -48,25 +49,6 @@ POWER = CommodityQuantity.ELECTRIC_POWER_3_PHASE_SYMMETRIC
 def stable_id(*parts: str) -> uuid.UUID:
     """A UUID that is the same for the same resource/mode names (uuid5)."""
     return uuid.uuid5(_NS, "/".join(parts))
-
-
-@dataclass(frozen=True)
-class BatteryNameplate:
-    """What FRBC needs to know of a battery.  W magnitudes, Wh, % and fractions."""
-
-    max_charge_w: float
-    max_discharge_w: float
-    capacity_wh: float
-    reserve_soc_pct: float = 0.0
-    max_soc_pct: float = 100.0
-    charge_efficiency: float = 0.95
-    discharge_efficiency: float = 0.95
-
-    def __post_init__(self) -> None:
-        if self.max_charge_w < 0 or self.max_discharge_w < 0 or self.capacity_wh <= 0:
-            raise ValueError("BatteryNameplate: powers must be >= 0 W and capacity_wh > 0")
-        if not 0 <= self.reserve_soc_pct < self.max_soc_pct <= 100:
-            raise ValueError("BatteryNameplate: need 0 <= reserve_soc_pct < max_soc_pct <= 100")
 
 
 def _pct_per_s(power_w: float, capacity_wh: float) -> float:

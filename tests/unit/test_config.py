@@ -107,3 +107,41 @@ def test_a_pv_peak_that_no_house_has_is_refused(peak: float) -> None:
     with pytest.raises(ValueError, match="pv_peak_w"):
         AgentConfig.model_validate({"house_id": "h", "insecure": True, "site": {"pv_peak_w": peak}})
     assert AgentConfig.model_validate({"house_id": "h", "insecure": True, "site": {"pv_peak_w": 1e6}}).site.pv_peak_w
+
+
+def test_env_tables_lists_and_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variables read as pydantic-settings read them (the loader replaced it, docs/performance.md):
+    names in any case, a table or list as JSON whose ``__`` keys win, key by key into the file's
+    tables; the variables win over the file and over the values given (the CLI's flags)."""
+    f = tmp_path / "agent.toml"
+    f.write_text('insecure = true\nhouse_id = "h1"\naggregator = "file:1"\n[device]\nhost = "y"\nunit_id = 3\n')
+    monkeypatch.setenv("vpp_agent_device__PORT", "9")
+    monkeypatch.setenv("VPP_AGENT_SITE", '{"MAX_EXPORT_W": 1, "timezone": "Europe/Berlin"}')
+    monkeypatch.setenv("VPP_AGENT_SITE__MAX_EXPORT_W", "2")
+    monkeypatch.setenv("VPP_AGENT_DEVICE__PARTS", '[{"role": "battery", "host": "a"}, {"role": "meter", "host": "b"}]')
+    monkeypatch.setenv("VPP_AGENT_AGGREGATOR", "env:2")
+    cfg = load_config(AgentConfig, f, aggregator="flag:3")
+    assert (cfg.device.host, cfg.device.port, cfg.device.unit_id) == ("y", 9, 3)
+    assert [p.role for p in cfg.device.parts] == ["battery", "meter"]
+    assert (cfg.site.max_export_w, cfg.site.timezone) == (2.0, "Europe/Berlin")
+    assert cfg.aggregator == "env:2"  # as with pydantic-settings: the variable wins over the flag
+    assert AgentConfig(insecure=True, house_id="h").aggregator == "env:2"  # read on construction too
+
+
+@pytest.mark.parametrize(("name", "field", "value"), [
+    ("VPP_AGENT_DEVICE", "device", "{bad"), ("VPP_AGENT_LAN_DEVICES", "lan_devices", "notjson"),
+    ("VPP_AGENT_DEVICE__PARTS", "device.parts", "[{"), ("VPP_AGG_FEEDERS", "feeders", "[{bad")])
+def test_env_json_that_cannot_be_read_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, field: str,
+                                                         value: str) -> None:
+    monkeypatch.setenv(name, value)
+    cls = AggregatorConfig if name.startswith("VPP_AGG_") else AgentConfig
+    with pytest.raises(ConfigError, match=f"environment: {name} \\({field}\\): not valid JSON"):
+        load_config(cls, None, insecure=True, house_id="h1") if cls is AgentConfig \
+            else load_config(cls, None, insecure=True)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-5", "1e300", "1e999", "", "five"])
+def test_hostile_env_numbers_are_refused_naming_the_field(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("VPP_AGENT_SITE__PV_PEAK_W", value)
+    with pytest.raises(ConfigError, match="site.pv_peak_w"):
+        load_config(AgentConfig, None, insecure=True, house_id="h1")
