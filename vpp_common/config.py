@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -33,20 +34,28 @@ class ConfigError(Exception):
     """Bad configuration: the operator must act.  Exit non-zero with this message."""
 
 
+# set while load_config builds a model whose values already hold the variables (under its flags)
+_ENV_MERGED: ContextVar[bool] = ContextVar("_ENV_MERGED", default=False)
+
+
+def _env(cls: type[BaseModel], prefix: str) -> dict[str, Any]:
+    try:
+        return env_values(cls, prefix)
+    except EnvValueError as exc:
+        raise ConfigError(f"environment: {exc}") from None
+
+
 class EnvOverridesFile(BaseModel):
-    """Base: environment variables (``env_prefix``) win over the values given (the file, the
-    flags), which win over defaults.  Read whenever the model is constructed or validated, as
-    with pydantic-settings before (``model_copy`` reads none)."""
+    """Base: environment variables (``env_prefix``) win over the values given, which win over
+    defaults (:func:`load_config`: the file, then the variables, then the flags).  Read
+    whenever the model is constructed or validated, as with pydantic-settings before
+    (``model_copy`` reads none)."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
     env_prefix: ClassVar[str] = ""
 
     def __init__(self, **values: Any) -> None:
-        try:
-            env = env_values(type(self), self.env_prefix)
-        except EnvValueError as exc:
-            raise ConfigError(f"environment: {exc}") from None
-        super().__init__(**deep_merge(values, env))
+        super().__init__(**(values if _ENV_MERGED.get() else deep_merge(values, _env(type(self), self.env_prefix))))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -85,7 +94,7 @@ def _describe(err: Mapping[str, Any], cls: type[BaseModel]) -> str:
 
 
 def load_config(cls: type[S], path: Path | None, **overrides: Any) -> S:
-    """Read ``path`` (TOML) if given, apply env and ``overrides``; validate.
+    """Read ``path`` (TOML) if given, apply env and then ``overrides`` (the flags: they win); validate.
 
     Every problem is a :class:`ConfigError` naming the file or field and why: an unreadable
     file, bad TOML, an unknown key (nested too), an environment variable with the prefix
@@ -96,7 +105,9 @@ def load_config(cls: type[S], path: Path | None, **overrides: Any) -> S:
     if env_problems:
         raise ConfigError("unknown environment variables (not applied):\n" +
                           "\n".join(f"  {p}" for p in env_problems))
+    data = deep_merge(data, _env(cls, cls.env_prefix))
     data.update({k: v for k, v in overrides.items() if v is not None})
+    token = _ENV_MERGED.set(True)
     try:
         return cls(**data)
     except ValidationError as exc:
@@ -104,3 +115,5 @@ def load_config(cls: type[S], path: Path | None, **overrides: Any) -> S:
         lines = [f"invalid configuration{where}:"]
         lines.extend(_describe(err, cls) for err in exc.errors())
         raise ConfigError("\n".join(lines)) from None
+    finally:
+        _ENV_MERGED.reset(token)

@@ -112,7 +112,7 @@ def test_a_pv_peak_that_no_house_has_is_refused(peak: float) -> None:
 def test_env_tables_lists_and_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The variables read as pydantic-settings read them (the loader replaced it, docs/performance.md):
     names in any case, a table or list as JSON whose ``__`` keys win, key by key into the file's
-    tables; the variables win over the file and over the values given (the CLI's flags)."""
+    tables; the variables win over the file, the CLI's flags over the variables."""
     f = tmp_path / "agent.toml"
     f.write_text('insecure = true\nhouse_id = "h1"\naggregator = "file:1"\n[device]\nhost = "y"\nunit_id = 3\n')
     monkeypatch.setenv("vpp_agent_device__PORT", "9")
@@ -124,7 +124,7 @@ def test_env_tables_lists_and_precedence(tmp_path: Path, monkeypatch: pytest.Mon
     assert (cfg.device.host, cfg.device.port, cfg.device.unit_id) == ("y", 9, 3)
     assert [p.role for p in cfg.device.parts] == ["battery", "meter"]
     assert (cfg.site.max_export_w, cfg.site.timezone) == (2.0, "Europe/Berlin")
-    assert cfg.aggregator == "env:2"  # as with pydantic-settings: the variable wins over the flag
+    assert cfg.aggregator == "flag:3"  # the flag wins over the variable (README, --help)
     assert AgentConfig(insecure=True, house_id="h").aggregator == "env:2"  # read on construction too
 
 
@@ -145,3 +145,17 @@ def test_hostile_env_numbers_are_refused_naming_the_field(monkeypatch: pytest.Mo
     monkeypatch.setenv("VPP_AGENT_SITE__PV_PEAK_W", value)
     with pytest.raises(ConfigError, match="site.pv_peak_w"):
         load_config(AgentConfig, None, insecure=True, house_id="h1")
+
+
+def test_the_file_then_the_variables_then_the_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # README and --help: a TOML file overridden by VPP_AGENT_* variables, overridden by the flags
+    f = tmp_path / "agent.toml"
+    f.write_text('aggregator = "file:1"\nhouse_id = "h"\ninsecure = true\n[site]\nmax_export_w = 3000\n')
+    monkeypatch.setenv("VPP_AGENT_AGGREGATOR", "env:2")
+    monkeypatch.setenv("VPP_AGENT_SITE__MAX_EXPORT_W", "0")
+    cfg = load_config(AgentConfig, f)
+    assert cfg.aggregator == "env:2" and cfg.site.max_export_w == 0
+    cfg = load_config(AgentConfig, f, aggregator="flag:3")
+    assert cfg.aggregator == "flag:3" and cfg.site.max_export_w == 0
+    # built directly (not from a file and flags) the variables still win over the values given
+    assert AgentConfig(aggregator="x:4", house_id="h", insecure=True).aggregator == "env:2"
