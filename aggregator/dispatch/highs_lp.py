@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 
-from aggregator.dispatch.lp_build import BlockLP
+from aggregator.dispatch.lp_build import GROUPS, BlockLP
 
 LOWER, BASIC, UPPER, ZERO = 0, 1, 2, 3  # highspy.HighsBasisStatus values
 _STATUS = np.array([highspy.HighsBasisStatus(i) for i in range(5)], dtype=object)
@@ -171,3 +171,47 @@ def _at_bound(v: np.ndarray, lb: np.ndarray, ub: np.ndarray, fixed: np.ndarray |
     out[eq] = fixed[eq] if isinstance(fixed, np.ndarray) else fixed
     out[np.isneginf(lb) & np.isposinf(ub)] = ZERO
     return out
+
+
+def seating(old_keys: np.ndarray, new_keys: np.ndarray) -> np.ndarray | None:
+    """For each house of a new block, the house of a sibling block whose basis it starts from:
+    the houses of each ranked alike (feeder, then battery, EV, PV, SoC: ``BlockLP.house_keys``).
+    None if the blocks' feeders differ in size."""
+    if old_keys.shape != new_keys.shape or not old_keys.size:
+        return None
+    old, new = np.lexsort(old_keys.T[::-1]), np.lexsort(new_keys.T[::-1])
+    if not np.array_equal(old_keys[old, 0], new_keys[new, 0]):
+        return None
+    order = np.empty(old.size, dtype=np.int64)
+    order[new] = old
+    return order
+
+
+def seat_houses(basis: Statuses, fair_keys: np.ndarray, order: np.ndarray, layout: tuple[int, int, int, int],
+                t: int, fair_row0: int) -> tuple[Statuses, np.ndarray]:
+    """A block's basis (and fairness row keys) with its houses reordered: new house ``i`` takes
+    house ``order[i]``'s columns and rows, in every future.  The layout is ``lp_build``'s: house
+    groups of columns first; rows balance and SoC per house and slot, EV rows per house (if
+    any), feeder and transformer rows, the futures' tie rows per house and slot, fairness."""
+    n, n_f, n_x, k = layout
+    n0 = n // k
+    every = np.concatenate([j * n0 + order for j in range(k)])  # in every future
+    cols, rows = basis[0].copy(), basis[1].copy()
+    g = len(GROUPS) * n * t
+    cols[:g] = cols[:g].reshape(len(GROUPS), n, t)[:, every].ravel()
+    rows[: 2 * n * t] = rows[: 2 * n * t].reshape(2, n, t)[:, every].ravel()
+    per_slot = 2 * n + n_f + n_x + 2 * (k - 1) * n0
+    n_ev = fair_row0 - per_slot * t
+    if n_ev not in (0, n):
+        raise ValueError("not lp_build's layout")
+    if n_ev:
+        rows[2 * n * t : 2 * n * t + n] = rows[2 * n * t : 2 * n * t + n][every]
+    ties = 2 * n * t + n_ev + (n_f + n_x) * t
+    rows[ties:fair_row0] = rows[ties:fair_row0].reshape(-1, n0, t)[:, order].ravel()
+    # fairness rows: the same (house, slot) rows, renumbered and in the new houses' order
+    seat = np.empty(n, dtype=np.int64)
+    seat[every] = np.arange(n)
+    keys = seat[fair_keys // t] * t + fair_keys % t
+    by_key = np.argsort(keys, kind="stable")
+    rows[fair_row0:] = rows[fair_row0:][by_key]
+    return (cols, rows), keys[by_key]
