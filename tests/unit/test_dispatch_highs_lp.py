@@ -161,3 +161,13 @@ def test_no_seating_across_feeders_of_other_sizes() -> None:
     c[2, 0] = 0  # three houses on feeder 0 now
     assert seating(a, c) is None
     assert seating(a, a[:2]) is None
+
+
+def test_a_solver_process_can_keep_freed_memory() -> None:
+    import subprocess
+    import sys
+
+    # in a child: the setting stays with the process that makes it
+    code = "from aggregator.dispatch.highs_block import keep_freed_memory; print(keep_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ("True" if sys.platform == "linux" else out.strip())
