@@ -79,8 +79,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 def keep_freed_memory() -> bool:
     """In a solver process (glibc): keep memory HiGHS frees for its next model instead of
     giving it back to the system.  Every solve allocates and zeroes ~20 MB of vectors; with
-    glibc's defaults the large ones are mapped fresh each time (page faults and zeroing), a
-    third of a warm 50-house solve (docs/performance.md).  Allocations under 32 MB come from
+    glibc's defaults the large ones are mapped fresh each time (page faults and zeroing),
+    ~40 % of a 50-house re-solve that needs no iteration (docs/performance.md).  Allocations under 32 MB come from
     the heap, and up to 512 MB free at its top stays mapped: the process keeps its peak
     instead of returning to its idle size.  False where it does not apply (no glibc)."""
     try:
@@ -157,7 +157,7 @@ class SavedStart:
 
     def seated(self, lp: BlockLP) -> SavedStart:
         """This (sibling block's) basis with its houses in the order that best fits ``lp``'s
-        (``highs_lp.seating``): a 50-house block then started from it with ~40 % fewer
+        (``highs_lp.seating``): a 50-house block then started from it with 18-40 % fewer
         iterations (docs/performance.md).  Itself if the blocks' feeders differ."""
         order = seating(self.house_keys, lp.house_keys)
         if order is None:
