@@ -11,21 +11,33 @@ as an "alien" basis, which it repairs before it starts.  Anything else (other
 houses, feeders, slot count or parameters) is solved from scratch.
 
 Between cycles only the basis (one byte per column and row) and fingerprints of
-the matrix are kept, not the HiGHS model: a solved 50-house model holds ~35 MB,
-so keeping 200 of them alive for 10,000 houses would need ~7 GB.  Passing the
-LP's arrays to a new model costs ~3.5 ms per 50-house block.
+the matrix are kept, not the HiGHS model: a solved 50-house model with two futures
+holds ~45 MB, so keeping 200 of them alive for 10,000 houses would need ~9 GB.
+HiGHS is given the LP without its fixed columns and free rows (``highs_lp``).
 """
 
 from __future__ import annotations
 
-import hashlib
+import ctypes
 import os
 import sys
-from dataclasses import dataclass, replace
+import zlib
+from dataclasses import dataclass, field, replace
 
 import highspy
 import numpy as np
 
+from aggregator.dispatch.highs_lp import (
+    BASIC,
+    Compact,
+    Statuses,
+    basis_for,
+    compact,
+    pass_model,
+    seat_houses,
+    seating,
+    statuses,
+)
 from aggregator.dispatch.lp_build import BlockLP
 
 
@@ -61,6 +73,24 @@ def start_highs_quietly() -> None:
         os.close(devnull)
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def keep_freed_memory() -> bool:
+    """In a solver process (glibc): keep memory HiGHS frees for its next model instead of
+    giving it back to the system.  Every solve allocates and zeroes ~20 MB of vectors; with
+    glibc's defaults the large ones are mapped fresh each time (page faults and zeroing),
+    ~40 % of a 50-house re-solve that needs no iteration (docs/performance.md).  Allocations under 32 MB come from
+    the heap, and up to 512 MB free at its top stays mapped: the process keeps its peak
+    instead of returning to its idle size.  False where it does not apply (no glibc)."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 512 << 20))
+
+
 def _new_highs() -> highspy.Highs:
     start_highs_quietly()
     h = highspy.Highs()
@@ -73,26 +103,23 @@ def _new_highs() -> highspy.Highs:
 
 def matrix_fingerprints(lp: BlockLP) -> tuple[bytes, bytes]:
     """Identify the constraint matrix (shape, pattern and coefficients): (all of it, all
-    rows before the fairness rows).  ~1 ms per 50-house block."""
+    rows before the fairness rows).  CRC-32 (~0.8 ms per 50-house block with two futures;
+    blake2b took 3.7 ms): two matrices taken for one by chance (1 in 4e9) would only give
+    HiGHS a poor start, which it repairs or which is retried cold (``HighsBlock.solve``)."""
     m = lp.matrix
     r = m.shape[0] if lp.fair_row0 < 0 else lp.fair_row0
     end = int(m.indptr[r])
-    d = hashlib.blake2b(digest_size=16)
-    d.update(np.asarray([r, m.shape[1]], dtype=np.int64).tobytes())
+    crc = zlib.crc32(np.asarray([r, m.shape[1]], dtype=np.int64).data)
     for a in (m.indptr[: r + 1], m.indices[:end], m.data[:end]):
-        d.update(np.ascontiguousarray(a).tobytes())
-    core = d.copy().digest()
-    d.update(np.asarray(m.shape, dtype=np.int64).tobytes())
+        crc = zlib.crc32(np.ascontiguousarray(a).data, crc)
+    core = crc
+    crc = zlib.crc32(np.asarray(m.shape, dtype=np.int64).data, crc)
     for a in (m.indptr[r + 1 :], m.indices[end:], m.data[end:]):
-        d.update(np.ascontiguousarray(a).tobytes())
-    return d.digest(), core
+        crc = zlib.crc32(np.ascontiguousarray(a).data, crc)
+    return crc.to_bytes(4, "little"), core.to_bytes(4, "little")
 
 
-_STATUS = [highspy.HighsBasisStatus(i) for i in range(5)]  # kLower, kBasic, kUpper, kZero, kNonbasic
-_BASIC = 1
 _DEVEX = 1  # HiGHS option simplex_dual_edge_weight_strategy: 0 Dantzig, 1 devex, 2 steepest edge
-_ROWWISE = int(highspy.MatrixFormat.kRowwise)
-_MINIMIZE = int(highspy.ObjSense.kMinimize)
 
 
 def _shift_slots(status: np.ndarray, t: int, shift: int, t_new: int | None = None) -> np.ndarray:
@@ -118,7 +145,7 @@ class SavedStart:
 
     fingerprint: bytes  # whole matrix
     core_fingerprint: bytes  # all rows but the fairness rows
-    basis: highspy.HighsBasis
+    basis: Statuses  # per column and row of the full LP (highs_lp)
     n_rows: int
     fair_row0: int
     fair_keys: np.ndarray
@@ -126,6 +153,17 @@ class SavedStart:
     start_s: float
     slot_s: int
     layout: tuple[int, int, int, int] = (0, 0, 0, 1)
+    house_keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))  # BlockLP.house_keys
+
+    def seated(self, lp: BlockLP) -> SavedStart:
+        """This (sibling block's) basis with its houses in the order that best fits ``lp``'s
+        (``highs_lp.seating``): a 50-house block then started from it with 18-40 % fewer
+        iterations (docs/performance.md).  Itself if the blocks' feeders differ."""
+        order = seating(self.house_keys, lp.house_keys)
+        if order is None:
+            return self
+        basis, fair_keys = seat_houses(self.basis, self.fair_keys, order, self.layout, self.t, self.fair_row0)
+        return replace(self, basis=basis, fair_keys=fair_keys, house_keys=self.house_keys[order])
 
     def shift_to(self, lp: BlockLP) -> int | None:
         """Slots the horizon moved forward since this basis, or None if it cannot be reused.
@@ -138,7 +176,7 @@ class SavedStart:
         shift = int(round(moved))
         return shift if abs(moved - shift) < 1e-9 and 0 <= shift < self.t else None
 
-    def mapped(self, lp: BlockLP, shift: int) -> highspy.HighsBasis:
+    def mapped(self, lp: BlockLP, shift: int) -> Statuses:
         """This basis moved by ``shift`` slots onto ``lp``'s rows (an "alien" basis: HiGHS
         repairs the count of basic variables and any singularity before it starts).
 
@@ -147,9 +185,9 @@ class SavedStart:
         (house, slot); new ones start with their slack basic (the row inactive).
         """
         t0, t = self.t, lp.t
-        n_cols_old = lp.var_lb.size // t * t0
-        cols = np.fromiter(map(int, self.basis.col_status), dtype=np.int8, count=n_cols_old)
-        rows = np.fromiter(map(int, self.basis.row_status), dtype=np.int8, count=self.n_rows)
+        cols, rows = self.basis
+        if cols.size != lp.var_lb.size // t * t0 or rows.size != self.n_rows:
+            raise ValueError("the basis does not fit this LP's layout")
         # per-slot row blocks: balance and SoC (2 per house), feeders and transformers, and a
         # scenario LP's ties (2 per house of each future but the first)
         n0 = lp.n // lp.scenarios
@@ -157,7 +195,7 @@ class SavedStart:
         head = 2 * lp.n  # balance and SoC come before the EV rows
         n_ev_old = self.fair_row0 - per_slot * t0
         n_ev = lp.fair_row0 - per_slot * t
-        new_rows = np.full(lp.matrix.shape[0], _BASIC, dtype=np.int8)
+        new_rows = np.full(lp.matrix.shape[0], BASIC, dtype=np.int8)
         new_rows[: head * t] = _shift_slots(rows[: head * t0], t0, shift, t)
         if n_ev == n_ev_old:
             new_rows[head * t : head * t + n_ev] = rows[head * t0 : head * t0 + n_ev]
@@ -170,28 +208,16 @@ class SavedStart:
             hit = (self.fair_keys[pos] == want) & (s_new + shift < t0)
             old_fair = rows[self.fair_row0 :]
             new_rows[lp.fair_row0 :][hit] = old_fair[pos[hit]]
-        basis = highspy.HighsBasis()
-        basis.col_status = [_STATUS[i] for i in _shift_slots(cols, t0, shift, t).tolist()]
-        basis.row_status = [_STATUS[i] for i in new_rows.tolist()]
-        basis.alien = True
-        basis.valid = True
-        return basis
+        return _shift_slots(cols, t0, shift, t), new_rows
 
 
-def _load(lp: BlockLP) -> highspy.Highs:
-    """A new HiGHS model of ``lp``.  Passed as arrays (~3.5 ms for a 50-house block): a
-    ``HighsLp`` whose fields are set from Python converts them element by element (~8 ms)."""
+def _load(lp: BlockLP, start: Statuses | None = None) -> tuple[highspy.Highs, Compact]:
+    """A new HiGHS model of ``lp`` (``highs_lp.compact``, keeping what ``start`` needs)."""
     h = _new_highs()
-    m = lp.matrix
-    status = h.passModel(
-        m.shape[1], m.shape[0], m.nnz, _ROWWISE, _MINIMIZE, 0.0,
-        lp.cost, lp.var_lb, lp.var_ub, lp.row_lb, lp.row_ub,
-        m.indptr.astype(np.int32, copy=False), m.indices.astype(np.int32, copy=False), m.data,
-        np.zeros(m.shape[1], dtype=np.int32),  # every column continuous (an empty array is refused)
-    )
-    if status == highspy.HighsStatus.kError:
+    c = compact(lp, start)
+    if pass_model(h, c) == highspy.HighsStatus.kError:
         raise HighsFailed("HiGHS refused the model", time_limit=False)
-    return h
+    return h, c
 
 
 ShapeKey = tuple[int, ...]
@@ -217,8 +243,10 @@ class HighsBlock:
 
     def __init__(self, seeds: dict[ShapeKey, SavedStart] | None = None) -> None:
         self._h: highspy.Highs | None = None  # only between solve and release
+        self._c: Compact | None = None  # what the model holds of ``_lp``
         self._lp: BlockLP | None = None
         self._fp: tuple[bytes, bytes] | None = None  # of the LP being solved
+        self._x: np.ndarray | None = None  # the model's last solution (its columns)
         self._start: SavedStart | None = None
         self._seeds = seeds
         self.last_start = "cold"  # how the last solve started: "warm", "mapped", "seeded", "cold"
@@ -232,11 +260,12 @@ class HighsBlock:
         fairness rows) is the same as last time and the horizon moved by whole slots,
         else from a sibling's basis, else from scratch."""
         fp = matrix_fingerprints(lp)
-        self._h, self._lp, self._fp = _load(lp), lp, fp
-        basis, how = self._warm_basis(lp, fp)
+        start, how = self._warm_basis(lp, fp)
         self._start = None
-        if basis is not None and self._h.setBasis(basis) != highspy.HighsStatus.kOk:
-            basis, how = None, "cold"  # HiGHS refused it
+        (self._h, self._c), self._lp, self._fp = _load(lp, start), lp, fp
+        if start is not None and self._h.setBasis(basis_for(self._c, start, alien=how != "warm")) \
+                != highspy.HighsStatus.kOk:
+            how = "cold"  # HiGHS refused it
         self.last_start = how
         setattr(self, f"{how}_solves", getattr(self, f"{how}_solves") + 1)
         if how == "warm":
@@ -252,18 +281,18 @@ class HighsBlock:
                 raise
             # A repaired alien basis can, rarely, leave HiGHS in numerical trouble: a start
             # must never cost a plan, so try once more from scratch.
-            self._h, self._lp, self._fp = _load(lp), lp, fp
+            (self._h, self._c), self._lp, self._fp = _load(lp), lp, fp
             self.last_start = "cold"
             self.cold_solves += 1
             return self._run(time_limit_s)
 
-    def _warm_basis(self, lp: BlockLP, fp: tuple[bytes, bytes]) -> tuple[highspy.HighsBasis | None, str]:
+    def _warm_basis(self, lp: BlockLP, fp: tuple[bytes, bytes]) -> tuple[Statuses | None, str]:
         try:
             return self._start_basis(lp, fp)
         except (ValueError, IndexError):  # a basis that does not fit after all: a start must never cost a plan
             return None, "cold"
 
-    def _start_basis(self, lp: BlockLP, fp: tuple[bytes, bytes]) -> tuple[highspy.HighsBasis | None, str]:
+    def _start_basis(self, lp: BlockLP, fp: tuple[bytes, bytes]) -> tuple[Statuses | None, str]:
         if lp.fair_row0 < 0:
             return None, "cold"
         st = self._start
@@ -276,16 +305,22 @@ class HighsBlock:
             return st.mapped(lp, shift), "mapped"
         seed = self._seeds.get(shape_key(lp)) if self._seeds is not None else None
         if seed is not None:
-            return seed.mapped(lp, 0), "seeded"
+            return seed.seated(lp).mapped(lp, 0), "seeded"
         return None, "cold"
 
     def resolve_with_upper(self, ub: np.ndarray, time_limit_s: float) -> tuple[np.ndarray, float]:
         """Re-solve after lowering some variable upper bounds (the mode fixing); HiGHS keeps
         the basis it just found, so this takes a few iterations."""
-        assert self._h is not None and self._lp is not None
-        idx = np.flatnonzero(self._lp.var_ub != ub).astype(np.int32)
-        if idx.size:
-            self._h.changeColsBounds(idx.size, idx, self._lp.var_lb[idx], ub[idx])
+        assert self._h is not None and self._lp is not None and self._c is not None
+        idx = np.flatnonzero(self._lp.var_ub != ub)
+        # a column left out of the model is fixed at its lower bound, 0 for the charge and
+        # discharge this lowers: nothing to change there
+        present, pos = self._c.positions(idx)
+        if pos.size:
+            self._h.changeColsBounds(pos.size, pos.astype(np.int32), self._lp.var_lb[idx[present]], ub[idx[present]])
+            col_ub = self._c.col_ub.copy()
+            col_ub[pos] = ub[idx[present]]
+            self._c = replace(self._c, col_ub=col_ub)
         self._lp = replace(self._lp, var_ub=ub)
         return self._run(time_limit_s)
 
@@ -295,23 +330,24 @@ class HighsBlock:
         The basis is of the last LP solved, mode-fixing bounds included; it stays a
         valid basis when those bounds are lifted again, so it is still a good start.
         """
-        h, lp, fp = self._h, self._lp, self._fp
-        if h is not None and lp is not None and fp is not None \
+        h, c, lp, fp, x = self._h, self._c, self._lp, self._fp, self._x
+        if h is not None and c is not None and lp is not None and fp is not None and x is not None \
                 and h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
-            self._start = SavedStart(fp[0], fp[1], h.getBasis(), lp.matrix.shape[0], lp.fair_row0,
-                                     lp.fair_keys, lp.t, lp.start_s, lp.slot_s, layout(lp))
+            self._start = SavedStart(fp[0], fp[1], statuses(h, c, lp, x), lp.matrix.shape[0], lp.fair_row0,
+                                     lp.fair_keys, lp.t, lp.start_s, lp.slot_s, layout(lp), lp.house_keys)
             if self._seeds is not None:
                 self._seeds[shape_key(lp)] = self._start
-        self._h, self._lp, self._fp = None, None, None
+        self._h, self._c, self._lp, self._fp, self._x = None, None, None, None, None
 
     def _run(self, time_limit_s: float) -> tuple[np.ndarray, float]:
-        h = self._h
-        assert h is not None
+        h, c, lp = self._h, self._c, self._lp
+        assert h is not None and c is not None and lp is not None
         h.setOptionValue("time_limit", float(time_limit_s))
         h.run()
         status = h.getModelStatus()
         if status != highspy.HighsModelStatus.kOptimal:
-            self._h, self._lp, self._fp = None, None, None  # no start for the next cycle
+            self._h, self._c, self._lp, self._fp, self._x = None, None, None, None, None  # no start for the next cycle
             raise HighsFailed(f"HiGHS status {h.modelStatusToString(status)}",
                               time_limit=status == highspy.HighsModelStatus.kTimeLimit)
-        return np.asarray(h.getSolution().col_value), float(h.getInfo().objective_function_value)
+        self._x = np.asarray(h.getSolution().col_value)
+        return c.full_x(self._x, lp.var_lb), float(h.getInfo().objective_function_value)

@@ -63,6 +63,9 @@ class BlockLP:
     # Futures of a scenario LP (FleetProblem.scenario_load_w): ``n`` and ``n_feeders``/``n_transformers``
     # count every house/feeder once per future, future-major; the plans follow the first future.
     scenarios: int = 1
+    # Per house (of the first future): feeder index, battery capacity, EV power, PV size and
+    # SoC; a new block's houses take a sibling block's basis from its most alike houses (highs_block)
+    house_keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
 
     def first_future(self, a: np.ndarray) -> np.ndarray:
         """The first future's part of a per-house (or per-feeder) array of this LP: its first 1/K rows."""
@@ -192,6 +195,8 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     futures = p.scenarios
     tied = min(max(p.nonanticipative_slots, 0), p.t)
     n0 = p.n
+    keys = np.column_stack([p.feeder_of, p.capacity_wh, p.ev_max_w if p.ev_max_w.size else np.zeros(n0),
+                            p.pv_rated_w, p.soc_pct]).astype(float)
     p = p.expanded()  # a scenario LP: every house once per future (no-op without scenarios)
     lay = _Layout(p.n, p.t, len(p.feeder_ids), len(p.transformer_ids))
     h = _houses(p)
@@ -212,7 +217,7 @@ def build(p: FleetProblem, o: DispatchOptions, grid_price_per_kwh: np.ndarray | 
     fair_keys = _fairness_rows(rows, p, lay, h)
     return BlockLP(lb, ub, cost, np.concatenate(rows.lower), np.concatenate(rows.upper), rows.matrix(lay.n_var),
                    lay.n, lay.t, lay.nf, lay.nx, fair_row0=fair_row0, fair_keys=fair_keys,
-                   start_s=p.start.timestamp(), slot_s=p.slot_s, scenarios=futures)
+                   start_s=p.start.timestamp(), slot_s=p.slot_s, scenarios=futures, house_keys=keys)
 
 
 def _bounds(p: FleetProblem, o: DispatchOptions, lay: _Layout, h: _Houses,

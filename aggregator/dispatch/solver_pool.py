@@ -30,7 +30,13 @@ from typing import TypeVar
 import numpy as np
 
 from aggregator.dispatch.block_solve import BlockResult, InfeasibleError, solve_block
-from aggregator.dispatch.highs_block import HighsBlock, SavedStart, ShapeKey, start_highs_quietly
+from aggregator.dispatch.highs_block import (
+    HighsBlock,
+    SavedStart,
+    ShapeKey,
+    keep_freed_memory,
+    start_highs_quietly,
+)
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 
 BlockKey = Hashable
@@ -84,6 +90,7 @@ def _worker_init(parent_pid: int | None = None) -> None:
     """Start of a worker process: import the solvers now, not in the first cycle."""
     if parent_pid is not None:
         exit_with_parent(parent_pid)
+    keep_freed_memory()
     start_highs_quietly()
 
 

@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 
 from aggregator.dispatch.events import FleetEvent
-from aggregator.dispatch.highs_block import start_highs_quietly
+from aggregator.dispatch.highs_block import keep_freed_memory, start_highs_quietly
 from aggregator.dispatch.optimise import DispatchResult, EventReport, event_prices_for, optimise
 from aggregator.dispatch.problem import DispatchOptions, FleetProblem
 from aggregator.dispatch.solver_pool import WarmSolverPool, exit_with_parent
@@ -33,6 +33,7 @@ def optimise_job(problem: FleetProblem, now: datetime, events: Sequence[FleetEve
     global _WARM_BLOCKS
     if _WARM_BLOCKS is None:
         start_highs_quietly()  # a dedicated process: HiGHS' banner does not go into the service's log
+        keep_freed_memory()  # a dedicated process: it may keep its peak (HiGHS' models, made anew each solve)
         _WARM_BLOCKS = WarmSolverPool(workers=0)  # in this process: no processes to shut down
     result = optimise(problem, DispatchOptions(), None, now=now, pool=_WARM_BLOCKS, events=events,
                       event_prices=event_prices_for(problem, last_events) if events and last_events else None)
