@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
 """How many agent streams one aggregator replica holds.
 
-    python benchmarks/streams.py [--levels 500,1000,2000,5000] [--procs 4] [--json FILE]
+    python benchmarks/streams.py [--levels 500,1000,2000,5000] [--procs 4] [--cycle 10] [--json FILE]
 
-For each level N: start one aggregator (in-memory store, plaintext on
-loopback) in its own process, then N agents spread over ``--procs`` client
-processes (one gRPC connection per agent, the real ``UplinkClient``), each
-sending telemetry every 5 s.  After every agent has a plan, the aggregator
-re-plans the whole fleet every ``--cycle`` seconds for ``--measure`` seconds;
-each agent records how long each plan took from its creation (``created_at``)
-to arrival.  Printed per level: agents connected, seconds between plans per
-agent (the cycle, if the replica keeps up), agents that got no plan while
-measuring, plan-delivery latency p50 / p99 / max, the aggregator's RSS growth
-per connection and its CPU share.  The answer is the largest N whose p99 stays
-under 500 ms with every agent connected and served.
+For each level N: start one aggregator (in-memory store, plaintext on loopback, its default
+planning: the fleet LP with its futures) in its own process, then N agents spread over
+``--procs`` client processes on the same machine, one gRPC connection per agent, connecting at
+``--connect-rate`` agents a second, each sending telemetry every 5 s and a PlanStatus for each
+plan.  The agents are ``stream_agents``' cheap ones (``--clients uplink``: the agent's own
+``UplinkClient``, which sends no PlanStatus here and costs more CPU).  After every agent has a
+plan, the aggregator re-plans the whole fleet every ``--cycle`` seconds for ``--measure``
+seconds; each agent records how long each plan took from its creation (``created_at``) to
+arrival.  Printed per level: agents connected, seconds between plans per agent (the cycle, if
+the replica keeps up), agents that got no plan while measuring, plan-delivery latency p50 /
+p99 / max, the aggregator's RSS growth per connection and RSS, the CPU (% of one core while
+measuring) of the aggregator's process, of its children (LP solver, plan encoder) and of the
+clients, the planning cycles logged while measuring (min-max of their length and of their
+solve) and the 1-minute load average at both ends.  The answer is the largest N whose p99
+stays under 250 ms (issue 25) with every agent connected and served.
 """
 
 from __future__ import annotations
