@@ -88,9 +88,9 @@ async def client_main(target: str, first: int, stride: int, count: int, measure_
     print(json.dumps({"latencies": latencies, "connected": sum(a.connected for a in agents),
                       "without_plan": count - len(measured), "cpu_s": time.process_time() - cpu0,
                       "reconnects": sum(a.streams for a in agents) - count, "errors": ERRORS}), flush=True)
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    # done: leave at once (cancelling thousands of grpc.aio calls at exit hung a client process
+    # for minutes, and the level with it)
+    os._exit(0)
 
 
 async def client_main_uplink(target: str, first: int, stride: int, count: int, measure_s: float,
@@ -238,7 +238,8 @@ def run_level(n: int, procs: int, cycle_s: float, measure_s: float, clients_kind
             # are separate machines: no receiving process is shared)
             clients.append(subprocess.Popen(
                 [sys.executable, __file__, f"--client-{clients_kind}", f"127.0.0.1:{port}", str(i), str(procs), str(count),
-                 str(measure_s), ready_files[i], str(connect_rate / procs)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+                 str(measure_s), ready_files[i], str(connect_rate / procs)], env=env, stdout=subprocess.PIPE,
+                stderr=open(f"/tmp/vpp-bench-client-{n}-{i}.log", "wb"), text=True))
         t0 = time.monotonic()
         while not all(Path(f).exists() for f in ready_files):
             if time.monotonic() - t0 > n / connect_rate + 150:
@@ -253,7 +254,11 @@ def run_level(n: int, procs: int, cycle_s: float, measure_s: float, clients_kind
         clients_cpu_s, reconnects = 0.0, 0
         errors: dict[str, int] = {}
         for c in clients:
-            out, _ = c.communicate(timeout=measure_s + 120)
+            try:
+                out, _ = c.communicate(timeout=measure_s + 120)
+            except subprocess.TimeoutExpired:  # what it printed counts; a client that printed nothing has none
+                c.kill()
+                out, _ = c.communicate()
             line = out.strip().splitlines()[-1] if out.strip() else "{}"
             data = json.loads(line)
             latencies += data.get("latencies", [])
