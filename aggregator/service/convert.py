@@ -119,9 +119,10 @@ def telemetry_from_proto(msg: tm.Telemetry, refused: list[str] | None = None) ->
     def m(name: str, lo_hi: tuple[float, float] = _P) -> Measurement:
         return _measurement(getattr(msg, name), msg.HasField(name), f"telemetry.{name}", *lo_hi, refused, when)
 
-    required_datetime(msg.measured_at, "telemetry.measured_at")  # raises if not set
+    measured_at = seen[(msg.measured_at.seconds, msg.measured_at.nanos)] = required_datetime(
+        msg.measured_at, "telemetry.measured_at")
     return SiteTelemetry(
-        measured_at=when(msg.measured_at),
+        measured_at=measured_at,
         grid_power_w=m("grid_power_w"),
         pv_power_w=m("pv_power_w"),
         battery_power_w=m("battery_power_w"),
