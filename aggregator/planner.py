@@ -35,7 +35,7 @@ from aggregator.fleet.envelopes import LiveEnvelopes
 from aggregator.fleet.leadership import LeaderElector
 from aggregator.fleet.outbox import PlanOutbox
 from aggregator.fleet.replication import Replication
-from aggregator.fleet.schedule import CycleSchedule
+from aggregator.fleet.schedule import CycleSchedule, LoopShare
 from aggregator.fleet.signals import FleetPrices, with_limits
 from aggregator.fleet.solver import SolverProcesses
 from aggregator.metrics import AggregatorMetrics
@@ -239,9 +239,10 @@ class Planner:
 
     async def _gather_inputs(self) -> list[HouseInput]:
         """The snapshot of the fleet a cycle plans: every plannable house."""
-        inputs = []
+        inputs: list[HouseInput] = []
+        share = LoopShare()
         for record in await self._store.list_houses():
-            await asyncio.sleep(0)
+            await share.turn()
             inp = await self._house_input(record.house_id)
             if inp is not None:
                 inputs.append(inp)
@@ -335,9 +336,9 @@ class Planner:
             if old is not None and (moved := shift_plan(old, now, old.version)) is not None:
                 shifted[house_id] = moved
         await self._outbox.prepare(result.plans)
-        written = 0
+        written, share = 0, LoopShare()
         for house_id in sorted(result.plans):
-            await asyncio.sleep(0)
+            await share.turn()
             await self._outbox.wait_for_room()  # made when the streams can take it (created_at counts from here)
             # made here, one house at a time, from the arrays the solver process sent
             try:

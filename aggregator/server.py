@@ -16,7 +16,7 @@ from aggregator.fleet.replication import FLEET_ITEM, REPLAN_QUEUE
 from aggregator.metrics import AggregatorMetrics
 from aggregator.planner import Planner
 from aggregator.service.admin_servicer import AdminServicer
-from aggregator.service.fleet_servicer import FleetServicer
+from aggregator.service.fleet_servicer import FleetServicer, add_to_server
 from aggregator.service.identity import InsecureHeaderIdentity, MtlsIdentity
 from aggregator.service.plan_encoder import PlanEncoder
 from aggregator.service.reflection import enable_reflection
@@ -26,7 +26,6 @@ from aggregator.service.stream_outbox import SignalEncoder, StreamOutbox
 from aggregator.store import StateStore, StoreError, open_store
 from vpp.v1 import admin_service_pb2 as adm_pb2
 from vpp.v1 import admin_service_pb2_grpc as adm_grpc
-from vpp.v1 import fleet_service_pb2_grpc as fs_grpc
 from vpp_common.cli import StartupError
 from vpp_common.clock import Clock, SystemClock, cancel_and_wait
 from vpp_common.config import ConfigError
@@ -148,7 +147,7 @@ class AggregatorServer:
 
     async def _start_grpc(self) -> None:
         server = grpc.aio.server(options=server_options(self.config))
-        fs_grpc.add_FleetServiceServicer_to_server(self.servicer, server)
+        add_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         tls = self.config.tls
         self.port = _bind(server, self.config.listen, "listen", tls)

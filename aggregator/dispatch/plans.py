@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 
@@ -183,26 +184,39 @@ class PackedPlans:
     reason_codes: np.ndarray  # index into reasons
     reasons: tuple[str, ...]
 
+    @cached_property
+    def starts(self) -> tuple[datetime, ...]:
+        """The slots' starts, the same for every plan of the block (made once per block)."""
+        return tuple(self.start + timedelta(seconds=s * self.slot_s) for s in range(self.target_w.shape[1]))
+
     def plan(self, k: int) -> DispatchPlan:
-        t = self.target_w.shape[1]
-        starts = [self.start + timedelta(seconds=s * self.slot_s) for s in range(t)]
         bid, reasons = self.battery_ids[k], self.reasons
-        rows = zip(starts, self.target_w[k].tolist(), self.env_lo_w[k].tolist(), self.env_hi_w[k].tolist(),
+        rows = zip(self.starts, self.target_w[k].tolist(), self.env_lo_w[k].tolist(), self.env_hi_w[k].tolist(),
                    self.grid_lo_w[k].tolist(), self.grid_hi_w[k].tolist(), self.reason_codes[k].tolist(),
                    strict=True)
-        slots = tuple(PlanSlot(start=st, setpoints=(Setpoint(bid, tgt, Envelope(lo, hi)),),
-                               grid_envelope=Envelope(g_lo, g_hi), reason=reasons[r])
+        # equal envelopes and setpoints are one object (frozen): a plan's slots repeat them, and each
+        # object made costs the service's event loop and its garbage collector (docs/performance.md)
+        made: dict[tuple[float, ...], Envelope] = {}
+        setpoints: dict[tuple[float, ...], tuple[Setpoint]] = {}
+        sign = math.copysign  # 0.0 and -0.0 are equal keys: a key with a zero carries the signs
+
+        def envelope(lo: float, hi: float) -> Envelope:
+            key = (lo, hi) if lo and hi else (lo, hi, sign(1.0, lo), sign(1.0, hi))
+            if (env := made.get(key)) is None:
+                env = made[key] = Envelope(lo, hi)
+            return env
+
+        def setpoint(tgt: float, lo: float, hi: float) -> tuple[Setpoint]:
+            key = (tgt, lo, hi) if tgt and lo and hi else (tgt, lo, hi, sign(1.0, tgt), sign(1.0, lo), sign(1.0, hi))
+            if (sp := setpoints.get(key)) is None:
+                sp = setpoints[key] = (Setpoint(bid, tgt, envelope(lo, hi)),)
+            return sp
+
+        slots = tuple(PlanSlot(st, setpoint(tgt, lo, hi), envelope(g_lo, g_hi), reasons[r])
                       for st, tgt, lo, hi, g_lo, g_hi, r in rows)
-        return DispatchPlan(
-            plan_id=self.plan_ids[k],
-            version=self.version,
-            created_at=self.created_at,
-            valid_from=self.start,
-            valid_until=self.start + self.valid_for,
-            slot_duration_s=self.slot_s,
-            slots=slots,
-            fallback=FallbackMode.SELF_CONSUMPTION,
-        )
+        return DispatchPlan(plan_id=self.plan_ids[k], version=self.version, created_at=self.created_at,
+                            valid_from=self.start, valid_until=self.start + self.valid_for,
+                            slot_duration_s=self.slot_s, slots=slots, fallback=FallbackMode.SELF_CONSUMPTION)
 
 
 def pack_plans(

@@ -88,3 +88,20 @@ class CycleSchedule:
         houses, self.pending = self.pending, set()
         fleet, self.fleet_pending = self.fleet_pending, False
         return Due(houses, fleet)
+
+
+class LoopShare:
+    """Lets a long loop on the event loop (a cycle's thousands of houses) give the loop back
+    every ``every_s`` of its own work, rather than after each house: each turn waits for a
+    whole pass of the loop (every stream's ready work), and one house per pass made writing
+    10,000 plans take ~20 s at 10,000 streams (docs/performance.md, Streams)."""
+
+    def __init__(self, every_s: float = 0.002) -> None:
+        self._every_s = every_s
+        self._since = time.perf_counter()
+
+    async def turn(self) -> None:
+        """Yield to the event loop if this loop has had it for ``every_s``."""
+        if time.perf_counter() - self._since >= self._every_s:
+            await asyncio.sleep(0)
+            self._since = time.perf_counter()

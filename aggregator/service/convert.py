@@ -9,13 +9,14 @@ Drain).  Generated types stop here: the rest of the aggregator sees only
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aggregator.dispatch.plans import PackedPlans
 from aggregator.service import bounds, load_convert
 from aggregator.service.bounds import InvalidMessage
+from aggregator.service.plan_wire import packed_slots_to_wire
 from vpp.enums import CONTROL_TYPE, FALLBACK, PLAN_STATE, RESOURCE_KIND, VALIDITY
 from vpp.timestamps import duration as _duration
 from vpp.timestamps import timestamp as _ts
@@ -43,7 +44,11 @@ from vpp_common.messages import (
     Validity,
 )
 
-__all__ = ["InvalidMessage"]  # defined in bounds, raised from here too
+__all__ = ["InvalidMessage", "packed_slots_to_wire"]  # defined in bounds and plan_wire
+
+
+def _datetime(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
 
 
 def required_datetime(ts: Timestamp, field: str) -> datetime:
@@ -81,11 +86,12 @@ def hello_from_proto(msg: fs.Hello) -> Hello:
 
 
 def _measurement(msg: tm.Measurement, has: bool, field: str, lo: float, hi: float,
-                 refused: list[str] | None) -> Measurement:
+                 refused: list[str] | None, when: Callable[[Timestamp], datetime] | None = None) -> Measurement:
+    """``when``: a Timestamp as a datetime (default: converted anew)."""
     validity = VALIDITY.from_wire.get(msg.validity, Validity.MISSING) if has else Validity.MISSING
     if validity is Validity.MISSING:
         return Measurement.missing()
-    at = msg.measured_at.ToDatetime(tzinfo=UTC) if msg.HasField("measured_at") else None
+    at = ((when or _datetime)(msg.measured_at)) if msg.HasField("measured_at") else None
     if not (math.isfinite(msg.value) and lo <= msg.value <= hi):
         # never stored as a number: the rest of the sample stays (and is acked), this value
         # is IMPLAUSIBLE without a value, so nothing downstream reads a NaN as measured
@@ -100,11 +106,23 @@ _P, _PCT = (-bounds.MAX_POWER_W, bounds.MAX_POWER_W), (0.0, 100.0)
 
 def telemetry_from_proto(msg: tm.Telemetry, refused: list[str] | None = None) -> SiteTelemetry:
     """``refused`` collects the fields whose value was out of bounds (made IMPLAUSIBLE, no value)."""
-    def m(name: str, lo_hi: tuple[float, float] = _P) -> Measurement:
-        return _measurement(getattr(msg, name), msg.HasField(name), f"telemetry.{name}", *lo_hi, refused)
+    # a sample's measurements mostly carry its own instant: converted once (thousands a second)
+    seen: dict[tuple[int, int], datetime] = {}
 
+    def when(ts: Timestamp) -> datetime:
+        key = (ts.seconds, ts.nanos)
+        at = seen.get(key)
+        if at is None:
+            at = seen[key] = _datetime(ts)
+        return at
+
+    def m(name: str, lo_hi: tuple[float, float] = _P) -> Measurement:
+        return _measurement(getattr(msg, name), msg.HasField(name), f"telemetry.{name}", *lo_hi, refused, when)
+
+    measured_at = seen[(msg.measured_at.seconds, msg.measured_at.nanos)] = required_datetime(
+        msg.measured_at, "telemetry.measured_at")
     return SiteTelemetry(
-        measured_at=required_datetime(msg.measured_at, "telemetry.measured_at"),
+        measured_at=measured_at,
         grid_power_w=m("grid_power_w"),
         pv_power_w=m("pv_power_w"),
         battery_power_w=m("battery_power_w"),
@@ -112,8 +130,8 @@ def telemetry_from_proto(msg: tm.Telemetry, refused: list[str] | None = None) ->
         load_power_w=m("load_power_w"),
         resources=tuple(ResourceTelemetry(
             r.resource_id,
-            _measurement(r.power_w, r.HasField("power_w"), f"telemetry.resources[{i}].power_w", *_P, refused),
-            _measurement(r.soc_pct, r.HasField("soc_pct"), f"telemetry.resources[{i}].soc_pct", *_PCT, refused))
+            _measurement(r.power_w, r.HasField("power_w"), f"telemetry.resources[{i}].power_w", *_P, refused, when),
+            _measurement(r.soc_pct, r.HasField("soc_pct"), f"telemetry.resources[{i}].soc_pct", *_PCT, refused, when))
             for i, r in enumerate(msg.resources)),
     )
 
@@ -203,42 +221,55 @@ def plan_to_proto(plan: DispatchPlan, encoded_slots: bytes | None = None) -> pl.
     """``encoded_slots``: the plan's slots already encoded by :func:`slots_to_wire` (the
     service's plan encoder does it off the event loop); parsing them is C, building is Python."""
     out = pl.DispatchPlan.FromString(encoded_slots) if encoded_slots is not None else _slots_to_proto(plan)
+    _head(plan, out)
+    _tail(plan, out)
+    return out
+
+
+def _head(plan: DispatchPlan, out: pl.DispatchPlan) -> None:
+    """The plan's fields before its slots (numbers 1-6)."""
     out.plan_id, out.version = plan.plan_id, plan.version
     out.created_at.CopyFrom(_ts(plan.created_at))
     out.valid_from.CopyFrom(_ts(plan.valid_from))
     out.valid_until.CopyFrom(_ts(plan.valid_until))
     out.slot_duration.CopyFrom(_duration(plan.slot_duration_s))
+
+
+def _tail(plan: DispatchPlan, out: pl.DispatchPlan) -> None:
+    """The plan's fields after its slots (numbers 8-9)."""
     out.fallback.CopyFrom(pl.Fallback(mode=FALLBACK.to_wire[plan.fallback], max_export_w=plan.fallback_max_export_w))
     for r in plan.run_starts:
         out.run_starts.add(resource_id=r.resource_id).start.CopyFrom(_ts(r.start))
-    return out
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_PLAN_FIELD = b"\x5a"  # ConnectResponse.dispatch_plan: field 11, length-delimited
+
+
+def plan_response_bytes(plan: DispatchPlan, encoded_slots: bytes, sequence: int) -> bytes:
+    """``ConnectResponse(sequence=sequence, dispatch_plan=plan_to_proto(plan, encoded_slots))``
+    serialized, without parsing the slots or copying the plan's message: the fields before the
+    slots, the slots as they were encoded, the fields after them (the same bytes, in field order,
+    as serializing the message)."""
+    head, tail = pl.DispatchPlan(), pl.DispatchPlan()
+    _head(plan, head)
+    _tail(plan, tail)
+    body = b"".join((head.SerializeToString(), encoded_slots, tail.SerializeToString()))
+    seq = fs.ConnectResponse(sequence=sequence).SerializeToString()
+    return b"".join((seq, _PLAN_FIELD, _varint(len(body)), body))
 
 
 def slots_to_wire(plan: DispatchPlan) -> bytes:
     """The plan's slots alone, encoded as a DispatchPlan message (see :func:`plan_to_proto`)."""
     return _slots_to_proto(plan).SerializeToString()
-
-
-def packed_slots_to_wire(pk: PackedPlans) -> dict[str, bytes]:
-    """Plan id -> the slots of each plan of a solved block, encoded as :func:`slots_to_wire`
-    encodes them (the same values and words), straight from the arrays (building the plans
-    first took longer than encoding them)."""
-    t = pk.target_w.shape[1]
-    starts = [_ts(pk.start + timedelta(seconds=s * pk.slot_s)) for s in range(t)]
-    out = {}
-    for k, plan_id in enumerate(pk.plan_ids):
-        msg = pl.DispatchPlan()
-        add = msg.slots.add
-        bid, reasons = pk.battery_ids[k], pk.reasons
-        for st, tgt, lo, hi, g_lo, g_hi, r in zip(starts, pk.target_w[k].tolist(), pk.env_lo_w[k].tolist(),
-                                                  pk.env_hi_w[k].tolist(), pk.grid_lo_w[k].tolist(),
-                                                  pk.grid_hi_w[k].tolist(), pk.reason_codes[k].tolist(), strict=True):
-            add(start=st, reason=reasons[r],
-                setpoints=[pl.ResourceSetpoint(resource_id=bid, target_power_w=tgt,
-                                               envelope=pl.PowerEnvelope(min_w=lo, max_w=hi))],
-                grid_envelope=pl.PowerEnvelope(min_w=g_lo, max_w=g_hi))
-        out[plan_id] = msg.SerializeToString()
-    return out
 
 
 def _envelope(env: Envelope) -> pl.PowerEnvelope:

@@ -51,8 +51,8 @@ DEFAULT_TELEMETRY_HISTORY_S = 0.0
 
 _V = TypeVar("_V")
 
-# TTL'd writes between two full sweeps of expired entries: often enough to
-# bound memory for a fleet whose houses come and go, rare enough to be free.
+# TTL'd writes between two full sweeps of expired entries (or the entries' number, if more):
+# often enough to bound memory for a fleet whose houses come and go, rare enough to be free.
 _SWEEP_EVERY = 1024
 
 
@@ -140,7 +140,8 @@ class MemoryStore:
     def _note_ttl_write(self) -> None:
         """Count a TTL'd write and sweep everything expired now and then."""
         self._ttl_writes += 1
-        if self._ttl_writes < _SWEEP_EVERY:
+        # at least as many writes as entries: a sweep walks them all (10,000 houses: 4 sweeps a second)
+        if self._ttl_writes < max(_SWEEP_EVERY, len(self._routes) + len(self._telemetry)):
             return
         self._ttl_writes = 0
         now = self._now()

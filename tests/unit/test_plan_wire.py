@@ -101,3 +101,58 @@ async def test_a_dead_encoder_process_costs_one_cycle_its_head_start_not_the_cyc
         assert sorted(encoder._ahead) == sorted(pk.plan_ids)
     finally:
         encoder.close()
+
+
+async def test_a_plan_encoded_ahead_is_sent_as_the_bytes_of_the_same_response(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from vpp.v1 import fleet_service_pb2 as fs
+    from vpp_common.messages import RunStart
+
+    monkeypatch.setattr(plan_encoder, "MIN_PLANS_AHEAD", 2)
+    pk = packed()
+    plans = LazyPlans([pk], {}, pk.house_ids)
+    encoder = PlanEncoder(workers=1)
+    try:
+        await encoder.prepare(plans)
+        for seq, h in enumerate(pk.house_ids, start=3):
+            plan = replace(stamped(plans[h]), run_starts=(RunStart("washer", T0 + timedelta(hours=2)),))
+            sent = encoder.response(plan, seq)
+            expected = fs.ConnectResponse(sequence=seq, dispatch_plan=plan_to_proto(plan))
+            assert isinstance(sent, bytes)
+            assert sent == expected.SerializeToString()
+            assert fs.ConnectResponse.FromString(sent) == expected
+        # not encoded ahead (or used already): a message, the same
+        plan = stamped(plans["h0"])
+        again = encoder.response(plan, 9)
+        assert again == fs.ConnectResponse(sequence=9, dispatch_plan=plan_to_proto(plan))
+    finally:
+        encoder.close()
+
+
+def test_slots_encoded_ahead_that_do_not_fit_the_plan_are_not_sent() -> None:
+    from vpp.v1 import fleet_service_pb2 as fs
+
+    pk = packed()
+    plans = LazyPlans([pk], {}, pk.house_ids)
+    encoder = PlanEncoder(workers=0)
+    encoder._ahead = encode_packs_job([pk])
+    encoder._shapes = {pid: (96, T0) for pid in pk.plan_ids}
+    shorter = replace(plans["h0"], slots=plans["h0"].slots[4:])
+    assert encoder.response(shorter, 5) == fs.ConnectResponse(sequence=5, dispatch_plan=plan_to_proto(shorter))
+
+
+def test_slots_with_zeros_signed_zeros_and_non_finite_numbers_are_encoded_as_protobuf_does() -> None:
+    """+0.0 is left out, -0.0, NaN and infinities kept, an envelope of zeros still present; long
+    resource ids and reasons take longer length prefixes; an empty reason is left out."""
+    pk = packed(n=3, t=8)
+    pk = replace(pk, battery_ids=("battery", "b" * 200, "x"), reasons=("", "r" * 300, "charge"))
+    for arr in (pk.target_w, pk.env_lo_w, pk.env_hi_w, pk.grid_lo_w, pk.grid_hi_w):
+        arr[0, 0] = 0.0
+        arr[1, 1] = -0.0
+    pk.target_w[0, 2], pk.env_lo_w[0, 3], pk.grid_lo_w[1, 4] = 0.0, -0.0, float("-inf")
+    pk.grid_hi_w[2, 5], pk.target_w[2, 6] = float("inf"), float("nan")
+    pk.reason_codes[:, :] = [0, 1, 2, 0, 1, 2, 0, 1]
+    plans = LazyPlans([pk], {}, pk.house_ids)
+    encoded = packed_slots_to_wire(pk)
+    for h in pk.house_ids:
+        assert encoded[plans[h].plan_id] == slots_to_wire(plans[h]), h
