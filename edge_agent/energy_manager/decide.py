@@ -40,9 +40,8 @@ class BatteryLimits:
     capacity_wh: float = 0.0
     control_period_s: float = 0.0
     discharge_efficiency: float = 0.95
-    # the lowest SoC it discharges to, below the reserve, while the aggregator's live feeder
-    # envelope holds the house's import below its own consumption (the neighbours' shared import
-    # limit), and only as far as that envelope needs; None = never below the reserve
+    # lowest SoC, below the reserve, while the live feeder envelope holds import below the
+    # house's consumption, only as far as it needs (docs/architecture.md); None = the reserve
     feeder_floor_soc_pct: float | None = None
 
 
