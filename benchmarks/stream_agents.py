@@ -51,17 +51,24 @@ def _now_ts() -> Timestamp:
     return ts
 
 
+def bench_hello() -> Hello:
+    """The Hello of ``streams.py``'s agents (both kinds): an 11 kW / 4.6 kW house with a 5 kW / 10 kWh battery."""
+    return Hello("bench", SiteLimits(11_000, 4_600),
+                 (ResourceInfo("battery", ResourceKind.BATTERY, ControlType.FRBC, 5_000, 10_000),))
+
+
+def bench_flexibility() -> Flexibility:
+    """The battery at 50 %, 0-100 %, reserve 10 %, 10 kWh, +-5 kW, valid from now."""
+    return Flexibility(datetime.now(UTC), (StorageFlexibility("battery", 50, 0, 100, 10, 10_000, 5_000, 5_000),))
+
+
 def hello_bytes() -> bytes:
-    """The Hello of ``streams.py``'s agents: an 11 kW / 4.6 kW house with a 5 kW / 10 kWh battery."""
-    hello = Hello("bench", SiteLimits(11_000, 4_600),
-                  (ResourceInfo("battery", ResourceKind.BATTERY, ControlType.FRBC, 5_000, 10_000),))
-    return fs.ConnectRequest(sequence=1, hello=convert.hello_to_proto(hello)).SerializeToString()
+    return fs.ConnectRequest(sequence=1, hello=convert.hello_to_proto(bench_hello())).SerializeToString()
 
 
 def flexibility_bytes() -> bytes:
-    """The battery at 50 %, 0-100 %, reserve 10 %, 10 kWh, +-5 kW (the payload, no sequence)."""
-    flex = Flexibility(datetime.now(UTC), (StorageFlexibility("battery", 50, 0, 100, 10, 10_000, 5_000, 5_000),))
-    return fs.ConnectRequest(flexibility_update=convert.flexibility_to_proto(flex)).SerializeToString()
+    """:func:`bench_flexibility`, the payload (no sequence)."""
+    return fs.ConnectRequest(flexibility_update=convert.flexibility_to_proto(bench_flexibility())).SerializeToString()
 
 
 def telemetry_bytes() -> bytes:

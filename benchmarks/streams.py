@@ -96,25 +96,14 @@ async def client_main(target: str, first: int, stride: int, count: int, measure_
 async def client_main_uplink(target: str, first: int, stride: int, count: int, measure_s: float,
                              ready_file: str, rate_per_s: float) -> None:
     """As :func:`client_main` with the agent's own ``UplinkClient`` (no PlanStatus sent)."""
+    from stream_agents import bench_flexibility, bench_hello
+
     from edge_agent.uplink.client import UplinkCallbacks, UplinkClient
     from vpp_common.backoff import Backoff
     from vpp_common.clock import UTC
-    from vpp_common.messages import (
-        ControlType,
-        DispatchPlan,
-        Flexibility,
-        Hello,
-        Measurement,
-        ResourceInfo,
-        ResourceKind,
-        SiteLimits,
-        SiteTelemetry,
-        StorageFlexibility,
-        Validity,
-    )
+    from vpp_common.messages import DispatchPlan, Measurement, SiteTelemetry, Validity
 
-    hello = Hello("bench", SiteLimits(11_000, 4_600),
-                  (ResourceInfo("battery", ResourceKind.BATTERY, ControlType.FRBC, 5_000, 10_000),))
+    hello = bench_hello()
     latencies: list[float] = []
     got_plan: set[int] = set()
     measured_by = [0] * count  # plans each agent received while measuring
@@ -131,8 +120,7 @@ async def client_main_uplink(target: str, first: int, stride: int, count: int, m
                 measured_by[(i - first) // stride] += 1
 
         def on_welcome(_w: object) -> None:
-            c.send(Flexibility(datetime.now(UTC), (StorageFlexibility("battery", 50, 0, 100, 10, 10_000,
-                                                                      5_000, 5_000),)))
+            c.send(bench_flexibility())
 
         c = UplinkClient(target=target, house_id=f"house-{i:06d}", hello=lambda: hello, backoff=Backoff(0.5, 5),
                          callbacks=UplinkCallbacks(on_plan=on_plan, on_welcome=on_welcome))

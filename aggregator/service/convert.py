@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aggregator.service import bounds, load_convert
 from aggregator.service.bounds import InvalidMessage
-from aggregator.service.plan_wire import packed_slots_to_wire
+from aggregator.service.plan_wire import packed_slots_to_wire, varint
 from vpp.enums import CONTROL_TYPE, FALLBACK, PLAN_STATE, RESOURCE_KIND, VALIDITY
 from vpp.timestamps import duration as _duration
 from vpp.timestamps import timestamp as _ts
@@ -242,15 +242,6 @@ def _tail(plan: DispatchPlan, out: pl.DispatchPlan) -> None:
         out.run_starts.add(resource_id=r.resource_id).start.CopyFrom(_ts(r.start))
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 _PLAN_FIELD = b"\x5a"  # ConnectResponse.dispatch_plan: field 11, length-delimited
 
 
@@ -264,7 +255,7 @@ def plan_response_bytes(plan: DispatchPlan, encoded_slots: bytes, sequence: int)
     _tail(plan, tail)
     body = b"".join((head.SerializeToString(), encoded_slots, tail.SerializeToString()))
     seq = fs.ConnectResponse(sequence=sequence).SerializeToString()
-    return b"".join((seq, _PLAN_FIELD, _varint(len(body)), body))
+    return b"".join((seq, _PLAN_FIELD, varint(len(body)), body))
 
 
 def slots_to_wire(plan: DispatchPlan) -> bytes:

@@ -29,7 +29,8 @@ _FIXED_LEN = _FIXED.itemsize  # 49
 _SMALL = [bytes((i,)) for i in range(0x80)]
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """A protobuf varint (n >= 0)."""
     if n < 0x80:
         return _SMALL[n]
     out = bytearray()
@@ -42,7 +43,7 @@ def _varint(n: int) -> bytes:
 
 def _field(tag: int, payload: bytes) -> bytes:
     """A length-delimited field."""
-    return bytes((tag,)) + _varint(len(payload)) + payload
+    return bytes((tag,)) + varint(len(payload)) + payload
 
 
 def _double(tag: int, v: float) -> bytes:
@@ -81,8 +82,8 @@ def packed_slots_to_wire(pk: PackedPlans) -> dict[str, bytes]:
     out = {}
     for k, plan_id in enumerate(pk.plan_ids):
         bid = pk.battery_ids[k].encode()
-        head = b"\x0a" + _varint(len(bid)) + bid
-        sp_heads = (b"\x12" + _varint(len(head) + 29) + head, b"\x12" + _varint(len(head) + 20) + head)
+        head = b"\x0a" + varint(len(bid)) + bid
+        sp_heads = (b"\x12" + varint(len(head) + 29) + head, b"\x12" + varint(len(head) + 20) + head)
         slow_k = set(np.flatnonzero(slow[k]).tolist())
         parts: list[bytes] = []
         at = k * t * _FIXED_LEN
@@ -92,11 +93,11 @@ def packed_slots_to_wire(pk: PackedPlans) -> dict[str, bytes]:
             if slow_k and s in slow_k:
                 body = slot_fields(start, bid, float(pk.target_w[k, s]), float(pk.env_lo_w[k, s]),
                                    float(pk.env_hi_w[k, s]), float(pk.grid_lo_w[k, s]), float(pk.grid_hi_w[k, s]), reason)
-                parts += (b"\x3a", _varint(len(body)), body)
+                parts += (b"\x3a", varint(len(body)), body)
             else:
                 sp_head, cut = sp_heads[bare], at + 9 * bare
                 fixed_part = raw[cut:at + _FIXED_LEN]
-                parts += (b"\x3a", _varint(len(start) + len(sp_head) + len(fixed_part) + len(reason)), start, sp_head,
+                parts += (b"\x3a", varint(len(start) + len(sp_head) + len(fixed_part) + len(reason)), start, sp_head,
                           fixed_part, reason)
             at += _FIXED_LEN
         out[plan_id] = b"".join(parts)

@@ -118,3 +118,13 @@ def test_the_envelopes_spend_reserves_only_when_energy_above_them_is_not_enough(
     # the least import counts the reserves; without a floor room, as before
     assert import_floor_w(h).tolist() == [6000.0, -2000.0, -500.0]
     assert import_floor_w(replace(h, floor_room_w=None)).tolist() == [8000.0, -2000.0, 1000.0]
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "-1", "1e300"])
+def test_an_environment_floor_that_is_not_a_percentage_is_a_config_error(text: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from vpp_common.config import ConfigError, load_config
+
+    monkeypatch.setenv("VPP_AGENT_BATTERY__FEEDER_FLOOR_SOC_PCT", text)
+    with pytest.raises(ConfigError, match="battery.feeder_floor_soc_pct"):
+        load_config(AgentConfig, None, house_id="h", insecure=True)
