@@ -62,12 +62,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import psutil
@@ -92,6 +96,7 @@ from tests.synthetic_fleet import clear_sky_pv_w, random_fleet
 PEAK_MB_PER_HOUSE_FUTURE = 0.03
 PEAK_MB_FIXED = 600.0
 PEAK_MB_MONO_PER_HOUSE_FUTURE = 0.4
+T = TypeVar("T")
 
 
 def _workers() -> list[psutil.Process]:
@@ -188,14 +193,27 @@ class Planning:
         return PEAK_MB_FIXED + (PEAK_MB_PER_HOUSE_FUTURE + mono) * n * self.k
 
 
+def _forked(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` in a forked child (a reference LP's heap stays out of this process)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as ex:
+        return ex.submit(fn, *args).result()
+
+
+def _mono_objective(p: FleetProblem, solver: str) -> float | None:
+    mono = solve_fleet(p, DispatchOptions(time_limit_s=600, solver=solver), monolithic=True)
+    return None if mono.failed else mono.objective
+
+
 def _gap_pct(p: FleetProblem, res: DispatchResult, args: argparse.Namespace) -> float | None:
-    """Cost of the decomposed plan vs one LP of the whole fleet (both after mode fixing), %."""
+    """Cost of the decomposed plan vs one LP of the whole fleet (both after mode fixing), %.
+    The LP is solved in a forked child: glibc keeps its heap, and this process's peak RSS
+    would otherwise carry it into the next size's rows."""
     if p.n > args.mono_max:
         return None
-    mono = solve_fleet(p, DispatchOptions(time_limit_s=600, solver=args.solver), monolithic=True)
-    if mono.failed:
+    mono = _forked(_mono_objective, p, args.solver)
+    if mono is None:
         return None
-    return float(f"{100.0 * (res.cost - mono.objective) / abs(mono.objective):.2e}")
+    return float(f"{100.0 * (res.cost - mono) / abs(mono):.2e}")
 
 
 def _one(kind: str, n: int, make, pool: WarmSolverPool,
@@ -268,7 +286,7 @@ def _event_row(n: int, p: FleetProblem, pool: WarmSolverPool, args: argparse.Nam
         "load_1min": round(os.getloadavg()[0], 2),
     }
     if n <= args.mono_max:
-        mono = monolithic_with_events(p, DispatchOptions(time_limit_s=600, solver=args.solver), [event])
+        mono = _forked(monolithic_with_events, p, DispatchOptions(time_limit_s=600, solver=args.solver), [event])
         row["event_mono_gap_pct"] = float(f"{100.0 * (res.cost - mono) / abs(mono):.2e}")
     return row, res
 
@@ -343,9 +361,9 @@ def main() -> int:
     if args.max_memory_mb is not None and not (math.isfinite(args.max_memory_mb) and args.max_memory_mb > 0):
         ap.error(f"--max-memory-mb must be a positive number, got {args.max_memory_mb}")
     PLANNING = Planning(args)
+    start_highs_quietly()  # also for the reference LPs' forked children
     available_mb = psutil.virtual_memory().available / 2**20
     limit_mb = args.max_memory_mb if args.max_memory_mb is not None else 0.8 * available_mb
-    start_highs_quietly()  # the monolithic reference LP is solved in this process
     load0 = os.getloadavg()
     print(f"# configuration: {json.dumps(PLANNING.label())}", flush=True)
     print(f"# load average before: {load0}, cores: {os.cpu_count()}, memory available: {available_mb:.0f} MB",
