@@ -322,7 +322,8 @@ class ApplianceControl:
                 await self.agent.clock.sleep(self.interval_s)
         finally:
             try:
-                await asyncio.wait_for(asyncio.shield(self.release()), 5.0)
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(self.release())
             except (TimeoutError, asyncio.CancelledError):
                 log.warning("appliances: could not hand every plug back on as the agent stops: %s",
                             ", ".join(a.plug for a in self.held()))

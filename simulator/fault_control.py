@@ -255,13 +255,15 @@ class ControlServer:
 
 async def send_commands(host: str, port: int, commands: list[str], timeout_s: float = 5.0) -> list[str]:
     """Send commands to a control channel; the answer lines."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(host, port)
     try:
         answers = []
         for cmd in commands:
             writer.write((cmd.strip() + "\n").encode())
             await writer.drain()
-            answers.append((await asyncio.wait_for(reader.readline(), timeout_s)).decode().strip())
+            async with asyncio.timeout(timeout_s):
+                answers.append((await reader.readline()).decode().strip())
         return answers
     finally:
         writer.close()

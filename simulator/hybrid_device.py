@@ -614,7 +614,8 @@ class SunSpecHybridSimulator(FaultInjection):
         entry = (predicate, fut)
         self._waiters.append(entry)
         try:
-            return await asyncio.wait_for(fut, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await fut
         finally:
             self._waiters.remove(entry)
 

@@ -27,7 +27,8 @@ logging.getLogger("dsmr_parser").setLevel(logging.CRITICAL)  # its per-line erro
 async def read_telegram(host: str, port: int, timeout_s: float, name: str) -> str:
     """The next complete telegram's text; DeviceUnavailable if none arrives in ``timeout_s``."""
     try:
-        return await asyncio.wait_for(_next_telegram(host, port), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await _next_telegram(host, port)
     except TimeoutError as exc:
         raise DeviceUnavailable(f"no complete P1 telegram within {timeout_s} s", device=name) from exc
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:

@@ -218,7 +218,8 @@ class HomeAssistantBridge:
         except asyncio.CancelledError:
             # the agent stops: say so now (a clean disconnect sends no last will)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.publish(spec.availability_topic, "offline", qos=1, retain=True), 2.0)
+                async with asyncio.timeout(2.0):
+                    await client.publish(spec.availability_topic, "offline", qos=1, retain=True)
             raise
         finally:
             await cancel_and_wait(tasks)

@@ -121,7 +121,8 @@ class HaWebSocket:
 
     async def wait_change(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self.changed.wait()
 
     def _notify(self) -> None:
         self.changed.set()
@@ -162,11 +163,13 @@ class HaWebSocket:
         self._notify()
 
     async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        hello = await asyncio.wait_for(ws.receive_json(), self.timeout_s)
+        async with asyncio.timeout(self.timeout_s):
+            hello = await ws.receive_json()
         if not isinstance(hello, dict) or hello.get("type") != "auth_required":
             raise HaApiError(f"expected auth_required, got {str(hello)[:80]}")
         await ws.send_json({"type": "auth", "access_token": self._token()})
-        answer = await asyncio.wait_for(ws.receive_json(), self.timeout_s)
+        async with asyncio.timeout(self.timeout_s):
+            answer = await ws.receive_json()
         if not isinstance(answer, dict) or answer.get("type") != "auth_ok":
             if isinstance(answer, dict) and answer.get("type") == "auth_invalid":
                 raise AuthRefused(str(answer.get("message", "auth_invalid"))[:200])
@@ -200,7 +203,8 @@ class HaWebSocket:
         self._pending[msg_id] = fut
         try:
             await ws.send_json({"id": msg_id, **message})
-            return await asyncio.wait_for(fut, self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                return await fut
         except TimeoutError:
             await ws.close()
             raise HaApiError(f"no answer to {message.get('type')} within {self.timeout_s} s") from None

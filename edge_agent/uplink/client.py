@@ -301,7 +301,8 @@ class UplinkClient:
             self._outbox_ready.clear()
             if self._window:  # wake up to resend what is not acked in time
                 try:
-                    await asyncio.wait_for(self._outbox_ready.wait(), self._ack_timeout_s / 2)
+                    async with asyncio.timeout(self._ack_timeout_s / 2):
+                        await self._outbox_ready.wait()
                 except TimeoutError:
                     pass
             else:

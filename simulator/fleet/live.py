@@ -232,7 +232,8 @@ class _Procs:
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(p.wait(), 5.0)
+                    async with asyncio.timeout(5.0):
+                        await p.wait()
             # whatever the child started in its session (the aggregator's solver process)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGKILL)
@@ -262,13 +263,15 @@ class _Procs:
 async def _metrics(port: int) -> dict[str, float]:
     """The aggregator's Prometheus figures (no labels), read over a plain socket (no threads)."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2.0)
+        async with asyncio.timeout(2.0):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except (TimeoutError, OSError):
         return {}
     try:
         writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         await writer.drain()
-        text = (await asyncio.wait_for(reader.read(), 5.0)).decode(errors="replace")
+        async with asyncio.timeout(5.0):
+            text = (await reader.read()).decode(errors="replace")
     except (TimeoutError, OSError):
         return {}
     finally:

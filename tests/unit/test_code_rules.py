@@ -95,3 +95,20 @@ def test_modules_and_functions_stay_small() -> None:
                     if length > MAX_FUNCTION_LINES:
                         too_big.append(f"{name}:{node.lineno} {node.name}: {length} lines")
     assert too_big == [], "\n".join(too_big)
+
+
+def test_no_asyncio_wait_for() -> None:
+    """Python 3.11's ``asyncio.wait_for`` can lose a cancellation (docs/cancellation.md): a task
+    cancelled once, as an ``asyncio.TaskGroup`` cancels its children, then runs on.  Our own
+    code uses ``asyncio.timeout``; libraries' calls are caught by ``cancellation_kept`` and
+    ``cancel_and_wait``."""
+    import ast
+
+    found = []
+    for pkg in ("aggregator", "edge_agent", "vpp_common", "simulator"):
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Attribute) and node.attr == "wait_for" \
+                        and isinstance(node.value, ast.Name) and node.value.id == "asyncio":
+                    found.append(f"{path.relative_to(REPO).as_posix()}:{node.lineno}")
+    assert found == [], "asyncio.wait_for in: " + ", ".join(found)
