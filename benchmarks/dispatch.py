@@ -4,7 +4,8 @@ decomposition is from one LP.
 
     python benchmarks/dispatch.py [--houses 100,1000,10000] [--workers 2] [--json FILE]
                                   [--single-future] [--max-memory-mb MB]
-                                  [--mono-max 1000] [--shift-max N] [--export-limit-w 2500]
+                                  [--mono-max 1000] [--shift-max N] [--shift-soc planned|unchanged]
+                                  [--export-limit-w 2500]
                                   [--solver highs|glop] [--event [--event-reduce-w 300]]
 
 The planning configuration is the aggregator's default (``aggregator.config.PlanningConfig``):
@@ -27,7 +28,9 @@ started (``pool_start_s``, not part of the figures), then:
   %) of the same fleet, its futures made again, planned with the pool that solved it
   (warm starts);
 * ``shift`` (every size unless ``--shift-max``): the scratch fleet one slot later (horizon
-  moved by 15 min, forecasts rolled, futures made again), again with the same pool, after
+  moved by 15 min, forecasts rolled, futures made again, each battery where the scratch
+  plan's first slot took it; ``--shift-soc unchanged``: where it was, as before 2026-12-07,
+  a plan not followed), again with the same pool, after
   the scratch problem was solved once more (not reported) so that it starts from the
   scratch basis, as a cycle does.
 
@@ -145,11 +148,20 @@ def _forecast_update(p: FleetProblem) -> FleetProblem:
                    pv_power_w=p.pv_power_w * rng.uniform(0.9, 1.0, p.pv_power_w.shape))
 
 
-def _shift_one_slot(p: FleetProblem) -> FleetProblem:
-    """The same fleet 15 min later: every (N, T)/(F, T)/(T,) series rolled by one slot."""
+def _followed_soc(p: FleetProblem, res: DispatchResult) -> np.ndarray:
+    """Each battery's SoC after following its plan's first slot (W, charging > 0), %."""
+    w = np.array([res.plans[h].slots[0].setpoints[0].target_power_w for h in p.house_ids])
+    wh = np.where(w > 0, w * p.charge_efficiency, w / p.discharge_efficiency) * p.slot_s / 3600.0
+    moved = np.divide(100.0 * wh, p.capacity_wh, out=np.zeros_like(wh), where=p.capacity_wh > 0)
+    return np.clip(p.soc_pct + moved, p.soc_min_pct, p.soc_max_pct)
+
+
+def _shift_one_slot(p: FleetProblem, soc_pct: np.ndarray | None = None) -> FleetProblem:
+    """The same fleet 15 min later: every (N, T)/(F, T)/(T,) series rolled by one slot, the
+    batteries at ``soc_pct`` (default: where they were)."""
     roll = lambda a: np.roll(a, -1, axis=-1)  # noqa: E731
     return replace(
-        p, start=p.start + timedelta(seconds=p.slot_s),
+        p, start=p.start + timedelta(seconds=p.slot_s), soc_pct=p.soc_pct if soc_pct is None else soc_pct,
         load_w=roll(p.load_w), pv_power_w=roll(p.pv_power_w), max_import_w=roll(p.max_import_w),
         max_export_w=roll(p.max_export_w), feeder_import_limit_w=roll(p.feeder_import_limit_w),
         feeder_export_limit_w=roll(p.feeder_export_limit_w), import_price_per_kwh=roll(p.import_price_per_kwh),
@@ -318,8 +330,10 @@ def run_size(n: int, args: argparse.Namespace) -> list[dict]:
         rows.append(replan)
         if args.shift_max is None or n <= args.shift_max:
             _one("scratch", n, lambda: p, pool, args)  # back to the base basis (not reported)
-            rows.append(_one("shift", n, lambda: plan(_shift_one_slot(base), np.roll(clear, -1, axis=-1)),
-                             pool, args)[0])
+            soc = _followed_soc(base, res) if args.shift_soc == "planned" else None
+            shift = _one("shift", n, lambda: plan(_shift_one_slot(base, soc), np.roll(clear, -1, axis=-1)), pool,
+                         args)[0]
+            rows.append({**shift, "shift_soc": args.shift_soc})
         if args.event:
             _one("scratch", n, lambda: p, pool, args)  # the event-free solve starts from p's basis, as in a cycle
             ev_row, ev_res = _event_row(n, p, pool, args)
@@ -344,6 +358,9 @@ def main() -> int:
     ap.add_argument("--mono-max", type=int, default=1000, help="largest fleet to also solve as one LP")
     ap.add_argument("--shift-max", type=int, default=None,
                     help="largest fleet to also re-plan one slot later (default: every size)")
+    ap.add_argument("--shift-soc", choices=("planned", "unchanged"), default="planned",
+                    help="the shift's batteries: where the scratch plan's first slot took them (default), "
+                         "or where they were (a plan not followed)")
     ap.add_argument("--max-memory-mb", type=float, default=None,
                     help="skip sizes whose estimated peak RSS exceeds this (default: 80 %% of the available memory)")
     ap.add_argument("--solver", choices=("highs", "glop"), default="highs")
