@@ -5,7 +5,7 @@
 
 For each level N: start one aggregator (in-memory store, plaintext on loopback, its default
 configuration: the fleet LP with its futures, ``PlanningConfig().cycle_s`` unless ``--cycle``,
-a stress setting, asks otherwise; only admission, ``max_streams``, is raised to the level) in
+a stress setting, asks otherwise; only admission, ``max_streams``, is raised, to twice the level) in
 its own process, then N agents spread over ``--procs``
 client processes on the same machine (``stream_clients``), one gRPC connection per agent,
 connecting at ``--connect-rate`` agents a second, each sending telemetry every 5 s and a
