@@ -27,7 +27,7 @@ from aggregator.store import StateStore, StoreError, open_store
 from vpp.v1 import admin_service_pb2 as adm_pb2
 from vpp.v1 import admin_service_pb2_grpc as adm_grpc
 from vpp_common.cli import StartupError
-from vpp_common.clock import Clock, SystemClock, cancel_and_wait
+from vpp_common.clock import Clock, SystemClock, cancel_and_wait, log_if_it_fails
 from vpp_common.config import ConfigError
 from vpp_common.metrics_http import MetricsServer
 
@@ -158,9 +158,9 @@ class AggregatorServer:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.elector.try_acquire()  # a single replica leads from its first cycle on
-        self._tasks = [asyncio.create_task(self._watch_store(), name="store-health"),
-                       asyncio.create_task(self.elector.run(), name="leader"),
-                       asyncio.create_task(self.planner.run(), name="planner")]
+        self._tasks = [log_if_it_fails(asyncio.create_task(coro, name=name)) for coro, name in
+                       ((self._watch_store(), "store-health"), (self.elector.run(), "leader"),
+                        (self.planner.run(), "planner"))]
         log.info("aggregator %s serving on %s", self.config.replica_id, self.target)
 
     async def _watch_store(self) -> None:

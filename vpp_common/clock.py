@@ -204,6 +204,17 @@ async def cancel_and_wait(tasks: list[asyncio.Task[None]], timeout_s: float = 5.
             logging.getLogger(__name__).warning("task %s had failed: %r", t.get_name(), t.exception())
 
 
+def log_if_it_fails(task: asyncio.Task[None]) -> asyncio.Task[None]:
+    """Log ``task``'s exception as soon as it ends with one: a background task (a replica's
+    planner) that dies is otherwise seen only when it is awaited at shutdown."""
+    def done(t: asyncio.Task[None]) -> None:
+        if not t.cancelled() and (exc := t.exception()) is not None:
+            logging.getLogger(__name__).error("task %s failed", t.get_name(), exc_info=exc)
+
+    task.add_done_callback(done)
+    return task
+
+
 def _has_loop() -> bool:
     try:
         asyncio.get_running_loop()

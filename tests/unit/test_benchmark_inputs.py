@@ -1,5 +1,5 @@
 """The benchmarks refuse numbers they cannot run with, naming the flag, and time plans to
-registers as their docstring says (benchmarks/edge_agent.py, benchmarks/dispatch.py)."""
+registers as their docstring says (benchmarks/edge_agent.py, benchmarks/dispatch.py, benchmarks/streams.py)."""
 
 from __future__ import annotations
 
@@ -65,3 +65,15 @@ def test_a_plan_is_timed_to_the_last_write_of_the_command_it_changed() -> None:
     ms, unmatched = b.latencies_ms(sent, commands)
     assert ms == pytest.approx([20.0, 50.0, 90.0]) and unmatched == 1
     assert b.percentile(list(range(1, 201)), 99) == 198 and b.percentile([], 99) != b.percentile([], 99)  # NaN
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("--cycle", "nan"), "--cycle"), (("--cycle", "inf"), "--cycle"), (("--cycle", "-1"), "--cycle"),
+    (("--cycle", "1e12"), "--cycle"), (("--connect-rate", "nan"), "--connect-rate"),
+    (("--connect-rate", "-inf"), "--connect-rate"), (("--cycles", "0"), "--cycles"),
+    (("--cycles", "1000000"), "--cycles"), (("--procs", "-2"), "--procs"), (("--levels", "10,x"), "--levels"),
+    (("--levels", "0"), "--levels"), (("--levels", "-5"), "--levels"), (("--levels", "10000000"), "--levels"),
+])
+def test_streams_refuses_bad_numbers(args: tuple[str, ...], said: str) -> None:
+    r = _run("streams.py", *args)
+    assert r.returncode == 2 and said in r.stderr, r.stderr
