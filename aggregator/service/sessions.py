@@ -102,6 +102,7 @@ class Session:
     on_backlog_change: Callable[[int], None] | None = None  # +1 / -1: this stream's plan became (not) due
     _writing_plan: bool = False
     _counted: bool = False  # counted in the registry's backlog
+    _stalled: bool = False  # written off the backlog until its pending plan is written (``stall``)
     _closed: bool = False
 
     def __post_init__(self) -> None:
@@ -122,8 +123,21 @@ class Session:
         self._writing_plan = writing
         self._recount()
 
+    def stall(self) -> None:
+        """The writer waited for this stream's pending plan in vain: stop counting it in the
+        backlog until that plan (or a newer one) is written or the stream closes."""
+        self._stalled = True
+        self._recount()
+
+    @property
+    def counted(self) -> bool:
+        return self._counted
+
     def _recount(self) -> None:
-        due = not self._closed and (self.outbox.has_plan or self._writing_plan)
+        pending = not self._closed and (self.outbox.has_plan or self._writing_plan)
+        if not pending:
+            self._stalled = False
+        due = pending and not self._stalled
         if due != self._counted:
             self._counted = due
             if self.on_backlog_change is not None:
@@ -156,8 +170,11 @@ class SessionRegistry:
 
     async def wait_for_room(self, timeout_s: float = 2.0) -> bool:
         """Wait until fewer than ``max_plan_backlog`` streams have a plan to write; True if
-        so, False after ``timeout_s`` (streams that stopped taking plans must not stop a
-        cycle: the writer then goes on and their outboxes keep only the newest plan)."""
+        so, False after ``timeout_s``.  Streams that stopped taking plans must not stop a
+        cycle: after a wait in vain, the streams still counted are written off the backlog
+        until they write their plan (their outboxes keep only the newest).  Before, every
+        later plan of the cycle waited ``timeout_s`` again: at 10,000 streams with clients
+        too busy to read, a cycle's writing stalled for many minutes (docs/performance.md)."""
         if self._room.is_set():
             return True
         try:
@@ -165,6 +182,9 @@ class SessionRegistry:
                 await self._room.wait()
             return True
         except TimeoutError:
+            for session in list(self._sessions.values()):
+                if session.counted:
+                    session.stall()
             return False
 
     def open(self, house_id: str) -> Session:

@@ -60,3 +60,34 @@ async def test_a_closed_stream_leaves_the_backlog_and_a_stuck_one_only_delays_th
     b.writing_plan(True)
     reg.close(b)  # closed mid-write
     assert reg.plan_backlog == 0
+
+
+async def test_streams_that_take_no_plan_are_written_off_after_one_wait_in_vain() -> None:
+    """A full backlog of stuck streams costs the writer one timeout, not one per plan."""
+    reg = SessionRegistry(max_plan_backlog=2)
+    stuck = [reg.open(f"s{i}") for i in range(2)]
+    for s in stuck:
+        s.outbox.put_plan(plan(1))
+    assert await reg.wait_for_room(timeout_s=0.05) is False
+    assert reg.plan_backlog == 0
+    stuck[0].outbox.put_plan(plan(2))  # a newer plan for a stuck stream: still written off
+    assert reg.plan_backlog == 0
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    live = [reg.open(f"l{i}") for i in range(100)]
+    for s in live:
+        assert await reg.wait_for_room(timeout_s=0.05) is True
+        s.outbox.put_plan(plan(1))
+        await s.outbox.get()
+        s.writing_plan(True)
+        s.writing_plan(False)
+    assert loop.time() - t0 < 0.05
+    # a stuck stream that writes its plan counts again for its next one
+    await stuck[0].outbox.get()
+    stuck[0].writing_plan(True)
+    stuck[0].writing_plan(False)
+    assert reg.plan_backlog == 0
+    stuck[0].outbox.put_plan(plan(3))
+    assert reg.plan_backlog == 1
+    reg.close(stuck[1])
+    assert reg.plan_backlog == 1
