@@ -135,15 +135,17 @@ async def test_plan_setpoint_reaches_the_battery_register(house: House) -> None:
         snap = sim.snapshot()
         assert snap.window_lower_w == pytest.approx(target, abs=wchamax * 0.01)
         assert snap.window_upper_w == pytest.approx(target, abs=wchamax * 0.01)
-    await until(lambda: agent.plans.current is not None and agent.plans.current.version == version,
+    # ">=": the aggregator's own re-plan (asked for by the agent's FlexibilityUpdate) may come
+    # after the fixed plans on a loaded machine and supersede the last (seen once in a full run)
+    await until(lambda: agent.plans.current is not None and agent.plans.current.version >= version,
                 what="last plan adopted")
     status = None
     for _ in range(200):
         status = await house.store.get_plan_status("house-e2e")
-        if status is not None and status.version == version:
+        if status is not None and status.version >= version:
             break
         await asyncio.sleep(0.01)
-    assert status is not None and status.version == version and status.state.value == "accepted"
+    assert status is not None and status.version >= version and status.state.value == "accepted"
     worst = max(latencies)
     print(f"\nplan publication -> register write latency: "
           f"median {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms, max {worst * 1000:.1f} ms")
