@@ -86,8 +86,7 @@ async def client_main_uplink(target: str, first: int, stride: int, count: int, r
     from stream_agents import bench_flexibility, bench_hello
 
     from aggregator.gc_policy import run_gc_policy
-    from edge_agent.uplink.client import UplinkCallbacks, UplinkClient
-    from vpp_common.backoff import Backoff
+    from edge_agent.uplink.client import DEFAULT_BACKOFF, UplinkCallbacks, UplinkClient
     from vpp_common.clock import UTC
     from vpp_common.messages import DispatchPlan, Measurement, SiteTelemetry, Validity
 
@@ -109,7 +108,7 @@ async def client_main_uplink(target: str, first: int, stride: int, count: int, r
         def on_welcome(_w: object) -> None:
             c.send(bench_flexibility())
 
-        c = UplinkClient(target=target, house_id=f"house-{i:06d}", hello=lambda: hello, backoff=Backoff(0.5, 5),
+        c = UplinkClient(target=target, house_id=f"house-{i:06d}", hello=lambda: hello, backoff=DEFAULT_BACKOFF,
                          callbacks=UplinkCallbacks(on_plan=on_plan, on_welcome=on_welcome))
         return c
 
