@@ -1,15 +1,17 @@
 """Live mode (real processes on loopback) against the fast mode on one small scenario.
 
-20 houses on 2 feeders, 6 h from 08:00 UTC on a June day, PV large enough that feeder A's
-export limit (25 kW) binds from late morning on.  Cost and energy over the feeder limits must
-agree within 5 %, with absolute floors of 0.5 EUR and 3.0 kWh.  The fast mode decides once per
-slot on the slot's exact values, so it keeps the feeder at its limit (0 kWh over); live, the
-aggregator shares each feeder every 30 s from telemetry and the agents poll every 5 s and
-decide every 10 s (simulated), so a step in PV or load reaches the feeder until the next poll
-and decision.  That lag grows with CPU contention (the live run nearly saturates 2 cores),
-hence the floors.  Measured at 200x: 0.001-0.06 kWh over and costs within 0.1 EUR over 10 h;
-0.06 kWh and 0.06 EUR over these 6 h, in 2.3 minutes (10 h took 3.5).  The history of the
-gap and what closed it is in docs/fleet-strategy.md ("Live against fast mode").
+20 houses on 2 feeders, 3 h from 10:00 UTC on a June day, PV large enough that feeder A's
+export limit (25 kW) binds all along (the fast mode curtails ~29 kWh to keep it).  Cost and
+energy over the feeder limits must agree within 5 %, with absolute floors of 0.5 EUR and
+3.0 kWh.  The fast mode decides once per slot on the slot's exact values, so it keeps the
+feeder at its limit (0 kWh over); live, the aggregator shares each feeder every 30 s from
+telemetry and the agents poll every 5 s and decide every 10 s (simulated), so a step in PV or
+load reaches the feeder until the next poll and decision.  That lag grows with CPU contention
+(the live run nearly saturates 2 cores), hence the floors.  Measured at 200x: 0.37 kWh over
+and costs within 0.15 EUR over these 3 h, in 85 s (it was 6 h from 08:00 until 2026-12-08:
+0.06 kWh and 0.06 EUR in 2.3 minutes, the longest test of the suite, which nothing runs
+beside).  The history of the gap and what closed it is in docs/fleet-strategy.md ("Live
+against fast mode").
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def close(a: float, b: float, floor: float) -> bool:
 @pytest.mark.serial  # under pytest-xdist nothing runs beside it: the gap grows with CPU contention
 @pytest.mark.timeout(300)
 def test_live_matches_fast_mode() -> None:
-    sc = small_scenario()
+    sc = small_scenario(hours=3.0, start=datetime(2026, 6, 21, 10, 0, tzinfo=UTC))
     fast = kpis(sc, *(getattr(simulate(sc, "fleet"), k) for k in ("grid_w", "battery_w", "soc_pct", "pv_used_w")))
     out = io.StringIO()
     stats = LiveStats()
@@ -99,7 +101,7 @@ def test_live_matches_fast_mode() -> None:
     lag = (f"all connected after {stats.startup_real_s:.1f} s (clock starts at {stats.warmup_real_s:.0f} s); "
            f"{stats.solves} solves, {stats.solve_s:.1f} s = {stats.solve_s * SPEED / 60:.0f} simulated min; wall {wall:.0f} s")
     print(lag)
-    assert wall < 240, f"live run took {wall:.0f} s"
+    assert wall < 180, f"live run took {wall:.0f} s"
     assert stats.connected == sc.n
     assert np.isfinite(trace.grid_w).all() and not math.isnan(live["cost"])
     assert close(fast["cost"], live["cost"], FLOOR_EUR), (fast["cost"], live["cost"], lag)
