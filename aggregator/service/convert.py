@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -47,15 +47,25 @@ from vpp_common.messages import (
 __all__ = ["InvalidMessage", "packed_slots_to_wire"]  # defined in bounds and plan_wire
 
 
-def _datetime(ts: Timestamp) -> datetime:
-    return ts.ToDatetime(tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_S, _MAX_S = -62_135_596_800, 253_402_300_799  # protobuf's range: 0001-01-01 to 9999-12-31
+
+
+def timestamp(ts: Timestamp, field: str) -> datetime:
+    """A Timestamp as an aware datetime, as ``ts.ToDatetime(tzinfo=UTC)`` gives it; outside
+    protobuf's range an InvalidMessage naming ``field`` (protobuf raises ValueError, which
+    escaped a stream's reader and left the stream half dead).  A third of ToDatetime's time."""
+    s, n = ts.seconds, ts.nanos
+    if not (_MIN_S <= s <= _MAX_S and 0 <= n <= 999_999_999):
+        raise InvalidMessage(f"{field} is not a time (seconds {s}, nanos {n})", field)
+    return _EPOCH + timedelta(seconds=s, microseconds=n // 1000)
 
 
 def required_datetime(ts: Timestamp, field: str) -> datetime:
-    """A Timestamp that must be set (raises InvalidMessage naming ``field`` if not)."""
+    """A Timestamp that must be set (raises InvalidMessage naming ``field`` if not, or out of range)."""
     if ts.seconds == 0 and ts.nanos == 0:
         raise InvalidMessage(f"{field} is not set", field)
-    return ts.ToDatetime(tzinfo=UTC)
+    return timestamp(ts, field)
 
 
 def hello_from_proto(msg: fs.Hello) -> Hello:
@@ -86,12 +96,12 @@ def hello_from_proto(msg: fs.Hello) -> Hello:
 
 
 def _measurement(msg: tm.Measurement, has: bool, field: str, lo: float, hi: float,
-                 refused: list[str] | None, when: Callable[[Timestamp], datetime] | None = None) -> Measurement:
+                 refused: list[str] | None, when: Callable[[Timestamp, str], datetime] = timestamp) -> Measurement:
     """``when``: a Timestamp as a datetime (default: converted anew)."""
     validity = VALIDITY.from_wire.get(msg.validity, Validity.MISSING) if has else Validity.MISSING
     if validity is Validity.MISSING:
         return Measurement.missing()
-    at = ((when or _datetime)(msg.measured_at)) if msg.HasField("measured_at") else None
+    at = when(msg.measured_at, f"{field}.measured_at") if msg.HasField("measured_at") else None
     if not (math.isfinite(msg.value) and lo <= msg.value <= hi):
         # never stored as a number: the rest of the sample stays (and is acked), this value
         # is IMPLAUSIBLE without a value, so nothing downstream reads a NaN as measured
@@ -109,11 +119,11 @@ def telemetry_from_proto(msg: tm.Telemetry, refused: list[str] | None = None) ->
     # a sample's measurements mostly carry its own instant: converted once (thousands a second)
     seen: dict[tuple[int, int], datetime] = {}
 
-    def when(ts: Timestamp) -> datetime:
+    def when(ts: Timestamp, field: str) -> datetime:
         key = (ts.seconds, ts.nanos)
         at = seen.get(key)
         if at is None:
-            at = seen[key] = _datetime(ts)
+            at = seen[key] = timestamp(ts, field)
         return at
 
     def m(name: str, lo_hi: tuple[float, float] = _P) -> Measurement:

@@ -227,6 +227,11 @@ class FleetServicer(fs_grpc.FleetServiceServicer):
                     self._metrics.messages.labels(kind, "store_error").inc()
                     self._metrics.store_errors.inc()
                     log.warning("store error handling %s from %s: %s", kind, house_id, exc)
+                except Exception as exc:  # a bug here must cost one message, not the stream's reader
+                    self._metrics.messages.labels(kind, "error").inc()
+                    if self._refusals.refused(house_id, kind, "error", f"{type(exc).__name__}: {exc}",
+                                              "message dropped, stream kept"):
+                        log.error("handling %s from %s failed", kind, house_id, exc_info=exc)
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as exc:

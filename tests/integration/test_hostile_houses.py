@@ -272,3 +272,47 @@ async def test_a_flooding_house_triggers_few_replans(monkeypatch: pytest.MonkeyP
     finally:
         await agent.close()
         await server.stop(grace_s=0.2)
+
+
+@pytest.mark.parametrize("seconds", [2**62, -2**62])
+async def test_a_telemetry_time_out_of_range_is_refused_and_the_stream_kept(server: AggregatorServer,
+                                                                            seconds: int) -> None:
+    """Protobuf's ValueError for such a time escaped the stream's reader: nothing more was read."""
+    agent = await connected(server, "poisoned")
+    try:
+        msg = edge.telemetry_to_proto(_telemetry())
+        msg.measured_at.seconds = seconds
+        agent.send(fs.ConnectRequest(sequence=2, telemetry=msg))
+        await until(lambda: refused(server, "telemetry", "telemetry.measured_at") == 1, "the refusal")
+        agent.send(fs.ConnectRequest(sequence=3, telemetry=edge.telemetry_to_proto(_telemetry())))
+        assert (await agent.expect("telemetry_ack")).telemetry_ack.sequence == 3
+    finally:
+        await agent.close()
+
+
+async def test_a_failure_handling_one_message_costs_that_message_not_the_stream(
+        server: AggregatorServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    agent = await connected(server, "unlucky")
+    store_put = server.store.put_telemetry
+    calls = 0
+
+    async def put_once_broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        await store_put(*args, **kwargs)
+
+    monkeypatch.setattr(server.store, "put_telemetry", put_once_broken)
+    try:
+        with caplog.at_level(logging.ERROR, logger="aggregator.service.fleet_servicer"):
+            agent.send(fs.ConnectRequest(sequence=2, telemetry=edge.telemetry_to_proto(_telemetry())))
+            await until(lambda: refused(server, "telemetry", "error") == 1, "the failure counted")
+            agent.send(fs.ConnectRequest(sequence=3, telemetry=edge.telemetry_to_proto(_telemetry())))
+            assert (await agent.expect("telemetry_ack")).telemetry_ack.sequence == 3
+        assert server.metrics.registry.get_sample_value(
+            "vpp_aggregator_messages_total", {"type": "telemetry", "result": "error"}) == 1
+        assert any("RuntimeError: a bug" in (r.exc_text or "") for r in caplog.records)
+        assert await server.store.get_telemetry("unlucky") is not None
+    finally:
+        await agent.close()
