@@ -137,8 +137,9 @@ async def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"clock: {exc}") from None
     server = AggregatorServer(config, clock=clock)
-    # the serving process's garbage collection (aggregator.gc_policy): small and often
-    gc_task = asyncio.create_task(run_gc_policy(), name="gc-policy")
+    # the serving process's garbage collection (aggregator.gc_policy): small and often, the long
+    # passes not while a cycle's plans are being written
+    gc_task = asyncio.create_task(run_gc_policy(busy=server.sessions.writing_plans), name="gc-policy")
     try:
         await run_until_signal(server.start, server.stop)
     finally:

@@ -15,6 +15,12 @@ and every ``settle_every_s`` does a full pass over what was not frozen and then
 freezes the survivors (``gc.freeze``), so that later passes never walk the
 long-lived heap again.  Every ``full_every_s`` everything is unfrozen and
 collected once, for garbage cycles among objects that were frozen while alive.
+
+A settle or full pass stops the loop for as long as it walks what is alive and not frozen
+(0.14-0.44 s at 5,000 streams, mostly the latest telemetry of every house), whatever the
+settle period.  While ``busy()`` (a cycle's plans are being written to the streams) such a
+pass waits, ``max_defer_s`` at most: at a few hundred plans a second, one pass in a
+writing phase delayed more than 1 % of a cycle's plans by its whole length.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -36,9 +43,14 @@ class GcPolicy:
     settle_every_s: float = 60.0
     full_every_s: float = 1800.0
     slow_s: float = 0.2  # a collection longer than this is logged
+    max_defer_s: float = 60.0  # a settle or full pass waits while busy() this long at most
 
 
-async def run_gc_policy(policy: GcPolicy = GcPolicy()) -> None:
+def _idle() -> bool:
+    return False
+
+
+async def run_gc_policy(policy: GcPolicy = GcPolicy(), busy: Callable[[], bool] = _idle) -> None:
     """Runs until cancelled; restores the default thresholds and unfreezes when it ends."""
     old = gc.get_threshold()
     gc.set_threshold(*BACKSTOP_THRESHOLDS)
@@ -50,13 +62,19 @@ async def run_gc_policy(policy: GcPolicy = GcPolicy()) -> None:
             await asyncio.sleep(policy.young_every_s)
             now = time.monotonic()
             t0 = time.perf_counter()
-            if now - last_full >= policy.full_every_s:
+            full_due = now - last_full >= policy.full_every_s
+            settle_due = now - last_settle >= policy.settle_every_s
+            overdue = (now - last_full >= policy.full_every_s + policy.max_defer_s
+                       or now - last_settle >= policy.settle_every_s + policy.max_defer_s)
+            if (full_due or settle_due) and not overdue and busy():
+                full_due = settle_due = False  # a long pass waits for the plans to be written
+            if full_due:
                 gc.unfreeze()
                 gc.collect()
                 gc.freeze()
                 last_full = last_settle = now
                 what = "full (unfrozen)"
-            elif now - last_settle >= policy.settle_every_s:
+            elif settle_due:
                 gc.collect()  # the frozen heap is not walked: only what was promoted since
                 gc.freeze()
                 last_settle = now

@@ -14,6 +14,8 @@ the whole cycle's, 8-17 s).
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -158,11 +160,13 @@ class SessionRegistry:
         self._sessions: dict[str, Session] = {}
         self.max_plan_backlog = max_plan_backlog
         self.plan_backlog = 0
+        self._backlog_changed_at = -math.inf  # time.monotonic()
         self._room = asyncio.Event()
         self._room.set()
 
     def _backlog_change(self, delta: int) -> None:
         self.plan_backlog += delta
+        self._backlog_changed_at = time.monotonic()
         if self.plan_backlog < self.max_plan_backlog:
             self._room.set()
         else:
@@ -186,6 +190,11 @@ class SessionRegistry:
                 if session.counted:
                     session.stall()
             return False
+
+    def writing_plans(self, quiet_s: float = 2.0) -> bool:
+        """Plans are being written to the streams: one waits, or one was due or written in the
+        last ``quiet_s`` (between two plans of a cycle the backlog may be empty for a moment)."""
+        return self.plan_backlog > 0 or time.monotonic() - self._backlog_changed_at < quiet_s
 
     def open(self, house_id: str) -> Session:
         old = self._sessions.get(house_id)
