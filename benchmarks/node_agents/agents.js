@@ -72,6 +72,7 @@ const CHANNEL_OPTIONS = {
   'grpc.keepalive_time_ms': 30000,
   'grpc.keepalive_timeout_ms': 10000,
   'grpc.keepalive_permit_without_calls': 1,
+  'grpc.enable_retries': 0,
 };
 const BACKOFF_INITIAL_S = 0.5;  // vpp_common/backoff.py's Backoff(), the agent's DEFAULT_BACKOFF
 const BACKOFF_MAX_S = 60.0;
@@ -231,17 +232,18 @@ class Agent {
   }
 
   send(payload) {  // a ConnectRequest's payload (the sequence is added here)
-    if (this.connected) this.call.write(withSequence(++this.seq, payload));
+    if (this.connected) this.call.sendMessageWithContext(NO_CALLBACK, withSequence(++this.seq, payload));
   }
 
   run() {
+    // grpc-js's channel-level call (what its Client wraps in interceptors and a Node Duplex
+    // stream): Buffers in and out, one message per startRead(); about a third less CPU
     this.streams += 1;
     const opened = monoS();
-    const client = new grpc.Client(args.target, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    const channel = new grpc.Channel(args.target, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    const call = channel.createCall(METHOD, Infinity, null, null, null);
     const md = new grpc.Metadata();
     md.set(HOUSE_ID_HEADER, this.houseId);
-    const call = client.makeBidiStreamRequest(METHOD, (b) => b, (b) => b, md);
-    this.call = call;
     let done = false;
     const end = (err) => {  // the stream's end, once: count it, close the channel, back off
       if (done) return;
@@ -254,32 +256,40 @@ class Agent {
       this.attempt = this.connected ? 0 : this.attempt + 1;  // as the agent: reset once a stream is accepted
       this.connected = false;
       this.call = null;
-      call.cancel();
-      client.close();
+      call.cancelWithStatus(grpc.status.CANCELLED, 'stream ended');
+      channel.close();
       const d = Math.min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** Math.min(this.attempt, 30));
       setTimeout(() => this.run(), (d / 2 + Math.random() * (d / 2)) * 1000);
     };
-    call.on('data', (raw) => {
-      if (done) return;
-      const [kind, a, b] = payloadOf(raw);
-      if (kind === DISPATCH_PLAN) {
-        const plan = readPlan(raw, a, b);
-        this.hasPlan = true;
-        this.onPlan(this, epochMs() / 1000 - plan.createdS);
-        this.send(planStatusBytes(plan.planId, plan.version));
-      } else if (kind === WELCOME) {
-        this.connected = true;
-        this.send(FLEX);
-      } else if (kind === DRAIN) {
-        end(null);
-      }
+    call.start(md, {
+      onReceiveMetadata() {},
+      onReceiveMessage: (raw) => {
+        if (done) return;
+        const [kind, a, b] = payloadOf(raw);
+        if (kind === DISPATCH_PLAN) {
+          const plan = readPlan(raw, a, b);
+          this.hasPlan = true;
+          this.onPlan(this, epochMs() / 1000 - plan.createdS);
+          this.send(planStatusBytes(plan.planId, plan.version));
+        } else if (kind === WELCOME) {
+          this.connected = true;
+          this.send(FLEX);
+        } else if (kind === DRAIN) {
+          end(null);
+          return;
+        }
+        call.startRead();
+      },
+      onReceiveStatus: (st) => end(st.code === grpc.status.OK ? null : st),
     });
-    call.on('error', () => {});  // the status says it
-    call.on('status', (st) => end(st.code === grpc.status.OK ? null : st));
+    this.call = call;
     this.seq = 1;
-    call.write(HELLO);
+    call.sendMessageWithContext(NO_CALLBACK, HELLO);
+    call.startRead();
   }
 }
+
+const NO_CALLBACK = {};
 
 // Each agent every periodS at its own phase, as agents started at different times send.  One
 // sample is encoded per 20 ms tick and sent by the agents due in it (stream_agents.send_telemetry).
