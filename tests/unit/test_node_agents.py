@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ROOT / "benchmarks" / "node_agents"
 NODE = shutil.which("node")
 
-pytestmark = pytest.mark.skipif(NODE is None, reason="no node on PATH")
+needs_node = pytest.mark.skipif(NODE is None, reason="no node on PATH")
 
 
 def _node(*args: str) -> subprocess.CompletedProcess[str]:
@@ -31,6 +31,7 @@ def _node(*args: str) -> subprocess.CompletedProcess[str]:
 GOOD = ["127.0.0.1:1", "0", "4", "10", "/tmp/r", "/tmp/s", "50"]
 
 
+@needs_node
 @pytest.mark.parametrize(("index", "value", "said"), [
     (0, "nowhere", "target"), (1, "-1", "first"), (1, "1.5", "first"), (2, "0", "stride"), (2, "NaN", "stride"),
     (3, "0", "count"), (3, "1e9", "count"), (6, "nan", "rate"), (6, "inf", "rate"), (6, "0", "rate"),
@@ -42,6 +43,7 @@ def test_bad_arguments_are_refused(index: int, value: str, said: str) -> None:
     assert r.returncode == 2 and said in r.stderr and "usage:" in r.stderr
 
 
+@needs_node
 def test_too_few_arguments_are_refused() -> None:
     r = _node("--client-node", *GOOD[:-1])
     assert r.returncode == 2 and "7 arguments" in r.stderr
@@ -53,6 +55,7 @@ def _without_times(msg: dict[str, object]) -> dict[str, object]:
             for k, v in msg.items() if k not in ("measured_at", "valid_from", "at")}
 
 
+@needs_node
 @pytest.mark.skipif(not (AGENTS / "node_modules").is_dir(), reason="benchmarks/node_agents: npm ci not run")
 def test_the_messages_are_the_python_cheap_agents(monkeypatch: pytest.MonkeyPatch) -> None:
     # by file: benchmarks/ on sys.path would shadow the edge_agent package with benchmarks/edge_agent.py
@@ -77,3 +80,17 @@ def test_the_messages_are_the_python_cheap_agents(monkeypatch: pytest.MonkeyPatc
     assert (st.sequence, st.plan_status.plan_id, st.plan_status.version, st.plan_status.state) == (
         5, "p-1", 7, fs.PLAN_STATE_ACCEPTED)
     assert st.plan_status.at.seconds > 1.7e9
+
+
+def test_streams_says_what_to_install_without_node_or_npm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("streams_bench", ROOT / "benchmarks" / "streams.py")
+    assert spec is not None and spec.loader is not None
+    streams = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(streams)
+    monkeypatch.setattr(streams, "NODE_AGENTS", tmp_path)  # no node_modules there
+    monkeypatch.setattr(streams.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match="no `node` on PATH"):
+        streams.node_ready()
+    monkeypatch.setattr(streams.shutil, "which", lambda name: "/usr/bin/node" if name == "node" else None)
+    with pytest.raises(SystemExit, match="no `npm` on PATH"):
+        streams.node_ready()
