@@ -47,6 +47,10 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.http2.max_pings_without_data", 0),
+    # no BDP probing (a PING and a WINDOW_UPDATE after data, to grow the flow-control window for
+    # bulk transfers): our messages are small, and at 3,000 streams the probes were ~20 % of the
+    # replica's CPU (docs/performance.md, "Streams")
+    ("grpc.http2.bdp_probe", 0),
     # one process per port: with gRPC's default SO_REUSEPORT a second aggregator on the same
     # listen started silently and the fleet split between two in-memory planners (issue 20)
     ("grpc.so_reuseport", 0),

@@ -15,8 +15,10 @@ conversation as the cheap agents from Node.js processes, ``benchmarks/node_agent
 (@grpc/grpc-js), so that the clients, which stand for separate houses, take less of the
 aggregator's machine: per agent they cost about half the Python clients' CPU with 500 agents in a
 process (3.6 % of a core against 7.3 %, ``--procs 1``), less the more agents a process holds,
-about the same with ~100 a process; needs node and npm, and runs ``npm ci`` there first if its
-node_modules is missing).
+about the same with ~100 a process, 30.7 % of a core for 10,000 agents in 4 processes;
+needs node and npm, and runs ``npm ci`` there first if its node_modules is missing).  The
+default, ``--clients auto``, takes the node agents where node and npm are installed, else the
+Python cheap agents; each result names its ``clients``.
 
 A connecting agent asks for a plan (so does its FlexibilityUpdate), and with the LP a request
 re-plans the whole fleet after a 50 ms debounce: agents get their first plan during the ramp,
@@ -232,7 +234,7 @@ def run_level(n: int, args: argparse.Namespace, cycle_s: float) -> dict[str, obj
 
         progress(f"  window {wall:.0f} s: {len(cycles)} cycles, missed {[c['agents_missed'] for c in coverage]}, "
                  f"p99 {pct(0.99)} ms, streams ended {got['errors']}")
-        return {"agents": n, "cycle_s": cycle_s, "connected": got["connected"], "with_plan_at_ready": with_plan,
+        return {"agents": n, "cycle_s": cycle_s, "clients": args.clients, "connected": got["connected"], "with_plan_at_ready": with_plan,
                 "ramp_s": round(ramp_s, 1), "window_s": round(wall, 1), "plans_measured": len(latencies),
                 "cycles_in_window": coverage, "agents_missed_per_cycle": [c["agents_missed"] for c in coverage],
                 "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0) if latencies else None,
@@ -300,9 +302,10 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=2, help="planning cycles to see in the window (default 2)")
     parser.add_argument("--connect-rate", type=float, default=200.0,
                         help="agents connecting per s, all processes together (cheap and node clients; default 200)")
-    parser.add_argument("--clients", choices=("cheap", "uplink", "node"), default="cheap",
-                        help="cheap: stream_agents' agents (default); uplink: the agent's UplinkClient; node: the "
-                             "cheap agents' conversation in Node.js (benchmarks/node_agents, less client CPU)")
+    parser.add_argument("--clients", choices=("auto", "cheap", "uplink", "node"), default="auto",
+                        help="node: the cheap agents' conversation in Node.js (benchmarks/node_agents, the least "
+                             "client CPU); cheap: stream_agents' agents in Python; uplink: the agent's UplinkClient; "
+                             "auto (default): node where node and npm are installed, else cheap")
     parser.add_argument("--json", type=Path, help="write the results here as a JSON list")
     args = parser.parse_args()
     cycle_s = args.cycle if args.cycle is not None else default_cycle
@@ -311,6 +314,11 @@ def main() -> int:
                              ("--cycles", args.cycles, 100), ("--procs", args.procs, 64)):
         if not 0 < value <= top:  # NaN fails too
             parser.error(f"{flag} must be > 0 and at most {top:g} (got {value})")
+    if args.clients == "auto":
+        have = shutil.which("node") and (shutil.which("npm") or (NODE_AGENTS / "node_modules").is_dir())
+        args.clients = "node" if have else "cheap"
+        progress(f"clients: {args.clients}" + ("" if have else " (no node/npm here: the Python agents, which take "
+                                                                "more of the machine's CPU)"))
     if args.clients == "node":
         node_ready()
     results = []

@@ -67,6 +67,8 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # no BDP probing: a plan is a few KB, and each probe costs the aggregator a PING to answer
+    ("grpc.http2.bdp_probe", 0),
 ]
 
 DEFAULT_BACKOFF = Backoff()
