@@ -95,13 +95,17 @@ def hello_from_proto(msg: fs.Hello) -> Hello:
     )
 
 
+def _measured_at(ts: Timestamp, field: str) -> datetime:
+    return timestamp(ts, f"{field}.measured_at")
+
+
 def _measurement(msg: tm.Measurement, has: bool, field: str, lo: float, hi: float,
-                 refused: list[str] | None, when: Callable[[Timestamp, str], datetime] = timestamp) -> Measurement:
-    """``when``: a Timestamp as a datetime (default: converted anew)."""
+                 refused: list[str] | None, when: Callable[[Timestamp, str], datetime] = _measured_at) -> Measurement:
+    """``when(ts, field)``: the measurement's ``measured_at`` as a datetime (default: converted anew)."""
     validity = VALIDITY.from_wire.get(msg.validity, Validity.MISSING) if has else Validity.MISSING
     if validity is Validity.MISSING:
         return Measurement.missing()
-    at = when(msg.measured_at, f"{field}.measured_at") if msg.HasField("measured_at") else None
+    at = when(msg.measured_at, field) if msg.HasField("measured_at") else None
     if not (math.isfinite(msg.value) and lo <= msg.value <= hi):
         # never stored as a number: the rest of the sample stays (and is acked), this value
         # is IMPLAUSIBLE without a value, so nothing downstream reads a NaN as measured
@@ -123,7 +127,7 @@ def telemetry_from_proto(msg: tm.Telemetry, refused: list[str] | None = None) ->
         key = (ts.seconds, ts.nanos)
         at = seen.get(key)
         if at is None:
-            at = seen[key] = timestamp(ts, field)
+            at = seen[key] = _measured_at(ts, field)  # the field's name is made only here
         return at
 
     def m(name: str, lo_hi: tuple[float, float] = _P) -> Measurement:
